@@ -1,0 +1,47 @@
+# Set-up and entry points. A fresh machine needs only python3 (3.11), pip and gcc:
+#   make demo   - install, then materialize the whole graph into the local instance
+#   make test   - install, then run the test suite
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+export DAGSTER_HOME := $(CURDIR)/.dagster_home
+export DS_DATA_DIR ?= $(CURDIR)/data
+
+# onnxruntime and onnxruntime-gpu cannot live together: take the GPU extra only with a GPU.
+EXTRA := $(shell nvidia-smi -L >/dev/null 2>&1 && echo gpu || echo cpu)
+STAMP := $(VENV)/.installed-$(EXTRA)
+
+.PHONY: install demo test lint dev clean
+
+$(PY):
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+
+# Re-installs only when pyproject.toml changes, so a second `make demo` skips set-up.
+$(STAMP): pyproject.toml | $(PY)
+	rm -f $(VENV)/.installed-*
+	$(PY) -m pip install --quiet -e ".[$(EXTRA),dev]"
+	touch $@
+
+install: $(STAMP)
+
+$(DAGSTER_HOME)/dagster.yaml: dagster.yaml
+	mkdir -p $(DAGSTER_HOME)
+	cp dagster.yaml $@
+
+demo: install $(DAGSTER_HOME)/dagster.yaml
+	$(PY) -m ds_assets.demo
+
+test: install
+	$(PY) -m pytest
+
+lint: install
+	$(VENV)/bin/ruff check ds_assets ds_serving tests
+	$(VENV)/bin/mypy ds_assets ds_serving
+
+dev: install $(DAGSTER_HOME)/dagster.yaml
+	$(VENV)/bin/dagster dev -w workspace.yaml
+
+clean:
+	rm -rf $(DAGSTER_HOME) $(DS_DATA_DIR)

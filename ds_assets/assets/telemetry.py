@@ -1,0 +1,109 @@
+"""Raw telemetry per day and the blocking data-quality checks that gate everything downstream."""
+
+
+from collections.abc import Iterator
+from typing import Literal
+
+import dagster as dg
+import pandas as pd
+
+from ds_assets.analytics import anomaly_breakdown, feature_summary, telemetry_overview
+from ds_assets.assets.partitions import daily_partitions
+from ds_assets.generator import FEATURE_RANGES, GeneratorConfig, generate_day
+from ds_assets.schema import feature_columns
+from ds_assets.sources import read_labeled_file, resolve_path
+from ds_assets.validation import CHECK_NAMES, validate_telemetry
+
+
+class TelemetrySourceConfig(dg.Config):
+    """Where a day of telemetry comes from: the synthetic generator or a labeled file."""
+
+    source: Literal["synthetic", "labeled_csv"] = "synthetic"
+    n_hosts: int = 20
+    interval_seconds: int = 60
+    seed: int = 42
+    anomaly_rate: float = 0.01
+    path: str = ""
+    host_id: str = ""
+
+
+def load_telemetry(config: TelemetrySourceConfig, day: str) -> pd.DataFrame:
+    if config.source == "synthetic":
+        generator = GeneratorConfig(
+            n_hosts=config.n_hosts,
+            interval_seconds=config.interval_seconds,
+            seed=config.seed,
+            anomaly_rate=config.anomaly_rate,
+        )
+        return generate_day(day, generator)
+    if not config.path:
+        raise ValueError(
+            "source 'labeled_csv' needs config 'path' (a CSV/Parquet file; '{date}' in it "
+            "expands to the partition key)"
+        )
+    return read_labeled_file(
+        resolve_path(config.path, day),
+        day,
+        interval_seconds=config.interval_seconds,
+        host_id=config.host_id or None,
+    )
+
+
+@dg.asset(
+    partitions_def=daily_partitions,
+    kinds={"pandas", "parquet"},
+    code_version="1",
+    group_name="telemetry",
+)
+def raw_telemetry(context: dg.AssetExecutionContext, config: TelemetrySourceConfig) -> pd.DataFrame:
+    """One day of wide telemetry rows (timestamp, entity ids, features, label, anomaly_type)."""
+    frame = load_telemetry(config, context.partition_key)
+    context.add_output_metadata(
+        {
+            **telemetry_overview(frame),
+            "source": config.source,
+            "features": dg.MetadataValue.md(feature_summary(frame)),
+            "anomaly_types": dg.MetadataValue.md(anomaly_breakdown(frame)),
+        }
+    )
+    return frame
+
+
+class TelemetryChecksConfig(dg.Config):
+    min_rows: int = 10
+
+
+@dg.multi_asset_check(
+    specs=[
+        dg.AssetCheckSpec(
+            name, asset="raw_telemetry", blocking=True, partitions_def=daily_partitions
+        )
+        for name in CHECK_NAMES
+    ],
+    ins={"raw_telemetry": dg.AssetIn()},
+)
+def raw_telemetry_expectations(
+    context: dg.AssetCheckExecutionContext,
+    config: TelemetryChecksConfig,
+    raw_telemetry: pd.DataFrame,
+) -> Iterator[dg.AssetCheckResult]:
+    """great-expectations suites; a failure stops every downstream asset in the run."""
+    features = feature_columns(raw_telemetry)
+    outcomes = validate_telemetry(
+        raw_telemetry, features, ranges=FEATURE_RANGES, min_rows=config.min_rows
+    )
+    for outcome in outcomes.values():
+        if not outcome.passed:
+            context.log.error(f"check {outcome.name} failed: {'; '.join(outcome.failures)}")
+        yield dg.AssetCheckResult(
+            asset_key="raw_telemetry",
+            check_name=outcome.name,
+            passed=outcome.passed,
+            severity=dg.AssetCheckSeverity.ERROR,
+            metadata={
+                **outcome.metadata,
+                "failures": dg.MetadataValue.md(
+                    "\n".join(f"- {f}" for f in outcome.failures) or "none"
+                ),
+            },
+        )

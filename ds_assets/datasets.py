@@ -1,0 +1,109 @@
+"""Training-set assembly and dataset scoring, shared by the asset graph and the demo."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+import numpy as np
+import pandas as pd
+
+from ds_assets.schema import ANOMALY_TYPE, ENTITY_COLUMNS, LABEL, TIMESTAMP, feature_columns
+from ds_serving.scoring import Scorer, iter_chunks
+
+SPLITS = ("train", "val", "test")
+
+
+class DatasetError(ValueError):
+    """Partitions that cannot form a training set; the message names the partition."""
+
+
+def select_window(available: Sequence[str], n_partitions: int, end: str | None) -> list[str]:
+    """The last ``n_partitions`` available partition keys up to and including ``end``."""
+    if n_partitions < 1:
+        raise DatasetError(f"n_partitions={n_partitions} must be >= 1")
+    keys = sorted(k for k in available if end is None or k <= end)
+    if not keys:
+        raise DatasetError(
+            f"no materialized raw_telemetry partitions{f' up to {end}' if end else ''}; "
+            "materialize raw_telemetry for some days first"
+        )
+    return keys[-n_partitions:]
+
+
+def build_training_set(
+    partitions: Mapping[str, pd.DataFrame], val_fraction: float = 0.15, test_fraction: float = 0.15
+) -> pd.DataFrame:
+    """Concatenate partitions and split by time: train | val | test.
+
+    Cut points are timestamps shared by all hosts, so no future row leaks into training.
+    Train and validation keep normal rows only; test keeps every row for evaluation.
+    """
+    if not partitions:
+        raise DatasetError("no partitions given for the training set")
+    if not (0 < val_fraction < 1 and 0 < test_fraction < 1 and val_fraction + test_fraction < 1):
+        raise DatasetError(
+            f"val_fraction={val_fraction}, test_fraction={test_fraction}: each must be in (0, 1) "
+            "and together below 1"
+        )
+    frames = []
+    expected: list[str] | None = None
+    for key in sorted(partitions):
+        frame = partitions[key]
+        if frame.empty:
+            raise DatasetError(f"raw_telemetry partition {key} is empty")
+        features = feature_columns(frame)
+        if expected is None:
+            expected = features
+        elif features != expected:
+            raise DatasetError(
+                f"raw_telemetry partition {key} has features {features}, earlier partitions "
+                f"have {expected}; all partitions in a training window need the same features"
+            )
+        frames.append(frame)
+    data = pd.concat(frames, ignore_index=True).sort_values(
+        [TIMESTAMP, "host_id"], kind="stable", ignore_index=True
+    )
+    times = data[TIMESTAMP].to_numpy()
+    unique_times = np.unique(times)
+    if len(unique_times) < 3:
+        raise DatasetError("need at least 3 distinct timestamps to split train/val/test by time")
+    val_start = unique_times[int(len(unique_times) * (1 - val_fraction - test_fraction))]
+    test_start = unique_times[int(len(unique_times) * (1 - test_fraction))]
+    split = np.where(times >= test_start, "test", np.where(times >= val_start, "val", "train"))
+    data["split"] = split
+    keep = (data["split"] == "test") | (data[LABEL] == 0)
+    out = data.loc[keep].reset_index(drop=True)
+    for name in SPLITS:
+        if not (out["split"] == name).any():
+            raise DatasetError(f"the {name} split is empty; use more partitions or rows")
+    return out
+
+
+def split_rows(training_set: pd.DataFrame, split: str) -> pd.DataFrame:
+    return training_set.loc[training_set["split"] == split].reset_index(drop=True)
+
+
+def score_frame(scorer: Scorer, frame: pd.DataFrame, chunk_rows: int = 65_536) -> pd.DataFrame:
+    """Score every row in chunks (bounded memory); keeps ids/labels, adds score columns."""
+    missing = [f for f in scorer.features if f not in frame.columns]
+    if missing:
+        raise DatasetError(
+            f"rows lack feature column(s) {missing} that {scorer.label} needs "
+            f"({list(scorer.features)})"
+        )
+    n = len(frame)
+    scores = np.empty(n, dtype=np.float32)
+    top = np.empty(n, dtype=np.int64)
+    values = frame[list(scorer.features)]
+    for rows in iter_chunks(n, chunk_rows):
+        batch = scorer.score(values.iloc[rows].to_numpy(np.float32), explain=True)
+        scores[rows] = batch.scores
+        assert batch.feature_errors is not None
+        top[rows] = np.argmax(batch.feature_errors, axis=1)
+    keep = [c for c in (TIMESTAMP, *ENTITY_COLUMNS, LABEL, ANOMALY_TYPE) if c in frame.columns]
+    out = frame[keep].reset_index(drop=True)
+    out["score"] = scores
+    out["is_anomaly"] = scores > scorer.threshold
+    out["top_feature"] = np.asarray(scorer.features, dtype=object)[top]
+    out["model_version"] = scorer.version or ""
+    return out

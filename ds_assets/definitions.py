@@ -1,0 +1,82 @@
+"""The DataSentinel Dagster code location."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import dagster as dg
+
+from ds_assets.assets.detector import (
+    autoencoder,
+    model_bundle,
+    onnx_matches_torch,
+    onnx_model,
+    training_set,
+)
+from ds_assets.assets.evaluation import champion, evaluation_report
+from ds_assets.assets.partitions import daily_partitions
+from ds_assets.assets.scoring import scored_telemetry
+from ds_assets.assets.telemetry import raw_telemetry, raw_telemetry_expectations
+from ds_assets.resources.io_manager import LocalArtifactIOManager
+from ds_assets.resources.mlflow import mlflow_tracking
+from ds_assets.resources.registry import ModelRegistry
+from ds_assets.settings import Settings
+
+ASSETS = [
+    raw_telemetry,
+    training_set,
+    autoencoder,
+    onnx_model,
+    model_bundle,
+    evaluation_report,
+    champion,
+    scored_telemetry,
+]
+CHECKS = [raw_telemetry_expectations, onnx_matches_torch]
+
+ingest_job = dg.define_asset_job(
+    "ingest_telemetry",
+    selection=dg.AssetSelection.assets(raw_telemetry),
+    partitions_def=daily_partitions,
+    description="Generate or read one day of telemetry and run its blocking checks.",
+)
+training_job = dg.define_asset_job(
+    "train_detector",
+    selection=dg.AssetSelection.assets(training_set).downstream()
+    - dg.AssetSelection.assets(scored_telemetry),
+    description="Training set -> autoencoder -> ONNX -> bundle -> evaluation -> champion.",
+)
+scoring_job = dg.define_asset_job(
+    "score_telemetry",
+    selection=dg.AssetSelection.assets(scored_telemetry),
+    partitions_def=daily_partitions,
+    description="Score one day of telemetry with the serving champion.",
+)
+
+
+def build_resources(settings: Settings) -> dict[str, Any]:
+    return {
+        "io_manager": LocalArtifactIOManager(base_dir=str(settings.data_dir / "assets")),
+        "registry": ModelRegistry(
+            models_dir=str(settings.models_dir), model_name=settings.model_name
+        ),
+        "mlflow": mlflow_tracking.configured(
+            {
+                "experiment_name": settings.mlflow_experiment,
+                "mlflow_tracking_uri": settings.mlflow_tracking_uri,
+                "artifact_location": str(settings.mlflow_artifacts),
+            }
+        ),
+    }
+
+
+def build_definitions(settings: Settings | None = None) -> dg.Definitions:
+    return dg.Definitions(
+        assets=ASSETS,
+        asset_checks=CHECKS,
+        jobs=[ingest_job, training_job, scoring_job],
+        resources=build_resources(settings or Settings.from_env()),
+    )
+
+
+defs = build_definitions()

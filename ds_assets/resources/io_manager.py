@@ -1,0 +1,155 @@
+"""Local artifact storage: Parquet for tables, JSON for reports, ONNX/npz for models.
+
+Every write goes to a temp file and is renamed into place, so a crash never leaves a half-written
+partition. Partitioned assets live at ``<base_dir>/<asset>/<partition>.<ext>``.
+"""
+
+
+import json
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import dagster as dg
+import pandas as pd
+
+from ds_assets.training import TrainedAutoencoder
+from ds_serving.atomic import atomic_write_bytes, atomic_write_with
+
+
+@dataclass(frozen=True)
+class OnnxGraph:
+    """Serialized ONNX model bytes, stored as a ``.onnx`` file."""
+
+    data: bytes
+
+
+@dataclass(frozen=True)
+class _Codec:
+    ext: str
+    type_: type
+    write: Callable[[Path, Any], None]
+    read: Callable[[Path], Any]
+
+
+def _write_parquet(path: Path, frame: pd.DataFrame) -> None:
+    atomic_write_with(path, lambda tmp: frame.to_parquet(tmp, index=False, engine="pyarrow"))
+
+
+CODECS: tuple[_Codec, ...] = (
+    _Codec("parquet", pd.DataFrame, _write_parquet, pd.read_parquet),
+    _Codec(
+        "json",
+        dict,
+        lambda p, v: atomic_write_bytes(p, json.dumps(v, indent=2, default=str).encode()),
+        lambda p: json.loads(p.read_text("utf-8")),
+    ),
+    _Codec("onnx", OnnxGraph, lambda p, v: atomic_write_bytes(p, v.data),
+           lambda p: OnnxGraph(p.read_bytes())),
+    _Codec(
+        "npz",
+        TrainedAutoencoder,
+        lambda p, v: atomic_write_bytes(p, v.to_bytes()),
+        lambda p: TrainedAutoencoder.from_bytes(p.read_bytes()),
+    ),
+)
+
+
+class MissingArtifactError(FileNotFoundError):
+    pass
+
+
+class PartitionFrames(Mapping[str, pd.DataFrame]):
+    """Materialized partitions of an upstream asset, read from disk only when accessed.
+
+    Lets a downstream asset depend on a whole partitioned asset (keeping lineage) while loading
+    only the window of partitions it actually uses.
+    """
+
+    def __init__(self, paths: Mapping[str, Path]) -> None:
+        self._paths = dict(sorted(paths.items()))
+
+    def __getitem__(self, key: str) -> pd.DataFrame:
+        return pd.read_parquet(self._paths[key])
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._paths)
+
+    def __len__(self) -> int:
+        return len(self._paths)
+
+
+class LocalArtifactIOManager(dg.ConfigurableIOManager):
+    """Stores asset values under ``base_dir`` with atomic writes."""
+
+    base_dir: str
+
+    def _stem(self, asset_key: dg.AssetKey, partition: str | None) -> Path:
+        root = Path(self.base_dir).joinpath(*asset_key.path)
+        return root / partition if partition is not None else root
+
+    @staticmethod
+    def _codec_for(value: Any) -> _Codec:
+        for codec in CODECS:
+            if isinstance(value, codec.type_):
+                return codec
+        raise TypeError(
+            f"cannot store a {type(value).__name__}; supported: "
+            + ", ".join(c.type_.__name__ for c in CODECS)
+        )
+
+    @staticmethod
+    def _existing(stem: Path) -> tuple[Path, _Codec] | None:
+        for codec in CODECS:
+            path = stem.with_name(f"{stem.name}.{codec.ext}")
+            if path.is_file():
+                return path, codec
+        return None
+
+    def handle_output(self, context: dg.OutputContext, obj: Any) -> None:
+        if obj is None:
+            return
+        partition = context.partition_key if context.has_asset_partitions else None
+        codec = self._codec_for(obj)
+        stem = self._stem(context.asset_key, partition)
+        path = stem.with_name(f"{stem.name}.{codec.ext}")
+        codec.write(path, obj)
+        meta: dict[str, Any] = {"path": dg.MetadataValue.path(str(path))}
+        if isinstance(obj, pd.DataFrame):
+            meta["rows"] = len(obj)
+        context.add_output_metadata(meta)
+
+    def load_input(self, context: dg.InputContext) -> Any:
+        key = context.asset_key
+        if context.has_asset_partitions and len(context.asset_partition_keys) != 1:
+            return self._load_partitions(context, key)
+        partition = context.asset_partition_key if context.has_asset_partitions else None
+        stem = self._stem(key, partition)
+        found = self._existing(stem)
+        if found is None:
+            what = f"partition {partition} of asset" if partition else "asset"
+            raise MissingArtifactError(
+                f"{what} {key.to_user_string()!r} has not been materialized (nothing at "
+                f"{stem}.*); materialize it first"
+            )
+        path, codec = found
+        return codec.read(path)
+
+    def _load_partitions(self, context: dg.InputContext, key: dg.AssetKey) -> PartitionFrames:
+        allow_missing = bool((context.definition_metadata or {}).get("allow_missing_partitions"))
+        paths: dict[str, Path] = {}
+        missing: list[str] = []
+        for partition in context.asset_partition_keys:
+            path = self._stem(key, partition)
+            parquet = path.with_name(f"{path.name}.parquet")
+            if parquet.is_file():
+                paths[partition] = parquet
+            else:
+                missing.append(partition)
+        if missing and not allow_missing:
+            raise MissingArtifactError(
+                f"asset {key.to_user_string()!r} lacks partitions {missing[:5]}"
+                f"{'...' if len(missing) > 5 else ''}; materialize them first"
+            )
+        return PartitionFrames(paths)

@@ -1,0 +1,110 @@
+"""File sources: labeled telemetry CSV/Parquet turned into the wide row layout of one day.
+
+The known labeled format is ``f1..f8,label`` (label 0 = normal). Rows without timestamps are
+laid out from the partition's midnight at a fixed interval; rows with a ``timestamp`` column
+are kept when they fall inside the partition's day.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from ds_assets.schema import ANOMALY_TYPE, LABEL, NORMAL_TYPE, TIMESTAMP
+
+LABELED_CSV_FEATURES: tuple[str, ...] = tuple(f"f{i}" for i in range(1, 9))
+
+
+class SourceError(ValueError):
+    """A source file is missing or does not have the expected columns/values."""
+
+
+def resolve_path(pattern: str, day: str) -> Path:
+    """Expand ``{date}`` in a path pattern with the partition key (YYYY-MM-DD)."""
+    return Path(pattern.format(date=day))
+
+
+def _read_table(path: Path) -> pd.DataFrame:
+    if not path.is_file():
+        raise SourceError(f"source file {path} does not exist")
+    if path.suffix.lower() == ".parquet":
+        return pd.read_parquet(path)
+    try:
+        return pd.read_csv(path)
+    except pd.errors.EmptyDataError as exc:
+        raise SourceError(f"{path}: file is empty; expected a header row and data rows") from exc
+    except pd.errors.ParserError as exc:
+        raise SourceError(f"{path}: not a valid CSV: {exc}") from exc
+
+
+def read_labeled_file(
+    path: Path,
+    day: str,
+    *,
+    features: Sequence[str] = LABELED_CSV_FEATURES,
+    interval_seconds: int = 60,
+    host_id: str | None = None,
+) -> pd.DataFrame:
+    """Read one labeled file into the wide layout for partition ``day``."""
+    raw = _read_table(path)
+    expected = [*features, LABEL]
+    missing = [c for c in expected if c not in raw.columns]
+    if missing:
+        raise SourceError(
+            f"{path}: missing column(s) {missing}; expected columns {expected} "
+            f"(found {list(raw.columns)})"
+        )
+    if raw.empty:
+        raise SourceError(f"{path}: no data rows for partition {day}")
+    out = pd.DataFrame(index=pd.RangeIndex(len(raw)))
+    start = pd.Timestamp(dt.date.fromisoformat(day), tz="UTC")
+    if TIMESTAMP in raw.columns:
+        ts = pd.to_datetime(raw[TIMESTAMP], utc=True, errors="coerce")
+        if ts.isna().any():
+            row = int(np.flatnonzero(ts.isna().to_numpy())[0])
+            raise SourceError(f"{path}: row {row} has an unparseable timestamp")
+        out[TIMESTAMP] = ts.to_numpy()
+    else:
+        if len(raw) * interval_seconds > 86_400:
+            raise SourceError(
+                f"{path}: {len(raw)} rows at {interval_seconds}s do not fit in one day; add a "
+                "'timestamp' column or split the file per day"
+            )
+        out[TIMESTAMP] = start + pd.to_timedelta(np.arange(len(raw)) * interval_seconds, unit="s")
+    out[TIMESTAMP] = pd.to_datetime(out[TIMESTAMP], utc=True)
+    out["host_id"] = host_id or path.stem
+    if "host_id" in raw.columns:
+        out["host_id"] = raw["host_id"].astype(str).to_numpy()
+    out["region"] = raw["region"].astype(str).to_numpy() if "region" in raw.columns else "unknown"
+    out["project_id"] = (
+        raw["project_id"].astype(str).to_numpy() if "project_id" in raw.columns else "unknown"
+    )
+    for name in features:
+        values = pd.to_numeric(raw[name], errors="coerce")
+        bad = values.isna() & raw[name].notna()
+        if bad.any():
+            row = int(np.flatnonzero(bad.to_numpy())[0])
+            raise SourceError(
+                f"{path}: column {name!r} must be numeric, row {row} holds {raw[name].iloc[row]!r}"
+            )
+        out[name] = values.astype(np.float32).to_numpy()
+    labels = pd.to_numeric(raw[LABEL], errors="coerce")
+    if labels.isna().any():
+        row = int(np.flatnonzero(labels.isna().to_numpy())[0])
+        raise SourceError(f"{path}: column 'label' must be 0 or 1, row {row} holds a non-number")
+    # Out-of-domain labels are kept as-is so the blocking label-domain check reports them.
+    out[LABEL] = labels.astype(np.int64).to_numpy()
+    if ANOMALY_TYPE in raw.columns:
+        out[ANOMALY_TYPE] = raw[ANOMALY_TYPE].astype(str).to_numpy()
+    else:
+        out[ANOMALY_TYPE] = np.where(out[LABEL].to_numpy() == 0, NORMAL_TYPE, "labeled")
+    end = start + pd.Timedelta(days=1)
+    in_day = (out[TIMESTAMP] >= start) & (out[TIMESTAMP] < end)
+    out = out.loc[in_day].reset_index(drop=True)
+    if out.empty:
+        raise SourceError(f"{path}: no rows fall inside partition {day} (UTC)")
+    return out

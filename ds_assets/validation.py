@@ -1,0 +1,124 @@
+"""Data-quality expectations on raw telemetry, run with great-expectations 1.x directly.
+
+Each named check groups a few expectations so the Dagster UI shows one pass/fail per concern.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import pandas as pd
+
+from ds_assets.schema import ENTITY_COLUMNS, LABEL, TIMESTAMP
+
+FINITE_RANGE = (-1e12, 1e12)
+CHECK_NAMES: tuple[str, ...] = (
+    "schema_and_dtypes",
+    "features_not_null",
+    "feature_values_in_range",
+    "label_domain",
+    "unique_host_timestamp",
+    "minimum_row_count",
+)
+_FLOAT_TYPES = ["float32", "float64"]
+_INT_TYPES = ["int8", "int16", "int32", "int64"]
+_STR_TYPES = ["object", "str", "string", "StringDtype"]
+
+
+@dataclass(frozen=True)
+class CheckOutcome:
+    name: str
+    passed: bool
+    failures: list[str] = field(default_factory=list)
+    metadata: dict[str, Any] = field(default_factory=dict)
+
+
+def _expectations(
+    features: Sequence[str], ranges: Mapping[str, tuple[float, float]], min_rows: int
+) -> dict[str, list[Any]]:
+    import great_expectations as gx
+
+    e = gx.expectations
+    schema: list[Any] = [e.ExpectColumnToExist(column=c) for c in (TIMESTAMP, *ENTITY_COLUMNS)]
+    schema += [e.ExpectColumnToExist(column=c) for c in (*features, LABEL)]
+    schema.append(
+        e.ExpectColumnValuesToBeInTypeList(
+            column=TIMESTAMP, type_list=["datetime64[ns, UTC]", "datetime64[us, UTC]"]
+        )
+    )
+    schema += [e.ExpectColumnValuesToBeInTypeList(column=c, type_list=_STR_TYPES) for c in ENTITY_COLUMNS]
+    schema += [e.ExpectColumnValuesToBeInTypeList(column=c, type_list=_FLOAT_TYPES) for c in features]
+    schema.append(e.ExpectColumnValuesToBeInTypeList(column=LABEL, type_list=_INT_TYPES))
+    in_range = []
+    for c in features:
+        low, high = ranges.get(c, FINITE_RANGE)
+        in_range.append(e.ExpectColumnValuesToBeBetween(column=c, min_value=low, max_value=high))
+    return {
+        "schema_and_dtypes": schema,
+        "features_not_null": [
+            e.ExpectColumnValuesToNotBeNull(column=c) for c in (TIMESTAMP, *ENTITY_COLUMNS, *features)
+        ],
+        "feature_values_in_range": in_range,
+        "label_domain": [
+            e.ExpectColumnValuesToNotBeNull(column=LABEL),
+            e.ExpectColumnValuesToBeInSet(column=LABEL, value_set=[0, 1]),
+        ],
+        "unique_host_timestamp": [
+            e.ExpectCompoundColumnsToBeUnique(column_list=["host_id", TIMESTAMP])
+        ],
+        "minimum_row_count": [e.ExpectTableRowCountToBeBetween(min_value=min_rows)],
+    }
+
+
+def _describe(result: Any) -> str:
+    config = result.expectation_config
+    target = config.kwargs.get("column") or config.kwargs.get("column_list") or "table"
+    details = result.result or {}
+    parts = [f"{config.type} on {target}"]
+    if "unexpected_count" in details:
+        parts.append(f"{details['unexpected_count']} unexpected")
+        sample = details.get("partial_unexpected_list") or []
+        if sample:
+            parts.append(f"e.g. {sample[:3]}")
+    if "observed_value" in details:
+        parts.append(f"observed {details['observed_value']}")
+    return ", ".join(str(p) for p in parts)
+
+
+def validate_telemetry(
+    frame: pd.DataFrame,
+    features: Sequence[str],
+    *,
+    ranges: Mapping[str, tuple[float, float]] | None = None,
+    min_rows: int = 1,
+) -> dict[str, CheckOutcome]:
+    """Run every expectation group on ``frame``; returns one outcome per check name."""
+    os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
+    logging.getLogger("great_expectations").setLevel(logging.ERROR)
+    import great_expectations as gx
+    from great_expectations.data_context.types.base import ProgressBarsConfig
+
+    context = gx.get_context(mode="ephemeral")
+    context.variables.progress_bars = ProgressBarsConfig(globally=False)
+    batch_definition = (
+        context.data_sources.add_pandas("telemetry")
+        .add_dataframe_asset(name="raw_telemetry")
+        .add_batch_definition_whole_dataframe("partition")
+    )
+    batch = batch_definition.get_batch(batch_parameters={"dataframe": frame})
+    outcomes: dict[str, CheckOutcome] = {}
+    for name, expectations in _expectations(features, ranges or {}, min_rows).items():
+        suite = gx.ExpectationSuite(name=name, expectations=expectations)
+        result = batch.validate(suite)
+        failures = [_describe(r) for r in result.results if not r.success]
+        outcomes[name] = CheckOutcome(
+            name=name,
+            passed=bool(result.success),
+            failures=failures,
+            metadata={"expectations": len(expectations), "failed": len(failures)},
+        )
+    return outcomes

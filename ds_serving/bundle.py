@@ -1,0 +1,358 @@
+"""The model bundle contract: one directory per model version, verified on every load.
+
+Layout::
+
+    <models_dir>/<name>/<version>/model.onnx    scoring graph (features -> score, feature_errors)
+    <models_dir>/<name>/<version>/config.json   manifest (features, threshold, lineage, sha256s)
+    <models_dir>/<name>/champion.json           which version serves; replaced atomically
+
+A version directory is staged under a hidden name and renamed into place in one step, so a reader
+never sees a half-written bundle, and versions are immutable once published.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import hashlib
+import json
+import os
+import re
+import shutil
+import tempfile
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ds_serving.atomic import atomic_write_text
+
+FORMAT_VERSION = 1
+MODEL_FILE = "model.onnx"
+ENGINE_FILE = "model.plan"
+MANIFEST_FILE = "config.json"
+CHAMPION_FILE = "champion.json"
+INPUT_NAME = "features"
+OUTPUT_NAMES = ("score", "feature_errors")
+_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
+
+
+class BundleError(ValueError):
+    """A bundle is missing, corrupt or does not match its manifest; the message says which."""
+
+
+def _check_name(kind: str, value: str) -> str:
+    if not _NAME_RE.match(value):
+        raise BundleError(
+            f"invalid model {kind} {value!r}: use 1-128 letters, digits, '_', '.', '-' "
+            "(starting with a letter or digit)"
+        )
+    return value
+
+
+def sha256_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+@dataclass(frozen=True)
+class Manifest:
+    """What a serving process needs to know about a model, without model-specific code."""
+
+    name: str
+    version: str
+    kind: str
+    features: tuple[str, ...]
+    threshold: float
+    threshold_rule: dict[str, Any]
+    files: dict[str, str]
+    window: int | None = None
+    created_at: str = ""
+    alerting: dict[str, Any] = field(default_factory=dict)
+    lineage: dict[str, Any] = field(default_factory=dict)
+    metrics: dict[str, Any] = field(default_factory=dict)
+    extra: dict[str, Any] = field(default_factory=dict)
+    format_version: int = FORMAT_VERSION
+
+    @property
+    def n_features(self) -> int:
+        return len(self.features)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "format_version": self.format_version,
+            "name": self.name,
+            "version": self.version,
+            "kind": self.kind,
+            "created_at": self.created_at,
+            "features": list(self.features),
+            "window": self.window,
+            "threshold": {"value": self.threshold, **self.threshold_rule},
+            "alerting": self.alerting,
+            "lineage": self.lineage,
+            "metrics": self.metrics,
+            "extra": self.extra,
+            "files": self.files,
+        }
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any], *, source: str) -> Manifest:
+        def need(key: str, typ: type | tuple[type, ...]) -> Any:
+            if key not in data:
+                raise BundleError(f"{source}: manifest is missing required key {key!r}")
+            if not isinstance(data[key], typ):
+                raise BundleError(
+                    f"{source}: manifest key {key!r} should be {typ}, got {type(data[key]).__name__}"
+                )
+            return data[key]
+
+        fmt = need("format_version", int)
+        if fmt != FORMAT_VERSION:
+            raise BundleError(
+                f"{source}: bundle format_version {fmt} is not supported (this scorer reads "
+                f"{FORMAT_VERSION}); re-export the model with a matching DataSentinel version"
+            )
+        threshold = dict(need("threshold", dict))
+        if not isinstance(threshold.get("value"), int | float):
+            raise BundleError(f"{source}: manifest threshold.value must be a number")
+        features = need("features", list)
+        if not features or not all(isinstance(f, str) for f in features):
+            raise BundleError(f"{source}: manifest 'features' must be a non-empty list of names")
+        window = data.get("window")
+        if window is not None and (not isinstance(window, int) or window < 1):
+            raise BundleError(f"{source}: manifest 'window' must be null or a positive integer")
+        value = float(threshold.pop("value"))
+        return cls(
+            name=need("name", str),
+            version=need("version", str),
+            kind=need("kind", str),
+            features=tuple(features),
+            threshold=value,
+            threshold_rule=threshold,
+            files=dict(need("files", dict)),
+            window=window,
+            created_at=str(data.get("created_at", "")),
+            alerting=dict(data.get("alerting") or {}),
+            lineage=dict(data.get("lineage") or {}),
+            metrics=dict(data.get("metrics") or {}),
+            extra=dict(data.get("extra") or {}),
+            format_version=fmt,
+        )
+
+
+@dataclass(frozen=True)
+class Bundle:
+    path: Path
+    manifest: Manifest
+
+    @property
+    def model_path(self) -> Path:
+        return self.path / MODEL_FILE
+
+    @property
+    def engine_path(self) -> Path | None:
+        plan = self.path / ENGINE_FILE
+        return plan if ENGINE_FILE in self.manifest.files else None
+
+    def model_bytes(self) -> bytes:
+        return self.model_path.read_bytes()
+
+
+def verify_model_io(model: bytes | Path, n_features: int, window: int | None) -> None:
+    """Check the ONNX graph has the contract's input/output names and shapes."""
+    import onnxruntime as ort
+
+    source = str(model) if isinstance(model, Path) else "model.onnx"
+    try:
+        options = ort.SessionOptions()
+        options.log_severity_level = 3
+        session = ort.InferenceSession(
+            model if isinstance(model, bytes) else str(model),
+            sess_options=options,
+            providers=["CPUExecutionProvider"],
+        )
+    except Exception as exc:  # onnxruntime raises several unrelated types
+        raise BundleError(f"{source}: onnxruntime cannot load the graph: {exc}") from exc
+    inputs = session.get_inputs()
+    outputs = {o.name: o for o in session.get_outputs()}
+    expected_rank = 2 if window is None else 3
+    if len(inputs) != 1 or inputs[0].name != INPUT_NAME:
+        names = [i.name for i in inputs]
+        raise BundleError(f"{source}: expected exactly one input named {INPUT_NAME!r}, got {names}")
+    shape = inputs[0].shape
+    if len(shape) != expected_rank or shape[-1] != n_features:
+        raise BundleError(
+            f"{source}: input {INPUT_NAME!r} has shape {shape}; the manifest expects "
+            f"{'[batch, window, ' if window else '[batch, '}{n_features}]"
+        )
+    if window is not None and isinstance(shape[1], int) and shape[1] != window:
+        raise BundleError(f"{source}: input window is {shape[1]}, manifest says {window}")
+    if inputs[0].type != "tensor(float)":
+        raise BundleError(f"{source}: input {INPUT_NAME!r} must be float32, got {inputs[0].type}")
+    missing = [n for n in OUTPUT_NAMES if n not in outputs]
+    if missing:
+        raise BundleError(f"{source}: graph lacks outputs {missing}; it has {sorted(outputs)}")
+    score_shape = outputs["score"].shape
+    err_shape = outputs["feature_errors"].shape
+    if len(score_shape) != 1:
+        raise BundleError(f"{source}: output 'score' must be [batch], got {score_shape}")
+    if len(err_shape) != 2 or err_shape[-1] != n_features:
+        raise BundleError(
+            f"{source}: output 'feature_errors' must be [batch, {n_features}], got {err_shape}"
+        )
+
+
+def load_bundle(path: str | os.PathLike[str]) -> Bundle:
+    """Read a bundle directory, verifying manifest, checksums and the graph's I/O contract."""
+    path = Path(path)
+    manifest_path = path / MANIFEST_FILE
+    if not path.is_dir():
+        raise BundleError(f"model bundle directory {path} does not exist")
+    if not manifest_path.is_file():
+        raise BundleError(f"{path}: no {MANIFEST_FILE}; this is not a model bundle")
+    try:
+        data = json.loads(manifest_path.read_text("utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise BundleError(f"{manifest_path}: manifest is not valid JSON: {exc}") from exc
+    if not isinstance(data, dict):
+        raise BundleError(f"{manifest_path}: manifest must be a JSON object")
+    manifest = Manifest.from_dict(data, source=str(manifest_path))
+    if MODEL_FILE not in manifest.files:
+        raise BundleError(f"{manifest_path}: manifest 'files' does not list {MODEL_FILE}")
+    for rel, expected in manifest.files.items():
+        file_path = path / rel
+        if not file_path.is_file():
+            raise BundleError(f"{path}: file {rel} listed in the manifest is missing")
+        actual = sha256_file(file_path)
+        if actual != expected:
+            raise BundleError(
+                f"{file_path}: checksum mismatch (manifest sha256 {expected[:12]}..., file "
+                f"{actual[:12]}...); the bundle was modified or corrupted after it was written"
+            )
+    verify_model_io(path / MODEL_FILE, manifest.n_features, manifest.window)
+    return Bundle(path=path, manifest=manifest)
+
+
+def model_dir(models_dir: str | os.PathLike[str], name: str) -> Path:
+    return Path(models_dir) / _check_name("name", name)
+
+
+def list_versions(models_dir: str | os.PathLike[str], name: str) -> list[str]:
+    """Published versions, oldest first (numeric versions sort numerically)."""
+    root = model_dir(models_dir, name)
+    if not root.is_dir():
+        return []
+    versions = [p.name for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")]
+    return sorted(versions, key=lambda v: (0, int(v), "") if v.isdigit() else (1, 0, v))
+
+
+def _next_version(models_dir: str | os.PathLike[str], name: str) -> str:
+    numeric = [int(v) for v in list_versions(models_dir, name) if v.isdigit()]
+    return str(max(numeric, default=0) + 1)
+
+
+def write_bundle(
+    models_dir: str | os.PathLike[str],
+    name: str,
+    model: bytes,
+    *,
+    kind: str,
+    features: Sequence[str],
+    threshold: float,
+    threshold_rule: Mapping[str, Any],
+    window: int | None = None,
+    alerting: Mapping[str, Any] | None = None,
+    lineage: Mapping[str, Any] | None = None,
+    metrics: Mapping[str, Any] | None = None,
+    extra: Mapping[str, Any] | None = None,
+    extra_files: Mapping[str, bytes] | None = None,
+    version: str | None = None,
+) -> Bundle:
+    """Stage, verify and publish a new immutable version; returns the loaded bundle."""
+    root = model_dir(models_dir, name)
+    root.mkdir(parents=True, exist_ok=True)
+    verify_model_io(model, len(features), window)
+    staging = Path(tempfile.mkdtemp(prefix=".staging-", dir=root))
+    try:
+        files = {MODEL_FILE: model, **dict(extra_files or {})}
+        for rel, payload in files.items():
+            (staging / rel).write_bytes(payload)
+        for _attempt in range(100):
+            chosen = _check_name("version", version or _next_version(models_dir, name))
+            manifest = Manifest(
+                name=name,
+                version=chosen,
+                kind=kind,
+                features=tuple(features),
+                threshold=float(threshold),
+                threshold_rule=dict(threshold_rule),
+                files={rel: sha256_file(staging / rel) for rel in files},
+                window=window,
+                created_at=_dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
+                alerting=dict(alerting or {}),
+                lineage=dict(lineage or {}),
+                metrics=dict(metrics or {}),
+                extra=dict(extra or {}),
+            )
+            (staging / MANIFEST_FILE).write_text(
+                json.dumps(manifest.to_dict(), indent=2, sort_keys=True), "utf-8"
+            )
+            target = root / chosen
+            try:
+                os.rename(staging, target)  # atomic; fails if the version exists
+            except OSError:
+                if version is not None:
+                    raise BundleError(
+                        f"{target} already exists: bundle versions are immutable, "
+                        "pick a new version"
+                    ) from None
+                continue  # a concurrent writer took this number; try the next one
+            return load_bundle(target)
+        raise BundleError(f"{root}: could not allocate a new version number")
+    finally:
+        if staging.exists():
+            shutil.rmtree(staging, ignore_errors=True)
+
+
+def champion_version(models_dir: str | os.PathLike[str], name: str) -> str | None:
+    path = model_dir(models_dir, name) / CHAMPION_FILE
+    if not path.is_file():
+        return None
+    try:
+        data = json.loads(path.read_text("utf-8"))
+        return str(data["version"])
+    except (json.JSONDecodeError, KeyError, TypeError) as exc:
+        raise BundleError(f"{path}: not a valid champion pointer ({exc})") from exc
+
+
+def promote(
+    models_dir: str | os.PathLike[str],
+    name: str,
+    version: str,
+    *,
+    details: Mapping[str, Any] | None = None,
+) -> Path:
+    """Point ``champion.json`` at ``version`` (verified first), replacing it atomically."""
+    bundle = load_bundle(model_dir(models_dir, name) / _check_name("version", version))
+    pointer = {
+        "name": name,
+        "version": bundle.manifest.version,
+        "promoted_at": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
+        "details": dict(details or {}),
+    }
+    target = model_dir(models_dir, name) / CHAMPION_FILE
+    atomic_write_text(target, json.dumps(pointer, indent=2, sort_keys=True))
+    return target
+
+
+def load_champion(models_dir: str | os.PathLike[str], name: str) -> Bundle:
+    version = champion_version(models_dir, name)
+    if version is None:
+        raise BundleError(
+            f"no champion for model {name!r}: {model_dir(models_dir, name) / CHAMPION_FILE} "
+            "does not exist; train and promote a model first (materialize the 'champion' asset, "
+            "or run `make demo`)"
+        )
+    return load_bundle(model_dir(models_dir, name) / version)

@@ -1,0 +1,136 @@
+"""The scoring core: one ONNX session over a verified bundle, shared by dataset and live scoring.
+
+Flags use the deployed rule ``score > threshold`` (strictly greater) everywhere.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from ds_serving.bundle import INPUT_NAME, Bundle
+
+log = logging.getLogger(__name__)
+
+BACKENDS = ("auto", "cuda", "cpu")
+
+
+class ScoringInputError(ValueError):
+    """The rows sent for scoring are malformed; the message names the problem and the fix."""
+
+
+@dataclass(frozen=True)
+class ScoreBatch:
+    scores: np.ndarray  # float32 [n]
+    flags: np.ndarray  # bool [n]
+    feature_errors: np.ndarray | None  # float32 [n, n_features] when explain=True
+
+
+def select_providers(backend: str) -> tuple[list[str], str]:
+    """Pick onnxruntime execution providers for ``backend``; returns (providers, reason)."""
+    import onnxruntime as ort
+
+    if backend not in BACKENDS:
+        raise ValueError(f"unknown backend {backend!r}; choose one of {', '.join(BACKENDS)}")
+    available = set(ort.get_available_providers())
+    if backend == "cpu":
+        return ["CPUExecutionProvider"], "cpu requested"
+    if "CUDAExecutionProvider" in available:
+        return ["CUDAExecutionProvider", "CPUExecutionProvider"], "CUDA provider available"
+    reason = "onnxruntime has no CUDAExecutionProvider (CPU build or no GPU); using CPU"
+    if backend == "cuda":
+        log.warning("backend 'cuda' requested but %s", reason)
+    return ["CPUExecutionProvider"], reason
+
+
+class Scorer:
+    """Scores float32 rows with an ONNX scoring graph and applies a threshold."""
+
+    def __init__(
+        self,
+        model: bytes | Path,
+        *,
+        features: Sequence[str],
+        threshold: float,
+        label: str = "model",
+        version: str | None = None,
+        backend: str = "auto",
+        intra_op_threads: int = 0,
+    ) -> None:
+        import onnxruntime as ort
+
+        providers, self.backend_reason = select_providers(backend)
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = intra_op_threads
+        options.log_severity_level = 3
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        source = model if isinstance(model, bytes) else str(model)
+        self._session = ort.InferenceSession(source, sess_options=options, providers=providers)
+        active = self._session.get_providers()[0]
+        self.backend = "cuda" if active == "CUDAExecutionProvider" else "cpu"
+        self.features = tuple(features)
+        self.threshold = float(threshold)
+        self.label = label
+        self.version = version
+        log.info("loaded %s on %s (%s)", label, self.backend, self.backend_reason)
+
+    @classmethod
+    def from_bundle(cls, bundle: Bundle, backend: str = "auto", intra_op_threads: int = 0) -> Scorer:
+        m = bundle.manifest
+        return cls(
+            bundle.model_path,
+            features=m.features,
+            threshold=m.threshold,
+            label=f"model {m.name!r} v{m.version}",
+            version=m.version,
+            backend=backend,
+            intra_op_threads=intra_op_threads,
+        )
+
+    @property
+    def n_features(self) -> int:
+        return len(self.features)
+
+    def validate(self, rows: np.ndarray) -> np.ndarray:
+        """Return ``rows`` as contiguous float32 [n, n_features] or raise ScoringInputError."""
+        rows = np.asarray(rows)
+        if rows.ndim != 2:
+            raise ScoringInputError(
+                f"rows must be a 2-D array [n_rows, {self.n_features}], got shape {rows.shape}"
+            )
+        if rows.shape[0] == 0:
+            raise ScoringInputError("no rows to score: send at least one row")
+        if rows.shape[1] != self.n_features:
+            raise ScoringInputError(
+                f"rows have {rows.shape[1]} features, {self.label} expects "
+                f"{self.n_features}: {list(self.features)}"
+            )
+        rows = np.ascontiguousarray(rows, dtype=np.float32)
+        finite = np.isfinite(rows)
+        if not finite.all():
+            bad_row, bad_col = np.argwhere(~finite)[0]
+            raise ScoringInputError(
+                f"row {bad_row}, feature {self.features[bad_col]!r} is {rows[bad_row, bad_col]}: "
+                "features must be finite numbers (impute or drop missing values before scoring)"
+            )
+        return rows
+
+    def score(self, rows: np.ndarray, *, explain: bool = False) -> ScoreBatch:
+        rows = self.validate(rows)
+        outputs = ["score", "feature_errors"] if explain else ["score"]
+        result = self._session.run(outputs, {INPUT_NAME: rows})
+        scores = np.asarray(result[0], dtype=np.float32)
+        errors = np.asarray(result[1], dtype=np.float32) if explain else None
+        return ScoreBatch(scores=scores, flags=scores > self.threshold, feature_errors=errors)
+
+
+def iter_chunks(n_rows: int, chunk_rows: int) -> Iterator[slice]:
+    """Row slices of at most ``chunk_rows`` so memory stays bounded on large inputs."""
+    if chunk_rows < 1:
+        raise ValueError(f"chunk_rows must be >= 1, got {chunk_rows}")
+    for start in range(0, n_rows, chunk_rows):
+        yield slice(start, min(start + chunk_rows, n_rows))

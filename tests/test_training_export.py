@@ -1,0 +1,91 @@
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from ds_assets.export import check_parity, export_onnx, torch_scores
+from ds_assets.thresholds import calibrate_quantile
+from ds_assets.training import AutoencoderParams, TrainedAutoencoder, TrainingConfigError, train_autoencoder
+from tests.helpers import FEATURES, correlated_rows, tiny_model
+
+
+def test_training_is_seeded_and_early_stops() -> None:
+    a = tiny_model(epochs=3, seed=1)
+    b = tiny_model(epochs=3, seed=1)
+    for key in a.state:
+        np.testing.assert_array_equal(a.state[key], b.state[key])
+    assert a.history["val_loss"] == b.history["val_loss"]
+    stopped = train_autoencoder(
+        correlated_rows(256), correlated_rows(64, 1), FEATURES,
+        AutoencoderParams(hidden=(4, 2), epochs=200, patience=2, min_delta=10.0, batch_size=64),
+    )
+    assert stopped.history["stopped_early"] and stopped.history["epochs_run"] == 3
+    assert stopped.history["best_epoch"] == 0
+
+
+def test_training_reduces_validation_loss() -> None:
+    model = tiny_model(epochs=15)
+    losses = model.history["val_loss"]
+    assert losses[model.history["best_epoch"]] < losses[0]
+
+
+def test_normalization_uses_train_rows_only() -> None:
+    train = correlated_rows(512)
+    val = correlated_rows(128, 1) + 1000.0
+    model = train_autoencoder(train, val, FEATURES, AutoencoderParams(hidden=(4, 2), epochs=1))
+    np.testing.assert_allclose(model.mean, train.mean(axis=0), rtol=1e-5)
+
+
+def test_weights_round_trip_without_pickle() -> None:
+    model = tiny_model(epochs=1)
+    restored = TrainedAutoencoder.from_bytes(model.to_bytes())
+    rows = correlated_rows(32, 5)
+    np.testing.assert_array_equal(torch_scores(model, rows)[0], torch_scores(restored, rows)[0])
+    assert restored.history == model.history
+
+
+@pytest.mark.parametrize(
+    ("train", "message"),
+    [
+        (np.full((10, 4), np.nan, np.float32), "feature 'f1' is nan at row 0"),
+        (np.zeros((10, 0), np.float32), "at least one feature"),
+        (np.zeros((1, 4), np.float32), "at least 2 rows"),
+    ],
+)
+def test_bad_training_data_fails_before_training(train: np.ndarray, message: str) -> None:
+    with pytest.raises(TrainingConfigError, match=message):
+        train_autoencoder(train, correlated_rows(8), FEATURES if train.shape[1] else [], AutoencoderParams())
+
+
+def test_bad_params() -> None:
+    with pytest.raises(TrainingConfigError, match="epochs=0"):
+        train_autoencoder(correlated_rows(8), correlated_rows(8), FEATURES,
+                          AutoencoderParams(epochs=0))
+
+
+def test_onnx_graph_matches_torch() -> None:
+    model = tiny_model(epochs=3)
+    rows = correlated_rows(300, 9)
+    rows[:10] *= 3.0  # anomalies: large scores exercise the relative tolerance
+    result = check_parity(model, export_onnx(model), rows)
+    assert result.passed, result
+    assert result.max_rel_diff <= 1e-5 and result.rows == 300
+    assert result.max_abs_diff_score < 1e-3
+
+
+def test_parity_detects_a_different_model() -> None:
+    model = tiny_model(epochs=3, seed=0)
+    other = tiny_model(epochs=3, seed=5)
+    result = check_parity(model, export_onnx(other), correlated_rows(64, 2))
+    assert not result.passed and result.max_rel_diff > 1e-3
+
+
+def test_quantile_threshold_rule() -> None:
+    scores = np.arange(1001, dtype=np.float64)
+    value, rule = calibrate_quantile(scores, quantile=0.99, margin=1.5)
+    assert value == pytest.approx(990 * 1.5)
+    assert rule["rule"] == "quantile" and rule["calibration_rows"] == 1001
+    with pytest.raises(ValueError, match="no calibration scores"):
+        calibrate_quantile(np.array([]))
+    with pytest.raises(ValueError, match="quantile=1.0"):
+        calibrate_quantile(scores, quantile=1.0)
