@@ -79,11 +79,9 @@ def main(argv: list[str] | None = None) -> int:
     report = json.loads((assets_dir / "evaluation_report.json").read_text())
     champion = json.loads((assets_dir / "champion.json").read_text())
     rows = len(days) * args.hosts * 86_400 // args.interval
-    print(
-        "\nDone in {:.1f}s (ingest {:.1f}s, training {:.1f}s, scoring {:.1f}s), {:,} rows.".format(
-            wall, t_ingest, t_train, wall - t_ingest - t_train, rows
-        )
-    )
+    t_score = wall - t_ingest - t_train
+    print(f"\nDone in {wall:.1f}s (ingest {t_ingest:.1f}s, training {t_train:.1f}s, "
+          f"scoring {t_score:.1f}s), {rows:,} rows.")
     print(f"  champion   : {champion['name']} v{champion['version']} "
           f"({champion['decision']['reason']})")
     print(f"  bundle     : {Path(report['model']['path'])}")

@@ -22,6 +22,9 @@ PARITY_RTOL = 1e-5
 
 
 class ScoringGraph(nn.Module):
+    mean: torch.Tensor
+    inv_std: torch.Tensor
+
     def __init__(self, autoencoder: nn.Module, mean: np.ndarray, std: np.ndarray) -> None:
         super().__init__()
         self.autoencoder = autoencoder
@@ -47,7 +50,7 @@ def export_onnx(trained: TrainedAutoencoder) -> bytes:
         torch.onnx.export(
             graph,
             (example,),
-            buffer,
+            buffer,  # type: ignore[arg-type]  # the TorchScript exporter accepts file objects
             input_names=[INPUT_NAME],
             output_names=list(OUTPUT_NAMES),
             dynamic_axes={INPUT_NAME: {0: "batch"}, "score": {0: "batch"},

@@ -23,7 +23,9 @@ class Settings:
         return cls(
             data_dir=data,
             models_dir=Path(env.get("DS_MODELS_DIR", str(data / "models"))).resolve(),
-            mlflow_tracking_uri=env.get("DS_MLFLOW_TRACKING_URI", f"sqlite:///{data / 'mlflow.db'}"),
+            mlflow_tracking_uri=env.get(
+                "DS_MLFLOW_TRACKING_URI", f"sqlite:///{data / 'mlflow.db'}"
+            ),
             mlflow_artifacts=data / "mlartifacts",
             mlflow_experiment=env.get("DS_MLFLOW_EXPERIMENT", "datasentinel"),
             model_name=env.get("DS_MODEL_NAME", "telemetry-ae"),

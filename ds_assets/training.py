@@ -7,6 +7,7 @@ detector cannot execute code.
 from __future__ import annotations
 
 import io
+import itertools
 import json
 import math
 import time
@@ -39,7 +40,9 @@ class AutoencoderParams:
 
     def validate(self) -> None:
         if not self.hidden or any(h < 1 for h in self.hidden):
-            raise TrainingConfigError(f"hidden={self.hidden}: need one or more positive layer sizes")
+            raise TrainingConfigError(
+                f"hidden={self.hidden}: need one or more positive layer sizes"
+            )
         for name in ("epochs", "batch_size", "patience"):
             if getattr(self, name) < 1:
                 raise TrainingConfigError(f"{name}={getattr(self, name)} must be >= 1")
@@ -51,12 +54,12 @@ def build_autoencoder(n_features: int, hidden: Sequence[int]) -> nn.Sequential:
     """Mirror-symmetric MLP; the last hidden size is the bottleneck."""
     sizes = [n_features, *hidden]
     layers: list[nn.Module] = []
-    for i, (a, b) in enumerate(zip(sizes[:-1], sizes[1:], strict=True)):
+    for i, (a, b) in enumerate(itertools.pairwise(sizes)):
         layers.append(nn.Linear(a, b))
         if i < len(sizes) - 2:
             layers.append(nn.ReLU())
     rev = sizes[::-1]
-    for i, (a, b) in enumerate(zip(rev[:-1], rev[1:], strict=True)):
+    for i, (a, b) in enumerate(itertools.pairwise(rev)):
         layers.append(nn.Linear(a, b))
         if i < len(rev) - 2:
             layers.append(nn.ReLU())
@@ -79,15 +82,14 @@ class TrainedAutoencoder:
 
     def to_bytes(self) -> bytes:
         meta = {"features": self.features, "hidden": self.hidden, "history": self.history}
-        arrays = {f"state/{k}": v for k, v in self.state.items()}
-        buffer = io.BytesIO()
-        np.savez(
-            buffer,
+        arrays: dict[str, Any] = {f"state/{k}": v for k, v in self.state.items()}
+        arrays.update(
             mean=self.mean,
             std=self.std,
             meta=np.frombuffer(json.dumps(meta).encode(), dtype=np.uint8),
-            **arrays,
         )
+        buffer = io.BytesIO()
+        np.savez(buffer, **arrays)
         return buffer.getvalue()
 
     @classmethod
@@ -190,8 +192,8 @@ def train_autoencoder(
         "best_val_loss": best[0],
         "epochs_run": len(val_curve),
         "stopped_early": len(val_curve) < params.epochs,
-        "train_rows": int(len(train)),
-        "val_rows": int(len(val)),
+        "train_rows": len(train),
+        "val_rows": len(val),
         "device": str(device),
         "wall_seconds": round(time.perf_counter() - started, 3),
     }

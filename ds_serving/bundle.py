@@ -104,7 +104,8 @@ class Manifest:
                 raise BundleError(f"{source}: manifest is missing required key {key!r}")
             if not isinstance(data[key], typ):
                 raise BundleError(
-                    f"{source}: manifest key {key!r} should be {typ}, got {type(data[key]).__name__}"
+                    f"{source}: manifest key {key!r} should be {typ}, "
+                    f"got {type(data[key]).__name__}"
                 )
             return data[key]
 

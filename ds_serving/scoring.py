@@ -79,7 +79,9 @@ class Scorer:
         log.info("loaded %s on %s (%s)", label, self.backend, self.backend_reason)
 
     @classmethod
-    def from_bundle(cls, bundle: Bundle, backend: str = "auto", intra_op_threads: int = 0) -> Scorer:
+    def from_bundle(
+        cls, bundle: Bundle, backend: str = "auto", intra_op_threads: int = 0
+    ) -> Scorer:
         m = bundle.manifest
         return cls(
             bundle.model_path,

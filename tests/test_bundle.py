@@ -124,7 +124,7 @@ def test_missing_bundle_and_not_a_bundle(tmp_path: Path) -> None:
 
 
 def test_invalid_names(tmp_path: Path, onnx_bytes: bytes) -> None:
-    with pytest.raises(b.BundleError, match="invalid model name"):
+    with pytest.raises(b.BundleError, match=r"invalid model name"):
         b.write_bundle(tmp_path, "../escape", onnx_bytes, kind="x", features=FEATURES,
                        threshold=1.0, threshold_rule={})
 
@@ -140,7 +140,7 @@ def test_scorer_flags_and_input_errors(tmp_path: Path, onnx_bytes: bytes) -> Non
     np.testing.assert_allclose(batch.scores, batch.feature_errors.mean(axis=1), rtol=1e-5)
     np.testing.assert_array_equal(batch.flags, batch.scores > 0.5)
     assert batch.flags[0]
-    with pytest.raises(ScoringInputError, match="rows have 3 features.*expects 4"):
+    with pytest.raises(ScoringInputError, match=r"rows have 3 features.*expects 4"):
         scorer.score(rows[:, :3])
     with pytest.raises(ScoringInputError, match="no rows"):
         scorer.score(np.empty((0, 4), np.float32))

@@ -5,7 +5,12 @@ import pytest
 
 from ds_assets.export import check_parity, export_onnx, torch_scores
 from ds_assets.thresholds import calibrate_quantile
-from ds_assets.training import AutoencoderParams, TrainedAutoencoder, TrainingConfigError, train_autoencoder
+from ds_assets.training import (
+    AutoencoderParams,
+    TrainedAutoencoder,
+    TrainingConfigError,
+    train_autoencoder,
+)
 from tests.helpers import FEATURES, correlated_rows, tiny_model
 
 
@@ -54,7 +59,8 @@ def test_weights_round_trip_without_pickle() -> None:
 )
 def test_bad_training_data_fails_before_training(train: np.ndarray, message: str) -> None:
     with pytest.raises(TrainingConfigError, match=message):
-        train_autoencoder(train, correlated_rows(8), FEATURES if train.shape[1] else [], AutoencoderParams())
+        features = FEATURES if train.shape[1] else []
+        train_autoencoder(train, correlated_rows(8), features, AutoencoderParams())
 
 
 def test_bad_params() -> None:
@@ -87,5 +93,5 @@ def test_quantile_threshold_rule() -> None:
     assert rule["rule"] == "quantile" and rule["calibration_rows"] == 1001
     with pytest.raises(ValueError, match="no calibration scores"):
         calibrate_quantile(np.array([]))
-    with pytest.raises(ValueError, match="quantile=1.0"):
+    with pytest.raises(ValueError, match=r"quantile=1\.0"):
         calibrate_quantile(scores, quantile=1.0)

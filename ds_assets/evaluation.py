@@ -1,0 +1,392 @@
+"""Detector evaluation metrics, in numpy only.
+
+Why numpy only: the metrics run inside the Dagster code location and in ad-hoc scripts, and
+we want them to be small, dependency-free and exact.  scikit-learn is the reference
+implementation in the tests (``roc_auc_score`` / ``average_precision_score``), not a runtime
+dependency.
+
+Two kinds of metric live here:
+
+* ranking metrics (ROC-AUC, PR-AUC, best F1) that judge the scores themselves, independent of
+  any threshold;
+* counts and rates at the *deployed* threshold.  The deployed rule, as in ``ds_serving``, is
+  ``flag = score > threshold`` (strictly greater), so :func:`evaluate` uses exactly that.
+
+:func:`best_f1` is different: it searches thresholds on the very labels it is scored against,
+so it is an optimistic "oracle" number, useful only to see how much a better threshold could
+buy.  It uses ``score >= threshold`` because its thresholds are observed scores.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass, fields
+from typing import Any
+
+import numpy as np
+
+#: The anomaly type of normal rows (``ds_assets.schema.NORMAL_TYPE``; repeated here so this
+#: module imports nothing but numpy).
+NORMAL_TYPE = "none"
+
+
+# --------------------------------------------------------------------------------------------
+# validation and shared helpers
+
+
+def _check_labels_scores(labels: np.ndarray, scores: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Validate a (labels, scores) pair and return them as int64 / float64 1-D arrays.
+
+    Silent garbage (a label of 2, a NaN score, misaligned arrays) would otherwise produce a
+    plausible-looking but wrong metric, so every problem is a ValueError naming it.
+    """
+    y = np.asarray(labels)
+    s = np.asarray(scores)
+    if y.ndim != 1 or s.ndim != 1:
+        raise ValueError(f"labels and scores must be 1-D, got shapes {y.shape} and {s.shape}")
+    if y.shape[0] != s.shape[0]:
+        raise ValueError(
+            f"labels and scores must have the same length, got {y.shape[0]} and {s.shape[0]}"
+        )
+    if y.size == 0:
+        raise ValueError("no rows to evaluate: labels and scores are empty")
+    if y.dtype.kind not in "biuf":
+        raise ValueError(f"labels must be numeric 0/1, got dtype {y.dtype}")
+    if s.dtype.kind not in "biuf":
+        raise ValueError(f"scores must be numeric, got dtype {s.dtype}")
+    bad = np.unique(y[(y != 0) & (y != 1)])
+    if bad.size:
+        raise ValueError(f"labels contain values other than 0/1: {bad[:5].tolist()}")
+    s = s.astype(np.float64)
+    n_nan = int(np.isnan(s).sum())
+    if n_nan:
+        raise ValueError(f"scores contain {n_nan} NaN value(s)")
+    return y.astype(np.int64), s
+
+
+def _check_same_length(name_a: str, a: np.ndarray, name_b: str, b: np.ndarray) -> None:
+    if a.ndim != 1 or b.ndim != 1 or a.shape[0] != b.shape[0]:
+        raise ValueError(
+            f"{name_a} and {name_b} must be 1-D and the same length, "
+            f"got shapes {a.shape} and {b.shape}"
+        )
+
+
+def _group_ends(sorted_values: np.ndarray) -> np.ndarray:
+    """Index of the last element of each run of equal values in a sorted array.
+
+    Compares with ``!=`` rather than ``np.diff``: ``inf - inf`` is NaN, which would split a run
+    of tied infinite scores into separate groups.
+    """
+    change = np.flatnonzero(sorted_values[1:] != sorted_values[:-1])
+    return np.r_[change, sorted_values.size - 1]
+
+
+def _cumulative_counts(y: np.ndarray, s: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """TP and FP counts for ``score >= t`` at every distinct score ``t``, highest ``t`` first.
+
+    Grouping equal scores is what makes ties count as one threshold (all tied rows are flagged
+    together), matching sklearn's ``_binary_clf_curve``.
+    """
+    order = np.argsort(-s, kind="mergesort")
+    s_sorted = s[order]
+    ends = _group_ends(s_sorted)
+    tps = np.cumsum(y[order])[ends]
+    fps = (ends + 1) - tps
+    return tps, fps, s_sorted[ends]
+
+
+# --------------------------------------------------------------------------------------------
+# ranking metrics
+
+
+def roc_auc(labels: np.ndarray, scores: np.ndarray) -> float:
+    """ROC-AUC via the Mann-Whitney U statistic, with average ranks for tied scores.
+
+    The rank form is exact and O(n log n), and equals the trapezoidal area under the ROC curve
+    (a tie between a positive and a negative counts one half).  Returns NaN when only one class
+    is present, because the AUC is undefined there, not 0 or 1.
+    """
+    y, s = _check_labels_scores(labels, scores)
+    n_pos = int(y.sum())
+    n_neg = int(y.size - n_pos)
+    if n_pos == 0 or n_neg == 0:
+        return float("nan")
+    order = np.argsort(s, kind="mergesort")
+    ends = _group_ends(s[order])
+    starts = np.r_[0, ends[:-1] + 1]
+    # 1-based ranks starts+1 .. ends+1 share their mean
+    average_rank = (starts + ends + 2) / 2.0
+    ranks = np.empty(y.size, dtype=np.float64)
+    ranks[order] = np.repeat(average_rank, ends - starts + 1)
+    u = float(ranks[y == 1].sum()) - n_pos * (n_pos + 1) / 2.0
+    return u / (n_pos * n_neg)
+
+
+def average_precision(labels: np.ndarray, scores: np.ndarray) -> float:
+    """PR-AUC as average precision: ``sum_k (R_k - R_{k-1}) * P_k`` over distinct thresholds.
+
+    Same definition as ``sklearn.metrics.average_precision_score`` (step-wise, no linear
+    interpolation, which would be optimistic; tied scores form one step).  PR-AUC is the
+    headline metric because anomalies are rare and ROC-AUC hides false positives at low
+    contamination.  Returns NaN when there are no positives (recall is undefined).
+    """
+    y, s = _check_labels_scores(labels, scores)
+    n_pos = int(y.sum())
+    if n_pos == 0:
+        return float("nan")
+    tps, fps, _ = _cumulative_counts(y, s)
+    precision = tps / (tps + fps)  # tps + fps >= 1 at every group end
+    recall = tps / n_pos
+    return float(np.sum(np.diff(recall, prepend=0.0) * precision))
+
+
+def best_f1(labels: np.ndarray, scores: np.ndarray) -> tuple[float, float]:
+    """Best F1 over all thresholds and the threshold reaching it (flag = ``score >= threshold``).
+
+    An *oracle*: the threshold is chosen on the labels being scored, so it overstates what the
+    deployed threshold can do; report it only as an upper reference.  Vectorised: one sort and
+    a cumulative sum give TP/FP at every distinct score.  With several thresholds tied for the
+    best F1 the highest one (fewest flags) is returned.  Without positives every F1 is 0, and
+    ``(0.0, nan)`` is returned.
+    """
+    y, s = _check_labels_scores(labels, scores)
+    n_pos = int(y.sum())
+    if n_pos == 0:
+        return 0.0, float("nan")
+    tps, fps, thresholds = _cumulative_counts(y, s)
+    # F1 = 2TP / (2TP + FP + FN) = 2TP / (TP + FP + P); denominator >= P > 0
+    f1 = 2.0 * tps / (tps + fps + n_pos)
+    i = int(np.argmax(f1))
+    return float(f1[i]), float(thresholds[i])
+
+
+# --------------------------------------------------------------------------------------------
+# counts and rates at a fixed threshold
+
+
+def confusion_counts(labels: np.ndarray, flags: np.ndarray) -> dict[str, int]:
+    """TP/FP/FN/TN of boolean ``flags`` against 0/1 ``labels``, as plain ints (JSON-ready)."""
+    y = np.asarray(labels)
+    f = np.asarray(flags)
+    _check_same_length("labels", y, "flags", f)
+    yb = y.astype(bool)
+    fb = f.astype(bool)
+    return {
+        "tp": int(np.count_nonzero(yb & fb)),
+        "fp": int(np.count_nonzero(~yb & fb)),
+        "fn": int(np.count_nonzero(yb & ~fb)),
+        "tn": int(np.count_nonzero(~yb & ~fb)),
+    }
+
+
+def precision_recall_f1(counts: Mapping[str, int]) -> tuple[float, float, float]:
+    """Precision, recall and F1 from confusion counts; 0.0 wherever a ratio is undefined.
+
+    0.0 (sklearn's ``zero_division=0``) rather than NaN so a detector that flags nothing scores
+    as useless instead of disappearing from dashboards; plain-Python arithmetic, so no numpy
+    division warnings.
+    """
+    tp, fp, fn = int(counts["tp"]), int(counts["fp"]), int(counts["fn"])
+    precision = tp / (tp + fp) if tp + fp else 0.0
+    recall = tp / (tp + fn) if tp + fn else 0.0
+    f1 = 2 * tp / (2 * tp + fp + fn) if tp else 0.0
+    return precision, recall, f1
+
+
+def per_type_recall(
+    anomaly_types: np.ndarray, flags: np.ndarray
+) -> dict[str, dict[str, float | int]]:
+    """Recall per anomaly type, for every type except ``"none"``, sorted by type name.
+
+    Overall recall can hide a detector that catches every spike and no drift; this breaks it
+    down.  Each entry is ``{"rows": n, "detected": k, "recall": k / n}``.
+    """
+    types = np.asarray(anomaly_types)
+    f = np.asarray(flags)
+    _check_same_length("anomaly_types", types, "flags", f)
+    types = types.astype(str)
+    fb = f.astype(bool)
+    out: dict[str, dict[str, float | int]] = {}
+    for name in sorted(set(types.tolist()) - {NORMAL_TYPE}):
+        mask = types == name
+        rows = int(np.count_nonzero(mask))
+        detected = int(np.count_nonzero(fb & mask))
+        out[name] = {"rows": rows, "detected": detected, "recall": detected / rows}
+    return out
+
+
+# --------------------------------------------------------------------------------------------
+# the report
+
+
+def _json_safe(value: Any) -> Any:
+    """NaN/inf floats -> None (strict JSON has neither), numpy scalars -> Python, recursively."""
+    if isinstance(value, np.generic):
+        value = value.item()
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, Mapping):
+        return {str(k): _json_safe(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_json_safe(v) for v in value]
+    return value
+
+
+def _markdown_table(header: list[str], rows: list[list[str]]) -> str:
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def _fmt(value: float, spec: str = ".4f") -> str:
+    return "n/a" if math.isnan(value) else format(value, spec)
+
+
+@dataclass(frozen=True)
+class EvaluationReport:
+    """Every number about one detector on one labelled split, with the threshold it used."""
+
+    n_rows: int
+    n_anomalies: int
+    contamination: float
+    threshold: float
+    tp: int
+    fp: int
+    fn: int
+    tn: int
+    precision: float
+    recall: float
+    f1: float
+    roc_auc: float
+    pr_auc: float
+    best_f1_oracle: float
+    best_f1_threshold: float
+    per_type_recall: dict[str, dict[str, float | int]]
+
+    def metrics(self) -> dict[str, float]:
+        """A flat ``name -> float`` dict for MLflow ``log_metrics`` and Dagster metadata.
+
+        NaN is kept as NaN (not dropped, not 0) so an undefined metric stays visibly undefined.
+        Per-type recall appears as ``recall_<type>``.
+        """
+        flat = {
+            name: float(getattr(self, name))
+            for name in (
+                "precision",
+                "recall",
+                "f1",
+                "roc_auc",
+                "pr_auc",
+                "best_f1_oracle",
+                "contamination",
+            )
+        }
+        for name, entry in self.per_type_recall.items():
+            flat[f"recall_{name}"] = float(entry["recall"])
+        return flat
+
+    def to_dict(self) -> dict[str, Any]:
+        """All fields as a JSON-serialisable dict; NaN (and +-inf) become None."""
+        return {f.name: _json_safe(getattr(self, f.name)) for f in fields(self)}
+
+    def to_markdown(self) -> str:
+        """Headline metrics, the confusion matrix and per-type recall as markdown tables."""
+        headline = _markdown_table(
+            ["metric", "value"],
+            [
+                ["rows", str(self.n_rows)],
+                ["anomalies", f"{self.n_anomalies} ({self.contamination:.2%})"],
+                ["threshold (deployed rule: flag = score > threshold)", f"{self.threshold:.6g}"],
+                ["precision", _fmt(self.precision)],
+                ["recall", _fmt(self.recall)],
+                ["F1", _fmt(self.f1)],
+                ["ROC-AUC", _fmt(self.roc_auc)],
+                ["PR-AUC (average precision)", _fmt(self.pr_auc)],
+                ["best F1 (oracle: threshold chosen on test labels)", _fmt(self.best_f1_oracle)],
+                [
+                    "best-F1 threshold (oracle, flag = score >= threshold)",
+                    _fmt(self.best_f1_threshold, ".6g"),
+                ],
+            ],
+        )
+        confusion = _markdown_table(
+            ["", "flagged", "not flagged"],
+            [
+                ["actual anomaly", f"{self.tp} (TP)", f"{self.fn} (FN)"],
+                ["actual normal", f"{self.fp} (FP)", f"{self.tn} (TN)"],
+            ],
+        )
+        if self.per_type_recall:
+            per_type = _markdown_table(
+                ["anomaly type", "rows", "detected", "recall"],
+                [
+                    [name, str(e["rows"]), str(e["detected"]), _fmt(float(e["recall"]))]
+                    for name, e in self.per_type_recall.items()
+                ],
+            )
+        else:
+            per_type = "_no anomaly types to break down_"
+        return "\n\n".join(
+            [
+                "#### Headline metrics",
+                headline,
+                "#### Confusion matrix",
+                confusion,
+                "#### Recall per anomaly type",
+                per_type,
+            ]
+        )
+
+
+def evaluate(
+    labels: np.ndarray,
+    scores: np.ndarray,
+    threshold: float,
+    anomaly_types: np.ndarray | None = None,
+) -> EvaluationReport:
+    """Evaluate scores against 0/1 labels at the deployed threshold.
+
+    Rows are flagged with ``scores > threshold`` -- strictly greater, the rule ``ds_serving``
+    applies in production, so the counts here are the counts a deployment would see.  Ranking
+    metrics (ROC-AUC, PR-AUC, oracle best F1) ignore the threshold.  ``anomaly_types`` (same
+    length, ``"none"`` for normal rows) adds per-type recall; without it that breakdown is
+    empty.
+
+    Raises ValueError for mismatched lengths, empty input, labels other than 0/1 and NaN
+    scores, naming the problem.
+    """
+    y, s = _check_labels_scores(labels, scores)
+    threshold = float(threshold)
+    if math.isnan(threshold):
+        raise ValueError("threshold is NaN")
+    flags = s > threshold
+    counts = confusion_counts(y, flags)
+    precision, recall, f1 = precision_recall_f1(counts)
+    oracle_f1, oracle_threshold = best_f1(y, s)
+    if anomaly_types is None:
+        by_type: dict[str, dict[str, float | int]] = {}
+    else:
+        types = np.asarray(anomaly_types)
+        _check_same_length("anomaly_types", types, "labels", y)
+        by_type = per_type_recall(types, flags)
+    n_anomalies = int(y.sum())
+    return EvaluationReport(
+        n_rows=int(y.size),
+        n_anomalies=n_anomalies,
+        contamination=n_anomalies / int(y.size),
+        threshold=threshold,
+        tp=counts["tp"],
+        fp=counts["fp"],
+        fn=counts["fn"],
+        tn=counts["tn"],
+        precision=precision,
+        recall=recall,
+        f1=f1,
+        roc_auc=roc_auc(y, s),
+        pr_auc=average_precision(y, s),
+        best_f1_oracle=oracle_f1,
+        best_f1_threshold=oracle_threshold,
+        per_type_recall=by_type,
+    )

@@ -1,0 +1,58 @@
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from ds_assets.datasets import DatasetError, build_training_set, select_window
+from ds_assets.promotion import decide_promotion
+
+
+def _day(day: str, n: int = 100, anomalies: int = 10) -> pd.DataFrame:
+    ts = pd.date_range(day, periods=n, freq="10min", tz="UTC")
+    label = np.zeros(n, dtype=np.int8)
+    label[np.linspace(0, n - 1, anomalies).astype(int)] = 1
+    return pd.DataFrame(
+        {"timestamp": ts, "host_id": "h", "region": "r", "project_id": "p",
+         "x": np.arange(n, dtype=np.float32), "label": label,
+         "anomaly_type": np.where(label == 1, "spike", "none")}
+    )
+
+
+def test_time_ordered_split_without_leakage() -> None:
+    parts = {d: _day(d) for d in ("2026-11-01", "2026-11-02", "2026-11-03")}
+    data = build_training_set(parts, val_fraction=0.2, test_fraction=0.2)
+    train, val, test = (data[data.split == s] for s in ("train", "val", "test"))
+    assert train.timestamp.max() < val.timestamp.min() <= val.timestamp.max() < test.timestamp.min()
+    assert train.label.sum() == 0 and val.label.sum() == 0
+    assert test.label.sum() > 0
+    all_rows = pd.concat(parts.values())
+    assert len(test) == (all_rows.timestamp >= test.timestamp.min()).sum()
+
+
+def test_feature_mismatch_names_the_partition() -> None:
+    other = _day("2026-11-02").rename(columns={"x": "y"})
+    with pytest.raises(DatasetError, match="partition 2026-11-02 has features"):
+        build_training_set({"2026-11-01": _day("2026-11-01"), "2026-11-02": other})
+
+
+def test_empty_partition_is_named() -> None:
+    with pytest.raises(DatasetError, match="partition 2026-11-01 is empty"):
+        build_training_set({"2026-11-01": _day("2026-11-01").iloc[:0]})
+
+
+def test_window_selection() -> None:
+    keys = ["2026-11-03", "2026-11-01", "2026-11-02", "2026-11-05"]
+    assert select_window(keys, 2, None) == ["2026-11-03", "2026-11-05"]
+    assert select_window(keys, 2, "2026-11-03") == ["2026-11-02", "2026-11-03"]
+    with pytest.raises(DatasetError, match="no materialized raw_telemetry partitions up to"):
+        select_window(keys, 2, "2026-10-01")
+
+
+def test_promotion_rules() -> None:
+    assert decide_promotion("1", 0.5, None, None).promote
+    assert decide_promotion("2", 0.6, "1", 0.5).promote
+    assert decide_promotion("2", 0.5, "1", 0.5).promote  # ties go to the newer model
+    lost = decide_promotion("2", 0.4, "1", 0.5)
+    assert not lost.promote and "0.4000 < champion 0.5000" in lost.reason
+    assert not decide_promotion("2", float("nan"), "1", 0.5).promote

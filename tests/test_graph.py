@@ -1,0 +1,179 @@
+"""The asset graph end to end on tiny data, through the real jobs and resources."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import dagster as dg
+import pandas as pd
+import pytest
+
+from ds_assets.assets.detector import training_set
+from ds_assets.assets.telemetry import raw_telemetry, raw_telemetry_expectations
+from ds_assets.definitions import build_definitions, build_resources
+from ds_assets.settings import Settings
+from ds_serving.bundle import CHAMPION_FILE, load_champion
+from tests.conftest import DAYS, TINY_SOURCE
+
+TRAIN_CONFIG = {
+    "ops": {
+        "training_set": {"config": {"n_partitions": len(DAYS), "end_partition": DAYS[-1]}},
+        "autoencoder": {"config": {"epochs": 1, "hidden": [8, 3], "batch_size": 128}},
+    }
+}
+
+
+def _ingest(defs: dg.Definitions, instance: dg.DagsterInstance, day: str) -> None:
+    result = defs.resolve_job_def("ingest_telemetry").execute_in_process(
+        instance=instance,
+        partition_key=day,
+        run_config={"ops": {"raw_telemetry": {"config": TINY_SOURCE}}},
+    )
+    assert result.success
+
+
+def _failure_messages(result: dg.ExecuteInProcessResult) -> str:
+    return "\n".join(
+        e.event_specific_data.error.to_string()  # type: ignore[union-attr]
+        for e in result.all_events
+        if e.is_step_failure
+    )
+
+
+def test_definitions_load(settings: Settings) -> None:
+    defs = build_definitions(settings)
+    dg.Definitions.validate_loadable(defs)
+    graph = defs.resolve_asset_graph()
+    keys = {k.to_user_string() for k in graph.get_all_asset_keys()}
+    assert keys == {
+        "raw_telemetry", "training_set", "autoencoder", "onnx_model", "model_bundle",
+        "evaluation_report", "champion", "scored_telemetry",
+    }
+    assert {j.name for j in defs.resolve_all_job_defs()} >= {
+        "ingest_telemetry", "train_detector", "score_telemetry"
+    }
+
+
+def test_whole_graph_on_tiny_data(settings: Settings) -> None:
+    defs = build_definitions(settings)
+    instance = dg.DagsterInstance.ephemeral()
+    for day in DAYS:
+        _ingest(defs, instance, day)
+    train = defs.resolve_job_def("train_detector").execute_in_process(
+        instance=instance, run_config=TRAIN_CONFIG
+    )
+    assert train.success
+    checks = {e.check_name: e.passed for e in train.get_asset_check_evaluations()}
+    assert checks == {"onnx_matches_torch": True}
+
+    bundle = load_champion(settings.models_dir, settings.model_name)
+    assert bundle.manifest.version == "1"
+    assert bundle.manifest.lineage["partitions"] == DAYS
+    assert bundle.manifest.threshold_rule["rule"] == "quantile"
+    assert (settings.models_dir / settings.model_name / CHAMPION_FILE).is_file()
+
+    report = json.loads((settings.data_dir / "assets" / "evaluation_report.json").read_text())
+    assert report["n_anomalies"] > 0
+    for metric in ("precision", "recall", "f1", "roc_auc", "pr_auc"):
+        assert 0.0 <= report[metric] <= 1.0, metric
+    assert report["roc_auc"] > 0.5  # even one epoch ranks anomalies above normal rows
+    assert report["tp"] + report["fp"] + report["fn"] + report["tn"] == report["n_rows"]
+
+    scored = defs.resolve_job_def("score_telemetry").execute_in_process(
+        instance=instance, partition_key=DAYS[0]
+    )
+    assert scored.success
+    assets = settings.data_dir / "assets"
+    frame = pd.read_parquet(assets / "scored_telemetry" / f"{DAYS[0]}.parquet")
+    raw = pd.read_parquet(assets / "raw_telemetry" / f"{DAYS[0]}.parquet")
+    assert len(frame) == len(raw)
+    assert (frame["model_version"] == "1").all()
+    assert (frame["is_anomaly"] == (frame["score"] > bundle.manifest.threshold)).all()
+
+    # A second training run re-evaluates the champion on the same test set before promoting.
+    again = defs.resolve_job_def("train_detector").execute_in_process(
+        instance=instance, run_config=TRAIN_CONFIG
+    )
+    assert again.success
+    decision = json.loads((settings.data_dir / "assets" / "champion.json").read_text())
+    assert decision["decision"]["challenger_version"] == "2"
+    assert decision["decision"]["champion_version"] == "1"
+    assert decision["decision"]["champion_pr_auc"] is not None
+    assert decision["version"] == ("2" if decision["decision"]["promote"] else "1")
+
+
+def test_failing_blocking_check_stops_training(settings: Settings, tmp_path: Path) -> None:
+    broken = tmp_path / "broken.csv"
+    rows = 50
+    data = {f"f{i}": [float(i + r % 7) for r in range(rows)] for i in range(1, 9)}
+    data["label"] = [0] * (rows - 1) + [2]  # a label outside {0, 1}
+    data["f3"][4] = float("nan")  # and a missing feature value
+    pd.DataFrame(data).to_csv(broken, index=False)
+    result = dg.materialize(
+        [raw_telemetry, raw_telemetry_expectations, training_set],
+        resources=build_resources(settings),
+        partition_key=DAYS[0],
+        run_config={
+            "ops": {
+                "raw_telemetry": {"config": {"source": "labeled_csv", "path": str(broken)}},
+                "training_set": {"config": {"n_partitions": 1}},
+            }
+        },
+        raise_on_error=False,
+    )
+    outcomes = {e.check_name: e.passed for e in result.get_asset_check_evaluations()}
+    assert outcomes["label_domain"] is False
+    assert outcomes["features_not_null"] is False
+    assert outcomes["unique_host_timestamp"] is True
+    assert result.asset_materializations_for_node("raw_telemetry")
+    assert not result.asset_materializations_for_node("training_set")
+    assert not (settings.data_dir / "assets" / "training_set.parquet").exists()
+
+
+def test_scoring_without_a_champion_says_what_to_do(settings: Settings) -> None:
+    defs = build_definitions(settings)
+    instance = dg.DagsterInstance.ephemeral()
+    _ingest(defs, instance, DAYS[0])
+    result = defs.resolve_job_def("score_telemetry").execute_in_process(
+        instance=instance, partition_key=DAYS[0], raise_on_error=False
+    )
+    assert not result.success
+    message = _failure_messages(result)
+    assert "no champion for model 'test-ae'" in message
+    assert "materialize the 'champion' asset" in message
+    assert not (settings.data_dir / "assets" / "scored_telemetry").exists()
+
+
+def test_bad_source_config_names_the_problem(settings: Settings, tmp_path: Path) -> None:
+    result = dg.materialize(
+        [raw_telemetry],
+        resources=build_resources(settings),
+        partition_key=DAYS[0],
+        run_config={"ops": {"raw_telemetry": {"config": {
+            "source": "labeled_csv", "path": str(tmp_path / "{date}.csv")}}}},
+        raise_on_error=False,
+    )
+    assert not result.success
+    assert f"{DAYS[0]}.csv does not exist" in _failure_messages(result)
+    assert not (settings.data_dir / "assets" / "raw_telemetry").exists()
+
+
+@pytest.mark.parametrize("day", DAYS[:1])
+def test_scored_rows_match_the_scorer(settings: Settings, day: str) -> None:
+    """Dataset scoring and the ds_serving scorer agree on the same rows (same code path)."""
+    from ds_assets.datasets import score_frame
+    from ds_serving.scoring import Scorer
+
+    defs = build_definitions(settings)
+    instance = dg.DagsterInstance.ephemeral()
+    for d in DAYS:
+        _ingest(defs, instance, d)
+    assert defs.resolve_job_def("train_detector").execute_in_process(
+        instance=instance, run_config=TRAIN_CONFIG
+    ).success
+    raw = pd.read_parquet(settings.data_dir / "assets" / "raw_telemetry" / f"{day}.parquet")
+    scorer = Scorer.from_bundle(load_champion(settings.models_dir, settings.model_name))
+    chunked = score_frame(scorer, raw, chunk_rows=7)
+    whole = scorer.score(raw[list(scorer.features)].to_numpy("float32"))
+    assert (chunked["score"].to_numpy() == whole.scores).all()

@@ -1,0 +1,99 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import dagster as dg
+import pandas as pd
+import pytest
+
+from ds_assets.resources.io_manager import (
+    LocalArtifactIOManager,
+    MissingArtifactError,
+    OnnxGraph,
+    PartitionFrames,
+)
+from ds_serving import atomic
+
+
+def _frame(n: int = 5) -> pd.DataFrame:
+    return pd.DataFrame(
+        {
+            "timestamp": pd.date_range("2026-11-01", periods=n, freq="min", tz="UTC"),
+            "x": range(n),
+        }
+    )
+
+
+def test_partitioned_round_trip_keeps_timezone(tmp_path: Path) -> None:
+    manager = LocalArtifactIOManager(base_dir=str(tmp_path))
+    out = dg.build_output_context(asset_key=dg.AssetKey("raw"), partition_key="2026-11-01")
+    manager.handle_output(out, _frame())
+    path = tmp_path / "raw" / "2026-11-01.parquet"
+    assert path.is_file()
+    back = manager.load_input(
+        dg.build_input_context(asset_key=dg.AssetKey("raw"), partition_key="2026-11-01")
+    )
+    pd.testing.assert_frame_equal(back, _frame())
+
+
+def test_json_and_onnx_values(tmp_path: Path) -> None:
+    manager = LocalArtifactIOManager(base_dir=str(tmp_path))
+    manager.handle_output(dg.build_output_context(asset_key=dg.AssetKey("report")), {"f1": 0.5})
+    manager.handle_output(dg.build_output_context(asset_key=dg.AssetKey("g")), OnnxGraph(b"\x01"))
+    assert manager.load_input(dg.build_input_context(asset_key=dg.AssetKey("report"))) == {
+        "f1": 0.5
+    }
+    assert manager.load_input(dg.build_input_context(asset_key=dg.AssetKey("g"))) == OnnxGraph(
+        b"\x01"
+    )
+
+
+def test_missing_asset_error_names_it(tmp_path: Path) -> None:
+    manager = LocalArtifactIOManager(base_dir=str(tmp_path))
+    context = dg.build_input_context(asset_key=dg.AssetKey("raw"), partition_key="2026-11-09")
+    with pytest.raises(MissingArtifactError, match=r"partition 2026-11-09 of asset 'raw'"):
+        manager.load_input(context)
+
+
+def test_unsupported_type_is_rejected(tmp_path: Path) -> None:
+    manager = LocalArtifactIOManager(base_dir=str(tmp_path))
+    with pytest.raises(TypeError, match="cannot store a set"):
+        manager.handle_output(dg.build_output_context(asset_key=dg.AssetKey("s")), {1, 2})
+
+
+def test_crash_during_write_keeps_the_old_partition(tmp_path: Path, monkeypatch) -> None:
+    manager = LocalArtifactIOManager(base_dir=str(tmp_path))
+    context = dg.build_output_context(asset_key=dg.AssetKey("raw"), partition_key="2026-11-01")
+    manager.handle_output(context, _frame(5))
+    path = tmp_path / "raw" / "2026-11-01.parquet"
+    before = path.read_bytes()
+
+    def half_write(self: pd.DataFrame, target: Path, **kwargs: object) -> None:
+        Path(target).write_bytes(b"PAR1 half written")
+        raise OSError("disk full")
+
+    monkeypatch.setattr(pd.DataFrame, "to_parquet", half_write)
+    with pytest.raises(OSError, match="disk full"):
+        manager.handle_output(context, _frame(50))
+    assert path.read_bytes() == before
+    assert sorted(p.name for p in path.parent.iterdir()) == ["2026-11-01.parquet"]
+
+
+def test_atomic_write_replaces_and_cleans_up(tmp_path: Path) -> None:
+    target = tmp_path / "a" / "b.json"
+    atomic.atomic_write_text(target, "one")
+    atomic.atomic_write_text(target, "two")
+    assert target.read_text() == "two"
+    with pytest.raises(RuntimeError), atomic.atomic_path(target) as tmp:
+        tmp.write_text("three")
+        raise RuntimeError("crash")
+    assert target.read_text() == "two"
+    assert [p.name for p in target.parent.iterdir()] == ["b.json"]
+
+
+def test_partition_frames_load_lazily(tmp_path: Path) -> None:
+    (tmp_path / "p1.parquet").write_bytes(b"garbage: never read unless accessed")
+    _frame(3).to_parquet(tmp_path / "p2.parquet")
+    frames = PartitionFrames({"p2": tmp_path / "p2.parquet", "p1": tmp_path / "p1.parquet"})
+    assert list(frames) == ["p1", "p2"] and len(frames) == 2
+    assert len(frames["p2"]) == 3

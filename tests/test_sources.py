@@ -1,0 +1,62 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from ds_assets.sources import LABELED_CSV_FEATURES, SourceError, read_labeled_file, resolve_path
+
+DAY = "2026-11-02"
+
+
+def _csv(path: Path, rows: int = 6, **overrides: object) -> Path:
+    data: dict[str, object] = {f: [float(i) for i in range(rows)] for f in LABELED_CSV_FEATURES}
+    data["label"] = [0] * (rows - 1) + [1]
+    data.update(overrides)
+    pd.DataFrame(data).to_csv(path, index=False)
+    return path
+
+
+def test_labeled_csv_becomes_wide_rows(tmp_path: Path) -> None:
+    frame = read_labeled_file(_csv(tmp_path / "pump.csv"), DAY, interval_seconds=60)
+    assert list(frame.columns[:4]) == ["timestamp", "host_id", "region", "project_id"]
+    assert frame["host_id"].unique().tolist() == ["pump"]
+    assert str(frame["timestamp"].dt.tz) == "UTC"
+    assert frame["timestamp"].iloc[1] - frame["timestamp"].iloc[0] == pd.Timedelta("60s")
+    assert frame["timestamp"].iloc[0] == pd.Timestamp(DAY, tz="UTC")
+    assert frame["label"].tolist() == [0, 0, 0, 0, 0, 1]
+    assert frame["anomaly_type"].tolist()[-2:] == ["none", "labeled"]
+    assert frame["f1"].dtype == "float32"
+
+
+def test_date_placeholder(tmp_path: Path) -> None:
+    assert resolve_path(str(tmp_path / "{date}.csv"), DAY) == tmp_path / f"{DAY}.csv"
+
+
+def test_missing_column_is_named(tmp_path: Path) -> None:
+    path = tmp_path / "x.csv"
+    pd.DataFrame({"f1": [1.0], "label": [0]}).to_csv(path, index=False)
+    with pytest.raises(SourceError, match=r"x.csv: missing column\(s\) \['f2'"):
+        read_labeled_file(path, DAY)
+
+
+def test_non_numeric_feature_is_named(tmp_path: Path) -> None:
+    path = _csv(tmp_path / "x.csv", rows=3, f4=["1.0", "oops", "2"])
+    with pytest.raises(SourceError, match=r"column 'f4' must be numeric, row 1 holds 'oops'"):
+        read_labeled_file(path, DAY)
+
+
+def test_empty_and_missing_files(tmp_path: Path) -> None:
+    empty = tmp_path / "empty.csv"
+    empty.write_text(",".join([*LABELED_CSV_FEATURES, "label"]) + "\n")
+    with pytest.raises(SourceError, match=f"no data rows for partition {DAY}"):
+        read_labeled_file(empty, DAY)
+    with pytest.raises(SourceError, match="does not exist"):
+        read_labeled_file(tmp_path / "nope.csv", DAY)
+
+
+def test_rows_outside_the_day_are_an_empty_partition(tmp_path: Path) -> None:
+    path = _csv(tmp_path / "x.csv", rows=2, timestamp=["2026-10-01T00:00Z", "2026-10-01T00:01Z"])
+    with pytest.raises(SourceError, match=f"no rows fall inside partition {DAY}"):
+        read_labeled_file(path, DAY)

@@ -1,0 +1,54 @@
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from ds_assets.generator import FEATURE_RANGES, FEATURES, GeneratorConfig, generate_day
+from ds_assets.validation import CHECK_NAMES, validate_telemetry
+
+
+@pytest.fixture(scope="module")
+def good() -> pd.DataFrame:
+    return generate_day("2026-11-01", GeneratorConfig(n_hosts=2, interval_seconds=600))
+
+
+def _run(frame: pd.DataFrame, min_rows: int = 10) -> dict[str, bool]:
+    outcomes = validate_telemetry(frame, list(FEATURES), ranges=FEATURE_RANGES, min_rows=min_rows)
+    return {k: v.passed for k, v in outcomes.items()}
+
+
+def test_clean_day_passes_every_check(good: pd.DataFrame) -> None:
+    assert _run(good) == dict.fromkeys(CHECK_NAMES, True)
+
+
+def test_each_check_catches_its_problem(good: pd.DataFrame) -> None:
+    bad = good.copy()
+    bad.loc[3, "cpu_util"] = np.nan
+    bad.loc[4, "mem_util"] = 250.0
+    bad.loc[5, "label"] = 3
+    bad = pd.concat([bad, bad.iloc[[0]]], ignore_index=True)
+    outcomes = validate_telemetry(bad, list(FEATURES), ranges=FEATURE_RANGES, min_rows=10)
+    passed = {k: v.passed for k, v in outcomes.items()}
+    assert passed == {
+        "schema_and_dtypes": True,
+        "features_not_null": False,
+        "feature_values_in_range": False,
+        "label_domain": False,
+        "unique_host_timestamp": False,
+        "minimum_row_count": True,
+    }
+    assert any("mem_util" in f for f in outcomes["feature_values_in_range"].failures)
+    assert any("[3]" in f for f in outcomes["label_domain"].failures)
+
+
+def test_schema_problems(good: pd.DataFrame) -> None:
+    naive = good.drop(columns=["latency_ms"]).copy()
+    naive["timestamp"] = naive["timestamp"].dt.tz_localize(None)
+    outcomes = validate_telemetry(naive, list(FEATURES), ranges=FEATURE_RANGES)
+    failures = " ".join(outcomes["schema_and_dtypes"].failures)
+    assert "latency_ms" in failures and "timezone-aware UTC" in failures
+
+
+def test_minimum_row_count(good: pd.DataFrame) -> None:
+    assert _run(good.head(5))["minimum_row_count"] is False
