@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 
 from ds_assets.schema import ANOMALY_TYPE, ENTITY_COLUMNS, LABEL, TIMESTAMP, feature_columns
-from ds_serving.scoring import Scorer, iter_chunks
+from ds_serving.scoring import Scorer, score_rows
 
 SPLITS = ("train", "val", "test")
 
@@ -91,19 +91,21 @@ def score_frame(scorer: Scorer, frame: pd.DataFrame, chunk_rows: int = 65_536) -
             f"rows lack feature column(s) {missing} that {scorer.label} needs "
             f"({list(scorer.features)})"
         )
-    n = len(frame)
-    scores = np.empty(n, dtype=np.float32)
-    top = np.empty(n, dtype=np.int64)
-    values = frame[list(scorer.features)]
-    for rows in iter_chunks(n, chunk_rows):
-        batch = scorer.score(values.iloc[rows].to_numpy(np.float32), explain=True)
-        scores[rows] = batch.scores
-        assert batch.feature_errors is not None
-        top[rows] = np.argmax(batch.feature_errors, axis=1)
+    entities = frame["host_id"].to_numpy() if "host_id" in frame.columns else None
+    batch = score_rows(
+        scorer,
+        frame[list(scorer.features)].to_numpy(np.float32),
+        entities,
+        explain=True,
+        chunk_rows=chunk_rows,
+    )
+    assert batch.feature_errors is not None
+    scored = ~np.isnan(batch.scores)
+    top = np.argmax(np.nan_to_num(batch.feature_errors, nan=-1.0), axis=1)
     keep = [c for c in (TIMESTAMP, *ENTITY_COLUMNS, LABEL, ANOMALY_TYPE) if c in frame.columns]
     out = frame[keep].reset_index(drop=True)
-    out["score"] = scores
-    out["is_anomaly"] = scores > scorer.threshold
-    out["top_feature"] = np.asarray(scorer.features, dtype=object)[top]
+    out["score"] = batch.scores
+    out["is_anomaly"] = batch.flags
+    out["top_feature"] = np.where(scored, np.asarray(scorer.features, dtype=object)[top], None)
     out["model_version"] = scorer.version or ""
     return out

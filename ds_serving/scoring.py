@@ -6,13 +6,14 @@ Flags use the deployed rule ``score > threshold`` (strictly greater) everywhere.
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator, Sequence
+from collections.abc import Hashable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from ds_serving.bundle import INPUT_NAME, Bundle
+from ds_serving.windows import iter_windows, window_index
 
 log = logging.getLogger(__name__)
 
@@ -58,6 +59,7 @@ class Scorer:
         threshold: float,
         label: str = "model",
         version: str | None = None,
+        window: int | None = None,
         backend: str = "auto",
         intra_op_threads: int = 0,
     ) -> None:
@@ -76,6 +78,7 @@ class Scorer:
         self.threshold = float(threshold)
         self.label = label
         self.version = version
+        self.window = window
         log.info("loaded %s on %s (%s)", label, self.backend, self.backend_reason)
 
     @classmethod
@@ -89,6 +92,7 @@ class Scorer:
             threshold=m.threshold,
             label=f"model {m.name!r} v{m.version}",
             version=m.version,
+            window=m.window,
             backend=backend,
             intra_op_threads=intra_op_threads,
         )
@@ -97,37 +101,90 @@ class Scorer:
     def n_features(self) -> int:
         return len(self.features)
 
-    def validate(self, rows: np.ndarray) -> np.ndarray:
-        """Return ``rows`` as contiguous float32 [n, n_features] or raise ScoringInputError."""
+    def validate(self, rows: np.ndarray, *, windowed: bool = False) -> np.ndarray:
+        """Return ``rows`` as contiguous float32 [n, n_features] (or [n, W, n_features] when
+        ``windowed``) or raise ScoringInputError."""
         rows = np.asarray(rows)
-        if rows.ndim != 2:
+        if windowed:
+            if rows.ndim != 3 or rows.shape[1] != self.window:
+                raise ScoringInputError(
+                    f"windows must be a 3-D array [n, {self.window}, {self.n_features}], "
+                    f"got shape {rows.shape}"
+                )
+        elif rows.ndim != 2:
             raise ScoringInputError(
                 f"rows must be a 2-D array [n_rows, {self.n_features}], got shape {rows.shape}"
             )
         if rows.shape[0] == 0:
             raise ScoringInputError("no rows to score: send at least one row")
-        if rows.shape[1] != self.n_features:
+        if rows.shape[-1] != self.n_features:
             raise ScoringInputError(
-                f"rows have {rows.shape[1]} features, {self.label} expects "
+                f"rows have {rows.shape[-1]} features, {self.label} expects "
                 f"{self.n_features}: {list(self.features)}"
             )
         rows = np.ascontiguousarray(rows, dtype=np.float32)
         finite = np.isfinite(rows)
         if not finite.all():
-            bad_row, bad_col = np.argwhere(~finite)[0]
+            bad = tuple(np.argwhere(~finite)[0])
             raise ScoringInputError(
-                f"row {bad_row}, feature {self.features[bad_col]!r} is {rows[bad_row, bad_col]}: "
+                f"row {bad[0]}, feature {self.features[bad[-1]]!r} is {rows[bad]}: "
                 "features must be finite numbers (impute or drop missing values before scoring)"
             )
         return rows
 
+    @property
+    def temporal(self) -> bool:
+        return self.window is not None
+
     def score(self, rows: np.ndarray, *, explain: bool = False) -> ScoreBatch:
-        rows = self.validate(rows)
+        """Score model inputs: rows [n, f], or windows [n, W, f] for a temporal model."""
+        rows = self.validate(rows, windowed=self.temporal)
         outputs = ["score", "feature_errors"] if explain else ["score"]
         result = self._session.run(outputs, {INPUT_NAME: rows})
         scores = np.asarray(result[0], dtype=np.float32)
         errors = np.asarray(result[1], dtype=np.float32) if explain else None
         return ScoreBatch(scores=scores, flags=scores > self.threshold, feature_errors=errors)
+
+
+def score_rows(
+    scorer: Scorer,
+    rows: np.ndarray,
+    entities: Sequence[Hashable] | np.ndarray | None = None,
+    *,
+    explain: bool = False,
+    chunk_rows: int = 65_536,
+) -> ScoreBatch:
+    """Score a table of rows in bounded-memory chunks, point-wise or per-entity windows.
+
+    For a temporal model each row is scored by the window of its entity's last ``W`` rows
+    (rows must be time-ordered within each entity); rows before an entity's first full window
+    get score NaN and flag False. ``entities=None`` treats all rows as one entity.
+    """
+    rows = np.ascontiguousarray(rows, dtype=np.float32)
+    scorer.validate(rows)
+    n = len(rows)
+    scores = np.full(n, np.nan, dtype=np.float32)
+    errors = np.full((n, scorer.n_features), np.nan, np.float32) if explain else None
+    if scorer.window is None:
+        for part in iter_chunks(n, chunk_rows):
+            batch = scorer.score(rows[part], explain=explain)
+            scores[part] = batch.scores
+            if errors is not None:
+                errors[part] = batch.feature_errors
+    else:
+        keys = np.zeros(n, np.int8) if entities is None else np.asarray(entities)
+        if len(keys) != n:
+            raise ScoringInputError(f"got {len(keys)} entity ids for {n} rows; send one per row")
+        index = window_index(keys, scorer.window)
+        per_chunk = max(1, chunk_rows // scorer.window)
+        for ends, windows in iter_windows(rows, index, per_chunk):
+            batch = scorer.score(windows, explain=explain)
+            scores[ends] = batch.scores
+            if errors is not None:
+                errors[ends] = batch.feature_errors
+    flags = np.zeros(n, dtype=bool)
+    np.greater(scores, scorer.threshold, out=flags, where=~np.isnan(scores))
+    return ScoreBatch(scores=scores, flags=flags, feature_errors=errors)
 
 
 def iter_chunks(n_rows: int, chunk_rows: int) -> Iterator[slice]:

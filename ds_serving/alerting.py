@@ -1,0 +1,171 @@
+"""Per-entity alert state: hysteresis and cooldown, shared by the gRPC scorer and the alerts asset.
+
+An alert opens when at least ``k`` of an entity's last ``n`` rows are flagged, closes after ``m``
+consecutive normal rows, and will not re-open until ``cooldown`` has passed since it closed
+(storm control). Time is whatever the caller passes (epoch seconds in practice); without times the
+row count stands in, so ``cooldown`` is then measured in rows.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Hashable, Mapping, Sequence
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import numpy as np
+
+from ds_serving.windows import group_positions
+
+
+class AlertPolicyError(ValueError):
+    """An alerting policy that cannot work; the message names the value."""
+
+
+@dataclass(frozen=True)
+class AlertPolicy:
+    k: int = 3
+    n: int = 5
+    m: int = 10
+    cooldown: float = 600.0
+
+    def __post_init__(self) -> None:
+        if self.n < 1:
+            raise AlertPolicyError(f"alerting.n must be >= 1 (window of recent rows), got {self.n}")
+        if not 1 <= self.k <= self.n:
+            raise AlertPolicyError(
+                f"alerting.k must be between 1 and n={self.n} (anomalous rows out of the last n "
+                f"that open an alert), got {self.k}"
+            )
+        if self.m < 1:
+            raise AlertPolicyError(f"alerting.m must be >= 1 (normal rows to close), got {self.m}")
+        if self.cooldown < 0:
+            raise AlertPolicyError(f"alerting.cooldown must be >= 0, got {self.cooldown}")
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any] | None) -> AlertPolicy:
+        if not data:
+            return cls()
+        unknown = set(data) - {"k", "n", "m", "cooldown"}
+        if unknown:
+            raise AlertPolicyError(
+                f"unknown alerting key(s) {sorted(unknown)}; use k, n, m, cooldown"
+            )
+        return cls(**{key: type(getattr(cls(), key))(value) for key, value in data.items()})
+
+
+@dataclass(frozen=True)
+class AlertEvent:
+    entity: str
+    kind: str  # "open" | "close"
+    at: float  # time of the row that opened/closed the alert
+    opened_at: float  # for "close": when the alert opened; for "open": same as ``at``
+    peak_score: float  # highest score seen while open (so far, for "open")
+    position: int  # position of that row in the batch passed to ``update``
+
+
+@dataclass
+class _EntityState:
+    seen: int = 0
+    recent: deque[int] = field(default_factory=deque)  # row numbers of flagged rows in last n
+    open: bool = False
+    opened_at: float = 0.0
+    peak: float = float("-inf")
+    normal_run: int = 0
+    closed_at: float | None = None
+
+
+class AlertTracker:
+    """Feeds scored rows per entity through an ``AlertPolicy`` and emits open/close events."""
+
+    def __init__(self, policy: AlertPolicy, max_entities: int = 100_000) -> None:
+        self.policy = policy
+        self.max_entities = max_entities
+        self._state: dict[Hashable, _EntityState] = {}
+
+    def open_count(self) -> int:
+        return sum(1 for s in self._state.values() if s.open)
+
+    def is_open(self, entity: Hashable) -> bool:
+        state = self._state.get(entity)
+        return bool(state and state.open)
+
+    def update(
+        self,
+        entities: Sequence[Hashable] | np.ndarray,
+        flags: np.ndarray,
+        scores: np.ndarray,
+        times: np.ndarray | None = None,
+    ) -> list[AlertEvent]:
+        """Advance every entity through its rows (time-ordered per entity); return the events."""
+        keys = np.asarray(entities)
+        flags = np.asarray(flags, dtype=bool)
+        scores = np.asarray(scores, dtype=np.float64)
+        if not len(keys) == len(flags) == len(scores):
+            raise ValueError("entities, flags and scores must have one value per row")
+        if times is not None and len(times) != len(keys):
+            raise ValueError(f"got {len(times)} times for {len(keys)} rows; send one per row")
+        events: list[AlertEvent] = []
+        for positions in group_positions(keys):
+            first = keys[positions[0]]
+            key = first.item() if isinstance(first, np.generic) else first
+            state = self._state.pop(key, None) or _EntityState()
+            self._state[key] = state  # re-insert: most recently seen last, for eviction
+            row_times = (
+                np.asarray(times, dtype=np.float64)[positions]
+                if times is not None
+                else np.arange(state.seen + 1, state.seen + 1 + len(positions), dtype=np.float64)
+            )
+            self._advance(str(key), state, positions, flags[positions], scores[positions],
+                          row_times, events)
+        while len(self._state) > self.max_entities:
+            self._state.pop(next(iter(self._state)))
+        events.sort(key=lambda e: e.position)
+        return events
+
+    def _advance(
+        self,
+        entity: str,
+        state: _EntityState,
+        positions: np.ndarray,
+        flags: np.ndarray,
+        scores: np.ndarray,
+        times: np.ndarray,
+        events: list[AlertEvent],
+    ) -> None:
+        p = self.policy
+        if not state.open and not flags.any():
+            # fast path: nothing can open; only the count of recent flagged rows ages
+            state.seen += len(flags)
+            while state.recent and state.recent[0] <= state.seen - p.n:
+                state.recent.popleft()
+            return
+        for i in range(len(flags)):
+            state.seen += 1
+            if flags[i]:
+                state.recent.append(state.seen)
+            while state.recent and state.recent[0] <= state.seen - p.n:
+                state.recent.popleft()
+            t = float(times[i])
+            if state.open:
+                state.peak = max(state.peak, float(scores[i]))
+                state.normal_run = 0 if flags[i] else state.normal_run + 1
+                if state.normal_run >= p.m:
+                    state.open = False
+                    state.closed_at = t
+                    events.append(AlertEvent(entity, "close", t, state.opened_at, state.peak,
+                                             int(positions[i])))
+            elif len(state.recent) >= p.k and (
+                state.closed_at is None or t - state.closed_at >= p.cooldown
+            ):
+                state.open = True
+                state.opened_at = t
+                state.peak = float(scores[i])
+                state.normal_run = 0
+                events.append(AlertEvent(entity, "open", t, t, state.peak, int(positions[i])))
+
+    def reset(self) -> None:
+        self._state.clear()
