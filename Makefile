@@ -12,7 +12,7 @@ export DS_DATA_DIR ?= $(CURDIR)/data
 EXTRA := $(shell nvidia-smi -L >/dev/null 2>&1 && echo gpu || echo cpu)
 STAMP := $(VENV)/.installed-$(EXTRA)
 
-.PHONY: install demo test lint dev clean
+.PHONY: install demo test lint dev bench skab clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -39,6 +39,15 @@ test: install
 lint: install
 	$(VENV)/bin/ruff check ds_assets ds_serving tests
 	$(VENV)/bin/mypy ds_assets ds_serving
+
+# Benchmarks report ratios against a baseline measured in the same run (shared, noisy machines).
+bench: install
+	$(PY) -m bench.scorer
+
+# SKAB outlier-detection protocol on the real benchmark data (not in the repo: GPL-3.0).
+export SKAB_DIR ?= $(abspath $(CURDIR)/../shared/datasets/skab)
+skab: install
+	$(PY) -m ds_assets.skab --skab-dir "$(SKAB_DIR)"
 
 dev: install $(DAGSTER_HOME)/dagster.yaml
 	$(VENV)/bin/dagster dev -w workspace.yaml
