@@ -71,6 +71,7 @@ class Manifest:
     window: int | None = None
     created_at: str = ""
     alerting: dict[str, Any] = field(default_factory=dict)
+    smoothing: dict[str, Any] = field(default_factory=dict)
     lineage: dict[str, Any] = field(default_factory=dict)
     metrics: dict[str, Any] = field(default_factory=dict)
     extra: dict[str, Any] = field(default_factory=dict)
@@ -91,6 +92,7 @@ class Manifest:
             "window": self.window,
             "threshold": {"value": self.threshold, **self.threshold_rule},
             "alerting": self.alerting,
+            "smoothing": self.smoothing,
             "lineage": self.lineage,
             "metrics": self.metrics,
             "extra": self.extra,
@@ -136,6 +138,7 @@ class Manifest:
             window=window,
             created_at=str(data.get("created_at", "")),
             alerting=dict(data.get("alerting") or {}),
+            smoothing=dict(data.get("smoothing") or {}),
             lineage=dict(data.get("lineage") or {}),
             metrics=dict(data.get("metrics") or {}),
             extra=dict(data.get("extra") or {}),
@@ -265,6 +268,7 @@ def write_bundle(
     threshold_rule: Mapping[str, Any],
     window: int | None = None,
     alerting: Mapping[str, Any] | None = None,
+    smoothing: Mapping[str, Any] | None = None,
     lineage: Mapping[str, Any] | None = None,
     metrics: Mapping[str, Any] | None = None,
     extra: Mapping[str, Any] | None = None,
@@ -293,6 +297,7 @@ def write_bundle(
                 window=window,
                 created_at=_dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
                 alerting=dict(alerting or {}),
+                smoothing=dict(smoothing or {}),
                 lineage=dict(lineage or {}),
                 metrics=dict(metrics or {}),
                 extra=dict(extra or {}),
