@@ -112,7 +112,7 @@ class EntityWindows:
                 n_new = len(wins)
                 out_win.append(wins)
                 out_pos.append(positions[len(positions) - n_new :])
-            self._tails[key] = history[len(history) - keep :].copy() if keep else history[:0]
+            self._tails[key] = history[max(0, len(history) - keep) :].copy()
             while len(self._tails) > self.max_entities:
                 self._tails.pop(next(iter(self._tails)))
         if not out_win:

@@ -1,0 +1,180 @@
+"""Windows, flag smoothing and alert hysteresis: policy code shared by dataset and live scoring."""
+
+from __future__ import annotations
+
+import itertools
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from ds_serving.alerting import AlertPolicy, AlertPolicyError, AlertTracker
+from ds_serving.smoothing import Smoothing, SmoothingError, StreamingSmoother, smooth_flags
+from ds_serving.windows import EntityWindows, window_index
+
+
+def _interleaved(n_per_entity: int, entities: int, n_features: int, seed: int = 0):
+    rng = np.random.default_rng(seed)
+    ids = np.repeat(np.arange(entities), n_per_entity)
+    order = rng.permutation(len(ids))
+    # keep time order within each entity while interleaving entities
+    ids = ids[np.argsort(order, kind="stable")]
+    rows = rng.normal(size=(len(ids), n_features)).astype(np.float32)
+    return np.array([f"h{i}" for i in ids]), rows
+
+
+def test_window_index_ends_at_each_row_after_warmup() -> None:
+    ids = np.array(["a", "b", "a", "a", "b", "a", "b"])
+    index = window_index(ids, 3)
+    # a at positions 0,2,3,5 -> windows ending at 3 and 5; b at 1,4,6 -> window ending at 6
+    assert sorted(index.ends.tolist()) == [3, 5, 6]
+    by_end = dict(zip(index.ends.tolist(), index.starts.tolist(), strict=True))
+    assert by_end[5] == [2, 3, 5]
+    assert by_end[6] == [1, 4, 6]
+
+
+def test_window_longer_than_data_gives_no_windows() -> None:
+    index = window_index(np.array(["a", "a"]), 3)
+    assert index.ends.size == 0 and index.starts.shape == (0, 3)
+
+
+@pytest.mark.parametrize("bad", [0, -1, 2.5])
+def test_window_must_be_positive_integer(bad: float) -> None:
+    with pytest.raises(ValueError, match="window must be a positive integer"):
+        window_index(np.array(["a"]), bad)  # type: ignore[arg-type]
+
+
+@given(
+    window=st.integers(1, 6),
+    split_points=st.lists(st.integers(0, 60), max_size=6),
+    seed=st.integers(0, 1000),
+)
+@settings(max_examples=40, deadline=None)
+def test_streaming_windows_equal_dataset_windows(
+    window: int, split_points: list[int], seed: int
+) -> None:
+    ids, rows = _interleaved(15, 4, 3, seed)
+    index = window_index(ids, window)
+    expected = {int(e): rows[s] for e, s in zip(index.ends, index.starts, strict=True)}
+    stream = EntityWindows(window, 3)
+    got: dict[int, np.ndarray] = {}
+    bounds = sorted({0, len(ids), *[min(p, len(ids)) for p in split_points]})
+    for lo, hi in itertools.pairwise(bounds):
+        pos, wins = stream.push(ids[lo:hi], rows[lo:hi])
+        for p, w in zip(pos, wins, strict=True):
+            got[lo + int(p)] = w
+    assert got.keys() == expected.keys()
+    for key, value in expected.items():
+        np.testing.assert_array_equal(got[key], value)
+
+
+def test_entity_windows_bounded_by_max_entities() -> None:
+    stream = EntityWindows(2, 1, max_entities=3)
+    for i in range(10):
+        stream.push(np.array([f"e{i}"]), np.ones((1, 1), np.float32))
+    assert len(stream) == 3
+
+
+def test_entity_windows_rejects_mismatched_ids() -> None:
+    with pytest.raises(ValueError, match="entity ids for 2 rows"):
+        EntityWindows(2, 1).push(np.array(["a"]), np.ones((2, 1), np.float32))
+
+
+def test_smoothing_k_of_n_on_crafted_sequence() -> None:
+    raw = np.array([1, 0, 1, 1, 0, 0, 0, 1, 0, 0], bool)
+    got = smooth_flags(raw, Smoothing(k=2, n=3))
+    # counts of flags in the last 3 rows: 1,1,2,2,2,1,0,1,1,1
+    assert got.tolist() == [False, False, True, True, True, False, False, False, False, False]
+    assert smooth_flags(raw, Smoothing()).tolist() == raw.tolist()
+
+
+def test_smoothing_is_per_entity() -> None:
+    ids = np.array(["a", "b", "a", "b"])
+    raw = np.array([1, 1, 1, 0], bool)
+    assert smooth_flags(raw, Smoothing(2, 2), ids).tolist() == [False, False, True, False]
+
+
+@given(seed=st.integers(0, 1000), cut=st.integers(0, 60), k=st.integers(1, 4))
+@settings(max_examples=40, deadline=None)
+def test_streaming_smoothing_equals_dataset(seed: int, cut: int, k: int) -> None:
+    ids, _ = _interleaved(15, 4, 1, seed)
+    raw = np.random.default_rng(seed).random(len(ids)) < 0.4
+    policy = Smoothing(k=k, n=4)
+    smoother = StreamingSmoother(policy)
+    first, rest = smoother.apply(raw[:cut], ids[:cut]), smoother.apply(raw[cut:], ids[cut:])
+    got = np.concatenate([first, rest])
+    np.testing.assert_array_equal(got, smooth_flags(raw, policy, ids))
+
+
+@pytest.mark.parametrize(("data", "match"), [({"k": 3, "n": 2}, "between 1 and n=2"),
+                                             ({"n": 0}, "n must be >= 1"),
+                                             ({"q": 1}, "unknown smoothing key")])
+def test_smoothing_rejects_bad_policy(data: dict, match: str) -> None:
+    with pytest.raises(SmoothingError, match=match):
+        Smoothing.from_dict(data)
+
+
+def _run(tracker: AlertTracker, flags: list[int], entity: str = "h1") -> list[tuple[str, float]]:
+    f = np.array(flags, bool)
+    events = tracker.update(np.full(len(f), entity), f, f.astype(float))
+    return [(e.kind, e.at) for e in events]
+
+
+def test_alert_opens_after_k_of_n_and_closes_after_m_normal_rows() -> None:
+    tracker = AlertTracker(AlertPolicy(k=2, n=3, m=2, cooldown=0))
+    # row numbers are 1-based times when no timestamps are given
+    events = _run(tracker, [1, 0, 0, 1, 0, 1, 1, 0, 0, 0])
+    assert events == [("open", 6.0), ("close", 9.0)]
+
+
+def test_single_isolated_flags_do_not_open_an_alert() -> None:
+    tracker = AlertTracker(AlertPolicy(k=2, n=3, m=2, cooldown=0))
+    assert _run(tracker, [1, 0, 0, 1, 0, 0, 1, 0, 0]) == []
+
+
+def test_hysteresis_keeps_alert_open_through_short_normal_gaps() -> None:
+    tracker = AlertTracker(AlertPolicy(k=2, n=2, m=3, cooldown=0))
+    events = _run(tracker, [1, 1, 0, 0, 1, 0, 0, 1, 0, 0, 0])
+    assert events == [("open", 2.0), ("close", 11.0)]  # no flapping on gaps shorter than m
+
+
+def test_cooldown_suppresses_reopening_storm() -> None:
+    policy = AlertPolicy(k=1, n=1, m=1, cooldown=5)
+    tracker = AlertTracker(policy)
+    flags = np.array([1, 0, 1, 0, 1, 0, 1, 0, 1, 0], bool)
+    times = np.arange(10, dtype=float) * 1.0  # one row per second
+    events = tracker.update(np.full(10, "h"), flags, flags.astype(float), times)
+    kinds = [(e.kind, e.at) for e in events]
+    # opens at t=0, closes at t=1; flags at 2 and 4 are inside the 5 s cooldown; reopens at 6
+    assert kinds == [("open", 0.0), ("close", 1.0), ("open", 6.0), ("close", 7.0)]
+
+
+def test_alert_state_survives_batch_boundaries_and_entities_are_independent() -> None:
+    policy = AlertPolicy(k=2, n=3, m=2, cooldown=0)
+    whole = AlertTracker(policy)
+    seq = [1, 1, 0, 1, 0, 0, 1, 1, 0, 0]
+    expected = _run(whole, seq)
+    split = AlertTracker(policy)
+    got = _run(split, seq[:3]) + _run(split, seq[3:7]) + _run(split, seq[7:])
+    assert got == expected
+    assert _run(split, [1, 1], entity="other") == [("open", 2.0)]
+    assert split.is_open("other") and split.open_count() == 1
+
+
+def test_alert_event_reports_peak_score_and_batch_position() -> None:
+    tracker = AlertTracker(AlertPolicy(k=1, n=1, m=1, cooldown=0))
+    flags = np.array([0, 1, 1, 0], bool)
+    scores = np.array([0.1, 2.0, 5.0, 0.2])
+    events = tracker.update(np.array(["h"] * 4), flags, scores)
+    assert [(e.kind, e.position) for e in events] == [("open", 1), ("close", 3)]
+    assert events[1].peak_score == 5.0 and events[1].opened_at == 2.0
+
+
+@pytest.mark.parametrize(("data", "match"), [({"k": 4, "n": 3}, "alerting.k"),
+                                             ({"m": 0}, "alerting.m"),
+                                             ({"cooldown": -1}, "cooldown"),
+                                             ({"x": 1}, "unknown alerting key")])
+def test_alert_policy_rejects_bad_values(data: dict, match: str) -> None:
+    with pytest.raises(AlertPolicyError, match=match):
+        AlertPolicy.from_dict(data)
