@@ -5,12 +5,15 @@ we want them to be small, dependency-free and exact.  scikit-learn is the refere
 implementation in the tests (``roc_auc_score`` / ``average_precision_score``), not a runtime
 dependency.
 
-Two kinds of metric live here:
+Three kinds of metric live here:
 
 * ranking metrics (ROC-AUC, PR-AUC, best F1) that judge the scores themselves, independent of
   any threshold;
-* counts and rates at the *deployed* threshold.  The deployed rule, as in ``ds_serving``, is
-  ``flag = score > threshold`` (strictly greater), so :func:`evaluate` uses exactly that.
+* counts and rates at the *deployed* threshold (precision/recall/F1, FAR/MAR as SKAB defines
+  them).  The deployed rule, as in ``ds_serving``, is ``flag = score > threshold`` (strictly
+  greater), so :func:`evaluate` uses exactly that unless it is handed the deployed (smoothed)
+  flags;
+* event-wise numbers (detection delay, false alarms per hour) over runs of anomalous rows.
 
 :func:`best_f1` is different: it searches thresholds on the very labels it is scored against,
 so it is an optimistic "oracle" number, useful only to see how much a better threshold could
@@ -195,6 +198,45 @@ def precision_recall_f1(counts: Mapping[str, int]) -> tuple[float, float, float]
     return precision, recall, f1
 
 
+def alarm_rates(counts: Mapping[str, int]) -> tuple[float, float]:
+    """False alarm rate ``FP / (FP + TN)`` and missed alarm rate ``FN / (FN + TP)``.
+
+    The two rates SKAB reports next to F1: FAR is what operators feel (share of normal rows
+    that raise a flag), MAR what the business loses (share of anomalous rows never flagged).
+    NaN where undefined (no normal rows, or no anomalous rows), never a made-up 0.
+    """
+    tp, fp, fn, tn = (int(counts[k]) for k in ("tp", "fp", "fn", "tn"))
+    far = fp / (fp + tn) if fp + tn else float("nan")
+    mar = fn / (fn + tp) if fn + tp else float("nan")
+    return far, mar
+
+
+def skab_f1(counts: Mapping[str, int]) -> float:
+    """SKAB's F1 ``TP / (TP + (FP + FN) / 2)``; algebraically the usual F1, NaN on 0/0."""
+    tp, fp, fn = int(counts["tp"]), int(counts["fp"]), int(counts["fn"])
+    denominator = tp + (fp + fn) / 2
+    return tp / denominator if denominator else float("nan")
+
+
+def precision_at_k(labels: np.ndarray, scores: np.ndarray, k: int | None = None) -> float:
+    """Precision among the ``k`` highest scores; ``k`` defaults to the number of anomalies.
+
+    With ``k`` = number of true anomalies this equals recall at that cut (R-precision): a
+    threshold-free "if we investigated as many rows as there are anomalies, how many would be
+    real" number.  Ties at the cut are broken by row order (stable sort), so the value is
+    deterministic.  NaN when there are no anomalies and no ``k`` is given.
+    """
+    y, s = _check_labels_scores(labels, scores)
+    if k is None:
+        k = int(y.sum())
+        if k == 0:
+            return float("nan")
+    if not 1 <= k <= y.size:
+        raise ValueError(f"k={k} must be between 1 and the number of rows ({y.size})")
+    top = np.argsort(-s, kind="mergesort")[:k]
+    return float(y[top].sum()) / k
+
+
 def per_type_recall(
     anomaly_types: np.ndarray, flags: np.ndarray
 ) -> dict[str, dict[str, float | int]]:
@@ -215,6 +257,126 @@ def per_type_recall(
         detected = int(np.count_nonzero(fb & mask))
         out[name] = {"rows": rows, "detected": detected, "recall": detected / rows}
     return out
+
+
+# --------------------------------------------------------------------------------------------
+# event-wise metrics
+
+
+@dataclass(frozen=True)
+class EventStats:
+    """Anomalies seen as events (maximal runs of anomalous rows of one entity), not rows.
+
+    Operators experience events: how long after an incident starts does the first flag come,
+    and how many separate false alarms interrupt them per hour of normal operation.
+    """
+
+    n_events: int
+    detected: int
+    mean_delay_rows: float
+    median_delay_rows: float
+    mean_delay_seconds: float
+    median_delay_seconds: float
+    false_alarm_episodes: int
+    normal_hours: float
+    false_alarms_per_hour: float
+
+    @property
+    def event_recall(self) -> float:
+        return self.detected / self.n_events if self.n_events else float("nan")
+
+    def to_dict(self) -> dict[str, Any]:
+        data = {f.name: getattr(self, f.name) for f in fields(self)}
+        data["event_recall"] = self.event_recall
+        return data
+
+
+def _runs(mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Start (inclusive) and end (exclusive) positions of the runs of True in a 1-D bool array."""
+    edges = np.diff(np.concatenate([[0], mask.astype(np.int8), [0]]))
+    return np.flatnonzero(edges == 1), np.flatnonzero(edges == -1)
+
+
+def _as_seconds(timestamps: np.ndarray) -> np.ndarray:
+    t = np.asarray(timestamps)
+    if t.dtype.kind == "M":
+        return t.astype("datetime64[ns]").astype(np.int64) / 1e9
+    if t.dtype.kind in "iuf":
+        return t.astype(np.float64)
+    raise ValueError(
+        f"timestamps must be datetime64 or numeric seconds, got dtype {t.dtype}"
+    )
+
+
+def event_metrics(
+    labels: np.ndarray,
+    flags: np.ndarray,
+    timestamps: np.ndarray | None = None,
+    entities: np.ndarray | None = None,
+) -> EventStats:
+    """Detection delay per anomaly event and false-alarm episodes per hour of normal time.
+
+    Rows are grouped by ``entities`` (one entity when None) and ordered by ``timestamps``
+    within each entity (input order when None).  An event is a maximal run of label-1 rows;
+    its delay is the time from its first row to its first flagged row (events never flagged
+    are missed and have no delay).  A false-alarm episode is a maximal run of flagged rows
+    that touches no anomalous row.  Normal hours are each entity's normal rows times its
+    median sampling interval, so gaps in the data do not count as monitored time.  Without
+    timestamps the second-based numbers are NaN.
+    """
+    y = np.asarray(labels).astype(bool)
+    f = np.asarray(flags).astype(bool)
+    _check_same_length("labels", y, "flags", f)
+    seconds = None if timestamps is None else _as_seconds(np.asarray(timestamps))
+    if seconds is not None:
+        _check_same_length("timestamps", seconds, "labels", y)
+        if np.isnan(seconds).any():
+            raise ValueError("timestamps contain NaN/NaT values")
+    keys = np.zeros(y.size, np.int8) if entities is None else np.asarray(entities)
+    _check_same_length("entities", keys, "labels", y)
+    _, inverse = np.unique(keys, return_inverse=True)
+    delays_rows: list[int] = []
+    delays_seconds: list[float] = []
+    n_events = episodes = 0
+    normal_seconds = 0.0
+    for group in range(int(inverse.max()) + 1 if y.size else 0):
+        rows = np.flatnonzero(inverse == group)
+        if seconds is not None:
+            rows = rows[np.argsort(seconds[rows], kind="stable")]
+        yg, fg = y[rows], f[rows]
+        starts, ends = _runs(yg)
+        n_events += starts.size
+        for start, end in zip(starts, ends, strict=True):
+            hit = np.flatnonzero(fg[start:end])
+            if hit.size:
+                delays_rows.append(int(hit[0]))
+                if seconds is not None:
+                    tg = seconds[rows]
+                    delays_seconds.append(float(tg[start + hit[0]] - tg[start]))
+        cum_anomalous = np.concatenate([[0], np.cumsum(yg)])
+        f_starts, f_ends = _runs(fg)
+        episodes += int(np.count_nonzero(cum_anomalous[f_ends] - cum_anomalous[f_starts] == 0))
+        if seconds is not None and rows.size > 1:
+            steps = np.diff(seconds[rows])
+            steps = steps[steps > 0]
+            interval = float(np.median(steps)) if steps.size else 0.0
+            normal_seconds += interval * int(np.count_nonzero(~yg))
+    hours = normal_seconds / 3600.0 if seconds is not None else float("nan")
+
+    def _stat(values: list[int] | list[float], fn: Any) -> float:
+        return float(fn(values)) if values else float("nan")
+
+    return EventStats(
+        n_events=n_events,
+        detected=len(delays_rows),
+        mean_delay_rows=_stat(delays_rows, np.mean),
+        median_delay_rows=_stat(delays_rows, np.median),
+        mean_delay_seconds=_stat(delays_seconds, np.mean),
+        median_delay_seconds=_stat(delays_seconds, np.median),
+        false_alarm_episodes=episodes,
+        normal_hours=hours,
+        false_alarms_per_hour=episodes / hours if hours > 0 else float("nan"),
+    )
 
 
 # --------------------------------------------------------------------------------------------
@@ -244,6 +406,15 @@ def _fmt(value: float, spec: str = ".4f") -> str:
     return "n/a" if math.isnan(value) else format(value, spec)
 
 
+#: Event-wise numbers copied into :meth:`EvaluationReport.metrics`.
+EVENT_METRICS = (
+    "event_recall",
+    "mean_delay_seconds",
+    "median_delay_seconds",
+    "false_alarms_per_hour",
+)
+
+
 @dataclass(frozen=True)
 class EvaluationReport:
     """Every number about one detector on one labelled split, with the threshold it used."""
@@ -264,6 +435,10 @@ class EvaluationReport:
     best_f1_oracle: float
     best_f1_threshold: float
     per_type_recall: dict[str, dict[str, float | int]]
+    precision_at_k: float = float("nan")
+    far: float = float("nan")
+    mar: float = float("nan")
+    events: dict[str, Any] | None = None
 
     def metrics(self) -> dict[str, float]:
         """A flat ``name -> float`` dict for MLflow ``log_metrics`` and Dagster metadata.
@@ -281,10 +456,17 @@ class EvaluationReport:
                 "pr_auc",
                 "best_f1_oracle",
                 "contamination",
+                "precision_at_k",
+                "far",
+                "mar",
             )
         }
         for name, entry in self.per_type_recall.items():
             flat[f"recall_{name}"] = float(entry["recall"])
+        if self.events is not None:
+            for name in EVENT_METRICS:
+                value = self.events[name]
+                flat[name] = float("nan") if value is None else float(value)
         return flat
 
     def to_dict(self) -> dict[str, Any]:
@@ -302,6 +484,9 @@ class EvaluationReport:
                 ["precision", _fmt(self.precision)],
                 ["recall", _fmt(self.recall)],
                 ["F1", _fmt(self.f1)],
+                ["false alarm rate FP/(FP+TN)", _fmt(self.far)],
+                ["missed alarm rate FN/(FN+TP)", _fmt(self.mar)],
+                [f"precision@k (k = {self.n_anomalies} true anomalies)", _fmt(self.precision_at_k)],
                 ["ROC-AUC", _fmt(self.roc_auc)],
                 ["PR-AUC (average precision)", _fmt(self.pr_auc)],
                 ["best F1 (oracle: threshold chosen on test labels)", _fmt(self.best_f1_oracle)],
@@ -328,15 +513,35 @@ class EvaluationReport:
             )
         else:
             per_type = "_no anomaly types to break down_"
-        return "\n\n".join(
+        sections = [
+            "#### Headline metrics",
+            headline,
+            "#### Confusion matrix",
+            confusion,
+            "#### Recall per anomaly type",
+            per_type,
+        ]
+        if self.events is not None:
+            sections += ["#### Events (runs of anomalous rows per entity)", self._events_table()]
+        return "\n\n".join(sections)
+
+    def _events_table(self) -> str:
+        e = {k: (float("nan") if v is None else v) for k, v in (self.events or {}).items()}
+        return _markdown_table(
+            ["metric", "value"],
             [
-                "#### Headline metrics",
-                headline,
-                "#### Confusion matrix",
-                confusion,
-                "#### Recall per anomaly type",
-                per_type,
-            ]
+                ["anomaly events", str(e["n_events"])],
+                ["events detected (at least one flag)", f"{e['detected']} "
+                 f"({_fmt(float(e['event_recall']), '.2%')})"],
+                ["detection delay, mean (s)", _fmt(float(e["mean_delay_seconds"]), ".1f")],
+                ["detection delay, median (s)", _fmt(float(e["median_delay_seconds"]), ".1f")],
+                ["detection delay, mean / median (rows)",
+                 f"{_fmt(float(e['mean_delay_rows']), '.1f')} / "
+                 f"{_fmt(float(e['median_delay_rows']), '.1f')}"],
+                ["false-alarm episodes", str(e["false_alarm_episodes"])],
+                ["normal hours monitored", _fmt(float(e["normal_hours"]), ".2f")],
+                ["false alarms per hour", _fmt(float(e["false_alarms_per_hour"]), ".3f")],
+            ],
         )
 
 
@@ -345,6 +550,10 @@ def evaluate(
     scores: np.ndarray,
     threshold: float,
     anomaly_types: np.ndarray | None = None,
+    *,
+    flags: np.ndarray | None = None,
+    timestamps: np.ndarray | None = None,
+    entities: np.ndarray | None = None,
 ) -> EvaluationReport:
     """Evaluate scores against 0/1 labels at the deployed threshold.
 
@@ -352,7 +561,10 @@ def evaluate(
     applies in production, so the counts here are the counts a deployment would see.  Ranking
     metrics (ROC-AUC, PR-AUC, oracle best F1) ignore the threshold.  ``anomaly_types`` (same
     length, ``"none"`` for normal rows) adds per-type recall; without it that breakdown is
-    empty.
+    empty.  ``flags`` overrides ``scores > threshold`` when the deployed policy post-processes
+    raw flags (k-of-n smoothing), so the counts are the ones the deployment produces.
+    ``timestamps`` and/or ``entities`` add event-wise metrics (detection delay, false alarms
+    per hour); see :func:`event_metrics`.
 
     Raises ValueError for mismatched lengths, empty input, labels other than 0/1 and NaN
     scores, naming the problem.
@@ -361,8 +573,16 @@ def evaluate(
     threshold = float(threshold)
     if math.isnan(threshold):
         raise ValueError("threshold is NaN")
-    flags = s > threshold
+    if flags is None:
+        flags = s > threshold
+    else:
+        flags = np.asarray(flags).astype(bool)
+        _check_same_length("flags", flags, "labels", y)
     counts = confusion_counts(y, flags)
+    far, mar = alarm_rates(counts)
+    events = None
+    if timestamps is not None or entities is not None:
+        events = event_metrics(y, flags, timestamps, entities).to_dict()
     precision, recall, f1 = precision_recall_f1(counts)
     oracle_f1, oracle_threshold = best_f1(y, s)
     if anomaly_types is None:
@@ -389,4 +609,8 @@ def evaluate(
         best_f1_oracle=oracle_f1,
         best_f1_threshold=oracle_threshold,
         per_type_recall=by_type,
+        precision_at_k=precision_at_k(y, s) if n_anomalies else float("nan"),
+        far=far,
+        mar=mar,
+        events=events,
     )

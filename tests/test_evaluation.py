@@ -12,13 +12,17 @@ from sklearn.metrics import average_precision_score, roc_auc_score
 
 from ds_assets.evaluation import (
     EvaluationReport,
+    alarm_rates,
     average_precision,
     best_f1,
     confusion_counts,
     evaluate,
+    event_metrics,
     per_type_recall,
+    precision_at_k,
     precision_recall_f1,
     roc_auc,
+    skab_f1,
 )
 
 
@@ -224,6 +228,9 @@ def test_metrics_flat_and_nan_kept() -> None:
         "pr_auc",
         "best_f1_oracle",
         "contamination",
+        "precision_at_k",
+        "far",
+        "mar",
         "recall_drift",
         "recall_spike",
     }
@@ -284,3 +291,109 @@ def test_metric_functions_validate_too() -> None:
         roc_auc(np.array([0, 3]), np.array([0.1, 0.2]))
     with pytest.raises(ValueError, match="NaN"):
         average_precision(np.array([0, 1]), np.array([np.nan, 0.2]))
+
+
+# ---------------------------------------------------------------------------------------------
+# FAR / MAR / SKAB F1 / precision@k
+
+
+def test_alarm_rates_and_skab_f1_hand_computed() -> None:
+    counts = {"tp": 6, "fp": 2, "fn": 4, "tn": 18}
+    far, mar = alarm_rates(counts)
+    assert far == pytest.approx(2 / 20)
+    assert mar == pytest.approx(4 / 10)
+    assert skab_f1(counts) == pytest.approx(6 / (6 + 3))
+    # SKAB's formula is the usual F1 written differently
+    assert skab_f1(counts) == pytest.approx(precision_recall_f1(counts)[2])
+    nothing = {"tp": 0, "fp": 0, "fn": 0, "tn": 5}
+    assert math.isnan(alarm_rates(nothing)[1]) and alarm_rates(nothing)[0] == 0.0
+    assert math.isnan(skab_f1(nothing))
+    assert math.isnan(alarm_rates({"tp": 3, "fp": 0, "fn": 1, "tn": 0})[0])
+
+
+def test_precision_at_k() -> None:
+    y = np.array([1, 0, 1, 0, 0, 1])
+    s = np.array([0.9, 0.8, 0.7, 0.1, 0.2, 0.05])
+    # k = 3 anomalies: top-3 scores are rows 0, 1, 2 -> 2 anomalies
+    assert precision_at_k(y, s) == pytest.approx(2 / 3)
+    assert precision_at_k(y, s, k=1) == 1.0
+    assert precision_at_k(y, s, k=6) == 0.5
+    # equals recall at the same cut (R-precision)
+    rng = np.random.default_rng(3)
+    y2 = (rng.random(300) < 0.1).astype(int)
+    s2 = rng.normal(size=300) + 2 * y2
+    k = int(y2.sum())
+    top = np.argsort(-s2)[:k]
+    assert precision_at_k(y2, s2) == pytest.approx(y2[top].sum() / k)
+    assert math.isnan(precision_at_k(np.zeros(3, int), np.arange(3.0)))
+    with pytest.raises(ValueError, match="k=7 must be between 1 and the number of rows"):
+        precision_at_k(y, s, k=7)
+
+
+# ---------------------------------------------------------------------------------------------
+# events
+
+
+def test_event_metrics_delay_and_false_alarms_hand_computed() -> None:
+    # one entity, 60 s sampling: event A rows 2-4 (first flag at row 3), event B rows 8-9
+    # (missed), false-alarm runs at rows 0 and 6, and a flag run 11-12 touching nothing else
+    labels = np.array([0, 0, 1, 1, 1, 0, 0, 0, 1, 1, 0, 0, 0, 0])
+    flags = np.array([1, 0, 0, 1, 1, 1, 1, 0, 0, 0, 0, 1, 1, 0], dtype=bool)
+    t = np.datetime64("2026-01-01T00:00") + np.arange(14) * np.timedelta64(60, "s")
+    stats = event_metrics(labels, flags, t)
+    assert (stats.n_events, stats.detected) == (2, 1)
+    assert stats.event_recall == 0.5
+    assert stats.mean_delay_rows == 1.0 and stats.mean_delay_seconds == 60.0
+    assert stats.median_delay_seconds == 60.0
+    # row 0 and rows 11-12 are episodes; the run 3-6 overlaps event A, so it is no false alarm
+    assert stats.false_alarm_episodes == 2
+    assert stats.normal_hours == pytest.approx(9 * 60 / 3600)
+    assert stats.false_alarms_per_hour == pytest.approx(2 / (9 / 60))
+
+
+def test_event_metrics_groups_entities_and_orders_by_time() -> None:
+    # two hosts interleaved and shuffled: each has one event starting at its 2nd row
+    t = np.array([0, 0, 10, 10, 20, 20, 30, 30], dtype=float)
+    ent = np.array(["a", "b"] * 4)
+    labels = np.array([0, 0, 1, 1, 1, 1, 0, 0])
+    flags = np.array([0, 0, 0, 1, 1, 1, 0, 0], dtype=bool)
+    order = np.array([7, 2, 5, 0, 3, 6, 1, 4])
+    stats = event_metrics(labels[order], flags[order], t[order], ent[order])
+    assert stats.n_events == 2 and stats.detected == 2
+    assert sorted([stats.mean_delay_seconds, stats.median_delay_seconds]) == [5.0, 5.0]
+    assert stats.false_alarm_episodes == 0
+    assert stats.normal_hours == pytest.approx(4 * 10 / 3600)
+    # the same rows as one entity would merge the hosts' runs: entities matter
+    merged = event_metrics(labels, flags, None, None)
+    assert merged.n_events == 1 and math.isnan(merged.mean_delay_seconds)
+    assert math.isnan(merged.false_alarms_per_hour)
+
+
+def test_event_metrics_no_events_and_validation() -> None:
+    stats = event_metrics(np.zeros(4, int), np.array([1, 1, 0, 1], bool), np.arange(4.0))
+    assert stats.n_events == 0 and math.isnan(stats.event_recall)
+    assert math.isnan(stats.mean_delay_seconds) and stats.false_alarm_episodes == 2
+    with pytest.raises(ValueError, match="timestamps must be datetime64 or numeric"):
+        event_metrics(np.zeros(2, int), np.zeros(2, bool), np.array(["x", "y"]))
+    with pytest.raises(ValueError, match="entities and labels"):
+        event_metrics(np.zeros(2, int), np.zeros(2, bool), None, np.array(["a"]))
+
+
+def test_evaluate_with_flags_override_and_events() -> None:
+    labels = np.array([0, 0, 1, 1, 0, 0])
+    scores = np.array([0.1, 0.9, 0.8, 0.7, 0.2, 0.1])
+    smoothed = np.array([0, 0, 0, 1, 1, 0], dtype=bool)  # e.g. 2-of-2 smoothing output
+    t = np.arange(6) * 30.0
+    report = evaluate(labels, scores, 0.5, flags=smoothed, timestamps=t)
+    assert (report.tp, report.fp, report.fn, report.tn) == (1, 1, 1, 3)
+    assert report.far == pytest.approx(1 / 4) and report.mar == pytest.approx(1 / 2)
+    assert report.precision_at_k == 0.5  # top-2 scores: 0.9 (normal), 0.8 (anomaly)
+    assert report.events is not None and report.events["mean_delay_seconds"] == 30.0
+    metrics = report.metrics()
+    assert metrics["mean_delay_seconds"] == 30.0 and metrics["event_recall"] == 1.0
+    assert metrics["false_alarms_per_hour"] == 0.0  # the flag at row 4 continues the event run
+    md = report.to_markdown()
+    assert "false alarms per hour" in md and "missed alarm rate" in md
+    json.dumps(report.to_dict(), allow_nan=False)
+    with pytest.raises(ValueError, match="flags and labels"):
+        evaluate(labels, scores, 0.5, flags=smoothed[:3])
