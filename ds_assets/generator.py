@@ -90,6 +90,49 @@ _HIGH = np.array([FEATURE_RANGES[f][1] for f in FEATURES])
 
 
 @dataclass(frozen=True)
+class DriftConfig:
+    """Distribution drift from ``start`` on (inclusive), to show and test the drift path.
+
+    Unlike anomalies, drift is not labeled: it is the new normal that a model trained before
+    ``start`` has never seen. Sizes are in units of each host's nominal observation-noise std,
+    like anomaly magnitudes. Every effect is a deterministic function of the row's time and the
+    day's existing noise, so it draws no random numbers and the rest of the day is unchanged.
+    """
+
+    start: str  # first drifted day, 'YYYY-MM-DD'
+    features: tuple[str, ...] = ("latency_ms", "cpu_util")
+    mean_shift: float = 0.0  # added to the chosen features (noise stds)
+    scale: float = 1.0  # multiplier on the chosen features' observation noise
+    seasonal_amplitude: float = 0.0  # amplitude of a new sinusoidal pattern (noise stds)
+    seasonal_period_hours: float = 6.0
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "features", tuple(self.features))
+        _parse_day(self.start)  # raises naming the value
+        unknown = [f for f in self.features if f not in FEATURES]
+        if not self.features or unknown or len(set(self.features)) != len(self.features):
+            raise ValueError(
+                f"drift.features={self.features!r}: must be a non-empty subset of {FEATURES} "
+                "without duplicates"
+            )
+        if not np.isfinite(self.mean_shift):
+            raise ValueError(f"drift.mean_shift={self.mean_shift!r}: must be a finite number")
+        if not self.scale > 0.0 or not np.isfinite(self.scale):
+            raise ValueError(f"drift.scale={self.scale!r}: must be a finite number > 0")
+        if not self.seasonal_amplitude >= 0.0 or not np.isfinite(self.seasonal_amplitude):
+            raise ValueError(
+                f"drift.seasonal_amplitude={self.seasonal_amplitude!r}: must be finite and >= 0"
+            )
+        if not self.seasonal_period_hours > 0.0:
+            raise ValueError(
+                f"drift.seasonal_period_hours={self.seasonal_period_hours!r}: must be > 0"
+            )
+
+    def active_on(self, day: dt.date) -> bool:
+        return day >= _parse_day(self.start)
+
+
+@dataclass(frozen=True)
 class GeneratorConfig:
     """Knobs of the synthetic source; validated eagerly so a bad run config fails at launch."""
 
@@ -99,6 +142,7 @@ class GeneratorConfig:
     anomaly_rate: float = 0.01  # target expected fraction of anomalous rows
     anomaly_types: tuple[str, ...] = ANOMALY_TYPES
     noise_level: float = 1.0  # multiplier on the observation noise
+    drift: DriftConfig | None = None  # unlabeled distribution drift from a date on
 
     def __post_init__(self) -> None:
         # Accept any sequence (e.g. a list from YAML) but store a tuple to stay hashable.
@@ -129,6 +173,10 @@ class GeneratorConfig:
             )
         if not self.noise_level >= 0.0:  # also rejects NaN
             raise ValueError(f"noise_level={self.noise_level!r}: must be >= 0")
+        if isinstance(self.drift, dict):
+            object.__setattr__(self, "drift", DriftConfig(**self.drift))
+        if self.drift is not None and not isinstance(self.drift, DriftConfig):
+            raise ValueError(f"drift={self.drift!r}: must be a DriftConfig, a dict or None")
 
 
 DEFAULT_CONFIG = GeneratorConfig()
@@ -413,6 +461,25 @@ def _break_correlation(
         seg[:, _F[name]] += broken[name] - real[name]
 
 
+def _apply_drift(
+    values: np.ndarray,
+    noise: np.ndarray,
+    h: _Hosts,
+    drift: DriftConfig,
+    day: dt.date,
+    seconds: np.ndarray,
+) -> None:
+    """Shift, rescale the noise of, and add a new seasonal pattern to the chosen features."""
+    # Phase from absolute time, so the new pattern is continuous across midnight.
+    hours = (day.toordinal() * _SECONDS_PER_DAY + seconds) / 3600.0
+    pattern = np.sin(2.0 * np.pi * hours / drift.seasonal_period_hours)
+    for name in drift.features:
+        i = _F[name]
+        sd = h.sigma[:, i][:, None]
+        values[i] += (drift.scale - 1.0) * noise[i] * sd  # noise already carries noise_level
+        values[i] += drift.mean_shift * sd + drift.seasonal_amplitude * sd * pattern[None, :]
+
+
 def generate_day(day: dt.date | str, config: GeneratorConfig = DEFAULT_CONFIG) -> pd.DataFrame:
     """One day of telemetry for every host, deterministic in (config, day).
 
@@ -440,6 +507,8 @@ def generate_day(day: dt.date | str, config: GeneratorConfig = DEFAULT_CONFIG) -
     noise = signal_rng.standard_normal(values.shape, dtype=np.float32)
     noise *= config.noise_level
     values += noise * hosts.sigma.T[:, :, None]
+    if config.drift is not None and config.drift.active_on(date):
+        _apply_drift(values, noise, hosts, config.drift, date, seconds)
 
     events = _place_events(anomaly_rng, config, n_hosts, n_steps)
     _inject(anomaly_rng, values, load, hosts, events, config.noise_level)

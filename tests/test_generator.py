@@ -14,6 +14,7 @@ from ds_assets.generator import (
     FEATURE_RANGES,
     FEATURES,
     REGIONS,
+    DriftConfig,
     GeneratorConfig,
     generate_day,
 )
@@ -238,6 +239,59 @@ def test_config_accepts_a_list_of_types_and_stays_hashable() -> None:
 def test_bad_day_string(day: str) -> None:
     with pytest.raises(ValueError, match="YYYY-MM-DD"):
         generate_day(day, SMALL)
+
+
+# --- drift injection ---------------------------------------------------------------------------
+
+DRIFT = DriftConfig(start="2026-11-03", features=("latency_ms", "cpu_util"), mean_shift=6.0,
+                    scale=2.0, seasonal_amplitude=3.0, seasonal_period_hours=6.0)
+
+
+def test_drift_leaves_days_before_its_start_and_other_columns_untouched() -> None:
+    drifted = replace(SMALL, drift=DRIFT)
+    pd.testing.assert_frame_equal(generate_day("2026-11-02", SMALL),
+                                  generate_day("2026-11-02", drifted))
+    plain, after = generate_day("2026-11-03", SMALL), generate_day("2026-11-03", drifted)
+    untouched = [c for c in after.columns if c not in DRIFT.features]
+    pd.testing.assert_frame_equal(plain[untouched], after[untouched])  # labels included
+    pd.testing.assert_frame_equal(after, generate_day("2026-11-03", drifted))  # deterministic
+
+
+def test_drift_shifts_mean_variance_and_adds_a_seasonal_pattern() -> None:
+    base = GeneratorConfig(n_hosts=6, interval_seconds=60, seed=3, anomaly_rate=0.0)
+    plain = generate_day("2026-11-04", base)
+    for effect, cfg in {
+        "mean": DriftConfig(start="2026-11-04", features=("latency_ms",), mean_shift=6.0),
+        "scale": DriftConfig(start="2026-11-04", features=("latency_ms",), scale=3.0),
+        "seasonal": DriftConfig(start="2026-11-04", features=("latency_ms",),
+                                seasonal_amplitude=5.0, seasonal_period_hours=6.0),
+    }.items():
+        after = generate_day("2026-11-04", replace(base, drift=cfg))
+        delta = (after["latency_ms"] - plain["latency_ms"]).to_numpy(np.float64)
+        if effect == "mean":  # a constant per-host offset of 6 noise stds, all positive
+            per_host = pd.Series(delta).groupby(after["host_id"]).agg(["min", "max"])
+            assert (per_host["min"] > 0).all()
+            assert np.allclose(per_host["min"], per_host["max"], rtol=1e-3)
+        elif effect == "scale":  # the noise doubles on top of itself: delta = 2 x noise
+            assert np.corrcoef(delta, plain["latency_ms"] - plain.groupby("host_id")[
+                "latency_ms"].transform(lambda s: s.rolling(5, center=True, min_periods=1)
+                                        .mean()))[0, 1] > 0.5
+        else:  # a 6-hour sinusoid: four full cycles a day, zero mean
+            one_host = delta[: 1440]
+            assert abs(one_host.mean()) < 0.05 * one_host.std()
+            spectrum = np.abs(np.fft.rfft(one_host))
+            assert int(np.argmax(spectrum[1:])) + 1 == 4
+
+
+def test_drift_config_errors_name_the_field() -> None:
+    with pytest.raises(ValueError, match=r"drift\.features"):
+        DriftConfig(start="2026-11-01", features=("cpu",))
+    with pytest.raises(ValueError, match=r"drift\.scale"):
+        DriftConfig(start="2026-11-01", scale=0.0)
+    with pytest.raises(ValueError, match="YYYY-MM-DD"):
+        DriftConfig(start="01/11/2026")
+    config = GeneratorConfig(drift={"start": "2026-11-01", "mean_shift": 1.0})  # type: ignore[arg-type]
+    assert config.drift == DriftConfig(start="2026-11-01", mean_shift=1.0)
 
 
 # --- scale -------------------------------------------------------------------------------------

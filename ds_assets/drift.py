@@ -1,0 +1,456 @@
+"""Drift statistics of a day of telemetry against a compact sketch of the champion's training data.
+
+Why a sketch: the reference travels with the model bundle (``reference.json``), so it must be
+small and must not leak raw training rows. Each feature (and the champion's anomaly score) is kept
+as quantiles on a fixed probability grid plus mean, std and row count; every statistic below is
+computed from that sketch alone.
+
+Why these statistics: on a day of ~10^5..10^6 rows any p-value is tiny for a shift nobody cares
+about (and telemetry rows are autocorrelated, which makes p-values optimistic anyway), so the
+decision rests on effect sizes that do not grow with the sample size:
+
+* Wasserstein-1 distance between the quantile functions, divided by the reference std
+  ("how many reference standard deviations of mass moved");
+* PSI (population stability index) on bins whose edges are reference deciles;
+* a KS statistic on the reference quantile grid, with Benjamini-Hochberg correction across the
+  features, as a guard that the shift is not sampling noise on a small partition.
+
+Thresholds are not magic numbers: :func:`calibrate_thresholds` computes every statistic for each
+chunk (calendar day) of the reference window against a reference built from the *other* chunks,
+and sets the threshold to ``mean + sigmas * std`` across chunks; the chunk values and the rule are
+recorded in the sketch. A feature drifts when its KS test rejects after correction *and* an effect
+size exceeds its calibrated threshold.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from scipy import stats
+
+REFERENCE_FILE = "reference.json"
+REFERENCE_FORMAT = 1
+N_QUANTILES = 201  # probability grid 0, 0.005, ..., 1
+PSI_BINS = 10
+PSI_FLOOR = 1e-4  # proportion floor so an empty bin gives a large, finite PSI
+SCORE = "__score__"  # key of the anomaly-score sketch among the feature sketches
+FEATURE_STATS = ("wasserstein", "psi")
+SCORE_STATS = ("wasserstein", "psi", "anomaly_rate_shift")
+
+
+class DriftError(ValueError):
+    """Input that drift statistics cannot use; the message names the feature or file."""
+
+
+def _probs() -> np.ndarray:
+    return np.linspace(0.0, 1.0, N_QUANTILES)
+
+
+def _finite(values: np.ndarray | Sequence[float], what: str) -> np.ndarray:
+    arr = np.asarray(values, dtype=np.float64).ravel()
+    arr = arr[np.isfinite(arr)]
+    if arr.size == 0:
+        raise DriftError(f"{what}: no finite values to build a distribution from")
+    return arr
+
+
+@dataclass(frozen=True)
+class Sketch:
+    """One distribution as quantiles on the fixed grid, with mean, std and row count."""
+
+    quantiles: np.ndarray
+    mean: float
+    std: float
+    n: int
+
+    @classmethod
+    def of(cls, values: np.ndarray | Sequence[float], what: str = "values") -> Sketch:
+        arr = _finite(values, what)
+        return cls(
+            quantiles=np.quantile(arr, _probs()),
+            mean=float(arr.mean()),
+            std=float(arr.std()),
+            n=int(arr.size),
+        )
+
+    def cdf_at_grid(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Distinct quantile values and bounds [lower, upper] of the reference CDF there.
+
+        At a continuous value the CDF is the grid probability itself. A value repeated on the
+        grid is a point mass (e.g. a rate clipped at 0): the CDF there is at least the largest
+        probability with that quantile and below the next grid probability, so the bounds
+        differ by one grid step and ties never look like drift.
+        """
+        values, last, counts = np.unique(
+            self.quantiles[::-1], return_index=True, return_counts=True
+        )
+        lower = _probs()[::-1][last]
+        step = 1.0 / (N_QUANTILES - 1)
+        upper = np.where(counts > 1, np.minimum(lower + step, 1.0), lower)
+        return values, lower, upper
+
+    @property
+    def scale(self) -> float:
+        """The std, or a tiny positive number for a constant feature (so any move is huge)."""
+        return self.std if self.std > 0 else 1e-9 * max(1.0, abs(self.mean))
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"quantiles": [float(q) for q in self.quantiles], "mean": self.mean,
+                "std": self.std, "n": self.n}
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any], what: str) -> Sketch:
+        try:
+            q = np.asarray(data["quantiles"], dtype=np.float64)
+            sketch = cls(q, float(data["mean"]), float(data["std"]), int(data["n"]))
+        except (KeyError, TypeError, ValueError) as exc:
+            raise DriftError(f"{what}: not a valid sketch ({exc})") from exc
+        if q.shape != (N_QUANTILES,) or not np.all(np.diff(q) >= 0):
+            raise DriftError(
+                f"{what}: expected {N_QUANTILES} non-decreasing quantiles, got shape {q.shape}"
+            )
+        return sketch
+
+
+# --------------------------------------------------------------------------------------------
+# statistics of a sample against a sketch
+
+
+def wasserstein_normalized(sample: np.ndarray, ref: Sketch) -> float:
+    """W1 between quantile functions on the grid, in units of the reference std."""
+    q = np.quantile(sample, _probs())
+    return float(np.trapezoid(np.abs(q - ref.quantiles), _probs()) / ref.scale)
+
+
+def psi(sample: np.ndarray, ref: Sketch, bins: int = PSI_BINS) -> float:
+    """Population stability index on bins bounded by the reference's ``1/bins`` quantiles."""
+    idx = np.rint(np.arange(1, bins) * (N_QUANTILES - 1) / bins).astype(int)
+    edges = np.unique(ref.quantiles[idx])
+    values, ref_cdf, _ = ref.cdf_at_grid()
+    # every edge is a grid quantile, so the reference CDF there is exact (point masses included)
+    expected_cdf = ref_cdf[np.searchsorted(values, edges)]
+    expected = np.diff(np.concatenate([[0.0], expected_cdf, [1.0]]))
+    sample_sorted = np.sort(sample)
+    actual_cdf = np.searchsorted(sample_sorted, edges, side="right") / sample.size
+    actual = np.diff(np.concatenate([[0.0], actual_cdf, [1.0]]))
+    e = np.maximum(expected, PSI_FLOOR)
+    a = np.maximum(actual, PSI_FLOOR)
+    return float(np.sum((a - e) * np.log(a / e)))
+
+
+def ks_grid(sample: np.ndarray, ref: Sketch) -> tuple[float, float]:
+    """KS distance on the reference quantile grid and its two-sample asymptotic p-value.
+
+    Restricting the sup to grid points makes D a lower bound of the full KS distance, so the
+    test is conservative; the effective size n*m/(n+m) accounts for the reference being a
+    sample itself.
+    """
+    values, lower, upper = ref.cdf_at_grid()
+    sample_cdf = np.searchsorted(np.sort(sample), values, side="right") / sample.size
+    d = float(np.max(np.maximum(np.maximum(sample_cdf - upper, lower - sample_cdf), 0.0)))
+    n_eff = sample.size * ref.n / (sample.size + ref.n)
+    return d, float(stats.kstwobign.sf(d * math.sqrt(n_eff)))
+
+
+def benjamini_hochberg(pvalues: Sequence[float]) -> np.ndarray:
+    """BH-adjusted p-values (false discovery rate across the features of one report)."""
+    p = np.asarray(pvalues, dtype=np.float64)
+    if p.size == 0:
+        return p
+    return np.asarray(stats.false_discovery_control(p, method="bh"))
+
+
+def feature_statistics(sample: np.ndarray, ref: Sketch) -> dict[str, float]:
+    return {"wasserstein": wasserstein_normalized(sample, ref), "psi": psi(sample, ref)}
+
+
+# --------------------------------------------------------------------------------------------
+# the reference: sketches + calibrated thresholds
+
+
+@dataclass(frozen=True)
+class DriftReference:
+    """What ``drift_report`` compares against; serialised as the bundle's ``reference.json``."""
+
+    features: tuple[str, ...]
+    sketches: dict[str, Sketch]  # per feature, plus SCORE
+    anomaly_rate: float
+    thresholds: dict[str, dict[str, float]]  # per feature / SCORE: statistic -> threshold
+    calibration: dict[str, Any] = field(default_factory=dict)
+    lineage: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "format": REFERENCE_FORMAT,
+            "features": list(self.features),
+            "probabilities": {"start": 0.0, "stop": 1.0, "n": N_QUANTILES},
+            "sketches": {k: s.to_dict() for k, s in self.sketches.items()},
+            "anomaly_rate": self.anomaly_rate,
+            "thresholds": self.thresholds,
+            "calibration": self.calibration,
+            "lineage": self.lineage,
+        }
+
+    def to_json_bytes(self) -> bytes:
+        return json.dumps(self.to_dict(), indent=1, sort_keys=True).encode("utf-8")
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any], source: str = REFERENCE_FILE) -> DriftReference:
+        if data.get("format") != REFERENCE_FORMAT:
+            raise DriftError(
+                f"{source}: drift reference format {data.get('format')!r}, expected "
+                f"{REFERENCE_FORMAT}; retrain the model to rebuild its reference"
+            )
+        try:
+            features = tuple(str(f) for f in data["features"])
+            sketches = {k: Sketch.from_dict(v, f"{source}: sketch {k!r}")
+                        for k, v in data["sketches"].items()}
+            thresholds = {k: {s: float(t) for s, t in v.items()}
+                          for k, v in data["thresholds"].items()}
+            rate = float(data["anomaly_rate"])
+        except (KeyError, TypeError, AttributeError, ValueError) as exc:
+            raise DriftError(f"{source}: not a valid drift reference ({exc!r})") from exc
+        missing = [k for k in (*features, SCORE) if k not in sketches or k not in thresholds]
+        if missing:
+            raise DriftError(f"{source}: no sketch/threshold for {missing}")
+        return cls(features, sketches, rate, thresholds, dict(data.get("calibration") or {}),
+                   dict(data.get("lineage") or {}))
+
+    @classmethod
+    def from_json(cls, payload: bytes | str, source: str = REFERENCE_FILE) -> DriftReference:
+        try:
+            data = json.loads(payload)
+        except json.JSONDecodeError as exc:
+            raise DriftError(f"{source}: not JSON ({exc})") from exc
+        return cls.from_dict(data, source)
+
+
+def reference_chunks(timestamps: pd.Series, min_chunks: int = 4) -> np.ndarray:
+    """Chunk label per row: the calendar day, or equal time slices when there are few days.
+
+    Days hold much less than half of the median day's rows (the partial day at a split
+    boundary) are labelled -1 and left out of the calibration.
+    """
+    ts = pd.to_datetime(timestamps, utc=True)
+    days = ts.dt.floor("D").to_numpy()
+    _, codes, counts = np.unique(days, return_inverse=True, return_counts=True)
+    full = counts >= 0.5 * np.median(counts)
+    if int(full.sum()) >= min_chunks:
+        return np.where(full[codes], codes, -1)
+    order = np.argsort(ts.to_numpy(), kind="stable")
+    labels = np.empty(len(ts), dtype=np.int64)
+    labels[order] = np.arange(len(ts)) * min_chunks // max(len(ts), 1)
+    return labels
+
+
+def calibrate_thresholds(
+    values: Mapping[str, np.ndarray],
+    chunks: np.ndarray,
+    flags: np.ndarray,
+    sigmas: float = 3.0,
+) -> tuple[dict[str, dict[str, float]], dict[str, Any]]:
+    """``mean + sigmas * std`` of each statistic over leave-one-chunk-out comparisons.
+
+    ``values`` maps each feature (and SCORE) to its reference values, row-aligned with
+    ``chunks`` (labels; -1 = not used) and ``flags`` (the champion's anomaly flags).
+    """
+    labels = [c for c in np.unique(chunks) if c >= 0]
+    if len(labels) < 3:
+        raise DriftError(
+            f"calibration needs at least 3 reference chunks, got {len(labels)}; "
+            "train on more days (or more rows per day)"
+        )
+    per_stat: dict[str, dict[str, list[float]]] = {}
+    for label in labels:
+        inside = chunks == label
+        rest = (chunks != label) & (chunks >= 0)
+        for key, arr in values.items():
+            ref = Sketch.of(arr[rest], key)
+            got = feature_statistics(_finite(arr[inside], key), ref)
+            if key == SCORE:
+                got["anomaly_rate_shift"] = abs(float(flags[inside].mean() - flags[rest].mean()))
+            for stat, v in got.items():
+                per_stat.setdefault(key, {}).setdefault(stat, []).append(v)
+    thresholds: dict[str, dict[str, float]] = {}
+    summary: dict[str, Any] = {}
+    for key, by_stat in per_stat.items():
+        thresholds[key] = {}
+        summary[key] = {}
+        for stat, vs in by_stat.items():
+            arr = np.asarray(vs)
+            mean, std = float(arr.mean()), float(arr.std(ddof=1))
+            thresholds[key][stat] = mean + sigmas * std
+            summary[key][stat] = {"mean": mean, "std": std, "chunk_values": [float(v) for v in vs]}
+    record = {
+        "rule": f"mean + {sigmas:g} sigma of each statistic over leave-one-chunk-out chunks",
+        "sigmas": sigmas,
+        "n_chunks": len(labels),
+        "chunk_rows": [int((chunks == c).sum()) for c in labels],
+        "statistics": summary,
+    }
+    return thresholds, record
+
+
+def build_reference(
+    frame: pd.DataFrame,
+    features: Sequence[str],
+    scores: np.ndarray,
+    flags: np.ndarray,
+    *,
+    timestamps: pd.Series | None = None,
+    sigmas: float = 3.0,
+    lineage: Mapping[str, Any] | None = None,
+) -> DriftReference:
+    """Sketch every feature and the champion's scores on the reference rows, then calibrate."""
+    missing = [f for f in features if f not in frame.columns]
+    if missing:
+        raise DriftError(f"reference rows lack feature column(s) {missing}")
+    if not len(frame) == len(scores) == len(flags):
+        raise DriftError(
+            f"got {len(frame)} reference rows, {len(scores)} scores and {len(flags)} flags; "
+            "need one of each per row"
+        )
+    values = {f: frame[f].to_numpy(np.float64) for f in features}
+    values[SCORE] = np.asarray(scores, dtype=np.float64)
+    flags = np.asarray(flags, dtype=np.float64)
+    ts = timestamps if timestamps is not None else frame["timestamp"]
+    thresholds, record = calibrate_thresholds(values, reference_chunks(ts), flags, sigmas)
+    return DriftReference(
+        features=tuple(features),
+        sketches={k: Sketch.of(v, k) for k, v in values.items()},
+        anomaly_rate=float(flags.mean()),
+        thresholds=thresholds,
+        calibration=record,
+        lineage=dict(lineage or {}),
+    )
+
+
+# --------------------------------------------------------------------------------------------
+# one day against the reference
+
+
+@dataclass(frozen=True)
+class DriftResult:
+    table: pd.DataFrame  # one row per feature
+    score: dict[str, Any]  # score-distribution and anomaly-rate shift
+    alpha: float
+
+    @property
+    def drifted_features(self) -> list[str]:
+        return [str(f) for f in self.table.loc[self.table["drifted"], "feature"]]
+
+    @property
+    def drifted(self) -> bool:
+        return bool(self.drifted_features) or bool(self.score["drifted"])
+
+    @property
+    def drift_score(self) -> float:
+        """Largest effect size over its threshold, across features (> 1 means over)."""
+        return float(self.table["drift_score"].max()) if len(self.table) else 0.0
+
+    def summary(self) -> dict[str, Any]:
+        return {
+            "drifted": self.drifted,
+            "drift_score": round(self.drift_score, 4),
+            "drifted_features": self.drifted_features,
+            "n_drifted_features": len(self.drifted_features),
+            "score_drifted": bool(self.score["drifted"]),
+            "score_wasserstein": self.score["wasserstein"],
+            "anomaly_rate": self.score["anomaly_rate"],
+            "reference_anomaly_rate": self.score["reference_anomaly_rate"],
+            "alpha": self.alpha,
+        }
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**self.summary(), "features": self.table.to_dict(orient="records"),
+                "score": self.score}
+
+
+def compare(
+    reference: DriftReference,
+    frame: pd.DataFrame,
+    scores: np.ndarray | None = None,
+    flags: np.ndarray | None = None,
+    alpha: float = 0.05,
+) -> DriftResult:
+    """Every reference feature of ``frame`` (and the scores/flags, if given) vs the reference."""
+    if not 0 < alpha < 1:
+        raise DriftError(f"alpha={alpha}: must be in (0, 1)")
+    missing = [f for f in reference.features if f not in frame.columns]
+    if missing:
+        raise DriftError(
+            f"rows lack feature column(s) {missing} that the drift reference has "
+            f"({list(reference.features)})"
+        )
+    rows = []
+    for feature in reference.features:
+        ref = reference.sketches[feature]
+        sample = _finite(frame[feature].to_numpy(np.float64), f"feature {feature!r}")
+        got = feature_statistics(sample, ref)
+        d, p = ks_grid(sample, ref)
+        thr = reference.thresholds[feature]
+        rows.append({
+            "feature": feature,
+            "n": int(sample.size),
+            "mean": float(sample.mean()),
+            "reference_mean": ref.mean,
+            "std_ratio": float(sample.std() / ref.scale),
+            "wasserstein": got["wasserstein"],
+            "wasserstein_threshold": thr["wasserstein"],
+            "psi": got["psi"],
+            "psi_threshold": thr["psi"],
+            "ks_d": d,
+            "ks_p": p,
+        })
+    table = pd.DataFrame(rows)
+    table["ks_p_bh"] = benjamini_hochberg(table["ks_p"].to_numpy())
+    ratios = np.maximum(table["wasserstein"] / table["wasserstein_threshold"],
+                        table["psi"] / table["psi_threshold"])
+    table["drift_score"] = ratios
+    table["drifted"] = (table["ks_p_bh"] < alpha) & (ratios > 1.0)
+    return DriftResult(table, score_shift(reference, scores, flags), alpha)
+
+
+def score_shift(
+    reference: DriftReference, scores: np.ndarray | None, flags: np.ndarray | None
+) -> dict[str, Any]:
+    """Shift of the champion's score distribution and anomaly rate against the reference."""
+    thr = reference.thresholds[SCORE]
+    out: dict[str, Any] = {
+        "reference_anomaly_rate": reference.anomaly_rate,
+        "thresholds": thr,
+        "wasserstein": float("nan"),
+        "psi": float("nan"),
+        "anomaly_rate": float("nan"),
+        "anomaly_rate_shift": float("nan"),
+        "drifted": False,
+    }
+    if scores is None:
+        return out
+    sample = _finite(scores, "scores")
+    got = feature_statistics(sample, reference.sketches[SCORE])
+    out.update(got)
+    if flags is not None and len(flags):
+        rate = float(np.mean(np.asarray(flags, dtype=np.float64)))
+        out["anomaly_rate"] = rate
+        out["anomaly_rate_shift"] = abs(rate - reference.anomaly_rate)
+    over = [s for s in SCORE_STATS if np.isfinite(out[s]) and out[s] > thr[s]]
+    out["over_threshold"] = over
+    out["drifted"] = bool(over)
+    return out
+
+
+def consecutive_drift(statuses: Mapping[str, bool], keys_in_order: Sequence[str]) -> list[str]:
+    """The run of drifted partitions ending at the last key (a missing partition breaks it)."""
+    run: list[str] = []
+    for key in reversed(keys_in_order):
+        if not statuses.get(key, False):
+            break
+        run.append(key)
+    return run[::-1]

@@ -1,0 +1,145 @@
+"""Drift statistics on known samples: no false alarm without a shift, detection of a small one."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+from scipy import stats
+
+from ds_assets import drift
+from ds_assets.drift import DriftError, DriftReference, Sketch
+
+N_REF = 120_000
+
+
+def _reference(rng: np.random.Generator) -> DriftReference:
+    """Three features of different shapes over 6 days, scores with a 1% flag rate."""
+    ts = pd.Series(pd.date_range("2026-11-01", periods=N_REF, freq="4320ms", tz="UTC"))
+    frame = pd.DataFrame({
+        "timestamp": ts,
+        "gauss": rng.normal(10.0, 2.0, N_REF),
+        "skewed": rng.exponential(3.0, N_REF),
+        "clipped": np.clip(rng.normal(0.0, 1.0, N_REF), 0.0, None),  # half the mass at 0
+    })
+    scores = rng.gamma(2.0, size=N_REF)
+    return drift.build_reference(
+        frame, ["gauss", "skewed", "clipped"], scores, scores > np.quantile(scores, 0.99)
+    )
+
+
+def _sample(rng: np.random.Generator, n: int) -> pd.DataFrame:
+    return pd.DataFrame({
+        "gauss": rng.normal(10.0, 2.0, n),
+        "skewed": rng.exponential(3.0, n),
+        "clipped": np.clip(rng.normal(0.0, 1.0, n), 0.0, None),
+    })
+
+
+@pytest.fixture(scope="module")
+def reference() -> DriftReference:
+    return _reference(np.random.default_rng(11))
+
+
+def test_reference_is_a_sketch_with_recorded_calibration(reference: DriftReference) -> None:
+    payload = reference.to_json_bytes()
+    assert len(payload) < 50_000  # quantiles, not rows
+    back = DriftReference.from_json(payload)
+    assert back.features == reference.features
+    np.testing.assert_allclose(back.sketches["gauss"].quantiles,
+                               reference.sketches["gauss"].quantiles)
+    cal = back.calibration
+    assert cal["n_chunks"] == 6 and cal["sigmas"] == 3.0
+    w = cal["statistics"]["gauss"]["wasserstein"]
+    assert len(w["chunk_values"]) == 6
+    assert back.thresholds["gauss"]["wasserstein"] == pytest.approx(w["mean"] + 3 * w["std"])
+    assert set(back.thresholds[drift.SCORE]) == set(drift.SCORE_STATS)
+    assert back.anomaly_rate == pytest.approx(0.01, abs=1e-4)
+
+
+def test_no_false_alarm_on_a_large_unshifted_sample(reference: DriftReference) -> None:
+    rng = np.random.default_rng(12)
+    sample = _sample(rng, 1_000_000)
+    scores = rng.gamma(2.0, size=len(sample))
+    result = drift.compare(reference, sample, scores, scores > np.quantile(scores, 0.99))
+    assert not result.drifted, result.table.to_string()
+    assert result.drift_score < 1.0
+    # the point mass of the clipped feature does not fool the grid KS test
+    assert result.table.set_index("feature").loc["clipped", "ks_p_bh"] > 0.01
+
+
+def test_a_small_real_shift_is_detected_on_that_feature_only(reference: DriftReference) -> None:
+    sample = _sample(np.random.default_rng(13), 200_000)
+    sample["gauss"] += 0.1 * 2.0  # a tenth of a standard deviation
+    result = drift.compare(reference, sample)
+    assert result.drifted_features == ["gauss"]
+    row = result.table.set_index("feature").loc["gauss"]
+    assert row["wasserstein"] == pytest.approx(0.1, abs=0.02)  # in reference stds
+    assert row["ks_p_bh"] < 1e-6
+
+
+def test_a_variance_change_with_the_same_mean_is_detected(reference: DriftReference) -> None:
+    sample = _sample(np.random.default_rng(14), 100_000)
+    sample["skewed"] = 3.0 + (sample["skewed"] - 3.0) * 1.3
+    result = drift.compare(reference, sample)
+    assert "skewed" in result.drifted_features
+
+
+def test_a_tiny_sample_does_not_trigger_on_noise(reference: DriftReference) -> None:
+    # a big effect estimate on 30 rows is not significant after BH correction
+    sample = _sample(np.random.default_rng(15), 30)
+    result = drift.compare(reference, sample)
+    assert not result.drifted_features
+
+
+def test_score_and_anomaly_rate_shift(reference: DriftReference) -> None:
+    rng = np.random.default_rng(16)
+    scores = rng.gamma(2.0, size=100_000) * 1.5
+    shifted = drift.score_shift(reference, scores, scores > 7.0)
+    assert shifted["drifted"]
+    assert "wasserstein" in shifted["over_threshold"]
+    assert shifted["anomaly_rate"] > 5 * reference.anomaly_rate
+    same = rng.gamma(2.0, size=100_000)
+    assert not drift.score_shift(reference, same, same > np.quantile(same, 0.99))["drifted"]
+
+
+def test_statistics_agree_with_scipy_on_raw_samples() -> None:
+    rng = np.random.default_rng(17)
+    a, b = rng.normal(size=50_000), rng.normal(0.3, 1.2, size=50_000)
+    ref = Sketch.of(a)
+    w = drift.wasserstein_normalized(b, ref) * ref.std
+    assert w == pytest.approx(stats.wasserstein_distance(a, b), rel=0.03)
+    d, _ = drift.ks_grid(b, ref)
+    assert d == pytest.approx(stats.ks_2samp(a, b).statistic, abs=0.01)
+
+
+def test_psi_of_identical_decile_mass_is_zero_and_grows_with_shift() -> None:
+    ref = Sketch.of(np.random.default_rng(18).uniform(size=100_000))
+    assert drift.psi(np.linspace(0, 1, 100_001), ref) < 1e-3
+    assert drift.psi(np.linspace(0.2, 1.2, 100_001), ref) > 0.5
+
+
+def test_benjamini_hochberg_matches_the_definition() -> None:
+    p = np.array([0.01, 0.04, 0.03, 0.5])
+    # p * m / rank, made monotone from the largest p down
+    np.testing.assert_allclose(drift.benjamini_hochberg(p), [0.04, 0.16 / 3, 0.16 / 3, 0.5])
+
+
+def test_consecutive_drift_runs_end_at_the_last_partition() -> None:
+    keys = ["d1", "d2", "d3", "d4", "d5"]
+    assert drift.consecutive_drift({"d2": True, "d3": True, "d4": True, "d5": True}, keys) == \
+        ["d2", "d3", "d4", "d5"]
+    assert drift.consecutive_drift({"d1": True, "d2": True, "d4": True}, keys) == []
+    assert drift.consecutive_drift({"d3": True, "d5": True}, keys) == ["d5"]
+
+
+def test_bad_inputs_name_the_problem(reference: DriftReference) -> None:
+    with pytest.raises(DriftError, match=r"lack feature column\(s\) \['skewed'\]"):
+        drift.compare(reference, pd.DataFrame({"gauss": [1.0], "clipped": [0.0]}))
+    with pytest.raises(DriftError, match="feature 'gauss': no finite values"):
+        drift.compare(reference, pd.DataFrame({"gauss": [np.nan], "skewed": [1.0],
+                                               "clipped": [0.0]}))
+    with pytest.raises(DriftError, match="format 7"):
+        DriftReference.from_dict({"format": 7})
+    with pytest.raises(DriftError, match="at least 3 reference chunks"):
+        drift.calibrate_thresholds({"x": np.arange(10.0)}, np.zeros(10, int), np.zeros(10))
