@@ -1,0 +1,123 @@
+"""Plots render real PNGs from the same curve the metrics use; the HTML report is standalone."""
+
+from __future__ import annotations
+
+import base64
+import io
+import re
+from html.parser import HTMLParser
+from pathlib import Path
+
+import numpy as np
+import pytest
+from matplotlib.image import imread
+from sklearn.metrics import precision_recall_curve
+
+from ds_assets.evaluation import average_precision, evaluate
+from ds_assets.plots import (
+    PNG_MAGIC,
+    pr_curve,
+    pr_curve_png,
+    score_histogram_png,
+    timeseries_png,
+)
+from ds_assets.report_html import (
+    Figure,
+    Section,
+    markdown_image,
+    markdown_to_html,
+    render_report_html,
+    write_report_html,
+)
+
+
+def _case(n: int = 400, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    y = (rng.random(n) < 0.1).astype(int)
+    y[:2] = [0, 1]
+    return y, np.exp(rng.normal(size=n) + 2.0 * y)
+
+
+def _image(png: bytes) -> np.ndarray:
+    assert png.startswith(PNG_MAGIC)
+    return imread(io.BytesIO(png), format="png")
+
+
+def test_pr_curve_is_the_average_precision_curve() -> None:
+    y, s = _case()
+    recall, precision = pr_curve(y, s)
+    # average precision is the step integral of exactly these points
+    assert np.sum(np.diff(recall, prepend=0.0) * precision) == pytest.approx(
+        average_precision(y, s), abs=1e-12
+    )
+    ref_p, ref_r, _ = precision_recall_curve(y, s)
+    # sklearn lists the same points lowest threshold first, plus the (recall 0, precision 1) end
+    assert np.allclose(precision[::-1], ref_p[:-1]) and np.allclose(recall[::-1], ref_r[:-1])
+    with pytest.raises(ValueError, match="at least one anomalous row"):
+        pr_curve(np.zeros(3, int), np.arange(3.0))
+
+
+def test_pngs_decode_with_plausible_sizes() -> None:
+    y, s = _case()
+    report = evaluate(y, s, threshold=5.0)
+    png = pr_curve_png(
+        [("model", y, s), ("noise", y, np.random.default_rng(1).random(y.size))],
+        operating_point=(report.recall, report.precision),
+    )
+    height, width = _image(png).shape[:2]
+    assert 300 < width < 900 and 250 < height < 700
+    hist = _image(score_histogram_png(y, s, 5.0))
+    assert hist.shape[0] > 200 and hist.std() > 0.05  # not a blank canvas
+    t = np.datetime64("2026-01-01") + np.arange(y.size) * np.timedelta64(5, "m")
+    s_gap = s.copy()
+    s_gap[:10] = np.nan  # warm-up rows without a score are allowed
+    series = _image(timeseries_png(t, s_gap, s_gap > 5.0, y, 5.0))
+    assert series.shape[1] > series.shape[0]  # a wide time-series strip
+    with pytest.raises(ValueError, match="same length"):
+        timeseries_png(t[:-1], s, s > 5.0, y, 5.0)
+    with pytest.raises(ValueError, match="at least one"):
+        pr_curve_png([])
+
+
+def test_markdown_to_html_tables_headings_and_escaping() -> None:
+    md = "#### Head <1>\n\n| a | b&c |\n|---|---|\n| 1 | <script> |\n| 2 | x |\n\n_none here_"
+    out = markdown_to_html(md)
+    assert "<h4>Head &lt;1&gt;</h4>" in out
+    assert "<th>b&amp;c</th>" in out and "<td>&lt;script&gt;</td>" in out
+    assert out.count("<tr>") == 3 and "<p><em>none here</em></p>" in out
+    assert "<script>" not in out
+
+
+class _Collector(HTMLParser):
+    def __init__(self) -> None:
+        super().__init__()
+        self.tags: list[str] = []
+        self.srcs: list[str] = []
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        self.tags.append(tag)
+        self.srcs += [v or "" for k, v in attrs if k in ("src", "href")]
+
+
+def test_report_is_standalone_and_written_atomically(tmp_path: Path) -> None:
+    y, s = _case()
+    report = evaluate(y, s, 5.0, timestamps=np.arange(y.size) * 60.0)
+    png = score_histogram_png(y, s, 5.0)
+    document = render_report_html(
+        "Evaluation of model 'm' v3",
+        [Section("Metrics", report.to_markdown()), Section("Plots", "", (Figure("hist", png),))],
+        meta="test split: 400 rows",
+    )
+    parser = _Collector()
+    parser.feed(document)
+    assert parser.tags.count("table") == 3  # headline, confusion, events (no types: text)
+    assert all(src.startswith("data:image/png;base64,") for src in parser.srcs)  # nothing external
+    embedded = base64.b64decode(parser.srcs[0].split(",", 1)[1])
+    assert embedded == png
+    assert "false alarms per hour" in document and "oracle" in document
+    target = tmp_path / "reports" / "report.html"
+    write_report_html(target, document)
+    assert target.read_text("utf-8") == document
+    assert [p.name for p in target.parent.iterdir()] == ["report.html"]  # no temp files left
+    md = markdown_image(png, "PR [curve]")
+    assert re.fullmatch(r"!\[PR \[curve\)\]\(data:image/png;base64,[A-Za-z0-9+/=]+\)", md)
