@@ -1,7 +1,12 @@
-"""ONNX export with normalization and the score inside the graph, and the torch/ORT parity check.
+"""ONNX export of every detector family with normalization and the score inside the graph, and
+the reference-vs-onnxruntime parity check.
 
-The exported contract: input ``features`` float32 [batch, n_features]; outputs ``score`` [batch]
-(mean squared reconstruction error in normalized units) and ``feature_errors`` [batch, n_features].
+The exported contract (``ds_serving.bundle``): input ``features`` float32 ``[batch, n_features]``
+(``[batch, W, n_features]`` for temporal models); outputs ``score`` ``[batch]`` and
+``feature_errors`` ``[batch, n_features]`` (squared residuals in normalized units). The scorer and
+TensorRT therefore need no model-specific code.
+
+Parity references: torch for the autoencoders, an independent numpy implementation for PCA.
 """
 
 from __future__ import annotations
@@ -14,36 +19,114 @@ import numpy as np
 import torch
 from torch import nn
 
-from ds_assets.training import TrainedAutoencoder
+from ds_assets.detectors import TrainedDetector, pca_reference_scores
 from ds_serving.bundle import INPUT_NAME, OUTPUT_NAMES
+from ds_serving.windows import window_index
 
 OPSET = 17
+# max |onnx - reference| relative to the largest reference output on the same inputs
 PARITY_RTOL = 1e-5
 
 
-class ScoringGraph(nn.Module):
+class _Normalize(nn.Module):
     mean: torch.Tensor
     inv_std: torch.Tensor
 
-    def __init__(self, autoencoder: nn.Module, mean: np.ndarray, std: np.ndarray) -> None:
+    def __init__(self, mean: np.ndarray, std: np.ndarray) -> None:
         super().__init__()
-        self.autoencoder = autoencoder
         self.register_buffer("mean", torch.from_numpy(np.asarray(mean, dtype=np.float32)))
         self.register_buffer("inv_std", torch.from_numpy(1.0 / np.asarray(std, dtype=np.float32)))
 
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return (x - self.mean) * self.inv_std
+
+
+class ScoringGraph(nn.Module):
+    """Dense autoencoder: score = mean squared reconstruction error of the row."""
+
+    def __init__(self, autoencoder: nn.Module, mean: np.ndarray, std: np.ndarray) -> None:
+        super().__init__()
+        self.normalize = _Normalize(mean, std)
+        self.autoencoder = autoencoder
+
     def forward(self, features: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        z = (features - self.mean) * self.inv_std
+        z = self.normalize(features)
         errors = (z - self.autoencoder(z)) ** 2
         return errors.mean(dim=1), errors
 
 
-def scoring_graph(trained: TrainedAutoencoder) -> ScoringGraph:
-    return ScoringGraph(trained.module(), trained.mean, trained.std).eval()
+class TemporalScoringGraph(nn.Module):
+    """Temporal autoencoder over [batch, W, F]: the window's error scores the row it ends at
+    (mean over the window, or the last row only)."""
+
+    def __init__(
+        self, autoencoder: nn.Module, mean: np.ndarray, std: np.ndarray, last_row: bool
+    ) -> None:
+        super().__init__()
+        self.normalize = _Normalize(mean, std)
+        self.autoencoder = autoencoder
+        self.last_row = last_row
+
+    def forward(self, features: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        z = self.normalize(features)
+        errors = (z - self.autoencoder(z)) ** 2  # [B, W, F]
+        per_feature = errors[:, -1, :] if self.last_row else errors.mean(dim=1)
+        return per_feature.mean(dim=1), per_feature
 
 
-def export_onnx(trained: TrainedAutoencoder) -> bytes:
+class PcaScoringGraph(nn.Module):
+    """PCA T²+Q: T² = sum t_i²/lambda_i over kept components, Q = squared residual outside
+    them; each divided by its training-quantile scale, then combined by max or weighted sum."""
+
+    components: torch.Tensor
+    inv_eigenvalues: torch.Tensor
+
+    def __init__(self, trained: TrainedDetector) -> None:
+        super().__init__()
+        a = trained.arrays
+        self.normalize = _Normalize(trained.mean, trained.std)
+        self.register_buffer("components", torch.from_numpy(a["components"].astype(np.float32)))
+        self.register_buffer(
+            "inv_eigenvalues", torch.from_numpy((1.0 / a["eigenvalues"]).astype(np.float32))
+        )
+        self.inv_t2_scale = float(1.0 / a["scales"][0])
+        self.inv_q_scale = float(1.0 / a["scales"][1])
+        self.combine_max = trained.params.pca_combine == "max"
+        self.t2_weight = float(trained.params.t2_weight)
+
+    def forward(self, features: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        z = self.normalize(features)
+        t = z @ self.components
+        t2 = (t * t * self.inv_eigenvalues).sum(dim=1) * self.inv_t2_scale
+        residual = z - t @ self.components.T
+        errors = residual * residual
+        q = errors.sum(dim=1) * self.inv_q_scale
+        if self.combine_max:
+            score = torch.maximum(t2, q)
+        else:
+            score = self.t2_weight * t2 + (1.0 - self.t2_weight) * q
+        return score, errors
+
+
+def scoring_graph(trained: TrainedDetector) -> nn.Module:
+    """The torch module whose ONNX export is the bundle's scoring graph."""
+    if trained.family == "dense_ae":
+        return ScoringGraph(trained.module(), trained.mean, trained.std).eval()
+    if trained.family == "temporal_ae":
+        last = trained.params.temporal_score == "last_row"
+        return TemporalScoringGraph(trained.module(), trained.mean, trained.std, last).eval()
+    return PcaScoringGraph(trained).eval()
+
+
+def input_shape(trained: TrainedDetector, batch: int) -> tuple[int, ...]:
+    n = len(trained.features)
+    return (batch, n) if trained.window is None else (batch, trained.window, n)
+
+
+def export_onnx(trained: TrainedDetector) -> bytes:
+    """Serialize the scoring graph (dynamic batch axis, fixed window and feature count)."""
     graph = scoring_graph(trained)
-    example = torch.zeros(2, len(trained.features), dtype=torch.float32)
+    example = torch.zeros(input_shape(trained, 2), dtype=torch.float32)
     buffer = io.BytesIO()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # the TorchScript exporter announces its deprecation
@@ -61,10 +144,30 @@ def export_onnx(trained: TrainedAutoencoder) -> bytes:
     return buffer.getvalue()
 
 
-def torch_scores(trained: TrainedAutoencoder, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def model_inputs(trained: TrainedDetector, rows: np.ndarray) -> np.ndarray:
+    """Rows as model inputs: unchanged for point-wise models; for a temporal model a 2-D block
+    of consecutive rows of one entity becomes its sliding windows [n - W + 1, W, F]."""
+    rows = np.ascontiguousarray(rows, dtype=np.float32)
+    if trained.window is None or rows.ndim == 3:
+        return rows
+    index = window_index(np.zeros(len(rows), np.int8), trained.window)
+    return rows[index.starts]
+
+
+def reference_scores(
+    trained: TrainedDetector, inputs: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """(score, feature_errors) from the reference implementation (torch, or numpy for PCA)."""
+    inputs = model_inputs(trained, inputs)
+    if trained.family == "pca":
+        score, errors = pca_reference_scores(trained, inputs)
+        return score.astype(np.float32), errors.astype(np.float32)
     with torch.no_grad():
-        score, errors = scoring_graph(trained)(torch.from_numpy(np.asarray(rows, np.float32)))
-    return score.numpy(), errors.numpy()
+        score_t, errors_t = scoring_graph(trained)(torch.from_numpy(inputs))
+    return score_t.numpy(), errors_t.numpy()
+
+
+torch_scores = reference_scores  # backwards-compatible name
 
 
 @dataclass(frozen=True)
@@ -72,32 +175,55 @@ class ParityResult:
     rows: int
     max_abs_diff_score: float
     max_abs_diff_feature_errors: float
-    max_rel_diff: float  # max |onnx - torch| relative to the largest torch output magnitude
+    max_rel_diff: float  # max |onnx - reference| relative to the largest reference magnitude
     tolerance: float
+    reference: str = "torch"
 
     @property
     def passed(self) -> bool:
         return self.max_rel_diff <= self.tolerance
 
 
-def check_parity(
-    trained: TrainedAutoencoder, model: bytes, rows: np.ndarray, rtol: float = PARITY_RTOL
+def compare_outputs(
+    reference: tuple[np.ndarray, np.ndarray],
+    candidate: tuple[np.ndarray, np.ndarray],
+    tolerance: float,
+    reference_name: str,
 ) -> ParityResult:
-    """Compare torch and onnxruntime outputs on the same rows."""
-    import onnxruntime as ort
-
-    rows = np.ascontiguousarray(rows, dtype=np.float32)
-    session = ort.InferenceSession(model, providers=["CPUExecutionProvider"])
-    onnx_score, onnx_errors = session.run(list(OUTPUT_NAMES), {INPUT_NAME: rows})
-    ref_score, ref_errors = torch_scores(trained, rows)
-    d_score = float(np.max(np.abs(onnx_score - ref_score)))
-    d_errors = float(np.max(np.abs(onnx_errors - ref_errors)))
+    """Max absolute and relative (to the largest reference magnitude) output differences."""
+    ref_score, ref_errors = (np.asarray(a, np.float64) for a in reference)
+    got_score, got_errors = (np.asarray(a, np.float64) for a in candidate)
+    d_score = float(np.max(np.abs(got_score - ref_score)))
+    d_errors = float(np.max(np.abs(got_errors - ref_errors)))
     scale_score = max(float(np.max(np.abs(ref_score))), 1e-12)
     scale_errors = max(float(np.max(np.abs(ref_errors))), 1e-12)
+    rel = max(d_score / scale_score, d_errors / scale_errors)
+    if not (np.isfinite(got_score).all() and np.isfinite(got_errors).all()):
+        rel = float("inf")
     return ParityResult(
-        rows=len(rows),
+        rows=len(ref_score),
         max_abs_diff_score=d_score,
         max_abs_diff_feature_errors=d_errors,
-        max_rel_diff=max(d_score / scale_score, d_errors / scale_errors),
-        tolerance=rtol,
+        max_rel_diff=rel,
+        tolerance=tolerance,
+        reference=reference_name,
+    )
+
+
+def check_parity(
+    trained: TrainedDetector, onnx_bytes: bytes, inputs: np.ndarray, rtol: float = PARITY_RTOL
+) -> ParityResult:
+    """Compare the reference implementation and onnxruntime on the same model inputs."""
+    import onnxruntime as ort
+
+    inputs = model_inputs(trained, inputs)
+    if len(inputs) == 0:
+        raise ValueError("parity check needs at least one model input (one full window)")
+    session = ort.InferenceSession(onnx_bytes, providers=["CPUExecutionProvider"])
+    onnx_score, onnx_errors = session.run(list(OUTPUT_NAMES), {INPUT_NAME: inputs})
+    return compare_outputs(
+        reference_scores(trained, inputs),
+        (onnx_score, onnx_errors),
+        rtol,
+        "numpy" if trained.family == "pca" else "torch",
     )

@@ -1,4 +1,15 @@
-"""Threshold calibration on held-out normal scores; the rule travels in the bundle manifest."""
+"""Threshold calibration from training/validation data only; the rule travels in the manifest.
+
+Two rules:
+- ``quantile``: a quantile of the scores of normal validation rows, times a margin (>= 1 widens
+  the band for unseen normal behaviour). Needs no labels.
+- ``best_f1``: the threshold maximizing F1 on a *labeled validation* split (never the test split,
+  whose labels measure the result).
+
+Both follow the deployed rule ``flag = score > threshold`` (strict), evaluated in float32 like the
+scorer, so the flags on the calibration rows are exactly the ones the rule's numbers describe.
+Rows without a score (NaN: a temporal model's warm-up rows) are left out and counted.
+"""
 
 from __future__ import annotations
 
@@ -6,26 +17,129 @@ from typing import Any
 
 import numpy as np
 
+RULES = ("auto", "quantile", "best_f1")
+
+
+class ThresholdError(ValueError):
+    """Calibration inputs that cannot give a threshold; the message says which and why."""
+
+
+def _scored(scores: np.ndarray, what: str) -> tuple[np.ndarray, int]:
+    scores = np.asarray(scores, dtype=np.float32).ravel()
+    missing = np.isnan(scores)
+    kept = scores[~missing]
+    if not np.isfinite(kept).all():
+        raise ThresholdError(f"{what} contain +/-inf; check the validation rows and the model")
+    return kept, int(missing.sum())
+
 
 def calibrate_quantile(
     scores: np.ndarray, quantile: float = 0.995, margin: float = 1.0
 ) -> tuple[float, dict[str, Any]]:
     """Threshold = quantile of normal validation scores x margin; returns (value, rule)."""
-    scores = np.asarray(scores, dtype=np.float64)
     if not 0.0 < quantile < 1.0:
-        raise ValueError(f"quantile={quantile} must be strictly between 0 and 1")
-    if margin <= 0:
-        raise ValueError(f"margin={margin} must be > 0")
-    if scores.size == 0:
-        raise ValueError("no calibration scores: the validation split has no normal rows")
-    if not np.isfinite(scores).all():
-        raise ValueError("calibration scores contain NaN/inf; check the validation rows")
-    value = float(np.quantile(scores, quantile)) * margin
+        raise ThresholdError(f"quantile={quantile} must be strictly between 0 and 1")
+    if not margin > 0:
+        raise ThresholdError(f"margin={margin} must be > 0")
+    kept, unscored = _scored(scores, "calibration scores")
+    if kept.size == 0:
+        raise ThresholdError(
+            "no calibration scores: the validation split has no scored normal rows"
+            + (f" ({unscored} rows had no score, e.g. shorter than the window)" if unscored else "")
+        )
+    q = float(np.quantile(kept.astype(np.float64), quantile))
+    value = float(np.float32(q * margin))
     rule = {
         "rule": "quantile",
         "quantile": quantile,
         "margin": margin,
-        "calibration_rows": int(scores.size),
+        "quantile_value": q,
+        "calibration_rows": int(kept.size),
+        "unscored_rows": unscored,
         "calibration_split": "validation (normal rows)",
+        "flag": "score > threshold",
     }
     return value, rule
+
+
+def calibrate_best_f1(scores: np.ndarray, labels: np.ndarray) -> tuple[float, dict[str, Any]]:
+    """Threshold maximizing F1 of ``score > threshold`` on labeled validation rows.
+
+    Candidates sit between consecutive distinct scores, so each one separates a different top
+    set; ties for the best F1 take the highest threshold (fewest flags).
+    """
+    raw = np.asarray(scores, dtype=np.float32).ravel()
+    y = np.asarray(labels).ravel()
+    if len(raw) != len(y):
+        raise ThresholdError(f"got {len(raw)} scores but {len(y)} labels; need one label per row")
+    if not np.isin(y, (0, 1)).all():
+        raise ThresholdError(f"labels must be 0/1, got values {sorted(set(y.tolist()))[:5]}")
+    keep = ~np.isnan(raw)
+    s, unscored = _scored(raw, "calibration scores")
+    y = y[keep].astype(np.int64)
+    n_pos = int(y.sum())
+    if n_pos == 0 or n_pos == len(y):
+        raise ThresholdError(
+            f"best_f1 needs both normal and anomalous labeled validation rows, got {n_pos} "
+            f"anomalous of {len(y)} scored rows; use the quantile rule"
+        )
+    order = np.argsort(-s, kind="stable")
+    s_sorted, y_sorted = s[order], y[order]
+    tps = np.cumsum(y_sorted)
+    fps = np.cumsum(1 - y_sorted)
+    # group ends: the last position of each run of equal scores
+    ends = np.flatnonzero(np.r_[s_sorted[1:] != s_sorted[:-1], True])
+    f1 = 2.0 * tps[ends] / (tps[ends] + fps[ends] + n_pos)
+    best = int(np.flatnonzero(f1 == f1.max())[0])
+    i = ends[best]
+    upper = s_sorted[i]  # lowest flagged score
+    lower = s_sorted[i + 1] if i + 1 < len(s_sorted) else None  # highest unflagged score
+    value = _between(upper, lower)
+    tp, fp = int(tps[i]), int(fps[i])
+    rule = {
+        "rule": "best_f1",
+        "f1": float(f1[best]),
+        "precision": tp / (tp + fp),
+        "recall": tp / n_pos,
+        "calibration_rows": len(y),
+        "calibration_positives": n_pos,
+        "unscored_rows": unscored,
+        "calibration_split": "validation (labeled)",
+        "flag": "score > threshold",
+    }
+    return value, rule
+
+
+def _between(upper: np.float32, lower: np.float32 | None) -> float:
+    """A float32 t with lower <= t < upper (midpoint when representable)."""
+    below = np.nextafter(np.float32(upper), np.float32(-np.inf))
+    if lower is None:
+        return float(below)
+    mid = np.float32((float(upper) + float(lower)) / 2.0)
+    return float(mid if lower <= mid < upper else below)
+
+
+def calibrate_threshold(
+    scores: np.ndarray,
+    labels: np.ndarray | None = None,
+    *,
+    rule: str = "auto",
+    quantile: float = 0.995,
+    margin: float = 1.0,
+) -> tuple[float, dict[str, Any]]:
+    """Pick the rule: ``auto`` uses best-F1 when validation labels contain both classes, else
+    the quantile of the normal validation rows."""
+    if rule not in RULES:
+        raise ThresholdError(f"threshold rule={rule!r}: choose one of {', '.join(RULES)}")
+    y = None if labels is None else np.asarray(labels).ravel()
+    has_both = y is not None and 0 < int((y == 1).sum()) < len(y)
+    if rule == "best_f1" or (rule == "auto" and has_both):
+        if y is None:
+            raise ThresholdError("threshold rule='best_f1' needs validation labels")
+        return calibrate_best_f1(scores, y)
+    normal = np.asarray(scores).ravel()
+    if y is not None:
+        if len(y) != len(normal):
+            raise ThresholdError(f"got {len(normal)} scores but {len(y)} labels")
+        normal = normal[y == 0]
+    return calibrate_quantile(normal, quantile, margin)

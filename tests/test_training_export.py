@@ -1,37 +1,37 @@
+"""Dense autoencoder through the backwards-compatible training API, and ONNX export/parity."""
+
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from ds_assets.export import check_parity, export_onnx, torch_scores
-from ds_assets.thresholds import calibrate_quantile
-from ds_assets.training import (
-    AutoencoderParams,
-    TrainedAutoencoder,
-    TrainingConfigError,
-    train_autoencoder,
-)
+from ds_assets.detectors import TrainedDetector
+from ds_assets.export import check_parity, export_onnx, reference_scores
+from ds_assets.training import AutoencoderParams, TrainingConfigError, train_autoencoder
 from tests.helpers import FEATURES, correlated_rows, tiny_model
 
 
 def test_training_is_seeded_and_early_stops() -> None:
     a = tiny_model(epochs=3, seed=1)
     b = tiny_model(epochs=3, seed=1)
-    for key in a.state:
-        np.testing.assert_array_equal(a.state[key], b.state[key])
-    assert a.history["val_loss"] == b.history["val_loss"]
+    for key in a.arrays:
+        np.testing.assert_array_equal(a.arrays[key], b.arrays[key])
+    assert a.training_summary["val_loss"] == b.training_summary["val_loss"]
     stopped = train_autoencoder(
         correlated_rows(256), correlated_rows(64, 1), FEATURES,
         AutoencoderParams(hidden=(4, 2), epochs=200, patience=2, min_delta=10.0, batch_size=64),
     )
-    assert stopped.history["stopped_early"] and stopped.history["epochs_run"] == 3
-    assert stopped.history["best_epoch"] == 0
+    summary = stopped.training_summary
+    assert summary["stopped_early"] and summary["epochs_run"] == 3
+    assert summary["best_epoch"] == 0
 
 
 def test_training_reduces_validation_loss() -> None:
     model = tiny_model(epochs=15)
-    losses = model.history["val_loss"]
-    assert losses[model.history["best_epoch"]] < losses[0]
+    losses = model.training_summary["val_loss"]
+    assert losses[model.training_summary["best_epoch"]] < losses[0]
+    curve = model.training_summary["loss_curve"]
+    assert curve["best_val_loss"] == min(losses) and curve["first_val_loss"] == losses[0]
 
 
 def test_normalization_uses_train_rows_only() -> None:
@@ -43,10 +43,16 @@ def test_normalization_uses_train_rows_only() -> None:
 
 def test_weights_round_trip_without_pickle() -> None:
     model = tiny_model(epochs=1)
-    restored = TrainedAutoencoder.from_bytes(model.to_bytes())
+    payload = model.to_bytes()
+    with np.load(__import__("io").BytesIO(payload), allow_pickle=False) as npz:
+        assert all(npz[k].dtype != object for k in npz.files)
+    restored = TrainedDetector.from_bytes(payload)
     rows = correlated_rows(32, 5)
-    np.testing.assert_array_equal(torch_scores(model, rows)[0], torch_scores(restored, rows)[0])
-    assert restored.history == model.history
+    np.testing.assert_array_equal(
+        reference_scores(model, rows)[0], reference_scores(restored, rows)[0]
+    )
+    assert restored.training_summary == model.training_summary
+    assert restored.params == model.params and restored.window is None
 
 
 @pytest.mark.parametrize(
@@ -76,7 +82,7 @@ def test_onnx_graph_matches_torch() -> None:
     result = check_parity(model, export_onnx(model), rows)
     assert result.passed, result
     assert result.max_rel_diff <= 1e-5 and result.rows == 300
-    assert result.max_abs_diff_score < 1e-3
+    assert result.max_abs_diff_score < 1e-3 and result.reference == "torch"
 
 
 def test_parity_detects_a_different_model() -> None:
@@ -84,14 +90,3 @@ def test_parity_detects_a_different_model() -> None:
     other = tiny_model(epochs=3, seed=5)
     result = check_parity(model, export_onnx(other), correlated_rows(64, 2))
     assert not result.passed and result.max_rel_diff > 1e-3
-
-
-def test_quantile_threshold_rule() -> None:
-    scores = np.arange(1001, dtype=np.float64)
-    value, rule = calibrate_quantile(scores, quantile=0.99, margin=1.5)
-    assert value == pytest.approx(990 * 1.5)
-    assert rule["rule"] == "quantile" and rule["calibration_rows"] == 1001
-    with pytest.raises(ValueError, match="no calibration scores"):
-        calibrate_quantile(np.array([]))
-    with pytest.raises(ValueError, match=r"quantile=1\.0"):
-        calibrate_quantile(scores, quantile=1.0)

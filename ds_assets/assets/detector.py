@@ -112,7 +112,7 @@ def autoencoder(
     for epoch, (tl, vl) in enumerate(zip(history["train_loss"], history["val_loss"], strict=True)):
         mlflow.log_metrics({"train_loss": tl, "val_loss": vl}, step=epoch)
     mlflow.log_metrics({"best_val_loss": history["best_val_loss"],
-                        "train_wall_seconds": history["wall_seconds"]})
+                        "train_wall_seconds": history["wall_time_s"]})
     curve = pd.DataFrame(
         {"epoch": range(len(history["val_loss"])), "train_loss": history["train_loss"],
          "val_loss": history["val_loss"]}
@@ -125,7 +125,7 @@ def autoencoder(
             "stopped_early": history["stopped_early"],
             "train_rows": history["train_rows"],
             "device": history["device"],
-            "wall_seconds": history["wall_seconds"],
+            "wall_seconds": history["wall_time_s"],
             "seed": config.seed,
             "loss_curve": dg.MetadataValue.md(markdown_table(curve)),
         }
@@ -222,7 +222,7 @@ def model_bundle(
         extra={"normalization": {"mean": autoencoder.mean.tolist(),
                                  "std": autoencoder.std.tolist()},
                "training": {k: autoencoder.history[k] for k in
-                            ("epochs_run", "best_epoch", "device", "wall_seconds", "params")}},
+                            ("epochs_run", "best_epoch", "device", "wall_time_s", "params")}},
     )
     context.resources.mlflow.log_params({"threshold": threshold, "threshold_rule": "quantile",
                                          "threshold_quantile": config.quantile})

@@ -14,7 +14,7 @@ from typing import Any
 import dagster as dg
 import pandas as pd
 
-from ds_assets.training import TrainedAutoencoder
+from ds_assets.detectors import TrainedDetector
 from ds_serving.atomic import atomic_write_bytes, atomic_write_with
 
 
@@ -49,9 +49,9 @@ CODECS: tuple[_Codec, ...] = (
            lambda p: OnnxGraph(p.read_bytes())),
     _Codec(
         "npz",
-        TrainedAutoencoder,
+        TrainedDetector,
         lambda p, v: atomic_write_bytes(p, v.to_bytes()),
-        lambda p: TrainedAutoencoder.from_bytes(p.read_bytes()),
+        lambda p: TrainedDetector.from_bytes(p.read_bytes()),
     ),
 )
 

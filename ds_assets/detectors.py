@@ -1,0 +1,607 @@
+"""Detector families behind one API: dense autoencoder, temporal (1-D conv) autoencoder, PCA T²+Q.
+
+``train_detector(params, train, val, features, ...)`` returns a ``TrainedDetector`` that every
+later stage treats the same way: ``ds_assets.export.export_onnx`` turns it into the scoring graph
+(normalization and score inside), the bundle records ``family``/``window``, and the scorer needs
+no model-specific code. Everything a detector learns travels as ``.npz`` float arrays plus JSON
+(``to_bytes``/``from_bytes``, never pickle), so loading one cannot execute code.
+
+Conventions shared by all families, so their scores are comparable in spirit:
+- normalization statistics (mean/std per feature) come from the training rows only;
+- ``feature_errors`` are squared residuals per feature in normalized units;
+- a config that cannot work raises ``DetectorConfigError`` *before* any training, naming the
+  value and why.
+"""
+
+from __future__ import annotations
+
+import io
+import itertools
+import json
+import math
+import time
+from collections.abc import Callable, Hashable, Sequence
+from dataclasses import asdict, dataclass, field, fields
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from ds_serving.windows import group_positions, window_index
+
+FAMILIES = ("dense_ae", "temporal_ae", "pca")
+# Manifest ``kind`` of each family (what a bundle reader sees).
+KINDS = {"dense_ae": "dense_autoencoder", "temporal_ae": "temporal_autoencoder", "pca": "pca_t2q"}
+TEMPORAL_SCORES = ("window_mean", "last_row")
+PCA_COMBINE = ("max", "sum")
+_FORMAT = 1
+_VAL_CHUNK = 8192
+
+
+class DetectorConfigError(ValueError):
+    """A detector configuration or dataset that cannot work; the message names the value."""
+
+
+@dataclass(frozen=True)
+class DetectorParams:
+    """Family and hyper-parameters; fields of other families are ignored (and not validated
+    beyond their type) so one config object can describe any detector."""
+
+    family: str = "dense_ae"
+    seed: int = 0
+    # autoencoders (dense_ae, temporal_ae)
+    epochs: int = 30
+    batch_size: int = 256
+    learning_rate: float = 1e-3
+    weight_decay: float = 0.0
+    patience: int = 5
+    min_delta: float = 1e-4
+    max_train_rows: int | None = 200_000  # rows (dense) or windows (temporal), sampled by seed
+    hidden: tuple[int, ...] = (32, 16, 4)  # dense_ae: encoder sizes, the last is the bottleneck
+    # temporal_ae: windows of ``window`` rows per entity, 1-D convolutions over time
+    window: int = 16
+    channels: tuple[int, ...] = (32, 16)
+    kernel_size: int = 5
+    latent: int = 16
+    temporal_score: str = "window_mean"  # or "last_row": error of the row the window ends at
+    # pca: components explaining ``explained_variance`` of the normalized training variance
+    explained_variance: float = 0.95
+    max_components: int | None = None
+    pca_combine: str = "max"  # max(T²/s_T², Q/s_Q) or t2_weight*T²/s_T² + (1-t2_weight)*Q/s_Q
+    t2_weight: float = 0.5
+    scale_quantile: float = 0.99  # s_T², s_Q: this quantile of the statistic on training rows
+
+    def __post_init__(self) -> None:
+        # launchpad/JSON configs deliver lists; keep the dataclass hashable and comparable
+        object.__setattr__(self, "hidden", tuple(int(h) for h in self.hidden))
+        object.__setattr__(self, "channels", tuple(int(c) for c in self.channels))
+
+        def bad(name: str, why: str) -> DetectorConfigError:
+            return DetectorConfigError(f"{name}={getattr(self, name)!r}: {why}")
+
+        if self.family not in FAMILIES:
+            raise bad("family", f"unknown detector family; choose one of {', '.join(FAMILIES)}")
+        if self.seed < 0:
+            raise bad("seed", "must be >= 0")
+        if self.family in ("dense_ae", "temporal_ae"):
+            for name in ("epochs", "batch_size", "patience"):
+                if getattr(self, name) < 1:
+                    raise bad(name, "must be >= 1")
+            if not self.learning_rate > 0 or not math.isfinite(self.learning_rate):
+                raise bad("learning_rate", "must be a finite number > 0")
+            if self.weight_decay < 0:
+                raise bad("weight_decay", "must be >= 0")
+            if self.min_delta < 0:
+                raise bad("min_delta", "must be >= 0 (improvement needed to reset patience)")
+            if self.max_train_rows is not None and self.max_train_rows < 1:
+                raise bad("max_train_rows", "must be >= 1, or None for no cap")
+        if self.family == "dense_ae" and (not self.hidden or min(self.hidden) < 1):
+            raise bad("hidden", "need one or more positive sizes (the last is the bottleneck)")
+        if self.family == "temporal_ae":
+            if self.window < 2:
+                raise bad("window", "must be >= 2 rows (a window of 1 row is the dense model)")
+            if not self.channels or min(self.channels) < 1:
+                raise bad("channels", "need one or more positive convolution channel counts")
+            if self.kernel_size < 1 or self.kernel_size % 2 == 0:
+                raise bad("kernel_size", "must be a positive odd number (keeps the window length)")
+            if self.latent < 1:
+                raise bad("latent", "must be >= 1")
+            if self.temporal_score not in TEMPORAL_SCORES:
+                raise bad("temporal_score", f"choose one of {', '.join(TEMPORAL_SCORES)}")
+        if self.family == "pca":
+            if not 0.0 < self.explained_variance <= 1.0:
+                raise bad("explained_variance", "must be in (0, 1], e.g. 0.95")
+            if self.max_components is not None and self.max_components < 1:
+                raise bad("max_components", "must be >= 1, or None for no cap")
+            if self.pca_combine not in PCA_COMBINE:
+                raise bad("pca_combine", f"choose one of {', '.join(PCA_COMBINE)}")
+            if not 0.0 <= self.t2_weight <= 1.0:
+                raise bad("t2_weight", "must be in [0, 1] (weight of T² against Q)")
+            if not 0.0 < self.scale_quantile < 1.0:
+                raise bad("scale_quantile", "must be strictly between 0 and 1")
+
+    def to_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["hidden"] = list(self.hidden)
+        data["channels"] = list(self.channels)
+        return data
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> DetectorParams:
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise DetectorConfigError(f"unknown detector parameter(s) {unknown}")
+        return cls(**data)
+
+    def relevant(self) -> dict[str, Any]:
+        """Only the parameters this family uses (for MLflow params and metadata)."""
+        common = ["family", "seed"]
+        ae = ["epochs", "batch_size", "learning_rate", "weight_decay", "patience", "min_delta",
+              "max_train_rows"]
+        per_family = {
+            "dense_ae": [*common, *ae, "hidden"],
+            "temporal_ae": [*common, *ae, "window", "channels", "kernel_size", "latent",
+                            "temporal_score"],
+            "pca": [*common, "explained_variance", "max_components", "pca_combine", "t2_weight",
+                    "scale_quantile"],
+        }[self.family]
+        data = self.to_dict()
+        return {k: data[k] for k in per_family}
+
+
+# --------------------------------------------------------------------------------------------
+# modules
+
+
+def build_autoencoder(n_features: int, hidden: Sequence[int]) -> nn.Sequential:
+    """Mirror-symmetric MLP; the last hidden size is the bottleneck."""
+    sizes = [n_features, *hidden]
+    layers: list[nn.Module] = []
+    for i, (a, b) in enumerate(itertools.pairwise(sizes)):
+        layers.append(nn.Linear(a, b))
+        if i < len(sizes) - 2:
+            layers.append(nn.ReLU())
+    rev = sizes[::-1]
+    for i, (a, b) in enumerate(itertools.pairwise(rev)):
+        layers.append(nn.Linear(a, b))
+        if i < len(rev) - 2:
+            layers.append(nn.ReLU())
+    return nn.Sequential(*layers)
+
+
+class ConvAutoencoder(nn.Module):
+    """[batch, W, F] -> [batch, W, F]: 'same'-padded 1-D convolutions over time around a dense
+    bottleneck of ``latent`` units, so the whole window is compressed, not just each row."""
+
+    def __init__(
+        self, n_features: int, window: int, channels: Sequence[int], kernel_size: int, latent: int
+    ) -> None:
+        super().__init__()
+        pad = kernel_size // 2
+        encoder: list[nn.Module] = []
+        c_in = n_features
+        for c in channels:
+            encoder += [nn.Conv1d(c_in, c, kernel_size, padding=pad), nn.ReLU()]
+            c_in = c
+        self.encoder = nn.Sequential(*encoder)
+        self.window = window
+        self.last_channels = c_in
+        self.to_latent = nn.Linear(c_in * window, latent)
+        self.from_latent = nn.Linear(latent, c_in * window)
+        rev = list(channels)[::-1]
+        decoder: list[nn.Module] = []
+        for a, b in itertools.pairwise(rev):
+            decoder += [nn.Conv1d(a, b, kernel_size, padding=pad), nn.ReLU()]
+        decoder.append(nn.Conv1d(rev[-1], n_features, kernel_size, padding=pad))
+        self.decoder = nn.Sequential(*decoder)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = self.encoder(x.transpose(1, 2))  # [B, C, W]
+        z = self.to_latent(torch.flatten(h, 1))
+        h = torch.relu(self.from_latent(z)).reshape(-1, self.last_channels, self.window)
+        return self.decoder(h).transpose(1, 2)
+
+
+def build_module(params: DetectorParams, n_features: int) -> nn.Module:
+    if params.family == "dense_ae":
+        return build_autoencoder(n_features, params.hidden)
+    if params.family == "temporal_ae":
+        return ConvAutoencoder(
+            n_features, params.window, params.channels, params.kernel_size, params.latent
+        )
+    raise DetectorConfigError(f"family={params.family!r} has no torch module")
+
+
+# --------------------------------------------------------------------------------------------
+# the trained artifact
+
+
+@dataclass
+class TrainedDetector:
+    """What a detector learned. ``arrays`` holds torch weights (autoencoders) or the PCA basis."""
+
+    family: str
+    features: list[str]
+    params: DetectorParams
+    mean: np.ndarray  # float32 [n_features], training rows only
+    std: np.ndarray  # float32 [n_features], constant features get 1
+    arrays: dict[str, np.ndarray]
+    training_summary: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def window(self) -> int | None:
+        """Rows per model input for temporal models; None for point-wise ones."""
+        return self.params.window if self.family == "temporal_ae" else None
+
+    @property
+    def kind(self) -> str:
+        return KINDS[self.family]
+
+    @property
+    def history(self) -> dict[str, Any]:
+        """Backwards-compatible name of ``training_summary``."""
+        return self.training_summary
+
+    @property
+    def state(self) -> dict[str, np.ndarray]:
+        """Backwards-compatible name of ``arrays`` (torch state dict of an autoencoder)."""
+        return self.arrays
+
+    def module(self) -> nn.Module:
+        """The torch module of an autoencoder with its trained weights, in eval mode."""
+        model = build_module(self.params, len(self.features))
+        model.load_state_dict({k: torch.from_numpy(v.copy()) for k, v in self.arrays.items()})
+        return model.eval()
+
+    def to_bytes(self) -> bytes:
+        meta = {
+            "format": _FORMAT,
+            "family": self.family,
+            "features": self.features,
+            "params": self.params.to_dict(),
+            "training_summary": self.training_summary,
+        }
+        arrays: dict[str, Any] = {f"arrays/{k}": v for k, v in self.arrays.items()}
+        arrays.update(
+            mean=self.mean,
+            std=self.std,
+            meta=np.frombuffer(json.dumps(meta).encode(), dtype=np.uint8),
+        )
+        buffer = io.BytesIO()
+        np.savez(buffer, **arrays)
+        return buffer.getvalue()
+
+    @classmethod
+    def from_bytes(cls, payload: bytes) -> TrainedDetector:
+        with np.load(io.BytesIO(payload), allow_pickle=False) as npz:
+            meta = json.loads(npz["meta"].tobytes().decode())
+            if meta.get("format") != _FORMAT:
+                raise DetectorConfigError(
+                    f"stored detector has format {meta.get('format')!r}, this code reads "
+                    f"{_FORMAT}; retrain the detector"
+                )
+            return cls(
+                family=meta["family"],
+                features=list(meta["features"]),
+                params=DetectorParams.from_dict(meta["params"]),
+                mean=npz["mean"],
+                std=npz["std"],
+                arrays={
+                    k.removeprefix("arrays/"): npz[k] for k in npz.files if k.startswith("arrays/")
+                },
+                training_summary=meta["training_summary"],
+            )
+
+
+# --------------------------------------------------------------------------------------------
+# input checks (all before training)
+
+
+def check_training_data(x: np.ndarray, features: Sequence[str], what: str) -> np.ndarray:
+    """Return ``x`` as float32 [rows, n_features] or raise naming the bad value and column."""
+    x = np.asarray(x)
+    if x.ndim != 2 or x.shape[1] == 0 or len(features) == 0:
+        raise DetectorConfigError(
+            f"{what}: need at least one feature column, got shape {x.shape} and "
+            f"{len(features)} feature names"
+        )
+    if x.shape[1] != len(features):
+        raise DetectorConfigError(
+            f"{what}: {x.shape[1]} columns but {len(features)} feature names {list(features)}"
+        )
+    if x.shape[0] < 2:
+        raise DetectorConfigError(f"{what}: need at least 2 rows, got {x.shape[0]}")
+    if not np.issubdtype(x.dtype, np.number):
+        raise DetectorConfigError(f"{what}: features must be numeric, got dtype {x.dtype}")
+    x = np.asarray(x, dtype=np.float32)
+    bad = ~np.isfinite(x)
+    if bad.any():
+        row, col = np.argwhere(bad)[0]
+        raise DetectorConfigError(
+            f"{what}: feature {features[col]!r} is {x[row, col]} at row {row}; training data "
+            f"must be finite ({int(bad.sum())} bad values; impute or drop them first)"
+        )
+    return x
+
+
+def _check_entities(entities: np.ndarray | None, n_rows: int, what: str) -> np.ndarray:
+    if entities is None:
+        return np.zeros(n_rows, np.int8)
+    keys = np.asarray(entities)
+    if keys.ndim != 1 or len(keys) != n_rows:
+        raise DetectorConfigError(
+            f"{what}: got {len(keys)} entity ids (shape {keys.shape}) for {n_rows} rows; pass one "
+            "id per row"
+        )
+    return keys
+
+
+def _check_window_fits(keys: np.ndarray, window: int, what: str) -> None:
+    groups = group_positions(keys)
+    longest = max(groups, key=len)
+    if len(longest) < window:
+        first = keys[longest[0]]
+        entity: Hashable = first.item() if isinstance(first, np.generic) else first
+        raise DetectorConfigError(
+            f"window={window} is longer than every entity's {what} (longest: entity "
+            f"{entity!r} with {len(longest)} rows, {len(groups)} entities); use a smaller "
+            "window or more data"
+        )
+
+
+def normalization(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Mean/std from the training rows only; constant features get std 1 to avoid 0/0."""
+    mean = x.mean(axis=0, dtype=np.float64)
+    std = x.std(axis=0, dtype=np.float64)
+    std = np.where(std > 1e-8, std, 1.0)
+    return mean.astype(np.float32), std.astype(np.float32)
+
+
+def pick_device() -> torch.device:
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+# --------------------------------------------------------------------------------------------
+# training
+
+
+def train_detector(
+    params: DetectorParams,
+    train: np.ndarray,
+    val: np.ndarray,
+    features: Sequence[str],
+    *,
+    train_entities: np.ndarray | None = None,
+    val_entities: np.ndarray | None = None,
+    device: torch.device | None = None,
+) -> TrainedDetector:
+    """Fit a detector on normal rows (time-ordered within each entity).
+
+    Autoencoders keep the weights of the epoch with the best validation loss (early stopping
+    after ``patience`` epochs without ``min_delta`` improvement). Entities only matter for
+    ``temporal_ae``: windows never cross entities and are built with
+    ``ds_serving.windows.window_index``, exactly as scoring builds them.
+    """
+    features = list(features)
+    train = check_training_data(train, features, "training rows")
+    val = check_training_data(val, features, "validation rows")
+    if len(set(features)) != len(features):
+        raise DetectorConfigError(f"feature names must be unique, got {features}")
+    if params.family == "temporal_ae":
+        train_keys = _check_entities(train_entities, len(train), "training rows")
+        val_keys = _check_entities(val_entities, len(val), "validation rows")
+        _check_window_fits(train_keys, params.window, "training rows")
+        _check_window_fits(val_keys, params.window, "validation rows")
+    started = time.perf_counter()
+    mean, std = normalization(train)
+    if params.family == "pca":
+        arrays, summary = _fit_pca(params, (train - mean) / std, (val - mean) / std)
+    else:
+        device = device or pick_device()
+        zt = ((train - mean) / std).astype(np.float32)
+        zv = ((val - mean) / std).astype(np.float32)
+        if params.family == "temporal_ae":
+            ti = window_index(train_keys, params.window).starts
+            vi = window_index(val_keys, params.window).starts
+            arrays, summary = _fit_autoencoder(params, len(features), zt, zv, ti, vi, device)
+        else:
+            arrays, summary = _fit_autoencoder(params, len(features), zt, zv, None, None, device)
+    summary.update(
+        family=params.family,
+        seed=params.seed,
+        train_rows=len(train),
+        val_rows=len(val),
+        wall_time_s=round(time.perf_counter() - started, 3),
+        params=params.relevant(),
+    )
+    return TrainedDetector(
+        family=params.family,
+        features=features,
+        params=params,
+        mean=mean,
+        std=std,
+        arrays=arrays,
+        training_summary=summary,
+    )
+
+
+def _fit_autoencoder(
+    params: DetectorParams,
+    n_features: int,
+    zt: np.ndarray,
+    zv: np.ndarray,
+    train_windows: np.ndarray | None,
+    val_windows: np.ndarray | None,
+    device: torch.device,
+) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+    """Shared loop: ``*_windows`` (int [m, W] row positions) switch to windowed batches that
+    are gathered on the fly, so W-times-larger window tensors are never materialized."""
+    rng = np.random.default_rng(params.seed)
+    n_items = len(zt) if train_windows is None else len(train_windows)
+    keep = np.arange(n_items)
+    if params.max_train_rows and n_items > params.max_train_rows:
+        keep = np.sort(rng.choice(n_items, params.max_train_rows, replace=False))
+    torch.manual_seed(params.seed)
+    model = build_module(params, n_features).to(device)
+    optimizer = torch.optim.Adam(
+        model.parameters(), lr=params.learning_rate, weight_decay=params.weight_decay
+    )
+    xt = torch.from_numpy(zt).to(device)
+    xv = torch.from_numpy(zv).to(device)
+    if train_windows is None:
+        xt = xt[torch.from_numpy(keep).to(device)]
+        n_val = len(xv)
+
+        def train_batch(idx: torch.Tensor) -> torch.Tensor:
+            return xt[idx]
+
+        def val_batch(sl: slice) -> torch.Tensor:
+            return xv[sl]
+    else:
+        assert val_windows is not None
+        tw = torch.from_numpy(train_windows[keep]).to(device)
+        vw = torch.from_numpy(val_windows).to(device)
+        n_val = len(vw)
+
+        def train_batch(idx: torch.Tensor) -> torch.Tensor:
+            return xt[tw[idx]]
+
+        def val_batch(sl: slice) -> torch.Tensor:
+            return xv[vw[sl]]
+
+    n_train = len(keep)
+    generator = torch.Generator(device="cpu").manual_seed(params.seed)
+    train_curve: list[float] = []
+    val_curve: list[float] = []
+    best_loss, best_epoch = math.inf, 0
+    best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+    for epoch in range(params.epochs):
+        model.train()
+        order = torch.randperm(n_train, generator=generator).to(device)
+        total = 0.0
+        for start in range(0, n_train, params.batch_size):
+            batch = train_batch(order[start : start + params.batch_size])
+            optimizer.zero_grad(set_to_none=True)
+            loss = torch.mean((model(batch) - batch) ** 2)
+            loss.backward()
+            optimizer.step()
+            total += float(loss.detach()) * len(batch)
+        val_loss = _mean_loss(model, val_batch, n_val)
+        train_curve.append(total / n_train)
+        val_curve.append(val_loss)
+        if val_loss < best_loss - params.min_delta:
+            best_loss, best_epoch = val_loss, epoch
+            best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+        elif epoch - best_epoch >= params.patience:
+            break
+    summary: dict[str, Any] = {
+        "epochs_run": len(val_curve),
+        "best_epoch": best_epoch,
+        "best_val_loss": best_loss,
+        "stopped_early": len(val_curve) < params.epochs,
+        "train_loss": train_curve,
+        "val_loss": val_curve,
+        "loss_curve": _curve_summary(train_curve, val_curve, best_epoch),
+        "device": str(device),
+        "train_items": n_train,
+        "val_items": n_val,
+    }
+    if train_windows is not None:
+        summary.update(train_windows=n_train, val_windows=n_val)
+    return {k: v.cpu().numpy() for k, v in best_state.items()}, summary
+
+
+def _mean_loss(model: nn.Module, batch: Callable[[slice], torch.Tensor], n: int) -> float:
+    model.eval()
+    total = 0.0
+    with torch.no_grad():
+        for start in range(0, n, _VAL_CHUNK):
+            x = batch(slice(start, start + _VAL_CHUNK))
+            total += float(torch.sum(torch.mean((model(x) - x) ** 2, dim=tuple(range(1, x.ndim)))))
+    return total / n
+
+
+def _curve_summary(train: list[float], val: list[float], best_epoch: int) -> dict[str, float]:
+    return {
+        "first_train_loss": train[0],
+        "last_train_loss": train[-1],
+        "first_val_loss": val[0],
+        "best_val_loss": val[best_epoch],
+        "last_val_loss": val[-1],
+    }
+
+
+def _fit_pca(
+    params: DetectorParams, zt: np.ndarray, zv: np.ndarray
+) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+    """Principal axes of the normalized training rows; T² and Q scaled by training quantiles."""
+    n_features = zt.shape[1]
+    cov = np.cov(zt.astype(np.float64), rowvar=False).reshape(n_features, n_features)
+    eigvals, eigvecs = np.linalg.eigh(cov)
+    order = np.argsort(eigvals)[::-1]
+    eigvals = np.clip(eigvals[order], 0.0, None)
+    eigvecs = eigvecs[:, order]
+    total = float(eigvals.sum())
+    ratio = eigvals / total if total > 0 else np.full(n_features, 1.0 / n_features)
+    cumulative = np.cumsum(ratio)
+    k = int(np.searchsorted(cumulative, params.explained_variance - 1e-12) + 1)
+    # keep the residual subspace non-empty so Q means something
+    k = min(k, max(1, n_features - 1), params.max_components or n_features)
+    floor = max(float(eigvals[0]) * 1e-6, 1e-12)
+    arrays = {
+        "components": eigvecs[:, :k].astype(np.float32),
+        "eigenvalues": np.maximum(eigvals[:k], floor).astype(np.float32),
+        "scales": np.ones(2, np.float32),
+    }
+    t2, q = pca_statistics(arrays, zt)
+    arrays["scales"] = np.array(
+        [max(float(np.quantile(t2, params.scale_quantile)), 1e-12),
+         max(float(np.quantile(q, params.scale_quantile)), 1e-12)],
+        np.float32,
+    )
+    _, q_val = pca_statistics(arrays, zv)
+    summary: dict[str, Any] = {
+        "epochs_run": 0,
+        "best_epoch": 0,
+        "best_val_loss": float(np.mean(q_val) / n_features),
+        "stopped_early": False,
+        "n_components": k,
+        "explained_variance_ratio": float(cumulative[k - 1]),
+        "t2_scale": float(arrays["scales"][0]),
+        "q_scale": float(arrays["scales"][1]),
+        "loss_curve": {"best_val_loss": float(np.mean(q_val) / n_features)},
+        "device": "cpu",
+    }
+    return arrays, summary
+
+
+def pca_statistics(arrays: dict[str, np.ndarray], z: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Hotelling T² and Q (squared prediction error) of normalized rows, in float64."""
+    p = arrays["components"].astype(np.float64)
+    t = z.astype(np.float64) @ p
+    t2 = np.sum(t * t / arrays["eigenvalues"].astype(np.float64), axis=1)
+    residual = z - t @ p.T
+    return t2, np.sum(residual * residual, axis=1)
+
+
+def pca_reference_scores(
+    trained: TrainedDetector, rows: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """Numpy reference of the PCA scoring graph: (score [n], feature_errors [n, f])."""
+    z = (np.asarray(rows, np.float64) - trained.mean) / trained.std
+    arrays = trained.arrays
+    p = arrays["components"].astype(np.float64)
+    t = z @ p
+    t2 = np.sum(t * t / arrays["eigenvalues"].astype(np.float64), axis=1)
+    residual = z - t @ p.T
+    errors = residual * residual
+    a = t2 / float(arrays["scales"][0])
+    b = errors.sum(axis=1) / float(arrays["scales"][1])
+    if trained.params.pca_combine == "max":
+        score = np.maximum(a, b)
+    else:
+        w = trained.params.t2_weight
+        score = w * a + (1.0 - w) * b
+    return score, errors

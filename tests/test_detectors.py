@@ -1,0 +1,195 @@
+"""Every detector family on tiny data: train, round trip, export, ONNX parity, score through
+ds_serving, and configs that cannot work failing before training."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from ds_assets.detectors import (
+    FAMILIES,
+    DetectorConfigError,
+    DetectorParams,
+    TrainedDetector,
+    train_detector,
+)
+from ds_assets.export import check_parity, export_onnx, reference_scores
+from ds_serving.bundle import load_bundle, write_bundle
+from ds_serving.scoring import Scorer, score_rows
+from ds_serving.windows import window_index
+from tests.helpers import FEATURES, correlated_rows
+
+TINY = {
+    "dense_ae": DetectorParams(family="dense_ae", hidden=(8, 2), epochs=2, batch_size=64),
+    "temporal_ae": DetectorParams(
+        family="temporal_ae", window=6, channels=(8, 4), kernel_size=3, latent=4, epochs=2,
+        batch_size=64,
+    ),
+    "pca": DetectorParams(family="pca", explained_variance=0.9),
+}
+ENTITIES_TRAIN = np.repeat(["a", "b", "c"], 160)
+ENTITIES_VAL = np.repeat(["a", "b", "c"], 40)
+
+
+def _train(family: str, **changes: object) -> TrainedDetector:
+    params = DetectorParams(**{**TINY[family].to_dict(), **changes})
+    return train_detector(
+        params, correlated_rows(480), correlated_rows(120, 1), FEATURES,
+        train_entities=ENTITIES_TRAIN, val_entities=ENTITIES_VAL,
+    )
+
+
+@pytest.fixture(scope="module", params=FAMILIES)
+def trained(request: pytest.FixtureRequest) -> TrainedDetector:
+    return _train(request.param)
+
+
+def _anomalous_rows(n: int = 90, seed: int = 3) -> tuple[np.ndarray, np.ndarray]:
+    rows = correlated_rows(n, seed)
+    labels = np.zeros(n, bool)
+    labels[40:44] = True
+    rows[40:44, 0] += 8.0  # break the correlation on one feature
+    return rows, labels
+
+
+def test_family_trains_with_summary(trained: TrainedDetector) -> None:
+    s = trained.training_summary
+    assert s["family"] == trained.family and s["seed"] == 0
+    assert s["train_rows"] == 480 and s["val_rows"] == 120
+    assert s["wall_time_s"] >= 0 and np.isfinite(s["best_val_loss"])
+    assert "loss_curve" in s and s["params"]["family"] == trained.family
+    if trained.family == "pca":
+        assert s["epochs_run"] == 0 and 1 <= s["n_components"] <= 3
+        assert s["explained_variance_ratio"] >= 0.9
+    else:
+        assert s["epochs_run"] == 2 and len(s["val_loss"]) == 2
+    if trained.family == "temporal_ae":
+        assert trained.window == 6
+        # windows never cross entities: 3 entities x (160 - 6 + 1)
+        assert s["train_windows"] == 3 * 155 and s["val_windows"] == 3 * 35
+    else:
+        assert trained.window is None
+    np.testing.assert_allclose(trained.mean, correlated_rows(480).mean(axis=0), rtol=1e-5)
+
+
+def test_round_trip_is_exact_and_pickle_free(trained: TrainedDetector) -> None:
+    restored = TrainedDetector.from_bytes(trained.to_bytes())
+    rows = correlated_rows(40, 9)
+    assert restored.family == trained.family and restored.params == trained.params
+    assert restored.window == trained.window
+    np.testing.assert_array_equal(
+        reference_scores(restored, rows)[0], reference_scores(trained, rows)[0]
+    )
+
+
+def test_onnx_parity_and_scoring_through_the_graph(trained: TrainedDetector, tmp_path) -> None:
+    onnx_bytes = export_onnx(trained)
+    rows, labels = _anomalous_rows()
+    parity = check_parity(trained, onnx_bytes, rows)
+    assert parity.passed, parity
+    assert parity.reference == ("numpy" if trained.family == "pca" else "torch")
+
+    bundle = load_bundle(write_bundle(
+        tmp_path, "m", onnx_bytes, kind=trained.kind, features=FEATURES, threshold=1.0,
+        threshold_rule={"rule": "quantile"}, window=trained.window,
+    ).path)
+    scorer = Scorer.from_bundle(bundle, backend="cpu")
+    entities = np.repeat(["x", "y"], 45)
+    batch = score_rows(scorer, rows, entities, explain=True)
+    assert batch.feature_errors is not None and batch.feature_errors.shape == rows.shape
+    ref_score, ref_errors = reference_scores(trained, rows if trained.window is None else
+                                             rows[window_index(entities, 6).starts])
+    if trained.window is None:
+        np.testing.assert_allclose(batch.scores, ref_score, rtol=1e-4, atol=1e-6)
+        assert not np.isnan(batch.scores).any()
+    else:
+        # rows before an entity's first full window get no score and no flag
+        unscored = np.isnan(batch.scores)
+        assert unscored.sum() == 2 * 5
+        assert unscored[:5].all() and unscored[45:50].all()
+        assert not batch.flags[unscored].any()
+        ends = window_index(entities, 6).ends
+        np.testing.assert_allclose(batch.scores[ends], ref_score, rtol=1e-4, atol=1e-6)
+        np.testing.assert_allclose(batch.feature_errors[ends], ref_errors, rtol=1e-4, atol=1e-6)
+    # the injected anomaly scores above every normal row of its entity
+    scores = np.nan_to_num(batch.scores, nan=-1.0)
+    normal = scores[:45][~labels[:45]]
+    assert scores[40:44].max() > normal.max()
+
+
+def test_seeded_training_is_reproducible() -> None:
+    a, b = _train("temporal_ae", seed=4), _train("temporal_ae", seed=4)
+    c = _train("temporal_ae", seed=5)
+    for key in a.arrays:
+        np.testing.assert_array_equal(a.arrays[key], b.arrays[key])
+    assert any(not np.array_equal(a.arrays[k], c.arrays[k]) for k in a.arrays)
+
+
+def test_temporal_last_row_score_and_pca_sum_combination() -> None:
+    last = _train("temporal_ae", temporal_score="last_row", epochs=1)
+    rows = correlated_rows(30, 2)
+    score, errors = reference_scores(last, rows)
+    np.testing.assert_allclose(score, errors.mean(axis=1), rtol=1e-6)
+    assert check_parity(last, export_onnx(last), rows).passed
+
+    summed = _train("pca", pca_combine="sum", t2_weight=0.25)
+    maxed = _train("pca")
+    np.testing.assert_array_equal(summed.arrays["components"], maxed.arrays["components"])
+    s_sum, _ = reference_scores(summed, rows)
+    s_max, _ = reference_scores(maxed, rows)
+    assert np.all(s_sum <= s_max + 1e-6)  # a weighted mean never exceeds the max
+    assert check_parity(summed, export_onnx(summed), rows).passed
+
+
+def test_pca_keeps_a_residual_subspace_and_caps_components() -> None:
+    full = _train("pca", explained_variance=1.0)
+    assert full.training_summary["n_components"] == len(FEATURES) - 1
+    capped = _train("pca", explained_variance=1.0, max_components=1)
+    assert capped.arrays["components"].shape == (len(FEATURES), 1)
+
+
+@pytest.mark.parametrize(
+    ("changes", "message"),
+    [
+        ({"family": "lstm"}, "family='lstm': unknown detector family"),
+        ({"epochs": 0}, "epochs=0: must be >= 1"),
+        ({"learning_rate": -1.0}, "learning_rate=-1.0"),
+        ({"hidden": ()}, "hidden=()"),
+        ({"family": "temporal_ae", "window": 1}, "window=1: must be >= 2"),
+        ({"family": "temporal_ae", "kernel_size": 4}, "kernel_size=4: must be a positive odd"),
+        ({"family": "temporal_ae", "temporal_score": "max"}, "temporal_score='max'"),
+        ({"family": "pca", "explained_variance": 0.0}, r"explained_variance=0.0: must be in \(0"),
+        ({"family": "pca", "pca_combine": "mean"}, "pca_combine='mean'"),
+        ({"family": "pca", "t2_weight": 2.0}, "t2_weight=2.0"),
+    ],
+)
+def test_bad_params_name_the_value(changes: dict[str, object], message: str) -> None:
+    with pytest.raises(DetectorConfigError, match=message):
+        DetectorParams(**changes)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_bad_data_fails_before_training(family: str) -> None:
+    params = TINY[family]
+    train = correlated_rows(60)
+    train[7, 2] = np.inf
+    with pytest.raises(DetectorConfigError, match=r"feature 'f3' is inf at row 7"):
+        train_detector(params, train, correlated_rows(20), FEATURES)
+    with pytest.raises(DetectorConfigError, match="at least one feature"):
+        train_detector(params, np.zeros((10, 0), np.float32), np.zeros((5, 0), np.float32), [])
+    nan_val = correlated_rows(20)
+    nan_val[3, 0] = np.nan
+    with pytest.raises(DetectorConfigError, match=r"validation rows: feature 'f1' is nan"):
+        train_detector(params, correlated_rows(60), nan_val, FEATURES)
+
+
+def test_window_longer_than_every_entity_fails_before_training() -> None:
+    params = DetectorParams(family="temporal_ae", window=50, epochs=1)
+    entities = np.repeat(["h1", "h2"], 30)
+    with pytest.raises(DetectorConfigError, match=r"window=50 is longer than every entity's "
+                       r"training rows \(longest: entity 'h1' with 30 rows, 2 entities\)"):
+        train_detector(params, correlated_rows(60), correlated_rows(60), FEATURES,
+                       train_entities=entities, val_entities=entities)
+    with pytest.raises(DetectorConfigError, match=r"got 2 entity ids \(shape \(2,\)\) for 60 rows"):
+        train_detector(params, correlated_rows(60), correlated_rows(60), FEATURES,
+                       train_entities=np.array(["a", "b"]))

@@ -1,0 +1,84 @@
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from ds_assets.thresholds import (
+    ThresholdError,
+    calibrate_best_f1,
+    calibrate_quantile,
+    calibrate_threshold,
+)
+
+
+def test_quantile_rule_records_its_numbers() -> None:
+    scores = np.arange(1001, dtype=np.float64)
+    value, rule = calibrate_quantile(scores, quantile=0.99, margin=1.5)
+    assert value == pytest.approx(990 * 1.5)
+    assert rule["rule"] == "quantile" and rule["calibration_rows"] == 1001
+    assert rule["quantile"] == 0.99 and rule["margin"] == 1.5 and rule["quantile_value"] == 990
+    assert rule["flag"] == "score > threshold"
+
+
+def test_quantile_rule_skips_unscored_rows_and_rejects_bad_input() -> None:
+    scores = np.r_[np.full(5, np.nan), np.arange(101.0)]
+    value, rule = calibrate_quantile(scores, quantile=0.5)
+    assert value == 50.0 and rule["unscored_rows"] == 5 and rule["calibration_rows"] == 101
+    with pytest.raises(ThresholdError, match="no calibration scores"):
+        calibrate_quantile(np.array([]))
+    with pytest.raises(ThresholdError, match=r"3 rows had no score"):
+        calibrate_quantile(np.full(3, np.nan))
+    with pytest.raises(ThresholdError, match=r"quantile=1\.0"):
+        calibrate_quantile(scores, quantile=1.0)
+    with pytest.raises(ThresholdError, match="margin=0"):
+        calibrate_quantile(scores, margin=0)
+    with pytest.raises(ThresholdError, match="inf"):
+        calibrate_quantile(np.array([1.0, np.inf]))
+
+
+def test_best_f1_threshold_reproduces_its_f1_with_strict_flags() -> None:
+    rng = np.random.default_rng(0)
+    labels = (rng.random(500) < 0.1).astype(int)
+    scores = (rng.normal(size=500) + 2.5 * labels).astype(np.float32)
+    value, rule = calibrate_best_f1(scores, labels)
+    flags = scores > np.float32(value)
+    tp = int((flags & (labels == 1)).sum())
+    f1 = 2 * tp / (flags.sum() + labels.sum())
+    assert f1 == pytest.approx(rule["f1"])
+    assert rule["rule"] == "best_f1" and rule["calibration_positives"] == labels.sum()
+    # brute force over every distinct cut: nothing beats it
+    best = max(
+        2 * int(((scores > t) & (labels == 1)).sum()) / ((scores > t).sum() + labels.sum())
+        for t in np.unique(scores)
+    )
+    assert rule["f1"] >= best - 1e-12
+
+
+def test_best_f1_separable_and_ties() -> None:
+    scores = np.array([0.1, 0.2, 0.2, 0.9, 0.9, 1.5], np.float32)
+    labels = np.array([0, 0, 0, 1, 1, 1])
+    value, rule = calibrate_best_f1(scores, labels)
+    assert 0.2 < value < 0.9 and rule["f1"] == 1.0 and rule["precision"] == 1.0
+    # adjacent float32 values: the threshold still separates them under `>`
+    a = np.float32(1.0)
+    b = np.nextafter(a, np.float32(2.0))
+    value, _ = calibrate_best_f1(np.array([a, b], np.float32), np.array([0, 1]))
+    assert not a > np.float32(value) and b > np.float32(value)
+
+
+def test_auto_picks_best_f1_only_with_both_classes() -> None:
+    scores = np.array([0.1, 0.3, 0.2, 5.0, 0.25, np.nan])
+    value, rule = calibrate_threshold(scores, np.array([0, 0, 0, 1, 0, 0]))
+    assert rule["rule"] == "best_f1" and rule["unscored_rows"] == 1 and 0.3 < value < 5.0
+    value, rule = calibrate_threshold(scores[:3], np.zeros(3), quantile=0.5, margin=2.0)
+    assert rule["rule"] == "quantile" and value == pytest.approx(0.4)
+    # the quantile rule on labeled rows uses the normal ones only
+    value, rule = calibrate_threshold(scores[:5], np.array([0, 0, 0, 1, 0]), rule="quantile",
+                                      quantile=0.99)
+    assert value < 0.3 and rule["calibration_rows"] == 4
+    with pytest.raises(ThresholdError, match="needs validation labels"):
+        calibrate_threshold(scores, rule="best_f1")
+    with pytest.raises(ThresholdError, match="both normal and anomalous"):
+        calibrate_best_f1(np.arange(3.0), np.zeros(3))
+    with pytest.raises(ThresholdError, match="rule='median'"):
+        calibrate_threshold(scores, rule="median")
