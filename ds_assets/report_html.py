@@ -1,4 +1,4 @@
-"""A standalone HTML evaluation report: one file, PNG plots embedded as data URIs.
+"""The evaluation report: assembled from metrics, baselines and plots; standalone HTML.
 
 Why standalone: the report is attached to MLflow runs and mailed around; it must open anywhere
 with no server, no JavaScript and no sibling files.  Tables come from the same markdown the
@@ -13,8 +13,15 @@ import html
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
 
-from ds_serving.atomic import atomic_write_text
+import numpy as np
+
+from ds_assets.baselines import BaselineResult, comparison_markdown, run_baselines
+from ds_assets.evaluation import EvaluationReport, evaluate
+from ds_assets.plots import pr_curve_png, score_histogram_png, timeseries_png
+from ds_serving.atomic import atomic_write_bytes, atomic_write_text
 
 STYLE = """
 body { font-family: -apple-system, 'Segoe UI', Helvetica, Arial, sans-serif; margin: 2em auto;
@@ -138,3 +145,154 @@ def render_report_html(title: str, sections: Sequence[Section], meta: str = "") 
 def write_report_html(path: str | os.PathLike[str], document: str) -> None:
     """Write atomically: a reader never sees half a report."""
     atomic_write_text(path, document)
+
+
+# --------------------------------------------------------------------------------------------
+# the evaluation report, assembled (plain function; the Dagster asset only wires it)
+
+FIGURE_FILES = {
+    "pr_curve": "pr_curve.png",
+    "score_histogram": "score_histogram.png",
+    "timeseries": "timeseries.png",
+}
+
+
+@dataclass(frozen=True)
+class RenderedReport:
+    """Everything the evaluation asset publishes: numbers, tables, PNGs and the HTML page."""
+
+    report: EvaluationReport
+    baselines: list[BaselineResult]
+    figures: dict[str, bytes]  # key of FIGURE_FILES -> PNG
+    comparison: str  # markdown table, model and baselines side by side
+    html: str
+    unscored_rows: int
+    timeseries_entity: str | None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            **self.report.to_dict(),
+            "unscored_rows": self.unscored_rows,
+            "baselines": [b.to_dict() for b in self.baselines],
+        }
+
+    def metadata_markdown(self) -> str:
+        """Tables and inline PNGs for ``dg.MetadataValue.md`` (shown in the Dagster UI)."""
+        images = "\n\n".join(
+            markdown_image(self.figures[key], key.replace("_", " ")) for key in FIGURE_FILES
+            if key in self.figures
+        )
+        return "\n\n".join(
+            [self.report.to_markdown(), "#### Baselines on the same test rows", self.comparison,
+             "#### Plots", images]
+        )
+
+    def write(self, directory: str | os.PathLike[str]) -> dict[str, Path]:
+        """Write ``report.html`` and the PNGs atomically; returns name -> path."""
+        directory = Path(directory)
+        paths = {"report.html": directory / "report.html"}
+        for key, png in self.figures.items():
+            target = directory / FIGURE_FILES[key]
+            atomic_write_bytes(target, png)
+            paths[FIGURE_FILES[key]] = target
+        write_report_html(paths["report.html"], self.html)
+        return paths
+
+
+def _pick_entity(labels: np.ndarray, entities: np.ndarray | None) -> np.ndarray:
+    """Rows of the entity with the most anomalous rows (all rows if there are no entities)."""
+    if entities is None:
+        return np.arange(labels.size)
+    keys = np.asarray(entities)
+    names, inverse = np.unique(keys, return_inverse=True)
+    best = int(np.argmax(np.bincount(inverse, weights=labels.astype(np.float64),
+                                     minlength=names.size)))
+    return np.flatnonzero(inverse == best)
+
+
+def build_report(
+    *,
+    title: str,
+    labels: np.ndarray,
+    scores: np.ndarray,
+    flags: np.ndarray,
+    threshold: float,
+    train: np.ndarray,
+    val: np.ndarray,
+    test: np.ndarray,
+    anomaly_types: np.ndarray | None = None,
+    timestamps: np.ndarray | None = None,
+    entities: np.ndarray | None = None,
+    baseline_quantile: float = 0.995,
+    baseline_margin: float = 1.0,
+    notes: Sequence[str] = (),
+    seed: int = 0,
+) -> RenderedReport:
+    """Evaluate the deployed flags/scores, run the baselines on the same rows, render it all.
+
+    Rows without a score (a temporal model's warm-up, NaN) are left out of every number,
+    for the model and the baselines alike, and counted in ``unscored_rows``.
+    """
+    s = np.asarray(scores, dtype=np.float64)
+    keep = ~np.isnan(s)
+    unscored = int((~keep).sum())
+
+    def sub(a: np.ndarray | None) -> np.ndarray | None:
+        return None if a is None else np.asarray(a)[keep]
+
+    y = np.asarray(labels)[keep]
+    s, f = s[keep], np.asarray(flags).astype(bool)[keep]
+    types, times, ents = sub(anomaly_types), sub(timestamps), sub(entities)
+    report = evaluate(y, s, threshold, types, flags=f, timestamps=times, entities=ents)
+    baselines = run_baselines(
+        train, val, np.asarray(test)[keep], y, quantile=baseline_quantile,
+        margin=baseline_margin, anomaly_types=types, timestamps=times, entities=ents, seed=seed,
+    )
+    figures = {
+        "score_histogram": score_histogram_png(y, s, threshold, "Test scores: normal vs anomalous"),
+    }
+    if report.n_anomalies:
+        figures["pr_curve"] = pr_curve_png(
+            [("model", y, s), *((b.name, y, b.scores) for b in baselines)],
+            operating_point=(report.recall, report.precision),
+        )
+    rows = _pick_entity(y, ents)
+    entity = None if ents is None else str(ents[rows[0]])
+    time_axis = times[rows] if times is not None else np.arange(rows.size)
+    figures["timeseries"] = timeseries_png(
+        time_axis, s[rows], f[rows], y[rows], threshold,
+        "Score over time" + (f" ({entity})" if entity else ""),
+    )
+    comparison = comparison_markdown("model (deployed)", report, baselines)
+    sections = [
+        Section("Metrics at the deployed threshold", report.to_markdown()),
+        Section("Baselines on the same test rows", comparison),
+        Section(
+            "Plots",
+            figures=tuple(
+                Figure(caption, figures[key])
+                for key, caption in (
+                    ("pr_curve", "Precision-recall, model and baselines (dot: deployed)"),
+                    ("score_histogram", "Score histograms, normal vs anomalous rows"),
+                    ("timeseries", "Scores over time with true anomalies and flags"),
+                )
+                if key in figures
+            ),
+        ),
+    ]
+    meta = " | ".join([f"{report.n_rows} scored test rows", f"{unscored} unscored", *notes])
+    return RenderedReport(
+        report=report,
+        baselines=baselines,
+        figures=figures,
+        comparison=comparison,
+        html=render_report_html(title, sections, meta=meta),
+        unscored_rows=unscored,
+        timeseries_entity=entity,
+    )
+
+
+def report_directory(models_dir: str | os.PathLike[str], name: str, version: str) -> Path:
+    """``<models_dir>/../reports/<name>/<version>``: beside the bundles, outside the bundle
+    directory (whose files are checksummed) and outside the versions listing."""
+    return Path(models_dir).resolve().parent / "reports" / name / version

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import io
+import json
 import re
 from html.parser import HTMLParser
 from pathlib import Path
@@ -24,9 +25,11 @@ from ds_assets.plots import (
 from ds_assets.report_html import (
     Figure,
     Section,
+    build_report,
     markdown_image,
     markdown_to_html,
     render_report_html,
+    report_directory,
     write_report_html,
 )
 
@@ -121,3 +124,41 @@ def test_report_is_standalone_and_written_atomically(tmp_path: Path) -> None:
     assert [p.name for p in target.parent.iterdir()] == ["report.html"]  # no temp files left
     md = markdown_image(png, "PR [curve]")
     assert re.fullmatch(r"!\[PR \[curve\)\]\(data:image/png;base64,[A-Za-z0-9+/=]+\)", md)
+
+
+def test_build_report_end_to_end_without_dagster(tmp_path: Path) -> None:
+    rng = np.random.default_rng(0)
+    n = 120
+    hosts = np.array(["h1", "h2"] * (n // 2))
+    t = np.datetime64("2026-01-01") + (np.arange(n) // 2) * np.timedelta64(5, "m")
+    test = rng.normal(size=(n, 3))
+    labels = np.zeros(n, int)
+    labels[60:70] = 1  # 5 rows per host
+    test[labels == 1] += 6.0
+    scores = np.abs(test).mean(axis=1)
+    scores[:4] = np.nan  # each host's warm-up rows (a temporal model would leave these)
+    flags = np.nan_to_num(scores, nan=0.0) > 2.0
+    types = np.where(labels == 1, "spike", "none")
+    rendered = build_report(
+        title="Evaluation of m v1", labels=labels, scores=scores, flags=flags, threshold=2.0,
+        train=rng.normal(size=(300, 3)), val=rng.normal(size=(100, 3)), test=test,
+        anomaly_types=types, timestamps=t, entities=hosts, baseline_quantile=0.99,
+    )
+    assert rendered.unscored_rows == 4 and rendered.report.n_rows == n - 4
+    assert rendered.report.per_type_recall["spike"]["recall"] == 1.0
+    assert rendered.report.events is not None and rendered.report.events["n_events"] == 2
+    assert [b.name for b in rendered.baselines] == ["zscore", "pca", "isolation_forest"]
+    assert all(b.report.n_rows == n - 4 for b in rendered.baselines)  # the same rows
+    assert rendered.timeseries_entity in {"h1", "h2"}
+    assert set(rendered.figures) == {"pr_curve", "score_histogram", "timeseries"}
+    md = rendered.metadata_markdown()
+    assert md.count("](data:image/png;base64,") == 3 and "| model (deployed) |" in md
+    doc = json.loads(json.dumps(rendered.to_dict(), allow_nan=False))
+    assert doc["unscored_rows"] == 4 and len(doc["baselines"]) == 3
+    directory = report_directory(tmp_path / "data" / "models", "m", "1")
+    assert directory == (tmp_path / "data" / "reports" / "m" / "1").resolve()
+    paths = rendered.write(directory)
+    assert sorted(p.name for p in directory.iterdir()) == [
+        "pr_curve.png", "report.html", "score_histogram.png", "timeseries.png"]
+    assert paths["report.html"].read_text("utf-8") == rendered.html
+    assert (directory / "pr_curve.png").read_bytes() == rendered.figures["pr_curve"]
