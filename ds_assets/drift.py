@@ -28,11 +28,14 @@ import json
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
 from scipy import stats
+
+from ds_serving.scoring import Scorer, score_rows
 
 REFERENCE_FILE = "reference.json"
 REFERENCE_FORMAT = 1
@@ -454,3 +457,104 @@ def consecutive_drift(statuses: Mapping[str, bool], keys_in_order: Sequence[str]
             break
         run.append(key)
     return run[::-1]
+
+
+def reference_from_training_set(
+    training_set: pd.DataFrame,
+    scorer: Scorer,
+    threshold: float,
+    *,
+    sigmas: float = 3.0,
+    lineage: Mapping[str, Any] | None = None,
+) -> DriftReference:
+    """The drift reference of a new bundle: its train+val rows (normal data it learned from),
+    scored by the bundle's own graph (per-entity windows for temporal models) so the score and
+    anomaly-rate baselines are the deployed model's."""
+    rows = training_set.loc[training_set["split"] != "test"]
+    if "host_id" in rows.columns:  # time-ordered per entity, as windows need
+        rows = rows.sort_values(["host_id", "timestamp"], kind="stable")
+    rows = rows.reset_index(drop=True)
+    features = list(scorer.features)
+    entities = rows["host_id"].to_numpy() if "host_id" in rows.columns else None
+    scores = score_rows(scorer, rows[features].to_numpy(np.float32), entities).scores
+    scored = np.isfinite(scores)  # temporal models leave each entity's first rows unscored
+    kept = rows.loc[scored].reset_index(drop=True)
+    kept_scores = scores[scored].astype(np.float64)
+    return build_reference(kept, features, kept_scores, kept_scores > threshold,
+                           sigmas=sigmas, lineage=lineage)
+
+
+def load_reference(bundle_dir: str | Path) -> DriftReference:
+    """The drift reference shipped in a bundle directory (checksummed by its manifest)."""
+    path = Path(bundle_dir) / REFERENCE_FILE
+    if not path.is_file():
+        raise DriftError(
+            f"{path} does not exist: the bundle has no drift reference (bundles written before "
+            "drift monitoring lack it); retrain to publish a bundle with one"
+        )
+    return DriftReference.from_json(path.read_bytes(), source=str(path))
+
+
+def drift_plot_png(result: DriftResult) -> bytes:
+    """Bar chart of each feature's drift score (effect size over its calibrated threshold)."""
+    import io
+
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    table = result.table
+    fig, ax = plt.subplots(figsize=(7, 3.2), dpi=90)
+    colors = ["tab:red" if d else "tab:blue" for d in table["drifted"]]
+    ax.barh(table["feature"], table["drift_score"], color=colors)
+    ax.axvline(1.0, color="black", linestyle="--", linewidth=1, label="calibrated threshold")
+    ax.set_xlabel("max(W1 / threshold, PSI / threshold)")
+    ax.invert_yaxis()
+    ax.legend(loc="lower right", fontsize=8)
+    fig.tight_layout()
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png")
+    plt.close(fig)
+    return buf.getvalue()
+
+
+@dataclass(frozen=True)
+class RetrainPlan:
+    """What the drift sensor should do for the latest drift statuses."""
+
+    episode: str | None  # "<reference version>:<first drifted partition>", None = no episode
+    drifted_run: list[str]  # the consecutive drifted partitions ending at the latest one
+    request: bool  # True only the first time an episode reaches k partitions
+    reason: str
+
+
+def plan_retrain(
+    statuses: Mapping[str, bool],
+    keys_in_order: Sequence[str],
+    reference_version: str,
+    k: int,
+    requested_episode: str | None,
+) -> RetrainPlan:
+    """One retrain request per drift episode: k consecutive drifted partitions, same reference.
+
+    The episode is named by the reference (champion) version and the first partition of the
+    run, so a longer run of the same episode, a repeated tick or a lost cursor (the run key is
+    the episode too) never requests twice, while drift against a newly promoted model starts a
+    new episode.
+    """
+    if k < 1:
+        raise DriftError(f"k={k}: drift must persist for at least 1 partition")
+    run = consecutive_drift(statuses, keys_in_order)
+    if not run:
+        return RetrainPlan(None, [], False, "latest partition shows no drift")
+    episode = f"{reference_version}:{run[0]}"
+    if len(run) < k:
+        return RetrainPlan(episode, run, False,
+                           f"drift for {len(run)} of the {k} consecutive partitions needed")
+    if episode == requested_episode:
+        return RetrainPlan(episode, run, False,
+                           f"retrain already requested for episode {episode} ({len(run)} days)")
+    return RetrainPlan(episode, run, True,
+                       f"drift persisted for {len(run)} partitions ({run[0]}..{run[-1]}) "
+                       f"against model v{reference_version}")
