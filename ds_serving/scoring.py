@@ -12,12 +12,14 @@ from pathlib import Path
 
 import numpy as np
 
-from ds_serving.bundle import INPUT_NAME, Bundle
+from ds_serving.bundle import Bundle
+from ds_serving.engines import BACKENDS as ENGINE_BACKENDS
+from ds_serving.engines import Engine, select_engine
 from ds_serving.windows import iter_windows, window_index
 
 log = logging.getLogger(__name__)
 
-BACKENDS = ("auto", "cuda", "cpu")
+BACKENDS = ENGINE_BACKENDS
 
 
 class ScoringInputError(ValueError):
@@ -32,24 +34,24 @@ class ScoreBatch:
 
 
 def select_providers(backend: str) -> tuple[list[str], str]:
-    """Pick onnxruntime execution providers for ``backend``; returns (providers, reason)."""
+    """onnxruntime providers for ``backend`` (ORT only; ``select_engine`` adds TensorRT)."""
     import onnxruntime as ort
 
     if backend not in BACKENDS:
         raise ValueError(f"unknown backend {backend!r}; choose one of {', '.join(BACKENDS)}")
-    available = set(ort.get_available_providers())
     if backend == "cpu":
         return ["CPUExecutionProvider"], "cpu requested"
-    if "CUDAExecutionProvider" in available:
+    if "CUDAExecutionProvider" in set(ort.get_available_providers()):
         return ["CUDAExecutionProvider", "CPUExecutionProvider"], "CUDA provider available"
-    reason = "onnxruntime has no CUDAExecutionProvider (CPU build or no GPU); using CPU"
-    if backend == "cuda":
-        log.warning("backend 'cuda' requested but %s", reason)
-    return ["CPUExecutionProvider"], reason
+    return ["CPUExecutionProvider"], "onnxruntime has no CUDAExecutionProvider; using CPU"
 
 
 class Scorer:
-    """Scores float32 rows with an ONNX scoring graph and applies a threshold."""
+    """Scores float32 rows with an ONNX scoring graph and applies a threshold.
+
+    The graph runs on the best backend at or below ``backend`` (``auto | tensorrt | cuda |
+    cpu``, see ``ds_serving.engines``); ``plan`` is the bundle's optional TensorRT engine.
+    """
 
     def __init__(
         self,
@@ -62,18 +64,20 @@ class Scorer:
         window: int | None = None,
         backend: str = "auto",
         intra_op_threads: int = 0,
+        plan: Path | None = None,
+        allow_spinning: bool = True,
     ) -> None:
-        import onnxruntime as ort
-
-        providers, self.backend_reason = select_providers(backend)
-        options = ort.SessionOptions()
-        options.intra_op_num_threads = intra_op_threads
-        options.log_severity_level = 3
-        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        source = model if isinstance(model, bytes) else str(model)
-        self._session = ort.InferenceSession(source, sess_options=options, providers=providers)
-        active = self._session.get_providers()[0]
-        self.backend = "cuda" if active == "CUDAExecutionProvider" else "cpu"
+        self.engine: Engine = select_engine(
+            model,
+            n_features=len(features),
+            window=window,
+            backend=backend,
+            plan=plan,
+            intra_op_threads=intra_op_threads,
+            allow_spinning=allow_spinning,
+        )
+        self.backend = self.engine.name
+        self.backend_reason = self.engine.reason
         self.features = tuple(features)
         self.threshold = float(threshold)
         self.label = label
@@ -83,7 +87,11 @@ class Scorer:
 
     @classmethod
     def from_bundle(
-        cls, bundle: Bundle, backend: str = "auto", intra_op_threads: int = 0
+        cls,
+        bundle: Bundle,
+        backend: str = "auto",
+        intra_op_threads: int = 0,
+        allow_spinning: bool = True,
     ) -> Scorer:
         m = bundle.manifest
         return cls(
@@ -95,6 +103,8 @@ class Scorer:
             window=m.window,
             backend=backend,
             intra_op_threads=intra_op_threads,
+            plan=bundle.engine_path,
+            allow_spinning=allow_spinning,
         )
 
     @property
@@ -139,11 +149,19 @@ class Scorer:
     def score(self, rows: np.ndarray, *, explain: bool = False) -> ScoreBatch:
         """Score model inputs: rows [n, f], or windows [n, W, f] for a temporal model."""
         rows = self.validate(rows, windowed=self.temporal)
-        outputs = ["score", "feature_errors"] if explain else ["score"]
-        result = self._session.run(outputs, {INPUT_NAME: rows})
-        scores = np.asarray(result[0], dtype=np.float32)
-        errors = np.asarray(result[1], dtype=np.float32) if explain else None
+        scores, errors = self.run(rows, explain=explain)
         return ScoreBatch(scores=scores, flags=scores > self.threshold, feature_errors=errors)
+
+    def run(
+        self, inputs: np.ndarray, *, explain: bool = False
+    ) -> tuple[np.ndarray, np.ndarray | None]:
+        """Unchecked fast path for callers that validated already (the gRPC server): contiguous
+        float32 model inputs in, (scores float32 [n], feature errors [n, f] or None) out."""
+        scores, errors = self.engine.run(inputs, explain)
+        return (
+            np.asarray(scores, dtype=np.float32),
+            None if errors is None else np.asarray(errors, dtype=np.float32),
+        )
 
 
 def score_rows(

@@ -1,0 +1,311 @@
+"""Benchmark of the gRPC scorer against the in-process onnxruntime ceiling, in one run.
+
+    python -m bench.scorer            (``make bench``; a few minutes on 2 cores)
+
+Measures, on the same model (default: a dense autoencoder with the production detector's layer
+sizes, 8 features; ``--models/--name`` serves a real bundle instead):
+
+* ceiling: onnxruntime ``session.run`` in this process on 4096-row batches and on single rows;
+* (a) ``Score`` with 4096-row batches from concurrent clients (rows/s, p50/p99);
+* (b) single-row ``Score`` at concurrency 16 (requests/s, p50/p99);
+* (c) one ``ScoreStream`` of 64-row messages, pipelined (rows/s, p50/p99 per message).
+
+The server runs as a real ``ds-scorer serve`` subprocess (its own GIL); the clients are grpc.aio
+in this process. Results are printed as a table and written to bench/results/scorer-*.json.
+Numbers on a shared machine are noisy: the ratios to the ceiling measured in the same run are
+the comparable figures.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import datetime as _dt
+import json
+import os
+import platform
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import grpc
+import numpy as np
+
+from bench.models import dense_autoencoder
+from ds_serving.bundle import load_champion, promote, write_bundle
+from ds_serving.client import encode_request
+from ds_serving.proto import scoring_pb2, scoring_pb2_grpc
+
+RESULTS = Path(__file__).parent / "results"
+FEATURES = ["cpu", "memory", "disk_io", "net_in", "net_out", "latency", "error_rate", "req_rate"]
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _pct(values: list[float]) -> dict[str, float]:
+    arr = np.asarray(values) * 1000.0
+    p50, p99 = np.percentile(arr, [50, 99])
+    return {"p50_ms": round(float(p50), 3), "p99_ms": round(float(p99), 3)}
+
+
+def _session(model_path: Path, threads: int) -> Any:
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    return ort.InferenceSession(str(model_path), options, providers=["CPUExecutionProvider"])
+
+
+def _timed_runs(session: Any, x: np.ndarray, seconds: float) -> list[float]:
+    for _ in range(50):
+        session.run(["score"], {"features": x})
+    lat: list[float] = []
+    end = time.perf_counter() + seconds
+    while time.perf_counter() < end:
+        t = time.perf_counter()
+        session.run(["score"], {"features": x})
+        lat.append(time.perf_counter() - t)
+    return lat
+
+
+def ceiling(model_path: Path, seconds: float) -> dict[str, Any]:
+    """Raw onnxruntime throughput in-process, the upper bound for any server around it: the
+    better of one session using every core per run, and one single-threaded run per core in
+    parallel (what the server does for large batches)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    cores = os.cpu_count() or 1
+    rng = np.random.default_rng(0)
+    out: dict[str, Any] = {}
+    for label, n in (("batch_4096", 4096), ("single_row", 1)):
+        x = rng.normal(size=(n, len(FEATURES))).astype(np.float32)
+        lat = _timed_runs(_session(model_path, 0), x, seconds)
+        configs = {"intra_op_all_cores": {
+            "rows_per_s": round(n * len(lat) / sum(lat)),
+            "calls_per_s": round(len(lat) / sum(lat)), **_pct(lat)}}
+        session = _session(model_path, 1)
+        with ThreadPoolExecutor(cores) as pool:
+            start = time.perf_counter()
+            futures = [pool.submit(_timed_runs, session, x, seconds) for _ in range(cores)]
+            runs = [f.result() for f in futures]
+            elapsed = time.perf_counter() - start
+        calls = sum(len(r) for r in runs)
+        configs[f"{cores}_threads_x_1"] = {
+            "rows_per_s": round(n * calls / elapsed), "calls_per_s": round(calls / elapsed),
+            **_pct([v for r in runs for v in r])}
+        best = max(configs.values(), key=lambda c: c["rows_per_s"])
+        out[label] = {**best, "configs": configs}
+    return out
+
+
+async def _unary_load(target: str, request: scoring_pb2.ScoreRequest, concurrency: int,
+                      seconds: float, channels: int) -> dict[str, Any]:
+    chans = [grpc.aio.insecure_channel(target, options=[
+        ("grpc.max_receive_message_length", 64 << 20),
+        ("grpc.max_send_message_length", 64 << 20)]) for _ in range(channels)]
+    stubs = [scoring_pb2_grpc.ScorerStub(c) for c in chans]
+    for stub in stubs:  # warm up connections and the server path
+        for _ in range(20):
+            await stub.Score(request)
+    lat: list[float] = []
+    errors = 0
+    stop_at = 0.0
+
+    async def worker(i: int) -> None:
+        nonlocal errors
+        stub = stubs[i % len(stubs)]
+        while time.perf_counter() < stop_at:
+            t = time.perf_counter()
+            try:
+                await stub.Score(request)
+            except grpc.aio.AioRpcError:
+                errors += 1
+                continue
+            lat.append(time.perf_counter() - t)
+
+    start = time.perf_counter()
+    stop_at = start + seconds
+    await asyncio.gather(*(worker(i) for i in range(concurrency)))
+    elapsed = time.perf_counter() - start
+    for c in chans:
+        await c.close()
+    return {"requests": len(lat), "errors": errors, "seconds": round(elapsed, 3),
+            "requests_per_s": round(len(lat) / elapsed),
+            "rows_per_s": round(len(lat) * request.n_rows / elapsed), **_pct(lat)}
+
+
+async def _stream_load(target: str, rows: np.ndarray, seconds: float,
+                       window: int) -> dict[str, Any]:
+    async with grpc.aio.insecure_channel(target) as channel:
+        stub = scoring_pb2_grpc.ScorerStub(channel)
+        request = encode_request(rows)
+        call = stub.ScoreStream()
+        sent_at: list[float] = []
+        lat: list[float] = []
+        in_flight = asyncio.Semaphore(window)
+        done = asyncio.Event()
+
+        async def writer() -> None:
+            end = time.perf_counter() + seconds
+            while time.perf_counter() < end:
+                await in_flight.acquire()
+                sent_at.append(time.perf_counter())
+                await call.write(request)
+            await call.done_writing()
+            done.set()
+
+        async def reader() -> None:
+            i = 0
+            async for _response in call:
+                lat.append(time.perf_counter() - sent_at[i])
+                i += 1
+                in_flight.release()
+
+        start = time.perf_counter()
+        await asyncio.gather(writer(), reader())
+        elapsed = time.perf_counter() - start
+    n = len(lat)
+    return {"messages": n, "rows_per_message": len(rows), "seconds": round(elapsed, 3),
+            "messages_per_s": round(n / elapsed), "rows_per_s": round(n * len(rows) / elapsed),
+            "in_flight_window": window, **_pct(lat)}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--seconds", type=float, default=8.0, help="duration of each phase")
+    parser.add_argument("--threads", type=int, default=1,
+                        help="server: onnxruntime intra-op threads per run (0 = per core)")
+    parser.add_argument("--workers", type=int, default=0,
+                        help="server: parallel graph runs for large batches (0 = per core)")
+    parser.add_argument("--models", help="serve this models directory instead of a synthetic AE")
+    parser.add_argument("--name", default="telemetry-ae", help="model name under --models")
+    parser.add_argument("--batch-concurrency", type=int, default=4)
+    parser.add_argument("--unary-concurrency", type=int, default=16)
+    parser.add_argument("--out", help="JSON result path (default bench/results/scorer-<ts>.json)")
+    args = parser.parse_args(argv)
+
+    tmp = Path(tempfile.mkdtemp(prefix="ds-bench-"))
+    try:
+        if args.models:
+            models, name = Path(args.models), args.name
+        else:
+            models, name = tmp / "models", "bench-ae"
+            bundle = write_bundle(models, name, dense_autoencoder(len(FEATURES), (32, 16, 4)),
+                                  kind="dense_ae", features=FEATURES, threshold=2.0,
+                                  threshold_rule={"rule": "fixed"})
+            promote(models, name, bundle.manifest.version)
+        bundle = load_champion(models, name)
+        n_features = bundle.manifest.n_features
+        if bundle.manifest.window is not None:
+            raise SystemExit("the benchmark needs a point-wise model (no window)")
+        port = _free_port()
+        target = f"127.0.0.1:{port}"
+        server = subprocess.Popen(
+            [sys.executable, "-m", "ds_serving.cli", "--log-level", "WARNING", "serve",
+             "--models", str(models), "--name", name, "--host", "127.0.0.1", "--port",
+             str(port), "--metrics-port", "-1", "--backend", "cpu", "--threads",
+             str(args.threads), "--workers", str(args.workers), "--poll-interval", "5"],
+        )
+        try:
+            channel = grpc.insecure_channel(target)
+            grpc.channel_ready_future(channel).result(timeout=60)
+            stub = scoring_pb2_grpc.ScorerStub(channel)
+            deadline = time.time() + 60
+            while True:
+                try:
+                    stub.GetModelInfo(scoring_pb2.ModelInfoRequest(), timeout=5)
+                    break
+                except grpc.RpcError:
+                    if time.time() > deadline:
+                        raise
+                    time.sleep(0.2)
+            channel.close()
+            rng = np.random.default_rng(1)
+            batch = rng.normal(size=(4096, n_features)).astype(np.float32)
+            single = rng.normal(size=(1, n_features)).astype(np.float32)
+            stream_rows = rng.normal(size=(64, n_features)).astype(np.float32)
+            print(f"ceiling: in-process onnxruntime ({args.seconds:.0f}s per phase)",
+                  file=sys.stderr)
+            ceil = ceiling(bundle.model_path, args.seconds / 2)
+            print("(a) Score, 4096-row batches", file=sys.stderr)
+            a = asyncio.run(_unary_load(target, encode_request(batch), args.batch_concurrency,
+                                        args.seconds, channels=2))
+            print("(b) Score, single rows", file=sys.stderr)
+            b = asyncio.run(_unary_load(target, encode_request(single), args.unary_concurrency,
+                                        args.seconds, channels=1))
+            print("(c) ScoreStream, 64-row messages", file=sys.stderr)
+            c = asyncio.run(_stream_load(target, stream_rows, args.seconds, window=8))
+        finally:
+            server.terminate()
+            server.wait(30)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+    a["ratio_to_ceiling"] = round(a["rows_per_s"] / ceil["batch_4096"]["rows_per_s"], 3)
+    b["ratio_to_ceiling"] = round(b["requests_per_s"] / ceil["single_row"]["calls_per_s"], 3)
+    c["ratio_to_ceiling"] = round(c["rows_per_s"] / ceil["batch_4096"]["rows_per_s"], 3)
+    targets = {
+        "a_rows_per_s>=4M": a["rows_per_s"] >= 4_000_000,
+        "a_ratio>=0.25": a["ratio_to_ceiling"] >= 0.25,
+        "b_requests_per_s>=4000": b["requests_per_s"] >= 4000,
+        "b_p99<=5ms": b["p99_ms"] <= 5.0,
+    }
+    result = {
+        "when": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
+        "machine": {"cpus": os.cpu_count(), "platform": platform.platform(),
+                    "python": platform.python_version(),
+                    "loadavg_before": os.getloadavg()},
+        "model": {"name": name, "features": n_features, "kind": bundle.manifest.kind},
+        "settings": vars(args),
+        "ceiling_onnxruntime_in_process": ceil,
+        "a_score_batch_4096": a,
+        "b_score_single_row": b,
+        "c_score_stream_64": c,
+        "targets_met": targets,
+    }
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    stamp = _dt.datetime.now(_dt.UTC).strftime("%Y%m%dT%H%M%SZ")
+    out = Path(args.out) if args.out else RESULTS / f"scorer-{stamp}.json"
+    out.write_text(json.dumps(result, indent=2))
+    _table(result)
+    print(f"\nwritten to {out}")
+    return 0
+
+
+def _table(r: dict[str, Any]) -> None:
+    ceil = r["ceiling_onnxruntime_in_process"]
+    rows = [
+        ("ceiling: ORT in-process, 4096 rows", f"{ceil['batch_4096']['rows_per_s']:,} rows/s",
+         ceil["batch_4096"]["p50_ms"], ceil["batch_4096"]["p99_ms"], "1.000"),
+        ("ceiling: ORT in-process, 1 row", f"{ceil['single_row']['calls_per_s']:,} calls/s",
+         ceil["single_row"]["p50_ms"], ceil["single_row"]["p99_ms"], "1.000"),
+        ("(a) Score 4096-row batches", f"{r['a_score_batch_4096']['rows_per_s']:,} rows/s",
+         r["a_score_batch_4096"]["p50_ms"], r["a_score_batch_4096"]["p99_ms"],
+         f"{r['a_score_batch_4096']['ratio_to_ceiling']:.3f}"),
+        ("(b) Score 1 row, concurrency 16",
+         f"{r['b_score_single_row']['requests_per_s']:,} req/s",
+         r["b_score_single_row"]["p50_ms"], r["b_score_single_row"]["p99_ms"],
+         f"{r['b_score_single_row']['ratio_to_ceiling']:.3f}"),
+        ("(c) ScoreStream 64-row messages", f"{r['c_score_stream_64']['rows_per_s']:,} rows/s",
+         r["c_score_stream_64"]["p50_ms"], r["c_score_stream_64"]["p99_ms"],
+         f"{r['c_score_stream_64']['ratio_to_ceiling']:.3f}"),
+    ]
+    print(f"\n| {'phase':<36} | {'throughput':>20} | p50 ms | p99 ms | ratio |")
+    print(f"|{'-' * 38}|{'-' * 22}|--------|--------|-------|")
+    for name, thr, p50, p99, ratio in rows:
+        print(f"| {name:<36} | {thr:>20} | {p50:6.3f} | {p99:6.3f} | {ratio:>5} |")
+    print("targets:", json.dumps(r["targets_met"]))
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,420 @@
+"""``ds-scorer``: serve the champion model over gRPC, and the client side (score, replay, info).
+
+Every flag has an environment variable (shown in ``--help``) so a container needs no arguments;
+the bearer token is read from ``DS_SCORER_TOKEN`` or ``--token-file``, never from the command line
+(where ``ps`` would show it).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import os
+import sys
+import time
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import grpc
+import numpy as np
+
+from ds_serving.client import DEFAULT_TARGET, ScorerClient, encode_request
+
+log = logging.getLogger("ds_scorer")
+
+
+def _env(name: str, default: Any) -> Any:
+    return os.environ.get(name, default)
+
+
+def _path_or_none(value: str | None) -> Path | None:
+    return Path(value) if value else None
+
+
+def _token(args: argparse.Namespace) -> str | None:
+    if getattr(args, "token_file", None):
+        token = Path(args.token_file).read_text("utf-8").strip()
+        if not token:
+            raise SystemExit(f"error: token file {args.token_file} is empty")
+        return token
+    return os.environ.get("DS_SCORER_TOKEN") or None
+
+
+def _add_client_flags(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--target", default=_env("DS_SCORER_TARGET", DEFAULT_TARGET),
+                   help="scorer address host:port (env DS_SCORER_TARGET; default %(default)s)")
+    p.add_argument("--token-file", default=_env("DS_SCORER_TOKEN_FILE", None),
+                   help="file holding the bearer token (env DS_SCORER_TOKEN_FILE, or the token "
+                        "itself in DS_SCORER_TOKEN)")
+    p.add_argument("--tls", action="store_true", default=bool(_env("DS_SCORER_TLS", "")),
+                   help="use TLS with the system roots (env DS_SCORER_TLS=1)")
+    p.add_argument("--tls-ca", default=_env("DS_SCORER_TLS_CA", None),
+                   help="CA bundle that signed the server certificate (implies TLS)")
+    p.add_argument("--tls-cert", default=_env("DS_SCORER_TLS_CLIENT_CERT", None),
+                   help="client certificate for mutual TLS")
+    p.add_argument("--tls-key", default=_env("DS_SCORER_TLS_CLIENT_KEY", None),
+                   help="client private key for mutual TLS")
+    p.add_argument("--server-name", default=_env("DS_SCORER_SERVER_NAME", None),
+                   help="expected server certificate name when it differs from the target host")
+    p.add_argument("--timeout", type=float, default=30.0, help="per-RPC deadline in seconds")
+
+
+def _client(args: argparse.Namespace) -> ScorerClient:
+    return ScorerClient(
+        args.target, token=_token(args), timeout=args.timeout, tls=args.tls,
+        tls_ca=args.tls_ca, tls_cert=args.tls_cert, tls_key=args.tls_key,
+        server_name=args.server_name,
+    )
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="ds-scorer", description="DataSentinel gRPC scorer and its client."
+    )
+    parser.add_argument("--log-level", default=_env("DS_SCORER_LOG_LEVEL", "INFO"),
+                        help="DEBUG, INFO, WARNING, ERROR (env DS_SCORER_LOG_LEVEL)")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    s = sub.add_parser("serve", help="serve the champion of a model, hot-reloading on promotion")
+    s.add_argument("--models", default=_env("DS_MODELS_DIR", "data/models"),
+                   help="models directory (env DS_MODELS_DIR; default %(default)s)")
+    s.add_argument("--name", default=_env("DS_MODEL_NAME", "telemetry-ae"),
+                   help="model name (env DS_MODEL_NAME; default %(default)s)")
+    s.add_argument("--host", default=_env("DS_SCORER_HOST", "[::]"),
+                   help="bind address (env DS_SCORER_HOST; default %(default)s)")
+    s.add_argument("--port", type=int, default=int(_env("DS_SCORER_PORT", 50051)),
+                   help="gRPC port, 0 = any free port (env DS_SCORER_PORT; default %(default)s)")
+    s.add_argument("--metrics-port", type=int,
+                   default=int(_env("DS_SCORER_METRICS_PORT", 8001)),
+                   help="Prometheus /metrics port, -1 disables (env DS_SCORER_METRICS_PORT; "
+                        "default %(default)s)")
+    s.add_argument("--backend", default=_env("DS_SCORER_BACKEND", "auto"),
+                   choices=["auto", "tensorrt", "cuda", "cpu"],
+                   help="execution backend (env DS_SCORER_BACKEND; default %(default)s)")
+    s.add_argument("--threads", type=int, default=int(_env("DS_SCORER_THREADS", 1)),
+                   help="onnxruntime intra-op threads per graph run, 0 = one per core "
+                        "(env DS_SCORER_THREADS; default %(default)s)")
+    s.add_argument("--workers", type=int, default=int(_env("DS_SCORER_WORKERS", 0)),
+                   help="graph runs in parallel for large batches, 0 = one per core "
+                        "(env DS_SCORER_WORKERS)")
+    s.add_argument("--max-rows", type=int, default=int(_env("DS_SCORER_MAX_ROWS", 65_536)),
+                   help="max rows per request message (env DS_SCORER_MAX_ROWS; default "
+                        "%(default)s)")
+    s.add_argument("--max-message-mb", type=float,
+                   default=float(_env("DS_SCORER_MAX_MESSAGE_MB", 64)),
+                   help="max gRPC message size in MiB (env DS_SCORER_MAX_MESSAGE_MB; default "
+                        "%(default)s)")
+    s.add_argument("--max-entities", type=int,
+                   default=int(_env("DS_SCORER_MAX_ENTITIES", 100_000)),
+                   help="entities whose window/alert state is kept (least recent evicted)")
+    s.add_argument("--poll-interval", type=float,
+                   default=float(_env("DS_SCORER_POLL_INTERVAL", 1.0)),
+                   help="seconds between checks of champion.json (env DS_SCORER_POLL_INTERVAL)")
+    s.add_argument("--grace", type=float, default=float(_env("DS_SCORER_GRACE", 10.0)),
+                   help="seconds in-flight RPCs get to finish on SIGTERM (env DS_SCORER_GRACE)")
+    s.add_argument("--tls-cert", default=_env("DS_SCORER_TLS_CERT", None),
+                   help="server certificate (PEM) to serve TLS (env DS_SCORER_TLS_CERT)")
+    s.add_argument("--tls-key", default=_env("DS_SCORER_TLS_KEY", None),
+                   help="server private key (PEM) (env DS_SCORER_TLS_KEY)")
+    s.add_argument("--tls-client-ca", default=_env("DS_SCORER_TLS_CLIENT_CA", None),
+                   help="require client certificates signed by this CA: mutual TLS "
+                        "(env DS_SCORER_TLS_CLIENT_CA)")
+    s.add_argument("--token-file", default=_env("DS_SCORER_TOKEN_FILE", None),
+                   help="require 'authorization: Bearer <token>' with the token in this file "
+                        "(or the token itself in env DS_SCORER_TOKEN)")
+
+    sc = sub.add_parser("score", help="score a CSV or Parquet file through the server")
+    sc.add_argument("file", help="CSV or Parquet file with the model's feature columns")
+    sc.add_argument("--out", help="write the scored rows here (.csv or .parquet)")
+    sc.add_argument("--batch-rows", type=int, default=4096, help="rows per request")
+    sc.add_argument("--entity-column", default=None,
+                    help="entity id column (default: host_id when present)")
+    sc.add_argument("--time-column", default=None,
+                    help="timestamp column (default: timestamp when present)")
+    sc.add_argument("--sep", default=",", help="CSV separator (SKAB files use ';')")
+    sc.add_argument("--explain", action="store_true", help="add the top contributing feature")
+    _add_client_flags(sc)
+
+    r = sub.add_parser("replay", help="stream synthetic telemetry or a CSV at a given rate")
+    r.add_argument("--csv", default=None, help="replay this CSV instead of synthetic telemetry")
+    r.add_argument("--sep", default=",", help="CSV separator")
+    r.add_argument("--entity-column", default=None, help="entity column of --csv")
+    r.add_argument("--time-column", default=None, help="timestamp column of --csv")
+    r.add_argument("--rate", type=float, default=1000.0,
+                   help="rows per second, 0 = as fast as the server goes (default %(default)s)")
+    r.add_argument("--rows", type=int, default=10_000, help="rows to send (default %(default)s)")
+    r.add_argument("--batch", type=int, default=64, help="rows per stream message")
+    r.add_argument("--entities", type=int, default=8, help="synthetic entities (hosts)")
+    r.add_argument("--seed", type=int, default=0, help="synthetic telemetry seed")
+    r.add_argument("--anomaly-rate", type=float, default=0.01,
+                   help="chance per row that a synthetic anomaly burst starts")
+    r.add_argument("--progress-every", type=float, default=2.0, help="seconds between lines")
+    _add_client_flags(r)
+
+    i = sub.add_parser("info", help="print the served model and the server's health")
+    _add_client_flags(i)
+    return parser
+
+
+# -- serve -------------------------------------------------------------------------------------
+
+
+def _serve(args: argparse.Namespace) -> int:
+    from ds_serving.server import ServerConfig, serve
+
+    config = ServerConfig(
+        models_dir=Path(args.models),
+        name=args.name,
+        host=args.host,
+        port=args.port,
+        metrics_port=None if args.metrics_port < 0 else args.metrics_port,
+        backend=args.backend,
+        intra_op_threads=args.threads,
+        workers=args.workers,
+        max_rows=args.max_rows,
+        max_message_bytes=int(args.max_message_mb * 1024 * 1024),
+        max_entities=args.max_entities,
+        poll_interval=args.poll_interval,
+        grace=args.grace,
+        tls_cert=_path_or_none(args.tls_cert),
+        tls_key=_path_or_none(args.tls_key),
+        tls_client_ca=_path_or_none(args.tls_client_ca),
+        token=_token(args),
+    )
+    asyncio.run(serve(config))
+    return 0
+
+
+# -- client commands ---------------------------------------------------------------------------
+
+
+def _read_table(path: str, sep: str) -> Any:
+    try:
+        import pandas as pd
+    except ImportError as exc:  # pragma: no cover - pandas ships with the project
+        raise SystemExit("error: reading CSV/Parquet needs pandas (pip install pandas)") from exc
+    p = Path(path)
+    if not p.is_file():
+        raise SystemExit(f"error: {path} does not exist")
+    if p.suffix.lower() in (".parquet", ".pq"):
+        return pd.read_parquet(p)
+    return pd.read_csv(p, sep=sep)
+
+
+def _columns(frame: Any, features: Sequence[str], entity: str | None, time_col: str | None,
+             path: str) -> tuple[np.ndarray, np.ndarray | None, np.ndarray | None]:
+    missing = [f for f in features if f not in frame.columns]
+    if missing:
+        raise SystemExit(
+            f"error: {path} lacks feature column(s) {missing} that the served model needs "
+            f"({list(features)}); it has {list(frame.columns)}"
+        )
+    rows = frame[list(features)].to_numpy(np.float32)
+    entity = entity or ("host_id" if "host_id" in frame.columns else None)
+    entities = frame[entity].astype(str).to_numpy() if entity else None
+    time_col = time_col or ("timestamp" if "timestamp" in frame.columns else None)
+    times = None
+    if time_col:
+        import pandas as pd
+
+        col = frame[time_col]
+        if pd.api.types.is_numeric_dtype(col):
+            times = col.to_numpy(np.float64)
+        else:
+            stamps = pd.to_datetime(col, utc=True)
+            times = (stamps - pd.Timestamp(0, tz="UTC")).dt.total_seconds().to_numpy()
+    return rows, entities, times
+
+
+def _score_file(args: argparse.Namespace) -> int:
+    frame = _read_table(args.file, args.sep)
+    with _client(args) as client:
+        info = client.info()
+        features = list(info.features)
+        rows, entities, times = _columns(frame, features, args.entity_column, args.time_column,
+                                         args.file)
+        n = len(rows)
+        scores = np.full(n, np.nan, np.float32)
+        flags = np.zeros(n, bool)
+        top: list[str | None] = [None] * n
+        opened = closed = 0
+        start = time.perf_counter()
+        for lo in range(0, n, args.batch_rows):
+            hi = min(n, lo + args.batch_rows)
+            result = client.score(
+                rows[lo:hi],
+                None if entities is None else entities[lo:hi],
+                None if times is None else times[lo:hi],
+                explain=args.explain,
+            )
+            scores[lo:hi] = result.scores
+            flags[lo:hi] = result.flags
+            if result.feature_errors is not None:
+                errs = np.nan_to_num(result.feature_errors, nan=-1.0)
+                best = np.argmax(errs, axis=1)
+                for k, j in enumerate(best):
+                    top[lo + k] = features[j] if not np.isnan(result.scores[k]) else None
+            opened += sum(a.kind == "open" for a in result.alerts)
+            closed += sum(a.kind == "close" for a in result.alerts)
+        seconds = time.perf_counter() - start
+    summary = {
+        "file": args.file, "model": info.name, "version": info.version, "rows": n,
+        "scored": int(np.count_nonzero(~np.isnan(scores))), "anomalies": int(flags.sum()),
+        "alerts_opened": opened, "alerts_closed": closed,
+        "rows_per_second": round(n / seconds) if seconds > 0 else None,
+    }
+    if args.out:
+        keep = [c for c in ("timestamp", "host_id", "region", "project_id", "label",
+                            "anomaly_type") if c in frame.columns]
+        out = frame[keep].reset_index(drop=True)
+        out["score"] = scores
+        out["is_anomaly"] = flags
+        if args.explain:
+            out["top_feature"] = top
+        out["model_version"] = info.version
+        from ds_serving.atomic import atomic_write_with
+
+        if args.out.lower().endswith((".parquet", ".pq")):
+            atomic_write_with(args.out, lambda p: out.to_parquet(p, index=False))
+        else:
+            atomic_write_with(args.out, lambda p: out.to_csv(p, index=False))
+        summary["out"] = args.out
+    print(json.dumps(summary))
+    return 0
+
+
+def _replay_batches(args: argparse.Namespace, info: Any) -> Iterator[tuple[np.ndarray, Any, Any]]:
+    if args.csv:
+        frame = _read_table(args.csv, args.sep)
+        rows, entities, times = _columns(frame, list(info.features), args.entity_column,
+                                         args.time_column, args.csv)
+        for lo in range(0, len(rows), args.batch):
+            hi = lo + args.batch
+            yield (rows[lo:hi], None if entities is None else entities[lo:hi],
+                   None if times is None else times[lo:hi])
+        return
+    from ds_serving.telemetry import synthetic_batches
+
+    for batch in synthetic_batches(
+        len(info.features), batch_rows=args.batch, n_entities=args.entities, seed=args.seed,
+        anomaly_rate=args.anomaly_rate, mean=list(info.feature_mean),
+        std=list(info.feature_std),
+    ):
+        yield batch.rows, batch.entities, batch.timestamps
+
+
+def _replay(args: argparse.Namespace) -> int:
+    if args.batch < 1 or args.rows < 1 or args.rate < 0:
+        raise SystemExit("error: --batch and --rows must be >= 1 and --rate >= 0")
+    with _client(args) as client:
+        info = client.info()
+        sent_at: dict[str, float] = {}
+        latencies: list[float] = []
+        start = time.perf_counter()
+
+        def requests() -> Iterator[Any]:
+            sent = 0
+            for i, (rows, entities, times) in enumerate(_replay_batches(args, info)):
+                rows = rows[: args.rows - sent]
+                k = len(rows)
+                if k == 0:
+                    return
+                if args.rate > 0:  # pace: row `sent` is due at sent / rate seconds
+                    delay = start + sent / args.rate - time.perf_counter()
+                    if delay > 0:
+                        time.sleep(delay)
+                rid = str(i)
+                sent_at[rid] = time.perf_counter()
+                yield encode_request(
+                    rows, None if entities is None else entities[:k],
+                    None if times is None else times[:k], request_id=rid,
+                )
+                sent += k
+                if sent >= args.rows:
+                    return
+
+        done = anomalies = opened = closed = 0
+        open_now: set[str] = set()
+        last = start
+        for result in client.score_stream(requests()):
+            latencies.append(time.perf_counter() - sent_at.pop(result.request_id, start))
+            done += len(result.scores)
+            anomalies += int(result.flags.sum())
+            for alert in result.alerts:
+                _print_alert(alert)
+                if alert.kind == "open":
+                    opened += 1
+                    open_now.add(alert.entity)
+                else:
+                    closed += 1
+                    open_now.discard(alert.entity)
+            now = time.perf_counter()
+            if now - last >= args.progress_every:
+                last = now
+                _progress(now - start, done, args.rows, anomalies, open_now, latencies)
+        elapsed = time.perf_counter() - start
+        _progress(elapsed, done, args.rows, anomalies, open_now, latencies)
+        print(json.dumps({
+            "model": info.name, "version": info.version, "rows": done,
+            "seconds": round(elapsed, 3), "rows_per_second": round(done / elapsed),
+            "anomalies": anomalies, "alerts_opened": opened, "alerts_closed": closed,
+            "open_alerts": len(open_now), **_percentiles(latencies),
+        }))
+    return 0
+
+
+def _print_alert(alert: Any) -> None:
+    print(f"alert {alert.kind:<5} {alert.entity} at {alert.at:.0f} "
+          f"(opened {alert.opened_at:.0f}, peak score {alert.peak_score:.3g})", flush=True)
+
+
+def _percentiles(latencies: list[float]) -> dict[str, float]:
+    if not latencies:
+        return {}
+    p50, p99 = np.percentile(np.asarray(latencies) * 1000, [50, 99])
+    return {"p50_ms": round(float(p50), 3), "p99_ms": round(float(p99), 3)}
+
+
+def _progress(elapsed: float, done: int, total: int, anomalies: int, open_now: set[str],
+              latencies: list[float]) -> None:
+    pct = _percentiles(latencies[-2000:])
+    print(f"[{elapsed:7.1f}s] {done}/{total} rows ({100 * done / total:5.1f}%), "
+          f"{done / max(elapsed, 1e-9):,.0f} rows/s, anomalies {anomalies}, open alerts "
+          f"{len(open_now)}, latency p50 {pct.get('p50_ms', 0):.2f} ms "
+          f"p99 {pct.get('p99_ms', 0):.2f} ms", file=sys.stderr, flush=True)
+
+
+def _info(args: argparse.Namespace) -> int:
+    from google.protobuf.json_format import MessageToDict
+
+    with _client(args) as client:
+        health = client.health()
+        info = MessageToDict(client.info(), preserving_proto_field_name=True)
+    print(json.dumps({"health": health, **info}, indent=2))
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(
+        level=getattr(logging, str(args.log_level).upper(), logging.INFO),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    commands = {"serve": _serve, "score": _score_file, "replay": _replay, "info": _info}
+    try:
+        return commands[args.command](args)
+    except grpc.RpcError as exc:
+        code = exc.code() if hasattr(exc, "code") else None
+        details = exc.details() if hasattr(exc, "details") else str(exc)
+        print(f"error: {getattr(code, 'name', code)}: {details}", file=sys.stderr)
+        return 1
+    except (ValueError, OSError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

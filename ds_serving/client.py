@@ -1,0 +1,194 @@
+"""Client of the gRPC scorer: numpy in, numpy out, over the float32-bytes wire format."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Hashable, Iterable, Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import grpc
+import numpy as np
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from ds_serving.proto import scoring_pb2, scoring_pb2_grpc
+
+DEFAULT_TARGET = "localhost:50051"
+_F32 = np.dtype("<f4")
+
+
+@dataclass(frozen=True)
+class Alert:
+    entity: str
+    kind: str  # "open" | "close"
+    at: float
+    opened_at: float
+    peak_score: float
+    row: int
+
+
+@dataclass(frozen=True)
+class ScoreResult:
+    scores: np.ndarray  # float32 [n]; NaN where a temporal model has no full window yet
+    flags: np.ndarray  # bool [n]
+    feature_errors: np.ndarray | None  # float32 [n, f] when explain was asked
+    alerts: list[Alert]
+    model_version: str
+    n_scored: int
+    request_id: str
+
+
+def encode_request(
+    rows: np.ndarray,
+    entities: Sequence[Hashable] | np.ndarray | None = None,
+    timestamps: Sequence[float] | np.ndarray | None = None,
+    *,
+    explain: bool = False,
+    model: str = "",
+    request_id: str = "",
+) -> scoring_pb2.ScoreRequest:
+    """Build a request from a [n, f] array (converted to little-endian float32 once)."""
+    rows = np.asarray(rows)
+    if rows.ndim != 2:
+        raise ValueError(f"rows must be a 2-D array [n_rows, n_features], got shape {rows.shape}")
+    data = np.ascontiguousarray(rows, dtype=_F32)
+    request = scoring_pb2.ScoreRequest(
+        model=model,
+        n_rows=data.shape[0],
+        n_features=data.shape[1],
+        features=data.tobytes(),
+        explain=explain,
+        request_id=request_id,
+    )
+    if entities is not None:
+        request.entity_ids.extend([str(e) for e in np.asarray(entities).tolist()])
+    if timestamps is not None:
+        request.timestamps.extend(np.asarray(timestamps, dtype=np.float64).tolist())
+    return request
+
+
+def decode_response(response: scoring_pb2.ScoreResponse) -> ScoreResult:
+    n = response.n_rows
+    errors = None
+    if response.feature_errors:
+        errors = np.frombuffer(response.feature_errors, dtype=_F32).reshape(n, -1)
+    return ScoreResult(
+        scores=np.frombuffer(response.scores, dtype=_F32),
+        flags=np.frombuffer(response.flags, dtype=np.bool_),
+        feature_errors=errors,
+        alerts=[
+            Alert(
+                entity=a.entity_id,
+                kind="open" if a.kind == scoring_pb2.AlertEvent.OPEN else "close",
+                at=a.at,
+                opened_at=a.opened_at,
+                peak_score=a.peak_score,
+                row=a.row,
+            )
+            for a in response.alerts
+        ],
+        model_version=response.model_version,
+        n_scored=response.n_scored,
+        request_id=response.request_id,
+    )
+
+
+def _read(path: str | os.PathLike[str] | None) -> bytes | None:
+    return None if path is None else Path(path).read_bytes()
+
+
+def make_channel(
+    target: str = DEFAULT_TARGET,
+    *,
+    tls_ca: str | os.PathLike[str] | None = None,
+    tls_cert: str | os.PathLike[str] | None = None,
+    tls_key: str | os.PathLike[str] | None = None,
+    server_name: str | None = None,
+    max_message_bytes: int = 64 * 1024 * 1024,
+    tls: bool = False,
+) -> grpc.Channel:
+    """A channel; TLS when a CA (or ``tls``) is given, mutual TLS with a client cert + key."""
+    options: list[tuple[str, Any]] = [
+        ("grpc.max_receive_message_length", max_message_bytes),
+        ("grpc.max_send_message_length", max_message_bytes),
+    ]
+    if server_name:
+        options.append(("grpc.ssl_target_name_override", server_name))
+    if tls or tls_ca is not None or tls_cert is not None:
+        credentials = grpc.ssl_channel_credentials(
+            root_certificates=_read(tls_ca),
+            private_key=_read(tls_key),
+            certificate_chain=_read(tls_cert),
+        )
+        return grpc.secure_channel(target, credentials, options=options)
+    return grpc.insecure_channel(target, options=options)
+
+
+class ScorerClient:
+    """Synchronous client; ``token`` is sent as ``authorization: Bearer <token>``."""
+
+    def __init__(
+        self,
+        target: str = DEFAULT_TARGET,
+        *,
+        token: str | None = None,
+        timeout: float | None = 30.0,
+        channel: grpc.Channel | None = None,
+        **channel_options: Any,
+    ) -> None:
+        self.channel = channel or make_channel(target, **channel_options)
+        self._stub = scoring_pb2_grpc.ScorerStub(self.channel)
+        self._health = health_pb2_grpc.HealthStub(self.channel)
+        self._metadata = (("authorization", f"Bearer {token}"),) if token else None
+        self.timeout = timeout
+
+    def score(
+        self,
+        rows: np.ndarray,
+        entities: Sequence[Hashable] | np.ndarray | None = None,
+        timestamps: Sequence[float] | np.ndarray | None = None,
+        *,
+        explain: bool = False,
+        model: str = "",
+    ) -> ScoreResult:
+        request = encode_request(rows, entities, timestamps, explain=explain, model=model)
+        return decode_response(self.score_raw(request))
+
+    def score_raw(self, request: scoring_pb2.ScoreRequest) -> scoring_pb2.ScoreResponse:
+        response: scoring_pb2.ScoreResponse = self._stub.Score(
+            request, timeout=self.timeout, metadata=self._metadata
+        )
+        return response
+
+    def score_stream(
+        self, requests: Iterable[scoring_pb2.ScoreRequest], timeout: float | None = None
+    ) -> Iterator[ScoreResult]:
+        """One result per request message, in order, over one long-lived stream."""
+        for response in self._stub.ScoreStream(
+            iter(requests), timeout=timeout, metadata=self._metadata
+        ):
+            yield decode_response(response)
+
+    def info(self, model: str = "") -> scoring_pb2.ModelInfo:
+        info: scoring_pb2.ModelInfo = self._stub.GetModelInfo(
+            scoring_pb2.ModelInfoRequest(model=model), timeout=self.timeout,
+            metadata=self._metadata,
+        )
+        return info
+
+    def health(self, service: str = "") -> str:
+        """SERVING / NOT_SERVING / ... for ``service`` ("" = the whole server)."""
+        response = self._health.Check(
+            health_pb2.HealthCheckRequest(service=service), timeout=self.timeout
+        )
+        return str(health_pb2.HealthCheckResponse.ServingStatus.Name(response.status))
+
+    def close(self) -> None:
+        self.channel.close()
+
+    def __enter__(self) -> ScorerClient:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

@@ -1,0 +1,155 @@
+"""Prometheus metrics of the scorer, in base units with ``_total`` counters.
+
+Each server gets its own registry (tests run several servers in one process). The anomaly-score
+histogram is fed a whole batch at a time with numpy, because calling ``Histogram.observe`` per
+row would cost more than scoring the row.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+from typing import Any
+from wsgiref.simple_server import WSGIRequestHandler, make_server
+
+import numpy as np
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info, make_wsgi_app
+from prometheus_client.core import HistogramMetricFamily
+from prometheus_client.exposition import ThreadingWSGIServer
+from prometheus_client.registry import Collector
+
+PREFIX = "ds_scorer"
+# score / threshold: > 1 means flagged; the same buckets fit every model and survive reloads
+SCORE_RATIO_BUCKETS = (0.1, 0.25, 0.5, 0.75, 0.9, 1.0, 1.25, 1.5, 2.0, 3.0, 5.0, 10.0, 100.0)
+LATENCY_BUCKETS = (
+    0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0, 5.0,
+)
+
+
+class _QuietHandler(WSGIRequestHandler):
+    def log_message(self, format: str, *args: Any) -> None:
+        """Scrapes every few seconds would flood stderr."""
+
+
+class BatchHistogram(Collector):
+    """A histogram observed a numpy batch at a time (NaN values are skipped)."""
+
+    def __init__(self, name: str, documentation: str, buckets: tuple[float, ...]) -> None:
+        self.name = name
+        self.documentation = documentation
+        self._bounds = np.asarray(buckets, dtype=np.float64)
+        self._counts = np.zeros(len(buckets) + 1, dtype=np.int64)  # last bucket: +Inf
+        self._sum = 0.0
+        self._scaled: dict[tuple[float, np.dtype[Any]], np.ndarray] = {}
+        self._lock = threading.Lock()
+
+    def observe_many(self, values: np.ndarray, scale: float = 1.0) -> None:
+        """Observe ``values / scale`` (NaN skipped) without dividing every value: the bucket
+        bounds are scaled instead (cached per scale), in the values' own dtype."""
+        if np.isnan(values).any():
+            values = values[~np.isnan(values)]
+        if not len(values):
+            return
+        key = (scale, values.dtype)
+        bounds = self._scaled.get(key)
+        if bounds is None:
+            bounds = self._scaled[key] = (self._bounds * scale).astype(values.dtype)
+            if len(self._scaled) > 8:
+                self._scaled.pop(next(iter(self._scaled)))
+        idx = np.searchsorted(bounds, values, side="left")  # le semantics
+        counts = np.bincount(idx, minlength=len(self._counts))
+        total = float(np.sum(values, dtype=np.float64)) / scale
+        with self._lock:
+            self._counts += counts
+            self._sum += total
+
+    def collect(self) -> Iterator[HistogramMetricFamily]:
+        with self._lock:
+            cumulative = np.cumsum(self._counts)
+            total = self._sum
+        family = HistogramMetricFamily(self.name, self.documentation)
+        pairs = zip(self._bounds, cumulative, strict=False)
+        buckets = [(repr(float(b)), float(c)) for b, c in pairs]
+        buckets.append(("+Inf", float(cumulative[-1])))
+        family.add_metric([], buckets, total)
+        yield family
+
+    def describe(self) -> Iterator[HistogramMetricFamily]:
+        yield HistogramMetricFamily(self.name, self.documentation)
+
+
+class ScorerMetrics:
+    """All scorer metrics, registered in one registry exposed on the metrics port."""
+
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        self.registry = registry or CollectorRegistry()
+        r = self.registry
+        self.requests = Counter(
+            f"{PREFIX}_requests", "RPCs handled, by method and gRPC status code",
+            ["method", "code"], registry=r,
+        )
+        self.request_duration = Histogram(
+            f"{PREFIX}_request_duration_seconds", "Time to handle one RPC message",
+            ["method"], buckets=LATENCY_BUCKETS, registry=r,
+        )
+        self.rows = Counter(f"{PREFIX}_rows_scored", "Rows scored", registry=r)
+        self.anomalies = Counter(
+            f"{PREFIX}_anomalies", "Rows flagged anomalous (after smoothing)", registry=r
+        )
+        self.score_ratio = BatchHistogram(
+            f"{PREFIX}_anomaly_score_threshold_ratio",
+            "Anomaly score divided by the model threshold (> 1 is flagged)",
+            SCORE_RATIO_BUCKETS,
+        )
+        r.register(self.score_ratio)
+        self.model_info = Info(
+            f"{PREFIX}_model", "The model being served (name, version, backend)", registry=r
+        )
+        self.model_loaded = Gauge(
+            f"{PREFIX}_model_loaded", "1 when a model is loaded and serving", registry=r
+        )
+        self.reloads = Counter(
+            f"{PREFIX}_reloads", "Model (re)load attempts by result (success, failure)",
+            ["result"], registry=r,
+        )
+        self.load_duration = Histogram(
+            f"{PREFIX}_model_load_duration_seconds",
+            "Time to load, verify and warm up a model bundle",
+            buckets=(0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0), registry=r,
+        )
+        self.open_alerts = Gauge(f"{PREFIX}_open_alerts", "Alerts currently open", registry=r)
+        self.alert_events = Counter(
+            f"{PREFIX}_alert_events", "Alert open/close events", ["kind"], registry=r
+        )
+        self._children: dict[tuple[str, str], Any] = {}
+        self._durations: dict[str, Any] = {}
+
+    def serve_http(self, host: str, port: int) -> ThreadingWSGIServer:
+        """Serve /metrics in a daemon thread; ``shutdown()`` returns within 50 ms."""
+        httpd = make_server(host, port, make_wsgi_app(self.registry), ThreadingWSGIServer,
+                            handler_class=_QuietHandler)
+        threading.Thread(target=httpd.serve_forever, kwargs={"poll_interval": 0.05},
+                         daemon=True, name="ds-scorer-metrics").start()
+        return httpd
+
+    def record(self, method: str, code: str, seconds: float) -> None:
+        """Count one RPC message; label children are cached (label lookup is the slow part)."""
+        child = self._children.get((method, code))
+        if child is None:
+            child = self._children[(method, code)] = self.requests.labels(method, code)
+        child.inc()
+        hist = self._durations.get(method)
+        if hist is None:
+            hist = self._durations[method] = self.request_duration.labels(method)
+        hist.observe(seconds)
+
+    def scored(self, scores: np.ndarray, n_scored: int, n_anomalies: int, threshold: float) -> None:
+        self.rows.inc(n_scored)
+        if n_anomalies:
+            self.anomalies.inc(n_anomalies)
+        if threshold > 0:
+            self.score_ratio.observe_many(scores, threshold)
+
+    def set_model(self, name: str, version: str, backend: str) -> None:
+        self.model_info.info({"name": name, "version": version, "backend": backend})
+        self.model_loaded.set(1)

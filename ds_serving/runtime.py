@@ -1,0 +1,335 @@
+"""Live scoring of one loaded model: request checks, per-entity state, smoothing and alerts.
+
+Kept free of gRPC so the same path is unit-testable and so dataset scoring
+(``ds_serving.scoring.score_rows`` + ``smooth_flags`` + ``AlertTracker``) and live scoring run the
+same policy code on the same artifact. The server holds one ``ModelRuntime`` at a time and swaps
+it atomically on hot reload; the new one inherits the per-entity state when it is compatible.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as _dt
+import json
+import logging
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ds_serving.alerting import AlertEvent, AlertPolicy, AlertTracker
+from ds_serving.bundle import Bundle, load_bundle
+from ds_serving.scoring import Scorer
+from ds_serving.smoothing import Smoothing, StreamingSmoother
+from ds_serving.windows import EntityWindows
+
+log = logging.getLogger(__name__)
+
+# runs the graph of a Scorer on model inputs, e.g. on a worker thread: (scorer, inputs, explain)
+RunFn = Callable[[Scorer, np.ndarray, bool], Awaitable[tuple[np.ndarray, np.ndarray | None]]]
+INVALID_ARGUMENT = "INVALID_ARGUMENT"
+RESOURCE_EXHAUSTED = "RESOURCE_EXHAUSTED"
+_F32 = np.dtype("<f4")
+
+
+class RequestError(ValueError):
+    """A request the model cannot score; ``code`` is the gRPC status name to answer with."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+@dataclass(frozen=True)
+class Decoded:
+    rows: np.ndarray  # float32 [n, f], a read-only view of the request bytes
+    entities: np.ndarray | None  # str [n] when the request sent entity ids
+    times: np.ndarray | None  # float64 [n] when the request sent timestamps
+
+
+@dataclass(frozen=True)
+class LiveResult:
+    scores: np.ndarray  # float32 [n]; NaN where a temporal model has no full window yet
+    flags: np.ndarray  # bool [n], after the model's k-of-n smoothing
+    feature_errors: np.ndarray | None  # float32 [n, f] with explain
+    alerts: list[AlertEvent]
+    n_scored: int
+
+
+class ModelRuntime:
+    """A verified, warmed-up model plus the live state that belongs to it."""
+
+    def __init__(
+        self,
+        bundle: Bundle,
+        scorer: Scorer,
+        *,
+        max_rows: int = 65_536,
+        max_entities: int = 100_000,
+    ) -> None:
+        m = bundle.manifest
+        self.bundle = bundle
+        self.manifest = m
+        self.scorer = scorer
+        self.name = m.name
+        self.version = m.version
+        self.features = m.features
+        self.n_features = m.n_features
+        self.window = m.window
+        self.threshold = float(m.threshold)
+        self.max_rows = int(max_rows)
+        self.alert_policy = AlertPolicy.from_dict(m.alerting)
+        self.smoothing = Smoothing.from_dict(m.smoothing)
+        self.windows = (
+            EntityWindows(m.window, m.n_features, max_entities) if m.window is not None else None
+        )
+        self.smoother = StreamingSmoother(self.smoothing, max_entities)
+        self.tracker = AlertTracker(self.alert_policy, max_entities)
+        self.open_alerts = 0
+        self._lock = asyncio.Lock()
+        self.loaded_at = time.time()
+        self.load_seconds = 0.0
+
+    @classmethod
+    def load(
+        cls,
+        path: str | Path,
+        *,
+        backend: str = "auto",
+        intra_op_threads: int = 0,
+        allow_spinning: bool = False,
+        max_rows: int = 65_536,
+        max_entities: int = 100_000,
+    ) -> ModelRuntime:
+        """Load + verify (checksums, I/O shapes) + warm up; raises BundleError when broken."""
+        start = time.perf_counter()
+        bundle = load_bundle(path)
+        scorer = Scorer.from_bundle(
+            bundle, backend=backend, intra_op_threads=intra_op_threads,
+            allow_spinning=allow_spinning,
+        )
+        runtime = cls(bundle, scorer, max_rows=max_rows, max_entities=max_entities)
+        runtime.warm_up()
+        runtime.load_seconds = time.perf_counter() - start
+        return runtime
+
+    @property
+    def backend(self) -> str:
+        return self.scorer.backend
+
+    @property
+    def backend_reason(self) -> str:
+        return self.scorer.backend_reason
+
+    @property
+    def loaded_at_iso(self) -> str:
+        return _dt.datetime.fromtimestamp(self.loaded_at, _dt.UTC).isoformat(timespec="seconds")
+
+    def warm_up(self) -> None:
+        """Run the graph on typical batch sizes so the first real request pays no set-up cost;
+        also proves the model executes and returns finite scores before it may serve."""
+        tail = (self.n_features,) if self.window is None else (self.window, self.n_features)
+        for n in (1, 64, 4096):
+            scores, errors = self.scorer.run(np.zeros((n, *tail), np.float32), explain=True)
+            if scores.shape != (n,) or errors is None or errors.shape != (n, self.n_features):
+                raise ValueError(
+                    f"{self.bundle.path}: warm-up returned score {scores.shape} and "
+                    f"feature_errors {None if errors is None else errors.shape} for {n} rows"
+                )
+
+    def inherit_state(self, old: ModelRuntime) -> None:
+        """Carry windows, smoothing tails and open alerts over a reload when they still fit."""
+        if self.windows is not None and old.windows is not None and (
+            old.window == self.window and old.n_features == self.n_features
+        ):
+            self.windows = old.windows
+        if old.smoothing == self.smoothing:
+            self.smoother = old.smoother
+        if old.alert_policy == self.alert_policy:
+            self.tracker = old.tracker
+            self.open_alerts = old.open_alerts
+        if self.windows is old.windows or self.smoother is old.smoother or (
+            self.tracker is old.tracker
+        ):
+            self._lock = old._lock  # shared state: one lock orders both runtimes' updates
+
+    def info(self) -> dict[str, Any]:
+        norm = self.manifest.extra.get("normalization") or {}
+        mean, std = norm.get("mean") or [], norm.get("std") or []
+        ok = len(mean) == len(std) == self.n_features
+        return {
+            "name": self.name,
+            "version": self.version,
+            "kind": self.manifest.kind,
+            "features": list(self.features),
+            "window": self.window or 0,
+            "threshold": self.threshold,
+            "backend": self.backend,
+            "backend_reason": self.backend_reason,
+            "loaded_at": self.loaded_at_iso,
+            "loaded_at_unix": self.loaded_at,
+            "max_rows_per_request": self.max_rows,
+            "alerting_json": json.dumps(self.alert_policy.to_dict(), sort_keys=True),
+            "smoothing_json": json.dumps(self.smoothing.to_dict(), sort_keys=True),
+            "created_at": self.manifest.created_at,
+            "feature_mean": [float(v) for v in mean] if ok else [],
+            "feature_std": [float(v) for v in std] if ok else [],
+        }
+
+    # -- request path ------------------------------------------------------------------------
+
+    def decode(
+        self,
+        *,
+        model: str,
+        n_rows: int,
+        n_features: int,
+        data: bytes,
+        entity_ids: Sequence[str],
+        timestamps: Sequence[float],
+    ) -> Decoded:
+        """Check a request and view its bytes as rows (no copy); raises RequestError."""
+        if model and model != self.name:
+            raise RequestError(
+                INVALID_ARGUMENT,
+                f"model: unknown model {model!r}; this server serves {self.name!r} "
+                "(leave 'model' empty to use it)",
+            )
+        if n_rows == 0:
+            raise RequestError(INVALID_ARGUMENT, "n_rows: empty batch; send at least one row")
+        if n_rows > self.max_rows:
+            raise RequestError(
+                RESOURCE_EXHAUSTED,
+                f"n_rows: {n_rows} rows exceed the limit of {self.max_rows} rows per request; "
+                "split the batch",
+            )
+        if n_features != self.n_features:
+            raise RequestError(
+                INVALID_ARGUMENT,
+                f"n_features: got {n_features}, model {self.name!r} v{self.version} expects "
+                f"{self.n_features} ({', '.join(self.features)})",
+            )
+        expected = n_rows * n_features * 4
+        if len(data) != expected:
+            ragged = len(data) % (4 * n_features)
+            raise RequestError(
+                INVALID_ARGUMENT,
+                f"features: got {len(data)} bytes, expected n_rows * n_features * 4 = "
+                f"{n_rows} * {n_features} * 4 = {expected} (little-endian float32, row-major)"
+                + (f"; {len(data)} is not a multiple of 4 x {n_features} features" if ragged
+                   else ""),
+            )
+        rows = np.frombuffer(data, dtype=_F32).reshape(n_rows, n_features)
+        if not np.isfinite(rows).all():
+            bad = np.argwhere(~np.isfinite(rows))[0]
+            raise RequestError(
+                INVALID_ARGUMENT,
+                f"features: row {bad[0]}, feature {self.features[bad[1]]!r} is "
+                f"{rows[bad[0], bad[1]]}; features must be finite numbers (impute or drop "
+                "missing values before scoring)",
+            )
+        entities = None
+        if len(entity_ids):
+            if len(entity_ids) != n_rows:
+                raise RequestError(
+                    INVALID_ARGUMENT,
+                    f"entity_ids: got {len(entity_ids)} ids for {n_rows} rows; send one per row "
+                    "or none",
+                )
+            entities = np.asarray(entity_ids, dtype=str)
+        times = None
+        if len(timestamps):
+            if len(timestamps) != n_rows:
+                raise RequestError(
+                    INVALID_ARGUMENT,
+                    f"timestamps: got {len(timestamps)} timestamps for {n_rows} rows; send one "
+                    "per row or none",
+                )
+            times = np.asarray(timestamps, dtype=np.float64)
+            if not np.isfinite(times).all():
+                i = int(np.argmin(np.isfinite(times)))
+                raise RequestError(
+                    INVALID_ARGUMENT,
+                    f"timestamps: value {times[i]} at row {i} is not a finite epoch-seconds time",
+                )
+        return Decoded(rows=rows, entities=entities, times=times)
+
+    def stateful(self, request: Decoded) -> bool:
+        """Whether scoring ``request`` reads or advances per-entity state."""
+        return self.windows is not None or request.entities is not None or self.smoothing.enabled
+
+    def score(self, request: Decoded, *, explain: bool = False) -> LiveResult:
+        """Score decoded rows and advance per-entity state (windows, smoothing, alerts).
+
+        Not thread-safe: the server calls it (or ``score_async``) from its one event-loop
+        thread, which orders the updates of each entity's state.
+        """
+        inputs, positions = self._prepare(request)
+        scores, errors = self._run(inputs, explain)
+        return self._finish(request, positions, scores, errors)
+
+    async def score_async(self, request: Decoded, *, explain: bool, run: RunFn) -> LiveResult:
+        """``score`` with the graph executed by ``run`` (e.g. on a worker thread). Stateful
+        requests hold the state lock across the await so each entity's rows stay in order."""
+        if not self.stateful(request):
+            scores, errors = await run(self.scorer, request.rows, explain)
+            return self._finish(request, None, scores, errors)
+        async with self._lock:
+            inputs, positions = self._prepare(request)
+            if len(inputs):
+                scores, errors = await run(self.scorer, inputs, explain)
+            else:
+                scores, errors = self._run(inputs, explain)
+            return self._finish(request, positions, scores, errors)
+
+    def _prepare(self, request: Decoded) -> tuple[np.ndarray, np.ndarray | None]:
+        """Model inputs and the request rows they score (None: every row, in order)."""
+        if self.windows is None:
+            return request.rows, None
+        n = len(request.rows)
+        keys = request.entities if request.entities is not None else np.full(n, "", "<U1")
+        positions, windows = self.windows.push(keys, request.rows)
+        return windows, positions
+
+    def _run(self, inputs: np.ndarray, explain: bool) -> tuple[np.ndarray, np.ndarray | None]:
+        if not len(inputs):
+            errors = np.empty((0, self.n_features), np.float32) if explain else None
+            return np.empty(0, np.float32), errors
+        return self.scorer.run(inputs, explain=explain)
+
+    def _finish(
+        self,
+        request: Decoded,
+        positions: np.ndarray | None,
+        scores: np.ndarray,
+        errors: np.ndarray | None,
+    ) -> LiveResult:
+        entities = request.entities
+        n = len(request.rows)
+        n_scored = n
+        if positions is not None:  # temporal: rows without a full window get NaN, no flag
+            n_scored = len(positions)
+            full = np.full(n, np.nan, np.float32)
+            full[positions] = scores
+            scores = full
+            if errors is not None:
+                full_errors = np.full((n, self.n_features), np.nan, np.float32)
+                full_errors[positions] = errors
+                errors = full_errors
+        flags = scores > self.threshold  # NaN compares False: unscored rows are not flagged
+        if self.smoothing.enabled:
+            flags = self.smoother.apply(flags, entities)
+        alerts: list[AlertEvent] = []
+        if entities is not None:  # alerts are per entity; anonymous rows skip the per-row work
+            alerts = self.tracker.update(entities, flags, scores, request.times)
+            for event in alerts:
+                self.open_alerts += 1 if event.kind == "open" else -1
+        return LiveResult(scores, flags, errors, alerts, n_scored)
+
+    def refresh_open_alerts(self) -> int:
+        """Recount open alerts (entity eviction can drop some); called off the hot path."""
+        self.open_alerts = self.tracker.open_count()
+        return self.open_alerts

@@ -1,0 +1,501 @@
+"""The gRPC scorer: ``datasentinel.scoring.v1.Scorer`` plus grpc.health.v1 and reflection.
+
+One asyncio event loop (``grpc.aio``) handles every RPC; scoring runs inline on that loop
+(onnxruntime releases the GIL and uses its own intra-op threads), so per-entity state needs no
+locks and each entity's rows are processed in arrival order. The served model is one immutable
+``ModelRuntime`` reference: a request takes it once and finishes on it, and a hot reload (load,
+verify, warm up in a worker thread) replaces the reference in one assignment, so in-flight
+requests finish on the old model and no request ever sees a half-loaded one.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hmac
+import logging
+import os
+import signal
+import threading
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+import grpc
+import numpy as np
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+
+from ds_serving.bundle import CHAMPION_FILE, BundleError, champion_version, model_dir
+from ds_serving.metrics import ScorerMetrics
+from ds_serving.proto import SERVICE_NAME, scoring_pb2, scoring_pb2_grpc
+from ds_serving.runtime import INVALID_ARGUMENT, ModelRuntime, RequestError
+from ds_serving.scoring import Scorer
+
+log = logging.getLogger(__name__)
+
+_OPEN_METHODS = ("/grpc.health.v1.Health/",)  # probes work without the token
+_KIND = {"open": scoring_pb2.AlertEvent.OPEN, "close": scoring_pb2.AlertEvent.CLOSE}
+_CODES = {c.name: c for c in grpc.StatusCode}
+
+
+@dataclass
+class ServerConfig:
+    """Everything ``ds-scorer serve`` can set; see the README section "Scorer service"."""
+
+    models_dir: Path
+    name: str
+    host: str = "[::]"
+    port: int = 50051  # 0 picks a free port (tests)
+    metrics_port: int | None = 8001  # None disables the metrics endpoint; 0 picks a free port
+    metrics_host: str = "0.0.0.0"
+    backend: str = "auto"
+    intra_op_threads: int = 1  # per graph run; 0 = onnxruntime default (one per core)
+    workers: int = 0  # graph runs in parallel on worker threads; 0 = one per core
+    offload_min_values: int = 4096  # smaller inputs run inline (a thread hop costs more)
+    allow_spinning: bool = False
+    max_rows: int = 65_536
+    max_message_bytes: int = 64 * 1024 * 1024
+    max_entities: int = 100_000
+    poll_interval: float = 1.0
+    grace: float = 10.0
+    tls_cert: Path | None = None
+    tls_key: Path | None = None
+    tls_client_ca: Path | None = None  # set to require client certificates (mutual TLS)
+    token: str | None = None
+    extra_options: list[tuple[str, Any]] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        if (self.tls_cert is None) != (self.tls_key is None):
+            raise ValueError("TLS needs both --tls-cert and --tls-key")
+        if self.tls_client_ca is not None and self.tls_cert is None:
+            raise ValueError("mutual TLS (--tls-client-ca) needs --tls-cert and --tls-key too")
+        if self.max_rows < 1:
+            raise ValueError(f"max_rows must be >= 1, got {self.max_rows}")
+        if self.max_message_bytes < 1024:
+            raise ValueError(f"max_message_bytes must be >= 1024, got {self.max_message_bytes}")
+        if self.token is not None and not self.token.strip():
+            raise ValueError("the bearer token must not be empty")
+
+
+class _TokenInterceptor(grpc.aio.ServerInterceptor):
+    """Requires ``authorization: Bearer <token>`` metadata; answers UNAUTHENTICATED otherwise."""
+
+    def __init__(self, token: str, metrics: ScorerMetrics) -> None:
+        self._expected = f"Bearer {token}".encode()
+        self._metrics = metrics
+
+    async def intercept_service(
+        self,
+        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
+        details: grpc.HandlerCallDetails,
+    ) -> grpc.RpcMethodHandler:
+        handler = await continuation(details)
+        if handler is None or details.method.startswith(_OPEN_METHODS):
+            return handler
+        for key, value in details.invocation_metadata or ():
+            if key == "authorization":
+                given = value.encode() if isinstance(value, str) else bytes(value)
+                if hmac.compare_digest(given, self._expected):
+                    return handler
+        method = details.method.rsplit("/", 1)[-1]
+        self._metrics.record(method, "UNAUTHENTICATED", 0.0)
+        return _deny(handler)
+
+
+def _deny(handler: grpc.RpcMethodHandler) -> grpc.RpcMethodHandler:
+    message = "missing or wrong bearer token: send metadata 'authorization: Bearer <token>'"
+
+    async def unary(_request: Any, context: grpc.aio.ServicerContext) -> None:
+        await context.abort(grpc.StatusCode.UNAUTHENTICATED, message)
+
+    async def streaming(_requests: Any, context: grpc.aio.ServicerContext) -> None:
+        await context.abort(grpc.StatusCode.UNAUTHENTICATED, message)
+
+    kwargs = {
+        "request_deserializer": handler.request_deserializer,
+        "response_serializer": handler.response_serializer,
+    }
+    if handler.request_streaming and handler.response_streaming:
+        return grpc.stream_stream_rpc_method_handler(streaming, **kwargs)
+    if handler.request_streaming:
+        return grpc.stream_unary_rpc_method_handler(streaming, **kwargs)
+    if handler.response_streaming:
+        return grpc.unary_stream_rpc_method_handler(unary, **kwargs)
+    return grpc.unary_unary_rpc_method_handler(unary, **kwargs)
+
+
+class ScorerService(scoring_pb2_grpc.ScorerServicer):
+    """The domain RPCs; all of them read the current runtime once and finish on it."""
+
+    def __init__(self, owner: ScorerServer) -> None:
+        self._owner = owner
+        self._metrics = owner.metrics
+
+    def _runtime(self) -> ModelRuntime:
+        runtime = self._owner.runtime
+        if runtime is None:
+            raise _Unavailable(
+                f"no model loaded yet: waiting for a valid {self._owner.champion_path}"
+            )
+        return runtime
+
+    async def _score(
+        self, runtime: ModelRuntime, request: scoring_pb2.ScoreRequest
+    ) -> scoring_pb2.ScoreResponse:
+        decoded = runtime.decode(
+            model=request.model,
+            n_rows=request.n_rows,
+            n_features=request.n_features,
+            data=request.features,
+            entity_ids=request.entity_ids,
+            timestamps=request.timestamps,
+        )
+        result = await runtime.score_async(decoded, explain=request.explain, run=self._owner.run)
+        n_anomalies = int(np.count_nonzero(result.flags))
+        self._metrics.scored(result.scores, result.n_scored, n_anomalies, runtime.threshold)
+        response = scoring_pb2.ScoreResponse(
+            model=runtime.name,
+            model_version=runtime.version,
+            n_rows=request.n_rows,
+            scores=result.scores.tobytes(),
+            flags=result.flags.tobytes(),
+            n_anomalies=n_anomalies,
+            n_scored=result.n_scored,
+            request_id=request.request_id,
+        )
+        if result.feature_errors is not None:
+            response.feature_errors = result.feature_errors.tobytes()
+        if result.alerts:
+            for event in result.alerts:
+                response.alerts.add(
+                    entity_id=event.entity,
+                    kind=_KIND[event.kind],
+                    at=event.at,
+                    opened_at=event.opened_at,
+                    peak_score=event.peak_score,
+                    row=event.position,
+                )
+                self._metrics.alert_events.labels(event.kind).inc()
+            self._metrics.open_alerts.set(runtime.open_alerts)
+        return response
+
+    async def _fail(
+        self, context: grpc.aio.ServicerContext, method: str, start: float, exc: Exception,
+        prefix: str = "",
+    ) -> None:
+        if isinstance(exc, RequestError):
+            code = exc.code
+        elif isinstance(exc, _Unavailable):
+            code = "UNAVAILABLE"
+        else:
+            log.exception("%s failed", method)
+            code = "INTERNAL"
+            exc = RuntimeError(f"internal error while scoring ({type(exc).__name__}: {exc})")
+        self._metrics.record(method, code, time.perf_counter() - start)
+        await context.abort(_CODES[code], prefix + str(exc))
+
+    async def Score(
+        self, request: scoring_pb2.ScoreRequest, context: grpc.aio.ServicerContext
+    ) -> scoring_pb2.ScoreResponse:
+        start = time.perf_counter()
+        try:
+            response = await self._score(self._runtime(), request)
+        except Exception as exc:
+            await self._fail(context, "Score", start, exc)
+            raise  # abort raised already; keeps type checkers aware
+        self._metrics.record("Score", "OK", time.perf_counter() - start)
+        return response
+
+    async def ScoreStream(
+        self,
+        request_iterator: AsyncIterator[scoring_pb2.ScoreRequest],
+        context: grpc.aio.ServicerContext,
+    ) -> AsyncIterator[scoring_pb2.ScoreResponse]:
+        index = 0
+        async for request in request_iterator:
+            start = time.perf_counter()
+            try:
+                response = await self._score(self._runtime(), request)
+            except Exception as exc:
+                rid = f" (request_id {request.request_id!r})" if request.request_id else ""
+                await self._fail(context, "ScoreStream", start, exc, f"message {index}{rid}: ")
+                raise
+            self._metrics.record("ScoreStream", "OK", time.perf_counter() - start)
+            index += 1
+            yield response
+
+    async def GetModelInfo(
+        self, request: scoring_pb2.ModelInfoRequest, context: grpc.aio.ServicerContext
+    ) -> scoring_pb2.ModelInfo:
+        start = time.perf_counter()
+        try:
+            runtime = self._runtime()
+            if request.model and request.model != runtime.name:
+                raise RequestError(
+                    INVALID_ARGUMENT,
+                    f"model: unknown model {request.model!r}; this server serves "
+                    f"{runtime.name!r}",
+                )
+            info = scoring_pb2.ModelInfo(**runtime.info())
+        except Exception as exc:
+            await self._fail(context, "GetModelInfo", start, exc)
+            raise
+        self._metrics.record("GetModelInfo", "OK", time.perf_counter() - start)
+        return info
+
+
+class _Unavailable(RuntimeError):
+    pass
+
+
+class ScorerServer:
+    """Owns the gRPC server, the served runtime, the champion watcher and the metrics endpoint."""
+
+    def __init__(self, config: ServerConfig, metrics: ScorerMetrics | None = None) -> None:
+        self.config = config
+        self.metrics = metrics or ScorerMetrics()
+        self.runtime: ModelRuntime | None = None
+        self.port = 0
+        self.metrics_port: int | None = None
+        self.champion_path = model_dir(config.models_dir, config.name) / CHAMPION_FILE
+        self._server: grpc.aio.Server | None = None
+        self._health = health.aio.HealthServicer()
+        self._watch_task: asyncio.Task[None] | None = None
+        self._metrics_http: Any = None
+        self._last_failure: tuple[Any, str] | None = None  # (pointer stamp, reason)
+        self._reload_lock = asyncio.Lock()
+        workers = config.workers or os.cpu_count() or 1
+        self._pool = ThreadPoolExecutor(workers, thread_name_prefix="ds-scorer-run")
+
+    async def run(
+        self, scorer: Scorer, inputs: np.ndarray, explain: bool
+    ) -> tuple[np.ndarray, np.ndarray | None]:
+        """Run the graph: inline for small inputs, else on a worker thread (onnxruntime releases
+        the GIL) so the event loop keeps decoding and answering other requests meanwhile."""
+        if inputs.size < self.config.offload_min_values:
+            return scorer.run(inputs, explain=explain)
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._pool, partial(scorer.run, explain=explain), inputs)
+
+    # -- lifecycle ---------------------------------------------------------------------------
+
+    async def start(self) -> int:
+        """Bind, start serving (NOT_SERVING until a model loads), load the champion, watch it."""
+        cfg = self.config
+        options = [
+            ("grpc.max_receive_message_length", cfg.max_message_bytes),
+            ("grpc.max_send_message_length", cfg.max_message_bytes),
+            ("grpc.so_reuseport", 0),
+            *cfg.extra_options,
+        ]
+        interceptors = [_TokenInterceptor(cfg.token, self.metrics)] if cfg.token else []
+        server = grpc.aio.server(options=options, interceptors=interceptors)
+        scoring_pb2_grpc.add_ScorerServicer_to_server(ScorerService(self), server)
+        health_pb2_grpc.add_HealthServicer_to_server(self._health, server)
+        await self._set_health(health_pb2.HealthCheckResponse.NOT_SERVING)
+        reflection.enable_server_reflection(
+            (SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME), server
+        )
+        address = f"{cfg.host}:{cfg.port}"
+        if cfg.tls_cert is not None and cfg.tls_key is not None:
+            credentials = grpc.ssl_server_credentials(
+                [(cfg.tls_key.read_bytes(), cfg.tls_cert.read_bytes())],
+                root_certificates=cfg.tls_client_ca.read_bytes() if cfg.tls_client_ca else None,
+                require_client_auth=cfg.tls_client_ca is not None,
+            )
+            self.port = server.add_secure_port(address, credentials)
+        else:
+            self.port = server.add_insecure_port(address)
+        if not self.port:
+            raise OSError(f"could not bind the gRPC port {address}")
+        await server.start()
+        self._server = server
+        if cfg.metrics_port is not None:
+            self._metrics_http = self.metrics.serve_http(cfg.metrics_host, cfg.metrics_port)
+            self.metrics_port = self._metrics_http.server_port
+        log.info(
+            "scorer listening on %s (port %d, %s%s), metrics on %s",
+            cfg.host, self.port, "TLS" if cfg.tls_cert else "plaintext",
+            ", mTLS" if cfg.tls_client_ca else "", self.metrics_port,
+        )
+        await self.reload()
+        self._watch_task = asyncio.create_task(self._watch())
+        return self.port
+
+    async def stop(self, grace: float | None = None) -> None:
+        """Stop taking RPCs, let in-flight ones finish within ``grace`` seconds, then close."""
+        grace = self.config.grace if grace is None else grace
+        if self._watch_task is not None:
+            self._watch_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._watch_task
+        await self._health.enter_graceful_shutdown()
+        if self._server is not None:
+            await self._server.stop(grace)
+        self._pool.shutdown(wait=False)
+        if self._metrics_http is not None:
+            self._metrics_http.shutdown()
+            self._metrics_http.server_close()
+            self._metrics_http = None
+        log.info("scorer stopped")
+
+    async def wait_for_termination(self) -> None:
+        if self._server is not None:
+            await self._server.wait_for_termination()
+
+    async def _set_health(self, status: Any) -> None:
+        await self._health.set("", status)
+        await self._health.set(SERVICE_NAME, status)
+
+    # -- hot reload --------------------------------------------------------------------------
+
+    def _pointer_stamp(self) -> Any:
+        try:
+            st = os.stat(self.champion_path)
+        except FileNotFoundError:
+            return None
+        return (st.st_mtime_ns, st.st_size, st.st_ino)
+
+    async def reload(self) -> str:
+        """Serve the current champion if it changed: 'success', 'unchanged', 'failure' or
+        'no-champion'. A failure leaves the old model serving and is logged and counted once
+        per champion pointer."""
+        async with self._reload_lock:
+            stamp = self._pointer_stamp()
+            if stamp is None:
+                if self.runtime is None and self._last_failure != (None, "no-champion"):
+                    log.warning("no champion yet at %s; waiting for one", self.champion_path)
+                    self._last_failure = (None, "no-champion")
+                return "no-champion"
+            try:
+                version = champion_version(self.config.models_dir, self.config.name)
+            except BundleError as exc:
+                return self._refuse(stamp, str(exc))
+            current = self.runtime
+            if current is not None and version == current.version:
+                return "unchanged"
+            if self._last_failure is not None and self._last_failure[0] == stamp:
+                return "failure"  # already refused this pointer; wait for a new promotion
+            path = model_dir(self.config.models_dir, self.config.name) / str(version)
+            loop = asyncio.get_running_loop()
+            try:
+                runtime = await loop.run_in_executor(None, self._load, path)
+            except Exception as exc:  # BundleError, onnxruntime errors, warm-up failures
+                return self._refuse(stamp, str(exc))
+            if current is not None and runtime.features != current.features:
+                return self._refuse(
+                    stamp,
+                    f"{path}: features {list(runtime.features)} differ from the served model's "
+                    f"{list(current.features)}; clients would send the wrong columns (restart "
+                    "the scorer to change the feature set)",
+                )
+            if current is not None:
+                runtime.inherit_state(current)
+            self.runtime = runtime  # the atomic swap; in-flight requests keep the old one
+            self._last_failure = None
+            self.metrics.reloads.labels("success").inc()
+            self.metrics.load_duration.observe(runtime.load_seconds)
+            self.metrics.set_model(runtime.name, runtime.version, runtime.backend)
+            self.metrics.open_alerts.set(runtime.open_alerts)
+            await self._set_health(health_pb2.HealthCheckResponse.SERVING)
+            log.info(
+                "serving %s v%s on %s (%s); loaded in %.2fs%s",
+                runtime.name, runtime.version, runtime.backend, runtime.backend_reason,
+                runtime.load_seconds, f", replacing v{current.version}" if current else "",
+            )
+            return "success"
+
+    def _load(self, path: Path) -> ModelRuntime:
+        cfg = self.config
+        return ModelRuntime.load(
+            path,
+            backend=cfg.backend,
+            intra_op_threads=cfg.intra_op_threads,
+            allow_spinning=cfg.allow_spinning,
+            max_rows=cfg.max_rows,
+            max_entities=cfg.max_entities,
+        )
+
+    def _refuse(self, stamp: Any, reason: str) -> str:
+        self._last_failure = (stamp, reason)
+        self.metrics.reloads.labels("failure").inc()
+        serving = (
+            f"v{self.runtime.version} keeps serving" if self.runtime else "no model is serving"
+        )
+        log.error("model reload refused: %s; %s", reason, serving)
+        return "failure"
+
+    @property
+    def last_failure(self) -> str | None:
+        return None if self._last_failure is None else self._last_failure[1]
+
+    async def _watch(self) -> None:
+        while True:
+            await asyncio.sleep(self.config.poll_interval)
+            try:
+                await self.reload()
+                if self.runtime is not None:
+                    self.metrics.open_alerts.set(self.runtime.refresh_open_alerts())
+            except Exception:  # the watcher must survive anything a bad bundle can do
+                log.exception("champion watcher error")
+
+
+async def serve(config: ServerConfig) -> None:
+    """Run until SIGTERM/SIGINT, then drain in-flight RPCs within ``config.grace`` seconds."""
+    server = ScorerServer(config)
+    await server.start()
+    stopping = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stopping.set)
+    await stopping.wait()
+    log.info("signal received: draining in-flight requests (grace %.1fs)", config.grace)
+    await server.stop(config.grace)
+
+
+class ServerThread:
+    """A ``ScorerServer`` on its own event loop in a background thread, for tests, benchmarks
+    and embedding in a synchronous program."""
+
+    def __init__(self, config: ServerConfig, metrics: ScorerMetrics | None = None) -> None:
+        self.server = ScorerServer(config, metrics)
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self._loop.run_forever, daemon=True,
+                                        name="ds-scorer")
+
+    def start(self, timeout: float = 60.0) -> ScorerServer:
+        self._thread.start()
+        self.call(self.server.start(), timeout)
+        return self.server
+
+    def call(self, coro: Awaitable[Any], timeout: float | None = 60.0) -> Any:
+        """Run a coroutine on the server's loop and wait for its result."""
+        async def wrap() -> Any:
+            return await coro
+
+        return asyncio.run_coroutine_threadsafe(wrap(), self._loop).result(timeout)
+
+    def reload(self) -> str:
+        return str(self.call(self.server.reload()))
+
+    def stop(self, grace: float | None = None) -> None:
+        if not self._thread.is_alive():
+            return
+        try:
+            self.call(self.server.stop(grace), None)
+        finally:
+            self._loop.call_soon_threadsafe(self._loop.stop)
+            self._thread.join(10)
+            if not self._thread.is_alive():
+                self._loop.close()
+
+    def __enter__(self) -> ScorerServer:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop(0)
