@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import base64
+
+import numpy as np
 import pandas as pd
 
 from ds_assets.schema import ANOMALY_TYPE, LABEL, NORMAL_TYPE, feature_columns
@@ -48,3 +51,90 @@ def telemetry_overview(frame: pd.DataFrame) -> dict[str, float | int | str]:
         "first_timestamp": str(frame["timestamp"].min()),
         "last_timestamp": str(frame["timestamp"].max()),
     }
+
+
+def png_markdown(png: bytes, alt: str = "plot") -> str:
+    """Embed a PNG in markdown metadata (the Dagster UI renders data URIs)."""
+    return f"![{alt}](data:image/png;base64,{base64.b64encode(png).decode('ascii')})"
+
+
+def top_k(frame: pd.DataFrame, by: str, flag: str, k: int = 5) -> pd.DataFrame:
+    """The ``k`` groups of ``by`` with the most flagged rows (rows, flagged, rate)."""
+    if by not in frame.columns or flag not in frame.columns:
+        return pd.DataFrame(columns=[by, "rows", "flagged", "rate"])
+    grouped = frame.groupby(by, observed=True)[flag].agg(["size", "sum"])
+    grouped.columns = ["rows", "flagged"]
+    grouped["flagged"] = grouped["flagged"].astype(int)
+    grouped["rate"] = grouped["flagged"] / grouped["rows"]
+    return grouped.sort_values(["flagged", "rows"], ascending=False).head(k).reset_index()
+
+
+def top_k_markdown(frame: pd.DataFrame, flag: str, k: int = 5) -> str:
+    """Top-k by region, project, host and (labeled data) anomaly type, as one markdown block."""
+    parts = []
+    for by in ("region", "project_id", "host_id", ANOMALY_TYPE):
+        table = top_k(frame, by, flag, k)
+        if by == ANOMALY_TYPE:
+            table = table[table[by] != NORMAL_TYPE]
+        if len(table):
+            parts.append(f"**by {by}**\n\n{markdown_table(table)}")
+    return "\n\n".join(parts) or "no groups"
+
+
+def hourly_series(frame: pd.DataFrame, metric: str, flag: str) -> pd.DataFrame:
+    """Per hour of the day: mean of ``metric`` and the rate of ``flag`` (anomaly rate)."""
+    hours = pd.to_datetime(frame["timestamp"], utc=True).dt.floor("h")
+    out = frame.groupby(hours)[[metric, flag]].mean()
+    out.columns = [f"mean_{metric}", "anomaly_rate"]
+    out.index = out.index.strftime("%Y-%m-%d %H:%M")
+    return out.reset_index(names="hour")
+
+
+def hourly_png(series: pd.DataFrame) -> bytes:
+    """Two stacked line plots: the metric and the anomaly rate per hour."""
+    import io
+
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (top, bottom) = plt.subplots(2, 1, figsize=(7, 3.6), dpi=90, sharex=True)
+    x = range(len(series))
+    top.plot(x, series.iloc[:, 1], color="tab:blue")
+    top.set_ylabel(series.columns[1], fontsize=8)
+    bottom.plot(x, series["anomaly_rate"], color="tab:red")
+    bottom.set_ylabel("anomaly rate", fontsize=8)
+    bottom.set_xlabel("hour (UTC)")
+    fig.tight_layout()
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png")
+    plt.close(fig)
+    return buf.getvalue()
+
+
+def histogram_table(values: pd.Series, bins: int = 10) -> pd.DataFrame:
+    """Equal-width histogram (bin edges and counts) of a numeric column, NaNs dropped."""
+    clean = values.astype("float64").dropna()
+    if clean.empty:
+        return pd.DataFrame(columns=["low", "high", "rows"])
+    counts, edges = np.histogram(clean, bins=bins)
+    return pd.DataFrame({"low": edges[:-1], "high": edges[1:], "rows": counts})
+
+
+def error_distribution(scored: pd.DataFrame, by: str) -> pd.DataFrame:
+    """The champion's hits and misses grouped by ``by`` (anomaly type, region, project).
+
+    Needs labels: rows, labeled anomalies, flagged, true/false positives, missed, recall and
+    the false-alarm rate among normal rows of the group.
+    """
+    if LABEL not in scored.columns or by not in scored.columns:
+        return pd.DataFrame()
+    y = scored[LABEL].astype(bool)
+    f = scored["is_anomaly"].astype(bool)
+    frame = pd.DataFrame({by: scored[by], "rows": 1, "anomalies": y, "flagged": f,
+                          "tp": y & f, "fp": ~y & f, "fn": y & ~f, "normal": ~y})
+    g = frame.groupby(by, observed=True).sum().astype(int)
+    g["recall"] = (g["tp"] / g["anomalies"].where(g["anomalies"] > 0)).round(4)
+    g["false_alarm_rate"] = (g["fp"] / g["normal"].where(g["normal"] > 0)).round(6)
+    return g.drop(columns="normal").reset_index()

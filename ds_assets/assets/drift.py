@@ -1,0 +1,82 @@
+"""Daily drift report: one day of telemetry and its scores against the champion's reference."""
+
+
+from typing import Any
+
+import dagster as dg
+import pandas as pd
+
+from ds_assets.analytics import markdown_table, png_markdown
+from ds_assets.assets.automation import DAILY_AUTOMATION
+from ds_assets.assets.partitions import daily_partitions
+from ds_assets.drift import compare, drift_plot_png, load_reference
+from ds_assets.resources.registry import ModelRegistry
+
+DRIFT_TABLE_COLUMNS = [
+    "feature", "mean", "reference_mean", "std_ratio", "wasserstein", "wasserstein_threshold",
+    "psi", "psi_threshold", "ks_d", "ks_p_bh", "drift_score", "drifted",
+]
+
+
+class DriftReportConfig(dg.Config):
+    """False-discovery rate of the KS tests across features."""
+
+    alpha: float = 0.05
+
+
+def scoring_version(scored: pd.DataFrame, fallback: str | None) -> str:
+    """The model version that scored the day (drift is judged against that model's data)."""
+    versions = sorted({str(v) for v in scored.get("model_version", pd.Series(dtype=str))})
+    if len(versions) > 1:
+        raise ValueError(f"scored_telemetry mixes model versions {versions}; re-score the day")
+    if versions and versions[0]:
+        return versions[0]
+    if fallback is None:
+        raise ValueError("scored_telemetry has no model_version and there is no champion")
+    return fallback
+
+
+@dg.asset(
+    partitions_def=daily_partitions,
+    kinds={"scipy", "json"},
+    code_version="1",
+    group_name="monitoring",
+    automation_condition=DAILY_AUTOMATION,
+)
+def drift_report(
+    context: dg.AssetExecutionContext,
+    config: DriftReportConfig,
+    registry: ModelRegistry,
+    raw_telemetry: pd.DataFrame,
+    scored_telemetry: pd.DataFrame,
+) -> dict[str, Any]:
+    """Per-feature W1/PSI/KS(BH) against the training reference, plus score and rate shift."""
+    version = scoring_version(scored_telemetry, registry.champion_version())
+    reference = load_reference(registry.root / registry.model_name / version)
+    result = compare(
+        reference,
+        raw_telemetry,
+        scored_telemetry["score"].to_numpy(),
+        scored_telemetry["is_anomaly"].to_numpy(),
+        alpha=config.alpha,
+    )
+    summary = result.summary()
+    score = result.score
+    context.add_output_metadata(
+        {
+            "drifted": summary["drifted"],
+            "drift_score": summary["drift_score"],
+            "n_drifted_features": summary["n_drifted_features"],
+            "drifted_features": dg.MetadataValue.json(summary["drifted_features"]),
+            "reference_version": version,
+            "score_wasserstein": float(score["wasserstein"]),
+            "anomaly_rate": float(score["anomaly_rate"]),
+            "reference_anomaly_rate": float(score["reference_anomaly_rate"]),
+            "features": dg.MetadataValue.md(markdown_table(result.table[DRIFT_TABLE_COLUMNS])),
+            "drift_scores": dg.MetadataValue.md(png_markdown(drift_plot_png(result),
+                                                             "drift score per feature")),
+            "thresholds_rule": reference.calibration.get("rule", ""),
+        }
+    )
+    return {"partition": context.partition_key, "reference_version": version,
+            **result.to_dict()}
