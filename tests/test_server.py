@@ -23,7 +23,7 @@ from ds_serving.alerting import AlertPolicy, AlertTracker
 from ds_serving.atomic import atomic_write_text
 from ds_serving.bundle import CHAMPION_FILE, load_bundle, model_dir, promote, write_bundle
 from ds_serving.client import ScorerClient, encode_request
-from ds_serving.proto import SERVICE_NAME, scoring_pb2, scoring_pb2_grpc
+from ds_serving.proto import SERVICE_NAME, scoring_pb2
 from ds_serving.scoring import Scorer, score_rows
 from ds_serving.server import ServerConfig, ServerThread
 from ds_serving.smoothing import Smoothing, smooth_flags

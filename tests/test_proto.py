@@ -1,0 +1,40 @@
+"""The committed gRPC stubs are exactly what grpc_tools.protoc generates from the .proto."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+PROTO = Path("ds_serving/proto/datasentinel/scoring/v1/scoring.proto")
+GENERATED = ("scoring_pb2.py", "scoring_pb2.pyi", "scoring_pb2_grpc.py")
+REGENERATE = (
+    "python -m grpc_tools.protoc -I. --python_out=. --pyi_out=. --grpc_python_out=. " + str(PROTO)
+)
+
+
+def test_stubs_match_the_proto(tmp_path: Path) -> None:
+    protoc = pytest.importorskip("grpc_tools.protoc")
+    # same relative path as in the repo, so the generated imports and file names match
+    (tmp_path / PROTO.parent).mkdir(parents=True)
+    shutil.copy(ROOT / PROTO, tmp_path / PROTO)
+    include = str(Path(protoc.__file__).parent / "_proto")
+    args = ["protoc", f"-I{tmp_path}", f"-I{include}", f"--python_out={tmp_path}",
+            f"--pyi_out={tmp_path}", f"--grpc_python_out={tmp_path}", str(tmp_path / PROTO)]
+    assert protoc.main(args) == 0
+    for name in GENERATED:
+        fresh = (tmp_path / PROTO.parent / name).read_text("utf-8")
+        committed = (ROOT / PROTO.parent / name).read_text("utf-8")
+        assert fresh == committed, f"{PROTO.parent / name} is stale; regenerate: {REGENERATE}"
+
+
+def test_service_is_registered_under_its_package() -> None:
+    from ds_serving.proto import SERVICE_NAME, scoring_pb2
+
+    assert SERVICE_NAME == "datasentinel.scoring.v1.Scorer"
+    methods = scoring_pb2.DESCRIPTOR.services_by_name["Scorer"].methods_by_name
+    assert set(methods) == {"Score", "ScoreStream", "GetModelInfo"}
+    stream = methods["ScoreStream"]
+    assert stream.client_streaming and stream.server_streaming
