@@ -70,7 +70,7 @@ def pr_curve_png(
                 label="deployed threshold")
     ax.set(xlabel="recall", ylabel="precision", xlim=(0, 1.01), ylim=(0, 1.02), title=title)
     ax.grid(alpha=0.3)
-    ax.legend(loc="lower left", fontsize=8)
+    ax.legend(loc="best", fontsize=8)
     return _png(fig)
 
 

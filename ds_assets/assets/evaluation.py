@@ -4,50 +4,103 @@
 from typing import Any
 
 import dagster as dg
+import numpy as np
 import pandas as pd
 
 from ds_assets.datasets import score_frame, split_rows
-from ds_assets.evaluation import average_precision, evaluate
-from ds_assets.promotion import decide_promotion
+from ds_assets.promotion import bundle_test_scores, decide_promotion, pr_auc_on_common_rows
+from ds_assets.report_html import build_report, report_directory
 from ds_assets.resources.registry import ModelRegistry
-from ds_assets.schema import ANOMALY_TYPE, LABEL
-from ds_serving.bundle import load_bundle, promote
+from ds_assets.schema import ANOMALY_TYPE, LABEL, TIMESTAMP
+from ds_serving.bundle import load_bundle
 from ds_serving.scoring import Scorer
+from ds_serving.smoothing import Smoothing, smooth_flags
+
+HEADLINE = ("precision", "recall", "f1", "roc_auc", "pr_auc", "best_f1_oracle", "precision_at_k",
+            "far", "mar", "contamination", "mean_delay_seconds", "median_delay_seconds",
+            "false_alarms_per_hour", "event_recall")
 
 
 def _scored_test_split(bundle_path: str, training_set: pd.DataFrame) -> pd.DataFrame:
+    """Test rows scored by a bundle; rows without a score (temporal warm-up) are dropped."""
     scorer = Scorer.from_bundle(load_bundle(bundle_path), backend="cpu")
-    return score_frame(scorer, split_rows(training_set, "test"))
+    scored = score_frame(scorer, split_rows(training_set, "test"))
+    return scored.loc[scored["score"].notna()].reset_index(drop=True)
+
+
+class EvaluationConfig(dg.Config):
+    """Report options; the metrics themselves always follow the bundle's deployed policy."""
+
+    seed: int = 0  # IsolationForest baseline seed
 
 
 @dg.asset(
-    kinds={"json"},
-    code_version="1",
+    kinds={"json", "html"},
+    code_version="2",
     group_name="evaluation",
-    required_resource_keys={"mlflow"},
+    required_resource_keys={"mlflow", "registry"},
 )
 def evaluation_report(
-    context: dg.AssetExecutionContext, model_bundle: dict[str, Any], training_set: pd.DataFrame
+    context: dg.AssetExecutionContext,
+    config: EvaluationConfig,
+    model_bundle: dict[str, Any],
+    training_set: pd.DataFrame,
 ) -> dict[str, Any]:
-    """Metrics at the deployed threshold on the time-ordered test split."""
-    scored = _scored_test_split(model_bundle["path"], training_set)
-    report = evaluate(
-        scored[LABEL].to_numpy(),
-        scored["score"].to_numpy(),
-        model_bundle["threshold"],
-        scored[ANOMALY_TYPE].to_numpy(),
+    """The deployed bundle on the time-ordered test split: metrics at its threshold and
+    smoothing policy, event-wise delay and false alarms, baselines on the same rows, plots, and
+    a standalone HTML report saved next to the bundle and logged to MLflow."""
+    bundle = load_bundle(model_bundle["path"])
+    manifest = bundle.manifest
+    test = split_rows(training_set, "test")
+    scored = score_frame(Scorer.from_bundle(bundle, backend="cpu"), test)
+    scores = scored["score"].to_numpy(np.float64)
+    entities = scored["host_id"].to_numpy() if "host_id" in scored.columns else None
+    raw = np.zeros(len(scored), dtype=bool)
+    np.greater(scores, manifest.threshold, out=raw, where=~np.isnan(scores))
+    smoothing = Smoothing.from_dict(manifest.smoothing)
+    flags = smooth_flags(raw, smoothing, entities)  # rows are time-ordered within each host
+    features = list(manifest.features)
+    rule = manifest.threshold_rule
+    rendered = build_report(
+        title=f"Evaluation of {manifest.name} v{manifest.version} ({manifest.kind})",
+        labels=scored[LABEL].to_numpy(),
+        scores=scores,
+        flags=flags,
+        threshold=manifest.threshold,
+        train=split_rows(training_set, "train")[features].to_numpy(np.float64),
+        val=split_rows(training_set, "val")[features].to_numpy(np.float64),
+        test=test[features].to_numpy(np.float64),
+        anomaly_types=scored[ANOMALY_TYPE].to_numpy() if ANOMALY_TYPE in scored else None,
+        # tz-aware UTC timestamps -> naive datetime64[ns] (UTC) for numpy arithmetic
+        timestamps=(scored[TIMESTAMP].to_numpy(dtype="datetime64[ns]")
+                    if TIMESTAMP in scored else None),
+        entities=entities,
+        baseline_quantile=float(rule.get("quantile", 0.995)),
+        baseline_margin=float(rule.get("margin", 1.0)),
+        notes=[f"threshold rule {rule.get('rule', '?')}", f"smoothing k={smoothing.k} of "
+               f"n={smoothing.n}", f"window {manifest.window or 'none (point-wise)'}"],
+        seed=config.seed,
     )
-    metrics = report.metrics()
-    context.resources.mlflow.log_metrics({f"test_{k}": v for k, v in metrics.items()})
+    registry: ModelRegistry = context.resources.registry
+    directory = report_directory(registry.models_dir, manifest.name, manifest.version)
+    paths = rendered.write(directory)
+    metrics = rendered.report.metrics()
+    mlflow = context.resources.mlflow
+    mlflow.log_metrics({f"test_{k}": v for k, v in metrics.items()})
+    mlflow.log_metrics({f"baseline_{b.name}_{k}": float(getattr(b.report, k))
+                        for b in rendered.baselines for k in ("pr_auc", "roc_auc", "f1")})
+    mlflow.log_artifacts(str(directory), artifact_path="evaluation")
     context.add_output_metadata(
         {
-            "model_version": model_bundle["version"],
-            **{k: float(v) for k, v in metrics.items() if k in (
-                "precision", "recall", "f1", "roc_auc", "pr_auc", "best_f1_oracle")},
-            "report": dg.MetadataValue.md(report.to_markdown()),
+            "model_version": manifest.version,
+            **{k: float(metrics[k]) for k in HEADLINE if k in metrics},
+            "unscored_rows": rendered.unscored_rows,
+            "report": dg.MetadataValue.md(rendered.metadata_markdown()),
+            "report_html": dg.MetadataValue.path(str(paths["report.html"])),
         }
     )
-    return {"model": model_bundle, **report.to_dict()}
+    return {"model": model_bundle, **rendered.to_dict(),
+            "report_html": str(paths["report.html"])}
 
 
 @dg.asset(kinds={"json"}, code_version="1", group_name="evaluation")
@@ -58,23 +111,24 @@ def champion(
     evaluation_report: dict[str, Any],
     training_set: pd.DataFrame,
 ) -> dict[str, Any]:
-    """Promote the new bundle only if it is at least as good as the champion on the same test."""
+    """Promote the challenger only if it beats the champion on PR-AUC over the same test rows
+    (both bundles re-scored here; rows either model leaves unscored are left out); the decision
+    is mirrored to MLflow (alias ``champion``) and the evaluation report logged to its run."""
+    test = split_rows(training_set, "test")
+    labels = test[LABEL].to_numpy()
+    challenger = bundle_test_scores(model_bundle["path"], test)
     current = registry.champion_version()
     current_pr_auc = None
     if current is not None and current != model_bundle["version"]:
-        scored = _scored_test_split(str(registry.root / registry.model_name / current),
-                                    training_set)
-        current_pr_auc = average_precision(scored[LABEL].to_numpy(), scored["score"].to_numpy())
-    pr_auc = evaluation_report["pr_auc"]
+        incumbent = bundle_test_scores(registry.bundle_path(current), test)
+        pr_auc, current_pr_auc, rows = pr_auc_on_common_rows(labels, challenger, incumbent)
+    else:
+        pr_auc, _, rows = pr_auc_on_common_rows(labels, challenger, challenger)
     decision = decide_promotion(
-        model_bundle["version"],
-        float("nan") if pr_auc is None else float(pr_auc),
-        current,
-        current_pr_auc,
+        model_bundle["version"], pr_auc, current, current_pr_auc, compared_rows=rows
     )
-    if decision.promote:
-        promote(registry.models_dir, registry.model_name, model_bundle["version"],
-                details=decision.to_dict())
+    registry.log_report(model_bundle.get("mlflow_run_id"), evaluation_report)
+    aliased = registry.promote(decision, model_bundle.get("mlflow_model_version"))
     context.log.info(f"promotion decision: {decision.reason}")
     serving = registry.champion_version()
     context.add_output_metadata(
@@ -82,10 +136,14 @@ def champion(
             "promoted": decision.promote,
             "reason": decision.reason,
             "champion_version": serving or "",
+            "challenger_version": decision.challenger_version,
             "challenger_pr_auc": decision.challenger_pr_auc,
+            "previous_champion_version": decision.champion_version or "",
             "previous_champion_pr_auc": (
                 decision.champion_pr_auc if decision.champion_pr_auc is not None else float("nan")
             ),
+            "compared_test_rows": rows,
+            "mlflow_champion_version": aliased or registry.champion_alias_version() or "",
         }
     )
     return {"name": registry.model_name, "version": serving, "decision": decision.to_dict()}
