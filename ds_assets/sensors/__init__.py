@@ -1,0 +1,1 @@
+"""Sensors and schedules: Dagster wiring around the decisions in ds_assets.drift."""

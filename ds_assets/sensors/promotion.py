@@ -1,0 +1,71 @@
+"""Promotion sensor: a new champion re-scores the recent days (sensor-triggered backfill)."""
+
+
+import json
+import os
+
+import dagster as dg
+
+from ds_assets.sensors.backfill import partition_backfill
+from ds_assets.sensors.records import latest_metadata, materialized_partitions
+
+CHAMPION_ASSET = "champion"
+SCORED_ASSET = "scored_telemetry"
+RESCORE_JOB = "rescore_telemetry"
+
+
+def build_promotion_sensor(
+    n_partitions: int = 7,
+    minimum_interval_seconds: int = 60,
+    name: str = "champion_rescore_sensor",
+) -> dg.SensorDefinition:
+    """When the champion version changes, re-score (and re-alert, re-drift) the last N days.
+
+    Only days whose latest scoring used another model are requested, one run each with run key
+    ``rescore:v<version>:<day>`` through :func:`partition_backfill`.
+    """
+    if n_partitions < 1:
+        raise ValueError(f"n_partitions={n_partitions} must be >= 1")
+
+    @dg.sensor(
+        name=name,
+        job_name=RESCORE_JOB,
+        minimum_interval_seconds=minimum_interval_seconds,
+        description=f"Re-score the last {n_partitions} days after a champion promotion.",
+    )
+    def promotion_sensor(
+        context: dg.SensorEvaluationContext,
+    ) -> dg.SensorResult | dg.SkipReason:
+        state = json.loads(context.cursor) if context.cursor else {}
+        records = context.instance.fetch_materializations(
+            dg.AssetRecordsFilter(asset_key=dg.AssetKey(CHAMPION_ASSET),
+                                  after_storage_id=state.get("storage_id")),
+            limit=1,
+        ).records
+        if not records or records[0].asset_materialization is None:
+            return dg.SkipReason("no new champion materialization")
+        meta = records[0].asset_materialization.metadata
+        version = str(meta["champion_version"].value) if "champion_version" in meta else ""
+        cursor = json.dumps({"storage_id": records[0].storage_id, "version": version})
+        if not version or version == state.get("version"):
+            return dg.SensorResult(skip_reason=f"champion still v{version or '-'}",
+                                   cursor=cursor)
+        recent = materialized_partitions(context.instance, SCORED_ASSET)[-n_partitions:]
+        scored_by = latest_metadata(context.instance, SCORED_ASSET, recent)
+        stale = [k for k in recent if str(scored_by.get(k, {}).get("model_version")) != version]
+        if not stale:
+            return dg.SensorResult(
+                skip_reason=f"champion v{version}: no recent day scored by another model",
+                cursor=cursor)
+        context.log.info(f"champion v{version}: re-scoring {stale}")
+        requests = partition_backfill(
+            RESCORE_JOB, stale, f"rescore:v{version}",
+            tags={"datasentinel/trigger": "promotion", "datasentinel/champion": version},
+        )
+        return dg.SensorResult(run_requests=requests, cursor=cursor)
+
+    return promotion_sensor
+
+
+def promotion_sensor_from_env() -> dg.SensorDefinition:
+    return build_promotion_sensor(n_partitions=int(os.environ.get("DS_RESCORE_DAYS", "7")))

@@ -1,0 +1,39 @@
+"""Reading materialization records from the instance, for sensors."""
+
+
+import datetime as dt
+from collections.abc import Iterable
+from typing import Any
+
+import dagster as dg
+
+
+def newest_storage_id(instance: dg.DagsterInstance, asset: str) -> int | None:
+    """Storage id of the newest materialization of ``asset`` (None if never materialized)."""
+    records = instance.fetch_materializations(dg.AssetKey(asset), limit=1).records
+    return records[0].storage_id if records else None
+
+
+def latest_metadata(
+    instance: dg.DagsterInstance, asset: str, partition_keys: Iterable[str]
+) -> dict[str, dict[str, Any]]:
+    """Metadata values of the latest materialization of each partition that has one."""
+    out: dict[str, dict[str, Any]] = {}
+    for key in partition_keys:
+        records = instance.fetch_materializations(
+            dg.AssetRecordsFilter(asset_key=dg.AssetKey(asset), asset_partitions=[key]), limit=1
+        ).records
+        if records and records[0].asset_materialization is not None:
+            meta = records[0].asset_materialization.metadata
+            out[key] = {name: value.value for name, value in meta.items()}
+    return out
+
+
+def materialized_partitions(instance: dg.DagsterInstance, asset: str) -> list[str]:
+    return sorted(instance.get_materialized_partitions(dg.AssetKey(asset)))
+
+
+def previous_days(last: str, n: int) -> list[str]:
+    """``n`` consecutive daily partition keys ending at ``last``, oldest first."""
+    end = dt.date.fromisoformat(last)
+    return [(end - dt.timedelta(days=i)).isoformat() for i in range(n - 1, -1, -1)]
