@@ -180,8 +180,54 @@ async def _stream_load(target: str, rows: np.ndarray, seconds: float,
             "in_flight_window": window, **_pct(lat)}
 
 
+class _EchoScorer(scoring_pb2_grpc.ScorerServicer):
+    """Answers Score without scoring: the cost of grpc.aio itself on this machine."""
+
+    async def Score(
+        self, request: scoring_pb2.ScoreRequest, context: grpc.aio.ServicerContext
+    ) -> scoring_pb2.ScoreResponse:
+        return scoring_pb2.ScoreResponse(n_rows=request.n_rows)
+
+
+def _echo_server(port: int) -> None:
+    async def run() -> None:
+        server = grpc.aio.server()
+        scoring_pb2_grpc.add_ScorerServicer_to_server(_EchoScorer(), server)
+        server.add_insecure_port(f"127.0.0.1:{port}")
+        await server.start()
+        await server.wait_for_termination()
+
+    asyncio.run(run())
+
+
+def _wait_ready(target: str) -> None:
+    channel = grpc.insecure_channel(target)
+    grpc.channel_ready_future(channel).result(timeout=60)
+    channel.close()
+
+
+def _cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process (Linux /proc), to report CPU cost per request."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return float("nan")
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _measured(pid: int, coro: Any) -> dict[str, Any]:
+    server0, client0 = _cpu_seconds(pid), time.process_time()
+    result: dict[str, Any] = asyncio.run(coro)
+    server_cpu, client_cpu = _cpu_seconds(pid) - server0, time.process_time() - client0
+    n = max(1, result.get("requests", result.get("messages", 1)))
+    result["server_cpu_us_per_call"] = round(server_cpu / n * 1e6, 1)
+    result["client_cpu_us_per_call"] = round(client_cpu / n * 1e6, 1)
+    return result
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--echo-server", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--seconds", type=float, default=8.0, help="duration of each phase")
     parser.add_argument("--threads", type=int, default=1,
                         help="server: onnxruntime intra-op threads per run (0 = per core)")
@@ -193,7 +239,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--unary-concurrency", type=int, default=16)
     parser.add_argument("--out", help="JSON result path (default bench/results/scorer-<ts>.json)")
     args = parser.parse_args(argv)
+    if args.echo_server:
+        _echo_server(args.echo_server)
+        return 0
 
+    load_before = os.getloadavg()
     tmp = Path(tempfile.mkdtemp(prefix="ds-bench-"))
     try:
         if args.models:
@@ -238,21 +288,34 @@ def main(argv: list[str] | None = None) -> int:
                   file=sys.stderr)
             ceil = ceiling(bundle.model_path, args.seconds / 2)
             print("(a) Score, 4096-row batches", file=sys.stderr)
-            a = asyncio.run(_unary_load(target, encode_request(batch), args.batch_concurrency,
-                                        args.seconds, channels=2))
+            a = _measured(server.pid, _unary_load(
+                target, encode_request(batch), args.batch_concurrency, args.seconds, channels=2))
             print("(b) Score, single rows", file=sys.stderr)
-            b = asyncio.run(_unary_load(target, encode_request(single), args.unary_concurrency,
-                                        args.seconds, channels=1))
+            b = _measured(server.pid, _unary_load(
+                target, encode_request(single), args.unary_concurrency, args.seconds, channels=1))
             print("(c) ScoreStream, 64-row messages", file=sys.stderr)
-            c = asyncio.run(_stream_load(target, stream_rows, args.seconds, window=8))
+            c = _measured(server.pid, _stream_load(target, stream_rows, args.seconds, window=8))
         finally:
             server.terminate()
             server.wait(30)
+        print("floor: empty grpc.aio handler, single rows", file=sys.stderr)
+        echo_port = _free_port()
+        echo = subprocess.Popen([sys.executable, "-m", "bench.scorer", "--echo-server",
+                                 str(echo_port)])
+        try:
+            _wait_ready(f"127.0.0.1:{echo_port}")
+            floor = _measured(echo.pid, _unary_load(
+                f"127.0.0.1:{echo_port}", encode_request(single), args.unary_concurrency,
+                args.seconds, channels=1))
+        finally:
+            echo.terminate()
+            echo.wait(30)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 
     a["ratio_to_ceiling"] = round(a["rows_per_s"] / ceil["batch_4096"]["rows_per_s"], 3)
     b["ratio_to_ceiling"] = round(b["requests_per_s"] / ceil["single_row"]["calls_per_s"], 3)
+    b["ratio_to_empty_grpc_handler"] = round(b["requests_per_s"] / floor["requests_per_s"], 3)
     c["ratio_to_ceiling"] = round(c["rows_per_s"] / ceil["batch_4096"]["rows_per_s"], 3)
     targets = {
         "a_rows_per_s>=4M": a["rows_per_s"] >= 4_000_000,
@@ -264,10 +327,11 @@ def main(argv: list[str] | None = None) -> int:
         "when": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
         "machine": {"cpus": os.cpu_count(), "platform": platform.platform(),
                     "python": platform.python_version(),
-                    "loadavg_before": os.getloadavg()},
+                    "loadavg_before": load_before, "loadavg_after": os.getloadavg()},
         "model": {"name": name, "features": n_features, "kind": bundle.manifest.kind},
         "settings": vars(args),
         "ceiling_onnxruntime_in_process": ceil,
+        "floor_grpc_aio_empty_handler_single_row": floor,
         "a_score_batch_4096": a,
         "b_score_single_row": b,
         "c_score_stream_64": c,
@@ -284,27 +348,34 @@ def main(argv: list[str] | None = None) -> int:
 
 def _table(r: dict[str, Any]) -> None:
     ceil = r["ceiling_onnxruntime_in_process"]
+    floor = r["floor_grpc_aio_empty_handler_single_row"]
+    a, b, c = r["a_score_batch_4096"], r["b_score_single_row"], r["c_score_stream_64"]
     rows = [
         ("ceiling: ORT in-process, 4096 rows", f"{ceil['batch_4096']['rows_per_s']:,} rows/s",
-         ceil["batch_4096"]["p50_ms"], ceil["batch_4096"]["p99_ms"], "1.000"),
+         ceil["batch_4096"], "1.000"),
         ("ceiling: ORT in-process, 1 row", f"{ceil['single_row']['calls_per_s']:,} calls/s",
-         ceil["single_row"]["p50_ms"], ceil["single_row"]["p99_ms"], "1.000"),
-        ("(a) Score 4096-row batches", f"{r['a_score_batch_4096']['rows_per_s']:,} rows/s",
-         r["a_score_batch_4096"]["p50_ms"], r["a_score_batch_4096"]["p99_ms"],
-         f"{r['a_score_batch_4096']['ratio_to_ceiling']:.3f}"),
-        ("(b) Score 1 row, concurrency 16",
-         f"{r['b_score_single_row']['requests_per_s']:,} req/s",
-         r["b_score_single_row"]["p50_ms"], r["b_score_single_row"]["p99_ms"],
-         f"{r['b_score_single_row']['ratio_to_ceiling']:.3f}"),
-        ("(c) ScoreStream 64-row messages", f"{r['c_score_stream_64']['rows_per_s']:,} rows/s",
-         r["c_score_stream_64"]["p50_ms"], r["c_score_stream_64"]["p99_ms"],
-         f"{r['c_score_stream_64']['ratio_to_ceiling']:.3f}"),
+         ceil["single_row"], "1.000"),
+        ("(a) Score 4096-row batches, c=4", f"{a['rows_per_s']:,} rows/s", a,
+         f"{a['ratio_to_ceiling']:.3f}"),
+        ("(b) Score 1 row, c=16", f"{b['requests_per_s']:,} req/s", b,
+         f"{b['ratio_to_ceiling']:.3f}"),
+        ("floor: empty grpc.aio handler, c=16", f"{floor['requests_per_s']:,} req/s", floor,
+         "-"),
+        ("(c) ScoreStream 64-row msgs", f"{c['rows_per_s']:,} rows/s", c,
+         f"{c['ratio_to_ceiling']:.3f}"),
     ]
-    print(f"\n| {'phase':<36} | {'throughput':>20} | p50 ms | p99 ms | ratio |")
-    print(f"|{'-' * 38}|{'-' * 22}|--------|--------|-------|")
-    for name, thr, p50, p99, ratio in rows:
-        print(f"| {name:<36} | {thr:>20} | {p50:6.3f} | {p99:6.3f} | {ratio:>5} |")
+    print(f"\n| {'phase':<36} | {'throughput':>18} | p50 ms | p99 ms | ratio | "
+          "server CPU us/call | client CPU us/call |")
+    print(f"|{'-' * 38}|{'-' * 20}|--------|--------|-------|--------------------|"
+          "--------------------|")
+    for name, thr, m, ratio in rows:
+        srv = m.get("server_cpu_us_per_call", "-")
+        cli = m.get("client_cpu_us_per_call", "-")
+        print(f"| {name:<36} | {thr:>18} | {m['p50_ms']:6.3f} | {m['p99_ms']:6.3f} | "
+              f"{ratio:>5} | {srv!s:>18} | {cli!s:>18} |")
     print("targets:", json.dumps(r["targets_met"]))
+    print("load average before/after:", r["machine"]["loadavg_before"],
+          r["machine"]["loadavg_after"])
 
 
 if __name__ == "__main__":

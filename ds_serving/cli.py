@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import datetime as _dt
 import json
 import logging
 import os
@@ -286,7 +287,10 @@ def _score_file(args: argparse.Namespace) -> int:
     return 0
 
 
-def _replay_batches(args: argparse.Namespace, info: Any) -> Iterator[tuple[np.ndarray, Any, Any]]:
+Batch = tuple[np.ndarray, Any, Any, Any]  # rows, entities, timestamps, injected (or None)
+
+
+def _replay_batches(args: argparse.Namespace, info: Any) -> Iterator[Batch]:
     if args.csv:
         frame = _read_table(args.csv, args.sep)
         rows, entities, times = _columns(frame, list(info.features), args.entity_column,
@@ -294,7 +298,7 @@ def _replay_batches(args: argparse.Namespace, info: Any) -> Iterator[tuple[np.nd
         for lo in range(0, len(rows), args.batch):
             hi = lo + args.batch
             yield (rows[lo:hi], None if entities is None else entities[lo:hi],
-                   None if times is None else times[lo:hi])
+                   None if times is None else times[lo:hi], None)
         return
     from ds_serving.telemetry import synthetic_batches
 
@@ -303,7 +307,7 @@ def _replay_batches(args: argparse.Namespace, info: Any) -> Iterator[tuple[np.nd
         anomaly_rate=args.anomaly_rate, mean=list(info.feature_mean),
         std=list(info.feature_std),
     ):
-        yield batch.rows, batch.entities, batch.timestamps
+        yield batch.rows, batch.entities, batch.timestamps, batch.injected
 
 
 def _replay(args: argparse.Namespace) -> int:
@@ -312,12 +316,13 @@ def _replay(args: argparse.Namespace) -> int:
     with _client(args) as client:
         info = client.info()
         sent_at: dict[str, float] = {}
+        injected_by_id: dict[str, np.ndarray] = {}
         latencies: list[float] = []
         start = time.perf_counter()
 
         def requests() -> Iterator[Any]:
             sent = 0
-            for i, (rows, entities, times) in enumerate(_replay_batches(args, info)):
+            for i, (rows, entities, times, injected) in enumerate(_replay_batches(args, info)):
                 rows = rows[: args.rows - sent]
                 k = len(rows)
                 if k == 0:
@@ -327,6 +332,8 @@ def _replay(args: argparse.Namespace) -> int:
                     if delay > 0:
                         time.sleep(delay)
                 rid = str(i)
+                if injected is not None:
+                    injected_by_id[rid] = injected[:k]
                 sent_at[rid] = time.perf_counter()
                 yield encode_request(
                     rows, None if entities is None else entities[:k],
@@ -336,13 +343,17 @@ def _replay(args: argparse.Namespace) -> int:
                 if sent >= args.rows:
                     return
 
-        done = anomalies = opened = closed = 0
+        done = anomalies = opened = closed = n_injected = injected_flagged = 0
         open_now: set[str] = set()
         last = start
         for result in client.score_stream(requests()):
             latencies.append(time.perf_counter() - sent_at.pop(result.request_id, start))
             done += len(result.scores)
             anomalies += int(result.flags.sum())
+            injected_rows = injected_by_id.pop(result.request_id, None)
+            if injected_rows is not None:
+                n_injected += int(injected_rows.sum())
+                injected_flagged += int((injected_rows & result.flags).sum())
             for alert in result.alerts:
                 _print_alert(alert)
                 if alert.kind == "open":
@@ -362,13 +373,22 @@ def _replay(args: argparse.Namespace) -> int:
             "seconds": round(elapsed, 3), "rows_per_second": round(done / elapsed),
             "anomalies": anomalies, "alerts_opened": opened, "alerts_closed": closed,
             "open_alerts": len(open_now), **_percentiles(latencies),
+            **({"injected_rows": n_injected, "injected_rows_flagged": injected_flagged}
+               if not args.csv else {}),
         }))
     return 0
 
 
 def _print_alert(alert: Any) -> None:
-    print(f"alert {alert.kind:<5} {alert.entity} at {alert.at:.0f} "
-          f"(opened {alert.opened_at:.0f}, peak score {alert.peak_score:.3g})", flush=True)
+    print(f"alert {alert.kind:<5} {alert.entity} at {_when(alert.at)} "
+          f"(opened {_when(alert.opened_at)}, peak score {alert.peak_score:.3g})", flush=True)
+
+
+def _when(at: float) -> str:
+    """Alert times are epoch seconds when rows carry timestamps, else entity row counts."""
+    if at < 1e8:
+        return f"row {at:.0f}"
+    return _dt.datetime.fromtimestamp(at, _dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def _percentiles(latencies: list[float]) -> dict[str, float]:

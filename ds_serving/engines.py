@@ -187,9 +187,7 @@ def select_engine(
             skipped.append("no model.plan in the bundle")
         else:
             try:
-                trt_engine = TensorRTEngine(plan, n_features=n_features, window=window)
-                log.info("backend tensorrt: %s", trt_engine.reason)
-                return trt_engine
+                return TensorRTEngine(plan, n_features=n_features, window=window)
             except Exception as exc:  # TensorRT/CUDA raise assorted types; fall back instead
                 skipped.append(f"TensorRT unavailable: {exc}")
     if backend in ("auto", TENSORRT, CUDA):
@@ -222,5 +220,6 @@ def select_engine(
 
 
 def _log_choice(requested: str, engine: Engine) -> None:
-    level = logging.WARNING if requested not in ("auto", engine.name) else logging.INFO
+    """Warn when the requested backend was not obtained (the Scorer logs every choice)."""
+    level = logging.WARNING if requested not in ("auto", engine.name) else logging.DEBUG
     log.log(level, "backend %s (requested %s): %s", engine.name, requested, engine.reason)

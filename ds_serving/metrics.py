@@ -8,6 +8,7 @@ row would cost more than scoring the row.
 from __future__ import annotations
 
 import threading
+from bisect import bisect_left
 from collections.abc import Iterator
 from typing import Any
 from wsgiref.simple_server import WSGIRequestHandler, make_server
@@ -38,6 +39,7 @@ class BatchHistogram(Collector):
         self.name = name
         self.documentation = documentation
         self._bounds = np.asarray(buckets, dtype=np.float64)
+        self._bounds_list = [float(b) for b in buckets]
         self._counts = np.zeros(len(buckets) + 1, dtype=np.int64)  # last bucket: +Inf
         self._sum = 0.0
         self._scaled: dict[tuple[float, np.dtype[Any]], np.ndarray] = {}
@@ -46,6 +48,9 @@ class BatchHistogram(Collector):
     def observe_many(self, values: np.ndarray, scale: float = 1.0) -> None:
         """Observe ``values / scale`` (NaN skipped) without dividing every value: the bucket
         bounds are scaled instead (cached per scale), in the values' own dtype."""
+        if len(values) <= 8:  # small batches: a Python loop beats numpy's per-call overhead
+            self._observe_few(values.tolist(), scale)
+            return
         if np.isnan(values).any():
             values = values[~np.isnan(values)]
         if not len(values):
@@ -62,6 +67,14 @@ class BatchHistogram(Collector):
         with self._lock:
             self._counts += counts
             self._sum += total
+
+    def _observe_few(self, values: list[float], scale: float) -> None:
+        with self._lock:
+            for value in values:
+                if value == value:  # not NaN
+                    ratio = value / scale
+                    self._counts[bisect_left(self._bounds_list, ratio)] += 1
+                    self._sum += ratio
 
     def collect(self) -> Iterator[HistogramMetricFamily]:
         with self._lock:

@@ -42,7 +42,9 @@ def synthetic_batches(
     rng = np.random.default_rng(seed)
     mu = np.zeros(n_features) if not mean else np.asarray(mean, np.float64)
     sd = np.ones(n_features) if not std else np.maximum(np.asarray(std, np.float64), 1e-6)
-    phase = rng.uniform(0, 2 * np.pi, size=(n_entities, n_features))
+    # one latent load per entity drives every feature (real telemetry is correlated: more load,
+    # more cpu, traffic and latency), so a model that learned those correlations sees normal rows
+    phase = rng.uniform(0, 2 * np.pi, size=n_entities)
     names = np.array([f"host-{i:03d}" for i in range(n_entities)])
     period = 24 * 3600.0
     burst_left = np.zeros(n_entities, np.int64)
@@ -52,8 +54,8 @@ def synthetic_batches(
         idx = (step + np.arange(batch_rows)) % n_entities
         tick = (step + np.arange(batch_rows)) // n_entities
         times = START_EPOCH + tick * interval_seconds
-        wave = 0.6 * np.sin(2 * np.pi * times[:, None] / period + phase[idx])
-        z = wave + 0.3 * rng.standard_normal((batch_rows, n_features))
+        load = 0.25 * np.sin(2 * np.pi * times / period + phase[idx])
+        z = load[:, None] + 0.1 * rng.standard_normal((batch_rows, n_features))
         injected = np.zeros(batch_rows, bool)
         for i, e in enumerate(idx):
             if burst_left[e] == 0 and rng.random() < anomaly_rate:

@@ -99,6 +99,9 @@ def test_replay_is_deterministic(served: tuple[str, Path],
     assert first["rows"] == second["rows"] == 500
     assert first["anomalies"] == second["anomalies"] and first["anomalies"] > 0  # type: ignore[operator]
     assert "p99_ms" in first
+    # the injected bursts are far outside the training distribution: the model flags most
+    assert first["injected_rows"] > 0  # type: ignore[operator]
+    assert first["injected_rows_flagged"] >= 0.5 * first["injected_rows"]  # type: ignore[operator]
 
 
 def test_replay_paces_at_the_requested_rate(served: tuple[str, Path],

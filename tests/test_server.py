@@ -443,3 +443,29 @@ def test_graceful_stop_lets_in_flight_streams_finish(models: Path) -> None:
     assert not stopper.is_alive()
     assert _code(lambda: client.score(_normal_rows(1))) == grpc.StatusCode.UNAVAILABLE
     client.close()
+
+
+def test_oversized_message_is_refused(models: Path) -> None:
+    path = write_point_bundle(models)
+    promote(models, "ae", path.name)
+    with ServerThread(_config(models, max_message_bytes=4096, metrics_port=None)) as server:
+        client = ScorerClient(f"127.0.0.1:{server.port}", timeout=10)
+        assert _code(lambda: client.score(_normal_rows(1000))) == (
+            grpc.StatusCode.RESOURCE_EXHAUSTED
+        )
+        assert len(client.score(_normal_rows(10)).scores) == 10
+        client.close()
+
+
+def test_score_histogram_small_and_large_batches_agree() -> None:
+    from ds_serving.metrics import BatchHistogram
+
+    values = np.array([0.05, 0.5, 1.0, 1.01, np.nan, 7.0, 250.0, 3.0], np.float32) * 2.0
+    one_by_one, batched = (BatchHistogram("h", "h", (0.1, 1.0, 5.0)) for _ in range(2))
+    for v in values:
+        one_by_one.observe_many(np.array([v], np.float32), 2.0)  # the small-batch path
+    batched.observe_many(np.tile(values, 4), 2.0)  # the numpy path (> 8 values)
+    small = {s.labels.get("le"): s.value for s in next(iter(one_by_one.collect())).samples}
+    large = {s.labels.get("le"): s.value for s in next(iter(batched.collect())).samples}
+    assert small["1.0"] == 3 and small["5.0"] == 5 and small["+Inf"] == 7  # le; NaN skipped
+    assert {k: 4 * v for k, v in small.items()} == pytest.approx(large)

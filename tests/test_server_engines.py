@@ -46,7 +46,7 @@ def test_unusable_engine_falls_back_with_the_reason_logged(
     bundle = write_bundle(tmp_path, "ae", model, kind="dense_ae", features=FEATURES,
                           threshold=1.0, threshold_rule={}, extra_files={ENGINE_FILE: b"junk"})
     assert bundle.engine_path is not None
-    with caplog.at_level(logging.INFO, logger="ds_serving.engines"):
+    with caplog.at_level(logging.INFO):
         scorer = Scorer.from_bundle(bundle, backend=backend)
     expected = "cuda" if _cuda_available() else "cpu"
     assert scorer.backend == expected
