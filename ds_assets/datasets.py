@@ -9,6 +9,7 @@ import pandas as pd
 
 from ds_assets.schema import ANOMALY_TYPE, ENTITY_COLUMNS, LABEL, TIMESTAMP, feature_columns
 from ds_serving.scoring import Scorer, score_rows
+from ds_serving.smoothing import Smoothing, smooth_flags
 
 SPLITS = ("train", "val", "test")
 
@@ -83,8 +84,18 @@ def split_rows(training_set: pd.DataFrame, split: str) -> pd.DataFrame:
     return training_set.loc[training_set["split"] == split].reset_index(drop=True)
 
 
-def score_frame(scorer: Scorer, frame: pd.DataFrame, chunk_rows: int = 65_536) -> pd.DataFrame:
-    """Score every row in chunks (bounded memory); keeps ids/labels, adds score columns."""
+def score_frame(
+    scorer: Scorer,
+    frame: pd.DataFrame,
+    chunk_rows: int = 65_536,
+    smoothing: Smoothing | None = None,
+) -> pd.DataFrame:
+    """Score every row in chunks (bounded memory); keeps ids/labels, adds score columns.
+
+    ``smoothing`` is the bundle's flag policy (``Smoothing.from_dict(manifest.smoothing)``):
+    ``is_anomaly`` then holds the smoothed flags (per host, rows time-ordered within each host,
+    as the live scorer applies them) and ``raw_is_anomaly`` the unsmoothed ``score > threshold``.
+    """
     missing = [f for f in scorer.features if f not in frame.columns]
     if missing:
         raise DatasetError(
@@ -105,7 +116,11 @@ def score_frame(scorer: Scorer, frame: pd.DataFrame, chunk_rows: int = 65_536) -
     keep = [c for c in (TIMESTAMP, *ENTITY_COLUMNS, LABEL, ANOMALY_TYPE) if c in frame.columns]
     out = frame[keep].reset_index(drop=True)
     out["score"] = batch.scores
-    out["is_anomaly"] = batch.flags
+    if smoothing is not None and smoothing.enabled:
+        out["raw_is_anomaly"] = batch.flags
+        out["is_anomaly"] = smooth_flags(batch.flags, smoothing, entities)
+    else:
+        out["is_anomaly"] = batch.flags
     out["top_feature"] = np.where(scored, np.asarray(scorer.features, dtype=object)[top], None)
     out["model_version"] = scorer.version or ""
     return out

@@ -6,15 +6,14 @@ from typing import Any
 
 import dagster as dg
 
-from ds_assets.assets.alerts import alerts
 from ds_assets.assets.detector import (
-    autoencoder,
+    detector,
     model_bundle,
-    onnx_matches_torch,
     onnx_model,
+    onnx_parity,
+    tensorrt_engine,
     training_set,
 )
-from ds_assets.assets.drift import drift_report
 from ds_assets.assets.evaluation import champion, evaluation_report
 from ds_assets.assets.partitions import daily_partitions
 from ds_assets.assets.scoring import scored_telemetry
@@ -22,29 +21,20 @@ from ds_assets.assets.telemetry import raw_telemetry, raw_telemetry_expectations
 from ds_assets.resources.io_manager import LocalArtifactIOManager
 from ds_assets.resources.mlflow import mlflow_tracking
 from ds_assets.resources.registry import ModelRegistry
-from ds_assets.sensors.drift import drift_sensor_from_env
-from ds_assets.sensors.promotion import promotion_sensor_from_env
-from ds_assets.sensors.schedules import (
-    daily_pipeline_job,
-    daily_schedule,
-    rescore_job,
-    weekly_retrain_schedule,
-)
 from ds_assets.settings import Settings
 
 ASSETS = [
     raw_telemetry,
     training_set,
-    autoencoder,
+    detector,
     onnx_model,
     model_bundle,
+    tensorrt_engine,
     evaluation_report,
     champion,
     scored_telemetry,
-    drift_report,
-    alerts,
 ]
-CHECKS = [raw_telemetry_expectations, onnx_matches_torch]
+CHECKS = [raw_telemetry_expectations, onnx_parity]
 
 ingest_job = dg.define_asset_job(
     "ingest_telemetry",
@@ -55,8 +45,9 @@ ingest_job = dg.define_asset_job(
 training_job = dg.define_asset_job(
     "train_detector",
     selection=dg.AssetSelection.assets(training_set).downstream()
-    - dg.AssetSelection.assets(scored_telemetry).downstream(),
-    description="Training set -> autoencoder -> ONNX -> bundle -> evaluation -> champion.",
+    - dg.AssetSelection.assets(scored_telemetry),
+    description="Training set -> detector -> ONNX -> bundle (+ TensorRT on a GPU) -> evaluation "
+    "-> champion.",
 )
 scoring_job = dg.define_asset_job(
     "score_telemetry",
@@ -70,7 +61,8 @@ def build_resources(settings: Settings) -> dict[str, Any]:
     return {
         "io_manager": LocalArtifactIOManager(base_dir=str(settings.data_dir / "assets")),
         "registry": ModelRegistry(
-            models_dir=str(settings.models_dir), model_name=settings.model_name
+            models_dir=str(settings.models_dir), model_name=settings.model_name,
+            mlflow_tracking_uri=settings.mlflow_tracking_uri,
         ),
         "mlflow": mlflow_tracking.configured(
             {
@@ -86,9 +78,7 @@ def build_definitions(settings: Settings | None = None) -> dg.Definitions:
     return dg.Definitions(
         assets=ASSETS,
         asset_checks=CHECKS,
-        jobs=[ingest_job, training_job, scoring_job, daily_pipeline_job, rescore_job],
-        schedules=[daily_schedule, weekly_retrain_schedule],
-        sensors=[drift_sensor_from_env(), promotion_sensor_from_env()],
+        jobs=[ingest_job, training_job, scoring_job],
         resources=build_resources(settings or Settings.from_env()),
     )
 

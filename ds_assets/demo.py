@@ -66,7 +66,7 @@ def main(argv: list[str] | None = None) -> int:
     print("[2/3] train -> export ONNX -> parity check -> bundle -> evaluate -> champion")
     _run(defs, "train_detector", instance, run_config={"ops": {
         "training_set": {"config": {"n_partitions": len(days), "end_partition": days[-1]}},
-        "autoencoder": {"config": {"epochs": args.epochs}},
+        "detector": {"config": {"epochs": args.epochs}},
     }})
     t_train = time.perf_counter() - started - t_ingest
 

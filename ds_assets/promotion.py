@@ -1,10 +1,33 @@
-"""Champion/challenger decision: promote only on a held-out test set both models are scored on."""
+"""Champion/challenger promotion and the MLflow model registry mirror.
+
+A challenger replaces the champion only if it *beats* it on PR-AUC computed on the same held-out
+test rows (the rows both models score: a temporal model leaves each entity's first W-1 rows
+unscored). Promotion writes the local ``champion.json`` (what the scorer serves) and moves the
+MLflow alias ``champion`` to the challenger's registered model version.
+
+MLflow is used through an explicit ``MlflowClient`` (tracking URI + run id): nothing here depends
+on a process-global active run.
+"""
 
 from __future__ import annotations
 
+import json
 import math
+import tempfile
+import time
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass
+from pathlib import Path
 from typing import Any
+
+import numpy as np
+
+from ds_assets.evaluation import average_precision
+from ds_serving import bundle as bundles
+
+CHAMPION_ALIAS = "champion"
+BUNDLE_VERSION_TAG = "bundle_version"
+PIP_REQUIREMENTS = ["onnx", "onnxruntime", "numpy"]
 
 
 @dataclass(frozen=True)
@@ -15,6 +38,7 @@ class PromotionDecision:
     challenger_pr_auc: float
     champion_version: str | None
     champion_pr_auc: float | None
+    compared_rows: int | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -26,28 +50,197 @@ def decide_promotion(
     champion_version: str | None,
     champion_pr_auc: float | None,
     min_improvement: float = 0.0,
+    compared_rows: int | None = None,
 ) -> PromotionDecision:
-    """Promote when there is no champion, or the challenger's PR-AUC is at least as good."""
+    """Promote when there is no champion, or the challenger's PR-AUC is strictly higher than
+    the champion's plus ``min_improvement``."""
     def decision(promote: bool, reason: str) -> PromotionDecision:
         return PromotionDecision(
             promote, reason, challenger_version, challenger_pr_auc, champion_version,
-            champion_pr_auc,
+            champion_pr_auc, compared_rows,
         )
 
-    if champion_version is None or champion_pr_auc is None:
+    if champion_version is None:
         return decision(True, "no current champion")
     if champion_version == challenger_version:
         return decision(False, "challenger is already the champion")
     if math.isnan(challenger_pr_auc):
-        return decision(False, "challenger PR-AUC is undefined (test split has no anomalies)")
-    if math.isnan(champion_pr_auc) or challenger_pr_auc >= champion_pr_auc + min_improvement:
-        return decision(
-            True,
-            f"challenger PR-AUC {challenger_pr_auc:.4f} >= champion {champion_pr_auc:.4f}"
-            f" + {min_improvement}",
-        )
+        return decision(False, "challenger PR-AUC is undefined (test rows have no anomalies)")
+    if champion_pr_auc is None or math.isnan(champion_pr_auc):
+        return decision(True, "champion PR-AUC is undefined on these test rows")
+    bar = champion_pr_auc + min_improvement
+    verdict = ">" if challenger_pr_auc > bar else ("==" if challenger_pr_auc == bar else "<")
     return decision(
-        False,
-        f"challenger PR-AUC {challenger_pr_auc:.4f} < champion {champion_pr_auc:.4f}"
+        verdict == ">",
+        f"challenger PR-AUC {challenger_pr_auc:.4f} {verdict} champion {champion_pr_auc:.4f}"
         f" + {min_improvement}",
     )
+
+
+def pr_auc_on_common_rows(
+    labels: np.ndarray, challenger_scores: np.ndarray, champion_scores: np.ndarray
+) -> tuple[float, float, int]:
+    """(challenger PR-AUC, champion PR-AUC, rows) over the rows both models scored."""
+    y = np.asarray(labels)
+    a = np.asarray(challenger_scores, dtype=np.float64)
+    b = np.asarray(champion_scores, dtype=np.float64)
+    if not len(y) == len(a) == len(b):
+        raise ValueError(
+            f"labels ({len(y)}), challenger ({len(a)}) and champion ({len(b)}) scores must "
+            "cover the same test rows"
+        )
+    both = np.isfinite(a) & np.isfinite(b)
+    if not both.any():
+        return float("nan"), float("nan"), 0
+    yy = y[both]
+    if int(yy.sum()) == 0:
+        return float("nan"), float("nan"), int(both.sum())
+    return average_precision(yy, a[both]), average_precision(yy, b[both]), int(both.sum())
+
+
+def bundle_test_scores(bundle_path: str | Path, test_rows: Any) -> np.ndarray:
+    """Scores of a bundle on test rows (a frame, time-ordered per entity), one per row: NaN
+    where the model gives no score (temporal warm-up), so two bundles align row by row."""
+    from ds_assets.datasets import score_frame
+    from ds_serving.scoring import Scorer
+
+    scorer = Scorer.from_bundle(bundles.load_bundle(bundle_path), backend="cpu")
+    return score_frame(scorer, test_rows)["score"].to_numpy(np.float64)
+
+
+# --------------------------------------------------------------------------------------------
+# MLflow registry mirror
+
+
+def _client(tracking_uri: str) -> Any:
+    from mlflow import MlflowClient
+
+    return MlflowClient(tracking_uri=tracking_uri)
+
+
+def _flat(prefix: str, data: Mapping[str, Any]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, value in data.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, Mapping):
+            out.update(_flat(f"{name}.", value))
+        elif isinstance(value, list | tuple):
+            out[name] = ",".join(str(v) for v in value)
+        else:
+            out[name] = value
+    return out
+
+
+def log_bundle(
+    tracking_uri: str,
+    run_id: str,
+    bundle: bundles.Bundle,
+    registered_name: str,
+    *,
+    params: Mapping[str, Any] | None = None,
+    metrics: Mapping[str, float] | None = None,
+) -> str:
+    """Log a bundle to an MLflow run (params, metrics, ONNX model flavour, bundle files) and
+    register it as a model version tagged with the bundle version; returns that version."""
+    import mlflow.onnx
+    import onnx
+    from mlflow.entities import Metric, Param
+    from mlflow.exceptions import MlflowException
+
+    client = _client(tracking_uri)
+    run = client.get_run(run_id)
+    m = bundle.manifest
+    logged = run.data.params
+    all_params = _flat("", {**(params or {}), "threshold": m.threshold,
+                            "threshold_rule": m.threshold_rule, "smoothing": m.smoothing,
+                            "bundle_version": m.version, "kind": m.kind,
+                            "window": m.window if m.window is not None else "none"})
+    # MLflow params are immutable: log only the ones this run does not hold yet
+    values = {k: str(v)[:6000] for k, v in all_params.items()}
+    new = [Param(k, v) for k, v in values.items() if k not in logged]
+    clashes = sorted(k for k, v in values.items() if k in logged and logged[k] != v)
+    if clashes:
+        client.set_tag(run_id, "param_clashes", ",".join(clashes)[:5000])
+    now = int(time.time() * 1000)
+    metric_rows = [Metric(k, float(v), now, 0) for k, v in (metrics or {}).items()
+                   if v is not None and math.isfinite(float(v))]
+    client.log_batch(run_id, metrics=metric_rows, params=new)
+    with tempfile.TemporaryDirectory() as tmp:
+        model_dir = Path(tmp) / "model"
+        mlflow.onnx.save_model(
+            onnx.load_from_string(bundle.model_bytes()), str(model_dir),
+            pip_requirements=PIP_REQUIREMENTS,  # explicit: inference spawns a slow subprocess
+        )
+        client.log_artifacts(run_id, str(model_dir), "model")
+    client.log_artifacts(run_id, str(bundle.path), f"bundle/{m.version}")
+    try:
+        client.get_registered_model(registered_name)
+    except MlflowException:  # RESOURCE_DOES_NOT_EXIST: the first bundle of this name
+        client.create_registered_model(
+            registered_name, description="DataSentinel detector bundles (ONNX scoring graphs)"
+        )
+    version = client.create_model_version(
+        registered_name,
+        source=f"{run.info.artifact_uri}/model",
+        run_id=run_id,
+        tags={BUNDLE_VERSION_TAG: m.version, "kind": m.kind},
+        description=f"bundle {m.name} v{m.version} ({m.kind})",
+    )
+    return str(version.version)
+
+
+def log_report(tracking_uri: str, run_id: str, report: Mapping[str, Any]) -> None:
+    """Attach an evaluation report (JSON) to the run that trained the bundle."""
+    payload = json.loads(json.dumps(report, default=str))
+    _client(tracking_uri).log_dict(run_id, payload, "report/evaluation_report.json")
+
+
+def model_version_for_bundle(
+    tracking_uri: str, registered_name: str, bundle_version: str
+) -> str | None:
+    """The registered model version that mirrors a local bundle version, if any."""
+    client = _client(tracking_uri)
+    found = client.search_model_versions(
+        f"name='{registered_name}' and tag.{BUNDLE_VERSION_TAG}='{bundle_version}'"
+    )
+    return str(max(int(v.version) for v in found)) if found else None
+
+
+def champion_alias_version(tracking_uri: str, registered_name: str) -> str | None:
+    """The registered model version the ``champion`` alias points at, if any."""
+    from mlflow.exceptions import MlflowException
+
+    client = _client(tracking_uri)
+    try:
+        return str(client.get_model_version_by_alias(registered_name, CHAMPION_ALIAS).version)
+    except MlflowException:  # no such registered model, or no alias yet
+        return None
+
+
+def promote_bundle(
+    models_dir: str | Path,
+    name: str,
+    decision: PromotionDecision,
+    *,
+    tracking_uri: str | None = None,
+    mlflow_version: str | None = None,
+) -> str | None:
+    """Apply a positive decision: ``champion.json`` first (what serves), then the MLflow alias.
+    Returns the MLflow version the alias now points at (None without MLflow)."""
+    if not decision.promote:
+        return None
+    bundles.promote(models_dir, name, decision.challenger_version, details=decision.to_dict())
+    if tracking_uri is None:
+        return None
+    version = mlflow_version or model_version_for_bundle(
+        tracking_uri, name, decision.challenger_version
+    )
+    if version is None:
+        raise LookupError(
+            f"bundle {name} v{decision.challenger_version} has no registered MLflow model "
+            "version; log it with log_bundle before promoting"
+        )
+    client = _client(tracking_uri)
+    client.set_registered_model_alias(name, CHAMPION_ALIAS, version)
+    client.set_model_version_tag(name, version, "promotion", decision.reason[:5000])
+    return version

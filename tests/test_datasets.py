@@ -52,7 +52,7 @@ def test_window_selection() -> None:
 def test_promotion_rules() -> None:
     assert decide_promotion("1", 0.5, None, None).promote
     assert decide_promotion("2", 0.6, "1", 0.5).promote
-    assert decide_promotion("2", 0.5, "1", 0.5).promote  # ties go to the newer model
+    assert not decide_promotion("2", 0.5, "1", 0.5).promote  # must beat it: a tie keeps it
     lost = decide_promotion("2", 0.4, "1", 0.5)
     assert not lost.promote and "0.4000 < champion 0.5000" in lost.reason
     assert not decide_promotion("2", float("nan"), "1", 0.5).promote

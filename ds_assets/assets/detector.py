@@ -1,10 +1,12 @@
-"""Training set -> autoencoder -> ONNX graph (parity-checked) -> model bundle.
+"""Training set -> detector (any family) -> ONNX graph (parity-checked) -> model bundle
+(threshold + smoothing policy, registered in MLflow) -> TensorRT engine (GPU only).
 
-Each asset is wiring around the plain modules in ds_assets (datasets, training, export,
-thresholds) and ds_serving (bundle, scoring).
+Each asset is wiring around the plain modules in ds_assets (datasets, detectors, export,
+thresholds, tensorrt_build, promotion) and ds_serving (bundle, scoring, smoothing).
 """
 
 
+from collections.abc import Iterator
 from typing import Any
 
 import dagster as dg
@@ -13,17 +15,26 @@ import pandas as pd
 
 from ds_assets.analytics import markdown_table
 from ds_assets.datasets import build_training_set, select_window, split_rows
-from ds_assets.export import OPSET, check_parity, export_onnx
+from ds_assets.detectors import DetectorParams, TrainedDetector, train_detector
+from ds_assets.drift import REFERENCE_FILE, reference_from_training_set
+from ds_assets.export import OPSET, check_parity, export_onnx, input_shape
 from ds_assets.resources.io_manager import OnnxGraph, PartitionFrames
 from ds_assets.resources.registry import ModelRegistry
 from ds_assets.schema import LABEL, TIMESTAMP, feature_columns
-from ds_assets.thresholds import calibrate_quantile
-from ds_assets.training import KIND, AutoencoderParams, TrainedAutoencoder, train_autoencoder
-from ds_serving.bundle import write_bundle
-from ds_serving.scoring import Scorer
+from ds_assets.tensorrt_build import (
+    attach_engine,
+    compile_and_check,
+    unavailable_reason,
+)
+from ds_assets.thresholds import calibrate_threshold
+from ds_serving.bundle import load_bundle, write_bundle
+from ds_serving.scoring import Scorer, score_rows
+from ds_serving.smoothing import Smoothing
+from ds_serving.windows import window_index
 
-CODE_VERSION = "1"
+CODE_VERSION = "2"
 PARITY_ROWS = 4096
+ENTITY = "host_id"
 
 
 class TrainingWindowConfig(dg.Config):
@@ -38,7 +49,7 @@ class TrainingWindowConfig(dg.Config):
 @dg.asset(
     ins={"raw_telemetry": dg.AssetIn(metadata={"allow_missing_partitions": True})},
     kinds={"pandas", "parquet"},
-    code_version=CODE_VERSION,
+    code_version="1",
     group_name="training",
 )
 def training_set(
@@ -61,31 +72,85 @@ def training_set(
     return data
 
 
-class AutoencoderConfig(dg.Config):
-    """Hyper-parameters of the dense autoencoder (editable in the launchpad)."""
+class DetectorConfig(dg.Config):
+    """Detector family and hyper-parameters (editable in the launchpad); fields of other
+    families are ignored. Validated by ``ds_assets.detectors.DetectorParams``."""
 
-    hidden: list[int] = [32, 16, 4]
+    family: str = "dense_ae"  # dense_ae | temporal_ae | pca
+    seed: int = 0
+    # autoencoders
     epochs: int = 30
     batch_size: int = 256
     learning_rate: float = 1e-3
+    weight_decay: float = 0.0
     patience: int = 5
-    seed: int = 0
+    min_delta: float = 1e-4
     max_train_rows: int = 200_000
+    hidden: list[int] = [32, 16, 4]  # dense_ae
+    # temporal_ae
+    window: int = 16
+    channels: list[int] = [32, 16]
+    kernel_size: int = 5
+    latent: int = 16
+    temporal_score: str = "window_mean"  # window_mean | last_row
+    # pca
+    explained_variance: float = 0.95
+    max_components: int | None = None
+    pca_combine: str = "max"  # max | sum
+    t2_weight: float = 0.5
+    scale_quantile: float = 0.99
 
-    def params(self) -> AutoencoderParams:
-        return AutoencoderParams(
-            hidden=tuple(self.hidden),
-            epochs=self.epochs,
-            batch_size=self.batch_size,
-            learning_rate=self.learning_rate,
-            patience=self.patience,
-            seed=self.seed,
-            max_train_rows=self.max_train_rows,
+    def params(self) -> DetectorParams:
+        return DetectorParams(
+            family=self.family, seed=self.seed, epochs=self.epochs, batch_size=self.batch_size,
+            learning_rate=self.learning_rate, weight_decay=self.weight_decay,
+            patience=self.patience, min_delta=self.min_delta, max_train_rows=self.max_train_rows,
+            hidden=tuple(self.hidden), window=self.window, channels=tuple(self.channels),
+            kernel_size=self.kernel_size, latent=self.latent, temporal_score=self.temporal_score,
+            explained_variance=self.explained_variance, max_components=self.max_components,
+            pca_combine=self.pca_combine, t2_weight=self.t2_weight,
+            scale_quantile=self.scale_quantile,
         )
 
 
 def _features_of(split: pd.DataFrame, features: list[str]) -> np.ndarray:
     return split[features].to_numpy(np.float32)
+
+
+def _entities_of(split: pd.DataFrame) -> np.ndarray | None:
+    """One id per row for per-entity windows (rows are time-ordered within each entity)."""
+    return split[ENTITY].to_numpy() if ENTITY in split.columns else None
+
+
+def training_metadata(trained: TrainedDetector) -> dict[str, Any]:
+    """Materialization metadata of a training run (seed, epochs, loss curve, wall time, rows)."""
+    s = trained.training_summary
+    meta: dict[str, Any] = {
+        "family": trained.family,
+        "kind": trained.kind,
+        "seed": s["seed"],
+        "epochs_run": s["epochs_run"],
+        "best_epoch": s["best_epoch"],
+        "best_val_loss": float(s["best_val_loss"]),
+        "stopped_early": s["stopped_early"],
+        "train_rows": s["train_rows"],
+        "val_rows": s["val_rows"],
+        "device": s["device"],
+        "wall_time_s": s["wall_time_s"],
+        "window": trained.window if trained.window is not None else "none",
+        "params": dg.MetadataValue.json(s["params"]),
+        "loss_curve_summary": dg.MetadataValue.json(s["loss_curve"]),
+    }
+    if "train_windows" in s:
+        meta.update(train_windows=s["train_windows"], val_windows=s["val_windows"])
+    if trained.family == "pca":
+        meta.update(n_components=s["n_components"],
+                    explained_variance_ratio=s["explained_variance_ratio"])
+    else:
+        curve = pd.DataFrame({"epoch": range(len(s["val_loss"])), "train_loss": s["train_loss"],
+                              "val_loss": s["val_loss"]})
+        meta["loss_curve"] = dg.MetadataValue.md(markdown_table(curve))
+    return meta
 
 
 @dg.asset(
@@ -95,75 +160,76 @@ def _features_of(split: pd.DataFrame, features: list[str]) -> np.ndarray:
     group_name="training",
     required_resource_keys={"mlflow"},
 )
-def autoencoder(
-    context: dg.AssetExecutionContext, config: AutoencoderConfig, training_set: pd.DataFrame
-) -> TrainedAutoencoder:
-    """Dense autoencoder fitted on normal train rows, early-stopped on validation loss."""
+def detector(
+    context: dg.AssetExecutionContext, config: DetectorConfig, training_set: pd.DataFrame
+) -> TrainedDetector:
+    """A detector of the configured family fitted on normal train rows (autoencoders are
+    early-stopped on validation loss); training facts go to metadata and MLflow."""
+    params = config.params()  # a config that cannot work fails here, before any training
     features = feature_columns(training_set)
-    trained = train_autoencoder(
-        _features_of(split_rows(training_set, "train"), features),
-        _features_of(split_rows(training_set, "val"), features),
-        features,
-        config.params(),
+    train, val = split_rows(training_set, "train"), split_rows(training_set, "val")
+    trained = train_detector(
+        params, _features_of(train, features), _features_of(val, features), features,
+        train_entities=_entities_of(train), val_entities=_entities_of(val),
     )
-    history = trained.history
+    s = trained.training_summary
     mlflow = context.resources.mlflow
-    mlflow.log_params({**history["params"], "features": ",".join(features), "kind": KIND})
-    for epoch, (tl, vl) in enumerate(zip(history["train_loss"], history["val_loss"], strict=True)):
+    mlflow.log_params({**{k: (",".join(map(str, v)) if isinstance(v, list) else v)
+                          for k, v in s["params"].items()},
+                       "features": ",".join(features), "kind": trained.kind,
+                       "train_rows": s["train_rows"], "val_rows": s["val_rows"]})
+    for epoch, (tl, vl) in enumerate(zip(s.get("train_loss", []), s.get("val_loss", []),
+                                         strict=True)):
         mlflow.log_metrics({"train_loss": tl, "val_loss": vl}, step=epoch)
-    mlflow.log_metrics({"best_val_loss": history["best_val_loss"],
-                        "train_wall_seconds": history["wall_time_s"]})
-    curve = pd.DataFrame(
-        {"epoch": range(len(history["val_loss"])), "train_loss": history["train_loss"],
-         "val_loss": history["val_loss"]}
-    )
-    context.add_output_metadata(
-        {
-            "epochs_run": history["epochs_run"],
-            "best_epoch": history["best_epoch"],
-            "best_val_loss": history["best_val_loss"],
-            "stopped_early": history["stopped_early"],
-            "train_rows": history["train_rows"],
-            "device": history["device"],
-            "wall_seconds": history["wall_time_s"],
-            "seed": config.seed,
-            "loss_curve": dg.MetadataValue.md(markdown_table(curve)),
-        }
-    )
+    mlflow.log_metrics({"best_val_loss": float(s["best_val_loss"]),
+                        "epochs_run": s["epochs_run"], "train_wall_time_s": s["wall_time_s"]})
+    context.add_output_metadata(training_metadata(trained))
     return trained
 
 
 @dg.asset(kinds={"onnx"}, code_version=CODE_VERSION, group_name="training")
-def onnx_model(context: dg.AssetExecutionContext, autoencoder: TrainedAutoencoder) -> OnnxGraph:
-    """The scoring graph: normalization, reconstruction and score inside one ONNX model."""
-    graph = OnnxGraph(export_onnx(autoencoder))
-    context.add_output_metadata({"opset": OPSET, "bytes": len(graph.data)})
+def onnx_model(context: dg.AssetExecutionContext, detector: TrainedDetector) -> OnnxGraph:
+    """The scoring graph: normalization, model and score inside one ONNX model."""
+    graph = OnnxGraph(export_onnx(detector))
+    context.add_output_metadata({
+        "opset": OPSET,
+        "bytes": len(graph.data),
+        "family": detector.family,
+        "input_shape": str(["batch", *input_shape(detector, 1)[1:]]),
+    })
     return graph
 
 
-def parity_rows(training_set: pd.DataFrame, features: list[str]) -> np.ndarray:
-    """Validation and test rows (anomalies included), capped, for the parity comparison."""
-    rows = training_set.loc[training_set["split"] != "train", features]
-    step = max(1, len(rows) // PARITY_ROWS)
-    return rows.iloc[::step].head(PARITY_ROWS).to_numpy(np.float32)
+def parity_inputs(training_set: pd.DataFrame, trained: TrainedDetector) -> np.ndarray:
+    """Validation and test rows (anomalies included) as model inputs, capped: rows for
+    point-wise models, per-entity windows for temporal ones."""
+    rows = training_set.loc[training_set["split"] != "train"]
+    x = _features_of(rows, trained.features)
+    if trained.window is not None:
+        keys = _entities_of(rows)
+        index = window_index(np.zeros(len(x), np.int8) if keys is None else keys, trained.window)
+        step = max(1, len(index.starts) // PARITY_ROWS)
+        return x[index.starts[::step][:PARITY_ROWS]]
+    step = max(1, len(x) // PARITY_ROWS)
+    return x[::step][:PARITY_ROWS]
 
 
 @dg.asset_check(
     asset=onnx_model,
     blocking=True,
-    additional_ins={"autoencoder": dg.AssetIn(), "training_set": dg.AssetIn()},
+    additional_ins={"detector": dg.AssetIn(), "training_set": dg.AssetIn()},
 )
-def onnx_matches_torch(
-    onnx_model: OnnxGraph, autoencoder: TrainedAutoencoder, training_set: pd.DataFrame
+def onnx_parity(
+    onnx_model: OnnxGraph, detector: TrainedDetector, training_set: pd.DataFrame
 ) -> dg.AssetCheckResult:
-    """onnxruntime and torch must agree within a relative tolerance before anything ships."""
-    result = check_parity(
-        autoencoder, onnx_model.data, parity_rows(training_set, autoencoder.features)
-    )
+    """onnxruntime and the reference (torch, numpy for PCA) agree within a relative
+    tolerance before anything ships."""
+    result = check_parity(detector, onnx_model.data, parity_inputs(training_set, detector))
     return dg.AssetCheckResult(
         passed=result.passed,
         metadata={
-            "rows": result.rows,
+            "reference": result.reference,
+            "inputs": result.rows,
             "max_abs_diff_score": result.max_abs_diff_score,
             "max_abs_diff_feature_errors": result.max_abs_diff_feature_errors,
             "max_rel_diff": result.max_rel_diff,
@@ -172,9 +238,14 @@ def onnx_matches_torch(
     )
 
 
-class ThresholdConfig(dg.Config):
+class BundleConfig(dg.Config):
+    """Scoring policy recorded in the manifest: threshold rule and flag smoothing."""
+
+    threshold_rule: str = "auto"  # auto (best_f1 with labeled validation anomalies) | quantile
     quantile: float = 0.995
     margin: float = 1.0
+    smoothing_k: int = 1  # flag a row when >= k of its entity's last n raw flags are set
+    smoothing_n: int = 1  # k=n=1: no smoothing
 
 
 @dg.asset(
@@ -185,53 +256,74 @@ class ThresholdConfig(dg.Config):
 )
 def model_bundle(
     context: dg.AssetExecutionContext,
-    config: ThresholdConfig,
+    config: BundleConfig,
     onnx_model: OnnxGraph,
-    autoencoder: TrainedAutoencoder,
+    detector: TrainedDetector,
     training_set: pd.DataFrame,
 ) -> dict[str, Any]:
-    """A versioned bundle (ONNX + manifest) with a threshold calibrated on validation rows."""
+    """A versioned bundle (ONNX + manifest) with a threshold calibrated on validation rows,
+    logged to MLflow and registered as a model version."""
     registry: ModelRegistry = context.resources.registry
-    features = autoencoder.features
+    smoothing = Smoothing(k=config.smoothing_k, n=config.smoothing_n)
+    features = detector.features
     calibrator = Scorer(
-        onnx_model.data, features=features, threshold=float("inf"), backend="cpu"
+        onnx_model.data, features=features, threshold=float("inf"), window=detector.window,
+        backend="cpu",
     )
     val = split_rows(training_set, "val")
-    threshold, rule = calibrate_quantile(
-        calibrator.score(_features_of(val, features)).scores, config.quantile, config.margin
+    val_scores = score_rows(calibrator, _features_of(val, features), _entities_of(val)).scores
+    threshold, rule = calibrate_threshold(
+        val_scores, val[LABEL].to_numpy() if LABEL in val.columns else None,
+        rule=config.threshold_rule, quantile=config.quantile, margin=config.margin,
     )
+    # drift baseline shipped with the bundle: quantile sketches + calibrated thresholds
+    reference = reference_from_training_set(training_set, calibrator, threshold)
     days = sorted({str(d) for d in training_set[TIMESTAMP].dt.date.unique()})
     mlflow_run = context.resources.mlflow.active_run()
+    run_id = mlflow_run.info.run_id if mlflow_run else None
+    summary = detector.training_summary
     lineage = {
         "partitions": days,
         "rows": {s: int((training_set["split"] == s).sum()) for s in ("train", "val", "test")},
         "code_version": CODE_VERSION,
         "dagster_run_id": context.run_id,
-        "mlflow_run_id": mlflow_run.info.run_id if mlflow_run else None,
+        "mlflow_run_id": run_id,
     }
     bundle = write_bundle(
         registry.models_dir,
         registry.model_name,
         onnx_model.data,
-        kind=KIND,
+        kind=detector.kind,
         features=features,
+        window=detector.window,
         threshold=threshold,
         threshold_rule=rule,
+        smoothing=smoothing.to_dict(),
         lineage=lineage,
-        metrics={"best_val_loss": autoencoder.history["best_val_loss"]},
-        extra={"normalization": {"mean": autoencoder.mean.tolist(),
-                                 "std": autoencoder.std.tolist()},
-               "training": {k: autoencoder.history[k] for k in
-                            ("epochs_run", "best_epoch", "device", "wall_time_s", "params")}},
+        metrics={"best_val_loss": float(summary["best_val_loss"])},
+        extra_files={REFERENCE_FILE: reference.to_json_bytes()},
+        extra={"normalization": {"mean": detector.mean.tolist(), "std": detector.std.tolist()},
+               "detector": {"family": detector.family, "params": summary["params"]},
+               "training": {k: summary[k] for k in ("seed", "epochs_run", "best_epoch",
+                                                    "device", "wall_time_s", "train_rows",
+                                                    "val_rows", "loss_curve")}},
     )
-    context.resources.mlflow.log_params({"threshold": threshold, "threshold_rule": "quantile",
-                                         "threshold_quantile": config.quantile})
+    mlflow_version = registry.register(
+        bundle, run_id,
+        params={"family": detector.family},
+        metrics={"threshold": threshold, "best_val_loss": float(summary["best_val_loss"])},
+    )
     context.add_output_metadata(
         {
             "version": bundle.manifest.version,
             "path": dg.MetadataValue.path(str(bundle.path)),
+            "family": detector.family,
+            "window": detector.window if detector.window is not None else "none",
             "threshold": threshold,
             "threshold_rule": dg.MetadataValue.json(rule),
+            "smoothing": dg.MetadataValue.json(smoothing.to_dict()),
+            "mlflow_run_id": run_id or "",
+            "mlflow_model_version": mlflow_version or "",
         }
     )
     return {
@@ -239,4 +331,79 @@ def model_bundle(
         "version": bundle.manifest.version,
         "path": str(bundle.path),
         "threshold": threshold,
+        "family": detector.family,
+        "window": detector.window,
+        "smoothing": smoothing.to_dict(),
+        "mlflow_run_id": run_id,
+        "mlflow_model_version": mlflow_version,
     }
+
+
+class TensorRTConfig(dg.Config):
+    enabled: bool = True
+    fp16: bool = True  # used where the GPU has fast FP16 and parity holds, else FP32
+    opt_batch: int = 4096
+    max_batch: int = 65_536
+
+
+@dg.asset(
+    kinds={"tensorrt"},
+    code_version=CODE_VERSION,
+    pool="gpu",
+    group_name="training",
+    output_required=False,
+)
+def tensorrt_engine(
+    context: dg.AssetExecutionContext,
+    config: TensorRTConfig,
+    model_bundle: dict[str, Any],
+    detector: TrainedDetector,
+    training_set: pd.DataFrame,
+) -> Iterator[dg.Output[dict[str, Any]]]:
+    """TensorRT engine of the bundle's ONNX graph, added to the bundle as ``model.plan``.
+
+    Without a CUDA GPU and the tensorrt package nothing is produced (the asset shows as
+    skipped and the run log says why); the bundle keeps serving through onnxruntime.
+    """
+    reason = "disabled by run config" if not config.enabled else unavailable_reason()
+    if reason is not None:
+        context.log.info(
+            f"tensorrt_engine: no engine built for bundle v{model_bundle['version']}: {reason}. "
+            "Scoring uses the ONNX graph (onnxruntime)."
+        )
+        return
+    bundle = load_bundle(model_bundle["path"])
+    compiled = compile_and_check(
+        bundle.model_bytes(), parity_inputs(training_set, detector),
+        n_features=len(detector.features), window=detector.window, fp16=config.fp16,
+        opt_batch=config.opt_batch, max_batch=config.max_batch,
+    )
+    if not compiled.parity.passed:
+        raise dg.Failure(
+            description=(
+                f"TensorRT engine disagrees with onnxruntime: max relative deviation "
+                f"{compiled.parity.max_rel_diff:.3g} > tolerance {compiled.parity.tolerance}; "
+                "the engine was not added to the bundle"
+            ),
+            metadata={"max_rel_diff": compiled.parity.max_rel_diff},
+        )
+    info = compiled.info()
+    attach_engine(bundle.path, compiled.build.plan, info)
+    latency = pd.DataFrame(compiled.latency)
+    yield dg.Output(
+        {"name": model_bundle["name"], "version": model_bundle["version"],
+         "path": model_bundle["path"], **info},
+        metadata={
+            "precision": compiled.build.precision,
+            "build_seconds": compiled.build.build_seconds,
+            "plan_bytes": len(compiled.build.plan),
+            "parity_max_rel_diff": compiled.parity.max_rel_diff,
+            "parity_tolerance": compiled.parity.tolerance,
+            "fp16_rejected": compiled.fp16_rejected is not None,
+            "latency": dg.MetadataValue.md(markdown_table(latency)),
+            "tensorrt_version": compiled.build.tensorrt_version,
+            "device": compiled.build.device_name,
+            "profile": f"batch {compiled.build.min_batch}..{compiled.build.max_batch} "
+                       f"(opt {compiled.build.opt_batch})",
+        },
+    )

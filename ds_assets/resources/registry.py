@@ -1,18 +1,28 @@
-"""The model registry resource: where bundles live and which model name the graph trains."""
+"""The model registry resource: local bundles (what serves) mirrored to the MLflow registry.
+
+Logic lives in ``ds_serving.bundle`` (bundle format, champion pointer) and
+``ds_assets.promotion`` (decision, MLflow logging/registration/alias); this is wiring.
+"""
 
 
+from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 import dagster as dg
 
+from ds_assets import promotion
 from ds_serving import bundle as bundles
 
 
 class ModelRegistry(dg.ConfigurableResource):
-    """Local bundle registry (``<models_dir>/<name>/<version>``) used by the asset graph."""
+    """Local bundle registry (``<models_dir>/<name>/<version>``) used by the asset graph; with
+    ``mlflow_tracking_uri`` every bundle is also a registered MLflow model version and the
+    champion carries the MLflow alias ``champion``."""
 
     models_dir: str
     model_name: str = "telemetry-ae"
+    mlflow_tracking_uri: str | None = None
 
     @property
     def root(self) -> Path:
@@ -23,3 +33,39 @@ class ModelRegistry(dg.ConfigurableResource):
 
     def champion_version(self) -> str | None:
         return bundles.champion_version(self.models_dir, self.model_name)
+
+    def bundle_path(self, version: str) -> Path:
+        return bundles.model_dir(self.models_dir, self.model_name) / version
+
+    def register(
+        self,
+        bundle: bundles.Bundle,
+        run_id: str | None,
+        params: Mapping[str, Any],
+        metrics: Mapping[str, float],
+    ) -> str | None:
+        """Log the bundle to its MLflow run and register it; returns the MLflow version."""
+        if self.mlflow_tracking_uri is None or run_id is None:
+            return None
+        return promotion.log_bundle(
+            self.mlflow_tracking_uri, run_id, bundle, self.model_name,
+            params=params, metrics=metrics,
+        )
+
+    def log_report(self, run_id: str | None, report: Mapping[str, Any]) -> None:
+        if self.mlflow_tracking_uri is not None and run_id is not None:
+            promotion.log_report(self.mlflow_tracking_uri, run_id, report)
+
+    def promote(
+        self, decision: promotion.PromotionDecision, mlflow_version: str | None
+    ) -> str | None:
+        """champion.json, then the MLflow alias; returns the aliased MLflow version."""
+        return promotion.promote_bundle(
+            self.models_dir, self.model_name, decision,
+            tracking_uri=self.mlflow_tracking_uri, mlflow_version=mlflow_version,
+        )
+
+    def champion_alias_version(self) -> str | None:
+        if self.mlflow_tracking_uri is None:
+            return None
+        return promotion.champion_alias_version(self.mlflow_tracking_uri, self.model_name)

@@ -1,0 +1,88 @@
+"""TensorRT compilation: the CPU skip path everywhere, the real build where a GPU exists."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from ds_assets.detectors import FAMILIES, DetectorParams, TrainedDetector, train_detector
+from ds_assets.export import export_onnx, model_inputs
+from ds_assets.tensorrt_build import (
+    FP16_RTOL,
+    FP32_RTOL,
+    TensorRTUnavailable,
+    attach_engine,
+    build_engine,
+    compile_and_check,
+    unavailable_reason,
+)
+from ds_serving.bundle import ENGINE_FILE, MANIFEST_FILE, BundleError, load_bundle, write_bundle
+from tests.helpers import FEATURES, correlated_rows
+
+REASON = unavailable_reason()
+
+
+def _bundle(tmp_path: Path, family: str = "dense_ae") -> tuple[TrainedDetector, Path]:
+    params = DetectorParams(family=family, hidden=(8, 2), window=4, channels=(4,),
+                            kernel_size=3, latent=2, epochs=1)
+    trained = train_detector(params, correlated_rows(200), correlated_rows(60, 1), FEATURES)
+    bundle = write_bundle(tmp_path / "models", "trt", export_onnx(trained), kind=trained.kind,
+                          features=FEATURES, threshold=1.0, threshold_rule={"rule": "quantile"},
+                          window=trained.window)
+    return trained, bundle.path
+
+
+@pytest.mark.skipif(REASON is None, reason="a usable GPU + tensorrt is present")
+def test_without_gpu_the_reason_is_explained_and_nothing_is_built() -> None:
+    assert REASON is not None
+    assert "CUDA GPU" in REASON or "tensorrt" in REASON
+    with pytest.raises(TensorRTUnavailable, match=REASON.split(" (")[0]):
+        build_engine(b"not used", n_features=4, window=None)
+
+
+def test_attach_engine_lists_the_plan_and_keeps_the_bundle_verifiable(tmp_path: Path) -> None:
+    """The manifest mechanics of adding model.plan (the bytes here are not a real engine)."""
+    _, path = _bundle(tmp_path)
+    before = load_bundle(path).manifest
+    bundle = attach_engine(path, b"plan-bytes", {"precision": "fp16", "build_seconds": 1.5})
+    assert bundle.engine_path == path / ENGINE_FILE
+    assert bundle.manifest.files[ENGINE_FILE] and bundle.manifest.extra["tensorrt"]["precision"]
+    assert bundle.manifest.files["model.onnx"] == before.files["model.onnx"]
+    assert bundle.manifest.version == before.version and bundle.manifest.threshold == 1.0
+    (path / ENGINE_FILE).write_bytes(b"tampered")
+    with pytest.raises(BundleError, match="checksum mismatch"):
+        load_bundle(path)
+
+
+def test_attach_engine_refuses_a_broken_bundle(tmp_path: Path) -> None:
+    _, path = _bundle(tmp_path)
+    manifest = json.loads((path / MANIFEST_FILE).read_text())
+    manifest["files"]["model.onnx"] = "0" * 64
+    (path / MANIFEST_FILE).write_text(json.dumps(manifest))
+    with pytest.raises(BundleError, match="checksum mismatch"):
+        attach_engine(path, b"plan", {})
+    assert not (path / ENGINE_FILE).exists()
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(REASON is not None, reason=f"TensorRT unavailable: {REASON}")
+@pytest.mark.parametrize("family", FAMILIES)
+def test_engine_matches_onnxruntime(tmp_path: Path, family: str) -> None:
+    trained, path = _bundle(tmp_path, family)
+    rows = correlated_rows(300, 4)
+    rows[:5] *= 3.0
+    inputs = model_inputs(trained, rows)
+    compiled = compile_and_check(load_bundle(path).model_bytes(), inputs,
+                                 n_features=len(FEATURES), window=trained.window,
+                                 opt_batch=256, max_batch=1024, latency_batches=(1, 256))
+    assert compiled.parity.passed, compiled.parity
+    assert compiled.parity.tolerance == (FP16_RTOL if compiled.build.precision == "fp16"
+                                         else FP32_RTOL)
+    assert compiled.build.build_seconds > 0 and len(compiled.latency) == 2
+    bundle = attach_engine(path, compiled.build.plan, compiled.info())
+    info = bundle.manifest.extra["tensorrt"]
+    assert info["max_batch"] == 1024 and info["parity"]["passed"]
+    assert np.isfinite(info["latency"][0]["p50_ms"])
