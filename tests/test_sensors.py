@@ -7,6 +7,7 @@ import json
 from typing import Any
 
 import dagster as dg
+import pandas as pd
 import pytest
 
 from ds_assets.definitions import build_definitions
@@ -15,6 +16,9 @@ from ds_assets.sensors.drift import build_drift_sensor
 from ds_assets.sensors.promotion import RESCORE_JOB, build_promotion_sensor
 from ds_assets.sensors.records import previous_days
 from ds_assets.settings import Settings
+from ds_serving.bundle import load_champion
+from tests.conftest import DAYS as CONF_DAYS
+from tests.conftest import TINY_SOURCE
 
 DAYS = previous_days("2026-11-12", 12)  # 2026-11-01 .. 2026-11-12
 
@@ -159,3 +163,63 @@ def test_backfill_helper_makes_one_keyed_run_per_partition() -> None:
     assert [(r.partition_key, r.run_key, r.job_name) for r in requests] == [
         ("2026-11-02", "p:2026-11-02", "job"), ("2026-11-03", "p:2026-11-03", "job")]
     assert requests[0].tags == {"a": "b", "datasentinel/backfill": "p"}
+
+
+DRIFT = {"drift_start": "2026-11-04", "drift_features": ["latency_ms", "cpu_util", "error_rate"],
+         "drift_mean_shift": 8.0, "drift_scale": 2.0, "drift_seasonal_amplitude": 4.0}
+TINY_MODEL = {"epochs": 1, "hidden": [8, 3], "batch_size": 128}
+
+
+def test_drift_story_end_to_end(settings: Settings) -> None:
+    """Real runs: drifted days -> drift reports -> sensor -> retrain -> promotion -> re-score."""
+    defs = build_definitions(settings)
+    source = {"ops": {"raw_telemetry": {"config": {**TINY_SOURCE, **DRIFT}}}}
+    with dg.instance_for_test() as instance:
+        for day in CONF_DAYS:
+            assert defs.resolve_job_def("ingest_telemetry").execute_in_process(
+                instance=instance, partition_key=day, run_config=source).success
+        assert defs.resolve_job_def("train_detector").execute_in_process(
+            instance=instance, run_config={"ops": {
+                "training_set": {"config": {"n_partitions": 3, "end_partition": CONF_DAYS[-1]}},
+                "detector": {"config": TINY_MODEL}}}).success
+        drift_sensor = defs.resolve_sensor_def("drift_retrain_sensor")
+        cursor = None
+        for day in ("2026-11-03", "2026-11-04", "2026-11-05", "2026-11-06"):
+            assert defs.resolve_job_def("daily_pipeline").execute_in_process(
+                instance=instance, partition_key=day, run_config=source).success
+            requests, skip, cursor = _tick(drift_sensor, instance, cursor, defs)
+            report = json.loads(
+                (settings.data_dir / "assets" / "drift_report" / f"{day}.json").read_text())
+            assert report["drifted"] == (day >= DRIFT["drift_start"]), report["drifted_features"]
+            if day < "2026-11-06":
+                assert not requests, skip
+        assert set(report["drifted_features"]) == set(DRIFT["drift_features"])
+        (request,) = requests
+        assert request.run_key == "drift-retrain:1:2026-11-04"
+        alerts = pd.read_parquet(settings.data_dir / "assets" / "alerts" / "2026-11-06.parquet")
+        assert len(alerts) > 0  # the old model alarms on the drifted day
+
+        retrain = defs.resolve_job_def("train_detector").execute_in_process(
+            instance=instance, tags=request.tags,
+            run_config={"ops": {**request.run_config["ops"], "detector": {"config": TINY_MODEL}}})
+        assert retrain.success
+        bundle = load_champion(settings.models_dir, settings.model_name)
+        assert bundle.manifest.lineage["partitions"][-1] == "2026-11-06"  # drifted data in
+
+        decision = json.loads((settings.data_dir / "assets" / "champion.json").read_text())
+        requests, skip, _ = _tick(defs.resolve_sensor_def("champion_rescore_sensor"), instance,
+                                  None, defs)
+        if not decision["decision"]["promote"]:
+            assert not requests and "scored by another model" in (skip or "")
+            return
+        assert [r.partition_key for r in requests] == ["2026-11-03", "2026-11-04", "2026-11-05",
+                                                       "2026-11-06"]
+        for r in requests:
+            assert defs.resolve_job_def(r.job_name or "").execute_in_process(
+                instance=instance, partition_key=r.partition_key, tags=r.tags).success
+            scored = pd.read_parquet(
+                settings.data_dir / "assets" / "scored_telemetry" / f"{r.partition_key}.parquet")
+            assert set(scored["model_version"]) == {decision["version"]}
+        # nothing new since: the promotion sensor has nothing more to do
+        assert not _tick(defs.resolve_sensor_def("champion_rescore_sensor"), instance, None,
+                         defs)[0]

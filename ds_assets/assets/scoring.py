@@ -1,10 +1,20 @@
 """Daily dataset scoring with the serving champion, through the same core as the gRPC scorer."""
 
 
+from typing import Any
+
 import dagster as dg
 import pandas as pd
 
-from ds_assets.analytics import markdown_table
+from ds_assets.analytics import (
+    error_distribution,
+    hourly_png,
+    hourly_series,
+    markdown_table,
+    png_markdown,
+    top_k_markdown,
+)
+from ds_assets.assets.automation import DAILY_AUTOMATION
 from ds_assets.assets.partitions import daily_partitions
 from ds_assets.datasets import score_frame
 from ds_assets.resources.registry import ModelRegistry
@@ -21,6 +31,7 @@ class ScoringConfig(dg.Config):
     kinds={"onnx", "parquet"},
     code_version="1",
     group_name="scoring",
+    automation_condition=DAILY_AUTOMATION,
 )
 def scored_telemetry(
     context: dg.AssetExecutionContext,
@@ -31,17 +42,27 @@ def scored_telemetry(
     """Score, flag and top contributing feature for every row of the day."""
     bundle = registry.champion()
     scored = score_frame(Scorer.from_bundle(bundle), raw_telemetry, config.chunk_rows)
-    flagged = scored.loc[scored["is_anomaly"]]
-    top_hosts = flagged["host_id"].value_counts().head(5).rename_axis("host_id")
-    context.add_output_metadata(
-        {
-            "model_version": bundle.manifest.version,
-            "rows": len(scored),
-            "flagged_rows": len(flagged),
-            "flag_rate": round(len(flagged) / max(len(scored), 1), 6),
-            "top_flagged_hosts": dg.MetadataValue.md(
-                markdown_table(top_hosts.reset_index(name="flagged_rows"))
-            ),
-        }
-    )
+    context.add_output_metadata(scoring_metadata(scored, bundle.manifest.version))
     return scored
+
+
+def scoring_metadata(scored: pd.DataFrame, version: str) -> dict[str, Any]:
+    """Flag rate, top-k groups, hourly score/flag series and the champion's error table."""
+    flagged = int(scored["is_anomaly"].sum())
+    hourly = hourly_series(scored, "score", "is_anomaly")
+    meta: dict[str, Any] = {
+        "model_version": version,
+        "rows": len(scored),
+        "flagged_rows": flagged,
+        "flag_rate": round(flagged / max(len(scored), 1), 6),
+        "top_flagged": dg.MetadataValue.md(top_k_markdown(scored, "is_anomaly")),
+        "hourly": dg.MetadataValue.md(
+            png_markdown(hourly_png(hourly), "hourly score and flag rate") + "\n\n"
+            + markdown_table(hourly)
+        ),
+    }
+    for by in ("anomaly_type", "region", "project_id"):
+        table = error_distribution(scored, by)
+        if len(table):
+            meta[f"errors_by_{by}"] = dg.MetadataValue.md(markdown_table(table))
+    return meta

@@ -2,14 +2,24 @@
 
 
 from collections.abc import Iterator
-from typing import Literal
+from typing import Any, Literal
 
 import dagster as dg
 import pandas as pd
 
-from ds_assets.analytics import anomaly_breakdown, feature_summary, telemetry_overview
+from ds_assets.analytics import (
+    anomaly_breakdown,
+    feature_summary,
+    histogram_table,
+    hourly_png,
+    hourly_series,
+    markdown_table,
+    png_markdown,
+    telemetry_overview,
+    top_k_markdown,
+)
 from ds_assets.assets.partitions import daily_partitions
-from ds_assets.generator import FEATURE_RANGES, GeneratorConfig, generate_day
+from ds_assets.generator import FEATURE_RANGES, DriftConfig, GeneratorConfig, generate_day
 from ds_assets.schema import feature_columns
 from ds_assets.sources import read_labeled_file, resolve_path
 from ds_assets.validation import CHECK_NAMES, validate_telemetry
@@ -25,6 +35,25 @@ class TelemetrySourceConfig(dg.Config):
     anomaly_rate: float = 0.01
     path: str = ""
     host_id: str = ""
+    # Synthetic distribution drift from drift_start on (empty = none); see generator.DriftConfig.
+    drift_start: str = ""
+    drift_features: list[str] = ["latency_ms", "cpu_util"]
+    drift_mean_shift: float = 0.0
+    drift_scale: float = 1.0
+    drift_seasonal_amplitude: float = 0.0
+    drift_seasonal_period_hours: float = 6.0
+
+    def drift(self) -> DriftConfig | None:
+        if not self.drift_start:
+            return None
+        return DriftConfig(
+            start=self.drift_start,
+            features=tuple(self.drift_features),
+            mean_shift=self.drift_mean_shift,
+            scale=self.drift_scale,
+            seasonal_amplitude=self.drift_seasonal_amplitude,
+            seasonal_period_hours=self.drift_seasonal_period_hours,
+        )
 
 
 def load_telemetry(config: TelemetrySourceConfig, day: str) -> pd.DataFrame:
@@ -34,6 +63,7 @@ def load_telemetry(config: TelemetrySourceConfig, day: str) -> pd.DataFrame:
             interval_seconds=config.interval_seconds,
             seed=config.seed,
             anomaly_rate=config.anomaly_rate,
+            drift=config.drift(),
         )
         return generate_day(day, generator)
     if not config.path:
@@ -64,9 +94,28 @@ def raw_telemetry(context: dg.AssetExecutionContext, config: TelemetrySourceConf
             "source": config.source,
             "features": dg.MetadataValue.md(feature_summary(frame)),
             "anomaly_types": dg.MetadataValue.md(anomaly_breakdown(frame)),
+            **telemetry_analytics(frame),
         }
     )
     return frame
+
+
+def telemetry_analytics(frame: pd.DataFrame, metric: str = "cpu_util") -> dict[str, Any]:
+    """Top-k groups, an hourly series of a metric and of the labeled anomaly rate, histograms."""
+    meta: dict[str, Any] = {}
+    features = feature_columns(frame)
+    if "label" in frame.columns and "host_id" in frame.columns:
+        meta["top_anomalous"] = dg.MetadataValue.md(top_k_markdown(frame, "label"))
+    if "label" in frame.columns and metric in frame.columns:
+        hourly = hourly_series(frame, metric, "label")
+        meta["hourly"] = dg.MetadataValue.md(
+            png_markdown(hourly_png(hourly), f"hourly {metric} and anomaly rate") + "\n\n"
+            + markdown_table(hourly)
+        )
+    meta["histograms"] = dg.MetadataValue.md("\n\n".join(
+        f"**{f}**\n\n{markdown_table(histogram_table(frame[f]))}" for f in features
+    ))
+    return meta
 
 
 class TelemetryChecksConfig(dg.Config):
