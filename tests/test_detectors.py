@@ -3,6 +3,8 @@ ds_serving, and configs that cannot work failing before training."""
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 
@@ -14,6 +16,7 @@ from ds_assets.detectors import (
     train_detector,
 )
 from ds_assets.export import check_parity, export_onnx, reference_scores
+from ds_assets.settings import Settings
 from ds_serving.bundle import load_bundle, write_bundle
 from ds_serving.scoring import Scorer, score_rows
 from ds_serving.windows import window_index
@@ -193,3 +196,84 @@ def test_window_longer_than_every_entity_fails_before_training() -> None:
     with pytest.raises(DetectorConfigError, match=r"got 2 entity ids \(shape \(2,\)\) for 60 rows"):
         train_detector(params, correlated_rows(60), correlated_rows(60), FEATURES,
                        train_entities=np.array(["a", "b"]))
+
+
+# --------------------------------------------------------------------------------------------
+# through the asset graph
+
+
+def test_temporal_then_pca_through_the_graph(settings: Settings) -> None:
+    """A temporal AE trains, exports, passes parity and scores per host through the real jobs;
+    a PCA challenger is then compared with it on the test rows both score."""
+    import dagster as dg
+    import pandas as pd
+
+    from ds_assets.datasets import score_frame, split_rows
+    from ds_assets.definitions import build_definitions
+    from ds_assets.promotion import champion_alias_version
+    from ds_serving.bundle import load_champion
+    from ds_serving.smoothing import Smoothing, smooth_flags
+    from tests.conftest import DAYS, TINY_SOURCE
+
+    defs = build_definitions(settings)
+    instance = dg.DagsterInstance.ephemeral()
+    for day in DAYS:
+        assert defs.resolve_job_def("ingest_telemetry").execute_in_process(
+            instance=instance, partition_key=day,
+            run_config={"ops": {"raw_telemetry": {"config": TINY_SOURCE}}},
+        ).success
+    window_days = {"n_partitions": len(DAYS), "end_partition": DAYS[-1]}
+    temporal = {"family": "temporal_ae", "window": 4, "channels": [8], "kernel_size": 3,
+                "latent": 4, "epochs": 1, "batch_size": 128}
+    run = defs.resolve_job_def("train_detector").execute_in_process(
+        instance=instance, run_config={"ops": {
+            "training_set": {"config": window_days},
+            "detector": {"config": temporal},
+            "model_bundle": {"config": {"smoothing_k": 2, "smoothing_n": 3}},
+        }},
+    )
+    assert run.success
+    assert {e.check_name: e.passed for e in run.get_asset_check_evaluations()} == {
+        "onnx_parity": True}
+    meta = run.asset_materializations_for_node("detector")[0].metadata
+    assert meta["family"].value == "temporal_ae" and meta["seed"].value == 0
+    assert meta["epochs_run"].value == 1 and meta["train_windows"].value > 0
+    assert {"wall_time_s", "loss_curve_summary", "train_rows", "params"} <= set(meta)
+
+    bundle = load_champion(settings.models_dir, settings.model_name)
+    m = bundle.manifest
+    assert (m.kind, m.window, m.smoothing) == ("temporal_autoencoder", 4, {"k": 2, "n": 3})
+    assert m.threshold_rule["rule"] == "quantile"
+    assert m.threshold_rule["unscored_rows"] == 3 * TINY_SOURCE["n_hosts"]  # warm-up rows
+    registered = json.loads((settings.data_dir / "assets" / "model_bundle.json").read_text())
+    assert champion_alias_version(settings.mlflow_tracking_uri, settings.model_name) == (
+        registered["mlflow_model_version"])
+
+    raw = pd.read_parquet(settings.data_dir / "assets" / "raw_telemetry" / f"{DAYS[0]}.parquet")
+    scorer = Scorer.from_bundle(bundle, backend="cpu")
+    scored = score_frame(scorer, raw, smoothing=Smoothing.from_dict(m.smoothing))
+    first_rows = scored.groupby("host_id").head(3).index
+    assert scored.loc[first_rows, "score"].isna().all()
+    assert scored["score"].isna().sum() == 3 * TINY_SOURCE["n_hosts"]
+    assert not scored.loc[first_rows, "is_anomaly"].any()
+    expected = smooth_flags(scored["raw_is_anomaly"].to_numpy(), Smoothing(2, 3),
+                            scored["host_id"].to_numpy())
+    assert (scored["is_anomaly"].to_numpy() == expected).all()
+
+    again = defs.resolve_job_def("train_detector").execute_in_process(
+        instance=instance, run_config={"ops": {
+            "training_set": {"config": window_days}, "detector": {"config": {"family": "pca"}},
+        }},
+    )
+    assert again.success
+    decision = json.loads((settings.data_dir / "assets" / "champion.json").read_text())
+    d = decision["decision"]
+    assert (d["challenger_version"], d["champion_version"]) == ("2", "1")
+    assert d["champion_pr_auc"] is not None and d["challenger_pr_auc"] is not None
+    test = split_rows(pd.read_parquet(settings.data_dir / "assets" / "training_set.parquet"),
+                      "test")
+    assert d["compared_rows"] == len(test) - 3 * TINY_SOURCE["n_hosts"]
+    assert d["promote"] == (d["challenger_pr_auc"] > d["champion_pr_auc"])
+    champ_meta = again.asset_materializations_for_node("champion")[0].metadata
+    assert champ_meta["promoted"].value == d["promote"]
+    assert champ_meta["previous_champion_pr_auc"].value == d["champion_pr_auc"]

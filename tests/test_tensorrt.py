@@ -10,6 +10,7 @@ import pytest
 
 from ds_assets.detectors import FAMILIES, DetectorParams, TrainedDetector, train_detector
 from ds_assets.export import export_onnx, model_inputs
+from ds_assets.settings import Settings
 from ds_assets.tensorrt_build import (
     FP16_RTOL,
     FP32_RTOL,
@@ -86,3 +87,33 @@ def test_engine_matches_onnxruntime(tmp_path: Path, family: str) -> None:
     info = bundle.manifest.extra["tensorrt"]
     assert info["max_batch"] == 1024 and info["parity"]["passed"]
     assert np.isfinite(info["latency"][0]["p50_ms"])
+
+
+@pytest.mark.skipif(REASON is None, reason="a usable GPU + tensorrt is present")
+def test_asset_produces_nothing_and_says_why_while_downstream_runs(settings: Settings) -> None:
+    import dagster as dg
+
+    from ds_assets.definitions import build_definitions
+    from tests.conftest import DAYS, TINY_SOURCE
+
+    defs = build_definitions(settings)
+    instance = dg.DagsterInstance.ephemeral()
+    for day in DAYS[:2]:
+        assert defs.resolve_job_def("ingest_telemetry").execute_in_process(
+            instance=instance, partition_key=day,
+            run_config={"ops": {"raw_telemetry": {"config": TINY_SOURCE}}},
+        ).success
+    run = defs.resolve_job_def("train_detector").execute_in_process(
+        instance=instance, run_config={"ops": {
+            "training_set": {"config": {"n_partitions": 2, "end_partition": DAYS[1]}},
+            "detector": {"config": {"family": "pca"}},
+        }},
+    )
+    assert run.success
+    assert run.asset_materializations_for_node("tensorrt_engine") == []
+    assert run.asset_materializations_for_node("champion")  # downstream still ran on ONNX
+    messages = [e.user_message for e in instance.all_logs(run.run_id)]
+    assert any("tensorrt_engine: no engine built for bundle v1" in msg and REASON in msg
+               for msg in messages), messages
+    bundle = load_bundle(settings.models_dir / settings.model_name / "1")
+    assert bundle.engine_path is None and ENGINE_FILE not in bundle.manifest.files
