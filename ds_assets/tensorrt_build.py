@@ -117,9 +117,13 @@ def build_engine(
         raise RuntimeError(f"TensorRT could not parse the ONNX graph: {errors}")
     config = builder.create_builder_config()
     config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, workspace_bytes)
-    use_fp16 = bool(fp16 and builder.platform_has_fast_fp16)
+    # BuilderFlag.FP16 is gone in TensorRT 11 (strong typing only): FP32 there
+    fp16_flag = getattr(trt.BuilderFlag, "FP16", None)
+    use_fp16 = bool(
+        fp16 and fp16_flag is not None and getattr(builder, "platform_has_fast_fp16", True)
+    )
     if use_fp16:
-        config.set_flag(trt.BuilderFlag.FP16)
+        config.set_flag(fp16_flag)
     tail = input_tail(n_features, window)
     profile = builder.create_optimization_profile()
     profile.set_shape(INPUT_NAME, (min_batch, *tail), (opt_batch, *tail), (max_batch, *tail))
