@@ -302,22 +302,33 @@ class ScorerServer:
             (SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME), server
         )
         address = f"{cfg.host}:{cfg.port}"
-        if cfg.tls_cert is not None and cfg.tls_key is not None:
-            credentials = grpc.ssl_server_credentials(
-                [(cfg.tls_key.read_bytes(), cfg.tls_cert.read_bytes())],
-                root_certificates=cfg.tls_client_ca.read_bytes() if cfg.tls_client_ca else None,
-                require_client_auth=cfg.tls_client_ca is not None,
-            )
-            self.port = server.add_secure_port(address, credentials)
-        else:
-            self.port = server.add_insecure_port(address)
+        try:
+            if cfg.tls_cert is not None and cfg.tls_key is not None:
+                credentials = grpc.ssl_server_credentials(
+                    [(cfg.tls_key.read_bytes(), cfg.tls_cert.read_bytes())],
+                    root_certificates=(
+                        cfg.tls_client_ca.read_bytes() if cfg.tls_client_ca else None
+                    ),
+                    require_client_auth=cfg.tls_client_ca is not None,
+                )
+                self.port = server.add_secure_port(address, credentials)
+            else:
+                self.port = server.add_insecure_port(address)
+        except RuntimeError as exc:  # grpc reports a failed bind as RuntimeError
+            raise OSError(f"cannot bind the gRPC port {address} ({exc}); is it in use?") from exc
         if not self.port:
-            raise OSError(f"could not bind the gRPC port {address}")
+            raise OSError(f"cannot bind the gRPC port {address}; is it in use?")
+        if cfg.metrics_port is not None:
+            try:
+                self._metrics_http = self.metrics.serve_http(cfg.metrics_host, cfg.metrics_port)
+            except OSError as exc:
+                raise OSError(
+                    f"cannot serve metrics on {cfg.metrics_host}:{cfg.metrics_port} ({exc}); "
+                    "pick another --metrics-port or -1 to disable"
+                ) from exc
+            self.metrics_port = self._metrics_http.server_port
         await server.start()
         self._server = server
-        if cfg.metrics_port is not None:
-            self._metrics_http = self.metrics.serve_http(cfg.metrics_host, cfg.metrics_port)
-            self.metrics_port = self._metrics_http.server_port
         log.info(
             "scorer listening on %s (port %d, %s%s), metrics on %s",
             cfg.host, self.port, "TLS" if cfg.tls_cert else "plaintext",

@@ -469,3 +469,35 @@ def test_score_histogram_small_and_large_batches_agree() -> None:
     large = {s.labels.get("le"): s.value for s in next(iter(batched.collect())).samples}
     assert small["1.0"] == 3 and small["5.0"] == 5 and small["+Inf"] == 7  # le; NaN skipped
     assert {k: 4 * v for k, v in small.items()} == pytest.approx(large)
+
+
+def test_reload_keeps_per_entity_windows_and_open_alerts(models: Path) -> None:
+    window = 3
+
+    def publish(threshold: float) -> str:
+        bundle = write_bundle(models, "tae", window_model(len(FEATURES), window), kind="window",
+                              features=FEATURES, threshold=threshold, threshold_rule={},
+                              window=window, alerting={"k": 1, "n": 1, "m": 5, "cooldown": 0})
+        promote(models, "tae", bundle.manifest.version)
+        return bundle.manifest.version
+
+    publish(0.5)
+    rows = np.zeros((4, len(FEATURES)), np.float32)
+    rows[3] = 10.0  # far from the window mean: flagged, opens an alert
+    thread = ServerThread(_config(models, "tae", poll_interval=3600))
+    server = thread.start()
+    try:
+        client = ScorerClient(f"127.0.0.1:{server.port}", timeout=10)
+        first = client.score(rows[:2], ["a", "a"])
+        assert np.isnan(first.scores).all()  # warming up: W-1 rows
+        old = server.runtime
+        v2 = publish(0.25)
+        assert thread.reload() == "success" and server.runtime is not old
+        second = client.score(rows[2:], ["a", "a"])
+        assert second.model_version == v2
+        assert np.isfinite(second.scores).all()  # the window survived the swap
+        assert [a.kind for a in second.alerts] == ["open"]
+        assert server.runtime is not None and server.runtime.open_alerts == 1
+        client.close()
+    finally:
+        thread.stop(0)
