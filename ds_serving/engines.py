@@ -94,7 +94,9 @@ class TensorRTEngine:
                 "onnxruntime-gpu (CUDAExecutionProvider) is needed for TensorRT device buffers"
             )
         self._ort = ort
-        self._trt_logger = trt.Logger(trt.Logger.WARNING)
+        # ERROR: TensorRT warns on every enqueue on the default stream, which this engine uses
+        # on purpose (see run)
+        self._trt_logger = trt.Logger(trt.Logger.ERROR)
         self._runtime = trt.Runtime(self._trt_logger)
         engine = self._runtime.deserialize_cuda_engine(plan.read_bytes())
         if engine is None:
@@ -111,9 +113,9 @@ class TensorRTEngine:
                 f"{plan}: engine tensors {names} do not match the contract "
                 f"(input {INPUT_NAME!r}, outputs {list(OUTPUT_NAMES)})"
             )
-        lo, _opt, hi = engine.get_tensor_profile_shape(INPUT_NAME, 0)
+        lo, _opt, hi = (tuple(d) for d in engine.get_tensor_profile_shape(INPUT_NAME, 0))
         tail = (n_features,) if window is None else (window, n_features)
-        if tuple(hi[1:]) != tail:
+        if hi[1:] != tail:
             raise EngineUnavailable(
                 f"{plan}: engine input shape {tuple(hi)} does not end in {tail}"
             )
@@ -159,9 +161,10 @@ class TensorRTEngine:
                 self._context.set_input_shape(INPUT_NAME, (size, *self._tail))
                 for key in (INPUT_NAME, *OUTPUT_NAMES):
                     self._context.set_tensor_address(key, bufs[key].data_ptr())
+                # the legacy default stream (0) orders the engine after the synchronous
+                # host -> device copy above and before the blocking device -> host copies below
                 if not self._context.execute_async_v3(0):
                     raise RuntimeError("TensorRT execution failed")
-                # device -> host copies on the default stream wait for the engine to finish
                 scores[start : start + b] = bufs[OUTPUT_NAMES[0]].numpy()[:b]
                 if errors is not None:
                     errors[start : start + b] = bufs[OUTPUT_NAMES[1]].numpy()[:b]
