@@ -277,3 +277,15 @@ def test_temporal_then_pca_through_the_graph(settings: Settings) -> None:
     champ_meta = again.asset_materializations_for_node("champion")[0].metadata
     assert champ_meta["promoted"].value == d["promote"]
     assert champ_meta["previous_champion_pr_auc"].value == d["champion_pr_auc"]
+
+
+def test_launchpad_config_maps_to_validated_params() -> None:
+    from ds_assets.assets.detector import DetectorConfig, Family
+
+    config = DetectorConfig(family=Family.temporal_ae, window=8, channels=[4, 2], epochs=3)
+    params = config.params()
+    assert params == DetectorParams(family="temporal_ae", window=8, channels=(4, 2), epochs=3,
+                                    max_train_rows=200_000)
+    assert DetectorConfig().params() == DetectorParams()
+    with pytest.raises(DetectorConfigError, match="kernel_size=2"):
+        DetectorConfig(family=Family.temporal_ae, kernel_size=2).params()

@@ -7,6 +7,7 @@ thresholds, tensorrt_build, promotion) and ds_serving (bundle, scoring, smoothin
 
 
 from collections.abc import Iterator
+from enum import Enum
 from typing import Any
 
 import dagster as dg
@@ -72,11 +73,19 @@ def training_set(
     return data
 
 
+class Family(Enum):
+    """Detector families (a dropdown in the launchpad); names match ``detectors.FAMILIES``."""
+
+    dense_ae = "dense_ae"
+    temporal_ae = "temporal_ae"
+    pca = "pca"
+
+
 class DetectorConfig(dg.Config):
     """Detector family and hyper-parameters (editable in the launchpad); fields of other
     families are ignored. Validated by ``ds_assets.detectors.DetectorParams``."""
 
-    family: str = "dense_ae"  # dense_ae | temporal_ae | pca
+    family: Family = Family.dense_ae
     seed: int = 0
     # autoencoders
     epochs: int = 30
@@ -102,7 +111,8 @@ class DetectorConfig(dg.Config):
 
     def params(self) -> DetectorParams:
         return DetectorParams(
-            family=self.family, seed=self.seed, epochs=self.epochs, batch_size=self.batch_size,
+            family=self.family.value, seed=self.seed, epochs=self.epochs,
+            batch_size=self.batch_size,
             learning_rate=self.learning_rate, weight_decay=self.weight_decay,
             patience=self.patience, min_delta=self.min_delta, max_train_rows=self.max_train_rows,
             hidden=tuple(self.hidden), window=self.window, channels=tuple(self.channels),
