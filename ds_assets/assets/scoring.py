@@ -19,6 +19,7 @@ from ds_assets.assets.partitions import daily_partitions
 from ds_assets.datasets import score_frame
 from ds_assets.resources.registry import ModelRegistry
 from ds_serving.scoring import Scorer
+from ds_serving.smoothing import Smoothing
 
 
 class ScoringConfig(dg.Config):
@@ -41,7 +42,9 @@ def scored_telemetry(
 ) -> pd.DataFrame:
     """Score, flag and top contributing feature for every row of the day."""
     bundle = registry.champion()
-    scored = score_frame(Scorer.from_bundle(bundle), raw_telemetry, config.chunk_rows)
+    # the bundle's k-of-n flag smoothing, as the live scorer applies it
+    smoothing = Smoothing.from_dict(bundle.manifest.smoothing)
+    scored = score_frame(Scorer.from_bundle(bundle), raw_telemetry, config.chunk_rows, smoothing)
     context.add_output_metadata(scoring_metadata(scored, bundle.manifest.version))
     return scored
 
