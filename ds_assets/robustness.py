@@ -111,10 +111,13 @@ def robustness_report(
     scenarios: list[tuple[str, str, Callable[[], tuple[pd.DataFrame, int]]]] = [
         ("clean", "the test split as is", lambda: (base, 0)),
     ]
+    def noisy(level: float) -> Callable[[], tuple[pd.DataFrame, int]]:
+        return lambda: (with_values(x + rng.normal(size=x.shape) * std * level), 0)
+
     for level in settings.noise_levels:
         scenarios.append((
             f"noise_{level:g}", f"Gaussian noise, std {level:g} x reference std, every value",
-            lambda level=level: (with_values(x + rng.normal(size=x.shape) * std * level), 0),
+            noisy(level),
         ))
 
     def missing() -> tuple[pd.DataFrame, int]:
