@@ -6,6 +6,7 @@ from typing import Any
 
 import dagster as dg
 
+from ds_assets.assets.alerts import alerts
 from ds_assets.assets.detector import (
     detector,
     model_bundle,
@@ -14,13 +15,23 @@ from ds_assets.assets.detector import (
     tensorrt_engine,
     training_set,
 )
+from ds_assets.assets.drift import drift_report
 from ds_assets.assets.evaluation import champion, evaluation_report
 from ds_assets.assets.partitions import daily_partitions
+from ds_assets.assets.robustness import robustness_report
 from ds_assets.assets.scoring import scored_telemetry
 from ds_assets.assets.telemetry import raw_telemetry, raw_telemetry_expectations
 from ds_assets.resources.io_manager import LocalArtifactIOManager
 from ds_assets.resources.mlflow import mlflow_tracking
 from ds_assets.resources.registry import ModelRegistry
+from ds_assets.sensors.drift import drift_sensor_from_env
+from ds_assets.sensors.promotion import promotion_sensor_from_env
+from ds_assets.sensors.schedules import (
+    daily_pipeline_job,
+    daily_schedule,
+    rescore_job,
+    weekly_retrain_schedule,
+)
 from ds_assets.settings import Settings
 
 ASSETS = [
@@ -33,6 +44,9 @@ ASSETS = [
     evaluation_report,
     champion,
     scored_telemetry,
+    drift_report,
+    alerts,
+    robustness_report,
 ]
 CHECKS = [raw_telemetry_expectations, onnx_parity]
 
@@ -45,7 +59,7 @@ ingest_job = dg.define_asset_job(
 training_job = dg.define_asset_job(
     "train_detector",
     selection=dg.AssetSelection.assets(training_set).downstream()
-    - dg.AssetSelection.assets(scored_telemetry),
+    - dg.AssetSelection.assets(scored_telemetry).downstream(),
     description="Training set -> detector -> ONNX -> bundle (+ TensorRT on a GPU) -> evaluation "
     "-> champion.",
 )
@@ -78,7 +92,9 @@ def build_definitions(settings: Settings | None = None) -> dg.Definitions:
     return dg.Definitions(
         assets=ASSETS,
         asset_checks=CHECKS,
-        jobs=[ingest_job, training_job, scoring_job],
+        jobs=[ingest_job, training_job, scoring_job, daily_pipeline_job, rescore_job],
+        schedules=[daily_schedule, weekly_retrain_schedule],
+        sensors=[drift_sensor_from_env(), promotion_sensor_from_env()],
         resources=build_resources(settings or Settings.from_env()),
     )
 

@@ -49,11 +49,17 @@ def test_definitions_load(settings: Settings) -> None:
     assert keys >= {
         "raw_telemetry", "training_set", "detector", "onnx_model", "model_bundle",
         "tensorrt_engine",
-        "evaluation_report", "champion", "scored_telemetry",
+        "evaluation_report", "champion", "scored_telemetry", "drift_report", "alerts",
+        "robustness_report",
     }
     assert {j.name for j in defs.resolve_all_job_defs()} >= {
-        "ingest_telemetry", "train_detector", "score_telemetry"
+        "ingest_telemetry", "train_detector", "score_telemetry", "daily_pipeline",
+        "rescore_telemetry",
     }
+    assert {s.name for s in defs.schedules or []} == {
+        "daily_pipeline_schedule", "weekly_retrain_schedule"}
+    assert {s.name for s in defs.sensors or []} >= {
+        "drift_retrain_sensor", "champion_rescore_sensor"}
 
 
 def test_whole_graph_on_tiny_data(settings: Settings) -> None:
