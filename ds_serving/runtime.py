@@ -139,6 +139,11 @@ class ModelRuntime:
                     f"{self.bundle.path}: warm-up returned score {scores.shape} and "
                     f"feature_errors {None if errors is None else errors.shape} for {n} rows"
                 )
+            if not np.isfinite(scores).all():
+                raise ValueError(
+                    f"{self.bundle.path}: warm-up on all-zero rows returned non-finite scores; "
+                    "the graph is broken (e.g. a zero std in its normalisation)"
+                )
 
     def inherit_state(self, old: ModelRuntime) -> None:
         """Carry windows, smoothing tails and open alerts over a reload when they still fit."""
