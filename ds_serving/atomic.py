@@ -13,6 +13,13 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 
+def _default_mode() -> int:
+    """Permissions a plain ``open()`` would give (0666 minus the umask); mkstemp uses 0600."""
+    umask = os.umask(0)
+    os.umask(umask)
+    return 0o666 & ~umask
+
+
 def _fsync_dir(directory: Path) -> None:
     with contextlib.suppress(OSError):  # not supported on every filesystem
         fd = os.open(directory, os.O_RDONLY)
@@ -34,6 +41,7 @@ def atomic_path(target: str | os.PathLike[str]) -> Iterator[Path]:
         yield tmp
         with open(tmp, "rb+") as fh:
             os.fsync(fh.fileno())
+        os.chmod(tmp, _default_mode())
         os.replace(tmp, target)
         _fsync_dir(target.parent)
     finally:

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import dagster as dg
@@ -89,6 +90,15 @@ def test_atomic_write_replaces_and_cleans_up(tmp_path: Path) -> None:
         raise RuntimeError("crash")
     assert target.read_text() == "two"
     assert [p.name for p in target.parent.iterdir()] == ["b.json"]
+
+
+def test_atomic_write_gives_normal_file_permissions(tmp_path: Path) -> None:
+    old = os.umask(0o022)
+    try:
+        atomic.atomic_write_text(tmp_path / "report.html", "<html/>")
+    finally:
+        os.umask(old)
+    assert (tmp_path / "report.html").stat().st_mode & 0o777 == 0o644  # not mkstemp's 0600
 
 
 def test_partition_frames_load_lazily(tmp_path: Path) -> None:
