@@ -10,6 +10,7 @@ import argparse
 import datetime as dt
 import json
 import os
+import shutil
 import sys
 import time
 from pathlib import Path
@@ -18,6 +19,7 @@ from typing import Any
 import dagster as dg
 
 from ds_assets.definitions import build_definitions
+from ds_assets.demo_drift import run_drift_story
 from ds_assets.settings import Settings
 
 
@@ -38,6 +40,24 @@ def _run(defs: dg.Definitions, job: str, instance: dg.DagsterInstance, **kwargs:
         raise SystemExit(1)
 
 
+DEMO_DATA = ("assets", "models", "mlartifacts", "mlflow.db", "reports")
+DAGSTER_STATE = ("storage", "history", "schedules", "logs", ".logs_queue", ".telemetry", ".nux")
+
+
+def _fresh_state(data_dir: Path, home: Path) -> None:
+    """Remove what a previous demo wrote (only those paths), so v1 -> drift -> v2 replays."""
+    stale = [p for p in (*(data_dir / n for n in DEMO_DATA), *(home / n for n in DAGSTER_STATE))
+             if p.exists()]
+    if stale:
+        print(f"starting fresh: removing {len(stale)} path(s) of the previous demo "
+              "(--keep keeps them)")
+    for path in stale:
+        if path.is_dir():
+            shutil.rmtree(path)
+        else:
+            path.unlink()
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--end", default="2026-11-07", help="last day (YYYY-MM-DD)")
@@ -45,6 +65,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--hosts", type=int, default=20)
     parser.add_argument("--interval", type=int, default=60, help="seconds between rows")
     parser.add_argument("--epochs", type=int, default=30)
+    parser.add_argument("--drift-days", type=int, default=4,
+                        help="days of the drift episode after --end (0 skips it)")
+    parser.add_argument("--keep", action="store_true",
+                        help="keep the previous demo's instance and data instead of starting fresh")
     args = parser.parse_args(argv)
     if "DAGSTER_HOME" not in os.environ:
         print("DAGSTER_HOME is not set; run `make demo`, which sets up .dagster_home/")
@@ -52,6 +76,8 @@ def main(argv: list[str] | None = None) -> int:
 
     started = time.perf_counter()
     settings = Settings.from_env()
+    if not args.keep:
+        _fresh_state(settings.data_dir, Path(os.environ["DAGSTER_HOME"]))
     defs = build_definitions(settings)
     instance = dg.DagsterInstance.get()
     days = _days(args.end, args.days)
@@ -70,9 +96,9 @@ def main(argv: list[str] | None = None) -> int:
     }})
     t_train = time.perf_counter() - started - t_ingest
 
-    print(f"[3/3] score {len(days)} days with the champion")
+    print(f"[3/3] score {len(days)} days with the champion, drift reports and alerts")
     for day in days:
-        _run(defs, "score_telemetry", instance, partition_key=day)
+        _run(defs, "rescore_telemetry", instance, partition_key=day)
     wall = time.perf_counter() - started
 
     assets_dir = settings.data_dir / "assets"
@@ -94,6 +120,14 @@ def main(argv: list[str] | None = None) -> int:
           .format(**report))
     recall = ", ".join(f"{k}={v['recall']:.2f}" for k, v in report["per_type_recall"].items())
     print(f"  recall/type: {recall}")
+    if args.drift_days:
+        t_story = time.perf_counter()
+        run_drift_story(
+            defs, instance, settings, _run, after=days[-1], source=source,
+            detector_config={"epochs": args.epochs}, n_days=args.drift_days,
+        )
+        print(f"\nDrift episode in {time.perf_counter() - t_story:.1f}s; demo wall time "
+              f"{time.perf_counter() - started:.1f}s.")
     print("\nUI: `make dev` then open http://127.0.0.1:3000 (same DAGSTER_HOME, every run shown)")
     return 0
 
