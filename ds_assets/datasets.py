@@ -84,6 +84,29 @@ def split_rows(training_set: pd.DataFrame, split: str) -> pd.DataFrame:
     return training_set.loc[training_set["split"] == split].reset_index(drop=True)
 
 
+def contiguous_segments(frame: pd.DataFrame, entity: str = "host_id") -> np.ndarray:
+    """One id per row: the entity plus a counter that moves on at every gap in its time series.
+
+    Training rows are normal rows only, so a removed anomaly leaves a hole in a host's series; a
+    temporal window must not span it (it would learn a jump that never happens). Each host's
+    regular interval is its smallest positive time step; a larger step starts a new segment.
+    Rows must be time-ordered within each entity.
+    """
+    if entity not in frame.columns:
+        raise DatasetError(f"rows have no {entity!r} column to build per-entity windows from")
+    times = frame[TIMESTAMP].to_numpy("datetime64[ns]").astype(np.int64)
+    hosts = frame[entity].astype(str).to_numpy()
+    segment = np.zeros(len(frame), dtype=np.int64)
+    for host in pd.unique(hosts):
+        at = np.flatnonzero(hosts == host)
+        steps = np.diff(times[at])
+        positive = steps[steps > 0]
+        if positive.size == 0:
+            continue
+        segment[at[1:]] = np.cumsum(steps > positive.min())
+    return np.char.add(np.char.add(hosts.astype(str), "#"), segment.astype(str))
+
+
 def score_frame(
     scorer: Scorer,
     frame: pd.DataFrame,

@@ -4,7 +4,12 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from ds_assets.datasets import DatasetError, build_training_set, select_window
+from ds_assets.datasets import (
+    DatasetError,
+    build_training_set,
+    contiguous_segments,
+    select_window,
+)
 from ds_assets.promotion import decide_promotion
 
 
@@ -56,3 +61,21 @@ def test_promotion_rules() -> None:
     lost = decide_promotion("2", 0.4, "1", 0.5)
     assert not lost.promote and "0.4000 < champion 0.5000" in lost.reason
     assert not decide_promotion("2", float("nan"), "1", 0.5).promote
+
+
+def test_contiguous_segments_break_at_removed_rows() -> None:
+    times = pd.date_range("2026-11-01", periods=6, freq="60s", tz="UTC")
+    frame = pd.DataFrame(
+        {
+            "timestamp": list(times[[0, 1, 3, 4, 5]]) + list(times[[0, 1]]),
+            "host_id": ["a"] * 5 + ["b"] * 2,
+        }
+    )
+    # host a lost the row at t=2 (an anomaly removed from training): windows must not span it
+    assert contiguous_segments(frame).tolist() == ["a#0", "a#0", "a#1", "a#1", "a#1", "b#0", "b#0"]
+
+
+def test_contiguous_segments_need_the_entity_column() -> None:
+    frame = pd.DataFrame({"timestamp": pd.date_range("2026-11-01", periods=2, tz="UTC")})
+    with pytest.raises(DatasetError, match="no 'host_id' column"):
+        contiguous_segments(frame)

@@ -15,7 +15,12 @@ import numpy as np
 import pandas as pd
 
 from ds_assets.analytics import markdown_table
-from ds_assets.datasets import build_training_set, select_window, split_rows
+from ds_assets.datasets import (
+    build_training_set,
+    contiguous_segments,
+    select_window,
+    split_rows,
+)
 from ds_assets.detectors import DetectorParams, TrainedDetector, train_detector
 from ds_assets.drift import REFERENCE_FILE, reference_from_training_set
 from ds_assets.export import OPSET, check_parity, export_onnx, input_shape
@@ -128,8 +133,9 @@ def _features_of(split: pd.DataFrame, features: list[str]) -> np.ndarray:
 
 
 def _entities_of(split: pd.DataFrame) -> np.ndarray | None:
-    """One id per row for per-entity windows (rows are time-ordered within each entity)."""
-    return split[ENTITY].to_numpy() if ENTITY in split.columns else None
+    """One id per row for per-entity windows: host plus gap-free segment, so windows over the
+    normal-only train/val rows never span a removed anomaly."""
+    return contiguous_segments(split, ENTITY) if ENTITY in split.columns else None
 
 
 def training_metadata(trained: TrainedDetector) -> dict[str, Any]:
