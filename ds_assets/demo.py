@@ -120,6 +120,9 @@ def main(argv: list[str] | None = None) -> int:
           .format(**report))
     recall = ", ".join(f"{k}={v['recall']:.2f}" for k, v in report["per_type_recall"].items())
     print(f"  recall/type: {recall}")
+    robustness = json.loads((assets_dir / "robustness_report.json").read_text())
+    print("  robustness : " + ", ".join(
+        f"{r['scenario']} F1={r['f1']:.3f}" for r in robustness["scenarios"]))
     if args.drift_days:
         t_story = time.perf_counter()
         run_drift_story(
