@@ -24,13 +24,18 @@ from ds_assets.settings import Settings
 Runner = Callable[..., None]
 
 DRIFT_FEATURES = ["latency_ms", "cpu_util", "error_rate"]
+# A release: slower, noisier, more errors, and a new 6-hour batch cycle (noise-std units).
+DEMO_DRIFT: dict[str, Any] = {
+    "drift_features": DRIFT_FEATURES, "drift_mean_shift": 4.0, "drift_scale": 1.5,
+    "drift_seasonal_amplitude": 3.0, "drift_seasonal_period_hours": 6.0,
+}
 
 
-def drift_source(base: Mapping[str, Any], start: str) -> dict[str, Any]:
-    """A release on ``start``: slower, noisier, error-prone, with a new 6-hour batch cycle."""
-    return {**base, "drift_start": start, "drift_features": DRIFT_FEATURES,
-            "drift_mean_shift": 4.0, "drift_scale": 1.5, "drift_seasonal_amplitude": 3.0,
-            "drift_seasonal_period_hours": 6.0}
+def drift_source(
+    base: Mapping[str, Any], start: str, drift: Mapping[str, Any] | None = None
+) -> dict[str, Any]:
+    """The raw_telemetry config of the episode: ``base`` plus drift from ``start`` on."""
+    return {**base, **DEMO_DRIFT, **dict(drift or {}), "drift_start": start}
 
 
 def day_metrics(assets: Path, day: str) -> dict[str, Any]:
@@ -71,15 +76,16 @@ def run_drift_story(
     source: Mapping[str, Any],
     detector_config: Mapping[str, Any],
     n_days: int = 4,
+    drift: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Run the episode and print it; returns the numbers for the summary."""
     assets = settings.data_dir / "assets"
     first = dt.date.fromisoformat(after) + dt.timedelta(days=1)
     days = [(first + dt.timedelta(days=i)).isoformat() for i in range(n_days)]
     start = days[1]  # the first story day stays normal: no false alarm expected
-    drifted = drift_source(source, start)
+    drifted = drift_source(source, start, drift)
     print(f"\n[drift 1/3] daily pipeline for {days[0]}..{days[-1]}; a release on {start} "
-          f"drifts {', '.join(DRIFT_FEATURES)}; drift sensor evaluated after each day")
+          f"drifts {', '.join(drifted['drift_features'])}; drift sensor evaluated after each day")
     print(f"  {'day':10} {'drifted':7} {'score':>6} {'W1(score)':>9} {'flag rate':>9} "
           f"{'alerts':>6}  drifted features / sensor")
     cursor: str | None = None

@@ -260,6 +260,11 @@ def calibrate_thresholds(
 ) -> tuple[dict[str, dict[str, float]], dict[str, Any]]:
     """``mean + sigmas * std`` of each statistic over leave-one-chunk-out comparisons.
 
+    Each chunk (a day of the reference window) is compared with a reference built from the
+    other chunks, so the spread includes the real day-to-day variation (weekends, wander) a new
+    day will show. With a week of days the spread is estimated from few values; the chunk
+    values are recorded so the margin can be judged (and ``sigmas`` raised) from the UI.
+
     ``values`` maps each feature (and SCORE) to its reference values, row-aligned with
     ``chunks`` (labels; -1 = not used) and ``flags`` (the champion's anomaly flags).
     """
@@ -280,6 +285,7 @@ def calibrate_thresholds(
                 got["anomaly_rate_shift"] = abs(float(flags[inside].mean() - flags[rest].mean()))
             for stat, v in got.items():
                 per_stat.setdefault(key, {}).setdefault(stat, []).append(v)
+    n = len(labels)
     thresholds: dict[str, dict[str, float]] = {}
     summary: dict[str, Any] = {}
     for key, by_stat in per_stat.items():
@@ -291,7 +297,7 @@ def calibrate_thresholds(
             thresholds[key][stat] = mean + sigmas * std
             summary[key][stat] = {"mean": mean, "std": std, "chunk_values": [float(v) for v in vs]}
     record = {
-        "rule": f"mean + {sigmas:g} sigma of each statistic over leave-one-chunk-out chunks",
+        "rule": f"mean + {sigmas:g} std of each statistic over {n} leave-one-chunk-out chunks",
         "sigmas": sigmas,
         "n_chunks": len(labels),
         "chunk_rows": [int((chunks == c).sum()) for c in labels],

@@ -11,13 +11,13 @@ import pandas as pd
 import pytest
 
 from ds_assets.definitions import build_definitions
+from ds_assets.demo_drift import DRIFT_FEATURES, run_drift_story
 from ds_assets.sensors.backfill import partition_backfill
 from ds_assets.sensors.drift import build_drift_sensor
 from ds_assets.sensors.promotion import RESCORE_JOB, build_promotion_sensor
 from ds_assets.sensors.records import previous_days
 from ds_assets.settings import Settings
-from ds_serving.bundle import load_champion
-from tests.conftest import DAYS as CONF_DAYS
+from ds_serving.bundle import list_versions, load_bundle, load_champion
 from tests.conftest import TINY_SOURCE
 
 DAYS = previous_days("2026-11-12", 12)  # 2026-11-01 .. 2026-11-12
@@ -165,61 +165,71 @@ def test_backfill_helper_makes_one_keyed_run_per_partition() -> None:
     assert requests[0].tags == {"a": "b", "datasentinel/backfill": "p"}
 
 
-DRIFT = {"drift_start": "2026-11-04", "drift_features": ["latency_ms", "cpu_util", "error_rate"],
-         "drift_mean_shift": 8.0, "drift_scale": 2.0, "drift_seasonal_amplitude": 4.0}
+WEEK = previous_days("2026-11-07", 7)
 TINY_MODEL = {"epochs": 1, "hidden": [8, 3], "batch_size": 128}
+# three hosts vary a lot from day to day, so the tiny story needs a bigger release than the demo
+TINY_DRIFT = {"drift_mean_shift": 10.0, "drift_scale": 2.0, "drift_seasonal_amplitude": 5.0}
 
 
-def test_drift_story_end_to_end(settings: Settings) -> None:
-    """Real runs: drifted days -> drift reports -> sensor -> retrain -> promotion -> re-score."""
+def test_drift_story_end_to_end(settings: Settings, capsys: pytest.CaptureFixture[str]) -> None:
+    """Real runs, through the demo's episode: a normal week and a model, then drifted days ->
+    drift reports -> drift sensor -> requested retrain -> promotion sensor -> re-score."""
     defs = build_definitions(settings)
-    source = {"ops": {"raw_telemetry": {"config": {**TINY_SOURCE, **DRIFT}}}}
+    assets = settings.data_dir / "assets"
+
+    def run(defs: dg.Definitions, job: str, instance: dg.DagsterInstance, **kw: Any) -> None:
+        assert defs.resolve_job_def(job).execute_in_process(instance=instance, **kw).success
+
     with dg.instance_for_test() as instance:
-        for day in CONF_DAYS:
-            assert defs.resolve_job_def("ingest_telemetry").execute_in_process(
-                instance=instance, partition_key=day, run_config=source).success
-        assert defs.resolve_job_def("train_detector").execute_in_process(
-            instance=instance, run_config={"ops": {
-                "training_set": {"config": {"n_partitions": 3, "end_partition": CONF_DAYS[-1]}},
-                "detector": {"config": TINY_MODEL}}}).success
-        drift_sensor = defs.resolve_sensor_def("drift_retrain_sensor")
-        cursor = None
-        for day in ("2026-11-03", "2026-11-04", "2026-11-05", "2026-11-06"):
-            assert defs.resolve_job_def("daily_pipeline").execute_in_process(
-                instance=instance, partition_key=day, run_config=source).success
-            requests, skip, cursor = _tick(drift_sensor, instance, cursor, defs)
-            report = json.loads(
-                (settings.data_dir / "assets" / "drift_report" / f"{day}.json").read_text())
-            assert report["drifted"] == (day >= DRIFT["drift_start"]), report["drifted_features"]
-            if day < "2026-11-06":
-                assert not requests, skip
-        assert set(report["drifted_features"]) == set(DRIFT["drift_features"])
-        (request,) = requests
-        assert request.run_key == "drift-retrain:1:2026-11-04"
-        alerts = pd.read_parquet(settings.data_dir / "assets" / "alerts" / "2026-11-06.parquet")
-        assert len(alerts) > 0  # the old model alarms on the drifted day
+        for day in WEEK:
+            run(defs, "ingest_telemetry", instance, partition_key=day,
+                run_config={"ops": {"raw_telemetry": {"config": TINY_SOURCE}}})
+        run(defs, "train_detector", instance, run_config={"ops": {
+            "training_set": {"config": {"n_partitions": 7, "end_partition": WEEK[-1]}},
+            "detector": {"config": TINY_MODEL}}})
+        story = run_drift_story(defs, instance, settings, run, after=WEEK[-1],
+                                source=TINY_SOURCE, detector_config=TINY_MODEL, n_days=4,
+                                drift=TINY_DRIFT)
+        printed = capsys.readouterr().out
 
-        retrain = defs.resolve_job_def("train_detector").execute_in_process(
-            instance=instance, tags=request.tags,
-            run_config={"ops": {**request.run_config["ops"], "detector": {"config": TINY_MODEL}}})
-        assert retrain.success
+        def first_report(day: str) -> dict[str, Any]:
+            """The day's drift report against the original champion (before the re-score)."""
+            record = instance.fetch_materializations(dg.AssetRecordsFilter(
+                asset_key=dg.AssetKey("drift_report"), asset_partitions=[day]),
+                limit=1, ascending=True).records[0]
+            assert record.asset_materialization is not None
+            return {k: v.value for k, v in record.asset_materialization.metadata.items()}
+
+        assert not first_report("2026-11-08")["drifted"], printed  # normal Sunday: no alarm
+        for day in ("2026-11-09", "2026-11-10", "2026-11-11"):
+            report = first_report(day)
+            assert report["reference_version"] == "1"
+            assert set(report["drifted_features"]) == set(DRIFT_FEATURES), (day, report)
+        # one request, on the third drifted day, for a window that includes the drifted days
+        assert story["requested"]
+        request_line = next(line for line in printed.splitlines() if "REQUEST" in line)
+        assert request_line.split()[0] == "2026-11-11"
+        assert "REQUEST drift-retrain:1:2026-11-09" in request_line
+        assert printed.count("REQUEST drift-retrain") == 1
+        runs = instance.get_run_records(dg.RunsFilter(
+            job_name="train_detector", tags={"datasentinel/trigger": "drift"}))
+        assert len(runs) == 1
+        assert runs[0].dagster_run.tags["datasentinel/drifted_partitions"] == \
+            "2026-11-09,2026-11-10,2026-11-11"
         bundle = load_champion(settings.models_dir, settings.model_name)
-        assert bundle.manifest.lineage["partitions"][-1] == "2026-11-06"  # drifted data in
+        latest = max(int(v) for v in list_versions(settings.models_dir, settings.model_name))
+        lineage = load_bundle(settings.models_dir / settings.model_name / str(latest)).manifest
+        assert lineage.lineage["partitions"][-1] == "2026-11-11"  # retrained on drifted data
 
-        decision = json.loads((settings.data_dir / "assets" / "champion.json").read_text())
-        requests, skip, _ = _tick(defs.resolve_sensor_def("champion_rescore_sensor"), instance,
-                                  None, defs)
-        if not decision["decision"]["promote"]:
-            assert not requests and "scored by another model" in (skip or "")
+        if not story["promoted"]:
+            assert "0 re-score run(s)" in printed
             return
-        assert [r.partition_key for r in requests] == ["2026-11-03", "2026-11-04", "2026-11-05",
-                                                       "2026-11-06"]
-        for r in requests:
-            assert defs.resolve_job_def(r.job_name or "").execute_in_process(
-                instance=instance, partition_key=r.partition_key, tags=r.tags).success
-            scored = pd.read_parquet(
-                settings.data_dir / "assets" / "scored_telemetry" / f"{r.partition_key}.parquet")
-            assert set(scored["model_version"]) == {decision["version"]}
-        # nothing new since: the promotion sensor has nothing more to do
+        # the promotion sensor re-scored every scored day with the new champion
+        assert story["rescored"] == ["2026-11-08", "2026-11-09", "2026-11-10", "2026-11-11"]
+        for day in story["rescored"]:
+            scored = pd.read_parquet(assets / "scored_telemetry" / f"{day}.parquet")
+            assert set(scored["model_version"]) == {bundle.manifest.version}
+            report = json.loads((assets / "drift_report" / f"{day}.json").read_text())
+            assert report["reference_version"] == bundle.manifest.version
         assert not _tick(defs.resolve_sensor_def("champion_rescore_sensor"), instance, None,
-                         defs)[0]
+                         defs)[0]  # nothing left to re-score
