@@ -55,6 +55,7 @@ def test_compose_wires_every_service_to_postgres_and_the_code_location() -> None
         assert env["DAGSTER_PG_HOST"] == "postgres"
         assert "${DAGSTER_PG_PASSWORD" in env["DAGSTER_PG_PASSWORD"]  # never a literal secret
         assert services[name]["depends_on"]["postgres"]["condition"] == "service_healthy"
+        assert env["DS_AUTOMATION"] == "on"  # the daemon runs schedules and sensors
     workspace = yaml.safe_load((DOCKER / "workspace.yaml").read_text())
     server = workspace["load_from"][0]["grpc_server"]
     assert server["host"] == "code-location"

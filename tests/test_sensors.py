@@ -233,3 +233,11 @@ def test_drift_story_end_to_end(settings: Settings, capsys: pytest.CaptureFixtur
             assert report["reference_version"] == bundle.manifest.version
         assert not _tick(defs.resolve_sensor_def("champion_rescore_sensor"), instance, None,
                          defs)[0]  # nothing left to re-score
+
+
+def test_automation_starts_running_only_when_switched_on(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("DS_AUTOMATION", raising=False)
+    assert build_drift_sensor().default_status == dg.DefaultSensorStatus.STOPPED
+    monkeypatch.setenv("DS_AUTOMATION", "on")
+    assert build_drift_sensor().default_status == dg.DefaultSensorStatus.RUNNING
+    assert build_promotion_sensor().default_status == dg.DefaultSensorStatus.RUNNING

@@ -12,6 +12,7 @@ from ds_assets.sensors.records import (
     materialized_partitions,
     newest_storage_id,
     previous_days,
+    sensor_status,
 )
 
 DRIFT_ASSET = "drift_report"
@@ -38,6 +39,7 @@ def build_drift_sensor(
         name=name,
         job_name=TRAINING_JOB,
         minimum_interval_seconds=minimum_interval_seconds,
+        default_status=sensor_status(),
         description=f"Retrain after {k} consecutive drifted days (one request per episode).",
     )
     def drift_sensor(context: dg.SensorEvaluationContext) -> dg.SensorResult | dg.SkipReason:

@@ -7,7 +7,7 @@ import os
 import dagster as dg
 
 from ds_assets.sensors.backfill import partition_backfill
-from ds_assets.sensors.records import latest_metadata, materialized_partitions
+from ds_assets.sensors.records import latest_metadata, materialized_partitions, sensor_status
 
 CHAMPION_ASSET = "champion"
 SCORED_ASSET = "scored_telemetry"
@@ -31,6 +31,7 @@ def build_promotion_sensor(
         name=name,
         job_name=RESCORE_JOB,
         minimum_interval_seconds=minimum_interval_seconds,
+        default_status=sensor_status(),
         description=f"Re-score the last {n_partitions} days after a champion promotion.",
     )
     def promotion_sensor(

@@ -2,6 +2,7 @@
 
 
 import datetime as dt
+import os
 from collections.abc import Iterable
 from typing import Any
 
@@ -37,3 +38,17 @@ def previous_days(last: str, n: int) -> list[str]:
     """``n`` consecutive daily partition keys ending at ``last``, oldest first."""
     end = dt.date.fromisoformat(last)
     return [(end - dt.timedelta(days=i)).isoformat() for i in range(n - 1, -1, -1)]
+
+
+def automation_on() -> bool:
+    """DS_AUTOMATION=on starts schedules and sensors as running (production), else stopped."""
+    return os.environ.get("DS_AUTOMATION", "").strip().lower() in ("on", "1", "true")
+
+
+def sensor_status() -> dg.DefaultSensorStatus:
+    return dg.DefaultSensorStatus.RUNNING if automation_on() else dg.DefaultSensorStatus.STOPPED
+
+
+def schedule_status() -> dg.DefaultScheduleStatus:
+    return (dg.DefaultScheduleStatus.RUNNING if automation_on()
+            else dg.DefaultScheduleStatus.STOPPED)

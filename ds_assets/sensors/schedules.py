@@ -6,6 +6,7 @@ import datetime as dt
 import dagster as dg
 
 from ds_assets.assets.partitions import daily_partitions
+from ds_assets.sensors.records import schedule_status
 
 DAILY_ASSETS = ("raw_telemetry", "scored_telemetry", "drift_report", "alerts")
 RESCORE_ASSETS = ("scored_telemetry", "drift_report", "alerts")
@@ -27,7 +28,8 @@ rescore_job = dg.define_asset_job(
 
 # At 00:30 UTC, run the partition of the day that just ended.
 daily_schedule = dg.build_schedule_from_partitioned_job(
-    daily_pipeline_job, hour_of_day=0, minute_of_hour=30, name="daily_pipeline_schedule"
+    daily_pipeline_job, hour_of_day=0, minute_of_hour=30, name="daily_pipeline_schedule",
+    default_status=schedule_status(),
 )
 
 
@@ -47,6 +49,7 @@ def weekly_retrain_request(scheduled: dt.datetime, window_days: int = 7) -> dg.R
     cron_schedule="0 2 * * 1",  # Monday 02:00 UTC, after Sunday's daily pipeline
     job_name="train_detector",
     execution_timezone="UTC",
+    default_status=schedule_status(),
     description="Retrain on the last 7 days every Monday.",
 )
 def weekly_retrain_schedule(context: dg.ScheduleEvaluationContext) -> dg.RunRequest:
