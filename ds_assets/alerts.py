@@ -5,6 +5,10 @@ with the gRPC scorer, so a day replayed offline raises the alerts the live servi
 module only turns its open/close events into one row per alert with what an on-call engineer
 needs: entity, start, end, peak score, top contributing features and, on labeled data, the
 anomaly type that caused it.
+
+Each daily partition starts from fresh alert state (partitions stay independent and
+re-runnable): an alert still open at midnight is reported with ``still_open=True`` and, if the
+condition persists, opens again on the next day's first rows.
 """
 
 from __future__ import annotations
