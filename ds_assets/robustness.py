@@ -67,6 +67,9 @@ def impute_missing(
 
 
 def _metrics(scored: pd.DataFrame) -> dict[str, float]:
+    # a temporal model leaves each entity's first W-1 rows unscored; judge only scored rows,
+    # exactly as the evaluation report does
+    scored = scored.loc[scored["score"].notna()]
     labels = scored[LABEL].to_numpy(np.int64)
     flags = scored["is_anomaly"].to_numpy(bool)
     counts = confusion_counts(labels, flags)

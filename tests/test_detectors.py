@@ -8,6 +8,7 @@ import json
 import numpy as np
 import pytest
 
+from ds_assets.datasets import contiguous_segments
 from ds_assets.detectors import (
     FAMILIES,
     DetectorConfigError,
@@ -244,7 +245,12 @@ def test_temporal_then_pca_through_the_graph(settings: Settings) -> None:
     m = bundle.manifest
     assert (m.kind, m.window, m.smoothing) == ("temporal_autoencoder", 4, {"k": 2, "n": 3})
     assert m.threshold_rule["rule"] == "quantile"
-    assert m.threshold_rule["unscored_rows"] == 3 * TINY_SOURCE["n_hosts"]  # warm-up rows
+    # warm-up rows: W-1 per gap-free segment of each host's normal validation rows
+    val = split_rows(pd.read_parquet(settings.data_dir / "assets" / "training_set.parquet"), "val")
+    segments = np.unique(contiguous_segments(val))
+    assert m.threshold_rule["unscored_rows"] == sum(
+        min(3, int((contiguous_segments(val) == seg).sum())) for seg in segments
+    )
     registered = json.loads((settings.data_dir / "assets" / "model_bundle.json").read_text())
     assert champion_alias_version(settings.mlflow_tracking_uri, settings.model_name) == (
         registered["mlflow_model_version"])
