@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ds_assets.training import AutoencoderParams, TrainedAutoencoder, train_autoencoder
+from ds_assets.detectors import DetectorParams, TrainedDetector, train_detector
 
 FEATURES = [f"f{i}" for i in range(1, 5)]
 
@@ -16,10 +16,10 @@ def correlated_rows(n: int, seed: int = 0) -> np.ndarray:
     return (latent @ mix + 0.1 * rng.normal(size=(n, 4)) + [10, 20, 30, 40]).astype(np.float32)
 
 
-def tiny_model(epochs: int = 3, seed: int = 0) -> TrainedAutoencoder:
-    return train_autoencoder(
+def tiny_model(epochs: int = 3, seed: int = 0) -> TrainedDetector:
+    return train_detector(
+        DetectorParams(hidden=(8, 2), epochs=epochs, batch_size=64, seed=seed),
         correlated_rows(512, seed),
         correlated_rows(128, seed + 1),
         FEATURES,
-        AutoencoderParams(hidden=(8, 2), epochs=epochs, batch_size=64, seed=seed),
     )

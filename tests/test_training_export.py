@@ -1,13 +1,12 @@
-"""Dense autoencoder through the backwards-compatible training API, and ONNX export/parity."""
+"""Dense autoencoder training (seeding, early stopping, train-only scaling) and ONNX parity."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from ds_assets.detectors import TrainedDetector
+from ds_assets.detectors import DetectorConfigError, DetectorParams, TrainedDetector, train_detector
 from ds_assets.export import check_parity, export_onnx, reference_scores
-from ds_assets.training import AutoencoderParams, TrainingConfigError, train_autoencoder
 from tests.helpers import FEATURES, correlated_rows, tiny_model
 
 
@@ -17,9 +16,9 @@ def test_training_is_seeded_and_early_stops() -> None:
     for key in a.arrays:
         np.testing.assert_array_equal(a.arrays[key], b.arrays[key])
     assert a.training_summary["val_loss"] == b.training_summary["val_loss"]
-    stopped = train_autoencoder(
+    stopped = train_detector(
+        DetectorParams(hidden=(4, 2), epochs=200, patience=2, min_delta=10.0, batch_size=64),
         correlated_rows(256), correlated_rows(64, 1), FEATURES,
-        AutoencoderParams(hidden=(4, 2), epochs=200, patience=2, min_delta=10.0, batch_size=64),
     )
     summary = stopped.training_summary
     assert summary["stopped_early"] and summary["epochs_run"] == 3
@@ -37,7 +36,7 @@ def test_training_reduces_validation_loss() -> None:
 def test_normalization_uses_train_rows_only() -> None:
     train = correlated_rows(512)
     val = correlated_rows(128, 1) + 1000.0
-    model = train_autoencoder(train, val, FEATURES, AutoencoderParams(hidden=(4, 2), epochs=1))
+    model = train_detector(DetectorParams(hidden=(4, 2), epochs=1), train, val, FEATURES)
     np.testing.assert_allclose(model.mean, train.mean(axis=0), rtol=1e-5)
 
 
@@ -64,15 +63,14 @@ def test_weights_round_trip_without_pickle() -> None:
     ],
 )
 def test_bad_training_data_fails_before_training(train: np.ndarray, message: str) -> None:
-    with pytest.raises(TrainingConfigError, match=message):
+    with pytest.raises(DetectorConfigError, match=message):
         features = FEATURES if train.shape[1] else []
-        train_autoencoder(train, correlated_rows(8), features, AutoencoderParams())
+        train_detector(DetectorParams(), train, correlated_rows(8), features)
 
 
 def test_bad_params() -> None:
-    with pytest.raises(TrainingConfigError, match="epochs=0"):
-        train_autoencoder(correlated_rows(8), correlated_rows(8), FEATURES,
-                          AutoencoderParams(epochs=0))
+    with pytest.raises(DetectorConfigError, match="epochs=0"):
+        train_detector(DetectorParams(epochs=0), correlated_rows(8), correlated_rows(8), FEATURES)
 
 
 def test_onnx_graph_matches_torch() -> None:
