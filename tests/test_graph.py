@@ -110,13 +110,17 @@ def test_whole_graph_on_tiny_data(settings: Settings) -> None:
     assert decision["version"] == ("2" if decision["decision"]["promote"] else "1")
 
 
-def test_failing_blocking_check_stops_training(settings: Settings, tmp_path: Path) -> None:
-    broken = tmp_path / "broken.csv"
+def _broken_csv(path: Path) -> Path:
     rows = 50
     data = {f"f{i}": [float(i + r % 7) for r in range(rows)] for i in range(1, 9)}
     data["label"] = [0] * (rows - 1) + [2]  # a label outside {0, 1}
     data["f3"][4] = float("nan")  # and a missing feature value
-    pd.DataFrame(data).to_csv(broken, index=False)
+    pd.DataFrame(data).to_csv(path, index=False)
+    return path
+
+
+def test_failing_blocking_check_stops_training(settings: Settings, tmp_path: Path) -> None:
+    broken = _broken_csv(tmp_path / "broken.csv")
     result = dg.materialize(
         [raw_telemetry, raw_telemetry_expectations, training_set],
         resources=build_resources(settings),
@@ -184,3 +188,31 @@ def test_scored_rows_match_the_scorer(settings: Settings, day: str) -> None:
     chunked = score_frame(scorer, raw, chunk_rows=7)
     whole = scorer.score(raw[list(scorer.features)].to_numpy("float32"))
     assert (chunked["score"].to_numpy() == whole.scores).all()
+
+
+def test_later_retrain_leaves_out_days_that_failed_their_checks(
+    settings: Settings, tmp_path: Path
+) -> None:
+    defs = build_definitions(settings)
+    instance = dg.DagsterInstance.ephemeral()
+    for day in DAYS[:2]:
+        _ingest(defs, instance, day)
+    bad = defs.resolve_job_def("ingest_telemetry").execute_in_process(
+        instance=instance,
+        partition_key=DAYS[2],
+        run_config={"ops": {"raw_telemetry": {"config": {
+            "source": "labeled_csv", "path": str(_broken_csv(tmp_path / "broken.csv"))}}}},
+        raise_on_error=False,
+    )
+    assert not bad.success  # the blocking checks failed, but the raw partition is on disk
+    assert (settings.data_dir / "assets" / "raw_telemetry" / f"{DAYS[2]}.parquet").exists()
+
+    train = defs.resolve_job_def("train_detector").execute_in_process(
+        instance=instance, run_config=TRAIN_CONFIG
+    )
+    assert train.success
+    meta = train.asset_materializations_for_node("training_set")[0].metadata
+    assert meta["partitions"].value == DAYS[:2]
+    assert meta["excluded_partitions"].value == {DAYS[2]: ["features_not_null", "label_domain"]}
+    assert load_champion(settings.models_dir, settings.model_name).manifest.lineage[
+        "partitions"] == DAYS[:2]

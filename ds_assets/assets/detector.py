@@ -15,7 +15,9 @@ import numpy as np
 import pandas as pd
 
 from ds_assets.analytics import markdown_table
+from ds_assets.assets.telemetry import partitions_failing_checks
 from ds_assets.datasets import (
+    DatasetError,
     build_training_set,
     contiguous_segments,
     select_window,
@@ -61,8 +63,20 @@ class TrainingWindowConfig(dg.Config):
 def training_set(
     context: dg.AssetExecutionContext, config: TrainingWindowConfig, raw_telemetry: PartitionFrames
 ) -> pd.DataFrame:
-    """Normal rows of a window of days, split train | val | test by time (test keeps anomalies)."""
-    keys = select_window(list(raw_telemetry), config.n_partitions, config.end_partition)
+    """Normal rows of a window of days, split train | val | test by time (test keeps anomalies).
+
+    Days whose raw data failed a blocking check are left out, so a retrain requested later by a
+    sensor or schedule never learns from data that failed validation."""
+    failing = partitions_failing_checks(context.instance, list(raw_telemetry))
+    for day, checks in failing.items():
+        context.log.warning(f"leaving out raw_telemetry {day}: failed blocking check(s) {checks}")
+    usable = [day for day in raw_telemetry if day not in failing]
+    if failing and not any(d <= (config.end_partition or d) for d in usable):
+        raise DatasetError(
+            f"every raw_telemetry partition in the window failed a blocking check ({failing}); "
+            "fix the source data and re-materialize those days"
+        )
+    keys = select_window(usable, config.n_partitions, config.end_partition)
     data = build_training_set(
         {k: raw_telemetry[k] for k in keys}, config.val_fraction, config.test_fraction
     )
@@ -71,6 +85,7 @@ def training_set(
     context.add_output_metadata(
         {
             "partitions": dg.MetadataValue.json(keys),
+            "excluded_partitions": dg.MetadataValue.json(failing),
             "rows": len(data),
             "splits": dg.MetadataValue.md(markdown_table(counts)),
         }

@@ -1,7 +1,7 @@
 """Raw telemetry per day and the blocking data-quality checks that gate everything downstream."""
 
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from typing import Any, Literal
 
 import dagster as dg
@@ -156,3 +156,27 @@ def raw_telemetry_expectations(
                 ),
             },
         )
+
+
+def partitions_failing_checks(
+    instance: dg.DagsterInstance, partitions: Sequence[str]
+) -> dict[str, list[str]]:
+    """Partitions whose current raw_telemetry data failed a blocking check, with the check names.
+
+    A failed check stops downstream assets in its own run, but the raw partition stays on disk;
+    assets that read a window of days later (a sensor- or schedule-requested retrain) use this
+    so they never train on data that failed validation.
+    """
+    if not partitions:
+        return {}
+    keys = list(raw_telemetry_expectations.check_keys)
+    infos = instance.event_log_storage.get_asset_check_partition_info(
+        keys, partition_keys=list(partitions)
+    )
+    failing: dict[str, list[str]] = {}
+    for info in infos:
+        if info.partition_key is None or not info.is_current:
+            continue  # the check ran on an older materialization of this partition
+        if info.latest_execution_status.value == "FAILED":  # the enum is not public API
+            failing.setdefault(info.partition_key, []).append(info.check_key.name)
+    return {day: sorted(names) for day, names in sorted(failing.items())}
