@@ -37,7 +37,7 @@ test: install
 	$(PY) -m pytest
 
 lint: install
-	$(VENV)/bin/ruff check ds_assets ds_serving tests
+	$(VENV)/bin/ruff check ds_assets ds_serving tests bench
 	$(VENV)/bin/mypy ds_assets ds_serving
 
 # Benchmarks report ratios against a baseline measured in the same run (shared, noisy machines).
