@@ -133,6 +133,39 @@ def test_consecutive_drift_runs_end_at_the_last_partition() -> None:
     assert drift.consecutive_drift({"d3": True, "d5": True}, keys) == ["d5"]
 
 
+def test_plan_retrain_keeps_one_episode_past_a_fixed_look_back() -> None:
+    """The reviewer's storm: a 25-day episode seen through an 8-day look-back (its first
+    visible day slides forward daily) is one request when the requested episode is kept."""
+    days = [f"2026-11-{d:02d}" for d in range(1, 31)]
+    drifted = set(days[5:30])
+    requested: drift.DriftEpisode | None = None
+    requests = []
+    for i in range(len(days)):
+        keys = days[max(0, i - 7): i + 1]
+        plan = drift.plan_retrain({d: d in drifted for d in keys}, keys, "3", 3, requested)
+        requested = plan.requested
+        if plan.request:
+            requests.append(plan.episode)
+    assert requests == [f"3:{days[5]}"]
+    assert requested == drift.DriftEpisode("3", days[5], days[29])
+    # a new reference version, or a run that does not touch the episode, is a new episode
+    plan = drift.plan_retrain({d: True for d in days[25:]}, days[25:], "4", 3, requested)
+    assert plan.request and plan.episode == f"4:{days[25]}"
+    old = drift.DriftEpisode("3", days[0], days[4])
+    plan = drift.plan_retrain({d: True for d in days[6:9]}, days[5:9], "3", 3, old)
+    assert plan.request and plan.episode == f"3:{days[6]}"
+
+
+def test_drift_episode_reads_old_and_new_cursors() -> None:
+    assert drift.DriftEpisode.from_cursor("12:2026-11-05") == \
+        drift.DriftEpisode("12", "2026-11-05", "2026-11-05")
+    ep = drift.DriftEpisode("2", "2026-11-05", "2026-11-09")
+    assert drift.DriftEpisode.from_cursor(ep.to_dict()) == ep
+    assert drift.DriftEpisode.from_cursor(None) is None
+    with pytest.raises(DriftError, match="expected a dict with reference_version"):
+        drift.DriftEpisode.from_cursor({"first": "2026-11-05"})
+
+
 def test_bad_inputs_name_the_problem(reference: DriftReference) -> None:
     with pytest.raises(DriftError, match=r"lack feature column\(s\) \['skewed'\]"):
         drift.compare(reference, pd.DataFrame({"gauss": [1.0], "clipped": [0.0]}))

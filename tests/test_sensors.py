@@ -76,7 +76,8 @@ def test_drift_sensor_requests_once_per_episode(instance: dg.DagsterInstance) ->
     assert request.run_config["ops"]["training_set"]["config"] == {
         "n_partitions": 7, "end_partition": DAYS[6]}
     assert request.tags["datasentinel/drifted_partitions"] == ",".join(DAYS[4:7])
-    assert json.loads(cursor or "{}")["episode"] == f"1:{DAYS[4]}"
+    assert json.loads(cursor or "{}")["episode"] == {
+        "reference_version": "1", "first": DAYS[4], "last": DAYS[6]}
 
     # the same episode going on, or re-evaluated, never requests again
     _drift(instance, DAYS[7], True)
@@ -110,6 +111,61 @@ def test_drift_against_a_new_champion_starts_a_new_episode(
     _drift(instance, DAYS[1], True, "2")
     requests, _, _ = _tick(sensor, instance, None)
     assert [r.run_key for r in requests] == [f"drift-retrain:2:{DAYS[0]}"]
+
+
+def test_a_long_episode_requests_once_and_a_gap_starts_a_new_one(
+    instance: dg.DagsterInstance,
+) -> None:
+    """An episode longer than the look-back (the retrain lost, the reference stays v1) must
+    not slide its first day forward and request again every day."""
+    sensor = build_drift_sensor(k=3, training_window=7)  # look-back 8 days
+    days = previous_days("2026-12-10", 40)
+    cursor: str | None = None
+    run_keys: list[str] = []
+    for day in days[:5]:
+        _drift(instance, day, False)
+    for day in days[5:30]:  # 25 drifted days in a row
+        _drift(instance, day, True)
+        requests, _, cursor = _tick(sensor, instance, cursor)
+        run_keys += [r.run_key for r in requests]
+    assert run_keys == [f"drift-retrain:1:{days[5]}"]
+    # a lost cursor after 25 days still names the episode by its first day (daemon dedups)
+    again, _, _ = _tick(sensor, instance, None)
+    assert [r.run_key for r in again] == run_keys
+    assert again[0].run_config["ops"]["training_set"]["config"]["end_partition"] == days[29]
+
+    _drift(instance, days[30], False)  # a gap ends the episode
+    requests, _, cursor = _tick(sensor, instance, cursor)
+    assert not requests
+    for day in days[31:33]:
+        _drift(instance, day, True)
+        requests, skip, cursor = _tick(sensor, instance, cursor)
+        assert not requests and "of the 3" in (skip or "")
+    _drift(instance, days[33], True)
+    requests, _, cursor = _tick(sensor, instance, cursor)
+    assert [r.run_key for r in requests] == [f"drift-retrain:1:{days[31]}"]
+
+
+def test_rescored_days_growing_the_run_backwards_do_not_request_again(
+    instance: dg.DagsterInstance,
+) -> None:
+    """A promotion backfill re-scores days out of order: reports against v2 arrive newest
+    first, so the v2 run grows backwards; it is still one episode."""
+    sensor = build_drift_sensor(k=3, training_window=7)
+    for day in DAYS[:8]:
+        _drift(instance, day, True, "1")
+    cursor: str | None = None
+    run_keys: list[str] = []
+    for day in (DAYS[7], DAYS[6], DAYS[5], DAYS[4], DAYS[2], DAYS[3], DAYS[1], DAYS[0]):
+        _drift(instance, day, True, "2")
+        requests, _, cursor = _tick(sensor, instance, cursor)
+        run_keys += [r.run_key for r in requests]
+    assert run_keys == [f"drift-retrain:2:{DAYS[5]}"]
+    # re-materializing days already seen (same statuses) requests nothing either
+    for day in (DAYS[3], DAYS[7]):
+        _drift(instance, day, True, "2")
+        requests, skip, cursor = _tick(sensor, instance, cursor)
+        assert not requests and "already requested" in (skip or "")
 
 
 def test_a_missing_day_breaks_the_run_and_k_is_configurable(

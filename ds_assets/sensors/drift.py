@@ -3,10 +3,12 @@
 
 import json
 import os
+from collections.abc import Sequence
+from typing import Any
 
 import dagster as dg
 
-from ds_assets.drift import plan_retrain
+from ds_assets.drift import DriftEpisode, consecutive_drift, plan_retrain
 from ds_assets.sensors.records import (
     latest_metadata,
     materialized_partitions,
@@ -19,6 +21,32 @@ DRIFT_ASSET = "drift_report"
 TRAINING_JOB = "train_detector"
 
 
+def drift_statuses(
+    instance: dg.DagsterInstance, partitions: Sequence[str], look_back: int
+) -> tuple[list[str], dict[str, bool], str]:
+    """Drift status of the days up to the newest drift report, reaching back past the start of
+    its drifted run (to a non-drifted or missing day, or the first report), not just
+    ``look_back`` days, so a long episode keeps its first day (and its run key).
+
+    A day counts as drifted only if judged against the same reference version as the newest.
+    """
+    last, first_report = partitions[-1], partitions[0]
+    n = look_back
+    meta: dict[str, dict[str, Any]] = {}
+    while True:
+        keys = previous_days(last, n)
+        meta.update(latest_metadata(instance, DRIFT_ASSET, [d for d in keys if d not in meta]))
+        version = str(meta.get(last, {}).get("reference_version", ""))
+        statuses = {
+            key: bool(m.get("drifted")) and str(m.get("reference_version", "")) == version
+            for key, m in meta.items()
+        }
+        run = consecutive_drift(statuses, keys)
+        if len(run) < len(keys) or keys[0] <= first_report:
+            return keys, statuses, version
+        n *= 2
+
+
 def build_drift_sensor(
     k: int = 3,
     training_window: int = 7,
@@ -28,8 +56,11 @@ def build_drift_sensor(
     """Retrain when ``k`` consecutive daily drift reports (same reference model) say drifted.
 
     The cursor keeps the newest drift_report storage id seen (nothing new -> no work) and the
-    episode already requested; the run key is the episode too, so the daemon drops a duplicate
-    even if the cursor is lost. The retrain window ends at the last drifted day and spans
+    episode already requested (reference version and its drifted days): a drifted run that
+    overlaps it is the same episode however long it lasts or if re-scored days grow it
+    backwards. The status scan reaches back to the run's first day, and the run key is
+    ``drift-retrain:<version>:<first day>``, so the daemon drops a duplicate even if the cursor
+    is lost. The retrain window ends at the last drifted day and spans
     ``training_window`` days, so it includes the drifted data.
     """
     if k < 1 or training_window < 1:
@@ -50,16 +81,12 @@ def build_drift_sensor(
         if newest == state.get("storage_id"):
             return dg.SkipReason("no new drift reports since the last tick")
         partitions = materialized_partitions(context.instance, DRIFT_ASSET)
-        keys = previous_days(partitions[-1], max(k, training_window) + 1)
-        meta = latest_metadata(context.instance, DRIFT_ASSET, keys)
-        version = str(meta[keys[-1]].get("reference_version", ""))
-        statuses = {
-            key: bool(m.get("drifted")) and str(m.get("reference_version", "")) == version
-            for key, m in meta.items()
-        }
-        plan = plan_retrain(statuses, keys, version, k, state.get("episode"))
+        keys, statuses, version = drift_statuses(
+            context.instance, partitions, max(k, training_window) + 1)
+        plan = plan_retrain(statuses, keys, version, k,
+                            DriftEpisode.from_cursor(state.get("episode")))
         cursor = json.dumps({"storage_id": newest,
-                             "episode": plan.episode if plan.request else state.get("episode")})
+                             "episode": plan.requested.to_dict() if plan.requested else None})
         context.log.info(plan.reason)
         if not plan.request:
             return dg.SensorResult(skip_reason=plan.reason, cursor=cursor)
