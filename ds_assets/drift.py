@@ -455,6 +455,20 @@ def score_shift(
     return out
 
 
+def rate_flags(scored: pd.DataFrame) -> np.ndarray:
+    """The flags whose rate is compared with the reference anomaly rate: the raw
+    ``score > threshold`` flags (``raw_is_anomaly``, present when the bundle smooths its flags),
+    else ``is_anomaly``, because the reference rate is built from raw flags too; k-of-n smoothed
+    flags have another rate and would read as a rate shift."""
+    for column in ("raw_is_anomaly", "is_anomaly"):
+        if column in scored.columns:
+            return scored[column].to_numpy()
+    raise DriftError(
+        f"scored rows have neither 'raw_is_anomaly' nor 'is_anomaly' (columns: "
+        f"{list(scored.columns)}); expected the output of score_frame"
+    )
+
+
 def consecutive_drift(statuses: Mapping[str, bool], keys_in_order: Sequence[str]) -> list[str]:
     """The run of drifted partitions ending at the last key (a missing partition breaks it)."""
     run: list[str] = []

@@ -9,6 +9,7 @@ from scipy import stats
 
 from ds_assets import drift
 from ds_assets.drift import DriftError, DriftReference, Sketch
+from ds_serving.smoothing import Smoothing, smooth_flags
 
 N_REF = 120_000
 
@@ -131,6 +132,30 @@ def test_consecutive_drift_runs_end_at_the_last_partition() -> None:
         ["d2", "d3", "d4", "d5"]
     assert drift.consecutive_drift({"d1": True, "d2": True, "d4": True}, keys) == []
     assert drift.consecutive_drift({"d3": True, "d5": True}, keys) == ["d5"]
+
+
+def test_anomaly_rate_compares_raw_flags_with_the_raw_reference_rate(
+    reference: DriftReference,
+) -> None:
+    """The reference rate is built from raw score > threshold flags; a day scored by a bundle
+    with k-of-n smoothing must be judged on its raw flags, not the (rarer) smoothed ones."""
+    rng = np.random.default_rng(21)
+    scores = rng.gamma(2.0, size=20_000)  # the reference's score distribution: no drift
+    raw = scores > stats.gamma(2.0).ppf(0.99)  # the reference flagged its top 1%
+    scored = pd.DataFrame({"score": scores, "raw_is_anomaly": raw,
+                           "is_anomaly": smooth_flags(raw, Smoothing(2, 3))})
+    flags = drift.rate_flags(scored)
+    np.testing.assert_array_equal(flags, raw)
+    fair = drift.score_shift(reference, scores, flags)
+    assert not fair["drifted"], fair
+    # the smoothed flags' rate is far below the raw reference rate: a false rate shift
+    smoothed = drift.score_shift(reference, scores, scored["is_anomaly"].to_numpy())
+    assert "anomaly_rate_shift" in smoothed["over_threshold"]
+    # without smoothing score_frame writes only is_anomaly, which is then the raw flags
+    plain = scored.drop(columns="raw_is_anomaly")
+    np.testing.assert_array_equal(drift.rate_flags(plain), plain["is_anomaly"])
+    with pytest.raises(DriftError, match="neither 'raw_is_anomaly' nor 'is_anomaly'"):
+        drift.rate_flags(scored[["score"]])
 
 
 def test_plan_retrain_keeps_one_episode_past_a_fixed_look_back() -> None:

@@ -9,7 +9,7 @@ import pandas as pd
 from ds_assets.analytics import markdown_table, png_markdown
 from ds_assets.assets.automation import DAILY_AUTOMATION
 from ds_assets.assets.partitions import daily_partitions
-from ds_assets.drift import compare, drift_plot_png, load_reference
+from ds_assets.drift import compare, drift_plot_png, load_reference, rate_flags
 from ds_assets.resources.registry import ModelRegistry
 
 DRIFT_TABLE_COLUMNS = [
@@ -57,7 +57,7 @@ def drift_report(
         reference,
         raw_telemetry,
         scored_telemetry["score"].to_numpy(),
-        scored_telemetry["is_anomaly"].to_numpy(),
+        rate_flags(scored_telemetry),  # raw flags: the reference rate is unsmoothed
         alpha=config.alpha,
     )
     summary = result.summary()
