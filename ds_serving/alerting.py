@@ -3,7 +3,10 @@
 An alert opens when at least ``k`` of an entity's last ``n`` rows are flagged, closes after ``m``
 consecutive normal rows, and will not re-open until ``cooldown`` has passed since it closed
 (storm control). Time is whatever the caller passes (epoch seconds in practice); without times the
-row count stands in, so ``cooldown`` is then measured in rows.
+row count stands in, so ``cooldown`` is then measured in rows. An entity keeps one time base: rows
+with times and rows without cannot be mixed (``TimeBaseError``), since epoch seconds and row counts
+compared with each other would lock alerts out or skip the cooldown. Rows without a score (NaN:
+a temporal model's warm-up) carry no information: they neither flag nor count as normal.
 """
 
 from __future__ import annotations
@@ -16,6 +19,10 @@ from typing import Any
 import numpy as np
 
 from ds_serving.windows import group_positions
+
+
+class TimeBaseError(ValueError):
+    """Rows for an entity came with timestamps and without; the message names the entity."""
 
 
 class AlertPolicyError(ValueError):
@@ -69,7 +76,9 @@ class AlertEvent:
 
 @dataclass
 class _EntityState:
-    seen: int = 0
+    seen: int = 0  # scored rows (the k-of-n window counts these)
+    clock: int = 0  # all rows: the time base when no times are sent
+    timed: bool | None = None  # whether this entity's rows come with times
     recent: deque[int] = field(default_factory=deque)  # row numbers of flagged rows in last n
     open: bool = False
     opened_at: float = 0.0
@@ -85,9 +94,45 @@ class AlertTracker:
         self.policy = policy
         self.max_entities = max_entities
         self._state: dict[Hashable, _EntityState] = {}
+        self._open = 0  # kept in step with the states so reading it costs nothing
 
     def open_count(self) -> int:
-        return sum(1 for s in self._state.values() if s.open)
+        return self._open
+
+    def adopt(self, other: AlertTracker) -> None:
+        """Take over ``other``'s per-entity state (hot reload to a new policy): open alerts stay
+        open, cooldowns and time bases carry on, and ``other`` is left empty."""
+        for key, state in other._state.items():
+            old = self._state.pop(key, None)
+            if old is not None and old.open:
+                self._open -= 1
+            self._state[key] = state
+            self._open += int(state.open)
+        other._state = {}
+        other._open = 0
+        self._evict()
+
+    def check_time_base(
+        self, entities: Sequence[Hashable] | np.ndarray, timed: bool
+    ) -> None:
+        """Raise ``TimeBaseError`` if any entity was sent with the other time base before."""
+        for key in np.unique(np.asarray(entities)):
+            state = self._state.get(key.item() if isinstance(key, np.generic) else key)
+            if state is not None and state.timed is not None and state.timed != timed:
+                if state.timed:
+                    raise TimeBaseError(
+                        f"timestamps: entity {str(key)!r} was sent with timestamps before; "
+                        "send them on every request"
+                    )
+                raise TimeBaseError(
+                    f"timestamps: entity {str(key)!r} was sent without timestamps before; "
+                    "keep sending none (epoch seconds and row counts cannot be mixed)"
+                )
+
+    def _evict(self) -> None:
+        while len(self._state) > self.max_entities:
+            dropped = self._state.pop(next(iter(self._state)))
+            self._open -= int(dropped.open)
 
     def is_open(self, entity: Hashable) -> bool:
         state = self._state.get(entity)
@@ -108,21 +153,28 @@ class AlertTracker:
             raise ValueError("entities, flags and scores must have one value per row")
         if times is not None and len(times) != len(keys):
             raise ValueError(f"got {len(times)} times for {len(keys)} rows; send one per row")
+        timed = times is not None
+        self.check_time_base(keys, timed)
+        flags = flags & ~np.isnan(scores)  # an unscored row is never flagged
         events: list[AlertEvent] = []
         for positions in group_positions(keys):
             first = keys[positions[0]]
             key = first.item() if isinstance(first, np.generic) else first
             state = self._state.pop(key, None) or _EntityState()
             self._state[key] = state  # re-insert: most recently seen last, for eviction
-            row_times = (
-                np.asarray(times, dtype=np.float64)[positions]
-                if times is not None
-                else np.arange(state.seen + 1, state.seen + 1 + len(positions), dtype=np.float64)
-            )
+            state.timed = timed
+            if times is not None:
+                row_times = np.asarray(times, dtype=np.float64)[positions]
+            else:
+                row_times = np.arange(
+                    state.clock + 1, state.clock + 1 + len(positions), dtype=np.float64
+                )
+            state.clock += len(positions)
+            was_open = state.open
             self._advance(str(key), state, positions, flags[positions], scores[positions],
                           row_times, events)
-        while len(self._state) > self.max_entities:
-            self._state.pop(next(iter(self._state)))
+            self._open += int(state.open) - int(was_open)
+        self._evict()
         events.sort(key=lambda e: e.position)
         return events
 
@@ -137,13 +189,16 @@ class AlertTracker:
         events: list[AlertEvent],
     ) -> None:
         p = self.policy
+        scored = ~np.isnan(scores)
         if not state.open and not flags.any():
             # fast path: nothing can open; only the count of recent flagged rows ages
-            state.seen += len(flags)
+            state.seen += int(np.count_nonzero(scored))
             while state.recent and state.recent[0] <= state.seen - p.n:
                 state.recent.popleft()
             return
         for i in range(len(flags)):
+            if not scored[i]:
+                continue  # no information: neither flagged nor normal
             state.seen += 1
             if flags[i]:
                 state.recent.append(state.seen)
@@ -169,3 +224,4 @@ class AlertTracker:
 
     def reset(self) -> None:
         self._state.clear()
+        self._open = 0

@@ -20,11 +20,11 @@ from typing import Any
 
 import numpy as np
 
-from ds_serving.alerting import AlertEvent, AlertPolicy, AlertTracker
+from ds_serving.alerting import AlertEvent, AlertPolicy, AlertTracker, TimeBaseError
 from ds_serving.bundle import Bundle, load_bundle
 from ds_serving.scoring import Scorer
 from ds_serving.smoothing import Smoothing, StreamingSmoother
-from ds_serving.windows import EntityWindows
+from ds_serving.windows import EntityWindows, StagedWindows
 
 log = logging.getLogger(__name__)
 
@@ -33,6 +33,9 @@ RunFn = Callable[[Scorer, np.ndarray, bool], Awaitable[tuple[np.ndarray, np.ndar
 INVALID_ARGUMENT = "INVALID_ARGUMENT"
 RESOURCE_EXHAUSTED = "RESOURCE_EXHAUSTED"
 _F32 = np.dtype("<f4")
+# live temporal scoring runs the graph on at most this many window rows at a time, so a request's
+# memory stays near its own size instead of W times it (same bound as score_rows' chunk_rows)
+WINDOW_CHUNK_ROWS = 65_536
 
 
 class RequestError(ValueError):
@@ -88,8 +91,8 @@ class ModelRuntime:
         )
         self.smoother = StreamingSmoother(self.smoothing, max_entities)
         self.tracker = AlertTracker(self.alert_policy, max_entities)
-        self.open_alerts = 0
         self._lock = asyncio.Lock()
+        self._inherit_from: ModelRuntime | None = None  # state still to take over, see _adopt
         self.loaded_at = time.time()
         self.load_seconds = 0.0
 
@@ -146,20 +149,46 @@ class ModelRuntime:
                 )
 
     def inherit_state(self, old: ModelRuntime) -> None:
-        """Carry windows, smoothing tails and open alerts over a reload when they still fit."""
+        """Take over ``old``'s per-entity state (windows, smoothing tails, alerts) on reload.
+
+        The move itself happens under the shared state lock on this runtime's first stateful
+        request (``_adopt``): requests already queued on ``old`` finish first, so none of their
+        updates is lost. A different window keeps each entity's tail (partial history if the new
+        window is bigger); a different smoothing keeps the raw flags; a different alert policy
+        keeps open alerts, cooldowns and time bases."""
+        self._lock = old._lock  # one lock orders both runtimes' updates of the shared state
+        self._inherit_from = old
+
+    def _adopt(self) -> None:
+        """Move the state of the runtime this one replaced; called with the state lock held."""
+        old = self._inherit_from
+        if old is None:
+            return
+        old._adopt()  # a reload that no request saw yet: settle the chain first
+        self._inherit_from = None
         if self.windows is not None and old.windows is not None and (
-            old.window == self.window and old.n_features == self.n_features
+            old.n_features == self.n_features
         ):
-            self.windows = old.windows
+            self.windows = (
+                old.windows if old.window == self.window
+                else old.windows.resized(self.windows.window)
+            )
         if old.smoothing == self.smoothing:
             self.smoother = old.smoother
+        else:
+            self.smoother.adopt(old.smoother)
         if old.alert_policy == self.alert_policy:
             self.tracker = old.tracker
-            self.open_alerts = old.open_alerts
-        if self.windows is old.windows or self.smoother is old.smoother or (
-            self.tracker is old.tracker
-        ):
-            self._lock = old._lock  # shared state: one lock orders both runtimes' updates
+        else:
+            self.tracker.adopt(old.tracker)
+
+    @property
+    def open_alerts(self) -> int:
+        """Alerts open now, read from the (possibly shared) tracker."""
+        old = self._inherit_from
+        if old is not None:
+            return old.open_alerts
+        return self.tracker.open_count()
 
     def info(self) -> dict[str, Any]:
         norm = self.manifest.extra.get("normalization") or {}
@@ -245,6 +274,20 @@ class ModelRuntime:
                     "or none",
                 )
             entities = np.asarray(entity_ids, dtype=str)
+            if not entities.all():  # numpy: "" is falsy
+                i = int(np.argmin(entities.astype(bool)))
+                raise RequestError(
+                    INVALID_ARGUMENT,
+                    f"entity_ids: row {i} has an empty entity id; send a non-empty id per row",
+                )
+        elif self.windows is not None or self.smoothing.enabled:
+            keeps = (f"a window of the last {self.window} rows" if self.windows is not None
+                     else f"{self.smoothing.k}-of-{self.smoothing.n} flag smoothing")
+            raise RequestError(
+                INVALID_ARGUMENT,
+                f"entity_ids: model {self.name!r} keeps per-entity state ({keeps}); send one "
+                "entity id per row so each source's rows stay separate from other clients'",
+            )
         times = None
         if len(timestamps):
             if len(timestamps) != n_rows:
@@ -263,8 +306,10 @@ class ModelRuntime:
         return Decoded(rows=rows, entities=entities, times=times)
 
     def stateful(self, request: Decoded) -> bool:
-        """Whether scoring ``request`` reads or advances per-entity state."""
-        return self.windows is not None or request.entities is not None or self.smoothing.enabled
+        """Whether scoring ``request`` reads or advances per-entity state. Without entity ids
+        only a point model without smoothing is accepted (``decode``), which is stateless:
+        alerts are per entity, so such requests skip them."""
+        return request.entities is not None
 
     def score(self, request: Decoded, *, explain: bool = False) -> LiveResult:
         """Score decoded rows and advance per-entity state (windows, smoothing, alerts).
@@ -272,32 +317,75 @@ class ModelRuntime:
         Not thread-safe: the server calls it (or ``score_async``) from its one event-loop
         thread, which orders the updates of each entity's state.
         """
-        inputs, positions = self._prepare(request)
-        scores, errors = self._run(inputs, explain)
-        return self._finish(request, positions, scores, errors)
+        if not self.stateful(request):
+            return self._finish(request, None, *self._run(request.rows, explain))
+        self._adopt()
+        self._check(request)
+        staged = self._stage(request)
+        if staged is None:
+            return self._finish(request, None, *self._run(request.rows, explain))
+        scores, errors = self._alloc(len(staged), explain)
+        for part, windows in staged.chunks(self._chunk_windows):
+            scores[part], chunk_errors = self._run(windows, explain)
+            if errors is not None:
+                errors[part] = chunk_errors
+        return self._commit(request, staged, scores, errors)
 
     async def score_async(self, request: Decoded, *, explain: bool, run: RunFn) -> LiveResult:
-        """``score`` with the graph executed by ``run`` (e.g. on a worker thread). Stateful
-        requests hold the state lock across the await so each entity's rows stay in order."""
+        """``score`` with the graph executed by ``run`` (e.g. on a worker thread).
+
+        Stateful requests hold the state lock across the await so each entity's rows stay in
+        order, and change no state before the graph has run: windows, smoothing and alerts all
+        advance together after the last await, so a cancelled or failed request (client gone,
+        deadline) leaves every entity's state as it was."""
         if not self.stateful(request):
             scores, errors = await run(self.scorer, request.rows, explain)
             return self._finish(request, None, scores, errors)
         async with self._lock:
-            inputs, positions = self._prepare(request)
-            if len(inputs):
-                scores, errors = await run(self.scorer, inputs, explain)
-            else:
-                scores, errors = self._run(inputs, explain)
-            return self._finish(request, positions, scores, errors)
+            self._adopt()
+            self._check(request)
+            staged = self._stage(request)
+            if staged is None:
+                scores, errors = await run(self.scorer, request.rows, explain)
+                return self._finish(request, None, scores, errors)
+            scores, errors = self._alloc(len(staged), explain)
+            for part, windows in staged.chunks(self._chunk_windows):
+                scores[part], chunk_errors = await run(self.scorer, windows, explain)
+                if errors is not None:
+                    errors[part] = chunk_errors
+            return self._commit(request, staged, scores, errors)
 
-    def _prepare(self, request: Decoded) -> tuple[np.ndarray, np.ndarray | None]:
-        """Model inputs and the request rows they score (None: every row, in order)."""
+    @property
+    def _chunk_windows(self) -> int:
+        return max(1, WINDOW_CHUNK_ROWS // (self.window or 1))
+
+    def _check(self, request: Decoded) -> None:
+        """Checks that need the per-entity state; run before any of it changes."""
+        if request.entities is None:
+            return
+        try:
+            self.tracker.check_time_base(request.entities, request.times is not None)
+        except TimeBaseError as exc:
+            raise RequestError(INVALID_ARGUMENT, str(exc)) from None
+
+    def _stage(self, request: Decoded) -> StagedWindows | None:
+        """The windows a temporal request completes (None for a point model); changes nothing."""
         if self.windows is None:
-            return request.rows, None
-        n = len(request.rows)
-        keys = request.entities if request.entities is not None else np.full(n, "", "<U1")
-        positions, windows = self.windows.push(keys, request.rows)
-        return windows, positions
+            return None
+        assert request.entities is not None  # decode requires ids for a temporal model
+        return self.windows.stage(request.entities, request.rows)
+
+    def _alloc(self, n: int, explain: bool) -> tuple[np.ndarray, np.ndarray | None]:
+        errors = np.empty((n, self.n_features), np.float32) if explain else None
+        return np.empty(n, np.float32), errors
+
+    def _commit(
+        self, request: Decoded, staged: StagedWindows, scores: np.ndarray,
+        errors: np.ndarray | None,
+    ) -> LiveResult:
+        assert self.windows is not None
+        self.windows.commit(staged)
+        return self._finish(request, staged.positions, scores, errors)
 
     def _run(self, inputs: np.ndarray, explain: bool) -> tuple[np.ndarray, np.ndarray | None]:
         if not len(inputs):
@@ -330,11 +418,8 @@ class ModelRuntime:
         alerts: list[AlertEvent] = []
         if entities is not None:  # alerts are per entity; anonymous rows skip the per-row work
             alerts = self.tracker.update(entities, flags, scores, request.times)
-            for event in alerts:
-                self.open_alerts += 1 if event.kind == "open" else -1
         return LiveResult(scores, flags, errors, alerts, n_scored)
 
     def refresh_open_alerts(self) -> int:
-        """Recount open alerts (entity eviction can drop some); called off the hot path."""
-        self.open_alerts = self.tracker.open_count()
+        """Open alerts now (kept for callers of the old API; the tracker keeps the count)."""
         return self.open_alerts

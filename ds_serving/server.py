@@ -1,11 +1,13 @@
 """The gRPC scorer: ``datasentinel.scoring.v1.Scorer`` plus grpc.health.v1 and reflection.
 
 One asyncio event loop (``grpc.aio``) handles every RPC; scoring runs inline on that loop
-(onnxruntime releases the GIL and uses its own intra-op threads), so per-entity state needs no
-locks and each entity's rows are processed in arrival order. The served model is one immutable
-``ModelRuntime`` reference: a request takes it once and finishes on it, and a hot reload (load,
-verify, warm up in a worker thread) replaces the reference in one assignment, so in-flight
-requests finish on the old model and no request ever sees a half-loaded one.
+or on worker threads for large inputs (onnxruntime releases the GIL); stateful requests hold
+one asyncio lock across the graph run, so each entity's rows are processed in arrival order, and
+change no per-entity state until the graph has run, so a cancelled request leaves none behind.
+The served model is one immutable ``ModelRuntime`` reference: a request takes it once and
+finishes on it, and a hot reload (load, verify, warm up in a worker thread) replaces the reference
+in one assignment, so in-flight requests finish on the old model and no request ever sees a
+half-loaded one.
 """
 
 from __future__ import annotations

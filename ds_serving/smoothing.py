@@ -85,6 +85,18 @@ class StreamingSmoother:
         self.max_entities = max_entities
         self._tails: dict[Hashable, np.ndarray] = {}
 
+    def adopt(self, other: StreamingSmoother) -> None:
+        """Take over ``other``'s raw-flag tails (hot reload to another k-of-n): each is cut or
+        front-padded with "not flagged" (as in warm-up) to this policy's ``n - 1``."""
+        keep = self.smoothing.n - 1
+        for key, tail in other._tails.items():
+            history = np.concatenate([np.zeros(keep, dtype=bool), tail])
+            self._tails.pop(key, None)
+            self._tails[key] = history[len(history) - keep :]
+        other._tails = {}
+        while len(self._tails) > self.max_entities:
+            self._tails.pop(next(iter(self._tails)))
+
     def apply(
         self, raw_flags: np.ndarray, entities: Sequence[Hashable] | np.ndarray | None = None
     ) -> np.ndarray:

@@ -70,6 +70,34 @@ def iter_windows(
         yield index.ends[start:stop], rows[index.starts[start:stop]]
 
 
+@dataclass(frozen=True)
+class StagedWindows:
+    """The windows one batch completes, built chunk by chunk from the entities' histories so
+    memory stays near the size of the batch instead of ``W`` times it."""
+
+    window: int
+    positions: np.ndarray  # int64 [m]: the batch row each window scores
+    history: np.ndarray  # float32 [h, f]: every entity's tail + new rows, one after another
+    starts: np.ndarray  # int64 [m]: where each window's oldest row sits in ``history``
+    tails: dict[Hashable, np.ndarray]  # each entity's tail after the batch, for ``commit``
+
+    def __len__(self) -> int:
+        return len(self.positions)
+
+    def windows(self, part: slice) -> np.ndarray:
+        """Windows ``part`` as a contiguous float32 [b, W, f] array."""
+        starts = self.starts[part]
+        return self.history[starts[:, None] + np.arange(self.window)]
+
+    def chunks(self, max_windows: int) -> Iterator[tuple[slice, np.ndarray]]:
+        """(slice of ``positions``, windows) with at most ``max_windows`` windows each."""
+        if max_windows < 1:
+            raise ValueError(f"max_windows must be >= 1, got {max_windows}")
+        for start in range(0, len(self.positions), max_windows):
+            part = slice(start, min(start + max_windows, len(self.positions)))
+            yield part, self.windows(part)
+
+
 class EntityWindows:
     """Per-entity ring buffers of the last ``window - 1`` rows for streaming scoring.
 
@@ -87,9 +115,19 @@ class EntityWindows:
     def __len__(self) -> int:
         return len(self._tails)
 
-    def push(
-        self, entities: Sequence[Hashable] | np.ndarray, rows: np.ndarray
-    ) -> tuple[np.ndarray, np.ndarray]:
+    def resized(self, window: int) -> EntityWindows:
+        """A copy for a model with another window (hot reload): each entity keeps its last
+        ``min(len(tail), window - 1)`` rows, so a bigger window starts from partial history
+        instead of from nothing and a smaller one scores at once."""
+        out = EntityWindows(window, self.n_features, self.max_entities)
+        keep = out.window - 1
+        for key, tail in self._tails.items():
+            out._tails[key] = tail[max(0, len(tail) - keep) :].copy()
+        return out
+
+    def stage(self, entities: Sequence[Hashable] | np.ndarray, rows: np.ndarray) -> StagedWindows:
+        """The windows a batch completes, WITHOUT changing any state: ``commit`` the result once
+        the batch is scored, so a failed or cancelled request leaves the windows untouched."""
         rows = np.asarray(rows, dtype=np.float32)
         if rows.ndim != 2 or rows.shape[1] != self.n_features:
             raise ValueError(f"rows must be [n, {self.n_features}], got shape {rows.shape}")
@@ -97,27 +135,52 @@ class EntityWindows:
         if len(keys) != len(rows):
             raise ValueError(f"got {len(keys)} entity ids for {len(rows)} rows; send one per row")
         keep = self.window - 1
+        histories: list[np.ndarray] = []
         out_pos: list[np.ndarray] = []
-        out_win: list[np.ndarray] = []
+        out_start: list[np.ndarray] = []
+        tails: dict[Hashable, np.ndarray] = {}
+        offset = 0
         for positions in group_positions(keys):
             first = keys[positions[0]]
             key = first.item() if isinstance(first, np.generic) else first
-            tail = self._tails.pop(key, None)
+            tail = self._tails.get(key)
             if tail is None:
                 tail = np.empty((0, self.n_features), np.float32)
             history = np.concatenate([tail, rows[positions]])
-            if len(history) >= self.window:
-                view = sliding_window_view(history, self.window, axis=0)  # [m, f, W]
-                wins = np.ascontiguousarray(view.transpose(0, 2, 1))
-                n_new = len(wins)
-                out_win.append(wins)
+            n_new = len(history) - keep
+            if n_new > 0:
                 out_pos.append(positions[len(positions) - n_new :])
-            self._tails[key] = history[max(0, len(history) - keep) :].copy()
-            while len(self._tails) > self.max_entities:
-                self._tails.pop(next(iter(self._tails)))
-        if not out_win:
-            return np.empty(0, np.int64), np.empty((0, self.window, self.n_features), np.float32)
-        return np.concatenate(out_pos).astype(np.int64), np.concatenate(out_win)
+                out_start.append(offset + np.arange(n_new, dtype=np.int64))
+            histories.append(history)
+            offset += len(history)
+            tails[key] = history[max(0, len(history) - keep) :].copy()
+        if not out_pos:
+            empty = np.empty(0, np.int64)
+            return StagedWindows(self.window, empty, np.empty((0, self.n_features), np.float32),
+                                 empty, tails)
+        return StagedWindows(
+            self.window,
+            np.concatenate(out_pos).astype(np.int64),
+            histories[0] if len(histories) == 1 else np.concatenate(histories),
+            np.concatenate(out_start),
+            tails,
+        )
+
+    def commit(self, staged: StagedWindows) -> None:
+        """Advance the tails to the end of a staged batch (most recently seen last)."""
+        for key, tail in staged.tails.items():
+            self._tails.pop(key, None)
+            self._tails[key] = tail
+        while len(self._tails) > self.max_entities:
+            self._tails.pop(next(iter(self._tails)))
+
+    def push(
+        self, entities: Sequence[Hashable] | np.ndarray, rows: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Stage + commit in one go: (batch positions scored, windows [m, W, f])."""
+        staged = self.stage(entities, rows)
+        self.commit(staged)
+        return staged.positions, staged.windows(slice(None))
 
     def reset(self) -> None:
         self._tails.clear()

@@ -178,3 +178,55 @@ def test_alert_event_reports_peak_score_and_batch_position() -> None:
 def test_alert_policy_rejects_bad_values(data: dict, match: str) -> None:
     with pytest.raises(AlertPolicyError, match=match):
         AlertPolicy.from_dict(data)
+
+
+def test_unscored_rows_neither_close_nor_open_alerts() -> None:
+    tracker = AlertTracker(AlertPolicy(k=1, n=1, m=2, cooldown=0))
+    events = tracker.update(np.array(["h"] * 6), np.array([1, 0, 0, 0, 0, 0], bool),
+                            np.array([9.0, np.nan, np.nan, np.nan, 0.1, 0.1]))
+    # only the two scored normal rows (positions 4, 5) count toward m=2
+    assert [(e.kind, e.position) for e in events] == [("open", 0), ("close", 5)]
+    # a smoothed flag on an unscored row is not a flag either
+    fresh = AlertTracker(AlertPolicy(k=1, n=1, m=1, cooldown=0))
+    assert fresh.update(np.array(["g"]), np.array([True]), np.array([np.nan])) == []
+
+
+def test_one_time_base_per_entity() -> None:
+    tracker = AlertTracker(AlertPolicy(k=1, n=1, m=1, cooldown=600))
+    tracker.update(np.array(["h", "h"]), np.array([1, 0], bool), np.array([5.0, 0.0]),
+                   np.array([1.7e9, 1.7e9 + 60]))
+    with pytest.raises(ValueError, match="entity 'h' was sent with timestamps before"):
+        tracker.update(np.array(["h", "x"]), np.ones(2, bool), np.full(2, 9.0))
+    assert tracker.open_count() == 0 and "x" not in tracker._state  # refused before any change
+    tracker.update(np.array(["r"]), np.zeros(1, bool), np.zeros(1))
+    with pytest.raises(ValueError, match="entity 'r' was sent without timestamps before"):
+        tracker.update(np.array(["r"]), np.zeros(1, bool), np.zeros(1), np.array([1.0]))
+
+
+def test_resized_windows_keep_the_latest_rows() -> None:
+    stream = EntityWindows(3, 1)
+    stream.push(np.array(["a"] * 5), np.arange(5, dtype=np.float32)[:, None])
+    bigger = stream.resized(6)
+    pos, wins = bigger.push(np.array(["a"] * 3), np.array([[5], [6], [7]], np.float32))
+    # tail [3, 4] + 3 new rows = 5 < 6: nothing yet; one more row completes [3..8]
+    assert len(pos) == 0
+    pos, wins = bigger.push(np.array(["a"]), np.array([[8]], np.float32))
+    assert wins[:, :, 0].tolist() == [[3, 4, 5, 6, 7, 8]]
+    smaller = bigger.resized(2)
+    pos, wins = smaller.push(np.array(["a"]), np.array([[9]], np.float32))
+    assert wins[:, :, 0].tolist() == [[8, 9]]
+
+
+def test_tracker_and_smoother_adopt_state_across_policies() -> None:
+    old = AlertTracker(AlertPolicy(k=1, n=1, m=2, cooldown=0))
+    old.update(np.array(["h"]), np.array([True]), np.array([5.0]))
+    new = AlertTracker(AlertPolicy(k=1, n=1, m=3, cooldown=0))
+    new.adopt(old)
+    assert new.is_open("h") and new.open_count() == 1 and old.open_count() == 0
+    events = new.update(np.array(["h"] * 3), np.zeros(3, bool), np.zeros(3))
+    assert [(e.kind, e.position) for e in events] == [("close", 2)]  # the new m=3
+    a = StreamingSmoother(Smoothing(k=2, n=3))
+    a.apply(np.array([True, True]), np.array(["h", "h"]))
+    b = StreamingSmoother(Smoothing(k=2, n=4))
+    b.adopt(a)
+    assert b.apply(np.array([False]), np.array(["h"])).tolist() == [True]  # 2 of last 4

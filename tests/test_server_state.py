@@ -1,0 +1,210 @@
+"""Per-entity state of the live scorer: hot reload to another window or alert policy, one time
+base per entity, required entity ids, cancellation and chunked temporal scoring."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+import grpc
+import numpy as np
+import pytest
+
+from bench.models import window_model
+from ds_serving import runtime as runtime_module
+from ds_serving.alerting import AlertPolicy, AlertTracker
+from ds_serving.bundle import Bundle, promote, write_bundle
+from ds_serving.client import ScorerClient, encode_request
+from ds_serving.runtime import Decoded, ModelRuntime, RequestError
+from ds_serving.scoring import Scorer, score_rows
+from ds_serving.server import ServerThread
+from ds_serving.smoothing import Smoothing, smooth_flags
+from tests.test_server import FEATURES, POLICY, _config, _normal_rows, write_point_bundle
+
+F = len(FEATURES)
+
+
+@pytest.fixture
+def models(tmp_path: Path) -> Path:
+    return tmp_path / "models"
+
+
+def _publish_window(models: Path, window: int, *, name: str = "tae", **kw: object) -> Bundle:
+    params: dict[str, object] = {
+        "kind": "window", "features": FEATURES, "threshold": 0.5, "threshold_rule": {},
+        "window": window, "alerting": POLICY,
+    }
+    params.update(kw)
+    bundle = write_bundle(models, name, window_model(F, window), **params)  # type: ignore[arg-type]
+    promote(models, name, bundle.manifest.version)
+    return bundle
+
+
+def _error(call: object) -> tuple[str, str]:
+    with pytest.raises(grpc.RpcError) as info:
+        call()  # type: ignore[operator]
+    return info.value.code().name, info.value.details()  # type: ignore[attr-defined]
+
+
+def test_reload_to_a_bigger_window_keeps_history_and_the_open_alert(models: Path) -> None:
+    _publish_window(models, 3, alerting={"k": 1, "n": 1, "m": 3, "cooldown": 1000})
+    rows = np.zeros((10, F), np.float32)
+    rows[2] = 10.0  # far from its window's mean: flagged, opens an alert
+    times = 100.0 + np.arange(10)
+    thread = ServerThread(_config(models, "tae", poll_interval=3600))
+    server = thread.start()
+    try:
+        client = ScorerClient(f"127.0.0.1:{server.port}", timeout=10)
+        first = client.score(rows[:3], ["a"] * 3, times[:3])
+        assert [a.kind for a in first.alerts] == ["open"]
+        # v2: window 8 and another alert policy (the tracker moves, open alerts with it)
+        v2 = _publish_window(models, 8, alerting={"k": 1, "n": 1, "m": 4, "cooldown": 1000})
+        assert thread.reload() == "success"
+        assert server.runtime is not None and server.runtime.window == 8
+        assert server.runtime.open_alerts == 1  # the gauge reads the moved tracker
+        warm = client.score(rows[3:7], ["a"] * 4, times[3:7])
+        # history 2 (carried tail) + 4 < 8: unscored, and unscored rows must not close the alert
+        assert np.isnan(warm.scores).all() and warm.alerts == []
+        assert server.runtime.open_alerts == 1
+        after = client.score(rows[7:], ["a"] * 3, times[7:])
+        # the carried 2-row tail completes the first window 6 rows after the reload, not 8
+        assert np.isnan(after.scores).tolist() == [True, False, False]
+        reference = score_rows(Scorer.from_bundle(v2, backend="cpu"), rows)
+        np.testing.assert_allclose(after.scores[1:], reference.scores[8:], atol=1e-6)
+        assert server.runtime.open_alerts == 1 and not after.alerts  # 2 scored rows < m=4
+        client.close()
+    finally:
+        thread.stop(0)
+
+
+def test_switching_time_base_is_refused_before_any_state_changes(models: Path) -> None:
+    window, smoothing = 4, {"k": 2, "n": 3}
+    bundle = _publish_window(models, window, smoothing=smoothing)
+    rng = np.random.default_rng(5)
+    rows = rng.normal(size=(30, F)).astype(np.float32)
+    times = 1000.0 + 60.0 * np.arange(30)
+    with ServerThread(_config(models, "tae")) as server:
+        client = ScorerClient(f"127.0.0.1:{server.port}", timeout=10)
+        got = [client.score(rows[:12], ["h"] * 12, times[:12])]
+        code, details = _error(lambda: client.score(rows[12:15], ["h"] * 3))
+        assert code == "INVALID_ARGUMENT"
+        assert "timestamps: entity 'h' was sent with timestamps before" in details
+        got.append(client.score(rows[12:], ["h"] * 18, times[12:]))
+        # the converse: an entity that started without timestamps keeps row counts
+        client.score(rows[:2], ["g"] * 2)
+        code, details = _error(lambda: client.score(rows[:1], ["g"], times[:1]))
+        assert code == "INVALID_ARGUMENT" and "entity 'g' was sent without timestamps" in details
+        client.close()
+    # the refused request left no trace: the stream equals scoring the accepted rows only
+    scores = np.concatenate([r.scores for r in got])
+    flags = np.concatenate([r.flags for r in got])
+    reference = score_rows(Scorer.from_bundle(bundle, backend="cpu"), rows)
+    np.testing.assert_allclose(scores, reference.scores, atol=1e-6)
+    expected = smooth_flags(reference.flags, Smoothing.from_dict(smoothing))
+    np.testing.assert_array_equal(flags, expected)
+    events = AlertTracker(AlertPolicy.from_dict(POLICY)).update(
+        np.array(["h"] * 30), expected, reference.scores, times
+    )
+    alerts = [(a.kind, a.at) for r in got for a in r.alerts]
+    assert alerts == [(e.kind, e.at) for e in events]
+
+
+@pytest.mark.parametrize("stateful", ["window", "smoothing"])
+def test_stateful_models_require_entity_ids(models: Path, stateful: str) -> None:
+    if stateful == "window":
+        _publish_window(models, 3)
+        name, why = "tae", "a window of the last 3 rows"
+    else:
+        path = write_point_bundle(models, smoothing={"k": 2, "n": 3})
+        promote(models, "ae", path.name)
+        name, why = "ae", "2-of-3 flag smoothing"
+    with ServerThread(_config(models, name, metrics_port=None)) as server:
+        client = ScorerClient(f"127.0.0.1:{server.port}", timeout=10)
+        code, details = _error(lambda: client.score(_normal_rows(4)))
+        assert code == "INVALID_ARGUMENT"
+        assert details.startswith(f"entity_ids: model {name!r} keeps per-entity state ({why})")
+        assert len(client.score(_normal_rows(4), ["x"] * 4).scores) == 4
+        client.close()
+
+
+def test_empty_entity_ids_are_refused(models: Path) -> None:
+    path = write_point_bundle(models)
+    promote(models, "ae", path.name)
+    with ServerThread(_config(models, metrics_port=None)) as server:
+        client = ScorerClient(f"127.0.0.1:{server.port}", timeout=10)
+        request = encode_request(_normal_rows(3), ["a", "", "b"])
+        code, details = _error(lambda: client.score_raw(request))
+        assert code == "INVALID_ARGUMENT"
+        assert "entity_ids: row 1 has an empty entity id" in details
+        # a point model without smoothing still scores anonymous rows statelessly
+        assert len(client.score(_normal_rows(3)).scores) == 3
+        client.close()
+
+
+def _runtime(models: Path, window: int, **kw: object) -> ModelRuntime:
+    return ModelRuntime.load(_publish_window(models, window, **kw).path, backend="cpu")
+
+
+def _decoded(rows: np.ndarray, entities: list[str]) -> Decoded:
+    return Decoded(rows=rows, entities=np.asarray(entities), times=None)
+
+
+def test_cancelled_request_leaves_windows_smoothing_and_alerts_untouched(models: Path) -> None:
+    rt = _runtime(models, 3, smoothing={"k": 1, "n": 2})
+    rows = np.random.default_rng(1).normal(size=(6, F)).astype(np.float32)
+
+    async def hang(scorer: Scorer, inputs: np.ndarray, explain: bool) -> tuple[np.ndarray, None]:
+        await asyncio.Event().wait()
+        raise AssertionError("unreachable")
+
+    async def inline(scorer: Scorer, inputs: np.ndarray, explain: bool):  # type: ignore[no-untyped-def]
+        return scorer.run(inputs, explain=explain)
+
+    async def scenario() -> np.ndarray:
+        await rt.score_async(_decoded(rows[:3], ["a"] * 3), explain=False, run=inline)
+        with pytest.raises(TimeoutError):  # deadline hits while the graph runs
+            await asyncio.wait_for(
+                rt.score_async(_decoded(rows[3:5], ["a"] * 2), explain=False, run=hang), 0.05
+            )
+        result = await rt.score_async(_decoded(rows[3:], ["a"] * 3), explain=False, run=inline)
+        return result.scores
+
+    scores = asyncio.run(scenario())
+    reference = score_rows(rt.scorer, rows)
+    np.testing.assert_allclose(scores, reference.scores[3:], atol=1e-6)
+
+
+def test_temporal_requests_run_in_bounded_chunks_with_identical_results(
+    models: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    window = 4
+    rt = _runtime(models, window)
+    rng = np.random.default_rng(2)
+    rows = rng.normal(size=(200, F)).astype(np.float32)
+    hosts = [f"h{i}" for i in rng.integers(0, 5, size=200)]
+    monkeypatch.setattr(runtime_module, "WINDOW_CHUNK_ROWS", 8 * window)  # 8 windows per run
+    seen: list[tuple[int, ...]] = []
+
+    async def record(scorer: Scorer, inputs: np.ndarray, explain: bool):  # type: ignore[no-untyped-def]
+        seen.append(inputs.shape)
+        return scorer.run(inputs, explain=explain)
+
+    result = asyncio.run(rt.score_async(_decoded(rows, hosts), explain=True, run=record))
+    reference = score_rows(rt.scorer, rows, np.asarray(hosts), explain=True)
+    assert max(shape[0] for shape in seen) == 8 and len(seen) > 1
+    np.testing.assert_array_equal(np.isnan(result.scores), np.isnan(reference.scores))
+    np.testing.assert_allclose(result.scores, reference.scores, atol=1e-6)
+    assert result.feature_errors is not None and reference.feature_errors is not None
+    np.testing.assert_allclose(result.feature_errors, reference.feature_errors, atol=1e-6)
+    # the sync path chunks the same way
+    rt2 = _runtime(models, window)
+    sync = rt2.score(_decoded(rows, hosts))
+    np.testing.assert_allclose(sync.scores, reference.scores, atol=1e-6)
+
+
+def test_decode_refuses_missing_ids_before_touching_state(models: Path) -> None:
+    rt = _runtime(models, 3)
+    data = np.zeros((2, F), "<f4").tobytes()
+    with pytest.raises(RequestError, match="entity_ids: model 'tae' keeps per-entity state"):
+        rt.decode(model="", n_rows=2, n_features=F, data=data, entity_ids=[], timestamps=[])
+    assert rt.windows is not None and len(rt.windows) == 0
