@@ -18,18 +18,24 @@ import pytest
 from ds_assets.detectors import DetectorParams
 from ds_assets.skab import (
     FEATURES,
+    POLICY,
+    POLICY_GRID,
     TRAIN_ROWS,
     Config,
     FileScores,
     Policy,
+    ScoreCache,
     SkabError,
     evaluate_policy,
     file_flags,
     format_table,
+    leave_one_group_out,
     list_files,
     load_file,
     main,
     run_benchmark,
+    run_held_out,
+    select_candidate,
     summarize,
 )
 from ds_serving.smoothing import Smoothing
@@ -101,6 +107,123 @@ def test_threshold_depends_on_training_rows_only() -> None:
 
 
 # ---------------------------------------------------------------------------------------------
+# held-out (leave-one-group-out) policy selection on crafted scores
+
+
+def test_select_candidate_far_cap_ties_and_unused_files() -> None:
+    # [candidates, files, tp/fp/fn/tn]; files 0 and 1 are used, file 2 is held out
+    counts = np.array([
+        [[10, 5, 0, 15], [10, 5, 0, 15], [0, 0, 0, 0]],  # F1 0.80, FAR 25%: over the cap
+        [[8, 0, 2, 20], [8, 0, 2, 20], [0, 0, 0, 0]],    # F1 0.89, FAR 0
+        [[8, 0, 2, 20], [8, 0, 2, 20], [0, 0, 0, 0]],    # same as 1: the earlier one wins
+        [[10, 1, 0, 19], [10, 1, 0, 19], [0, 0, 0, 0]],  # F1 0.95, FAR 5%: best
+    ])
+    use = np.array([True, True, False])
+    best, info = select_candidate(counts, use, max_far=0.15)
+    assert best == 3 and info["tp"] == 20 and info["fp"] == 2 and info["meets_max_far"]
+    assert info["candidates_meeting_max_far"] == 3
+    assert select_candidate(counts[:3], use)[0] == 1  # tie with 2 -> earlier candidate
+    # the held-out file's counts cannot change the choice, whatever they are
+    rigged = counts.copy()
+    rigged[1, 2] = [1000, 0, 0, 1000]
+    rigged[3, 2] = [0, 1000, 1000, 0]
+    assert select_candidate(rigged, use)[0] == 3
+    # with a cap nothing meets, the best F1 overall is chosen, and the answer says so
+    best, info = select_candidate(counts, use, max_far=0.01)
+    assert best == 1 and info["meets_max_far"]  # FAR 0 still meets 1%
+    best, info = select_candidate(counts[[0]], use, max_far=0.01)
+    assert best == 0 and not info["meets_max_far"] and info["candidates_meeting_max_far"] == 0
+    # equal F1: the lower FAR wins even when it comes later
+    tie = np.array([[[10, 2, 0, 8]], [[10, 0, 2, 10]]])
+    assert select_candidate(tie, np.array([True]))[0] == 1
+    with pytest.raises(SkabError, match="no files to select on"):
+        select_candidate(counts, np.zeros(3, bool))
+    with pytest.raises(SkabError, match="counts must be"):
+        select_candidate(counts[:, :2], use)
+
+
+# Training scores 0, 1/400, ..., 399/400 in every file: the 0.9 quantile is 0.898, and
+# 0.99 quantile x 1.5 is 1.48.  The test part: 10 rows scoring 2.0, 10 scoring 0.95, 20 at 0.1,
+# so LOW flags the first 20 test rows and HIGH only the first 10.  Whether LOW or HIGH is right
+# depends only on the labels: "wide" anomalies (first 20 rows) or "narrow" (first 10).
+LOW = Policy(quantile=0.9, margin=1.0)
+HIGH = Policy(quantile=0.99, margin=1.5)
+_TRAIN = np.arange(400) / 400
+_TEST = np.r_[np.full(10, 2.0), np.full(10, 0.95), np.full(20, 0.1)]
+WIDE = np.r_[np.ones(20, np.int64), np.zeros(20, np.int64)]
+NARROW = np.r_[np.ones(10, np.int64), np.zeros(30, np.int64)]
+
+
+def _group_files(labels: dict[str, np.ndarray], useless: bool = False) -> list[FileScores]:
+    test = np.full(_TEST.size, 0.1) if useless else _TEST
+    return [_file(_TRAIN, test, y, name) for name, y in labels.items()]
+
+
+def _logo(labels: dict[str, np.ndarray]) -> dict:
+    # two sensor sets: "good" sees the anomalies, "blind" flags nothing in the test parts
+    return leave_one_group_out(
+        {"good": _group_files(labels), "blind": _group_files(labels, useless=True)},
+        grid=(LOW, HIGH), max_far=0.15,
+    )
+
+
+def _chosen(result: dict) -> dict[str, tuple[str, float]]:
+    return {g["group"]: (g["chosen"]["sensors"], g["chosen"]["quantile"])
+            for g in result["groups"]}
+
+
+def test_leave_one_group_out_choices_and_summed_counts() -> None:
+    labels = {"a/1.csv": WIDE, "a/2.csv": WIDE, "b/1.csv": WIDE, "c/1.csv": NARROW}
+    result = _logo(labels)
+    # held out a -> chosen on b + c: LOW has F1 30/35 but FAR 10/50 = 20% > 15%, so HIGH;
+    # held out b -> on a + c: LOW F1 50/55, FAR 10/70 = 14.3%;  held out c -> on a + b: LOW
+    assert _chosen(result) == {"a": ("good", 0.99), "b": ("good", 0.9), "c": ("good", 0.9)}
+    a, b, c = result["groups"]
+    assert a["on_other_groups"]["meets_max_far"] and a["on_other_groups"]["far"] == 0
+    assert b["on_other_groups"]["far"] == pytest.approx(10 / 70)
+    # applied to the held-out group: a with HIGH on 2 wide files, b and c with LOW
+    assert a["held_out"]["tp"] == 20 and a["held_out"]["fn"] == 20 and a["held_out"]["fp"] == 0
+    assert (b["held_out"]["tp"], b["held_out"]["fp"]) == (20, 0)
+    assert (c["held_out"]["tp"], c["held_out"]["fp"], c["held_out"]["tn"]) == (10, 10, 20)
+    # summed over all 4 files: TP 50, FP 10, FN 20, TN 80 (160 test rows, each counted once)
+    assert (result["tp"], result["fp"], result["fn"], result["tn"]) == (50, 10, 20, 80)
+    assert result["f1"] == pytest.approx(50 / (50 + (10 + 20) / 2))
+    assert result["far"] == pytest.approx(10 / 90) and result["mar"] == pytest.approx(20 / 70)
+    for key in ("tp", "fp", "fn", "tn"):
+        assert sum(g["held_out"][key] for g in result["groups"]) == result[key]
+        assert sum(f[key] for f in result["per_file"]) == result[key]
+    assert [f["file"] for f in result["per_file"]] == list(labels)
+    assert [f["group"] for f in result["per_file"]] == ["a", "a", "b", "c"]
+    assert result["candidates"] == 4
+
+
+def test_held_out_labels_never_influence_their_own_policy() -> None:
+    base = {"a/1.csv": WIDE, "a/2.csv": WIDE, "b/1.csv": WIDE, "c/1.csv": NARROW}
+    before = _logo(base)
+    for group in ("a", "b", "c"):
+        for flipped in (WIDE, NARROW, np.zeros(40, np.int64), np.ones(40, np.int64)):
+            changed = {name: (flipped if name.startswith(group + "/") else y)
+                       for name, y in base.items()}
+            after = _logo(changed)
+            assert _chosen(after)[group] == _chosen(before)[group], (group, flipped)
+    # ... while the other groups' labels do matter: with c wide too, a is given LOW
+    assert _chosen(_logo({**base, "c/1.csv": WIDE}))["a"] == ("good", 0.9)
+
+
+def test_leave_one_group_out_input_errors() -> None:
+    one_group = {"a/1.csv": WIDE, "a/2.csv": NARROW}
+    with pytest.raises(SkabError, match="at least 2 groups"):
+        _logo(one_group)
+    with pytest.raises(SkabError, match="every set must cover the same files"):
+        leave_one_group_out({"x": _group_files({"a/1.csv": WIDE, "b/1.csv": WIDE}),
+                             "y": _group_files({"a/1.csv": WIDE})}, grid=(LOW,))
+
+
+def test_policy_grid_contains_the_tuned_policy() -> None:
+    assert POLICY in POLICY_GRID and len(set(POLICY_GRID)) == len(POLICY_GRID) == 36
+
+
+# ---------------------------------------------------------------------------------------------
 # files (synthetic SKAB-format CSVs, not SKAB data)
 
 
@@ -163,16 +286,31 @@ def test_cli_on_synthetic_files_writes_table_and_json(
     out = tmp_path / "out" / "results.json"
     assert main(["--skab-dir", str(fake_skab), "--out", str(out), "--only", "pca", "zscore"]) == 0
     printed = capsys.readouterr().out
-    assert "Conv-AE (SKAB published)" in printed and "pca (ours)" in printed
+    assert "Conv-AE (SKAB published)" in printed and "pca (ours, held-out policy)" in printed
+    assert "pca (ours, policy tuned on test (optimistic))" in printed
+    # the headline (held-out) table comes first; the optimistic one has no published rows
+    headline, optimistic = printed.split("tuned on these 34 test parts")
+    assert "Held-out policy" in headline and "Conv-AE" not in optimistic
     doc = json.loads(out.read_text())
     assert doc["n_files"] == 2 and doc["test_rows"] == (520 - 400) + (480 - 400)
     assert doc["test_anomalies"] == 50 + 40
-    assert [r["config"]["name"] for r in doc["results"]] == ["pca", "zscore"]
-    for r in doc["results"]:
+    assert [r["config"]["name"] for r in doc["tuned_on_test_optimistic"]] == ["pca", "zscore"]
+    assert [r["family"] for r in doc["held_out_policy"]] == ["pca", "zscore"]
+    # 2 families x 2 sensor sets x 2 files; the fixed rows reuse the cached scores
+    assert doc["trainings"] == 8
+    for r in doc["tuned_on_test_optimistic"]:
         assert r["tp"] + r["fp"] + r["fn"] + r["tn"] == doc["test_rows"]
         # a +6 sigma shift of the flow sensor is caught by either detector; 10-of-20 smoothing
         # needs 10 anomalous rows before the first flag, so 9 rows per file are missed
         assert r["tp"] >= 90 - 2 * 9 and r["fp"] <= 0.2 * (r["fp"] + r["tn"])
+    for r in doc["held_out_policy"]:
+        assert r["tp"] + r["fp"] + r["fn"] + r["tn"] == doc["test_rows"]
+        assert [g["group"] for g in r["groups"]] == ["other", "valve1"]
+        for g in r["groups"]:
+            assert g["chosen"]["sensors"] in ("all_8", "no_temperature")
+            assert set(g["chosen"]) == {"sensors", "quantile", "margin", "smoothing"}
+        # a 6-sigma shift is easy: whatever the other group picks catches most of it
+        assert r["tp"] >= 60 and r["f1"] >= 0.7
     assert [p.name for p in out.parent.iterdir()] == ["results.json"]
 
 
@@ -207,3 +345,23 @@ def test_protocol_on_two_real_files() -> None:
     table = format_table(results)
     assert "temporal_ae (ours)" in table and "Isolation forest (SKAB published)" in table
     assert not math.isnan(results[2].metrics["f1"])
+
+
+@pytest.mark.skipif(
+    not (SKAB_DIR / "data").is_dir(),
+    reason=f"SKAB data not found at {SKAB_DIR}; set SKAB_DIR to a SKAB checkout to run this",
+)
+def test_held_out_selection_on_two_real_groups() -> None:
+    files = list_files(SKAB_DIR)
+    picked = [next(p for p in files if p.parent.name == g) for g in ("other", "valve1")]
+    family = Config("pca", POLICY, DetectorParams(family="pca", explained_variance=0.8))
+    cache = ScoreCache([(p.parent.name + "/" + p.name, load_file(p)) for p in picked])
+    grid = (Policy(quantile=0.9), Policy(quantile=0.99, smoothing=Smoothing(k=3, n=5)))
+    (result,) = run_held_out(picked, [family], grid=grid, cache=cache)
+    m = result.metrics
+    test_rows = sum(len(load_file(p)) - TRAIN_ROWS for p in picked)
+    assert m["tp"] + m["fp"] + m["fn"] + m["tn"] == test_rows
+    assert [g["group"] for g in m["groups"]] == ["other", "valve1"] and m["candidates"] == 4
+    assert cache.trainings == 4  # 2 sensor sets x 2 files, scored once for all 4 candidates
+    fixed = run_benchmark(picked, [Config("pca", grid[0], family.params)], cache=cache)
+    assert cache.trainings == 4 and fixed[0].files is cache.scores(fixed[0].config)
