@@ -59,8 +59,9 @@ def alert_events(scored: pd.DataFrame, policy: AlertPolicy, top_k: int = 3) -> p
     scores = rows["score"].to_numpy(np.float64)
     flags = rows["is_anomaly"].to_numpy(bool) & np.isfinite(scores)
     entities = rows[ENTITY].astype(str).to_numpy()
-    events = AlertTracker(policy).update(entities, flags, np.nan_to_num(scores, nan=-np.inf),
-                                         epoch)
+    # unscored rows (NaN: temporal warm-up) pass through as NaN, so the tracker treats them
+    # exactly as the live scorer does: neither flagged nor normal
+    events = AlertTracker(policy).update(entities, flags, scores, epoch)
     # Rows of one entity are contiguous after the sort: its last row bounds an open alert.
     last_row = rows.groupby(ENTITY, sort=False).cumcount(ascending=False).to_numpy() == 0
     entity_end = {e: int(i) for e, i in zip(entities[last_row], np.flatnonzero(last_row),

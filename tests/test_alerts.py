@@ -65,6 +65,16 @@ def test_hysteresis_keeps_one_alert_through_short_gaps() -> None:
     assert alert["top_features"].split(",")[0] == "f1"
 
 
+def test_unscored_rows_neither_close_nor_extend_an_alert_like_the_live_scorer() -> None:
+    frame = _rows("111" + "0" * 10)
+    frame.loc[3:6, "score"] = np.nan  # no score (e.g. a temporal model without a full window)
+    frame.loc[3:6, "is_anomaly"] = False
+    events = alert_events(frame, POLICY)
+    assert len(events) == 1
+    # 4 unscored rows do not count as the m=4 normal rows that close it: rows 7..10 do
+    assert events.iloc[0]["end"] == pd.Timestamp(DAY, tz="UTC") + pd.Timedelta(minutes=10)
+
+
 def test_cooldown_suppresses_a_storm_of_reopens() -> None:
     burst = "111" + "0000"  # opens, then closes after m=4 normal rows
     events = alert_events(_rows(burst * 6), AlertPolicy(k=3, n=5, m=4, cooldown=600.0))
