@@ -202,8 +202,9 @@ def test_promotion_sensor_rescores_recent_days_scored_by_another_model(
     _report(instance, "scored_telemetry", DAYS[7], model_version="2")  # already re-scored
     _report(instance, "champion", None, champion_version="2", promoted=True)
     requests, skip, cursor = _tick(sensor, instance, cursor, defs)
+    v2_id = json.loads(cursor or "{}")["storage_id"]
     assert [(r.partition_key, r.run_key) for r in requests] == [
-        (d, f"rescore:v2:{d}") for d in DAYS[4:7]
+        (d, f"rescore:v2:s{v2_id}:{d}") for d in DAYS[4:7]
     ]
     assert all(r.job_name == RESCORE_JOB for r in requests)
     assert {r.tags["datasentinel/champion"] for r in requests} == {"2"}
@@ -212,6 +213,21 @@ def test_promotion_sensor_rescores_recent_days_scored_by_another_model(
     _report(instance, "champion", None, champion_version="2", promoted=False)
     requests, skip, cursor = _tick(sensor, instance, cursor)
     assert not requests and skip == "champion still v2"
+
+    # rollback v2 -> v1 -> v2: each promotion gets its own run keys, so none is dropped as a
+    # duplicate of an earlier promotion's runs
+    for day in DAYS[4:7]:
+        _report(instance, "scored_telemetry", day, model_version="2")  # the v2 re-scores ran
+    seen = {r.run_key for r in requests}
+    for version in ("1", "2"):
+        _report(instance, "champion", None, champion_version=version, promoted=True)
+        requests, _, cursor = _tick(sensor, instance, cursor, defs)
+        assert [r.partition_key for r in requests] == DAYS[4:8]
+        assert {r.tags["datasentinel/champion"] for r in requests} == {version}
+        assert not seen & {r.run_key for r in requests}
+        seen |= {r.run_key for r in requests}
+        for day in DAYS[4:8]:
+            _report(instance, "scored_telemetry", day, model_version=version)
 
 
 def test_backfill_helper_makes_one_keyed_run_per_partition() -> None:

@@ -22,7 +22,9 @@ def build_promotion_sensor(
     """When the champion version changes, re-score (and re-alert, re-drift) the last N days.
 
     Only days whose latest scoring used another model are requested, one run each with run key
-    ``rescore:v<version>:<day>`` through :func:`partition_backfill`.
+    ``rescore:v<version>:s<champion storage id>:<day>`` through :func:`partition_backfill`: the
+    storage id makes each promotion's keys unique, so a rollback (v1 -> v2 -> v1) re-scores
+    again instead of being dropped by the daemon as a duplicate of the first v1 keys.
     """
     if n_partitions < 1:
         raise ValueError(f"n_partitions={n_partitions} must be >= 1")
@@ -60,7 +62,7 @@ def build_promotion_sensor(
                 cursor=cursor)
         context.log.info(f"champion v{version}: re-scoring {stale}")
         requests = partition_backfill(
-            RESCORE_JOB, stale, f"rescore:v{version}",
+            RESCORE_JOB, stale, f"rescore:v{version}:s{records[0].storage_id}",
             tags={"datasentinel/trigger": "promotion", "datasentinel/champion": version},
         )
         return dg.SensorResult(run_requests=requests, cursor=cursor)
