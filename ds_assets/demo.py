@@ -119,6 +119,8 @@ def main(argv: list[str] | None = None) -> int:
           f"({champion['decision']['reason']})")
     print(f"  bundle     : {Path(report['model']['path'])}")
     print(f"  report     : {assets_dir / 'evaluation_report.json'}")
+    if report.get("report_html"):
+        print(f"  html report: {report['report_html']}")
     print(f"  mlflow     : {settings.mlflow_tracking_uri}")
     print("  test split : rows={n_rows:,} anomalies={n_anomalies:,} threshold={threshold:.4g}"
           .format(**report))
