@@ -90,10 +90,11 @@ class DetectorParams:
                     raise bad(name, "must be >= 1")
             if not self.learning_rate > 0 or not math.isfinite(self.learning_rate):
                 raise bad("learning_rate", "must be a finite number > 0")
-            if self.weight_decay < 0:
-                raise bad("weight_decay", "must be >= 0")
-            if self.min_delta < 0:
-                raise bad("min_delta", "must be >= 0 (improvement needed to reset patience)")
+            if not (self.weight_decay >= 0 and math.isfinite(self.weight_decay)):
+                raise bad("weight_decay", "must be a finite number >= 0")
+            if not (self.min_delta >= 0 and math.isfinite(self.min_delta)):
+                raise bad("min_delta", "must be a finite number >= 0 (the improvement that resets "
+                          "patience)")
             if self.max_train_rows is not None and self.max_train_rows < 1:
                 raise bad("max_train_rows", "must be >= 1, or None for no cap")
         if self.family == "dense_ae" and (not self.hidden or min(self.hidden) < 1):
@@ -496,6 +497,12 @@ def _fit_autoencoder(
             best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
         elif epoch - best_epoch >= params.patience:
             break
+    if not math.isfinite(best_loss):
+        raise DetectorConfigError(
+            f"training diverged: validation loss was never finite ({val_curve[:5]}...); the model "
+            f"still has its random initial weights. Lower learning_rate={params.learning_rate} "
+            "or check the training data's scale"
+        )
     summary: dict[str, Any] = {
         "epochs_run": len(val_curve),
         "best_epoch": best_epoch,

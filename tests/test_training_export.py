@@ -73,6 +73,20 @@ def test_bad_params() -> None:
         train_detector(DetectorParams(epochs=0), correlated_rows(8), correlated_rows(8), FEATURES)
 
 
+@pytest.mark.parametrize("name", ["min_delta", "weight_decay"])
+def test_non_finite_optimizer_settings_are_refused(name: str) -> None:
+    with pytest.raises(DetectorConfigError, match=f"{name}=nan"):
+        DetectorParams(**{name: float("nan")})
+
+
+def test_diverged_training_fails_instead_of_shipping_initial_weights() -> None:
+    with pytest.raises(DetectorConfigError, match="training diverged"):
+        train_detector(
+            DetectorParams(hidden=(4, 2), epochs=3, learning_rate=1e5, batch_size=64),
+            correlated_rows(256), correlated_rows(64, 1), FEATURES,
+        )
+
+
 def test_onnx_graph_matches_torch() -> None:
     model = tiny_model(epochs=3)
     rows = correlated_rows(300, 9)
