@@ -33,6 +33,7 @@ from ds_serving.bundle import (
     MANIFEST_FILE,
     OUTPUT_NAMES,
     Bundle,
+    BundleError,
     load_bundle,
     sha256_file,
 )
@@ -269,6 +270,14 @@ def attach_engine(bundle_path: str | Path, plan: bytes, info: dict[str, Any]) ->
     manifest; returns the re-verified bundle."""
     path = Path(bundle_path)
     bundle = load_bundle(path)  # verify before touching it
+    if ENGINE_FILE in bundle.manifest.files or (path / ENGINE_FILE).exists():
+        # Writing the plan and then the manifest is two steps: safe only while no manifest lists
+        # a plan yet (readers keep verifying the old file set). Replacing a listed plan would let
+        # a reader see a checksum that does not match, so an engine is added once per version.
+        raise BundleError(
+            f"{path} already has {ENGINE_FILE}: bundle versions are immutable, so an engine is "
+            "added once; train (or re-publish) a new bundle version to change it"
+        )
     atomic_write_bytes(path / ENGINE_FILE, plan)
     manifest = bundle.manifest.to_dict()
     manifest["files"] = {**manifest["files"], ENGINE_FILE: sha256_file(path / ENGINE_FILE)}

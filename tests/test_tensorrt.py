@@ -58,6 +58,15 @@ def test_attach_engine_lists_the_plan_and_keeps_the_bundle_verifiable(tmp_path: 
         load_bundle(path)
 
 
+def test_attach_engine_adds_a_plan_only_once(tmp_path: Path) -> None:
+    _, path = _bundle(tmp_path)
+    attach_engine(path, b"plan-one", {"precision": "fp32"})
+    with pytest.raises(BundleError, match=r"already has model\.plan"):
+        attach_engine(path, b"plan-two", {"precision": "fp16"})
+    engine = load_bundle(path).engine_path  # still verifies
+    assert engine is not None and engine.read_bytes() == b"plan-one"
+
+
 def test_attach_engine_refuses_a_broken_bundle(tmp_path: Path) -> None:
     _, path = _bundle(tmp_path)
     manifest = json.loads((path / MANIFEST_FILE).read_text())

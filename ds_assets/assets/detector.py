@@ -404,6 +404,12 @@ def tensorrt_engine(
         )
         return
     bundle = load_bundle(model_bundle["path"])
+    if bundle.engine_path is not None:
+        context.log.info(
+            f"tensorrt_engine: bundle v{bundle.manifest.version} already has an engine "
+            f"({bundle.engine_path.name}); versions are immutable, nothing to rebuild"
+        )
+        return
     compiled = compile_and_check(
         bundle.model_bytes(), parity_inputs(training_set, detector),
         n_features=len(detector.features), window=detector.window, fp16=config.fp16,
