@@ -49,6 +49,12 @@ def _check_name(kind: str, value: str) -> str:
     return value
 
 
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
 def sha256_file(path: Path) -> str:
     digest = hashlib.sha256()
     with open(path, "rb") as fh:
@@ -280,10 +286,16 @@ def write_bundle(
     root.mkdir(parents=True, exist_ok=True)
     verify_model_io(model, len(features), window)
     staging = Path(tempfile.mkdtemp(prefix=".staging-", dir=root))
+    # mkdtemp makes the directory 0700; a published version is readable like any directory
+    # (a scorer may run as another user)
+    os.chmod(staging, 0o777 & ~_umask())
     try:
         files = {MODEL_FILE: model, **dict(extra_files or {})}
         for rel, payload in files.items():
-            (staging / rel).write_bytes(payload)
+            with open(staging / rel, "wb") as fh:
+                fh.write(payload)
+                fh.flush()
+                os.fsync(fh.fileno())  # durable before the rename publishes it
         for _attempt in range(100):
             chosen = _check_name("version", version or _next_version(models_dir, name))
             manifest = Manifest(
@@ -302,11 +314,14 @@ def write_bundle(
                 metrics=dict(metrics or {}),
                 extra=dict(extra or {}),
             )
-            (staging / MANIFEST_FILE).write_text(
-                json.dumps(manifest.to_dict(), indent=2, sort_keys=True), "utf-8"
-            )
+            with open(staging / MANIFEST_FILE, "w", encoding="utf-8") as fh:
+                fh.write(json.dumps(manifest.to_dict(), indent=2, sort_keys=True))
+                fh.flush()
+                os.fsync(fh.fileno())
             target = root / chosen
             try:
+                if target.exists():  # rename(2) would replace an empty directory silently
+                    raise FileExistsError(target)
                 os.rename(staging, target)  # atomic; fails if the version exists
             except OSError:
                 if version is not None:

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import numpy as np
@@ -47,6 +48,25 @@ def test_explicit_version_is_immutable(tmp_path: Path, onnx_bytes: bytes) -> Non
     _write(tmp_path, onnx_bytes, version="v1")
     with pytest.raises(b.BundleError, match="immutable"):
         _write(tmp_path, onnx_bytes, version="v1")
+
+
+def test_an_empty_directory_does_not_let_a_version_be_replaced(
+    tmp_path: Path, onnx_bytes: bytes
+) -> None:
+    (tmp_path / "ae" / "v1").mkdir(parents=True)  # rename(2) would silently replace it
+    with pytest.raises(b.BundleError, match="immutable"):
+        _write(tmp_path, onnx_bytes, version="v1")
+    assert _write(tmp_path, onnx_bytes).manifest.version != "v1"
+
+
+def test_published_version_is_readable_by_other_users(tmp_path: Path, onnx_bytes: bytes) -> None:
+    old = os.umask(0o022)
+    try:
+        bundle = _write(tmp_path, onnx_bytes)
+    finally:
+        os.umask(old)
+    assert bundle.path.stat().st_mode & 0o777 == 0o755  # not mkdtemp's 0700
+    assert bundle.model_path.stat().st_mode & 0o777 == 0o644
 
 
 def test_champion_pointer(tmp_path: Path, onnx_bytes: bytes) -> None:
