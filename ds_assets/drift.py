@@ -35,6 +35,7 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
+from ds_assets.datasets import contiguous_segments
 from ds_serving.scoring import Scorer, score_rows
 
 REFERENCE_FILE = "reference.json"
@@ -495,7 +496,9 @@ def reference_from_training_set(
         rows = rows.sort_values(["host_id", "timestamp"], kind="stable")
     rows = rows.reset_index(drop=True)
     features = list(scorer.features)
-    entities = rows["host_id"].to_numpy() if "host_id" in rows.columns else None
+    # gap-free segments, as in training and threshold calibration: windows never span a removed
+    # anomaly in the normal-only train/val rows
+    entities = contiguous_segments(rows) if "host_id" in rows.columns else None
     scores = score_rows(scorer, rows[features].to_numpy(np.float32), entities).scores
     scored = np.isfinite(scores)  # temporal models leave each entity's first rows unscored
     kept = rows.loc[scored].reset_index(drop=True)

@@ -132,7 +132,9 @@ def calibrate_threshold(
     if rule not in RULES:
         raise ThresholdError(f"threshold rule={rule!r}: choose one of {', '.join(RULES)}")
     y = None if labels is None else np.asarray(labels).ravel()
-    has_both = y is not None and 0 < int((y == 1).sum()) < len(y)
+    # count classes among scored rows only: a temporal model's warm-up rows have no score
+    scored_y = None if y is None else y[np.isfinite(np.asarray(scores, np.float64).ravel())]
+    has_both = scored_y is not None and 0 < int((scored_y == 1).sum()) < len(scored_y)
     if rule == "best_f1" or (rule == "auto" and has_both):
         if y is None:
             raise ThresholdError("threshold rule='best_f1' needs validation labels")

@@ -76,6 +76,9 @@ def test_auto_picks_best_f1_only_with_both_classes() -> None:
     value, rule = calibrate_threshold(scores[:5], np.array([0, 0, 0, 1, 0]), rule="quantile",
                                       quantile=0.99)
     assert value < 0.3 and rule["calibration_rows"] == 4
+    # the only anomaly has no score (temporal warm-up): auto falls back to the quantile rule
+    value, rule = calibrate_threshold(np.array([0.1, 0.3, np.nan]), np.array([0, 0, 1]))
+    assert rule["rule"] == "quantile"
     with pytest.raises(ThresholdError, match="needs validation labels"):
         calibrate_threshold(scores, rule="best_f1")
     with pytest.raises(ThresholdError, match="both normal and anomalous"):
