@@ -216,3 +216,18 @@ def test_later_retrain_leaves_out_days_that_failed_their_checks(
     assert meta["excluded_partitions"].value == {DAYS[2]: ["features_not_null", "label_domain"]}
     assert load_champion(settings.models_dir, settings.model_name).manifest.lineage[
         "partitions"] == DAYS[:2]
+
+
+def test_training_on_a_single_materialized_day(settings: Settings) -> None:
+    """A one-day training window (the smallest a new deployment can use) trains end to end."""
+    defs = build_definitions(settings)
+    instance = dg.DagsterInstance.ephemeral()
+    _ingest(defs, instance, DAYS[0])
+    config = {"ops": {**TRAIN_CONFIG["ops"],
+                      "training_set": {"config": {"n_partitions": 1, "end_partition": DAYS[0]}}}}
+    train = defs.resolve_job_def("train_detector").execute_in_process(
+        instance=instance, run_config=config, raise_on_error=False
+    )
+    assert train.success, _failure_messages(train)
+    meta = train.asset_materializations_for_node("training_set")[0].metadata
+    assert meta["partitions"].value == [DAYS[0]]

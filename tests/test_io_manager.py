@@ -107,3 +107,18 @@ def test_partition_frames_load_lazily(tmp_path: Path) -> None:
     frames = PartitionFrames({"p2": tmp_path / "p2.parquet", "p1": tmp_path / "p1.parquet"})
     assert list(frames) == ["p1", "p2"] and len(frames) == 2
     assert len(frames["p2"]) == 3
+
+
+def test_unpartitioned_consumer_of_a_single_partition_gets_a_mapping(tmp_path: Path) -> None:
+    """A fresh deployment whose partitions definition holds one day so far."""
+    manager = LocalArtifactIOManager(base_dir=str(tmp_path))
+    out = dg.build_output_context(asset_key=dg.AssetKey("raw"), partition_key="2026-11-01")
+    manager.handle_output(out, _frame())
+    context = dg.build_input_context(
+        asset_key=dg.AssetKey("raw"),
+        asset_partitions_def=dg.StaticPartitionsDefinition(["2026-11-01"]),
+        asset_partition_key_range=dg.PartitionKeyRange("2026-11-01", "2026-11-01"),
+    )
+    frames = manager.load_input(context)
+    assert isinstance(frames, PartitionFrames) and list(frames) == ["2026-11-01"]
+    pd.testing.assert_frame_equal(frames["2026-11-01"], _frame())

@@ -122,7 +122,11 @@ class LocalArtifactIOManager(dg.ConfigurableIOManager):
 
     def load_input(self, context: dg.InputContext) -> Any:
         key = context.asset_key
-        if context.has_asset_partitions and len(context.asset_partition_keys) != 1:
+        # An unpartitioned consumer of a partitioned asset (a window of days) always gets a
+        # mapping of partitions, even when the partitions definition holds a single day so far.
+        if context.has_asset_partitions and (
+            not context.has_partition_key or len(context.asset_partition_keys) != 1
+        ):
             return self._load_partitions(context, key)
         partition = context.asset_partition_key if context.has_asset_partitions else None
         stem = self._stem(key, partition)
