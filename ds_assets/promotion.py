@@ -226,10 +226,14 @@ def promote_bundle(
     mlflow_version: str | None = None,
 ) -> str | None:
     """Apply a positive decision: ``champion.json`` first (what serves), then the MLflow alias.
-    Returns the MLflow version the alias now points at (None without MLflow)."""
-    if not decision.promote:
+    Returns the MLflow version the alias now points at (None when nothing was promoted or
+    there is no MLflow)."""
+    if decision.promote:
+        bundles.promote(models_dir, name, decision.challenger_version, details=decision.to_dict())
+    elif bundles.champion_version(models_dir, name) != decision.challenger_version:
         return None
-    bundles.promote(models_dir, name, decision.challenger_version, details=decision.to_dict())
+    # For a challenger that already serves, (re)point the alias too: this repairs an earlier
+    # attempt that moved champion.json but failed before the MLflow alias moved.
     if tracking_uri is None:
         return None
     version = mlflow_version or model_version_for_bundle(

@@ -140,6 +140,13 @@ def test_bundles_are_logged_registered_and_promoted(
     pointer = json.loads((models_dir / name / "champion.json").read_text())
     assert pointer["details"]["champion_pr_auc"] == 0.6
 
+    # an earlier attempt moved champion.json but died before the alias: the next run repairs it
+    client.set_registered_model_alias(name, CHAMPION_ALIAS, "1")
+    again = decide_promotion("2", 0.9, "2", None)
+    assert not again.promote and "already the champion" in again.reason
+    assert promote_bundle(models_dir, name, again, tracking_uri=uri) == "2"
+    assert champion_alias_version(uri, name) == "2" and champion_version(models_dir, name) == "2"
+
     log_report(uri, runs[1], {"pr_auc": 0.9, "path": tmp_path})
     report_path = client.download_artifacts(runs[1], "report/evaluation_report.json",
                                              str(tmp_path / "rep"))
