@@ -34,6 +34,15 @@ def ensure_experiment(tracking_uri: str, name: str, artifact_location: str | Non
         client.create_experiment(name, artifact_location=location)
 
 
+def _run_had_step_failure(context: dg.InitResourceContext) -> bool:
+    if context.instance is None or not context.run_id:
+        return False
+    failures = context.instance.all_logs(
+        context.run_id, of_type=dg.DagsterEventType.STEP_FAILURE
+    )
+    return bool(failures)
+
+
 @dg.resource(config_schema=TRACKING_SCHEMA, description="dagster-mlflow, one run per Dagster run")
 def mlflow_tracking(context: dg.InitResourceContext) -> Iterator[MlFlow]:
     config = context.resource_config
@@ -44,7 +53,9 @@ def mlflow_tracking(context: dg.InitResourceContext) -> Iterator[MlFlow]:
     try:
         yield tracker
     finally:
-        failed = sys.exc_info()[1] is not None
+        # Dagster tears resources down without re-raising a step's error here, so ask the
+        # instance whether any step of this run failed.
+        failed = sys.exc_info()[1] is not None or _run_had_step_failure(context)
         status = RunStatus.FAILED if failed else RunStatus.FINISHED
         if mlflow.active_run() is not None:
             mlflow.end_run(status=RunStatus.to_string(status))
