@@ -84,6 +84,26 @@ def split_rows(training_set: pd.DataFrame, split: str) -> pd.DataFrame:
     return training_set.loc[training_set["split"] == split].reset_index(drop=True)
 
 
+def check_same_training_set(lineage: Mapping[str, object], training_set: pd.DataFrame) -> None:
+    """Refuse to evaluate a bundle on a training_set other than the one it was trained from.
+
+    The test split is held out only relative to that bundle's own train/val rows; after the
+    training window changes, "test" rows may be rows the model learned from.
+    """
+    days = sorted({str(d) for d in training_set[TIMESTAMP].dt.date.unique()})
+    rows = {s: int((training_set["split"] == s).sum()) for s in SPLITS}
+    want_days, want_rows = lineage.get("partitions"), lineage.get("rows")
+    if (want_days is not None and list(want_days) != days) or (  # type: ignore[call-overload]
+        want_rows is not None and dict(want_rows) != rows  # type: ignore[call-overload]
+    ):
+        raise DatasetError(
+            f"the bundle was trained on partitions {want_days} (rows {want_rows}), but "
+            f"training_set now holds {days} (rows {rows}): its test rows may not be held out "
+            "from this model. Re-materialize the detector and bundle from this training_set "
+            "(the train_detector job) before evaluating"
+        )
+
+
 def contiguous_segments(frame: pd.DataFrame, entity: str = "host_id") -> np.ndarray:
     """One id per row: the entity plus a counter that moves on at every gap in its time series.
 

@@ -7,6 +7,7 @@ import pytest
 from ds_assets.datasets import (
     DatasetError,
     build_training_set,
+    check_same_training_set,
     contiguous_segments,
     select_window,
 )
@@ -79,3 +80,15 @@ def test_contiguous_segments_need_the_entity_column() -> None:
     frame = pd.DataFrame({"timestamp": pd.date_range("2026-11-01", periods=2, tz="UTC")})
     with pytest.raises(DatasetError, match="no 'host_id' column"):
         contiguous_segments(frame)
+
+
+def test_a_bundle_is_evaluated_only_on_its_own_training_set() -> None:
+    times = pd.date_range("2026-11-01", periods=6, freq="12h", tz="UTC")
+    frame = pd.DataFrame({"timestamp": times, "split": ["train"] * 3 + ["val", "test", "test"]})
+    lineage = {"partitions": ["2026-11-01", "2026-11-02", "2026-11-03"],
+               "rows": {"train": 3, "val": 1, "test": 2}}
+    check_same_training_set(lineage, frame)  # the set it was trained from: fine
+    with pytest.raises(DatasetError, match="may not be held out"):
+        check_same_training_set({**lineage, "partitions": ["2026-11-02", "2026-11-03"]}, frame)
+    with pytest.raises(DatasetError, match="Re-materialize the detector"):
+        check_same_training_set({**lineage, "rows": {"train": 2, "val": 2, "test": 2}}, frame)

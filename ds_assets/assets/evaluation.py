@@ -7,7 +7,7 @@ import dagster as dg
 import numpy as np
 import pandas as pd
 
-from ds_assets.datasets import score_frame, split_rows
+from ds_assets.datasets import check_same_training_set, score_frame, split_rows
 from ds_assets.promotion import bundle_test_scores, decide_promotion, pr_auc_on_common_rows
 from ds_assets.report_html import build_report, report_directory
 from ds_assets.resources.registry import ModelRegistry
@@ -51,6 +51,7 @@ def evaluation_report(
     a standalone HTML report saved next to the bundle and logged to MLflow."""
     bundle = load_bundle(model_bundle["path"])
     manifest = bundle.manifest
+    check_same_training_set(manifest.lineage, training_set)
     test = split_rows(training_set, "test")
     scored = score_frame(Scorer.from_bundle(bundle, backend="cpu"), test)
     scores = scored["score"].to_numpy(np.float64)
