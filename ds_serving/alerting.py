@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from ds_serving.windows import group_positions
+from ds_serving.windows import entity_groups
 
 
 class TimeBaseError(ValueError):
@@ -116,8 +116,11 @@ class AlertTracker:
         self, entities: Sequence[Hashable] | np.ndarray, timed: bool
     ) -> None:
         """Raise ``TimeBaseError`` if any entity was sent with the other time base before."""
-        for key in np.unique(np.asarray(entities)):
-            state = self._state.get(key.item() if isinstance(key, np.generic) else key)
+        self._check_time_base([key for key, _ in entity_groups(entities)], timed)
+
+    def _check_time_base(self, keys: Sequence[Hashable], timed: bool) -> None:
+        for key in keys:
+            state = self._state.get(key)
             if state is not None and state.timed is not None and state.timed != timed:
                 if state.timed:
                     raise TimeBaseError(
@@ -154,12 +157,11 @@ class AlertTracker:
         if times is not None and len(times) != len(keys):
             raise ValueError(f"got {len(times)} times for {len(keys)} rows; send one per row")
         timed = times is not None
-        self.check_time_base(keys, timed)
+        groups = entity_groups(keys)
+        self._check_time_base([key for key, _ in groups], timed)
         flags = flags & ~np.isnan(scores)  # an unscored row is never flagged
         events: list[AlertEvent] = []
-        for positions in group_positions(keys):
-            first = keys[positions[0]]
-            key = first.item() if isinstance(first, np.generic) else first
+        for key, positions in groups:
             state = self._state.pop(key, None) or _EntityState()
             self._state[key] = state  # re-insert: most recently seen last, for eviction
             state.timed = timed

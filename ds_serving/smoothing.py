@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from ds_serving.windows import group_positions
+from ds_serving.windows import entity_groups, group_positions
 
 
 class SmoothingError(ValueError):
@@ -108,9 +108,7 @@ class StreamingSmoother:
             raise ValueError(f"got {len(keys)} entity ids for {len(raw)} flags; send one per row")
         keep = self.smoothing.n - 1
         out = np.zeros(len(raw), dtype=bool)
-        for positions in group_positions(keys):
-            first = keys[positions[0]]
-            key = first.item() if isinstance(first, np.generic) else first
+        for key, positions in entity_groups(keys):
             tail = self._tails.pop(key, None)
             if tail is None:
                 tail = np.zeros(keep, dtype=bool)

@@ -22,17 +22,30 @@ def _check_window(window: int) -> int:
     return int(window)
 
 
-def group_positions(entities: Sequence[Hashable] | np.ndarray) -> list[np.ndarray]:
-    """Row positions of each entity, in input order within the entity (first-seen entity order)."""
+def entity_groups(
+    entities: Sequence[Hashable] | np.ndarray,
+) -> list[tuple[Hashable, np.ndarray]]:
+    """(entity, row positions) per entity, first-seen entity order, input order within each.
+
+    Entities come back as plain Python values (``str``, ``int``), usable as dict keys for state
+    that outlives one batch."""
     keys = np.asarray(entities)
     if keys.ndim != 1:
         raise ValueError(f"entities must be 1-D, got shape {keys.shape}")
-    _, first, inverse = np.unique(keys, return_index=True, return_inverse=True)
+    unique, first, inverse = np.unique(keys, return_index=True, return_inverse=True)
     order = np.argsort(inverse, kind="stable")
     bounds = np.cumsum(np.bincount(inverse))
     groups = np.split(order, bounds[:-1])
     # np.unique sorts keys; present groups in order of first appearance for readable output
-    return [groups[i] for i in np.argsort(first, kind="stable")]
+    return [
+        (unique[i].item() if isinstance(unique[i], np.generic) else unique[i], groups[i])
+        for i in np.argsort(first, kind="stable")
+    ]
+
+
+def group_positions(entities: Sequence[Hashable] | np.ndarray) -> list[np.ndarray]:
+    """Row positions of each entity, in input order within the entity (first-seen entity order)."""
+    return [positions for _, positions in entity_groups(entities)]
 
 
 @dataclass(frozen=True)
@@ -140,9 +153,7 @@ class EntityWindows:
         out_start: list[np.ndarray] = []
         tails: dict[Hashable, np.ndarray] = {}
         offset = 0
-        for positions in group_positions(keys):
-            first = keys[positions[0]]
-            key = first.item() if isinstance(first, np.generic) else first
+        for key, positions in entity_groups(keys):
             tail = self._tails.get(key)
             if tail is None:
                 tail = np.empty((0, self.n_features), np.float32)
