@@ -584,13 +584,21 @@ def _fit_pca(
     return arrays, summary
 
 
-def pca_statistics(arrays: dict[str, np.ndarray], z: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Hotelling T² and Q (squared prediction error) of normalized rows, in float64."""
+def _pca_projection(
+    arrays: dict[str, np.ndarray], z: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """Hotelling T² [n] and the squared residual per feature [n, f] of normalized rows."""
     p = arrays["components"].astype(np.float64)
     t = z.astype(np.float64) @ p
     t2 = np.sum(t * t / arrays["eigenvalues"].astype(np.float64), axis=1)
     residual = z - t @ p.T
-    return t2, np.sum(residual * residual, axis=1)
+    return t2, residual * residual
+
+
+def pca_statistics(arrays: dict[str, np.ndarray], z: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Hotelling T² and Q (squared prediction error) of normalized rows, in float64."""
+    t2, errors = _pca_projection(arrays, z)
+    return t2, errors.sum(axis=1)
 
 
 def pca_reference_scores(
@@ -599,11 +607,7 @@ def pca_reference_scores(
     """Numpy reference of the PCA scoring graph: (score [n], feature_errors [n, f])."""
     z = (np.asarray(rows, np.float64) - trained.mean) / trained.std
     arrays = trained.arrays
-    p = arrays["components"].astype(np.float64)
-    t = z @ p
-    t2 = np.sum(t * t / arrays["eigenvalues"].astype(np.float64), axis=1)
-    residual = z - t @ p.T
-    errors = residual * residual
+    t2, errors = _pca_projection(arrays, z)
     a = t2 / float(arrays["scales"][0])
     b = errors.sum(axis=1) / float(arrays["scales"][1])
     if trained.params.pca_combine == "max":

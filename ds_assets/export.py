@@ -210,20 +210,25 @@ def compare_outputs(
     )
 
 
+def ort_outputs(onnx_bytes: bytes, inputs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(score, feature_errors) of a scoring graph on onnxruntime CPU: the parity reference."""
+    import onnxruntime as ort
+
+    session = ort.InferenceSession(onnx_bytes, providers=["CPUExecutionProvider"])
+    score, errors = session.run(list(OUTPUT_NAMES), {INPUT_NAME: inputs})
+    return np.asarray(score), np.asarray(errors)
+
+
 def check_parity(
     trained: TrainedDetector, onnx_bytes: bytes, inputs: np.ndarray, rtol: float = PARITY_RTOL
 ) -> ParityResult:
     """Compare the reference implementation and onnxruntime on the same model inputs."""
-    import onnxruntime as ort
-
     inputs = model_inputs(trained, inputs)
     if len(inputs) == 0:
         raise ValueError("parity check needs at least one model input (one full window)")
-    session = ort.InferenceSession(onnx_bytes, providers=["CPUExecutionProvider"])
-    onnx_score, onnx_errors = session.run(list(OUTPUT_NAMES), {INPUT_NAME: inputs})
     return compare_outputs(
         reference_scores(trained, inputs),
-        (onnx_score, onnx_errors),
+        ort_outputs(onnx_bytes, inputs),
         rtol,
         "numpy" if trained.family == "pca" else "torch",
     )

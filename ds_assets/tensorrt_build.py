@@ -25,7 +25,7 @@ from typing import Any
 
 import numpy as np
 
-from ds_assets.export import ParityResult, compare_outputs
+from ds_assets.export import ParityResult, compare_outputs, ort_outputs
 from ds_serving.atomic import atomic_write_bytes, atomic_write_text
 from ds_serving.bundle import (
     ENGINE_FILE,
@@ -204,14 +204,6 @@ class EngineRunner:
             "p99_ms": round(times[min(len(times) - 1, int(0.99 * len(times)))], 4),
             "rows_per_s": round(len(inputs) / (p50 / 1e3), 1),
         }
-
-
-def ort_outputs(onnx_bytes: bytes, inputs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    import onnxruntime as ort
-
-    session = ort.InferenceSession(onnx_bytes, providers=["CPUExecutionProvider"])
-    score, errors = session.run(list(OUTPUT_NAMES), {INPUT_NAME: inputs})
-    return np.asarray(score), np.asarray(errors)
 
 
 @dataclass(frozen=True)
