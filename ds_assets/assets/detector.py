@@ -8,7 +8,7 @@ thresholds, tensorrt_build, promotion) and ds_serving (bundle, scoring, smoothin
 
 from collections.abc import Iterator
 from enum import Enum
-from typing import Any
+from typing import Any, cast
 
 import dagster as dg
 import numpy as np
@@ -101,46 +101,39 @@ class Family(Enum):
     pca = "pca"
 
 
+_DEFAULTS = DetectorParams()
+
+
 class DetectorConfig(dg.Config):
     """Detector family and hyper-parameters (editable in the launchpad); fields of other
-    families are ignored. Validated by ``ds_assets.detectors.DetectorParams``."""
+    families are ignored. Defaults and validation come from ``detectors.DetectorParams``."""
 
-    family: Family = Family.dense_ae
-    seed: int = 0
+    family: Family = Family(_DEFAULTS.family)
+    seed: int = _DEFAULTS.seed
     # autoencoders
-    epochs: int = 30
-    batch_size: int = 256
-    learning_rate: float = 1e-3
-    weight_decay: float = 0.0
-    patience: int = 5
-    min_delta: float = 1e-4
-    max_train_rows: int = 200_000
-    hidden: list[int] = [32, 16, 4]  # dense_ae
+    epochs: int = _DEFAULTS.epochs
+    batch_size: int = _DEFAULTS.batch_size
+    learning_rate: float = _DEFAULTS.learning_rate
+    weight_decay: float = _DEFAULTS.weight_decay
+    patience: int = _DEFAULTS.patience
+    min_delta: float = _DEFAULTS.min_delta
+    max_train_rows: int = cast(int, _DEFAULTS.max_train_rows)  # the launchpad cap is required
+    hidden: list[int] = list(_DEFAULTS.hidden)  # dense_ae
     # temporal_ae
-    window: int = 16
-    channels: list[int] = [32, 16]
-    kernel_size: int = 5
-    latent: int = 16
-    temporal_score: str = "window_mean"  # window_mean | last_row
+    window: int = _DEFAULTS.window
+    channels: list[int] = list(_DEFAULTS.channels)
+    kernel_size: int = _DEFAULTS.kernel_size
+    latent: int = _DEFAULTS.latent
+    temporal_score: str = _DEFAULTS.temporal_score  # window_mean | last_row
     # pca
-    explained_variance: float = 0.95
-    max_components: int | None = None
-    pca_combine: str = "max"  # max | sum
-    t2_weight: float = 0.5
-    scale_quantile: float = 0.99
+    explained_variance: float = _DEFAULTS.explained_variance
+    max_components: int | None = _DEFAULTS.max_components
+    pca_combine: str = _DEFAULTS.pca_combine  # max | sum
+    t2_weight: float = _DEFAULTS.t2_weight
+    scale_quantile: float = _DEFAULTS.scale_quantile
 
     def params(self) -> DetectorParams:
-        return DetectorParams(
-            family=self.family.value, seed=self.seed, epochs=self.epochs,
-            batch_size=self.batch_size,
-            learning_rate=self.learning_rate, weight_decay=self.weight_decay,
-            patience=self.patience, min_delta=self.min_delta, max_train_rows=self.max_train_rows,
-            hidden=tuple(self.hidden), window=self.window, channels=tuple(self.channels),
-            kernel_size=self.kernel_size, latent=self.latent, temporal_score=self.temporal_score,
-            explained_variance=self.explained_variance, max_components=self.max_components,
-            pca_combine=self.pca_combine, t2_weight=self.t2_weight,
-            scale_quantile=self.scale_quantile,
-        )
+        return DetectorParams(**{**self.model_dump(), "family": self.family.value})
 
 
 def _features_of(split: pd.DataFrame, features: list[str]) -> np.ndarray:
