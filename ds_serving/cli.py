@@ -15,7 +15,7 @@ import logging
 import os
 import sys
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Coroutine, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -92,6 +92,9 @@ def build_parser() -> argparse.ArgumentParser:
                    default=int(_env("DS_SCORER_METRICS_PORT", 8001)),
                    help="Prometheus /metrics port, -1 disables (env DS_SCORER_METRICS_PORT; "
                         "default %(default)s)")
+    s.add_argument("--metrics-host", default=_env("DS_SCORER_METRICS_HOST", "0.0.0.0"),
+                   help="bind address of the metrics endpoint (env DS_SCORER_METRICS_HOST; "
+                        "default %(default)s)")
     s.add_argument("--backend", default=_env("DS_SCORER_BACKEND", "auto"),
                    choices=["auto", "tensorrt", "cuda", "cpu"],
                    help="execution backend (env DS_SCORER_BACKEND; default %(default)s)")
@@ -116,6 +119,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="seconds between checks of champion.json (env DS_SCORER_POLL_INTERVAL)")
     s.add_argument("--grace", type=float, default=float(_env("DS_SCORER_GRACE", 10.0)),
                    help="seconds in-flight RPCs get to finish on SIGTERM (env DS_SCORER_GRACE)")
+    s.add_argument("--event-loop", default=_env("DS_SCORER_EVENT_LOOP", "auto"),
+                   choices=["auto", "uvloop", "asyncio"],
+                   help="asyncio event loop implementation: auto = uvloop where installed "
+                        "(cheaper per RPC), else the standard loop (env DS_SCORER_EVENT_LOOP)")
     s.add_argument("--tls-cert", default=_env("DS_SCORER_TLS_CERT", None),
                    help="server certificate (PEM) to serve TLS (env DS_SCORER_TLS_CERT)")
     s.add_argument("--tls-key", default=_env("DS_SCORER_TLS_KEY", None),
@@ -172,6 +179,7 @@ def _serve(args: argparse.Namespace) -> int:
         host=args.host,
         port=args.port,
         metrics_port=None if args.metrics_port < 0 else args.metrics_port,
+        metrics_host=args.metrics_host,
         backend=args.backend,
         intra_op_threads=args.threads,
         workers=args.workers,
@@ -185,8 +193,34 @@ def _serve(args: argparse.Namespace) -> int:
         tls_client_ca=_path_or_none(args.tls_client_ca),
         token=_token(args),
     )
-    asyncio.run(serve(config))
+    run_event_loop(serve(config), args.event_loop)
     return 0
+
+
+def run_event_loop(main: Coroutine[Any, Any, None], choice: str = "auto") -> None:
+    """Run ``main`` on uvloop or the standard asyncio loop.
+
+    grpc.aio spends most of a small RPC in event-loop bookkeeping (futures, callbacks, task
+    steps); uvloop does that in C, which buys about 10 % more single-row requests per second
+    (``make bench``). ``auto`` falls back to asyncio where uvloop is not installed (Windows).
+    """
+    if choice not in ("auto", "uvloop", "asyncio"):
+        raise ValueError(f"--event-loop must be auto, uvloop or asyncio, got {choice!r}")
+    if choice != "asyncio":
+        try:
+            import uvloop
+        except ImportError:
+            if choice == "uvloop":
+                raise ValueError(
+                    "--event-loop uvloop: uvloop is not installed (pip install uvloop, "
+                    "or use --event-loop asyncio)"
+                ) from None
+        else:
+            log.info("event loop: uvloop %s", uvloop.__version__)
+            uvloop.run(main)
+            return
+    log.info("event loop: asyncio")
+    asyncio.run(main)
 
 
 # -- client commands ---------------------------------------------------------------------------

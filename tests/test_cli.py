@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import signal
@@ -18,7 +19,7 @@ import pandas as pd
 import pytest
 
 from ds_serving.bundle import load_bundle, promote
-from ds_serving.cli import main
+from ds_serving.cli import main, run_event_loop
 from ds_serving.client import ScorerClient, encode_request
 from ds_serving.proto import scoring_pb2
 from ds_serving.scoring import Scorer, score_rows
@@ -128,7 +129,8 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def test_serve_drains_in_flight_streams_on_sigterm(tmp_path: Path) -> None:
+@pytest.mark.parametrize("event_loop", ["uvloop", "asyncio"])
+def test_serve_drains_in_flight_streams_on_sigterm(tmp_path: Path, event_loop: str) -> None:
     models = tmp_path / "models"
     path = write_point_bundle(models)
     promote(models, "ae", path.name)
@@ -137,7 +139,8 @@ def test_serve_drains_in_flight_streams_on_sigterm(tmp_path: Path) -> None:
     proc = subprocess.Popen(
         [sys.executable, "-m", "ds_serving.cli", "serve", "--models", str(models), "--name",
          "ae", "--host", "127.0.0.1", "--port", str(port), "--metrics-port", "-1",
-         "--grace", "10"], env=env, stderr=subprocess.PIPE, text=True,
+         "--grace", "10", "--event-loop", event_loop], env=env, stderr=subprocess.PIPE,
+        text=True,
     )
     try:
         client = ScorerClient(f"127.0.0.1:{port}", timeout=5)
@@ -173,3 +176,26 @@ def test_serve_drains_in_flight_streams_on_sigterm(tmp_path: Path) -> None:
         stderr = proc.communicate()[1]
     assert "draining in-flight requests" in stderr
     assert f"serving ae v{path.name}" in stderr
+    assert f"event loop: {event_loop}" in stderr
+
+
+def test_event_loop_choice_errors_say_what_to_do(monkeypatch: pytest.MonkeyPatch) -> None:
+    async def nothing() -> None:
+        return None
+
+    coro = nothing()
+    with pytest.raises(ValueError, match="must be auto, uvloop or asyncio"):
+        run_event_loop(coro, "trio")
+    coro.close()
+    monkeypatch.setitem(sys.modules, "uvloop", None)  # import uvloop -> ImportError
+    coro = nothing()
+    with pytest.raises(ValueError, match="uvloop is not installed"):
+        run_event_loop(coro, "uvloop")
+    coro.close()
+    ran: list[str] = []
+
+    async def record() -> None:
+        ran.append(type(asyncio.get_running_loop()).__module__)
+
+    run_event_loop(record(), "auto")  # falls back to the standard loop
+    assert ran == ["asyncio.unix_events"]
