@@ -256,7 +256,7 @@ def reference_chunks(timestamps: pd.Series, min_chunks: int = 4) -> np.ndarray:
 def calibrate_thresholds(
     values: Mapping[str, np.ndarray],
     chunks: np.ndarray,
-    flags: np.ndarray,
+    flags: np.ndarray | None,
     sigmas: float = 3.0,
 ) -> tuple[dict[str, dict[str, float]], dict[str, Any]]:
     """``mean + sigmas * std`` of each statistic over leave-one-chunk-out comparisons.
@@ -269,6 +269,8 @@ def calibrate_thresholds(
     ``values`` maps each feature (and SCORE) to its reference values, row-aligned with
     ``chunks`` (labels; -1 = not used) and ``flags`` (the champion's anomaly flags).
     """
+    if SCORE in values and flags is None:
+        raise DriftError("calibrating the score statistics needs the anomaly flags of its rows")
     labels = [c for c in np.unique(chunks) if c >= 0]
     if len(labels) < 3:
         raise DriftError(
@@ -282,7 +284,7 @@ def calibrate_thresholds(
         for key, arr in values.items():
             ref = Sketch.of(arr[rest], key)
             got = feature_statistics(_finite(arr[inside], key), ref)
-            if key == SCORE:
+            if key == SCORE and flags is not None:
                 got["anomaly_rate_shift"] = abs(float(flags[inside].mean() - flags[rest].mean()))
             for stat, v in got.items():
                 per_stat.setdefault(key, {}).setdefault(stat, []).append(v)
@@ -314,26 +316,53 @@ def build_reference(
     flags: np.ndarray,
     *,
     timestamps: pd.Series | None = None,
+    score_timestamps: pd.Series | None = None,
     sigmas: float = 3.0,
     lineage: Mapping[str, Any] | None = None,
 ) -> DriftReference:
-    """Sketch every feature and the champion's scores on the reference rows, then calibrate."""
+    """Sketch every feature and the champion's scores on the reference rows, then calibrate.
+
+    ``scores`` and ``flags`` are row-aligned with ``frame`` unless ``score_timestamps`` is given:
+    then they belong to other rows, at those times. A model scores the rows it was fitted on
+    lower than new normal rows, so the score baseline should come from held-out rows (the
+    validation split) while the feature sketches can use the whole training window.
+    """
     missing = [f for f in features if f not in frame.columns]
     if missing:
         raise DriftError(f"reference rows lack feature column(s) {missing}")
-    if not len(frame) == len(scores) == len(flags):
+    score_rows = len(frame) if score_timestamps is None else len(score_timestamps)
+    if not score_rows == len(scores) == len(flags):
         raise DriftError(
-            f"got {len(frame)} reference rows, {len(scores)} scores and {len(flags)} flags; "
-            "need one of each per row"
+            f"got {score_rows} score reference rows, {len(scores)} scores and {len(flags)} "
+            "flags; need one of each per row"
         )
     values = {f: frame[f].to_numpy(np.float64) for f in features}
-    values[SCORE] = np.asarray(scores, dtype=np.float64)
+    score_values = np.asarray(scores, dtype=np.float64)
     flags = np.asarray(flags, dtype=np.float64)
     ts = timestamps if timestamps is not None else frame["timestamp"]
-    thresholds, record = calibrate_thresholds(values, reference_chunks(ts), flags, sigmas)
+    if score_timestamps is None:
+        thresholds, record = calibrate_thresholds(
+            {**values, SCORE: score_values}, reference_chunks(ts), flags, sigmas
+        )
+        record["score_rows"] = "the feature reference rows"
+    else:
+        thresholds, record = calibrate_thresholds(values, reference_chunks(ts), None, sigmas)
+        score_thresholds, score_record = calibrate_thresholds(
+            {SCORE: score_values}, reference_chunks(score_timestamps), flags, sigmas
+        )
+        thresholds.update(score_thresholds)
+        record["statistics"].update(score_record["statistics"])
+        record["score_rows"] = {
+            "rows": int(score_rows),
+            "n_chunks": score_record["n_chunks"],
+            "chunk_rows": score_record["chunk_rows"],
+        }
     return DriftReference(
         features=tuple(features),
-        sketches={k: Sketch.of(v, k) for k, v in values.items()},
+        sketches={
+            **{k: Sketch.of(v, k) for k, v in values.items()},
+            SCORE: Sketch.of(score_values, SCORE),
+        },
         anomaly_rate=float(flags.mean()),
         thresholds=thresholds,
         calibration=record,
@@ -488,23 +517,33 @@ def reference_from_training_set(
     sigmas: float = 3.0,
     lineage: Mapping[str, Any] | None = None,
 ) -> DriftReference:
-    """The drift reference of a new bundle: its train+val rows (normal data it learned from),
-    scored by the bundle's own graph (per-entity windows for temporal models) so the score and
-    anomaly-rate baselines are the deployed model's."""
-    rows = training_set.loc[training_set["split"] != "test"]
-    if "host_id" in rows.columns:  # time-ordered per entity, as windows need
-        rows = rows.sort_values(["host_id", "timestamp"], kind="stable")
-    rows = rows.reset_index(drop=True)
+    """The drift reference of a new bundle: feature sketches from its train+val rows (the
+    normal data it learned from), the score and anomaly-rate baseline from its validation rows
+    only, scored by the bundle's own graph (per-entity windows for temporal models): the
+    training rows were fitted, so their scores sit lower than any new normal day's and would
+    make every new day look like score drift."""
+    rows = training_set.loc[training_set["split"] != "test"].reset_index(drop=True)
+    val = training_set.loc[training_set["split"] == "val"]
+    if "host_id" in val.columns:  # time-ordered per entity, as windows need
+        val = val.sort_values(["host_id", "timestamp"], kind="stable")
+    val = val.reset_index(drop=True)
     features = list(scorer.features)
     # gap-free segments, as in training and threshold calibration: windows never span a removed
-    # anomaly in the normal-only train/val rows
-    entities = contiguous_segments(rows) if "host_id" in rows.columns else None
-    scores = score_rows(scorer, rows[features].to_numpy(np.float32), entities).scores
-    scored = np.isfinite(scores)  # temporal models leave each entity's first rows unscored
-    kept = rows.loc[scored].reset_index(drop=True)
+    # anomaly in the normal-only validation rows
+    entities = contiguous_segments(val) if "host_id" in val.columns else None
+    scores = score_rows(scorer, val[features].to_numpy(np.float32), entities).scores
+    scored = np.isfinite(scores)  # temporal models leave each segment's first rows unscored
+    if not scored.any():
+        raise DriftError(
+            f"none of the {len(val)} validation rows could be scored (a temporal model needs "
+            "runs of at least `window` consecutive rows per host); train on more days"
+        )
     kept_scores = scores[scored].astype(np.float64)
-    return build_reference(kept, features, kept_scores, kept_scores > threshold,
-                           sigmas=sigmas, lineage=lineage)
+    return build_reference(
+        rows, features, kept_scores, kept_scores > threshold,
+        score_timestamps=val.loc[scored, "timestamp"].reset_index(drop=True),
+        sigmas=sigmas, lineage=lineage,
+    )
 
 
 def load_reference(bundle_dir: str | Path) -> DriftReference:

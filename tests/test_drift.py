@@ -201,3 +201,42 @@ def test_bad_inputs_name_the_problem(reference: DriftReference) -> None:
         DriftReference.from_dict({"format": 7})
     with pytest.raises(DriftError, match="at least 3 reference chunks"):
         drift.calibrate_thresholds({"x": np.arange(10.0)}, np.zeros(10, int), np.zeros(10))
+
+
+def test_score_baseline_comes_from_validation_rows_only() -> None:
+    """Training rows are in-sample for the model: the score sketch and the anomaly rate must
+    come from the validation rows, the feature sketches from the whole train+val window."""
+    from bench.models import dense_autoencoder
+    from ds_serving.scoring import Scorer, score_rows
+
+    rng = np.random.default_rng(21)
+    features = [f"f{i}" for i in range(4)]
+    n = 6 * 1440
+    frame = pd.DataFrame(rng.normal(size=(n, 4)), columns=features)
+    frame.insert(0, "timestamp", pd.date_range("2026-11-01", periods=n, freq="min", tz="UTC"))
+    frame.insert(1, "host_id", "h0")
+    frame["split"] = np.where(np.arange(n) < 4 * 1440, "train", "val")
+    frame.loc[frame["split"] == "train", features] *= 0.5  # "fitted": lower training scores
+    test_rows = frame.iloc[:100].assign(split="test")
+    test_rows[features] = 50.0  # must be ignored entirely
+    training_set = pd.concat([frame, test_rows], ignore_index=True)
+    scorer = Scorer(dense_autoencoder(4, (8, 2)), features=features, threshold=float("inf"),
+                    backend="cpu")
+    val = frame.loc[frame["split"] == "val"]
+    val_scores = score_rows(scorer, val[features].to_numpy(np.float32)).scores
+    threshold = float(np.quantile(val_scores, 0.99))
+
+    ref = drift.reference_from_training_set(training_set, scorer, threshold)
+
+    np.testing.assert_allclose(ref.sketches[drift.SCORE].quantiles,
+                               Sketch.of(val_scores, drift.SCORE).quantiles, rtol=1e-6)
+    assert ref.anomaly_rate == pytest.approx(np.mean(val_scores > threshold))
+    np.testing.assert_allclose(ref.sketches["f0"].quantiles,
+                               Sketch.of(frame["f0"].to_numpy(), "f0").quantiles)
+    assert ref.calibration["score_rows"]["rows"] == len(val)
+    assert ref.calibration["n_chunks"] == 6  # feature chunks: the six days of train+val
+    # a new normal day scored like the validation rows raises no score drift
+    day = pd.DataFrame(rng.normal(size=(1440, 4)), columns=features)
+    scores = score_rows(scorer, day.to_numpy(np.float32)).scores
+    result = drift.compare(ref, day, scores, scores > threshold)
+    assert not result.score["drifted"], result.score
