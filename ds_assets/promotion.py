@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pandas as pd
 
 from ds_assets.evaluation import average_precision
 from ds_serving import bundle as bundles
@@ -39,6 +40,7 @@ class PromotionDecision:
     champion_version: str | None
     champion_pr_auc: float | None
     compared_rows: int | None = None
+    excluded_rows: int = 0  # test rows the champion was fitted on, left out of the comparison
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -51,19 +53,26 @@ def decide_promotion(
     champion_pr_auc: float | None,
     min_improvement: float = 0.0,
     compared_rows: int | None = None,
+    excluded_rows: int = 0,
 ) -> PromotionDecision:
     """Promote when there is no champion, or the challenger's PR-AUC is strictly higher than
-    the champion's plus ``min_improvement``."""
+    the champion's plus ``min_improvement`` on test rows neither model was fitted on."""
     def decision(promote: bool, reason: str) -> PromotionDecision:
         return PromotionDecision(
             promote, reason, challenger_version, challenger_pr_auc, champion_version,
-            champion_pr_auc, compared_rows,
+            champion_pr_auc, compared_rows, excluded_rows,
         )
 
     if champion_version is None:
         return decision(True, "no current champion")
     if champion_version == challenger_version:
         return decision(False, "challenger is already the champion")
+    if excluded_rows and not compared_rows:
+        return decision(
+            False,
+            f"all {excluded_rows} test rows lie inside the champion's training window, so it "
+            "cannot be judged on them; retrain on data newer than the champion's",
+        )
     if math.isnan(challenger_pr_auc):
         return decision(False, "challenger PR-AUC is undefined (test rows have no anomalies)")
     if champion_pr_auc is None or math.isnan(champion_pr_auc):
@@ -78,9 +87,13 @@ def decide_promotion(
 
 
 def pr_auc_on_common_rows(
-    labels: np.ndarray, challenger_scores: np.ndarray, champion_scores: np.ndarray
+    labels: np.ndarray,
+    challenger_scores: np.ndarray,
+    champion_scores: np.ndarray,
+    eligible: np.ndarray | None = None,
 ) -> tuple[float, float, int]:
-    """(challenger PR-AUC, champion PR-AUC, rows) over the rows both models scored."""
+    """(challenger PR-AUC, champion PR-AUC, rows) over the rows both models scored (and, with
+    ``eligible``, only the rows it marks)."""
     y = np.asarray(labels)
     a = np.asarray(challenger_scores, dtype=np.float64)
     b = np.asarray(champion_scores, dtype=np.float64)
@@ -90,12 +103,34 @@ def pr_auc_on_common_rows(
             "cover the same test rows"
         )
     both = np.isfinite(a) & np.isfinite(b)
+    if eligible is not None:
+        both &= np.asarray(eligible, dtype=bool)
     if not both.any():
         return float("nan"), float("nan"), 0
     yy = y[both]
     if int(yy.sum()) == 0:
         return float("nan"), float("nan"), int(both.sum())
     return average_precision(yy, a[both]), average_precision(yy, b[both]), int(both.sum())
+
+
+#: Lineage key of a bundle: the time of the last train/validation row it was fitted on.
+FIT_END_KEY = "fit_rows_end"
+
+
+def fit_rows_end(training_set: Any) -> str:
+    """ISO time of the last train/validation row: what a later comparison must not reuse."""
+    fitted = training_set.loc[training_set["split"] != "test", "timestamp"]
+    return str(fitted.max().isoformat())
+
+
+def rows_after_fit(bundle_path: str | Path, timestamps: Any) -> np.ndarray | None:
+    """Mask of the rows after the bundle's fit window (None when its lineage lacks it: bundles
+    written before it was recorded), so it is never judged on rows it was trained on."""
+    lineage = bundles.load_bundle(bundle_path).manifest.lineage
+    end = lineage.get(FIT_END_KEY)
+    if not end:
+        return None
+    return np.asarray(pd.to_datetime(timestamps, utc=True) > pd.Timestamp(end), dtype=bool)
 
 
 def bundle_test_scores(bundle_path: str | Path, test_rows: Any) -> np.ndarray:

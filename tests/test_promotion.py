@@ -8,6 +8,7 @@ from pathlib import Path
 
 import mlflow
 import numpy as np
+import pandas as pd
 import pytest
 from mlflow import MlflowClient
 
@@ -17,11 +18,13 @@ from ds_assets.promotion import (
     CHAMPION_ALIAS,
     champion_alias_version,
     decide_promotion,
+    fit_rows_end,
     log_bundle,
     log_report,
     model_version_for_bundle,
     pr_auc_on_common_rows,
     promote_bundle,
+    rows_after_fit,
 )
 from ds_serving.bundle import Bundle, champion_version, write_bundle
 from tests.helpers import FEATURES, correlated_rows
@@ -66,6 +69,40 @@ def test_pr_auc_uses_only_rows_both_models_scored() -> None:
     assert math.isnan(a) and rows == 3
     with pytest.raises(ValueError, match="same test rows"):
         pr_auc_on_common_rows(labels, temporal[:3], dense)
+
+
+def test_the_champion_is_not_judged_on_rows_it_was_trained_on(tmp_path: Path) -> None:
+    ts = pd.Series(pd.date_range("2026-11-01", periods=10, freq="h", tz="UTC"))
+    training_set = pd.DataFrame(
+        {"timestamp": ts, "split": ["train"] * 5 + ["val"] * 2 + ["test"] * 3}
+    )
+    end = fit_rows_end(training_set)
+    assert pd.Timestamp(end) == ts[6]  # the last validation row, not a test row
+    rows = correlated_rows(50)
+    trained = train_detector(DetectorParams(family="pca"), rows, rows, FEATURES)
+
+    def bundle(lineage: dict[str, str]) -> Path:
+        return write_bundle(tmp_path / "models", "m", export_onnx(trained), kind=trained.kind,
+                            features=FEATURES, threshold=1.0, threshold_rule={"rule": "q"},
+                            lineage=lineage).path
+
+    # a challenger's test rows from 04:00 to 09:00 overlap the champion's fit window (to 06:00)
+    challenger_test = pd.Series(pd.date_range("2026-11-01 04:00", periods=6, freq="h", tz="UTC"))
+    unseen = rows_after_fit(bundle({"fit_rows_end": end}), challenger_test)
+    assert unseen is not None and unseen.tolist() == [False] * 3 + [True] * 3
+    assert rows_after_fit(bundle({}), challenger_test) is None  # older bundles: no window
+
+    labels = np.array([1, 0, 0, 1, 0, 0])
+    champion = np.array([0.9, 0.1, 0.1, 0.1, 0.9, 0.2])  # perfect on its own training rows
+    challenger = np.array([0.1, 0.9, 0.9, 0.9, 0.1, 0.2])
+    _, champ_all, _ = pr_auc_on_common_rows(labels, challenger, champion)
+    ch, champ, n = pr_auc_on_common_rows(labels, challenger, champion, eligible=unseen)
+    assert n == 3 and ch == pytest.approx(1.0) and champ < champ_all
+    assert decide_promotion("2", ch, "1", champ, compared_rows=n, excluded_rows=3).promote
+    # every test row inside the champion's window: no verdict, no promotion
+    blind = decide_promotion("2", math.nan, "1", math.nan, compared_rows=0, excluded_rows=6)
+    assert not blind.promote and "inside the champion's training window" in blind.reason
+    assert blind.to_dict()["excluded_rows"] == 6
 
 
 @pytest.fixture

@@ -26,6 +26,7 @@ from ds_assets.datasets import (
 from ds_assets.detectors import DetectorParams, TrainedDetector, train_detector
 from ds_assets.drift import REFERENCE_FILE, reference_from_training_set
 from ds_assets.export import OPSET, check_parity, export_onnx, input_shape
+from ds_assets.promotion import FIT_END_KEY, fit_rows_end
 from ds_assets.resources.io_manager import OnnxGraph, PartitionFrames
 from ds_assets.resources.registry import ModelRegistry
 from ds_assets.schema import LABEL, TIMESTAMP, feature_columns
@@ -309,6 +310,7 @@ def model_bundle(
     lineage = {
         "partitions": days,
         "rows": {s: int((training_set["split"] == s).sum()) for s in ("train", "val", "test")},
+        FIT_END_KEY: fit_rows_end(training_set),
         "code_version": CODE_VERSION,
         "dagster_run_id": context.run_id,
         "mlflow_run_id": run_id,

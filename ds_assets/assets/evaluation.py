@@ -8,7 +8,12 @@ import numpy as np
 import pandas as pd
 
 from ds_assets.datasets import check_same_training_set, score_frame, split_rows
-from ds_assets.promotion import bundle_test_scores, decide_promotion, pr_auc_on_common_rows
+from ds_assets.promotion import (
+    bundle_test_scores,
+    decide_promotion,
+    pr_auc_on_common_rows,
+    rows_after_fit,
+)
 from ds_assets.report_html import build_report, report_directory
 from ds_assets.resources.registry import ModelRegistry
 from ds_assets.schema import ANOMALY_TYPE, LABEL, TIMESTAMP
@@ -120,13 +125,24 @@ def champion(
     challenger = bundle_test_scores(model_bundle["path"], test)
     current = registry.champion_version()
     current_pr_auc = None
+    excluded = 0
     if current is not None and current != model_bundle["version"]:
-        incumbent = bundle_test_scores(registry.bundle_path(current), test)
-        pr_auc, current_pr_auc, rows = pr_auc_on_common_rows(labels, challenger, incumbent)
+        incumbent_path = registry.bundle_path(current)
+        incumbent = bundle_test_scores(incumbent_path, test)
+        unseen = rows_after_fit(incumbent_path, test[TIMESTAMP])
+        if unseen is None:
+            context.log.warning(f"champion v{current} has no fit window in its lineage; it is "
+                                "compared on every test row")
+        else:
+            excluded = int((~unseen).sum())
+        pr_auc, current_pr_auc, rows = pr_auc_on_common_rows(
+            labels, challenger, incumbent, eligible=unseen
+        )
     else:
         pr_auc, _, rows = pr_auc_on_common_rows(labels, challenger, challenger)
     decision = decide_promotion(
-        model_bundle["version"], pr_auc, current, current_pr_auc, compared_rows=rows
+        model_bundle["version"], pr_auc, current, current_pr_auc, compared_rows=rows,
+        excluded_rows=excluded,
     )
     registry.log_report(model_bundle.get("mlflow_run_id"), evaluation_report)
     aliased = registry.promote(decision, model_bundle.get("mlflow_model_version"))
@@ -144,6 +160,7 @@ def champion(
                 decision.champion_pr_auc if decision.champion_pr_auc is not None else float("nan")
             ),
             "compared_test_rows": rows,
+            "excluded_in_sample_rows": excluded,
             "mlflow_champion_version": aliased or registry.champion_alias_version() or "",
         }
     )
