@@ -35,8 +35,7 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
-from ds_assets.datasets import contiguous_segments
-from ds_serving.scoring import Scorer, score_rows
+from ds_assets.datasets import split_rows
 
 REFERENCE_FILE = "reference.json"
 REFERENCE_FORMAT = 1
@@ -511,7 +510,8 @@ def consecutive_drift(statuses: Mapping[str, bool], keys_in_order: Sequence[str]
 
 def reference_from_training_set(
     training_set: pd.DataFrame,
-    scorer: Scorer,
+    features: Sequence[str],
+    val_scores: np.ndarray,
     threshold: float,
     *,
     sigmas: float = 3.0,
@@ -519,28 +519,27 @@ def reference_from_training_set(
 ) -> DriftReference:
     """The drift reference of a new bundle: feature sketches from its train+val rows (the
     normal data it learned from), the score and anomaly-rate baseline from its validation rows
-    only, scored by the bundle's own graph (per-entity windows for temporal models): the
-    training rows were fitted, so their scores sit lower than any new normal day's and would
-    make every new day look like score drift."""
+    only, as the bundle's own graph scored them for threshold calibration (``val_scores``,
+    row-aligned with ``split_rows(training_set, "val")``, NaN where a temporal model has no
+    full window). The training rows were fitted, so their scores sit lower than any new normal
+    day's and would make every new day look like score drift."""
     rows = training_set.loc[training_set["split"] != "test"].reset_index(drop=True)
-    val = training_set.loc[training_set["split"] == "val"]
-    if "host_id" in val.columns:  # time-ordered per entity, as windows need
-        val = val.sort_values(["host_id", "timestamp"], kind="stable")
-    val = val.reset_index(drop=True)
-    features = list(scorer.features)
-    # gap-free segments, as in training and threshold calibration: windows never span a removed
-    # anomaly in the normal-only validation rows
-    entities = contiguous_segments(val) if "host_id" in val.columns else None
-    scores = score_rows(scorer, val[features].to_numpy(np.float32), entities).scores
+    val = split_rows(training_set, "val")
+    scores = np.asarray(val_scores, dtype=np.float64)
+    if len(scores) != len(val):
+        raise DriftError(
+            f"got {len(scores)} validation scores for {len(val)} validation rows; score the "
+            "rows of split_rows(training_set, 'val') in their order"
+        )
     scored = np.isfinite(scores)  # temporal models leave each segment's first rows unscored
     if not scored.any():
         raise DriftError(
-            f"none of the {len(val)} validation rows could be scored (a temporal model needs "
-            "runs of at least `window` consecutive rows per host); train on more days"
+            f"none of the {len(val)} validation rows has a score (a temporal model needs runs "
+            "of at least `window` consecutive rows per host); train on more days"
         )
-    kept_scores = scores[scored].astype(np.float64)
+    kept = scores[scored]
     return build_reference(
-        rows, features, kept_scores, kept_scores > threshold,
+        rows, list(features), kept, kept > threshold,
         score_timestamps=val.loc[scored, "timestamp"].reset_index(drop=True),
         sigmas=sigmas, lineage=lineage,
     )

@@ -226,7 +226,7 @@ def test_score_baseline_comes_from_validation_rows_only() -> None:
     val_scores = score_rows(scorer, val[features].to_numpy(np.float32)).scores
     threshold = float(np.quantile(val_scores, 0.99))
 
-    ref = drift.reference_from_training_set(training_set, scorer, threshold)
+    ref = drift.reference_from_training_set(training_set, features, val_scores, threshold)
 
     np.testing.assert_allclose(ref.sketches[drift.SCORE].quantiles,
                                Sketch.of(val_scores, drift.SCORE).quantiles, rtol=1e-6)
@@ -240,3 +240,7 @@ def test_score_baseline_comes_from_validation_rows_only() -> None:
     scores = score_rows(scorer, day.to_numpy(np.float32)).scores
     result = drift.compare(ref, day, scores, scores > threshold)
     assert not result.score["drifted"], result.score
+    with pytest.raises(DriftError, match="validation scores for"):
+        drift.reference_from_training_set(training_set, features, val_scores[:-1], threshold)
+    with pytest.raises(DriftError, match="none of the"):
+        drift.reference_from_training_set(training_set, features, val_scores * np.nan, 1.0)

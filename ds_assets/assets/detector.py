@@ -302,7 +302,7 @@ def model_bundle(
         rule=config.threshold_rule, quantile=config.quantile, margin=config.margin,
     )
     # drift baseline shipped with the bundle: quantile sketches + calibrated thresholds
-    reference = reference_from_training_set(training_set, calibrator, threshold)
+    reference = reference_from_training_set(training_set, features, val_scores, threshold)
     days = sorted({str(d) for d in training_set[TIMESTAMP].dt.date.unique()})
     mlflow_run = context.resources.mlflow.active_run()
     run_id = mlflow_run.info.run_id if mlflow_run else None
