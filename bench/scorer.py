@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import datetime as _dt
 import json
 import os
@@ -185,6 +186,61 @@ def _h2load_unary(port: int, request: scoring_pb2.ScoreRequest, concurrency: int
             "rows_per_s": round(len(ok) * request.n_rows / span), **_pct(ok)}
 
 
+def _start_server(
+    models: Path, name: str, args: argparse.Namespace, processes: int
+) -> tuple[subprocess.Popen[bytes], int, int]:
+    """A ``ds-scorer serve`` subprocess (``processes`` of them sharing the port), once every
+    process answers: (process, gRPC port, first metrics port)."""
+    port = _free_port()
+    metrics_port = _free_port()
+    while port in range(metrics_port, metrics_port + processes):
+        metrics_port = _free_port()
+    server = subprocess.Popen(
+        [sys.executable, "-m", "ds_serving.cli", "--log-level", "WARNING", "serve",
+         "--models", str(models), "--name", name, "--host", "127.0.0.1", "--port",
+         str(port), "--metrics-port", str(metrics_port), "--metrics-host", "127.0.0.1",
+         "--backend", "cpu", "--threads", str(args.threads), "--workers",
+         str(args.workers), "--poll-interval", "5", "--event-loop", args.event_loop,
+         "--processes", str(processes)],
+    )
+    deadline = time.time() + 60
+    channel = grpc.insecure_channel(f"127.0.0.1:{port}")
+    stub = scoring_pb2_grpc.ScorerStub(channel)
+    while True:
+        try:
+            for i in range(processes):
+                _status_counts(metrics_port + i, "Score")
+            stub.GetModelInfo(scoring_pb2.ModelInfoRequest(), timeout=5)
+            break
+        except (grpc.RpcError, OSError):
+            if time.time() > deadline or server.poll() is not None:
+                server.kill()
+                raise RuntimeError("the scorer did not start within 60 s") from None
+            time.sleep(0.2)
+    channel.close()
+    return server, port, metrics_port
+
+
+def _checked_h2load(
+    pid: int, metrics_ports: list[int], load: Callable[[], dict[str, Any] | None]
+) -> dict[str, Any] | None:
+    """Run an h2load phase and fail unless every request ended with gRPC status OK (h2load
+    itself only sees HTTP 200): the server's request counters by code, before and after."""
+    before = [_status_counts(p, "Score") for p in metrics_ports]
+    result = _measured_sync(pid, load)
+    if result is None:
+        return None
+    failed: dict[str, float] = {}
+    for port, old in zip(metrics_ports, before, strict=True):
+        for code, value in _status_counts(port, "Score").items():
+            if code != "OK" and value - old.get(code, 0) > 0:
+                failed[code] = failed.get(code, 0) + value - old.get(code, 0)
+    result["grpc_status_not_ok"] = sum(failed.values())
+    if failed:
+        raise RuntimeError(f"h2load requests failed on the server: {failed}")
+    return result
+
+
 def _status_counts(metrics_port: int, method: str) -> dict[str, float]:
     """``ds_scorer_requests_total`` of one method by gRPC code, scraped from the server."""
     text = urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/metrics", timeout=10).read()
@@ -261,12 +317,18 @@ def _wait_ready(target: str) -> None:
 
 
 def _cpu_seconds(pid: int) -> float:
-    """User + system CPU time of a process (Linux /proc), to report CPU cost per request."""
+    """User + system CPU time of a process and its children's processes (Linux /proc: a
+    multi-process scorer's work is in its children), to report CPU cost per request."""
     try:
         fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     except OSError:
         return float("nan")
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    total = (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    children: set[int] = set()
+    for task in Path(f"/proc/{pid}/task").glob("*/children"):
+        with contextlib.suppress(OSError, ValueError):
+            children.update(int(c) for c in task.read_text().split())
+    return total + sum(_cpu_seconds(c) for c in children)
 
 
 def _measured(pid: int, coro: Any) -> dict[str, Any]:
@@ -306,6 +368,9 @@ def main(argv: list[str] | None = None) -> int:
                         help="server (and empty-handler floor) event loop")
     parser.add_argument("--models", help="serve this models directory instead of a synthetic AE")
     parser.add_argument("--name", default="telemetry-ae", help="model name under --models")
+    parser.add_argument("--processes", type=int, default=2,
+                        help="scorer processes of the extra stateless-tier phase of (b) "
+                             "(1 skips it)")
     parser.add_argument("--batch-concurrency", type=int, default=4)
     parser.add_argument("--unary-concurrency", type=int, default=16)
     parser.add_argument("--out", help="JSON result path (default bench/results/scorer-<ts>.json)")
@@ -329,29 +394,9 @@ def main(argv: list[str] | None = None) -> int:
         n_features = bundle.manifest.n_features
         if bundle.manifest.window is not None:
             raise SystemExit("the benchmark needs a point-wise model (no window)")
-        port, metrics_port = _free_port(), _free_port()
+        server, port, metrics_port = _start_server(models, name, args, processes=1)
         target = f"127.0.0.1:{port}"
-        server = subprocess.Popen(
-            [sys.executable, "-m", "ds_serving.cli", "--log-level", "WARNING", "serve",
-             "--models", str(models), "--name", name, "--host", "127.0.0.1", "--port",
-             str(port), "--metrics-port", str(metrics_port), "--metrics-host", "127.0.0.1",
-             "--backend", "cpu", "--threads", str(args.threads), "--workers",
-             str(args.workers), "--poll-interval", "5", "--event-loop", args.event_loop],
-        )
         try:
-            channel = grpc.insecure_channel(target)
-            grpc.channel_ready_future(channel).result(timeout=60)
-            stub = scoring_pb2_grpc.ScorerStub(channel)
-            deadline = time.time() + 60
-            while True:
-                try:
-                    stub.GetModelInfo(scoring_pb2.ModelInfoRequest(), timeout=5)
-                    break
-                except grpc.RpcError:
-                    if time.time() > deadline:
-                        raise
-                    time.sleep(0.2)
-            channel.close()
             rng = np.random.default_rng(1)
             batch = rng.normal(size=(4096, n_features)).astype(np.float32)
             single = rng.normal(size=(1, n_features)).astype(np.float32)
@@ -363,15 +408,8 @@ def main(argv: list[str] | None = None) -> int:
             a = _measured(server.pid, _unary_load(
                 target, encode_request(batch), args.batch_concurrency, args.seconds, channels=2))
             print("(b) Score, single rows, h2load client", file=sys.stderr)
-            before = _status_counts(metrics_port, "Score")
-            b_native = _measured_sync(server.pid, lambda: _h2load_unary(
+            b_native = _checked_h2load(server.pid, [metrics_port], lambda: _h2load_unary(
                 port, encode_request(single), args.unary_concurrency, args.seconds, 1, tmp))
-            after = _status_counts(metrics_port, "Score")
-            if b_native is not None:
-                failed = {k: after.get(k, 0) - before.get(k, 0) for k in after if k != "OK"}
-                b_native["grpc_status_not_ok"] = sum(failed.values())
-                if b_native["grpc_status_not_ok"]:
-                    raise RuntimeError(f"h2load requests failed on the server: {failed}")
             print("(b) Score, single rows, Python grpc.aio client", file=sys.stderr)
             b_py = _measured(server.pid, _unary_load(
                 target, encode_request(single), args.unary_concurrency, args.seconds, channels=1))
@@ -380,6 +418,19 @@ def main(argv: list[str] | None = None) -> int:
         finally:
             server.terminate()
             server.wait(30)
+        b_processes = None
+        if shutil.which("h2load") and args.processes > 1:
+            print(f"(b) Score, single rows, h2load, {args.processes} processes (stateless tier)",
+                  file=sys.stderr)
+            server, port, metrics_port = _start_server(models, name, args, args.processes)
+            try:
+                b_processes = _checked_h2load(
+                    server.pid, [metrics_port + i for i in range(args.processes)],
+                    lambda: _h2load_unary(port, encode_request(single), args.unary_concurrency,
+                                          args.seconds, args.unary_concurrency, tmp))
+            finally:
+                server.terminate()
+                server.wait(30)
         print("floor: empty grpc.aio handler, single rows", file=sys.stderr)
         echo_port = _free_port()
         echo = subprocess.Popen([sys.executable, "-m", "bench.scorer", "--echo-server",
@@ -403,7 +454,8 @@ def main(argv: list[str] | None = None) -> int:
     b = b_native if b_native is not None else b_py
     single_ceiling = ceil["single_row"]["calls_per_s"]
     a["ratio_to_ceiling"] = round(a["rows_per_s"] / ceil["batch_4096"]["rows_per_s"], 3)
-    for phase, empty in ((b_native, floor_native), (b_py, floor_py)):
+    for phase, empty in ((b_native, floor_native), (b_py, floor_py),
+                         (b_processes, floor_native)):
         if phase is not None and empty is not None:
             phase["ratio_to_ceiling"] = round(phase["requests_per_s"] / single_ceiling, 3)
             phase["ratio_to_empty_grpc_handler"] = round(
@@ -415,6 +467,9 @@ def main(argv: list[str] | None = None) -> int:
         "b_requests_per_s>=4000": b["requests_per_s"] >= 4000,
         "b_p99<=5ms": b["p99_ms"] <= 5.0,
     }
+    if b_processes is not None:
+        targets["b_processes_requests_per_s>=4000"] = b_processes["requests_per_s"] >= 4000
+        targets["b_processes_p99<=5ms"] = b_processes["p99_ms"] <= 5.0
     result = {
         "when": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
         "machine": {"cpus": os.cpu_count(), "platform": platform.platform(),
@@ -428,6 +483,7 @@ def main(argv: list[str] | None = None) -> int:
         "a_score_batch_4096": a,
         "b_score_single_row": b_native,
         "b_score_single_row_python_client": b_py,
+        "b_score_single_row_processes": b_processes,
         "c_score_stream_64": c,
         "b_judged_on": "h2load" if b_native is not None else "python client (h2load missing)",
         "targets_met": targets,
@@ -454,13 +510,17 @@ def _table(r: dict[str, Any]) -> None:
     ]
     for key, label in (("b_score_single_row", "(b) Score 1 row, c=16, h2load"),
                        ("b_score_single_row_python_client", "(b) Score 1 row, c=16, Python"),
+                       ("b_score_single_row_processes", "(b) 1 row, c=16, h2load, N procs"),
                        ("floor_empty_grpc_handler_single_row", "floor: empty handler, h2load"),
                        ("floor_empty_grpc_handler_single_row_python_client",
                         "floor: empty handler, Python")):
         m = r[key]
         if m is None:
-            print(f"{label}: skipped, h2load not installed (apt-get install nghttp2-client)")
+            why = ("--processes 1" if key.endswith("_processes") and shutil.which("h2load")
+                   else "h2load not installed (apt-get install nghttp2-client)")
+            print(f"{label}: skipped, {why}")
             continue
+        label = label.replace("N procs", f"{r['settings']['processes']} procs")
         ratio = f"{m['ratio_to_ceiling']:.3f}" if "ratio_to_ceiling" in m else "-"
         rows.append((label, f"{m['requests_per_s']:,} req/s", m, ratio))
     rows.append(("(c) ScoreStream 64-row msgs", f"{c['rows_per_s']:,} rows/s", c,

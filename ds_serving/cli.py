@@ -119,6 +119,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="seconds between checks of champion.json (env DS_SCORER_POLL_INTERVAL)")
     s.add_argument("--grace", type=float, default=float(_env("DS_SCORER_GRACE", 10.0)),
                    help="seconds in-flight RPCs get to finish on SIGTERM (env DS_SCORER_GRACE)")
+    s.add_argument("--processes", type=int, default=int(_env("DS_SCORER_PROCESSES", 1)),
+                   help="scorer processes sharing the port (SO_REUSEPORT); more than 1 is the "
+                        "stateless tier: no entity ids, no per-entity state (env "
+                        "DS_SCORER_PROCESSES; default %(default)s)")
     s.add_argument("--event-loop", default=_env("DS_SCORER_EVENT_LOOP", "auto"),
                    choices=["auto", "uvloop", "asyncio"],
                    help="asyncio event loop implementation: auto = uvloop where installed "
@@ -193,6 +197,10 @@ def _serve(args: argparse.Namespace) -> int:
         tls_client_ca=_path_or_none(args.tls_client_ca),
         token=_token(args),
     )
+    if args.processes != 1:
+        from ds_serving.processes import serve_processes
+
+        return serve_processes(config, args.processes, args.event_loop)
     run_event_loop(serve(config), args.event_loop)
     return 0
 

@@ -280,13 +280,12 @@ class ModelRuntime:
                     INVALID_ARGUMENT,
                     f"entity_ids: row {i} has an empty entity id; send a non-empty id per row",
                 )
-        elif self.windows is not None or self.smoothing.enabled:
-            keeps = (f"a window of the last {self.window} rows" if self.windows is not None
-                     else f"{self.smoothing.k}-of-{self.smoothing.n} flag smoothing")
+        elif self.keeps_state:
             raise RequestError(
                 INVALID_ARGUMENT,
-                f"entity_ids: model {self.name!r} keeps per-entity state ({keeps}); send one "
-                "entity id per row so each source's rows stay separate from other clients'",
+                f"entity_ids: model {self.name!r} keeps per-entity state "
+                f"({self.state_description}); send one entity id per row so each source's rows "
+                "stay separate from other clients'",
             )
         times = None
         if len(timestamps):
@@ -304,6 +303,19 @@ class ModelRuntime:
                     f"timestamps: value {times[i]} at row {i} is not a finite epoch-seconds time",
                 )
         return Decoded(rows=rows, entities=entities, times=times)
+
+    @property
+    def keeps_state(self) -> bool:
+        """Whether scoring needs per-entity history (a window or flag smoothing)."""
+        return self.windows is not None or self.smoothing.enabled
+
+    @property
+    def state_description(self) -> str:
+        if self.windows is not None:
+            return f"a window of the last {self.window} rows"
+        if self.smoothing.enabled:
+            return f"{self.smoothing.k}-of-{self.smoothing.n} flag smoothing"
+        return "none"
 
     def stateful(self, request: Decoded) -> bool:
         """Whether scoring ``request`` reads or advances per-entity state. Without entity ids

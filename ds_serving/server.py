@@ -43,6 +43,12 @@ log = logging.getLogger(__name__)
 _OPEN_METHODS = ("/grpc.health.v1.Health/",)  # probes work without the token
 _KIND = {"open": scoring_pb2.AlertEvent.OPEN, "close": scoring_pb2.AlertEvent.CLOSE}
 _CODES = {c.name: c for c in grpc.StatusCode}
+FAILED_PRECONDITION = "FAILED_PRECONDITION"
+STATELESS_REFUSAL = (
+    "entity_ids: this scorer runs several processes (--processes > 1), which keep no "
+    "per-entity state, so it cannot track alerts per entity; leave entity_ids empty for "
+    "stateless scores, or send entity-keyed rows to a scorer started with --processes 1"
+)
 
 
 @dataclass
@@ -69,6 +75,8 @@ class ServerConfig:
     tls_key: Path | None = None
     tls_client_ca: Path | None = None  # set to require client certificates (mutual TLS)
     token: str | None = None
+    reuse_port: bool = False  # share the port with sibling scorer processes (SO_REUSEPORT)
+    stateless: bool = False  # keep no per-entity state: refuse entity ids and stateful models
     extra_options: list[tuple[str, Any]] = field(default_factory=list)
 
     def __post_init__(self) -> None:
@@ -149,6 +157,8 @@ class ScorerService(scoring_pb2_grpc.ScorerServicer):
     async def _score(
         self, runtime: ModelRuntime, request: scoring_pb2.ScoreRequest
     ) -> scoring_pb2.ScoreResponse:
+        if request.entity_ids and self._owner.config.stateless:
+            raise RequestError(FAILED_PRECONDITION, STATELESS_REFUSAL)
         decoded = runtime.decode(
             model=request.model,
             n_rows=request.n_rows,
@@ -292,7 +302,7 @@ class ScorerServer:
         options = [
             ("grpc.max_receive_message_length", cfg.max_message_bytes),
             ("grpc.max_send_message_length", cfg.max_message_bytes),
-            ("grpc.so_reuseport", 0),
+            ("grpc.so_reuseport", 1 if cfg.reuse_port else 0),
             *cfg.extra_options,
         ]
         interceptors = [_TokenInterceptor(cfg.token, self.metrics)] if cfg.token else []
@@ -400,6 +410,13 @@ class ScorerServer:
                 runtime = await loop.run_in_executor(None, self._load, path)
             except Exception as exc:  # BundleError, onnxruntime errors, warm-up failures
                 return self._refuse(stamp, str(exc))
+            if self.config.stateless and runtime.keeps_state:
+                return self._refuse(
+                    stamp,
+                    f"{path}: the model keeps per-entity state ({runtime.state_description}), "
+                    "which a multi-process scorer cannot share between its processes; serve it "
+                    "with --processes 1",
+                )
             if current is not None and runtime.features != current.features:
                 return self._refuse(
                     stamp,
