@@ -119,7 +119,8 @@ FIT_END_KEY = "fit_rows_end"
 
 def fit_rows_end(training_set: Any) -> str:
     """ISO time of the last train/validation row: what a later comparison must not reuse."""
-    fitted = training_set.loc[training_set["split"] != "test", "timestamp"]
+    fitted = pd.to_datetime(training_set.loc[training_set["split"] != "test", "timestamp"],
+                            utc=True)  # naive times are UTC, as everywhere in the graph
     return str(fitted.max().isoformat())
 
 
@@ -130,7 +131,10 @@ def rows_after_fit(bundle_path: str | Path, timestamps: Any) -> np.ndarray | Non
     end = lineage.get(FIT_END_KEY)
     if not end:
         return None
-    return np.asarray(pd.to_datetime(timestamps, utc=True) > pd.Timestamp(end), dtype=bool)
+    cutoff = pd.Timestamp(end)
+    if cutoff.tzinfo is None:
+        cutoff = cutoff.tz_localize("UTC")
+    return np.asarray(pd.to_datetime(timestamps, utc=True) > cutoff, dtype=bool)
 
 
 def bundle_test_scores(bundle_path: str | Path, test_rows: Any) -> np.ndarray:

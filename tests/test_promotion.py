@@ -91,6 +91,10 @@ def test_the_champion_is_not_judged_on_rows_it_was_trained_on(tmp_path: Path) ->
     unseen = rows_after_fit(bundle({"fit_rows_end": end}), challenger_test)
     assert unseen is not None and unseen.tolist() == [False] * 3 + [True] * 3
     assert rows_after_fit(bundle({}), challenger_test) is None  # older bundles: no window
+    naive = challenger_test.dt.tz_localize(None)  # naive times are read as UTC
+    assert rows_after_fit(bundle({"fit_rows_end": end}), naive).tolist() == unseen.tolist()
+    naive_end = fit_rows_end(training_set.assign(timestamp=ts.dt.tz_localize(None)))
+    assert naive_end == end
 
     labels = np.array([1, 0, 0, 1, 0, 0])
     champion = np.array([0.9, 0.1, 0.1, 0.1, 0.9, 0.2])  # perfect on its own training rows
