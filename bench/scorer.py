@@ -25,6 +25,7 @@ import datetime as _dt
 import json
 import os
 import platform
+import resource
 import shutil
 import socket
 import subprocess
@@ -173,17 +174,44 @@ def _h2load_unary(port: int, request: scoring_pb2.ScoreRequest, concurrency: int
            "--data", str(body), "--header", "content-type: application/grpc",
            "--header", "te: trailers", "--log-file", str(log),
            f"http://127.0.0.1:{port}/{SCORE_METHOD}"]
+    _check_payload(port, payload, request.n_rows)
+    cpu0 = _children_cpu_seconds()
     done = subprocess.run(cmd, capture_output=True, text=True, check=False)
+    client_cpu = _children_cpu_seconds() - cpu0
     if done.returncode != 0:
         raise RuntimeError(f"h2load failed ({done.returncode}): {done.stderr or done.stdout}")
     lines = [ln.split("\t") for ln in log.read_text().splitlines() if ln.strip()]
     ok = [int(f[2]) / 1e6 for f in lines if f[1] == "200"]
+    if not ok or len(ok) != len(lines):
+        statuses = sorted({f[1] for f in lines})
+        raise RuntimeError(
+            f"h2load: {len(lines) - len(ok)} of {len(lines)} requests did not get HTTP 200 "
+            f"(statuses {statuses}); see {log}"
+        )
     starts = [int(f[0]) for f in lines]
     span = (max(starts) - min(starts)) / 1e6 if len(starts) > 1 else seconds
     return {"client": "h2load", "connections": connections, "streams_per_connection": streams,
-            "requests": len(ok), "errors": len(lines) - len(ok), "seconds": round(span, 3),
+            "requests": len(ok), "errors": 0, "seconds": round(span, 3),
             "requests_per_s": round(len(ok) / span),
-            "rows_per_s": round(len(ok) * request.n_rows / span), **_pct(ok)}
+            "rows_per_s": round(len(ok) * request.n_rows / span),
+            "client_cpu_us_per_call": round(client_cpu / len(ok) * 1e6, 1), **_pct(ok)}
+
+
+def _children_cpu_seconds() -> float:
+    """CPU time of this process's finished children (h2load, once ``subprocess.run`` returns)."""
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
+def _check_payload(port: int, payload: bytes, n_rows: int) -> None:
+    """Send the exact bytes h2load will send, once, through a gRPC client: the method path and
+    the message must be answered with status OK (h2load itself only sees HTTP 200)."""
+    with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
+        call = channel.unary_unary(f"/{SCORE_METHOD}")
+        answer = scoring_pb2.ScoreResponse.FromString(call(payload, timeout=30))
+    if answer.n_rows != n_rows:
+        raise RuntimeError(f"the h2load payload was answered for {answer.n_rows} rows, "
+                           f"expected {n_rows}")
 
 
 def _start_server(
@@ -207,11 +235,11 @@ def _start_server(
     channel = grpc.insecure_channel(f"127.0.0.1:{port}")
     stub = scoring_pb2_grpc.ScorerStub(channel)
     while True:
-        try:
-            for i in range(processes):
-                _status_counts(metrics_port + i, "Score")
-            stub.GetModelInfo(scoring_pb2.ModelInfoRequest(), timeout=5)
-            break
+        try:  # every process has loaded the model (a gRPC call reaches only one of them)
+            if all(_model_loaded(metrics_port + i) for i in range(processes)):
+                stub.GetModelInfo(scoring_pb2.ModelInfoRequest(), timeout=5)
+                break
+            raise OSError("not loaded yet")
         except (grpc.RpcError, OSError):
             if time.time() > deadline or server.poll() is not None:
                 server.kill()
@@ -231,14 +259,28 @@ def _checked_h2load(
     if result is None:
         return None
     failed: dict[str, float] = {}
+    answered_ok = 0.0
     for port, old in zip(metrics_ports, before, strict=True):
         for code, value in _status_counts(port, "Score").items():
-            if code != "OK" and value - old.get(code, 0) > 0:
-                failed[code] = failed.get(code, 0) + value - old.get(code, 0)
+            delta = value - old.get(code, 0)
+            if code == "OK":
+                answered_ok += delta
+            elif delta > 0:
+                failed[code] = failed.get(code, 0) + delta
     result["grpc_status_not_ok"] = sum(failed.values())
-    if failed:
-        raise RuntimeError(f"h2load requests failed on the server: {failed}")
+    result["grpc_status_ok"] = answered_ok
+    # h2load's logged requests plus its warm-up second must all have reached the handler
+    if failed or answered_ok < result["requests"]:
+        raise RuntimeError(
+            f"h2load requests failed on the server: {failed or 'none counted'}; the server "
+            f"answered {answered_ok:.0f} with OK for {result['requests']} logged requests"
+        )
     return result
+
+
+def _model_loaded(metrics_port: int) -> bool:
+    text = urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/metrics", timeout=10).read()
+    return b"\nds_scorer_model_loaded 1.0" in text
 
 
 def _status_counts(metrics_port: int, method: str) -> dict[str, float]:

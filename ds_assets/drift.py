@@ -234,18 +234,27 @@ class DriftReference:
         return cls.from_dict(data, source)
 
 
-def reference_chunks(timestamps: pd.Series, min_chunks: int = 4) -> np.ndarray:
-    """Chunk label per row: the calendar day, or equal time slices when there are few days.
+def day_chunks(timestamps: pd.Series, min_days: int = 4) -> np.ndarray | None:
+    """Calendar-day label per row, or None when fewer than ``min_days`` days are full.
 
-    Days hold much less than half of the median day's rows (the partial day at a split
+    Days holding much less than half of the median day's rows (the partial day at a split
     boundary) are labelled -1 and left out of the calibration.
     """
     ts = pd.to_datetime(timestamps, utc=True)
     days = ts.dt.floor("D").to_numpy()
     _, codes, counts = np.unique(days, return_inverse=True, return_counts=True)
     full = counts >= 0.5 * np.median(counts)
-    if int(full.sum()) >= min_chunks:
-        return np.where(full[codes], codes, -1)
+    if int(full.sum()) < min_days:
+        return None
+    return np.where(full[codes], codes, -1)
+
+
+def reference_chunks(timestamps: pd.Series, min_chunks: int = 4) -> np.ndarray:
+    """Chunk label per row: the calendar day, or equal time slices when there are few days."""
+    days = day_chunks(timestamps, min_chunks)
+    if days is not None:
+        return days
+    ts = pd.to_datetime(timestamps, utc=True)
     order = np.argsort(ts.to_numpy(), kind="stable")
     labels = np.empty(len(ts), dtype=np.int64)
     labels[order] = np.arange(len(ts)) * min_chunks // max(len(ts), 1)
@@ -255,7 +264,7 @@ def reference_chunks(timestamps: pd.Series, min_chunks: int = 4) -> np.ndarray:
 def calibrate_thresholds(
     values: Mapping[str, np.ndarray],
     chunks: np.ndarray,
-    flags: np.ndarray | None,
+    flags: np.ndarray,
     sigmas: float = 3.0,
 ) -> tuple[dict[str, dict[str, float]], dict[str, Any]]:
     """``mean + sigmas * std`` of each statistic over leave-one-chunk-out comparisons.
@@ -268,8 +277,6 @@ def calibrate_thresholds(
     ``values`` maps each feature (and SCORE) to its reference values, row-aligned with
     ``chunks`` (labels; -1 = not used) and ``flags`` (the champion's anomaly flags).
     """
-    if SCORE in values and flags is None:
-        raise DriftError("calibrating the score statistics needs the anomaly flags of its rows")
     labels = [c for c in np.unique(chunks) if c >= 0]
     if len(labels) < 3:
         raise DriftError(
@@ -283,7 +290,7 @@ def calibrate_thresholds(
         for key, arr in values.items():
             ref = Sketch.of(arr[rest], key)
             got = feature_statistics(_finite(arr[inside], key), ref)
-            if key == SCORE and flags is not None:
+            if key == SCORE:
                 got["anomaly_rate_shift"] = abs(float(flags[inside].mean() - flags[rest].mean()))
             for stat, v in got.items():
                 per_stat.setdefault(key, {}).setdefault(stat, []).append(v)
@@ -298,6 +305,16 @@ def calibrate_thresholds(
             mean, std = float(arr.mean()), float(arr.std(ddof=1))
             thresholds[key][stat] = mean + sigmas * std
             summary[key][stat] = {"mean": mean, "std": std, "chunk_values": [float(v) for v in vs]}
+    if SCORE in thresholds:
+        # A chunk's flag rate varies by sampling alone: a shift under `sigmas` binomial standard
+        # errors of a typical chunk is never drift (without a single flagged reference row the
+        # chunks' spread is zero, and one flagged row on a new day would count as drift).
+        chunk_rows = float(np.median([(chunks == c).sum() for c in labels]))
+        rate = max(float(flags[chunks >= 0].mean()), 1.0 / chunk_rows)
+        floor = sigmas * math.sqrt(rate * (1.0 - rate) / chunk_rows)
+        calibrated = thresholds[SCORE]["anomaly_rate_shift"]
+        thresholds[SCORE]["anomaly_rate_shift"] = max(calibrated, floor)
+        summary[SCORE]["anomaly_rate_shift"]["sampling_floor"] = floor
     record = {
         "rule": f"mean + {sigmas:g} std of each statistic over {n} leave-one-chunk-out chunks",
         "sigmas": sigmas,
@@ -315,51 +332,64 @@ def build_reference(
     flags: np.ndarray,
     *,
     timestamps: pd.Series | None = None,
-    score_timestamps: pd.Series | None = None,
+    held_out: tuple[np.ndarray, np.ndarray, pd.Series] | None = None,
     sigmas: float = 3.0,
     lineage: Mapping[str, Any] | None = None,
 ) -> DriftReference:
     """Sketch every feature and the champion's scores on the reference rows, then calibrate.
 
-    ``scores`` and ``flags`` are row-aligned with ``frame`` unless ``score_timestamps`` is given:
-    then they belong to other rows, at those times. A model scores the rows it was fitted on
-    lower than new normal rows, so the score baseline should come from held-out rows (the
-    validation split) while the feature sketches can use the whole training window.
+    ``scores`` and ``flags`` are row-aligned with ``frame``. ``held_out`` = (scores, flags,
+    timestamps) of rows the model was not fitted on (the validation split): a model scores its
+    training rows lower than new normal rows, so when the held-out rows span enough whole days
+    to calibrate on (:func:`day_chunks`), the score sketch, the anomaly rate and their
+    thresholds come from them alone. With fewer held-out days, calibrating them day by day is
+    not possible, and comparing whole new days with thresholds from part-day slices would be
+    wrong; then the score baseline uses every reference row like the features do, and the
+    calibration record says so.
     """
     missing = [f for f in features if f not in frame.columns]
     if missing:
         raise DriftError(f"reference rows lack feature column(s) {missing}")
-    score_rows = len(frame) if score_timestamps is None else len(score_timestamps)
-    if not score_rows == len(scores) == len(flags):
+    if not len(frame) == len(scores) == len(flags):
         raise DriftError(
-            f"got {score_rows} score reference rows, {len(scores)} scores and {len(flags)} "
-            "flags; need one of each per row"
+            f"got {len(frame)} reference rows, {len(scores)} scores and {len(flags)} flags; "
+            "need one of each per row"
         )
     values = {f: frame[f].to_numpy(np.float64) for f in features}
     score_values = np.asarray(scores, dtype=np.float64)
     flags = np.asarray(flags, dtype=np.float64)
     ts = timestamps if timestamps is not None else frame["timestamp"]
-    if score_timestamps is None:
-        thresholds, record = calibrate_thresholds(
-            {**values, SCORE: score_values}, reference_chunks(ts), flags, sigmas
-        )
-        record["score_rows"] = "the feature reference rows"
-    else:
-        thresholds, record = calibrate_thresholds(values, reference_chunks(ts), None, sigmas)
+    held_days = None if held_out is None else day_chunks(held_out[2])
+    if held_out is not None and held_days is not None:
+        score_values = np.asarray(held_out[0], dtype=np.float64)
+        flags = np.asarray(held_out[1], dtype=np.float64)
+        if not len(score_values) == len(flags) == len(held_days):
+            raise DriftError(
+                f"held_out: got {len(score_values)} scores, {len(flags)} flags and "
+                f"{len(held_days)} timestamps; need one of each per row"
+            )
+        thresholds, record = calibrate_thresholds(values, reference_chunks(ts), flags, sigmas)
         score_thresholds, score_record = calibrate_thresholds(
-            {SCORE: score_values}, reference_chunks(score_timestamps), flags, sigmas
+            {SCORE: score_values}, held_days, flags, sigmas
         )
         thresholds.update(score_thresholds)
         record["statistics"].update(score_record["statistics"])
-        record["score_rows"] = {
-            "rows": int(score_rows),
+        record["score_baseline"] = {
+            "rows": "held-out (validation) rows", "n": len(score_values),
             "n_chunks": score_record["n_chunks"],
-            "chunk_rows": score_record["chunk_rows"],
         }
+    else:
+        thresholds, record = calibrate_thresholds(
+            {**values, SCORE: score_values}, reference_chunks(ts), flags, sigmas
+        )
+        why = ("no held-out rows given" if held_out is None else
+               "the held-out rows span fewer than 4 whole days, too few to calibrate on")
+        record["score_baseline"] = {"rows": f"all reference rows ({why})",
+                                    "n": len(score_values), "n_chunks": record["n_chunks"]}
     return DriftReference(
         features=tuple(features),
         sketches={
-            **{k: Sketch.of(v, k) for k, v in values.items()},
+            **{f: Sketch.of(values[f], f) for f in features},
             SCORE: Sketch.of(score_values, SCORE),
         },
         anomaly_rate=float(flags.mean()),
@@ -511,37 +541,43 @@ def consecutive_drift(statuses: Mapping[str, bool], keys_in_order: Sequence[str]
 def reference_from_training_set(
     training_set: pd.DataFrame,
     features: Sequence[str],
+    train_scores: np.ndarray,
     val_scores: np.ndarray,
     threshold: float,
     *,
     sigmas: float = 3.0,
     lineage: Mapping[str, Any] | None = None,
 ) -> DriftReference:
-    """The drift reference of a new bundle: feature sketches from its train+val rows (the
-    normal data it learned from), the score and anomaly-rate baseline from its validation rows
-    only, as the bundle's own graph scored them for threshold calibration (``val_scores``,
-    row-aligned with ``split_rows(training_set, "val")``, NaN where a temporal model has no
-    full window). The training rows were fitted, so their scores sit lower than any new normal
-    day's and would make every new day look like score drift."""
-    rows = training_set.loc[training_set["split"] != "test"].reset_index(drop=True)
-    val = split_rows(training_set, "val")
-    scores = np.asarray(val_scores, dtype=np.float64)
-    if len(scores) != len(val):
-        raise DriftError(
-            f"got {len(scores)} validation scores for {len(val)} validation rows; score the "
-            "rows of split_rows(training_set, 'val') in their order"
-        )
-    scored = np.isfinite(scores)  # temporal models leave each segment's first rows unscored
-    if not scored.any():
-        raise DriftError(
-            f"none of the {len(val)} validation rows has a score (a temporal model needs runs "
-            "of at least `window` consecutive rows per host); train on more days"
-        )
-    kept = scores[scored]
+    """The drift reference of a new bundle, from its train+val rows (the normal data it learned
+    from) as its own graph scored them: ``train_scores`` and ``val_scores`` are row-aligned
+    with ``split_rows(training_set, "train")`` and ``split_rows(training_set, "val")``, NaN
+    where a temporal model has no full window. Features and the thresholds use every scored
+    row, day by day; the score sketch and anomaly rate new days are compared with come from the
+    validation rows only (which the model was not fitted on) when they span enough whole days
+    to calibrate on, see :func:`build_reference`."""
+    parts = []
+    for split, scores in (("train", train_scores), ("val", val_scores)):
+        rows = split_rows(training_set, split)
+        arr = np.asarray(scores, dtype=np.float64)
+        if len(arr) != len(rows):
+            raise DriftError(
+                f"got {len(arr)} {split} scores for {len(rows)} {split} rows; score the rows "
+                f"of split_rows(training_set, {split!r}) in their order"
+            )
+        scored = np.isfinite(arr)  # temporal models leave each segment's first rows unscored
+        if not scored.any():
+            raise DriftError(
+                f"none of the {len(rows)} {split} rows has a score (a temporal model needs runs "
+                "of at least `window` consecutive rows per host); train on more days"
+            )
+        parts.append((rows.loc[scored].reset_index(drop=True), arr[scored]))
+    (train, train_kept), (val, val_kept) = parts
+    frame = pd.concat([train, val], ignore_index=True)
+    scores = np.concatenate([train_kept, val_kept])
     return build_reference(
-        rows, list(features), kept, kept > threshold,
-        score_timestamps=val.loc[scored, "timestamp"].reset_index(drop=True),
-        sigmas=sigmas, lineage=lineage,
+        frame, list(features), scores, scores > threshold,
+        held_out=(val_kept, val_kept > threshold, val["timestamp"]), sigmas=sigmas,
+        lineage=lineage,
     )
 
 

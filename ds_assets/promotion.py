@@ -70,8 +70,9 @@ def decide_promotion(
     if excluded_rows and not compared_rows:
         return decision(
             False,
-            f"all {excluded_rows} test rows lie inside the champion's training window, so it "
-            "cannot be judged on them; retrain on data newer than the champion's",
+            f"no test row is both after the champion's training window and scored by both "
+            f"models ({excluded_rows} lie inside that window), so the champion cannot be judged; "
+            "retrain on data newer than the champion's",
         )
     if math.isnan(challenger_pr_auc):
         return decision(False, "challenger PR-AUC is undefined (test rows have no anomalies)")

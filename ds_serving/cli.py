@@ -209,7 +209,7 @@ def run_event_loop(main: Coroutine[Any, Any, None], choice: str = "auto") -> Non
     """Run ``main`` on uvloop or the standard asyncio loop.
 
     grpc.aio spends most of a small RPC in event-loop bookkeeping (futures, callbacks, task
-    steps); uvloop does that in C, which buys about 10 % more single-row requests per second
+    steps); uvloop does that in C, which buys about 8 % more single-row requests per second
     (``make bench``). ``auto`` falls back to asyncio where uvloop is not installed (Windows).
     """
     if choice not in ("auto", "uvloop", "asyncio"):

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -203,44 +205,89 @@ def test_bad_inputs_name_the_problem(reference: DriftReference) -> None:
         drift.calibrate_thresholds({"x": np.arange(10.0)}, np.zeros(10, int), np.zeros(10))
 
 
-def test_score_baseline_comes_from_validation_rows_only() -> None:
-    """Training rows are in-sample for the model: the score sketch and the anomaly rate must
-    come from the validation rows, the feature sketches from the whole train+val window."""
+def _fitted_and_held_out(days: int, val_days: int) -> tuple[Any, ...]:
+    """Hourly-ish rows of one host; training rows scaled down so the model "fits" them (their
+    scores sit lower than new normal rows'), validation rows like new data."""
     from bench.models import dense_autoencoder
     from ds_serving.scoring import Scorer, score_rows
 
     rng = np.random.default_rng(21)
     features = [f"f{i}" for i in range(4)]
-    n = 6 * 1440
+    n = days * 1440
     frame = pd.DataFrame(rng.normal(size=(n, 4)), columns=features)
     frame.insert(0, "timestamp", pd.date_range("2026-11-01", periods=n, freq="min", tz="UTC"))
     frame.insert(1, "host_id", "h0")
-    frame["split"] = np.where(np.arange(n) < 4 * 1440, "train", "val")
-    frame.loc[frame["split"] == "train", features] *= 0.5  # "fitted": lower training scores
+    frame["split"] = np.where(np.arange(n) < (days - val_days) * 1440, "train", "val")
+    frame.loc[frame["split"] == "train", features] *= 0.5
     test_rows = frame.iloc[:100].assign(split="test")
     test_rows[features] = 50.0  # must be ignored entirely
     training_set = pd.concat([frame, test_rows], ignore_index=True)
     scorer = Scorer(dense_autoencoder(4, (8, 2)), features=features, threshold=float("inf"),
                     backend="cpu")
-    val = frame.loc[frame["split"] == "val"]
-    val_scores = score_rows(scorer, val[features].to_numpy(np.float32)).scores
+
+    def scores_of(rows: pd.DataFrame) -> np.ndarray:
+        return score_rows(scorer, rows[features].to_numpy(np.float32)).scores
+
+    train_scores = scores_of(frame.loc[frame["split"] == "train"])
+    val_scores = scores_of(frame.loc[frame["split"] == "val"])
+    day = pd.DataFrame(rng.normal(size=(1440, 4)), columns=features)
+    return training_set, features, train_scores, val_scores, day, scores_of(day)
+
+
+def test_score_baseline_comes_from_held_out_days() -> None:
+    """Training rows are in-sample for the model: with enough validation days the score sketch,
+    the anomaly rate and their thresholds come from them; features use the whole window."""
+    training_set, features, train_scores, val_scores, day, day_scores = \
+        _fitted_and_held_out(days=10, val_days=5)
     threshold = float(np.quantile(val_scores, 0.99))
-
-    ref = drift.reference_from_training_set(training_set, features, val_scores, threshold)
-
+    ref = drift.reference_from_training_set(
+        training_set, features, train_scores, val_scores, threshold
+    )
     np.testing.assert_allclose(ref.sketches[drift.SCORE].quantiles,
                                Sketch.of(val_scores, drift.SCORE).quantiles, rtol=1e-6)
     assert ref.anomaly_rate == pytest.approx(np.mean(val_scores > threshold))
-    np.testing.assert_allclose(ref.sketches["f0"].quantiles,
-                               Sketch.of(frame["f0"].to_numpy(), "f0").quantiles)
-    assert ref.calibration["score_rows"]["rows"] == len(val)
-    assert ref.calibration["n_chunks"] == 6  # feature chunks: the six days of train+val
-    # a new normal day scored like the validation rows raises no score drift
-    day = pd.DataFrame(rng.normal(size=(1440, 4)), columns=features)
-    scores = score_rows(scorer, day.to_numpy(np.float32)).scores
-    result = drift.compare(ref, day, scores, scores > threshold)
+    fitted = training_set.loc[training_set["split"] != "test", "f0"].to_numpy()
+    np.testing.assert_allclose(ref.sketches["f0"].quantiles, Sketch.of(fitted, "f0").quantiles)
+    assert ref.calibration["n_chunks"] == 10  # features: the ten days
+    assert ref.calibration["score_baseline"]["n_chunks"] == 5  # scores: the held-out days
+    assert ref.calibration["score_baseline"]["rows"] == "held-out (validation) rows"
+    # a new normal day, scored like the held-out rows, raises no score drift ...
+    result = drift.compare(ref, day, day_scores, day_scores > threshold)
     assert not result.score["drifted"], result.score
-    with pytest.raises(DriftError, match="validation scores for"):
-        drift.reference_from_training_set(training_set, features, val_scores[:-1], threshold)
+    # ... but it would against a baseline (and thresholds) from the fitted rows
+    in_sample = drift.build_reference(
+        training_set.loc[training_set["split"] == "train"].reset_index(drop=True), features,
+        train_scores, train_scores > threshold,
+    )
+    assert drift.compare(in_sample, day, day_scores, day_scores > threshold).score["drifted"]
+    with pytest.raises(DriftError, match="val scores for"):
+        drift.reference_from_training_set(training_set, features, train_scores,
+                                          val_scores[:-1], threshold)
     with pytest.raises(DriftError, match="none of the"):
-        drift.reference_from_training_set(training_set, features, val_scores * np.nan, 1.0)
+        drift.reference_from_training_set(training_set, features, train_scores,
+                                          val_scores * np.nan, 1.0)
+
+
+def test_few_held_out_days_fall_back_to_the_whole_window() -> None:
+    """One validation day cannot calibrate whole-day thresholds: every reference row is used
+    (as for the features), and the calibration record says why."""
+    training_set, features, train_scores, val_scores, _, _ = \
+        _fitted_and_held_out(days=6, val_days=1)
+    ref = drift.reference_from_training_set(training_set, features, train_scores,
+                                            val_scores, 1.0)
+    all_scores = np.concatenate([train_scores, val_scores])
+    np.testing.assert_allclose(ref.sketches[drift.SCORE].quantiles,
+                               Sketch.of(all_scores, drift.SCORE).quantiles, rtol=1e-6)
+    assert "fewer than 4 whole days" in ref.calibration["score_baseline"]["rows"]
+
+
+def test_anomaly_rate_threshold_never_goes_below_sampling_noise() -> None:
+    """No flagged reference row gives a zero spread; a flagged row or two on a new day is
+    sampling noise, not drift."""
+    n = 4 * 1000
+    chunks = np.repeat(np.arange(4), 1000)
+    values = {drift.SCORE: np.random.default_rng(5).gamma(2.0, size=n)}
+    thresholds, record = drift.calibrate_thresholds(values, chunks, np.zeros(n))
+    floor = record["statistics"][drift.SCORE]["anomaly_rate_shift"]["sampling_floor"]
+    assert floor == pytest.approx(3 * np.sqrt((1 / 1000) * (1 - 1 / 1000) / 1000))
+    assert thresholds[drift.SCORE]["anomaly_rate_shift"] == floor > 2 / 1000

@@ -105,7 +105,7 @@ def test_the_champion_is_not_judged_on_rows_it_was_trained_on(tmp_path: Path) ->
     assert decide_promotion("2", ch, "1", champ, compared_rows=n, excluded_rows=3).promote
     # every test row inside the champion's window: no verdict, no promotion
     blind = decide_promotion("2", math.nan, "1", math.nan, compared_rows=0, excluded_rows=6)
-    assert not blind.promote and "inside the champion's training window" in blind.reason
+    assert not blind.promote and "after the champion's training window" in blind.reason
     assert blind.to_dict()["excluded_rows"] == 6
 
 

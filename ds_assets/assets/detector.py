@@ -302,7 +302,13 @@ def model_bundle(
         rule=config.threshold_rule, quantile=config.quantile, margin=config.margin,
     )
     # drift baseline shipped with the bundle: quantile sketches + calibrated thresholds
-    reference = reference_from_training_set(training_set, features, val_scores, threshold)
+    train = split_rows(training_set, "train")
+    train_scores = score_rows(
+        calibrator, _features_of(train, features), _entities_of(train)
+    ).scores
+    reference = reference_from_training_set(
+        training_set, features, train_scores, val_scores, threshold
+    )
     days = sorted({str(d) for d in training_set[TIMESTAMP].dt.date.unique()})
     mlflow_run = context.resources.mlflow.active_run()
     run_id = mlflow_run.info.run_id if mlflow_run else None
