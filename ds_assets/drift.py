@@ -234,7 +234,12 @@ class DriftReference:
         return cls.from_dict(data, source)
 
 
-def day_chunks(timestamps: pd.Series, min_days: int = 4) -> np.ndarray | None:
+#: Fewest whole days that are calibrated on day by day (else: time slices, or no held-out
+#: score baseline).
+MIN_DAYS = 4
+
+
+def day_chunks(timestamps: pd.Series, min_days: int = MIN_DAYS) -> np.ndarray | None:
     """Calendar-day label per row, or None when fewer than ``min_days`` days are full.
 
     Days holding much less than half of the median day's rows (the partial day at a split
@@ -249,7 +254,7 @@ def day_chunks(timestamps: pd.Series, min_days: int = 4) -> np.ndarray | None:
     return np.where(full[codes], codes, -1)
 
 
-def reference_chunks(timestamps: pd.Series, min_chunks: int = 4) -> np.ndarray:
+def reference_chunks(timestamps: pd.Series, min_chunks: int = MIN_DAYS) -> np.ndarray:
     """Chunk label per row: the calendar day, or equal time slices when there are few days."""
     days = day_chunks(timestamps, min_chunks)
     if days is not None:
@@ -361,6 +366,7 @@ def build_reference(
     ts = timestamps if timestamps is not None else frame["timestamp"]
     held_days = None if held_out is None else day_chunks(held_out[2])
     if held_out is not None and held_days is not None:
+        thresholds, record = calibrate_thresholds(values, reference_chunks(ts), flags, sigmas)
         score_values = np.asarray(held_out[0], dtype=np.float64)
         flags = np.asarray(held_out[1], dtype=np.float64)
         if not len(score_values) == len(flags) == len(held_days):
@@ -368,7 +374,6 @@ def build_reference(
                 f"held_out: got {len(score_values)} scores, {len(flags)} flags and "
                 f"{len(held_days)} timestamps; need one of each per row"
             )
-        thresholds, record = calibrate_thresholds(values, reference_chunks(ts), flags, sigmas)
         score_thresholds, score_record = calibrate_thresholds(
             {SCORE: score_values}, held_days, flags, sigmas
         )
@@ -383,7 +388,8 @@ def build_reference(
             {**values, SCORE: score_values}, reference_chunks(ts), flags, sigmas
         )
         why = ("no held-out rows given" if held_out is None else
-               "the held-out rows span fewer than 4 whole days, too few to calibrate on")
+               f"the held-out rows span fewer than {MIN_DAYS} whole days, too few to "
+               "calibrate on")
         record["score_baseline"] = {"rows": f"all reference rows ({why})",
                                     "n": len(score_values), "n_chunks": record["n_chunks"]}
     return DriftReference(

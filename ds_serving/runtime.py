@@ -32,6 +32,7 @@ log = logging.getLogger(__name__)
 RunFn = Callable[[Scorer, np.ndarray, bool], Awaitable[tuple[np.ndarray, np.ndarray | None]]]
 INVALID_ARGUMENT = "INVALID_ARGUMENT"
 RESOURCE_EXHAUSTED = "RESOURCE_EXHAUSTED"
+FAILED_PRECONDITION = "FAILED_PRECONDITION"
 _F32 = np.dtype("<f4")
 # live temporal scoring runs the graph on at most this many window rows at a time, so a request's
 # memory stays near its own size instead of W times it (same bound as score_rows' chunk_rows)
@@ -44,6 +45,15 @@ class RequestError(ValueError):
     def __init__(self, code: str, message: str) -> None:
         super().__init__(message)
         self.code = code
+
+
+def _one_per_row(field: str, noun: str, count: int, n_rows: int) -> None:
+    """An optional per-row request field holds one value per row or none."""
+    if count != n_rows:
+        raise RequestError(
+            INVALID_ARGUMENT,
+            f"{field}: got {count} {noun} for {n_rows} rows; send one per row or none",
+        )
 
 
 @dataclass(frozen=True)
@@ -267,12 +277,7 @@ class ModelRuntime:
             )
         entities = None
         if len(entity_ids):
-            if len(entity_ids) != n_rows:
-                raise RequestError(
-                    INVALID_ARGUMENT,
-                    f"entity_ids: got {len(entity_ids)} ids for {n_rows} rows; send one per row "
-                    "or none",
-                )
+            _one_per_row("entity_ids", "ids", len(entity_ids), n_rows)
             entities = np.asarray(entity_ids, dtype=str)
             if not entities.all():  # numpy: "" is falsy
                 i = int(np.argmin(entities.astype(bool)))
@@ -289,12 +294,7 @@ class ModelRuntime:
             )
         times = None
         if len(timestamps):
-            if len(timestamps) != n_rows:
-                raise RequestError(
-                    INVALID_ARGUMENT,
-                    f"timestamps: got {len(timestamps)} timestamps for {n_rows} rows; send one "
-                    "per row or none",
-                )
+            _one_per_row("timestamps", "timestamps", len(timestamps), n_rows)
             times = np.asarray(timestamps, dtype=np.float64)
             if not np.isfinite(times).all():
                 i = int(np.argmin(np.isfinite(times)))

@@ -35,7 +35,12 @@ from grpc_reflection.v1alpha import reflection
 from ds_serving.bundle import CHAMPION_FILE, BundleError, champion_version, model_dir
 from ds_serving.metrics import ScorerMetrics
 from ds_serving.proto import SERVICE_NAME, scoring_pb2, scoring_pb2_grpc
-from ds_serving.runtime import INVALID_ARGUMENT, ModelRuntime, RequestError
+from ds_serving.runtime import (
+    FAILED_PRECONDITION,
+    INVALID_ARGUMENT,
+    ModelRuntime,
+    RequestError,
+)
 from ds_serving.scoring import Scorer
 
 log = logging.getLogger(__name__)
@@ -43,7 +48,6 @@ log = logging.getLogger(__name__)
 _OPEN_METHODS = ("/grpc.health.v1.Health/",)  # probes work without the token
 _KIND = {"open": scoring_pb2.AlertEvent.OPEN, "close": scoring_pb2.AlertEvent.CLOSE}
 _CODES = {c.name: c for c in grpc.StatusCode}
-FAILED_PRECONDITION = "FAILED_PRECONDITION"
 STATELESS_REFUSAL = (
     "entity_ids: this scorer runs several processes (--processes > 1), which keep no "
     "per-entity state, so it cannot track alerts per entity; leave entity_ids empty for "
