@@ -399,6 +399,8 @@ class ScorerServer:
                     log.warning("no champion yet at %s; waiting for one", self.champion_path)
                     self._last_failure = (None, "no-champion")
                 return "no-champion"
+            if self._last_failure is not None and self._last_failure[0] == stamp:
+                return "failure"  # already refused this pointer; wait for a new promotion
             try:
                 version = champion_version(self.config.models_dir, self.config.name)
             except BundleError as exc:
@@ -406,8 +408,6 @@ class ScorerServer:
             current = self.runtime
             if current is not None and version == current.version:
                 return "unchanged"
-            if self._last_failure is not None and self._last_failure[0] == stamp:
-                return "failure"  # already refused this pointer; wait for a new promotion
             path = model_dir(self.config.models_dir, self.config.name) / str(version)
             loop = asyncio.get_running_loop()
             try:

@@ -406,6 +406,7 @@ def test_corrupt_or_mismatched_bundle_is_refused_and_old_keeps_serving(
 
     atomic_write_text(pointer, "{not json")
     assert thread.reload() == "failure"
+    assert thread.reload() == "failure"  # an unreadable pointer is refused once, too
     assert client.score(_normal_rows(1)).model_version == v1.name
     port = thread.server.metrics_port
     text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()
