@@ -41,7 +41,13 @@ lint: install
 	$(VENV)/bin/mypy ds_assets ds_serving
 
 # Benchmarks report ratios against a baseline measured in the same run (shared, noisy machines).
+# The single-row phases need h2load (Debian's nghttp2-client): installed here when it is missing
+# and apt-get can run (root); otherwise the benchmark skips those phases and says so.
 bench: install
+	@command -v h2load >/dev/null || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null \
+	  && { apt-get install -y -qq nghttp2-client >/dev/null 2>&1 \
+	       || { apt-get update -qq && apt-get install -y -qq nghttp2-client; } >/dev/null 2>&1; } \
+	  || echo "h2load not installed (apt-get install nghttp2-client); its phases are skipped"; }
 	$(PY) -m bench.scorer
 
 # SKAB outlier-detection protocol on the real benchmark data (not in the repo: GPL-3.0).
