@@ -29,8 +29,10 @@ from typing import Any
 
 import numpy as np
 
+from ds_serving.alerting import epoch_seconds
+
 #: The anomaly type of normal rows (``ds_assets.schema.NORMAL_TYPE``; repeated here so this
-#: module imports nothing but numpy).
+#: module imports nothing but numpy and ds_serving).
 NORMAL_TYPE = "none"
 
 
@@ -297,17 +299,6 @@ def _runs(mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return np.flatnonzero(edges == 1), np.flatnonzero(edges == -1)
 
 
-def _as_seconds(timestamps: np.ndarray) -> np.ndarray:
-    t = np.asarray(timestamps)
-    if t.dtype.kind == "M":
-        return t.astype("datetime64[ns]").astype(np.int64) / 1e9
-    if t.dtype.kind in "iuf":
-        return t.astype(np.float64)
-    raise ValueError(
-        f"timestamps must be datetime64 or numeric seconds, got dtype {t.dtype}"
-    )
-
-
 def event_metrics(
     labels: np.ndarray,
     flags: np.ndarray,
@@ -327,7 +318,7 @@ def event_metrics(
     y = np.asarray(labels).astype(bool)
     f = np.asarray(flags).astype(bool)
     _check_same_length("labels", y, "flags", f)
-    seconds = None if timestamps is None else _as_seconds(np.asarray(timestamps))
+    seconds = None if timestamps is None else epoch_seconds(np.asarray(timestamps))
     if seconds is not None:
         _check_same_length("timestamps", seconds, "labels", y)
         if np.isnan(seconds).any():

@@ -96,7 +96,13 @@ def read_labeled_file(
     if labels.isna().any():
         row = int(np.flatnonzero(labels.isna().to_numpy())[0])
         raise SourceError(f"{path}: column 'label' must be 0 or 1, row {row} holds a non-number")
-    # Out-of-domain labels are kept as-is so the blocking label-domain check reports them.
+    fractional = labels % 1 != 0
+    if fractional.any():  # an integer cast would quietly turn 0.5 into 0 and 1.7 into 1
+        row = int(np.flatnonzero(fractional.to_numpy())[0])
+        raise SourceError(
+            f"{path}: column 'label' must be 0 or 1, row {row} holds {raw[LABEL].iloc[row]!r}"
+        )
+    # Other integers (2, -1) are kept as-is so the blocking label-domain check reports them.
     out[LABEL] = labels.astype(np.int64).to_numpy()
     if ANOMALY_TYPE in raw.columns:
         out[ANOMALY_TYPE] = raw[ANOMALY_TYPE].astype(str).to_numpy()

@@ -5,7 +5,9 @@ consecutive normal rows, and will not re-open until ``cooldown`` has passed sinc
 (storm control). Time is whatever the caller passes (epoch seconds in practice); without times the
 row count stands in, so ``cooldown`` is then measured in rows. An entity keeps one time base: rows
 with times and rows without cannot be mixed (``TimeBaseError``), since epoch seconds and row counts
-compared with each other would lock alerts out or skip the cooldown. Rows without a score (NaN:
+compared with each other would lock alerts out or skip the cooldown. An entity's times never go
+back (``TimeOrderError``): a replay of old rows would make ``t - closed_at`` negative and lock
+re-opens out, and would join unrelated rows into one temporal window. Rows without a score (NaN:
 a temporal model's warm-up) carry no information: they neither flag nor count as normal.
 """
 
@@ -25,8 +27,25 @@ class TimeBaseError(ValueError):
     """Rows for an entity came with timestamps and without; the message names the entity."""
 
 
+class TimeOrderError(ValueError):
+    """An entity's timestamps went back in time; the message names the entity and both times."""
+
+
 class AlertPolicyError(ValueError):
     """An alerting policy that cannot work; the message names the value."""
+
+
+def epoch_seconds(timestamps: np.ndarray) -> np.ndarray:
+    """Float epoch seconds from datetime64 of any unit (naive = UTC) or from numeric seconds.
+
+    The unit is read from the dtype: Parquet round trips yield ``datetime64[us]`` as well as
+    ``[ns]``, and dividing raw integers by 1e9 would be 1000x off for the former."""
+    t = np.asarray(timestamps)
+    if t.dtype.kind == "M":
+        return (t - np.datetime64(0, "s")) / np.timedelta64(1, "s")
+    if t.dtype.kind in "iuf":
+        return t.astype(np.float64)
+    raise ValueError(f"timestamps must be datetime64 or numeric seconds, got dtype {t.dtype}")
 
 
 @dataclass(frozen=True)
@@ -79,6 +98,7 @@ class _EntityState:
     seen: int = 0  # scored rows (the k-of-n window counts these)
     clock: int = 0  # all rows: the time base when no times are sent
     timed: bool | None = None  # whether this entity's rows come with times
+    last_time: float | None = None  # time of the entity's latest row (timed entities)
     recent: deque[int] = field(default_factory=deque)  # row numbers of flagged rows in last n
     open: bool = False
     opened_at: float = 0.0
@@ -112,14 +132,19 @@ class AlertTracker:
         other._open = 0
         self._evict()
 
-    def check_time_base(
-        self, entities: Sequence[Hashable] | np.ndarray, timed: bool
+    def check_times(
+        self, entities: Sequence[Hashable] | np.ndarray, times: np.ndarray | None
     ) -> None:
-        """Raise ``TimeBaseError`` if any entity was sent with the other time base before."""
-        self._check_time_base([key for key, _ in entity_groups(entities)], timed)
+        """Raise ``TimeBaseError`` if an entity switches between rows with and without times,
+        ``TimeOrderError`` if one of its times is earlier than the one before it (in this batch
+        or the last row seen). Changes nothing, so a caller can refuse a request up front."""
+        self._check_times(entity_groups(entities), times)
 
-    def _check_time_base(self, keys: Sequence[Hashable], timed: bool) -> None:
-        for key in keys:
+    def _check_times(
+        self, groups: Sequence[tuple[Hashable, np.ndarray]], times: np.ndarray | None
+    ) -> None:
+        timed = times is not None
+        for key, positions in groups:
             state = self._state.get(key)
             if state is not None and state.timed is not None and state.timed != timed:
                 if state.timed:
@@ -130,6 +155,21 @@ class AlertTracker:
                 raise TimeBaseError(
                     f"timestamps: entity {str(key)!r} was sent without timestamps before; "
                     "keep sending none (epoch seconds and row counts cannot be mixed)"
+                )
+            if times is None:
+                continue
+            row_times = np.asarray(times, dtype=np.float64)[positions]
+            last = None if state is None else state.last_time
+            seq = row_times if last is None else np.concatenate(([last], row_times))
+            back = np.flatnonzero(np.diff(seq) < 0)
+            if back.size:
+                j = int(back[0])  # seq[j + 1] < seq[j]
+                i = j + (1 if last is None else 0)  # position of seq[j + 1] in row_times
+                row, at, before = int(positions[i]), float(row_times[i]), float(seq[j])
+                raise TimeOrderError(
+                    f"timestamps: entity {str(key)!r} row {row} at {at:.3f} is earlier than "
+                    f"its previous row at {before:.3f}; send each entity's rows in time order "
+                    "(replaying old rows needs new entity ids or a restarted scorer)"
                 )
 
     def _evict(self) -> None:
@@ -158,7 +198,7 @@ class AlertTracker:
             raise ValueError(f"got {len(times)} times for {len(keys)} rows; send one per row")
         timed = times is not None
         groups = entity_groups(keys)
-        self._check_time_base([key for key, _ in groups], timed)
+        self._check_times(groups, times)
         flags = flags & ~np.isnan(scores)  # an unscored row is never flagged
         events: list[AlertEvent] = []
         for key, positions in groups:
@@ -167,6 +207,7 @@ class AlertTracker:
             state.timed = timed
             if times is not None:
                 row_times = np.asarray(times, dtype=np.float64)[positions]
+                state.last_time = float(row_times[-1])
             else:
                 row_times = np.arange(
                     state.clock + 1, state.clock + 1 + len(positions), dtype=np.float64

@@ -22,7 +22,9 @@ from typing import Any
 import grpc
 import numpy as np
 
+from ds_serving.alerting import epoch_seconds
 from ds_serving.client import DEFAULT_TARGET, ScorerClient, encode_request
+from ds_serving.telemetry import START_EPOCH, synthetic_batches
 
 log = logging.getLogger("ds_scorer")
 
@@ -161,6 +163,10 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--batch", type=int, default=64, help="rows per stream message")
     r.add_argument("--entities", type=int, default=8, help="synthetic entities (hosts)")
     r.add_argument("--seed", type=int, default=0, help="synthetic telemetry seed")
+    r.add_argument("--start", type=_epoch_arg, default=START_EPOCH,
+                   help="time of the first synthetic row: epoch seconds or ISO-8601 (default "
+                        "2026-11-01T00:00:00Z). The scorer refuses an entity's rows older than "
+                        "its last one, so replaying to the same server again needs a later start")
     r.add_argument("--anomaly-rate", type=float, default=0.01,
                    help="chance per row that a synthetic anomaly burst starts")
     r.add_argument("--progress-every", type=float, default=2.0, help="seconds between lines")
@@ -169,6 +175,23 @@ def build_parser() -> argparse.ArgumentParser:
     i = sub.add_parser("info", help="print the served model and the server's health")
     _add_client_flags(i)
     return parser
+
+
+def _epoch_arg(text: str) -> float:
+    """Epoch seconds from ``1793491200`` or ``2026-11-01T00:00:00Z`` (naive times are UTC)."""
+    try:
+        return float(text)
+    except ValueError:
+        pass
+    try:
+        when = _dt.datetime.fromisoformat(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is neither epoch seconds nor an ISO-8601 time such as 2026-11-01T00:00:00Z"
+        ) from None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=_dt.UTC)
+    return when.timestamp()
 
 
 # -- serve -------------------------------------------------------------------------------------
@@ -267,8 +290,7 @@ def _columns(frame: Any, features: Sequence[str], entity: str | None, time_col: 
         if pd.api.types.is_numeric_dtype(col):
             times = col.to_numpy(np.float64)
         else:
-            stamps = pd.to_datetime(col, utc=True)
-            times = (stamps - pd.Timestamp(0, tz="UTC")).dt.total_seconds().to_numpy()
+            times = epoch_seconds(pd.to_datetime(col, utc=True).dt.tz_localize(None).to_numpy())
     return rows, entities, times
 
 
@@ -342,10 +364,9 @@ def _replay_batches(args: argparse.Namespace, info: Any) -> Iterator[Batch]:
             yield (rows[lo:hi], None if entities is None else entities[lo:hi],
                    None if times is None else times[lo:hi], None)
         return
-    from ds_serving.telemetry import synthetic_batches
-
     for batch in synthetic_batches(
         len(info.features), batch_rows=args.batch, n_entities=args.entities, seed=args.seed,
+        start=args.start,
         anomaly_rate=args.anomaly_rate, mean=list(info.feature_mean),
         std=list(info.feature_std),
     ):

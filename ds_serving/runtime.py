@@ -20,7 +20,13 @@ from typing import Any
 
 import numpy as np
 
-from ds_serving.alerting import AlertEvent, AlertPolicy, AlertTracker, TimeBaseError
+from ds_serving.alerting import (
+    AlertEvent,
+    AlertPolicy,
+    AlertTracker,
+    TimeBaseError,
+    TimeOrderError,
+)
 from ds_serving.bundle import Bundle, load_bundle
 from ds_serving.scoring import Scorer
 from ds_serving.smoothing import Smoothing, StreamingSmoother
@@ -376,8 +382,8 @@ class ModelRuntime:
         if request.entities is None:
             return
         try:
-            self.tracker.check_time_base(request.entities, request.times is not None)
-        except TimeBaseError as exc:
+            self.tracker.check_times(request.entities, request.times)
+        except (TimeBaseError, TimeOrderError) as exc:
             raise RequestError(INVALID_ARGUMENT, str(exc)) from None
 
     def _stage(self, request: Decoded) -> StagedWindows | None:

@@ -33,6 +33,7 @@ def synthetic_batches(
     interval_seconds: float = 60.0,
     mean: Sequence[float] | None = None,
     std: Sequence[float] | None = None,
+    start: float = START_EPOCH,
 ) -> Iterator[TelemetryBatch]:
     """Endless batches; entities take turns, each entity's rows are time-ordered."""
     if n_features < 1 or batch_rows < 1 or n_entities < 1:
@@ -53,7 +54,7 @@ def synthetic_batches(
     while True:
         idx = (step + np.arange(batch_rows)) % n_entities
         tick = (step + np.arange(batch_rows)) // n_entities
-        times = START_EPOCH + tick * interval_seconds
+        times = start + tick * interval_seconds
         load = 0.25 * np.sin(2 * np.pi * times / period + phase[idx])
         z = load[:, None] + 0.1 * rng.standard_normal((batch_rows, n_features))
         injected = np.zeros(batch_rows, bool)

@@ -86,6 +86,16 @@ def test_cooldown_suppresses_a_storm_of_reopens() -> None:
     assert len(no_cooldown) == 6
 
 
+@pytest.mark.parametrize("unit", ["ns", "us", "ms", "s"])
+def test_cooldown_is_in_seconds_whatever_the_timestamp_unit(unit: str) -> None:
+    # Parquet files written by other tools come back as datetime64[us] (or ms)
+    rows = _rows("1110000" * 6)
+    rows["timestamp"] = rows["timestamp"].astype(f"datetime64[{unit}, UTC]")
+    events = alert_events(rows, POLICY)
+    assert len(events) == 3
+    assert (events["start"].diff().dropna().dt.total_seconds() >= 600).all()
+
+
 def test_alert_open_at_the_end_of_the_day_is_reported_open() -> None:
     events = alert_events(_rows("000111101"), POLICY)
     assert len(events) == 1

@@ -95,7 +95,11 @@ def test_replay_is_deterministic(served: tuple[str, Path],
             "--entities", "4", "--seed", "7", "--anomaly-rate", "0.05"]
     assert main(args) == 0
     first = _json_out(capsys)
-    assert main(args) == 0
+    # the same hosts at the same times again would rewind their alert state: refused, clearly
+    assert main(args) == 1
+    assert "is earlier than its previous row" in capsys.readouterr().err
+    # a later start replays the same rows (timestamps shifted) with the same scores and flags
+    assert main([*args, "--start", "2026-12-01T00:00:00Z"]) == 0
     second = _json_out(capsys)
     assert first["rows"] == second["rows"] == 500
     assert first["anomalies"] == second["anomalies"] and first["anomalies"] > 0  # type: ignore[operator]

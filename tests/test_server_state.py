@@ -77,7 +77,7 @@ def test_reload_to_a_bigger_window_keeps_history_and_the_open_alert(models: Path
         thread.stop(0)
 
 
-def test_switching_time_base_is_refused_before_any_state_changes(models: Path) -> None:
+def test_time_base_switch_or_rewind_is_refused_before_any_state_changes(models: Path) -> None:
     window, smoothing = 4, {"k": 2, "n": 3}
     bundle = _publish_window(models, window, smoothing=smoothing)
     rng = np.random.default_rng(5)
@@ -94,6 +94,10 @@ def test_switching_time_base_is_refused_before_any_state_changes(models: Path) -
         client.score(rows[:2], ["g"] * 2)
         code, details = _error(lambda: client.score(rows[:1], ["g"], times[:1]))
         assert code == "INVALID_ARGUMENT" and "entity 'g' was sent without timestamps" in details
+        # rows older than the entity's last one would rewind windows and cooldowns: refused
+        code, details = _error(lambda: client.score(rows[:2], ["h"] * 2, times[:2]))
+        assert code == "INVALID_ARGUMENT"
+        assert "entity 'h' row 0 at 1000.000 is earlier than its previous row" in details
         client.close()
     # the refused request left no trace: the stream equals scoring the accepted rows only
     scores = np.concatenate([r.scores for r in got])

@@ -203,6 +203,28 @@ def test_one_time_base_per_entity() -> None:
         tracker.update(np.array(["r"]), np.zeros(1, bool), np.zeros(1), np.array([1.0]))
 
 
+def test_an_entitys_times_never_go_back() -> None:
+    tracker = AlertTracker(AlertPolicy(k=1, n=1, m=1, cooldown=600))
+    tracker.update(np.array(["h", "h"]), np.array([1, 0], bool), np.array([5.0, 0.0]),
+                   np.array([100.0, 160.0]))
+    assert tracker._state["h"].closed_at == 160.0
+    # a replay of older rows would make t - closed_at negative and lock re-opens out
+    with pytest.raises(ValueError, match=r"entity 'h' row 1 at 50\.000 is earlier than its "
+                                         r"previous row at 160\.000"):
+        tracker.update(np.array(["g", "h"]), np.ones(2, bool), np.full(2, 9.0),
+                       np.array([10.0, 50.0]))
+    assert "g" not in tracker._state  # refused before any change
+    # within one batch too, per entity: other entities' times do not matter
+    with pytest.raises(ValueError, match=r"entity 'x' row 2 at 5\.000 is earlier than its "
+                                         r"previous row at 7\.000"):
+        tracker.update(np.array(["x", "y", "x"]), np.zeros(3, bool), np.zeros(3),
+                       np.array([7.0, 1.0, 5.0]))
+    # equal times are accepted; later rows carry on from the last one seen
+    tracker.update(np.array(["h", "h", "y"]), np.zeros(3, bool), np.zeros(3),
+                   np.array([160.0, 220.0, 1.0]))
+    assert tracker._state["h"].last_time == 220.0 and tracker._state["y"].last_time == 1.0
+
+
 def test_resized_windows_keep_the_latest_rows() -> None:
     stream = EntityWindows(3, 1)
     stream.push(np.array(["a"] * 5), np.arange(5, dtype=np.float32)[:, None])
