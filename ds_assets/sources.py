@@ -100,7 +100,7 @@ def read_labeled_file(
     if fractional.any():  # an integer cast would quietly turn 0.5 into 0 and 1.7 into 1
         row = int(np.flatnonzero(fractional.to_numpy())[0])
         raise SourceError(
-            f"{path}: column 'label' must be 0 or 1, row {row} holds {raw[LABEL].iloc[row]!r}"
+            f"{path}: column 'label' must be 0 or 1, row {row} holds {labels.iloc[row]:g}"
         )
     # Other integers (2, -1) are kept as-is so the blocking label-domain check reports them.
     out[LABEL] = labels.astype(np.int64).to_numpy()
