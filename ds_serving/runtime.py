@@ -175,6 +175,13 @@ class ModelRuntime:
         self._lock = old._lock  # one lock orders both runtimes' updates of the shared state
         self._inherit_from = old
 
+    async def adopt_inherited(self) -> None:
+        """Move the replaced runtime's state now, after the requests queued on it before the
+        swap (the lock is FIFO). Without this, traffic without entity ids never adopts, and
+        every replaced model (its onnxruntime session included) stays reachable."""
+        async with self._lock:
+            self._adopt()
+
     def _adopt(self) -> None:
         """Move the state of the runtime this one replaced; called with the state lock held."""
         old = self._inherit_from

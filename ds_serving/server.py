@@ -431,6 +431,8 @@ class ScorerServer:
             if current is not None:
                 runtime.inherit_state(current)
             self.runtime = runtime  # the atomic swap; in-flight requests keep the old one
+            if current is not None:
+                await runtime.adopt_inherited()  # frees the old model once its queue drains
             self._last_failure = None
             self.metrics.reloads.labels("success").inc()
             self.metrics.load_duration.observe(runtime.load_seconds)

@@ -4,6 +4,8 @@ base per entity, required entity ids, cancellation and chunked temporal scoring.
 from __future__ import annotations
 
 import asyncio
+import gc
+import weakref
 from pathlib import Path
 
 import grpc
@@ -72,6 +74,30 @@ def test_reload_to_a_bigger_window_keeps_history_and_the_open_alert(models: Path
         reference = score_rows(Scorer.from_bundle(v2, backend="cpu"), rows)
         np.testing.assert_allclose(after.scores[1:], reference.scores[8:], atol=1e-6)
         assert server.runtime.open_alerts == 1 and not after.alerts  # 2 scored rows < m=4
+        client.close()
+    finally:
+        thread.stop(0)
+
+
+def test_replaced_models_are_released_without_stateful_traffic(models: Path) -> None:
+    # anonymous requests (the --processes tier's only kind) never touch per-entity state, so
+    # the reload itself must hand the state over; otherwise every old model stays reachable
+    promote(models, "ae", write_point_bundle(models, "ae").name)
+    thread = ServerThread(_config(models, "ae", poll_interval=3600))
+    server = thread.start()
+    try:
+        client = ScorerClient(f"127.0.0.1:{server.port}", timeout=10)
+        rows = _normal_rows(4)
+        replaced = []
+        for _ in range(3):
+            client.score(rows)
+            replaced.append(weakref.ref(server.runtime))
+            promote(models, "ae", write_point_bundle(models, "ae").name)
+            assert thread.reload() == "success"
+        client.score(rows)
+        gc.collect()
+        assert [ref() for ref in replaced] == [None, None, None]
+        assert server.runtime is not None and server.runtime._inherit_from is None
         client.close()
     finally:
         thread.stop(0)
