@@ -32,12 +32,18 @@ def select_window(available: Sequence[str], n_partitions: int, end: str | None) 
 
 
 def build_training_set(
-    partitions: Mapping[str, pd.DataFrame], val_fraction: float = 0.15, test_fraction: float = 0.15
+    partitions: Mapping[str, pd.DataFrame],
+    val_fraction: float = 0.15,
+    test_fraction: float = 0.15,
+    labeled_validation: bool = False,
 ) -> pd.DataFrame:
     """Concatenate partitions and split by time: train | val | test.
 
     Cut points are timestamps shared by all hosts, so no future row leaks into training.
-    Train and validation keep normal rows only; test keeps every row for evaluation.
+    Train keeps normal rows only and test every row, for evaluation. Validation keeps normal
+    rows only, or with ``labeled_validation`` its labeled anomalies too, so a best-F1 threshold
+    can be calibrated on it; early stopping and quantile thresholds then use its normal rows
+    (:func:`normal_rows`).
     """
     if not partitions:
         raise DatasetError("no partitions given for the training set")
@@ -73,6 +79,8 @@ def build_training_set(
     split = np.where(times >= test_start, "test", np.where(times >= val_start, "val", "train"))
     data["split"] = split
     keep = (data["split"] == "test") | (data[LABEL] == 0)
+    if labeled_validation:
+        keep |= data["split"] == "val"
     out = data.loc[keep].reset_index(drop=True)
     for name in SPLITS:
         if not (out["split"] == name).any():
@@ -82,6 +90,13 @@ def build_training_set(
 
 def split_rows(training_set: pd.DataFrame, split: str) -> pd.DataFrame:
     return training_set.loc[training_set["split"] == split].reset_index(drop=True)
+
+
+def normal_rows(rows: pd.DataFrame) -> pd.DataFrame:
+    """The rows labelled normal (all rows when there is no label column)."""
+    if LABEL not in rows.columns:
+        return rows
+    return rows.loc[rows[LABEL] == 0].reset_index(drop=True)
 
 
 def check_same_training_set(lineage: Mapping[str, object], training_set: pd.DataFrame) -> None:

@@ -36,6 +36,7 @@ import pandas as pd
 from scipy import stats
 
 from ds_assets.datasets import split_rows
+from ds_assets.schema import LABEL
 
 REFERENCE_FILE = "reference.json"
 REFERENCE_FORMAT = 1
@@ -570,7 +571,11 @@ def reference_from_training_set(
                 f"got {len(arr)} {split} scores for {len(rows)} {split} rows; score the rows "
                 f"of split_rows(training_set, {split!r}) in their order"
             )
-        scored = np.isfinite(arr)  # temporal models leave each segment's first rows unscored
+        # temporal models leave each segment's first rows unscored; a labeled validation split
+        # (best-F1 calibration) also holds anomalies, which are not part of the reference
+        scored = np.isfinite(arr)
+        if LABEL in rows.columns:
+            scored &= rows[LABEL].to_numpy() == 0
         if not scored.any():
             raise DriftError(
                 f"none of the {len(rows)} {split} rows has a score (a temporal model needs runs "

@@ -9,7 +9,9 @@ from ds_assets.datasets import (
     build_training_set,
     check_same_training_set,
     contiguous_segments,
+    normal_rows,
     select_window,
+    split_rows,
 )
 from ds_assets.promotion import decide_promotion
 
@@ -34,6 +36,18 @@ def test_time_ordered_split_without_leakage() -> None:
     assert test.label.sum() > 0
     all_rows = pd.concat(parts.values())
     assert len(test) == (all_rows.timestamp >= test.timestamp.min()).sum()
+
+
+def test_labeled_validation_keeps_its_anomalies_only() -> None:
+    parts = {d: _day(d) for d in ("2026-11-01", "2026-11-02", "2026-11-03")}
+    plain = build_training_set(parts, val_fraction=0.2, test_fraction=0.2)
+    data = build_training_set(parts, val_fraction=0.2, test_fraction=0.2, labeled_validation=True)
+    train, val = data[data.split == "train"], data[data.split == "val"]
+    assert train.label.sum() == 0 and val.label.sum() > 0
+    # the split points and the other splits are unchanged; normal_rows gives the old val back
+    for split in ("train", "test"):
+        pd.testing.assert_frame_equal(split_rows(data, split), split_rows(plain, split))
+    pd.testing.assert_frame_equal(normal_rows(split_rows(data, "val")), split_rows(plain, "val"))
 
 
 def test_feature_mismatch_names_the_partition() -> None:

@@ -99,10 +99,16 @@ def test_whole_graph_on_tiny_data(settings: Settings) -> None:
     assert (frame["is_anomaly"] == (frame["score"] > bundle.manifest.threshold)).all()
 
     # A second training run re-evaluates the champion on the same test set before promoting.
+    # It keeps the validation split's labeled anomalies, so `auto` calibrates best-F1 on them.
+    labeled = {"ops": {**TRAIN_CONFIG["ops"], "training_set": {"config": {
+        **TRAIN_CONFIG["ops"]["training_set"]["config"], "labeled_validation": True}}}}
     again = defs.resolve_job_def("train_detector").execute_in_process(
-        instance=instance, run_config=TRAIN_CONFIG
+        instance=instance, run_config=labeled
     )
-    assert again.success
+    assert again.success, _failure_messages(again)
+    v2 = json.loads((settings.models_dir / settings.model_name / "2" / "config.json").read_text())
+    assert v2["threshold"]["rule"] == "best_f1"
+    assert v2["threshold"]["calibration_positives"] > 0
     decision = json.loads((settings.data_dir / "assets" / "champion.json").read_text())
     assert decision["decision"]["challenger_version"] == "2"
     assert decision["decision"]["champion_version"] == "1"

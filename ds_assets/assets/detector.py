@@ -20,6 +20,7 @@ from ds_assets.datasets import (
     DatasetError,
     build_training_set,
     contiguous_segments,
+    normal_rows,
     select_window,
     split_rows,
 )
@@ -53,6 +54,9 @@ class TrainingWindowConfig(dg.Config):
     end_partition: str | None = None
     val_fraction: float = 0.15
     test_fraction: float = 0.15
+    # keep the validation split's labeled anomalies, so the `auto` threshold rule calibrates
+    # best-F1 on them (early stopping and quantile thresholds still use its normal rows)
+    labeled_validation: bool = False
 
 
 @dg.asset(
@@ -64,7 +68,8 @@ class TrainingWindowConfig(dg.Config):
 def training_set(
     context: dg.AssetExecutionContext, config: TrainingWindowConfig, raw_telemetry: PartitionFrames
 ) -> pd.DataFrame:
-    """Normal rows of a window of days, split train | val | test by time (test keeps anomalies).
+    """Normal rows of a window of days, split train | val | test by time (test keeps anomalies,
+    validation too when configured).
 
     Days whose raw data failed a blocking check are left out, so a retrain requested later by a
     sensor or schedule never learns from data that failed validation."""
@@ -79,7 +84,8 @@ def training_set(
         )
     keys = select_window(usable, config.n_partitions, config.end_partition)
     data = build_training_set(
-        {k: raw_telemetry[k] for k in keys}, config.val_fraction, config.test_fraction
+        {k: raw_telemetry[k] for k in keys}, config.val_fraction, config.test_fraction,
+        labeled_validation=config.labeled_validation,
     )
     counts = data.groupby("split")[LABEL].agg(["size", "sum"]).reset_index()
     counts.columns = ["split", "rows", "anomalies"]
@@ -192,7 +198,7 @@ def detector(
     early-stopped on validation loss); training facts go to metadata and MLflow."""
     params = config.params()  # a config that cannot work fails here, before any training
     features = feature_columns(training_set)
-    train, val = split_rows(training_set, "train"), split_rows(training_set, "val")
+    train, val = split_rows(training_set, "train"), normal_rows(split_rows(training_set, "val"))
     trained = train_detector(
         params, _features_of(train, features), _features_of(val, features), features,
         train_entities=_entities_of(train), val_entities=_entities_of(val),

@@ -7,7 +7,7 @@ import dagster as dg
 import numpy as np
 import pandas as pd
 
-from ds_assets.datasets import check_same_training_set, score_frame, split_rows
+from ds_assets.datasets import check_same_training_set, normal_rows, score_frame, split_rows
 from ds_assets.promotion import (
     bundle_test_scores,
     decide_promotion,
@@ -24,13 +24,6 @@ from ds_serving.smoothing import Smoothing, smooth_flags
 HEADLINE = ("precision", "recall", "f1", "roc_auc", "pr_auc", "best_f1_oracle", "precision_at_k",
             "far", "mar", "contamination", "mean_delay_seconds", "median_delay_seconds",
             "false_alarms_per_hour", "event_recall")
-
-
-def _scored_test_split(bundle_path: str, training_set: pd.DataFrame) -> pd.DataFrame:
-    """Test rows scored by a bundle; rows without a score (temporal warm-up) are dropped."""
-    scorer = Scorer.from_bundle(load_bundle(bundle_path), backend="cpu")
-    scored = score_frame(scorer, split_rows(training_set, "test"))
-    return scored.loc[scored["score"].notna()].reset_index(drop=True)
 
 
 class EvaluationConfig(dg.Config):
@@ -74,7 +67,7 @@ def evaluation_report(
         flags=flags,
         threshold=manifest.threshold,
         train=split_rows(training_set, "train")[features].to_numpy(np.float64),
-        val=split_rows(training_set, "val")[features].to_numpy(np.float64),
+        val=normal_rows(split_rows(training_set, "val"))[features].to_numpy(np.float64),
         test=test[features].to_numpy(np.float64),
         anomaly_types=scored[ANOMALY_TYPE].to_numpy() if ANOMALY_TYPE in scored else None,
         # tz-aware UTC timestamps -> naive datetime64[ns] (UTC) for numpy arithmetic
