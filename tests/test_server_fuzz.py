@@ -1,6 +1,8 @@
 """Random and malformed requests against a live temporal-model server: every one is answered OK,
-INVALID_ARGUMENT or RESOURCE_EXHAUSTED, and afterwards the server still scores exactly right
-(a rejected request must not leave anything behind in the per-entity windows)."""
+INVALID_ARGUMENT or RESOURCE_EXHAUSTED, and afterwards the server still scores exactly right.
+The requests reuse a small pool of entity ids and a shadow keeps what the accepted ones sent, so
+the probe after each request checks those entities' windows: a rejected request must not leave
+anything behind in them, and an accepted one must leave exactly its rows."""
 
 from __future__ import annotations
 
@@ -15,7 +17,7 @@ from hypothesis import strategies as st
 
 from bench.models import window_model
 from ds_serving.bundle import promote, write_bundle
-from ds_serving.client import ScorerClient
+from ds_serving.client import ScorerClient, encode_request
 from ds_serving.proto import scoring_pb2
 from ds_serving.scoring import Scorer
 from ds_serving.server import ServerConfig, ServerThread
@@ -23,11 +25,37 @@ from ds_serving.server import ServerConfig, ServerThread
 N_FEATURES, WINDOW, MAX_ROWS = 3, 3, 16
 ALLOWED = {grpc.StatusCode.OK, grpc.StatusCode.INVALID_ARGUMENT,
            grpc.StatusCode.RESOURCE_EXHAUSTED}
-_probe_ids = itertools.count()
+ENTITIES = ("a", "b", "c")
+_probe_seeds = itertools.count()
+
+
+class Shadow:
+    """What the server should hold per entity: its rows so far and its time base."""
+
+    def __init__(self) -> None:
+        self.rows: dict[str, list[np.ndarray]] = {}
+        self.timed: dict[str, bool] = {}
+        self.last_time: dict[str, float] = {}
+
+    def accept(self, request: scoring_pb2.ScoreRequest) -> None:
+        if not request.entity_ids:
+            return
+        rows = np.frombuffer(request.features, "<f4").reshape(request.n_rows, N_FEATURES)
+        times = list(request.timestamps) or None
+        for i, entity in enumerate(request.entity_ids):
+            self.rows.setdefault(entity, []).append(rows[i])
+            self.timed[entity] = times is not None
+            if times is not None:
+                self.last_time[entity] = times[i]
+
+    def history(self, entity: str) -> np.ndarray:
+        return np.array(self.rows.get(entity, []), np.float32).reshape(-1, N_FEATURES)
 
 
 @pytest.fixture(scope="module")
-def live(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[ScorerClient, Scorer]]:
+def live(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[tuple[ScorerClient, Scorer, Shadow]]:
     models = tmp_path_factory.mktemp("fuzz") / "models"
     bundle = write_bundle(models, "tm", window_model(N_FEATURES, WINDOW), kind="window",
                           features=["a", "b", "c"], threshold=1.0, threshold_rule={},
@@ -37,7 +65,7 @@ def live(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[ScorerClien
                           metrics_port=None, max_rows=MAX_ROWS, max_message_bytes=4096)
     with ServerThread(config) as server:
         client = ScorerClient(f"127.0.0.1:{server.port}", timeout=10)
-        yield client, Scorer.from_bundle(bundle, backend="cpu")
+        yield client, Scorer.from_bundle(bundle, backend="cpu"), Shadow()
         client.close()
 
 
@@ -45,7 +73,27 @@ floats = st.floats(width=32, allow_nan=True, allow_infinity=True)
 
 
 @st.composite
+def valid_requests(draw: st.DrawFn) -> scoring_pb2.ScoreRequest:
+    """Well-formed rows for entities of the pool: the requests that change state."""
+    n_rows = draw(st.integers(1, 6))
+    values = draw(st.lists(st.floats(-1e3, 1e3, width=32), min_size=n_rows * N_FEATURES,
+                           max_size=n_rows * N_FEATURES))
+    request = scoring_pb2.ScoreRequest(
+        n_rows=n_rows, n_features=N_FEATURES, features=np.asarray(values, "<f4").tobytes(),
+        explain=draw(st.booleans()),
+    )
+    request.entity_ids.extend(draw(st.lists(st.sampled_from(ENTITIES), min_size=n_rows,
+                                            max_size=n_rows)))
+    if draw(st.booleans()):  # times move on from a point that may lie before an entity's last
+        start = draw(st.floats(0, 1e4))
+        request.timestamps.extend((start + np.arange(n_rows)).tolist())
+    return request
+
+
+@st.composite
 def requests(draw: st.DrawFn) -> scoring_pb2.ScoreRequest:
+    if draw(st.booleans()):
+        return draw(valid_requests())
     n_rows = draw(st.integers(0, 6))
     n_features = draw(st.sampled_from([0, 1, N_FEATURES, N_FEATURES, 4]))
     how = draw(st.sampled_from(["exact", "exact", "bytes"]))
@@ -62,21 +110,22 @@ def requests(draw: st.DrawFn) -> scoring_pb2.ScoreRequest:
         explain=draw(st.booleans()), request_id=draw(st.text(max_size=4)),
     )
     n_ids = draw(st.sampled_from([0, n_rows, n_rows, n_rows + 1]))
-    request.entity_ids.extend(draw(st.lists(st.text(max_size=3), min_size=n_ids,
-                                            max_size=n_ids)))
+    ids = st.one_of(st.sampled_from(ENTITIES), st.text(max_size=3))
+    request.entity_ids.extend(draw(st.lists(ids, min_size=n_ids, max_size=n_ids)))
     n_ts = draw(st.sampled_from([0, n_rows, max(0, n_rows - 1)]))
     request.timestamps.extend(draw(st.lists(st.floats(allow_nan=True), min_size=n_ts,
                                             max_size=n_ts)))
     return request
 
 
-@settings(max_examples=50, deadline=None,
+@settings(max_examples=80, deadline=None,
           suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(request=requests(), via_stream=st.booleans())
+@given(request=requests(), via_stream=st.booleans(), probe=st.sampled_from(ENTITIES))
 def test_random_requests_never_break_the_server(
-    live: tuple[ScorerClient, Scorer], request: scoring_pb2.ScoreRequest, via_stream: bool
+    live: tuple[ScorerClient, Scorer, Shadow], request: scoring_pb2.ScoreRequest,
+    via_stream: bool, probe: str,
 ) -> None:
-    client, reference = live
+    client, reference, shadow = live
     try:
         if via_stream:
             responses = [r.n_scored for r in client.score_stream([request])]
@@ -85,17 +134,27 @@ def test_random_requests_never_break_the_server(
             response = client.score_raw(request)
             assert len(response.scores) == 4 * response.n_rows == 4 * request.n_rows
         code = grpc.StatusCode.OK
+        shadow.accept(request)
     except grpc.RpcError as exc:
         code = exc.code()  # type: ignore[attr-defined]
         assert exc.details()  # type: ignore[attr-defined]  # always says what is wrong
     event(f"status {code.name}")
     assert code in ALLOWED, code
 
-    # a fresh entity scored right after: exactly the dataset-scoring result
-    rows = np.random.default_rng(next(_probe_ids)).normal(size=(WINDOW + 2, N_FEATURES))
-    probe = f"probe-{next(_probe_ids)}"
-    result = client.score(rows, [probe] * len(rows))
-    expected = reference.score(np.lib.stride_tricks.sliding_window_view(
-        rows.astype(np.float32), WINDOW, axis=0).transpose(0, 2, 1)).scores
-    assert np.isnan(result.scores[: WINDOW - 1]).all()
-    np.testing.assert_allclose(result.scores[WINDOW - 1 :], expected, atol=1e-6)
+    # an entity of the pool scored right after: exactly the dataset-scoring result of the rows
+    # the accepted requests sent it, followed by the probe's rows
+    rows = np.random.default_rng(next(_probe_seeds)).normal(
+        size=(WINDOW + 1, N_FEATURES)).astype(np.float32)
+    times = None
+    if shadow.timed.get(probe):
+        times = shadow.last_time[probe] + 1.0 + np.arange(len(rows))
+    probe_request = encode_request(rows, [probe] * len(rows), times)
+    result = client.score_raw(probe_request)
+    shadow.accept(probe_request)
+    history = shadow.history(probe)
+    expected = np.full(len(history), np.nan)
+    if len(history) >= WINDOW:
+        windows = np.lib.stride_tricks.sliding_window_view(history, WINDOW, axis=0)
+        expected[WINDOW - 1:] = reference.score(windows.transpose(0, 2, 1)).scores
+    got = np.frombuffer(result.scores, "<f4")
+    np.testing.assert_allclose(got, expected[-len(rows):], atol=1e-6)

@@ -6,7 +6,9 @@ from __future__ import annotations
 import asyncio
 import gc
 import weakref
+from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import grpc
 import numpy as np
@@ -190,18 +192,29 @@ def test_cancelled_request_leaves_windows_smoothing_and_alerts_untouched(models:
     async def inline(scorer: Scorer, inputs: np.ndarray, explain: bool):  # type: ignore[no-untyped-def]
         return scorer.run(inputs, explain=explain)
 
-    async def scenario() -> np.ndarray:
-        await rt.score_async(_decoded(rows[:3], ["a"] * 3), explain=False, run=inline)
+    rows[3:] += 5.0  # far from the first window: flagged, so smoothing and alerts have work
+
+    async def scenario() -> list[Any]:
+        first = await rt.score_async(_decoded(rows[:3], ["a"] * 3), explain=False, run=inline)
         with pytest.raises(TimeoutError):  # deadline hits while the graph runs
             await asyncio.wait_for(
                 rt.score_async(_decoded(rows[3:5], ["a"] * 2), explain=False, run=hang), 0.05
             )
-        result = await rt.score_async(_decoded(rows[3:], ["a"] * 3), explain=False, run=inline)
-        return result.scores
+        second = await rt.score_async(_decoded(rows[3:], ["a"] * 3), explain=False, run=inline)
+        return [first, second]
 
-    scores = asyncio.run(scenario())
+    first, second = asyncio.run(scenario())
     reference = score_rows(rt.scorer, rows)
-    np.testing.assert_allclose(scores, reference.scores[3:], atol=1e-6)
+    np.testing.assert_allclose(second.scores, reference.scores[3:], atol=1e-6)
+    # the smoothing tail and the alert state are those of the accepted rows only
+    flags = smooth_flags(reference.flags, rt.smoothing)
+    assert flags[3:].any()
+    np.testing.assert_array_equal(np.concatenate([first.flags, second.flags]), flags)
+    expected = AlertTracker(rt.alert_policy).update(
+        np.array(["a"] * 6), flags, reference.scores)
+    assert expected  # the scenario opens an alert
+    got = first.alerts + [replace(a, position=a.position + 3) for a in second.alerts]
+    assert [(a.kind, a.position) for a in got] == [(e.kind, e.position) for e in expected]
 
 
 def test_temporal_requests_run_in_bounded_chunks_with_identical_results(
