@@ -33,6 +33,17 @@ def _env(name: str, default: Any) -> Any:
     return os.environ.get(name, default)
 
 
+def _env_flag(name: str) -> bool:
+    """A yes/no environment variable: 1/true/yes/on or 0/false/no/off/empty; anything else is
+    an error rather than a guess (``DS_SCORER_TLS=0`` must not turn TLS on)."""
+    value = os.environ.get(name, "").strip().lower()
+    if value in ("1", "true", "yes", "on"):
+        return True
+    if value in ("", "0", "false", "no", "off"):
+        return False
+    raise SystemExit(f"error: {name}={os.environ[name]!r}: use 1/true/yes/on or 0/false/no/off")
+
+
 def _path_or_none(value: str | None) -> Path | None:
     return Path(value) if value else None
 
@@ -52,7 +63,7 @@ def _add_client_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--token-file", default=_env("DS_SCORER_TOKEN_FILE", None),
                    help="file holding the bearer token (env DS_SCORER_TOKEN_FILE, or the token "
                         "itself in DS_SCORER_TOKEN)")
-    p.add_argument("--tls", action="store_true", default=bool(_env("DS_SCORER_TLS", "")),
+    p.add_argument("--tls", action="store_true", default=_env_flag("DS_SCORER_TLS"),
                    help="use TLS with the system roots (env DS_SCORER_TLS=1)")
     p.add_argument("--tls-ca", default=_env("DS_SCORER_TLS_CA", None),
                    help="CA bundle that signed the server certificate (implies TLS)")
@@ -295,6 +306,8 @@ def _columns(frame: Any, features: Sequence[str], entity: str | None, time_col: 
 
 
 def _score_file(args: argparse.Namespace) -> int:
+    if args.batch_rows < 1:
+        raise SystemExit(f"error: --batch-rows must be >= 1, got {args.batch_rows}")
     frame = _read_table(args.file, args.sep)
     with _client(args) as client:
         info = client.info()

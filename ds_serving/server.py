@@ -94,6 +94,17 @@ class ServerConfig:
             raise ValueError(f"max_message_bytes must be >= 1024, got {self.max_message_bytes}")
         if self.token is not None and not self.token.strip():
             raise ValueError("the bearer token must not be empty")
+        if not self.poll_interval > 0:
+            raise ValueError(f"poll_interval must be > 0 seconds, got {self.poll_interval} "
+                             "(0 would re-read champion.json in a busy loop)")
+        if self.max_entities < 1:
+            raise ValueError(f"max_entities must be >= 1, got {self.max_entities} (with 0 no "
+                             "entity keeps a window, so a temporal model never scores)")
+        if self.workers < 0 or self.intra_op_threads < 0:
+            raise ValueError(f"workers and intra_op_threads must be >= 0 (0 = one per core), "
+                             f"got {self.workers} and {self.intra_op_threads}")
+        if self.grace < 0:
+            raise ValueError(f"grace must be >= 0 seconds, got {self.grace}")
 
 
 class _TokenInterceptor(grpc.aio.ServerInterceptor):

@@ -203,3 +203,31 @@ def test_event_loop_choice_errors_say_what_to_do(monkeypatch: pytest.MonkeyPatch
 
     run_event_loop(record(), "auto")  # falls back to the standard loop
     assert ran == ["asyncio.unix_events"]
+
+
+@pytest.mark.parametrize(("field", "value", "match"), [
+    ("poll_interval", 0.0, "poll_interval must be > 0"),
+    ("max_entities", 0, "max_entities must be >= 1"),
+    ("workers", -1, "workers and intra_op_threads must be >= 0"),
+    ("grace", -1.0, "grace must be >= 0"),
+])
+def test_server_config_names_a_value_that_cannot_work(
+    tmp_path: Path, field: str, value: float, match: str
+) -> None:
+    with pytest.raises(ValueError, match=match):
+        ServerConfig(models_dir=tmp_path, name="ae", **{field: value})  # type: ignore[arg-type]
+
+
+def test_bad_client_values_are_named(served: tuple[str, Path], tmp_path: Path,
+                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    target, _ = served
+    source = tmp_path / "rows.csv"
+    pd.DataFrame(_normal_rows(3), columns=FEATURES).to_csv(source, index=False)
+    with pytest.raises(SystemExit, match="--batch-rows must be >= 1, got 0"):
+        main(["score", str(source), "--target", target, "--batch-rows", "0"])
+    # DS_SCORER_TLS=0 means no TLS (it used to mean yes: any non-empty string was true)
+    monkeypatch.setenv("DS_SCORER_TLS", "0")
+    assert main(["info", "--target", target]) == 0
+    monkeypatch.setenv("DS_SCORER_TLS", "maybe")
+    with pytest.raises(SystemExit, match=r"DS_SCORER_TLS='maybe': use 1/true/yes/on"):
+        main(["info", "--target", target])
