@@ -13,11 +13,20 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 
+def current_umask() -> int:
+    """The process umask, read without changing it where Linux exposes it (``/proc``): setting
+    it to 0 even briefly would give files other threads create meanwhile mode 0666."""
+    with contextlib.suppress(OSError, ValueError, StopIteration):
+        status = Path("/proc/self/status").read_text()
+        return int(next(ln for ln in status.splitlines() if ln.startswith("Umask:")).split()[1], 8)
+    umask = os.umask(0o077)  # elsewhere: the briefly set mask is the strictest, never 0
+    os.umask(umask)
+    return umask
+
+
 def _default_mode() -> int:
     """Permissions a plain ``open()`` would give (0666 minus the umask); mkstemp uses 0600."""
-    umask = os.umask(0)
-    os.umask(umask)
-    return 0o666 & ~umask
+    return 0o666 & ~current_umask()
 
 
 def _fsync_dir(directory: Path) -> None:

@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ds_serving.atomic import atomic_write_text
+from ds_serving.atomic import atomic_write_text, current_umask
 
 FORMAT_VERSION = 1
 MODEL_FILE = "model.onnx"
@@ -47,12 +47,6 @@ def _check_name(kind: str, value: str) -> str:
             "(starting with a letter or digit)"
         )
     return value
-
-
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
 
 
 def sha256_file(path: Path) -> str:
@@ -288,7 +282,7 @@ def write_bundle(
     staging = Path(tempfile.mkdtemp(prefix=".staging-", dir=root))
     # mkdtemp makes the directory 0700; a published version is readable like any directory
     # (a scorer may run as another user)
-    os.chmod(staging, 0o777 & ~_umask())
+    os.chmod(staging, 0o777 & ~current_umask())
     try:
         files = {MODEL_FILE: model, **dict(extra_files or {})}
         for rel, payload in files.items():

@@ -92,13 +92,16 @@ def test_atomic_write_replaces_and_cleans_up(tmp_path: Path) -> None:
     assert [p.name for p in target.parent.iterdir()] == ["b.json"]
 
 
-def test_atomic_write_gives_normal_file_permissions(tmp_path: Path) -> None:
-    old = os.umask(0o022)
+@pytest.mark.parametrize(("umask", "mode"), [(0o022, 0o644), (0o027, 0o640)])
+def test_atomic_write_gives_normal_file_permissions(tmp_path: Path, umask: int, mode: int) -> None:
+    old = os.umask(umask)
     try:
         atomic.atomic_write_text(tmp_path / "report.html", "<html/>")
+        assert atomic.current_umask() == umask
+        assert os.umask(umask) == umask  # reading it left it as it was
     finally:
         os.umask(old)
-    assert (tmp_path / "report.html").stat().st_mode & 0o777 == 0o644  # not mkstemp's 0600
+    assert (tmp_path / "report.html").stat().st_mode & 0o777 == mode  # not mkstemp's 0600
 
 
 def test_partition_frames_load_lazily(tmp_path: Path) -> None:
