@@ -41,6 +41,7 @@ import grpc
 import numpy as np
 
 from bench.models import dense_autoencoder
+from ds_serving.atomic import atomic_write_text
 from ds_serving.bundle import load_champion, promote, write_bundle
 from ds_serving.cli import run_event_loop
 from ds_serving.client import encode_request
@@ -538,7 +539,7 @@ def main(argv: list[str] | None = None) -> int:
     RESULTS.mkdir(parents=True, exist_ok=True)
     stamp = _dt.datetime.now(_dt.UTC).strftime("%Y%m%dT%H%M%SZ")
     out = Path(args.out) if args.out else RESULTS / f"scorer-{stamp}.json"
-    out.write_text(json.dumps(result, indent=2))
+    atomic_write_text(out, json.dumps(result, indent=2))
     _table(result)
     print(f"\nwritten to {out}")
     return 0

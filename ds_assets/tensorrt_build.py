@@ -262,10 +262,12 @@ def attach_engine(bundle_path: str | Path, plan: bytes, info: dict[str, Any]) ->
     manifest; returns the re-verified bundle."""
     path = Path(bundle_path)
     bundle = load_bundle(path)  # verify before touching it
-    if ENGINE_FILE in bundle.manifest.files or (path / ENGINE_FILE).exists():
+    if ENGINE_FILE in bundle.manifest.files:
         # Writing the plan and then the manifest is two steps: safe only while no manifest lists
         # a plan yet (readers keep verifying the old file set). Replacing a listed plan would let
         # a reader see a checksum that does not match, so an engine is added once per version.
+        # An unlisted plan file is what a crash between the two steps leaves: no reader trusts
+        # it, so it is simply replaced.
         raise BundleError(
             f"{path} already has {ENGINE_FILE}: bundle versions are immutable, so an engine is "
             "added once; train (or re-publish) a new bundle version to change it"

@@ -243,6 +243,12 @@ def model_dir(models_dir: str | os.PathLike[str], name: str) -> Path:
     return Path(models_dir) / _check_name("name", name)
 
 
+def version_dir(models_dir: str | os.PathLike[str], name: str, version: str) -> Path:
+    """Directory of one version; the version is checked, since it often comes from data (a
+    scored row's ``model_version``) and must not reach outside the model's directory."""
+    return model_dir(models_dir, name) / _check_name("version", str(version))
+
+
 def list_versions(models_dir: str | os.PathLike[str], name: str) -> list[str]:
     """Published versions, oldest first (numeric versions sort numerically)."""
     root = model_dir(models_dir, name)
@@ -350,7 +356,7 @@ def promote(
     details: Mapping[str, Any] | None = None,
 ) -> Path:
     """Point ``champion.json`` at ``version`` (verified first), replacing it atomically."""
-    bundle = load_bundle(model_dir(models_dir, name) / _check_name("version", version))
+    bundle = load_bundle(version_dir(models_dir, name, version))
     pointer = {
         "name": name,
         "version": bundle.manifest.version,

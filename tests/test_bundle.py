@@ -147,6 +147,10 @@ def test_invalid_names(tmp_path: Path, onnx_bytes: bytes) -> None:
     with pytest.raises(b.BundleError, match=r"invalid model name"):
         b.write_bundle(tmp_path, "../escape", onnx_bytes, kind="x", features=FEATURES,
                        threshold=1.0, threshold_rule={})
+    # versions often come from data (a scored row's model_version): never a path outside
+    with pytest.raises(b.BundleError, match=r"invalid model version '\.\./\.\./etc'"):
+        b.version_dir(tmp_path, "ae", "../../etc")
+    assert b.version_dir(tmp_path, "ae", "3") == tmp_path / "ae" / "3"
 
 
 def test_scorer_flags_and_input_errors(tmp_path: Path, onnx_bytes: bytes) -> None:

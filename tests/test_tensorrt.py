@@ -67,6 +67,15 @@ def test_attach_engine_adds_a_plan_only_once(tmp_path: Path) -> None:
     assert engine is not None and engine.read_bytes() == b"plan-one"
 
 
+def test_attach_engine_replaces_a_plan_a_crash_left_unlisted(tmp_path: Path) -> None:
+    # a crash between writing model.plan and the manifest leaves a plan nobody lists or trusts
+    _, path = _bundle(tmp_path)
+    (path / ENGINE_FILE).write_bytes(b"half-done")
+    assert load_bundle(path).engine_path is None  # readers ignore it
+    bundle = attach_engine(path, b"plan-bytes", {"precision": "fp32"})
+    assert bundle.engine_path is not None and bundle.engine_path.read_bytes() == b"plan-bytes"
+
+
 def test_attach_engine_refuses_a_broken_bundle(tmp_path: Path) -> None:
     _, path = _bundle(tmp_path)
     manifest = json.loads((path / MANIFEST_FILE).read_text())

@@ -38,7 +38,7 @@ def alerts(
 ) -> pd.DataFrame:
     """Alert events: entity, start, end, peak score, top features, anomaly type."""
     version = scoring_version(scored_telemetry, registry.champion_version())
-    manifest = load_bundle(registry.root / registry.model_name / version).manifest
+    manifest = load_bundle(registry.bundle_path(version)).manifest
     policy = policy_with_overrides(
         manifest.alerting, k=config.k, n=config.n, m=config.m, cooldown=config.cooldown_seconds
     )

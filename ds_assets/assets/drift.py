@@ -52,7 +52,7 @@ def drift_report(
 ) -> dict[str, Any]:
     """Per-feature W1/PSI/KS(BH) against the training reference, plus score and rate shift."""
     version = scoring_version(scored_telemetry, registry.champion_version())
-    reference = load_reference(registry.root / registry.model_name / version)
+    reference = load_reference(registry.bundle_path(version))
     result = compare(
         reference,
         raw_telemetry,

@@ -35,7 +35,7 @@ class ModelRegistry(dg.ConfigurableResource):
         return bundles.champion_version(self.models_dir, self.model_name)
 
     def bundle_path(self, version: str) -> Path:
-        return bundles.model_dir(self.models_dir, self.model_name) / version
+        return bundles.version_dir(self.models_dir, self.model_name, version)
 
     def register(
         self,
