@@ -7,7 +7,6 @@ $DAGSTER_HOME, so `dagster dev` afterwards shows every materialization.
 from __future__ import annotations
 
 import argparse
-import datetime as dt
 import json
 import os
 import shutil
@@ -20,12 +19,8 @@ import dagster as dg
 
 from ds_assets.definitions import build_definitions
 from ds_assets.demo_drift import run_drift_story
+from ds_assets.sensors.records import previous_days
 from ds_assets.settings import Settings
-
-
-def _days(end: str, n: int) -> list[str]:
-    last = dt.date.fromisoformat(end)
-    return [(last - dt.timedelta(days=i)).isoformat() for i in range(n - 1, -1, -1)]
 
 
 def _run(defs: dg.Definitions, job: str, instance: dg.DagsterInstance, **kwargs: Any) -> None:
@@ -86,7 +81,7 @@ def main(argv: list[str] | None = None) -> int:
         _fresh_state(settings.data_dir, Path(os.environ["DAGSTER_HOME"]))
     defs = build_definitions(settings)
     instance = dg.DagsterInstance.get()
-    days = _days(args.end, args.days)
+    days = previous_days(args.end, args.days)
     source = {"n_hosts": args.hosts, "interval_seconds": args.interval,
               "anomaly_rate": args.anomaly_rate}
 
