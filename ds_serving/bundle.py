@@ -376,4 +376,4 @@ def load_champion(models_dir: str | os.PathLike[str], name: str) -> Bundle:
             "does not exist; train and promote a model first (materialize the 'champion' asset, "
             "or run `make demo`)"
         )
-    return load_bundle(model_dir(models_dir, name) / version)
+    return load_bundle(version_dir(models_dir, name, version))

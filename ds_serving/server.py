@@ -32,7 +32,13 @@ import numpy as np
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
-from ds_serving.bundle import CHAMPION_FILE, BundleError, champion_version, model_dir
+from ds_serving.bundle import (
+    CHAMPION_FILE,
+    BundleError,
+    champion_version,
+    model_dir,
+    version_dir,
+)
 from ds_serving.metrics import ScorerMetrics
 from ds_serving.proto import SERVICE_NAME, scoring_pb2, scoring_pb2_grpc
 from ds_serving.runtime import (
@@ -414,12 +420,12 @@ class ScorerServer:
                 return "failure"  # already refused this pointer; wait for a new promotion
             try:
                 version = champion_version(self.config.models_dir, self.config.name)
+                path = version_dir(self.config.models_dir, self.config.name, str(version))
             except BundleError as exc:
                 return self._refuse(stamp, str(exc))
             current = self.runtime
             if current is not None and version == current.version:
                 return "unchanged"
-            path = model_dir(self.config.models_dir, self.config.name) / str(version)
             loop = asyncio.get_running_loop()
             try:
                 runtime = await loop.run_in_executor(None, self._load, path)

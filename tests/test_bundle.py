@@ -151,6 +151,11 @@ def test_invalid_names(tmp_path: Path, onnx_bytes: bytes) -> None:
     with pytest.raises(b.BundleError, match=r"invalid model version '\.\./\.\./etc'"):
         b.version_dir(tmp_path, "ae", "../../etc")
     assert b.version_dir(tmp_path, "ae", "3") == tmp_path / "ae" / "3"
+    # so does a champion pointer edited by hand
+    (tmp_path / "ae").mkdir()
+    (tmp_path / "ae" / b.CHAMPION_FILE).write_text('{"version": "../other"}')
+    with pytest.raises(b.BundleError, match=r"invalid model version '\.\./other'"):
+        b.load_champion(tmp_path, "ae")
 
 
 def test_scorer_flags_and_input_errors(tmp_path: Path, onnx_bytes: bytes) -> None:
