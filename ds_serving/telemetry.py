@@ -46,7 +46,9 @@ def synthetic_batches(
     # one latent load per entity drives every feature (real telemetry is correlated: more load,
     # more cpu, traffic and latency), so a model that learned those correlations sees normal rows
     phase = rng.uniform(0, 2 * np.pi, size=n_entities)
-    names = np.array([f"host-{i:03d}" for i in range(n_entities)])
+    # not the generator's host-NNN: a replay into a scorer that also sees the real fleet must not
+    # feed its rows into real hosts' windows, smoothing and alert state
+    names = np.array([f"synthetic-{i:03d}" for i in range(n_entities)])
     period = 24 * 3600.0
     burst_left = np.zeros(n_entities, np.int64)
     burst_shift = np.zeros((n_entities, n_features))
