@@ -217,7 +217,8 @@ def _check_payload(port: int, payload: bytes, n_rows: int) -> None:
 
 
 def _start_server(
-    models: Path, name: str, args: argparse.Namespace, processes: int
+    models: Path, name: str, args: argparse.Namespace, processes: int,
+    coalesce_ms: float | None = None,
 ) -> tuple[subprocess.Popen[bytes], int, int]:
     """A ``ds-scorer serve`` subprocess (``processes`` of them sharing the port), once every
     process answers: (process, gRPC port, first metrics port)."""
@@ -231,7 +232,8 @@ def _start_server(
          str(port), "--metrics-port", str(metrics_port), "--metrics-host", "127.0.0.1",
          "--backend", "cpu", "--threads", str(args.threads), "--workers",
          str(args.workers), "--poll-interval", "5", "--event-loop", args.event_loop,
-         "--processes", str(processes)],
+         "--processes", str(processes), "--coalesce-ms",
+         str(args.coalesce_ms if coalesce_ms is None else coalesce_ms)],
     )
     deadline = time.time() + 60
     channel = grpc.insecure_channel(f"127.0.0.1:{port}")
@@ -419,6 +421,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--processes", type=int, default=2,
                         help="scorer processes of the extra stateless-tier phase of (b) "
                              "(1 skips it)")
+    parser.add_argument("--coalesce-ms", type=float, default=2.0,
+                        help="server: --coalesce-ms (an extra phase of (b) runs with 0)")
     parser.add_argument("--batch-concurrency", type=int, default=4)
     parser.add_argument("--unary-concurrency", type=int, default=16)
     parser.add_argument("--out", help="JSON result path (default bench/results/scorer-<ts>.json)")
@@ -458,6 +462,9 @@ def main(argv: list[str] | None = None) -> int:
             print("(b) Score, single rows, h2load client", file=sys.stderr)
             b_native = _checked_h2load(server.pid, [metrics_port], lambda: _h2load_unary(
                 port, encode_request(single), args.unary_concurrency, args.seconds, 1, tmp))
+            print("(b) Score, single rows, h2load client, concurrency 1", file=sys.stderr)
+            b_sequential = _checked_h2load(server.pid, [metrics_port], lambda: _h2load_unary(
+                port, encode_request(single), 1, args.seconds, 1, tmp))
             print("(b) Score, single rows, Python grpc.aio client", file=sys.stderr)
             b_py = _measured(server.pid, _unary_load(
                 target, encode_request(single), args.unary_concurrency, args.seconds, channels=1))
@@ -466,6 +473,17 @@ def main(argv: list[str] | None = None) -> int:
         finally:
             server.terminate()
             server.wait(30)
+        b_uncoalesced = None
+        if shutil.which("h2load") and args.coalesce_ms > 0:
+            print("(b) Score, single rows, h2load, --coalesce-ms 0 (one graph run per request)",
+                  file=sys.stderr)
+            server, port, metrics_port = _start_server(models, name, args, 1, coalesce_ms=0)
+            try:
+                b_uncoalesced = _checked_h2load(server.pid, [metrics_port], lambda: _h2load_unary(
+                    port, encode_request(single), args.unary_concurrency, args.seconds, 1, tmp))
+            finally:
+                server.terminate()
+                server.wait(30)
         b_processes = None
         if shutil.which("h2load") and args.processes > 1:
             print(f"(b) Score, single rows, h2load, {args.processes} processes (stateless tier)",
@@ -503,7 +521,8 @@ def main(argv: list[str] | None = None) -> int:
     single_ceiling = ceil["single_row"]["calls_per_s"]
     a["ratio_to_ceiling"] = round(a["rows_per_s"] / ceil["batch_4096"]["rows_per_s"], 3)
     for phase, empty in ((b_native, floor_native), (b_py, floor_py),
-                         (b_processes, floor_native)):
+                         (b_processes, floor_native), (b_sequential, floor_native),
+                         (b_uncoalesced, floor_native)):
         if phase is not None and empty is not None:
             phase["ratio_to_ceiling"] = round(phase["requests_per_s"] / single_ceiling, 3)
             phase["ratio_to_empty_grpc_handler"] = round(
@@ -532,6 +551,12 @@ def main(argv: list[str] | None = None) -> int:
         "b_score_single_row": b_native,
         "b_score_single_row_python_client": b_py,
         "b_score_single_row_processes": b_processes,
+        "b_score_single_row_concurrency_1": b_sequential,
+        "b_score_single_row_uncoalesced": b_uncoalesced,
+        "b_coalescing_gain": (
+            round(b_native["requests_per_s"] / b_uncoalesced["requests_per_s"], 3)
+            if b_native is not None and b_uncoalesced is not None else None
+        ),
         "c_score_stream_64": c,
         "b_judged_on": "h2load" if b_native is not None else "python client (h2load missing)",
         "targets_met": targets,
@@ -558,14 +583,17 @@ def _table(r: dict[str, Any]) -> None:
     ]
     for key, label in (("b_score_single_row", "(b) Score 1 row, c=16, h2load"),
                        ("b_score_single_row_python_client", "(b) Score 1 row, c=16, Python"),
+                       ("b_score_single_row_uncoalesced", "(b) 1 row, c=16, h2load, no coalescing"),
+                       ("b_score_single_row_concurrency_1", "(b) 1 row, c=1, h2load"),
                        ("b_score_single_row_processes", "(b) 1 row, c=16, h2load, N procs"),
                        ("floor_empty_grpc_handler_single_row", "floor: empty handler, h2load"),
                        ("floor_empty_grpc_handler_single_row_python_client",
                         "floor: empty handler, Python")):
         m = r[key]
         if m is None:
-            why = ("--processes 1" if key.endswith("_processes") and shutil.which("h2load")
-                   else "h2load not installed (apt-get install nghttp2-client)")
+            why = ("h2load not installed (apt-get install nghttp2-client)"
+                   if not shutil.which("h2load")
+                   else "--processes 1" if key.endswith("_processes") else "--coalesce-ms 0")
             print(f"{label}: skipped, {why}")
             continue
         label = label.replace("N procs", f"{r['settings']['processes']} procs")
@@ -583,6 +611,8 @@ def _table(r: dict[str, Any]) -> None:
         print(f"| {name:<36} | {thr:>18} | {m['p50_ms']:6.3f} | {m['p99_ms']:6.3f} | "
               f"{ratio:>5} | {srv!s:>18} | {cli!s:>18} |")
     print("(b) judged on:", r["b_judged_on"])
+    if r.get("b_coalescing_gain") is not None:
+        print(f"(b) coalescing gain (c=16, h2load): {r['b_coalescing_gain']:.2f}x")
     print("targets:", json.dumps(r["targets_met"]))
     print("load average before/after:", r["machine"]["loadavg_before"],
           r["machine"]["loadavg_after"])

@@ -117,6 +117,11 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--workers", type=int, default=int(_env("DS_SCORER_WORKERS", 0)),
                    help="graph runs in parallel for large batches, 0 = one per core "
                         "(env DS_SCORER_WORKERS)")
+    s.add_argument("--coalesce-ms", type=float,
+                   default=float(_env("DS_SCORER_COALESCE_MS", 2.0)),
+                   help="longest wait of a small request for others to share its graph run; "
+                        "only while that pays (concurrent traffic), 0 = never wait (env "
+                        "DS_SCORER_COALESCE_MS; default %(default)s)")
     s.add_argument("--max-rows", type=int, default=int(_env("DS_SCORER_MAX_ROWS", 65_536)),
                    help="max rows per request message (env DS_SCORER_MAX_ROWS; default "
                         "%(default)s)")
@@ -221,6 +226,7 @@ def _serve(args: argparse.Namespace) -> int:
         backend=args.backend,
         intra_op_threads=args.threads,
         workers=args.workers,
+        coalesce_window=args.coalesce_ms / 1000,
         max_rows=args.max_rows,
         max_message_bytes=int(args.max_message_mb * 1024 * 1024),
         max_entities=args.max_entities,

@@ -356,8 +356,11 @@ class ModelRuntime:
                 errors[part] = chunk_errors
         return self._commit(request, staged, scores, errors)
 
-    async def score_async(self, request: Decoded, *, explain: bool, run: RunFn) -> LiveResult:
-        """``score`` with the graph executed by ``run`` (e.g. on a worker thread).
+    async def score_async(
+        self, request: Decoded, *, explain: bool, run: RunFn, run_locked: RunFn | None = None
+    ) -> LiveResult:
+        """``score`` with the graph executed by ``run`` (e.g. on a worker thread), or by
+        ``run_locked`` when given for stateful requests, which hold the state lock meanwhile.
 
         Stateful requests hold the state lock across the await so each entity's rows stay in
         order, and change no state before the graph has run: windows, smoothing and alerts all
@@ -366,6 +369,7 @@ class ModelRuntime:
         if not self.stateful(request):
             scores, errors = await run(self.scorer, request.rows, explain)
             return self._finish(request, None, scores, errors)
+        run = run_locked or run
         async with self._lock:
             self._adopt()
             self._check(request)

@@ -1,7 +1,8 @@
 """The gRPC scorer: ``datasentinel.scoring.v1.Scorer`` plus grpc.health.v1 and reflection.
 
-One asyncio event loop (``grpc.aio``) handles every RPC; scoring runs inline on that loop
-or on worker threads for large inputs (onnxruntime releases the GIL); stateful requests hold
+One asyncio event loop (``grpc.aio``) handles every RPC; small inputs are scored on that loop,
+the ones that arrive in the same tick together in one graph run (``RunCoalescer``), large inputs
+on worker threads (onnxruntime releases the GIL); stateful requests hold
 one asyncio lock across the graph run, so each entity's rows are processed in arrival order, and
 change no per-entity state until the graph has run, so a cancelled request leaves none behind.
 The served model is one immutable ``ModelRuntime`` reference: a request takes it once and
@@ -39,6 +40,7 @@ from ds_serving.bundle import (
     model_dir,
     version_dir,
 )
+from ds_serving.coalescing import RunCoalescer
 from ds_serving.metrics import ScorerMetrics
 from ds_serving.proto import SERVICE_NAME, scoring_pb2, scoring_pb2_grpc
 from ds_serving.runtime import (
@@ -75,6 +77,7 @@ class ServerConfig:
     intra_op_threads: int = 1  # per graph run; 0 = onnxruntime default (one per core)
     workers: int = 0  # graph runs in parallel on worker threads; 0 = one per core
     offload_min_values: int = 4096  # smaller inputs run inline (a thread hop costs more)
+    coalesce_window: float = 0.002  # seconds a small run may wait to share a graph run
     allow_spinning: bool = False
     max_rows: int = 65_536
     max_message_bytes: int = 64 * 1024 * 1024
@@ -109,6 +112,9 @@ class ServerConfig:
         if self.workers < 0 or self.intra_op_threads < 0:
             raise ValueError(f"workers and intra_op_threads must be >= 0 (0 = one per core), "
                              f"got {self.workers} and {self.intra_op_threads}")
+        if not 0 <= self.coalesce_window <= 1:
+            raise ValueError(f"coalesce window must be 0-1000 ms, got "
+                             f"{self.coalesce_window * 1000:g} ms")
         if self.grace < 0:
             raise ValueError(f"grace must be >= 0 seconds, got {self.grace}")
 
@@ -188,7 +194,10 @@ class ScorerService(scoring_pb2_grpc.ScorerServicer):
             entity_ids=request.entity_ids,
             timestamps=request.timestamps,
         )
-        result = await runtime.score_async(decoded, explain=request.explain, run=self._owner.run)
+        result = await runtime.score_async(
+            decoded, explain=request.explain, run=self._owner.run,
+            run_locked=self._owner.run_locked,
+        )
         n_anomalies = int(np.count_nonzero(result.flags))
         self._metrics.scored(result.scores, result.n_scored, n_anomalies, runtime.threshold)
         response = scoring_pb2.ScoreResponse(
@@ -304,16 +313,27 @@ class ScorerServer:
         self._reload_lock = asyncio.Lock()
         workers = config.workers or os.cpu_count() or 1
         self._pool = ThreadPoolExecutor(workers, thread_name_prefix="ds-scorer-run")
+        self.coalescer = RunCoalescer(
+            window=config.coalesce_window, max_values=config.offload_min_values * 16
+        )
 
     async def run(
-        self, scorer: Scorer, inputs: np.ndarray, explain: bool
+        self, scorer: Scorer, inputs: np.ndarray, explain: bool, *, may_wait: bool = True
     ) -> tuple[np.ndarray, np.ndarray | None]:
-        """Run the graph: inline for small inputs, else on a worker thread (onnxruntime releases
-        the GIL) so the event loop keeps decoding and answering other requests meanwhile."""
+        """Run the graph: small inputs on the loop, coalesced with concurrent ones into one run
+        (``RunCoalescer``: one GIL release per group instead of per request), large ones on a
+        worker thread so the event loop keeps decoding and answering other requests meanwhile."""
         if inputs.size < self.config.offload_min_values:
-            return scorer.run(inputs, explain=explain)
+            return await self.coalescer.run(scorer, inputs, explain, may_wait=may_wait)
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(self._pool, partial(scorer.run, explain=explain), inputs)
+
+    async def run_locked(
+        self, scorer: Scorer, inputs: np.ndarray, explain: bool
+    ) -> tuple[np.ndarray, np.ndarray | None]:
+        """``run`` for a request that holds the state lock: no waiting for company, since every
+        other stateful request waits on that lock."""
+        return await self.run(scorer, inputs, explain, may_wait=False)
 
     # -- lifecycle ---------------------------------------------------------------------------
 

@@ -210,6 +210,7 @@ def test_event_loop_choice_errors_say_what_to_do(monkeypatch: pytest.MonkeyPatch
     ("max_entities", 0, "max_entities must be >= 1"),
     ("workers", -1, "workers and intra_op_threads must be >= 0"),
     ("grace", -1.0, "grace must be >= 0"),
+    ("coalesce_window", -0.001, "coalesce window must be 0-1000 ms, got -1 ms"),
 ])
 def test_server_config_names_a_value_that_cannot_work(
     tmp_path: Path, field: str, value: float, match: str
