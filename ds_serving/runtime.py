@@ -78,6 +78,49 @@ class LiveResult:
     n_scored: int
 
 
+def _settle(future: asyncio.Future[None]) -> None:
+    if not future.done():
+        future.set_result(None)
+
+
+class _Turn:
+    """One stateful request's place in arrival order (see ``CommitOrder``)."""
+
+    def __init__(self, before: asyncio.Future[None] | None, mine: asyncio.Future[None]) -> None:
+        self._before = before
+        self._mine = mine
+
+    async def wait(self) -> None:
+        """Until every earlier stateful request has committed or given up."""
+        if self._before is not None and not self._before.done():
+            await asyncio.shield(self._before)  # our cancellation must not cancel theirs
+
+    def release(self) -> None:
+        """Let the next request go: now, or when the ones before this one are through (a
+        request cancelled while waiting must not let later ones overtake earlier ones)."""
+        mine, before = self._mine, self._before
+        if mine.done():
+            return
+        if before is None or before.done():
+            _settle(mine)
+        else:
+            before.add_done_callback(lambda _: _settle(mine))
+
+
+class CommitOrder:
+    """Hands out turns in arrival order, so stateful requests whose graph runs overlap (shared,
+    coalesced runs) still update each entity's smoothing and alert state in the order the
+    requests arrived. Must be used from one event loop."""
+
+    def __init__(self) -> None:
+        self._last: asyncio.Future[None] | None = None
+
+    def take(self) -> _Turn:
+        mine: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        before, self._last = self._last, mine
+        return _Turn(before, mine)
+
+
 class ModelRuntime:
     """A verified, warmed-up model plus the live state that belongs to it."""
 
@@ -108,6 +151,7 @@ class ModelRuntime:
         self.smoother = StreamingSmoother(self.smoothing, max_entities)
         self.tracker = AlertTracker(self.alert_policy, max_entities)
         self._lock = asyncio.Lock()
+        self._order = CommitOrder()
         self._inherit_from: ModelRuntime | None = None  # state still to take over, see _adopt
         self.loaded_at = time.time()
         self.load_seconds = 0.0
@@ -173,6 +217,7 @@ class ModelRuntime:
         window is bigger); a different smoothing keeps the raw flags; a different alert policy
         keeps open alerts, cooldowns and time bases."""
         self._lock = old._lock  # one lock orders both runtimes' updates of the shared state
+        self._order = old._order
         self._inherit_from = old
 
     async def adopt_inherited(self) -> None:
@@ -360,29 +405,48 @@ class ModelRuntime:
         self, request: Decoded, *, explain: bool, run: RunFn, run_locked: RunFn | None = None
     ) -> LiveResult:
         """``score`` with the graph executed by ``run`` (e.g. on a worker thread), or by
-        ``run_locked`` when given for stateful requests, which hold the state lock meanwhile.
+        ``run_locked`` when given for a temporal model's stateful requests, which hold the state
+        lock meanwhile (their windows depend on the request before).
 
-        Stateful requests hold the state lock across the await so each entity's rows stay in
-        order, and change no state before the graph has run: windows, smoothing and alerts all
-        advance together after the last await, so a cancelled or failed request (client gone,
-        deadline) leaves every entity's state as it was."""
+        Stateful requests keep each entity's rows in arrival order (a temporal model's hold the
+        state lock across the await, a point model's commit in turn) and change no state before
+        the graph has run: windows, smoothing and alerts all advance together after the last
+        await, so a cancelled or failed request (client gone, deadline) leaves every entity's
+        state as it was."""
         if not self.stateful(request):
             scores, errors = await run(self.scorer, request.rows, explain)
             return self._finish(request, None, scores, errors)
+        if self.windows is None:
+            return await self._score_point_in_order(request, explain, run)
         run = run_locked or run
         async with self._lock:
             self._adopt()
             self._check(request)
             staged = self._stage(request)
-            if staged is None:
-                scores, errors = await run(self.scorer, request.rows, explain)
-                return self._finish(request, None, scores, errors)
+            assert staged is not None  # a temporal model stages windows
             scores, errors = self._alloc(len(staged), explain)
             for part, windows in staged.chunks(self._chunk_windows):
                 scores[part], chunk_errors = await run(self.scorer, windows, explain)
                 if errors is not None:
                     errors[part] = chunk_errors
             return self._commit(request, staged, scores, errors)
+
+    async def _score_point_in_order(
+        self, request: Decoded, explain: bool, run: RunFn
+    ) -> LiveResult:
+        """A point model's graph needs no per-entity state, only smoothing and alerts do: run
+        the graph first (so it can share a run with concurrent requests), then commit in arrival
+        order, under the state lock (held by a replaced temporal runtime's request, if any)."""
+        turn = self._order.take()
+        try:
+            scores, errors = await run(self.scorer, request.rows, explain)
+            await turn.wait()
+            async with self._lock:
+                self._adopt()
+                self._check(request)
+                return self._finish(request, None, scores, errors)
+        finally:
+            turn.release()
 
     @property
     def _chunk_windows(self) -> int:

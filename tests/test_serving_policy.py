@@ -9,9 +9,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from ds_serving import windows as windows_module
 from ds_serving.alerting import AlertPolicy, AlertPolicyError, AlertTracker
 from ds_serving.smoothing import Smoothing, SmoothingError, StreamingSmoother, smooth_flags
-from ds_serving.windows import EntityWindows, window_index
+from ds_serving.windows import EntityWindows, entity_groups, window_index
 
 
 def _interleaved(n_per_entity: int, entities: int, n_features: int, seed: int = 0):
@@ -22,6 +23,27 @@ def _interleaved(n_per_entity: int, entities: int, n_features: int, seed: int = 
     ids = ids[np.argsort(order, kind="stable")]
     rows = rng.normal(size=(len(ids), n_features)).astype(np.float32)
     return np.array([f"h{i}" for i in ids]), rows
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.one_of(st.sampled_from(["a", "b", "host-7", "é"]), st.just("")), min_size=1,
+                max_size=80), st.booleans())
+def test_entity_groups_small_and_large_paths_agree(keys: list[str], as_ints: bool) -> None:
+    """Requests of up to 64 rows group with a dict, larger ones with np.unique: same groups,
+    same (first-seen) order, same positions, plain Python keys."""
+    values = np.asarray([len(k) for k in keys] if as_ints else keys)
+    small = entity_groups(values)
+    saved = windows_module._SMALL_GROUPING
+    try:
+        windows_module._SMALL_GROUPING = 0
+        large = entity_groups(values)
+    finally:
+        windows_module._SMALL_GROUPING = saved
+    assert [k for k, _ in small] == [k for k, _ in large]
+    assert all(type(k) in (str, int) for k, _ in small)
+    for (_, a), (_, b) in zip(small, large, strict=True):
+        np.testing.assert_array_equal(a, b)
+        assert a.dtype == b.dtype
 
 
 def test_window_index_ends_at_each_row_after_warmup() -> None:
