@@ -1,10 +1,12 @@
 """The gRPC scorer: ``datasentinel.scoring.v1.Scorer`` plus grpc.health.v1 and reflection.
 
 One asyncio event loop (``grpc.aio``) handles every RPC; small inputs are scored on that loop,
-the ones that arrive in the same tick together in one graph run (``RunCoalescer``), large inputs
-on worker threads (onnxruntime releases the GIL); stateful requests hold
-one asyncio lock across the graph run, so each entity's rows are processed in arrival order, and
-change no per-entity state until the graph has run, so a cancelled request leaves none behind.
+concurrent ones together in one graph run (``RunCoalescer``), large inputs on worker threads
+(onnxruntime releases the GIL). Stateful (entity-keyed) requests keep each entity's rows in
+arrival order: on a point model they commit smoothing and alert updates in arrival order after
+their (possibly shared) graph run; on a temporal model they hold one asyncio lock across the
+run, since their windows depend on the request before. None changes per-entity state until its
+graph has run, so a cancelled request leaves none behind.
 The served model is one immutable ``ModelRuntime`` reference: a request takes it once and
 finishes on it, and a hot reload (load, verify, warm up in a worker thread) replaces the reference
 in one assignment, so in-flight requests finish on the old model and no request ever sees a
