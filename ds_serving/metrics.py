@@ -61,8 +61,10 @@ class BatchHistogram(Collector):
             bounds = self._scaled[key] = (self._bounds * scale).astype(values.dtype)
             if len(self._scaled) > 8:
                 self._scaled.pop(next(iter(self._scaled)))
-        idx = np.searchsorted(bounds, values, side="left")  # le semantics
-        counts = np.bincount(idx, minlength=len(self._counts))
+        # count values <= each bound (Prometheus "le") by searching the bounds in the sorted
+        # values: sorting 4096 scores and 13 searches cost a quarter of 4096 searches in bounds
+        at_or_below = np.searchsorted(np.sort(values), bounds, side="right")
+        counts = np.diff(at_or_below, prepend=0, append=len(values))
         total = float(np.sum(values, dtype=np.float64)) / scale
         with self._lock:
             self._counts += counts
