@@ -64,7 +64,10 @@ class BatchHistogram(Collector):
         # count values <= each bound (Prometheus "le") by searching the bounds in the sorted
         # values: sorting 4096 scores and 13 searches cost a quarter of 4096 searches in bounds
         at_or_below = np.searchsorted(np.sort(values), bounds, side="right")
-        counts = np.diff(at_or_below, prepend=0, append=len(values))
+        counts = np.empty(len(at_or_below) + 1, np.int64)
+        counts[0] = at_or_below[0]
+        np.subtract(at_or_below[1:], at_or_below[:-1], out=counts[1:-1])
+        counts[-1] = len(values) - at_or_below[-1]
         total = float(np.sum(values, dtype=np.float64)) / scale
         with self._lock:
             self._counts += counts
