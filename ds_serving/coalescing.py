@@ -35,6 +35,8 @@ Result = tuple[np.ndarray, np.ndarray | None]  # scores [n], feature errors [n, 
 class _Group:
     scorer: Scorer
     explain: bool
+    loop: asyncio.AbstractEventLoop
+    timer: asyncio.TimerHandle | None = None
     inputs: list[np.ndarray] = field(default_factory=list)
     futures: list[asyncio.Future[Result]] = field(default_factory=list)
     values: int = 0
@@ -93,16 +95,18 @@ class RunCoalescer:
         loop: a yield that finds nothing ready parks the loop in epoll, which hands the GIL over
         just like a graph run does. One that finds a group waiting joins it and runs it now."""
         key = (id(scorer), explain)
+        loop = asyncio.get_running_loop()
         group = self._groups.get(key)
+        if group is not None and group.loop is not loop:  # left by a loop that has ended
+            group = None
         if group is None:
             if not self._should_wait(may_wait):
                 self.requests += 1
                 self.runs += 1
                 return scorer.run(inputs, explain=explain)
-            loop = asyncio.get_running_loop()
-            group = self._groups[key] = _Group(scorer, explain)
-            loop.call_later(self.window, self._flush, key, group)
-        future: asyncio.Future[Result] = asyncio.get_running_loop().create_future()
+            group = self._groups[key] = _Group(scorer, explain, loop)
+            group.timer = loop.call_later(self.window, self._flush, key, group)
+        future: asyncio.Future[Result] = loop.create_future()
         group.inputs.append(inputs)
         group.futures.append(future)
         group.values += inputs.size
@@ -118,6 +122,8 @@ class RunCoalescer:
     def _flush(self, key: tuple[int, bool], group: _Group) -> None:
         if self._groups.get(key) is group:
             del self._groups[key]
+        if group.timer is not None:
+            group.timer.cancel()  # flushed early: the group need not wait for its timer
         futures, parts = group.futures, group.inputs
         if not futures:
             return  # flushed already (full, or an earlier scheduled flush)

@@ -9,12 +9,13 @@ it atomically on hot reload; the new one inherits the per-entity state when it i
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import datetime as _dt
 import json
 import logging
 import time
-from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -69,6 +70,24 @@ class Decoded:
     times: np.ndarray | None  # float64 [n] when the request sent timestamps
 
 
+def concat_decoded(parts: Sequence[Decoded]) -> Decoded:
+    """Consecutive requests as one, rows in order. All parts must agree on whether they carry
+    entity ids and timestamps (``can_concat``)."""
+    if len(parts) == 1:
+        return parts[0]
+    entities = [p.entities for p in parts if p.entities is not None]
+    times = [p.times for p in parts if p.times is not None]
+    return Decoded(
+        rows=np.concatenate([p.rows for p in parts]),
+        entities=np.concatenate(entities) if entities else None,
+        times=np.concatenate(times) if times else None,
+    )
+
+
+def can_concat(a: Decoded, b: Decoded) -> bool:
+    return (a.entities is None) == (b.entities is None) and (a.times is None) == (b.times is None)
+
+
 @dataclass(frozen=True)
 class LiveResult:
     scores: np.ndarray  # float32 [n]; NaN where a temporal model has no full window yet
@@ -76,6 +95,29 @@ class LiveResult:
     feature_errors: np.ndarray | None  # float32 [n, f] with explain
     alerts: list[AlertEvent]
     n_scored: int
+
+    def split(self, sizes: Sequence[int], temporal: bool) -> list[LiveResult]:
+        """The results of the requests ``concat_decoded`` joined, ``sizes`` rows each: alert
+        positions count from each request's first row again."""
+        if len(sizes) == 1:
+            return [self]
+        out: list[LiveResult] = []
+        start = 0
+        for size in sizes:
+            end = start + size
+            scores = self.scores[start:end]
+            out.append(LiveResult(
+                scores=scores,
+                flags=self.flags[start:end],
+                feature_errors=(
+                    None if self.feature_errors is None else self.feature_errors[start:end]
+                ),
+                alerts=[replace(a, position=a.position - start) for a in self.alerts
+                        if start <= a.position < end],
+                n_scored=int(np.count_nonzero(~np.isnan(scores))) if temporal else size,
+            ))
+            start = end
+        return out
 
 
 def _settle(future: asyncio.Future[None]) -> None:
@@ -211,21 +253,34 @@ class ModelRuntime:
     def inherit_state(self, old: ModelRuntime) -> None:
         """Take over ``old``'s per-entity state (windows, smoothing tails, alerts) on reload.
 
-        The move itself happens under the shared state lock on this runtime's first stateful
-        request (``_adopt``): requests already queued on ``old`` finish first, so none of their
-        updates is lost. A different window keeps each entity's tail (partial history if the new
-        window is bigger); a different smoothing keeps the raw flags; a different alert policy
-        keeps open alerts, cooldowns and time bases."""
+        The move itself happens in turn (``_in_turn``) on this runtime's first stateful request
+        or ``adopt_inherited``: requests that arrived on ``old`` before commit first, so none of
+        their updates is lost. A different window keeps each entity's tail (partial history if
+        the new window is bigger); a different smoothing keeps the raw flags; a different alert
+        policy keeps open alerts, cooldowns and time bases."""
         self._lock = old._lock  # one lock orders both runtimes' updates of the shared state
         self._order = old._order
         self._inherit_from = old
 
     async def adopt_inherited(self) -> None:
-        """Move the replaced runtime's state now, after the requests queued on it before the
-        swap (the lock is FIFO). Without this, traffic without entity ids never adopts, and
-        every replaced model (its onnxruntime session included) stays reachable."""
-        async with self._lock:
+        """Move the replaced runtime's state now, after the requests that arrived on it before
+        the swap have committed (in turn). Without this, traffic without entity ids never
+        adopts, and every replaced model (its onnxruntime session included) stays reachable."""
+        async with self._in_turn():
             self._adopt()
+
+    @contextlib.asynccontextmanager
+    async def _in_turn(self, turn: _Turn | None = None) -> AsyncIterator[None]:
+        """The state lock, in arrival order: after every stateful request (or adoption) that
+        took its turn earlier has committed or given up. Every user of the state lock goes
+        through here, so none overtakes a point-model request whose graph is still running."""
+        turn = turn or self._order.take()
+        try:
+            await turn.wait()
+            async with self._lock:
+                yield
+        finally:
+            turn.release()
 
     def _adopt(self) -> None:
         """Move the state of the runtime this one replaced; called with the state lock held."""
@@ -384,8 +439,8 @@ class ModelRuntime:
     def score(self, request: Decoded, *, explain: bool = False) -> LiveResult:
         """Score decoded rows and advance per-entity state (windows, smoothing, alerts).
 
-        Not thread-safe: the server calls it (or ``score_async``) from its one event-loop
-        thread, which orders the updates of each entity's state.
+        Not thread-safe, and takes no turn: use it or ``score_async`` on one runtime, never
+        both at once (the server only uses ``score_async``, from its one event-loop thread).
         """
         if not self.stateful(request):
             return self._finish(request, None, *self._run(request.rows, explain))
@@ -419,7 +474,7 @@ class ModelRuntime:
         if self.windows is None:
             return await self._score_point_in_order(request, explain, run)
         run = run_locked or run
-        async with self._lock:
+        async with self._in_turn():
             self._adopt()
             self._check(request)
             staged = self._stage(request)
@@ -440,13 +495,13 @@ class ModelRuntime:
         turn = self._order.take()
         try:
             scores, errors = await run(self.scorer, request.rows, explain)
-            await turn.wait()
-            async with self._lock:
-                self._adopt()
-                self._check(request)
-                return self._finish(request, None, scores, errors)
-        finally:
+        except BaseException:
             turn.release()
+            raise
+        async with self._in_turn(turn):
+            self._adopt()
+            self._check(request)  # after the graph, at commit: the checks see the state
+            return self._finish(request, None, scores, errors)  # the earlier requests left
 
     @property
     def _chunk_windows(self) -> int:

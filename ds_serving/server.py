@@ -48,10 +48,15 @@ from ds_serving.proto import SERVICE_NAME, scoring_pb2, scoring_pb2_grpc
 from ds_serving.runtime import (
     FAILED_PRECONDITION,
     INVALID_ARGUMENT,
+    Decoded,
+    LiveResult,
     ModelRuntime,
     RequestError,
+    can_concat,
+    concat_decoded,
 )
 from ds_serving.scoring import Scorer
+from ds_serving.streaming import ReadAhead
 
 log = logging.getLogger(__name__)
 
@@ -168,6 +173,13 @@ def _deny(handler: grpc.RpcMethodHandler) -> grpc.RpcMethodHandler:
     return grpc.unary_unary_rpc_method_handler(unary, **kwargs)
 
 
+STREAM_READ_AHEAD = 64  # stream messages read ahead, and most scored together
+
+
+def _rows_of(request: scoring_pb2.ScoreRequest) -> int:
+    return max(1, int(request.n_rows))
+
+
 class ScorerService(scoring_pb2_grpc.ScorerServicer):
     """The domain RPCs; all of them read the current runtime once and finish on it."""
 
@@ -183,12 +195,10 @@ class ScorerService(scoring_pb2_grpc.ScorerServicer):
             )
         return runtime
 
-    async def _score(
-        self, runtime: ModelRuntime, request: scoring_pb2.ScoreRequest
-    ) -> scoring_pb2.ScoreResponse:
+    def _decode(self, runtime: ModelRuntime, request: scoring_pb2.ScoreRequest) -> Decoded:
         if request.entity_ids and self._owner.config.stateless:
             raise RequestError(FAILED_PRECONDITION, STATELESS_REFUSAL)
-        decoded = runtime.decode(
+        return runtime.decode(
             model=request.model,
             n_rows=request.n_rows,
             n_features=request.n_features,
@@ -196,10 +206,24 @@ class ScorerService(scoring_pb2_grpc.ScorerServicer):
             entity_ids=request.entity_ids,
             timestamps=request.timestamps,
         )
-        result = await runtime.score_async(
-            decoded, explain=request.explain, run=self._owner.run,
-            run_locked=self._owner.run_locked,
+
+    async def _score_decoded(
+        self, runtime: ModelRuntime, decoded: Decoded, explain: bool
+    ) -> LiveResult:
+        return await runtime.score_async(
+            decoded, explain=explain, run=self._owner.run, run_locked=self._owner.run_locked
         )
+
+    async def _score(
+        self, runtime: ModelRuntime, request: scoring_pb2.ScoreRequest
+    ) -> scoring_pb2.ScoreResponse:
+        decoded = self._decode(runtime, request)
+        result = await self._score_decoded(runtime, decoded, request.explain)
+        return self._respond(runtime, request, result)
+
+    def _respond(
+        self, runtime: ModelRuntime, request: scoring_pb2.ScoreRequest, result: LiveResult
+    ) -> scoring_pb2.ScoreResponse:
         n_anomalies = int(np.count_nonzero(result.flags))
         self._metrics.scored(result.scores, result.n_scored, n_anomalies, runtime.threshold)
         response = scoring_pb2.ScoreResponse(
@@ -227,6 +251,54 @@ class ScorerService(scoring_pb2_grpc.ScorerServicer):
                 self._metrics.alert_events.labels(event.kind).inc()
             self._metrics.open_alerts.set(runtime.open_alerts)
         return response
+
+    async def _score_messages(
+        self, requests: list[scoring_pb2.ScoreRequest]
+    ) -> tuple[list[scoring_pb2.ScoreResponse], Exception | None]:
+        """Answers for consecutive stream messages, scored together where they can be (same
+        ``explain``, same optional fields), and the error of the first message that fails (the
+        ones after it are not scored). A joint run that fails changed no state, so its messages
+        are then scored one by one: every message gets exactly the answer or error it would
+        have got alone."""
+        try:
+            runtime = self._runtime()
+        except _Unavailable as exc:
+            return [], exc
+        decoded: list[Decoded] = []
+        failure: Exception | None = None
+        for request in requests:
+            try:
+                decoded.append(self._decode(runtime, request))
+            except Exception as exc:
+                failure = exc
+                break
+        responses: list[scoring_pb2.ScoreResponse] = []
+        i = 0
+        while i < len(decoded):
+            j = i + 1
+            while j < len(decoded) and requests[j].explain == requests[i].explain and (
+                can_concat(decoded[i], decoded[j])
+            ):
+                j += 1
+            group, parts = requests[i:j], decoded[i:j]
+            try:
+                joint = await self._score_decoded(runtime, concat_decoded(parts), group[0].explain)
+                results = joint.split([len(p.rows) for p in parts], runtime.window is not None)
+            except Exception as exc:
+                if len(parts) == 1:
+                    return responses, exc
+                results = []
+                for request, part in zip(group, parts, strict=True):
+                    try:
+                        results.append(await self._score_decoded(runtime, part, request.explain))
+                    except Exception as exc:
+                        responses.extend(self._respond(runtime, r, res)
+                                         for r, res in zip(group, results, strict=False))
+                        return responses, exc
+            responses.extend(self._respond(runtime, r, res)
+                             for r, res in zip(group, results, strict=True))
+            i = j
+        return responses, failure
 
     async def _fail(
         self, context: grpc.aio.ServicerContext, method: str, start: float, exc: Exception,
@@ -260,18 +332,31 @@ class ScorerService(scoring_pb2_grpc.ScorerServicer):
         request_iterator: AsyncIterator[scoring_pb2.ScoreRequest],
         context: grpc.aio.ServicerContext,
     ) -> AsyncIterator[scoring_pb2.ScoreResponse]:
+        """Messages that arrived while the previous ones were scored are scored together
+        (``ReadAhead``); each still gets its own answer, in order."""
+        reader = ReadAhead(request_iterator, depth=STREAM_READ_AHEAD)
         index = 0
-        async for request in request_iterator:
-            start = time.perf_counter()
-            try:
-                response = await self._score(self._runtime(), request)
-            except Exception as exc:
-                rid = f" (request_id {request.request_id!r})" if request.request_id else ""
-                await self._fail(context, "ScoreStream", start, exc, f"message {index}{rid}: ")
-                raise
-            self._metrics.record("ScoreStream", "OK", time.perf_counter() - start)
-            index += 1
-            yield response
+        try:
+            while True:
+                max_rows = self._owner.runtime.max_rows if self._owner.runtime else 1
+                batch = await reader.batch(STREAM_READ_AHEAD, max_rows, _rows_of)
+                if not batch:
+                    return
+                start = time.perf_counter()
+                responses, failure = await self._score_messages(batch)
+                elapsed = time.perf_counter() - start
+                for response in responses:
+                    self._metrics.record("ScoreStream", "OK", elapsed)
+                    index += 1
+                    yield response
+                if failure is not None:
+                    request = batch[len(responses)]
+                    rid = f" (request_id {request.request_id!r})" if request.request_id else ""
+                    await self._fail(context, "ScoreStream", start, failure,
+                                     f"message {index}{rid}: ")
+                    raise failure
+        finally:
+            reader.close()
 
     async def GetModelInfo(
         self, request: scoring_pb2.ModelInfoRequest, context: grpc.aio.ServicerContext

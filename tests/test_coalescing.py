@@ -184,7 +184,7 @@ def test_live_server_coalesces_concurrent_single_rows_without_changing_scores(
 
     promote(models, "ae", load_bundle(path).manifest.version)
     rows = _normal_rows(64, seed=11)
-    with ServerThread(_config(models, coalesce_window=0.005)) as server:
+    with ServerThread(_config(models, coalesce_window=0.02)) as server:
         target = f"127.0.0.1:{server.port}"
         with ScorerClient(target) as client, ThreadPoolExecutor(16) as pool:
             for _ in range(3):  # a few rounds so groups form
@@ -217,7 +217,7 @@ def test_live_entity_keyed_rows_share_runs_and_keep_per_entity_order(models: Pat
             return [client.score(rows[entity][i:i + 1], [entity], [float(i)])
                     for i in range(per_entity)]
 
-    with ServerThread(_config(models, coalesce_window=0.005)) as server:
+    with ServerThread(_config(models, coalesce_window=0.02)) as server:
         target = f"127.0.0.1:{server.port}"
         with ThreadPoolExecutor(len(rows)) as pool:
             results = dict(zip(rows, pool.map(produce, rows), strict=True))

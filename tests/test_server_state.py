@@ -340,3 +340,83 @@ def test_point_model_request_cancelled_in_line_neither_commits_nor_lets_later_on
     flags = smooth_flags(reference.flags, rt.smoothing)
     np.testing.assert_array_equal(np.concatenate([first.flags, third.flags]), flags)
     assert rt.tracker._state["a"].last_time == 5.0  # the cancelled rows were never committed
+
+
+def _reload_while_in_flight(old: ModelRuntime, new: ModelRuntime, first: Decoded,
+                            second: Decoded) -> list[Any]:
+    """``first`` is scoring on ``old`` (its graph still running) when ``new`` replaces it and
+    ``second`` arrives on ``new``; returns both results and the adoption's completion order."""
+    gate = asyncio.Event()
+    order: list[str] = []
+
+    async def slow(scorer: Scorer, inputs: np.ndarray, explain: bool):  # type: ignore[no-untyped-def]
+        await gate.wait()
+        return scorer.run(inputs, explain=explain)
+
+    async def inline(scorer: Scorer, inputs: np.ndarray, explain: bool):  # type: ignore[no-untyped-def]
+        return scorer.run(inputs, explain=explain)
+
+    async def tracked(name: str, coro: Any) -> Any:
+        result = await coro
+        order.append(name)
+        return result
+
+    async def scenario() -> list[Any]:
+        a = asyncio.ensure_future(tracked("first", old.score_async(first, explain=False,
+                                                                    run=slow)))
+        await asyncio.sleep(0)
+        new.inherit_state(old)
+        adopt = asyncio.ensure_future(tracked("adopt", new.adopt_inherited()))
+        b = asyncio.ensure_future(tracked("second", new.score_async(second, explain=False,
+                                                                     run=inline)))
+        await asyncio.sleep(0.01)
+        assert not adopt.done() and not b.done()  # both wait for the earlier request
+        gate.set()
+        return [await a, await b, await adopt]
+
+    first_result, second_result, _ = asyncio.run(scenario())
+    return [first_result, second_result, order]
+
+
+def _sequential(old: ModelRuntime, new: ModelRuntime, first: Decoded, second: Decoded
+                ) -> list[Any]:
+    async def scenario() -> list[Any]:
+        async def inline(scorer: Scorer, inputs: np.ndarray, explain: bool):  # type: ignore[no-untyped-def]
+            return scorer.run(inputs, explain=explain)
+
+        a = await old.score_async(first, explain=False, run=inline)
+        new.inherit_state(old)
+        await new.adopt_inherited()
+        return [a, await new.score_async(second, explain=False, run=inline)]
+
+    return asyncio.run(scenario())
+
+
+def test_reload_to_another_point_policy_waits_for_requests_in_flight_on_the_old_model(
+    models: Path,
+) -> None:
+    p0 = write_point_bundle(models, smoothing={"k": 1, "n": 1})
+    p1 = write_point_bundle(models, smoothing={"k": 1, "n": 2},
+                            alerting={**POLICY, "cooldown": 7})
+    rows = _normal_rows(4, seed=1) * 5.0  # flagged: an alert opens on the first rows
+    first, second = _timed(rows[:2], "a", 0.0), _timed(rows[2:], "a", 2.0)
+    got = _reload_while_in_flight(ModelRuntime.load(p0, backend="cpu"),
+                                  ModelRuntime.load(p1, backend="cpu"), first, second)
+    new_rt = ModelRuntime.load(p1, backend="cpu")
+    want = _sequential(ModelRuntime.load(p0, backend="cpu"), new_rt, first, second)
+    assert got[2] == ["first", "adopt", "second"]
+    for g, w in zip(got[:2], want, strict=True):
+        np.testing.assert_array_equal(g.flags, w.flags)
+        assert [(a.kind, a.at) for a in g.alerts] == [(a.kind, a.at) for a in w.alerts]
+    assert [a.kind for a in got[0].alerts] == ["open"] and not got[1].alerts  # one alert
+
+
+def test_reload_from_point_to_temporal_keeps_arrival_order(models: Path) -> None:
+    p0 = write_point_bundle(models)
+    b1 = _publish_window(models, 2)
+    rows = _normal_rows(4, seed=1)
+    first, second = _timed(rows[:2], "a", 0.0), _timed(rows[2:], "a", 2.0)
+    got = _reload_while_in_flight(ModelRuntime.load(p0, backend="cpu"),
+                                  ModelRuntime.load(b1.path, backend="cpu"), first, second)
+    assert got[2] == ["first", "adopt", "second"]  # no TimeOrderError for the earlier request
+    assert got[1].n_scored == 1  # the point model left no window history: one full window

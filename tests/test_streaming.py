@@ -1,0 +1,177 @@
+"""Read-ahead batching of ScoreStream: what a batch holds, and that scoring stream messages
+together answers every message exactly as scoring it alone would (scores, flags, alerts,
+errors), including on a temporal model with per-entity state."""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from bench.models import window_model
+from ds_serving.bundle import promote, write_bundle
+from ds_serving.client import ScorerClient, decode_response, encode_request
+from ds_serving.proto import scoring_pb2
+from ds_serving.server import ScorerService, ServerThread
+from ds_serving.streaming import ReadAhead
+from tests.test_server import FEATURES, POLICY, _config, _normal_rows, write_point_bundle
+
+
+@pytest.fixture
+def models(tmp_path: Path) -> Path:
+    return tmp_path / "models"
+
+
+async def _source(items: list[Any], fail: Exception | None = None) -> AsyncIterator[Any]:
+    for item in items:
+        yield item
+    if fail is not None:
+        raise fail
+
+
+def test_read_ahead_hands_out_what_has_arrived_within_the_limits() -> None:
+    async def scenario() -> list[list[int]]:
+        reader = ReadAhead(_source([3, 1, 1, 5, 1, 1, 1]), depth=16)
+        await asyncio.sleep(0.01)  # the pump has read everything
+        batches = [await reader.batch(3, 6, int)]  # 3+1+1 = 5 rows; 5 more would exceed 6
+        batches.append(await reader.batch(3, 6, int))  # 5+1 = 6; one more would exceed 6
+        batches.append(await reader.batch(2, 100, int))  # max_items 2
+        batches.append(await reader.batch(8, 100, int))  # end of stream
+        batches.append(await reader.batch(8, 100, int))  # and it stays ended
+        reader.close()
+        return batches
+
+    assert asyncio.run(scenario()) == [[3, 1, 1], [5, 1], [1, 1], [], []]
+
+
+def test_read_ahead_reports_a_broken_stream_after_the_messages_before_the_break() -> None:
+    async def scenario() -> tuple[list[int], str]:
+        reader = ReadAhead(_source([1, 1], fail=RuntimeError("stream broke")), depth=1)
+        first = await reader.batch(8, 100, int)  # depth 1: not everything fits at once
+        got = list(first)
+        while len(got) < 2:
+            got += await reader.batch(8, 100, int)
+        with pytest.raises(RuntimeError) as info:
+            await reader.batch(8, 100, int)
+        reader.close()
+        return got, str(info.value)
+
+    assert asyncio.run(scenario()) == ([1, 1], "stream broke")
+
+
+def _answers(server_thread: ServerThread, requests: list[scoring_pb2.ScoreRequest],
+             together: bool) -> tuple[list[Any], str | None]:
+    """Score ``requests`` as one read-ahead batch, or one at a time, on a server's runtime."""
+    service = ScorerService(server_thread.server)  # the handler object grpc would call
+
+    async def run() -> tuple[list[Any], str | None]:
+        if together:
+            responses, failure = await service._score_messages(requests)
+            return [decode_response(r) for r in responses], failure and str(failure)
+        out = []
+        for request in requests:
+            try:
+                out.append(decode_response(await service._score(service._runtime(), request)))
+            except Exception as exc:
+                return out, str(exc)
+        return out, None
+
+    return server_thread.call(run())  # type: ignore[no-any-return]
+
+
+def _same(a: list[Any], b: list[Any]) -> None:
+    assert len(a) == len(b)
+    for x, y in zip(a, b, strict=True):
+        np.testing.assert_allclose(x.scores, y.scores, rtol=1e-6, atol=1e-7)
+        np.testing.assert_array_equal(x.flags, y.flags)
+        assert x.n_scored == y.n_scored
+        if y.feature_errors is None:
+            assert x.feature_errors is None
+        else:
+            np.testing.assert_allclose(x.feature_errors, y.feature_errors, rtol=1e-6, atol=1e-7)
+        assert [(e.entity, e.kind, e.at, e.row) for e in x.alerts] == [
+            (e.entity, e.kind, e.at, e.row) for e in y.alerts]
+
+
+def _temporal(models: Path) -> None:
+    bundle = write_bundle(models, "tae", window_model(len(FEATURES), 3), kind="window",
+                          features=FEATURES, threshold=0.5, threshold_rule={"rule": "fixed"},
+                          window=3, smoothing={"k": 2, "n": 3}, alerting=POLICY)
+    promote(models, "tae", bundle.manifest.version)
+
+
+def test_joint_scoring_of_stream_messages_equals_one_at_a_time_on_a_temporal_model(
+    models: Path,
+) -> None:
+    _temporal(models)
+    rng = np.random.default_rng(7)
+    rows = rng.normal(size=(40, len(FEATURES))).astype(np.float32)
+    rows[15:25] += 4.0  # flagged: smoothing and alerts have work
+    hosts = np.array(["a", "b"])[rng.integers(0, 2, size=40)]
+    times = 100.0 + np.arange(40)
+    cuts = [0, 1, 5, 6, 14, 22, 23, 31, 40]
+    requests = [encode_request(rows[i:j], hosts[i:j], times[i:j], explain=(k % 3 == 1))
+                for k, (i, j) in enumerate(itertools.pairwise(cuts))]
+    answers = {}
+    for together in (True, False):
+        thread = ServerThread(_config(models, "tae"))
+        thread.start()
+        try:
+            answers[together] = _answers(thread, requests, together)
+        finally:
+            thread.stop()
+    (joint, joint_error), (alone, alone_error) = answers[True], answers[False]
+    assert joint_error is None and alone_error is None
+    _same(joint, alone)
+    assert sum(len(r.alerts) for r in alone) > 0
+
+
+def test_a_bad_message_in_a_batch_gets_the_error_it_gets_alone_after_the_earlier_answers(
+    models: Path,
+) -> None:
+    _temporal(models)
+    rows = np.random.default_rng(8).normal(size=(12, len(FEATURES))).astype(np.float32)
+    times = 100.0 + np.arange(12)
+    times[7] = 50.0  # message 2 (rows 6-8) goes back in time for entity "a"
+    requests = [encode_request(rows[i:i + 3], ["a"] * 3, times[i:i + 3]) for i in range(0, 12, 3)]
+    answers: dict[Any, Any] = {}
+    for together in (True, False):
+        thread = ServerThread(_config(models, "tae"))
+        thread.start()
+        try:
+            answers[together] = _answers(thread, requests, together)
+            if together:  # the refused message changed nothing: the entity goes on from row 5
+                later = encode_request(rows[9:], ["a"] * 3, times[9:])
+                answers["after"] = _answers(thread, [later], True)
+        finally:
+            thread.stop()
+    (joint, joint_error), (alone, alone_error) = answers[True], answers[False]
+    assert len(joint) == len(alone) == 2
+    _same(joint, alone)
+    assert joint_error == alone_error and "earlier than its previous row" in str(joint_error)
+    after, error = answers["after"]
+    assert error is None and after[0].n_scored == 3
+
+
+def test_live_stream_scores_read_ahead_messages_in_shared_runs(models: Path) -> None:
+    path = write_point_bundle(models)
+    from ds_serving.bundle import load_bundle
+
+    promote(models, "ae", load_bundle(path).manifest.version)
+    rows = _normal_rows(400, seed=12)
+    requests = [encode_request(rows[i:i + 2], request_id=f"r{i}") for i in range(0, 400, 2)]
+    with ServerThread(_config(models)) as server:
+        with ScorerClient(f"127.0.0.1:{server.port}") as client:
+            results = list(client.score_stream(iter(requests)))
+            alone = client.score(rows)
+        runs = server.coalescer.requests  # graph runs the stream's batches asked for
+    assert len(results) == len(requests)
+    assert runs < len(requests)  # messages were scored together
+    np.testing.assert_allclose(np.concatenate([r.scores for r in results]), alone.scores,
+                               rtol=1e-6, atol=1e-7)
+    assert [r.request_id for r in results] == [f"r{i}" for i in range(0, 400, 2)]
