@@ -14,7 +14,7 @@ a temporal model's warm-up) carry no information: they neither flag nor count as
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Hashable, Mapping, Sequence
+from collections.abc import Hashable, KeysView, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -115,6 +115,10 @@ class AlertTracker:
         self.max_entities = max_entities
         self._state: dict[Hashable, _EntityState] = {}
         self._open = 0  # kept in step with the states so reading it costs nothing
+
+    def entity_keys(self) -> KeysView[Hashable]:
+        """The entities holding state now (live view)."""
+        return self._state.keys()
 
     def open_count(self) -> int:
         return self._open

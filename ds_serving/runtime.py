@@ -95,8 +95,9 @@ class LiveResult:
     feature_errors: np.ndarray | None  # float32 [n, f] with explain
     alerts: list[AlertEvent]
     n_scored: int
+    positions: np.ndarray | None = None  # temporal: the rows that had a full window
 
-    def split(self, sizes: Sequence[int], temporal: bool) -> list[LiveResult]:
+    def split(self, sizes: Sequence[int]) -> list[LiveResult]:
         """The results of the requests ``concat_decoded`` joined, ``sizes`` rows each: alert
         positions count from each request's first row again."""
         if len(sizes) == 1:
@@ -114,7 +115,10 @@ class LiveResult:
                 ),
                 alerts=[replace(a, position=a.position - start) for a in self.alerts
                         if start <= a.position < end],
-                n_scored=int(np.count_nonzero(~np.isnan(scores))) if temporal else size,
+                n_scored=size if self.positions is None else int(np.count_nonzero(
+                    (self.positions >= start) & (self.positions < end))),
+                positions=None if self.positions is None else (
+                    self.positions[(self.positions >= start) & (self.positions < end)] - start),
             ))
             start = end
         return out
@@ -185,6 +189,7 @@ class ModelRuntime:
         self.window = m.window
         self.threshold = float(m.threshold)
         self.max_rows = int(max_rows)
+        self.max_entities = int(max_entities)
         self.alert_policy = AlertPolicy.from_dict(m.alerting)
         self.smoothing = Smoothing.from_dict(m.smoothing)
         self.windows = (
@@ -417,6 +422,21 @@ class ModelRuntime:
                 )
         return Decoded(rows=rows, entities=entities, times=times)
 
+    def fits_without_eviction(self, request: Decoded) -> bool:
+        """Whether the request's entities fit the per-entity state without evicting any: then
+        scoring it in one piece equals scoring its parts in turn (evictions happen at the end of
+        a request, so joined parts would see an entity that an earlier part evicted)."""
+        if request.entities is None:
+            return True
+        entities = set(request.entities.tolist())
+        stores: list[Any] = [self.tracker.entity_keys(), self.smoother.entity_keys()]
+        if self.windows is not None:
+            stores.append(self.windows.entity_keys())
+        return all(
+            len(keys) + sum(1 for e in entities if e not in keys) <= self.max_entities
+            for keys in stores
+        )
+
     @property
     def keeps_state(self) -> bool:
         """Whether scoring needs per-entity history (a window or flag smoothing)."""
@@ -566,7 +586,7 @@ class ModelRuntime:
         alerts: list[AlertEvent] = []
         if entities is not None:  # alerts are per entity; anonymous rows skip the per-row work
             alerts = self.tracker.update(entities, flags, scores, request.times)
-        return LiveResult(scores, flags, errors, alerts, n_scored)
+        return LiveResult(scores, flags, errors, alerts, n_scored, positions)
 
     def refresh_open_alerts(self) -> int:
         """Open alerts now (kept for callers of the old API; the tracker keeps the count)."""

@@ -173,11 +173,12 @@ def _deny(handler: grpc.RpcMethodHandler) -> grpc.RpcMethodHandler:
     return grpc.unary_unary_rpc_method_handler(unary, **kwargs)
 
 
-STREAM_READ_AHEAD = 64  # stream messages read ahead, and most scored together
+STREAM_READ_AHEAD_MESSAGES = 64  # most stream messages scored together
+STREAM_READ_AHEAD_BYTES = 8 * 1024 * 1024  # most feature bytes a stream's read-ahead holds
 
 
-def _rows_of(request: scoring_pb2.ScoreRequest) -> int:
-    return max(1, int(request.n_rows))
+def _bytes_of(request: scoring_pb2.ScoreRequest) -> int:
+    return max(1, len(request.features))
 
 
 class ScorerService(scoring_pb2_grpc.ScorerServicer):
@@ -255,11 +256,15 @@ class ScorerService(scoring_pb2_grpc.ScorerServicer):
     async def _score_messages(
         self, requests: list[scoring_pb2.ScoreRequest]
     ) -> tuple[list[scoring_pb2.ScoreResponse], Exception | None]:
-        """Answers for consecutive stream messages, scored together where they can be (same
-        ``explain``, same optional fields), and the error of the first message that fails (the
-        ones after it are not scored). A joint run that fails changed no state, so its messages
+        """Answers for the first consecutive stream messages, scored together where they can
+        be, and the error of the first message that fails (the ones after it are not scored).
+
+        Messages join when they agree on ``explain`` and the optional fields, and when their
+        entities fit the per-entity state without evictions (an eviction between two messages
+        would otherwise not happen). A joint run that fails changed no state, so its messages
         are then scored one by one: every message gets exactly the answer or error it would
-        have got alone."""
+        have got alone. On a hot reload the answers so far come back without an error and the
+        caller scores the rest on the new model."""
         try:
             runtime = self._runtime()
         except _Unavailable as exc:
@@ -281,23 +286,30 @@ class ScorerService(scoring_pb2_grpc.ScorerServicer):
             ):
                 j += 1
             group, parts = requests[i:j], decoded[i:j]
+            joint = concat_decoded(parts)
+            if len(parts) > 1 and not runtime.fits_without_eviction(joint):
+                group, parts = group[:1], parts[:1]
+                joint = parts[0]
+            if self._owner.runtime is not runtime:
+                return responses, None  # reloaded: the rest goes to the new model
             try:
-                joint = await self._score_decoded(runtime, concat_decoded(parts), group[0].explain)
-                results = joint.split([len(p.rows) for p in parts], runtime.window is not None)
+                result = await self._score_decoded(runtime, joint, group[0].explain)
             except Exception as exc:
                 if len(parts) == 1:
                     return responses, exc
-                results = []
                 for request, part in zip(group, parts, strict=True):
+                    if self._owner.runtime is not runtime:
+                        return responses, None
                     try:
-                        results.append(await self._score_decoded(runtime, part, request.explain))
+                        alone = await self._score_decoded(runtime, part, request.explain)
                     except Exception as exc:
-                        responses.extend(self._respond(runtime, r, res)
-                                         for r, res in zip(group, results, strict=False))
                         return responses, exc
-            responses.extend(self._respond(runtime, r, res)
-                             for r, res in zip(group, results, strict=True))
-            i = j
+                    responses.append(self._respond(runtime, request, alone))
+            else:
+                results = result.split([len(p.rows) for p in parts])
+                responses.extend(self._respond(runtime, r, res)
+                                 for r, res in zip(group, results, strict=True))
+            i += len(parts)
         return responses, failure
 
     async def _fail(
@@ -334,27 +346,31 @@ class ScorerService(scoring_pb2_grpc.ScorerServicer):
     ) -> AsyncIterator[scoring_pb2.ScoreResponse]:
         """Messages that arrived while the previous ones were scored are scored together
         (``ReadAhead``); each still gets its own answer, in order."""
-        reader = ReadAhead(request_iterator, depth=STREAM_READ_AHEAD)
+        reader = ReadAhead(request_iterator, _bytes_of, STREAM_READ_AHEAD_BYTES)
+        context.add_done_callback(lambda _: reader.close())  # also when the client goes away
         index = 0
         try:
             while True:
-                max_rows = self._owner.runtime.max_rows if self._owner.runtime else 1
-                batch = await reader.batch(STREAM_READ_AHEAD, max_rows, _rows_of)
-                if not batch:
+                runtime = self._owner.runtime
+                max_bytes = runtime.max_rows * runtime.n_features * 4 if runtime else 1
+                pending = await reader.batch(STREAM_READ_AHEAD_MESSAGES, max_bytes)
+                if not pending:
                     return
-                start = time.perf_counter()
-                responses, failure = await self._score_messages(batch)
-                elapsed = time.perf_counter() - start
-                for response in responses:
-                    self._metrics.record("ScoreStream", "OK", elapsed)
-                    index += 1
-                    yield response
-                if failure is not None:
-                    request = batch[len(responses)]
-                    rid = f" (request_id {request.request_id!r})" if request.request_id else ""
-                    await self._fail(context, "ScoreStream", start, failure,
-                                     f"message {index}{rid}: ")
-                    raise failure
+                while pending:
+                    start = time.perf_counter()
+                    responses, failure = await self._score_messages(pending)
+                    elapsed = time.perf_counter() - start
+                    for response in responses:
+                        self._metrics.record("ScoreStream", "OK", elapsed)
+                        index += 1
+                        yield response
+                    if failure is not None:
+                        request = pending[len(responses)]
+                        rid = f" (request_id {request.request_id!r})" if request.request_id else ""
+                        await self._fail(context, "ScoreStream", start, failure,
+                                         f"message {index}{rid}: ")
+                        raise failure
+                    pending = pending[len(responses):]  # the rest after a hot reload
         finally:
             reader.close()
 

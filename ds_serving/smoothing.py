@@ -9,7 +9,7 @@ flags of each entity. Rows without a score (temporal warm-up) count as not flagg
 
 from __future__ import annotations
 
-from collections.abc import Hashable, Mapping, Sequence
+from collections.abc import Hashable, KeysView, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -96,6 +96,10 @@ class StreamingSmoother:
         other._tails = {}
         while len(self._tails) > self.max_entities:
             self._tails.pop(next(iter(self._tails)))
+
+    def entity_keys(self) -> KeysView[Hashable]:
+        """The entities holding state now (live view)."""
+        return self._tails.keys()
 
     def apply(
         self, raw_flags: np.ndarray, entities: Sequence[Hashable] | np.ndarray | None = None

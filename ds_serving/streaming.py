@@ -2,16 +2,17 @@
 
 Why: a ``ScoreStream`` handler that scores one message at a time pays one graph run (one GIL
 hand-over, see ``ds_serving.coalescing``) and one pass of Python per message. A pump task reads
-the stream ahead into a bounded queue; the handler takes every message that has arrived while it
-was busy and scores them together (``ScorerService.ScoreStream``), answering each message on
-its own and in order. Measured with one 64-row stream, 8 messages in flight: batches of 3-4
-messages, about twice the rows/s. The queue bound keeps gRPC's flow control in charge of how
-much a client can send ahead.
+the stream ahead; the handler takes every message that has arrived while it was busy and scores
+them together (``ScorerService.ScoreStream``), answering each message on its own and in order.
+Measured with one 64-row stream, 8 messages in flight: batches of 3-4 messages, about twice the
+rows/s. What the pump holds is bounded by a weight budget (bytes), always at least one message,
+so gRPC's flow control, not this buffer, decides how far a client can send ahead.
 """
 
 from __future__ import annotations
 
 import asyncio
+from collections import deque
 from collections.abc import AsyncIterator, Callable
 from typing import Any, Generic, TypeVar
 
@@ -26,45 +27,64 @@ class _Failed:
 
 
 class ReadAhead(Generic[T]):
-    """Messages of ``source`` in batches of what has arrived. Use from one event loop; call
+    """Messages of ``source`` in batches of what has arrived. ``weight`` (e.g. bytes) of what
+    is held never exceeds ``budget`` except for a single message. Use from one event loop; call
     ``close`` when done (it stops the pump)."""
 
-    def __init__(self, source: AsyncIterator[T], depth: int = 64) -> None:
-        if depth < 1:
-            raise ValueError(f"depth must be >= 1, got {depth}")
-        self._queue: asyncio.Queue[Any] = asyncio.Queue(depth)
-        self._held: Any = None  # taken from the queue but left for the next batch
+    def __init__(
+        self, source: AsyncIterator[T], weight: Callable[[T], int], budget: int
+    ) -> None:
+        if budget < 1:
+            raise ValueError(f"budget must be >= 1, got {budget}")
+        self._weight = weight
+        self._budget = budget
+        self._items: deque[Any] = deque()
+        self._held = 0  # total weight of the messages in _items
+        self._arrived = asyncio.Event()
+        self._room = asyncio.Event()
         self._task = asyncio.ensure_future(self._pump(source))
 
     async def _pump(self, source: AsyncIterator[T]) -> None:
         try:
             async for item in source:
-                await self._queue.put(item)
-        except Exception as exc:  # a broken stream: the handler raises it after the messages
-            await self._queue.put(_Failed(exc))  # that arrived before
-            return
-        await self._queue.put(_END)
+                w = self._weight(item)
+                while self._items and self._held + w > self._budget:
+                    self._room.clear()
+                    await self._room.wait()
+                self._items.append(item)
+                self._held += w
+                self._arrived.set()
+        except Exception as exc:  # a broken stream: raised after the messages before it
+            self._items.append(_Failed(exc))
+        else:
+            self._items.append(_END)
+        self._arrived.set()
 
-    async def batch(self, max_items: int, max_weight: int, weight: Callable[[T], int]) -> list[T]:
+    async def batch(self, max_items: int, max_weight: int) -> list[T]:
         """The next message (waiting for it) plus every one already here, up to ``max_items``
-        messages and ``max_weight`` in total ``weight``; [] at the end of the stream. A broken
+        messages and ``max_weight`` in total weight; [] at the end of the stream. A broken
         stream raises here once the messages read before the break are handed out."""
-        item = self._held if self._held is not None else await self._queue.get()
-        self._held = None
-        if item is _END:
-            self._held = _END
+        while not self._items:
+            self._arrived.clear()
+            await self._arrived.wait()
+        head = self._items[0]
+        if head is _END:
             return []
-        if isinstance(item, _Failed):
-            raise item.exc
-        out = [item]
-        total = weight(item)
-        while len(out) < max_items and not self._queue.empty():
-            item = self._queue.get_nowait()
-            if item is _END or isinstance(item, _Failed) or total + weight(item) > max_weight:
-                self._held = item
+        if isinstance(head, _Failed):
+            raise head.exc
+        out: list[T] = []
+        total = 0
+        while self._items and len(out) < max_items:
+            item = self._items[0]
+            if item is _END or isinstance(item, _Failed):
                 break
-            out.append(item)
-            total += weight(item)
+            w = self._weight(item)
+            if out and total + w > max_weight:
+                break
+            out.append(self._items.popleft())
+            total += w
+            self._held -= w
+        self._room.set()
         return out
 
     def close(self) -> None:

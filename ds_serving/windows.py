@@ -9,7 +9,7 @@ both paths give the same score for the same row.
 
 from __future__ import annotations
 
-from collections.abc import Hashable, Iterator, Sequence
+from collections.abc import Hashable, Iterator, KeysView, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -147,6 +147,10 @@ class EntityWindows:
         for key, tail in self._tails.items():
             out._tails[key] = tail[max(0, len(tail) - keep) :].copy()
         return out
+
+    def entity_keys(self) -> KeysView[Hashable]:
+        """The entities holding state now (live view)."""
+        return self._tails.keys()
 
     def stage(self, entities: Sequence[Hashable] | np.ndarray, rows: np.ndarray) -> StagedWindows:
         """The windows a batch completes, WITHOUT changing any state: ``commit`` the result once

@@ -36,28 +36,49 @@ async def _source(items: list[Any], fail: Exception | None = None) -> AsyncItera
 
 def test_read_ahead_hands_out_what_has_arrived_within_the_limits() -> None:
     async def scenario() -> list[list[int]]:
-        reader = ReadAhead(_source([3, 1, 1, 5, 1, 1, 1]), depth=16)
+        reader = ReadAhead(_source([3, 1, 1, 5, 1, 1, 1]), int, budget=100)
         await asyncio.sleep(0.01)  # the pump has read everything
-        batches = [await reader.batch(3, 6, int)]  # 3+1+1 = 5 rows; 5 more would exceed 6
-        batches.append(await reader.batch(3, 6, int))  # 5+1 = 6; one more would exceed 6
-        batches.append(await reader.batch(2, 100, int))  # max_items 2
-        batches.append(await reader.batch(8, 100, int))  # end of stream
-        batches.append(await reader.batch(8, 100, int))  # and it stays ended
+        batches = [await reader.batch(3, 6)]  # 3+1+1 = 5; 5 more would exceed 6
+        batches.append(await reader.batch(3, 6))  # 5+1 = 6; one more would exceed 6
+        batches.append(await reader.batch(2, 100))  # max_items 2
+        batches.append(await reader.batch(8, 100))  # end of stream
+        batches.append(await reader.batch(8, 100))  # and it stays ended
         reader.close()
         return batches
 
     assert asyncio.run(scenario()) == [[3, 1, 1], [5, 1], [1, 1], [], []]
 
 
+def test_read_ahead_holds_at_most_its_budget_and_close_stops_the_pump() -> None:
+    read: list[int] = []
+
+    async def endless() -> AsyncIterator[int]:
+        for i in range(10_000):
+            read.append(i)
+            yield 4
+
+    async def scenario() -> tuple[int, int, bool]:
+        reader = ReadAhead(endless(), int, budget=10)
+        await asyncio.sleep(0.01)
+        held_first = len(read)  # 2 messages of weight 4 fit the budget, the 3rd waits
+        got = await reader.batch(64, 1000)
+        await asyncio.sleep(0.01)
+        reader.close()
+        await asyncio.sleep(0)
+        return held_first, len(got), reader._task.cancelled()
+
+    held, got, cancelled = asyncio.run(scenario())
+    assert held == 3 and got == 2 and cancelled  # the third was read, then waited for room
+
+
 def test_read_ahead_reports_a_broken_stream_after_the_messages_before_the_break() -> None:
     async def scenario() -> tuple[list[int], str]:
-        reader = ReadAhead(_source([1, 1], fail=RuntimeError("stream broke")), depth=1)
-        first = await reader.batch(8, 100, int)  # depth 1: not everything fits at once
-        got = list(first)
-        while len(got) < 2:
-            got += await reader.batch(8, 100, int)
+        reader = ReadAhead(_source([1, 1], fail=RuntimeError("stream broke")), int, budget=1)
+        got: list[int] = []
+        while len(got) < 2:  # budget 1: one message at a time
+            got += await reader.batch(8, 100)
         with pytest.raises(RuntimeError) as info:
-            await reader.batch(8, 100, int)
+            await reader.batch(8, 100)
         reader.close()
         return got, str(info.value)
 
@@ -175,3 +196,64 @@ def test_live_stream_scores_read_ahead_messages_in_shared_runs(models: Path) -> 
     np.testing.assert_allclose(np.concatenate([r.scores for r in results]), alone.scores,
                                rtol=1e-6, atol=1e-7)
     assert [r.request_id for r in results] == [f"r{i}" for i in range(0, 400, 2)]
+
+
+def test_joint_scoring_never_sees_an_entity_an_earlier_message_evicted(models: Path) -> None:
+    """With the entity cap reached, messages are scored one by one: joined, an entity evicted
+    by message 1 would still be visible to message 2."""
+    _temporal(models)
+    rows = np.random.default_rng(9).normal(size=(9, len(FEATURES))).astype(np.float32)
+    requests = [encode_request(rows[i:i + 3], [e] * 3, 100.0 + np.arange(i, i + 3))
+                for i, e in zip((0, 3, 6), "aba", strict=True)]
+    answers = {}
+    for together in (True, False):
+        thread = ServerThread(_config(models, "tae", max_entities=1))
+        thread.start()
+        try:
+            answers[together] = _answers(thread, requests, together)
+        finally:
+            thread.stop()
+    assert answers[True][1] is None and answers[False][1] is None
+    _same(answers[True][0], answers[False][0])
+    assert [r.n_scored for r in answers[True][0]] == [1, 1, 1]  # "a" was evicted by "b"
+
+
+def test_a_hot_reload_between_groups_sends_the_rest_of_a_batch_to_the_new_model(
+    models: Path,
+) -> None:
+    from ds_serving.bundle import load_bundle
+    from ds_serving.runtime import ModelRuntime
+
+    promote(models, "ae", load_bundle(write_point_bundle(models)).manifest.version)
+    v2 = ModelRuntime.load(write_point_bundle(models, seed=1), backend="cpu")
+    rows = _normal_rows(6, seed=10)
+    requests = [encode_request(rows[:2], ["a"] * 2, [0.0, 1.0]),
+                encode_request(rows[2:4], ["a"] * 2, [2.0, 3.0], explain=True),  # 2nd group
+                encode_request(rows[4:], ["a"] * 2, [4.0, 5.0], explain=True)]
+    thread = ServerThread(_config(models))
+    owner = thread.start()
+    try:
+        service = ScorerService(owner)
+        scored = service._score_decoded
+
+        async def then_reload(runtime: Any, decoded: Any, explain: bool) -> Any:
+            result = await scored(runtime, decoded, explain)
+            v2.inherit_state(runtime)
+            owner.runtime = v2  # what ScorerServer.reload does after this group
+            return result
+
+        service._score_decoded = then_reload  # type: ignore[method-assign]
+
+        async def run() -> tuple[list[Any], Any, list[Any]]:
+            first, failure = await service._score_messages(requests)
+            service._score_decoded = scored  # type: ignore[method-assign]
+            rest, _ = await service._score_messages(requests[len(first):])
+            return first, failure, rest
+
+        first, failure, rest = thread.call(run())
+    finally:
+        thread.stop()
+    assert failure is None and len(first) == 1 and len(rest) == 2
+    assert first[0].model_version != v2.version
+    assert [r.model_version for r in rest] == [v2.version] * 2
+    assert v2.tracker._state["a"].last_time == 5.0  # the new model took the entity over
