@@ -9,12 +9,11 @@ it atomically on hot reload; the new one inherits the per-entity state when it i
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import datetime as _dt
 import json
 import logging
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -130,16 +129,31 @@ def _settle(future: asyncio.Future[None]) -> None:
 
 
 class _Turn:
-    """One stateful request's place in arrival order (see ``CommitOrder``)."""
+    """One stateful request's place in arrival order (see ``CommitOrder``); as an async
+    context manager it waits for the turn, then holds the state lock."""
 
-    def __init__(self, before: asyncio.Future[None] | None, mine: asyncio.Future[None]) -> None:
+    __slots__ = ("_before", "_lock", "_mine")
+
+    def __init__(
+        self, before: asyncio.Future[None] | None, mine: asyncio.Future[None],
+        lock: asyncio.Lock,
+    ) -> None:
         self._before = before
         self._mine = mine
+        self._lock = lock
 
-    async def wait(self) -> None:
-        """Until every earlier stateful request has committed or given up."""
-        if self._before is not None and not self._before.done():
-            await asyncio.shield(self._before)  # our cancellation must not cancel theirs
+    async def __aenter__(self) -> None:
+        try:
+            if self._before is not None and not self._before.done():
+                await asyncio.shield(self._before)  # our cancellation must not cancel theirs
+            await self._lock.acquire()
+        except BaseException:
+            self.release()
+            raise
+
+    async def __aexit__(self, *exc: object) -> None:
+        self._lock.release()
+        self.release()
 
     def release(self) -> None:
         """Let the next request go: now, or when the ones before this one are through (a
@@ -155,16 +169,16 @@ class _Turn:
 
 class CommitOrder:
     """Hands out turns in arrival order, so stateful requests whose graph runs overlap (shared,
-    coalesced runs) still update each entity's smoothing and alert state in the order the
+    coalescing runs) still update each entity's smoothing and alert state in the order the
     requests arrived. Must be used from one event loop."""
 
     def __init__(self) -> None:
         self._last: asyncio.Future[None] | None = None
 
-    def take(self) -> _Turn:
+    def take(self, lock: asyncio.Lock) -> _Turn:
         mine: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         before, self._last = self._last, mine
-        return _Turn(before, mine)
+        return _Turn(before, mine, lock)
 
 
 class ModelRuntime:
@@ -274,18 +288,12 @@ class ModelRuntime:
         async with self._in_turn():
             self._adopt()
 
-    @contextlib.asynccontextmanager
-    async def _in_turn(self, turn: _Turn | None = None) -> AsyncIterator[None]:
-        """The state lock, in arrival order: after every stateful request (or adoption) that
-        took its turn earlier has committed or given up. Every user of the state lock goes
-        through here, so none overtakes a point-model request whose graph is still running."""
-        turn = turn or self._order.take()
-        try:
-            await turn.wait()
-            async with self._lock:
-                yield
-        finally:
-            turn.release()
+    def _in_turn(self, turn: _Turn | None = None) -> _Turn:
+        """The state lock, in arrival order (``async with``): after every stateful request (or
+        adoption) that took its turn earlier has committed or given up. Every user of the state
+        lock goes through here, so none overtakes a point-model request whose graph is still
+        running."""
+        return turn or self._order.take(self._lock)
 
     def _adopt(self) -> None:
         """Move the state of the runtime this one replaced; called with the state lock held."""
@@ -512,7 +520,7 @@ class ModelRuntime:
         """A point model's graph needs no per-entity state, only smoothing and alerts do: run
         the graph first (so it can share a run with concurrent requests), then commit in arrival
         order, under the state lock (held by a replaced temporal runtime's request, if any)."""
-        turn = self._order.take()
+        turn = self._order.take(self._lock)
         try:
             scores, errors = await run(self.scorer, request.rows, explain)
         except BaseException:
