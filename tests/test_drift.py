@@ -106,6 +106,29 @@ def test_score_and_anomaly_rate_shift(reference: DriftReference) -> None:
     assert not drift.score_shift(reference, same, same > np.quantile(same, 0.99))["drifted"]
 
 
+def test_a_normal_day_with_its_labeled_anomalies_is_compared_on_its_normal_rows(
+    reference: DriftReference,
+) -> None:
+    """The reference holds normal rows only; a day's ordinary labeled anomalies (1 %, with
+    scores far above the threshold) would read as score drift if they were compared too."""
+    rng = np.random.default_rng(21)
+    n = 30_000
+    day = _sample(rng, n)
+    scores = rng.gamma(2.0, size=n)
+    anomalous = rng.random(n) < 0.01
+    scores[anomalous] = 40.0 + rng.gamma(2.0, size=int(anomalous.sum()))
+    day["label"] = anomalous.astype(int)
+    cut = np.quantile(rng.gamma(2.0, size=100_000), 0.99)
+    every_row = drift.score_shift(reference, scores, scores > cut)
+    assert every_row["drifted"]  # what drift_report saw before it left anomalies out
+    rows = drift.comparable_rows(day)
+    assert rows.sum() == n - anomalous.sum()
+    result = drift.compare(reference, day[rows], scores[rows], (scores > cut)[rows])
+    assert not result.score["drifted"] and not result.summary()["drifted"]
+    no_labels = drift.comparable_rows(day.drop(columns="label"))
+    assert no_labels.all()  # without labels (production) every row is compared
+
+
 def test_statistics_agree_with_scipy_on_raw_samples() -> None:
     rng = np.random.default_rng(17)
     a, b = rng.normal(size=50_000), rng.normal(0.3, 1.2, size=50_000)

@@ -9,8 +9,15 @@ import pandas as pd
 from ds_assets.analytics import markdown_table, png_markdown
 from ds_assets.assets.automation import DAILY_AUTOMATION
 from ds_assets.assets.partitions import daily_partitions
-from ds_assets.drift import compare, drift_plot_png, load_reference, rate_flags
+from ds_assets.drift import (
+    comparable_rows,
+    compare,
+    drift_plot_png,
+    load_reference,
+    rate_flags,
+)
 from ds_assets.resources.registry import ModelRegistry
+from ds_assets.schema import LABEL
 
 DRIFT_TABLE_COLUMNS = [
     "feature", "mean", "reference_mean", "std_ratio", "wasserstein", "wasserstein_threshold",
@@ -53,12 +60,18 @@ def drift_report(
     """Per-feature W1/PSI/KS(BH) against the training reference, plus score and rate shift."""
     version = scoring_version(scored_telemetry, registry.champion_version())
     reference = load_reference(registry.bundle_path(version))
+    raw_rows = comparable_rows(raw_telemetry)  # known anomalies are not in the reference
+    scored_rows = comparable_rows(scored_telemetry)
     result = compare(
         reference,
-        raw_telemetry,
-        scored_telemetry["score"].to_numpy(),
-        rate_flags(scored_telemetry),  # raw flags: the reference rate is unsmoothed
+        raw_telemetry[raw_rows],
+        scored_telemetry["score"].to_numpy()[scored_rows],
+        rate_flags(scored_telemetry)[scored_rows],  # raw flags: the reference rate is unsmoothed
         alpha=config.alpha,
+    )
+    population = (
+        "label == 0 rows (labeled anomalies are not in the reference)"
+        if LABEL in scored_telemetry.columns else "all rows (no label column)"
     )
     summary = result.summary()
     score = result.score
@@ -76,7 +89,9 @@ def drift_report(
             "drift_scores": dg.MetadataValue.md(png_markdown(drift_plot_png(result),
                                                              "drift score per feature")),
             "thresholds_rule": reference.calibration.get("rule", ""),
+            "compared_rows": dg.MetadataValue.text(f"{int(scored_rows.sum())} {population}"),
         }
     )
     return {"partition": context.partition_key, "reference_version": version,
+            "compared_rows": int(scored_rows.sum()), "population": population,
             **result.to_dict()}
