@@ -12,6 +12,8 @@ from typing import Any
 
 import numpy as np
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from bench.models import window_model
 from ds_serving.bundle import promote, write_bundle
@@ -257,3 +259,67 @@ def test_a_hot_reload_between_groups_sends_the_rest_of_a_batch_to_the_new_model(
     assert first[0].model_version != v2.version
     assert [r.model_version for r in rest] == [v2.version] * 2
     assert v2.tracker._state["a"].last_time == 5.0  # the new model took the entity over
+
+
+@st.composite
+def _streams(draw: Any) -> list[scoring_pb2.ScoreRequest]:
+    """Random streams of 2-8 messages on entities a/b/c: per-message explain, sometimes a
+    message without timestamps (a time-base switch) or one going back in time."""
+    n_messages = draw(st.integers(2, 8))
+    rng = np.random.default_rng(draw(st.integers(0, 2**16)))
+    requests, t = [], 100.0
+    for _ in range(n_messages):
+        n = draw(st.integers(1, 4))
+        rows = rng.normal(size=(n, len(FEATURES))).astype(np.float32) * draw(
+            st.sampled_from([1.0, 4.0]))
+        hosts = rng.choice(["a", "b", "c"], size=n)
+        kind = draw(st.sampled_from(["timed"] * 6 + ["untimed", "back"]))
+        times = None if kind == "untimed" else t + np.arange(n) - (50.0 if kind == "back" else 0)
+        t += n
+        requests.append(encode_request(rows, hosts, times, explain=draw(st.booleans())))
+    return requests
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(requests=_streams())
+def test_any_stream_batch_answers_as_its_messages_would_alone(
+    stream_bundle: Path, requests: list[scoring_pb2.ScoreRequest],
+) -> None:
+    """Property: for a temporal model with smoothing and alerts, scoring a read-ahead batch
+    gives every message the answer (or the first error) it gets when sent one at a time."""
+    from ds_serving.runtime import ModelRuntime
+    from ds_serving.server import ScorerServer
+
+    def answers(together: bool) -> tuple[list[Any], str | None]:
+        owner = ScorerServer(_config(stream_bundle.parent.parent, "tae", metrics_port=None))
+        owner.runtime = ModelRuntime.load(stream_bundle, backend="cpu")
+        service = ScorerService(owner)
+
+        async def run() -> tuple[list[Any], str | None]:
+            if together:
+                responses, failure = await service._score_messages(requests)
+                return [decode_response(r) for r in responses], failure and str(failure)
+            out = []
+            for request in requests:
+                try:
+                    out.append(decode_response(await service._score(owner.runtime, request)))
+                except Exception as exc:
+                    return out, str(exc)
+            return out, None
+
+        return asyncio.run(run())
+
+    joint, joint_error = answers(True)
+    alone, alone_error = answers(False)
+    _same(joint, alone)
+    assert joint_error == alone_error
+
+
+@pytest.fixture(scope="module")
+def stream_bundle(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    models = tmp_path_factory.mktemp("stream") / "models"
+    bundle = write_bundle(models, "tae", window_model(len(FEATURES), 3), kind="window",
+                          features=FEATURES, threshold=0.5, threshold_rule={"rule": "fixed"},
+                          window=3, smoothing={"k": 2, "n": 3}, alerting=POLICY)
+    promote(models, "tae", bundle.manifest.version)
+    return bundle.path
