@@ -456,8 +456,11 @@ def main(argv: list[str] | None = None) -> int:
             print(f"ceiling: in-process onnxruntime ({args.seconds:.0f}s per phase)",
                   file=sys.stderr)
             ceil = ceiling(bundle.model_path, args.seconds / 2)
-            print("(a) Score, 4096-row batches", file=sys.stderr)
-            a = _measured(server.pid, _unary_load(
+            print("(a) Score, 4096-row batches, h2load client", file=sys.stderr)
+            a_native = _checked_h2load(server.pid, [metrics_port], lambda: _h2load_unary(
+                port, encode_request(batch), args.batch_concurrency, args.seconds, 2, tmp))
+            print("(a) Score, 4096-row batches, Python grpc.aio client", file=sys.stderr)
+            a_py = _measured(server.pid, _unary_load(
                 target, encode_request(batch), args.batch_concurrency, args.seconds, channels=2))
             print("(b) Score, single rows, h2load client", file=sys.stderr)
             b_native = _checked_h2load(server.pid, [metrics_port], lambda: _h2load_unary(
@@ -524,7 +527,13 @@ def main(argv: list[str] | None = None) -> int:
     # than a Python client competing with it for the same two cores.
     b = b_native if b_native is not None else b_py
     single_ceiling = ceil["single_row"]["calls_per_s"]
-    a["ratio_to_ceiling"] = round(a["rows_per_s"] / ceil["batch_4096"]["rows_per_s"], 3)
+    # like (b), (a) is judged on the native client where h2load exists: the Python client
+    # spends ~285 us of CPU per 4096-row call on the server's two cores
+    for phase in (a_native, a_py):
+        if phase is not None:
+            phase["ratio_to_ceiling"] = round(
+                phase["rows_per_s"] / ceil["batch_4096"]["rows_per_s"], 3)
+    a = a_native if a_native is not None else a_py
     for phase, empty in ((b_native, floor_native), (b_py, floor_py),
                          (b_processes, floor_native), (b_sequential, floor_native),
                          (b_entity, floor_native),
@@ -553,7 +562,9 @@ def main(argv: list[str] | None = None) -> int:
         "ceiling_onnxruntime_in_process": ceil,
         "floor_empty_grpc_handler_single_row": floor_native,
         "floor_empty_grpc_handler_single_row_python_client": floor_py,
-        "a_score_batch_4096": a,
+        "a_score_batch_4096": a_native,
+        "a_score_batch_4096_python_client": a_py,
+        "a_judged_on": "h2load" if a_native is not None else "python client (h2load missing)",
         "b_score_single_row": b_native,
         "b_score_single_row_python_client": b_py,
         "b_score_single_row_processes": b_processes,
@@ -579,15 +590,20 @@ def main(argv: list[str] | None = None) -> int:
 
 def _table(r: dict[str, Any]) -> None:
     ceil = r["ceiling_onnxruntime_in_process"]
-    a, c = r["a_score_batch_4096"], r["c_score_stream_64"]
+    c = r["c_score_stream_64"]
     rows: list[tuple[str, str, dict[str, Any], str]] = [
         ("ceiling: ORT in-process, 4096 rows", f"{ceil['batch_4096']['rows_per_s']:,} rows/s",
          ceil["batch_4096"], "1.000"),
         ("ceiling: ORT in-process, 1 row", f"{ceil['single_row']['calls_per_s']:,} calls/s",
          ceil["single_row"], "1.000"),
-        ("(a) Score 4096-row batches, c=4", f"{a['rows_per_s']:,} rows/s", a,
-         f"{a['ratio_to_ceiling']:.3f}"),
     ]
+    for key, label in (("a_score_batch_4096", "(a) Score 4096-row batches, c=4, h2load"),
+                       ("a_score_batch_4096_python_client", "(a) 4096-row batches, c=4, Python")):
+        a = r[key]
+        if a is None:
+            print(f"{label}: skipped, h2load not installed (apt-get install nghttp2-client)")
+            continue
+        rows.append((label, f"{a['rows_per_s']:,} rows/s", a, f"{a['ratio_to_ceiling']:.3f}"))
     for key, label in (("b_score_single_row", "(b) Score 1 row, c=16, h2load"),
                        ("b_score_single_row_python_client", "(b) Score 1 row, c=16, Python"),
                        ("b_score_single_row_uncoalesced", "(b) 1 row, c=16, h2load, no coalescing"),
@@ -618,7 +634,7 @@ def _table(r: dict[str, Any]) -> None:
         cli = m.get("client_cpu_us_per_call", "-")
         print(f"| {name:<40} | {thr:>18} | {m['p50_ms']:6.3f} | {m['p99_ms']:6.3f} | "
               f"{ratio:>5} | {srv!s:>18} | {cli!s:>18} |")
-    print("(b) judged on:", r["b_judged_on"])
+    print("(a) judged on:", r["a_judged_on"], "| (b) judged on:", r["b_judged_on"])
     if r.get("b_coalescing_gain") is not None:
         print(f"(b) coalescing gain (c=16, h2load): {r['b_coalescing_gain']:.2f}x")
     print("targets:", json.dumps(r["targets_met"]))
