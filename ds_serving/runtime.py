@@ -105,19 +105,20 @@ class LiveResult:
         start = 0
         for size in sizes:
             end = start + size
-            scores = self.scores[start:end]
+            positions = None
+            if self.positions is not None:
+                inside = (self.positions >= start) & (self.positions < end)
+                positions = self.positions[inside] - start
             out.append(LiveResult(
-                scores=scores,
+                scores=self.scores[start:end],
                 flags=self.flags[start:end],
                 feature_errors=(
                     None if self.feature_errors is None else self.feature_errors[start:end]
                 ),
                 alerts=[replace(a, position=a.position - start) for a in self.alerts
                         if start <= a.position < end],
-                n_scored=size if self.positions is None else int(np.count_nonzero(
-                    (self.positions >= start) & (self.positions < end))),
-                positions=None if self.positions is None else (
-                    self.positions[(self.positions >= start) & (self.positions < end)] - start),
+                n_scored=size if positions is None else len(positions),
+                positions=positions,
             ))
             start = end
         return out

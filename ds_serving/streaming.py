@@ -38,7 +38,7 @@ class ReadAhead(Generic[T]):
             raise ValueError(f"budget must be >= 1, got {budget}")
         self._weight = weight
         self._budget = budget
-        self._items: deque[Any] = deque()
+        self._items: deque[tuple[Any, int]] = deque()  # (message or marker, its weight)
         self._held = 0  # total weight of the messages in _items
         self._arrived = asyncio.Event()
         self._room = asyncio.Event()
@@ -51,13 +51,13 @@ class ReadAhead(Generic[T]):
                 while self._items and self._held + w > self._budget:
                     self._room.clear()
                     await self._room.wait()
-                self._items.append(item)
+                self._items.append((item, w))
                 self._held += w
                 self._arrived.set()
         except Exception as exc:  # a broken stream: raised after the messages before it
-            self._items.append(_Failed(exc))
+            self._items.append((_Failed(exc), 0))
         else:
-            self._items.append(_END)
+            self._items.append((_END, 0))
         self._arrived.set()
 
     async def batch(self, max_items: int, max_weight: int) -> list[T]:
@@ -67,7 +67,7 @@ class ReadAhead(Generic[T]):
         while not self._items:
             self._arrived.clear()
             await self._arrived.wait()
-        head = self._items[0]
+        head = self._items[0][0]
         if head is _END:
             return []
         if isinstance(head, _Failed):
@@ -75,13 +75,13 @@ class ReadAhead(Generic[T]):
         out: list[T] = []
         total = 0
         while self._items and len(out) < max_items:
-            item = self._items[0]
+            item, w = self._items[0]
             if item is _END or isinstance(item, _Failed):
                 break
-            w = self._weight(item)
             if out and total + w > max_weight:
                 break
-            out.append(self._items.popleft())
+            out.append(item)
+            self._items.popleft()
             total += w
             self._held -= w
         self._room.set()

@@ -87,24 +87,27 @@ def test_read_ahead_reports_a_broken_stream_after_the_messages_before_the_break(
     assert asyncio.run(scenario()) == ([1, 1], "stream broke")
 
 
+async def _score_both_ways(service: ScorerService, requests: list[scoring_pb2.ScoreRequest],
+                           together: bool) -> tuple[list[Any], str | None]:
+    """Answers to ``requests`` as one read-ahead batch, or one at a time, and the first error."""
+    if together:
+        responses, failure = await service._score_messages(requests)
+        return [decode_response(r) for r in responses], failure and str(failure)
+    out = []
+    for request in requests:
+        try:
+            out.append(decode_response(await service._score(service._runtime(), request)))
+        except Exception as exc:
+            return out, str(exc)
+    return out, None
+
+
 def _answers(server_thread: ServerThread, requests: list[scoring_pb2.ScoreRequest],
              together: bool) -> tuple[list[Any], str | None]:
-    """Score ``requests`` as one read-ahead batch, or one at a time, on a server's runtime."""
+    """Score ``requests`` both ways on a running server's runtime."""
     service = ScorerService(server_thread.server)  # the handler object grpc would call
-
-    async def run() -> tuple[list[Any], str | None]:
-        if together:
-            responses, failure = await service._score_messages(requests)
-            return [decode_response(r) for r in responses], failure and str(failure)
-        out = []
-        for request in requests:
-            try:
-                out.append(decode_response(await service._score(service._runtime(), request)))
-            except Exception as exc:
-                return out, str(exc)
-        return out, None
-
-    return server_thread.call(run())  # type: ignore[no-any-return]
+    return server_thread.call(  # type: ignore[no-any-return]
+        _score_both_ways(service, requests, together))
 
 
 def _same(a: list[Any], b: list[Any]) -> None:
@@ -293,21 +296,7 @@ def test_any_stream_batch_answers_as_its_messages_would_alone(
     def answers(together: bool) -> tuple[list[Any], str | None]:
         owner = ScorerServer(_config(stream_bundle.parent.parent, "tae", metrics_port=None))
         owner.runtime = ModelRuntime.load(stream_bundle, backend="cpu")
-        service = ScorerService(owner)
-
-        async def run() -> tuple[list[Any], str | None]:
-            if together:
-                responses, failure = await service._score_messages(requests)
-                return [decode_response(r) for r in responses], failure and str(failure)
-            out = []
-            for request in requests:
-                try:
-                    out.append(decode_response(await service._score(owner.runtime, request)))
-                except Exception as exc:
-                    return out, str(exc)
-            return out, None
-
-        return asyncio.run(run())
+        return asyncio.run(_score_both_ways(ScorerService(owner), requests, together))
 
     joint, joint_error = answers(True)
     alone, alone_error = answers(False)
