@@ -115,8 +115,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="onnxruntime intra-op threads per graph run, 0 = one per core "
                         "(env DS_SCORER_THREADS; default %(default)s)")
     s.add_argument("--workers", type=int, default=int(_env("DS_SCORER_WORKERS", 0)),
-                   help="graph runs in parallel for large batches, 0 = one per core "
-                        "(env DS_SCORER_WORKERS)")
+                   help="graph runs in parallel for large batches, 0 = one per core; with "
+                        "--processes, each process's share of the cores, and none (runs on "
+                        "the event loop thread) at one core or less (env DS_SCORER_WORKERS)")
     s.add_argument("--coalesce-ms", type=float,
                    default=float(_env("DS_SCORER_COALESCE_MS", 2.0)),
                    help="longest wait of a small request for others to share its graph run; "

@@ -83,6 +83,10 @@ class ServerConfig:
     backend: str = "auto"
     intra_op_threads: int = 1  # per graph run; 0 = onnxruntime default (one per core)
     workers: int = 0  # graph runs in parallel on worker threads; 0 = one per core
+    # large graph runs on the event loop thread instead of a worker (the GIL is released while
+    # onnxruntime runs): for a stateless-tier process that has a core to itself, where the
+    # processes give the parallelism and a thread hop only adds cost (see processes.py)
+    inline_runs: bool = False
     offload_min_values: int = 4096  # smaller inputs run inline (a thread hop costs more)
     coalesce_window: float = 0.002  # seconds a small run may wait to share a graph run
     allow_spinning: bool = False
@@ -415,7 +419,10 @@ class ScorerServer:
         self._last_failure: tuple[Any, str] | None = None  # (pointer stamp, reason)
         self._reload_lock = asyncio.Lock()
         workers = config.workers or os.cpu_count() or 1
-        self._pool = ThreadPoolExecutor(workers, thread_name_prefix="ds-scorer-run")
+        self._pool = (
+            None if config.inline_runs
+            else ThreadPoolExecutor(workers, thread_name_prefix="ds-scorer-run")
+        )
         self.coalescer = RunCoalescer(
             window=config.coalesce_window, max_values=config.offload_min_values * 16
         )
@@ -425,9 +432,12 @@ class ScorerServer:
     ) -> tuple[np.ndarray, np.ndarray | None]:
         """Run the graph: small inputs on the loop, coalesced with concurrent ones into one run
         (``RunCoalescer``: one GIL release per group instead of per request), large ones on a
-        worker thread so the event loop keeps decoding and answering other requests meanwhile."""
+        worker thread so the event loop keeps decoding and answering other requests meanwhile
+        (or on the loop with ``inline_runs``)."""
         if inputs.size < self.config.offload_min_values:
             return await self.coalescer.run(scorer, inputs, explain, may_wait=may_wait)
+        if self._pool is None:
+            return scorer.run(inputs, explain=explain)
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(self._pool, partial(scorer.run, explain=explain), inputs)
 
@@ -504,7 +514,8 @@ class ScorerServer:
         await self._health.enter_graceful_shutdown()
         if self._server is not None:
             await self._server.stop(grace)
-        self._pool.shutdown(wait=False)
+        if self._pool is not None:
+            self._pool.shutdown(wait=False)
         if self._metrics_http is not None:
             self._metrics_http.shutdown()
             self._metrics_http.server_close()

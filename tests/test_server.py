@@ -120,6 +120,34 @@ def test_score_matches_dataset_scoring(served: tuple[ServerThread, ScorerClient,
     np.testing.assert_array_equal(result.flags, scored["is_anomaly"].to_numpy())
 
 
+@pytest.mark.parametrize("inline_runs", [False, True], ids=["worker-pool", "inline"])
+def test_large_batches_score_the_same_on_workers_and_inline(
+    models: Path, inline_runs: bool
+) -> None:
+    """Large batches run on a worker thread, or on the event loop with ``inline_runs`` (the
+    stateless tier's processes): same answers, unary and streamed, explained or not."""
+    path = write_point_bundle(models)
+    promote(models, "ae", path.name)
+    rows = _normal_rows(3000, 4)  # 24,000 values: above offload_min_values
+    rows[::53] += 80.0
+    expected = score_rows(Scorer.from_bundle(load_bundle(path), backend="cpu"), rows, None,
+                          explain=True)
+    with ServerThread(_config(models, inline_runs=inline_runs)) as server:
+        assert (server._pool is None) is inline_runs
+        client = ScorerClient(f"127.0.0.1:{server.port}", timeout=10)
+        unary = client.score(rows, explain=True)
+        streamed = list(client.score_stream(
+            [encode_request(rows[:1500]), encode_request(rows[1500:])], timeout=30))
+        client.close()
+    np.testing.assert_allclose(unary.scores, expected.scores, rtol=0, atol=1e-6)
+    np.testing.assert_array_equal(unary.flags, expected.flags)
+    assert unary.feature_errors is not None and expected.feature_errors is not None
+    np.testing.assert_allclose(unary.feature_errors, expected.feature_errors, atol=1e-6)
+    np.testing.assert_allclose(np.concatenate([r.scores for r in streamed]), expected.scores,
+                               rtol=0, atol=1e-6)
+    assert unary.flags.any()
+
+
 def test_stream_round_trip_in_order(served: tuple[ServerThread, ScorerClient, Path]) -> None:
     _, client, path = served
     scorer = Scorer.from_bundle(load_bundle(path), backend="cpu")

@@ -38,6 +38,23 @@ def test_process_configs_share_the_port_and_keep_no_state(tmp_path: Path) -> Non
         process_configs(base, 0)
 
 
+def test_process_configs_split_the_cores_between_processes(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Auto workers: each process's share of the cores as threads, and no thread hop at all
+    (large runs on the event loop) once a process has a core or less; explicit workers stay."""
+    base = _config(tmp_path, port=50051)
+    assert not base.inline_runs and base.workers == 0
+    monkeypatch.setattr(os, "cpu_count", lambda: 2)
+    assert all(c.inline_runs for c in process_configs(base, 2))
+    assert all(c.inline_runs for c in process_configs(base, 3))
+    monkeypatch.setattr(os, "cpu_count", lambda: 8)
+    assert [(c.inline_runs, c.workers) for c in process_configs(base, 2)] == [(False, 4)] * 2
+    explicit = _config(tmp_path, port=50051, workers=1)
+    assert [(c.inline_runs, c.workers) for c in process_configs(explicit, 2)] == [(False, 1)] * 2
+    assert process_configs(base, 1) == [base]
+
+
 def test_stateless_scorer_refuses_entity_ids_and_stateful_models(tmp_path: Path) -> None:
     models = tmp_path / "models"
     promote(models, "ae", write_point_bundle(models).name)
