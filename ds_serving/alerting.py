@@ -20,7 +20,7 @@ from typing import Any
 
 import numpy as np
 
-from ds_serving.windows import entity_groups
+from ds_serving.windows import EntityGroups, entity_groups
 
 
 class TimeBaseError(ValueError):
@@ -93,6 +93,15 @@ class AlertEvent:
     position: int  # position of that row in the batch passed to ``update``
 
 
+@dataclass(frozen=True)
+class CheckedTimes:
+    """A batch's entity groups whose timestamps ``AlertTracker.check_times`` accepted: handed to
+    ``update`` with the same ``times``, it spares the grouping and the check a second time."""
+
+    groups: EntityGroups
+    times: np.ndarray | None
+
+
 @dataclass
 class _EntityState:
     seen: int = 0  # scored rows (the k-of-n window counts these)
@@ -137,12 +146,18 @@ class AlertTracker:
         self._evict()
 
     def check_times(
-        self, entities: Sequence[Hashable] | np.ndarray, times: np.ndarray | None
-    ) -> None:
+        self,
+        entities: Sequence[Hashable] | np.ndarray,
+        times: np.ndarray | None,
+        groups: EntityGroups | None = None,
+    ) -> CheckedTimes:
         """Raise ``TimeBaseError`` if an entity switches between rows with and without times,
         ``TimeOrderError`` if one of its times is earlier than the one before it (in this batch
-        or the last row seen). Changes nothing, so a caller can refuse a request up front."""
-        self._check_times(entity_groups(entities), times)
+        or the last row seen). Changes nothing, so a caller can refuse a request up front and
+        then pass the result to ``update`` (with no state change in between)."""
+        checked = CheckedTimes(entity_groups(entities) if groups is None else groups, times)
+        self._check_times(checked.groups, times)
+        return checked
 
     def _check_times(
         self, groups: Sequence[tuple[Hashable, np.ndarray]], times: np.ndarray | None
@@ -191,8 +206,10 @@ class AlertTracker:
         flags: np.ndarray,
         scores: np.ndarray,
         times: np.ndarray | None = None,
+        checked: CheckedTimes | None = None,
     ) -> list[AlertEvent]:
-        """Advance every entity through its rows (time-ordered per entity); return the events."""
+        """Advance every entity through its rows (time-ordered per entity); return the events.
+        ``checked``: what ``check_times`` returned for these rows and ``times`` just before."""
         keys = np.asarray(entities)
         flags = np.asarray(flags, dtype=bool)
         scores = np.asarray(scores, dtype=np.float64)
@@ -201,8 +218,11 @@ class AlertTracker:
         if times is not None and len(times) != len(keys):
             raise ValueError(f"got {len(times)} times for {len(keys)} rows; send one per row")
         timed = times is not None
-        groups = entity_groups(keys)
-        self._check_times(groups, times)
+        if checked is not None and checked.times is times:
+            groups = checked.groups
+        else:
+            groups = entity_groups(keys)
+            self._check_times(groups, times)
         flags = flags & ~np.isnan(scores)  # an unscored row is never flagged
         events: list[AlertEvent] = []
         for key, positions in groups:

@@ -15,6 +15,7 @@ import logging
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, replace
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -24,13 +25,14 @@ from ds_serving.alerting import (
     AlertEvent,
     AlertPolicy,
     AlertTracker,
+    CheckedTimes,
     TimeBaseError,
     TimeOrderError,
 )
 from ds_serving.bundle import Bundle, load_bundle
 from ds_serving.scoring import Scorer
 from ds_serving.smoothing import Smoothing, StreamingSmoother
-from ds_serving.windows import EntityWindows, StagedWindows
+from ds_serving.windows import EntityGroups, EntityWindows, StagedWindows, entity_groups
 
 log = logging.getLogger(__name__)
 
@@ -67,6 +69,11 @@ class Decoded:
     rows: np.ndarray  # float32 [n, f], a read-only view of the request bytes
     entities: np.ndarray | None  # str [n] when the request sent entity ids
     times: np.ndarray | None  # float64 [n] when the request sent timestamps
+
+    @cached_property
+    def groups(self) -> EntityGroups | None:
+        """Rows per entity, grouped once for the time checks, windows, smoothing and alerts."""
+        return None if self.entities is None else entity_groups(self.entities)
 
 
 def concat_decoded(parts: Sequence[Decoded]) -> Decoded:
@@ -474,16 +481,16 @@ class ModelRuntime:
         if not self.stateful(request):
             return self._finish(request, None, *self._run(request.rows, explain))
         self._adopt()
-        self._check(request)
+        checked = self._check(request)
         staged = self._stage(request)
         if staged is None:
-            return self._finish(request, None, *self._run(request.rows, explain))
+            return self._finish(request, None, *self._run(request.rows, explain), checked)
         scores, errors = self._alloc(len(staged), explain)
         for part, windows in staged.chunks(self._chunk_windows):
             scores[part], chunk_errors = self._run(windows, explain)
             if errors is not None:
                 errors[part] = chunk_errors
-        return self._commit(request, staged, scores, errors)
+        return self._commit(request, staged, scores, errors, checked)
 
     async def score_async(
         self, request: Decoded, *, explain: bool, run: RunFn, run_locked: RunFn | None = None
@@ -505,7 +512,7 @@ class ModelRuntime:
         run = run_locked or run
         async with self._in_turn():
             self._adopt()
-            self._check(request)
+            checked = self._check(request)
             staged = self._stage(request)
             assert staged is not None  # a temporal model stages windows
             scores, errors = self._alloc(len(staged), explain)
@@ -513,7 +520,7 @@ class ModelRuntime:
                 scores[part], chunk_errors = await run(self.scorer, windows, explain)
                 if errors is not None:
                     errors[part] = chunk_errors
-            return self._commit(request, staged, scores, errors)
+            return self._commit(request, staged, scores, errors, checked)
 
     async def _score_point_in_order(
         self, request: Decoded, explain: bool, run: RunFn
@@ -529,19 +536,20 @@ class ModelRuntime:
             raise
         async with self._in_turn(turn):
             self._adopt()
-            self._check(request)  # after the graph, at commit: the checks see the state
-            return self._finish(request, None, scores, errors)  # the earlier requests left
+            checked = self._check(request)  # after the graph, at commit: they see the state
+            return self._finish(request, None, scores, errors, checked)  # the earlier ones left
 
     @property
     def _chunk_windows(self) -> int:
         return max(1, WINDOW_CHUNK_ROWS // (self.window or 1))
 
-    def _check(self, request: Decoded) -> None:
-        """Checks that need the per-entity state; run before any of it changes."""
+    def _check(self, request: Decoded) -> CheckedTimes | None:
+        """Checks that need the per-entity state; run before any of it changes, and handed to
+        ``_finish`` so the alert update need not check again."""
         if request.entities is None:
-            return
+            return None
         try:
-            self.tracker.check_times(request.entities, request.times)
+            return self.tracker.check_times(request.entities, request.times, request.groups)
         except (TimeBaseError, TimeOrderError) as exc:
             raise RequestError(INVALID_ARGUMENT, str(exc)) from None
 
@@ -550,7 +558,7 @@ class ModelRuntime:
         if self.windows is None:
             return None
         assert request.entities is not None  # decode requires ids for a temporal model
-        return self.windows.stage(request.entities, request.rows)
+        return self.windows.stage(request.entities, request.rows, request.groups)
 
     def _alloc(self, n: int, explain: bool) -> tuple[np.ndarray, np.ndarray | None]:
         errors = np.empty((n, self.n_features), np.float32) if explain else None
@@ -558,11 +566,11 @@ class ModelRuntime:
 
     def _commit(
         self, request: Decoded, staged: StagedWindows, scores: np.ndarray,
-        errors: np.ndarray | None,
+        errors: np.ndarray | None, checked: CheckedTimes | None,
     ) -> LiveResult:
         assert self.windows is not None
         self.windows.commit(staged)
-        return self._finish(request, staged.positions, scores, errors)
+        return self._finish(request, staged.positions, scores, errors, checked)
 
     def _run(self, inputs: np.ndarray, explain: bool) -> tuple[np.ndarray, np.ndarray | None]:
         if not len(inputs):
@@ -576,6 +584,7 @@ class ModelRuntime:
         positions: np.ndarray | None,
         scores: np.ndarray,
         errors: np.ndarray | None,
+        checked: CheckedTimes | None = None,
     ) -> LiveResult:
         entities = request.entities
         n = len(request.rows)
@@ -591,10 +600,10 @@ class ModelRuntime:
                 errors = full_errors
         flags = scores > self.threshold  # NaN compares False: unscored rows are not flagged
         if self.smoothing.enabled:
-            flags = self.smoother.apply(flags, entities)
+            flags = self.smoother.apply(flags, entities, request.groups)
         alerts: list[AlertEvent] = []
         if entities is not None:  # alerts are per entity; anonymous rows skip the per-row work
-            alerts = self.tracker.update(entities, flags, scores, request.times)
+            alerts = self.tracker.update(entities, flags, scores, request.times, checked)
         return LiveResult(scores, flags, errors, alerts, n_scored, positions)
 
     def refresh_open_alerts(self) -> int:

@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from ds_serving.windows import entity_groups, group_positions
+from ds_serving.windows import EntityGroups, entity_groups, group_positions
 
 
 class SmoothingError(ValueError):
@@ -102,8 +102,12 @@ class StreamingSmoother:
         return self._tails.keys()
 
     def apply(
-        self, raw_flags: np.ndarray, entities: Sequence[Hashable] | np.ndarray | None = None
+        self,
+        raw_flags: np.ndarray,
+        entities: Sequence[Hashable] | np.ndarray | None = None,
+        groups: EntityGroups | None = None,
     ) -> np.ndarray:
+        """Smoothed flags of a batch; ``groups``: ``entity_groups(entities)`` when known."""
         raw = np.asarray(raw_flags, dtype=bool)
         if not self.smoothing.enabled:
             return raw.copy()
@@ -112,7 +116,7 @@ class StreamingSmoother:
             raise ValueError(f"got {len(keys)} entity ids for {len(raw)} flags; send one per row")
         keep = self.smoothing.n - 1
         out = np.zeros(len(raw), dtype=bool)
-        for key, positions in entity_groups(keys):
+        for key, positions in entity_groups(keys) if groups is None else groups:
             tail = self._tails.pop(key, None)
             if tail is None:
                 tail = np.zeros(keep, dtype=bool)

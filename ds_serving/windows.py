@@ -24,10 +24,11 @@ def _check_window(window: int) -> int:
 
 _SMALL_GROUPING = 64  # rows up to which entity_groups groups with a dict
 
+#: (entity, row positions) per entity, as ``entity_groups`` returns them
+EntityGroups = list[tuple[Hashable, np.ndarray]]
 
-def entity_groups(
-    entities: Sequence[Hashable] | np.ndarray,
-) -> list[tuple[Hashable, np.ndarray]]:
+
+def entity_groups(entities: Sequence[Hashable] | np.ndarray) -> EntityGroups:
     """(entity, row positions) per entity, first-seen entity order, input order within each.
 
     Entities come back as plain Python values (``str``, ``int``), usable as dict keys for state
@@ -152,9 +153,15 @@ class EntityWindows:
         """The entities holding state now (live view)."""
         return self._tails.keys()
 
-    def stage(self, entities: Sequence[Hashable] | np.ndarray, rows: np.ndarray) -> StagedWindows:
+    def stage(
+        self,
+        entities: Sequence[Hashable] | np.ndarray,
+        rows: np.ndarray,
+        groups: EntityGroups | None = None,
+    ) -> StagedWindows:
         """The windows a batch completes, WITHOUT changing any state: ``commit`` the result once
-        the batch is scored, so a failed or cancelled request leaves the windows untouched."""
+        the batch is scored, so a failed or cancelled request leaves the windows untouched.
+        ``groups``: ``entity_groups(entities)`` when the caller has it already."""
         rows = np.asarray(rows, dtype=np.float32)
         if rows.ndim != 2 or rows.shape[1] != self.n_features:
             raise ValueError(f"rows must be [n, {self.n_features}], got shape {rows.shape}")
@@ -167,7 +174,7 @@ class EntityWindows:
         out_start: list[np.ndarray] = []
         tails: dict[Hashable, np.ndarray] = {}
         offset = 0
-        for key, positions in entity_groups(keys):
+        for key, positions in entity_groups(keys) if groups is None else groups:
             tail = self._tails.get(key)
             if tail is None:
                 tail = np.empty((0, self.n_features), np.float32)

@@ -247,6 +247,32 @@ def test_an_entitys_times_never_go_back() -> None:
     assert tracker._state["h"].last_time == 220.0 and tracker._state["y"].last_time == 1.0
 
 
+def test_checked_times_spare_update_the_second_check(monkeypatch: pytest.MonkeyPatch) -> None:
+    """``check_times`` hands its groups to ``update``: same events as an unchecked update,
+    grouped once; a result for other times is not trusted (the update checks them itself)."""
+    policy = AlertPolicy(k=2, n=3, m=2, cooldown=0)
+    keys = np.array(["a", "b", "a", "a", "b", "a", "a"])
+    flags = np.array([1, 1, 1, 0, 1, 0, 0], bool)
+    scores = np.array([5.0, 6.0, 7.0, 0.1, 8.0, 0.2, 0.3])
+    times = np.arange(7, dtype=np.float64) * 60
+    plain = AlertTracker(policy).update(keys, flags, scores, times)
+    tracker = AlertTracker(policy)
+    checked = tracker.check_times(keys, times)
+    assert [(k, p.tolist()) for k, p in checked.groups] == [
+        (k, p.tolist()) for k, p in entity_groups(keys)]
+    calls = []
+    real = windows_module.entity_groups
+    monkeypatch.setattr("ds_serving.alerting.entity_groups",
+                        lambda e: calls.append(len(e)) or real(e))
+    assert tracker.update(keys, flags, scores, times, checked) == plain
+    assert calls == []  # the groups came from the check
+    stale = tracker.check_times(np.array(["a"]), np.array([1e3]))
+    calls.clear()
+    with pytest.raises(ValueError, match=r"entity 'a' row 0 at 10\.000 is earlier"):
+        tracker.update(np.array(["a"]), np.zeros(1, bool), np.zeros(1), np.array([10.0]), stale)
+    assert calls == [1]
+
+
 def test_resized_windows_keep_the_latest_rows() -> None:
     stream = EntityWindows(3, 1)
     stream.push(np.array(["a"] * 5), np.arange(5, dtype=np.float32)[:, None])
