@@ -20,6 +20,7 @@ from typing import Any
 
 import numpy as np
 
+from ds_serving.recency import evict_least_recent, put_recent
 from ds_serving.windows import EntityGroups, entity_groups
 
 
@@ -192,8 +193,7 @@ class AlertTracker:
                 )
 
     def _evict(self) -> None:
-        while len(self._state) > self.max_entities:
-            dropped = self._state.pop(next(iter(self._state)))
+        for dropped in evict_least_recent(self._state, self.max_entities):
             self._open -= int(dropped.open)
 
     def is_open(self, entity: Hashable) -> bool:
@@ -226,8 +226,8 @@ class AlertTracker:
         flags = flags & ~np.isnan(scores)  # an unscored row is never flagged
         events: list[AlertEvent] = []
         for key, positions in groups:
-            state = self._state.pop(key, None) or _EntityState()
-            self._state[key] = state  # re-insert: most recently seen last, for eviction
+            state = self._state.get(key) or _EntityState()
+            put_recent(self._state, key, state)
             state.timed = timed
             if times is not None:
                 row_times = np.asarray(times, dtype=np.float64)[positions]

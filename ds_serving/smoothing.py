@@ -15,6 +15,7 @@ from typing import Any
 
 import numpy as np
 
+from ds_serving.recency import evict_least_recent, put_recent
 from ds_serving.windows import EntityGroups, entity_groups, group_positions
 
 
@@ -91,11 +92,9 @@ class StreamingSmoother:
         keep = self.smoothing.n - 1
         for key, tail in other._tails.items():
             history = np.concatenate([np.zeros(keep, dtype=bool), tail])
-            self._tails.pop(key, None)
-            self._tails[key] = history[len(history) - keep :]
+            put_recent(self._tails, key, history[len(history) - keep :])
         other._tails = {}
-        while len(self._tails) > self.max_entities:
-            self._tails.pop(next(iter(self._tails)))
+        evict_least_recent(self._tails, self.max_entities)
 
     def entity_keys(self) -> KeysView[Hashable]:
         """The entities holding state now (live view)."""
@@ -117,12 +116,11 @@ class StreamingSmoother:
         keep = self.smoothing.n - 1
         out = np.zeros(len(raw), dtype=bool)
         for key, positions in entity_groups(keys) if groups is None else groups:
-            tail = self._tails.pop(key, None)
+            tail = self._tails.get(key)
             if tail is None:
                 tail = np.zeros(keep, dtype=bool)
             history = np.concatenate([tail, raw[positions]])
             out[positions] = _k_of_n(history, self.smoothing)
-            self._tails[key] = history[len(history) - keep :]
-        while len(self._tails) > self.max_entities:
-            self._tails.pop(next(iter(self._tails)))
+            put_recent(self._tails, key, history[len(history) - keep :])
+        evict_least_recent(self._tails, self.max_entities)
         return out

@@ -15,6 +15,8 @@ from dataclasses import dataclass
 import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 
+from ds_serving.recency import evict_least_recent, put_recent
+
 
 def _check_window(window: int) -> int:
     if int(window) != window or window < 1:
@@ -201,10 +203,8 @@ class EntityWindows:
     def commit(self, staged: StagedWindows) -> None:
         """Advance the tails to the end of a staged batch (most recently seen last)."""
         for key, tail in staged.tails.items():
-            self._tails.pop(key, None)
-            self._tails[key] = tail
-        while len(self._tails) > self.max_entities:
-            self._tails.pop(next(iter(self._tails)))
+            put_recent(self._tails, key, tail)
+        evict_least_recent(self._tails, self.max_entities)
 
     def push(
         self, entities: Sequence[Hashable] | np.ndarray, rows: np.ndarray

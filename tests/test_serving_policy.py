@@ -98,6 +98,31 @@ def test_entity_windows_bounded_by_max_entities() -> None:
     assert len(stream) == 3
 
 
+def test_per_entity_state_evicts_the_least_recently_seen() -> None:
+    """Windows, smoothing and alerts keep at most max_entities, dropping the entity seen least
+    recently (seeing one again makes it the most recent); a dropped open alert stops counting."""
+    stream = EntityWindows(3, 1, max_entities=2)
+    one = np.ones((1, 1), np.float32)
+    for key in ("a", "b", "a", "c"):  # "a" seen again before "c": "b" is the one dropped
+        stream.push(np.array([key]), one)
+    assert sorted(stream.entity_keys()) == ["a", "c"]
+
+    smoother = StreamingSmoother(Smoothing(k=2, n=2), max_entities=2)
+    for key in ("a", "b", "a", "c"):
+        smoother.apply(np.array([True]), np.array([key]))
+    assert sorted(smoother.entity_keys()) == ["a", "c"]
+    assert smoother.apply(np.array([True]), np.array(["a"])).tolist() == [True]  # tail kept
+    assert smoother.apply(np.array([True]), np.array(["b"])).tolist() == [False]  # fresh
+
+    tracker = AlertTracker(AlertPolicy(k=1, n=1, m=5, cooldown=0), max_entities=2)
+    for key in ("a", "b", "a"):
+        tracker.update(np.array([key]), np.array([True]), np.array([9.0]))
+    assert tracker.open_count() == 2
+    tracker.update(np.array(["c"]), np.array([False]), np.array([0.0]))
+    assert sorted(tracker.entity_keys()) == ["a", "c"] and tracker.open_count() == 1
+    assert tracker.is_open("a") and not tracker.is_open("b")
+
+
 def test_entity_windows_rejects_mismatched_ids() -> None:
     with pytest.raises(ValueError, match="entity ids for 2 rows"):
         EntityWindows(2, 1).push(np.array(["a"]), np.ones((2, 1), np.float32))
