@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import hmac
 import logging
 import os
@@ -636,6 +637,13 @@ async def serve(config: ServerConfig) -> None:
     """Run until SIGTERM/SIGINT, then drain in-flight RPCs within ``config.grace`` seconds."""
     server = ScorerServer(config)
     await server.start()
+    # what start-up built (modules, gRPC, the loaded model) lives as long as the process: move
+    # it out of the collector's reach, so a full collection on the request path scans only what
+    # requests allocate (about 10 ms per full collection otherwise, under load on this machine)
+    gc.collect()
+    gc.freeze()
+    log.info("%d start-up objects frozen (out of the garbage collector's scans)",
+             gc.get_freeze_count())
     stopping = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):

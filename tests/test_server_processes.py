@@ -131,3 +131,4 @@ def test_processes_share_one_port_and_stop_together_on_sigterm(tmp_path: Path) -
         stderr = proc.communicate()[1]
     assert "started 2 scorer processes" in stderr
     assert stderr.count("scorer stopped") == 2
+    assert stderr.count("start-up objects frozen") == 2
