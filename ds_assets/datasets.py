@@ -9,7 +9,7 @@ import pandas as pd
 
 from ds_assets.schema import ANOMALY_TYPE, ENTITY_COLUMNS, LABEL, TIMESTAMP, feature_columns
 from ds_serving.scoring import Scorer, score_rows
-from ds_serving.smoothing import Smoothing, smooth_flags
+from ds_serving.smoothing import Smoothing, flag_scores
 
 SPLITS = ("train", "val", "test")
 
@@ -151,8 +151,9 @@ def score_frame(
     """Score every row in chunks (bounded memory); keeps ids/labels, adds score columns.
 
     ``smoothing`` is the bundle's flag policy (``Smoothing.from_dict(manifest.smoothing)``):
-    ``is_anomaly`` then holds the smoothed flags (per host, rows time-ordered within each host,
-    as the live scorer applies them) and ``raw_is_anomaly`` the unsmoothed ``score > threshold``.
+    ``is_anomaly`` then holds the deployed flags (k-of-n, re-baselining; per host, rows
+    time-ordered within each host, as the live scorer applies them) and ``raw_is_anomaly`` the
+    plain ``score > threshold``.
     """
     missing = [f for f in scorer.features if f not in frame.columns]
     if missing:
@@ -176,7 +177,7 @@ def score_frame(
     out["score"] = batch.scores
     if smoothing is not None and smoothing.enabled:
         out["raw_is_anomaly"] = batch.flags
-        out["is_anomaly"] = smooth_flags(batch.flags, smoothing, entities)
+        out["is_anomaly"] = flag_scores(batch.scores, scorer.threshold, smoothing, entities)
     else:
         out["is_anomaly"] = batch.flags
     out["top_feature"] = np.where(scored, np.asarray(scorer.features, dtype=object)[top], None)

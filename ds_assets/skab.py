@@ -13,8 +13,9 @@ Protocol (SKAB's outlier-detection problem, https://github.com/waico/SKAB):
 * the threshold comes from the training rows only: a quantile of their scores times a margin
   (SKAB's Conv-AE notebook uses the 0.999 quantile x 4/3 of its training residuals); nothing
   from the test part influences training, scaling or thresholds;
-* flags are ``score > threshold``, then the detector's k-of-n smoothing (``ds_serving.smoothing``,
-  causal: only past rows), exactly as the deployed scorer applies it;
+* flags are ``score > threshold``, then the policy's re-baselining after an alarm episode (if
+  any) and k-of-n smoothing (``ds_serving.smoothing``, causal: only past rows), exactly as the
+  deployed scorer applies them;
 * TP/FP/FN/TN are counted point-wise on the test parts and summed over all files; then
   ``F1 = TP / (TP + (FP + FN) / 2)``, ``FAR = FP / (FP + TN)``, ``MAR = FN / (FN + TP)``.
 
@@ -30,7 +31,7 @@ Two ways of choosing the flag policy are reported, from the same cached scores:
 
 * **held-out policy (the headline)**: leave-one-group-out over SKAB's groups (the
   subdirectories ``valve1``, ``valve2``, ``other``).  For each group, the candidate
-  (sensor set x quantile x margin x k-of-n smoothing, from the fixed grid
+  (sensor set x quantile x margin x k-of-n smoothing x re-baselining, from the fixed grid
   :data:`POLICY_GRID` x :data:`SENSOR_SETS`) with the best F1 on the *other* groups' test parts
   (counts summed over those files) among those with FAR <= :data:`MAX_FAR` (if none qualifies:
   the best F1 overall) is applied to the held-out group; counts are summed over all 34 files.
@@ -69,7 +70,7 @@ from ds_assets.export import export_onnx
 from ds_assets.thresholds import calibrate_quantile
 from ds_serving.atomic import atomic_write_text
 from ds_serving.scoring import Scorer, score_rows
-from ds_serving.smoothing import Smoothing, smooth_flags
+from ds_serving.smoothing import Rebaseline, Smoothing, flag_scores
 
 TRAIN_ROWS = 400
 FEATURES = (
@@ -258,15 +259,32 @@ SENSOR_SETS: dict[str, tuple[str, ...]] = {
     "no_temperature": SENSORS_WITHOUT_TEMPERATURE,
 }
 
-#: Candidate flag policies for the held-out selection, fixed before looking at any result:
-#: quantile of the file's training-row scores {0.9, 0.95, 0.99, 0.995} x margin {1, 1.25, 1.5}
-#: x smoothing {none, 3-of-5, 10-of-20}: 36 policies (72 candidates with the two sensor sets).
-#: The grid contains :data:`POLICY`, so the tuned-on-test rows are among the candidates.
+#: Re-baselining after an alarm episode (``ds_serving.smoothing.Rebaseline``), off or one of
+#: end ratio r {2, 4} x raise factor h {1.5, 2, 3} x horizon H {120, 240, 480} rows (linear
+#: return to the calibrated threshold), fixed before its results were seen.
+REBASELINE_GRID: tuple[Rebaseline | None, ...] = (None, *(
+    Rebaseline(end_ratio=r, raise_factor=h, horizon=horizon)
+    for r in (2.0, 4.0)
+    for h in (1.5, 2.0, 3.0)
+    for horizon in (120, 240, 480)
+))
+
+#: Candidate flag policies for the held-out selection: quantile of the file's training-row
+#: scores {0.9, 0.95, 0.99, 0.995} x margin {1, 1.25, 1.5} x smoothing {none, 3-of-5, 10-of-20}
+#: (36, fixed before looking at any result) x :data:`REBASELINE_GRID` (19): 684 policies, 1,368
+#: candidates with the two sensor sets. It contains :data:`POLICY`, so the tuned-on-test rows
+#: are among the candidates.
 POLICY_GRID: tuple[Policy, ...] = tuple(
-    Policy(quantile=q, margin=m, smoothing=Smoothing(k=k, n=n))
+    Policy(quantile=q, margin=m, smoothing=Smoothing(k=k, n=n, rebaseline=rebaseline))
     for q in (0.9, 0.95, 0.99, 0.995)
     for m in (1.0, 1.25, 1.5)
     for k, n in ((1, 1), (3, 5), (10, 20))
+    for rebaseline in REBASELINE_GRID
+)
+
+#: The grid without re-baselining (the earlier headline's 36 policies), reported beside it.
+NO_REBASELINE_GRID: tuple[Policy, ...] = tuple(
+    p for p in POLICY_GRID if p.smoothing.rebaseline is None
 )
 
 #: The false-alarm ceiling the selection respects on the other groups (the issue's target).
@@ -348,9 +366,7 @@ def score_file(
 def file_flags(scored: FileScores, policy: Policy) -> tuple[np.ndarray, float]:
     """Deployed flags for every row of a file, and the threshold from its training rows."""
     threshold, _ = calibrate_quantile(scored.train_scores, policy.quantile, policy.margin)
-    raw = np.zeros(scored.scores.size, dtype=bool)
-    np.greater(scored.scores, threshold, out=raw, where=~np.isnan(scored.scores))
-    return smooth_flags(raw, policy.smoothing), threshold
+    return flag_scores(scored.scores, threshold, policy.smoothing), threshold
 
 
 def summarize(counts: dict[str, int]) -> dict[str, float]:
@@ -389,10 +405,8 @@ class Candidate:
         return {"sensors": self.sensors, **self.policy.to_dict()}
 
     def describe(self) -> str:
-        sm = self.policy.smoothing
-        smoothing = f"{sm.k}-of-{sm.n}" if sm.enabled else "no smoothing"
         return (f"{self.sensors}, q {self.policy.quantile:g} x {self.policy.margin:g}, "
-                f"{smoothing}")
+                f"{self.policy.smoothing.describe()}")
 
 
 def candidate_counts(
@@ -564,16 +578,17 @@ class HeldOutResult:
     sensor_sets: dict[str, tuple[str, ...]]
     scoring_seconds: float
     metrics: dict[str, Any] = field(default_factory=dict)
+    variant: str = ""  # which grid, when several are reported ("no re-baselining")
 
     @property
     def name(self) -> str:
-        return self.family.name
+        return f"{self.family.name}, {self.variant}" if self.variant else self.family.name
 
     def to_dict(self) -> dict[str, Any]:
         model = self.family.to_dict()
         for chosen_by_selection in ("policy", "features"):
             model.pop(chosen_by_selection)
-        return {"family": self.family.name, "model": model,
+        return {"family": self.family.name, "variant": self.variant, "model": model,
                 "sensor_sets": {k: list(v) for k, v in self.sensor_sets.items()},
                 "scoring_seconds": round(self.scoring_seconds, 2), **self.metrics}
 
@@ -610,6 +625,7 @@ def run_held_out(
     threads: int = 1,
     log: Callable[[str], None] = lambda _: None,
     cache: ScoreCache | None = None,
+    variant: str = "",
 ) -> list[HeldOutResult]:
     """Held-out rows: per family, score each sensor set once, then select leave-one-group-out."""
     cache = cache or ScoreCache(load_frames(files), threads)
@@ -620,9 +636,9 @@ def run_held_out(
         seconds = sum(cache.seconds(replace(family, features=tuple(f)))
                       for f in sensor_sets.values())
         result = HeldOutResult(family, dict(sensor_sets), seconds,
-                               leave_one_group_out(scored, grid, max_far))
+                               leave_one_group_out(scored, grid, max_far), variant)
         m = result.metrics
-        log(f"  {family.name:<22} F1 {m['f1']:.3f}  FAR {m['far']:.2%}  MAR {m['mar']:.2%}"
+        log(f"  {result.name:<22} F1 {m['f1']:.3f}  FAR {m['far']:.2%}  MAR {m['mar']:.2%}"
             f"  (held-out policy; scoring {seconds:.1f}s)")
         results.append(result)
     return results
@@ -673,7 +689,7 @@ def format_choices(results: Sequence[HeldOutResult]) -> str:
         for g in r.metrics["groups"]:
             o, h = g["on_other_groups"], g["held_out"]
             lines.append(
-                f"    {g['group']:<8} <- {g['chosen_text']:<44} other groups F1 {_f1(o['f1'])}"
+                f"    {g['group']:<8} <- {g['chosen_text']:<66} other groups F1 {_f1(o['f1'])}"
                 f" FAR {_pct(o['far'])}%{'' if o['meets_max_far'] else ' (none met FAR cap)'}"
                 f" | held out ({g['files']} files) F1 {_f1(h['f1'])} FAR {_pct(h['far'])}%"
                 f" MAR {_pct(h['mar'])}%"
@@ -694,6 +710,7 @@ def results_document(
     wall: float,
     held_out: Sequence[HeldOutResult] = (),
     *,
+    held_out_without_rebaselining: Sequence[HeldOutResult] = (),
     grid: Sequence[Policy] = POLICY_GRID,
     max_far: float = MAX_FAR,
     trainings: int | None = None,
@@ -710,14 +727,16 @@ def results_document(
             "train_rows_per_file": TRAIN_ROWS,
             "scaler": "fitted on each file's training rows only (inside the ONNX graph)",
             "threshold": "quantile of training-row scores x margin (no test data)",
-            "flags": "score > threshold, then causal k-of-n smoothing",
+            "flags": "score > threshold (+ the entity's re-baselining excess after an alarm "
+                     "episode, when the policy has one), then causal k-of-n smoothing",
             "counts": "point-wise on test parts, summed over files",
             "f1": "TP / (TP + (FP + FN) / 2)",
             "far": "FP / (FP + TN)",
             "mar": "FN / (FN + TP)",
             "policy_selection_held_out": (
                 "leave-one-group-out over the SKAB directories: for each group the candidate "
-                "(sensor set x quantile x margin x k-of-n) with the best F1 of the counts summed "
+                "(sensor set x quantile x margin x k-of-n x re-baselining) with the best F1 of "
+                "the counts summed "
                 f"over the other groups' test parts, among those with FAR <= {max_far} there "
                 "(all candidates if none), then applied to the held-out group; the held-out "
                 "group's labels never influence its policy. Family hyper-parameters are fixed "
@@ -737,6 +756,9 @@ def results_document(
         "test_rows": test_rows,
         "test_anomalies": anomalies,
         "held_out_policy": [r.to_dict() for r in held_out],
+        "held_out_policy_without_rebaselining": [
+            r.to_dict() for r in held_out_without_rebaselining
+        ],
         "tuned_on_test_optimistic": [r.to_dict() for r in results],
         "published": [{"name": n, "f1": f, "far_pct": a, "mar_pct": m} for n, f, a, m in PUBLISHED],
         "trainings": trainings,
@@ -793,9 +815,13 @@ def main(argv: Sequence[str] | None = None) -> int:
           f"{len(families)} families held-out, {len(configs)} fixed configs")
     cache = ScoreCache(frames, args.threads)
     held_out: list[HeldOutResult] = []
+    without: list[HeldOutResult] = []
     if len(groups) >= 2:
         held_out = run_held_out(files, families, max_far=args.max_far, threads=args.threads,
                                 log=print, cache=cache)
+        without = run_held_out(files, families, grid=NO_REBASELINE_GRID, max_far=args.max_far,
+                               threads=args.threads, log=print, cache=cache,
+                               variant="no re-baselining")
     else:
         print(f"  held-out policy selection skipped: it needs files from >= 2 groups, got {groups}")
     results = run_benchmark(files, configs, threads=args.threads, log=print, cache=cache)
@@ -803,10 +829,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     if held_out:
         print("\nHeld-out policy (leave-one-group-out over the SKAB groups; headline): policy and "
               f"sensor set chosen on the other groups (max F1, FAR <= {args.max_far:.0%}), "
-              f"{len(POLICY_GRID) * len(SENSOR_SETS)} candidates")
-        print(format_table(held_out, label="ours, held-out policy"))
+              f"{len(POLICY_GRID) * len(SENSOR_SETS)} candidates (without re-baselining: "
+              f"{len(NO_REBASELINE_GRID) * len(SENSOR_SETS)})")
+        print(format_table([*held_out, *without], label="ours, held-out policy"))
         print("\nChosen per held-out group:")
-        print(format_choices(held_out))
+        print(format_choices([*held_out, *without]))
     if results:
         print("\nPolicy and sensors tuned on these 34 test parts (optimistic, not comparable with "
               "the published rows):")
@@ -817,6 +844,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     out = Path(args.out) if args.out else (
         Path(os.environ.get("DS_DATA_DIR", "data")) / "skab" / "results.json")
     write_results(out, results_document(results, files, Path(args.skab_dir), wall, held_out,
+                                        held_out_without_rebaselining=without,
                                         max_far=args.max_far, trainings=cache.trainings))
     print(f"\nresults: {out}   wall time: {wall:.1f}s   detector fits: {cache.trainings} "
           f"({len(frames)} files)")

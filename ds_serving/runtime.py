@@ -283,7 +283,8 @@ class ModelRuntime:
         The move itself happens in turn (``_in_turn``) on this runtime's first stateful request
         or ``adopt_inherited``: requests that arrived on ``old`` before commit first, so none of
         their updates is lost. A different window keeps each entity's tail (partial history if
-        the new window is bigger); a different smoothing keeps the raw flags; a different alert
+        the new window is bigger); a different smoothing keeps the raw flags (a re-baselining
+        episode starts afresh: it belongs to the old model's scores); a different alert
         policy keeps open alerts, cooldowns and time bases."""
         self._lock = old._lock  # one lock orders both runtimes' updates of the shared state
         self._order = old._order
@@ -317,8 +318,8 @@ class ModelRuntime:
                 old.windows if old.window == self.window
                 else old.windows.resized(self.windows.window)
             )
-        if old.smoothing == self.smoothing:
-            self.smoother = old.smoother
+        if old.smoothing == self.smoothing and self.smoothing.rebaseline is None:
+            self.smoother = old.smoother  # raw-flag tails hold for any threshold
         else:
             self.smoother.adopt(old.smoother)
         if old.alert_policy == self.alert_policy:
@@ -463,7 +464,8 @@ class ModelRuntime:
         if self.windows is not None:
             return f"a window of the last {self.window} rows"
         if self.smoothing.enabled:
-            return f"{self.smoothing.k}-of-{self.smoothing.n} flag smoothing"
+            rebaselined = " with re-baselining" if self.smoothing.rebaseline else ""
+            return f"{self.smoothing.k}-of-{self.smoothing.n} flag smoothing{rebaselined}"
         return "none"
 
     def stateful(self, request: Decoded) -> bool:
@@ -598,9 +600,10 @@ class ModelRuntime:
                 full_errors = np.full((n, self.n_features), np.nan, np.float32)
                 full_errors[positions] = errors
                 errors = full_errors
-        flags = scores > self.threshold  # NaN compares False: unscored rows are not flagged
         if self.smoothing.enabled:
-            flags = self.smoother.apply(flags, entities, request.groups)
+            flags = self.smoother.apply_scores(scores, self.threshold, entities, request.groups)
+        else:
+            flags = scores > self.threshold  # NaN compares False: unscored rows not flagged
         alerts: list[AlertEvent] = []
         if entities is not None:  # alerts are per entity; anonymous rows skip the per-row work
             alerts = self.tracker.update(entities, flags, scores, request.times, checked)

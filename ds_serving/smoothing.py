@@ -1,16 +1,32 @@
-"""k-of-n smoothing of anomaly flags: part of a model's scoring policy (manifest ``smoothing``).
+"""How scores become flags after the threshold: part of a model's scoring policy (manifest
+``smoothing``).
 
-A row is flagged when at least ``k`` of its entity's last ``n`` raw flags (itself included) are
-set. ``k=1, n=1`` is no smoothing; ``k = n // 2 + 1`` is a rolling median over the flags. Dataset
-scoring (``smooth_flags`` over a frame) and the live scorer (``StreamingSmoother`` fed batch by
-batch) give the same flags for the same rows, because the scorer keeps the last ``n - 1`` raw
-flags of each entity. Rows without a score (temporal warm-up) count as not flagged.
+**k-of-n.** A row is flagged when at least ``k`` of its entity's last ``n`` raw flags (``score >
+threshold``, itself included) are set. ``k=1, n=1`` is no smoothing; ``k = n // 2 + 1`` is a
+rolling median over the flags. Rows without a score (temporal warm-up) count as not flagged.
+
+**Re-baselining after an alarm (optional, ``smoothing.rebaseline``).** Equipment often settles
+into a new steady state after an incident (a valve left in another position, a pump replaced),
+and a detector trained on the old state then alarms on the new one for as long as it lasts.
+With ``Rebaseline(end_ratio=r, raise_factor=h, horizon=H)`` each entity tracks an exponentially
+weighted level of its scores (weight ``alpha``). An alarm episode starts at the entity's first
+flag (after k-of-n) and ends when the level has fallen to ``peak / r``; the entity's threshold
+is then raised to ``max(T, h x level)`` and returns linearly to the calibrated ``T`` over the
+next ``H`` rows outside an episode, so a later incident is caught again once it has returned.
+A raw flag is ``score > T + excess``. The cost: while the threshold is raised, a second
+incident with smaller scores goes unflagged (measured on SKAB in the README).
+
+Dataset scoring (``flag_scores`` over a frame) and the live scorer (``StreamingSmoother`` fed
+batch by batch) give the same flags for the same rows: both run the same per-entity code, and
+the scorer keeps each entity's last ``n - 1`` raw flags (and its re-baselining state).
 """
 
 from __future__ import annotations
 
+import math
+from collections import deque
 from collections.abc import Hashable, KeysView, Mapping, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -24,9 +40,56 @@ class SmoothingError(ValueError):
 
 
 @dataclass(frozen=True)
+class Rebaseline:
+    """Raise an entity's threshold after its alarm episode ends, back to ``T`` over ``horizon``
+    rows (module docstring)."""
+
+    end_ratio: float  # r: an episode ends when the score level falls to peak / r
+    raise_factor: float  # h: the threshold after an episode is max(T, h x level at its end)
+    horizon: int  # H: rows outside an episode over which the raised threshold returns to T
+    alpha: float = 0.1  # weight of the newest score in the entity's score level (EWMA)
+
+    def __post_init__(self) -> None:
+        checks = (
+            (self.end_ratio > 1, "end_ratio", self.end_ratio,
+             "> 1 (the episode ends when the level falls to peak / end_ratio)"),
+            (self.raise_factor >= 1, "raise_factor", self.raise_factor,
+             ">= 1 (the threshold is raised to raise_factor x the level at the episode's end)"),
+            (self.horizon >= 1 and int(self.horizon) == self.horizon, "horizon", self.horizon,
+             "a whole number of rows >= 1"),
+            (0 < self.alpha <= 1, "alpha", self.alpha, "in (0, 1]"),
+        )
+        for ok, name, value, expected in checks:
+            if not ok or value != value:
+                raise SmoothingError(f"smoothing.rebaseline.{name} must be {expected}, got "
+                                     f"{value!r}")
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"end_ratio": self.end_ratio, "raise_factor": self.raise_factor,
+                "horizon": int(self.horizon), "alpha": self.alpha}
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> Rebaseline:
+        keys = {"end_ratio", "raise_factor", "horizon", "alpha"}
+        unknown = set(data) - keys
+        missing = {"end_ratio", "raise_factor", "horizon"} - set(data)
+        if unknown or missing:
+            raise SmoothingError(
+                f"smoothing.rebaseline: unknown key(s) {sorted(unknown)}, missing "
+                f"{sorted(missing)}; use {sorted(keys)} (alpha optional)"
+            )
+        return cls(end_ratio=float(data["end_ratio"]), raise_factor=float(data["raise_factor"]),
+                   horizon=int(data["horizon"]), alpha=float(data.get("alpha", 0.1)))
+
+    def describe(self) -> str:
+        return f"re-baseline r {self.end_ratio:g}, h {self.raise_factor:g}, H {self.horizon}"
+
+
+@dataclass(frozen=True)
 class Smoothing:
     k: int = 1
     n: int = 1
+    rebaseline: Rebaseline | None = None
 
     def __post_init__(self) -> None:
         if self.n < 1:
@@ -39,19 +102,31 @@ class Smoothing:
 
     @property
     def enabled(self) -> bool:
-        return self.n > 1 or self.k > 1
+        """Whether flags depend on anything but the row's own score (per-entity state)."""
+        return self.n > 1 or self.k > 1 or self.rebaseline is not None
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        out: dict[str, Any] = {"k": self.k, "n": self.n}
+        if self.rebaseline is not None:
+            out["rebaseline"] = self.rebaseline.to_dict()
+        return out
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any] | None) -> Smoothing:
         if not data:
             return cls()
-        unknown = set(data) - {"k", "n"}
+        unknown = set(data) - {"k", "n", "rebaseline"}
         if unknown:
-            raise SmoothingError(f"unknown smoothing key(s) {sorted(unknown)}; use k and n")
-        return cls(k=int(data.get("k", 1)), n=int(data.get("n", 1)))
+            raise SmoothingError(
+                f"unknown smoothing key(s) {sorted(unknown)}; use k, n and (optional) rebaseline"
+            )
+        rebaseline = data.get("rebaseline")
+        return cls(k=int(data.get("k", 1)), n=int(data.get("n", 1)),
+                   rebaseline=Rebaseline.from_dict(rebaseline) if rebaseline else None)
+
+    def describe(self) -> str:
+        text = f"{self.k}-of-{self.n}" if self.n > 1 or self.k > 1 else "no smoothing"
+        return text if self.rebaseline is None else f"{text}, {self.rebaseline.describe()}"
 
 
 def _k_of_n(history: np.ndarray, smoothing: Smoothing) -> np.ndarray:
@@ -61,12 +136,24 @@ def _k_of_n(history: np.ndarray, smoothing: Smoothing) -> np.ndarray:
     return (counts[n:] - counts[:-n]) >= smoothing.k
 
 
+def raw_flags(scores: np.ndarray, threshold: float) -> np.ndarray:
+    """``score > threshold``; a NaN score (no full window yet) is not flagged."""
+    scores = np.asarray(scores)
+    raw = np.zeros(scores.shape, dtype=bool)
+    np.greater(scores, threshold, out=raw, where=~np.isnan(scores))
+    return raw
+
+
 def smooth_flags(
     raw_flags: np.ndarray,
     smoothing: Smoothing,
     entities: Sequence[Hashable] | np.ndarray | None = None,
 ) -> np.ndarray:
-    """Smoothed flags for a whole table; rows must be time-ordered within each entity."""
+    """k-of-n smoothed flags for a whole table; rows must be time-ordered within each entity.
+    Re-baselining needs the scores themselves: use ``flag_scores``."""
+    if smoothing.rebaseline is not None:
+        raise SmoothingError("a policy with rebaseline flags scores, not raw flags: use "
+                             "flag_scores(scores, threshold, smoothing, entities)")
     raw = np.asarray(raw_flags, dtype=bool)
     if not smoothing.enabled:
         return raw.copy()
@@ -78,27 +165,141 @@ def smooth_flags(
     return out
 
 
+def flag_scores(
+    scores: np.ndarray,
+    threshold: float,
+    smoothing: Smoothing,
+    entities: Sequence[Hashable] | np.ndarray | None = None,
+) -> np.ndarray:
+    """The deployed flags of a whole table: threshold, re-baselining and k-of-n, per entity
+    (rows time-ordered within each), exactly as the live scorer flags the same rows."""
+    if smoothing.rebaseline is None:
+        return smooth_flags(raw_flags(scores, threshold), smoothing, entities)
+    keys = np.zeros(len(scores), np.int8) if entities is None else np.asarray(entities)
+    groups = entity_groups(keys)
+    smoother = StreamingSmoother(smoothing, max_entities=max(1, len(groups)))
+    return smoother.apply_scores(np.asarray(scores), threshold, keys, groups)
+
+
+@dataclass
+class _Rebaselined:
+    """One entity's state under re-baselining: its last ``n - 1`` raw flags and the episode."""
+
+    tail: deque[bool]
+    level: float = math.nan  # EWMA of the entity's scores; NaN before its first score
+    in_episode: bool = False
+    peak: float = 0.0
+    excess: float = 0.0  # threshold now = T + excess
+    step: float = 0.0  # excess removed per row outside an episode
+    flagged: int = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.flagged = sum(self.tail)
+
+
+def _advance(
+    state: _Rebaselined, scores: list[float], threshold: float, smoothing: Smoothing,
+    rule: Rebaseline,
+) -> list[bool]:
+    """Flags of one entity's next rows, advancing its state row by row (the threshold of a row
+    depends on the flags before it)."""
+    k, keep = smoothing.k, smoothing.n - 1
+    alpha, r, h, horizon = rule.alpha, rule.end_ratio, rule.raise_factor, rule.horizon
+    tail, flagged = state.tail, state.flagged
+    level, in_episode, peak = state.level, state.in_episode, state.peak
+    excess, step = state.excess, state.step
+    out: list[bool] = []
+    for s in scores:
+        scored = s == s
+        if scored:
+            level = s if level != level else level + alpha * (s - level)
+        raw = scored and s > threshold + excess
+        flag = flagged + raw >= k
+        out.append(flag)
+        if keep:
+            if len(tail) == keep:
+                flagged -= tail.popleft()
+            tail.append(raw)
+            flagged += raw
+        if level != level:
+            continue
+        if in_episode:
+            peak = max(peak, level)
+            if level <= peak / r:
+                in_episode = False
+                excess = max(0.0, h * level - threshold)
+                step = excess / horizon
+        elif flag:
+            in_episode, peak = True, level
+        elif excess > 0.0:
+            excess = max(0.0, excess - step)
+    state.flagged, state.level, state.in_episode, state.peak = flagged, level, in_episode, peak
+    state.excess, state.step = excess, step
+    return out
+
+
+def _tail_array(value: np.ndarray | _Rebaselined) -> np.ndarray:
+    return value if isinstance(value, np.ndarray) else np.fromiter(value.tail, bool)
+
+
 class StreamingSmoother:
-    """Keeps each entity's last ``n - 1`` raw flags so batches smooth like the whole table."""
+    """Keeps each entity's last ``n - 1`` raw flags (and, with re-baselining, its score level
+    and episode) so batches flag like the whole table."""
 
     def __init__(self, smoothing: Smoothing, max_entities: int = 100_000) -> None:
         self.smoothing = smoothing
         self.max_entities = max_entities
-        self._tails: dict[Hashable, np.ndarray] = {}
+        self._tails: dict[Hashable, Any] = {}  # ndarray of raw flags, or _Rebaselined
 
     def adopt(self, other: StreamingSmoother) -> None:
-        """Take over ``other``'s raw-flag tails (hot reload to another k-of-n): each is cut or
-        front-padded with "not flagged" (as in warm-up) to this policy's ``n - 1``."""
+        """Take over ``other``'s raw-flag tails (hot reload to another policy): each is cut or
+        front-padded with "not flagged" (as in warm-up) to this policy's ``n - 1``. A
+        re-baselining episode does not carry over: the new model's scores have their own scale,
+        so its level and threshold excess start afresh."""
         keep = self.smoothing.n - 1
-        for key, tail in other._tails.items():
-            history = np.concatenate([np.zeros(keep, dtype=bool), tail])
-            put_recent(self._tails, key, history[len(history) - keep :])
+        for key, value in other._tails.items():
+            history = np.concatenate([np.zeros(keep, dtype=bool), _tail_array(value)])
+            put_recent(self._tails, key, self._state(history[len(history) - keep :]))
         other._tails = {}
         evict_least_recent(self._tails, self.max_entities)
+
+    def _state(self, tail: np.ndarray) -> np.ndarray | _Rebaselined:
+        if self.smoothing.rebaseline is None:
+            return tail
+        return _Rebaselined(deque(tail.tolist(), maxlen=max(1, self.smoothing.n - 1)))
 
     def entity_keys(self) -> KeysView[Hashable]:
         """The entities holding state now (live view)."""
         return self._tails.keys()
+
+    def apply_scores(
+        self,
+        scores: np.ndarray,
+        threshold: float,
+        entities: Sequence[Hashable] | np.ndarray | None = None,
+        groups: EntityGroups | None = None,
+    ) -> np.ndarray:
+        """Flags of a batch from its scores (threshold, re-baselining, k-of-n); ``groups``:
+        ``entity_groups(entities)`` when known. A re-baselining state belongs to one model:
+        always pass that model's threshold."""
+        if self.smoothing.rebaseline is None:
+            return self.apply(raw_flags(scores, threshold), entities, groups)
+        values = np.asarray(scores, dtype=np.float64)
+        keys = np.zeros(len(values), np.int8) if entities is None else np.asarray(entities)
+        if len(keys) != len(values):
+            raise ValueError(f"got {len(keys)} entity ids for {len(values)} scores; send one "
+                             "per row")
+        out = np.zeros(len(values), dtype=bool)
+        for key, positions in entity_groups(keys) if groups is None else groups:
+            state = self._tails.get(key)
+            if state is None:
+                state = self._state(np.zeros(self.smoothing.n - 1, dtype=bool))
+            assert isinstance(state, _Rebaselined)  # this policy's states, see adopt
+            out[positions] = _advance(state, values[positions].tolist(), threshold,
+                                      self.smoothing, self.smoothing.rebaseline)
+            put_recent(self._tails, key, state)
+        evict_least_recent(self._tails, self.max_entities)
+        return out
 
     def apply(
         self,
@@ -106,7 +307,10 @@ class StreamingSmoother:
         entities: Sequence[Hashable] | np.ndarray | None = None,
         groups: EntityGroups | None = None,
     ) -> np.ndarray:
-        """Smoothed flags of a batch; ``groups``: ``entity_groups(entities)`` when known."""
+        """k-of-n smoothed flags of a batch of raw flags; ``groups``: ``entity_groups(entities)``
+        when known. Re-baselining needs scores: ``apply_scores``."""
+        if self.smoothing.rebaseline is not None:
+            raise SmoothingError("a policy with rebaseline flags scores: use apply_scores")
         raw = np.asarray(raw_flags, dtype=bool)
         if not self.smoothing.enabled:
             return raw.copy()

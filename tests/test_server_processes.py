@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -23,6 +24,26 @@ from tests.test_cli import _free_port
 from tests.test_server import _config, _normal_rows, write_point_bundle
 
 ROOT = Path(__file__).resolve().parents[1]
+
+
+def _free_consecutive_ports(count: int) -> int:
+    """The first of ``count`` consecutive ports free right now (each process of a
+    ``--processes`` scorer serves its metrics on ``--metrics-port + i``)."""
+    for _ in range(100):
+        first = _free_port()
+        sockets = []
+        try:
+            for offset in range(count):
+                sock = socket.socket()
+                sockets.append(sock)
+                sock.bind(("127.0.0.1", first + offset))
+            return first
+        except OSError:
+            continue
+        finally:
+            for sock in sockets:
+                sock.close()
+    raise RuntimeError(f"found no {count} consecutive free ports")
 
 
 def test_process_configs_share_the_port_and_keep_no_state(tmp_path: Path) -> None:
@@ -84,9 +105,9 @@ def test_processes_share_one_port_and_stop_together_on_sigterm(tmp_path: Path) -
     models = tmp_path / "models"
     path = write_point_bundle(models)
     promote(models, "ae", path.name)
-    port, metrics_port = _free_port(), _free_port()
-    while metrics_port + 1 == port:
-        metrics_port = _free_port()
+    port, metrics_port = _free_port(), _free_consecutive_ports(2)
+    while port in (metrics_port, metrics_port + 1):
+        metrics_port = _free_consecutive_ports(2)
     env = {**os.environ, "DS_SCORER_TOKEN": "", "PYTHONPATH": str(ROOT)}
     proc = subprocess.Popen(
         [sys.executable, "-m", "ds_serving.cli", "serve", "--models", str(models), "--name",
@@ -109,7 +130,9 @@ def test_processes_share_one_port_and_stop_together_on_sigterm(tmp_path: Path) -
                     break
             except Exception:
                 pass
-            assert time.time() < deadline and proc.poll() is None, "scorer did not start"
+            if proc.poll() is not None:
+                pytest.fail(f"scorer exited with {proc.returncode}: {proc.communicate()[1]}")
+            assert time.time() < deadline, "scorer did not start within 60 s"
             time.sleep(0.2)
         connections = 24
         got = []

@@ -18,8 +18,10 @@ import pytest
 from ds_assets.detectors import DetectorParams
 from ds_assets.skab import (
     FEATURES,
+    NO_REBASELINE_GRID,
     POLICY,
     POLICY_GRID,
+    REBASELINE_GRID,
     TRAIN_ROWS,
     Config,
     FileScores,
@@ -220,7 +222,9 @@ def test_leave_one_group_out_input_errors() -> None:
 
 
 def test_policy_grid_contains_the_tuned_policy() -> None:
-    assert POLICY in POLICY_GRID and len(set(POLICY_GRID)) == len(POLICY_GRID) == 36
+    assert POLICY in POLICY_GRID and len(set(POLICY_GRID)) == len(POLICY_GRID) == 36 * 19
+    assert len(NO_REBASELINE_GRID) == 36 and POLICY in NO_REBASELINE_GRID
+    assert {p.smoothing.rebaseline for p in POLICY_GRID} == set(REBASELINE_GRID)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -39,7 +39,7 @@ from ds_assets.tensorrt_build import (
 from ds_assets.thresholds import calibrate_threshold
 from ds_serving.bundle import load_bundle, write_bundle
 from ds_serving.scoring import Scorer, score_rows
-from ds_serving.smoothing import Smoothing
+from ds_serving.smoothing import Rebaseline, Smoothing
 from ds_serving.windows import window_index
 
 CODE_VERSION = "2"
@@ -277,6 +277,19 @@ class BundleConfig(dg.Config):
     margin: float = 1.0
     smoothing_k: int = 1  # flag a row when >= k of its entity's last n raw flags are set
     smoothing_n: int = 1  # k=n=1: no smoothing
+    # re-baselining after an alarm episode (ds_serving.smoothing): on when end_ratio > 0 (it
+    # must then be > 1); the episode ends at peak / end_ratio, the entity's threshold becomes
+    # raise x the score level there and returns to the calibrated one over horizon rows
+    rebaseline_end_ratio: float = 0.0
+    rebaseline_raise: float = 3.0
+    rebaseline_horizon: int = 240
+
+    def smoothing(self) -> Smoothing:
+        rebaseline = None
+        if self.rebaseline_end_ratio:
+            rebaseline = Rebaseline(self.rebaseline_end_ratio, self.rebaseline_raise,
+                                    self.rebaseline_horizon)
+        return Smoothing(k=self.smoothing_k, n=self.smoothing_n, rebaseline=rebaseline)
 
 
 @dg.asset(
@@ -295,7 +308,7 @@ def model_bundle(
     """A versioned bundle (ONNX + manifest) with a threshold calibrated on validation rows,
     logged to MLflow and registered as a model version."""
     registry: ModelRegistry = context.resources.registry
-    smoothing = Smoothing(k=config.smoothing_k, n=config.smoothing_n)
+    smoothing = config.smoothing()
     features = detector.features
     calibrator = Scorer(
         onnx_model.data, features=features, threshold=float("inf"), window=detector.window,

@@ -19,7 +19,7 @@ from ds_assets.resources.registry import ModelRegistry
 from ds_assets.schema import ANOMALY_TYPE, LABEL, TIMESTAMP
 from ds_serving.bundle import load_bundle
 from ds_serving.scoring import Scorer
-from ds_serving.smoothing import Smoothing, smooth_flags
+from ds_serving.smoothing import Smoothing, flag_scores
 
 HEADLINE = ("precision", "recall", "f1", "roc_auc", "pr_auc", "best_f1_oracle", "precision_at_k",
             "far", "mar", "contamination", "mean_delay_seconds", "median_delay_seconds",
@@ -54,10 +54,9 @@ def evaluation_report(
     scored = score_frame(Scorer.from_bundle(bundle, backend="cpu"), test)
     scores = scored["score"].to_numpy(np.float64)
     entities = scored["host_id"].to_numpy() if "host_id" in scored.columns else None
-    raw = np.zeros(len(scored), dtype=bool)
-    np.greater(scores, manifest.threshold, out=raw, where=~np.isnan(scores))
     smoothing = Smoothing.from_dict(manifest.smoothing)
-    flags = smooth_flags(raw, smoothing, entities)  # rows are time-ordered within each host
+    # the deployed flags; rows are time-ordered within each host
+    flags = flag_scores(scores, manifest.threshold, smoothing, entities)
     features = list(manifest.features)
     rule = manifest.threshold_rule
     rendered = build_report(
@@ -76,8 +75,9 @@ def evaluation_report(
         entities=entities,
         baseline_quantile=float(rule.get("quantile", 0.995)),
         baseline_margin=float(rule.get("margin", 1.0)),
-        notes=[f"threshold rule {rule.get('rule', '?')}", f"smoothing k={smoothing.k} of "
-               f"n={smoothing.n}", f"window {manifest.window or 'none (point-wise)'}"],
+        notes=[f"threshold rule {rule.get('rule', '?')}",
+               f"flag policy: {smoothing.describe()}",
+               f"window {manifest.window or 'none (point-wise)'}"],
         seed=config.seed,
     )
     registry: ModelRegistry = context.resources.registry
