@@ -300,6 +300,12 @@ def test_cli_on_synthetic_files_writes_table_and_json(
     assert doc["test_anomalies"] == 50 + 40
     assert [r["config"]["name"] for r in doc["tuned_on_test_optimistic"]] == ["pca", "zscore"]
     assert [r["family"] for r in doc["held_out_policy"]] == ["pca", "zscore"]
+    # the same selection without re-baselining, reported beside it: never chooses the rule
+    without = doc["held_out_policy_without_rebaselining"]
+    assert [(r["family"], r["variant"]) for r in without] == [
+        ("pca", "no re-baselining"), ("zscore", "no re-baselining")]
+    assert all("rebaseline" not in g["chosen"]["smoothing"] for r in without for g in r["groups"])
+    assert "pca, no re-baselining (ours, held-out policy)" in printed
     # 2 families x 2 sensor sets x 2 files; the fixed rows reuse the cached scores
     assert doc["trainings"] == 8
     for r in doc["tuned_on_test_optimistic"]:
