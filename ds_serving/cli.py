@@ -119,7 +119,7 @@ def build_parser() -> argparse.ArgumentParser:
                         "--processes, each process's share of the cores, and none (runs on "
                         "the event loop thread) at one core or less (env DS_SCORER_WORKERS)")
     s.add_argument("--coalesce-ms", type=float,
-                   default=float(_env("DS_SCORER_COALESCE_MS", 2.0)),
+                   default=float(_env("DS_SCORER_COALESCE_MS", 4.0)),
                    help="longest wait of a small request for others to share its graph run; "
                         "only while that pays (concurrent traffic), 0 = never wait (env "
                         "DS_SCORER_COALESCE_MS; default %(default)s)")

@@ -11,7 +11,12 @@ gRPC delivers concurrent requests one event-loop tick apart, so same-tick coales
 almost never groups them; a group therefore waits up to ``window`` seconds for company, but
 only while waiting pays: after each waited-for group the average group size is updated, and
 when it falls below ``min_group`` (a sequential client, light traffic, one stream) runs execute
-at once, with one probe every ``probe_every`` runs to notice when traffic picks up again.
+at once, with one probe (a group that waits the window) every ``probe_every`` runs to notice
+when traffic picks up again; a probe that finds company switches waiting back on at once (an
+average could need several probes, and while runs execute one by one each costs more, which
+spaces requests further apart). Probes are rare because each delays a lone stream by the
+window: one in 256 runs put a 4 ms window into the p99 of one stream of 64-row messages
+(4.4-4.9 ms against 2.8-3.0 ms with one in 1,024).
 
 The graph scores every row (or window) independently, so a row's score does not depend on its
 neighbours in the batch; only float32 rounding inside the GEMM kernels may differ in the last
@@ -40,6 +45,7 @@ class _Group:
     inputs: list[np.ndarray] = field(default_factory=list)
     futures: list[asyncio.Future[Result]] = field(default_factory=list)
     values: int = 0
+    probe: bool = False  # formed by a probe while runs execute at once
 
 
 class RunCoalescer:
@@ -53,10 +59,10 @@ class RunCoalescer:
     def __init__(
         self,
         *,
-        window: float = 0.002,
+        window: float = 0.004,
         max_values: int = 65_536,
         min_group: float = 1.5,
-        probe_every: int = 256,
+        probe_every: int = 1024,
     ) -> None:
         if window < 0 or max_values < 1 or probe_every < 1:
             raise ValueError(
@@ -104,7 +110,8 @@ class RunCoalescer:
                 self.requests += 1
                 self.runs += 1
                 return scorer.run(inputs, explain=explain)
-            group = self._groups[key] = _Group(scorer, explain, loop)
+            group = self._groups[key] = _Group(scorer, explain, loop,
+                                               probe=self.mean_group < self.min_group)
             group.timer = loop.call_later(self.window, self._flush, key, group)
         future: asyncio.Future[Result] = loop.create_future()
         group.inputs.append(inputs)
@@ -126,6 +133,8 @@ class RunCoalescer:
             group.timer.cancel()  # flushed early: the group need not wait for its timer
         futures, parts = group.futures, group.inputs  # never empty: a group is made to join it
         self.mean_group += 0.2 * (len(futures) - self.mean_group)
+        if group.probe and len(futures) > 1:
+            self.mean_group = max(self.mean_group, 2 * self.min_group)  # as at the start
         self._recent.append(len(futures))
         self._target = max(self._recent)
         self.runs += 1

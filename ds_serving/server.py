@@ -89,7 +89,7 @@ class ServerConfig:
     # processes give the parallelism and a thread hop only adds cost (see processes.py)
     inline_runs: bool = False
     offload_min_values: int = 4096  # smaller inputs run inline (a thread hop costs more)
-    coalesce_window: float = 0.002  # seconds a small run may wait to share a graph run
+    coalesce_window: float = 0.004  # seconds a small run may wait to share a graph run
     allow_spinning: bool = False
     max_rows: int = 65_536
     max_message_bytes: int = 64 * 1024 * 1024

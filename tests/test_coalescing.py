@@ -125,6 +125,27 @@ def test_sequential_traffic_stops_waiting_and_runs_inline() -> None:
     assert coalescer.mean_group < coalescer.min_group
 
 
+def test_a_probe_that_finds_company_switches_waiting_back_on() -> None:
+    """Runs execute at once under sequential traffic; a probe that collects a second request
+    restores waiting immediately instead of nudging the average."""
+    scorer = CountingScorer()
+    row = _normal_rows(1, seed=6)
+    coalescer = RunCoalescer(window=0.01, probe_every=5)
+    coalescer.mean_group = 1.0  # sequential traffic: inline, probing
+
+    async def company() -> list[int]:
+        first = asyncio.ensure_future(coalescer.run(scorer, row, False))
+        await asyncio.sleep(0)  # the probe's group is formed and waits
+        second = coalescer.run(scorer, row, False)
+        await asyncio.gather(first, second)
+        return scorer.batches[-1:]
+
+    coalescer._since_probe = coalescer.probe_every - 1  # the next run probes
+    assert asyncio.run(company()) == [2]
+    assert coalescer.mean_group >= coalescer.min_group  # an average would give 1.2
+    assert RunCoalescer().probe_every == 1024
+
+
 def test_a_lock_holder_does_not_wait_and_takes_the_waiting_group_along() -> None:
     scorer = CountingScorer()
     rows = _normal_rows(3, seed=7)
