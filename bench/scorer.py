@@ -7,7 +7,9 @@ sizes, 8 features; ``--models/--name`` serves a real bundle instead):
 
 * ceiling: onnxruntime ``session.run`` in this process on 4096-row batches and on single rows;
 * (a) ``Score`` with 4096-row batches from concurrent clients (rows/s, p50/p99);
-* (b) single-row ``Score`` at concurrency 16 (requests/s, p50/p99);
+* (b) single-row ``Score`` at concurrency 16 (requests/s, p50/p99); also with one entity id
+  per client on the point model and on a temporal model (window 16), whose stateful requests
+  take the state lock in turn instead of sharing graph runs;
 * (c) one ``ScoreStream`` of 64-row messages, pipelined (rows/s, p50/p99 per message).
 
 The server runs as a real ``ds-scorer serve`` subprocess (its own GIL); the clients are grpc.aio
@@ -33,14 +35,14 @@ import sys
 import tempfile
 import time
 import urllib.request
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 import grpc
 import numpy as np
 
-from bench.models import dense_autoencoder
+from bench.models import dense_autoencoder, window_model
 from ds_serving.atomic import atomic_write_text
 from ds_serving.bundle import load_champion, promote, write_bundle
 from ds_serving.cli import run_event_loop
@@ -50,6 +52,7 @@ from ds_serving.proto import scoring_pb2, scoring_pb2_grpc
 RESULTS = Path(__file__).parent / "results"
 SCORE_METHOD = "datasentinel.scoring.v1.Scorer/Score"
 FEATURES = ["cpu", "memory", "disk_io", "net_in", "net_out", "latency", "error_rate", "req_rate"]
+TEMPORAL_WINDOW = 16  # rows per window of the temporal model of the entity-per-client phase
 
 
 def _free_port() -> int:
@@ -115,15 +118,21 @@ def ceiling(model_path: Path, seconds: float) -> dict[str, Any]:
     return out
 
 
-async def _unary_load(target: str, request: scoring_pb2.ScoreRequest, concurrency: int,
-                      seconds: float, channels: int) -> dict[str, Any]:
+async def _unary_load(
+    target: str, request: scoring_pb2.ScoreRequest | Sequence[scoring_pb2.ScoreRequest],
+    concurrency: int, seconds: float, channels: int,
+) -> dict[str, Any]:
+    """Closed-loop unary load from ``concurrency`` coroutines; worker i sends request
+    i mod len(requests) (e.g. one entity per worker)."""
+    requests = [request] if isinstance(request, scoring_pb2.ScoreRequest) else list(request)
     chans = [grpc.aio.insecure_channel(target, options=[
         ("grpc.max_receive_message_length", 64 << 20),
         ("grpc.max_send_message_length", 64 << 20)]) for _ in range(channels)]
     stubs = [scoring_pb2_grpc.ScorerStub(c) for c in chans]
     for stub in stubs:  # warm up connections and the server path
         for _ in range(20):
-            await stub.Score(request)
+            for each in requests:
+                await stub.Score(each)
     lat: list[float] = []
     errors = 0
     stop_at = 0.0
@@ -131,10 +140,11 @@ async def _unary_load(target: str, request: scoring_pb2.ScoreRequest, concurrenc
     async def worker(i: int) -> None:
         nonlocal errors
         stub = stubs[i % len(stubs)]
+        mine = requests[i % len(requests)]
         while time.perf_counter() < stop_at:
             t = time.perf_counter()
             try:
-                await stub.Score(request)
+                await stub.Score(mine)
             except grpc.aio.AioRpcError:
                 errors += 1
                 continue
@@ -148,7 +158,7 @@ async def _unary_load(target: str, request: scoring_pb2.ScoreRequest, concurrenc
         await c.close()
     return {"requests": len(lat), "errors": errors, "seconds": round(elapsed, 3),
             "requests_per_s": round(len(lat) / elapsed),
-            "rows_per_s": round(len(lat) * request.n_rows / elapsed), **_pct(lat)}
+            "rows_per_s": round(len(lat) * requests[0].n_rows / elapsed), **_pct(lat)}
 
 
 def _h2load_unary(port: int, request: scoring_pb2.ScoreRequest, concurrency: int,
@@ -476,6 +486,12 @@ def main(argv: list[str] | None = None) -> int:
             print("(b) Score, single rows, Python grpc.aio client", file=sys.stderr)
             b_py = _measured(server.pid, _unary_load(
                 target, encode_request(single), args.unary_concurrency, args.seconds, channels=1))
+            print("(b) Score, single rows, one entity per client, Python grpc.aio client",
+                  file=sys.stderr)
+            entity_requests = [encode_request(single, [f"bench-host-{i}"])
+                               for i in range(args.unary_concurrency)]
+            b_entities_point = _measured(server.pid, _unary_load(
+                target, entity_requests, args.unary_concurrency, args.seconds, channels=1))
             print("(c) ScoreStream, 64-row messages", file=sys.stderr)
             c = _measured(server.pid, _stream_load(target, stream_rows, args.seconds, window=8))
         finally:
@@ -515,6 +531,22 @@ def main(argv: list[str] | None = None) -> int:
             finally:
                 server.terminate()
                 server.wait(30)
+        print(f"(b) Score, single rows, one entity per client, Python client, temporal model "
+              f"(window {TEMPORAL_WINDOW})", file=sys.stderr)
+        temporal_models = tmp / "temporal-models"
+        temporal = write_bundle(
+            temporal_models, "bench-temporal", window_model(n_features, TEMPORAL_WINDOW),
+            kind="window", features=list(bundle.manifest.features), threshold=0.5,
+            threshold_rule={"rule": "fixed"}, window=TEMPORAL_WINDOW)
+        promote(temporal_models, "bench-temporal", temporal.manifest.version)
+        server, port, metrics_port = _start_server(temporal_models, "bench-temporal", args, 1)
+        try:
+            b_entities_temporal = _measured(server.pid, _unary_load(
+                f"127.0.0.1:{port}", entity_requests, args.unary_concurrency, args.seconds,
+                channels=1))
+        finally:
+            server.terminate()
+            server.wait(30)
         print("floor: empty grpc.aio handler, single rows", file=sys.stderr)
         echo_port = _free_port()
         echo = subprocess.Popen([sys.executable, "-m", "bench.scorer", "--echo-server",
@@ -546,8 +578,8 @@ def main(argv: list[str] | None = None) -> int:
     a = a_native if a_native is not None else a_py
     for phase, empty in ((b_native, floor_native), (b_py, floor_py),
                          (b_processes, floor_native), (b_sequential, floor_native),
-                         (b_entity, floor_native),
-                         (b_uncoalesced, floor_native)):
+                         (b_entity, floor_native), (b_entities_point, floor_py),
+                         (b_entities_temporal, floor_py), (b_uncoalesced, floor_native)):
         if phase is not None and empty is not None:
             phase["ratio_to_ceiling"] = round(phase["requests_per_s"] / single_ceiling, 3)
             phase["ratio_to_empty_grpc_handler"] = round(
@@ -585,6 +617,8 @@ def main(argv: list[str] | None = None) -> int:
         "b_score_single_row_concurrency_1": b_sequential,
         "b_score_single_row_entity_keyed": b_entity,
         "b_score_single_row_uncoalesced": b_uncoalesced,
+        "b_score_single_row_entity_per_client_python": b_entities_point,
+        "b_score_single_row_entity_per_client_python_temporal": b_entities_temporal,
         "b_coalescing_gain": (
             round(b_native["requests_per_s"] / b_uncoalesced["requests_per_s"], 3)
             if b_native is not None and b_uncoalesced is not None else None
@@ -628,6 +662,10 @@ def _table(r: dict[str, Any]) -> None:
                        ("b_score_single_row_entity_keyed", "(b) 1 row + entity id, c=16, h2load"),
                        ("b_score_single_row_concurrency_1", "(b) 1 row, c=1, h2load"),
                        ("b_score_single_row_processes", "(b) 1 row, c=16, h2load, N procs"),
+                       ("b_score_single_row_entity_per_client_python",
+                        "(b) 1 row, entity/client, Python"),
+                       ("b_score_single_row_entity_per_client_python_temporal",
+                        "(b) same, temporal model (W=16)"),
                        ("floor_empty_grpc_handler_single_row", "floor: empty handler, h2load"),
                        ("floor_empty_grpc_handler_single_row_python_client",
                         "floor: empty handler, Python")):
