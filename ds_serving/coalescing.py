@@ -48,12 +48,64 @@ class _Group:
     probe: bool = False  # formed by a probe while runs execute at once
 
 
-class RunCoalescer:
+class GroupPolicy:
+    """Whether a request should wait for company, and how big a group to expect: the adaptive
+    part of coalescing, shared by ``RunCoalescer`` (graph runs) and a temporal model's request
+    groups (``ModelRuntime``). Waiting pays while the recent groups average ``min_group`` or
+    more; otherwise requests go at once, with one probe (a group that waits) per
+    ``probe_every``. A group that has as many members as the biggest of the last 16 need not
+    wait any longer (closed-loop clients: all of them are in)."""
+
+    def __init__(
+        self, *, window: float = 0.004, min_group: float = 1.5, probe_every: int = 1024
+    ) -> None:
+        if window < 0 or probe_every < 1:
+            raise ValueError(f"window must be >= 0 s and probe_every >= 1; got {window}, "
+                             f"{probe_every}")
+        self.window = window
+        self.min_group = min_group
+        self.probe_every = probe_every
+        self.mean_group = 2 * min_group  # optimistic start: the first groups wait
+        self._recent: deque[int] = deque(maxlen=16)  # sizes of the last waited-for groups
+        self._target = 0  # a waited-for group this big runs at once (0: wait the whole window)
+        self._since_probe = 0
+
+    @property
+    def probing(self) -> bool:
+        """Whether a group formed now is a probe (requests otherwise go at once)."""
+        return self.mean_group < self.min_group
+
+    @property
+    def target(self) -> int:
+        return self._target
+
+    def should_wait(self, may_wait: bool = True) -> bool:
+        if not may_wait or self.window <= 0:
+            return False
+        if self.mean_group >= self.min_group:
+            return True
+        self._since_probe += 1
+        if self._since_probe >= self.probe_every:
+            self._since_probe = 0
+            return True
+        return False
+
+    def record(self, size: int, probe: bool) -> None:
+        """A waited-for group of ``size`` went; a probe that found company turns waiting back
+        on at once."""
+        self.mean_group += 0.2 * (size - self.mean_group)
+        if probe and size > 1:
+            self.mean_group = max(self.mean_group, 2 * self.min_group)  # as at the start
+        self._recent.append(size)
+        self._target = max(self._recent)
+
+
+class RunCoalescer(GroupPolicy):
     """Queues small runs; each group (same scorer, same ``explain``) executes once.
 
     A group runs when its window ends, when it holds ``max_values`` values (rows x row size),
-    or as soon as it is as big as the biggest of the last 16 groups (closed-loop clients: all
-    of them are in). ``window`` = 0 never waits. Use from one event loop.
+    or as soon as it is as big as the biggest of the last 16 groups (``GroupPolicy``).
+    ``window`` = 0 never waits. Use from one event loop.
     """
 
     def __init__(
@@ -64,33 +116,13 @@ class RunCoalescer:
         min_group: float = 1.5,
         probe_every: int = 1024,
     ) -> None:
-        if window < 0 or max_values < 1 or probe_every < 1:
-            raise ValueError(
-                f"window must be >= 0 s, max_values and probe_every >= 1; got {window}, "
-                f"{max_values}, {probe_every}"
-            )
-        self.window = window
+        if max_values < 1:
+            raise ValueError(f"max_values must be >= 1, got {max_values}")
+        super().__init__(window=window, min_group=min_group, probe_every=probe_every)
         self.max_values = max_values
-        self.min_group = min_group
-        self.probe_every = probe_every
-        self.mean_group = 2 * min_group  # optimistic start: the first groups wait
-        self._recent: deque[int] = deque(maxlen=16)  # sizes of the last waited-for groups
-        self._target = 0  # a waited-for group this big runs at once (0: wait the whole window)
-        self._since_probe = 0
         self._groups: dict[tuple[int, bool], _Group] = {}
         self.runs = 0  # graph executions, for tests and diagnostics
         self.requests = 0
-
-    def _should_wait(self, may_wait: bool) -> bool:
-        if not may_wait or self.window <= 0:
-            return False
-        if self.mean_group >= self.min_group:
-            return True
-        self._since_probe += 1
-        if self._since_probe >= self.probe_every:
-            self._since_probe = 0
-            return True
-        return False
 
     async def run(
         self, scorer: Scorer, inputs: np.ndarray, explain: bool, *, may_wait: bool = True
@@ -106,12 +138,11 @@ class RunCoalescer:
         if group is not None and group.loop is not loop:  # left by a loop that has ended
             group = None
         if group is None:
-            if not self._should_wait(may_wait):
+            if not self.should_wait(may_wait):
                 self.requests += 1
                 self.runs += 1
                 return scorer.run(inputs, explain=explain)
-            group = self._groups[key] = _Group(scorer, explain, loop,
-                                               probe=self.mean_group < self.min_group)
+            group = self._groups[key] = _Group(scorer, explain, loop, probe=self.probing)
             group.timer = loop.call_later(self.window, self._flush, key, group)
         future: asyncio.Future[Result] = loop.create_future()
         group.inputs.append(inputs)
@@ -132,11 +163,7 @@ class RunCoalescer:
         if group.timer is not None:
             group.timer.cancel()  # flushed early: the group need not wait for its timer
         futures, parts = group.futures, group.inputs  # never empty: a group is made to join it
-        self.mean_group += 0.2 * (len(futures) - self.mean_group)
-        if group.probe and len(futures) > 1:
-            self.mean_group = max(self.mean_group, 2 * self.min_group)  # as at the start
-        self._recent.append(len(futures))
-        self._target = max(self._recent)
+        self.record(len(futures), group.probe)
         self.runs += 1
         try:
             scores, errors = group.scorer.run(

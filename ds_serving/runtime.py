@@ -30,6 +30,7 @@ from ds_serving.alerting import (
     TimeOrderError,
 )
 from ds_serving.bundle import Bundle, load_bundle
+from ds_serving.coalescing import GroupPolicy
 from ds_serving.scoring import Scorer
 from ds_serving.smoothing import Smoothing, StreamingSmoother
 from ds_serving.windows import EntityGroups, EntityWindows, StagedWindows, entity_groups
@@ -140,15 +141,16 @@ class _Turn:
     """One stateful request's place in arrival order (see ``CommitOrder``); as an async
     context manager it waits for the turn, then holds the state lock."""
 
-    __slots__ = ("_before", "_lock", "_mine")
+    __slots__ = ("_before", "_lock", "_mine", "seq")
 
     def __init__(
         self, before: asyncio.Future[None] | None, mine: asyncio.Future[None],
-        lock: asyncio.Lock,
+        lock: asyncio.Lock, seq: int = 0,
     ) -> None:
         self._before = before
         self._mine = mine
         self._lock = lock
+        self.seq = seq  # place in arrival order: consecutive turns have consecutive numbers
 
     async def __aenter__(self) -> None:
         try:
@@ -175,6 +177,18 @@ class _Turn:
             before.add_done_callback(lambda _: _settle(mine))
 
 
+@dataclass(eq=False)
+class _Queued:
+    """A temporal model's stateful request waiting for its turn. The request whose turn comes
+    first scores the ones queued right behind it along with its own (one graph run for the
+    group) and leaves each its result."""
+
+    request: Decoded
+    explain: bool
+    result: LiveResult | None = None
+    gone: bool = False  # cancelled or failed: nobody may commit its rows
+
+
 class CommitOrder:
     """Hands out turns in arrival order, so stateful requests whose graph runs overlap (shared,
     coalescing runs) still update each entity's smoothing and alert state in the order the
@@ -182,11 +196,13 @@ class CommitOrder:
 
     def __init__(self) -> None:
         self._last: asyncio.Future[None] | None = None
+        self._taken = 0
 
     def take(self, lock: asyncio.Lock) -> _Turn:
         mine: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         before, self._last = self._last, mine
-        return _Turn(before, mine, lock)
+        self._taken += 1
+        return _Turn(before, mine, lock, self._taken)
 
 
 class ModelRuntime:
@@ -222,6 +238,12 @@ class ModelRuntime:
         self._lock = asyncio.Lock()
         self._order = CommitOrder()
         self._inherit_from: ModelRuntime | None = None  # state still to take over, see _adopt
+        self._queued: dict[int, _Queued] = {}  # temporal requests by turn, see _score_temporal
+        self._arrival: asyncio.Future[None] | None = None  # set when a request queues
+        # whether a temporal request holding its turn waits for the next ones to queue (the
+        # server sets its coalescing window; 0 = never wait, group only what queued anyway)
+        self.grouping = GroupPolicy(window=0.0)
+        self.grouped_requests = 0  # temporal requests scored in another one's group (stats)
         self.loaded_at = time.time()
         self.load_seconds = 0.0
 
@@ -511,18 +533,127 @@ class ModelRuntime:
             return self._finish(request, None, scores, errors)
         if self.windows is None:
             return await self._score_point_in_order(request, explain, run)
-        run = run_locked or run
-        async with self._in_turn():
-            self._adopt()
-            checked = self._check(request)
-            staged = self._stage(request)
-            assert staged is not None  # a temporal model stages windows
-            scores, errors = self._alloc(len(staged), explain)
+        return await self._score_temporal(request, explain, run_locked or run)
+
+    async def _score_temporal(self, request: Decoded, explain: bool, run: RunFn) -> LiveResult:
+        """A temporal model's windows need the rows of the request before, so its stateful
+        requests hold the state lock in turn. While one holds it, the next ones queue; the
+        first to get its turn scores itself and the requests queued right behind it as one
+        batch (one staging, one graph run, one commit), exactly as if each had come in turn,
+        and leaves each its part of the result. It falls back to itself alone when the group
+        cannot be scored as one: a request among them is refused (time going back, ...), the
+        joint graph run fails, the entities would not fit without evictions, or one of them
+        is cancelled meanwhile; the others then take their own turns."""
+        turn = self._order.take(self._lock)
+        mine = _Queued(request, explain)
+        self._queued[turn.seq] = mine
+        if self._arrival is not None:
+            _settle(self._arrival)
+        try:
+            async with self._in_turn(turn):
+                if mine.result is not None:  # scored with an earlier request's group
+                    return mine.result
+                self._adopt()
+                group = await self._gather(turn.seq, mine)
+                if len(group) > 1:
+                    result = await self._score_group(group, run)
+                    if result is not None:
+                        return result
+                return await self._score_alone(request, explain, run)
+        except BaseException:
+            mine.gone = True
+            raise
+        finally:
+            self._queued.pop(turn.seq, None)
+
+    async def _gather(self, seq: int, mine: _Queued) -> list[_Queued]:
+        """The group this request scores: itself and the requests queued right behind it,
+        after waiting (``grouping``: only while groups form) until the group is as big as
+        recent ones, the next request cannot join, or the window ends."""
+        policy = self.grouping
+        if not policy.should_wait():
+            return self._queued_after(seq, mine)
+        probe = policy.probing
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + policy.window
+        while True:
+            group = self._queued_after(seq, mine)
+            if policy.target > 1 and len(group) >= policy.target:
+                break
+            if seq + len(group) in self._queued:
+                break  # the next request cannot join: waiting gains nothing
+            remaining = deadline - loop.time()
+            if remaining <= 0:
+                break
+            arrival = self._arrival = loop.create_future()
+            timer = loop.call_later(remaining, _settle, arrival)
+            try:
+                await arrival
+            finally:
+                timer.cancel()
+                self._arrival = None
+        policy.record(len(group), probe)
+        return group
+
+    def _queued_after(self, seq: int, mine: _Queued) -> list[_Queued]:
+        """This request and the ones with the next turns, while they can join it."""
+        group, rows = [mine], len(mine.request.rows)
+        while True:
+            nxt = self._queued.get(seq + len(group))
+            if nxt is None or nxt.gone or nxt.result is not None or nxt.explain != mine.explain:
+                return group
+            if not can_concat(mine.request, nxt.request):
+                return group
+            if rows + len(nxt.request.rows) > self.max_rows:
+                return group
+            group.append(nxt)
+            rows += len(nxt.request.rows)
+
+    async def _score_group(self, group: list[_Queued], run: RunFn) -> LiveResult | None:
+        """Score consecutive requests as one; None (nothing changed) when they cannot be."""
+        explain = group[0].explain
+        checked: CheckedTimes | None = None
+        while len(group) > 1:
+            joint = concat_decoded([q.request for q in group])
+            try:
+                if not self.fits_without_eviction(joint):
+                    return None
+                checked = self._check(joint)
+                break
+            except RequestError:  # someone's rows are refused: keep the ones before it, and
+                group = group[:-1]  # let it answer for itself in its own turn
+        if len(group) == 1:
+            return None
+        staged = self._stage(joint)
+        assert staged is not None
+        scores, errors = self._alloc(len(staged), explain)
+        try:
             for part, windows in staged.chunks(self._chunk_windows):
                 scores[part], chunk_errors = await run(self.scorer, windows, explain)
                 if errors is not None:
                     errors[part] = chunk_errors
-            return self._commit(request, staged, scores, errors, checked)
+        except Exception:
+            return None  # the first request's own run says what is wrong
+        if any(q.gone for q in group):
+            return None  # one left while the graph ran: commit nothing of its rows
+        answers = self._commit(joint, staged, scores, errors, checked).split(
+            [len(q.request.rows) for q in group]
+        )
+        for queued, answer in zip(group[1:], answers[1:], strict=True):
+            queued.result = answer
+        self.grouped_requests += len(group) - 1
+        return answers[0]
+
+    async def _score_alone(self, request: Decoded, explain: bool, run: RunFn) -> LiveResult:
+        checked = self._check(request)
+        staged = self._stage(request)
+        assert staged is not None  # a temporal model stages windows
+        scores, errors = self._alloc(len(staged), explain)
+        for part, windows in staged.chunks(self._chunk_windows):
+            scores[part], chunk_errors = await run(self.scorer, windows, explain)
+            if errors is not None:
+                errors[part] = chunk_errors
+        return self._commit(request, staged, scores, errors, checked)
 
     async def _score_point_in_order(
         self, request: Decoded, explain: bool, run: RunFn

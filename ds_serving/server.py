@@ -43,7 +43,7 @@ from ds_serving.bundle import (
     model_dir,
     version_dir,
 )
-from ds_serving.coalescing import RunCoalescer
+from ds_serving.coalescing import GroupPolicy, RunCoalescer
 from ds_serving.metrics import ScorerMetrics
 from ds_serving.proto import SERVICE_NAME, scoring_pb2, scoring_pb2_grpc
 from ds_serving.runtime import (
@@ -600,7 +600,7 @@ class ScorerServer:
 
     def _load(self, path: Path) -> ModelRuntime:
         cfg = self.config
-        return ModelRuntime.load(
+        runtime = ModelRuntime.load(
             path,
             backend=cfg.backend,
             intra_op_threads=cfg.intra_op_threads,
@@ -608,6 +608,9 @@ class ScorerServer:
             max_rows=cfg.max_rows,
             max_entities=cfg.max_entities,
         )
+        # a temporal model's stateful requests wait for company as small graph runs do
+        runtime.grouping = GroupPolicy(window=cfg.coalesce_window)
+        return runtime
 
     def _refuse(self, stamp: Any, reason: str) -> str:
         self._last_failure = (stamp, reason)

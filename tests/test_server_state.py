@@ -420,3 +420,106 @@ def test_reload_from_point_to_temporal_keeps_arrival_order(models: Path) -> None
                                   ModelRuntime.load(b1.path, backend="cpu"), first, second)
     assert got[2] == ["first", "adopt", "second"]  # no TimeOrderError for the earlier request
     assert got[1].n_scored == 1  # the point model left no window history: one full window
+
+
+# -- a temporal model's concurrent requests, scored in groups ---------------------------------
+
+
+def _one_by_one(rt: ModelRuntime, requests: list[Decoded]) -> list[Any]:
+    """Each request scored alone, in arrival order: the answer (or error text) it must get."""
+    out: list[Any] = []
+    for request in requests:
+        try:
+            out.append(rt.score(request))
+        except RequestError as exc:
+            out.append(str(exc))
+    return out
+
+
+def _same_answers(got: list[Any], expected: list[Any]) -> None:
+    assert len(got) == len(expected)
+    for g, e in zip(got, expected, strict=True):
+        if isinstance(e, str):
+            assert isinstance(g, RequestError) and str(g) == e
+            continue
+        np.testing.assert_array_equal(np.isnan(g.scores), np.isnan(e.scores))
+        np.testing.assert_allclose(g.scores, e.scores, atol=1e-6)
+        np.testing.assert_array_equal(g.flags, e.flags)
+        assert [(a.entity, a.kind, a.at, a.position) for a in g.alerts] == [
+            (a.entity, a.kind, a.at, a.position) for a in e.alerts]
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_concurrent_temporal_requests_score_in_groups_as_if_one_by_one(
+    models: Path, seed: int
+) -> None:
+    """Requests that queue behind the state lock are scored together (one graph run), with
+    exactly the answers, alerts and errors they get one by one; a request whose time goes
+    back is refused alone and the others of its group are unaffected."""
+    rng = np.random.default_rng(seed)
+    policy = {"k": 1, "n": 1, "m": 2, "cooldown": 3}
+    rows = rng.normal(size=(60, F)).astype(np.float32)
+    rows[rng.random(60) < 0.3] += 6.0  # flagged rows: alerts open and close
+    hosts = [f"h{i}" for i in rng.integers(0, 3, size=60)]
+    clocks: dict[str, float] = {}
+    requests = []
+    for i in range(0, 60, 2):
+        host = hosts[i]
+        start = clocks.get(host, 0.0)
+        if i == 30:
+            start -= 5.0  # time goes back: this request is refused
+        clocks[host] = start + 2
+        requests.append(Decoded(rows=rows[i : i + 2], entities=np.asarray([host] * 2),
+                                times=start + np.arange(2, dtype=np.float64)))
+    expected = _one_by_one(_runtime(models / "a", 3, alerting=policy,
+                                    smoothing={"k": 1, "n": 2}), requests)
+    rt = _runtime(models / "b", 3, alerting=policy, smoothing={"k": 1, "n": 2})
+    rt.grouping = runtime_module.GroupPolicy(window=0.05)
+
+    async def inline(scorer: Scorer, inputs: np.ndarray, explain: bool):  # type: ignore[no-untyped-def]
+        return scorer.run(inputs, explain=explain)
+
+    async def scenario() -> list[Any]:
+        return await asyncio.gather(
+            *(rt.score_async(r, explain=False, run=inline) for r in requests),
+            return_exceptions=True)
+
+    got = asyncio.run(scenario())
+    assert any(isinstance(e, str) for e in expected)  # the refused request is in the mix
+    _same_answers(got, expected)
+    assert rt.grouped_requests >= len(requests) // 2  # most were scored in someone's group
+
+
+def test_a_request_cancelled_while_its_group_runs_commits_nothing(models: Path) -> None:
+    """The group's graph runs off the loop; meanwhile a member is cancelled (deadline): the
+    group is dropped, the first request is scored alone, the cancelled one leaves no trace and
+    the last one answers as if the cancelled one had never come."""
+    rows = np.random.default_rng(5).normal(size=(9, F)).astype(np.float32)
+    requests = [_decoded(rows[i : i + 3], ["a"] * 3) for i in (0, 3, 6)]
+    expected = _one_by_one(_runtime(models / "a", 3), [requests[0], requests[2]])
+    rt = _runtime(models / "b", 3)
+    rt.grouping = runtime_module.GroupPolicy(window=0.001)
+    windows_run: list[int] = []
+
+    async def scenario() -> list[Any]:
+        gate = asyncio.Event()
+
+        async def slow(scorer: Scorer, inputs: np.ndarray, explain: bool):  # type: ignore[no-untyped-def]
+            windows_run.append(len(inputs))
+            await gate.wait()
+            return scorer.run(inputs, explain=explain)
+
+        first = asyncio.ensure_future(rt.score_async(requests[0], explain=False, run=slow))
+        middle = asyncio.ensure_future(rt.score_async(requests[1], explain=False, run=slow))
+        last = asyncio.ensure_future(rt.score_async(requests[2], explain=False, run=slow))
+        await asyncio.sleep(0.01)  # the three formed one group, whose graph run waits
+        middle.cancel()
+        gate.set()
+        return [await first, await last, middle.cancelled()]
+
+    first, last, cancelled = asyncio.run(scenario())
+    assert cancelled
+    _same_answers([first, last], expected)
+    # the group's run (9 rows of "a": 7 windows), then the first alone (1 window), then the
+    # last alone on the first's 2-row tail (3 windows)
+    assert windows_run == [7, 1, 3] and rt.grouped_requests == 0
