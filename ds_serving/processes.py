@@ -29,7 +29,7 @@ from dataclasses import replace
 from types import FrameType
 from typing import Any
 
-from ds_serving.server import ServerConfig, serve
+from ds_serving.server import ServerConfig, serve, usable_cores
 
 log = logging.getLogger(__name__)
 
@@ -53,7 +53,7 @@ def process_configs(config: ServerConfig, processes: int) -> list[ServerConfig]:
 
     runs: dict[str, Any] = {}
     if config.workers == 0:
-        share = (os.cpu_count() or 1) // processes
+        share = usable_cores() // processes
         runs = {"inline_runs": True} if share <= 1 else {"workers": share}
     return [replace(config, reuse_port=True, stateless=True, metrics_port=metrics_port(i), **runs)
             for i in range(processes)]

@@ -185,8 +185,15 @@ class _Queued:
 
     request: Decoded
     explain: bool
+    task: asyncio.Task[Any] | None = None  # the request's task, to see a pending cancellation
     result: LiveResult | None = None
     gone: bool = False  # cancelled or failed: nobody may commit its rows
+
+    @property
+    def leaving(self) -> bool:
+        """Cancelled, or about to be: a cancellation requested while the group's graph ran
+        reaches the task only when it next runs, after the commit."""
+        return self.gone or (self.task is not None and self.task.cancelling() > 0)
 
 
 class CommitOrder:
@@ -545,7 +552,7 @@ class ModelRuntime:
         joint graph run fails, the entities would not fit without evictions, or one of them
         is cancelled meanwhile; the others then take their own turns."""
         turn = self._order.take(self._lock)
-        mine = _Queued(request, explain)
+        mine = _Queued(request, explain, asyncio.current_task())
         self._queued[turn.seq] = mine
         if self._arrival is not None:
             _settle(self._arrival)
@@ -634,7 +641,7 @@ class ModelRuntime:
                     errors[part] = chunk_errors
         except Exception:
             return None  # the first request's own run says what is wrong
-        if any(q.gone for q in group):
+        if any(q.leaving for q in group):
             return None  # one left while the graph ran: commit nothing of its rows
         answers = self._commit(joint, staged, scores, errors, checked).split(
             [len(q.request.rows) for q in group]

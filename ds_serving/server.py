@@ -71,6 +71,14 @@ STATELESS_REFUSAL = (
 )
 
 
+def usable_cores() -> int:
+    """Cores this process may run on (its CPU affinity, e.g. a container's cpuset), which can
+    be fewer than the machine has."""
+    if hasattr(os, "sched_getaffinity"):
+        return max(1, len(os.sched_getaffinity(0)))
+    return os.cpu_count() or 1
+
+
 @dataclass
 class ServerConfig:
     """Everything ``ds-scorer serve`` can set; see the README section "Scorer service"."""
@@ -419,7 +427,7 @@ class ScorerServer:
         self._metrics_http: Any = None
         self._last_failure: tuple[Any, str] | None = None  # (pointer stamp, reason)
         self._reload_lock = asyncio.Lock()
-        workers = config.workers or os.cpu_count() or 1
+        workers = config.workers or usable_cores()
         self._pool = (
             None if config.inline_runs
             else ThreadPoolExecutor(workers, thread_name_prefix="ds-scorer-run")

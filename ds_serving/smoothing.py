@@ -60,7 +60,7 @@ class Rebaseline:
             (0 < self.alpha <= 1, "alpha", self.alpha, "in (0, 1]"),
         )
         for ok, name, value, expected in checks:
-            if not ok or value != value:
+            if not ok or not math.isfinite(value):
                 raise SmoothingError(f"smoothing.rebaseline.{name} must be {expected}, got "
                                      f"{value!r}")
 
@@ -78,8 +78,12 @@ class Rebaseline:
                 f"smoothing.rebaseline: unknown key(s) {sorted(unknown)}, missing "
                 f"{sorted(missing)}; use {sorted(keys)} (alpha optional)"
             )
+        horizon = data["horizon"]
+        if not isinstance(horizon, int | float) or not math.isfinite(horizon):
+            raise SmoothingError(f"smoothing.rebaseline.horizon must be a whole number of rows "
+                                 f">= 1, got {horizon!r}")
         return cls(end_ratio=float(data["end_ratio"]), raise_factor=float(data["raise_factor"]),
-                   horizon=int(data["horizon"]), alpha=float(data.get("alpha", 0.1)))
+                   horizon=int(horizon), alpha=float(data.get("alpha", 0.1)))
 
     def describe(self) -> str:
         return f"re-baseline r {self.end_ratio:g}, h {self.raise_factor:g}, H {self.horizon}"

@@ -31,10 +31,15 @@ EntityGroups = list[tuple[Hashable, np.ndarray]]
 
 
 def entity_groups(entities: Sequence[Hashable] | np.ndarray) -> EntityGroups:
-    """(entity, row positions) per entity, first-seen entity order, input order within each.
+    """(entity, row positions) per entity, input order within each; entities ordered by their
+    LAST row.
 
-    Entities come back as plain Python values (``str``, ``int``), usable as dict keys for state
-    that outlives one batch."""
+    Per-entity state is kept in least-recently-seen order (``ds_serving.recency``) and each
+    store touches a batch's entities in this order, so the recency order after a batch is the
+    order of each entity's last row: the same whether the batch is processed whole or as
+    consecutive parts (joined stream messages, grouped requests), which keeps later evictions
+    the same too. Entities come back as plain Python values (``str``, ``int``), usable as dict
+    keys for state that outlives one batch."""
     keys = np.asarray(entities)
     if keys.ndim != 1:
         raise ValueError(f"entities must be 1-D, got shape {keys.shape}")
@@ -44,20 +49,24 @@ def entity_groups(entities: Sequence[Hashable] | np.ndarray) -> EntityGroups:
         index: dict[Hashable, list[int]] = {}
         for i, key in enumerate(keys.tolist()):
             index.setdefault(key, []).append(i)
-        return [(key, np.asarray(rows, dtype=np.intp)) for key, rows in index.items()]
-    unique, first, inverse = np.unique(keys, return_index=True, return_inverse=True)
+        items = list(index.items())
+        if len(items) > 1:
+            items.sort(key=lambda item: item[1][-1])
+        return [(key, np.asarray(rows, dtype=np.intp)) for key, rows in items]
+    unique, inverse = np.unique(keys, return_inverse=True)
     order = np.argsort(inverse, kind="stable")
     bounds = np.cumsum(np.bincount(inverse))
     groups = np.split(order, bounds[:-1])
-    # np.unique sorts keys; present groups in order of first appearance for readable output
+    last = np.array([g[-1] for g in groups])
+    # np.unique sorts keys; present groups in order of their last row (see above)
     return [
         (unique[i].item() if isinstance(unique[i], np.generic) else unique[i], groups[i])
-        for i in np.argsort(first, kind="stable")
+        for i in np.argsort(last, kind="stable")
     ]
 
 
 def group_positions(entities: Sequence[Hashable] | np.ndarray) -> list[np.ndarray]:
-    """Row positions of each entity, in input order within the entity (first-seen entity order)."""
+    """Row positions of each entity, in input order within the entity (``entity_groups``)."""
     return [positions for _, positions in entity_groups(entities)]
 
 

@@ -93,6 +93,8 @@ def test_stream_in_any_batches_flags_as_the_whole_table(
     ({"end_ratio": 2, "raise_factor": 2, "horizon": 0}, r"horizon must be a whole number"),
     ({"end_ratio": 2, "raise_factor": 2, "horizon": 5, "alpha": 0}, r"alpha must be in"),
     ({"end_ratio": 2, "raise_factor": 2}, r"missing \['horizon'\]"),
+    ({"end_ratio": float("inf"), "raise_factor": 2, "horizon": 5}, r"end_ratio must be > 1"),
+    ({"end_ratio": 2, "raise_factor": 2, "horizon": float("inf")}, r"horizon must be a whole"),
     ({"end_ratio": 2, "raise_factor": 2, "horizon": 5, "decay": "exp"}, r"unknown key\(s\) \["),
 ])
 def test_bad_rebaseline_policies_name_the_value(data: dict, match: str) -> None:

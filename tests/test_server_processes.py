@@ -66,10 +66,10 @@ def test_process_configs_split_the_cores_between_processes(
     (large runs on the event loop) once a process has a core or less; explicit workers stay."""
     base = _config(tmp_path, port=50051)
     assert not base.inline_runs and base.workers == 0
-    monkeypatch.setattr(os, "cpu_count", lambda: 2)
+    monkeypatch.setattr("ds_serving.processes.usable_cores", lambda: 2)
     assert all(c.inline_runs for c in process_configs(base, 2))
     assert all(c.inline_runs for c in process_configs(base, 3))
-    monkeypatch.setattr(os, "cpu_count", lambda: 8)
+    monkeypatch.setattr("ds_serving.processes.usable_cores", lambda: 8)
     assert [(c.inline_runs, c.workers) for c in process_configs(base, 2)] == [(False, 4)] * 2
     explicit = _config(tmp_path, port=50051, workers=1)
     assert [(c.inline_runs, c.workers) for c in process_configs(explicit, 2)] == [(False, 1)] * 2

@@ -523,3 +523,60 @@ def test_a_request_cancelled_while_its_group_runs_commits_nothing(models: Path) 
     # the group's run (9 rows of "a": 7 windows), then the first alone (1 window), then the
     # last alone on the first's 2-row tail (3 windows)
     assert windows_run == [7, 1, 3] and rt.grouped_requests == 0
+
+
+def test_a_cancellation_requested_while_the_group_ran_commits_nothing(models: Path) -> None:
+    """The cancellation of a member lands while the group's graph runs, but the first request
+    resumes before the member's task sees it: the group is still dropped."""
+    rows = np.random.default_rng(0).normal(size=(4, F)).astype(np.float32)
+    rt = _runtime(models, 2)
+    rt.grouping = runtime_module.GroupPolicy(window=0.05)
+    tasks: dict[str, asyncio.Future[Any]] = {}
+
+    async def run(scorer: Scorer, inputs: np.ndarray, explain: bool):  # type: ignore[no-untyped-def]
+        await asyncio.sleep(0.01)  # the graph on a worker thread
+        if "second" in tasks:
+            tasks["second"].cancel()  # its client goes away; the task learns it next tick
+        return scorer.run(inputs, explain=explain)
+
+    async def scenario() -> bool:
+        first = asyncio.ensure_future(
+            rt.score_async(_decoded(rows[:1], ["x"]), explain=False, run=run))
+        tasks["second"] = asyncio.ensure_future(
+            rt.score_async(_decoded(rows[1:2], ["x"]), explain=False, run=run))
+        await first
+        with pytest.raises(asyncio.CancelledError):
+            await tasks.pop("second")
+        return True
+
+    assert asyncio.run(scenario())
+    assert rt.grouped_requests == 0
+    assert rt.windows is not None
+    np.testing.assert_array_equal(rt.windows._tails["x"][-1], rows[0])  # only the first's row
+
+
+def test_grouped_requests_leave_the_eviction_order_of_one_by_one(models: Path) -> None:
+    """Per-entity state is evicted least recently seen first; grouping A=[e1] with B=[e2, e1]
+    must leave e1 the most recent, as one by one does, so a later eviction drops e2."""
+    rows = np.random.default_rng(0).normal(size=(8, F)).astype(np.float32)
+    requests = [_decoded(rows[0:1], ["e1"]), _decoded(rows[1:3], ["e2", "e1"]),
+                _decoded(rows[3:4], ["e3"]), _decoded(rows[4:5], ["e1"])]
+    expected = _one_by_one(ModelRuntime.load(_publish_window(models / "a", 2).path,
+                                             backend="cpu", max_entities=2), requests)
+    rt = ModelRuntime.load(_publish_window(models / "b", 2).path, backend="cpu",
+                           max_entities=2)
+    rt.grouping = runtime_module.GroupPolicy(window=0.05)
+
+    async def inline(scorer: Scorer, inputs: np.ndarray, explain: bool):  # type: ignore[no-untyped-def]
+        return scorer.run(inputs, explain=explain)
+
+    async def scenario() -> list[Any]:
+        first = await asyncio.gather(*(rt.score_async(r, explain=False, run=inline)
+                                       for r in requests[:2]))
+        rest = [await rt.score_async(r, explain=False, run=inline) for r in requests[2:]]
+        return [*first, *rest]
+
+    got = asyncio.run(scenario())
+    assert rt.grouped_requests == 1
+    _same_answers(got, expected)
+    assert not np.isnan(got[3].scores).any()  # e1's tail survived e3's arrival

@@ -30,7 +30,7 @@ def _interleaved(n_per_entity: int, entities: int, n_features: int, seed: int = 
                 max_size=80), st.booleans())
 def test_entity_groups_small_and_large_paths_agree(keys: list[str], as_ints: bool) -> None:
     """Requests of up to 64 rows group with a dict, larger ones with np.unique: same groups,
-    same (first-seen) order, same positions, plain Python keys."""
+    same order (by each entity's last row), same positions, plain Python keys."""
     values = np.asarray([len(k) for k in keys] if as_ints else keys)
     small = entity_groups(values)
     saved = windows_module._SMALL_GROUPING
@@ -44,6 +44,8 @@ def test_entity_groups_small_and_large_paths_agree(keys: list[str], as_ints: boo
     for (_, a), (_, b) in zip(small, large, strict=True):
         np.testing.assert_array_equal(a, b)
         assert a.dtype == b.dtype
+    lasts = [int(p[-1]) for _, p in small]
+    assert lasts == sorted(lasts)  # per-entity state is touched in last-row order
 
 
 def test_window_index_ends_at_each_row_after_warmup() -> None:
