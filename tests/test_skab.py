@@ -37,10 +37,11 @@ from ds_assets.skab import (
     main,
     run_benchmark,
     run_held_out,
+    second_incident_recall,
     select_candidate,
     summarize,
 )
-from ds_serving.smoothing import Smoothing
+from ds_serving.smoothing import Rebaseline, Smoothing
 
 REPO = Path(__file__).resolve().parents[1]
 SKAB_DIR = Path(os.environ.get("SKAB_DIR", REPO.parent / "shared" / "datasets" / "skab"))
@@ -375,3 +376,25 @@ def test_held_out_selection_on_two_real_groups() -> None:
     assert cache.trainings == 4  # 2 sensor sets x 2 files, scored once for all 4 candidates
     fixed = run_benchmark(picked, [Config("pca", grid[0], family.params)], cache=cache)
     assert cache.trainings == 4 and fixed[0].files is cache.scores(fixed[0].config)
+
+
+def test_second_incident_recall_shows_what_rebaselining_costs() -> None:
+    """An incident, then the sensors stay shifted (SKAB's 'other' pattern): without the rule
+    the shifted rows keep alarming and a second copy of the incident is caught as the first;
+    with it, the raised threshold hides a second copy that comes soon, and it is caught again
+    once the threshold has returned (linear, over H rows)."""
+    train = np.full(400, 1.0)
+    test = np.r_[np.full(50, 1.0), np.full(30, 20.0), np.full(100, 3.0)]  # anomaly, then shift
+    labels = np.r_[np.zeros(50, np.int64), np.ones(30, np.int64), np.zeros(100, np.int64)]
+    scored = _file(train, test, labels, "valve9/1.csv")
+    plain = Policy(quantile=0.9, margin=1.0)
+    rule = Policy(quantile=0.9, margin=1.0,
+                  smoothing=Smoothing(rebaseline=Rebaseline(2.0, 8.0, 100, alpha=0.5)))
+    assert second_incident_recall([scored], plain, 10) == {"first": 1.0, "second": 1.0}
+    soon = second_incident_recall([scored], rule, 10)
+    late = second_incident_recall([scored], rule, 400)
+    assert soon["first"] == 1.0 and soon["second"] < 1.0  # hidden by the raised threshold
+    assert late["second"] > soon["second"]  # the threshold has come back
+    other = _file(train, test, labels, "other/1.csv")
+    with pytest.raises(SkabError, match="no file of group 'valve'"):
+        second_incident_recall([other], plain, 10)
