@@ -260,6 +260,9 @@ class StreamingSmoother:
         front-padded with "not flagged" (as in warm-up) to this policy's ``n - 1``. A
         re-baselining episode does not carry over: the new model's scores have their own scale,
         so its level and threshold excess start afresh."""
+        if not self.smoothing.enabled:  # nothing to carry; keys kept here would never age out
+            other._tails = {}
+            return
         keep = self.smoothing.n - 1
         for key, value in other._tails.items():
             history = np.concatenate([np.zeros(keep, dtype=bool), _tail_array(value)])

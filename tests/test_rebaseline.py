@@ -145,6 +145,10 @@ def test_adoption_keeps_raw_flags_and_starts_episodes_afresh() -> None:
     rebaselined = StreamingSmoother(Smoothing(k=2, n=2, rebaseline=RULE))
     rebaselined.adopt(plain)  # k-of-n tails into re-baselining states
     assert rebaselined.apply_scores(np.array([3.0]), 1.0, np.array(["h"])).tolist() == [True]
+    # a model without smoothing keeps no per-entity flags: adopting leaves it (and the old) empty
+    off = StreamingSmoother(Smoothing())
+    off.adopt(rebaselined)
+    assert not off.entity_keys() and not rebaselined.entity_keys()
 
 
 def test_live_scorer_flags_like_dataset_scoring_and_stateless_tier_refuses(
