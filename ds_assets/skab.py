@@ -424,10 +424,14 @@ def second_incident_recall(
         a0, a1 = int(anomalous[0]), int(anomalous[-1]) + 1
         after = scored.scores[a1:] if a1 < scored.scores.size else scored.scores[
             scored.train_rows:a0]
-        extended = np.concatenate([scored.scores[:a1], np.resize(after, gap),
-                                   scored.scores[a0:a1]])
-        threshold, _ = calibrate_quantile(scored.train_scores, policy.quantile, policy.margin)
-        flags = flag_scores(extended, threshold, policy.smoothing)
+        extended = replace(
+            scored,
+            scores=np.concatenate([scored.scores[:a1], np.resize(after, gap),
+                                   scored.scores[a0:a1]]),
+            labels=np.concatenate([scored.labels[:a1], np.zeros(gap, scored.labels.dtype),
+                                   scored.labels[a0:a1]]),
+        )
+        flags, _ = file_flags(extended, policy)  # same training rows: same threshold
         hits["first"] += int(flags[a0:a1].sum())
         hits["second"] += int(flags[a1 + gap:].sum())
         rows += a1 - a0

@@ -603,11 +603,13 @@ class ModelRuntime:
         return group
 
     def _queued_after(self, seq: int, mine: _Queued) -> list[_Queued]:
-        """This request and the ones with the next turns, while they can join it."""
+        """This request and the ones with the next turns, while they can join it. (A queued
+        request that left is no longer queued, and none after this one has a result yet: a
+        group's members all come before the next request that gathers.)"""
         group, rows = [mine], len(mine.request.rows)
         while True:
             nxt = self._queued.get(seq + len(group))
-            if nxt is None or nxt.gone or nxt.result is not None or nxt.explain != mine.explain:
+            if nxt is None or nxt.explain != mine.explain:
                 return group
             if not can_concat(mine.request, nxt.request):
                 return group
@@ -633,12 +635,8 @@ class ModelRuntime:
             return None
         staged = self._stage(joint)
         assert staged is not None
-        scores, errors = self._alloc(len(staged), explain)
         try:
-            for part, windows in staged.chunks(self._chunk_windows):
-                scores[part], chunk_errors = await run(self.scorer, windows, explain)
-                if errors is not None:
-                    errors[part] = chunk_errors
+            scores, errors = await self._run_staged(staged, explain, run)
         except Exception:
             return None  # the first request's own run says what is wrong
         if any(q.leaving for q in group):
@@ -655,12 +653,19 @@ class ModelRuntime:
         checked = self._check(request)
         staged = self._stage(request)
         assert staged is not None  # a temporal model stages windows
+        scores, errors = await self._run_staged(staged, explain, run)
+        return self._commit(request, staged, scores, errors, checked)
+
+    async def _run_staged(
+        self, staged: StagedWindows, explain: bool, run: RunFn
+    ) -> tuple[np.ndarray, np.ndarray | None]:
+        """The graph over staged windows, in bounded chunks; changes no state."""
         scores, errors = self._alloc(len(staged), explain)
         for part, windows in staged.chunks(self._chunk_windows):
             scores[part], chunk_errors = await run(self.scorer, windows, explain)
             if errors is not None:
                 errors[part] = chunk_errors
-        return self._commit(request, staged, scores, errors, checked)
+        return scores, errors
 
     async def _score_point_in_order(
         self, request: Decoded, explain: bool, run: RunFn

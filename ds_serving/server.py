@@ -5,8 +5,9 @@ concurrent ones together in one graph run (``RunCoalescer``), large inputs on wo
 (onnxruntime releases the GIL). Stateful (entity-keyed) requests keep each entity's rows in
 arrival order: on a point model they commit smoothing and alert updates in arrival order after
 their (possibly shared) graph run; on a temporal model they hold one asyncio lock across the
-run, since their windows depend on the request before. None changes per-entity state until its
-graph has run, so a cancelled request leaves none behind.
+run, since their windows depend on the request before, and the one holding it scores those
+queued right behind it in the same run. None changes per-entity state until its graph has run,
+so a cancelled request leaves none behind.
 The served model is one immutable ``ModelRuntime`` reference: a request takes it once and
 finishes on it, and a hot reload (load, verify, warm up in a worker thread) replaces the reference
 in one assignment, so in-flight requests finish on the old model and no request ever sees a

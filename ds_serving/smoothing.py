@@ -32,7 +32,7 @@ from typing import Any
 import numpy as np
 
 from ds_serving.recency import evict_least_recent, put_recent
-from ds_serving.windows import EntityGroups, entity_groups, group_positions
+from ds_serving.windows import EntityGroups, entity_groups
 
 
 class SmoothingError(ValueError):
@@ -158,15 +158,11 @@ def smooth_flags(
     if smoothing.rebaseline is not None:
         raise SmoothingError("a policy with rebaseline flags scores, not raw flags: use "
                              "flag_scores(scores, threshold, smoothing, entities)")
-    raw = np.asarray(raw_flags, dtype=bool)
     if not smoothing.enabled:
-        return raw.copy()
-    keys = np.zeros(len(raw), np.int8) if entities is None else np.asarray(entities)
-    out = np.zeros(len(raw), dtype=bool)
-    pad = np.zeros(smoothing.n - 1, dtype=bool)
-    for positions in group_positions(keys):
-        out[positions] = _k_of_n(np.concatenate([pad, raw[positions]]), smoothing)
-    return out
+        return np.asarray(raw_flags, dtype=bool).copy()
+    keys = _keys(entities, len(raw_flags), "flags")
+    groups = entity_groups(keys)
+    return _fresh(smoothing, groups).apply(raw_flags, keys, groups)
 
 
 def flag_scores(
@@ -177,12 +173,25 @@ def flag_scores(
 ) -> np.ndarray:
     """The deployed flags of a whole table: threshold, re-baselining and k-of-n, per entity
     (rows time-ordered within each), exactly as the live scorer flags the same rows."""
-    if smoothing.rebaseline is None:
-        return smooth_flags(raw_flags(scores, threshold), smoothing, entities)
-    keys = np.zeros(len(scores), np.int8) if entities is None else np.asarray(entities)
+    if not smoothing.enabled:
+        return raw_flags(scores, threshold)
+    keys = _keys(entities, len(scores), "scores")
     groups = entity_groups(keys)
-    smoother = StreamingSmoother(smoothing, max_entities=max(1, len(groups)))
-    return smoother.apply_scores(np.asarray(scores), threshold, keys, groups)
+    return _fresh(smoothing, groups).apply_scores(np.asarray(scores), threshold, keys, groups)
+
+
+def _keys(entities: Sequence[Hashable] | np.ndarray | None, n: int, what: str) -> np.ndarray:
+    """Entity ids as an array, one per row (all rows one entity when None)."""
+    keys = np.zeros(n, np.int8) if entities is None else np.asarray(entities)
+    if len(keys) != n:
+        raise ValueError(f"got {len(keys)} entity ids for {n} {what}; send one per row")
+    return keys
+
+
+def _fresh(smoothing: Smoothing, groups: EntityGroups) -> StreamingSmoother:
+    """A smoother with no history and room for every entity of a whole table: flagging the
+    table with it is the live scorer's code with nothing evicted."""
+    return StreamingSmoother(smoothing, max_entities=max(1, len(groups)))
 
 
 @dataclass
@@ -292,10 +301,7 @@ class StreamingSmoother:
         if self.smoothing.rebaseline is None:
             return self.apply(raw_flags(scores, threshold), entities, groups)
         values = np.asarray(scores, dtype=np.float64)
-        keys = np.zeros(len(values), np.int8) if entities is None else np.asarray(entities)
-        if len(keys) != len(values):
-            raise ValueError(f"got {len(keys)} entity ids for {len(values)} scores; send one "
-                             "per row")
+        keys = _keys(entities, len(values), "scores")
         out = np.zeros(len(values), dtype=bool)
         for key, positions in entity_groups(keys) if groups is None else groups:
             state = self._tails.get(key)
@@ -321,9 +327,7 @@ class StreamingSmoother:
         raw = np.asarray(raw_flags, dtype=bool)
         if not self.smoothing.enabled:
             return raw.copy()
-        keys = np.zeros(len(raw), np.int8) if entities is None else np.asarray(entities)
-        if len(keys) != len(raw):
-            raise ValueError(f"got {len(keys)} entity ids for {len(raw)} flags; send one per row")
+        keys = _keys(entities, len(raw), "flags")
         keep = self.smoothing.n - 1
         out = np.zeros(len(raw), dtype=bool)
         for key, positions in entity_groups(keys) if groups is None else groups:

@@ -57,11 +57,11 @@ def entity_groups(entities: Sequence[Hashable] | np.ndarray) -> EntityGroups:
     order = np.argsort(inverse, kind="stable")
     bounds = np.cumsum(np.bincount(inverse))
     groups = np.split(order, bounds[:-1])
-    last = np.array([g[-1] for g in groups])
-    # np.unique sorts keys; present groups in order of their last row (see above)
+    # np.unique sorts keys; present groups in order of their last row (see above), which is
+    # where each group ends in the stably sorted ``order``
     return [
         (unique[i].item() if isinstance(unique[i], np.generic) else unique[i], groups[i])
-        for i in np.argsort(last, kind="stable")
+        for i in np.argsort(order[bounds - 1], kind="stable")
     ]
 
 
