@@ -196,13 +196,26 @@ def test_scored_rows_match_the_scorer(settings: Settings, day: str) -> None:
     assert (chunked["score"].to_numpy() == whole.scores).all()
 
 
-def test_later_retrain_leaves_out_days_that_failed_their_checks(
+def test_days_that_failed_their_checks_are_not_trained_on_scored_or_rescored(
     settings: Settings, tmp_path: Path
 ) -> None:
+    """A day re-ingested with data that fails its blocking checks stays on disk: a later
+    retrain leaves it out, the scoring job refuses it naming the checks, and the promotion
+    sensor's re-score leaves it out."""
+    from ds_assets.sensors.promotion import build_promotion_sensor
+
     defs = build_definitions(settings)
     instance = dg.DagsterInstance.ephemeral()
-    for day in DAYS[:2]:
+    for day in DAYS[:3]:
         _ingest(defs, instance, day)
+    assert defs.resolve_job_def("train_detector").execute_in_process(
+        instance=instance, run_config=TRAIN_CONFIG).success
+    for day in (DAYS[0], DAYS[2]):
+        assert defs.resolve_job_def("score_telemetry").execute_in_process(
+            instance=instance, partition_key=day).success
+    scored_path = settings.data_dir / "assets" / "scored_telemetry" / f"{DAYS[2]}.parquet"
+    scored_before = scored_path.read_bytes()
+
     bad = defs.resolve_job_def("ingest_telemetry").execute_in_process(
         instance=instance,
         partition_key=DAYS[2],
@@ -220,8 +233,22 @@ def test_later_retrain_leaves_out_days_that_failed_their_checks(
     meta = train.asset_materializations_for_node("training_set")[0].metadata
     assert meta["partitions"].value == DAYS[:2]
     assert meta["excluded_partitions"].value == {DAYS[2]: ["features_not_null", "label_domain"]}
-    assert load_champion(settings.models_dir, settings.model_name).manifest.lineage[
-        "partitions"] == DAYS[:2]
+    v2 = json.loads((settings.models_dir / settings.model_name / "2" / "config.json").read_text())
+    assert v2["lineage"]["partitions"] == DAYS[:2]
+
+    refused = defs.resolve_job_def("score_telemetry").execute_in_process(
+        instance=instance, partition_key=DAYS[2], raise_on_error=False)
+    assert not refused.success
+    message = _failure_messages(refused)
+    assert f"raw_telemetry {DAYS[2]} failed its blocking check(s)" in message
+    assert "['features_not_null', 'label_domain']" in message
+    assert scored_path.read_bytes() == scored_before  # the earlier scores are untouched
+
+    instance.report_runless_asset_event(dg.AssetMaterialization(
+        asset_key="champion", metadata={"champion_version": "9", "promoted": True}))
+    tick = build_promotion_sensor(n_partitions=7).evaluate_tick(
+        dg.build_sensor_context(instance=instance, definitions=defs))
+    assert [r.partition_key for r in tick.run_requests or []] == [DAYS[0]]
 
 
 def test_training_on_a_single_materialized_day(settings: Settings) -> None:

@@ -16,6 +16,7 @@ from ds_assets.analytics import (
 )
 from ds_assets.assets.automation import DAILY_AUTOMATION
 from ds_assets.assets.partitions import daily_partitions
+from ds_assets.assets.telemetry import partitions_failing_checks
 from ds_assets.datasets import score_frame
 from ds_assets.resources.registry import ModelRegistry
 from ds_serving.scoring import Scorer
@@ -40,7 +41,19 @@ def scored_telemetry(
     registry: ModelRegistry,
     raw_telemetry: pd.DataFrame,
 ) -> pd.DataFrame:
-    """Score, flag and top contributing feature for every row of the day."""
+    """Score, flag and top contributing feature for every row of the day.
+
+    A day whose current raw data failed a blocking check is refused: in its own run the check
+    stops scoring already, but a later run (re-scoring after a promotion, the scoring job) reads
+    the raw partition from disk and would score data that failed validation."""
+    day = context.partition_key
+    failing = partitions_failing_checks(context.instance, [day]).get(day)
+    if failing:
+        raise dg.Failure(
+            f"raw_telemetry {day} failed its blocking check(s) {failing}: not scoring data that "
+            "failed validation; fix the source and re-materialize the day (ingest_telemetry "
+            "job), then score it"
+        )
     bundle = registry.champion()
     # the bundle's k-of-n flag smoothing, as the live scorer applies it
     smoothing = Smoothing.from_dict(bundle.manifest.smoothing)

@@ -6,6 +6,7 @@ import os
 
 import dagster as dg
 
+from ds_assets.assets.telemetry import partitions_failing_checks
 from ds_assets.sensors.backfill import partition_backfill
 from ds_assets.sensors.records import latest_metadata, materialized_partitions, sensor_status
 
@@ -21,7 +22,8 @@ def build_promotion_sensor(
 ) -> dg.SensorDefinition:
     """When the champion version changes, re-score (and re-alert, re-drift) the last N days.
 
-    Only days whose latest scoring used another model are requested, one run each with run key
+    Only days whose latest scoring used another model, and whose raw data passes its blocking
+    checks, are requested, one run each with run key
     ``rescore:v<version>:s<champion storage id>:<day>`` through :func:`partition_backfill`: the
     storage id makes each promotion's keys unique, so a rollback (v1 -> v2 -> v1) re-scores
     again instead of being dropped by the daemon as a duplicate of the first v1 keys.
@@ -56,9 +58,18 @@ def build_promotion_sensor(
         recent = materialized_partitions(context.instance, SCORED_ASSET)[-n_partitions:]
         scored_by = latest_metadata(context.instance, SCORED_ASSET, recent)
         stale = [k for k in recent if str(scored_by.get(k, {}).get("model_version")) != version]
+        # a day re-ingested since it was scored whose data then failed validation would only
+        # fail in scored_telemetry: leave it out (its old scores stay, marked by their version)
+        failing = partitions_failing_checks(context.instance, stale)
+        if failing:
+            context.log.warning(f"champion v{version}: not re-scoring {sorted(failing)}, their "
+                                f"raw data failed blocking checks {failing}")
+            stale = [k for k in stale if k not in failing]
         if not stale:
+            left_out = f" that passed its checks (left out: {sorted(failing)})" if failing else ""
             return dg.SensorResult(
-                skip_reason=f"champion v{version}: no recent day scored by another model",
+                skip_reason=f"champion v{version}: no recent day scored by another model"
+                            + left_out,
                 cursor=cursor)
         context.log.info(f"champion v{version}: re-scoring {stale}")
         requests = partition_backfill(
