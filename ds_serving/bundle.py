@@ -19,6 +19,7 @@ import os
 import re
 import shutil
 import tempfile
+import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -335,6 +336,18 @@ def write_bundle(
     finally:
         if staging.exists():
             shutil.rmtree(staging, ignore_errors=True)
+
+
+def withdraw_version(models_dir: str | os.PathLike[str], name: str, version: str) -> None:
+    """Unpublish a version that must never be promoted (its registration failed): renamed out
+    of the listing in one step, then deleted. The champion cannot be withdrawn."""
+    if champion_version(models_dir, name) == version:
+        raise BundleError(f"version {version} of {name!r} is the champion; promote another "
+                          "version before withdrawing it")
+    target = version_dir(models_dir, name, version)
+    hidden = target.with_name(f".withdrawn-{version}-{uuid.uuid4().hex[:8]}")
+    os.rename(target, hidden)
+    shutil.rmtree(hidden, ignore_errors=True)
 
 
 def champion_version(models_dir: str | os.PathLike[str], name: str) -> str | None:

@@ -100,8 +100,28 @@ def test_whole_graph_on_tiny_data(settings: Settings) -> None:
 
     # A second training run re-evaluates the champion on the same test set before promoting.
     # It keeps the validation split's labeled anomalies, so `auto` calibrates best-F1 on them.
+    # What the assets logged to MLflow: training params and loss curve, test metrics, the
+    # rendered report, and the registered model version of the bundle.
+    from mlflow import MlflowClient
+
+    client = MlflowClient(tracking_uri=settings.mlflow_tracking_uri)
+    run_id = bundle.manifest.lineage["mlflow_run_id"]
+    logged = client.get_run(run_id).data
+    assert logged.params["family"] == "dense_ae" and logged.params["bundle_version"] == "1"
+    assert logged.params["hidden"] == "8,3" and logged.params["kind"] == bundle.manifest.kind
+    assert len(client.get_metric_history(run_id, "val_loss")) == 1  # one epoch
+    assert logged.metrics["test_pr_auc"] == pytest.approx(report["pr_auc"])
+    assert "baseline_isolation_forest_pr_auc" in logged.metrics
+    artifacts = {a.path for a in client.list_artifacts(run_id, "evaluation")}
+    assert "evaluation/report.html" in artifacts
+    registered = client.search_model_versions(f"name='{settings.model_name}'")
+    assert [v.run_id for v in registered] == [run_id]
+
+    # The alerting policy travels in the manifest (defaults for v1, run config for v2).
+    assert bundle.manifest.alerting == {"k": 3, "n": 5, "m": 10, "cooldown": 600.0}
     labeled = {"ops": {**TRAIN_CONFIG["ops"], "training_set": {"config": {
-        **TRAIN_CONFIG["ops"]["training_set"]["config"], "labeled_validation": True}}}}
+        **TRAIN_CONFIG["ops"]["training_set"]["config"], "labeled_validation": True}},
+        "model_bundle": {"config": {"alert_k": 2, "alert_n": 4, "alert_cooldown_seconds": 60}}}}
     again = defs.resolve_job_def("train_detector").execute_in_process(
         instance=instance, run_config=labeled
     )
@@ -109,6 +129,7 @@ def test_whole_graph_on_tiny_data(settings: Settings) -> None:
     v2 = json.loads((settings.models_dir / settings.model_name / "2" / "config.json").read_text())
     assert v2["threshold"]["rule"] == "best_f1"
     assert v2["threshold"]["calibration_positives"] > 0
+    assert v2["alerting"] == {"k": 2, "n": 4, "m": 10, "cooldown": 60.0}
     decision = json.loads((settings.data_dir / "assets" / "champion.json").read_text())
     assert decision["decision"]["challenger_version"] == "2"
     assert decision["decision"]["champion_version"] == "1"

@@ -201,3 +201,31 @@ def test_promoting_an_unregistered_bundle_says_what_to_do(
     with pytest.raises(LookupError, match="no registered MLflow model version; log it"):
         promote_bundle(tmp_path / "models", name, decide_promotion("1", 0.5, None, None),
                        tracking_uri=uri)
+
+
+def test_a_bundle_mlflow_could_not_register_is_withdrawn(
+    two_bundles: list[Bundle], tmp_path: Path, monkeypatch: pytest.MonkeyPatch, name: str
+) -> None:
+    """A local version MLflow does not know could never be promoted: it leaves the registry,
+    the error names the version and MLflow's reason, and the champion cannot be withdrawn."""
+    from ds_assets import promotion
+    from ds_assets.resources.registry import ModelRegistry
+    from ds_serving.bundle import BundleError, list_versions, promote, withdraw_version
+
+    models_dir = tmp_path / "models"
+
+    def unreachable(*_args: object, **_kwargs: object) -> str:
+        raise ConnectionError("tracking server unreachable")
+
+    monkeypatch.setattr(promotion, "log_bundle", unreachable)
+    registry = ModelRegistry(models_dir=str(models_dir), model_name=name,
+                             mlflow_tracking_uri="http://127.0.0.1:9")
+    with pytest.raises(RuntimeError, match=r"v2 in MLflow .* failed \(ConnectionError: tracking"):
+        registry.register(two_bundles[1], "run-id", params={}, metrics={})
+    assert list_versions(models_dir, name) == ["1"]
+    assert not [p for p in (models_dir / name).iterdir() if p.name.startswith(".")]
+
+    promote(models_dir, name, "1")
+    with pytest.raises(BundleError, match="is the champion"):
+        withdraw_version(models_dir, name, "1")
+    assert list_versions(models_dir, name) == ["1"]

@@ -37,6 +37,7 @@ from ds_assets.tensorrt_build import (
     unavailable_reason,
 )
 from ds_assets.thresholds import calibrate_threshold
+from ds_serving.alerting import AlertPolicy
 from ds_serving.bundle import load_bundle, write_bundle
 from ds_serving.scoring import Scorer, score_rows
 from ds_serving.smoothing import Rebaseline, Smoothing
@@ -270,7 +271,7 @@ def onnx_parity(
 
 
 class BundleConfig(dg.Config):
-    """Scoring policy recorded in the manifest: threshold rule and flag smoothing."""
+    """Scoring policy recorded in the manifest: threshold rule, flag smoothing, alerting."""
 
     threshold_rule: str = "auto"  # auto (best_f1 with labeled validation anomalies) | quantile
     quantile: float = 0.995
@@ -283,6 +284,17 @@ class BundleConfig(dg.Config):
     rebaseline_end_ratio: float = 0.0
     rebaseline_raise: float = 3.0
     rebaseline_horizon: int = 240
+    # per-entity alerting (ds_serving.alerting), applied alike by the alerts asset and the
+    # gRPC scorer: open after k flagged rows of the last n, close after m normal rows, no
+    # re-opening within the cooldown
+    alert_k: int = 3
+    alert_n: int = 5
+    alert_m: int = 10
+    alert_cooldown_seconds: float = 600.0
+
+    def alerting(self) -> AlertPolicy:
+        return AlertPolicy(k=self.alert_k, n=self.alert_n, m=self.alert_m,
+                           cooldown=self.alert_cooldown_seconds)
 
     def smoothing(self) -> Smoothing:
         rebaseline = None
@@ -309,6 +321,7 @@ def model_bundle(
     logged to MLflow and registered as a model version."""
     registry: ModelRegistry = context.resources.registry
     smoothing = config.smoothing()
+    alerting = config.alerting()
     features = detector.features
     calibrator = Scorer(
         onnx_model.data, features=features, threshold=float("inf"), window=detector.window,
@@ -350,6 +363,7 @@ def model_bundle(
         threshold=threshold,
         threshold_rule=rule,
         smoothing=smoothing.to_dict(),
+        alerting=alerting.to_dict(),
         lineage=lineage,
         metrics={"best_val_loss": float(summary["best_val_loss"])},
         extra_files={REFERENCE_FILE: reference.to_json_bytes()},
@@ -373,6 +387,7 @@ def model_bundle(
             "threshold": threshold,
             "threshold_rule": dg.MetadataValue.json(rule),
             "smoothing": dg.MetadataValue.json(smoothing.to_dict()),
+            "alerting": dg.MetadataValue.json(alerting.to_dict()),
             "mlflow_run_id": run_id or "",
             "mlflow_model_version": mlflow_version or "",
         }

@@ -44,13 +44,24 @@ class ModelRegistry(dg.ConfigurableResource):
         params: Mapping[str, Any],
         metrics: Mapping[str, float],
     ) -> str | None:
-        """Log the bundle to its MLflow run and register it; returns the MLflow version."""
+        """Log the bundle to its MLflow run and register it; returns the MLflow version.
+
+        If that fails the bundle is withdrawn: a local version MLflow does not know could
+        never be promoted (promotion sets the MLflow alias too), only clutter the registry."""
         if self.mlflow_tracking_uri is None or run_id is None:
             return None
-        return promotion.log_bundle(
-            self.mlflow_tracking_uri, run_id, bundle, self.model_name,
-            params=params, metrics=metrics,
-        )
+        try:
+            return promotion.log_bundle(
+                self.mlflow_tracking_uri, run_id, bundle, self.model_name,
+                params=params, metrics=metrics,
+            )
+        except Exception as exc:
+            bundles.withdraw_version(self.models_dir, self.model_name, bundle.manifest.version)
+            raise RuntimeError(
+                f"registering bundle {self.model_name} v{bundle.manifest.version} in MLflow at "
+                f"{self.mlflow_tracking_uri} failed ({type(exc).__name__}: {exc}); the version "
+                "was withdrawn from the local registry, fix MLflow and re-run the training"
+            ) from exc
 
     def log_report(self, run_id: str | None, report: Mapping[str, Any]) -> None:
         if self.mlflow_tracking_uri is not None and run_id is not None:
