@@ -142,6 +142,25 @@ def contiguous_segments(frame: pd.DataFrame, entity: str = "host_id") -> np.ndar
     return np.char.add(np.char.add(hosts.astype(str), "#"), segment.astype(str))
 
 
+def check_time_order(frame: pd.DataFrame, entity: str = "host_id") -> None:
+    """Refuse rows that go back in time within an entity: temporal windows, flag smoothing and
+    alerts read each entity's rows in order, and would be silently wrong on shuffled rows."""
+    if TIMESTAMP not in frame.columns or entity not in frame.columns or len(frame) < 2:
+        return
+    hosts = pd.factorize(frame[entity])[0]
+    times = frame[TIMESTAMP].to_numpy("datetime64[ns]").view(np.int64)
+    order = np.argsort(hosts, kind="stable")  # O(n) on rows already grouped by entity
+    h, t = hosts[order], times[order]
+    back = np.flatnonzero((h[1:] == h[:-1]) & (t[1:] < t[:-1]))
+    if back.size:
+        row = int(order[back[0] + 1])
+        raise DatasetError(
+            f"row {row} ({entity} {frame[entity].iloc[row]!r}, {frame[TIMESTAMP].iloc[row]}) "
+            f"is earlier than the row before it of the same {entity}: rows must be in time "
+            f"order within each {entity}; sort them by ({entity}, {TIMESTAMP}) first"
+        )
+
+
 def score_frame(
     scorer: Scorer,
     frame: pd.DataFrame,
@@ -161,6 +180,7 @@ def score_frame(
             f"rows lack feature column(s) {missing} that {scorer.label} needs "
             f"({list(scorer.features)})"
         )
+    check_time_order(frame)
     entities = frame["host_id"].to_numpy() if "host_id" in frame.columns else None
     batch = score_rows(
         scorer,

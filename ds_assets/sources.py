@@ -25,7 +25,14 @@ class SourceError(ValueError):
 
 def resolve_path(pattern: str, day: str) -> Path:
     """Expand ``{date}`` in a path pattern with the partition key (YYYY-MM-DD)."""
-    return Path(pattern.format(date=day))
+    try:
+        return Path(pattern.format(date=day))
+    except (KeyError, IndexError, ValueError) as exc:
+        raise SourceError(
+            f"source path {pattern!r}: only the placeholder {{date}} is expanded (the "
+            f"partition's YYYY-MM-DD); it cannot be formatted ({type(exc).__name__}: {exc}); "
+            "write a literal brace as {{ or }}"
+        ) from None
 
 
 def _read_table(path: Path) -> pd.DataFrame:
@@ -110,7 +117,8 @@ def read_labeled_file(
         out[ANOMALY_TYPE] = np.where(out[LABEL].to_numpy() == 0, NORMAL_TYPE, "labeled")
     end = start + pd.Timedelta(days=1)
     in_day = (out[TIMESTAMP] >= start) & (out[TIMESTAMP] < end)
-    out = out.loc[in_day].reset_index(drop=True)
+    out = out.loc[in_day]
     if out.empty:
         raise SourceError(f"{path}: no rows fall inside partition {day} (UTC)")
-    return out
+    # the generator's order: each host's rows in time order, as windows and alerts read them
+    return out.sort_values(["host_id", TIMESTAMP], kind="stable").reset_index(drop=True)

@@ -8,7 +8,7 @@ import json
 import numpy as np
 import pytest
 
-from ds_assets.datasets import contiguous_segments
+from ds_assets.datasets import DatasetError, contiguous_segments
 from ds_assets.detectors import (
     FAMILIES,
     DetectorConfigError,
@@ -265,6 +265,13 @@ def test_temporal_then_pca_through_the_graph(settings: Settings) -> None:
     expected = smooth_flags(scored["raw_is_anomaly"].to_numpy(), Smoothing(2, 3),
                             scored["host_id"].to_numpy())
     assert (scored["is_anomaly"].to_numpy() == expected).all()
+    # shuffled rows would give other windows and flags: refused, naming a row and the fix
+    shuffled = raw.sample(frac=1.0, random_state=0).reset_index(drop=True)
+    with pytest.raises(DatasetError, match=r"rows must be in time order within each host_id"):
+        score_frame(scorer, shuffled)
+    gone = scorer.features[2]
+    with pytest.raises(DatasetError, match=rf"rows lack feature column\(s\) \['{gone}'\]"):
+        score_frame(scorer, raw.drop(columns=[gone]))
 
     again = defs.resolve_job_def("train_detector").execute_in_process(
         instance=instance, run_config={"ops": {

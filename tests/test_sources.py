@@ -69,3 +69,21 @@ def test_rows_outside_the_day_are_an_empty_partition(tmp_path: Path) -> None:
     path = _csv(tmp_path / "x.csv", rows=2, timestamp=["2026-10-01T00:00Z", "2026-10-01T00:01Z"])
     with pytest.raises(SourceError, match=f"no rows fall inside partition {DAY}"):
         read_labeled_file(path, DAY)
+
+
+def test_rows_come_out_in_time_order_per_host(tmp_path: Path) -> None:
+    """A file's rows may come in any order; the day comes out as the generator lays it out
+    (by host, then time), so windows, smoothing and alerts read each host's rows in order."""
+    times = pd.date_range(DAY, periods=4, freq="1min", tz="UTC").astype(str).tolist()
+    path = _csv(tmp_path / "mixed.csv", rows=4, timestamp=[times[2], times[0], times[3], times[1]],
+                host_id=["b", "a", "a", "b"])
+    frame = read_labeled_file(path, DAY)
+    assert frame["host_id"].tolist() == ["a", "a", "b", "b"]
+    assert frame["timestamp"].astype(str).str[11:16].tolist() == ["00:00", "00:03", "00:01",
+                                                                    "00:02"]
+    assert frame["f1"].tolist() == [1.0, 2.0, 3.0, 0.0]  # each row keeps its own values
+
+
+def test_an_unknown_placeholder_is_named(tmp_path: Path) -> None:
+    with pytest.raises(SourceError, match=r"only the placeholder \{date\} is expanded"):
+        resolve_path(str(tmp_path / "{host}-{date}.csv"), DAY)

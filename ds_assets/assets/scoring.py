@@ -17,9 +17,9 @@ from ds_assets.analytics import (
 from ds_assets.assets.automation import DAILY_AUTOMATION
 from ds_assets.assets.partitions import daily_partitions
 from ds_assets.assets.telemetry import partitions_failing_checks
-from ds_assets.datasets import score_frame
+from ds_assets.datasets import DatasetError, score_frame
 from ds_assets.resources.registry import ModelRegistry
-from ds_serving.scoring import Scorer
+from ds_serving.scoring import Scorer, ScoringInputError
 from ds_serving.smoothing import Smoothing
 
 
@@ -57,7 +57,11 @@ def scored_telemetry(
     bundle = registry.champion()
     # the bundle's k-of-n flag smoothing, as the live scorer applies it
     smoothing = Smoothing.from_dict(bundle.manifest.smoothing)
-    scored = score_frame(Scorer.from_bundle(bundle), raw_telemetry, config.chunk_rows, smoothing)
+    try:
+        scored = score_frame(Scorer.from_bundle(bundle), raw_telemetry, config.chunk_rows,
+                             smoothing)
+    except (DatasetError, ScoringInputError) as exc:
+        raise DatasetError(f"scoring raw_telemetry {day}: {exc}") from exc
     context.add_output_metadata(scoring_metadata(scored, bundle.manifest.version))
     return scored
 
