@@ -6,6 +6,7 @@ sensor tick against that instance, checks run and event records, and drops the d
 
 Needs a server: DS_TEST_POSTGRES_URL (default postgresql://postgres@127.0.0.1:5432/postgres);
 the user must be allowed to create databases. Run only these tests with `pytest -m postgres`.
+Without a server they skip, unless DS_REQUIRE_POSTGRES is set (CI sets it): then they fail.
 """
 
 from __future__ import annotations
@@ -43,11 +44,14 @@ def database(monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
     try:
         admin = psycopg2.connect(url, connect_timeout=3)
     except psycopg2.OperationalError as exc:
-        pytest.skip(
+        message = (
             f"PostgreSQL is not reachable at {url} ({str(exc).strip().splitlines()[0]}). "
             "Start a server (e.g. `docker run -d -p 5432:5432 -e POSTGRES_HOST_AUTH_METHOD=trust "
             "postgres:16`) or point DS_TEST_POSTGRES_URL at one, then run `pytest -m postgres`."
         )
+        if os.environ.get("DS_REQUIRE_POSTGRES"):  # CI has the server: a skip would hide it
+            pytest.fail(f"DS_REQUIRE_POSTGRES is set but {message}")
+        pytest.skip(message)
     admin.autocommit = True
     name = f"ds_test_{uuid.uuid4().hex[:12]}"
     with admin.cursor() as cur:
