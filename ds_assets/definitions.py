@@ -27,10 +27,11 @@ from ds_assets.resources.registry import ModelRegistry
 from ds_assets.sensors.drift import drift_sensor_from_env
 from ds_assets.sensors.promotion import promotion_sensor_from_env
 from ds_assets.sensors.schedules import (
+    build_daily_schedule,
+    build_weekly_retrain_schedule,
+    daily_automation_sensor,
     daily_pipeline_job,
-    daily_schedule,
     rescore_job,
-    weekly_retrain_schedule,
 )
 from ds_assets.settings import Settings
 
@@ -93,8 +94,8 @@ def build_definitions(settings: Settings | None = None) -> dg.Definitions:
         assets=ASSETS,
         asset_checks=CHECKS,
         jobs=[ingest_job, training_job, scoring_job, daily_pipeline_job, rescore_job],
-        schedules=[daily_schedule, weekly_retrain_schedule],
-        sensors=[drift_sensor_from_env(), promotion_sensor_from_env()],
+        schedules=[build_daily_schedule(), build_weekly_retrain_schedule()],
+        sensors=[drift_sensor_from_env(), promotion_sensor_from_env(), daily_automation_sensor()],
         resources=build_resources(settings or Settings.from_env()),
     )
 

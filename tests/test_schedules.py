@@ -96,3 +96,29 @@ def test_automatic_scoring_waits_for_passing_blocking_checks(
             )
             assert result.asset_materializations_for_node("raw_telemetry")
             assert _requested(defs, instance, day, cursor)[0] == expected, source
+
+
+def test_daily_pipeline_stops_at_a_failed_blocking_check(
+    settings: Settings, tmp_path: Path
+) -> None:
+    """The scheduled run's own blocking checks: bad raw data is kept for inspection, and
+    nothing downstream (scores, drift report, alerts) runs on it."""
+    defs = build_definitions(settings)
+    broken = tmp_path / "broken.csv"
+    frame = pd.DataFrame({f"f{i}": [float(i + r % 5) for r in range(40)] for i in range(1, 9)})
+    frame["label"] = [0] * 39 + [3]  # a label outside {0, 1}: label_domain fails
+    frame.to_csv(broken, index=False)
+    with dg.instance_for_test() as instance:
+        result = defs.resolve_job_def("daily_pipeline").execute_in_process(
+            instance=instance, partition_key="2026-11-03", raise_on_error=False,
+            run_config={"ops": {"raw_telemetry": {"config": {
+                "source": "labeled_csv", "path": str(broken)}}}},
+        )
+    checks = {e.check_name: e.passed for e in result.get_asset_check_evaluations()}
+    assert checks["label_domain"] is False and checks["schema_and_dtypes"] is True
+    assert result.asset_materializations_for_node("raw_telemetry")
+    for asset in ("scored_telemetry", "drift_report", "alerts"):
+        assert not result.asset_materializations_for_node(asset), asset
+    started = {e.step_key for e in result.all_events if e.event_type_value == "STEP_START"}
+    assert started.isdisjoint({"scored_telemetry", "drift_report", "alerts"}), started
+    assert not (settings.data_dir / "assets" / "scored_telemetry").exists()

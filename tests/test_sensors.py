@@ -16,6 +16,7 @@ from ds_assets.sensors.backfill import partition_backfill
 from ds_assets.sensors.drift import build_drift_sensor
 from ds_assets.sensors.promotion import RESCORE_JOB, build_promotion_sensor
 from ds_assets.sensors.records import previous_days
+from ds_assets.sensors.schedules import daily_automation_sensor
 from ds_assets.settings import Settings
 from ds_serving.bundle import list_versions, load_bundle, load_champion
 from tests.conftest import TINY_SOURCE
@@ -306,9 +307,25 @@ def test_drift_story_end_to_end(settings: Settings, capsys: pytest.CaptureFixtur
                          defs)[0]  # nothing left to re-score
 
 
-def test_automation_starts_running_only_when_switched_on(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_automation_starts_running_only_when_switched_on(
+    monkeypatch: pytest.MonkeyPatch, settings: Settings
+) -> None:
+    """DS_AUTOMATION switches every sensor and schedule, including the one that evaluates the
+    daily assets' automation conditions (Dagster's implicit default sensor would stay off)."""
     monkeypatch.delenv("DS_AUTOMATION", raising=False)
     assert build_drift_sensor().default_status == dg.DefaultSensorStatus.STOPPED
+    assert daily_automation_sensor().default_status == dg.DefaultSensorStatus.STOPPED
     monkeypatch.setenv("DS_AUTOMATION", "on")
     assert build_drift_sensor().default_status == dg.DefaultSensorStatus.RUNNING
     assert build_promotion_sensor().default_status == dg.DefaultSensorStatus.RUNNING
+    defs = build_definitions(settings)
+    automation = defs.resolve_sensor_def("daily_monitoring_automation")
+    assert automation.default_status == dg.DefaultSensorStatus.RUNNING
+    assert {s.default_status for s in defs.schedules or []} == {
+        dg.DefaultScheduleStatus.RUNNING}
+    graph = defs.resolve_asset_graph()
+    automated = {k.to_user_string() for k in graph.get_all_asset_keys()
+                 if graph.get(k).automation_condition is not None}
+    assert automated == {"scored_telemetry", "drift_report", "alerts"}
+    targeted = automation.asset_selection.resolve(graph)  # type: ignore[union-attr]
+    assert {k.to_user_string() for k in targeted} == automated
