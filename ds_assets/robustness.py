@@ -4,10 +4,12 @@ Why: a detector is only trusted if we know how fast it degrades on the inputs pr
 send. Each scenario corrupts a copy of the labeled test rows in a seeded, documented way, scores
 it with the same scorer as production, and reports the metrics next to the clean result.
 
-Missing values: the scorer rejects non-finite features (``ScoringInputError``, never a silent
-NaN score). Dataset scoring therefore imputes a missing value with the training median of that
-feature, taken from the bundle's drift reference (the 0.5 quantile of its sketch), and counts the
-imputed rows; the "missing" scenario measures what that policy costs.
+Missing values are refused wherever rows enter: the blocking ``features_not_null`` check stops
+a day with gaps before scoring, and the scorer (dataset and gRPC) rejects non-finite features
+(``ScoringInputError`` / INVALID_ARGUMENT naming the row and feature), never a silent NaN score.
+A producer that must score rows with gaps has to fill them first; the "missing" scenario
+measures what the simplest such policy costs: each missing value replaced by the training median
+of its feature, from the bundle's drift reference (the 0.5 quantile of its sketch).
 """
 
 from __future__ import annotations

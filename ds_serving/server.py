@@ -39,6 +39,7 @@ from grpc_reflection.v1alpha import reflection
 
 from ds_serving.bundle import (
     CHAMPION_FILE,
+    MANIFEST_FILE,
     BundleError,
     champion_version,
     model_dir,
@@ -408,6 +409,15 @@ class ScorerService(scoring_pb2_grpc.ScorerServicer):
         return info
 
 
+def _file_stamp(path: Path) -> Any:
+    """What changes when a file is replaced (atomic rename: a new inode) or rewritten."""
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        return None
+    return (st.st_mtime_ns, st.st_size, st.st_ino)
+
+
 class _Unavailable(RuntimeError):
     pass
 
@@ -428,6 +438,7 @@ class ScorerServer:
         self._metrics_http: Any = None
         self._last_failure: tuple[Any, str] | None = None  # (pointer stamp, reason)
         self._reload_lock = asyncio.Lock()
+        self._served_manifest: Any = None  # stamp of the served version's manifest
         workers = config.workers or usable_cores()
         self._pool = (
             None if config.inline_runs
@@ -543,11 +554,7 @@ class ScorerServer:
     # -- hot reload --------------------------------------------------------------------------
 
     def _pointer_stamp(self) -> Any:
-        try:
-            st = os.stat(self.champion_path)
-        except FileNotFoundError:
-            return None
-        return (st.st_mtime_ns, st.st_size, st.st_ino)
+        return _file_stamp(self.champion_path)
 
     async def reload(self) -> str:
         """Serve the current champion if it changed: 'success', 'unchanged', 'failure' or
@@ -568,7 +575,11 @@ class ScorerServer:
             except BundleError as exc:
                 return self._refuse(stamp, str(exc))
             current = self.runtime
-            if current is not None and version == current.version:
+            # the same version is reloaded only when its manifest changed: an engine added to
+            # the served version (tensorrt_engine can finish after the promotion) is picked up
+            manifest_stamp = _file_stamp(path / MANIFEST_FILE)
+            if (current is not None and version == current.version
+                    and manifest_stamp == self._served_manifest):
                 return "unchanged"
             loop = asyncio.get_running_loop()
             try:
@@ -592,6 +603,7 @@ class ScorerServer:
             if current is not None:
                 runtime.inherit_state(current)
             self.runtime = runtime  # the atomic swap; in-flight requests keep the old one
+            self._served_manifest = manifest_stamp
             if current is not None:
                 await runtime.adopt_inherited()  # frees the old model once its queue drains
             self._last_failure = None

@@ -441,6 +441,23 @@ def test_corrupt_or_mismatched_bundle_is_refused_and_old_keeps_serving(
     assert 'ds_scorer_reloads_total{result="failure"} 3.0' in text
 
 
+def test_an_engine_added_to_the_served_version_is_picked_up(
+    served: tuple[ServerThread, ScorerClient, Path], models: Path
+) -> None:
+    """tensorrt_engine may finish after the champion was promoted: the served version's
+    manifest then changes without a new pointer, and the watcher reloads it (here, without a
+    GPU, the plan is refused by the engine selection and onnxruntime keeps serving)."""
+    from ds_assets.tensorrt_build import attach_engine
+
+    thread, client, v1 = served
+    assert thread.reload() == "unchanged"
+    attach_engine(v1, b"not an engine", {"precision": "fp16"})
+    assert thread.reload() == "success"
+    assert "TensorRT unavailable" in client.info().backend_reason
+    assert client.score(_normal_rows(2)).model_version == v1.name
+    assert thread.reload() == "unchanged"
+
+
 # -- shutdown -----------------------------------------------------------------------------------
 
 

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import yaml
 
 from ds_assets.detectors import FAMILIES, DetectorParams, TrainedDetector, train_detector
 from ds_assets.export import export_onnx, model_inputs
@@ -108,7 +109,7 @@ def test_engine_matches_onnxruntime(tmp_path: Path, family: str) -> None:
 
 
 @pytest.mark.skipif(REASON is None, reason="a usable GPU + tensorrt is present")
-def test_asset_produces_nothing_and_says_why_while_downstream_runs(settings: Settings) -> None:
+def test_asset_produces_nothing_and_says_why_and_the_job_completes(settings: Settings) -> None:
     import dagster as dg
 
     from ds_assets.definitions import build_definitions
@@ -129,9 +130,30 @@ def test_asset_produces_nothing_and_says_why_while_downstream_runs(settings: Set
     )
     assert run.success
     assert run.asset_materializations_for_node("tensorrt_engine") == []
-    assert run.asset_materializations_for_node("champion")  # downstream still ran on ONNX
+    # nothing waits for the engine: the rest of the job (promotion included) ran on ONNX
+    assert run.asset_materializations_for_node("champion")
     messages = [e.user_message for e in instance.all_logs(run.run_id)]
     assert any("tensorrt_engine: no engine built for bundle v1" in msg and REASON in msg
                for msg in messages), messages
     bundle = load_bundle(settings.models_dir / settings.model_name / "1")
     assert bundle.engine_path is None and ENGINE_FILE not in bundle.manifest.files
+
+
+def test_gpu_work_runs_one_step_at_a_time(tmp_path: Path) -> None:
+    """Training and TensorRT compilation share pool `gpu`; the local and production instance
+    configurations limit every pool to one step."""
+    import shutil
+
+    import dagster as dg
+
+    from ds_assets.definitions import build_definitions
+
+    defs = build_definitions()
+    for asset in ("detector", "tensorrt_engine"):
+        assert defs.resolve_assets_def(asset).op.pool == "gpu", asset
+    root = Path(__file__).resolve().parent.parent
+    shutil.copy(root / "dagster.yaml", tmp_path / "dagster.yaml")
+    with dg.DagsterInstance.from_config(str(tmp_path)) as instance:
+        assert instance.get_concurrency_config().pool_config.default_pool_limit == 1
+    production = yaml.safe_load((root / "docker" / "dagster.yaml").read_text())
+    assert production["concurrency"]["pools"]["default_limit"] == 1

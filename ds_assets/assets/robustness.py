@@ -58,7 +58,9 @@ def robustness_report(
         "model_version": bundle.manifest.version,
         **head,
         "scenarios": dg.MetadataValue.md(markdown_table(table)),
-        "missing_values": "imputed with the training median from the bundle's drift reference",
+        "missing_values": ("refused at scoring (blocking check, INVALID_ARGUMENT); the "
+                           "'missing' scenario fills them with the training median first, "
+                           "as a producer would have to"),
     })
     return {"model_version": bundle.manifest.version, **head,
             "scenarios": table.to_dict(orient="records")}
