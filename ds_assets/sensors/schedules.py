@@ -2,8 +2,14 @@
 
 
 import datetime as dt
+from typing import TYPE_CHECKING
 
 import dagster as dg
+
+if TYPE_CHECKING:  # what scheduling an unresolved asset job returns (not exported by dagster)
+    from dagster._core.definitions.partitions.partitioned_schedule import (
+        UnresolvedPartitionedAssetScheduleDefinition,
+    )
 
 from ds_assets.assets.partitions import daily_partitions
 from ds_assets.sensors.records import schedule_status, sensor_status
@@ -27,7 +33,9 @@ rescore_job = dg.define_asset_job(
 )
 
 
-def build_daily_schedule() -> dg.ScheduleDefinition:
+def build_daily_schedule() -> (
+    "UnresolvedPartitionedAssetScheduleDefinition | dg.ScheduleDefinition"
+):
     """At 00:30 UTC, run the partition of the day that just ended. Built when the definitions
     are (like the sensors), so DS_AUTOMATION is read then, not at import."""
     return dg.build_schedule_from_partitioned_job(
