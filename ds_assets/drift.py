@@ -44,6 +44,9 @@ N_QUANTILES = 201  # probability grid 0, 0.005, ..., 1
 PSI_BINS = 10
 PSI_FLOOR = 1e-4  # proportion floor so an empty bin gives a large, finite PSI
 SCORE = "__score__"  # key of the anomaly-score sketch among the feature sketches
+# the scores at or below the model threshold: what an unlabeled day is compared on (its own
+# incidents, far above the threshold, would otherwise read as score drift)
+SCORE_BELOW = "__score_below_threshold__"
 FEATURE_STATS = ("wasserstein", "psi")
 SCORE_STATS = ("wasserstein", "psi", "anomaly_rate_shift")
 
@@ -331,6 +334,11 @@ def calibrate_thresholds(
     return thresholds, record
 
 
+def _below(scores: np.ndarray, flags: np.ndarray) -> np.ndarray:
+    """The scores of unflagged rows (NaN where flagged, which sketches and statistics skip)."""
+    return np.where(np.asarray(flags, dtype=bool), np.nan, scores)
+
+
 def build_reference(
     frame: pd.DataFrame,
     features: Sequence[str],
@@ -376,7 +384,8 @@ def build_reference(
                 f"{len(held_days)} timestamps; need one of each per row"
             )
         score_thresholds, score_record = calibrate_thresholds(
-            {SCORE: score_values}, held_days, flags, sigmas
+            {SCORE: score_values, SCORE_BELOW: _below(score_values, flags)}, held_days, flags,
+            sigmas,
         )
         thresholds.update(score_thresholds)
         record["statistics"].update(score_record["statistics"])
@@ -386,7 +395,8 @@ def build_reference(
         }
     else:
         thresholds, record = calibrate_thresholds(
-            {**values, SCORE: score_values}, reference_chunks(ts), flags, sigmas
+            {**values, SCORE: score_values, SCORE_BELOW: _below(score_values, flags)},
+            reference_chunks(ts), flags, sigmas,
         )
         why = ("no held-out rows given" if held_out is None else
                f"the held-out rows span fewer than {MIN_DAYS} whole days, too few to "
@@ -398,6 +408,7 @@ def build_reference(
         sketches={
             **{f: Sketch.of(values[f], f) for f in features},
             SCORE: Sketch.of(score_values, SCORE),
+            SCORE_BELOW: Sketch.of(_below(score_values, flags), SCORE_BELOW),
         },
         anomaly_rate=float(flags.mean()),
         thresholds=thresholds,
@@ -453,8 +464,13 @@ def compare(
     scores: np.ndarray | None = None,
     flags: np.ndarray | None = None,
     alpha: float = 0.05,
+    *,
+    labeled: bool = True,
 ) -> DriftResult:
-    """Every reference feature of ``frame`` (and the scores/flags, if given) vs the reference."""
+    """Every reference feature of ``frame`` (and the scores/flags, if given) vs the reference.
+
+    ``labeled``: the rows are known normal (a labeled day's anomalies left out, see
+    :func:`comparable_rows`). For an unlabeled day see :func:`score_shift`."""
     if not 0 < alpha < 1:
         raise DriftError(f"alpha={alpha}: must be in (0, 1)")
     missing = [f for f in reference.features if f not in frame.columns]
@@ -489,13 +505,23 @@ def compare(
                         table["psi"] / table["psi_threshold"])
     table["drift_score"] = ratios
     table["drifted"] = (table["ks_p_bh"] < alpha) & (ratios > 1.0)
-    return DriftResult(table, score_shift(reference, scores, flags), alpha)
+    return DriftResult(table, score_shift(reference, scores, flags, labeled=labeled), alpha)
 
 
 def score_shift(
-    reference: DriftReference, scores: np.ndarray | None, flags: np.ndarray | None
+    reference: DriftReference, scores: np.ndarray | None, flags: np.ndarray | None,
+    *, labeled: bool = True,
 ) -> dict[str, Any]:
-    """Shift of the champion's score distribution and anomaly rate against the reference."""
+    """Shift of the champion's score distribution and anomaly rate against the reference.
+
+    The reference holds normal rows only. A labeled day is compared on its normal rows. An
+    unlabeled day (production) also holds its incidents, whose scores sit far above the
+    threshold and move the whole distribution and the flag rate: it is compared on its scores
+    at or below the threshold (``flags``: the raw ``score > threshold`` flags) against the same
+    part of the reference, and its flag rate is reported but does not decide drift (the
+    incidents are the alerts' business; drift is a shift of what is normal)."""
+    if not labeled and SCORE_BELOW in reference.sketches:
+        return _unlabeled_score_shift(reference, scores, flags)
     thr = reference.thresholds[SCORE]
     out: dict[str, Any] = {
         "reference_anomaly_rate": reference.anomaly_rate,
@@ -518,6 +544,35 @@ def score_shift(
     over = [s for s in SCORE_STATS if np.isfinite(out[s]) and out[s] > thr[s]]
     out["over_threshold"] = over
     out["drifted"] = bool(over)
+    out["compared"] = "scores of normal rows against the reference scores"
+    return out
+
+
+def _unlabeled_score_shift(
+    reference: DriftReference, scores: np.ndarray | None, flags: np.ndarray | None
+) -> dict[str, Any]:
+    out = score_shift(reference, None, None)
+    out["thresholds"] = reference.thresholds[SCORE_BELOW]
+    if scores is None:
+        return out
+    sample = np.asarray(scores, dtype=np.float64)
+    if flags is not None and len(flags):
+        flagged = np.asarray(flags, dtype=bool)
+        rate = float(np.mean(flagged))
+        out["anomaly_rate"] = rate
+        out["anomaly_rate_shift"] = abs(rate - reference.anomaly_rate)
+        sample = sample[~flagged]
+    sample = sample[np.isfinite(sample)]
+    out["compared"] = ("scores at or below the threshold against the same part of the "
+                       "reference (no labels; the flag rate does not decide)")
+    if sample.size == 0:  # every row flagged: nothing normal left to compare
+        out["over_threshold"] = []
+        return out
+    out.update(feature_statistics(sample, reference.sketches[SCORE_BELOW]))
+    thr = out["thresholds"]
+    over = [s for s in ("wasserstein", "psi") if np.isfinite(out[s]) and out[s] > thr[s]]
+    out["over_threshold"] = over
+    out["drifted"] = bool(over)
     return out
 
 
@@ -527,7 +582,8 @@ def comparable_rows(frame: pd.DataFrame) -> np.ndarray:
     exists the day's labeled anomalies are left out too. Otherwise a day's ordinary anomaly
     content (0.5-1.3 % of rows in the demo) moves its score distribution and flag rate by more
     than normal-only calibration allows, and most normal days read as drift. Without labels
-    (production) every row is compared."""
+    (production) every row is compared, and the score by its unflagged part
+    (:func:`score_shift`)."""
     if LABEL in frame.columns:
         return frame[LABEL].to_numpy() == 0
     return np.ones(len(frame), dtype=bool)

@@ -126,7 +126,44 @@ def test_a_normal_day_with_its_labeled_anomalies_is_compared_on_its_normal_rows(
     result = drift.compare(reference, day[rows], scores[rows], (scores > cut)[rows])
     assert not result.score["drifted"] and not result.summary()["drifted"]
     no_labels = drift.comparable_rows(day.drop(columns="label"))
-    assert no_labels.all()  # without labels (production) every row is compared
+    assert no_labels.all()  # without labels (production) every row is compared...
+    unlabeled = drift.compare(reference, day.drop(columns="label"), scores, scores > cut,
+                              labeled=False)
+    # ...and the score by its part at or below the threshold, the rate reported, not deciding
+    assert not unlabeled.score["drifted"] and not unlabeled.summary()["drifted"]
+    assert unlabeled.score["anomaly_rate"] == pytest.approx(np.mean(scores > cut))
+    assert "at or below the threshold" in unlabeled.score["compared"]
+
+
+def test_an_unlabeled_day_still_shows_a_shift_of_its_normal_scores(
+    reference: DriftReference,
+) -> None:
+    """Leaving the flagged tail out must not hide drift: normal scores 15 % higher (the same
+    1 % incidents on top) are still score drift without labels."""
+    rng = np.random.default_rng(22)
+    n = 30_000
+    scores = rng.gamma(2.0, size=n) * 1.15
+    incidents = rng.random(n) < 0.01
+    scores[incidents] = 40.0 + rng.gamma(2.0, size=int(incidents.sum()))
+    cut = np.quantile(rng.gamma(2.0, size=100_000), 0.99)
+    shifted = drift.score_shift(reference, scores, scores > cut, labeled=False)
+    assert shifted["drifted"] and set(shifted["over_threshold"]) & {"wasserstein", "psi"}
+    same = rng.gamma(2.0, size=n)
+    same[incidents] = 40.0
+    assert not drift.score_shift(reference, same, same > cut, labeled=False)["drifted"]
+
+
+def test_a_reference_from_before_the_unflagged_sketch_compares_every_score(
+    reference: DriftReference,
+) -> None:
+    """Bundles trained before the unflagged score sketch existed keep loading and compare
+    unlabeled days on every score, as they did."""
+    data = reference.to_dict()
+    del data["sketches"][drift.SCORE_BELOW], data["thresholds"][drift.SCORE_BELOW]
+    old = DriftReference.from_dict(data)
+    scores = np.random.default_rng(23).gamma(2.0, size=5_000)
+    result = drift.score_shift(old, scores, scores > 7.0, labeled=False)
+    assert result["compared"] == "scores of normal rows against the reference scores"
 
 
 def test_statistics_agree_with_scipy_on_raw_samples() -> None:

@@ -62,16 +62,18 @@ def drift_report(
     reference = load_reference(registry.bundle_path(version))
     raw_rows = comparable_rows(raw_telemetry)  # known anomalies are not in the reference
     scored_rows = comparable_rows(scored_telemetry)
+    labeled = LABEL in scored_telemetry.columns
     result = compare(
         reference,
         raw_telemetry[raw_rows],
         scored_telemetry["score"].to_numpy()[scored_rows],
         rate_flags(scored_telemetry)[scored_rows],  # raw flags: the reference rate is unsmoothed
         alpha=config.alpha,
+        labeled=labeled,  # unlabeled: the score by its unflagged part, the rate not deciding
     )
     population = (
-        "label == 0 rows (labeled anomalies are not in the reference)"
-        if LABEL in scored_telemetry.columns else "all rows (no label column)"
+        "label == 0 rows (labeled anomalies are not in the reference)" if labeled
+        else "all rows (no label column; scores compared at or below the threshold)"
     )
     summary = result.summary()
     score = result.score
