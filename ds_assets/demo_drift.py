@@ -4,7 +4,8 @@ Days of drifted telemetry go through the daily pipeline (ingest -> checks -> sco
 alerts); after each day the drift sensor is evaluated against the demo instance; the retrain run
 it requests is launched; the promotion sensor then requests the re-scoring backfill, whose runs
 are launched too. Old vs new model numbers on the drifted days come from the scored partitions
-before and after that backfill.
+before and after that backfill; those days trained the new model, so a further drifted day after
+the retrain window is scored by both models as the out-of-sample comparison.
 """
 
 from __future__ import annotations
@@ -40,8 +41,28 @@ def drift_source(
 
 def day_metrics(assets: Path, day: str) -> dict[str, Any]:
     """Deployed-flag metrics of the current scored partition and its alerts."""
-    scored = pd.read_parquet(assets / "scored_telemetry" / f"{day}.parquet")
-    alerts = pd.read_parquet(assets / "alerts" / f"{day}.parquet")
+    return frame_metrics(pd.read_parquet(assets / "scored_telemetry" / f"{day}.parquet"),
+                         pd.read_parquet(assets / "alerts" / f"{day}.parquet"))
+
+
+def bundle_day_metrics(bundle_path: Path, raw: pd.DataFrame) -> dict[str, Any]:
+    """The same metrics for a bundle that is not serving: the day scored, flagged and alerted
+    with its own policy, through the code the assets use."""
+    from ds_assets.alerts import alert_events
+    from ds_assets.datasets import score_frame
+    from ds_serving.alerting import AlertPolicy
+    from ds_serving.bundle import load_bundle
+    from ds_serving.scoring import Scorer
+    from ds_serving.smoothing import Smoothing
+
+    bundle = load_bundle(bundle_path)
+    m = bundle.manifest
+    scored = score_frame(Scorer.from_bundle(bundle, backend="cpu"), raw,
+                         smoothing=Smoothing.from_dict(m.smoothing))
+    return frame_metrics(scored, alert_events(scored, AlertPolicy.from_dict(m.alerting)))
+
+
+def frame_metrics(scored: pd.DataFrame, alerts: pd.DataFrame) -> dict[str, Any]:
     y = scored["label"].to_numpy(bool)
     f = scored["is_anomaly"].to_numpy(bool)
     tp, fp, fn = int((y & f).sum()), int((~y & f).sum()), int((y & ~f).sum())
@@ -84,7 +105,7 @@ def run_drift_story(
     days = [(first + dt.timedelta(days=i)).isoformat() for i in range(n_days)]
     start = days[1]  # the first story day stays normal: no false alarm expected
     drifted = drift_source(source, start, drift)
-    print(f"\n[drift 1/3] daily pipeline for {days[0]}..{days[-1]}; a release on {start} "
+    print(f"\n[drift 1/4] daily pipeline for {days[0]}..{days[-1]}; a release on {start} "
           f"drifts {', '.join(drifted['drift_features'])}; drift sensor evaluated after each day")
     print(f"  {'day':10} {'drifted':7} {'score':>6} {'W1(score)':>9} {'flag rate':>9} "
           f"{'alerts':>6}  drifted features / sensor")
@@ -108,7 +129,7 @@ def run_drift_story(
         print("  the drift sensor requested no retrain: the story stops here")
         return {"requested": False}
 
-    print(f"\n[drift 2/3] launch the requested retrain ({request.run_key}, window ending "
+    print(f"\n[drift 2/4] launch the requested retrain ({request.run_key}, window ending "
           f"{request.run_config['ops']['training_set']['config']['end_partition']})")
     run_config = {"ops": {**request.run_config["ops"], "detector": {"config": detector_config}}}
     run(defs, "train_detector", instance, run_config=run_config, tags=request.tags)
@@ -117,7 +138,7 @@ def run_drift_story(
 
     rescore, _, skip = _tick(defs, instance, "champion_rescore_sensor", None)
     keys = [str(r.partition_key) for r in rescore]
-    print(f"\n[drift 3/3] promotion sensor: {len(keys)} re-score run(s) "
+    print(f"\n[drift 3/4] promotion sensor: {len(keys)} re-score run(s) "
           f"{keys[0] + '..' + keys[-1] if keys else skip}")
     for req in rescore:
         run(defs, req.job_name or "rescore_telemetry", instance,
@@ -141,5 +162,23 @@ def run_drift_story(
     print("  mean over drifted days: " + "; ".join(
         f"{side} F1={m['f1']:.3f} false-alarm={m['false_alarm_rate']:.4f} "
         f"alerts={m['alerts']:.0f}" for side, m in mean.items()))
+    print("  (these days are inside the new model's training window: their normal rows "
+          "trained it)")
+
+    # a day after the retrain window: out of sample for the new model as for the old one
+    later = (dt.date.fromisoformat(days[-1]) + dt.timedelta(days=1)).isoformat()
+    print(f"\n[drift 4/4] out of sample: {later}, still drifted, after the retrain window; "
+          "daily pipeline with the new champion, the old model scored beside it")
+    run(defs, "daily_pipeline", instance, partition_key=later,
+        run_config={"ops": {"raw_telemetry": {"config": drifted}}})
+    raw = pd.read_parquet(assets / "raw_telemetry" / f"{later}.parquet")
+    old_version = before[drift_days[0]]["version"]
+    unseen = {"old": bundle_day_metrics(settings.models_dir / settings.model_name / old_version,
+                                        raw),
+              "new": day_metrics(assets, later)}
+    for label, m in unseen.items():
+        print(f"  {later if label == 'old' else '':10} {'v' + m['version']:>5} "
+              f"{m['precision']:9.3f} {m['recall']:6.3f} {m['f1']:6.3f} "
+              f"{m['false_alarm_rate']:11.4f} {m['alerts']:6d} {m['false_alerts']:12d}")
     return {"requested": True, "promoted": bool(champion["decision"]["promote"]),
-            "rescored": keys, "mean": mean}
+            "rescored": keys, "mean": mean, "out_of_sample": {"day": later, **unseen}}

@@ -305,6 +305,12 @@ def test_drift_story_end_to_end(settings: Settings, capsys: pytest.CaptureFixtur
             assert report["reference_version"] == bundle.manifest.version
         assert not _tick(defs.resolve_sensor_def("champion_rescore_sensor"), instance, None,
                          defs)[0]  # nothing left to re-score
+        # a drifted day after the retrain window, scored by both models (out of sample)
+        unseen = story["out_of_sample"]
+        assert unseen["day"] == "2026-11-12"
+        assert (unseen["old"]["version"], unseen["new"]["version"]) == (
+            "1", bundle.manifest.version)
+        assert "[drift 4/4] out of sample: 2026-11-12" in printed
 
 
 def test_automation_starts_running_only_when_switched_on(
