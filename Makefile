@@ -14,9 +14,11 @@ STAMP := $(VENV)/.installed-$(EXTRA)
 
 .PHONY: install demo test lint dev bench skab clean
 
+# A failed creation removes the half-made venv, so the next run starts over instead of finding
+# a python without pip.
 $(PY):
-	$(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --quiet --upgrade pip
+	$(PYTHON) -m venv $(VENV) && $(VENV)/bin/python -m pip install --quiet --upgrade pip \
+	  || { rm -rf $(VENV); echo "could not create $(VENV) with $(PYTHON) (needs venv and pip)"; exit 1; }
 
 # Re-installs only when pyproject.toml changes, so a second `make demo` skips set-up.
 $(STAMP): pyproject.toml | $(PY)

@@ -98,6 +98,22 @@ def test_whole_graph_on_tiny_data(settings: Settings) -> None:
     assert (frame["model_version"] == "1").all()
     assert (frame["is_anomaly"] == (frame["score"] > bundle.manifest.threshold)).all()
 
+    # dataset analytics shown in the UI: raw day (top-k, hourly series, histograms) and scored
+    # day (flag rate, top-k, hourly, the champion's errors by anomaly type/region/project)
+    raw_meta = instance.fetch_materializations(
+        dg.AssetRecordsFilter(asset_key=dg.AssetKey("raw_telemetry"), asset_partitions=[DAYS[0]]),
+        limit=1).records[0].asset_materialization.metadata  # type: ignore[union-attr]
+    assert {"top_anomalous", "hourly", "histograms", "features", "anomaly_types"} <= set(raw_meta)
+    assert "![hourly cpu_util and anomaly rate](data:image/png;base64," in raw_meta["hourly"].value
+    scored_meta = scored.asset_materializations_for_node("scored_telemetry")[0].metadata
+    assert scored_meta["rows"].value == len(frame)
+    assert scored_meta["flagged_rows"].value == int(frame["is_anomaly"].sum())
+    assert {"top_flagged", "hourly", "errors_by_anomaly_type", "errors_by_region",
+            "errors_by_project_id"} <= set(scored_meta)
+    assert "spike" in scored_meta["errors_by_anomaly_type"].value
+    robustness = train.asset_materializations_for_node("robustness_report")[0].metadata
+    assert "clean" in robustness["scenarios"].value and "missing" in robustness["scenarios"].value
+
     # A second training run re-evaluates the champion on the same test set before promoting.
     # It keeps the validation split's labeled anomalies, so `auto` calibrates best-F1 on them.
     # What the assets logged to MLflow: training params and loss curve, test metrics, the

@@ -169,6 +169,31 @@ def test_rescored_days_growing_the_run_backwards_do_not_request_again(
         assert not requests and "already requested" in (skip or "")
 
 
+def test_a_lost_cursor_does_not_request_an_episode_a_run_already_carries(
+    instance: dg.DagsterInstance,
+) -> None:
+    """The run key names the episode by its first day; if the run grew backwards since its
+    retrain was launched, a sensor that lost its cursor would name it anew. The launched run's
+    tags still say which days it covered, so nothing is requested."""
+    sensor = build_drift_sensor(k=3, training_window=7)
+    for day in DAYS[5:8]:
+        _drift(instance, day, True, "2")
+    [request], _, _ = _tick(sensor, instance, None)
+    assert request.run_key == f"drift-retrain:2:{DAYS[5]}"
+    instance.add_run(dg.DagsterRun(job_name="train_detector", tags=dict(request.tags)))
+    for day in DAYS[2:5]:  # re-scored days: the run now starts at DAYS[2]
+        _drift(instance, day, True, "2")
+    requests, skip, cursor = _tick(sensor, instance, None)  # cursor lost
+    assert not requests
+    assert f"already requested for episode 2:{DAYS[5]}" in (skip or "")
+    assert json.loads(cursor or "{}")["episode"]["first"] == DAYS[2]
+    # against another reference model the same days are a new episode
+    for day in DAYS[2:8]:
+        _drift(instance, day, True, "3")
+    requests, _, _ = _tick(sensor, instance, None)
+    assert [r.run_key for r in requests] == [f"drift-retrain:3:{DAYS[2]}"]
+
+
 def test_a_missing_day_breaks_the_run_and_k_is_configurable(
     instance: dg.DagsterInstance,
 ) -> None:

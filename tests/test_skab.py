@@ -228,6 +228,21 @@ def test_policy_grid_contains_the_tuned_policy() -> None:
     assert {p.smoothing.rebaseline for p in POLICY_GRID} == set(REBASELINE_GRID)
 
 
+def test_platform_default_rows_are_the_graph_defaults() -> None:
+    """The untuned rows must be what the asset graph does out of the box: the launchpad's
+    detector defaults and the bundle's default threshold rule, with no smoothing."""
+    from ds_assets.assets.detector import BundleConfig, DetectorConfig
+    from ds_assets.skab import PLATFORM_DEFAULT_CONFIGS
+
+    bundle = BundleConfig()
+    assert [c.name for c in PLATFORM_DEFAULT_CONFIGS] == ["temporal_ae", "dense_ae", "pca"]
+    for config in PLATFORM_DEFAULT_CONFIGS:
+        assert config.params == DetectorConfig(family=config.name).params()
+        assert config.features == FEATURES
+        assert (config.policy.quantile, config.policy.margin) == (bundle.quantile, bundle.margin)
+        assert config.policy.smoothing == bundle.smoothing()
+
+
 # ---------------------------------------------------------------------------------------------
 # files (synthetic SKAB-format CSVs, not SKAB data)
 
@@ -307,8 +322,11 @@ def test_cli_on_synthetic_files_writes_table_and_json(
         ("pca", "no re-baselining"), ("zscore", "no re-baselining")]
     assert all("rebaseline" not in g["chosen"]["smoothing"] for r in without for g in r["groups"])
     assert "pca, no re-baselining (ours, held-out policy)" in printed
-    # 2 families x 2 sensor sets x 2 files; the fixed rows reuse the cached scores
-    assert doc["trainings"] == 8
+    # 2 families x 2 sensor sets x 2 files, plus pca's platform defaults on 2 files; the fixed
+    # rows reuse the cached scores
+    assert doc["trainings"] == 10
+    assert [r["config"]["name"] for r in doc["platform_defaults_untuned"]] == ["pca"]
+    assert "pca (ours, platform defaults, untuned)" in headline
     for r in doc["tuned_on_test_optimistic"]:
         assert r["tp"] + r["fp"] + r["fn"] + r["tn"] == doc["test_rows"]
         # a +6 sigma shift of the flow sensor is caught by either detector; 10-of-20 smoothing

@@ -47,6 +47,27 @@ def drift_statuses(
         n *= 2
 
 
+def requested_episode(
+    instance: dg.DagsterInstance, reference_version: str, run: Sequence[str], limit: int = 100
+) -> str | None:
+    """The episode of an earlier drift-triggered retrain run (its tags) that the drifted days
+    ``run`` overlap, against the same reference model: the same episode, even when the cursor
+    that remembers it was lost and the run has since grown backwards (re-scored days), which
+    gives it another first day and so another run key."""
+    records = instance.get_run_records(
+        dg.RunsFilter(job_name=TRAINING_JOB, tags={"datasentinel/trigger": "drift"}),
+        limit=limit,
+    )
+    for record in records:
+        tags = record.dagster_run.tags
+        episode = tags.get("datasentinel/drift_episode", "")
+        days = [d for d in tags.get("datasentinel/drifted_partitions", "").split(",") if d]
+        version = episode.rpartition(":")[0]
+        if version == reference_version and days and days[0] <= run[-1] and days[-1] >= run[0]:
+            return episode
+    return None
+
+
 def build_drift_sensor(
     k: int = 3,
     training_window: int = 7,
@@ -60,8 +81,10 @@ def build_drift_sensor(
     overlaps it is the same episode however long it lasts or if re-scored days grow it
     backwards. The status scan reaches back to the run's first day, and the run key is
     ``drift-retrain:<version>:<first day>``, so the daemon drops a duplicate even if the cursor
-    is lost. The retrain window ends at the last drifted day and spans
-    ``training_window`` days, so it includes the drifted data.
+    is lost; and a run already launched for an overlapping episode (its tags) stops a second
+    request when the cursor is lost and the run has grown backwards since. The retrain window
+    ends at the last drifted day and spans ``training_window`` days, so it includes the drifted
+    data.
     """
     if k < 1 or training_window < 1:
         raise ValueError(f"k={k} and training_window={training_window} must both be >= 1")
@@ -87,6 +110,16 @@ def build_drift_sensor(
                             DriftEpisode.from_cursor(state.get("episode")))
         cursor = json.dumps({"storage_id": newest,
                              "episode": plan.requested.to_dict() if plan.requested else None})
+        if plan.request:
+            earlier = requested_episode(context.instance, version, plan.drifted_run)
+            if earlier is not None:
+                first, last = earlier.rpartition(":")[2], plan.drifted_run[-1]
+                remembered = DriftEpisode(version, min(first, plan.drifted_run[0]), last)
+                cursor = json.dumps({"storage_id": newest, "episode": remembered.to_dict()})
+                reason = (f"retrain already requested for episode {earlier} (a run of "
+                          f"{TRAINING_JOB} carries it; the sensor's cursor did not)")
+                context.log.info(reason)
+                return dg.SensorResult(skip_reason=reason, cursor=cursor)
         context.log.info(plan.reason)
         if not plan.request:
             return dg.SensorResult(skip_reason=plan.reason, cursor=cursor)
