@@ -130,8 +130,9 @@ def test_whole_graph_on_tiny_data(settings: Settings) -> None:
     assert "baseline_isolation_forest_pr_auc" in logged.metrics
     artifacts = {a.path for a in client.list_artifacts(run_id, "evaluation")}
     assert "evaluation/report.html" in artifacts
+    # (the MLflow store is shared by the session's tests: other tests register versions too)
     registered = client.search_model_versions(f"name='{settings.model_name}'")
-    assert [v.run_id for v in registered] == [run_id]
+    assert [v.run_id for v in registered].count(run_id) == 1
 
     # The alerting policy travels in the manifest (defaults for v1, run config for v2).
     assert bundle.manifest.alerting == {"k": 3, "n": 5, "m": 10, "cooldown": 600.0}
