@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import datetime as dt
+import json
 from dataclasses import replace
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -301,3 +303,14 @@ def test_a_million_rows() -> None:
     frame = generate_day("2026-11-01", GeneratorConfig(n_hosts=700))
     assert len(frame) == 1_008_000
     assert frame["label"].sum() > 0
+
+
+def test_generator_benchmark_reports_rows_and_the_floor_ratio(tmp_path: Path) -> None:
+    from bench.generator import main as bench_main
+
+    out = tmp_path / "generator.json"
+    assert bench_main(["--hosts", "2", "--repeats", "1", "--out", str(out)]) == 0
+    result = json.loads(out.read_text())
+    assert result["rows"] == 2 * 1440 and result["features"] == 8
+    assert result["anomalous_rows"] > 0
+    assert result["rows_per_s"] > 0 and result["ratio_to_floor"] > 0
