@@ -21,6 +21,7 @@ import numpy as np
 import pandas as pd
 
 from ds_assets.settings import Settings
+from ds_serving.bundle import version_dir
 
 Runner = Callable[..., None]
 
@@ -57,7 +58,7 @@ def bundle_day_metrics(bundle_path: Path, raw: pd.DataFrame) -> dict[str, Any]:
 
     bundle = load_bundle(bundle_path)
     m = bundle.manifest
-    scored = score_frame(Scorer.from_bundle(bundle, backend="cpu"), raw,
+    scored = score_frame(Scorer.from_bundle(bundle), raw,  # the backend scored_telemetry uses
                          smoothing=Smoothing.from_dict(m.smoothing))
     return frame_metrics(scored, alert_events(scored, AlertPolicy.from_dict(m.alerting)))
 
@@ -173,8 +174,8 @@ def run_drift_story(
         run_config={"ops": {"raw_telemetry": {"config": drifted}}})
     raw = pd.read_parquet(assets / "raw_telemetry" / f"{later}.parquet")
     old_version = before[drift_days[0]]["version"]
-    unseen = {"old": bundle_day_metrics(settings.models_dir / settings.model_name / old_version,
-                                        raw),
+    old_bundle = version_dir(settings.models_dir, settings.model_name, old_version)
+    unseen = {"old": bundle_day_metrics(old_bundle, raw),
               "new": day_metrics(assets, later)}
     for label, m in unseen.items():
         print(f"  {later if label == 'old' else '':10} {'v' + m['version']:>5} "

@@ -47,6 +47,8 @@ SCORE = "__score__"  # key of the anomaly-score sketch among the feature sketche
 # the scores at or below the model threshold: what an unlabeled day is compared on (its own
 # incidents, far above the threshold, would otherwise read as score drift)
 SCORE_BELOW = "__score_below_threshold__"
+# an unlabeled day with less than this share of its rows unflagged is compared on every score
+MIN_UNFLAGGED_SHARE = 0.5
 FEATURE_STATS = ("wasserstein", "psi")
 SCORE_STATS = ("wasserstein", "psi", "anomaly_rate_shift")
 
@@ -555,19 +557,24 @@ def _unlabeled_score_shift(
     out["thresholds"] = reference.thresholds[SCORE_BELOW]
     if scores is None:
         return out
-    sample = np.asarray(scores, dtype=np.float64)
+    every = np.asarray(scores, dtype=np.float64)
+    sample = every
     if flags is not None and len(flags):
         flagged = np.asarray(flags, dtype=bool)
         rate = float(np.mean(flagged))
         out["anomaly_rate"] = rate
         out["anomaly_rate_shift"] = abs(rate - reference.anomaly_rate)
-        sample = sample[~flagged]
+        sample = every[~flagged]
     sample = sample[np.isfinite(sample)]
+    if sample.size < MIN_UNFLAGGED_SHARE * np.isfinite(every).sum():
+        # most of the day is over the threshold: what is left is no longer the day's normal
+        # part, and nothing an incident does looks like this; compare every score
+        whole = score_shift(reference, every, flags)
+        whole["compared"] = (f"every score (no labels, but under {MIN_UNFLAGGED_SHARE:.0%} of "
+                             "the rows are at or below the threshold)")
+        return whole
     out["compared"] = ("scores at or below the threshold against the same part of the "
                        "reference (no labels; the flag rate does not decide)")
-    if sample.size == 0:  # every row flagged: nothing normal left to compare
-        out["over_threshold"] = []
-        return out
     out.update(feature_statistics(sample, reference.sketches[SCORE_BELOW]))
     thr = out["thresholds"]
     over = [s for s in ("wasserstein", "psi") if np.isfinite(out[s]) and out[s] > thr[s]]

@@ -27,7 +27,7 @@ def resolve_path(pattern: str, day: str) -> Path:
     """Expand ``{date}`` in a path pattern with the partition key (YYYY-MM-DD)."""
     try:
         return Path(pattern.format(date=day))
-    except (KeyError, IndexError, ValueError) as exc:
+    except (KeyError, IndexError, ValueError, AttributeError, TypeError) as exc:
         raise SourceError(
             f"source path {pattern!r}: only the placeholder {{date}} is expanded (the "
             f"partition's YYYY-MM-DD); it cannot be formatted ({type(exc).__name__}: {exc}); "

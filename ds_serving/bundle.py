@@ -259,8 +259,16 @@ def list_versions(models_dir: str | os.PathLike[str], name: str) -> list[str]:
     return sorted(versions, key=lambda v: (0, int(v), "") if v.isdigit() else (1, 0, v))
 
 
+WITHDRAWN_PREFIX = ".withdrawn-version-"
+
+
 def _next_version(models_dir: str | os.PathLike[str], name: str) -> str:
     numeric = [int(v) for v in list_versions(models_dir, name) if v.isdigit()]
+    root = model_dir(models_dir, name)
+    if root.is_dir():  # withdrawn numbers are never handed out again
+        numeric += [int(p.name[len(WITHDRAWN_PREFIX):]) for p in root.iterdir()
+                    if p.name.startswith(WITHDRAWN_PREFIX)
+                    and p.name[len(WITHDRAWN_PREFIX):].isdigit()]
     return str(max(numeric, default=0) + 1)
 
 
@@ -348,6 +356,9 @@ def withdraw_version(models_dir: str | os.PathLike[str], name: str, version: str
     hidden = target.with_name(f".withdrawn-{version}-{uuid.uuid4().hex[:8]}")
     os.rename(target, hidden)
     shutil.rmtree(hidden, ignore_errors=True)
+    # the number stays taken: an MLflow run (or model version) of the failed attempt may still
+    # name it, so the next bundle must not reuse it
+    (target.parent / f"{WITHDRAWN_PREFIX}{version}").touch()
 
 
 def champion_version(models_dir: str | os.PathLike[str], name: str) -> str | None:

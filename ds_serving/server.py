@@ -436,7 +436,8 @@ class ScorerServer:
         self._health = health.aio.HealthServicer()
         self._watch_task: asyncio.Task[None] | None = None
         self._metrics_http: Any = None
-        self._last_failure: tuple[Any, str] | None = None  # (pointer stamp, reason)
+        # ((pointer stamp, manifest stamp or None), reason) of the last refused reload
+        self._last_failure: tuple[Any, str] | None = None
         self._reload_lock = asyncio.Lock()
         self._served_manifest: Any = None  # stamp of the served version's manifest
         workers = config.workers or usable_cores()
@@ -559,7 +560,7 @@ class ScorerServer:
     async def reload(self) -> str:
         """Serve the current champion if it changed: 'success', 'unchanged', 'failure' or
         'no-champion'. A failure leaves the old model serving and is logged and counted once
-        per champion pointer."""
+        per champion pointer and manifest of the version it names."""
         async with self._reload_lock:
             stamp = self._pointer_stamp()
             if stamp is None:
@@ -567,13 +568,15 @@ class ScorerServer:
                     log.warning("no champion yet at %s; waiting for one", self.champion_path)
                     self._last_failure = (None, "no-champion")
                 return "no-champion"
-            if self._last_failure is not None and self._last_failure[0] == stamp:
-                return "failure"  # already refused this pointer; wait for a new promotion
+            # a refusal is remembered per (pointer, manifest of the version it names): retried
+            # only after a new promotion or a change to that version (an engine added)
+            if self._last_failure is not None and self._last_failure[0] == (stamp, None):
+                return "failure"  # an unreadable pointer; wait for a new promotion
             try:
                 version = champion_version(self.config.models_dir, self.config.name)
                 path = version_dir(self.config.models_dir, self.config.name, str(version))
             except BundleError as exc:
-                return self._refuse(stamp, str(exc))
+                return self._refuse((stamp, None), str(exc))
             current = self.runtime
             # the same version is reloaded only when its manifest changed: an engine added to
             # the served version (tensorrt_engine can finish after the promotion) is picked up
@@ -581,6 +584,9 @@ class ScorerServer:
             if (current is not None and version == current.version
                     and manifest_stamp == self._served_manifest):
                 return "unchanged"
+            stamp = (stamp, manifest_stamp)
+            if self._last_failure is not None and self._last_failure[0] == stamp:
+                return "failure"  # already refused; wait for a new promotion or a change
             loop = asyncio.get_running_loop()
             try:
                 runtime = await loop.run_in_executor(None, self._load, path)

@@ -151,6 +151,10 @@ def test_an_unlabeled_day_still_shows_a_shift_of_its_normal_scores(
     same = rng.gamma(2.0, size=n)
     same[incidents] = 40.0
     assert not drift.score_shift(reference, same, same > cut, labeled=False)["drifted"]
+    # a day almost all over the threshold has no normal part left: every score is compared
+    flooded = rng.gamma(2.0, size=n) + 20.0
+    result = drift.score_shift(reference, flooded, flooded > cut, labeled=False)
+    assert result["drifted"] and result["compared"].startswith("every score")
 
 
 def test_a_reference_from_before_the_unflagged_sketch_compares_every_score(

@@ -223,9 +223,14 @@ def test_a_bundle_mlflow_could_not_register_is_withdrawn(
     with pytest.raises(RuntimeError, match=r"v2 in MLflow .* failed \(ConnectionError: tracking"):
         registry.register(two_bundles[1], "run-id", params={}, metrics={})
     assert list_versions(models_dir, name) == ["1"]
-    assert not [p for p in (models_dir / name).iterdir() if p.name.startswith(".")]
+    assert [p.name for p in (models_dir / name).iterdir() if p.name.startswith(".")] == [
+        ".withdrawn-version-2"]  # a marker keeps the number taken, nothing else is left
+    # MLflow may still name v2 (the failed attempt's run): the next bundle is v3
+    again = write_bundle(models_dir, name, two_bundles[0].model_bytes(), kind="pca",
+                         features=FEATURES, threshold=1.0, threshold_rule={"rule": "quantile"})
+    assert again.manifest.version == "3"
 
     promote(models_dir, name, "1")
     with pytest.raises(BundleError, match="is the champion"):
         withdraw_version(models_dir, name, "1")
-    assert list_versions(models_dir, name) == ["1"]
+    assert list_versions(models_dir, name) == ["1", "3"]

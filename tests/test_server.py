@@ -457,6 +457,16 @@ def test_an_engine_added_to_the_served_version_is_picked_up(
     assert client.score(_normal_rows(2)).model_version == v1.name
     assert thread.reload() == "unchanged"
 
+    # a change to the served version that cannot load is refused once, v1 keeps serving, and
+    # the next change to that version is tried again (not only a new promotion)
+    manifest = v1 / "config.json"
+    good = manifest.read_text()
+    atomic_write_text(manifest, good.replace('"threshold"', '"thresh"', 1))
+    assert thread.reload() == "failure" and thread.reload() == "failure"
+    assert client.score(_normal_rows(1)).model_version == v1.name
+    atomic_write_text(manifest, good)
+    assert thread.reload() == "success"
+
 
 # -- shutdown -----------------------------------------------------------------------------------
 

@@ -231,7 +231,7 @@ def test_policy_grid_contains_the_tuned_policy() -> None:
 def test_platform_default_rows_are_the_graph_defaults() -> None:
     """The untuned rows must be what the asset graph does out of the box: the launchpad's
     detector defaults and the bundle's default threshold rule, with no smoothing."""
-    from ds_assets.assets.detector import BundleConfig, DetectorConfig
+    from ds_assets.assets.detector import BundleConfig, DetectorConfig, TrainingWindowConfig
     from ds_assets.skab import PLATFORM_DEFAULT_CONFIGS
 
     bundle = BundleConfig()
@@ -241,6 +241,20 @@ def test_platform_default_rows_are_the_graph_defaults() -> None:
         assert config.features == FEATURES
         assert (config.policy.quantile, config.policy.margin) == (bundle.quantile, bundle.margin)
         assert config.policy.smoothing == bundle.smoothing()
+        # calibrated on rows held out of fitting, like the graph's validation split
+        assert config.holdout == TrainingWindowConfig().val_fraction
+        assert config.threshold_on_holdout
+    with pytest.raises(SkabError, match="threshold_on_holdout needs holdout > 0"):
+        Config("x", POLICY, baseline="zscore", threshold_on_holdout=True)
+
+
+def test_a_holdout_calibrated_threshold_uses_only_the_held_out_training_rows() -> None:
+    fit, held = np.full(340, 1.0), np.linspace(2.0, 3.0, 60)
+    labels = np.zeros(420, dtype=np.int64)
+    scored = FileScores("f", np.r_[fit, held, np.zeros(20)], labels, calibration_from=340)
+    np.testing.assert_array_equal(scored.train_scores, held)
+    _, median = file_flags(scored, Policy(quantile=0.5))
+    assert median == pytest.approx(2.5)  # the median of all 400 training rows would be 1.0
 
 
 # ---------------------------------------------------------------------------------------------

@@ -73,7 +73,7 @@ def drift_report(
     )
     population = (
         "label == 0 rows (labeled anomalies are not in the reference)" if labeled
-        else "all rows (no label column; scores compared at or below the threshold)"
+        else f"all rows (no label column; scores: {result.score['compared']})"
     )
     summary = result.summary()
     score = result.score

@@ -62,8 +62,11 @@ def build_promotion_sensor(
         # fail in scored_telemetry: leave it out (its old scores stay, marked by their version)
         failing = partitions_failing_checks(context.instance, stale)
         if failing:
-            context.log.warning(f"champion v{version}: not re-scoring {sorted(failing)}, their "
-                                f"raw data failed blocking checks {failing}")
+            context.log.warning(
+                f"champion v{version}: not re-scoring {sorted(failing)}, their raw data failed "
+                f"blocking checks {failing}; this sensor does not come back to them: fix the "
+                "source, then run daily_pipeline for each (ingest, checks, score with the "
+                "champion, drift, alerts)")
             stale = [k for k in stale if k not in failing]
         if not stale:
             left_out = f" that passed its checks (left out: {sorted(failing)})" if failing else ""
