@@ -175,3 +175,12 @@ def test_alerts_asset_uses_the_scoring_bundles_policy(settings: Settings) -> Non
     assert int(bundle_policy["rows"].sum()) > 0
     stricter = run({"k": 3})  # never 3 flags in 3 rows
     assert stricter.empty
+
+
+def test_a_bundle_alerting_config_that_cannot_work_names_its_run_config_fields() -> None:
+    from ds_assets.assets.detector import BundleConfig
+    from ds_serving.alerting import AlertPolicyError
+
+    assert BundleConfig().alerting().to_dict() == {"k": 3, "n": 5, "m": 10, "cooldown": 600.0}
+    with pytest.raises(AlertPolicyError, match=r"alerting.k must be between 1 and n=5 .*alert_k"):
+        BundleConfig(alert_k=6).alerting()

@@ -37,7 +37,7 @@ from ds_assets.tensorrt_build import (
     unavailable_reason,
 )
 from ds_assets.thresholds import calibrate_threshold
-from ds_serving.alerting import AlertPolicy
+from ds_serving.alerting import AlertPolicy, AlertPolicyError
 from ds_serving.bundle import load_bundle, write_bundle
 from ds_serving.scoring import Scorer, score_rows
 from ds_serving.smoothing import Rebaseline, Smoothing
@@ -293,8 +293,13 @@ class BundleConfig(dg.Config):
     alert_cooldown_seconds: float = 600.0
 
     def alerting(self) -> AlertPolicy:
-        return AlertPolicy(k=self.alert_k, n=self.alert_n, m=self.alert_m,
-                           cooldown=self.alert_cooldown_seconds)
+        try:
+            return AlertPolicy(k=self.alert_k, n=self.alert_n, m=self.alert_m,
+                               cooldown=self.alert_cooldown_seconds)
+        except AlertPolicyError as exc:  # name the run-config fields, not the manifest keys
+            raise AlertPolicyError(
+                f"model_bundle config: {exc} (run config fields alert_k, alert_n, alert_m, "
+                "alert_cooldown_seconds)") from None
 
     def smoothing(self) -> Smoothing:
         rebaseline = None
