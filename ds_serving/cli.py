@@ -170,7 +170,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_client_flags(sc)
 
     r = sub.add_parser("replay", help="stream synthetic telemetry or a CSV at a given rate")
-    r.add_argument("--csv", default=None, help="replay this CSV instead of synthetic telemetry")
+    r.add_argument("--csv", default=None,
+                   help="replay this CSV (or .parquet) file instead of synthetic telemetry")
     r.add_argument("--sep", default=",", help="CSV separator")
     r.add_argument("--entity-column", default=None, help="entity column of --csv")
     r.add_argument("--time-column", default=None, help="timestamp column of --csv")
@@ -374,23 +375,29 @@ def _score_file(args: argparse.Namespace) -> int:
 Batch = tuple[np.ndarray, Any, Any, Any]  # rows, entities, timestamps, injected (or None)
 
 
-def _replay_batches(args: argparse.Namespace, info: Any) -> Iterator[Batch]:
-    if args.csv:
-        frame = _read_table(args.csv, args.sep)
-        rows, entities, times = _columns(frame, list(info.features), args.entity_column,
-                                         args.time_column, args.csv)
+def _replay_batches(args: argparse.Namespace, info: Any) -> tuple[int, Iterator[Batch]]:
+    """The rows to replay (``--rows``, or fewer when the file has fewer) and their batches;
+    a file is read and checked before the first batch is sent."""
+    if not args.csv:
+        return args.rows, (
+            (batch.rows, batch.entities, batch.timestamps, batch.injected)
+            for batch in synthetic_batches(
+                len(info.features), batch_rows=args.batch, n_entities=args.entities,
+                seed=args.seed, start=args.start, anomaly_rate=args.anomaly_rate,
+                mean=list(info.feature_mean), std=list(info.feature_std),
+            )
+        )
+    frame = _read_table(args.csv, args.sep)
+    rows, entities, times = _columns(frame, list(info.features), args.entity_column,
+                                     args.time_column, args.csv)
+
+    def from_file() -> Iterator[Batch]:
         for lo in range(0, len(rows), args.batch):
             hi = lo + args.batch
             yield (rows[lo:hi], None if entities is None else entities[lo:hi],
                    None if times is None else times[lo:hi], None)
-        return
-    for batch in synthetic_batches(
-        len(info.features), batch_rows=args.batch, n_entities=args.entities, seed=args.seed,
-        start=args.start,
-        anomaly_rate=args.anomaly_rate, mean=list(info.feature_mean),
-        std=list(info.feature_std),
-    ):
-        yield batch.rows, batch.entities, batch.timestamps, batch.injected
+
+    return min(args.rows, len(rows)), from_file()
 
 
 def _replay(args: argparse.Namespace) -> int:
@@ -403,10 +410,12 @@ def _replay(args: argparse.Namespace) -> int:
         latencies: list[float] = []
         start = time.perf_counter()
 
+        total, batches = _replay_batches(args, info)
+
         def requests() -> Iterator[Any]:
             sent = 0
-            for i, (rows, entities, times, injected) in enumerate(_replay_batches(args, info)):
-                rows = rows[: args.rows - sent]
+            for i, (rows, entities, times, injected) in enumerate(batches):
+                rows = rows[: total - sent]
                 k = len(rows)
                 if k == 0:
                     return
@@ -423,7 +432,7 @@ def _replay(args: argparse.Namespace) -> int:
                     None if times is None else times[:k], request_id=rid,
                 )
                 sent += k
-                if sent >= args.rows:
+                if sent >= total:
                     return
 
         done = anomalies = opened = closed = n_injected = injected_flagged = 0
@@ -448,9 +457,9 @@ def _replay(args: argparse.Namespace) -> int:
             now = time.perf_counter()
             if now - last >= args.progress_every:
                 last = now
-                _progress(now - start, done, args.rows, anomalies, open_now, latencies)
+                _progress(now - start, done, total, anomalies, open_now, latencies)
         elapsed = time.perf_counter() - start
-        _progress(elapsed, done, args.rows, anomalies, open_now, latencies)
+        _progress(elapsed, done, total, anomalies, open_now, latencies)
         print(json.dumps({
             "model": info.name, "version": info.version, "rows": done,
             "seconds": round(elapsed, 3), "rows_per_second": round(done / elapsed),

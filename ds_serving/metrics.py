@@ -20,6 +20,7 @@ from prometheus_client.exposition import ThreadingWSGIServer
 from prometheus_client.registry import Collector
 
 PREFIX = "ds_scorer"
+RELOAD_FAILURE_KINDS = ("pointer", "bundle", "features", "stateful_model")
 # score / threshold: > 1 means flagged; the same buckets fit every model and survive reloads
 SCORE_RATIO_BUCKETS = (0.1, 0.25, 0.5, 0.75, 0.9, 1.0, 1.25, 1.5, 2.0, 3.0, 5.0, 10.0, 100.0)
 LATENCY_BUCKETS = (
@@ -130,6 +131,16 @@ class ScorerMetrics:
             f"{PREFIX}_reloads", "Model (re)load attempts by result (success, failure)",
             ["result"], registry=r,
         )
+        self.reload_failures = Counter(
+            f"{PREFIX}_reload_failures",
+            "Refused model reloads by reason: pointer (champion.json unreadable or names a bad "
+            "version), bundle (checksums, shapes, manifest, onnxruntime or warm-up), features "
+            "(another feature set than the served model's), stateful_model (a temporal or "
+            "alerting model offered to the stateless multi-process tier)",
+            ["reason"], registry=r,
+        )
+        for kind in RELOAD_FAILURE_KINDS:  # every reason shows from the start, at 0
+            self.reload_failures.labels(kind)
         self.load_duration = Histogram(
             f"{PREFIX}_model_load_duration_seconds",
             "Time to load, verify and warm up a model bundle",

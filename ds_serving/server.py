@@ -348,6 +348,9 @@ class ScorerService(scoring_pb2_grpc.ScorerServicer):
         start = time.perf_counter()
         try:
             response = await self._score(self._runtime(), request)
+        except asyncio.CancelledError:  # the client went away or its deadline passed
+            self._metrics.record("Score", "CANCELLED", time.perf_counter() - start)
+            raise
         except Exception as exc:
             await self._fail(context, "Score", start, exc)
             raise  # abort raised already; keeps type checkers aware
@@ -374,9 +377,10 @@ class ScorerService(scoring_pb2_grpc.ScorerServicer):
                 while pending:
                     start = time.perf_counter()
                     responses, failure = await self._score_messages(pending)
-                    elapsed = time.perf_counter() - start
+                    # messages scored together share the time: each is counted with its share
+                    share = (time.perf_counter() - start) / max(len(responses), 1)
                     for response in responses:
-                        self._metrics.record("ScoreStream", "OK", elapsed)
+                        self._metrics.record("ScoreStream", "OK", share)
                         index += 1
                         yield response
                     if failure is not None:
@@ -386,6 +390,9 @@ class ScorerService(scoring_pb2_grpc.ScorerServicer):
                                          f"message {index}{rid}: ")
                         raise failure
                     pending = pending[len(responses):]  # the rest after a hot reload
+        except asyncio.CancelledError:
+            self._metrics.record("ScoreStream", "CANCELLED", 0.0)
+            raise
         finally:
             reader.close()
 
@@ -576,7 +583,7 @@ class ScorerServer:
                 version = champion_version(self.config.models_dir, self.config.name)
                 path = version_dir(self.config.models_dir, self.config.name, str(version))
             except BundleError as exc:
-                return self._refuse((stamp, None), str(exc))
+                return self._refuse((stamp, None), str(exc), "pointer")
             current = self.runtime
             # the same version is reloaded only when its manifest changed: an engine added to
             # the served version (tensorrt_engine can finish after the promotion) is picked up
@@ -591,13 +598,14 @@ class ScorerServer:
             try:
                 runtime = await loop.run_in_executor(None, self._load, path)
             except Exception as exc:  # BundleError, onnxruntime errors, warm-up failures
-                return self._refuse(stamp, str(exc))
+                return self._refuse(stamp, str(exc), "bundle")
             if self.config.stateless and runtime.keeps_state:
                 return self._refuse(
                     stamp,
                     f"{path}: the model keeps per-entity state ({runtime.state_description}), "
                     "which a multi-process scorer cannot share between its processes; serve it "
                     "with --processes 1",
+                    "stateful_model",
                 )
             if current is not None and runtime.features != current.features:
                 return self._refuse(
@@ -605,6 +613,7 @@ class ScorerServer:
                     f"{path}: features {list(runtime.features)} differ from the served model's "
                     f"{list(current.features)}; clients would send the wrong columns (restart "
                     "the scorer to change the feature set)",
+                    "features",
                 )
             if current is not None:
                 runtime.inherit_state(current)
@@ -639,9 +648,11 @@ class ScorerServer:
         runtime.grouping = GroupPolicy(window=cfg.coalesce_window)
         return runtime
 
-    def _refuse(self, stamp: Any, reason: str) -> str:
+    def _refuse(self, stamp: Any, reason: str, kind: str) -> str:
+        """Keep serving what serves; count the refusal by ``kind`` (RELOAD_FAILURE_KINDS)."""
         self._last_failure = (stamp, reason)
         self.metrics.reloads.labels("failure").inc()
+        self.metrics.reload_failures.labels(kind).inc()
         serving = (
             f"v{self.runtime.version} keeps serving" if self.runtime else "no model is serving"
         )
@@ -666,6 +677,12 @@ class ScorerServer:
 async def serve(config: ServerConfig) -> None:
     """Run until SIGTERM/SIGINT, then drain in-flight RPCs within ``config.grace`` seconds."""
     server = ScorerServer(config)
+    # handlers first: a SIGTERM while the model loads (seconds for a TensorRT engine) stops
+    # the server cleanly once it is up, instead of killing the process mid-load
+    stopping = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stopping.set)
     await server.start()
     # what start-up built (modules, gRPC, the loaded model) lives as long as the process: move
     # it out of the collector's reach, so a full collection on the request path scans only what
@@ -674,10 +691,6 @@ async def serve(config: ServerConfig) -> None:
     gc.freeze()
     log.info("%d start-up objects frozen (out of the garbage collector's scans)",
              gc.get_freeze_count())
-    stopping = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stopping.set)
     await stopping.wait()
     log.info("signal received: draining in-flight requests (grace %.1fs)", config.grace)
     await server.stop(config.grace)

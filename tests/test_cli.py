@@ -109,6 +109,32 @@ def test_replay_is_deterministic(served: tuple[str, Path],
     assert first["injected_rows_flagged"] >= 0.5 * first["injected_rows"]  # type: ignore[operator]
 
 
+def test_replay_of_a_parquet_file_shorter_than_rows_scores_it_all(
+    served: tuple[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The producer replays a recorded file (CSV or Parquet): every row once, in order, with
+    progress reaching 100 % of the file even when --rows asks for more, alert lines as they
+    open, and the flags dataset scoring gives the same rows."""
+    target, path = served
+    rows = _normal_rows(300, 5)
+    rows[100:130] += 90  # one long burst on host h0: opens (and closes) an alert
+    frame = pd.DataFrame(rows, columns=FEATURES)
+    frame.insert(0, "host_id", "h0")
+    frame.insert(0, "timestamp", pd.date_range("2026-11-01", periods=300, freq="min", tz="UTC"))
+    recorded = tmp_path / "recorded.parquet"
+    frame.to_parquet(recorded)
+    assert main(["replay", "--target", target, "--csv", str(recorded), "--rows", "10000",
+                 "--batch", "64", "--rate", "0", "--entity-column", "host_id",
+                 "--time-column", "timestamp"]) == 0
+    out, err = capsys.readouterr()
+    summary = json.loads([ln for ln in out.splitlines() if ln.startswith("{")][-1])
+    reference = score_rows(Scorer.from_bundle(load_bundle(path), backend="cpu"), rows,
+                           frame["host_id"].to_numpy())
+    assert summary["rows"] == 300 and summary["anomalies"] == int(reference.flags.sum())
+    assert "300/300 rows (100.0%)" in err.splitlines()[-1]
+    assert summary["alerts_opened"] == 1 and "alert open  h0 at 2026-11-01T01:" in out
+
+
 def test_replay_paces_at_the_requested_rate(served: tuple[str, Path],
                                             capsys: pytest.CaptureFixture[str]) -> None:
     target, _ = served

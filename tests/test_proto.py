@@ -55,3 +55,22 @@ def test_service_is_registered_under_its_package() -> None:
     assert set(methods) == {"Score", "ScoreStream", "GetModelInfo"}
     stream = methods["ScoreStream"]
     assert stream.client_streaming and stream.server_streaming
+
+
+def test_ds_serving_imports_neither_dagster_nor_torch() -> None:
+    """The scorer ships without the training stack: importing every serving module (and running
+    the CLI's argument parsing) must not pull in dagster, torch or ds_assets."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys\n"
+        "import ds_serving.server, ds_serving.cli, ds_serving.client, ds_serving.processes\n"
+        "import ds_serving.engines, ds_serving.scoring, ds_serving.bundle, ds_serving.metrics\n"
+        "ds_serving.cli.build_parser().parse_args(['serve', '--models', 'm'])\n"
+        "print(sorted(m for m in ('dagster', 'torch', 'ds_assets') if m in sys.modules))\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=120, check=False)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "[]"

@@ -4,6 +4,7 @@ scoring, temporal windows, alerts, health, reflection, metrics, hot reload and s
 from __future__ import annotations
 
 import json
+import logging
 import threading
 import time
 import urllib.request
@@ -411,7 +412,8 @@ def test_hot_reload_under_load_has_no_failed_requests(
 
 
 def test_corrupt_or_mismatched_bundle_is_refused_and_old_keeps_serving(
-    served: tuple[ServerThread, ScorerClient, Path], models: Path
+    served: tuple[ServerThread, ScorerClient, Path], models: Path,
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
     thread, client, v1 = served
     pointer = model_dir(models, "ae") / CHAMPION_FILE
@@ -419,8 +421,12 @@ def test_corrupt_or_mismatched_bundle_is_refused_and_old_keeps_serving(
     v2 = write_point_bundle(models, seed=1)
     (v2 / "model.onnx").write_bytes(b"garbage" + (v2 / "model.onnx").read_bytes())
     atomic_write_text(pointer, json.dumps({"name": "ae", "version": v2.name}))
-    assert thread.reload() == "failure"
+    with caplog.at_level(logging.ERROR, logger="ds_serving.server"):
+        assert thread.reload() == "failure"
     assert "checksum mismatch" in (thread.server.last_failure or "")
+    refused = [r.getMessage() for r in caplog.records if "model reload refused" in r.getMessage()]
+    assert len(refused) == 1 and "checksum mismatch" in refused[0]
+    assert f"v{v1.name} keeps serving" in refused[0]
     assert client.info().version == v1.name
     assert client.score(_normal_rows(2)).model_version == v1.name
     assert thread.reload() == "failure"  # not retried until the pointer changes
@@ -439,6 +445,39 @@ def test_corrupt_or_mismatched_bundle_is_refused_and_old_keeps_serving(
     port = thread.server.metrics_port
     text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()
     assert 'ds_scorer_reloads_total{result="failure"} 3.0' in text
+    for reason, count in (("bundle", 1), ("features", 1), ("pointer", 1),
+                          ("stateful_model", 0)):
+        assert f'ds_scorer_reload_failures_total{{reason="{reason}"}} {count}.0' in text
+
+
+def test_requests_whose_client_gave_up_are_counted_as_cancelled(
+    served: tuple[ServerThread, ScorerClient, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A deadline that passes while the request is scored cancels the handler: it is counted
+    (code CANCELLED) rather than vanishing from the request metrics."""
+    import asyncio
+
+    thread, _, _ = served
+    runtime = thread.server.runtime
+    assert runtime is not None
+
+    async def stuck(*_args: object, **_kwargs: object) -> None:
+        await asyncio.sleep(30)
+
+    monkeypatch.setattr(runtime, "score_async", stuck)
+    impatient = ScorerClient(f"127.0.0.1:{thread.server.port}", timeout=0.3)
+    try:
+        with pytest.raises(grpc.RpcError) as info:
+            impatient.score(_normal_rows(1))
+        assert info.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED  # type: ignore[attr-defined]
+    finally:
+        impatient.close()
+    requests = thread.server.metrics.requests
+    deadline = time.time() + 5
+    while requests.labels("Score", "CANCELLED")._value.get() < 1 and time.time() < deadline:
+        time.sleep(0.05)
+    assert requests.labels("Score", "CANCELLED")._value.get() == 1
+    assert requests.labels("Score", "OK")._value.get() == 0
 
 
 def test_an_engine_added_to_the_served_version_is_picked_up(

@@ -97,6 +97,8 @@ def test_stateless_scorer_refuses_entity_ids_and_stateful_models(tmp_path: Path)
         assert server.last_failure is not None
         assert "2-of-3 flag smoothing" in server.last_failure
         assert "--processes 1" in server.last_failure
+        refusals = server.metrics.reload_failures
+        assert refusals.labels("stateful_model")._value.get() == 1
     finally:
         thread.stop()
 
