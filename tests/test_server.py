@@ -450,6 +450,44 @@ def test_corrupt_or_mismatched_bundle_is_refused_and_old_keeps_serving(
         assert f'ds_scorer_reload_failures_total{{reason="{reason}"}} {count}.0' in text
 
 
+def test_a_request_in_flight_during_a_reload_finishes_on_the_old_model(
+    served: tuple[ServerThread, ScorerClient, Path], models: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Hot reload swaps the model for new requests only: one already being scored when v2 is
+    promoted and loaded is answered by v1, with v1's scores."""
+    import asyncio
+
+    thread, client, v1 = served
+    old = thread.server.runtime
+    assert old is not None
+    entered, release = threading.Event(), threading.Event()
+    score_async = old.score_async
+
+    async def held(*args: object, **kwargs: object) -> object:
+        entered.set()
+        while not release.is_set():
+            await asyncio.sleep(0.005)
+        return await score_async(*args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(old, "score_async", held)
+    rows = _normal_rows(3, seed=11)
+    answers: list[object] = []
+    waiting = threading.Thread(target=lambda: answers.append(client.score(rows)))
+    waiting.start()
+    assert entered.wait(10)
+    v2 = write_point_bundle(models, seed=5)
+    promote(models, "ae", v2.name)
+    assert thread.reload() == "success"
+    assert client.score(rows).model_version == v2.name  # new requests: v2
+    release.set()
+    waiting.join(10)
+    [answer] = answers
+    assert answer.model_version == v1.name  # type: ignore[attr-defined]
+    expected = Scorer.from_bundle(load_bundle(v1), backend="cpu").score(rows).scores
+    np.testing.assert_allclose(answer.scores, expected, atol=1e-6)  # type: ignore[attr-defined]
+
+
 def test_requests_whose_client_gave_up_are_counted_as_cancelled(
     served: tuple[ServerThread, ScorerClient, Path], monkeypatch: pytest.MonkeyPatch
 ) -> None:
