@@ -125,6 +125,10 @@ def build_engine(
     )
     if use_fp16:
         config.set_flag(fp16_flag)
+    elif hasattr(trt.BuilderFlag, "TF32"):
+        # TF32 is on by default and rounds matmul inputs to 10-bit mantissas (~5e-4 relative):
+        # an "fp32" engine must be FP32, or its parity with onnxruntime is TF32's, not ours
+        config.clear_flag(trt.BuilderFlag.TF32)
     tail = input_tail(n_features, window)
     profile = builder.create_optimization_profile()
     profile.set_shape(INPUT_NAME, (min_batch, *tail), (opt_batch, *tail), (max_batch, *tail))
@@ -164,6 +168,8 @@ class EngineRunner:
 
     def run(self, inputs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         torch = self._torch
+        if len(inputs) == 0:
+            raise ValueError("no rows to run the engine on")
         scores, errors = [], []
         for start in range(0, len(inputs), self.max_batch):
             x = torch.from_numpy(np.ascontiguousarray(inputs[start : start + self.max_batch],

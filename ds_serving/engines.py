@@ -42,7 +42,7 @@ class OrtEngine:
         self,
         model: bytes | Path,
         *,
-        providers: list[str],
+        providers: list[str | tuple[str, dict[str, str]]],
         reason: str,
         intra_op_threads: int = 0,
         allow_spinning: bool = True,
@@ -62,7 +62,8 @@ class OrtEngine:
         active = self._session.get_providers()[0]
         self.name = CUDA if active == "CUDAExecutionProvider" else CPU
         self.reason = reason
-        if providers[0] == "CUDAExecutionProvider" and self.name != CUDA:
+        first = providers[0] if isinstance(providers[0], str) else providers[0][0]
+        if first == "CUDAExecutionProvider" and self.name != CUDA:
             raise EngineUnavailable("onnxruntime could not initialise CUDA on this machine")
         self._score_only = [OUTPUT_NAMES[0]]
         self._both = list(OUTPUT_NAMES)
@@ -119,6 +120,10 @@ class TensorRTEngine:
             raise EngineUnavailable(
                 f"{plan}: engine input shape {tuple(hi)} does not end in {tail}"
             )
+        wrong_types = [n for n in (INPUT_NAME, *OUTPUT_NAMES)
+                       if engine.get_tensor_dtype(n) != trt.DataType.FLOAT]
+        if wrong_types:
+            raise EngineUnavailable(f"{plan}: tensors {wrong_types} are not float32")
         self._min_batch, self._max_batch = int(lo[0]), int(hi[0])
         self._tail = tail
         self._n_features = n_features
@@ -127,6 +132,23 @@ class TensorRTEngine:
         self._lock = threading.Lock()  # an execution context runs one batch at a time
         self.name = TENSORRT
         self.reason = f"TensorRT engine {plan.name} loaded (batch {lo[0]}..{hi[0]})"
+        self._warm_up(plan)
+
+    def _warm_up(self, plan: Path) -> None:
+        """One run here, not on the first request: device allocation, the CUDA libraries and
+        the engine's output shapes are checked while the caller can still fall back to
+        onnxruntime (a broken GPU set-up otherwise fails every request)."""
+        try:
+            self.run(np.zeros((1, *self._tail), np.float32), explain=True)
+            size = self._bucket(1)
+            shapes = {n: tuple(self._context.get_tensor_shape(n)) for n in OUTPUT_NAMES}
+        except Exception as exc:  # CUDA/TensorRT raise assorted types
+            raise EngineUnavailable(f"{plan}: a warm-up run failed ({exc})") from exc
+        expected = {OUTPUT_NAMES[0]: (size,), OUTPUT_NAMES[1]: (size, self._n_features)}
+        if shapes != expected:
+            raise EngineUnavailable(
+                f"{plan}: engine output shapes {shapes} for a batch of {size}, expected "
+                f"{expected}")
 
     def _bucket(self, n: int) -> int:
         size = 1 << max(0, (n - 1).bit_length())
@@ -200,7 +222,9 @@ def select_engine(
             try:
                 engine = OrtEngine(
                     model,
-                    providers=["CUDAExecutionProvider", "CPUExecutionProvider"],
+                    # TF32 (on by default) would round matmuls to ~5e-4: scores must match CPU
+                    providers=[("CUDAExecutionProvider", {"use_tf32": "0"}),
+                               "CPUExecutionProvider"],
                     reason="; ".join([*skipped, "onnxruntime CUDA provider"]),
                     intra_op_threads=intra_op_threads,
                 )
