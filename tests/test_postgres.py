@@ -1,8 +1,10 @@
 """The production instance configuration (docker/dagster.yaml) against a real PostgreSQL server.
 
 Creates a fresh database, points a Dagster instance at it through the same dagster.yaml the
-containers use (credentials from env vars), materializes partitions with real runs, evaluates a
-sensor tick against that instance, checks run and event records, and drops the database.
+containers use (credentials from env vars), materializes partitions with real runs (ingest,
+training and promotion, scoring), evaluates drift and promotion sensor ticks against that
+instance (the promotion sensor on records the runs wrote), checks run and event records, and
+drops the database.
 
 Needs a server: DS_TEST_POSTGRES_URL (default postgresql://postgres@127.0.0.1:5432/postgres);
 the user must be allowed to create databases. Run only these tests with `pytest -m postgres`.
@@ -23,8 +25,10 @@ import pytest
 
 from ds_assets.definitions import build_definitions
 from ds_assets.sensors.drift import build_drift_sensor
+from ds_assets.sensors.promotion import build_promotion_sensor
 from ds_assets.settings import Settings
 from tests.conftest import DAYS, TINY_SOURCE
+from tests.test_graph import TRAIN_CONFIG
 
 pytestmark = pytest.mark.postgres
 
@@ -132,5 +136,25 @@ def test_partitions_runs_and_a_sensor_tick_on_postgres(
             dg.build_sensor_context(instance=instance, cursor=tick.cursor, definitions=defs))
         assert not again.run_requests
         assert again.skip_message == "no new drift reports since the last tick"
+
+        # the promotion sensor reads records real runs wrote to Postgres: a trained and
+        # promoted champion, and the days it scored; nothing is stale, then a new champion
+        # requests the re-scoring backfill of those days
+        train = defs.resolve_job_def("train_detector").execute_in_process(
+            instance=instance, run_config=TRAIN_CONFIG)
+        assert train.success
+        for day in DAYS:
+            assert defs.resolve_job_def("score_telemetry").execute_in_process(
+                instance=instance, partition_key=day).success
+        promotion = build_promotion_sensor(n_partitions=7)
+        tick = promotion.evaluate_tick(
+            dg.build_sensor_context(instance=instance, definitions=defs))
+        assert not tick.run_requests
+        assert tick.skip_message == "champion v1: no recent day scored by another model"
+        instance.report_runless_asset_event(dg.AssetMaterialization(
+            "champion", metadata={"champion_version": "2", "promoted": True}))
+        tick = promotion.evaluate_tick(
+            dg.build_sensor_context(instance=instance, cursor=tick.cursor, definitions=defs))
+        assert sorted(r.partition_key for r in tick.run_requests or []) == DAYS
     finally:
         instance.dispose()
