@@ -186,9 +186,13 @@ def test_a_lost_cursor_does_not_request_an_episode_a_run_already_carries(
     requests, skip, cursor = _tick(sensor, instance, None)  # cursor lost
     assert not requests
     assert f"already requested for episode 2:{DAYS[5]}" in (skip or "")
-    assert json.loads(cursor or "{}")["episode"]["first"] == DAYS[2]
+    remembered = json.loads(cursor or "{}")["episode"]
+    assert (remembered["first"], remembered["last"]) == (DAYS[5], DAYS[7])  # the run's key
+    _drift(instance, DAYS[8], True, "2")  # the episode goes on: still nothing requested
+    requests, skip, _ = _tick(sensor, instance, cursor)
+    assert not requests and "already requested for episode 2:" + DAYS[5] in (skip or "")
     # against another reference model the same days are a new episode
-    for day in DAYS[2:8]:
+    for day in DAYS[2:9]:
         _drift(instance, day, True, "3")
     requests, _, _ = _tick(sensor, instance, None)
     assert [r.run_key for r in requests] == [f"drift-retrain:3:{DAYS[2]}"]

@@ -113,8 +113,9 @@ def build_drift_sensor(
         if plan.request:
             earlier = requested_episode(context.instance, version, plan.drifted_run)
             if earlier is not None:
-                first, last = earlier.rpartition(":")[2], plan.drifted_run[-1]
-                remembered = DriftEpisode(version, min(first, plan.drifted_run[0]), last)
+                # remembered under the launched run's episode key, its span covering this run
+                remembered = DriftEpisode(version, earlier.rpartition(":")[2],
+                                          plan.drifted_run[-1])
                 cursor = json.dumps({"storage_id": newest, "episode": remembered.to_dict()})
                 reason = (f"retrain already requested for episode {earlier} (a run of "
                           f"{TRAINING_JOB} carries it; the sensor's cursor did not)")
