@@ -52,6 +52,14 @@ def build_training_set(
             f"val_fraction={val_fraction}, test_fraction={test_fraction}: each must be in (0, 1) "
             "and together below 1"
         )
+    unlabeled = sorted(k for k, f in partitions.items() if LABEL not in f.columns)
+    if unlabeled:
+        raise DatasetError(
+            f"raw_telemetry partition(s) {unlabeled} have no label column (an unlabeled "
+            "source): training needs labeled days (normal rows to learn from, labeled test "
+            "rows to evaluate on); train on labeled days, unlabeled ones are scored, "
+            "drift-reported and alerted"
+        )
     frames = []
     expected: list[str] | None = None
     for key in sorted(partitions):

@@ -55,10 +55,13 @@ def read_labeled_file(
     features: Sequence[str] = LABELED_CSV_FEATURES,
     interval_seconds: int = 60,
     host_id: str | None = None,
+    labeled: bool = True,
 ) -> pd.DataFrame:
-    """Read one labeled file into the wide layout for partition ``day``."""
+    """Read one file into the wide layout for partition ``day``. ``labeled=False`` (production
+    telemetry) makes the ``label`` column optional: without it the day has no ``label`` or
+    ``anomaly_type`` column, can be scored, drift-reported and alerted, not trained on."""
     raw = _read_table(path)
-    expected = [*features, LABEL]
+    expected = [*features, LABEL] if labeled else list(features)
     missing = [c for c in expected if c not in raw.columns]
     if missing:
         raise SourceError(
@@ -99,6 +102,8 @@ def read_labeled_file(
                 f"{path}: column {name!r} must be numeric, row {row} holds {raw[name].iloc[row]!r}"
             )
         out[name] = values.astype(np.float32).to_numpy()
+    if LABEL not in raw.columns:  # an unlabeled source (labeled files were checked above)
+        return _in_day(out, start, path, day)
     labels = pd.to_numeric(raw[LABEL], errors="coerce")
     if labels.isna().any():
         row = int(np.flatnonzero(labels.isna().to_numpy())[0])
@@ -115,10 +120,14 @@ def read_labeled_file(
         out[ANOMALY_TYPE] = raw[ANOMALY_TYPE].astype(str).to_numpy()
     else:
         out[ANOMALY_TYPE] = np.where(out[LABEL].to_numpy() == 0, NORMAL_TYPE, "labeled")
-    end = start + pd.Timedelta(days=1)
-    in_day = (out[TIMESTAMP] >= start) & (out[TIMESTAMP] < end)
+    return _in_day(out, start, path, day)
+
+
+def _in_day(out: pd.DataFrame, start: pd.Timestamp, path: Path, day: str) -> pd.DataFrame:
+    """The rows inside the partition's day, in the generator's order (each host's rows in time
+    order, as windows and alerts read them)."""
+    in_day = (out[TIMESTAMP] >= start) & (out[TIMESTAMP] < start + pd.Timedelta(days=1))
     out = out.loc[in_day]
     if out.empty:
         raise SourceError(f"{path}: no rows fall inside partition {day} (UTC)")
-    # the generator's order: each host's rows in time order, as windows and alerts read them
     return out.sort_values(["host_id", TIMESTAMP], kind="stable").reset_index(drop=True)

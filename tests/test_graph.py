@@ -302,3 +302,57 @@ def test_training_on_a_single_materialized_day(settings: Settings) -> None:
     assert train.success, _failure_messages(train)
     meta = train.asset_materializations_for_node("training_set")[0].metadata
     assert meta["partitions"].value == [DAYS[0]]
+
+
+def test_an_unlabeled_day_is_scored_drift_reported_and_alerted_but_not_trained_on(
+    settings: Settings, tmp_path: Path
+) -> None:
+    """Production telemetry has no labels: source 'csv' makes the label optional. Such a day
+    passes its checks (nothing to check for labels), goes through the daily pipeline (drift
+    compares its unflagged scores), and training refuses it by name."""
+    from ds_assets.generator import GeneratorConfig, generate_day
+    from ds_assets.schema import feature_columns
+
+    def write(day: str, labeled: bool) -> None:
+        frame = generate_day(day, GeneratorConfig(n_hosts=3, interval_seconds=300, seed=7,
+                                                  anomaly_rate=0.03))
+        names = {f: f"f{i}" for i, f in enumerate(feature_columns(frame), start=1)}
+        frame = frame.rename(columns=names)
+        if not labeled:
+            frame = frame.drop(columns=["label", "anomaly_type"])
+        frame.to_csv(tmp_path / f"{day}.csv", index=False)
+
+    defs = build_definitions(settings)
+    instance = dg.DagsterInstance.ephemeral()
+    pattern = str(tmp_path / "{date}.csv")
+    for day in DAYS:
+        write(day, labeled=True)
+        assert defs.resolve_job_def("ingest_telemetry").execute_in_process(
+            instance=instance, partition_key=day, run_config={"ops": {"raw_telemetry": {
+                "config": {"source": "labeled_csv", "path": pattern}}}}).success
+    assert defs.resolve_job_def("train_detector").execute_in_process(
+        instance=instance, run_config=TRAIN_CONFIG).success
+
+    day = "2026-11-04"
+    write(day, labeled=False)
+    run = defs.resolve_job_def("daily_pipeline").execute_in_process(
+        instance=instance, partition_key=day, raise_on_error=False,
+        run_config={"ops": {"raw_telemetry": {"config": {"source": "csv", "path": pattern}}}})
+    assert run.success, _failure_messages(run)
+    checks = {e.check_name: e for e in run.get_asset_check_evaluations()}
+    assert all(e.passed for e in checks.values())
+    assert "unlabeled source" in checks["label_domain"].metadata["note"].value
+    assets = settings.data_dir / "assets"
+    scored = pd.read_parquet(assets / "scored_telemetry" / f"{day}.parquet")
+    assert "label" not in scored.columns and len(scored) == 3 * 288
+    report = json.loads((assets / "drift_report" / f"{day}.json").read_text())
+    assert report["population"].startswith("all rows (no label column")
+    assert "at or below the threshold" in report["score"]["compared"]
+    assert (assets / "alerts" / f"{day}.parquet").is_file()
+
+    refused = defs.resolve_job_def("train_detector").execute_in_process(
+        instance=instance, raise_on_error=False, run_config={"ops": {
+            **TRAIN_CONFIG["ops"],
+            "training_set": {"config": {"n_partitions": 4, "end_partition": day}}}})
+    assert not refused.success
+    assert f"partition(s) ['{day}'] have no label column" in _failure_messages(refused)

@@ -87,3 +87,15 @@ def test_rows_come_out_in_time_order_per_host(tmp_path: Path) -> None:
 def test_an_unknown_placeholder_is_named(tmp_path: Path) -> None:
     with pytest.raises(SourceError, match=r"only the placeholder \{date\} is expanded"):
         resolve_path(str(tmp_path / "{host}-{date}.csv"), DAY)
+
+
+def test_an_unlabeled_file_needs_its_features_not_a_label(tmp_path: Path) -> None:
+    path = tmp_path / "prod.csv"
+    pd.DataFrame({f: [1.0, 2.0] for f in LABELED_CSV_FEATURES}).to_csv(path, index=False)
+    frame = read_labeled_file(path, DAY, labeled=False)
+    assert len(frame) == 2 and "label" not in frame.columns and "anomaly_type" not in frame
+    with pytest.raises(SourceError, match=r"missing column\(s\) \['label'\]"):
+        read_labeled_file(path, DAY)  # the labeled source still requires it
+    pd.DataFrame({"f1": [1.0]}).to_csv(path, index=False)
+    with pytest.raises(SourceError, match=r"missing column\(s\) \['f2'"):
+        read_labeled_file(path, DAY, labeled=False)

@@ -26,9 +26,11 @@ from ds_assets.validation import CHECK_NAMES, validate_telemetry
 
 
 class TelemetrySourceConfig(dg.Config):
-    """Where a day of telemetry comes from: the synthetic generator or a labeled file."""
+    """Where a day of telemetry comes from: the synthetic generator, a labeled file
+    (``f1..f8,label``), or an unlabeled file (``csv``: ``f1..f8``, production telemetry that is
+    scored, drift-reported and alerted but not trained on)."""
 
-    source: Literal["synthetic", "labeled_csv"] = "synthetic"
+    source: Literal["synthetic", "labeled_csv", "csv"] = "synthetic"
     n_hosts: int = 20
     interval_seconds: int = 60
     seed: int = 42
@@ -68,14 +70,15 @@ def load_telemetry(config: TelemetrySourceConfig, day: str) -> pd.DataFrame:
         return generate_day(day, generator)
     if not config.path:
         raise ValueError(
-            "source 'labeled_csv' needs config 'path' (a CSV/Parquet file; '{date}' in it "
-            "expands to the partition key)"
+            f"source {config.source!r} needs config 'path' (a CSV/Parquet file; '{{date}}' in "
+            "it expands to the partition key)"
         )
     return read_labeled_file(
         resolve_path(config.path, day),
         day,
         interval_seconds=config.interval_seconds,
         host_id=config.host_id or None,
+        labeled=config.source == "labeled_csv",
     )
 
 
