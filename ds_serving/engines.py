@@ -193,6 +193,20 @@ class TensorRTEngine:
         return scores, errors
 
 
+def _load_cuda_libraries(ort: Any) -> None:
+    """onnxruntime-gpu's CUDA and cuDNN come as pip wheels, which are not on the library search
+    path: load them before a CUDA session or CUDA buffers is made (``preload_dlls``, onnxruntime
+    >= 1.21; torch would load them too, but the scorer does not import torch). Harmless when the
+    libraries are installed system-wide; a failure surfaces when CUDA is first used."""
+    preload = getattr(ort, "preload_dlls", None)
+    if preload is None:
+        return
+    try:
+        preload()
+    except Exception as exc:  # the session creation below reports what is really missing
+        log.debug("onnxruntime.preload_dlls failed: %s", exc)
+
+
 def select_engine(
     model: bytes | Path,
     *,
@@ -207,6 +221,10 @@ def select_engine(
     if backend not in BACKENDS:
         raise ValueError(f"unknown backend {backend!r}; choose one of {', '.join(BACKENDS)}")
     skipped: list[str] = []
+    import onnxruntime as ort
+
+    if backend != CPU and "CUDAExecutionProvider" in ort.get_available_providers():
+        _load_cuda_libraries(ort)
     if backend in ("auto", TENSORRT):
         if plan is None or not plan.is_file():
             skipped.append("no model.plan in the bundle")
@@ -216,8 +234,6 @@ def select_engine(
             except Exception as exc:  # TensorRT/CUDA raise assorted types; fall back instead
                 skipped.append(f"TensorRT unavailable: {exc}")
     if backend in ("auto", TENSORRT, CUDA):
-        import onnxruntime as ort
-
         if "CUDAExecutionProvider" in ort.get_available_providers():
             try:
                 engine = OrtEngine(

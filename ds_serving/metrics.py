@@ -161,12 +161,15 @@ class ScorerMetrics:
                          daemon=True, name="ds-scorer-metrics").start()
         return httpd
 
-    def record(self, method: str, code: str, seconds: float) -> None:
-        """Count one RPC message; label children are cached (label lookup is the slow part)."""
+    def record(self, method: str, code: str, seconds: float | None) -> None:
+        """Count one RPC message, and its duration when it has one (a stream the client left
+        has none); label children are cached (label lookup is the slow part)."""
         child = self._children.get((method, code))
         if child is None:
             child = self._children[(method, code)] = self.requests.labels(method, code)
         child.inc()
+        if seconds is None:
+            return
         hist = self._durations.get(method)
         if hist is None:
             hist = self._durations[method] = self.request_duration.labels(method)

@@ -363,16 +363,19 @@ class ScorerService(scoring_pb2_grpc.ScorerServicer):
         context: grpc.aio.ServicerContext,
     ) -> AsyncIterator[scoring_pb2.ScoreResponse]:
         """Messages that arrived while the previous ones were scored are scored together
-        (``ReadAhead``); each still gets its own answer, in order."""
+        (``ReadAhead``); each still gets its own answer, in order. A stream that ends before
+        its client finished it (cancelled, deadline, disconnect) counts once as CANCELLED."""
         reader = ReadAhead(request_iterator, _bytes_of, STREAM_READ_AHEAD_BYTES)
         context.add_done_callback(lambda _: reader.close())  # also when the client goes away
         index = 0
+        accounted = False  # the stream's end is counted: finished, or failed with its code
         try:
             while True:
                 runtime = self._owner.runtime
                 max_bytes = runtime.max_rows * runtime.n_features * 4 if runtime else 1
                 pending = await reader.batch(STREAM_READ_AHEAD_MESSAGES, max_bytes)
                 if not pending:
+                    accounted = True
                     return
                 while pending:
                     start = time.perf_counter()
@@ -386,15 +389,15 @@ class ScorerService(scoring_pb2_grpc.ScorerServicer):
                     if failure is not None:
                         request = pending[len(responses)]
                         rid = f" (request_id {request.request_id!r})" if request.request_id else ""
+                        accounted = True  # _fail counts it with its code
                         await self._fail(context, "ScoreStream", start, failure,
                                          f"message {index}{rid}: ")
                         raise failure
                     pending = pending[len(responses):]  # the rest after a hot reload
-        except asyncio.CancelledError:
-            self._metrics.record("ScoreStream", "CANCELLED", 0.0)
-            raise
         finally:
             reader.close()
+            if not accounted:  # cancelled, or closed by gRPC while a response was sent
+                self._metrics.record("ScoreStream", "CANCELLED", None)
 
     async def GetModelInfo(
         self, request: scoring_pb2.ModelInfoRequest, context: grpc.aio.ServicerContext

@@ -106,3 +106,9 @@ def test_a_bundle_is_evaluated_only_on_its_own_training_set() -> None:
         check_same_training_set({**lineage, "partitions": ["2026-11-02", "2026-11-03"]}, frame)
     with pytest.raises(DatasetError, match="Re-materialize the detector"):
         check_same_training_set({**lineage, "rows": {"train": 2, "val": 2, "test": 2}}, frame)
+
+
+def test_unlabeled_days_are_refused_by_name() -> None:
+    unlabeled = _day("2026-11-02").drop(columns=["label", "anomaly_type"])
+    with pytest.raises(DatasetError, match=r"partition\(s\) \['2026-11-02'\] have no label"):
+        build_training_set({"2026-11-01": _day("2026-11-01"), "2026-11-02": unlabeled})

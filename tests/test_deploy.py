@@ -37,8 +37,11 @@ def test_the_deployment_runs_what_the_cli_and_the_image_provide() -> None:
     assert container["command"] == ["ds-scorer"] and args.command == "serve"
     ports = {p["name"]: p["containerPort"] for p in container["ports"]}
     assert ports == {"grpc": args.port, "metrics": args.metrics_port}
-    for probe in ("readinessProbe", "livenessProbe"):  # the gRPC health service
-        assert container[probe]["grpc"]["port"] == args.port
+    # ready when the health service says SERVING (a model is loaded); alive while the port
+    # answers, so a pod waiting for its first champion is not restarted in a loop
+    assert container["readinessProbe"]["grpc"]["port"] == args.port
+    assert container["livenessProbe"]["tcpSocket"]["port"] == args.port
+    assert "replicas" not in docs["Deployment"]["spec"]  # the autoscaler owns the count
     assert pod["metadata"]["annotations"]["prometheus.io/port"] == str(args.metrics_port)
     # SIGTERM drains within --grace; Kubernetes kills at the pod's grace period
     assert pod["spec"]["terminationGracePeriodSeconds"] > args.grace

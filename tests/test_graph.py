@@ -309,7 +309,7 @@ def test_an_unlabeled_day_is_scored_drift_reported_and_alerted_but_not_trained_o
 ) -> None:
     """Production telemetry has no labels: source 'csv' makes the label optional. Such a day
     passes its checks (nothing to check for labels), goes through the daily pipeline (drift
-    compares its unflagged scores), and training refuses it by name."""
+    compares its unflagged scores), and training leaves it out."""
     from ds_assets.generator import GeneratorConfig, generate_day
     from ds_assets.schema import feature_columns
 
@@ -350,9 +350,19 @@ def test_an_unlabeled_day_is_scored_drift_reported_and_alerted_but_not_trained_o
     assert "at or below the threshold" in report["score"]["compared"]
     assert (assets / "alerts" / f"{day}.parquet").is_file()
 
-    refused = defs.resolve_job_def("train_detector").execute_in_process(
+    # a retrain over a window ending on it (what the drift sensor requests) leaves it out
+    retrain = defs.resolve_job_def("train_detector").execute_in_process(
         instance=instance, raise_on_error=False, run_config={"ops": {
             **TRAIN_CONFIG["ops"],
             "training_set": {"config": {"n_partitions": 4, "end_partition": day}}}})
-    assert not refused.success
-    assert f"partition(s) ['{day}'] have no label column" in _failure_messages(refused)
+    assert retrain.success, _failure_messages(retrain)
+    meta = retrain.asset_materializations_for_node("training_set")[0].metadata
+    assert meta["partitions"].value == DAYS and meta["unlabeled_partitions"].value == [day]
+    # a one-day window ending on it reaches back to the latest labeled day, as for days that
+    # failed their checks
+    back = defs.resolve_job_def("train_detector").execute_in_process(
+        instance=instance, run_config={"ops": {
+            **TRAIN_CONFIG["ops"],
+            "training_set": {"config": {"n_partitions": 1, "end_partition": day}}}})
+    meta = back.asset_materializations_for_node("training_set")[0].metadata
+    assert meta["partitions"].value == [DAYS[-1]]

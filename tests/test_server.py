@@ -510,12 +510,27 @@ def test_requests_whose_client_gave_up_are_counted_as_cancelled(
         assert info.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED  # type: ignore[attr-defined]
     finally:
         impatient.close()
-    requests = thread.server.metrics.requests
+    # a stream left by its client counts once as CANCELLED, with no made-up duration
+    streaming = ScorerClient(f"127.0.0.1:{thread.server.port}", timeout=10)
+    try:
+        with pytest.raises(grpc.RpcError) as info:
+            list(streaming.score_stream([encode_request(_normal_rows(2))], timeout=0.3))
+        assert info.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED  # type: ignore[attr-defined]
+    finally:
+        streaming.close()
+    metrics = thread.server.metrics
     deadline = time.time() + 5
-    while requests.labels("Score", "CANCELLED")._value.get() < 1 and time.time() < deadline:
+    while time.time() < deadline and (
+        metrics.requests.labels("Score", "CANCELLED")._value.get() < 1
+        or metrics.requests.labels("ScoreStream", "CANCELLED")._value.get() < 1
+    ):
         time.sleep(0.05)
-    assert requests.labels("Score", "CANCELLED")._value.get() == 1
-    assert requests.labels("Score", "OK")._value.get() == 0
+    for method in ("Score", "ScoreStream"):
+        assert metrics.requests.labels(method, "CANCELLED")._value.get() == 1, method
+        assert metrics.requests.labels(method, "OK")._value.get() == 0, method
+    stream_durations = metrics.request_duration.labels("ScoreStream")
+    assert stream_durations._sum.get() == 0 and not any(  # nothing observed
+        b.get() for b in stream_durations._buckets)
 
 
 def test_an_engine_added_to_the_served_version_is_picked_up(

@@ -77,11 +77,18 @@ def training_set(
     failing = partitions_failing_checks(context.instance, list(raw_telemetry))
     for day, checks in failing.items():
         context.log.warning(f"leaving out raw_telemetry {day}: failed blocking check(s) {checks}")
-    usable = [day for day in raw_telemetry if day not in failing]
-    if failing and not any(d <= (config.end_partition or d) for d in usable):
+    # unlabeled days (production telemetry) hold no known-normal rows and no labeled test rows:
+    # left out too, so a retrain requested over them trains on the labeled days around them
+    unlabeled = sorted(d for d, f in raw_telemetry.items() if d not in failing
+                       and LABEL not in f.columns)
+    if unlabeled:
+        context.log.warning(f"leaving out unlabeled raw_telemetry days {unlabeled}")
+    usable = [day for day in raw_telemetry if day not in failing and day not in unlabeled]
+    if (failing or unlabeled) and not any(d <= (config.end_partition or d) for d in usable):
         raise DatasetError(
-            f"every raw_telemetry partition in the window failed a blocking check ({failing}); "
-            "fix the source data and re-materialize those days"
+            f"no raw_telemetry partition in the window can be trained on: failed blocking "
+            f"checks {failing}, unlabeled {unlabeled}; training needs labeled days that passed "
+            "their checks (fix the source data, or ingest labeled days)"
         )
     keys = select_window(usable, config.n_partitions, config.end_partition)
     data = build_training_set(
@@ -94,6 +101,7 @@ def training_set(
         {
             "partitions": dg.MetadataValue.json(keys),
             "excluded_partitions": dg.MetadataValue.json(failing),
+            "unlabeled_partitions": dg.MetadataValue.json(unlabeled),
             "rows": len(data),
             "splits": dg.MetadataValue.md(markdown_table(counts)),
         }
