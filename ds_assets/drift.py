@@ -587,7 +587,7 @@ def comparable_rows(frame: pd.DataFrame) -> np.ndarray:
     """Rows a day is compared with the reference on: the reference is built from normal rows
     only (labeled anomalies are left out of the training set), so where a ``label`` column
     exists the day's labeled anomalies are left out too. Otherwise a day's ordinary anomaly
-    content (0.5-1.3 % of rows in the demo) moves its score distribution and flag rate by more
+    content (1-1.6 % of rows in the demo) moves its score distribution and flag rate by more
     than normal-only calibration allows, and most normal days read as drift. Without labels
     (production) every row is compared, and the score by its unflagged part
     (:func:`score_shift`)."""
