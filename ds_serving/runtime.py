@@ -188,6 +188,9 @@ class _Queued:
     task: asyncio.Task[Any] | None = None  # the request's task, to see a pending cancellation
     result: LiveResult | None = None
     gone: bool = False  # cancelled or failed: nobody may commit its rows
+    # a group it was in could not be scored as one: it has waited its share already, so when
+    # its turn comes it takes whoever is queued behind it without waiting for more
+    hurry: bool = False
 
     @property
     def leaving(self) -> bool:
@@ -566,6 +569,8 @@ class ModelRuntime:
                     result = await self._score_group(group, run)
                     if result is not None:
                         return result
+                    for member in group[1:]:
+                        member.hurry = True
                 return await self._score_alone(request, explain, run)
         except BaseException:
             mine.gone = True
@@ -578,7 +583,7 @@ class ModelRuntime:
         after waiting (``grouping``: only while groups form) until the group is as big as
         recent ones, the next request cannot join, or the window ends."""
         policy = self.grouping
-        if not policy.should_wait():
+        if mine.hurry or not policy.should_wait():
             return self._queued_after(seq, mine)
         probe = policy.probing
         loop = asyncio.get_running_loop()

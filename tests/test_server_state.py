@@ -525,6 +525,39 @@ def test_a_request_cancelled_while_its_group_runs_commits_nothing(models: Path) 
     assert windows_run == [7, 1, 3] and rt.grouped_requests == 0
 
 
+def test_members_of_a_group_that_could_not_run_do_not_wait_again(models: Path) -> None:
+    """When a group's joint run fails, its first request is scored alone and the others take
+    their turns: they do not wait out the grouping window a second time (each would, in turn),
+    and every answer is the one-by-one answer."""
+    rows = np.random.default_rng(6).normal(size=(9, F)).astype(np.float32)
+    requests = [_decoded(rows[i : i + 3], ["a"] * 3) for i in (0, 3, 6)]
+    expected = _one_by_one(_runtime(models / "a", 3), requests)
+    rt = _runtime(models / "b", 3)
+    rt.grouping = runtime_module.GroupPolicy(window=0.05)
+    waits: list[bool] = []
+    should_wait = rt.grouping.should_wait
+
+    def counted(*args: Any, **kwargs: Any) -> bool:
+        waits.append(should_wait(*args, **kwargs))
+        return waits[-1]
+
+    rt.grouping.should_wait = counted  # type: ignore[method-assign]
+
+    async def small_runs_only(scorer: Scorer, inputs: np.ndarray, explain: bool):  # type: ignore[no-untyped-def]
+        if len(inputs) > 3:  # any joint run of two or more of these requests
+            raise RuntimeError("joint run failed")
+        return scorer.run(inputs, explain=explain)
+
+    async def scenario() -> list[Any]:
+        return await asyncio.gather(
+            *(rt.score_async(r, explain=False, run=small_runs_only) for r in requests))
+
+    got = asyncio.run(scenario())
+    _same_answers(got, expected)
+    assert rt.grouped_requests == 0
+    assert len(waits) == 1  # only the first request asked whether to wait for company
+
+
 def test_a_cancellation_requested_while_the_group_ran_commits_nothing(models: Path) -> None:
     """The cancellation of a member lands while the group's graph runs, but the first request
     resumes before the member's task sees it: the group is still dropped."""
