@@ -78,6 +78,13 @@ def frame_metrics(scored: pd.DataFrame, alerts: pd.DataFrame) -> dict[str, Any]:
     }
 
 
+def _metrics_row(day: str, m: Mapping[str, Any]) -> str:
+    """One model's line of the old-vs-new tables (``day`` blank on the second model's line)."""
+    return (f"  {day:10} {'v' + m['version']:>5} {m['precision']:9.3f} {m['recall']:6.3f} "
+            f"{m['f1']:6.3f} {m['false_alarm_rate']:11.4f} {m['alerts']:6d} "
+            f"{m['false_alerts']:12d}")
+
+
 def _tick(
     defs: dg.Definitions, instance: dg.DagsterInstance, name: str, cursor: str | None
 ) -> tuple[list[dg.RunRequest], str | None, str]:
@@ -151,10 +158,7 @@ def run_drift_story(
         report = json.loads((assets / "drift_report" / f"{d}.json").read_text())
         for label, m in (("old", before[d]), ("new", after_rescore[d])):
             score = "" if label == "old" else f"{report['drift_score']:11.2f}"
-            model = f"v{m['version']}"
-            print(f"  {d if label == 'old' else '':10} {model:>5} "
-                  f"{m['precision']:9.3f} {m['recall']:6.3f} {m['f1']:6.3f} "
-                  f"{m['false_alarm_rate']:11.4f} {m['alerts']:6d} {m['false_alerts']:12d} {score}")
+            print(_metrics_row(d if label == "old" else "", m) + f" {score}")
     mean = {
         side: {k: float(np.mean([m[k] for m in ms.values()]))
                for k in ("precision", "recall", "f1", "false_alarm_rate", "alerts")}
@@ -178,8 +182,6 @@ def run_drift_story(
     unseen = {"old": bundle_day_metrics(old_bundle, raw),
               "new": day_metrics(assets, later)}
     for label, m in unseen.items():
-        print(f"  {later if label == 'old' else '':10} {'v' + m['version']:>5} "
-              f"{m['precision']:9.3f} {m['recall']:6.3f} {m['f1']:6.3f} "
-              f"{m['false_alarm_rate']:11.4f} {m['alerts']:6d} {m['false_alerts']:12d}")
+        print(_metrics_row(later if label == "old" else "", m))
     return {"requested": True, "promoted": bool(champion["decision"]["promote"]),
             "rescored": keys, "mean": mean, "out_of_sample": {"day": later, **unseen}}

@@ -577,7 +577,7 @@ def _unlabeled_score_shift(
                        "reference (no labels; the flag rate does not decide)")
     out.update(feature_statistics(sample, reference.sketches[SCORE_BELOW]))
     thr = out["thresholds"]
-    over = [s for s in ("wasserstein", "psi") if np.isfinite(out[s]) and out[s] > thr[s]]
+    over = [s for s in FEATURE_STATS if np.isfinite(out[s]) and out[s] > thr[s]]
     out["over_threshold"] = over
     out["drifted"] = bool(over)
     return out

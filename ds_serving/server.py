@@ -594,17 +594,17 @@ class ScorerServer:
             if (current is not None and version == current.version
                     and manifest_stamp == self._served_manifest):
                 return "unchanged"
-            stamp = (stamp, manifest_stamp)
-            if self._last_failure is not None and self._last_failure[0] == stamp:
+            key = (stamp, manifest_stamp)
+            if self._last_failure is not None and self._last_failure[0] == key:
                 return "failure"  # already refused; wait for a new promotion or a change
             loop = asyncio.get_running_loop()
             try:
                 runtime = await loop.run_in_executor(None, self._load, path)
             except Exception as exc:  # BundleError, onnxruntime errors, warm-up failures
-                return self._refuse(stamp, str(exc), "bundle")
+                return self._refuse(key, str(exc), "bundle")
             if self.config.stateless and runtime.keeps_state:
                 return self._refuse(
-                    stamp,
+                    key,
                     f"{path}: the model keeps per-entity state ({runtime.state_description}), "
                     "which a multi-process scorer cannot share between its processes; serve it "
                     "with --processes 1",
@@ -612,7 +612,7 @@ class ScorerServer:
                 )
             if current is not None and runtime.features != current.features:
                 return self._refuse(
-                    stamp,
+                    key,
                     f"{path}: features {list(runtime.features)} differ from the served model's "
                     f"{list(current.features)}; clients would send the wrong columns (restart "
                     "the scorer to change the feature set)",
@@ -651,9 +651,10 @@ class ScorerServer:
         runtime.grouping = GroupPolicy(window=cfg.coalesce_window)
         return runtime
 
-    def _refuse(self, stamp: Any, reason: str, kind: str) -> str:
-        """Keep serving what serves; count the refusal by ``kind`` (RELOAD_FAILURE_KINDS)."""
-        self._last_failure = (stamp, reason)
+    def _refuse(self, key: Any, reason: str, kind: str) -> str:
+        """Keep serving what serves; remember the refusal under ``key`` (pointer and manifest
+        stamps) and count it by ``kind`` (RELOAD_FAILURE_KINDS)."""
+        self._last_failure = (key, reason)
         self.metrics.reloads.labels("failure").inc()
         self.metrics.reload_failures.labels(kind).inc()
         serving = (
