@@ -67,13 +67,21 @@ def _pct(values: list[float]) -> dict[str, float]:
     return {"p50_ms": round(float(p50), 3), "p99_ms": round(float(p99), 3)}
 
 
-def _session(model_path: Path, threads: int) -> Any:
+def _session(model_path: Path, threads: int, backend: str = "cpu") -> Any:
+    """The graph on the provider the server is asked to use (``cuda``: the CUDA provider with
+    TF32 off, as ``ds_serving.engines`` runs it), so the ceiling matches the served backend."""
     import onnxruntime as ort
 
     options = ort.SessionOptions()
     options.intra_op_num_threads = threads
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    return ort.InferenceSession(str(model_path), options, providers=["CPUExecutionProvider"])
+    providers: list[Any] = ["CPUExecutionProvider"]
+    if backend == "cuda":
+        providers.insert(0, ("CUDAExecutionProvider", {"use_tf32": "0"}))
+    session = ort.InferenceSession(str(model_path), options, providers=providers)
+    if backend == "cuda" and session.get_providers()[0] != "CUDAExecutionProvider":
+        raise SystemExit("--backend cuda: onnxruntime has no usable CUDAExecutionProvider here")
+    return session
 
 
 def _timed_runs(session: Any, x: np.ndarray, seconds: float) -> list[float]:
@@ -88,7 +96,7 @@ def _timed_runs(session: Any, x: np.ndarray, seconds: float) -> list[float]:
     return lat
 
 
-def ceiling(model_path: Path, seconds: float) -> dict[str, Any]:
+def ceiling(model_path: Path, seconds: float, backend: str = "cpu") -> dict[str, Any]:
     """Raw onnxruntime throughput in-process, the upper bound for any server around it: the
     better of one session using every core per run, and one single-threaded run per core in
     parallel (what the server does for large batches)."""
@@ -99,11 +107,11 @@ def ceiling(model_path: Path, seconds: float) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for label, n in (("batch_4096", 4096), ("single_row", 1)):
         x = rng.normal(size=(n, len(FEATURES))).astype(np.float32)
-        lat = _timed_runs(_session(model_path, 0), x, seconds)
+        lat = _timed_runs(_session(model_path, 0, backend), x, seconds)
         configs = {"intra_op_all_cores": {
             "rows_per_s": round(n * len(lat) / sum(lat)),
             "calls_per_s": round(len(lat) / sum(lat)), **_pct(lat)}}
-        session = _session(model_path, 1)
+        session = _session(model_path, 1, backend)
         with ThreadPoolExecutor(cores) as pool:
             start = time.perf_counter()
             futures = [pool.submit(_timed_runs, session, x, seconds) for _ in range(cores)]
@@ -240,7 +248,7 @@ def _start_server(
         [sys.executable, "-m", "ds_serving.cli", "--log-level", "WARNING", "serve",
          "--models", str(models), "--name", name, "--host", "127.0.0.1", "--port",
          str(port), "--metrics-port", str(metrics_port), "--metrics-host", "127.0.0.1",
-         "--backend", "cpu", "--threads", str(args.threads), "--workers",
+         "--backend", args.backend, "--threads", str(args.threads), "--workers",
          str(args.workers), "--poll-interval", "5", "--event-loop", args.event_loop,
          "--processes", str(processes), "--coalesce-ms",
          str(args.coalesce_ms if coalesce_ms is None else coalesce_ms)],
@@ -443,6 +451,9 @@ def main(argv: list[str] | None = None) -> int:
                         help="server: --coalesce-ms (an extra phase of (b) runs with 0)")
     parser.add_argument("--batch-concurrency", type=int, default=4)
     parser.add_argument("--unary-concurrency", type=int, default=16)
+    parser.add_argument("--backend", default="cpu", choices=["cpu", "cuda"],
+                        help="server backend and the ceiling's execution provider (cuda needs "
+                             "onnxruntime-gpu and a GPU)")
     parser.add_argument("--out", help="JSON result path (default bench/results/scorer-<ts>.json)")
     args = parser.parse_args(argv)
     if args.echo_server:
@@ -473,7 +484,7 @@ def main(argv: list[str] | None = None) -> int:
             stream_rows = rng.normal(size=(64, n_features)).astype(np.float32)
             print(f"ceiling: in-process onnxruntime ({args.seconds:.0f}s per phase)",
                   file=sys.stderr)
-            ceil = ceiling(bundle.model_path, args.seconds / 2)
+            ceil = ceiling(bundle.model_path, args.seconds / 2, args.backend)
             print("(a) Score, 4096-row batches, h2load client", file=sys.stderr)
             a_native = _checked_h2load(server.pid, [metrics_port], lambda: _h2load_unary(
                 port, encode_request(batch), args.batch_concurrency, args.seconds, 2, tmp))
