@@ -302,3 +302,43 @@ def test_launchpad_config_maps_to_validated_params() -> None:
     assert DetectorConfig().params() == DetectorParams()
     with pytest.raises(DetectorConfigError, match="kernel_size=2"):
         DetectorConfig(family=Family.temporal_ae, kernel_size=2).params()
+
+
+def test_training_device_is_chosen_by_name_and_refused_with_the_reason() -> None:
+    import torch
+
+    from ds_assets.detectors import pick_device
+
+    assert pick_device("cpu").type == "cpu"
+    assert pick_device("auto").type == ("cuda" if torch.cuda.is_available() else "cpu")
+    with pytest.raises(DetectorConfigError, match=r"device='gpu': choose one of auto, cpu, cuda"):
+        pick_device("gpu")
+    if torch.cuda.is_available():
+        assert pick_device("cuda").type == "cuda"
+    else:
+        with pytest.raises(DetectorConfigError, match="torch sees no CUDA GPU"):
+            pick_device("cuda")
+
+
+@pytest.mark.gpu
+def test_autoencoders_train_on_cuda_like_on_cpu() -> None:
+    """Same seed, same rows: CUDA and CPU training reach nearly the same validation loss
+    (kernels differ, so not bit for bit: cuDNN's convolutions drift further than the dense
+    layers' matmuls) and the CUDA model exports like any other."""
+    import torch
+
+    from ds_assets.detectors import pick_device
+
+    if not torch.cuda.is_available():
+        pytest.skip("torch sees no CUDA GPU")
+    rows, val = correlated_rows(2048), correlated_rows(512, 1)
+    for family in ("dense_ae", "temporal_ae"):
+        params = DetectorParams(family=family, hidden=(8, 2), window=4, channels=(4,),
+                                kernel_size=3, latent=2, epochs=3, seed=0)
+        runs = {d: train_detector(params, rows, val, FEATURES, device=pick_device(d))
+                for d in ("cuda", "cpu")}
+        assert runs["cuda"].training_summary["device"] == "cuda"
+        losses = [runs[d].training_summary["best_val_loss"] for d in ("cuda", "cpu")]
+        rtol = 1e-3 if family == "dense_ae" else 5e-2
+        assert abs(losses[0] - losses[1]) <= rtol * max(losses), (family, losses)
+        assert check_parity(runs["cuda"], export_onnx(runs["cuda"]), val[:64]).passed

@@ -24,7 +24,7 @@ from ds_assets.datasets import (
     select_window,
     split_rows,
 )
-from ds_assets.detectors import DetectorParams, TrainedDetector, train_detector
+from ds_assets.detectors import DetectorParams, TrainedDetector, pick_device, train_detector
 from ds_assets.drift import REFERENCE_FILE, reference_from_training_set
 from ds_assets.export import OPSET, check_parity, export_onnx, input_shape
 from ds_assets.promotion import FIT_END_KEY, fit_rows_end
@@ -147,9 +147,12 @@ class DetectorConfig(dg.Config):
     pca_combine: str = _DEFAULTS.pca_combine  # max | sum
     t2_weight: float = _DEFAULTS.t2_weight
     scale_quantile: float = _DEFAULTS.scale_quantile
+    # where autoencoders train (not part of the model): auto = CUDA where torch sees a GPU
+    device: str = "auto"  # auto | cpu | cuda
 
     def params(self) -> DetectorParams:
-        return DetectorParams(**{**self.model_dump(), "family": self.family.value})
+        fields = self.model_dump(exclude={"device"})
+        return DetectorParams(**{**fields, "family": self.family.value})
 
 
 def _features_of(split: pd.DataFrame, features: list[str]) -> np.ndarray:
@@ -206,11 +209,12 @@ def detector(
     """A detector of the configured family fitted on normal train rows (autoencoders are
     early-stopped on validation loss); training facts go to metadata and MLflow."""
     params = config.params()  # a config that cannot work fails here, before any training
+    device = pick_device(config.device)
     features = feature_columns(training_set)
     train, val = split_rows(training_set, "train"), normal_rows(split_rows(training_set, "val"))
     trained = train_detector(
         params, _features_of(train, features), _features_of(val, features), features,
-        train_entities=_entities_of(train), val_entities=_entities_of(val),
+        train_entities=_entities_of(train), val_entities=_entities_of(val), device=device,
     )
     s = trained.training_summary
     mlflow = context.resources.mlflow
