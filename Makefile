@@ -56,7 +56,7 @@ bench: install
 # SKAB outlier-detection protocol on the real benchmark data (not in the repo: GPL-3.0).
 export SKAB_DIR ?= $(abspath $(CURDIR)/../shared/datasets/skab)
 skab: install
-	$(PY) -m ds_assets.skab --skab-dir "$(SKAB_DIR)"
+	$(PY) -m bench.skab --skab-dir "$(SKAB_DIR)"
 
 dev: install $(DAGSTER_HOME)/dagster.yaml
 	$(VENV)/bin/dagster dev -w workspace.yaml

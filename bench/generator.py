@@ -22,8 +22,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from ds_assets.generator import GeneratorConfig, generate_day
-from ds_assets.schema import feature_columns
+from ds_assets.telemetry.generator import GeneratorConfig, generate_day
+from ds_assets.telemetry.schema import feature_columns
 from ds_serving.atomic import atomic_write_text
 
 

@@ -58,7 +58,7 @@ def environment() -> dict[str, Any]:
     import onnxruntime as ort
     import torch
 
-    from ds_assets.tensorrt_build import unavailable_reason
+    from ds_assets.training.tensorrt_build import unavailable_reason
 
     try:
         smi = subprocess.run(["nvidia-smi", "--query-gpu=name,driver_version,memory.total",
@@ -87,8 +87,8 @@ def training(epochs: int, rows: int) -> dict[str, Any]:
     against the first family."""
     import torch
 
-    from ds_assets.detectors import DetectorParams, train_detector
-    from ds_assets.export import check_parity, export_onnx, model_inputs
+    from ds_assets.training.detectors import DetectorParams, train_detector
+    from ds_assets.training.export import check_parity, export_onnx, model_inputs
 
     train, train_hosts = telemetry(rows, 0)
     val, val_hosts = telemetry(rows // 5, 1)
@@ -125,8 +125,8 @@ def training(epochs: int, rows: int) -> dict[str, Any]:
 
 def _bundle(tmp: Path) -> Any:
     """A dense-AE bundle (production layer sizes) trained here, as the graph would publish."""
-    from ds_assets.detectors import DetectorParams, train_detector
-    from ds_assets.export import export_onnx
+    from ds_assets.training.detectors import DetectorParams, train_detector
+    from ds_assets.training.export import export_onnx
     from ds_serving.bundle import promote, write_bundle
 
     train, _ = telemetry(20_000, 2)
@@ -140,8 +140,8 @@ def _bundle(tmp: Path) -> Any:
 
 def cuda_parity(tmp: Path) -> dict[str, Any]:
     """ORT CUDA against ORT CPU on the same 100k rows, judged by the export parity rule."""
-    from ds_assets.export import compare_outputs
-    from ds_assets.tensorrt_build import FP32_RTOL
+    from ds_assets.training.export import compare_outputs
+    from ds_assets.training.tensorrt_build import FP32_RTOL
     from ds_serving.scoring import Scorer
 
     bundle = _bundle(tmp)
@@ -167,7 +167,7 @@ def cuda_parity(tmp: Path) -> dict[str, Any]:
 
 def tensorrt(tmp: Path) -> dict[str, Any]:
     """FP16 and FP32 engines from the bundle's graph, parity against ORT CPU, then served."""
-    from ds_assets import tensorrt_build
+    from ds_assets.training import tensorrt_build
     from ds_serving.bundle import load_bundle
     from ds_serving.scoring import Scorer
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ds_assets.detectors import DetectorParams, TrainedDetector, train_detector
+from ds_assets.training.detectors import DetectorParams, TrainedDetector, train_detector
 
 FEATURES = [f"f{i}" for i in range(1, 5)]
 

@@ -11,10 +11,15 @@ import pandas as pd
 import pytest
 from onnx import TensorProto, helper
 
-from ds_assets.alerts import FALSE_ALARM_TYPE, UNKNOWN_TYPE, AlertInputError, alert_events
 from ds_assets.assets.alerts import alerts
 from ds_assets.assets.partitions import daily_partitions
 from ds_assets.definitions import build_resources
+from ds_assets.monitoring.alerts import (
+    FALSE_ALARM_TYPE,
+    UNKNOWN_TYPE,
+    AlertInputError,
+    alert_events,
+)
 from ds_assets.settings import Settings
 from ds_serving.alerting import AlertPolicy
 from ds_serving.bundle import promote, write_bundle

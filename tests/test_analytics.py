@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from ds_assets.analytics import (
+from ds_assets.reporting.analytics import (
     error_distribution,
     histogram_table,
     hourly_png,

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from sklearn.decomposition import PCA
 
-from ds_assets.baselines import (
+from ds_assets.reporting.baselines import (
     BASELINES,
     BaselineError,
     IsolationForestBaseline,
@@ -16,7 +16,7 @@ from ds_assets.baselines import (
     make_baseline,
     run_baselines,
 )
-from ds_assets.evaluation import evaluate
+from ds_assets.reporting.evaluation import evaluate
 from tests.helpers import correlated_rows
 
 

@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from ds_assets.export import export_onnx
+from ds_assets.training.export import export_onnx
 from ds_serving import bundle as b
 from ds_serving.scoring import Scorer, ScoringInputError
 from tests.helpers import FEATURES, correlated_rows, tiny_model

@@ -4,7 +4,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from ds_assets.datasets import (
+from ds_assets.training.datasets import (
     DatasetError,
     build_training_set,
     check_same_training_set,
@@ -13,7 +13,7 @@ from ds_assets.datasets import (
     select_window,
     split_rows,
 )
-from ds_assets.promotion import decide_promotion
+from ds_assets.training.promotion import decide_promotion
 
 
 def _day(day: str, n: int = 100, anomalies: int = 10) -> pd.DataFrame:

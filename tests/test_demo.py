@@ -11,7 +11,7 @@ from pathlib import Path
 import dagster as dg
 import pytest
 
-from ds_assets.demo import main
+from ds_assets.demo.run import main
 
 TINY = ["--days", "3", "--hosts", "3", "--interval", "300", "--epochs", "1",
         "--anomaly-rate", "0.03", "--drift-days", "0"]

@@ -8,16 +8,16 @@ import json
 import numpy as np
 import pytest
 
-from ds_assets.datasets import DatasetError, contiguous_segments
-from ds_assets.detectors import (
+from ds_assets.settings import Settings
+from ds_assets.training.datasets import DatasetError, contiguous_segments
+from ds_assets.training.detectors import (
     FAMILIES,
     DetectorConfigError,
     DetectorParams,
     TrainedDetector,
     train_detector,
 )
-from ds_assets.export import check_parity, export_onnx, reference_scores
-from ds_assets.settings import Settings
+from ds_assets.training.export import check_parity, export_onnx, reference_scores
 from ds_serving.bundle import load_bundle, write_bundle
 from ds_serving.scoring import Scorer, score_rows
 from ds_serving.windows import window_index
@@ -209,9 +209,9 @@ def test_temporal_then_pca_through_the_graph(settings: Settings) -> None:
     import dagster as dg
     import pandas as pd
 
-    from ds_assets.datasets import score_frame, split_rows
     from ds_assets.definitions import build_definitions
-    from ds_assets.promotion import champion_alias_version
+    from ds_assets.training.datasets import score_frame, split_rows
+    from ds_assets.training.promotion import champion_alias_version
     from ds_serving.bundle import load_champion
     from ds_serving.smoothing import Smoothing, smooth_flags
     from tests.conftest import DAYS, TINY_SOURCE
@@ -307,7 +307,7 @@ def test_launchpad_config_maps_to_validated_params() -> None:
 def test_training_device_is_chosen_by_name_and_refused_with_the_reason() -> None:
     import torch
 
-    from ds_assets.detectors import pick_device
+    from ds_assets.training.detectors import pick_device
 
     assert pick_device("cpu").type == "cpu"
     assert pick_device("auto").type == ("cuda" if torch.cuda.is_available() else "cpu")
@@ -327,7 +327,7 @@ def test_autoencoders_train_on_cuda_like_on_cpu() -> None:
     layers' matmuls) and the CUDA model exports like any other."""
     import torch
 
-    from ds_assets.detectors import pick_device
+    from ds_assets.training.detectors import pick_device
 
     if not torch.cuda.is_available():
         pytest.skip("torch sees no CUDA GPU")

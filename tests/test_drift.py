@@ -9,8 +9,8 @@ import pandas as pd
 import pytest
 from scipy import stats
 
-from ds_assets import drift
-from ds_assets.drift import DriftError, DriftReference, Sketch
+from ds_assets.monitoring import drift
+from ds_assets.monitoring.drift import DriftError, DriftReference, Sketch
 from ds_serving.smoothing import Smoothing, smooth_flags
 
 N_REF = 120_000

@@ -1,4 +1,4 @@
-"""ds_assets.evaluation against scikit-learn (the reference) and hand-computed examples."""
+"""reporting.evaluation against scikit-learn (the reference) and hand-computed examples."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from sklearn.metrics import average_precision_score, roc_auc_score
 
-from ds_assets.evaluation import (
+from ds_assets.reporting.evaluation import (
     EvaluationReport,
     alarm_rates,
     average_precision,

@@ -11,7 +11,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from ds_assets.generator import (
+from ds_assets.telemetry.generator import (
     ANOMALY_TYPES,
     FEATURE_RANGES,
     FEATURES,

@@ -217,7 +217,7 @@ def test_bad_source_config_names_the_problem(settings: Settings, tmp_path: Path)
 @pytest.mark.parametrize("day", DAYS[:1])
 def test_scored_rows_match_the_scorer(settings: Settings, day: str) -> None:
     """Dataset scoring and the ds_serving scorer agree on the same rows (same code path)."""
-    from ds_assets.datasets import score_frame
+    from ds_assets.training.datasets import score_frame
     from ds_serving.scoring import Scorer
 
     defs = build_definitions(settings)
@@ -310,8 +310,8 @@ def test_an_unlabeled_day_is_scored_drift_reported_and_alerted_but_not_trained_o
     """Production telemetry has no labels: source 'csv' makes the label optional. Such a day
     passes its checks (nothing to check for labels), goes through the daily pipeline (drift
     compares its unflagged scores), and training leaves it out."""
-    from ds_assets.generator import GeneratorConfig, generate_day
-    from ds_assets.schema import feature_columns
+    from ds_assets.telemetry.generator import GeneratorConfig, generate_day
+    from ds_assets.telemetry.schema import feature_columns
 
     def write(day: str, labeled: bool) -> None:
         frame = generate_day(day, GeneratorConfig(n_hosts=3, interval_seconds=300, seed=7,

@@ -14,15 +14,15 @@ import pytest
 from matplotlib.image import imread
 from sklearn.metrics import precision_recall_curve
 
-from ds_assets.evaluation import average_precision, evaluate
-from ds_assets.plots import (
+from ds_assets.reporting.evaluation import average_precision, evaluate
+from ds_assets.reporting.plots import (
     PNG_MAGIC,
     pr_curve,
     pr_curve_png,
     score_histogram_png,
     timeseries_png,
 )
-from ds_assets.report_html import (
+from ds_assets.reporting.report_html import (
     Figure,
     Section,
     build_report,

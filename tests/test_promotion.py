@@ -12,9 +12,9 @@ import pandas as pd
 import pytest
 from mlflow import MlflowClient
 
-from ds_assets.detectors import DetectorParams, train_detector
-from ds_assets.export import export_onnx
-from ds_assets.promotion import (
+from ds_assets.training.detectors import DetectorParams, train_detector
+from ds_assets.training.export import export_onnx
+from ds_assets.training.promotion import (
     CHAMPION_ALIAS,
     champion_alias_version,
     decide_promotion,
@@ -208,8 +208,8 @@ def test_a_bundle_mlflow_could_not_register_is_withdrawn(
 ) -> None:
     """A local version MLflow does not know could never be promoted: it leaves the registry,
     the error names the version and MLflow's reason, and the champion cannot be withdrawn."""
-    from ds_assets import promotion
     from ds_assets.resources.registry import ModelRegistry
+    from ds_assets.training import promotion
     from ds_serving.bundle import BundleError, list_versions, promote, withdraw_version
 
     models_dir = tmp_path / "models"

@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
-from ds_assets.robustness import (
+from ds_assets.monitoring.robustness import (
     RobustnessError,
     RobustnessSettings,
     impute_missing,

@@ -11,7 +11,7 @@ import pandas as pd
 import pytest
 
 from ds_assets.definitions import build_definitions
-from ds_assets.demo_drift import DRIFT_FEATURES, run_drift_story
+from ds_assets.demo.drift_story import DRIFT_FEATURES, run_drift_story
 from ds_assets.sensors.backfill import partition_backfill
 from ds_assets.sensors.drift import build_drift_sensor
 from ds_assets.sensors.promotion import RESCORE_JOB, build_promotion_sensor

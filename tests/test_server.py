@@ -19,7 +19,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
 from bench.models import dense_autoencoder, window_model
-from ds_assets.datasets import score_frame
+from ds_assets.training.datasets import score_frame
 from ds_serving.alerting import AlertPolicy, AlertTracker
 from ds_serving.atomic import atomic_write_text
 from ds_serving.bundle import CHAMPION_FILE, load_bundle, model_dir, promote, write_bundle
@@ -539,7 +539,7 @@ def test_an_engine_added_to_the_served_version_is_picked_up(
     """tensorrt_engine may finish after the champion was promoted: the served version's
     manifest then changes without a new pointer, and the watcher reloads it (here, without a
     GPU, the plan is refused by the engine selection and onnxruntime keeps serving)."""
-    from ds_assets.tensorrt_build import attach_engine
+    from ds_assets.training.tensorrt_build import attach_engine
 
     thread, client, v1 = served
     assert thread.reload() == "unchanged"

@@ -77,7 +77,7 @@ def test_cuda_backend_matches_cpu(tmp_path: Path) -> None:
 
 @pytest.mark.gpu
 def test_tensorrt_engine_serves_and_matches_onnxruntime(tmp_path: Path) -> None:
-    from ds_assets import tensorrt_build
+    from ds_assets.training import tensorrt_build
 
     reason = tensorrt_build.unavailable_reason()
     if reason:

@@ -15,8 +15,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from ds_assets.detectors import DetectorParams
-from ds_assets.skab import (
+from bench.skab import (
     FEATURES,
     NO_REBASELINE_GRID,
     POLICY,
@@ -41,6 +40,7 @@ from ds_assets.skab import (
     select_candidate,
     summarize,
 )
+from ds_assets.training.detectors import DetectorParams
 from ds_serving.smoothing import Rebaseline, Smoothing
 
 REPO = Path(__file__).resolve().parents[1]
@@ -231,8 +231,8 @@ def test_policy_grid_contains_the_tuned_policy() -> None:
 def test_platform_default_rows_are_the_graph_defaults() -> None:
     """The untuned rows must be what the asset graph does out of the box: the launchpad's
     detector defaults and the bundle's default threshold rule, with no smoothing."""
+    from bench.skab import PLATFORM_DEFAULT_CONFIGS
     from ds_assets.assets.detector import BundleConfig, DetectorConfig, TrainingWindowConfig
-    from ds_assets.skab import PLATFORM_DEFAULT_CONFIGS
 
     bundle = BundleConfig()
     assert [c.name for c in PLATFORM_DEFAULT_CONFIGS] == ["temporal_ae", "dense_ae", "pca"]

@@ -5,7 +5,12 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from ds_assets.sources import LABELED_CSV_FEATURES, SourceError, read_labeled_file, resolve_path
+from ds_assets.telemetry.sources import (
+    LABELED_CSV_FEATURES,
+    SourceError,
+    read_labeled_file,
+    resolve_path,
+)
 
 DAY = "2026-11-02"
 

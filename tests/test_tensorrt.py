@@ -9,10 +9,10 @@ import numpy as np
 import pytest
 import yaml
 
-from ds_assets.detectors import FAMILIES, DetectorParams, TrainedDetector, train_detector
-from ds_assets.export import export_onnx, model_inputs
 from ds_assets.settings import Settings
-from ds_assets.tensorrt_build import (
+from ds_assets.training.detectors import FAMILIES, DetectorParams, TrainedDetector, train_detector
+from ds_assets.training.export import export_onnx, model_inputs
+from ds_assets.training.tensorrt_build import (
     FP16_RTOL,
     FP32_RTOL,
     TensorRTUnavailable,

@@ -3,7 +3,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from ds_assets.thresholds import (
+from ds_assets.training.thresholds import (
     ThresholdError,
     calibrate_best_f1,
     calibrate_quantile,

@@ -5,8 +5,13 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from ds_assets.detectors import DetectorConfigError, DetectorParams, TrainedDetector, train_detector
-from ds_assets.export import check_parity, export_onnx, reference_scores
+from ds_assets.training.detectors import (
+    DetectorConfigError,
+    DetectorParams,
+    TrainedDetector,
+    train_detector,
+)
+from ds_assets.training.export import check_parity, export_onnx, reference_scores
 from tests.helpers import FEATURES, correlated_rows, tiny_model
 
 

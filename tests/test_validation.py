@@ -4,8 +4,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from ds_assets.generator import FEATURE_RANGES, FEATURES, GeneratorConfig, generate_day
-from ds_assets.validation import CHECK_NAMES, validate_telemetry
+from ds_assets.telemetry.generator import FEATURE_RANGES, FEATURES, GeneratorConfig, generate_day
+from ds_assets.telemetry.validation import CHECK_NAMES, validate_telemetry
 
 
 @pytest.fixture(scope="module")

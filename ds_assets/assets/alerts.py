@@ -4,11 +4,11 @@
 import dagster as dg
 import pandas as pd
 
-from ds_assets.alerts import alert_events, alert_summary, policy_with_overrides
-from ds_assets.analytics import markdown_table
 from ds_assets.assets.automation import DAILY_AUTOMATION
 from ds_assets.assets.drift import scoring_version
 from ds_assets.assets.partitions import daily_partitions
+from ds_assets.monitoring.alerts import alert_events, alert_summary, policy_with_overrides
+from ds_assets.reporting.analytics import markdown_table
 from ds_assets.resources.registry import ModelRegistry
 from ds_serving.bundle import load_bundle
 

@@ -14,9 +14,13 @@ import dagster as dg
 import numpy as np
 import pandas as pd
 
-from ds_assets.analytics import markdown_table
 from ds_assets.assets.telemetry import partitions_failing_checks
-from ds_assets.datasets import (
+from ds_assets.monitoring.drift import REFERENCE_FILE, reference_from_training_set
+from ds_assets.reporting.analytics import markdown_table
+from ds_assets.resources.io_manager import OnnxGraph, PartitionFrames
+from ds_assets.resources.registry import ModelRegistry
+from ds_assets.telemetry.schema import LABEL, TIMESTAMP, feature_columns
+from ds_assets.training.datasets import (
     DatasetError,
     build_training_set,
     contiguous_segments,
@@ -24,19 +28,20 @@ from ds_assets.datasets import (
     select_window,
     split_rows,
 )
-from ds_assets.detectors import DetectorParams, TrainedDetector, pick_device, train_detector
-from ds_assets.drift import REFERENCE_FILE, reference_from_training_set
-from ds_assets.export import OPSET, check_parity, export_onnx, input_shape
-from ds_assets.promotion import FIT_END_KEY, fit_rows_end
-from ds_assets.resources.io_manager import OnnxGraph, PartitionFrames
-from ds_assets.resources.registry import ModelRegistry
-from ds_assets.schema import LABEL, TIMESTAMP, feature_columns
-from ds_assets.tensorrt_build import (
+from ds_assets.training.detectors import (
+    DetectorParams,
+    TrainedDetector,
+    pick_device,
+    train_detector,
+)
+from ds_assets.training.export import OPSET, check_parity, export_onnx, input_shape
+from ds_assets.training.promotion import FIT_END_KEY, fit_rows_end
+from ds_assets.training.tensorrt_build import (
     attach_engine,
     compile_and_check,
     unavailable_reason,
 )
-from ds_assets.thresholds import calibrate_threshold
+from ds_assets.training.thresholds import calibrate_threshold
 from ds_serving.alerting import AlertPolicy, AlertPolicyError
 from ds_serving.bundle import load_bundle, write_bundle
 from ds_serving.scoring import Scorer, score_rows

@@ -6,18 +6,18 @@ from typing import Any
 import dagster as dg
 import pandas as pd
 
-from ds_assets.analytics import markdown_table, png_markdown
 from ds_assets.assets.automation import DAILY_AUTOMATION
 from ds_assets.assets.partitions import daily_partitions
-from ds_assets.drift import (
+from ds_assets.monitoring.drift import (
     comparable_rows,
     compare,
     drift_plot_png,
     load_reference,
     rate_flags,
 )
+from ds_assets.reporting.analytics import markdown_table, png_markdown
 from ds_assets.resources.registry import ModelRegistry
-from ds_assets.schema import LABEL
+from ds_assets.telemetry.schema import LABEL
 
 DRIFT_TABLE_COLUMNS = [
     "feature", "mean", "reference_mean", "std_ratio", "wasserstein", "wasserstein_threshold",

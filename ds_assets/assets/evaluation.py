@@ -7,16 +7,21 @@ import dagster as dg
 import numpy as np
 import pandas as pd
 
-from ds_assets.datasets import check_same_training_set, normal_rows, score_frame, split_rows
-from ds_assets.promotion import (
+from ds_assets.reporting.report_html import build_report, report_directory
+from ds_assets.resources.registry import ModelRegistry
+from ds_assets.telemetry.schema import ANOMALY_TYPE, LABEL, TIMESTAMP
+from ds_assets.training.datasets import (
+    check_same_training_set,
+    normal_rows,
+    score_frame,
+    split_rows,
+)
+from ds_assets.training.promotion import (
     bundle_test_scores,
     decide_promotion,
     pr_auc_on_common_rows,
     rows_after_fit,
 )
-from ds_assets.report_html import build_report, report_directory
-from ds_assets.resources.registry import ModelRegistry
-from ds_assets.schema import ANOMALY_TYPE, LABEL, TIMESTAMP
 from ds_serving.bundle import load_bundle
 from ds_serving.scoring import Scorer
 from ds_serving.smoothing import Smoothing, flag_scores

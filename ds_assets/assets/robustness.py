@@ -6,12 +6,12 @@ from typing import Any
 import dagster as dg
 import pandas as pd
 
-from ds_assets.analytics import markdown_table
-from ds_assets.datasets import split_rows
-from ds_assets.drift import N_QUANTILES, load_reference
+from ds_assets.monitoring.drift import N_QUANTILES, load_reference
+from ds_assets.monitoring.robustness import RobustnessSettings, summary
+from ds_assets.monitoring.robustness import robustness_report as build_robustness_table
+from ds_assets.reporting.analytics import markdown_table
 from ds_assets.resources.registry import ModelRegistry
-from ds_assets.robustness import RobustnessSettings, summary
-from ds_assets.robustness import robustness_report as build_robustness_table
+from ds_assets.training.datasets import split_rows
 from ds_serving.scoring import Scorer
 from ds_serving.smoothing import Smoothing
 

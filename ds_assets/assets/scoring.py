@@ -6,7 +6,10 @@ from typing import Any
 import dagster as dg
 import pandas as pd
 
-from ds_assets.analytics import (
+from ds_assets.assets.automation import DAILY_AUTOMATION
+from ds_assets.assets.partitions import daily_partitions
+from ds_assets.assets.telemetry import partitions_failing_checks
+from ds_assets.reporting.analytics import (
     error_distribution,
     hourly_png,
     hourly_series,
@@ -14,11 +17,8 @@ from ds_assets.analytics import (
     png_markdown,
     top_k_markdown,
 )
-from ds_assets.assets.automation import DAILY_AUTOMATION
-from ds_assets.assets.partitions import daily_partitions
-from ds_assets.assets.telemetry import partitions_failing_checks
-from ds_assets.datasets import DatasetError, score_frame
 from ds_assets.resources.registry import ModelRegistry
+from ds_assets.training.datasets import DatasetError, score_frame
 from ds_serving.scoring import Scorer, ScoringInputError
 from ds_serving.smoothing import Smoothing
 

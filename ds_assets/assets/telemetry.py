@@ -7,7 +7,8 @@ from typing import Any, Literal
 import dagster as dg
 import pandas as pd
 
-from ds_assets.analytics import (
+from ds_assets.assets.partitions import daily_partitions
+from ds_assets.reporting.analytics import (
     anomaly_breakdown,
     feature_summary,
     histogram_table,
@@ -18,11 +19,10 @@ from ds_assets.analytics import (
     telemetry_overview,
     top_k_markdown,
 )
-from ds_assets.assets.partitions import daily_partitions
-from ds_assets.generator import FEATURE_RANGES, DriftConfig, GeneratorConfig, generate_day
-from ds_assets.schema import feature_columns
-from ds_assets.sources import read_labeled_file, resolve_path
-from ds_assets.validation import CHECK_NAMES, validate_telemetry
+from ds_assets.telemetry.generator import FEATURE_RANGES, DriftConfig, GeneratorConfig, generate_day
+from ds_assets.telemetry.schema import feature_columns
+from ds_assets.telemetry.sources import read_labeled_file, resolve_path
+from ds_assets.telemetry.validation import CHECK_NAMES, validate_telemetry
 
 
 class TelemetrySourceConfig(dg.Config):

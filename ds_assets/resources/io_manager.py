@@ -14,7 +14,7 @@ from typing import Any
 import dagster as dg
 import pandas as pd
 
-from ds_assets.detectors import TrainedDetector
+from ds_assets.training.detectors import TrainedDetector
 from ds_serving.atomic import atomic_write_bytes, atomic_write_with
 
 

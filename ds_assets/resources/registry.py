@@ -1,7 +1,7 @@
 """The model registry resource: local bundles (what serves) mirrored to the MLflow registry.
 
 Logic lives in ``ds_serving.bundle`` (bundle format, champion pointer) and
-``ds_assets.promotion`` (decision, MLflow logging/registration/alias); this is wiring.
+``ds_assets.training.promotion`` (decision, MLflow logging/registration/alias); this is wiring.
 """
 
 
@@ -11,7 +11,7 @@ from typing import Any
 
 import dagster as dg
 
-from ds_assets import promotion
+from ds_assets.training import promotion
 from ds_serving import bundle as bundles
 
 

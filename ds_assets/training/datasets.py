@@ -7,7 +7,13 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 import pandas as pd
 
-from ds_assets.schema import ANOMALY_TYPE, ENTITY_COLUMNS, LABEL, TIMESTAMP, feature_columns
+from ds_assets.telemetry.schema import (
+    ANOMALY_TYPE,
+    ENTITY_COLUMNS,
+    LABEL,
+    TIMESTAMP,
+    feature_columns,
+)
 from ds_serving.scoring import Scorer, score_rows
 from ds_serving.smoothing import Smoothing, flag_scores
 

@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from ds_assets.schema import ANOMALY_TYPE, NORMAL_TYPE, TIMESTAMP
+from ds_assets.telemetry.schema import ANOMALY_TYPE, NORMAL_TYPE, TIMESTAMP
 from ds_serving.alerting import AlertPolicy, AlertTracker, epoch_seconds
 
 ENTITY = "host_id"

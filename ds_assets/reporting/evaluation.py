@@ -31,7 +31,7 @@ import numpy as np
 
 from ds_serving.alerting import epoch_seconds
 
-#: The anomaly type of normal rows (``ds_assets.schema.NORMAL_TYPE``; repeated here so this
+#: The anomaly type of normal rows (``telemetry.schema.NORMAL_TYPE``; repeated here so this
 #: module imports nothing but numpy and ds_serving).
 NORMAL_TYPE = "none"
 

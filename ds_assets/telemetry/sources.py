@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from ds_assets.schema import ANOMALY_TYPE, LABEL, NORMAL_TYPE, TIMESTAMP
+from ds_assets.telemetry.schema import ANOMALY_TYPE, LABEL, NORMAL_TYPE, TIMESTAMP
 
 LABELED_CSV_FEATURES: tuple[str, ...] = tuple(f"f{i}" for i in range(1, 9))
 

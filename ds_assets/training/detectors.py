@@ -1,7 +1,7 @@
 """Detector families behind one API: dense autoencoder, temporal (1-D conv) autoencoder, PCA T²+Q.
 
 ``train_detector(params, train, val, features, ...)`` returns a ``TrainedDetector`` that every
-later stage treats the same way: ``ds_assets.export.export_onnx`` turns it into the scoring graph
+later stage treats the same way: ``training.export.export_onnx`` turns it into the scoring graph
 (normalization and score inside), the bundle records ``family``/``window``, and the scorer needs
 no model-specific code. Everything a detector learns travels as ``.npz`` float arrays plus JSON
 (``to_bytes``/``from_bytes``, never pickle), so loading one cannot execute code.

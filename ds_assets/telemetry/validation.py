@@ -13,7 +13,7 @@ from typing import Any
 
 import pandas as pd
 
-from ds_assets.schema import ENTITY_COLUMNS, LABEL, TIMESTAMP
+from ds_assets.telemetry.schema import ENTITY_COLUMNS, LABEL, TIMESTAMP
 
 FINITE_RANGE = (-1e12, 1e12)
 CHECK_NAMES: tuple[str, ...] = (

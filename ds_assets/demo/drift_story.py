@@ -49,8 +49,8 @@ def day_metrics(assets: Path, day: str) -> dict[str, Any]:
 def bundle_day_metrics(bundle_path: Path, raw: pd.DataFrame) -> dict[str, Any]:
     """The same metrics for a bundle that is not serving: the day scored, flagged and alerted
     with its own policy, through the code the assets use."""
-    from ds_assets.alerts import alert_events
-    from ds_assets.datasets import score_frame
+    from ds_assets.monitoring.alerts import alert_events
+    from ds_assets.training.datasets import score_frame
     from ds_serving.alerting import AlertPolicy
     from ds_serving.bundle import load_bundle
     from ds_serving.scoring import Scorer

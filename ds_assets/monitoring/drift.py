@@ -35,8 +35,8 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
-from ds_assets.datasets import split_rows
-from ds_assets.schema import LABEL
+from ds_assets.telemetry.schema import LABEL
+from ds_assets.training.datasets import split_rows
 
 REFERENCE_FILE = "reference.json"
 REFERENCE_FORMAT = 1

@@ -18,9 +18,9 @@ from typing import Any
 
 import numpy as np
 
-from ds_assets.baselines import BaselineResult, comparison_markdown, run_baselines
-from ds_assets.evaluation import EvaluationReport, evaluate
-from ds_assets.plots import pr_curve_png, score_histogram_png, timeseries_png
+from ds_assets.reporting.baselines import BaselineResult, comparison_markdown, run_baselines
+from ds_assets.reporting.evaluation import EvaluationReport, evaluate
+from ds_assets.reporting.plots import pr_curve_png, score_histogram_png, timeseries_png
 from ds_serving.atomic import atomic_write_bytes, atomic_write_text
 
 STYLE = """

@@ -19,7 +19,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from ds_assets.detectors import TrainedDetector, pca_reference_scores
+from ds_assets.training.detectors import TrainedDetector, pca_reference_scores
 from ds_serving.bundle import INPUT_NAME, OUTPUT_NAMES
 from ds_serving.windows import window_index
 

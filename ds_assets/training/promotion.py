@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from ds_assets.evaluation import average_precision
+from ds_assets.reporting.evaluation import average_precision
 from ds_serving import bundle as bundles
 
 CHAMPION_ALIAS = "champion"
@@ -141,7 +141,7 @@ def rows_after_fit(bundle_path: str | Path, timestamps: Any) -> np.ndarray | Non
 def bundle_test_scores(bundle_path: str | Path, test_rows: Any) -> np.ndarray:
     """Scores of a bundle on test rows (a frame, time-ordered per entity), one per row: NaN
     where the model gives no score (temporal warm-up), so two bundles align row by row."""
-    from ds_assets.datasets import score_frame
+    from ds_assets.training.datasets import score_frame
     from ds_serving.scoring import Scorer
 
     scorer = Scorer.from_bundle(bundles.load_bundle(bundle_path), backend="cpu")

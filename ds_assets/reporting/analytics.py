@@ -7,7 +7,7 @@ import base64
 import numpy as np
 import pandas as pd
 
-from ds_assets.schema import ANOMALY_TYPE, LABEL, NORMAL_TYPE, feature_columns
+from ds_assets.telemetry.schema import ANOMALY_TYPE, LABEL, NORMAL_TYPE, feature_columns
 
 
 def markdown_table(frame: pd.DataFrame, floatfmt: str = ".4g") -> str:

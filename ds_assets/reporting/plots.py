@@ -15,7 +15,7 @@ import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
-from ds_assets.evaluation import _check_labels_scores, _cumulative_counts
+from ds_assets.reporting.evaluation import _check_labels_scores, _cumulative_counts
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 DPI = 100
@@ -31,7 +31,7 @@ def _png(fig: Figure) -> bytes:
 def pr_curve(labels: np.ndarray, scores: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """(recall, precision) at every distinct score threshold, highest threshold first.
 
-    The same step points :func:`ds_assets.evaluation.average_precision` sums over, so the plot
+    The same step points :func:`reporting.evaluation.average_precision` sums over, so the plot
     and the PR-AUC in the table describe the same curve.
     """
     y, s = _check_labels_scores(labels, scores)

@@ -1,6 +1,6 @@
 """SKAB outlier-detection benchmark, run through the same train -> ONNX -> scorer path as the graph.
 
-Usage: ``python -m ds_assets.skab --skab-dir DIR [--out results.json]`` (``make skab``).
+Usage: ``python -m bench.skab --skab-dir DIR [--out results.json]`` (``make skab``).
 
 Protocol (SKAB's outlier-detection problem, https://github.com/waico/SKAB):
 
@@ -23,8 +23,8 @@ Rows are scored in time order over the whole file, so a temporal model's window 
 test rows includes the last training rows (the history an online scorer would have); the
 first ``W - 1`` rows of a file have no score and lie in the training part.
 
-Detectors are trained with ``ds_assets.detectors.train_detector``, exported with
-``ds_assets.export.export_onnx`` and scored with ``ds_serving.scoring.Scorer`` /
+Detectors are trained with ``ds_assets.training.detectors.train_detector``, exported with
+``ds_assets.training.export.export_onnx`` and scored with ``ds_serving.scoring.Scorer`` /
 ``score_rows``: the benchmark measures the code that ships.
 
 Two ways of choosing the flag policy are reported, from the same cached scores:
@@ -63,11 +63,11 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from ds_assets.baselines import make_baseline
-from ds_assets.detectors import DetectorParams, train_detector
-from ds_assets.evaluation import alarm_rates, confusion_counts, skab_f1
-from ds_assets.export import export_onnx
-from ds_assets.thresholds import calibrate_quantile
+from ds_assets.reporting.baselines import make_baseline
+from ds_assets.reporting.evaluation import alarm_rates, confusion_counts, skab_f1
+from ds_assets.training.detectors import DetectorParams, train_detector
+from ds_assets.training.export import export_onnx
+from ds_assets.training.thresholds import calibrate_quantile
 from ds_serving.atomic import atomic_write_text
 from ds_serving.scoring import Scorer, score_rows
 from ds_serving.smoothing import Rebaseline, Smoothing, flag_scores
@@ -184,7 +184,7 @@ class Config:
     name: str
     policy: Policy
     params: DetectorParams | None = None  # a detector family (ONNX path)
-    baseline: str | None = None  # or one of ds_assets.baselines (numpy, no ONNX)
+    baseline: str | None = None  # or one of ds_assets.reporting.baselines (numpy, no ONNX)
     holdout: float = 0.0  # share of the 400 training rows kept out for early stopping
     features: tuple[str, ...] = FEATURES  # sensor columns the detector sees
     # calibrate the threshold on the held-out rows only (as the graph calibrates on its

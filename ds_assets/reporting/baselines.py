@@ -22,8 +22,8 @@ from typing import Any
 import numpy as np
 from sklearn.ensemble import IsolationForest
 
-from ds_assets.evaluation import EvaluationReport, _fmt, _markdown_table, evaluate
-from ds_assets.thresholds import calibrate_quantile
+from ds_assets.reporting.evaluation import EvaluationReport, _fmt, _markdown_table, evaluate
+from ds_assets.training.thresholds import calibrate_quantile
 
 BASELINES = ("zscore", "pca", "isolation_forest")
 

@@ -18,7 +18,7 @@ from typing import Any
 import dagster as dg
 
 from ds_assets.definitions import build_definitions
-from ds_assets.demo_drift import run_drift_story
+from ds_assets.demo.drift_story import run_drift_story
 from ds_assets.sensors.records import previous_days
 from ds_assets.settings import Settings
 

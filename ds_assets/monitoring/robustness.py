@@ -21,9 +21,9 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from ds_assets.datasets import score_frame
-from ds_assets.evaluation import average_precision, confusion_counts, precision_recall_f1
-from ds_assets.schema import LABEL
+from ds_assets.reporting.evaluation import average_precision, confusion_counts, precision_recall_f1
+from ds_assets.telemetry.schema import LABEL
+from ds_assets.training.datasets import score_frame
 from ds_serving.scoring import Scorer
 from ds_serving.smoothing import Smoothing
 

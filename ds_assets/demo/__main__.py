@@ -1,0 +1,3 @@
+from ds_assets.demo.run import main
+
+raise SystemExit(main())
