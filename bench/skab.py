@@ -70,7 +70,8 @@ from ds_assets.training.export import export_onnx
 from ds_assets.training.thresholds import calibrate_quantile
 from ds_serving.atomic import atomic_write_text
 from ds_serving.scoring import Scorer, score_rows
-from ds_serving.smoothing import Rebaseline, Smoothing, flag_scores
+from ds_serving.policy import ScoringPolicy
+from ds_serving.smoothing import Rebaseline, Smoothing
 
 TRAIN_ROWS = 400
 FEATURES = (
@@ -390,8 +391,9 @@ def score_file(
 
 def file_flags(scored: FileScores, policy: Policy) -> tuple[np.ndarray, float]:
     """Deployed flags for every row of a file, and the threshold from its training rows."""
-    threshold, _ = calibrate_quantile(scored.train_scores, policy.quantile, policy.margin)
-    return flag_scores(scored.scores, threshold, policy.smoothing), threshold
+    threshold, rule = calibrate_quantile(scored.train_scores, policy.quantile, policy.margin)
+    deployed = ScoringPolicy(threshold=threshold, threshold_rule=rule, smoothing=policy.smoothing)
+    return deployed.flags(scored.scores), threshold
 
 
 def summarize(counts: dict[str, int]) -> dict[str, float]:

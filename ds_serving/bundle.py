@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from ds_serving.atomic import atomic_write_text, current_umask
+from ds_serving.policy import PolicyError, ScoringPolicy
 
 FORMAT_VERSION = 1
 MODEL_FILE = "model.onnx"
@@ -77,6 +78,17 @@ class Manifest:
     metrics: dict[str, Any] = field(default_factory=dict)
     extra: dict[str, Any] = field(default_factory=dict)
     format_version: int = FORMAT_VERSION
+    # threshold + smoothing + alerting parsed once: every caller decides through it
+    policy: ScoringPolicy = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        try:
+            policy = ScoringPolicy.from_sections(self.threshold, self.threshold_rule,
+                                                 self.smoothing, self.alerting)
+        except PolicyError as exc:
+            raise BundleError(
+                f"model {self.name!r} v{self.version}: scoring policy: {exc}") from exc
+        object.__setattr__(self, "policy", policy)
 
     @property
     def n_features(self) -> int:

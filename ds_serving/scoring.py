@@ -15,6 +15,7 @@ import numpy as np
 from ds_serving.bundle import Bundle
 from ds_serving.engines import BACKENDS as ENGINE_BACKENDS
 from ds_serving.engines import Engine, select_engine
+from ds_serving.policy import ScoringPolicy
 from ds_serving.windows import iter_windows, window_index
 
 log = logging.getLogger(__name__)
@@ -66,6 +67,7 @@ class Scorer:
         intra_op_threads: int = 0,
         plan: Path | None = None,
         allow_spinning: bool = True,
+        policy: ScoringPolicy | None = None,
     ) -> None:
         self.engine: Engine = select_engine(
             model,
@@ -79,7 +81,9 @@ class Scorer:
         self.backend = self.engine.name
         self.backend_reason = self.engine.reason
         self.features = tuple(features)
-        self.threshold = float(threshold)
+        # the bundle's decision (threshold + smoothing + alerting); a bare threshold otherwise
+        self.policy = policy if policy is not None else ScoringPolicy(float(threshold))
+        self.threshold = self.policy.threshold
         self.label = label
         self.version = version
         self.window = window
@@ -105,6 +109,7 @@ class Scorer:
             intra_op_threads=intra_op_threads,
             plan=bundle.engine_path,
             allow_spinning=allow_spinning,
+            policy=m.policy,
         )
 
     @property
@@ -150,7 +155,8 @@ class Scorer:
         """Score model inputs: rows [n, f], or windows [n, W, f] for a temporal model."""
         rows = self.validate(rows, windowed=self.temporal)
         scores, errors = self.run(rows, explain=explain)
-        return ScoreBatch(scores=scores, flags=scores > self.threshold, feature_errors=errors)
+        return ScoreBatch(scores=scores, flags=self.policy.raw_flags(scores),
+                          feature_errors=errors)
 
     def run(
         self, inputs: np.ndarray, *, explain: bool = False
@@ -200,9 +206,7 @@ def score_rows(
             scores[ends] = batch.scores
             if errors is not None:
                 errors[ends] = batch.feature_errors
-    flags = np.zeros(n, dtype=bool)
-    np.greater(scores, scorer.threshold, out=flags, where=~np.isnan(scores))
-    return ScoreBatch(scores=scores, flags=flags, feature_errors=errors)
+    return ScoreBatch(scores=scores, flags=scorer.policy.raw_flags(scores), feature_errors=errors)
 
 
 def iter_chunks(n_rows: int, chunk_rows: int) -> Iterator[slice]:

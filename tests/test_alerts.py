@@ -9,7 +9,6 @@ import dagster as dg
 import numpy as np
 import pandas as pd
 import pytest
-from onnx import TensorProto, helper
 
 from ds_assets.assets.alerts import alerts
 from ds_assets.assets.partitions import daily_partitions
@@ -23,6 +22,7 @@ from ds_assets.monitoring.alerts import (
 from ds_assets.settings import Settings
 from ds_serving.alerting import AlertPolicy
 from ds_serving.bundle import promote, write_bundle
+from tests.support.graphs import sum_graph
 
 DAY = "2026-11-02"
 FEATURES = ["f1", "f2"]
@@ -133,27 +133,10 @@ def test_missing_columns_are_named() -> None:
         alert_events(_rows("111").drop(columns="is_anomaly"), POLICY)
 
 
-def _sum_graph() -> bytes:
-    """A valid scoring graph without training: score = sum of features, errors = features."""
-    x = helper.make_tensor_value_info("features", TensorProto.FLOAT, ["batch", len(FEATURES)])
-    score = helper.make_tensor_value_info("score", TensorProto.FLOAT, ["batch"])
-    errors = helper.make_tensor_value_info("feature_errors", TensorProto.FLOAT,
-                                           ["batch", len(FEATURES)])
-    axes = helper.make_tensor("axes", TensorProto.INT64, [1], [1])
-    graph = helper.make_graph(
-        [helper.make_node("ReduceSum", ["features", "axes"], ["score"], keepdims=0),
-         helper.make_node("Identity", ["features"], ["feature_errors"])],
-        "sum", [x], [score, errors], initializer=[axes],
-    )
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
-    model.ir_version = 8
-    return bytes(model.SerializeToString())
-
-
 def test_alerts_asset_uses_the_scoring_bundles_policy(settings: Settings) -> None:
     bundle = write_bundle(
-        settings.models_dir, settings.model_name, _sum_graph(), kind="sum", features=FEATURES,
-        threshold=1.0, threshold_rule={"rule": "fixed"},
+        settings.models_dir, settings.model_name, sum_graph(len(FEATURES)), kind="sum",
+        features=FEATURES, threshold=1.0, threshold_rule={"rule": "fixed"},
         alerting={"k": 2, "n": 3, "m": 2, "cooldown": 0.0},
     )
     promote(settings.models_dir, settings.model_name, bundle.manifest.version)
@@ -173,13 +156,23 @@ def test_alerts_asset_uses_the_scoring_bundles_policy(settings: Settings) -> Non
         assert result.success
         meta = result.asset_materializations_for_node("alerts")[0].metadata
         assert meta["policy"].value["k"] == config.get("k", 2)
+        source = meta["policy_source"].value
+        assert source == (f"what-if on bundle v1: {{'alert_k': {config['k']}}}"
+                          if "k" in config else "bundle v1")
         return pd.read_parquet(Path(settings.data_dir) / "assets" / "alerts" / f"{DAY}.parquet")
 
     bundle_policy = run({})  # k=2 of n=3, close after 2 normal rows: three alerts on h1
     assert list(bundle_policy["entity"]) == ["h1"] * 3
     assert int(bundle_policy["rows"].sum()) > 0
-    stricter = run({"k": 3})  # never 3 flags in 3 rows
+    stricter = run({"what_if": True, "k": 3})  # never 3 flags in 3 rows
     assert stricter.empty
+    # an override without what_if would make offline alerts differ from live ones: refused
+    with pytest.raises(dg.Failure, match=r"set what_if: true"):
+        dg.materialize(
+            [dg.AssetSpec("scored_telemetry", partitions_def=daily_partitions), alerts],
+            partition_key=DAY, resources=build_resources(settings),
+            run_config={"ops": {"alerts": {"config": {"k": 3}}}},
+        )
 
 
 def test_a_bundle_alerting_config_that_cannot_work_names_its_run_config_fields() -> None:

@@ -257,7 +257,7 @@ def test_temporal_then_pca_through_the_graph(settings: Settings) -> None:
 
     raw = pd.read_parquet(settings.data_dir / "assets" / "raw_telemetry" / f"{DAYS[0]}.parquet")
     scorer = Scorer.from_bundle(bundle, backend="cpu")
-    scored = score_frame(scorer, raw, smoothing=Smoothing.from_dict(m.smoothing))
+    scored = score_frame(scorer, raw)  # the bundle's smoothing, from its scoring policy
     first_rows = scored.groupby("host_id").head(3).index
     assert scored.loc[first_rows, "score"].isna().all()
     assert scored["score"].isna().sum() == 3 * TINY_SOURCE["n_hosts"]

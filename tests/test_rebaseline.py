@@ -168,8 +168,7 @@ def test_live_scorer_flags_like_dataset_scoring_and_stateless_tier_refuses(
     hosts = np.array(["h1", "h2"])[np.arange(len(rows)) % 2]
     frame = pd.DataFrame(rows, columns=FEATURES).assign(host_id=hosts)
     bundle = load_bundle(path)
-    expected = score_frame(Scorer.from_bundle(bundle, backend="cpu"), frame,
-                           smoothing=Smoothing.from_dict(bundle.manifest.smoothing))
+    expected = score_frame(Scorer.from_bundle(bundle, backend="cpu"), frame)  # bundle policy
     deployed = expected["is_anomaly"].to_numpy()
     assert (deployed != expected["raw_is_anomaly"].to_numpy()).any()  # the rule acted
     with ServerThread(_config(models)) as server:

@@ -7,20 +7,28 @@ import pandas as pd
 from ds_assets.assets.automation import DAILY_AUTOMATION
 from ds_assets.assets.drift import scoring_version
 from ds_assets.assets.partitions import daily_partitions
-from ds_assets.monitoring.alerts import alert_events, alert_summary, policy_with_overrides
+from ds_assets.monitoring.alerts import alert_events, alert_summary
 from ds_assets.reporting.analytics import markdown_table
 from ds_assets.resources.registry import ModelRegistry
 from ds_serving.bundle import load_bundle
 
 
 class AlertsConfig(dg.Config):
-    """Overrides of the scoring model's alerting policy (unset = the bundle's manifest)."""
+    """Alerts follow the scoring bundle's policy, as the live scorer does. A what-if run (an
+    alerting policy the bundle does not have) sets ``what_if`` and the fields it changes; its
+    metadata then names the changes."""
 
+    what_if: bool = False
     k: int | None = None
     n: int | None = None
     m: int | None = None
     cooldown_seconds: float | None = None
     top_k_features: int = 3
+
+    def changes(self) -> dict[str, float | int]:
+        given = {"alert_k": self.k, "alert_n": self.n, "alert_m": self.m,
+                 "alert_cooldown": self.cooldown_seconds}
+        return {key: value for key, value in given.items() if value is not None}
 
 
 @dg.asset(
@@ -39,11 +47,16 @@ def alerts(
     """Alert events: entity, start, end, peak score, top features, anomaly type."""
     version = scoring_version(scored_telemetry, registry.champion_version())
     manifest = load_bundle(registry.bundle_path(version)).manifest
-    policy = policy_with_overrides(
-        manifest.alerting, k=config.k, n=config.n, m=config.m, cooldown=config.cooldown_seconds
-    )
-    events = alert_events(scored_telemetry, policy, top_k=config.top_k_features)
-    summary = alert_summary(events, policy)
+    changes = config.changes()
+    if changes and not config.what_if:
+        raise dg.Failure(
+            f"alerts: {sorted(changes)} would replace the alerting policy of bundle v{version}, "
+            "so these alerts would differ from the live scorer's; set what_if: true to run "
+            "that as a what-if (recorded in metadata), or leave them unset"
+        )
+    policy = manifest.policy.what_if(**changes)
+    events = alert_events(scored_telemetry, policy.alerting, top_k=config.top_k_features)
+    summary = alert_summary(events, policy.alerting)
     shown = events.sort_values("peak_score", ascending=False).head(20)
     context.add_output_metadata(
         {
@@ -53,6 +66,8 @@ def alerts(
             "false_alarms": summary["false_alarms"],
             "by_anomaly_type": dg.MetadataValue.json(summary["by_anomaly_type"]),
             "policy": dg.MetadataValue.json(summary["policy"]),
+            "policy_source": (f"what-if on bundle v{version}: {policy.overrides}"
+                              if policy.is_what_if else f"bundle v{version}"),
             "model_version": version,
             "top_alerts": dg.MetadataValue.md(
                 markdown_table(shown.astype({"start": str, "end": str})) if len(shown)

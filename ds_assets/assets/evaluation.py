@@ -24,7 +24,6 @@ from ds_assets.training.promotion import (
 )
 from ds_serving.bundle import load_bundle
 from ds_serving.scoring import Scorer
-from ds_serving.smoothing import Smoothing, flag_scores
 
 HEADLINE = ("precision", "recall", "f1", "roc_auc", "pr_auc", "best_f1_oracle", "precision_at_k",
             "far", "mar", "contamination", "mean_delay_seconds", "median_delay_seconds",
@@ -59,9 +58,7 @@ def evaluation_report(
     scored = score_frame(Scorer.from_bundle(bundle, backend="cpu"), test)
     scores = scored["score"].to_numpy(np.float64)
     entities = scored["host_id"].to_numpy() if "host_id" in scored.columns else None
-    smoothing = Smoothing.from_dict(manifest.smoothing)
-    # the deployed flags; rows are time-ordered within each host
-    flags = flag_scores(scores, manifest.threshold, smoothing, entities)
+    flags = scored["is_anomaly"].to_numpy()  # the bundle's policy, as deployed
     features = list(manifest.features)
     rule = manifest.threshold_rule
     rendered = build_report(
@@ -81,7 +78,7 @@ def evaluation_report(
         baseline_quantile=float(rule.get("quantile", 0.995)),
         baseline_margin=float(rule.get("margin", 1.0)),
         notes=[f"threshold rule {rule.get('rule', '?')}",
-               f"flag policy: {smoothing.describe()}",
+               f"flag policy: {manifest.policy.smoothing.describe()}",
                f"window {manifest.window or 'none (point-wise)'}"],
         seed=config.seed,
     )

@@ -6,14 +6,14 @@ from typing import Any
 import dagster as dg
 import pandas as pd
 
-from ds_assets.monitoring.drift import N_QUANTILES, load_reference
+from ds_assets.monitoring.reference import load_reference
 from ds_assets.monitoring.robustness import RobustnessSettings, summary
 from ds_assets.monitoring.robustness import robustness_report as build_robustness_table
+from ds_assets.monitoring.sketches import N_QUANTILES
 from ds_assets.reporting.analytics import markdown_table
 from ds_assets.resources.registry import ModelRegistry
 from ds_assets.training.datasets import split_rows
 from ds_serving.scoring import Scorer
-from ds_serving.smoothing import Smoothing
 
 
 class RobustnessConfig(dg.Config):
@@ -51,7 +51,6 @@ def robustness_report(
             outlier_fraction=config.outlier_fraction, outlier_size=config.outlier_size,
             drift_shift=config.drift_shift, seed=config.seed,
         ),
-        smoothing=Smoothing.from_dict(bundle.manifest.smoothing),
     )
     head = summary(table)
     context.add_output_metadata({

@@ -20,7 +20,6 @@ from ds_assets.reporting.analytics import (
 from ds_assets.resources.registry import ModelRegistry
 from ds_assets.training.datasets import DatasetError, score_frame
 from ds_serving.scoring import Scorer, ScoringInputError
-from ds_serving.smoothing import Smoothing
 
 
 class ScoringConfig(dg.Config):
@@ -55,11 +54,8 @@ def scored_telemetry(
             "job), then score it"
         )
     bundle = registry.champion()
-    # the bundle's k-of-n flag smoothing, as the live scorer applies it
-    smoothing = Smoothing.from_dict(bundle.manifest.smoothing)
-    try:
-        scored = score_frame(Scorer.from_bundle(bundle), raw_telemetry, config.chunk_rows,
-                             smoothing)
+    try:  # flagged by the bundle's scoring policy, as the live scorer flags
+        scored = score_frame(Scorer.from_bundle(bundle), raw_telemetry, config.chunk_rows)
     except (DatasetError, ScoringInputError) as exc:
         raise DatasetError(f"scoring raw_telemetry {day}: {exc}") from exc
     context.add_output_metadata(scoring_metadata(scored, bundle.manifest.version))

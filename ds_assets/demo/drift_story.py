@@ -51,16 +51,12 @@ def bundle_day_metrics(bundle_path: Path, raw: pd.DataFrame) -> dict[str, Any]:
     with its own policy, through the code the assets use."""
     from ds_assets.monitoring.alerts import alert_events
     from ds_assets.training.datasets import score_frame
-    from ds_serving.alerting import AlertPolicy
     from ds_serving.bundle import load_bundle
     from ds_serving.scoring import Scorer
-    from ds_serving.smoothing import Smoothing
 
     bundle = load_bundle(bundle_path)
-    m = bundle.manifest
-    scored = score_frame(Scorer.from_bundle(bundle), raw,  # the backend scored_telemetry uses
-                         smoothing=Smoothing.from_dict(m.smoothing))
-    return frame_metrics(scored, alert_events(scored, AlertPolicy.from_dict(m.alerting)))
+    scored = score_frame(Scorer.from_bundle(bundle), raw)  # the backend scored_telemetry uses
+    return frame_metrics(scored, alert_events(scored, bundle.manifest.policy.alerting))
 
 
 def frame_metrics(scored: pd.DataFrame, alerts: pd.DataFrame) -> dict[str, Any]:

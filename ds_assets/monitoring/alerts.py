@@ -13,7 +13,6 @@ condition persists, opens again on the next day's first rows.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
@@ -141,9 +140,3 @@ def alert_summary(alerts: pd.DataFrame, policy: AlertPolicy) -> dict[str, Any]:
         "policy": policy.to_dict(),
     }
 
-
-def policy_with_overrides(base: Mapping[str, Any] | None, **overrides: Any) -> AlertPolicy:
-    """The bundle's alerting policy with any non-None override applied (validated)."""
-    merged = {**AlertPolicy.from_dict(base).to_dict(),
-              **{k: v for k, v in overrides.items() if v is not None}}
-    return AlertPolicy.from_dict(merged)

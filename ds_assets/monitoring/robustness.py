@@ -25,7 +25,6 @@ from ds_assets.reporting.evaluation import average_precision, confusion_counts, 
 from ds_assets.telemetry.schema import LABEL
 from ds_assets.training.datasets import score_frame
 from ds_serving.scoring import Scorer
-from ds_serving.smoothing import Smoothing
 
 
 class RobustnessError(ValueError):
@@ -93,9 +92,9 @@ def robustness_report(
     scale: Mapping[str, float],
     medians: Mapping[str, float],
     settings: RobustnessSettings = RobustnessSettings(),
-    smoothing: Smoothing | None = None,
 ) -> pd.DataFrame:
-    """One row per scenario (clean first) with precision/recall/F1/PR-AUC/false-alarm rate.
+    """One row per scenario (clean first) with precision/recall/F1/PR-AUC/false-alarm rate,
+    flagged by the scorer's (the bundle's) scoring policy.
 
     ``rows`` are labeled rows (the test split); ``scale`` is each feature's reference std and
     ``medians`` its training median (both from the bundle's drift reference).
@@ -154,7 +153,7 @@ def robustness_report(
     out = []
     for name, description, make in scenarios:
         frame, touched = make()
-        scored = score_frame(scorer, frame, smoothing=smoothing)
+        scored = score_frame(scorer, frame)
         out.append({"scenario": name, "description": description, "rows_changed": touched,
                     **_metrics(scored)})
     table = pd.DataFrame(out)

@@ -14,8 +14,8 @@ from ds_assets.telemetry.schema import (
     TIMESTAMP,
     feature_columns,
 )
+from ds_serving.policy import ScoringPolicy
 from ds_serving.scoring import Scorer, score_rows
-from ds_serving.smoothing import Smoothing, flag_scores
 
 SPLITS = ("train", "val", "test")
 
@@ -179,15 +179,16 @@ def score_frame(
     scorer: Scorer,
     frame: pd.DataFrame,
     chunk_rows: int = 65_536,
-    smoothing: Smoothing | None = None,
+    policy: ScoringPolicy | None = None,
 ) -> pd.DataFrame:
     """Score every row in chunks (bounded memory); keeps ids/labels, adds score columns.
 
-    ``smoothing`` is the bundle's flag policy (``Smoothing.from_dict(manifest.smoothing)``):
-    ``is_anomaly`` then holds the deployed flags (k-of-n, re-baselining; per host, rows
-    time-ordered within each host, as the live scorer applies them) and ``raw_is_anomaly`` the
-    plain ``score > threshold``.
+    ``is_anomaly`` holds the deployed flags of ``policy`` (default: the scorer's, i.e. the
+    bundle's): threshold, re-baselining and k-of-n per host, rows time-ordered within each host,
+    as the live scorer applies them. With smoothing, ``raw_is_anomaly`` is the plain
+    ``score > threshold``. A what-if ``policy`` is the caller's to report as such.
     """
+    policy = policy or scorer.policy
     missing = [f for f in scorer.features if f not in frame.columns]
     if missing:
         raise DatasetError(
@@ -209,11 +210,11 @@ def score_frame(
     keep = [c for c in (TIMESTAMP, *ENTITY_COLUMNS, LABEL, ANOMALY_TYPE) if c in frame.columns]
     out = frame[keep].reset_index(drop=True)
     out["score"] = batch.scores
-    if smoothing is not None and smoothing.enabled:
-        out["raw_is_anomaly"] = batch.flags
-        out["is_anomaly"] = flag_scores(batch.scores, scorer.threshold, smoothing, entities)
+    if policy.smoothing.enabled:
+        out["raw_is_anomaly"] = policy.raw_flags(batch.scores)
+        out["is_anomaly"] = policy.flags(batch.scores, entities)
     else:
-        out["is_anomaly"] = batch.flags
+        out["is_anomaly"] = policy.raw_flags(batch.scores)
     out["top_feature"] = np.where(scored, np.asarray(scorer.features, dtype=object)[top], None)
     out["model_version"] = scorer.version or ""
     return out

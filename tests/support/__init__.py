@@ -1,0 +1,1 @@
+"""Builders shared by tests: small models, bundles and rows (never imported from test modules)."""

@@ -1,0 +1,79 @@
+"""The scoring policy: parsed once from the manifest, one decision for every caller."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from ds_assets.training.datasets import score_frame
+from ds_serving.alerting import AlertPolicy
+from ds_serving.bundle import MANIFEST_FILE, BundleError, load_bundle, write_bundle
+from ds_serving.policy import PolicyError, ScoringPolicy
+from ds_serving.scoring import Scorer
+from ds_serving.smoothing import Smoothing, flag_scores
+from tests.support.graphs import sum_graph
+
+FEATURES = ["f1", "f2"]
+
+
+def _bundle(tmp_path: Path, **policy: object) -> Path:
+    return write_bundle(tmp_path / "models", "p", sum_graph(2), kind="sum", features=FEATURES,
+                        threshold=1.0, threshold_rule={"rule": "fixed"},
+                        **policy).path  # type: ignore[arg-type]
+
+
+def test_the_manifest_is_parsed_once_into_a_typed_policy(tmp_path: Path) -> None:
+    path = _bundle(tmp_path, smoothing={"k": 2, "n": 3},
+                   alerting={"k": 1, "n": 2, "m": 3, "cooldown": 5.0})
+    policy = load_bundle(path).manifest.policy
+    assert policy == ScoringPolicy(1.0, {"rule": "fixed"}, Smoothing(2, 3),
+                                   AlertPolicy(1, 2, 3, 5.0))
+    assert policy.to_dict()["smoothing"] == {"k": 2, "n": 3} and not policy.is_what_if
+
+
+def test_a_manifest_with_an_unworkable_policy_is_refused_at_load(tmp_path: Path) -> None:
+    path = _bundle(tmp_path)
+    manifest = json.loads((path / MANIFEST_FILE).read_text())
+    manifest["smoothing"] = {"k": 4, "n": 3}
+    (path / MANIFEST_FILE).write_text(json.dumps(manifest))
+    with pytest.raises(BundleError, match=r"scoring policy: smoothing.k must be between 1 and n=3"):
+        load_bundle(path)
+
+
+def test_flags_are_the_deployed_decision_and_nan_is_never_flagged() -> None:
+    policy = ScoringPolicy(1.0, smoothing=Smoothing(2, 3))
+    scores = np.array([2, 0, 2, 2, np.nan, 0, 3, 3], np.float32)
+    hosts = np.array(["a", "b"] * 4)
+    np.testing.assert_array_equal(policy.flags(scores, hosts),
+                                  flag_scores(scores, 1.0, Smoothing(2, 3), hosts))
+    np.testing.assert_array_equal(policy.raw_flags(scores), np.nan_to_num(scores) > 1.0)
+    assert not policy.raw_flags(np.array([np.nan]))[0]
+
+
+def test_dataset_scoring_applies_the_bundles_smoothing_without_being_told(
+    tmp_path: Path,
+) -> None:
+    bundle = load_bundle(_bundle(tmp_path, smoothing={"k": 2, "n": 2}))
+    frame = pd.DataFrame({"f1": [2.0, 0, 2, 2], "f2": [0.0] * 4, "host_id": ["h"] * 4})
+    scored = score_frame(Scorer.from_bundle(bundle, backend="cpu"), frame)
+    assert scored["raw_is_anomaly"].tolist() == [True, False, True, True]
+    assert scored["is_anomaly"].tolist() == [False, False, False, True]
+
+
+def test_a_what_if_is_validated_and_says_what_it_changed() -> None:
+    policy = ScoringPolicy(1.0)
+    assert policy.what_if(alert_k=None) is policy
+    changed = policy.what_if(alert_k=2, threshold=3.0)
+    assert changed.alerting.k == 2 and changed.threshold == 3.0
+    assert changed.overrides == {"alert_k": 2, "threshold": 3.0} and changed.is_what_if
+    assert "what-if" in changed.describe() and changed.to_dict()["what_if"]
+    with pytest.raises(PolicyError, match=r"alerting.k must be between 1 and n=5"):
+        policy.what_if(alert_k=9)
+    with pytest.raises(PolicyError, match=r"unknown what-if field\(s\) \['alert_z'\]"):
+        policy.what_if(alert_z=1)
+    with pytest.raises(PolicyError, match="threshold must be a number"):
+        ScoringPolicy(float("nan"))
