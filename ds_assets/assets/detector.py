@@ -15,7 +15,7 @@ import numpy as np
 import pandas as pd
 
 from ds_assets.assets.telemetry import partitions_failing_checks
-from ds_assets.monitoring.drift import REFERENCE_FILE, reference_from_training_set
+from ds_assets.monitoring.reference import REFERENCE_FILE, reference_from_training_set
 from ds_assets.reporting.analytics import markdown_table
 from ds_assets.resources.io_manager import OnnxGraph, PartitionFrames
 from ds_assets.resources.registry import ModelRegistry

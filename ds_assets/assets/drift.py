@@ -8,14 +8,10 @@ import pandas as pd
 
 from ds_assets.assets.automation import DAILY_AUTOMATION
 from ds_assets.assets.partitions import daily_partitions
-from ds_assets.monitoring.drift import (
-    comparable_rows,
-    compare,
-    drift_plot_png,
-    load_reference,
-    rate_flags,
-)
+from ds_assets.monitoring.drift import comparable_rows, compare, rate_flags
+from ds_assets.monitoring.reference import load_reference
 from ds_assets.reporting.analytics import markdown_table, png_markdown
+from ds_assets.reporting.plots import drift_plot_png
 from ds_assets.resources.registry import ModelRegistry
 from ds_assets.telemetry.schema import LABEL
 

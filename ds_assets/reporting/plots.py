@@ -10,12 +10,16 @@ from __future__ import annotations
 
 import io
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
 from ds_assets.reporting.evaluation import _check_labels_scores, _cumulative_counts
+
+if TYPE_CHECKING:
+    from ds_assets.monitoring.drift import DriftResult
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 DPI = 100
@@ -148,3 +152,25 @@ def timeseries_png(
     ax.legend(fontsize=8, loc="upper left")
     fig.autofmt_xdate()
     return _png(fig)
+
+
+def drift_plot_png(result: DriftResult) -> bytes:
+    """Bar chart of each feature's drift score (effect size over its calibrated threshold)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    table = result.table
+    fig, ax = plt.subplots(figsize=(7, 3.2), dpi=90)
+    colors = ["tab:red" if d else "tab:blue" for d in table["drifted"]]
+    ax.barh(table["feature"], table["drift_score"], color=colors)
+    ax.axvline(1.0, color="black", linestyle="--", linewidth=1, label="calibrated threshold")
+    ax.set_xlabel("max(W1 / threshold, PSI / threshold)")
+    ax.invert_yaxis()
+    ax.legend(loc="lower right", fontsize=8)
+    fig.tight_layout()
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png")
+    plt.close(fig)
+    return buf.getvalue()

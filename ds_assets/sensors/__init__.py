@@ -1,1 +1,1 @@
-"""Sensors and schedules: Dagster wiring around the decisions in ds_assets.monitoring.drift."""
+"""Sensors and schedules: Dagster wiring around the decisions in ds_assets.monitoring.episodes."""

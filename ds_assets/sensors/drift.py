@@ -8,7 +8,7 @@ from typing import Any
 
 import dagster as dg
 
-from ds_assets.monitoring.drift import DriftEpisode, consecutive_drift, plan_retrain
+from ds_assets.monitoring.episodes import DriftEpisode, consecutive_drift, plan_retrain
 from ds_assets.sensors.records import (
     latest_metadata,
     materialized_partitions,
