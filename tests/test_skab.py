@@ -47,6 +47,21 @@ REPO = Path(__file__).resolve().parents[1]
 SKAB_DIR = Path(os.environ.get("SKAB_DIR", REPO.parent / "shared" / "datasets" / "skab"))
 
 
+@pytest.fixture
+def needs_skab() -> None:
+    """Skip without the real data, unless DS_REQUIRE_SKAB is set (CI has it): then fail, so a
+    missing dataset cannot turn the real-data tests into silent skips."""
+    if (SKAB_DIR / "data").is_dir():
+        return
+    message = f"SKAB data not found at {SKAB_DIR}; set SKAB_DIR to a SKAB checkout"
+    if os.environ.get("DS_REQUIRE_SKAB"):
+        pytest.fail(f"DS_REQUIRE_SKAB is set but {message}")
+    pytest.skip(message)
+
+
+needs_skab_data = pytest.mark.usefixtures("needs_skab")
+
+
 # ---------------------------------------------------------------------------------------------
 # metric arithmetic (no data)
 
@@ -361,10 +376,7 @@ def test_cli_on_synthetic_files_writes_table_and_json(
 # the real data, 2 files, tiny epochs
 
 
-@pytest.mark.skipif(
-    not (SKAB_DIR / "data").is_dir(),
-    reason=f"SKAB data not found at {SKAB_DIR}; set SKAB_DIR to a SKAB checkout to run this",
-)
+@needs_skab_data
 def test_protocol_on_two_real_files() -> None:
     files = list_files(SKAB_DIR)
     assert len(files) == 34  # SKAB v0.9: 34 experiments once anomaly-free.csv is excluded
@@ -390,10 +402,7 @@ def test_protocol_on_two_real_files() -> None:
     assert not math.isnan(results[2].metrics["f1"])
 
 
-@pytest.mark.skipif(
-    not (SKAB_DIR / "data").is_dir(),
-    reason=f"SKAB data not found at {SKAB_DIR}; set SKAB_DIR to a SKAB checkout to run this",
-)
+@needs_skab_data
 def test_held_out_selection_on_two_real_groups() -> None:
     files = list_files(SKAB_DIR)
     picked = [next(p for p in files if p.parent.name == g) for g in ("other", "valve1")]
