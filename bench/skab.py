@@ -69,8 +69,8 @@ from ds_assets.training.detectors import DetectorParams, train_detector
 from ds_assets.training.export import export_onnx
 from ds_assets.training.thresholds import calibrate_quantile
 from ds_serving.atomic import atomic_write_text
-from ds_serving.scoring import Scorer, score_rows
 from ds_serving.policy import ScoringPolicy
+from ds_serving.scoring import Scorer, score_rows
 from ds_serving.smoothing import Rebaseline, Smoothing
 
 TRAIN_ROWS = 400
