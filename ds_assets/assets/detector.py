@@ -15,15 +15,14 @@ import numpy as np
 import pandas as pd
 
 from ds_assets.assets.telemetry import partitions_failing_checks
-from ds_assets.monitoring.reference import REFERENCE_FILE, reference_from_training_set
 from ds_assets.reporting.analytics import markdown_table
 from ds_assets.resources.io_manager import OnnxGraph, PartitionFrames
 from ds_assets.resources.registry import ModelRegistry
-from ds_assets.telemetry.schema import LABEL, TIMESTAMP, feature_columns
+from ds_assets.telemetry.schema import LABEL, feature_columns
+from ds_assets.training.bundling import build_bundle, entities_of, features_of
 from ds_assets.training.datasets import (
     DatasetError,
     build_training_set,
-    contiguous_segments,
     normal_rows,
     select_window,
     split_rows,
@@ -35,22 +34,18 @@ from ds_assets.training.detectors import (
     train_detector,
 )
 from ds_assets.training.export import OPSET, check_parity, export_onnx, input_shape
-from ds_assets.training.promotion import FIT_END_KEY, fit_rows_end
 from ds_assets.training.tensorrt_build import (
     attach_engine,
     compile_and_check,
     unavailable_reason,
 )
-from ds_assets.training.thresholds import calibrate_threshold
 from ds_serving.alerting import AlertPolicy, AlertPolicyError
-from ds_serving.bundle import load_bundle, write_bundle
-from ds_serving.scoring import Scorer, score_rows
+from ds_serving.bundle import load_bundle
 from ds_serving.smoothing import Rebaseline, Smoothing
 from ds_serving.windows import window_index
 
 CODE_VERSION = "2"
 PARITY_ROWS = 4096
-ENTITY = "host_id"
 
 
 class TrainingWindowConfig(dg.Config):
@@ -160,16 +155,6 @@ class DetectorConfig(dg.Config):
         return DetectorParams(**{**fields, "family": self.family.value})
 
 
-def _features_of(split: pd.DataFrame, features: list[str]) -> np.ndarray:
-    return split[features].to_numpy(np.float32)
-
-
-def _entities_of(split: pd.DataFrame) -> np.ndarray | None:
-    """One id per row for per-entity windows: host plus gap-free segment, so windows over the
-    normal-only train/val rows never span a removed anomaly."""
-    return contiguous_segments(split, ENTITY) if ENTITY in split.columns else None
-
-
 def training_metadata(trained: TrainedDetector) -> dict[str, Any]:
     """Materialization metadata of a training run (seed, epochs, loss curve, wall time, rows)."""
     s = trained.training_summary
@@ -218,8 +203,8 @@ def detector(
     features = feature_columns(training_set)
     train, val = split_rows(training_set, "train"), normal_rows(split_rows(training_set, "val"))
     trained = train_detector(
-        params, _features_of(train, features), _features_of(val, features), features,
-        train_entities=_entities_of(train), val_entities=_entities_of(val), device=device,
+        params, features_of(train, features), features_of(val, features), features,
+        train_entities=entities_of(train), val_entities=entities_of(val), device=device,
     )
     s = trained.training_summary
     mlflow = context.resources.mlflow
@@ -253,9 +238,9 @@ def parity_inputs(training_set: pd.DataFrame, trained: TrainedDetector) -> np.nd
     """Validation and test rows (anomalies included) as model inputs, capped: rows for
     point-wise models, per-entity windows for temporal ones."""
     rows = training_set.loc[training_set["split"] != "train"]
-    x = _features_of(rows, trained.features)
+    x = features_of(rows, trained.features)
     if trained.window is not None:
-        keys = _entities_of(rows)
+        keys = entities_of(rows)
         index = window_index(np.zeros(len(x), np.int8) if keys is None else keys, trained.window)
         step = max(1, len(index.starts) // PARITY_ROWS)
         return x[index.starts[::step][:PARITY_ROWS]]
@@ -342,59 +327,18 @@ def model_bundle(
     """A versioned bundle (ONNX + manifest) with a threshold calibrated on validation rows,
     logged to MLflow and registered as a model version."""
     registry: ModelRegistry = context.resources.registry
-    smoothing = config.smoothing()
-    alerting = config.alerting()
-    features = detector.features
-    calibrator = Scorer(
-        onnx_model.data, features=features, threshold=float("inf"), window=detector.window,
-        backend="cpu",
-    )
-    val = split_rows(training_set, "val")
-    val_scores = score_rows(calibrator, _features_of(val, features), _entities_of(val)).scores
-    threshold, rule = calibrate_threshold(
-        val_scores, val[LABEL].to_numpy() if LABEL in val.columns else None,
-        rule=config.threshold_rule, quantile=config.quantile, margin=config.margin,
-    )
-    # drift baseline shipped with the bundle: quantile sketches + calibrated thresholds
-    train = split_rows(training_set, "train")
-    train_scores = score_rows(
-        calibrator, _features_of(train, features), _entities_of(train)
-    ).scores
-    reference = reference_from_training_set(
-        training_set, features, train_scores, val_scores, threshold
-    )
-    days = sorted({str(d) for d in training_set[TIMESTAMP].dt.date.unique()})
     mlflow_run = context.resources.mlflow.active_run()
     run_id = mlflow_run.info.run_id if mlflow_run else None
-    summary = detector.training_summary
-    lineage = {
-        "partitions": days,
-        "rows": {s: int((training_set["split"] == s).sum()) for s in ("train", "val", "test")},
-        FIT_END_KEY: fit_rows_end(training_set),
-        "code_version": CODE_VERSION,
-        "dagster_run_id": context.run_id,
-        "mlflow_run_id": run_id,
-    }
-    bundle = write_bundle(
-        registry.models_dir,
-        registry.model_name,
-        onnx_model.data,
-        kind=detector.kind,
-        features=features,
-        window=detector.window,
-        threshold=threshold,
-        threshold_rule=rule,
-        smoothing=smoothing.to_dict(),
-        alerting=alerting.to_dict(),
-        lineage=lineage,
-        metrics={"best_val_loss": float(summary["best_val_loss"])},
-        extra_files={REFERENCE_FILE: reference.to_json_bytes()},
-        extra={"normalization": {"mean": detector.mean.tolist(), "std": detector.std.tolist()},
-               "detector": {"family": detector.family, "params": summary["params"]},
-               "training": {k: summary[k] for k in ("seed", "epochs_run", "best_epoch",
-                                                    "device", "wall_time_s", "train_rows",
-                                                    "val_rows", "loss_curve")}},
+    bundle = build_bundle(
+        registry.models_dir, registry.model_name, onnx_model.data, detector, training_set,
+        threshold_rule=config.threshold_rule, quantile=config.quantile, margin=config.margin,
+        smoothing=config.smoothing(), alerting=config.alerting(),
+        lineage={"code_version": CODE_VERSION, "dagster_run_id": context.run_id,
+                 "mlflow_run_id": run_id},
     )
+    policy = bundle.manifest.policy
+    threshold = policy.threshold
+    summary = detector.training_summary
     mlflow_version = registry.register(
         bundle, run_id,
         params={"family": detector.family},
@@ -407,9 +351,9 @@ def model_bundle(
             "family": detector.family,
             "window": detector.window if detector.window is not None else "none",
             "threshold": threshold,
-            "threshold_rule": dg.MetadataValue.json(rule),
-            "smoothing": dg.MetadataValue.json(smoothing.to_dict()),
-            "alerting": dg.MetadataValue.json(alerting.to_dict()),
+            "threshold_rule": dg.MetadataValue.json(dict(policy.threshold_rule)),
+            "smoothing": dg.MetadataValue.json(policy.smoothing.to_dict()),
+            "alerting": dg.MetadataValue.json(policy.alerting.to_dict()),
             "mlflow_run_id": run_id or "",
             "mlflow_model_version": mlflow_version or "",
         }
@@ -421,7 +365,7 @@ def model_bundle(
         "threshold": threshold,
         "family": detector.family,
         "window": detector.window,
-        "smoothing": smoothing.to_dict(),
+        "smoothing": policy.smoothing.to_dict(),
         "mlflow_run_id": run_id,
         "mlflow_model_version": mlflow_version,
     }

@@ -1,0 +1,95 @@
+"""A trained detector and its ONNX graph become a published bundle version: threshold calibrated
+on validation rows, the scoring policy, the drift reference and the lineage in one manifest.
+
+Plain Python, so the ``model_bundle`` asset is wiring and the same build runs anywhere."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from ds_assets.monitoring.reference import REFERENCE_FILE, reference_from_training_set
+from ds_assets.telemetry.schema import LABEL, TIMESTAMP
+from ds_assets.training.datasets import contiguous_segments, split_rows
+from ds_assets.training.detectors import TrainedDetector
+from ds_assets.training.promotion import FIT_END_KEY, fit_rows_end
+from ds_assets.training.thresholds import calibrate_threshold
+from ds_serving.alerting import AlertPolicy
+from ds_serving.bundle import Bundle, write_bundle
+from ds_serving.policy import ScoringPolicy
+from ds_serving.scoring import Scorer, score_rows
+from ds_serving.smoothing import Smoothing
+
+ENTITY = "host_id"
+
+
+def features_of(split: pd.DataFrame, features: list[str]) -> np.ndarray:
+    return split[features].to_numpy(np.float32)
+
+
+def entities_of(split: pd.DataFrame) -> np.ndarray | None:
+    """One id per row for per-entity windows: host plus gap-free segment, so windows over the
+    normal-only train/val rows never span a removed anomaly."""
+    return contiguous_segments(split, ENTITY) if ENTITY in split.columns else None
+
+
+def build_bundle(
+    models_dir: str | os.PathLike[str],
+    model_name: str,
+    onnx_bytes: bytes,
+    detector: TrainedDetector,
+    training_set: pd.DataFrame,
+    *,
+    threshold_rule: str,
+    quantile: float,
+    margin: float,
+    smoothing: Smoothing,
+    alerting: AlertPolicy,
+    lineage: Mapping[str, Any],
+) -> Bundle:
+    """Calibrate the threshold on the validation split, sketch the drift reference on the
+    train/val scores, and publish a new bundle version with the scoring policy and lineage."""
+    features = detector.features
+    calibrator = Scorer(onnx_bytes, features=features, threshold=float("inf"),
+                        window=detector.window, backend="cpu")
+    val = split_rows(training_set, "val")
+    val_scores = score_rows(calibrator, features_of(val, features), entities_of(val)).scores
+    threshold, rule = calibrate_threshold(
+        val_scores, val[LABEL].to_numpy() if LABEL in val.columns else None,
+        rule=threshold_rule, quantile=quantile, margin=margin,
+    )
+    policy = ScoringPolicy(threshold, rule, smoothing, alerting)
+    # drift baseline shipped with the bundle: quantile sketches + calibrated thresholds
+    train = split_rows(training_set, "train")
+    train_scores = score_rows(calibrator, features_of(train, features), entities_of(train)).scores
+    reference = reference_from_training_set(training_set, features, train_scores, val_scores,
+                                            threshold)
+    summary = detector.training_summary
+    return write_bundle(
+        models_dir,
+        model_name,
+        onnx_bytes,
+        kind=detector.kind,
+        features=features,
+        window=detector.window,
+        threshold=policy.threshold,
+        threshold_rule=dict(policy.threshold_rule),
+        **policy.sections(),
+        lineage={
+            "partitions": sorted({str(d) for d in training_set[TIMESTAMP].dt.date.unique()}),
+            "rows": {s: int((training_set["split"] == s).sum()) for s in ("train", "val", "test")},
+            FIT_END_KEY: fit_rows_end(training_set),
+            **lineage,
+        },
+        metrics={"best_val_loss": float(summary["best_val_loss"])},
+        extra_files={REFERENCE_FILE: reference.to_json_bytes()},
+        extra={"normalization": {"mean": detector.mean.tolist(), "std": detector.std.tolist()},
+               "detector": {"family": detector.family, "params": summary["params"]},
+               "training": {k: summary[k] for k in ("seed", "epochs_run", "best_epoch",
+                                                    "device", "wall_time_s", "train_rows",
+                                                    "val_rows", "loss_curve")}},
+    )
