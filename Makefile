@@ -5,8 +5,11 @@ SHELL := /bin/bash
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
+# Targets and recipes use paths relative to this folder, and absolute ones only through quoted
+# environment variables, so a checkout whose path has spaces works and nothing is written outside.
 export DAGSTER_HOME := $(CURDIR)/.dagster_home
 export DS_DATA_DIR ?= $(CURDIR)/data
+INSTANCE_YAML := .dagster_home/dagster.yaml
 
 # onnxruntime and onnxruntime-gpu cannot live together: take the GPU extra only with a GPU.
 EXTRA := $(shell nvidia-smi -L >/dev/null 2>&1 && echo gpu || echo cpu)
@@ -28,11 +31,11 @@ $(STAMP): pyproject.toml | $(PY)
 
 install: $(STAMP)
 
-$(DAGSTER_HOME)/dagster.yaml: dagster.yaml
-	mkdir -p $(DAGSTER_HOME)
+$(INSTANCE_YAML): dagster.yaml
+	mkdir -p .dagster_home
 	cp dagster.yaml $@
 
-demo: install $(DAGSTER_HOME)/dagster.yaml
+demo: install $(INSTANCE_YAML)
 	$(PY) -m ds_assets.demo
 
 test: install
@@ -54,12 +57,12 @@ bench: install
 	$(PY) -m bench.scorer
 
 # SKAB outlier-detection protocol on the real benchmark data (not in the repo: GPL-3.0).
-export SKAB_DIR ?= $(abspath $(CURDIR)/../shared/datasets/skab)
+export SKAB_DIR ?= $(CURDIR)/../shared/datasets/skab
 skab: install
-	$(PY) -m bench.skab --skab-dir "$(SKAB_DIR)"
+	$(PY) -m bench.skab --skab-dir "$$SKAB_DIR"
 
-dev: install $(DAGSTER_HOME)/dagster.yaml
+dev: install $(INSTANCE_YAML)
 	$(VENV)/bin/dagster dev -w workspace.yaml
 
 clean:
-	rm -rf $(DAGSTER_HOME) $(DS_DATA_DIR)
+	rm -rf -- "$$DAGSTER_HOME" "$$DS_DATA_DIR"
