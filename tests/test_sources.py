@@ -48,8 +48,21 @@ def test_missing_column_is_named(tmp_path: Path) -> None:
 
 def test_non_numeric_feature_is_named(tmp_path: Path) -> None:
     path = _csv(tmp_path / "x.csv", rows=3, f4=["1.0", "oops", "2"])
-    with pytest.raises(SourceError, match=r"column 'f4' must be numeric, row 1 holds 'oops'"):
+    with pytest.raises(SourceError, match=r"column 'f4' must be numeric, row 1 .* holds 'oops'"):
         read_labeled_file(path, DAY)
+
+
+@pytest.mark.parametrize("token", ["n/a", "NA", "null", "nan", "-"])
+def test_a_token_that_is_not_a_number_is_named_as_written(tmp_path: Path, token: str) -> None:
+    path = _csv(tmp_path / "x.csv", rows=4, f5=["1", "2", token, "3"])
+    with pytest.raises(SourceError, match=rf"column 'f5' must be numeric, row 2 \(line 4 of a "
+                                          rf"CSV with a header\) holds '{token}'"):
+        read_labeled_file(path, DAY)
+
+
+def test_an_empty_cell_is_missing_for_the_not_null_check(tmp_path: Path) -> None:
+    path = _csv(tmp_path / "x.csv", rows=3, f5=["1", "", "3"])
+    assert read_labeled_file(path, DAY)["f5"].isna().tolist() == [False, True, False]
 
 
 def test_fractional_label_is_named_not_truncated(tmp_path: Path) -> None:

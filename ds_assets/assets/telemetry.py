@@ -2,6 +2,7 @@
 
 
 from collections.abc import Iterator, Sequence
+from pathlib import Path
 from typing import Any, Literal
 
 import dagster as dg
@@ -23,6 +24,7 @@ from ds_assets.telemetry.generator import FEATURE_RANGES, DriftConfig, Generator
 from ds_assets.telemetry.schema import feature_columns
 from ds_assets.telemetry.sources import read_labeled_file, resolve_path
 from ds_assets.telemetry.validation import CHECK_NAMES, validate_telemetry
+from ds_serving.atomic import atomic_write_with
 
 
 class TelemetrySourceConfig(dg.Config):
@@ -89,8 +91,15 @@ def load_telemetry(config: TelemetrySourceConfig, day: str) -> pd.DataFrame:
     group_name="telemetry",
 )
 def raw_telemetry(context: dg.AssetExecutionContext, config: TelemetrySourceConfig) -> pd.DataFrame:
-    """One day of wide telemetry rows (timestamp, entity ids, features, label, anomaly_type)."""
+    """One day of wide telemetry rows (timestamp, entity ids, features, label, anomaly_type).
+
+    Re-ingesting a day that already holds data never replaces it with data that fails the
+    blocking checks: the new rows are validated first and, if refused, kept beside it for
+    inspection while the stored version stays the one downstream reads."""
     frame = load_telemetry(config, context.partition_key)
+    current = stored_partition(context.instance, context.asset_key, context.partition_key)
+    if current is not None:
+        refuse_if_failing(frame, current, context.partition_key, context.run_id)
     context.add_output_metadata(
         {
             **telemetry_overview(frame),
@@ -101,6 +110,43 @@ def raw_telemetry(context: dg.AssetExecutionContext, config: TelemetrySourceConf
         }
     )
     return frame
+
+
+def stored_partition(
+    instance: dg.DagsterInstance, key: dg.AssetKey, partition: str
+) -> Path | None:
+    """The file of the partition's latest materialization, if it is still on disk."""
+    result = instance.fetch_materializations(
+        dg.AssetRecordsFilter(asset_key=key, asset_partitions=[partition]), limit=1)
+    if not result.records:
+        return None
+    materialization = result.records[0].asset_materialization
+    entry = materialization.metadata.get("path") if materialization else None
+    path = Path(str(entry.value)) if entry is not None else None
+    return path if path is not None and path.is_file() else None
+
+
+def refuse_if_failing(frame: pd.DataFrame, current: Path, day: str, run_id: str) -> None:
+    """Validate a new version of a stored day before it can replace it: on failure the new
+    rows go to ``_refused/`` beside the day and the run fails naming the checks and the path."""
+    outcomes = validate_telemetry(frame, feature_columns(frame), ranges=FEATURE_RANGES,
+                                  min_rows=TelemetryChecksConfig().min_rows)
+    failed = {o.name: o.failures for o in outcomes.values() if not o.passed}
+    if not failed:
+        return
+    refused = current.parent / "_refused" / f"{day}.{run_id}.parquet"
+    atomic_write_with(refused, lambda tmp: frame.to_parquet(tmp, index=False))
+    reasons = "; ".join(f"{name}: {'; '.join(why)[:300]}" for name, why in failed.items())
+    raise dg.Failure(
+        description=(
+            f"raw_telemetry {day}: the new rows fail blocking check(s) {sorted(failed)}, so "
+            f"the stored day ({current}) is kept and downstream keeps using it; the refused "
+            f"rows are at {refused}. {reasons}"
+        ),
+        metadata={"refused_path": dg.MetadataValue.path(str(refused)),
+                  "kept_path": dg.MetadataValue.path(str(current)),
+                  "failed_checks": sorted(failed)},
+    )
 
 
 def telemetry_analytics(frame: pd.DataFrame, metric: str = "cpu_util") -> dict[str, Any]:

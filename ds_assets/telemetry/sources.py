@@ -41,7 +41,9 @@ def _read_table(path: Path) -> pd.DataFrame:
     if path.suffix.lower() == ".parquet":
         return pd.read_parquet(path)
     try:
-        return pd.read_csv(path)
+        # only an empty cell is missing: tokens such as 'n/a', 'NA' or 'null' stay as written,
+        # so the numeric check names them instead of reporting a NaN the user never wrote
+        return pd.read_csv(path, keep_default_na=False, na_values=[""])
     except pd.errors.EmptyDataError as exc:
         raise SourceError(f"{path}: file is empty; expected a header row and data rows") from exc
     except pd.errors.ParserError as exc:
@@ -99,7 +101,8 @@ def read_labeled_file(
         if bad.any():
             row = int(np.flatnonzero(bad.to_numpy())[0])
             raise SourceError(
-                f"{path}: column {name!r} must be numeric, row {row} holds {raw[name].iloc[row]!r}"
+                f"{path}: column {name!r} must be numeric, row {row} (line {row + 2} of a CSV "
+                f"with a header) holds {raw[name].iloc[row]!r}; fix or drop that value"
             )
         out[name] = values.astype(np.float32).to_numpy()
     if LABEL not in raw.columns:  # an unlabeled source (labeled files were checked above)

@@ -1,0 +1,70 @@
+"""Re-ingesting a day never loses its good data to a version that fails the blocking checks."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import dagster as dg
+import pandas as pd
+
+from ds_assets.assets.telemetry import partitions_failing_checks
+from ds_assets.definitions import build_definitions
+from ds_assets.settings import Settings
+from ds_assets.telemetry.sources import LABELED_CSV_FEATURES
+
+DAY = "2026-11-02"
+
+
+def _csv(path: Path, rows: int, **columns: list[object]) -> Path:
+    data: dict[str, list[object]] = {f: [float(i % 7) for i in range(rows)]
+                                     for f in LABELED_CSV_FEATURES}
+    data["label"] = [0] * rows
+    data.update(columns)
+    pd.DataFrame(data).to_csv(path, index=False)
+    return path
+
+
+def _failure_text(result: dg.ExecuteInProcessResult) -> str:
+    error = next(e for e in result.all_events if e.is_step_failure).step_failure_data.error
+    texts = []
+    while error is not None:
+        texts.append(error.message)
+        error = error.cause
+    return "\n".join(texts)
+
+
+def test_a_failing_new_version_is_refused_and_the_stored_day_kept(
+    settings: Settings, tmp_path: Path
+) -> None:
+    defs = build_definitions(settings)
+    job = defs.resolve_job_def("ingest_telemetry")
+    instance = dg.DagsterInstance.ephemeral()
+
+    def ingest(path: Path) -> dg.ExecuteInProcessResult:
+        return job.execute_in_process(
+            instance=instance, partition_key=DAY, raise_on_error=False,
+            run_config={"ops": {"raw_telemetry": {"config": {
+                "source": "labeled_csv", "path": str(path), "interval_seconds": 300}}}})
+
+    assert ingest(_csv(tmp_path / "good.csv", 288)).success
+    stored = settings.data_dir / "assets" / "raw_telemetry" / f"{DAY}.parquet"
+    good = pd.read_parquet(stored)
+
+    # a token that is not a number: refused by the source, named as written
+    bad_token = _csv(tmp_path / "token.csv", 200, f5=["1"] * 199 + ["n/a"])
+    result = ingest(bad_token)
+    assert not result.success
+    message = _failure_text(result)
+    assert "column 'f5' must be numeric, row 199 (line 201" in message and "'n/a'" in message
+
+    # numbers that fail a blocking check (a missing value): validated before replacing
+    missing = _csv(tmp_path / "missing.csv", 200, f5=[1.0] * 199 + [None])
+    result = ingest(missing)
+    assert not result.success
+    error = next(e for e in result.all_events if e.is_step_failure).step_failure_data
+    assert "fail blocking check(s) ['features_not_null']" in _failure_text(result)
+    refused = Path(str(error.user_failure_data.metadata["refused_path"].value))
+    assert refused.parent == stored.parent / "_refused" and len(pd.read_parquet(refused)) == 200
+
+    pd.testing.assert_frame_equal(pd.read_parquet(stored), good)  # nothing lost
+    assert partitions_failing_checks(instance, [DAY]) == {}  # downstream still trusts the day
