@@ -135,8 +135,8 @@ class ScorerMetrics:
             f"{PREFIX}_reload_failures",
             "Refused model reloads by reason: pointer (champion.json unreadable or names a bad "
             "version), bundle (checksums, shapes, manifest, onnxruntime or warm-up), features "
-            "(another feature set than the served model's), stateful_model (a temporal or "
-            "alerting model offered to the stateless multi-process tier)",
+            "(another feature set than the served model's), stateful_model (a model with a window "
+            "or flag smoothing offered to the stateless multi-process tier)",
             ["reason"], registry=r,
         )
         for kind in RELOAD_FAILURE_KINDS:  # every reason shows from the start, at 0

@@ -14,7 +14,7 @@ flag (after k-of-n) and ends when the level has fallen to ``peak / r``; the enti
 is then raised to ``max(T, h x level)`` and returns linearly to the calibrated ``T`` over the
 next ``H`` rows outside an episode, so a later incident is caught again once it has returned.
 A raw flag is ``score > T + excess``. The cost: while the threshold is raised, a second
-incident with smaller scores goes unflagged (measured on SKAB in the README).
+incident with smaller scores goes unflagged (measured on SKAB in docs/detection.md).
 
 Dataset scoring (``flag_scores`` over a frame) and the live scorer (``StreamingSmoother`` fed
 batch by batch) give the same flags for the same rows: both run the same per-entity code, and
