@@ -140,6 +140,18 @@ class Manifest:
         if window is not None and (not isinstance(window, int) or window < 1):
             raise BundleError(f"{source}: manifest 'window' must be null or a positive integer")
         value = float(threshold.pop("value"))
+        files = dict(need("files", dict))
+        for rel, digest in files.items():
+            # a listed file is a plain name inside the version directory: never a path that
+            # reaches elsewhere (the loader hashes what the manifest names)
+            if not isinstance(rel, str) or not _NAME_RE.match(rel):
+                raise BundleError(
+                    f"{source}: manifest 'files' entry {str(rel)[:80]!r} is not a plain file "
+                    "name in the bundle directory (1-128 letters, digits, '_', '.', '-', "
+                    "starting with a letter or digit)")
+            if not isinstance(digest, str) or not re.fullmatch(r"[0-9a-f]{64}", digest):
+                raise BundleError(f"{source}: manifest 'files' entry {rel!r} must map to a "
+                                  "sha256 hex digest")
         return cls(
             name=need("name", str),
             version=need("version", str),
@@ -147,7 +159,7 @@ class Manifest:
             features=tuple(features),
             threshold=value,
             threshold_rule=threshold,
-            files=dict(need("files", dict)),
+            files=files,
             window=window,
             created_at=str(data.get("created_at", "")),
             alerting=dict(data.get("alerting") or {}),

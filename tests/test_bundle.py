@@ -124,6 +124,7 @@ def test_manifest_edited_to_wrong_shape_is_refused(tmp_path: Path, onnx_bytes: b
         (lambda d: d.update(format_version=99), "format_version 99 is not supported"),
         (lambda d: d["threshold"].update(value="high"), "threshold.value must be a number"),
         (lambda d: d["files"].update({"extra.bin": "0" * 64}), "extra.bin listed in the manifest"),
+        (lambda d: d["files"].update({"model.onnx": "not-a-digest"}), "sha256 hex digest"),
     ],
 )
 def test_bad_manifest_messages(tmp_path: Path, onnx_bytes: bytes, edit, message: str) -> None:
@@ -134,6 +135,26 @@ def test_bad_manifest_messages(tmp_path: Path, onnx_bytes: bytes, edit, message:
     manifest_path.write_text(json.dumps(data))
     with pytest.raises(b.BundleError, match=message):
         b.load_bundle(bundle.path)
+
+
+@pytest.mark.parametrize("name", ["../../outside.bin", "/etc/passwd", "sub/model.onnx", "..",
+                                  ".hidden", "x" * 200])
+def test_manifest_files_cannot_name_anything_outside_the_version(
+    tmp_path: Path, onnx_bytes: bytes, name: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    outside = tmp_path / "outside.bin"
+    outside.write_bytes(b"secret")
+    bundle = _write(tmp_path / "models", onnx_bytes)
+    manifest_path = bundle.path / b.MANIFEST_FILE
+    data = json.loads(manifest_path.read_text())
+    data["files"][name] = b.sha256_file(outside)
+    manifest_path.write_text(json.dumps(data))
+    hashed: list[Path] = []
+    real = b.sha256_file
+    monkeypatch.setattr(b, "sha256_file", lambda p: hashed.append(p) or real(p))
+    with pytest.raises(b.BundleError, match=r"is not a plain file name in the bundle directory"):
+        b.load_bundle(bundle.path)
+    assert hashed == []  # refused before any file is read
 
 
 def test_missing_bundle_and_not_a_bundle(tmp_path: Path) -> None:
