@@ -33,6 +33,10 @@ class _QuietHandler(WSGIRequestHandler):
         """Scrapes every few seconds would flood stderr."""
 
 
+# largest ratio one observation adds to a histogram's sum (its bucket is still +Inf)
+SUM_CAP = 1e6
+
+
 class BatchHistogram(Collector):
     """A histogram observed a numpy batch at a time (NaN values are skipped)."""
 
@@ -69,7 +73,10 @@ class BatchHistogram(Collector):
         counts[0] = at_or_below[0]
         np.subtract(at_or_below[1:], at_or_below[:-1], out=counts[1:-1])
         counts[-1] = len(values) - at_or_below[-1]
-        total = float(np.sum(values, dtype=np.float64)) / scale
+        # sum of ratios clipped to +-SUM_CAP: one infinite or absurd score (a feature of 1e30)
+        # must not turn the series' sum into +Inf for the rest of the process's life
+        cap = SUM_CAP * scale
+        total = float(np.sum(np.clip(values, -cap, cap), dtype=np.float64)) / scale
         with self._lock:
             self._counts += counts
             self._sum += total
@@ -80,7 +87,7 @@ class BatchHistogram(Collector):
                 if value == value:  # not NaN
                     ratio = value / scale
                     self._counts[bisect_left(self._bounds_list, ratio)] += 1
-                    self._sum += ratio
+                    self._sum += max(-SUM_CAP, min(SUM_CAP, ratio))
 
     def collect(self) -> Iterator[HistogramMetricFamily]:
         with self._lock:

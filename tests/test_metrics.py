@@ -1,0 +1,35 @@
+"""Scorer metrics stay finite whatever the scores are."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+from prometheus_client import CollectorRegistry, generate_latest
+
+from ds_serving.metrics import SUM_CAP, BatchHistogram, ScorerMetrics
+
+
+@pytest.mark.parametrize("n", [3, 4096])  # the small-batch loop and the vectorised path
+def test_an_infinite_or_huge_score_counts_in_inf_without_poisoning_the_sum(n: int) -> None:
+    hist = BatchHistogram("h", "h", (0.5, 1.0, 2.0))
+    values = np.full(n, 0.25, np.float32)
+    values[0], values[1] = np.inf, np.float32(1e30)
+    hist.observe_many(values, scale=2.0)
+    family = next(iter(hist.collect()))
+    samples = {(s.name, s.labels.get("le")): s.value for s in family.samples}
+    assert samples[("h_bucket", "+Inf")] == n and samples[("h_bucket", "0.5")] == n - 2
+    total = samples[("h_sum", None)]
+    assert math.isfinite(total)
+    assert total == pytest.approx(2 * SUM_CAP + (n - 2) * 0.125)
+
+
+def test_the_exposition_has_no_inf_sum_after_a_1e30_feature() -> None:
+    registry = CollectorRegistry()
+    metrics = ScorerMetrics(registry)
+    metrics.scored(np.array([np.inf, 0.5], np.float32), 2, 1, threshold=1.0)
+    text = generate_latest(registry).decode()
+    sum_line = next(line for line in text.splitlines()
+                    if line.startswith("ds_scorer_anomaly_score_threshold_ratio_sum"))
+    assert "inf" not in sum_line.lower()
