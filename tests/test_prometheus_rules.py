@@ -19,12 +19,12 @@ RULES_DIR = Path(__file__).resolve().parents[1] / "deploy" / "prometheus"
 
 @pytest.fixture
 def promtool() -> str:
-    """promtool (Debian's prometheus package); CI sets DS_REQUIRE_PROMTOOL so it cannot skip."""
+    """promtool (Debian's prometheus package); CI sets DS_REQUIRE_PROMETHEUS so it cannot skip."""
     exe = shutil.which("promtool")
     if exe is None:
         message = "promtool not found (apt-get install prometheus)"
-        if os.environ.get("DS_REQUIRE_PROMTOOL"):
-            pytest.fail(f"DS_REQUIRE_PROMTOOL is set but {message}")
+        if os.environ.get("DS_REQUIRE_PROMETHEUS"):
+            pytest.fail(f"DS_REQUIRE_PROMETHEUS is set but {message}")
         pytest.skip(message)
     return exe
 
