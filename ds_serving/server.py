@@ -1,17 +1,14 @@
 """The gRPC scorer: ``datasentinel.scoring.v1.Scorer`` plus grpc.health.v1 and reflection.
 
-One asyncio event loop (``grpc.aio``) handles every RPC; small inputs are scored on that loop,
-concurrent ones together in one graph run (``RunCoalescer``), large inputs on worker threads
-(onnxruntime releases the GIL). Stateful (entity-keyed) requests keep each entity's rows in
-arrival order: on a point model they commit smoothing and alert updates in arrival order after
-their (possibly shared) graph run; on a temporal model they hold one asyncio lock across the
-run, since their windows depend on the request before, and the one holding it scores those
-queued right behind it in the same run. None changes per-entity state until its graph has run,
-so a cancelled request leaves none behind.
-The served model is one immutable ``ModelRuntime`` reference: a request takes it once and
-finishes on it, and a hot reload (load, verify, warm up in a worker thread) replaces the reference
-in one assignment, so in-flight requests finish on the old model and no request ever sees a
-half-loaded one.
+``ScorerServer`` wires the pieces together and owns their lifecycle: the grpc.aio server with its
+token check (``_TokenInterceptor``), the service (``ds_serving.servicer``, a thin adapter over
+``ds_serving.handler``), graph execution, the champion watcher and the metrics endpoint. One
+asyncio event loop handles every RPC; small inputs are scored on that loop, concurrent ones
+together in one graph run (``RunCoalescer``), large inputs on worker threads (onnxruntime
+releases the GIL). The served model is one immutable ``ModelRuntime`` reference: a request takes
+it once and finishes on it, and a hot reload (``ChampionLoader``: load, verify, warm up in a
+worker thread) replaces the reference in one assignment, so in-flight requests finish on the old
+model and no request ever sees a half-loaded one.
 """
 
 from __future__ import annotations
@@ -24,8 +21,7 @@ import logging
 import os
 import signal
 import threading
-import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from functools import partial
@@ -37,40 +33,18 @@ import numpy as np
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
-from ds_serving.bundle import (
-    CHAMPION_FILE,
-    MANIFEST_FILE,
-    BundleError,
-    champion_version,
-    model_dir,
-    version_dir,
-)
+from ds_serving.champion import Candidate, ChampionLoader
 from ds_serving.coalescing import GroupPolicy, RunCoalescer
+from ds_serving.handler import ScoringHandler
 from ds_serving.metrics import ScorerMetrics
-from ds_serving.proto import SERVICE_NAME, scoring_pb2, scoring_pb2_grpc
-from ds_serving.runtime import (
-    FAILED_PRECONDITION,
-    INVALID_ARGUMENT,
-    Decoded,
-    LiveResult,
-    ModelRuntime,
-    RequestError,
-    can_concat,
-    concat_decoded,
-)
+from ds_serving.proto import SERVICE_NAME, scoring_pb2_grpc
+from ds_serving.runtime import ModelRuntime
 from ds_serving.scoring import Scorer
-from ds_serving.streaming import ReadAhead
+from ds_serving.servicer import ScorerService
 
 log = logging.getLogger(__name__)
 
 _OPEN_METHODS = ("/grpc.health.v1.Health/",)  # probes work without the token
-_KIND = {"open": scoring_pb2.AlertEvent.OPEN, "close": scoring_pb2.AlertEvent.CLOSE}
-_CODES = {c.name: c for c in grpc.StatusCode}
-STATELESS_REFUSAL = (
-    "entity_ids: this scorer runs several processes (--processes > 1), which keep no "
-    "per-entity state, so it cannot track alerts per entity; leave entity_ids empty for "
-    "stateless scores, or send entity-keyed rows to a scorer started with --processes 1"
-)
 
 
 def usable_cores() -> int:
@@ -188,250 +162,6 @@ def _deny(handler: grpc.RpcMethodHandler) -> grpc.RpcMethodHandler:
     return grpc.unary_unary_rpc_method_handler(unary, **kwargs)
 
 
-STREAM_READ_AHEAD_MESSAGES = 64  # most stream messages scored together
-STREAM_READ_AHEAD_BYTES = 8 * 1024 * 1024  # most feature bytes a stream's read-ahead holds
-
-
-def _bytes_of(request: scoring_pb2.ScoreRequest) -> int:
-    return max(1, len(request.features))
-
-
-class ScorerService(scoring_pb2_grpc.ScorerServicer):
-    """The domain RPCs; all of them read the current runtime once and finish on it."""
-
-    def __init__(self, owner: ScorerServer) -> None:
-        self._owner = owner
-        self._metrics = owner.metrics
-
-    def _runtime(self) -> ModelRuntime:
-        runtime = self._owner.runtime
-        if runtime is None:
-            raise _Unavailable(
-                f"no model loaded yet: waiting for a valid {self._owner.champion_path}"
-            )
-        return runtime
-
-    def _decode(self, runtime: ModelRuntime, request: scoring_pb2.ScoreRequest) -> Decoded:
-        if request.entity_ids and self._owner.config.stateless:
-            raise RequestError(FAILED_PRECONDITION, STATELESS_REFUSAL)
-        return runtime.decode(
-            model=request.model,
-            n_rows=request.n_rows,
-            n_features=request.n_features,
-            data=request.features,
-            entity_ids=request.entity_ids,
-            timestamps=request.timestamps,
-        )
-
-    async def _score_decoded(
-        self, runtime: ModelRuntime, decoded: Decoded, explain: bool
-    ) -> LiveResult:
-        return await runtime.score_async(
-            decoded, explain=explain, run=self._owner.run, run_locked=self._owner.run_locked
-        )
-
-    async def _score(
-        self, runtime: ModelRuntime, request: scoring_pb2.ScoreRequest
-    ) -> scoring_pb2.ScoreResponse:
-        decoded = self._decode(runtime, request)
-        result = await self._score_decoded(runtime, decoded, request.explain)
-        return self._respond(runtime, request, result)
-
-    def _respond(
-        self, runtime: ModelRuntime, request: scoring_pb2.ScoreRequest, result: LiveResult
-    ) -> scoring_pb2.ScoreResponse:
-        n_anomalies = int(np.count_nonzero(result.flags))
-        self._metrics.scored(result.scores, result.n_scored, n_anomalies, runtime.threshold)
-        response = scoring_pb2.ScoreResponse(
-            model=runtime.name,
-            model_version=runtime.version,
-            n_rows=request.n_rows,
-            scores=result.scores.tobytes(),
-            flags=result.flags.tobytes(),
-            n_anomalies=n_anomalies,
-            n_scored=result.n_scored,
-            request_id=request.request_id,
-        )
-        if result.feature_errors is not None:
-            response.feature_errors = result.feature_errors.tobytes()
-        if result.alerts:
-            for event in result.alerts:
-                response.alerts.add(
-                    entity_id=event.entity,
-                    kind=_KIND[event.kind],
-                    at=event.at,
-                    opened_at=event.opened_at,
-                    peak_score=event.peak_score,
-                    row=event.position,
-                )
-                self._metrics.alert_events.labels(event.kind).inc()
-            self._metrics.open_alerts.set(runtime.open_alerts)
-        return response
-
-    async def _score_messages(
-        self, requests: list[scoring_pb2.ScoreRequest]
-    ) -> tuple[list[scoring_pb2.ScoreResponse], Exception | None]:
-        """Answers for the first consecutive stream messages, scored together where they can
-        be, and the error of the first message that fails (the ones after it are not scored).
-
-        Messages join when they agree on ``explain`` and the optional fields, and when their
-        entities fit the per-entity state without evictions (an eviction between two messages
-        would otherwise not happen). A joint run that fails changed no state, so its messages
-        are then scored one by one: every message gets exactly the answer or error it would
-        have got alone. On a hot reload the answers so far come back without an error and the
-        caller scores the rest on the new model."""
-        try:
-            runtime = self._runtime()
-        except _Unavailable as exc:
-            return [], exc
-        decoded: list[Decoded] = []
-        failure: Exception | None = None
-        for request in requests:
-            try:
-                decoded.append(self._decode(runtime, request))
-            except Exception as exc:
-                failure = exc
-                break
-        responses: list[scoring_pb2.ScoreResponse] = []
-        i = 0
-        while i < len(decoded):
-            j = i + 1
-            while j < len(decoded) and requests[j].explain == requests[i].explain and (
-                can_concat(decoded[i], decoded[j])
-            ):
-                j += 1
-            group, parts = requests[i:j], decoded[i:j]
-            joint = concat_decoded(parts)
-            if len(parts) > 1 and not runtime.fits_without_eviction(joint):
-                group, parts = group[:1], parts[:1]
-                joint = parts[0]
-            if self._owner.runtime is not runtime:
-                return responses, None  # reloaded: the rest goes to the new model
-            try:
-                result = await self._score_decoded(runtime, joint, group[0].explain)
-            except Exception as exc:
-                if len(parts) == 1:
-                    return responses, exc
-                for request, part in zip(group, parts, strict=True):
-                    if self._owner.runtime is not runtime:
-                        return responses, None
-                    try:
-                        alone = await self._score_decoded(runtime, part, request.explain)
-                    except Exception as exc:
-                        return responses, exc
-                    responses.append(self._respond(runtime, request, alone))
-            else:
-                results = result.split([len(p.rows) for p in parts])
-                responses.extend(self._respond(runtime, r, res)
-                                 for r, res in zip(group, results, strict=True))
-            i += len(parts)
-        return responses, failure
-
-    async def _fail(
-        self, context: grpc.aio.ServicerContext, method: str, start: float, exc: Exception,
-        prefix: str = "",
-    ) -> None:
-        if isinstance(exc, RequestError):
-            code = exc.code
-        elif isinstance(exc, _Unavailable):
-            code = "UNAVAILABLE"
-        else:
-            log.exception("%s failed", method)
-            code = "INTERNAL"
-            exc = RuntimeError(f"internal error while scoring ({type(exc).__name__}: {exc})")
-        self._metrics.record(method, code, time.perf_counter() - start)
-        await context.abort(_CODES[code], prefix + str(exc))
-
-    async def Score(
-        self, request: scoring_pb2.ScoreRequest, context: grpc.aio.ServicerContext
-    ) -> scoring_pb2.ScoreResponse:
-        start = time.perf_counter()
-        try:
-            response = await self._score(self._runtime(), request)
-        except asyncio.CancelledError:  # the client went away or its deadline passed
-            self._metrics.record("Score", "CANCELLED", time.perf_counter() - start)
-            raise
-        except Exception as exc:
-            await self._fail(context, "Score", start, exc)
-            raise  # abort raised already; keeps type checkers aware
-        self._metrics.record("Score", "OK", time.perf_counter() - start)
-        return response
-
-    async def ScoreStream(
-        self,
-        request_iterator: AsyncIterator[scoring_pb2.ScoreRequest],
-        context: grpc.aio.ServicerContext,
-    ) -> AsyncIterator[scoring_pb2.ScoreResponse]:
-        """Messages that arrived while the previous ones were scored are scored together
-        (``ReadAhead``); each still gets its own answer, in order. A stream that ends before
-        its client finished it (cancelled, deadline, disconnect) counts once as CANCELLED."""
-        reader = ReadAhead(request_iterator, _bytes_of, STREAM_READ_AHEAD_BYTES)
-        context.add_done_callback(lambda _: reader.close())  # also when the client goes away
-        index = 0
-        accounted = False  # the stream's end is counted: finished, or failed with its code
-        try:
-            while True:
-                runtime = self._owner.runtime
-                max_bytes = runtime.max_rows * runtime.n_features * 4 if runtime else 1
-                pending = await reader.batch(STREAM_READ_AHEAD_MESSAGES, max_bytes)
-                if not pending:
-                    accounted = True
-                    return
-                while pending:
-                    start = time.perf_counter()
-                    responses, failure = await self._score_messages(pending)
-                    # messages scored together share the time: each is counted with its share
-                    share = (time.perf_counter() - start) / max(len(responses), 1)
-                    for response in responses:
-                        self._metrics.record("ScoreStream", "OK", share)
-                        index += 1
-                        yield response
-                    if failure is not None:
-                        request = pending[len(responses)]
-                        rid = f" (request_id {request.request_id!r})" if request.request_id else ""
-                        accounted = True  # _fail counts it with its code
-                        await self._fail(context, "ScoreStream", start, failure,
-                                         f"message {index}{rid}: ")
-                        raise failure
-                    pending = pending[len(responses):]  # the rest after a hot reload
-        finally:
-            reader.close()
-            if not accounted:  # cancelled, or closed by gRPC while a response was sent
-                self._metrics.record("ScoreStream", "CANCELLED", None)
-
-    async def GetModelInfo(
-        self, request: scoring_pb2.ModelInfoRequest, context: grpc.aio.ServicerContext
-    ) -> scoring_pb2.ModelInfo:
-        start = time.perf_counter()
-        try:
-            runtime = self._runtime()
-            if request.model and request.model != runtime.name:
-                raise RequestError(
-                    INVALID_ARGUMENT,
-                    f"model: unknown model {request.model!r}; this server serves "
-                    f"{runtime.name!r}",
-                )
-            info = scoring_pb2.ModelInfo(**runtime.info())
-        except Exception as exc:
-            await self._fail(context, "GetModelInfo", start, exc)
-            raise
-        self._metrics.record("GetModelInfo", "OK", time.perf_counter() - start)
-        return info
-
-
-def _file_stamp(path: Path) -> Any:
-    """What changes when a file is replaced (atomic rename: a new inode) or rewritten."""
-    try:
-        st = os.stat(path)
-    except FileNotFoundError:
-        return None
-    return (st.st_mtime_ns, st.st_size, st.st_ino)
-
-
-class _Unavailable(RuntimeError):
-    pass
-
-
 class ScorerServer:
     """Owns the gRPC server, the served runtime, the champion watcher and the metrics endpoint."""
 
@@ -441,15 +171,15 @@ class ScorerServer:
         self.runtime: ModelRuntime | None = None
         self.port = 0
         self.metrics_port: int | None = None
-        self.champion_path = model_dir(config.models_dir, config.name) / CHAMPION_FILE
+        self.champion = ChampionLoader(config.models_dir, config.name, self.metrics,
+                                       load=self._load, stateless=config.stateless)
+        self.champion_path = self.champion.path
+        self.handler = ScoringHandler(self, self.metrics, stateless=config.stateless)
         self._server: grpc.aio.Server | None = None
         self._health = health.aio.HealthServicer()
         self._watch_task: asyncio.Task[None] | None = None
         self._metrics_http: Any = None
-        # ((pointer stamp, manifest stamp or None), reason) of the last refused reload
-        self._last_failure: tuple[Any, str] | None = None
         self._reload_lock = asyncio.Lock()
-        self._served_manifest: Any = None  # stamp of the served version's manifest
         workers = config.workers or usable_cores()
         self._pool = (
             None if config.inline_runs
@@ -493,7 +223,7 @@ class ScorerServer:
         ]
         interceptors = [_TokenInterceptor(cfg.token, self.metrics)] if cfg.token else []
         server = grpc.aio.server(options=options, interceptors=interceptors)
-        scoring_pb2_grpc.add_ScorerServicer_to_server(ScorerService(self), server)
+        scoring_pb2_grpc.add_ScorerServicer_to_server(ScorerService(self.handler), server)
         health_pb2_grpc.add_HealthServicer_to_server(self._health, server)
         await self._set_health(health_pb2.HealthCheckResponse.NOT_SERVING)
         reflection.enable_server_reflection(
@@ -564,67 +294,22 @@ class ScorerServer:
 
     # -- hot reload --------------------------------------------------------------------------
 
-    def _pointer_stamp(self) -> Any:
-        return _file_stamp(self.champion_path)
-
     async def reload(self) -> str:
         """Serve the current champion if it changed: 'success', 'unchanged', 'failure' or
         'no-champion'. A failure leaves the old model serving and is logged and counted once
-        per champion pointer and manifest of the version it names."""
+        per champion pointer and manifest of the version it names (``ChampionLoader``)."""
         async with self._reload_lock:
-            stamp = self._pointer_stamp()
-            if stamp is None:
-                if self.runtime is None and self._last_failure != (None, "no-champion"):
-                    log.warning("no champion yet at %s; waiting for one", self.champion_path)
-                    self._last_failure = (None, "no-champion")
-                return "no-champion"
-            # a refusal is remembered per (pointer, manifest of the version it names): retried
-            # only after a new promotion or a change to that version (an engine added)
-            if self._last_failure is not None and self._last_failure[0] == (stamp, None):
-                return "failure"  # an unreadable pointer; wait for a new promotion
-            try:
-                version = champion_version(self.config.models_dir, self.config.name)
-                path = version_dir(self.config.models_dir, self.config.name, str(version))
-            except BundleError as exc:
-                return self._refuse((stamp, None), str(exc), "pointer")
             current = self.runtime
-            # the same version is reloaded only when its manifest changed: an engine added to
-            # the served version (tensorrt_engine can finish after the promotion) is picked up
-            manifest_stamp = _file_stamp(path / MANIFEST_FILE)
-            if (current is not None and version == current.version
-                    and manifest_stamp == self._served_manifest):
-                return "unchanged"
-            key = (stamp, manifest_stamp)
-            if self._last_failure is not None and self._last_failure[0] == key:
-                return "failure"  # already refused; wait for a new promotion or a change
-            loop = asyncio.get_running_loop()
-            try:
-                runtime = await loop.run_in_executor(None, self._load, path)
-            except Exception as exc:  # BundleError, onnxruntime errors, warm-up failures
-                return self._refuse(key, str(exc), "bundle")
-            if self.config.stateless and runtime.keeps_state:
-                return self._refuse(
-                    key,
-                    f"{path}: the model keeps per-entity state ({runtime.state_description}), "
-                    "which a multi-process scorer cannot share between its processes; serve it "
-                    "with --processes 1",
-                    "stateful_model",
-                )
-            if current is not None and runtime.features != current.features:
-                return self._refuse(
-                    key,
-                    f"{path}: features {list(runtime.features)} differ from the served model's "
-                    f"{list(current.features)}; clients would send the wrong columns (restart "
-                    "the scorer to change the feature set)",
-                    "features",
-                )
+            found = await self.champion.candidate(current)
+            if not isinstance(found, Candidate):
+                return found
+            runtime = found.runtime
             if current is not None:
                 runtime.inherit_state(current)
             self.runtime = runtime  # the atomic swap; in-flight requests keep the old one
-            self._served_manifest = manifest_stamp
+            self.champion.served(found)
             if current is not None:
                 await runtime.adopt_inherited()  # frees the old model once its queue drains
-            self._last_failure = None
             self.metrics.reloads.labels("success").inc()
             self.metrics.load_duration.observe(runtime.load_seconds)
             self.metrics.set_model(runtime.name, runtime.version, runtime.backend)
@@ -638,6 +323,7 @@ class ScorerServer:
             return "success"
 
     def _load(self, path: Path) -> ModelRuntime:
+        """Load, verify and warm up a version as this server runs it (on a worker thread)."""
         cfg = self.config
         runtime = ModelRuntime.load(
             path,
@@ -651,21 +337,10 @@ class ScorerServer:
         runtime.grouping = GroupPolicy(window=cfg.coalesce_window)
         return runtime
 
-    def _refuse(self, key: Any, reason: str, kind: str) -> str:
-        """Keep serving what serves; remember the refusal under ``key`` (pointer and manifest
-        stamps) and count it by ``kind`` (RELOAD_FAILURE_KINDS)."""
-        self._last_failure = (key, reason)
-        self.metrics.reloads.labels("failure").inc()
-        self.metrics.reload_failures.labels(kind).inc()
-        serving = (
-            f"v{self.runtime.version} keeps serving" if self.runtime else "no model is serving"
-        )
-        log.error("model reload refused: %s; %s", reason, serving)
-        return "failure"
-
     @property
     def last_failure(self) -> str | None:
-        return None if self._last_failure is None else self._last_failure[1]
+        """Why the last reload was refused, while no later one has succeeded."""
+        return self.champion.last_failure
 
     async def _watch(self) -> None:
         while True:

@@ -19,7 +19,8 @@ from ds_serving import runtime as runtime_module
 from ds_serving.alerting import AlertPolicy, AlertTracker
 from ds_serving.bundle import Bundle, promote, write_bundle
 from ds_serving.client import ScorerClient, encode_request
-from ds_serving.runtime import Decoded, ModelRuntime, RequestError
+from ds_serving.decoding import Decoded, RequestError
+from ds_serving.runtime import ModelRuntime
 from ds_serving.scoring import Scorer, score_rows
 from ds_serving.server import ServerThread
 from ds_serving.smoothing import Smoothing, smooth_flags

@@ -19,7 +19,8 @@ from bench.models import window_model
 from ds_serving.bundle import promote, write_bundle
 from ds_serving.client import ScorerClient, decode_response, encode_request
 from ds_serving.proto import scoring_pb2
-from ds_serving.server import ScorerService, ServerThread
+from ds_serving.server import ServerThread
+from ds_serving.servicer import ScorerService
 from ds_serving.streaming import ReadAhead
 from tests.test_server import FEATURES, POLICY, _config, _normal_rows, write_point_bundle
 
@@ -96,7 +97,7 @@ async def _score_both_ways(service: ScorerService, requests: list[scoring_pb2.Sc
     out = []
     for request in requests:
         try:
-            out.append(decode_response(await service._score(service._runtime(), request)))
+            out.append(decode_response(await service._score(service.handler.runtime(), request)))
         except Exception as exc:
             return out, str(exc)
     return out, None
@@ -105,7 +106,7 @@ async def _score_both_ways(service: ScorerService, requests: list[scoring_pb2.Sc
 def _answers(server_thread: ServerThread, requests: list[scoring_pb2.ScoreRequest],
              together: bool) -> tuple[list[Any], str | None]:
     """Score ``requests`` both ways on a running server's runtime."""
-    service = ScorerService(server_thread.server)  # the handler object grpc would call
+    service = ScorerService(server_thread.server.handler)  # the object grpc would call
     return server_thread.call(  # type: ignore[no-any-return]
         _score_both_ways(service, requests, together))
 
@@ -238,8 +239,9 @@ def test_a_hot_reload_between_groups_sends_the_rest_of_a_batch_to_the_new_model(
     thread = ServerThread(_config(models))
     owner = thread.start()
     try:
-        service = ScorerService(owner)
-        scored = service._score_decoded
+        service = ScorerService(owner.handler)
+        handler = service.handler
+        scored = handler._score_decoded
 
         async def then_reload(runtime: Any, decoded: Any, explain: bool) -> Any:
             result = await scored(runtime, decoded, explain)
@@ -247,11 +249,11 @@ def test_a_hot_reload_between_groups_sends_the_rest_of_a_batch_to_the_new_model(
             owner.runtime = v2  # what ScorerServer.reload does after this group
             return result
 
-        service._score_decoded = then_reload  # type: ignore[method-assign]
+        handler._score_decoded = then_reload  # type: ignore[method-assign]
 
         async def run() -> tuple[list[Any], Any, list[Any]]:
             first, failure = await service._score_messages(requests)
-            service._score_decoded = scored  # type: ignore[method-assign]
+            handler._score_decoded = scored  # type: ignore[method-assign]
             rest, _ = await service._score_messages(requests[len(first):])
             return first, failure, rest
 
@@ -296,7 +298,7 @@ def test_any_stream_batch_answers_as_its_messages_would_alone(
     def answers(together: bool) -> tuple[list[Any], str | None]:
         owner = ScorerServer(_config(stream_bundle.parent.parent, "tae", metrics_port=None))
         owner.runtime = ModelRuntime.load(stream_bundle, backend="cpu")
-        return asyncio.run(_score_both_ways(ScorerService(owner), requests, together))
+        return asyncio.run(_score_both_ways(ScorerService(owner.handler), requests, together))
 
     joint, joint_error = answers(True)
     alone, alone_error = answers(False)

@@ -1,0 +1,212 @@
+"""A score request as arrays, and its answer as arrays.
+
+``decode`` checks a request against the served model and views its feature bytes as rows without
+a copy (``Decoded``); a refused request raises ``RequestError`` carrying the gRPC status name to
+answer with. Consecutive requests can be scored as one (``concat_decoded``) and the answer split
+back per request (``LiveResult.split``). Free of gRPC and of per-entity state.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
+from functools import cached_property
+from typing import Protocol
+
+import numpy as np
+
+from ds_serving.alerting import AlertEvent
+from ds_serving.windows import EntityGroups, entity_groups
+
+INVALID_ARGUMENT = "INVALID_ARGUMENT"
+RESOURCE_EXHAUSTED = "RESOURCE_EXHAUSTED"
+FAILED_PRECONDITION = "FAILED_PRECONDITION"
+_F32 = np.dtype("<f4")
+
+
+class RequestError(ValueError):
+    """A request the model cannot score; ``code`` is the gRPC status name to answer with."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+def _one_per_row(field: str, noun: str, count: int, n_rows: int) -> None:
+    """An optional per-row request field holds one value per row or none."""
+    if count != n_rows:
+        raise RequestError(
+            INVALID_ARGUMENT,
+            f"{field}: got {count} {noun} for {n_rows} rows; send one per row or none",
+        )
+
+
+@dataclass(frozen=True)
+class Decoded:
+    rows: np.ndarray  # float32 [n, f], a read-only view of the request bytes
+    entities: np.ndarray | None  # str [n] when the request sent entity ids
+    times: np.ndarray | None  # float64 [n] when the request sent timestamps
+
+    @cached_property
+    def groups(self) -> EntityGroups | None:
+        """Rows per entity, grouped once for the time checks, windows, smoothing and alerts."""
+        return None if self.entities is None else entity_groups(self.entities)
+
+
+def concat_decoded(parts: Sequence[Decoded]) -> Decoded:
+    """Consecutive requests as one, rows in order. All parts must agree on whether they carry
+    entity ids and timestamps (``can_concat``)."""
+    if len(parts) == 1:
+        return parts[0]
+    entities = [p.entities for p in parts if p.entities is not None]
+    times = [p.times for p in parts if p.times is not None]
+    return Decoded(
+        rows=np.concatenate([p.rows for p in parts]),
+        entities=np.concatenate(entities) if entities else None,
+        times=np.concatenate(times) if times else None,
+    )
+
+
+def can_concat(a: Decoded, b: Decoded) -> bool:
+    return (a.entities is None) == (b.entities is None) and (a.times is None) == (b.times is None)
+
+
+@dataclass(frozen=True)
+class LiveResult:
+    scores: np.ndarray  # float32 [n]; NaN where a temporal model has no full window yet
+    flags: np.ndarray  # bool [n], after the model's k-of-n smoothing
+    feature_errors: np.ndarray | None  # float32 [n, f] with explain
+    alerts: list[AlertEvent]
+    n_scored: int
+    positions: np.ndarray | None = None  # temporal: the rows that had a full window
+
+    @cached_property
+    def n_anomalies(self) -> int:
+        """Rows flagged (after smoothing)."""
+        return int(np.count_nonzero(self.flags))
+
+    def split(self, sizes: Sequence[int]) -> list[LiveResult]:
+        """The results of the requests ``concat_decoded`` joined, ``sizes`` rows each: alert
+        positions count from each request's first row again."""
+        if len(sizes) == 1:
+            return [self]
+        out: list[LiveResult] = []
+        start = 0
+        for size in sizes:
+            end = start + size
+            positions = None
+            if self.positions is not None:
+                inside = (self.positions >= start) & (self.positions < end)
+                positions = self.positions[inside] - start
+            out.append(LiveResult(
+                scores=self.scores[start:end],
+                flags=self.flags[start:end],
+                feature_errors=(
+                    None if self.feature_errors is None else self.feature_errors[start:end]
+                ),
+                alerts=[replace(a, position=a.position - start) for a in self.alerts
+                        if start <= a.position < end],
+                n_scored=size if positions is None else len(positions),
+                positions=positions,
+            ))
+            start = end
+        return out
+
+
+class ServedModel(Protocol):
+    """What a request is checked against: the model serving it (``ModelRuntime``)."""
+
+    @property
+    def name(self) -> str: ...
+    @property
+    def version(self) -> str: ...
+    @property
+    def features(self) -> Sequence[str]: ...
+    @property
+    def n_features(self) -> int: ...
+    @property
+    def max_rows(self) -> int: ...
+    @property
+    def keeps_state(self) -> bool: ...
+    @property
+    def state_description(self) -> str: ...
+
+
+def decode(
+    served: ServedModel,
+    *,
+    model: str,
+    n_rows: int,
+    n_features: int,
+    data: bytes,
+    entity_ids: Sequence[str],
+    timestamps: Sequence[float],
+) -> Decoded:
+    """Check a request and view its bytes as rows (no copy); raises RequestError."""
+    if model and model != served.name:
+        raise RequestError(
+            INVALID_ARGUMENT,
+            f"model: unknown model {model!r}; this server serves {served.name!r} "
+            "(leave 'model' empty to use it)",
+        )
+    if n_rows == 0:
+        raise RequestError(INVALID_ARGUMENT, "n_rows: empty batch; send at least one row")
+    if n_rows > served.max_rows:
+        raise RequestError(
+            RESOURCE_EXHAUSTED,
+            f"n_rows: {n_rows} rows exceed the limit of {served.max_rows} rows per request; "
+            "split the batch",
+        )
+    if n_features != served.n_features:
+        raise RequestError(
+            INVALID_ARGUMENT,
+            f"n_features: got {n_features}, model {served.name!r} v{served.version} expects "
+            f"{served.n_features} ({', '.join(served.features)})",
+        )
+    expected = n_rows * n_features * 4
+    if len(data) != expected:
+        ragged = len(data) % (4 * n_features)
+        raise RequestError(
+            INVALID_ARGUMENT,
+            f"features: got {len(data)} bytes, expected n_rows * n_features * 4 = "
+            f"{n_rows} * {n_features} * 4 = {expected} (little-endian float32, row-major)"
+            + (f"; {len(data)} is not a multiple of 4 x {n_features} features" if ragged
+               else ""),
+        )
+    rows = np.frombuffer(data, dtype=_F32).reshape(n_rows, n_features)
+    if not np.isfinite(rows).all():
+        bad = np.argwhere(~np.isfinite(rows))[0]
+        raise RequestError(
+            INVALID_ARGUMENT,
+            f"features: row {bad[0]}, feature {served.features[bad[1]]!r} is "
+            f"{rows[bad[0], bad[1]]}; features must be finite numbers (impute or drop "
+            "missing values before scoring)",
+        )
+    entities = None
+    if len(entity_ids):
+        _one_per_row("entity_ids", "ids", len(entity_ids), n_rows)
+        entities = np.asarray(entity_ids, dtype=str)
+        if not entities.all():  # numpy: "" is falsy
+            i = int(np.argmin(entities.astype(bool)))
+            raise RequestError(
+                INVALID_ARGUMENT,
+                f"entity_ids: row {i} has an empty entity id; send a non-empty id per row",
+            )
+    elif served.keeps_state:
+        raise RequestError(
+            INVALID_ARGUMENT,
+            f"entity_ids: model {served.name!r} keeps per-entity state "
+            f"({served.state_description}); send one entity id per row so each source's rows "
+            "stay separate from other clients'",
+        )
+    times = None
+    if len(timestamps):
+        _one_per_row("timestamps", "timestamps", len(timestamps), n_rows)
+        times = np.asarray(timestamps, dtype=np.float64)
+        if not np.isfinite(times).all():
+            i = int(np.argmin(np.isfinite(times)))
+            raise RequestError(
+                INVALID_ARGUMENT,
+                f"timestamps: value {times[i]} at row {i} is not a finite epoch-seconds time",
+            )
+    return Decoded(rows=rows, entities=entities, times=times)

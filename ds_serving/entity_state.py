@@ -1,0 +1,141 @@
+"""What the live scorer remembers per entity, and how it moves to a reloaded model.
+
+Each entity (a host, a device: the request's ``entity_ids``) has a window of its latest rows
+(temporal models), a flag-smoothing tail and an alert state, each store bounded to
+``max_entities`` (least recently seen evicted). A request reads them (``check_times``,
+``stage``) before its graph runs and advances them (``commit``, ``flag``) only after, so a
+request that fails or is cancelled leaves them as they were. ``ModelRuntime`` decides when.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from ds_serving.alerting import (
+    AlertEvent,
+    AlertPolicy,
+    AlertTracker,
+    CheckedTimes,
+    TimeBaseError,
+    TimeOrderError,
+)
+from ds_serving.decoding import INVALID_ARGUMENT, Decoded, RequestError
+from ds_serving.smoothing import Smoothing, StreamingSmoother
+from ds_serving.windows import EntityWindows, StagedWindows
+
+
+class EntityState:
+    """The per-entity windows, smoothing tails and alerts of one model's policies."""
+
+    def __init__(
+        self,
+        *,
+        window: int | None,
+        n_features: int,
+        smoothing: Smoothing,
+        alert_policy: AlertPolicy,
+        threshold: float,
+        max_entities: int,
+    ) -> None:
+        self.window = window
+        self.n_features = n_features
+        self.smoothing = smoothing
+        self.alert_policy = alert_policy
+        self.threshold = threshold
+        self.max_entities = max_entities
+        self.windows = (
+            EntityWindows(window, n_features, max_entities) if window is not None else None
+        )
+        self.smoother = StreamingSmoother(smoothing, max_entities)
+        self.tracker = AlertTracker(alert_policy, max_entities)
+
+    @property
+    def keeps_state(self) -> bool:
+        """Whether scoring needs per-entity history (a window or flag smoothing)."""
+        return self.windows is not None or self.smoothing.enabled
+
+    @property
+    def description(self) -> str:
+        if self.windows is not None:
+            return f"a window of the last {self.window} rows"
+        if self.smoothing.enabled:
+            rebaselined = " with re-baselining" if self.smoothing.rebaseline else ""
+            return f"{self.smoothing.k}-of-{self.smoothing.n} flag smoothing{rebaselined}"
+        return "none"
+
+    def take_over(self, old: EntityState) -> None:
+        """Move ``old``'s state here on a reload. A different window keeps each entity's tail
+        (partial history if the new window is bigger); a different smoothing keeps the raw
+        flags (a re-baselining episode starts afresh: it belongs to the old model's scores);
+        a different alert policy keeps open alerts, cooldowns and time bases."""
+        if self.windows is not None and old.windows is not None and (
+            old.n_features == self.n_features
+        ):
+            self.windows = (
+                old.windows if old.window == self.window
+                else old.windows.resized(self.windows.window)
+            )
+        if old.smoothing == self.smoothing and self.smoothing.rebaseline is None:
+            self.smoother = old.smoother  # raw-flag tails hold for any threshold
+        else:
+            self.smoother.adopt(old.smoother)
+        if old.alert_policy == self.alert_policy:
+            self.tracker = old.tracker
+        else:
+            self.tracker.adopt(old.tracker)
+
+    def open_alerts(self) -> int:
+        return self.tracker.open_count()
+
+    def fits_without_eviction(self, request: Decoded) -> bool:
+        """Whether the request's entities fit the per-entity state without evicting any: then
+        scoring it in one piece equals scoring its parts in turn (evictions happen at the end of
+        a request, so joined parts would see an entity that an earlier part evicted)."""
+        if request.entities is None:
+            return True
+        entities = set(request.entities.tolist())
+        stores: list[Any] = [self.tracker.entity_keys(), self.smoother.entity_keys()]
+        if self.windows is not None:
+            stores.append(self.windows.entity_keys())
+        return all(
+            len(keys) + sum(1 for e in entities if e not in keys) <= self.max_entities
+            for keys in stores
+        )
+
+    def check_times(self, request: Decoded) -> CheckedTimes | None:
+        """Checks that need the per-entity state; run before any of it changes, and handed to
+        ``flag`` so the alert update need not check again."""
+        if request.entities is None:
+            return None
+        try:
+            return self.tracker.check_times(request.entities, request.times, request.groups)
+        except (TimeBaseError, TimeOrderError) as exc:
+            raise RequestError(INVALID_ARGUMENT, str(exc)) from None
+
+    def stage(self, request: Decoded) -> StagedWindows | None:
+        """The windows a temporal request completes (None for a point model); changes nothing."""
+        if self.windows is None:
+            return None
+        assert request.entities is not None  # decode requires ids for a temporal model
+        return self.windows.stage(request.entities, request.rows, request.groups)
+
+    def commit(self, staged: StagedWindows) -> None:
+        """Advance the windows by what ``stage`` staged."""
+        assert self.windows is not None
+        self.windows.commit(staged)
+
+    def flag(
+        self, request: Decoded, scores: np.ndarray, checked: CheckedTimes | None
+    ) -> tuple[np.ndarray, list[AlertEvent]]:
+        """Flags after smoothing, and the alert events they cause; advances both."""
+        entities = request.entities
+        if self.smoothing.enabled:
+            flags = self.smoother.apply_scores(scores, self.threshold, entities, request.groups)
+        else:
+            flags = scores > self.threshold  # NaN compares False: unscored rows not flagged
+        alerts: list[AlertEvent] = []
+        if entities is not None:  # alerts are per entity; anonymous rows skip the per-row work
+            alerts = self.tracker.update(entities, flags, scores, request.times, checked)
+        return flags, alerts

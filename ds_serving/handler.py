@@ -1,0 +1,195 @@
+"""Score requests on the model serving now, whatever the transport (the scorer's data plane).
+
+The gRPC servicer (``ds_serving.servicer``) turns protobuf into these calls and their results
+back into protobuf. Here a request is checked against the runtime serving when it arrived and
+finishes on that runtime even if a hot reload swaps in another meanwhile; consecutive stream
+messages are scored together where that gives each the answer it would get alone; what was
+scored is counted; and a failure becomes the gRPC status name to answer with.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, Protocol
+
+import numpy as np
+
+from ds_serving.decoding import (
+    FAILED_PRECONDITION,
+    INVALID_ARGUMENT,
+    Decoded,
+    LiveResult,
+    RequestError,
+    can_concat,
+    concat_decoded,
+)
+from ds_serving.metrics import ScorerMetrics
+from ds_serving.runtime import ModelRuntime
+from ds_serving.scoring import Scorer
+
+log = logging.getLogger(__name__)
+
+STATELESS_REFUSAL = (
+    "entity_ids: this scorer runs several processes (--processes > 1), which keep no "
+    "per-entity state, so it cannot track alerts per entity; leave entity_ids empty for "
+    "stateless scores, or send entity-keyed rows to a scorer started with --processes 1"
+)
+
+
+class Unavailable(RuntimeError):
+    """No model serves yet."""
+
+
+class ModelHost(Protocol):
+    """What the handler needs from the server: the runtime serving now, and graph runs."""
+
+    @property
+    def runtime(self) -> ModelRuntime | None: ...
+
+    @property
+    def champion_path(self) -> Path: ...
+
+    async def run(
+        self, scorer: Scorer, inputs: np.ndarray, explain: bool
+    ) -> tuple[np.ndarray, np.ndarray | None]: ...
+
+    async def run_locked(
+        self, scorer: Scorer, inputs: np.ndarray, explain: bool
+    ) -> tuple[np.ndarray, np.ndarray | None]: ...
+
+
+class ScoringHandler:
+    """Scoring, model info and error statuses; the callers read the runtime once per request
+    (``runtime``) and pass it to the other calls, so a request finishes on one model."""
+
+    def __init__(self, host: ModelHost, metrics: ScorerMetrics, *, stateless: bool = False):
+        self._host = host
+        self.metrics = metrics
+        self._stateless = stateless
+
+    @property
+    def serving(self) -> ModelRuntime | None:
+        """The runtime serving now, if any."""
+        return self._host.runtime
+
+    def runtime(self) -> ModelRuntime:
+        """The runtime serving now; raises Unavailable before the first model has loaded."""
+        runtime = self._host.runtime
+        if runtime is None:
+            raise Unavailable(
+                f"no model loaded yet: waiting for a valid {self._host.champion_path}"
+            )
+        return runtime
+
+    def decode(
+        self,
+        runtime: ModelRuntime,
+        *,
+        model: str,
+        n_rows: int,
+        n_features: int,
+        data: bytes,
+        entity_ids: Sequence[str],
+        timestamps: Sequence[float],
+    ) -> Decoded:
+        """Check a request against ``runtime`` (and this scorer: the stateless tier refuses
+        entity ids); raises RequestError."""
+        if entity_ids and self._stateless:
+            raise RequestError(FAILED_PRECONDITION, STATELESS_REFUSAL)
+        return runtime.decode(
+            model=model,
+            n_rows=n_rows,
+            n_features=n_features,
+            data=data,
+            entity_ids=entity_ids,
+            timestamps=timestamps,
+        )
+
+    async def score(self, runtime: ModelRuntime, decoded: Decoded, explain: bool) -> LiveResult:
+        """Score one request and count it."""
+        return self._counted(runtime, await self._score_decoded(runtime, decoded, explain))
+
+    async def score_consecutive(
+        self, runtime: ModelRuntime, messages: Sequence[tuple[Decoded, bool]]
+    ) -> tuple[list[LiveResult], Exception | None]:
+        """Results for the first of consecutive stream messages (each a request and its
+        ``explain``), scored together where they can be, and the error of the first message
+        that fails (the ones after it are not scored).
+
+        Messages join when they agree on ``explain`` and the optional fields, and when their
+        entities fit the per-entity state without evictions (an eviction between two messages
+        would otherwise not happen). A joint run that fails changed no state, so its messages
+        are then scored one by one: every message gets exactly the result or error it would
+        have got alone. On a hot reload the results so far come back without an error and the
+        caller scores the rest on the new model."""
+        results: list[LiveResult] = []
+        i = 0
+        while i < len(messages):
+            explain = messages[i][1]
+            j = i + 1
+            while j < len(messages) and messages[j][1] == explain and (
+                can_concat(messages[i][0], messages[j][0])
+            ):
+                j += 1
+            parts = [decoded for decoded, _ in messages[i:j]]
+            joint = concat_decoded(parts)
+            if len(parts) > 1 and not runtime.fits_without_eviction(joint):
+                parts = parts[:1]
+                joint = parts[0]
+            if self._host.runtime is not runtime:
+                return results, None  # reloaded: the rest goes to the new model
+            try:
+                result = await self._score_decoded(runtime, joint, explain)
+            except Exception as exc:
+                if len(parts) == 1:
+                    return results, exc
+                for part in parts:
+                    if self._host.runtime is not runtime:
+                        return results, None
+                    try:
+                        alone = await self._score_decoded(runtime, part, explain)
+                    except Exception as exc:
+                        return results, exc
+                    results.append(self._counted(runtime, alone))
+            else:
+                results.extend(self._counted(runtime, r)
+                               for r in result.split([len(p.rows) for p in parts]))
+            i += len(parts)
+        return results, None
+
+    def model_info(self, model: str) -> dict[str, Any]:
+        """What ``GetModelInfo`` answers about the runtime serving now."""
+        runtime = self.runtime()
+        if model and model != runtime.name:
+            raise RequestError(
+                INVALID_ARGUMENT,
+                f"model: unknown model {model!r}; this server serves {runtime.name!r}",
+            )
+        return runtime.info()
+
+    def status(self, exc: Exception, method: str) -> tuple[str, str]:
+        """The gRPC status name and message that answer ``method`` failing with ``exc``; a
+        failure that is not the request's fault is logged."""
+        if isinstance(exc, RequestError):
+            return exc.code, str(exc)
+        if isinstance(exc, Unavailable):
+            return "UNAVAILABLE", str(exc)
+        log.exception("%s failed", method)
+        return "INTERNAL", f"internal error while scoring ({type(exc).__name__}: {exc})"
+
+    async def _score_decoded(
+        self, runtime: ModelRuntime, decoded: Decoded, explain: bool
+    ) -> LiveResult:
+        return await runtime.score_async(
+            decoded, explain=explain, run=self._host.run, run_locked=self._host.run_locked
+        )
+
+    def _counted(self, runtime: ModelRuntime, result: LiveResult) -> LiveResult:
+        self.metrics.scored(result.scores, result.n_scored, result.n_anomalies, runtime.threshold)
+        if result.alerts:
+            for event in result.alerts:
+                self.metrics.alert_events.labels(event.kind).inc()
+            self.metrics.open_alerts.set(runtime.open_alerts)
+        return result
