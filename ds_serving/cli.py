@@ -8,14 +8,13 @@ the bearer token is read from ``DS_SCORER_TOKEN`` or ``--token-file``, never fro
 from __future__ import annotations
 
 import argparse
-import asyncio
 import datetime as _dt
 import json
 import logging
 import os
 import sys
 import time
-from collections.abc import Coroutine, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -24,9 +23,8 @@ import numpy as np
 
 from ds_serving.alerting import epoch_seconds
 from ds_serving.client import DEFAULT_TARGET, ScorerClient, encode_request
+from ds_serving.event_loop import run_event_loop
 from ds_serving.telemetry import START_EPOCH, synthetic_batches
-
-log = logging.getLogger("ds_scorer")
 
 
 def _env(name: str, default: Any) -> Any:
@@ -245,32 +243,6 @@ def _serve(args: argparse.Namespace) -> int:
         return serve_processes(config, args.processes, args.event_loop)
     run_event_loop(serve(config), args.event_loop)
     return 0
-
-
-def run_event_loop(main: Coroutine[Any, Any, None], choice: str = "auto") -> None:
-    """Run ``main`` on uvloop or the standard asyncio loop.
-
-    grpc.aio spends most of a small RPC in event-loop bookkeeping (futures, callbacks, task
-    steps); uvloop does that in C, which buys about 8 % more single-row requests per second
-    (``make bench``). ``auto`` falls back to asyncio where uvloop is not installed (Windows).
-    """
-    if choice not in ("auto", "uvloop", "asyncio"):
-        raise ValueError(f"--event-loop must be auto, uvloop or asyncio, got {choice!r}")
-    if choice != "asyncio":
-        try:
-            import uvloop
-        except ImportError:
-            if choice == "uvloop":
-                raise ValueError(
-                    "--event-loop uvloop: uvloop is not installed (pip install uvloop, "
-                    "or use --event-loop asyncio)"
-                ) from None
-        else:
-            log.info("event loop: uvloop %s", uvloop.__version__)
-            uvloop.run(main)
-            return
-    log.info("event loop: asyncio")
-    asyncio.run(main)
 
 
 # -- client commands ---------------------------------------------------------------------------

@@ -1,21 +1,13 @@
 """Several scorer processes on one port: the stateless tier (``ds-scorer serve --processes N``).
 
 One grpc.aio process answers small requests with one core at most (its event loop holds the
-GIL). N processes bound with ``SO_REUSEPORT`` let the kernel spread client *connections* over
-them, so N cores answer. Per-entity state (windows, flag smoothing, alerts) would then live in
-whichever process a connection landed on and split on every reconnect, so each process runs
-``stateless``: models that keep per-entity state are refused, and requests carrying entity ids
-get FAILED_PRECONDITION. Stateful scoring stays on a single-process scorer.
-
-Large graph runs: a process whose share of the cores is one or less (``--workers 0``, the
-default, and ``--processes`` >= cores) runs them on its event loop thread (``inline_runs``): the
-processes already keep every core busy, and handing each run to a worker thread and back only
-costs (measured with 4096-row batches on 2 cores: 1,030 against 1,120 us of CPU per call). With
-more cores than processes each process gets its share as worker threads.
-
-Each process serves its own ``/metrics`` on ``metrics_port + i`` (scrape them all and sum). The
-supervisor forwards SIGTERM/SIGINT to every process, which drains like a single scorer, and stops
-the others (exit 1) if one dies.
+GIL); N processes bound with ``SO_REUSEPORT`` let the kernel spread client connections over N
+cores. Per-entity state would then split between processes on every reconnect, so each process
+runs ``stateless``: stateful models are refused, and requests with entity ids get
+FAILED_PRECONDITION. A process whose share of the cores is one or less runs large graphs on its
+event loop thread (``inline_runs``): the processes keep every core busy, so a thread hop only
+costs. Each serves ``/metrics`` on ``metrics_port + i``; the supervisor forwards SIGTERM/SIGINT
+to all and stops the others (exit 1) if one dies.
 """
 
 from __future__ import annotations
@@ -29,6 +21,7 @@ from dataclasses import replace
 from types import FrameType
 from typing import Any
 
+from ds_serving.event_loop import run_event_loop
 from ds_serving.server import ServerConfig, serve, usable_cores
 
 log = logging.getLogger(__name__)
@@ -60,8 +53,6 @@ def process_configs(config: ServerConfig, processes: int) -> list[ServerConfig]:
 
 
 def _child(config: ServerConfig, event_loop: str, log_level: int, index: int) -> None:
-    from ds_serving.cli import run_event_loop
-
     logging.basicConfig(
         level=log_level,
         format=f"%(asctime)s %(levelname)s %(name)s[{index}]: %(message)s",

@@ -2,11 +2,10 @@
 
 Why: a ``ScoreStream`` handler that scores one message at a time pays one graph run (one GIL
 hand-over, see ``ds_serving.coalescing``) and one pass of Python per message. A pump task reads
-the stream ahead; the handler takes every message that has arrived while it was busy and scores
-them together (``ScorerService.ScoreStream``), answering each message on its own and in order.
-Measured with one 64-row stream, 8 messages in flight: batches of 3-4 messages, about twice the
-rows/s. What the pump holds is bounded by a weight budget (bytes), always at least one message,
-so gRPC's flow control, not this buffer, decides how far a client can send ahead.
+the stream ahead; the servicer takes every message that has arrived while it was busy and scores
+them together (``ds_serving.servicer.ScorerService.ScoreStream``), answering each message on its
+own and in order. What the pump holds is bounded by a weight budget (bytes), always at least one
+message, so gRPC's flow control, not this buffer, decides how far a client can send ahead.
 """
 
 from __future__ import annotations

@@ -19,8 +19,9 @@ import pandas as pd
 import pytest
 
 from ds_serving.bundle import load_bundle, promote
-from ds_serving.cli import main, run_event_loop
+from ds_serving.cli import main
 from ds_serving.client import ScorerClient, encode_request
+from ds_serving.event_loop import run_event_loop
 from ds_serving.proto import scoring_pb2
 from ds_serving.scoring import Scorer, score_rows
 from ds_serving.server import ServerConfig, ServerThread
