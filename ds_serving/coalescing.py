@@ -1,26 +1,12 @@
 """Coalesce concurrent small graph runs into one onnxruntime call.
 
-Why: onnxruntime releases the GIL for every ``run``. In a busy ``grpc.aio`` server the gRPC
-poller thread takes the GIL at each release, and getting it back costs the event loop about
-100 us per run on a 2-core machine. Measured with single-row ``Score`` at concurrency 16: 280 us
-of server CPU per request with onnxruntime, 177 us with the graph replaced by a stub, 290 us with
-the stub plus one ``time.sleep(0)``. Sharing one run (one GIL release) between the requests of
-a short window removes most of that cost.
-
-gRPC delivers concurrent requests one event-loop tick apart, so same-tick coalescing alone
-almost never groups them; a group therefore waits up to ``window`` seconds for company, but
-only while waiting pays: after each waited-for group the average group size is updated, and
-when it falls below ``min_group`` (a sequential client, light traffic, one stream) runs execute
-at once, with one probe (a group that waits the window) every ``probe_every`` runs to notice
-when traffic picks up again; a probe that finds company switches waiting back on at once (an
-average could need several probes, and while runs execute one by one each costs more, which
-spaces requests further apart). Probes are rare because each delays a lone stream by the
-window: one in 256 runs put a 4 ms window into the p99 of one stream of 64-row messages
-(4.4-4.9 ms against 2.8-3.0 ms with one in 1,024).
-
-The graph scores every row (or window) independently, so a row's score does not depend on its
-neighbours in the batch; only float32 rounding inside the GEMM kernels may differ in the last
-bits with the batch size.
+Every ``run`` releases the GIL, and in a busy grpc.aio server getting it back costs the event
+loop more than a small graph run itself; sharing one run between the requests of a short window
+removes most of that cost (figures: docs/benchmarks.md, "Why the scorer coalesces"). A group
+waits up to ``window`` seconds for company only while waiting pays: when the average group size
+falls below ``min_group`` runs execute at once, with one probe group every ``probe_every`` runs
+to notice when traffic picks up again. Rows are scored independently, so grouping changes a
+score at most in float32 rounding.
 """
 
 from __future__ import annotations

@@ -15,14 +15,14 @@ import numpy as np
 
 from ds_serving.alerting import (
     AlertEvent,
-    AlertPolicy,
     AlertTracker,
     CheckedTimes,
     TimeBaseError,
     TimeOrderError,
 )
 from ds_serving.decoding import INVALID_ARGUMENT, Decoded, RequestError
-from ds_serving.smoothing import Smoothing, StreamingSmoother
+from ds_serving.policy import ScoringPolicy
+from ds_serving.smoothing import StreamingSmoother
 from ds_serving.windows import EntityWindows, StagedWindows
 
 
@@ -34,22 +34,21 @@ class EntityState:
         *,
         window: int | None,
         n_features: int,
-        smoothing: Smoothing,
-        alert_policy: AlertPolicy,
-        threshold: float,
+        policy: ScoringPolicy,
         max_entities: int,
     ) -> None:
         self.window = window
         self.n_features = n_features
-        self.smoothing = smoothing
-        self.alert_policy = alert_policy
-        self.threshold = threshold
+        self.policy = policy
+        self.smoothing = policy.smoothing
+        self.alert_policy = policy.alerting
+        self.threshold = policy.threshold
         self.max_entities = max_entities
         self.windows = (
             EntityWindows(window, n_features, max_entities) if window is not None else None
         )
-        self.smoother = StreamingSmoother(smoothing, max_entities)
-        self.tracker = AlertTracker(alert_policy, max_entities)
+        self.smoother = StreamingSmoother(policy.smoothing, max_entities)
+        self.tracker = AlertTracker(policy.alerting, max_entities)
 
     @property
     def keeps_state(self) -> bool:
@@ -134,7 +133,7 @@ class EntityState:
         if self.smoothing.enabled:
             flags = self.smoother.apply_scores(scores, self.threshold, entities, request.groups)
         else:
-            flags = scores > self.threshold  # NaN compares False: unscored rows not flagged
+            flags = self.policy.raw_flags(scores)  # unscored (NaN) rows are not flagged
         alerts: list[AlertEvent] = []
         if entities is not None:  # alerts are per entity; anonymous rows skip the per-row work
             alerts = self.tracker.update(entities, flags, scores, request.times, checked)

@@ -25,14 +25,13 @@ from typing import Any
 
 import numpy as np
 
-from ds_serving.alerting import AlertPolicy, AlertTracker, CheckedTimes
+from ds_serving.alerting import AlertTracker, CheckedTimes
 from ds_serving.bundle import Bundle, load_bundle
 from ds_serving.coalescing import GroupPolicy
 from ds_serving.decoding import Decoded, LiveResult, RequestError, concat_decoded, decode
 from ds_serving.entity_state import EntityState
 from ds_serving.ordering import CommitOrder, Queued, Turn, TurnQueue
 from ds_serving.scoring import Scorer
-from ds_serving.smoothing import Smoothing
 from ds_serving.windows import EntityWindows, StagedWindows
 
 # runs the graph of a Scorer on model inputs, e.g. on a worker thread: (scorer, inputs, explain)
@@ -62,15 +61,15 @@ class ModelRuntime:
         self.features = m.features
         self.n_features = m.n_features
         self.window = m.window
-        self.threshold = float(m.threshold)
         self.max_rows = int(max_rows)
         self.max_entities = int(max_entities)
-        self.alert_policy = AlertPolicy.from_dict(m.alerting)
-        self.smoothing = Smoothing.from_dict(m.smoothing)
-        self.state = EntityState(
-            window=m.window, n_features=m.n_features, smoothing=self.smoothing,
-            alert_policy=self.alert_policy, threshold=self.threshold, max_entities=max_entities,
-        )
+        # the bundle's decision, parsed once with the manifest (ds_serving.policy)
+        self.policy = m.policy
+        self.threshold = m.policy.threshold
+        self.alert_policy = m.policy.alerting
+        self.smoothing = m.policy.smoothing
+        self.state = EntityState(window=m.window, n_features=m.n_features, policy=m.policy,
+                                 max_entities=max_entities)
         self._lock = asyncio.Lock()
         self._order = CommitOrder()
         self._inherit_from: ModelRuntime | None = None  # state still to take over, see _adopt
