@@ -1,84 +1,104 @@
-"""The DataSentinel Dagster code location."""
+"""The DataSentinel Dagster code location: one graph slice per dataset, merged.
+
+``build_dataset_definitions`` builds one dataset's assets, checks, jobs, schedules, sensors and
+``registry`` resource (named through ``ds_assets.dataset.Dataset``); ``build_definitions``
+merges them for all datasets, sharing the IO manager and MLflow resources. ``defs`` holds the
+default dataset only, with today's names.
+"""
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
 
 import dagster as dg
 
-from ds_assets.assets.alerts import alerts
+from ds_assets.assets.alerts import build_alerts_asset
 from ds_assets.assets.detector import (
-    detector,
-    model_bundle,
-    onnx_model,
-    onnx_parity,
-    tensorrt_engine,
-    training_set,
+    build_detector_asset,
+    build_model_bundle_asset,
+    build_onnx_model_asset,
+    build_onnx_parity_check,
+    build_tensorrt_engine_asset,
+    build_training_set_asset,
 )
-from ds_assets.assets.drift import drift_report
-from ds_assets.assets.evaluation import champion, evaluation_report
-from ds_assets.assets.partitions import daily_partitions
-from ds_assets.assets.robustness import robustness_report
-from ds_assets.assets.scoring import scored_telemetry
-from ds_assets.assets.telemetry import raw_telemetry, raw_telemetry_expectations
+from ds_assets.assets.drift import build_drift_report_asset
+from ds_assets.assets.evaluation import build_champion_asset, build_evaluation_report_asset
+from ds_assets.assets.robustness import build_robustness_report_asset
+from ds_assets.assets.scoring import build_scored_telemetry_asset
+from ds_assets.assets.telemetry import build_raw_telemetry_asset, build_raw_telemetry_checks
+from ds_assets.dataset import Dataset
 from ds_assets.resources.io_manager import LocalArtifactIOManager
 from ds_assets.resources.mlflow import mlflow_tracking
 from ds_assets.resources.registry import ModelRegistry
 from ds_assets.sensors.drift import drift_sensor_from_env
 from ds_assets.sensors.promotion import promotion_sensor_from_env
 from ds_assets.sensors.schedules import (
+    build_daily_pipeline_job,
     build_daily_schedule,
+    build_rescore_job,
     build_weekly_retrain_schedule,
     daily_automation_sensor,
-    daily_pipeline_job,
-    rescore_job,
 )
 from ds_assets.settings import Settings
 
-ASSETS = [
-    raw_telemetry,
-    training_set,
-    detector,
-    onnx_model,
-    model_bundle,
-    tensorrt_engine,
-    evaluation_report,
-    champion,
-    scored_telemetry,
-    drift_report,
-    alerts,
-    robustness_report,
-]
-CHECKS = [raw_telemetry_expectations, onnx_parity]
-
-ingest_job = dg.define_asset_job(
-    "ingest_telemetry",
-    selection=dg.AssetSelection.assets(raw_telemetry),
-    partitions_def=daily_partitions,
-    description="Generate or read one day of telemetry and run its blocking checks.",
-)
-training_job = dg.define_asset_job(
-    "train_detector",
-    selection=dg.AssetSelection.assets(training_set).downstream()
-    - dg.AssetSelection.assets(scored_telemetry).downstream(),
-    description="Training set -> detector -> ONNX -> bundle (+ TensorRT on a GPU) -> evaluation "
-    "-> champion.",
-)
-scoring_job = dg.define_asset_job(
-    "score_telemetry",
-    selection=dg.AssetSelection.assets(scored_telemetry),
-    partitions_def=daily_partitions,
-    description="Score one day of telemetry with the serving champion.",
-)
+if TYPE_CHECKING:  # what define_asset_job returns (not exported by dagster)
+    from dagster._core.definitions.unresolved_asset_job_definition import (
+        UnresolvedAssetJobDefinition,
+    )
 
 
-def build_resources(settings: Settings) -> dict[str, Any]:
+def build_assets(ds: Dataset) -> list[dg.AssetsDefinition]:
+    """The dataset's assets, in graph order."""
+    return [
+        build_raw_telemetry_asset(ds),
+        build_training_set_asset(ds),
+        build_detector_asset(ds),
+        build_onnx_model_asset(ds),
+        build_model_bundle_asset(ds),
+        build_tensorrt_engine_asset(ds),
+        build_evaluation_report_asset(ds),
+        build_champion_asset(ds),
+        build_scored_telemetry_asset(ds),
+        build_drift_report_asset(ds),
+        build_alerts_asset(ds),
+        build_robustness_report_asset(ds),
+    ]
+
+
+def build_checks(ds: Dataset) -> list[dg.AssetChecksDefinition]:
+    return [build_raw_telemetry_checks(ds), build_onnx_parity_check(ds)]
+
+
+def build_jobs(ds: Dataset) -> list[UnresolvedAssetJobDefinition]:
+    """The dataset's ingest, training and scoring jobs (the daily pipeline and re-score jobs,
+    which the automation launches, are built in ``ds_assets.sensors.schedules``)."""
+    ingest_job = dg.define_asset_job(
+        ds.scoped("ingest_telemetry"),
+        selection=dg.AssetSelection.assets(ds.key("raw_telemetry")),
+        partitions_def=ds.partitions_def,
+        description="Generate or read one day of telemetry and run its blocking checks.",
+    )
+    training_job = dg.define_asset_job(
+        ds.scoped("train_detector"),
+        selection=dg.AssetSelection.assets(ds.key("training_set")).downstream()
+        - dg.AssetSelection.assets(ds.key("scored_telemetry")).downstream(),
+        description="Training set -> detector -> ONNX -> bundle (+ TensorRT on a GPU) -> "
+        "evaluation -> champion.",
+    )
+    scoring_job = dg.define_asset_job(
+        ds.scoped("score_telemetry"),
+        selection=dg.AssetSelection.assets(ds.key("scored_telemetry")),
+        partitions_def=ds.partitions_def,
+        description="Score one day of telemetry with the serving champion.",
+    )
+    return [ingest_job, training_job, scoring_job]
+
+
+def build_shared_resources(settings: Settings) -> dict[str, Any]:
+    """Resources every dataset uses alike: files live under their (prefixed) asset keys."""
     return {
         "io_manager": LocalArtifactIOManager(base_dir=str(settings.data_dir / "assets")),
-        "registry": ModelRegistry(
-            models_dir=str(settings.models_dir), model_name=settings.model_name,
-            mlflow_tracking_uri=settings.mlflow_tracking_uri,
-        ),
         "mlflow": mlflow_tracking.configured(
             {
                 "experiment_name": settings.mlflow_experiment,
@@ -89,14 +109,61 @@ def build_resources(settings: Settings) -> dict[str, Any]:
     }
 
 
-def build_definitions(settings: Settings | None = None) -> dg.Definitions:
+def build_registry(settings: Settings, ds: Dataset) -> ModelRegistry:
+    return ModelRegistry(
+        models_dir=str(settings.models_dir), model_name=ds.model_name,
+        mlflow_tracking_uri=settings.mlflow_tracking_uri,
+    )
+
+
+def build_resources(
+    settings: Settings, datasets: Sequence[Dataset] | None = None
+) -> dict[str, Any]:
+    """Shared resources plus each dataset's registry (default: the default dataset's)."""
+    chosen = list(datasets) if datasets is not None else [Dataset.default(settings)]
+    return {**build_shared_resources(settings),
+            **{ds.registry_key: build_registry(settings, ds) for ds in chosen}}
+
+
+def build_dataset_definitions(
+    ds: Dataset, settings: Settings, shared_resources: dict[str, Any] | None = None
+) -> dg.Definitions:
+    """One dataset's slice: assets, checks, jobs, schedules, sensors and its registry.
+    ``shared_resources`` (the same objects for every slice) lets slices merge."""
+    daily_pipeline = build_daily_pipeline_job(ds)
+    shared = build_shared_resources(settings) if shared_resources is None else shared_resources
     return dg.Definitions(
-        assets=ASSETS,
-        asset_checks=CHECKS,
-        jobs=[ingest_job, training_job, scoring_job, daily_pipeline_job, rescore_job],
-        schedules=[build_daily_schedule(), build_weekly_retrain_schedule()],
-        sensors=[drift_sensor_from_env(), promotion_sensor_from_env(), daily_automation_sensor()],
-        resources=build_resources(settings or Settings.from_env()),
+        assets=build_assets(ds),
+        asset_checks=build_checks(ds),
+        jobs=[*build_jobs(ds), daily_pipeline, build_rescore_job(ds)],
+        schedules=[build_daily_schedule(ds, daily_pipeline), build_weekly_retrain_schedule(ds)],
+        sensors=[drift_sensor_from_env(ds), promotion_sensor_from_env(ds),
+                 daily_automation_sensor(ds)],
+        resources={**shared, ds.registry_key: build_registry(settings, ds)},
+    )
+
+
+def check_distinct(datasets: Sequence[Dataset]) -> None:
+    """Datasets side by side must differ in name, key prefix and model name."""
+    if not datasets:
+        raise ValueError("no datasets to build definitions for")
+    for field in ("name", "key_prefix", "model_name"):
+        values = [getattr(ds, field) for ds in datasets]
+        repeated = sorted({v for v in values if values.count(v) > 1})
+        if repeated:
+            raise ValueError(f"datasets share {field} {repeated}; each needs its own")
+
+
+def build_definitions(
+    settings: Settings | None = None, datasets: Sequence[Dataset] | None = None
+) -> dg.Definitions:
+    """The code location: every dataset's slice (default: the default dataset alone)."""
+    settings = settings or Settings.from_env()
+    chosen = list(datasets) if datasets is not None else [Dataset.default(settings)]
+    check_distinct(chosen)
+    shared = build_shared_resources(settings)
+    return dg.Definitions.merge(
+        *(build_dataset_definitions(ds, settings, shared) for ds in chosen)
     )
 
 

@@ -3,8 +3,14 @@
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+
+DEFAULT_PARTITIONS_START = "2026-11-01"
+
+
+def _partitions_start() -> str:
+    return os.environ.get("DS_PARTITIONS_START", DEFAULT_PARTITIONS_START)
 
 
 @dataclass(frozen=True)
@@ -15,6 +21,8 @@ class Settings:
     mlflow_artifacts: Path
     mlflow_experiment: str
     model_name: str
+    # first daily partition (UTC) of the default dataset; the environment's when not given
+    partitions_start: str = field(default_factory=_partitions_start)
 
     @classmethod
     def from_env(cls, env: dict[str, str] | None = None) -> Settings:
@@ -29,4 +37,5 @@ class Settings:
             mlflow_artifacts=data / "mlartifacts",
             mlflow_experiment=env.get("DS_MLFLOW_EXPERIMENT", "datasentinel"),
             model_name=env.get("DS_MODEL_NAME", "telemetry-ae"),
+            partitions_start=env.get("DS_PARTITIONS_START", DEFAULT_PARTITIONS_START),
         )

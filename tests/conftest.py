@@ -9,6 +9,7 @@ from typing import Any
 import numpy as np
 import pytest
 
+from ds_assets.dataset import Dataset
 from ds_assets.settings import Settings
 
 TINY_SOURCE: dict[str, Any] = {
@@ -36,6 +37,12 @@ def settings(tmp_path: Path, mlflow_uri: str) -> Settings:
         mlflow_experiment=f"test-{tmp_path.name}",
         model_name="test-ae",
     )
+
+
+@pytest.fixture
+def dataset(settings: Settings) -> Dataset:
+    """The default dataset (unprefixed keys and names) of ``settings``."""
+    return Dataset.default(settings)
 
 
 @pytest.fixture

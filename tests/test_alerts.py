@@ -10,8 +10,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from ds_assets.assets.alerts import alerts
-from ds_assets.assets.partitions import daily_partitions
+from ds_assets.assets.alerts import build_alerts_asset
+from ds_assets.dataset import Dataset
 from ds_assets.definitions import build_resources
 from ds_assets.monitoring.alerts import (
     FALSE_ALARM_TYPE,
@@ -133,7 +133,11 @@ def test_missing_columns_are_named() -> None:
         alert_events(_rows("111").drop(columns="is_anomaly"), POLICY)
 
 
-def test_alerts_asset_uses_the_scoring_bundles_policy(settings: Settings) -> None:
+def test_alerts_asset_uses_the_scoring_bundles_policy(
+    settings: Settings, dataset: Dataset
+) -> None:
+    graph = [dg.AssetSpec("scored_telemetry", partitions_def=dataset.partitions_def),
+             build_alerts_asset(dataset)]
     bundle = write_bundle(
         settings.models_dir, settings.model_name, sum_graph(len(FEATURES)), kind="sum",
         features=FEATURES, threshold=1.0, threshold_rule={"rule": "fixed"},
@@ -148,7 +152,7 @@ def test_alerts_asset_uses_the_scoring_bundles_policy(settings: Settings) -> Non
 
     def run(config: dict[str, object]) -> pd.DataFrame:
         result = dg.materialize(
-            [dg.AssetSpec("scored_telemetry", partitions_def=daily_partitions), alerts],
+            graph,
             partition_key=DAY,
             resources=build_resources(settings),
             run_config={"ops": {"alerts": {"config": config}}},
@@ -169,7 +173,7 @@ def test_alerts_asset_uses_the_scoring_bundles_policy(settings: Settings) -> Non
     # an override without what_if would make offline alerts differ from live ones: refused
     with pytest.raises(dg.Failure, match=r"set what_if: true"):
         dg.materialize(
-            [dg.AssetSpec("scored_telemetry", partitions_def=daily_partitions), alerts],
+            graph,
             partition_key=DAY, resources=build_resources(settings),
             run_config={"ops": {"alerts": {"config": {"k": 3}}}},
         )

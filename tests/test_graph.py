@@ -9,8 +9,9 @@ import dagster as dg
 import pandas as pd
 import pytest
 
-from ds_assets.assets.detector import training_set
-from ds_assets.assets.telemetry import raw_telemetry, raw_telemetry_expectations
+from ds_assets.assets.detector import build_training_set_asset
+from ds_assets.assets.telemetry import build_raw_telemetry_asset, build_raw_telemetry_checks
+from ds_assets.dataset import Dataset
 from ds_assets.definitions import build_definitions, build_resources
 from ds_assets.settings import Settings
 from ds_serving.bundle import CHAMPION_FILE, load_champion
@@ -163,10 +164,13 @@ def _broken_csv(path: Path) -> Path:
     return path
 
 
-def test_failing_blocking_check_stops_training(settings: Settings, tmp_path: Path) -> None:
+def test_failing_blocking_check_stops_training(
+    settings: Settings, dataset: Dataset, tmp_path: Path
+) -> None:
     broken = _broken_csv(tmp_path / "broken.csv")
     result = dg.materialize(
-        [raw_telemetry, raw_telemetry_expectations, training_set],
+        [build_raw_telemetry_asset(dataset), build_raw_telemetry_checks(dataset),
+         build_training_set_asset(dataset)],
         resources=build_resources(settings),
         partition_key=DAYS[0],
         run_config={
@@ -200,9 +204,11 @@ def test_scoring_without_a_champion_says_what_to_do(settings: Settings) -> None:
     assert not (settings.data_dir / "assets" / "scored_telemetry").exists()
 
 
-def test_bad_source_config_names_the_problem(settings: Settings, tmp_path: Path) -> None:
+def test_bad_source_config_names_the_problem(
+    settings: Settings, dataset: Dataset, tmp_path: Path
+) -> None:
     result = dg.materialize(
-        [raw_telemetry],
+        [build_raw_telemetry_asset(dataset)],
         resources=build_resources(settings),
         partition_key=DAYS[0],
         run_config={"ops": {"raw_telemetry": {"config": {
@@ -278,7 +284,7 @@ def test_days_that_failed_their_checks_are_not_trained_on_scored_or_rescored(
 
     instance.report_runless_asset_event(dg.AssetMaterialization(
         asset_key="champion", metadata={"champion_version": "9", "promoted": True}))
-    tick = build_promotion_sensor(n_partitions=7).evaluate_tick(
+    tick = build_promotion_sensor(Dataset.default(settings), n_partitions=7).evaluate_tick(
         dg.build_sensor_context(instance=instance, definitions=defs))
     assert [r.partition_key for r in tick.run_requests or []] == [DAYS[0]]
 

@@ -23,6 +23,7 @@ from urllib.parse import urlparse
 import dagster as dg
 import pytest
 
+from ds_assets.dataset import Dataset
 from ds_assets.definitions import build_definitions
 from ds_assets.sensors.drift import build_drift_sensor
 from ds_assets.sensors.promotion import build_promotion_sensor
@@ -129,7 +130,7 @@ def test_partitions_runs_and_a_sensor_tick_on_postgres(
             instance.report_runless_asset_event(dg.AssetMaterialization(
                 "drift_report", partition=day,
                 metadata={"drifted": True, "reference_version": "1"}))
-        sensor = build_drift_sensor(k=3)
+        sensor = build_drift_sensor(Dataset.default(settings), k=3)
         tick = sensor.evaluate_tick(dg.build_sensor_context(instance=instance, definitions=defs))
         assert [r.run_key for r in tick.run_requests or []] == [f"drift-retrain:1:{DAYS[0]}"]
         again = sensor.evaluate_tick(
@@ -146,7 +147,7 @@ def test_partitions_runs_and_a_sensor_tick_on_postgres(
         for day in DAYS:
             assert defs.resolve_job_def("score_telemetry").execute_in_process(
                 instance=instance, partition_key=day).success
-        promotion = build_promotion_sensor(n_partitions=7)
+        promotion = build_promotion_sensor(Dataset.default(settings), n_partitions=7)
         tick = promotion.evaluate_tick(
             dg.build_sensor_context(instance=instance, definitions=defs))
         assert not tick.run_requests

@@ -8,6 +8,7 @@ import dagster as dg
 import pandas as pd
 
 from ds_assets.assets.telemetry import partitions_failing_checks
+from ds_assets.dataset import Dataset
 from ds_assets.definitions import build_definitions
 from ds_assets.settings import Settings
 from ds_assets.telemetry.sources import LABELED_CSV_FEATURES
@@ -67,4 +68,5 @@ def test_a_failing_new_version_is_refused_and_the_stored_day_kept(
     assert refused.parent == stored.parent / "_refused" and len(pd.read_parquet(refused)) == 200
 
     pd.testing.assert_frame_equal(pd.read_parquet(stored), good)  # nothing lost
-    assert partitions_failing_checks(instance, [DAY]) == {}  # downstream still trusts the day
+    # downstream still trusts the day
+    assert partitions_failing_checks(instance, [DAY], Dataset.default(settings)) == {}

@@ -8,7 +8,7 @@ from pathlib import Path
 import dagster as dg
 import pandas as pd
 
-from ds_assets.assets.partitions import daily_partitions
+from ds_assets.dataset import Dataset
 from ds_assets.definitions import build_definitions
 from ds_assets.sensors.schedules import DAILY_ASSETS, weekly_retrain_request
 from ds_assets.settings import Settings
@@ -42,7 +42,9 @@ def test_daily_job_runs_the_whole_day_chain(settings: Settings) -> None:
     assert "label_domain" in checks  # the blocking checks run inside the same run
 
 
-def test_weekly_retrain_trains_on_the_seven_days_before_monday(settings: Settings) -> None:
+def test_weekly_retrain_trains_on_the_seven_days_before_monday(
+    settings: Settings, dataset: Dataset
+) -> None:
     defs = build_definitions(settings)
     schedule = defs.resolve_schedule_def("weekly_retrain_schedule")
     assert schedule.cron_schedule == "0 2 * * 1"
@@ -55,7 +57,7 @@ def test_weekly_retrain_trains_on_the_seven_days_before_monday(settings: Setting
     assert request.run_config["ops"]["training_set"]["config"] == {
         "n_partitions": 7, "end_partition": "2026-11-08"}
     assert request.run_key == "weekly-retrain:2026-11-08"
-    assert weekly_retrain_request(monday, 3).run_config["ops"]["training_set"]["config"][
+    assert weekly_retrain_request(dataset, monday, 3).run_config["ops"]["training_set"]["config"][
         "n_partitions"] == 3
 
 
@@ -79,7 +81,7 @@ def test_automatic_scoring_waits_for_passing_blocking_checks(
 ) -> None:
     """Eager automation picks up a newly ingested day only when its blocking checks passed."""
     defs = build_definitions(settings)
-    day = daily_partitions.get_last_partition_key()
+    day = Dataset.default(settings).partitions_def.get_last_partition_key()
     assert day is not None
     broken = tmp_path / "broken.csv"
     frame = pd.DataFrame({f"f{i}": [float(i + r % 5) for r in range(40)] for i in range(1, 9)})

@@ -10,6 +10,7 @@ import dagster as dg
 import pandas as pd
 import pytest
 
+from ds_assets.dataset import Dataset
 from ds_assets.definitions import build_definitions
 from ds_assets.demo.drift_story import DRIFT_FEATURES, run_drift_story
 from ds_assets.sensors.backfill import partition_backfill
@@ -22,6 +23,8 @@ from ds_serving.bundle import list_versions, load_bundle, load_champion
 from tests.conftest import TINY_SOURCE
 
 DAYS = previous_days("2026-11-12", 12)  # 2026-11-01 .. 2026-11-12
+# the default dataset's names (as the `settings` fixture's): sensors read only its keys and jobs
+DEFAULT = Dataset(name="default", model_name="test-ae", partitions_start=DAYS[0])
 
 
 def _report(instance: dg.DagsterInstance, asset: str, day: str | None, **meta: Any) -> None:
@@ -55,7 +58,7 @@ def instance() -> Any:
 
 
 def test_drift_sensor_requests_once_per_episode(instance: dg.DagsterInstance) -> None:
-    sensor = build_drift_sensor(k=3, training_window=7)
+    sensor = build_drift_sensor(DEFAULT, k=3, training_window=7)
     requests, skip, cursor = _tick(sensor, instance, None)
     assert not requests and skip == "no drift_report materialized yet"
 
@@ -101,7 +104,7 @@ def test_drift_sensor_requests_once_per_episode(instance: dg.DagsterInstance) ->
 def test_drift_against_a_new_champion_starts_a_new_episode(
     instance: dg.DagsterInstance,
 ) -> None:
-    sensor = build_drift_sensor(k=3)
+    sensor = build_drift_sensor(DEFAULT, k=3)
     _drift(instance, DAYS[0], True, "1")
     _drift(instance, DAYS[1], True, "1")
     _drift(instance, DAYS[2], True, "2")  # judged against the retrained model
@@ -119,7 +122,7 @@ def test_a_long_episode_requests_once_and_a_gap_starts_a_new_one(
 ) -> None:
     """An episode longer than the look-back (the retrain lost, the reference stays v1) must
     not slide its first day forward and request again every day."""
-    sensor = build_drift_sensor(k=3, training_window=7)  # look-back 8 days
+    sensor = build_drift_sensor(DEFAULT, k=3, training_window=7)  # look-back 8 days
     days = previous_days("2026-12-10", 40)
     cursor: str | None = None
     run_keys: list[str] = []
@@ -152,7 +155,7 @@ def test_rescored_days_growing_the_run_backwards_do_not_request_again(
 ) -> None:
     """A promotion backfill re-scores days out of order: reports against v2 arrive newest
     first, so the v2 run grows backwards; it is still one episode."""
-    sensor = build_drift_sensor(k=3, training_window=7)
+    sensor = build_drift_sensor(DEFAULT, k=3, training_window=7)
     for day in DAYS[:8]:
         _drift(instance, day, True, "1")
     cursor: str | None = None
@@ -175,7 +178,7 @@ def test_a_lost_cursor_does_not_request_an_episode_a_run_already_carries(
     """The run key names the episode by its first day; if the run grew backwards since its
     retrain was launched, a sensor that lost its cursor would name it anew. The launched run's
     tags still say which days it covered, so nothing is requested."""
-    sensor = build_drift_sensor(k=3, training_window=7)
+    sensor = build_drift_sensor(DEFAULT, k=3, training_window=7)
     for day in DAYS[5:8]:
         _drift(instance, day, True, "2")
     [request], _, _ = _tick(sensor, instance, None)
@@ -203,19 +206,19 @@ def test_a_missing_day_breaks_the_run_and_k_is_configurable(
 ) -> None:
     for day in (DAYS[0], DAYS[1], DAYS[3]):  # DAYS[2] never reported
         _drift(instance, day, True)
-    requests, skip, _ = _tick(build_drift_sensor(k=2), instance, None)
+    requests, skip, _ = _tick(build_drift_sensor(DEFAULT, k=2), instance, None)
     assert not requests and "1 of the 2" in (skip or "")
-    requests, _, _ = _tick(build_drift_sensor(k=1, training_window=3), instance, None)
+    requests, _, _ = _tick(build_drift_sensor(DEFAULT, k=1, training_window=3), instance, None)
     assert requests[0].run_config["ops"]["training_set"]["config"] == {
         "n_partitions": 3, "end_partition": DAYS[3]}
     with pytest.raises(ValueError, match="k=0"):
-        build_drift_sensor(k=0)
+        build_drift_sensor(DEFAULT, k=0)
 
 
 def test_promotion_sensor_rescores_recent_days_scored_by_another_model(
     instance: dg.DagsterInstance, settings: Settings
 ) -> None:
-    sensor = build_promotion_sensor(n_partitions=4)
+    sensor = build_promotion_sensor(DEFAULT, n_partitions=4)
     defs = build_definitions(settings)
     requests, skip, cursor = _tick(sensor, instance, None)
     assert not requests and skip == "no new champion materialization"
@@ -348,11 +351,11 @@ def test_automation_starts_running_only_when_switched_on(
     """DS_AUTOMATION switches every sensor and schedule, including the one that evaluates the
     daily assets' automation conditions (Dagster's implicit default sensor would stay off)."""
     monkeypatch.delenv("DS_AUTOMATION", raising=False)
-    assert build_drift_sensor().default_status == dg.DefaultSensorStatus.STOPPED
-    assert daily_automation_sensor().default_status == dg.DefaultSensorStatus.STOPPED
+    assert build_drift_sensor(DEFAULT).default_status == dg.DefaultSensorStatus.STOPPED
+    assert daily_automation_sensor(DEFAULT).default_status == dg.DefaultSensorStatus.STOPPED
     monkeypatch.setenv("DS_AUTOMATION", "on")
-    assert build_drift_sensor().default_status == dg.DefaultSensorStatus.RUNNING
-    assert build_promotion_sensor().default_status == dg.DefaultSensorStatus.RUNNING
+    assert build_drift_sensor(DEFAULT).default_status == dg.DefaultSensorStatus.RUNNING
+    assert build_promotion_sensor(DEFAULT).default_status == dg.DefaultSensorStatus.RUNNING
     defs = build_definitions(settings)
     automation = defs.resolve_sensor_def("daily_monitoring_automation")
     assert automation.default_status == dg.DefaultSensorStatus.RUNNING

@@ -4,12 +4,11 @@
 import dagster as dg
 import pandas as pd
 
-from ds_assets.assets.automation import DAILY_AUTOMATION
+from ds_assets.assets.automation import daily_automation
 from ds_assets.assets.drift import scoring_version
-from ds_assets.assets.partitions import daily_partitions
+from ds_assets.dataset import Dataset
 from ds_assets.monitoring.alerts import alert_events, alert_summary
 from ds_assets.reporting.analytics import markdown_table
-from ds_assets.resources.registry import ModelRegistry
 from ds_serving.bundle import load_bundle
 
 
@@ -31,48 +30,54 @@ class AlertsConfig(dg.Config):
         return {key: value for key, value in given.items() if value is not None}
 
 
-@dg.asset(
-    partitions_def=daily_partitions,
-    kinds={"pandas", "parquet"},
-    code_version="1",
-    group_name="monitoring",
-    automation_condition=DAILY_AUTOMATION,
-)
-def alerts(
-    context: dg.AssetExecutionContext,
-    config: AlertsConfig,
-    registry: ModelRegistry,
-    scored_telemetry: pd.DataFrame,
-) -> pd.DataFrame:
-    """Alert events: entity, start, end, peak score, top features, anomaly type."""
-    version = scoring_version(scored_telemetry, registry.champion_version())
-    manifest = load_bundle(registry.bundle_path(version)).manifest
-    changes = config.changes()
-    if changes and not config.what_if:
-        raise dg.Failure(
-            f"alerts: {sorted(changes)} would replace the alerting policy of bundle v{version}, "
-            "so these alerts would differ from the live scorer's; set what_if: true to run "
-            "that as a what-if (recorded in metadata), or leave them unset"
-        )
-    policy = manifest.policy.what_if(**changes)
-    events = alert_events(scored_telemetry, policy.alerting, top_k=config.top_k_features)
-    summary = alert_summary(events, policy.alerting)
-    shown = events.sort_values("peak_score", ascending=False).head(20)
-    context.add_output_metadata(
-        {
-            "alerts": summary["alerts"],
-            "entities_alerting": summary["entities_alerting"],
-            "still_open": summary["still_open"],
-            "false_alarms": summary["false_alarms"],
-            "by_anomaly_type": dg.MetadataValue.json(summary["by_anomaly_type"]),
-            "policy": dg.MetadataValue.json(summary["policy"]),
-            "policy_source": (f"what-if on bundle v{version}: {policy.overrides}"
-                              if policy.is_what_if else f"bundle v{version}"),
-            "model_version": version,
-            "top_alerts": dg.MetadataValue.md(
-                markdown_table(shown.astype({"start": str, "end": str})) if len(shown)
-                else "no alerts"
-            ),
-        }
+def build_alerts_asset(ds: Dataset) -> dg.AssetsDefinition:
+    @dg.asset(
+        key=ds.key("alerts"),
+        partitions_def=ds.partitions_def,
+        ins=ds.ins("scored_telemetry"),
+        kinds={"pandas", "parquet"},
+        code_version="1",
+        group_name=ds.scoped("monitoring"),
+        automation_condition=daily_automation(ds),
+        required_resource_keys={ds.registry_key},
     )
-    return events
+    def alerts(
+        context: dg.AssetExecutionContext,
+        config: AlertsConfig,
+        scored_telemetry: pd.DataFrame,
+    ) -> pd.DataFrame:
+        """Alert events: entity, start, end, peak score, top features, anomaly type."""
+        registry = ds.registry(context)
+        version = scoring_version(scored_telemetry, registry.champion_version())
+        manifest = load_bundle(registry.bundle_path(version)).manifest
+        changes = config.changes()
+        if changes and not config.what_if:
+            raise dg.Failure(
+                f"alerts: {sorted(changes)} would replace the alerting policy of bundle "
+                f"v{version}, so these alerts would differ from the live scorer's; set what_if: "
+                "true to run that as a what-if (recorded in metadata), or leave them unset"
+            )
+        policy = manifest.policy.what_if(**changes)
+        events = alert_events(scored_telemetry, policy.alerting, top_k=config.top_k_features)
+        summary = alert_summary(events, policy.alerting)
+        shown = events.sort_values("peak_score", ascending=False).head(20)
+        context.add_output_metadata(
+            {
+                "alerts": summary["alerts"],
+                "entities_alerting": summary["entities_alerting"],
+                "still_open": summary["still_open"],
+                "false_alarms": summary["false_alarms"],
+                "by_anomaly_type": dg.MetadataValue.json(summary["by_anomaly_type"]),
+                "policy": dg.MetadataValue.json(summary["policy"]),
+                "policy_source": (f"what-if on bundle v{version}: {policy.overrides}"
+                                  if policy.is_what_if else f"bundle v{version}"),
+                "model_version": version,
+                "top_alerts": dg.MetadataValue.md(
+                    markdown_table(shown.astype({"start": str, "end": str})) if len(shown)
+                    else "no alerts"
+                ),
+            }
+        )
+        return events
+
+    return alerts

@@ -15,9 +15,9 @@ import numpy as np
 import pandas as pd
 
 from ds_assets.assets.telemetry import partitions_failing_checks
+from ds_assets.dataset import Dataset
 from ds_assets.reporting.analytics import markdown_table
 from ds_assets.resources.io_manager import OnnxGraph, PartitionFrames
-from ds_assets.resources.registry import ModelRegistry
 from ds_assets.telemetry.schema import LABEL, feature_columns
 from ds_assets.training.bundling import build_bundle, entities_of, features_of
 from ds_assets.training.datasets import (
@@ -60,53 +60,61 @@ class TrainingWindowConfig(dg.Config):
     labeled_validation: bool = False
 
 
-@dg.asset(
-    ins={"raw_telemetry": dg.AssetIn(metadata={"allow_missing_partitions": True})},
-    kinds={"pandas", "parquet"},
-    code_version="1",
-    group_name="training",
-)
-def training_set(
-    context: dg.AssetExecutionContext, config: TrainingWindowConfig, raw_telemetry: PartitionFrames
-) -> pd.DataFrame:
-    """Normal rows of a window of days, split train | val | test by time (test keeps anomalies,
-    validation too when configured).
+def build_training_set_asset(ds: Dataset) -> dg.AssetsDefinition:
+    @dg.asset(
+        key=ds.key("training_set"),
+        ins={"raw_telemetry": dg.AssetIn(ds.key("raw_telemetry"),
+                                         metadata={"allow_missing_partitions": True})},
+        kinds={"pandas", "parquet"},
+        code_version="1",
+        group_name=ds.scoped("training"),
+    )
+    def training_set(
+        context: dg.AssetExecutionContext,
+        config: TrainingWindowConfig,
+        raw_telemetry: PartitionFrames,
+    ) -> pd.DataFrame:
+        """Normal rows of a window of days, split train | val | test by time (test keeps anomalies,
+        validation too when configured).
 
-    Days whose raw data failed a blocking check are left out, so a retrain requested later by a
-    sensor or schedule never learns from data that failed validation."""
-    failing = partitions_failing_checks(context.instance, list(raw_telemetry))
-    for day, checks in failing.items():
-        context.log.warning(f"leaving out raw_telemetry {day}: failed blocking check(s) {checks}")
-    # unlabeled days (production telemetry) hold no known-normal rows and no labeled test rows:
-    # left out too, so a retrain requested over them trains on the labeled days around them
-    unlabeled = sorted(d for d, f in raw_telemetry.items() if d not in failing
-                       and LABEL not in f.columns)
-    if unlabeled:
-        context.log.warning(f"leaving out unlabeled raw_telemetry days {unlabeled}")
-    usable = [day for day in raw_telemetry if day not in failing and day not in unlabeled]
-    if (failing or unlabeled) and not any(d <= (config.end_partition or d) for d in usable):
-        raise DatasetError(
-            f"no raw_telemetry partition in the window can be trained on: failed blocking "
-            f"checks {failing}, unlabeled {unlabeled}; training needs labeled days that passed "
-            "their checks (fix the source data, or ingest labeled days)"
+        Days whose raw data failed a blocking check are left out, so a retrain requested later by a
+        sensor or schedule never learns from data that failed validation."""
+        failing = partitions_failing_checks(context.instance, list(raw_telemetry), ds)
+        for day, checks in failing.items():
+            context.log.warning(
+                f"leaving out raw_telemetry {day}: failed blocking check(s) {checks}")
+        # unlabeled days (production telemetry) hold no known-normal rows and no labeled test rows:
+        # left out too, so a retrain requested over them trains on the labeled days around them
+        unlabeled = sorted(d for d, f in raw_telemetry.items() if d not in failing
+                           and LABEL not in f.columns)
+        if unlabeled:
+            context.log.warning(f"leaving out unlabeled raw_telemetry days {unlabeled}")
+        usable = [day for day in raw_telemetry if day not in failing and day not in unlabeled]
+        if (failing or unlabeled) and not any(d <= (config.end_partition or d) for d in usable):
+            raise DatasetError(
+                f"no raw_telemetry partition in the window can be trained on: failed blocking "
+                f"checks {failing}, unlabeled {unlabeled}; training needs labeled days that passed "
+                "their checks (fix the source data, or ingest labeled days)"
+            )
+        keys = select_window(usable, config.n_partitions, config.end_partition)
+        data = build_training_set(
+            {k: raw_telemetry[k] for k in keys}, config.val_fraction, config.test_fraction,
+            labeled_validation=config.labeled_validation,
         )
-    keys = select_window(usable, config.n_partitions, config.end_partition)
-    data = build_training_set(
-        {k: raw_telemetry[k] for k in keys}, config.val_fraction, config.test_fraction,
-        labeled_validation=config.labeled_validation,
-    )
-    counts = data.groupby("split")[LABEL].agg(["size", "sum"]).reset_index()
-    counts.columns = ["split", "rows", "anomalies"]
-    context.add_output_metadata(
-        {
-            "partitions": dg.MetadataValue.json(keys),
-            "excluded_partitions": dg.MetadataValue.json(failing),
-            "unlabeled_partitions": dg.MetadataValue.json(unlabeled),
-            "rows": len(data),
-            "splits": dg.MetadataValue.md(markdown_table(counts)),
-        }
-    )
-    return data
+        counts = data.groupby("split")[LABEL].agg(["size", "sum"]).reset_index()
+        counts.columns = ["split", "rows", "anomalies"]
+        context.add_output_metadata(
+            {
+                "partitions": dg.MetadataValue.json(keys),
+                "excluded_partitions": dg.MetadataValue.json(failing),
+                "unlabeled_partitions": dg.MetadataValue.json(unlabeled),
+                "rows": len(data),
+                "splits": dg.MetadataValue.md(markdown_table(counts)),
+            }
+        )
+        return data
+
+    return training_set
 
 
 class Family(Enum):
@@ -186,52 +194,61 @@ def training_metadata(trained: TrainedDetector) -> dict[str, Any]:
     return meta
 
 
-@dg.asset(
-    kinds={"pytorch"},
-    code_version=CODE_VERSION,
-    pool="gpu",
-    group_name="training",
-    required_resource_keys={"mlflow"},
-)
-def detector(
-    context: dg.AssetExecutionContext, config: DetectorConfig, training_set: pd.DataFrame
-) -> TrainedDetector:
-    """A detector of the configured family fitted on normal train rows (autoencoders are
-    early-stopped on validation loss); training facts go to metadata and MLflow."""
-    params = config.params()  # a config that cannot work fails here, before any training
-    device = pick_device(config.device)
-    features = feature_columns(training_set)
-    train, val = split_rows(training_set, "train"), normal_rows(split_rows(training_set, "val"))
-    trained = train_detector(
-        params, features_of(train, features), features_of(val, features), features,
-        train_entities=entities_of(train), val_entities=entities_of(val), device=device,
+def build_detector_asset(ds: Dataset) -> dg.AssetsDefinition:
+    @dg.asset(
+        key=ds.key("detector"),
+        ins=ds.ins("training_set"),
+        kinds={"pytorch"},
+        code_version=CODE_VERSION,
+        pool="gpu",
+        group_name=ds.scoped("training"),
+        required_resource_keys={"mlflow"},
     )
-    s = trained.training_summary
-    mlflow = context.resources.mlflow
-    mlflow.log_params({**{k: (",".join(map(str, v)) if isinstance(v, list) else v)
-                          for k, v in s["params"].items()},
-                       "features": ",".join(features), "kind": trained.kind,
-                       "train_rows": s["train_rows"], "val_rows": s["val_rows"]})
-    for epoch, (tl, vl) in enumerate(zip(s.get("train_loss", []), s.get("val_loss", []),
-                                         strict=True)):
-        mlflow.log_metrics({"train_loss": tl, "val_loss": vl}, step=epoch)
-    mlflow.log_metrics({"best_val_loss": float(s["best_val_loss"]),
-                        "epochs_run": s["epochs_run"], "train_wall_time_s": s["wall_time_s"]})
-    context.add_output_metadata(training_metadata(trained))
-    return trained
+    def detector(
+        context: dg.AssetExecutionContext, config: DetectorConfig, training_set: pd.DataFrame
+    ) -> TrainedDetector:
+        """A detector of the configured family fitted on normal train rows (autoencoders are
+        early-stopped on validation loss); training facts go to metadata and MLflow."""
+        params = config.params()  # a config that cannot work fails here, before any training
+        device = pick_device(config.device)
+        features = feature_columns(training_set)
+        train, val = split_rows(training_set, "train"), normal_rows(split_rows(training_set, "val"))
+        trained = train_detector(
+            params, features_of(train, features), features_of(val, features), features,
+            train_entities=entities_of(train), val_entities=entities_of(val), device=device,
+        )
+        s = trained.training_summary
+        mlflow = context.resources.mlflow
+        mlflow.log_params({**{k: (",".join(map(str, v)) if isinstance(v, list) else v)
+                              for k, v in s["params"].items()},
+                           "features": ",".join(features), "kind": trained.kind,
+                           "train_rows": s["train_rows"], "val_rows": s["val_rows"]})
+        for epoch, (tl, vl) in enumerate(zip(s.get("train_loss", []), s.get("val_loss", []),
+                                             strict=True)):
+            mlflow.log_metrics({"train_loss": tl, "val_loss": vl}, step=epoch)
+        mlflow.log_metrics({"best_val_loss": float(s["best_val_loss"]),
+                            "epochs_run": s["epochs_run"], "train_wall_time_s": s["wall_time_s"]})
+        context.add_output_metadata(training_metadata(trained))
+        return trained
+
+    return detector
 
 
-@dg.asset(kinds={"onnx"}, code_version=CODE_VERSION, group_name="training")
-def onnx_model(context: dg.AssetExecutionContext, detector: TrainedDetector) -> OnnxGraph:
-    """The scoring graph: normalization, model and score inside one ONNX model."""
-    graph = OnnxGraph(export_onnx(detector))
-    context.add_output_metadata({
-        "opset": OPSET,
-        "bytes": len(graph.data),
-        "family": detector.family,
-        "input_shape": str(["batch", *input_shape(detector, 1)[1:]]),
-    })
-    return graph
+def build_onnx_model_asset(ds: Dataset) -> dg.AssetsDefinition:
+    @dg.asset(key=ds.key("onnx_model"), ins=ds.ins("detector"), kinds={"onnx"},
+              code_version=CODE_VERSION, group_name=ds.scoped("training"))
+    def onnx_model(context: dg.AssetExecutionContext, detector: TrainedDetector) -> OnnxGraph:
+        """The scoring graph: normalization, model and score inside one ONNX model."""
+        graph = OnnxGraph(export_onnx(detector))
+        context.add_output_metadata({
+            "opset": OPSET,
+            "bytes": len(graph.data),
+            "family": detector.family,
+            "input_shape": str(["batch", *input_shape(detector, 1)[1:]]),
+        })
+        return graph
+
+    return onnx_model
 
 
 def parity_inputs(training_set: pd.DataFrame, trained: TrainedDetector) -> np.ndarray:
@@ -248,28 +265,31 @@ def parity_inputs(training_set: pd.DataFrame, trained: TrainedDetector) -> np.nd
     return x[::step][:PARITY_ROWS]
 
 
-@dg.asset_check(
-    asset=onnx_model,
-    blocking=True,
-    additional_ins={"detector": dg.AssetIn(), "training_set": dg.AssetIn()},
-)
-def onnx_parity(
-    onnx_model: OnnxGraph, detector: TrainedDetector, training_set: pd.DataFrame
-) -> dg.AssetCheckResult:
-    """onnxruntime and the reference (torch, numpy for PCA) agree within a relative
-    tolerance before anything ships."""
-    result = check_parity(detector, onnx_model.data, parity_inputs(training_set, detector))
-    return dg.AssetCheckResult(
-        passed=result.passed,
-        metadata={
-            "reference": result.reference,
-            "inputs": result.rows,
-            "max_abs_diff_score": result.max_abs_diff_score,
-            "max_abs_diff_feature_errors": result.max_abs_diff_feature_errors,
-            "max_rel_diff": result.max_rel_diff,
-            "tolerance_rel": result.tolerance,
-        },
+def build_onnx_parity_check(ds: Dataset) -> dg.AssetChecksDefinition:
+    @dg.asset_check(
+        asset=ds.key("onnx_model"),
+        blocking=True,
+        additional_ins=ds.ins("detector", "training_set"),
     )
+    def onnx_parity(
+        onnx_model: OnnxGraph, detector: TrainedDetector, training_set: pd.DataFrame
+    ) -> dg.AssetCheckResult:
+        """onnxruntime and the reference (torch, numpy for PCA) agree within a relative
+        tolerance before anything ships."""
+        result = check_parity(detector, onnx_model.data, parity_inputs(training_set, detector))
+        return dg.AssetCheckResult(
+            passed=result.passed,
+            metadata={
+                "reference": result.reference,
+                "inputs": result.rows,
+                "max_abs_diff_score": result.max_abs_diff_score,
+                "max_abs_diff_feature_errors": result.max_abs_diff_feature_errors,
+                "max_rel_diff": result.max_rel_diff,
+                "tolerance_rel": result.tolerance,
+            },
+        )
+
+    return onnx_parity
 
 
 class BundleConfig(dg.Config):
@@ -311,64 +331,69 @@ class BundleConfig(dg.Config):
         return Smoothing(k=self.smoothing_k, n=self.smoothing_n, rebaseline=rebaseline)
 
 
-@dg.asset(
-    kinds={"onnx", "json"},
-    code_version=CODE_VERSION,
-    group_name="training",
-    required_resource_keys={"mlflow", "registry"},
-)
-def model_bundle(
-    context: dg.AssetExecutionContext,
-    config: BundleConfig,
-    onnx_model: OnnxGraph,
-    detector: TrainedDetector,
-    training_set: pd.DataFrame,
-) -> dict[str, Any]:
-    """A versioned bundle (ONNX + manifest) with a threshold calibrated on validation rows,
-    logged to MLflow and registered as a model version."""
-    registry: ModelRegistry = context.resources.registry
-    mlflow_run = context.resources.mlflow.active_run()
-    run_id = mlflow_run.info.run_id if mlflow_run else None
-    bundle = build_bundle(
-        registry.models_dir, registry.model_name, onnx_model.data, detector, training_set,
-        threshold_rule=config.threshold_rule, quantile=config.quantile, margin=config.margin,
-        smoothing=config.smoothing(), alerting=config.alerting(),
-        lineage={"code_version": CODE_VERSION, "dagster_run_id": context.run_id,
-                 "mlflow_run_id": run_id},
+def build_model_bundle_asset(ds: Dataset) -> dg.AssetsDefinition:
+    @dg.asset(
+        key=ds.key("model_bundle"),
+        ins=ds.ins("onnx_model", "detector", "training_set"),
+        kinds={"onnx", "json"},
+        code_version=CODE_VERSION,
+        group_name=ds.scoped("training"),
+        required_resource_keys={"mlflow", ds.registry_key},
     )
-    policy = bundle.manifest.policy
-    threshold = policy.threshold
-    summary = detector.training_summary
-    mlflow_version = registry.register(
-        bundle, run_id,
-        params={"family": detector.family},
-        metrics={"threshold": threshold, "best_val_loss": float(summary["best_val_loss"])},
-    )
-    context.add_output_metadata(
-        {
+    def model_bundle(
+        context: dg.AssetExecutionContext,
+        config: BundleConfig,
+        onnx_model: OnnxGraph,
+        detector: TrainedDetector,
+        training_set: pd.DataFrame,
+    ) -> dict[str, Any]:
+        """A versioned bundle (ONNX + manifest) with a threshold calibrated on validation rows,
+        logged to MLflow and registered as a model version."""
+        registry = ds.registry(context)
+        mlflow_run = context.resources.mlflow.active_run()
+        run_id = mlflow_run.info.run_id if mlflow_run else None
+        bundle = build_bundle(
+            registry.models_dir, registry.model_name, onnx_model.data, detector, training_set,
+            threshold_rule=config.threshold_rule, quantile=config.quantile, margin=config.margin,
+            smoothing=config.smoothing(), alerting=config.alerting(),
+            lineage={"code_version": CODE_VERSION, "dagster_run_id": context.run_id,
+                     "mlflow_run_id": run_id},
+        )
+        policy = bundle.manifest.policy
+        threshold = policy.threshold
+        summary = detector.training_summary
+        mlflow_version = registry.register(
+            bundle, run_id,
+            params={"family": detector.family},
+            metrics={"threshold": threshold, "best_val_loss": float(summary["best_val_loss"])},
+        )
+        context.add_output_metadata(
+            {
+                "version": bundle.manifest.version,
+                "path": dg.MetadataValue.path(str(bundle.path)),
+                "family": detector.family,
+                "window": detector.window if detector.window is not None else "none",
+                "threshold": threshold,
+                "threshold_rule": dg.MetadataValue.json(dict(policy.threshold_rule)),
+                "smoothing": dg.MetadataValue.json(policy.smoothing.to_dict()),
+                "alerting": dg.MetadataValue.json(policy.alerting.to_dict()),
+                "mlflow_run_id": run_id or "",
+                "mlflow_model_version": mlflow_version or "",
+            }
+        )
+        return {
+            "name": bundle.manifest.name,
             "version": bundle.manifest.version,
-            "path": dg.MetadataValue.path(str(bundle.path)),
-            "family": detector.family,
-            "window": detector.window if detector.window is not None else "none",
+            "path": str(bundle.path),
             "threshold": threshold,
-            "threshold_rule": dg.MetadataValue.json(dict(policy.threshold_rule)),
-            "smoothing": dg.MetadataValue.json(policy.smoothing.to_dict()),
-            "alerting": dg.MetadataValue.json(policy.alerting.to_dict()),
-            "mlflow_run_id": run_id or "",
-            "mlflow_model_version": mlflow_version or "",
+            "family": detector.family,
+            "window": detector.window,
+            "smoothing": policy.smoothing.to_dict(),
+            "mlflow_run_id": run_id,
+            "mlflow_model_version": mlflow_version,
         }
-    )
-    return {
-        "name": bundle.manifest.name,
-        "version": bundle.manifest.version,
-        "path": str(bundle.path),
-        "threshold": threshold,
-        "family": detector.family,
-        "window": detector.window,
-        "smoothing": policy.smoothing.to_dict(),
-        "mlflow_run_id": run_id,
-        "mlflow_model_version": mlflow_version,
-    }
+
+    return model_bundle
 
 
 class TensorRTConfig(dg.Config):
@@ -378,70 +403,75 @@ class TensorRTConfig(dg.Config):
     max_batch: int = 65_536
 
 
-@dg.asset(
-    kinds={"tensorrt"},
-    code_version=CODE_VERSION,
-    pool="gpu",
-    group_name="training",
-    output_required=False,
-)
-def tensorrt_engine(
-    context: dg.AssetExecutionContext,
-    config: TensorRTConfig,
-    model_bundle: dict[str, Any],
-    detector: TrainedDetector,
-    training_set: pd.DataFrame,
-) -> Iterator[dg.Output[dict[str, Any]]]:
-    """TensorRT engine of the bundle's ONNX graph, added to the bundle as ``model.plan``.
+def build_tensorrt_engine_asset(ds: Dataset) -> dg.AssetsDefinition:
+    @dg.asset(
+        key=ds.key("tensorrt_engine"),
+        ins=ds.ins("model_bundle", "detector", "training_set"),
+        kinds={"tensorrt"},
+        code_version=CODE_VERSION,
+        pool="gpu",
+        group_name=ds.scoped("training"),
+        output_required=False,
+    )
+    def tensorrt_engine(
+        context: dg.AssetExecutionContext,
+        config: TensorRTConfig,
+        model_bundle: dict[str, Any],
+        detector: TrainedDetector,
+        training_set: pd.DataFrame,
+    ) -> Iterator[dg.Output[dict[str, Any]]]:
+        """TensorRT engine of the bundle's ONNX graph, added to the bundle as ``model.plan``.
 
-    Without a CUDA GPU and the tensorrt package nothing is produced (the asset shows as
-    skipped and the run log says why); the bundle keeps serving through onnxruntime.
-    """
-    reason = "disabled by run config" if not config.enabled else unavailable_reason()
-    if reason is not None:
-        context.log.info(
-            f"tensorrt_engine: no engine built for bundle v{model_bundle['version']}: {reason}. "
-            "Scoring uses the ONNX graph (onnxruntime)."
+        Without a CUDA GPU and the tensorrt package nothing is produced (the asset shows as
+        skipped and the run log says why); the bundle keeps serving through onnxruntime.
+        """
+        reason = "disabled by run config" if not config.enabled else unavailable_reason()
+        if reason is not None:
+            context.log.info(
+                f"tensorrt_engine: no engine built for bundle v{model_bundle['version']}: "
+                f"{reason}. Scoring uses the ONNX graph (onnxruntime)."
+            )
+            return
+        bundle = load_bundle(model_bundle["path"])
+        if bundle.engine_path is not None:
+            context.log.info(
+                f"tensorrt_engine: bundle v{bundle.manifest.version} already has an engine "
+                f"({bundle.engine_path.name}); versions are immutable, nothing to rebuild"
+            )
+            return
+        compiled = compile_and_check(
+            bundle.model_bytes(), parity_inputs(training_set, detector),
+            n_features=len(detector.features), window=detector.window, fp16=config.fp16,
+            opt_batch=config.opt_batch, max_batch=config.max_batch,
         )
-        return
-    bundle = load_bundle(model_bundle["path"])
-    if bundle.engine_path is not None:
-        context.log.info(
-            f"tensorrt_engine: bundle v{bundle.manifest.version} already has an engine "
-            f"({bundle.engine_path.name}); versions are immutable, nothing to rebuild"
+        if not compiled.parity.passed:
+            raise dg.Failure(
+                description=(
+                    f"TensorRT engine disagrees with onnxruntime: max relative deviation "
+                    f"{compiled.parity.max_rel_diff:.3g} > tolerance {compiled.parity.tolerance}; "
+                    "the engine was not added to the bundle"
+                ),
+                metadata={"max_rel_diff": compiled.parity.max_rel_diff},
+            )
+        info = compiled.info()
+        attach_engine(bundle.path, compiled.build.plan, info)
+        latency = pd.DataFrame(compiled.latency)
+        yield dg.Output(
+            {"name": model_bundle["name"], "version": model_bundle["version"],
+             "path": model_bundle["path"], **info},
+            metadata={
+                "precision": compiled.build.precision,
+                "build_seconds": compiled.build.build_seconds,
+                "plan_bytes": len(compiled.build.plan),
+                "parity_max_rel_diff": compiled.parity.max_rel_diff,
+                "parity_tolerance": compiled.parity.tolerance,
+                "fp16_rejected": compiled.fp16_rejected is not None,
+                "latency": dg.MetadataValue.md(markdown_table(latency)),
+                "tensorrt_version": compiled.build.tensorrt_version,
+                "device": compiled.build.device_name,
+                "profile": f"batch {compiled.build.min_batch}..{compiled.build.max_batch} "
+                           f"(opt {compiled.build.opt_batch})",
+            },
         )
-        return
-    compiled = compile_and_check(
-        bundle.model_bytes(), parity_inputs(training_set, detector),
-        n_features=len(detector.features), window=detector.window, fp16=config.fp16,
-        opt_batch=config.opt_batch, max_batch=config.max_batch,
-    )
-    if not compiled.parity.passed:
-        raise dg.Failure(
-            description=(
-                f"TensorRT engine disagrees with onnxruntime: max relative deviation "
-                f"{compiled.parity.max_rel_diff:.3g} > tolerance {compiled.parity.tolerance}; "
-                "the engine was not added to the bundle"
-            ),
-            metadata={"max_rel_diff": compiled.parity.max_rel_diff},
-        )
-    info = compiled.info()
-    attach_engine(bundle.path, compiled.build.plan, info)
-    latency = pd.DataFrame(compiled.latency)
-    yield dg.Output(
-        {"name": model_bundle["name"], "version": model_bundle["version"],
-         "path": model_bundle["path"], **info},
-        metadata={
-            "precision": compiled.build.precision,
-            "build_seconds": compiled.build.build_seconds,
-            "plan_bytes": len(compiled.build.plan),
-            "parity_max_rel_diff": compiled.parity.max_rel_diff,
-            "parity_tolerance": compiled.parity.tolerance,
-            "fp16_rejected": compiled.fp16_rejected is not None,
-            "latency": dg.MetadataValue.md(markdown_table(latency)),
-            "tensorrt_version": compiled.build.tensorrt_version,
-            "device": compiled.build.device_name,
-            "profile": f"batch {compiled.build.min_batch}..{compiled.build.max_batch} "
-                       f"(opt {compiled.build.opt_batch})",
-        },
-    )
+
+    return tensorrt_engine

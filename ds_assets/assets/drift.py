@@ -6,13 +6,12 @@ from typing import Any
 import dagster as dg
 import pandas as pd
 
-from ds_assets.assets.automation import DAILY_AUTOMATION
-from ds_assets.assets.partitions import daily_partitions
+from ds_assets.assets.automation import daily_automation
+from ds_assets.dataset import Dataset
 from ds_assets.monitoring.drift import comparable_rows, compare, rate_flags
 from ds_assets.monitoring.reference import load_reference
 from ds_assets.reporting.analytics import markdown_table, png_markdown
 from ds_assets.reporting.plots import drift_plot_png
-from ds_assets.resources.registry import ModelRegistry
 from ds_assets.telemetry.schema import LABEL
 
 DRIFT_TABLE_COLUMNS = [
@@ -39,57 +38,64 @@ def scoring_version(scored: pd.DataFrame, fallback: str | None) -> str:
     return fallback
 
 
-@dg.asset(
-    partitions_def=daily_partitions,
-    kinds={"scipy", "json"},
-    code_version="1",
-    group_name="monitoring",
-    automation_condition=DAILY_AUTOMATION,
-)
-def drift_report(
-    context: dg.AssetExecutionContext,
-    config: DriftReportConfig,
-    registry: ModelRegistry,
-    raw_telemetry: pd.DataFrame,
-    scored_telemetry: pd.DataFrame,
-) -> dict[str, Any]:
-    """Per-feature W1/PSI/KS(BH) against the training reference, plus score and rate shift."""
-    version = scoring_version(scored_telemetry, registry.champion_version())
-    reference = load_reference(registry.bundle_path(version))
-    raw_rows = comparable_rows(raw_telemetry)  # known anomalies are not in the reference
-    scored_rows = comparable_rows(scored_telemetry)
-    labeled = LABEL in scored_telemetry.columns
-    result = compare(
-        reference,
-        raw_telemetry[raw_rows],
-        scored_telemetry["score"].to_numpy()[scored_rows],
-        rate_flags(scored_telemetry)[scored_rows],  # raw flags: the reference rate is unsmoothed
-        alpha=config.alpha,
-        labeled=labeled,  # unlabeled: the score by its unflagged part, the rate not deciding
+def build_drift_report_asset(ds: Dataset) -> dg.AssetsDefinition:
+    @dg.asset(
+        key=ds.key("drift_report"),
+        partitions_def=ds.partitions_def,
+        ins=ds.ins("raw_telemetry", "scored_telemetry"),
+        kinds={"scipy", "json"},
+        code_version="1",
+        group_name=ds.scoped("monitoring"),
+        automation_condition=daily_automation(ds),
+        required_resource_keys={ds.registry_key},
     )
-    population = (
-        "label == 0 rows (labeled anomalies are not in the reference)" if labeled
-        else f"all rows (no label column; scores: {result.score['compared']})"
-    )
-    summary = result.summary()
-    score = result.score
-    context.add_output_metadata(
-        {
-            "drifted": summary["drifted"],
-            "drift_score": summary["drift_score"],
-            "n_drifted_features": summary["n_drifted_features"],
-            "drifted_features": dg.MetadataValue.json(summary["drifted_features"]),
-            "reference_version": version,
-            "score_wasserstein": float(score["wasserstein"]),
-            "anomaly_rate": float(score["anomaly_rate"]),
-            "reference_anomaly_rate": float(score["reference_anomaly_rate"]),
-            "features": dg.MetadataValue.md(markdown_table(result.table[DRIFT_TABLE_COLUMNS])),
-            "drift_scores": dg.MetadataValue.md(png_markdown(drift_plot_png(result),
-                                                             "drift score per feature")),
-            "thresholds_rule": reference.calibration.get("rule", ""),
-            "compared_rows": dg.MetadataValue.text(f"{int(scored_rows.sum())} {population}"),
-        }
-    )
-    return {"partition": context.partition_key, "reference_version": version,
-            "compared_rows": int(scored_rows.sum()), "population": population,
-            **result.to_dict()}
+    def drift_report(
+        context: dg.AssetExecutionContext,
+        config: DriftReportConfig,
+        raw_telemetry: pd.DataFrame,
+        scored_telemetry: pd.DataFrame,
+    ) -> dict[str, Any]:
+        """Per-feature W1/PSI/KS(BH) against the training reference, plus score and rate shift."""
+        registry = ds.registry(context)
+        version = scoring_version(scored_telemetry, registry.champion_version())
+        reference = load_reference(registry.bundle_path(version))
+        raw_rows = comparable_rows(raw_telemetry)  # known anomalies are not in the reference
+        scored_rows = comparable_rows(scored_telemetry)
+        labeled = LABEL in scored_telemetry.columns
+        result = compare(
+            reference,
+            raw_telemetry[raw_rows],
+            scored_telemetry["score"].to_numpy()[scored_rows],
+            # raw flags: the reference rate is unsmoothed
+            rate_flags(scored_telemetry)[scored_rows],
+            alpha=config.alpha,
+            labeled=labeled,  # unlabeled: the score by its unflagged part, the rate not deciding
+        )
+        population = (
+            "label == 0 rows (labeled anomalies are not in the reference)" if labeled
+            else f"all rows (no label column; scores: {result.score['compared']})"
+        )
+        summary = result.summary()
+        score = result.score
+        context.add_output_metadata(
+            {
+                "drifted": summary["drifted"],
+                "drift_score": summary["drift_score"],
+                "n_drifted_features": summary["n_drifted_features"],
+                "drifted_features": dg.MetadataValue.json(summary["drifted_features"]),
+                "reference_version": version,
+                "score_wasserstein": float(score["wasserstein"]),
+                "anomaly_rate": float(score["anomaly_rate"]),
+                "reference_anomaly_rate": float(score["reference_anomaly_rate"]),
+                "features": dg.MetadataValue.md(markdown_table(result.table[DRIFT_TABLE_COLUMNS])),
+                "drift_scores": dg.MetadataValue.md(png_markdown(drift_plot_png(result),
+                                                                 "drift score per feature")),
+                "thresholds_rule": reference.calibration.get("rule", ""),
+                "compared_rows": dg.MetadataValue.text(f"{int(scored_rows.sum())} {population}"),
+            }
+        )
+        return {"partition": context.partition_key, "reference_version": version,
+                "compared_rows": int(scored_rows.sum()), "population": population,
+                **result.to_dict()}
+
+    return drift_report

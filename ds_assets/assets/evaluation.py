@@ -7,8 +7,8 @@ import dagster as dg
 import numpy as np
 import pandas as pd
 
+from ds_assets.dataset import Dataset
 from ds_assets.reporting.report_html import build_report, report_directory
-from ds_assets.resources.registry import ModelRegistry
 from ds_assets.telemetry.schema import ANOMALY_TYPE, LABEL, TIMESTAMP
 from ds_assets.training.datasets import (
     check_same_training_set,
@@ -36,127 +36,143 @@ class EvaluationConfig(dg.Config):
     seed: int = 0  # IsolationForest baseline seed
 
 
-@dg.asset(
-    kinds={"json", "html"},
-    code_version="2",
-    group_name="evaluation",
-    required_resource_keys={"mlflow", "registry"},
-)
-def evaluation_report(
-    context: dg.AssetExecutionContext,
-    config: EvaluationConfig,
-    model_bundle: dict[str, Any],
-    training_set: pd.DataFrame,
-) -> dict[str, Any]:
-    """The deployed bundle on the time-ordered test split: metrics at its threshold and
-    smoothing policy, event-wise delay and false alarms, baselines on the same rows, plots, and
-    a standalone HTML report saved next to the bundle and logged to MLflow."""
-    bundle = load_bundle(model_bundle["path"])
-    manifest = bundle.manifest
-    check_same_training_set(manifest.lineage, training_set)
-    test = split_rows(training_set, "test")
-    scored = score_frame(Scorer.from_bundle(bundle, backend="cpu"), test)
-    scores = scored["score"].to_numpy(np.float64)
-    entities = scored["host_id"].to_numpy() if "host_id" in scored.columns else None
-    flags = scored["is_anomaly"].to_numpy()  # the bundle's policy, as deployed
-    features = list(manifest.features)
-    rule = manifest.threshold_rule
-    rendered = build_report(
-        title=f"Evaluation of {manifest.name} v{manifest.version} ({manifest.kind})",
-        labels=scored[LABEL].to_numpy(),
-        scores=scores,
-        flags=flags,
-        threshold=manifest.threshold,
-        train=split_rows(training_set, "train")[features].to_numpy(np.float64),
-        val=normal_rows(split_rows(training_set, "val"))[features].to_numpy(np.float64),
-        test=test[features].to_numpy(np.float64),
-        anomaly_types=scored[ANOMALY_TYPE].to_numpy() if ANOMALY_TYPE in scored else None,
-        # tz-aware UTC timestamps -> naive datetime64[ns] (UTC) for numpy arithmetic
-        timestamps=(scored[TIMESTAMP].to_numpy(dtype="datetime64[ns]")
-                    if TIMESTAMP in scored else None),
-        entities=entities,
-        baseline_quantile=float(rule.get("quantile", 0.995)),
-        baseline_margin=float(rule.get("margin", 1.0)),
-        notes=[f"threshold rule {rule.get('rule', '?')}",
-               f"flag policy: {manifest.policy.smoothing.describe()}",
-               f"window {manifest.window or 'none (point-wise)'}"],
-        seed=config.seed,
+def build_evaluation_report_asset(ds: Dataset) -> dg.AssetsDefinition:
+    @dg.asset(
+        key=ds.key("evaluation_report"),
+        ins=ds.ins("model_bundle", "training_set"),
+        kinds={"json", "html"},
+        code_version="2",
+        group_name=ds.scoped("evaluation"),
+        required_resource_keys={"mlflow", ds.registry_key},
     )
-    registry: ModelRegistry = context.resources.registry
-    directory = report_directory(registry.models_dir, manifest.name, manifest.version)
-    paths = rendered.write(directory)
-    metrics = rendered.report.metrics()
-    mlflow = context.resources.mlflow
-    mlflow.log_metrics({f"test_{k}": v for k, v in metrics.items()})
-    mlflow.log_metrics({f"baseline_{b.name}_{k}": float(getattr(b.report, k))
-                        for b in rendered.baselines for k in ("pr_auc", "roc_auc", "f1")})
-    mlflow.log_artifacts(str(directory), artifact_path="evaluation")
-    context.add_output_metadata(
-        {
-            "model_version": manifest.version,
-            **{k: float(metrics[k]) for k in HEADLINE if k in metrics},
-            "unscored_rows": rendered.unscored_rows,
-            "report": dg.MetadataValue.md(rendered.metadata_markdown()),
-            "report_html": dg.MetadataValue.path(str(paths["report.html"])),
-        }
-    )
-    return {"model": model_bundle, **rendered.to_dict(),
-            "report_html": str(paths["report.html"])}
-
-
-@dg.asset(kinds={"json"}, code_version="1", group_name="evaluation")
-def champion(
-    context: dg.AssetExecutionContext,
-    registry: ModelRegistry,
-    model_bundle: dict[str, Any],
-    evaluation_report: dict[str, Any],
-    training_set: pd.DataFrame,
-) -> dict[str, Any]:
-    """Promote the challenger only if it beats the champion on PR-AUC over the same test rows
-    (both bundles re-scored here; rows either model leaves unscored are left out); the decision
-    is mirrored to MLflow (alias ``champion``) and the evaluation report logged to its run."""
-    test = split_rows(training_set, "test")
-    labels = test[LABEL].to_numpy()
-    challenger = bundle_test_scores(model_bundle["path"], test)
-    current = registry.champion_version()
-    current_pr_auc = None
-    excluded = 0
-    if current is not None and current != model_bundle["version"]:
-        incumbent_path = registry.bundle_path(current)
-        incumbent = bundle_test_scores(incumbent_path, test)
-        unseen = rows_after_fit(incumbent_path, test[TIMESTAMP])
-        if unseen is None:
-            context.log.warning(f"champion v{current} has no fit window in its lineage; it is "
-                                "compared on every test row")
-        else:
-            excluded = int((~unseen).sum())
-        pr_auc, current_pr_auc, rows = pr_auc_on_common_rows(
-            labels, challenger, incumbent, eligible=unseen
+    def evaluation_report(
+        context: dg.AssetExecutionContext,
+        config: EvaluationConfig,
+        model_bundle: dict[str, Any],
+        training_set: pd.DataFrame,
+    ) -> dict[str, Any]:
+        """The deployed bundle on the time-ordered test split: metrics at its threshold and
+        smoothing policy, event-wise delay and false alarms, baselines on the same rows, plots, and
+        a standalone HTML report saved next to the bundle and logged to MLflow."""
+        bundle = load_bundle(model_bundle["path"])
+        manifest = bundle.manifest
+        check_same_training_set(manifest.lineage, training_set)
+        test = split_rows(training_set, "test")
+        scored = score_frame(Scorer.from_bundle(bundle, backend="cpu"), test)
+        scores = scored["score"].to_numpy(np.float64)
+        entities = scored["host_id"].to_numpy() if "host_id" in scored.columns else None
+        flags = scored["is_anomaly"].to_numpy()  # the bundle's policy, as deployed
+        features = list(manifest.features)
+        rule = manifest.threshold_rule
+        rendered = build_report(
+            title=f"Evaluation of {manifest.name} v{manifest.version} ({manifest.kind})",
+            labels=scored[LABEL].to_numpy(),
+            scores=scores,
+            flags=flags,
+            threshold=manifest.threshold,
+            train=split_rows(training_set, "train")[features].to_numpy(np.float64),
+            val=normal_rows(split_rows(training_set, "val"))[features].to_numpy(np.float64),
+            test=test[features].to_numpy(np.float64),
+            anomaly_types=scored[ANOMALY_TYPE].to_numpy() if ANOMALY_TYPE in scored else None,
+            # tz-aware UTC timestamps -> naive datetime64[ns] (UTC) for numpy arithmetic
+            timestamps=(scored[TIMESTAMP].to_numpy(dtype="datetime64[ns]")
+                        if TIMESTAMP in scored else None),
+            entities=entities,
+            baseline_quantile=float(rule.get("quantile", 0.995)),
+            baseline_margin=float(rule.get("margin", 1.0)),
+            notes=[f"threshold rule {rule.get('rule', '?')}",
+                   f"flag policy: {manifest.policy.smoothing.describe()}",
+                   f"window {manifest.window or 'none (point-wise)'}"],
+            seed=config.seed,
         )
-    else:
-        pr_auc, _, rows = pr_auc_on_common_rows(labels, challenger, challenger)
-    decision = decide_promotion(
-        model_bundle["version"], pr_auc, current, current_pr_auc, compared_rows=rows,
-        excluded_rows=excluded,
+        registry = ds.registry(context)
+        directory = report_directory(registry.models_dir, manifest.name, manifest.version)
+        paths = rendered.write(directory)
+        metrics = rendered.report.metrics()
+        mlflow = context.resources.mlflow
+        mlflow.log_metrics({f"test_{k}": v for k, v in metrics.items()})
+        mlflow.log_metrics({f"baseline_{b.name}_{k}": float(getattr(b.report, k))
+                            for b in rendered.baselines for k in ("pr_auc", "roc_auc", "f1")})
+        mlflow.log_artifacts(str(directory), artifact_path="evaluation")
+        context.add_output_metadata(
+            {
+                "model_version": manifest.version,
+                **{k: float(metrics[k]) for k in HEADLINE if k in metrics},
+                "unscored_rows": rendered.unscored_rows,
+                "report": dg.MetadataValue.md(rendered.metadata_markdown()),
+                "report_html": dg.MetadataValue.path(str(paths["report.html"])),
+            }
+        )
+        return {"model": model_bundle, **rendered.to_dict(),
+                "report_html": str(paths["report.html"])}
+
+    return evaluation_report
+
+
+def build_champion_asset(ds: Dataset) -> dg.AssetsDefinition:
+    @dg.asset(
+        key=ds.key("champion"),
+        ins=ds.ins("model_bundle", "evaluation_report", "training_set"),
+        kinds={"json"},
+        code_version="1",
+        group_name=ds.scoped("evaluation"),
+        required_resource_keys={ds.registry_key},
     )
-    registry.log_report(model_bundle.get("mlflow_run_id"), evaluation_report)
-    aliased = registry.promote(decision, model_bundle.get("mlflow_model_version"))
-    context.log.info(f"promotion decision: {decision.reason}")
-    serving = registry.champion_version()
-    context.add_output_metadata(
-        {
-            "promoted": decision.promote,
-            "reason": decision.reason,
-            "champion_version": serving or "",
-            "challenger_version": decision.challenger_version,
-            "challenger_pr_auc": decision.challenger_pr_auc,
-            "previous_champion_version": decision.champion_version or "",
-            "previous_champion_pr_auc": (
-                decision.champion_pr_auc if decision.champion_pr_auc is not None else float("nan")
-            ),
-            "compared_test_rows": rows,
-            "excluded_in_sample_rows": excluded,
-            "mlflow_champion_version": aliased or registry.champion_alias_version() or "",
-        }
-    )
-    return {"name": registry.model_name, "version": serving, "decision": decision.to_dict()}
+    def champion(
+        context: dg.AssetExecutionContext,
+        model_bundle: dict[str, Any],
+        evaluation_report: dict[str, Any],
+        training_set: pd.DataFrame,
+    ) -> dict[str, Any]:
+        """Promote the challenger only if it beats the champion on PR-AUC over the same test rows
+        (both bundles re-scored here; rows either model leaves unscored are left out); the decision
+        is mirrored to MLflow (alias ``champion``) and the evaluation report logged to its run."""
+        registry = ds.registry(context)
+        test = split_rows(training_set, "test")
+        labels = test[LABEL].to_numpy()
+        challenger = bundle_test_scores(model_bundle["path"], test)
+        current = registry.champion_version()
+        current_pr_auc = None
+        excluded = 0
+        if current is not None and current != model_bundle["version"]:
+            incumbent_path = registry.bundle_path(current)
+            incumbent = bundle_test_scores(incumbent_path, test)
+            unseen = rows_after_fit(incumbent_path, test[TIMESTAMP])
+            if unseen is None:
+                context.log.warning(f"champion v{current} has no fit window in its lineage; it is "
+                                    "compared on every test row")
+            else:
+                excluded = int((~unseen).sum())
+            pr_auc, current_pr_auc, rows = pr_auc_on_common_rows(
+                labels, challenger, incumbent, eligible=unseen
+            )
+        else:
+            pr_auc, _, rows = pr_auc_on_common_rows(labels, challenger, challenger)
+        decision = decide_promotion(
+            model_bundle["version"], pr_auc, current, current_pr_auc, compared_rows=rows,
+            excluded_rows=excluded,
+        )
+        registry.log_report(model_bundle.get("mlflow_run_id"), evaluation_report)
+        aliased = registry.promote(decision, model_bundle.get("mlflow_model_version"))
+        context.log.info(f"promotion decision: {decision.reason}")
+        serving = registry.champion_version()
+        context.add_output_metadata(
+            {
+                "promoted": decision.promote,
+                "reason": decision.reason,
+                "champion_version": serving or "",
+                "challenger_version": decision.challenger_version,
+                "challenger_pr_auc": decision.challenger_pr_auc,
+                "previous_champion_version": decision.champion_version or "",
+                "previous_champion_pr_auc": (
+                    decision.champion_pr_auc if decision.champion_pr_auc is not None
+                    else float("nan")
+                ),
+                "compared_test_rows": rows,
+                "excluded_in_sample_rows": excluded,
+                "mlflow_champion_version": aliased or registry.champion_alias_version() or "",
+            }
+        )
+        return {"name": registry.model_name, "version": serving, "decision": decision.to_dict()}
+
+    return champion

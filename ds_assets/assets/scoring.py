@@ -6,9 +6,9 @@ from typing import Any
 import dagster as dg
 import pandas as pd
 
-from ds_assets.assets.automation import DAILY_AUTOMATION
-from ds_assets.assets.partitions import daily_partitions
+from ds_assets.assets.automation import daily_automation
 from ds_assets.assets.telemetry import partitions_failing_checks
+from ds_assets.dataset import Dataset
 from ds_assets.reporting.analytics import (
     error_distribution,
     hourly_png,
@@ -17,7 +17,6 @@ from ds_assets.reporting.analytics import (
     png_markdown,
     top_k_markdown,
 )
-from ds_assets.resources.registry import ModelRegistry
 from ds_assets.training.datasets import DatasetError, score_frame
 from ds_serving.scoring import Scorer, ScoringInputError
 
@@ -26,40 +25,46 @@ class ScoringConfig(dg.Config):
     chunk_rows: int = 65_536
 
 
-@dg.asset(
-    partitions_def=daily_partitions,
-    deps=["champion"],
-    kinds={"onnx", "parquet"},
-    code_version="1",
-    group_name="scoring",
-    automation_condition=DAILY_AUTOMATION,
-)
-def scored_telemetry(
-    context: dg.AssetExecutionContext,
-    config: ScoringConfig,
-    registry: ModelRegistry,
-    raw_telemetry: pd.DataFrame,
-) -> pd.DataFrame:
-    """Score, flag and top contributing feature for every row of the day.
+def build_scored_telemetry_asset(ds: Dataset) -> dg.AssetsDefinition:
+    @dg.asset(
+        key=ds.key("scored_telemetry"),
+        partitions_def=ds.partitions_def,
+        ins=ds.ins("raw_telemetry"),
+        deps=[ds.key("champion")],
+        kinds={"onnx", "parquet"},
+        code_version="1",
+        group_name=ds.scoped("scoring"),
+        automation_condition=daily_automation(ds),
+        required_resource_keys={ds.registry_key},
+    )
+    def scored_telemetry(
+        context: dg.AssetExecutionContext,
+        config: ScoringConfig,
+        raw_telemetry: pd.DataFrame,
+    ) -> pd.DataFrame:
+        """Score, flag and top contributing feature for every row of the day.
 
-    A day whose current raw data failed a blocking check is refused: in its own run the check
-    stops scoring already, but a later run (re-scoring after a promotion, the scoring job) reads
-    the raw partition from disk and would score data that failed validation."""
-    day = context.partition_key
-    failing = partitions_failing_checks(context.instance, [day]).get(day)
-    if failing:
-        raise dg.Failure(
-            f"raw_telemetry {day} failed its blocking check(s) {failing}: not scoring data that "
-            "failed validation; fix the source and re-materialize the day (ingest_telemetry "
-            "job), then score it"
-        )
-    bundle = registry.champion()
-    try:  # flagged by the bundle's scoring policy, as the live scorer flags
-        scored = score_frame(Scorer.from_bundle(bundle), raw_telemetry, config.chunk_rows)
-    except (DatasetError, ScoringInputError) as exc:
-        raise DatasetError(f"scoring raw_telemetry {day}: {exc}") from exc
-    context.add_output_metadata(scoring_metadata(scored, bundle.manifest.version))
-    return scored
+        A day whose current raw data failed a blocking check is refused: in its own run the check
+        stops scoring already, but a later run (re-scoring after a promotion, the scoring job) reads
+        the raw partition from disk and would score data that failed validation."""
+        registry = ds.registry(context)
+        day = context.partition_key
+        failing = partitions_failing_checks(context.instance, [day], ds).get(day)
+        if failing:
+            raise dg.Failure(
+                f"raw_telemetry {day} failed its blocking check(s) {failing}: not scoring data "
+                "that failed validation; fix the source and re-materialize the day "
+                "(ingest_telemetry job), then score it"
+            )
+        bundle = registry.champion()
+        try:  # flagged by the bundle's scoring policy, as the live scorer flags
+            scored = score_frame(Scorer.from_bundle(bundle), raw_telemetry, config.chunk_rows)
+        except (DatasetError, ScoringInputError) as exc:
+            raise DatasetError(f"scoring raw_telemetry {day}: {exc}") from exc
+        context.add_output_metadata(scoring_metadata(scored, bundle.manifest.version))
+        return scored
+
+    return scored_telemetry
 
 
 def scoring_metadata(scored: pd.DataFrame, version: str) -> dict[str, Any]:

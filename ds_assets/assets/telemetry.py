@@ -8,7 +8,7 @@ from typing import Any, Literal
 import dagster as dg
 import pandas as pd
 
-from ds_assets.assets.partitions import daily_partitions
+from ds_assets.dataset import Dataset
 from ds_assets.reporting.analytics import (
     anomaly_breakdown,
     feature_summary,
@@ -84,32 +84,38 @@ def load_telemetry(config: TelemetrySourceConfig, day: str) -> pd.DataFrame:
     )
 
 
-@dg.asset(
-    partitions_def=daily_partitions,
-    kinds={"pandas", "parquet"},
-    code_version="1",
-    group_name="telemetry",
-)
-def raw_telemetry(context: dg.AssetExecutionContext, config: TelemetrySourceConfig) -> pd.DataFrame:
-    """One day of wide telemetry rows (timestamp, entity ids, features, label, anomaly_type).
-
-    Re-ingesting a day that already holds data never replaces it with data that fails the
-    blocking checks: the new rows are validated first and, if refused, kept beside it for
-    inspection while the stored version stays the one downstream reads."""
-    frame = load_telemetry(config, context.partition_key)
-    current = stored_partition(context.instance, context.asset_key, context.partition_key)
-    if current is not None:
-        refuse_if_failing(frame, current, context.partition_key, context.run_id)
-    context.add_output_metadata(
-        {
-            **telemetry_overview(frame),
-            "source": config.source,
-            "features": dg.MetadataValue.md(feature_summary(frame)),
-            "anomaly_types": dg.MetadataValue.md(anomaly_breakdown(frame)),
-            **telemetry_analytics(frame),
-        }
+def build_raw_telemetry_asset(ds: Dataset) -> dg.AssetsDefinition:
+    @dg.asset(
+        key=ds.key("raw_telemetry"),
+        partitions_def=ds.partitions_def,
+        kinds={"pandas", "parquet"},
+        code_version="1",
+        group_name=ds.scoped("telemetry"),
     )
-    return frame
+    def raw_telemetry(
+        context: dg.AssetExecutionContext, config: TelemetrySourceConfig
+    ) -> pd.DataFrame:
+        """One day of wide telemetry rows (timestamp, entity ids, features, label, anomaly_type).
+
+        Re-ingesting a day that already holds data never replaces it with data that fails the
+        blocking checks: the new rows are validated first and, if refused, kept beside it for
+        inspection while the stored version stays the one downstream reads."""
+        frame = load_telemetry(config, context.partition_key)
+        current = stored_partition(context.instance, context.asset_key, context.partition_key)
+        if current is not None:
+            refuse_if_failing(frame, current, context.partition_key, context.run_id)
+        context.add_output_metadata(
+            {
+                **telemetry_overview(frame),
+                "source": config.source,
+                "features": dg.MetadataValue.md(feature_summary(frame)),
+                "anomaly_types": dg.MetadataValue.md(anomaly_breakdown(frame)),
+                **telemetry_analytics(frame),
+            }
+        )
+        return frame
+
+    return raw_telemetry
 
 
 def stored_partition(
@@ -171,44 +177,53 @@ class TelemetryChecksConfig(dg.Config):
     min_rows: int = 10
 
 
-@dg.multi_asset_check(
-    specs=[
-        dg.AssetCheckSpec(
-            name, asset="raw_telemetry", blocking=True, partitions_def=daily_partitions
-        )
-        for name in CHECK_NAMES
-    ],
-    ins={"raw_telemetry": dg.AssetIn()},
-)
-def raw_telemetry_expectations(
-    context: dg.AssetCheckExecutionContext,
-    config: TelemetryChecksConfig,
-    raw_telemetry: pd.DataFrame,
-) -> Iterator[dg.AssetCheckResult]:
-    """great-expectations suites; a failure stops every downstream asset in the run."""
-    features = feature_columns(raw_telemetry)
-    outcomes = validate_telemetry(
-        raw_telemetry, features, ranges=FEATURE_RANGES, min_rows=config.min_rows
+def raw_check_keys(ds: Dataset) -> list[dg.AssetCheckKey]:
+    """The blocking checks of a dataset's raw_telemetry."""
+    return [dg.AssetCheckKey(ds.key("raw_telemetry"), name) for name in CHECK_NAMES]
+
+
+def build_raw_telemetry_checks(ds: Dataset) -> dg.AssetChecksDefinition:
+    @dg.multi_asset_check(
+        name=ds.scoped("raw_telemetry_expectations"),
+        specs=[
+            dg.AssetCheckSpec(
+                key.name, asset=key.asset_key, blocking=True, partitions_def=ds.partitions_def
+            )
+            for key in raw_check_keys(ds)
+        ],
+        ins={"raw_telemetry": dg.AssetIn(ds.key("raw_telemetry"))},
     )
-    for outcome in outcomes.values():
-        if not outcome.passed:
-            context.log.error(f"check {outcome.name} failed: {'; '.join(outcome.failures)}")
-        yield dg.AssetCheckResult(
-            asset_key="raw_telemetry",
-            check_name=outcome.name,
-            passed=outcome.passed,
-            severity=dg.AssetCheckSeverity.ERROR,
-            metadata={
-                **outcome.metadata,
-                "failures": dg.MetadataValue.md(
-                    "\n".join(f"- {f}" for f in outcome.failures) or "none"
-                ),
-            },
+    def raw_telemetry_expectations(
+        context: dg.AssetCheckExecutionContext,
+        config: TelemetryChecksConfig,
+        raw_telemetry: pd.DataFrame,
+    ) -> Iterator[dg.AssetCheckResult]:
+        """great-expectations suites; a failure stops every downstream asset in the run."""
+        features = feature_columns(raw_telemetry)
+        outcomes = validate_telemetry(
+            raw_telemetry, features, ranges=FEATURE_RANGES, min_rows=config.min_rows
         )
+        for outcome in outcomes.values():
+            if not outcome.passed:
+                context.log.error(f"check {outcome.name} failed: {'; '.join(outcome.failures)}")
+            yield dg.AssetCheckResult(
+                asset_key=ds.key("raw_telemetry"),
+                check_name=outcome.name,
+                passed=outcome.passed,
+                severity=dg.AssetCheckSeverity.ERROR,
+                metadata={
+                    **outcome.metadata,
+                    "failures": dg.MetadataValue.md(
+                        "\n".join(f"- {f}" for f in outcome.failures) or "none"
+                    ),
+                },
+            )
+
+    return raw_telemetry_expectations
 
 
 def partitions_failing_checks(
-    instance: dg.DagsterInstance, partitions: Sequence[str]
+    instance: dg.DagsterInstance, partitions: Sequence[str], ds: Dataset
 ) -> dict[str, list[str]]:
     """Partitions whose current raw_telemetry data failed a blocking check, with the check names.
 
@@ -218,7 +233,7 @@ def partitions_failing_checks(
     """
     if not partitions:
         return {}
-    keys = list(raw_telemetry_expectations.check_keys)
+    keys = raw_check_keys(ds)
     infos = instance.event_log_storage.get_asset_check_partition_info(
         keys, partition_keys=list(partitions)
     )

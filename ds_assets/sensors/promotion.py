@@ -7,6 +7,7 @@ import os
 import dagster as dg
 
 from ds_assets.assets.telemetry import partitions_failing_checks
+from ds_assets.dataset import Dataset
 from ds_assets.sensors.backfill import partition_backfill
 from ds_assets.sensors.records import latest_metadata, materialized_partitions, sensor_status
 
@@ -16,6 +17,7 @@ RESCORE_JOB = "rescore_telemetry"
 
 
 def build_promotion_sensor(
+    ds: Dataset,
     n_partitions: int = 7,
     minimum_interval_seconds: int = 60,
     name: str = "champion_rescore_sensor",
@@ -26,14 +28,17 @@ def build_promotion_sensor(
     checks, are requested, one run each with run key
     ``rescore:v<version>:s<champion storage id>:<day>`` through :func:`partition_backfill`: the
     storage id makes each promotion's keys unique, so a rollback (v1 -> v2 -> v1) re-scores
-    again instead of being dropped by the daemon as a duplicate of the first v1 keys.
+    again instead of being dropped by the daemon as a duplicate of the first v1 keys. Assets,
+    job and the sensor's name are the dataset's (``ds``).
     """
     if n_partitions < 1:
         raise ValueError(f"n_partitions={n_partitions} must be >= 1")
+    champion_key, scored_key = ds.key(CHAMPION_ASSET), ds.key(SCORED_ASSET)
+    rescore_job = ds.scoped(RESCORE_JOB)
 
     @dg.sensor(
-        name=name,
-        job_name=RESCORE_JOB,
+        name=ds.scoped(name),
+        job_name=rescore_job,
         minimum_interval_seconds=minimum_interval_seconds,
         default_status=sensor_status(),
         description=f"Re-score the last {n_partitions} days after a champion promotion.",
@@ -43,7 +48,7 @@ def build_promotion_sensor(
     ) -> dg.SensorResult | dg.SkipReason:
         state = json.loads(context.cursor) if context.cursor else {}
         records = context.instance.fetch_materializations(
-            dg.AssetRecordsFilter(asset_key=dg.AssetKey(CHAMPION_ASSET),
+            dg.AssetRecordsFilter(asset_key=champion_key,
                                   after_storage_id=state.get("storage_id")),
             limit=1,
         ).records
@@ -55,12 +60,12 @@ def build_promotion_sensor(
         if not version or version == state.get("version"):
             return dg.SensorResult(skip_reason=f"champion still v{version or '-'}",
                                    cursor=cursor)
-        recent = materialized_partitions(context.instance, SCORED_ASSET)[-n_partitions:]
-        scored_by = latest_metadata(context.instance, SCORED_ASSET, recent)
+        recent = materialized_partitions(context.instance, scored_key)[-n_partitions:]
+        scored_by = latest_metadata(context.instance, scored_key, recent)
         stale = [k for k in recent if str(scored_by.get(k, {}).get("model_version")) != version]
         # a day re-ingested since it was scored whose data then failed validation would only
         # fail in scored_telemetry: leave it out (its old scores stay, marked by their version)
-        failing = partitions_failing_checks(context.instance, stale)
+        failing = partitions_failing_checks(context.instance, stale, ds)
         if failing:
             context.log.warning(
                 f"champion v{version}: not re-scoring {sorted(failing)}, their raw data failed "
@@ -76,7 +81,7 @@ def build_promotion_sensor(
                 cursor=cursor)
         context.log.info(f"champion v{version}: re-scoring {stale}")
         requests = partition_backfill(
-            RESCORE_JOB, stale, f"rescore:v{version}:s{records[0].storage_id}",
+            rescore_job, stale, f"rescore:v{version}:s{records[0].storage_id}",
             tags={"datasentinel/trigger": "promotion", "datasentinel/champion": version},
         )
         return dg.SensorResult(run_requests=requests, cursor=cursor)
@@ -84,5 +89,5 @@ def build_promotion_sensor(
     return promotion_sensor
 
 
-def promotion_sensor_from_env() -> dg.SensorDefinition:
-    return build_promotion_sensor(n_partitions=int(os.environ.get("DS_RESCORE_DAYS", "7")))
+def promotion_sensor_from_env(ds: Dataset) -> dg.SensorDefinition:
+    return build_promotion_sensor(ds, n_partitions=int(os.environ.get("DS_RESCORE_DAYS", "7")))

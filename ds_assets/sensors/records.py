@@ -9,20 +9,20 @@ from typing import Any
 import dagster as dg
 
 
-def newest_storage_id(instance: dg.DagsterInstance, asset: str) -> int | None:
+def newest_storage_id(instance: dg.DagsterInstance, asset: dg.AssetKey) -> int | None:
     """Storage id of the newest materialization of ``asset`` (None if never materialized)."""
-    records = instance.fetch_materializations(dg.AssetKey(asset), limit=1).records
+    records = instance.fetch_materializations(asset, limit=1).records
     return records[0].storage_id if records else None
 
 
 def latest_metadata(
-    instance: dg.DagsterInstance, asset: str, partition_keys: Iterable[str]
+    instance: dg.DagsterInstance, asset: dg.AssetKey, partition_keys: Iterable[str]
 ) -> dict[str, dict[str, Any]]:
     """Metadata values of the latest materialization of each partition that has one."""
     out: dict[str, dict[str, Any]] = {}
     for key in partition_keys:
         records = instance.fetch_materializations(
-            dg.AssetRecordsFilter(asset_key=dg.AssetKey(asset), asset_partitions=[key]), limit=1
+            dg.AssetRecordsFilter(asset_key=asset, asset_partitions=[key]), limit=1
         ).records
         if records and records[0].asset_materialization is not None:
             meta = records[0].asset_materialization.metadata
@@ -30,8 +30,8 @@ def latest_metadata(
     return out
 
 
-def materialized_partitions(instance: dg.DagsterInstance, asset: str) -> list[str]:
-    return sorted(instance.get_materialized_partitions(dg.AssetKey(asset)))
+def materialized_partitions(instance: dg.DagsterInstance, asset: dg.AssetKey) -> list[str]:
+    return sorted(instance.get_materialized_partitions(asset))
 
 
 def previous_days(last: str, n: int) -> list[str]:

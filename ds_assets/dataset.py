@@ -1,0 +1,100 @@
+"""A dataset: one slice of the asset graph (assets, checks, jobs, schedules, sensors, registry).
+
+Every builder takes a Dataset and names what it builds through it. The default dataset has an
+empty key prefix, so its names are today's; another's asset keys are ``<prefix>/<name>`` and its
+other names (ops, jobs, schedules, sensors, groups, its registry resource) ``<prefix>__<name>``.
+The IO manager (files under the asset keys) and MLflow resources are shared by all datasets.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+from dataclasses import dataclass
+from functools import cached_property
+from typing import TYPE_CHECKING
+
+import dagster as dg
+
+from ds_assets.resources.registry import ModelRegistry
+
+if TYPE_CHECKING:
+    from ds_assets.settings import Settings
+
+DEFAULT_NAME = "default"
+_IDENTIFIER = re.compile(r"^[A-Za-z][A-Za-z0-9_]*$")
+
+
+@dataclass(frozen=True)
+class Dataset:
+    """A named dataset: its model (registry name) and its daily partitions (UTC, from
+    ``partitions_start`` up to, not including, ``partitions_end``; open-ended when None)."""
+
+    name: str
+    model_name: str
+    partitions_start: str
+    key_prefix: str = ""
+    partitions_end: str | None = None
+
+    def __post_init__(self) -> None:
+        for what, value in (("name", self.name), ("key_prefix", self.key_prefix)):
+            if value and not _IDENTIFIER.match(value):
+                raise ValueError(f"dataset {what} {value!r}: letters, digits and '_' only, "
+                                 "starting with a letter")
+        if not self.name:
+            raise ValueError("a dataset needs a name")
+        if not self.model_name:
+            raise ValueError(f"dataset {self.name!r} needs a model_name")
+        days = [self.partitions_start, *([self.partitions_end] if self.partitions_end else [])]
+        for day in days:
+            try:
+                dt.date.fromisoformat(day)
+            except ValueError:
+                raise ValueError(f"dataset {self.name!r}: partition date {day!r} is not "
+                                 "YYYY-MM-DD") from None
+        if self.partitions_end and self.partitions_end <= self.partitions_start:
+            raise ValueError(f"dataset {self.name!r}: partitions_end {self.partitions_end} is "
+                             f"not after partitions_start {self.partitions_start}")
+
+    @classmethod
+    def default(cls, settings: Settings) -> Dataset:
+        """The code location's own dataset (DS_PARTITIONS_START, DS_MODEL_NAME), unprefixed."""
+        return cls(name=DEFAULT_NAME, model_name=settings.model_name,
+                   partitions_start=settings.partitions_start)
+
+    def key(self, name: str) -> dg.AssetKey:
+        """This dataset's asset key for an asset name of the graph."""
+        return dg.AssetKey([self.key_prefix, name] if self.key_prefix else [name])
+
+    def keys(self, *names: str) -> list[dg.AssetKey]:
+        return [self.key(name) for name in names]
+
+    def scoped(self, name: str) -> str:
+        """This dataset's name for a job, schedule, sensor, group, op or resource key."""
+        return f"{self.key_prefix}__{name}" if self.key_prefix else name
+
+    def op_name(self, asset: str) -> str:
+        """The op of an asset (run config ``ops`` keys): ``<prefix>__<asset>``."""
+        return self.key(asset).to_python_identifier()
+
+    def ins(self, *names: str) -> dict[str, dg.AssetIn]:
+        """Asset inputs named after the upstream assets, read from this dataset's keys."""
+        return {name: dg.AssetIn(self.key(name)) for name in names}
+
+    @cached_property
+    def partitions_def(self) -> dg.DailyPartitionsDefinition:
+        """The daily partitioning of every per-day asset, check and job of this dataset."""
+        return dg.DailyPartitionsDefinition(
+            start_date=self.partitions_start, end_date=self.partitions_end, timezone="UTC")
+
+    @property
+    def registry_key(self) -> str:
+        return self.scoped("registry")
+
+    def registry(self, context: dg.AssetExecutionContext) -> ModelRegistry:
+        """This dataset's model registry resource (declare it: ``required_resource_keys``)."""
+        registry = getattr(context.resources, self.registry_key)
+        if not isinstance(registry, ModelRegistry):
+            raise TypeError(f"resource {self.registry_key!r} is a {type(registry).__name__}, "
+                            "not a ModelRegistry")
+        return registry
