@@ -26,7 +26,7 @@ $(PY):
 # Re-installs only when pyproject.toml changes, so a second `make demo` skips set-up.
 $(STAMP): pyproject.toml | $(PY)
 	rm -f $(VENV)/.installed-*
-	$(PY) -m pip install --quiet -e ".[$(EXTRA),dev]"
+	$(PY) -m pip install --quiet -e ".[pipeline,$(EXTRA),dev]"
 	touch $@
 
 install: $(STAMP)
