@@ -47,6 +47,12 @@ def test_demo_runs_end_to_end_and_again_from_fresh(
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
     second = done.stdout
     assert "starting fresh: removing" in second
+    # Dagster's step events stay in the event log (the UI), out of the console
+    assert " - DEBUG - " not in done.stderr and " - DEBUG - " not in second
+    with dg.DagsterInstance.from_config(str(home)) as instance:
+        run_id = instance.get_run_records(limit=1)[0].dagster_run.run_id
+        assert any(e.dagster_event is not None and e.dagster_event.event_type_value
+                   == "STEP_SUCCESS" for e in instance.all_logs(run_id))
     assert "champion   : telemetry-ae v1" in second
     with dg.DagsterInstance.from_config(str(home)) as instance:
         assert len(instance.get_run_records()) == 7

@@ -12,6 +12,7 @@ import os
 import shutil
 import sys
 import time
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -23,9 +24,15 @@ from ds_assets.sensors.records import previous_days
 from ds_assets.settings import Settings
 
 
-def _run(defs: dg.Definitions, job: str, instance: dg.DagsterInstance, **kwargs: Any) -> None:
+def _run(defs: dg.Definitions, job: str, instance: dg.DagsterInstance, *,
+         console_level: str = "WARNING", **kwargs: Any) -> None:
+    """Run a job in process. Dagster's step events (about a thousand DEBUG lines for the demo)
+    stay in the instance's event log, shown by the UI; the console gets warnings and errors
+    unless ``--verbose``."""
+    run_config = dict(kwargs.pop("run_config", {}))
+    run_config["loggers"] = {"console": {"config": {"log_level": console_level}}}
     result = defs.resolve_job_def(job).execute_in_process(
-        instance=instance, raise_on_error=False, **kwargs
+        instance=instance, raise_on_error=False, run_config=run_config, **kwargs
     )
     if not result.success:
         failures = [
@@ -68,6 +75,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--anomaly-rate", type=float, default=0.01)
     parser.add_argument("--drift-days", type=int, default=4,
                         help="days of the drift episode after --end (0 skips it)")
+    parser.add_argument("--verbose", action="store_true",
+                        help="print Dagster's step events (DEBUG) on the console too")
     parser.add_argument("--keep", action="store_true",
                         help="keep the previous demo's instance and data instead of starting fresh")
     args = parser.parse_args(argv)
@@ -81,18 +90,19 @@ def main(argv: list[str] | None = None) -> int:
         _fresh_state(settings.data_dir, Path(os.environ["DAGSTER_HOME"]))
     defs = build_definitions(settings)
     instance = dg.DagsterInstance.get()
+    run = partial(_run, console_level="DEBUG" if args.verbose else "WARNING")
     days = previous_days(args.end, args.days)
     source = {"n_hosts": args.hosts, "interval_seconds": args.interval,
               "anomaly_rate": args.anomaly_rate}
 
     print(f"[1/3] ingest + validate {len(days)} days x {args.hosts} hosts @ {args.interval}s")
     for day in days:
-        _run(defs, "ingest_telemetry", instance, partition_key=day,
+        run(defs, "ingest_telemetry", instance, partition_key=day,
              run_config={"ops": {"raw_telemetry": {"config": source}}})
     t_ingest = time.perf_counter() - started
 
     print("[2/3] train -> export ONNX -> parity check -> bundle -> evaluate -> champion")
-    _run(defs, "train_detector", instance, run_config={"ops": {
+    run(defs, "train_detector", instance, run_config={"ops": {
         "training_set": {"config": {"n_partitions": len(days), "end_partition": days[-1]}},
         "detector": {"config": {"epochs": args.epochs}},
     }})
@@ -100,7 +110,7 @@ def main(argv: list[str] | None = None) -> int:
 
     print(f"[3/3] score {len(days)} days with the champion, drift reports and alerts")
     for day in days:
-        _run(defs, "rescore_telemetry", instance, partition_key=day)
+        run(defs, "rescore_telemetry", instance, partition_key=day)
     wall = time.perf_counter() - started
 
     assets_dir = settings.data_dir / "assets"
@@ -131,7 +141,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.drift_days:
         t_story = time.perf_counter()
         run_drift_story(
-            defs, instance, settings, _run, after=days[-1], source=source,
+            defs, instance, settings, run, after=days[-1], source=source,
             detector_config={"epochs": args.epochs}, n_days=args.drift_days,
         )
         print(f"\nDrift episode in {time.perf_counter() - t_story:.1f}s; demo wall time "
