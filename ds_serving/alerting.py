@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 
 from ds_serving.recency import evict_least_recent, put_recent
-from ds_serving.windows import EntityGroups, entity_groups
+from ds_serving.windows import EntityGroups, entity_array, entity_groups, quoted
 
 
 class TimeBaseError(ValueError):
@@ -169,11 +169,11 @@ class AlertTracker:
             if state is not None and state.timed is not None and state.timed != timed:
                 if state.timed:
                     raise TimeBaseError(
-                        f"timestamps: entity {str(key)!r} was sent with timestamps before; "
+                        f"timestamps: entity {quoted(key)} was sent with timestamps before; "
                         "send them on every request"
                     )
                 raise TimeBaseError(
-                    f"timestamps: entity {str(key)!r} was sent without timestamps before; "
+                    f"timestamps: entity {quoted(key)} was sent without timestamps before; "
                     "keep sending none (epoch seconds and row counts cannot be mixed)"
                 )
             if times is None:
@@ -187,7 +187,7 @@ class AlertTracker:
                 i = j + (1 if last is None else 0)  # position of seq[j + 1] in row_times
                 row, at, before = int(positions[i]), float(row_times[i]), float(seq[j])
                 raise TimeOrderError(
-                    f"timestamps: entity {str(key)!r} row {row} at {at:.3f} is earlier than "
+                    f"timestamps: entity {quoted(key)} row {row} at {at:.3f} is earlier than "
                     f"its previous row at {before:.3f}; send each entity's rows in time order "
                     "(replaying old rows needs new entity ids or a restarted scorer)"
                 )
@@ -210,7 +210,7 @@ class AlertTracker:
     ) -> list[AlertEvent]:
         """Advance every entity through its rows (time-ordered per entity); return the events.
         ``checked``: what ``check_times`` returned for these rows and ``times`` just before."""
-        keys = np.asarray(entities)
+        keys = entity_array(entities)
         flags = np.asarray(flags, dtype=bool)
         scores = np.asarray(scores, dtype=np.float64)
         if not len(keys) == len(flags) == len(scores):

@@ -131,6 +131,15 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--max-entities", type=int,
                    default=int(_env("DS_SCORER_MAX_ENTITIES", 100_000)),
                    help="entities whose window/alert state is kept (least recent evicted)")
+    s.add_argument("--max-entity-id-bytes", type=int,
+                   default=int(_env("DS_SCORER_MAX_ENTITY_ID_BYTES", 256)),
+                   help="longest entity id in UTF-8 bytes; longer is INVALID_ARGUMENT (env "
+                        "DS_SCORER_MAX_ENTITY_ID_BYTES; default %(default)s)")
+    s.add_argument("--max-request-metadata-mb", type=float,
+                   default=float(_env("DS_SCORER_MAX_REQUEST_METADATA_MB", 16)),
+                   help="most MiB of entity ids and model name in one request message; "
+                        "more is RESOURCE_EXHAUSTED (env DS_SCORER_MAX_REQUEST_METADATA_MB; "
+                        "default %(default)s)")
     s.add_argument("--poll-interval", type=float,
                    default=float(_env("DS_SCORER_POLL_INTERVAL", 1.0)),
                    help="seconds between checks of champion.json (env DS_SCORER_POLL_INTERVAL)")
@@ -230,6 +239,8 @@ def _serve(args: argparse.Namespace) -> int:
         max_rows=args.max_rows,
         max_message_bytes=int(args.max_message_mb * 1024 * 1024),
         max_entities=args.max_entities,
+        max_entity_id_bytes=args.max_entity_id_bytes,
+        max_request_metadata_bytes=int(args.max_request_metadata_mb * 1024 * 1024),
         poll_interval=args.poll_interval,
         grace=args.grace,
         tls_cert=_path_or_none(args.tls_cert),

@@ -62,7 +62,10 @@ def encode_request(
         request_id=request_id,
     )
     if entities is not None:
-        request.entity_ids.extend([str(e) for e in np.asarray(entities).tolist()])
+        # ids as given: a list through np.asarray would become a fixed-width string array
+        # (rows x longest id x 4 bytes) that strips trailing NULs
+        values = entities.tolist() if isinstance(entities, np.ndarray) else list(entities)
+        request.entity_ids.extend([e if isinstance(e, str) else str(e) for e in values])
     if timestamps is not None:
         request.timestamps.extend(np.asarray(timestamps, dtype=np.float64).tolist())
     return request

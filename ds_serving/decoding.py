@@ -4,6 +4,12 @@
 a copy (``Decoded``); a refused request raises ``RequestError`` carrying the gRPC status name to
 answer with. Consecutive requests can be scored as one (``concat_decoded``) and the answer split
 back per request (``LiveResult.split``). Free of gRPC and of per-entity state.
+
+Entity ids stay the Python strings the request carried, exactly as sent (an object array, not a
+fixed-width numpy string array: that costs rows x longest id x 4 bytes and strips trailing NULs,
+so "h" and "h\\x00" would share state). Their size is bounded before any per-row work
+(``RequestLimits``, ``check_metadata``), and error messages quote user strings only by a bounded
+prefix (``quoted``): gRPC sends the message as trailing metadata, which clients cap at 8 KiB.
 """
 
 from __future__ import annotations
@@ -11,12 +17,12 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from functools import cached_property
-from typing import Protocol
+from typing import Any, Protocol
 
 import numpy as np
 
 from ds_serving.alerting import AlertEvent
-from ds_serving.windows import EntityGroups, entity_groups
+from ds_serving.windows import EntityGroups, entity_array, entity_groups, quoted
 
 INVALID_ARGUMENT = "INVALID_ARGUMENT"
 RESOURCE_EXHAUSTED = "RESOURCE_EXHAUSTED"
@@ -32,6 +38,77 @@ class RequestError(ValueError):
         self.code = code
 
 
+@dataclass(frozen=True)
+class RequestLimits:
+    """Bounds on the user strings of one request (``ds-scorer serve --max-entity-id-bytes``,
+    ``--max-request-metadata-mb``), checked in O(bytes) before any per-row work."""
+
+    max_entity_id_bytes: int = 256  # UTF-8 bytes of one entity id
+    # UTF-8 bytes of a request's entity ids and model (and request_id, where the caller passes
+    # it) together: 65,536 rows of 256-byte ids fill it exactly
+    max_metadata_bytes: int = 16 * 1024 * 1024
+
+    def __post_init__(self) -> None:
+        if self.max_entity_id_bytes < 1:
+            raise ValueError(f"max_entity_id_bytes must be >= 1, got {self.max_entity_id_bytes}")
+        if self.max_metadata_bytes < 1:
+            raise ValueError(f"max_metadata_bytes must be >= 1, got {self.max_metadata_bytes}")
+
+    @classmethod
+    def of(cls, config: Any) -> RequestLimits:
+        """The limits a server config sets (``ServerConfig.max_entity_id_bytes`` and
+        ``max_request_metadata_bytes``); the defaults for what it does not set."""
+        default = cls()
+        return cls(
+            max_entity_id_bytes=getattr(config, "max_entity_id_bytes",
+                                        default.max_entity_id_bytes),
+            max_metadata_bytes=getattr(config, "max_request_metadata_bytes",
+                                       default.max_metadata_bytes),
+        )
+
+
+def _utf8_bytes(value: str) -> int:
+    return len(value) if value.isascii() else len(value.encode("utf-8", "surrogatepass"))
+
+
+def check_metadata(
+    limits: RequestLimits,
+    *,
+    entity_ids: Sequence[str],
+    model: str = "",
+    request_id: str = "",
+) -> list[str]:
+    """The entity ids as a list of the strings sent, once they and ``model``/``request_id`` are
+    within ``limits``; raises RequestError (INVALID_ARGUMENT for an id over the per-id limit,
+    RESOURCE_EXHAUSTED over the per-request budget). Costs O(bytes): each id becomes one Python
+    string (a protobuf repeated field makes a new one on every read, so read it once here) and
+    only non-ASCII ids are encoded to count their bytes."""
+    ids = entity_ids if isinstance(entity_ids, list) else list(entity_ids)
+    used = _utf8_bytes(model) + _utf8_bytes(request_id)
+    if ids:
+        limit = limits.max_entity_id_bytes
+        sizes = list(map(len, ids))  # characters: the UTF-8 bytes of ASCII ids
+        if not all(map(str.isascii, ids)):
+            sizes = [n if s.isascii() else _utf8_bytes(s) for s, n in zip(ids, sizes, strict=True)]
+        if max(sizes) > limit:
+            i = next(i for i, n in enumerate(sizes) if n > limit)
+            raise RequestError(
+                INVALID_ARGUMENT,
+                f"entity_ids: row {i} has an id of {sizes[i]} bytes, over the limit of {limit} "
+                f"bytes per id (--max-entity-id-bytes): {quoted(ids[i])}",
+            )
+        used += sum(sizes)
+    if used > limits.max_metadata_bytes:
+        what = "entity_ids, model and request_id" if request_id else "entity_ids and model"
+        raise RequestError(
+            RESOURCE_EXHAUSTED,
+            f"{what}: {used} bytes together exceed the limit of "
+            f"{limits.max_metadata_bytes} bytes per request (--max-request-metadata-mb); "
+            "send shorter ids or fewer rows per request",
+        )
+    return ids
+
+
 def _one_per_row(field: str, noun: str, count: int, n_rows: int) -> None:
     """An optional per-row request field holds one value per row or none."""
     if count != n_rows:
@@ -44,7 +121,7 @@ def _one_per_row(field: str, noun: str, count: int, n_rows: int) -> None:
 @dataclass(frozen=True)
 class Decoded:
     rows: np.ndarray  # float32 [n, f], a read-only view of the request bytes
-    entities: np.ndarray | None  # str [n] when the request sent entity ids
+    entities: np.ndarray | None  # object [n] of str, exactly as sent, when the request sent ids
     times: np.ndarray | None  # float64 [n] when the request sent timestamps
 
     @cached_property
@@ -142,11 +219,12 @@ def decode(
     entity_ids: Sequence[str],
     timestamps: Sequence[float],
 ) -> Decoded:
-    """Check a request and view its bytes as rows (no copy); raises RequestError."""
+    """Check a request and view its bytes as rows (no copy); raises RequestError. The sizes of
+    ``entity_ids`` are the caller's to check first (``check_metadata``)."""
     if model and model != served.name:
         raise RequestError(
             INVALID_ARGUMENT,
-            f"model: unknown model {model!r}; this server serves {served.name!r} "
+            f"model: unknown model {quoted(model)}; this server serves {served.name!r} "
             "(leave 'model' empty to use it)",
         )
     if n_rows == 0:
@@ -185,13 +263,14 @@ def decode(
     entities = None
     if len(entity_ids):
         _one_per_row("entity_ids", "ids", len(entity_ids), n_rows)
-        entities = np.asarray(entity_ids, dtype=str)
-        if not entities.all():  # numpy: "" is falsy
-            i = int(np.argmin(entities.astype(bool)))
+        ids = entity_ids if isinstance(entity_ids, list) else list(entity_ids)
+        if not all(ids):
+            i = next(i for i, e in enumerate(ids) if not e)
             raise RequestError(
                 INVALID_ARGUMENT,
                 f"entity_ids: row {i} has an empty entity id; send a non-empty id per row",
             )
+        entities = entity_array(ids)
     elif served.keeps_state:
         raise RequestError(
             INVALID_ARGUMENT,

@@ -92,9 +92,9 @@ class EntityState:
         """Whether the request's entities fit the per-entity state without evicting any: then
         scoring it in one piece equals scoring its parts in turn (evictions happen at the end of
         a request, so joined parts would see an entity that an earlier part evicted)."""
-        if request.entities is None:
+        if request.groups is None:
             return True
-        entities = set(request.entities.tolist())
+        entities = [key for key, _ in request.groups]  # grouped once, reused by the scoring
         stores: list[Any] = [self.tracker.entity_keys(), self.smoother.entity_keys()]
         if self.windows is not None:
             stores.append(self.windows.entity_keys())

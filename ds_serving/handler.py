@@ -22,12 +22,15 @@ from ds_serving.decoding import (
     Decoded,
     LiveResult,
     RequestError,
+    RequestLimits,
     can_concat,
+    check_metadata,
     concat_decoded,
 )
 from ds_serving.metrics import ScorerMetrics
 from ds_serving.runtime import ModelRuntime
 from ds_serving.scoring import Scorer
+from ds_serving.windows import quoted
 
 log = logging.getLogger(__name__)
 
@@ -36,6 +39,21 @@ STATELESS_REFUSAL = (
     "per-entity state, so it cannot track alerts per entity; leave entity_ids empty for "
     "stateless scores, or send entity-keyed rows to a scorer started with --processes 1"
 )
+
+
+# longest status message in UTF-8 bytes: gRPC percent-encodes each non-ASCII byte into 3
+# characters of metadata, and clients refuse more than 8 KiB of it
+MAX_STATUS_BYTES = 2048
+
+
+def bounded(message: str, limit: int = MAX_STATUS_BYTES) -> str:
+    """``message`` cut to ``limit`` UTF-8 bytes, saying how long it was; the messages here
+    quote user strings by a short prefix (``quoted``) already, this is the backstop."""
+    data = message.encode("utf-8", "surrogatepass")
+    if len(data) <= limit:
+        return message
+    cut = data[: limit - 32].decode("utf-8", "ignore")
+    return f"{cut}\u2026({len(message)} chars)"
 
 
 class Unavailable(RuntimeError):
@@ -64,10 +82,19 @@ class ScoringHandler:
     """Scoring, model info and error statuses; the callers read the runtime once per request
     (``runtime``) and pass it to the other calls, so a request finishes on one model."""
 
-    def __init__(self, host: ModelHost, metrics: ScorerMetrics, *, stateless: bool = False):
+    def __init__(
+        self,
+        host: ModelHost,
+        metrics: ScorerMetrics,
+        *,
+        stateless: bool = False,
+        limits: RequestLimits | None = None,
+    ):
         self._host = host
         self.metrics = metrics
         self._stateless = stateless
+        # the server's config (``ServerConfig.max_entity_id_bytes``, ...) when not given
+        self.limits = limits or RequestLimits.of(getattr(host, "config", None))
 
     @property
     def serving(self) -> ModelRuntime | None:
@@ -93,11 +120,21 @@ class ScoringHandler:
         data: bytes,
         entity_ids: Sequence[str],
         timestamps: Sequence[float],
+        request_id: str = "",
     ) -> Decoded:
         """Check a request against ``runtime`` (and this scorer: the stateless tier refuses
-        entity ids); raises RequestError."""
+        entity ids, ``limits`` bound the user strings); raises RequestError.
+
+        The sizes are checked first, in O(bytes) and before any per-row work, when the ids are
+        one per row within ``max_rows``; otherwise ``decode`` refuses the count without
+        reading them. ``request_id`` counts toward the per-request budget when given."""
         if entity_ids and self._stateless:
             raise RequestError(FAILED_PRECONDITION, STATELESS_REFUSAL)
+        if len(entity_ids) != n_rows or n_rows > runtime.max_rows:
+            check_metadata(self.limits, entity_ids=[], model=model, request_id=request_id)
+        else:
+            entity_ids = check_metadata(self.limits, entity_ids=entity_ids, model=model,
+                                        request_id=request_id)
         return runtime.decode(
             model=model,
             n_rows=n_rows,
@@ -165,19 +202,27 @@ class ScoringHandler:
         if model and model != runtime.name:
             raise RequestError(
                 INVALID_ARGUMENT,
-                f"model: unknown model {model!r}; this server serves {runtime.name!r}",
+                f"model: unknown model {quoted(model)}; this server serves {runtime.name!r}",
             )
         return runtime.info()
 
     def status(self, exc: Exception, method: str) -> tuple[str, str]:
         """The gRPC status name and message that answer ``method`` failing with ``exc``; a
-        failure that is not the request's fault is logged."""
+        failure that is not the request's fault is logged. The message is at most
+        ``MAX_STATUS_BYTES`` long (clients refuse status metadata over 8 KiB)."""
         if isinstance(exc, RequestError):
-            return exc.code, str(exc)
+            return exc.code, bounded(str(exc))
         if isinstance(exc, Unavailable):
-            return "UNAVAILABLE", str(exc)
+            return "UNAVAILABLE", bounded(str(exc))
         log.exception("%s failed", method)
-        return "INTERNAL", f"internal error while scoring ({type(exc).__name__}: {exc})"
+        return "INTERNAL", bounded(f"internal error while scoring ({type(exc).__name__}: {exc})")
+
+    @staticmethod
+    def message_prefix(index: int, request_id: str) -> str:
+        """What a stream's error message starts with: the failing message's index and its
+        ``request_id``, quoted by a bounded prefix."""
+        return f"message {index}" + (f" (request_id {quoted(request_id)})" if request_id
+                                     else "") + ": "
 
     async def _score_decoded(
         self, runtime: ModelRuntime, decoded: Decoded, explain: bool

@@ -78,6 +78,10 @@ class ServerConfig:
     max_rows: int = 65_536
     max_message_bytes: int = 64 * 1024 * 1024
     max_entities: int = 100_000
+    # user strings per request (``ds_serving.decoding.RequestLimits``): UTF-8 bytes of one
+    # entity id, and of a request's entity ids and model together
+    max_entity_id_bytes: int = 256
+    max_request_metadata_bytes: int = 16 * 1024 * 1024
     poll_interval: float = 1.0
     grace: float = 10.0
     tls_cert: Path | None = None
@@ -105,6 +109,14 @@ class ServerConfig:
         if self.max_entities < 1:
             raise ValueError(f"max_entities must be >= 1, got {self.max_entities} (with 0 no "
                              "entity keeps a window, so a temporal model never scores)")
+        if self.max_entity_id_bytes < 1:
+            raise ValueError(f"max_entity_id_bytes must be >= 1, got {self.max_entity_id_bytes}")
+        if self.max_request_metadata_bytes < self.max_entity_id_bytes:
+            raise ValueError(
+                f"max_request_metadata_bytes ({self.max_request_metadata_bytes}) must be at "
+                f"least max_entity_id_bytes ({self.max_entity_id_bytes}): a request with one "
+                "id of the longest allowed would be refused"
+            )
         if self.workers < 0 or self.intra_op_threads < 0:
             raise ValueError(f"workers and intra_op_threads must be >= 0 (0 = one per core), "
                              f"got {self.workers} and {self.intra_op_threads}")

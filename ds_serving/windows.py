@@ -25,9 +25,42 @@ def _check_window(window: int) -> int:
 
 
 _SMALL_GROUPING = 64  # rows up to which entity_groups groups with a dict
+QUOTE_CHARS = 64  # characters of a user string that an error message quotes
 
 #: (entity, row positions) per entity, as ``entity_groups`` returns them
 EntityGroups = list[tuple[Hashable, np.ndarray]]
+
+
+def quoted(value: object, limit: int = QUOTE_CHARS) -> str:
+    """``repr`` of a user-sent string (an entity id, a model name) for an error message, at most
+    ``limit`` characters of repr (escapes count: a NUL takes 4), then how long the string is:
+    an id of megabytes must not make a megabyte message (gRPC clients refuse status metadata
+    over 8 KiB)."""
+    text = value if isinstance(value, str) else str(value)
+    prefix = text[:limit]
+    shown = repr(prefix)
+    if len(prefix) == len(text) and len(shown) <= limit + 2:
+        return shown
+    while len(shown) > limit + 2:
+        prefix = prefix[:-1]
+        shown = repr(prefix)
+    return f"{shown}\u2026({len(text)} chars)"
+
+
+def entity_array(entities: Sequence[Hashable] | np.ndarray) -> np.ndarray:
+    """Entity ids as a 1-D array: an array as it is; strings as an object array of the very
+    strings (a numpy string array would cost rows x longest id x 4 bytes, and strips trailing
+    NULs, so ids differing by one would share state); anything else as ``np.asarray`` makes."""
+    if isinstance(entities, np.ndarray):
+        return entities
+    if hasattr(entities, "__array__"):  # pandas: a column of strings converts to objects
+        return np.asarray(entities)
+    values = entities if isinstance(entities, list) else list(entities)
+    if values and isinstance(values[0], str | bytes):
+        keys = np.empty(len(values), dtype=object)
+        keys[:] = values
+        return keys
+    return np.asarray(values)
 
 
 def entity_groups(entities: Sequence[Hashable] | np.ndarray) -> EntityGroups:
@@ -39,8 +72,9 @@ def entity_groups(entities: Sequence[Hashable] | np.ndarray) -> EntityGroups:
     order of each entity's last row: the same whether the batch is processed whole or as
     consecutive parts (joined stream messages, grouped requests), which keeps later evictions
     the same too. Entities come back as plain Python values (``str``, ``int``), usable as dict
-    keys for state that outlives one batch."""
-    keys = np.asarray(entities)
+    keys for state that outlives one batch. Costs O(total bytes of the ids): strings (object
+    arrays) are hashed once each, never compared by sorting."""
+    keys = entity_array(entities)
     if keys.ndim != 1:
         raise ValueError(f"entities must be 1-D, got shape {keys.shape}")
     if len(keys) <= _SMALL_GROUPING:
@@ -53,12 +87,21 @@ def entity_groups(entities: Sequence[Hashable] | np.ndarray) -> EntityGroups:
         if len(items) > 1:
             items.sort(key=lambda item: item[1][-1])
         return [(key, np.asarray(rows, dtype=np.intp)) for key, rows in items]
-    unique, inverse = np.unique(keys, return_inverse=True)
+    if keys.dtype == object:
+        # number each distinct id in order of appearance (a dict: one hash per id), then group
+        # the numbers as np.unique's inverse would be grouped
+        codes: dict[Hashable, int] = {}
+        inverse = np.fromiter((codes.setdefault(key, len(codes)) for key in keys.tolist()),
+                              dtype=np.intp, count=len(keys))
+        unique: list[Hashable] | np.ndarray = list(codes)
+    else:
+        unique, inverse = np.unique(keys, return_inverse=True)
+        inverse = inverse.reshape(-1)
     order = np.argsort(inverse, kind="stable")
     bounds = np.cumsum(np.bincount(inverse))
     groups = np.split(order, bounds[:-1])
-    # np.unique sorts keys; present groups in order of their last row (see above), which is
-    # where each group ends in the stably sorted ``order``
+    # present groups in order of their last row (see above), which is where each group ends
+    # in the stably sorted ``order``
     return [
         (unique[i].item() if isinstance(unique[i], np.generic) else unique[i], groups[i])
         for i in np.argsort(order[bounds - 1], kind="stable")
@@ -176,7 +219,7 @@ class EntityWindows:
         rows = np.asarray(rows, dtype=np.float32)
         if rows.ndim != 2 or rows.shape[1] != self.n_features:
             raise ValueError(f"rows must be [n, {self.n_features}], got shape {rows.shape}")
-        keys = np.asarray(entities)
+        keys = entity_array(entities)
         if len(keys) != len(rows):
             raise ValueError(f"got {len(keys)} entity ids for {len(rows)} rows; send one per row")
         keep = self.window - 1
