@@ -263,7 +263,8 @@ def _read_table(path: str, sep: str) -> Any:
     try:
         import pandas as pd
     except ImportError as exc:  # pragma: no cover - pandas ships with the project
-        raise SystemExit("error: reading CSV/Parquet needs pandas (pip install pandas)") from exc
+        raise SystemExit("error: reading CSV/Parquet needs pandas and pyarrow: pip install "
+                         "'datasentinel[files]' (the slim scorer install leaves them out)") from exc
     p = Path(path)
     if not p.is_file():
         raise SystemExit(f"error: {path} does not exist")
