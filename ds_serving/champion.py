@@ -4,8 +4,10 @@
 it names something new (another version, or an engine added to the served one), loads, verifies
 and warms up that version on a worker thread. A version that cannot serve here (a broken bundle,
 per-entity state on the stateless tier, another feature set) is refused: logged and counted once
-per pointer and manifest of the version it names, while the old model keeps serving. The server
-swaps a verified candidate in (``ScorerServer.reload``).
+per pointer and manifest of the version it names, while the old model keeps serving. A pointer
+that cannot be read at all (not JSON, not UTF-8, nested too deep, no version, or a version that
+does not exist) is refused as ``pointer``, once per change of the file. The server swaps a
+verified candidate in (``ScorerServer.reload``).
 """
 
 from __future__ import annotations
@@ -30,6 +32,13 @@ from ds_serving.metrics import ScorerMetrics
 from ds_serving.runtime import ModelRuntime
 
 log = logging.getLogger(__name__)
+
+
+def _unreadable(path: Path, exc: Exception) -> str:
+    """Why the pointer at ``path`` cannot be read, in one short line."""
+    if isinstance(exc, BundleError):
+        return str(exc)
+    return f"{path}: not a readable champion pointer ({type(exc).__name__}: {str(exc)[:200]})"
 
 
 def file_stamp(path: Path) -> Any:
@@ -93,8 +102,13 @@ class ChampionLoader:
         try:
             version = champion_version(self.models_dir, self.name)
             path = version_dir(self.models_dir, self.name, str(version))
-        except BundleError as exc:
-            return self._refuse((stamp, None), str(exc), "pointer", current)
+        except Exception as exc:  # BundleError, but also bytes that are not UTF-8
+            # (UnicodeDecodeError), JSON nested too deep to parse (RecursionError), a file
+            # that cannot be read (OSError): whatever the pointer is, it names nothing to serve
+            return self._refuse((stamp, None), _unreadable(self.path, exc), "pointer", current)
+        if not path.is_dir():
+            return self._refuse((stamp, None), f"{self.path}: names version {version!r}, which "
+                                f"{path} does not hold", "pointer", current)
         # the same version is reloaded only when its manifest changed: an engine added to
         # the served version (tensorrt_engine can finish after the promotion) is picked up
         manifest_stamp = file_stamp(path / MANIFEST_FILE)

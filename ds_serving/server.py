@@ -17,6 +17,7 @@ import asyncio
 import contextlib
 import gc
 import hmac
+import inspect
 import logging
 import os
 import signal
@@ -31,20 +32,27 @@ from typing import Any
 import grpc
 import numpy as np
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
-from grpc_reflection.v1alpha import reflection
+from grpc_reflection.v1alpha import reflection, reflection_pb2_grpc
 
 from ds_serving.champion import Candidate, ChampionLoader
 from ds_serving.coalescing import GroupPolicy, RunCoalescer
 from ds_serving.handler import ScoringHandler
 from ds_serving.metrics import ScorerMetrics
-from ds_serving.proto import SERVICE_NAME, scoring_pb2_grpc
+from ds_serving.proto import SERVICE_NAME
 from ds_serving.runtime import ModelRuntime
 from ds_serving.scoring import Scorer
-from ds_serving.servicer import ScorerService
+from ds_serving.servicer import ScorerService, ThrottledLog
 
 log = logging.getLogger(__name__)
 
 _OPEN_METHODS = ("/grpc.health.v1.Health/",)  # probes work without the token
+# on stop, calls queued in gRPC core are taken until none came for SETTLE_QUIET_S and
+# SETTLE_QUIET_TURNS polls (event-loop turns, one every SETTLE_POLL_S at most), for at most
+# SETTLE_MAX_S (ScorerServer.stop)
+SETTLE_QUIET_S = 0.02
+SETTLE_QUIET_TURNS = 10
+SETTLE_POLL_S = 0.002
+SETTLE_MAX_S = 1.0
 
 
 def usable_cores() -> int:
@@ -153,6 +161,8 @@ class _TokenInterceptor(grpc.aio.ServerInterceptor):
 
 
 def _deny(handler: grpc.RpcMethodHandler) -> grpc.RpcMethodHandler:
+    """``handler``'s method answering UNAUTHENTICATED, without parsing the request body: an
+    unauthenticated caller's bytes are never read (garbage gets UNAUTHENTICATED too)."""
     message = "missing or wrong bearer token: send metadata 'authorization: Bearer <token>'"
 
     async def unary(_request: Any, context: grpc.aio.ServicerContext) -> None:
@@ -161,10 +171,7 @@ def _deny(handler: grpc.RpcMethodHandler) -> grpc.RpcMethodHandler:
     async def streaming(_requests: Any, context: grpc.aio.ServicerContext) -> None:
         await context.abort(grpc.StatusCode.UNAUTHENTICATED, message)
 
-    kwargs = {
-        "request_deserializer": handler.request_deserializer,
-        "response_serializer": handler.response_serializer,
-    }
+    kwargs = {"request_deserializer": None, "response_serializer": handler.response_serializer}
     if handler.request_streaming and handler.response_streaming:
         return grpc.stream_stream_rpc_method_handler(streaming, **kwargs)
     if handler.request_streaming:
@@ -172,6 +179,150 @@ def _deny(handler: grpc.RpcMethodHandler) -> grpc.RpcMethodHandler:
     if handler.response_streaming:
         return grpc.unary_stream_rpc_method_handler(unary, **kwargs)
     return grpc.unary_unary_rpc_method_handler(unary, **kwargs)
+
+
+class _Undecodable:
+    """What a guarded request deserializer returns for a body that does not parse."""
+
+    __slots__ = ("error",)
+
+    def __init__(self, error: Exception) -> None:
+        self.error = error
+
+
+class _BadBody(Exception):
+    """Raised into a streaming handler by its guarded request iterator."""
+
+    def __init__(self, error: Exception) -> None:
+        super().__init__(str(error))
+        self.error = error
+
+
+class _GuardedRegistration:
+    """Stands in for the server when the health and reflection services register, so that a
+    request body they cannot parse ends the call with INVALID_ARGUMENT, logged once per cause
+    and interval (``ThrottledLog``), instead of grpcio's UNKNOWN with a traceback per request
+    (the health service takes calls without the token). The Scorer service parses its bodies
+    itself (``ScorerService.add_to_server``)."""
+
+    def __init__(self, server: grpc.aio.Server, bad_bodies: ThrottledLog) -> None:
+        self._server = server
+        self._bad_bodies = bad_bodies
+
+    def add_generic_rpc_handlers(self, handlers: tuple[grpc.GenericRpcHandler, ...]) -> None:
+        self._server.add_generic_rpc_handlers(tuple(_GuardedGeneric(h, self) for h in handlers))
+
+    def add_registered_method_handlers(
+        self, service: str, handlers: dict[str, grpc.RpcMethodHandler]
+    ) -> None:
+        self._server.add_registered_method_handlers(
+            service, {name: self.guard(f"/{service}/{name}", handler)
+                      for name, handler in handlers.items()})
+
+    def guard(self, method: str, handler: grpc.RpcMethodHandler) -> grpc.RpcMethodHandler:
+        """``handler`` with a request deserializer that does not raise, and a behaviour that
+        answers an undecodable body with INVALID_ARGUMENT."""
+        parse = handler.request_deserializer
+        if parse is None:
+            return handler
+
+        def deserialize(body: bytes) -> Any:
+            try:
+                return parse(body)
+            except Exception as exc:  # DecodeError, or whatever else the parser raises
+                return _Undecodable(exc)
+
+        async def refuse(context: grpc.aio.ServicerContext, error: Exception) -> None:
+            message = (f"the request body is not a valid {method} request "
+                       f"({type(error).__name__}: {str(error)[:120]})")
+            self._bad_bodies(logging.WARNING, f"{method}: {type(error).__name__}",
+                             f"{method}: refused an undecodable request: {message}")
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, message)
+
+        if handler.request_streaming:
+            inner = handler.stream_stream or handler.stream_unary
+            kind = (grpc.stream_stream_rpc_method_handler if handler.response_streaming
+                    else grpc.stream_unary_rpc_method_handler)
+            behaviour = _guard_streaming(inner, refuse)
+        else:
+            inner = handler.unary_stream or handler.unary_unary
+            kind = (grpc.unary_stream_rpc_method_handler if handler.response_streaming
+                    else grpc.unary_unary_rpc_method_handler)
+            behaviour = _guard_unary(inner, refuse)
+        return kind(behaviour, request_deserializer=deserialize,
+                    response_serializer=handler.response_serializer)
+
+
+Refuse = Callable[[grpc.aio.ServicerContext, Exception], Awaitable[None]]
+
+
+def _guard_unary(inner: Callable[..., Any], refuse: Refuse) -> Callable[..., Any]:
+    """``inner`` (a coroutine or async generator function) refusing an undecodable request."""
+    if inspect.isasyncgenfunction(inner):
+        async def responses(request: Any, context: grpc.aio.ServicerContext) -> Any:
+            if isinstance(request, _Undecodable):
+                await refuse(context, request.error)
+            async for response in inner(request, context):
+                yield response
+
+        return responses
+
+    async def response(request: Any, context: grpc.aio.ServicerContext) -> Any:
+        if isinstance(request, _Undecodable):
+            await refuse(context, request.error)
+        return await _result(inner(request, context))
+
+    return response
+
+
+def _guard_streaming(inner: Callable[..., Any], refuse: Refuse) -> Callable[..., Any]:
+    """``inner`` reading a request stream in which an undecodable message ends the call (it
+    must iterate its requests, not ``context.read()`` them)."""
+    async def checked(requests: Any) -> Any:
+        async for request in requests:
+            if isinstance(request, _Undecodable):
+                raise _BadBody(request.error)
+            yield request
+
+    if inspect.isasyncgenfunction(inner):
+        async def responses(requests: Any, context: grpc.aio.ServicerContext) -> Any:
+            try:
+                async for response in inner(checked(requests), context):
+                    yield response
+            except _BadBody as exc:
+                await refuse(context, exc.error)
+
+        return responses
+
+    async def response(requests: Any, context: grpc.aio.ServicerContext) -> Any:
+        try:
+            return await _result(inner(checked(requests), context))
+        except _BadBody as exc:
+            await refuse(context, exc.error)
+
+    return response
+
+
+async def _result(value: Any) -> Any:
+    """A behaviour's result, awaited when it is a coroutine."""
+    return await value if inspect.isawaitable(value) else value
+
+
+class _GuardedGeneric(grpc.GenericRpcHandler):
+    def __init__(self, inner: grpc.GenericRpcHandler, registration: _GuardedRegistration) -> None:
+        self._inner = inner
+        self._registration = registration
+        self._guarded: dict[str, grpc.RpcMethodHandler] = {}  # by method (a fixed set)
+
+    def service(self, details: grpc.HandlerCallDetails) -> grpc.RpcMethodHandler | None:
+        guarded = self._guarded.get(details.method)
+        if guarded is None:
+            handler = self._inner.service(details)
+            if handler is None:
+                return None
+            guarded = self._guarded[details.method] = self._registration.guard(
+                details.method, handler)
+        return guarded
 
 
 class ScorerServer:
@@ -187,6 +338,7 @@ class ScorerServer:
                                        load=self._load, stateless=config.stateless)
         self.champion_path = self.champion.path
         self.handler = ScoringHandler(self, self.metrics, stateless=config.stateless)
+        self.service = ScorerService(self.handler)
         self._server: grpc.aio.Server | None = None
         self._health = health.aio.HealthServicer()
         self._watch_task: asyncio.Task[None] | None = None
@@ -235,11 +387,14 @@ class ScorerServer:
         ]
         interceptors = [_TokenInterceptor(cfg.token, self.metrics)] if cfg.token else []
         server = grpc.aio.server(options=options, interceptors=interceptors)
-        scoring_pb2_grpc.add_ScorerServicer_to_server(ScorerService(self.handler), server)
-        health_pb2_grpc.add_HealthServicer_to_server(self._health, server)
+        self.service.add_to_server(server)  # it parses request bodies after the token check
+        guarded = _GuardedRegistration(server, self.service.bad_bodies)
+        health_pb2_grpc.add_HealthServicer_to_server(self._health, guarded)
         await self._set_health(health_pb2.HealthCheckResponse.NOT_SERVING)
-        reflection.enable_server_reflection(
-            (SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME), server
+        reflection_pb2_grpc.add_ServerReflectionServicer_to_server(
+            reflection.aio.ReflectionServicer(
+                (SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME)),
+            guarded,
         )
         address = f"{cfg.host}:{cfg.port}"
         try:
@@ -279,15 +434,27 @@ class ScorerServer:
         return self.port
 
     async def stop(self, grace: float | None = None) -> None:
-        """Stop taking RPCs, let in-flight ones finish within ``grace`` seconds, then close."""
+        """Stop taking RPCs, let in-flight ones finish within ``grace`` seconds, then close.
+
+        Health goes NOT_SERVING at once. gRPC's shutdown cancels the calls that reached it but
+        that the server has not taken yet (gRPC core queues them while the event loop is busy,
+        e.g. scoring), so the server first keeps taking calls until none has come for 20 ms and
+        10 event-loop turns (``take_queued_calls``, at most ``SETTLE_MAX_S`` and half the grace
+        period): every call that arrived before the stop then runs to its end within the grace
+        period. From the shutdown on, new calls are refused (UNAVAILABLE)."""
         grace = self.config.grace if grace is None else grace
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + grace
         if self._watch_task is not None:
             self._watch_task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._watch_task
         await self._health.enter_graceful_shutdown()
         if self._server is not None:
-            await self._server.stop(grace)
+            taken = await self.take_queued_calls(min(SETTLE_MAX_S, grace / 2))
+            if taken:
+                log.info("took %d queued call(s) before shutting down", taken)
+            await self._server.stop(max(0.0, deadline - loop.time()))
         if self._pool is not None:
             self._pool.shutdown(wait=False)
         if self._metrics_http is not None:
@@ -295,6 +462,25 @@ class ScorerServer:
             self._metrics_http.server_close()
             self._metrics_http = None
         log.info("scorer stopped")
+
+    async def take_queued_calls(self, limit: float) -> int:
+        """Keep taking calls until none has reached the service for ``SETTLE_QUIET_S`` and
+        ``SETTLE_QUIET_TURNS`` event-loop turns (gRPC hands a queued call over within a few
+        turns), or for ``limit`` seconds at most; the number taken meanwhile. Calls that come
+        meanwhile are served: nothing tells one queued before the stop from a new one."""
+        loop = asyncio.get_running_loop()
+        start = loop.time()
+        first = seen = self.service.calls
+        quiet_since, quiet_turns = start, 0
+        while loop.time() - start < limit:
+            await asyncio.sleep(SETTLE_POLL_S)
+            if self.service.calls != seen:
+                seen, quiet_since, quiet_turns = self.service.calls, loop.time(), 0
+                continue
+            quiet_turns += 1
+            if quiet_turns >= SETTLE_QUIET_TURNS and loop.time() - quiet_since >= SETTLE_QUIET_S:
+                break
+        return self.service.calls - first
 
     async def wait_for_termination(self) -> None:
         if self._server is not None:
@@ -355,14 +541,20 @@ class ScorerServer:
         return self.champion.last_failure
 
     async def _watch(self) -> None:
+        last_error = None  # logged with its traceback once, not on every poll
         while True:
             await asyncio.sleep(self.config.poll_interval)
             try:
                 await self.reload()
                 if self.runtime is not None:
                     self.metrics.open_alerts.set(self.runtime.refresh_open_alerts())
-            except Exception:  # the watcher must survive anything a bad bundle can do
-                log.exception("champion watcher error")
+            except Exception as exc:  # the watcher must survive anything a bad bundle can do
+                error = f"{type(exc).__name__}: {exc}"
+                if error != last_error:
+                    log.exception("champion watcher error (logged once until it changes)")
+                last_error = error
+            else:
+                last_error = None
 
 
 async def serve(config: ServerConfig) -> None:

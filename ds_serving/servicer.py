@@ -1,30 +1,105 @@
 """The ``datasentinel.scoring.v1.Scorer`` gRPC service: protobuf in, handler call, protobuf out.
 
-Each RPC turns its request message into arrays (``ScoringHandler.decode``), lets the handler
-score them, and builds the response message; a failure becomes the handler's status code. RPCs
-are counted here by method and status code. ``ScoreStream`` reads its stream ahead
-(``ReadAhead``) so the messages that arrived while the previous ones were scored are scored
-together.
+Each RPC parses its request body, turns the message into arrays (``ScoringHandler.decode``),
+lets the handler score them, and builds the response message; a failure becomes the handler's
+status code. RPCs are counted here by method and status code. ``ScoreStream`` reads its stream
+ahead (``ReadAhead``) so the messages that arrived while the previous ones were scored are
+scored together.
+
+The service is registered with identity request deserializers (``add_to_server``): gRPC hands
+over the raw body and the service parses it itself, after the interceptors (the bearer-token
+check) have seen the call. A body that does not parse is ``INVALID_ARGUMENT``, counted, and
+logged once per cause and minute (``ThrottledLog``); with grpcio's own deserializer it was
+``UNKNOWN`` with a traceback per request, uncounted, and came before the token check.
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
+from typing import Any, TypeVar
 
 import grpc
 
-from ds_serving.decoding import Decoded, LiveResult
+from ds_serving.decoding import INVALID_ARGUMENT, Decoded, LiveResult, RequestError
 from ds_serving.handler import ScoringHandler, Unavailable
-from ds_serving.proto import scoring_pb2, scoring_pb2_grpc
+from ds_serving.proto import SERVICE_NAME, scoring_pb2, scoring_pb2_grpc
 from ds_serving.runtime import ModelRuntime
 from ds_serving.streaming import ReadAhead
+
+log = logging.getLogger(__name__)
 
 _KIND = {"open": scoring_pb2.AlertEvent.OPEN, "close": scoring_pb2.AlertEvent.CLOSE}
 _CODES = {c.name: c for c in grpc.StatusCode}
 STREAM_READ_AHEAD_MESSAGES = 64  # most stream messages scored together
 STREAM_READ_AHEAD_BYTES = 8 * 1024 * 1024  # most feature bytes a stream's read-ahead holds
+
+
+BAD_BODY_LOG_INTERVAL = 60.0  # seconds between log lines about one cause of bad request bodies
+
+M = TypeVar("M", scoring_pb2.ScoreRequest, scoring_pb2.ModelInfoRequest)
+
+
+class Undecodable(RequestError):
+    """A request body that is not a valid protobuf message of the method's request type."""
+
+    def __init__(self, message_type: type[Any], size: int, exc: Exception) -> None:
+        super().__init__(
+            INVALID_ARGUMENT,
+            f"the request body ({size} bytes) is not a valid "
+            f"{message_type.DESCRIPTOR.full_name} message ({type(exc).__name__}: "
+            f"{str(exc)[:120]})",
+        )
+        self.cause = type(exc).__name__
+
+
+def parse(message_type: type[M], body: bytes | M) -> M:
+    """``body`` parsed as ``message_type``; a message of that type is returned as it is (the
+    in-process callers). Raises ``Undecodable``."""
+    if isinstance(body, message_type):
+        return body
+    try:
+        return message_type.FromString(body)
+    except Exception as exc:  # DecodeError, or whatever else the parser makes of client bytes
+        raise Undecodable(message_type, len(body), exc) from None
+
+
+class ThrottledLog:
+    """Log lines about a cause (e.g. a method's undecodable bodies) at most once per
+    ``interval`` seconds: the first occurrence at once, later ones as a count with the next line
+    due. A client sending garbage in a loop costs a line a minute, not a traceback a request."""
+
+    MAX_CAUSES = 256  # causes remembered at once (a fixed, small set in practice)
+
+    def __init__(
+        self, logger: logging.Logger, interval: float = BAD_BODY_LOG_INTERVAL,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._log = logger
+        self._interval = interval
+        self._clock = clock
+        self._causes: dict[str, list[float]] = {}  # cause -> [last logged at, suppressed since]
+
+    def __call__(self, level: int, cause: str, message: str) -> bool:
+        """Log ``message`` unless ``cause`` was logged less than ``interval`` ago; whether it
+        was logged."""
+        now = self._clock()
+        seen = self._causes.get(cause)
+        if seen is None:
+            if len(self._causes) >= self.MAX_CAUSES:
+                self._causes.pop(next(iter(self._causes)))
+            self._causes[cause] = [now, 0]
+            self._log.log(level, "%s", message)
+            return True
+        if now - seen[0] < self._interval:
+            seen[1] += 1
+            return False
+        self._log.log(level, "%s (and %d more like it in the last %.0f s)", message,
+                      int(seen[1]), now - seen[0])
+        seen[0], seen[1] = now, 0
+        return True
 
 
 def _bytes_of(request: scoring_pb2.ScoreRequest) -> int:
@@ -58,12 +133,44 @@ def _response(
     return response
 
 
+async def _parsed(
+    bodies: AsyncIterator[bytes | scoring_pb2.ScoreRequest],
+) -> AsyncIterator[scoring_pb2.ScoreRequest]:
+    """A stream's request bodies parsed one by one; ``Undecodable`` ends it (``ReadAhead``
+    raises it once the messages before it are handed out)."""
+    async for body in bodies:
+        yield parse(scoring_pb2.ScoreRequest, body)
+
+
 class ScorerService(scoring_pb2_grpc.ScorerServicer):
     """The domain RPCs; all of them read the current runtime once and finish on it."""
 
     def __init__(self, handler: ScoringHandler) -> None:
         self.handler = handler
         self._metrics = handler.metrics
+        self.calls = 0  # RPCs taken from gRPC so far (``ScorerServer.stop`` watches it)
+        self.bad_bodies = ThrottledLog(log)
+
+    def method_handlers(self) -> dict[str, grpc.RpcMethodHandler]:
+        """The RPCs by method name, taking raw request bodies (no request deserializer):
+        each parses its body after the interceptors ran (``parse``)."""
+        return {
+            "Score": grpc.unary_unary_rpc_method_handler(
+                self.Score, response_serializer=scoring_pb2.ScoreResponse.SerializeToString),
+            "ScoreStream": grpc.stream_stream_rpc_method_handler(
+                self.ScoreStream,
+                response_serializer=scoring_pb2.ScoreResponse.SerializeToString),
+            "GetModelInfo": grpc.unary_unary_rpc_method_handler(
+                self.GetModelInfo, response_serializer=scoring_pb2.ModelInfo.SerializeToString),
+        }
+
+    def add_to_server(self, server: grpc.aio.Server) -> None:
+        """Register the service as ``add_ScorerServicer_to_server`` would, but with the bodies
+        parsed here rather than by grpcio."""
+        handlers = self.method_handlers()
+        server.add_generic_rpc_handlers(
+            (grpc.method_handlers_generic_handler(SERVICE_NAME, handlers),))
+        server.add_registered_method_handlers(SERVICE_NAME, handlers)
 
     def _decode(self, runtime: ModelRuntime, request: scoring_pb2.ScoreRequest) -> Decoded:
         return self.handler.decode(
@@ -116,14 +223,19 @@ class ScorerService(scoring_pb2_grpc.ScorerServicer):
     ) -> None:
         code, message = self.handler.status(exc, method)
         self._metrics.record(method, code, time.perf_counter() - start)
+        if isinstance(exc, Undecodable):
+            self.bad_bodies(logging.WARNING, f"{method}: {exc.cause}",
+                            f"{method}: refused an undecodable request: {prefix}{message}")
         await context.abort(_CODES[code], prefix + message)
 
     async def Score(
-        self, request: scoring_pb2.ScoreRequest, context: grpc.aio.ServicerContext
+        self, request: bytes | scoring_pb2.ScoreRequest, context: grpc.aio.ServicerContext
     ) -> scoring_pb2.ScoreResponse:
         start = time.perf_counter()
+        self.calls += 1
         try:
-            response = await self._score(self.handler.runtime(), request)
+            response = await self._score(
+                self.handler.runtime(), parse(scoring_pb2.ScoreRequest, request))
         except asyncio.CancelledError:  # the client went away or its deadline passed
             self._metrics.record("Score", "CANCELLED", time.perf_counter() - start)
             raise
@@ -135,13 +247,16 @@ class ScorerService(scoring_pb2_grpc.ScorerServicer):
 
     async def ScoreStream(
         self,
-        request_iterator: AsyncIterator[scoring_pb2.ScoreRequest],
+        request_iterator: AsyncIterator[bytes | scoring_pb2.ScoreRequest],
         context: grpc.aio.ServicerContext,
     ) -> AsyncIterator[scoring_pb2.ScoreResponse]:
         """Messages that arrived while the previous ones were scored are scored together
         (``ReadAhead``); each still gets its own answer, in order. A stream that ends before
-        its client finished it (cancelled, deadline, disconnect) counts once as CANCELLED."""
-        reader = ReadAhead(request_iterator, _bytes_of, STREAM_READ_AHEAD_BYTES)
+        its client finished it (cancelled, deadline, disconnect) counts once as CANCELLED; a
+        message that does not parse ends it with INVALID_ARGUMENT after the answers to the
+        messages before it."""
+        self.calls += 1
+        reader = ReadAhead(_parsed(request_iterator), _bytes_of, STREAM_READ_AHEAD_BYTES)
         context.add_done_callback(lambda _: reader.close())  # also when the client goes away
         index = 0
         accounted = False  # the stream's end is counted: finished, or failed with its code
@@ -149,7 +264,13 @@ class ScorerService(scoring_pb2_grpc.ScorerServicer):
             while True:
                 runtime = self.handler.serving
                 max_bytes = runtime.max_rows * runtime.n_features * 4 if runtime else 1
-                pending = await reader.batch(STREAM_READ_AHEAD_MESSAGES, max_bytes)
+                try:
+                    pending = await reader.batch(STREAM_READ_AHEAD_MESSAGES, max_bytes)
+                except Undecodable as exc:  # every message before it is answered
+                    accounted = True
+                    await self._fail(context, "ScoreStream", time.perf_counter(), exc,
+                                     f"message {index}: ")
+                    raise
                 if not pending:
                     accounted = True
                     return
@@ -176,11 +297,13 @@ class ScorerService(scoring_pb2_grpc.ScorerServicer):
                 self._metrics.record("ScoreStream", "CANCELLED", None)
 
     async def GetModelInfo(
-        self, request: scoring_pb2.ModelInfoRequest, context: grpc.aio.ServicerContext
+        self, request: bytes | scoring_pb2.ModelInfoRequest, context: grpc.aio.ServicerContext
     ) -> scoring_pb2.ModelInfo:
         start = time.perf_counter()
+        self.calls += 1
         try:
-            info = scoring_pb2.ModelInfo(**self.handler.model_info(request.model))
+            model = parse(scoring_pb2.ModelInfoRequest, request).model
+            info = scoring_pb2.ModelInfo(**self.handler.model_info(model))
         except Exception as exc:
             await self._fail(context, "GetModelInfo", start, exc)
             raise
