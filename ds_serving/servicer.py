@@ -34,7 +34,7 @@ log = logging.getLogger(__name__)
 _KIND = {"open": scoring_pb2.AlertEvent.OPEN, "close": scoring_pb2.AlertEvent.CLOSE}
 _CODES = {c.name: c for c in grpc.StatusCode}
 STREAM_READ_AHEAD_MESSAGES = 64  # most stream messages scored together
-STREAM_READ_AHEAD_BYTES = 8 * 1024 * 1024  # most feature bytes a stream's read-ahead holds
+STREAM_READ_AHEAD_BYTES = 8 * 1024 * 1024  # most message bytes a stream's read-ahead holds
 
 
 BAD_BODY_LOG_INTERVAL = 60.0  # seconds between log lines about one cause of bad request bodies
@@ -285,10 +285,10 @@ class ScorerService(scoring_pb2_grpc.ScorerServicer):
                         yield response
                     if failure is not None:
                         request = pending[len(responses)]
-                        rid = f" (request_id {request.request_id!r})" if request.request_id else ""
                         accounted = True  # _fail counts it with its code
+                        # the request_id is the client's string: quoted by a bounded prefix
                         await self._fail(context, "ScoreStream", start, failure,
-                                         f"message {index}{rid}: ")
+                                         self.handler.message_prefix(index, request.request_id))
                         raise failure
                     pending = pending[len(responses):]  # the rest after a hot reload
         finally:

@@ -340,12 +340,6 @@ def test_a_huge_model_name_is_refused_with_a_short_message(
         assert len(error.details()) < SHORT
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="ds_serving/servicer.py (transport side, another owner) still quotes the stream's "
-    "request_id in full in its error prefix; it should use ScoringHandler.message_prefix. "
-    "Remove this mark when it does.",
-)
 def test_a_huge_stream_request_id_is_quoted_by_a_prefix(
     served: tuple[ServerThread, ScorerClient],
 ) -> None:
@@ -433,11 +427,6 @@ def test_long_strings_are_bounded_and_quoted_briefly(
 ) -> None:
     client = limited
     request = _request(len(ids), ids, model=model, request_id=request_id)
-    if stream:
-        # the stream's error prefix quotes request_id in full (servicer.py, another owner):
-        # keep it short and printable here, see the xfail test above
-        request.request_id = "".join(c for c in request_id[:QUOTE_CHARS]
-                                     if c.isascii() and c.isprintable())
     expected = _expected(ids, model, request.request_id)
     try:
         if stream:
