@@ -42,12 +42,12 @@ from typing import Any
 import grpc
 import numpy as np
 
-from bench.models import dense_autoencoder, window_model
 from ds_serving.atomic import atomic_write_text
 from ds_serving.bundle import load_champion, promote, write_bundle
 from ds_serving.client import encode_request
 from ds_serving.event_loop import run_event_loop
 from ds_serving.proto import scoring_pb2, scoring_pb2_grpc
+from tests.support.models import dense_autoencoder, window_model
 
 RESULTS = Path(__file__).parent / "results"
 SCORE_METHOD = "datasentinel.scoring.v1.Scorer/Score"

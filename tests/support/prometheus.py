@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import time
@@ -26,15 +25,11 @@ import yaml
 
 from ds_serving.bundle import promote, write_bundle
 from tests.support.graphs import sum_graph
+from tests.support.serving import free_port
 
 RULES = Path(__file__).resolve().parents[2] / "deploy" / "prometheus" / "rules.yml"
 FEATURES = ["f1", "f2"]
 
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def require(binary: str) -> str:

@@ -1,0 +1,255 @@
+"""``ds-scorer`` end to end: serve (a real subprocess, SIGTERM drains), info, score, replay."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from ds_serving.bundle import load_bundle, promote
+from ds_serving.cli import main
+from ds_serving.client import ScorerClient, encode_request
+from ds_serving.event_loop import run_event_loop
+from ds_serving.proto import scoring_pb2
+from ds_serving.scoring import Scorer, score_rows
+from ds_serving.server import ServerConfig, ServerThread
+from tests.support.serving import FEATURES, free_port, normal_rows, write_point_bundle
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture
+def served(tmp_path: Path) -> Iterator[tuple[str, Path]]:
+    models = tmp_path / "models"
+    path = write_point_bundle(models)
+    promote(models, "ae", path.name)
+    config = ServerConfig(models_dir=models, name="ae", host="127.0.0.1", port=0,
+                          metrics_port=None, token="tok")
+    with ServerThread(config) as server:
+        yield f"127.0.0.1:{server.port}", path
+
+
+@pytest.fixture(autouse=True)
+def _token(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("DS_SCORER_TOKEN", "tok")
+
+
+def _json_out(capsys: pytest.CaptureFixture[str]) -> dict[str, object]:
+    lines = [ln for ln in capsys.readouterr().out.splitlines() if ln.startswith("{")]
+    return json.loads(lines[-1])  # type: ignore[no-any-return]
+
+
+def test_info(served: tuple[str, Path], capsys: pytest.CaptureFixture[str]) -> None:
+    target, path = served
+    assert main(["info", "--target", target]) == 0
+    info = json.loads(capsys.readouterr().out)
+    assert info["health"] == "SERVING" and info["name"] == "ae"
+    assert info["version"] == path.name and info["features"] == FEATURES
+
+
+def test_score_csv_writes_the_same_scores_as_dataset_scoring(
+    served: tuple[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    target, path = served
+    rows = normal_rows(250, 3)
+    rows[10:14] += 90
+    frame = pd.DataFrame(rows, columns=FEATURES)
+    frame.insert(0, "host_id", [f"h{i % 2}" for i in range(len(frame))])
+    frame.insert(0, "timestamp", pd.date_range("2026-11-01", periods=len(frame), freq="min",
+                                               tz="UTC"))
+    source, out = tmp_path / "rows.csv", tmp_path / "scored.parquet"
+    frame.to_csv(source, index=False)
+    code = main(["score", str(source), "--target", target, "--out", str(out),
+                 "--batch-rows", "64", "--explain"])
+    assert code == 0
+    summary = _json_out(capsys)
+    scored = pd.read_parquet(out)
+    reference = score_rows(Scorer.from_bundle(load_bundle(path), backend="cpu"),
+                           rows, frame["host_id"].to_numpy())
+    np.testing.assert_allclose(scored["score"].to_numpy(), reference.scores, atol=1e-6)
+    assert scored["is_anomaly"].tolist() == reference.flags.tolist()
+    assert summary["rows"] == 250 and summary["anomalies"] == int(reference.flags.sum())
+    assert summary["alerts_opened"] >= 1  # type: ignore[operator]
+    assert set(scored["top_feature"].dropna()) <= set(FEATURES)
+
+    frame.drop(columns=["cpu"]).to_csv(source, index=False)
+    with pytest.raises(SystemExit, match=r"lacks feature column\(s\) \['cpu'\]"):
+        main(["score", str(source), "--target", target])
+
+
+def test_replay_is_deterministic(served: tuple[str, Path],
+                                 capsys: pytest.CaptureFixture[str]) -> None:
+    target, _ = served
+    args = ["replay", "--target", target, "--rows", "500", "--batch", "32", "--rate", "0",
+            "--entities", "4", "--seed", "7", "--anomaly-rate", "0.05"]
+    assert main(args) == 0
+    first = _json_out(capsys)
+    # the same hosts at the same times again would rewind their alert state: refused, clearly
+    assert main(args) == 1
+    assert "is earlier than its previous row" in capsys.readouterr().err
+    # a later start replays the same rows (timestamps shifted) with the same scores and flags
+    assert main([*args, "--start", "2026-12-01T00:00:00Z"]) == 0
+    second = _json_out(capsys)
+    assert first["rows"] == second["rows"] == 500
+    assert first["anomalies"] == second["anomalies"] and first["anomalies"] > 0  # type: ignore[operator]
+    assert "p99_ms" in first
+    # the injected bursts are far outside the training distribution: the model flags most
+    assert first["injected_rows"] > 0  # type: ignore[operator]
+    assert first["injected_rows_flagged"] >= 0.5 * first["injected_rows"]  # type: ignore[operator]
+
+
+def test_replay_of_a_parquet_file_shorter_than_rows_scores_it_all(
+    served: tuple[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The producer replays a recorded file (CSV or Parquet): every row once, in order, with
+    progress reaching 100 % of the file even when --rows asks for more, alert lines as they
+    open, and the flags dataset scoring gives the same rows."""
+    target, path = served
+    rows = normal_rows(300, 5)
+    rows[100:130] += 90  # one long burst on host h0: opens (and closes) an alert
+    frame = pd.DataFrame(rows, columns=FEATURES)
+    frame.insert(0, "host_id", "h0")
+    frame.insert(0, "timestamp", pd.date_range("2026-11-01", periods=300, freq="min", tz="UTC"))
+    recorded = tmp_path / "recorded.parquet"
+    frame.to_parquet(recorded)
+    assert main(["replay", "--target", target, "--csv", str(recorded), "--rows", "10000",
+                 "--batch", "64", "--rate", "0", "--entity-column", "host_id",
+                 "--time-column", "timestamp"]) == 0
+    out, err = capsys.readouterr()
+    summary = json.loads([ln for ln in out.splitlines() if ln.startswith("{")][-1])
+    reference = score_rows(Scorer.from_bundle(load_bundle(path), backend="cpu"), rows,
+                           frame["host_id"].to_numpy())
+    assert summary["rows"] == 300 and summary["anomalies"] == int(reference.flags.sum())
+    assert "300/300 rows (100.0%)" in err.splitlines()[-1]
+    assert summary["alerts_opened"] == 1 and "alert open  h0 at 2026-11-01T01:" in out
+
+
+def test_replay_paces_at_the_requested_rate(served: tuple[str, Path],
+                                            capsys: pytest.CaptureFixture[str]) -> None:
+    target, _ = served
+    start = time.perf_counter()
+    assert main(["replay", "--target", target, "--rows", "200", "--batch", "20",
+                 "--rate", "400"]) == 0
+    assert time.perf_counter() - start >= 0.4  # 200 rows at 400 rows/s: ~0.5 s
+    assert _json_out(capsys)["rows"] == 200
+
+
+def test_client_errors_exit_nonzero(served: tuple[str, Path], monkeypatch: pytest.MonkeyPatch,
+                                    capsys: pytest.CaptureFixture[str]) -> None:
+    target, _ = served
+    monkeypatch.setenv("DS_SCORER_TOKEN", "wrong")
+    assert main(["info", "--target", target]) == 1
+    assert "error: UNAUTHENTICATED" in capsys.readouterr().err
+
+
+
+@pytest.mark.parametrize("event_loop", ["uvloop", "asyncio"])
+def test_serve_drains_in_flight_streams_on_sigterm(tmp_path: Path, event_loop: str) -> None:
+    models = tmp_path / "models"
+    path = write_point_bundle(models)
+    promote(models, "ae", path.name)
+    port = free_port()
+    env = {**os.environ, "DS_SCORER_TOKEN": "", "PYTHONPATH": str(ROOT)}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "ds_serving.cli", "serve", "--models", str(models), "--name",
+         "ae", "--host", "127.0.0.1", "--port", str(port), "--metrics-port", "-1",
+         "--grace", "10", "--event-loop", event_loop], env=env, stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        client = ScorerClient(f"127.0.0.1:{port}", timeout=5)
+        deadline = time.time() + 60
+        while True:
+            try:
+                if client.health() == "SERVING":
+                    break
+            except Exception:
+                pass
+            assert time.time() < deadline and proc.poll() is None, "server did not start"
+            time.sleep(0.2)
+        go_on = threading.Event()
+
+        def messages() -> Iterator[scoring_pb2.ScoreRequest]:
+            yield encode_request(normal_rows(2), request_id="before")
+            go_on.wait(20)
+            yield encode_request(normal_rows(2), request_id="after-sigterm")
+
+        stream = client.score_stream(messages())
+        assert next(stream).request_id == "before"
+        proc.send_signal(signal.SIGTERM)
+        time.sleep(0.5)
+        assert proc.poll() is None  # still draining the open stream
+        go_on.set()
+        assert next(stream).request_id == "after-sigterm"
+        assert list(stream) == []
+        assert proc.wait(15) == 0
+        client.close()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        stderr = proc.communicate()[1]
+    assert "draining in-flight requests" in stderr
+    assert f"serving ae v{path.name}" in stderr
+    assert f"event loop: {event_loop}" in stderr
+
+
+def test_event_loop_choice_errors_say_what_to_do(monkeypatch: pytest.MonkeyPatch) -> None:
+    async def nothing() -> None:
+        return None
+
+    coro = nothing()
+    with pytest.raises(ValueError, match="must be auto, uvloop or asyncio"):
+        run_event_loop(coro, "trio")
+    coro.close()
+    monkeypatch.setitem(sys.modules, "uvloop", None)  # import uvloop -> ImportError
+    coro = nothing()
+    with pytest.raises(ValueError, match="uvloop is not installed"):
+        run_event_loop(coro, "uvloop")
+    coro.close()
+    ran: list[str] = []
+
+    async def record() -> None:
+        ran.append(type(asyncio.get_running_loop()).__module__)
+
+    run_event_loop(record(), "auto")  # falls back to the standard loop
+    assert ran == ["asyncio.unix_events"]
+
+
+@pytest.mark.parametrize(("field", "value", "match"), [
+    ("poll_interval", 0.0, "poll_interval must be > 0"),
+    ("max_entities", 0, "max_entities must be >= 1"),
+    ("workers", -1, "workers and intra_op_threads must be >= 0"),
+    ("grace", -1.0, "grace must be >= 0"),
+    ("coalesce_window", -0.001, "coalesce window must be 0-1000 ms, got -1 ms"),
+])
+def test_server_config_names_a_value_that_cannot_work(
+    tmp_path: Path, field: str, value: float, match: str
+) -> None:
+    with pytest.raises(ValueError, match=match):
+        ServerConfig(models_dir=tmp_path, name="ae", **{field: value})  # type: ignore[arg-type]
+
+
+def test_bad_client_values_are_named(served: tuple[str, Path], tmp_path: Path,
+                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    target, _ = served
+    source = tmp_path / "rows.csv"
+    pd.DataFrame(normal_rows(3), columns=FEATURES).to_csv(source, index=False)
+    with pytest.raises(SystemExit, match="--batch-rows must be >= 1, got 0"):
+        main(["score", str(source), "--target", target, "--batch-rows", "0"])
+    # DS_SCORER_TLS=0 means no TLS (it used to mean yes: any non-empty string was true)
+    monkeypatch.setenv("DS_SCORER_TLS", "0")
+    assert main(["info", "--target", target]) == 0
+    monkeypatch.setenv("DS_SCORER_TLS", "maybe")
+    with pytest.raises(SystemExit, match=r"DS_SCORER_TLS='maybe': use 1/true/yes/on"):
+        main(["info", "--target", target])

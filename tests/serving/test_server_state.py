@@ -1,0 +1,616 @@
+"""Per-entity state of the live scorer: hot reload to another window or alert policy, one time
+base per entity, required entity ids, cancellation and chunked temporal scoring."""
+
+from __future__ import annotations
+
+import asyncio
+import gc
+import weakref
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import grpc
+import numpy as np
+import pytest
+
+from ds_serving import runtime as runtime_module
+from ds_serving.alerting import AlertPolicy, AlertTracker
+from ds_serving.bundle import Bundle, promote, write_bundle
+from ds_serving.client import ScorerClient, encode_request
+from ds_serving.decoding import Decoded, RequestError
+from ds_serving.runtime import ModelRuntime
+from ds_serving.scoring import Scorer, score_rows
+from ds_serving.server import ServerThread
+from ds_serving.smoothing import Smoothing, smooth_flags
+from tests.support.models import window_model
+from tests.support.serving import FEATURES, POLICY, normal_rows, server_config, write_point_bundle
+
+F = len(FEATURES)
+
+
+@pytest.fixture
+def models(tmp_path: Path) -> Path:
+    return tmp_path / "models"
+
+
+def _publish_window(models: Path, window: int, *, name: str = "tae", **kw: object) -> Bundle:
+    params: dict[str, object] = {
+        "kind": "window", "features": FEATURES, "threshold": 0.5, "threshold_rule": {},
+        "window": window, "alerting": POLICY,
+    }
+    params.update(kw)
+    bundle = write_bundle(models, name, window_model(F, window), **params)  # type: ignore[arg-type]
+    promote(models, name, bundle.manifest.version)
+    return bundle
+
+
+def _error(call: object) -> tuple[str, str]:
+    with pytest.raises(grpc.RpcError) as info:
+        call()  # type: ignore[operator]
+    return info.value.code().name, info.value.details()  # type: ignore[attr-defined]
+
+
+def test_reload_to_a_bigger_window_keeps_history_and_the_open_alert(models: Path) -> None:
+    _publish_window(models, 3, alerting={"k": 1, "n": 1, "m": 3, "cooldown": 1000})
+    rows = np.zeros((10, F), np.float32)
+    rows[2] = 10.0  # far from its window's mean: flagged, opens an alert
+    times = 100.0 + np.arange(10)
+    thread = ServerThread(server_config(models, "tae", poll_interval=3600))
+    server = thread.start()
+    try:
+        client = ScorerClient(f"127.0.0.1:{server.port}", timeout=10)
+        first = client.score(rows[:3], ["a"] * 3, times[:3])
+        assert [a.kind for a in first.alerts] == ["open"]
+        # v2: window 8 and another alert policy (the tracker moves, open alerts with it)
+        v2 = _publish_window(models, 8, alerting={"k": 1, "n": 1, "m": 4, "cooldown": 1000})
+        assert thread.reload() == "success"
+        assert server.runtime is not None and server.runtime.window == 8
+        assert server.runtime.open_alerts == 1  # the gauge reads the moved tracker
+        warm = client.score(rows[3:7], ["a"] * 4, times[3:7])
+        # history 2 (carried tail) + 4 < 8: unscored, and unscored rows must not close the alert
+        assert np.isnan(warm.scores).all() and warm.alerts == []
+        assert server.runtime.open_alerts == 1
+        after = client.score(rows[7:], ["a"] * 3, times[7:])
+        # the carried 2-row tail completes the first window 6 rows after the reload, not 8
+        assert np.isnan(after.scores).tolist() == [True, False, False]
+        reference = score_rows(Scorer.from_bundle(v2, backend="cpu"), rows)
+        np.testing.assert_allclose(after.scores[1:], reference.scores[8:], atol=1e-6)
+        assert server.runtime.open_alerts == 1 and not after.alerts  # 2 scored rows < m=4
+        client.close()
+    finally:
+        thread.stop(0)
+
+
+def test_replaced_models_are_released_without_stateful_traffic(models: Path) -> None:
+    # anonymous requests (the --processes tier's only kind) never touch per-entity state, so
+    # the reload itself must hand the state over; otherwise every old model stays reachable
+    promote(models, "ae", write_point_bundle(models, "ae").name)
+    thread = ServerThread(server_config(models, "ae", poll_interval=3600))
+    server = thread.start()
+    try:
+        client = ScorerClient(f"127.0.0.1:{server.port}", timeout=10)
+        rows = normal_rows(4)
+        replaced = []
+        for _ in range(3):
+            client.score(rows)
+            replaced.append(weakref.ref(server.runtime))
+            promote(models, "ae", write_point_bundle(models, "ae").name)
+            assert thread.reload() == "success"
+        client.score(rows)
+        gc.collect()
+        assert [ref() for ref in replaced] == [None, None, None]
+        assert server.runtime is not None and server.runtime._inherit_from is None
+        client.close()
+    finally:
+        thread.stop(0)
+
+
+def test_time_base_switch_or_rewind_is_refused_before_any_state_changes(models: Path) -> None:
+    window, smoothing = 4, {"k": 2, "n": 3}
+    bundle = _publish_window(models, window, smoothing=smoothing)
+    rng = np.random.default_rng(5)
+    rows = rng.normal(size=(30, F)).astype(np.float32)
+    times = 1000.0 + 60.0 * np.arange(30)
+    with ServerThread(server_config(models, "tae")) as server:
+        client = ScorerClient(f"127.0.0.1:{server.port}", timeout=10)
+        got = [client.score(rows[:12], ["h"] * 12, times[:12])]
+        code, details = _error(lambda: client.score(rows[12:15], ["h"] * 3))
+        assert code == "INVALID_ARGUMENT"
+        assert "timestamps: entity 'h' was sent with timestamps before" in details
+        got.append(client.score(rows[12:], ["h"] * 18, times[12:]))
+        # the converse: an entity that started without timestamps keeps row counts
+        client.score(rows[:2], ["g"] * 2)
+        code, details = _error(lambda: client.score(rows[:1], ["g"], times[:1]))
+        assert code == "INVALID_ARGUMENT" and "entity 'g' was sent without timestamps" in details
+        # rows older than the entity's last one would rewind windows and cooldowns: refused
+        code, details = _error(lambda: client.score(rows[:2], ["h"] * 2, times[:2]))
+        assert code == "INVALID_ARGUMENT"
+        assert "entity 'h' row 0 at 1000.000 is earlier than its previous row" in details
+        client.close()
+    # the refused request left no trace: the stream equals scoring the accepted rows only
+    scores = np.concatenate([r.scores for r in got])
+    flags = np.concatenate([r.flags for r in got])
+    reference = score_rows(Scorer.from_bundle(bundle, backend="cpu"), rows)
+    np.testing.assert_allclose(scores, reference.scores, atol=1e-6)
+    expected = smooth_flags(reference.flags, Smoothing.from_dict(smoothing))
+    np.testing.assert_array_equal(flags, expected)
+    events = AlertTracker(AlertPolicy.from_dict(POLICY)).update(
+        np.array(["h"] * 30), expected, reference.scores, times
+    )
+    alerts = [(a.kind, a.at) for r in got for a in r.alerts]
+    assert alerts == [(e.kind, e.at) for e in events]
+
+
+@pytest.mark.parametrize("stateful", ["window", "smoothing"])
+def test_stateful_models_require_entity_ids(models: Path, stateful: str) -> None:
+    if stateful == "window":
+        _publish_window(models, 3)
+        name, why = "tae", "a window of the last 3 rows"
+    else:
+        path = write_point_bundle(models, smoothing={"k": 2, "n": 3})
+        promote(models, "ae", path.name)
+        name, why = "ae", "2-of-3 flag smoothing"
+    with ServerThread(server_config(models, name, metrics_port=None)) as server:
+        client = ScorerClient(f"127.0.0.1:{server.port}", timeout=10)
+        code, details = _error(lambda: client.score(normal_rows(4)))
+        assert code == "INVALID_ARGUMENT"
+        assert details.startswith(f"entity_ids: model {name!r} keeps per-entity state ({why})")
+        assert len(client.score(normal_rows(4), ["x"] * 4).scores) == 4
+        client.close()
+
+
+def test_empty_entity_ids_are_refused(models: Path) -> None:
+    path = write_point_bundle(models)
+    promote(models, "ae", path.name)
+    with ServerThread(server_config(models, metrics_port=None)) as server:
+        client = ScorerClient(f"127.0.0.1:{server.port}", timeout=10)
+        request = encode_request(normal_rows(3), ["a", "", "b"])
+        code, details = _error(lambda: client.score_raw(request))
+        assert code == "INVALID_ARGUMENT"
+        assert "entity_ids: row 1 has an empty entity id" in details
+        # a point model without smoothing still scores anonymous rows statelessly
+        assert len(client.score(normal_rows(3)).scores) == 3
+        client.close()
+
+
+def _runtime(models: Path, window: int, **kw: object) -> ModelRuntime:
+    return ModelRuntime.load(_publish_window(models, window, **kw).path, backend="cpu")
+
+
+def _decoded(rows: np.ndarray, entities: list[str]) -> Decoded:
+    return Decoded(rows=rows, entities=np.asarray(entities), times=None)
+
+
+def test_cancelled_request_leaves_windows_smoothing_and_alerts_untouched(models: Path) -> None:
+    rt = _runtime(models, 3, smoothing={"k": 1, "n": 2})
+    rows = np.random.default_rng(1).normal(size=(6, F)).astype(np.float32)
+
+    async def hang(scorer: Scorer, inputs: np.ndarray, explain: bool) -> tuple[np.ndarray, None]:
+        await asyncio.Event().wait()
+        raise AssertionError("unreachable")
+
+    async def inline(scorer: Scorer, inputs: np.ndarray, explain: bool):  # type: ignore[no-untyped-def]
+        return scorer.run(inputs, explain=explain)
+
+    rows[3:] += 5.0  # far from the first window: flagged, so smoothing and alerts have work
+
+    async def scenario() -> list[Any]:
+        first = await rt.score_async(_decoded(rows[:3], ["a"] * 3), explain=False, run=inline)
+        with pytest.raises(TimeoutError):  # deadline hits while the graph runs
+            await asyncio.wait_for(
+                rt.score_async(_decoded(rows[3:5], ["a"] * 2), explain=False, run=hang), 0.05
+            )
+        second = await rt.score_async(_decoded(rows[3:], ["a"] * 3), explain=False, run=inline)
+        return [first, second]
+
+    first, second = asyncio.run(scenario())
+    reference = score_rows(rt.scorer, rows)
+    np.testing.assert_allclose(second.scores, reference.scores[3:], atol=1e-6)
+    # the smoothing tail and the alert state are those of the accepted rows only
+    flags = smooth_flags(reference.flags, rt.smoothing)
+    assert flags[3:].any()
+    np.testing.assert_array_equal(np.concatenate([first.flags, second.flags]), flags)
+    expected = AlertTracker(rt.alert_policy).update(
+        np.array(["a"] * 6), flags, reference.scores)
+    assert expected  # the scenario opens an alert
+    got = first.alerts + [replace(a, position=a.position + 3) for a in second.alerts]
+    assert [(a.kind, a.position) for a in got] == [(e.kind, e.position) for e in expected]
+
+
+def test_temporal_requests_run_in_bounded_chunks_with_identical_results(
+    models: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    window = 4
+    rt = _runtime(models, window)
+    rng = np.random.default_rng(2)
+    rows = rng.normal(size=(200, F)).astype(np.float32)
+    hosts = [f"h{i}" for i in rng.integers(0, 5, size=200)]
+    monkeypatch.setattr(runtime_module, "WINDOW_CHUNK_ROWS", 8 * window)  # 8 windows per run
+    seen: list[tuple[int, ...]] = []
+
+    async def record(scorer: Scorer, inputs: np.ndarray, explain: bool):  # type: ignore[no-untyped-def]
+        seen.append(inputs.shape)
+        return scorer.run(inputs, explain=explain)
+
+    result = asyncio.run(rt.score_async(_decoded(rows, hosts), explain=True, run=record))
+    reference = score_rows(rt.scorer, rows, np.asarray(hosts), explain=True)
+    assert max(shape[0] for shape in seen) == 8 and len(seen) > 1
+    np.testing.assert_array_equal(np.isnan(result.scores), np.isnan(reference.scores))
+    np.testing.assert_allclose(result.scores, reference.scores, atol=1e-6)
+    assert result.feature_errors is not None and reference.feature_errors is not None
+    np.testing.assert_allclose(result.feature_errors, reference.feature_errors, atol=1e-6)
+    # the sync path chunks the same way
+    rt2 = _runtime(models, window)
+    sync = rt2.score(_decoded(rows, hosts))
+    np.testing.assert_allclose(sync.scores, reference.scores, atol=1e-6)
+
+
+def test_decode_refuses_missing_ids_before_touching_state(models: Path) -> None:
+    rt = _runtime(models, 3)
+    data = np.zeros((2, F), "<f4").tobytes()
+    with pytest.raises(RequestError, match="entity_ids: model 'tae' keeps per-entity state"):
+        rt.decode(model="", n_rows=2, n_features=F, data=data, entity_ids=[], timestamps=[])
+    assert rt.windows is not None and len(rt.windows) == 0
+
+
+def _point_runtime(models: Path, **kw: object) -> ModelRuntime:
+    return ModelRuntime.load(write_point_bundle(models, **kw), backend="cpu")
+
+
+def _timed(rows: np.ndarray, entity: str, start: float) -> Decoded:
+    times = start + np.arange(len(rows), dtype=np.float64)
+    return Decoded(rows=rows, entities=np.asarray([entity] * len(rows)), times=times)
+
+
+def test_point_model_commits_in_arrival_order_when_graph_runs_finish_in_reverse(
+    models: Path,
+) -> None:
+    """Stateful requests on a point model run the graph outside the state lock (so they can
+    share coalesced runs); their smoothing and alert updates still follow arrival order."""
+    rt = _point_runtime(models, smoothing={"k": 2, "n": 3})
+    rows = normal_rows(9, seed=5)
+    rows[3:7] *= 3.0  # flagged rows: smoothing and alerts have work
+    gates = [asyncio.Event() for _ in range(3)]
+    finished: list[int] = []
+
+    def gated(i: int):  # type: ignore[no-untyped-def]
+        async def run(scorer: Scorer, inputs: np.ndarray, explain: bool):  # type: ignore[no-untyped-def]
+            await gates[i].wait()
+            finished.append(i)
+            return scorer.run(inputs, explain=explain)
+        return run
+
+    async def scenario() -> list[Any]:
+        tasks = [
+            asyncio.ensure_future(rt.score_async(
+                _timed(rows[3 * i:3 * i + 3], "a", 3.0 * i), explain=False, run=gated(i)))
+            for i in range(3)
+        ]
+        await asyncio.sleep(0)
+        for gate in reversed(gates):  # graph runs finish last-arrived first
+            gate.set()
+            await asyncio.sleep(0)
+        return await asyncio.gather(*tasks)
+
+    results = asyncio.run(scenario())
+    assert finished == [2, 1, 0]
+    reference = score_rows(rt.scorer, rows)
+    flags = smooth_flags(reference.flags, rt.smoothing)
+    assert flags.any()
+    np.testing.assert_array_equal(np.concatenate([r.flags for r in results]), flags)
+    expected = AlertTracker(rt.alert_policy).update(
+        np.array(["a"] * 9), flags, reference.scores, np.arange(9, dtype=np.float64))
+    got = [replace(a, position=a.position + 3 * i) for i, r in enumerate(results)
+           for a in r.alerts]
+    assert expected and [(a.kind, a.at) for a in got] == [(e.kind, e.at) for e in expected]
+
+
+def test_point_model_request_cancelled_in_line_neither_commits_nor_lets_later_ones_overtake(
+    models: Path,
+) -> None:
+    rt = _point_runtime(models, smoothing={"k": 1, "n": 2})
+    rows = normal_rows(6, seed=6)
+    first_gate = asyncio.Event()
+
+    async def slow_first(scorer: Scorer, inputs: np.ndarray, explain: bool):  # type: ignore[no-untyped-def]
+        await first_gate.wait()
+        return scorer.run(inputs, explain=explain)
+
+    async def inline(scorer: Scorer, inputs: np.ndarray, explain: bool):  # type: ignore[no-untyped-def]
+        return scorer.run(inputs, explain=explain)
+
+    async def scenario() -> tuple[Any, Any]:
+        first = asyncio.ensure_future(
+            rt.score_async(_timed(rows[:2], "a", 0.0), explain=False, run=slow_first))
+        doomed = asyncio.ensure_future(
+            rt.score_async(_timed(rows[2:4], "a", 2.0), explain=False, run=inline))
+        third = asyncio.ensure_future(
+            rt.score_async(_timed(rows[4:], "a", 4.0), explain=False, run=inline))
+        await asyncio.sleep(0.01)  # doomed and third have scored and wait for their turn
+        assert not third.done()  # third may not overtake first
+        doomed.cancel()
+        await asyncio.sleep(0.01)
+        assert not third.done()  # still behind first, although doomed gave up
+        first_gate.set()
+        return await first, await third
+
+    first, third = asyncio.run(scenario())
+    kept = np.r_[0:2, 4:6]
+    reference = score_rows(rt.scorer, rows[kept])
+    flags = smooth_flags(reference.flags, rt.smoothing)
+    np.testing.assert_array_equal(np.concatenate([first.flags, third.flags]), flags)
+    assert rt.tracker._state["a"].last_time == 5.0  # the cancelled rows were never committed
+
+
+def _reload_while_in_flight(old: ModelRuntime, new: ModelRuntime, first: Decoded,
+                            second: Decoded) -> list[Any]:
+    """``first`` is scoring on ``old`` (its graph still running) when ``new`` replaces it and
+    ``second`` arrives on ``new``; returns both results and the adoption's completion order."""
+    gate = asyncio.Event()
+    order: list[str] = []
+
+    async def slow(scorer: Scorer, inputs: np.ndarray, explain: bool):  # type: ignore[no-untyped-def]
+        await gate.wait()
+        return scorer.run(inputs, explain=explain)
+
+    async def inline(scorer: Scorer, inputs: np.ndarray, explain: bool):  # type: ignore[no-untyped-def]
+        return scorer.run(inputs, explain=explain)
+
+    async def tracked(name: str, coro: Any) -> Any:
+        result = await coro
+        order.append(name)
+        return result
+
+    async def scenario() -> list[Any]:
+        a = asyncio.ensure_future(tracked("first", old.score_async(first, explain=False,
+                                                                    run=slow)))
+        await asyncio.sleep(0)
+        new.inherit_state(old)
+        adopt = asyncio.ensure_future(tracked("adopt", new.adopt_inherited()))
+        b = asyncio.ensure_future(tracked("second", new.score_async(second, explain=False,
+                                                                     run=inline)))
+        await asyncio.sleep(0.01)
+        assert not adopt.done() and not b.done()  # both wait for the earlier request
+        gate.set()
+        return [await a, await b, await adopt]
+
+    first_result, second_result, _ = asyncio.run(scenario())
+    return [first_result, second_result, order]
+
+
+def _sequential(old: ModelRuntime, new: ModelRuntime, first: Decoded, second: Decoded
+                ) -> list[Any]:
+    async def scenario() -> list[Any]:
+        async def inline(scorer: Scorer, inputs: np.ndarray, explain: bool):  # type: ignore[no-untyped-def]
+            return scorer.run(inputs, explain=explain)
+
+        a = await old.score_async(first, explain=False, run=inline)
+        new.inherit_state(old)
+        await new.adopt_inherited()
+        return [a, await new.score_async(second, explain=False, run=inline)]
+
+    return asyncio.run(scenario())
+
+
+def test_reload_to_another_point_policy_waits_for_requests_in_flight_on_the_old_model(
+    models: Path,
+) -> None:
+    p0 = write_point_bundle(models, smoothing={"k": 1, "n": 1})
+    p1 = write_point_bundle(models, smoothing={"k": 1, "n": 2},
+                            alerting={**POLICY, "cooldown": 7})
+    rows = normal_rows(4, seed=1) * 5.0  # flagged: an alert opens on the first rows
+    first, second = _timed(rows[:2], "a", 0.0), _timed(rows[2:], "a", 2.0)
+    got = _reload_while_in_flight(ModelRuntime.load(p0, backend="cpu"),
+                                  ModelRuntime.load(p1, backend="cpu"), first, second)
+    new_rt = ModelRuntime.load(p1, backend="cpu")
+    want = _sequential(ModelRuntime.load(p0, backend="cpu"), new_rt, first, second)
+    assert got[2] == ["first", "adopt", "second"]
+    for g, w in zip(got[:2], want, strict=True):
+        np.testing.assert_array_equal(g.flags, w.flags)
+        assert [(a.kind, a.at) for a in g.alerts] == [(a.kind, a.at) for a in w.alerts]
+    assert [a.kind for a in got[0].alerts] == ["open"] and not got[1].alerts  # one alert
+
+
+def test_reload_from_point_to_temporal_keeps_arrival_order(models: Path) -> None:
+    p0 = write_point_bundle(models)
+    b1 = _publish_window(models, 2)
+    rows = normal_rows(4, seed=1)
+    first, second = _timed(rows[:2], "a", 0.0), _timed(rows[2:], "a", 2.0)
+    got = _reload_while_in_flight(ModelRuntime.load(p0, backend="cpu"),
+                                  ModelRuntime.load(b1.path, backend="cpu"), first, second)
+    assert got[2] == ["first", "adopt", "second"]  # no TimeOrderError for the earlier request
+    assert got[1].n_scored == 1  # the point model left no window history: one full window
+
+
+# -- a temporal model's concurrent requests, scored in groups ---------------------------------
+
+
+def _one_by_one(rt: ModelRuntime, requests: list[Decoded]) -> list[Any]:
+    """Each request scored alone, in arrival order: the answer (or error text) it must get."""
+    out: list[Any] = []
+    for request in requests:
+        try:
+            out.append(rt.score(request))
+        except RequestError as exc:
+            out.append(str(exc))
+    return out
+
+
+def _same_answers(got: list[Any], expected: list[Any]) -> None:
+    assert len(got) == len(expected)
+    for g, e in zip(got, expected, strict=True):
+        if isinstance(e, str):
+            assert isinstance(g, RequestError) and str(g) == e
+            continue
+        np.testing.assert_array_equal(np.isnan(g.scores), np.isnan(e.scores))
+        np.testing.assert_allclose(g.scores, e.scores, atol=1e-6)
+        np.testing.assert_array_equal(g.flags, e.flags)
+        assert [(a.entity, a.kind, a.at, a.position) for a in g.alerts] == [
+            (a.entity, a.kind, a.at, a.position) for a in e.alerts]
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_concurrent_temporal_requests_score_in_groups_as_if_one_by_one(
+    models: Path, seed: int
+) -> None:
+    """Requests that queue behind the state lock are scored together (one graph run), with
+    exactly the answers, alerts and errors they get one by one; a request whose time goes
+    back is refused alone and the others of its group are unaffected."""
+    rng = np.random.default_rng(seed)
+    policy = {"k": 1, "n": 1, "m": 2, "cooldown": 3}
+    rows = rng.normal(size=(60, F)).astype(np.float32)
+    rows[rng.random(60) < 0.3] += 6.0  # flagged rows: alerts open and close
+    hosts = [f"h{i}" for i in rng.integers(0, 3, size=60)]
+    clocks: dict[str, float] = {}
+    requests = []
+    for i in range(0, 60, 2):
+        host = hosts[i]
+        start = clocks.get(host, 0.0)
+        if i == 30:
+            start -= 5.0  # time goes back: this request is refused
+        clocks[host] = start + 2
+        requests.append(Decoded(rows=rows[i : i + 2], entities=np.asarray([host] * 2),
+                                times=start + np.arange(2, dtype=np.float64)))
+    expected = _one_by_one(_runtime(models / "a", 3, alerting=policy,
+                                    smoothing={"k": 1, "n": 2}), requests)
+    rt = _runtime(models / "b", 3, alerting=policy, smoothing={"k": 1, "n": 2})
+    rt.grouping = runtime_module.GroupPolicy(window=0.05)
+
+    async def inline(scorer: Scorer, inputs: np.ndarray, explain: bool):  # type: ignore[no-untyped-def]
+        return scorer.run(inputs, explain=explain)
+
+    async def scenario() -> list[Any]:
+        return await asyncio.gather(
+            *(rt.score_async(r, explain=False, run=inline) for r in requests),
+            return_exceptions=True)
+
+    got = asyncio.run(scenario())
+    assert any(isinstance(e, str) for e in expected)  # the refused request is in the mix
+    _same_answers(got, expected)
+    assert rt.grouped_requests >= len(requests) // 2  # most were scored in someone's group
+
+
+def test_a_request_cancelled_while_its_group_runs_commits_nothing(models: Path) -> None:
+    """The group's graph runs off the loop; meanwhile a member is cancelled (deadline): the
+    group is dropped, the first request is scored alone, the cancelled one leaves no trace and
+    the last one answers as if the cancelled one had never come."""
+    rows = np.random.default_rng(5).normal(size=(9, F)).astype(np.float32)
+    requests = [_decoded(rows[i : i + 3], ["a"] * 3) for i in (0, 3, 6)]
+    expected = _one_by_one(_runtime(models / "a", 3), [requests[0], requests[2]])
+    rt = _runtime(models / "b", 3)
+    rt.grouping = runtime_module.GroupPolicy(window=0.001)
+    windows_run: list[int] = []
+
+    async def scenario() -> list[Any]:
+        gate = asyncio.Event()
+
+        async def slow(scorer: Scorer, inputs: np.ndarray, explain: bool):  # type: ignore[no-untyped-def]
+            windows_run.append(len(inputs))
+            await gate.wait()
+            return scorer.run(inputs, explain=explain)
+
+        first = asyncio.ensure_future(rt.score_async(requests[0], explain=False, run=slow))
+        middle = asyncio.ensure_future(rt.score_async(requests[1], explain=False, run=slow))
+        last = asyncio.ensure_future(rt.score_async(requests[2], explain=False, run=slow))
+        await asyncio.sleep(0.01)  # the three formed one group, whose graph run waits
+        middle.cancel()
+        gate.set()
+        return [await first, await last, middle.cancelled()]
+
+    first, last, cancelled = asyncio.run(scenario())
+    assert cancelled
+    _same_answers([first, last], expected)
+    # the group's run (9 rows of "a": 7 windows), then the first alone (1 window), then the
+    # last alone on the first's 2-row tail (3 windows)
+    assert windows_run == [7, 1, 3] and rt.grouped_requests == 0
+
+
+def test_members_of_a_group_that_could_not_run_do_not_wait_again(models: Path) -> None:
+    """When a group's joint run fails, its first request is scored alone and the others take
+    their turns: they do not wait out the grouping window a second time (each would, in turn),
+    and every answer is the one-by-one answer."""
+    rows = np.random.default_rng(6).normal(size=(9, F)).astype(np.float32)
+    requests = [_decoded(rows[i : i + 3], ["a"] * 3) for i in (0, 3, 6)]
+    expected = _one_by_one(_runtime(models / "a", 3), requests)
+    rt = _runtime(models / "b", 3)
+    rt.grouping = runtime_module.GroupPolicy(window=0.05)
+    waits: list[bool] = []
+    should_wait = rt.grouping.should_wait
+
+    def counted(*args: Any, **kwargs: Any) -> bool:
+        waits.append(should_wait(*args, **kwargs))
+        return waits[-1]
+
+    rt.grouping.should_wait = counted  # type: ignore[method-assign]
+
+    async def small_runs_only(scorer: Scorer, inputs: np.ndarray, explain: bool):  # type: ignore[no-untyped-def]
+        if len(inputs) > 3:  # any joint run of two or more of these requests
+            raise RuntimeError("joint run failed")
+        return scorer.run(inputs, explain=explain)
+
+    async def scenario() -> list[Any]:
+        return await asyncio.gather(
+            *(rt.score_async(r, explain=False, run=small_runs_only) for r in requests))
+
+    got = asyncio.run(scenario())
+    _same_answers(got, expected)
+    assert rt.grouped_requests == 0
+    assert len(waits) == 1  # only the first request asked whether to wait for company
+
+
+def test_a_cancellation_requested_while_the_group_ran_commits_nothing(models: Path) -> None:
+    """The cancellation of a member lands while the group's graph runs, but the first request
+    resumes before the member's task sees it: the group is still dropped."""
+    rows = np.random.default_rng(0).normal(size=(4, F)).astype(np.float32)
+    rt = _runtime(models, 2)
+    rt.grouping = runtime_module.GroupPolicy(window=0.05)
+    tasks: dict[str, asyncio.Future[Any]] = {}
+
+    async def run(scorer: Scorer, inputs: np.ndarray, explain: bool):  # type: ignore[no-untyped-def]
+        await asyncio.sleep(0.01)  # the graph on a worker thread
+        if "second" in tasks:
+            tasks["second"].cancel()  # its client goes away; the task learns it next tick
+        return scorer.run(inputs, explain=explain)
+
+    async def scenario() -> bool:
+        first = asyncio.ensure_future(
+            rt.score_async(_decoded(rows[:1], ["x"]), explain=False, run=run))
+        tasks["second"] = asyncio.ensure_future(
+            rt.score_async(_decoded(rows[1:2], ["x"]), explain=False, run=run))
+        await first
+        with pytest.raises(asyncio.CancelledError):
+            await tasks.pop("second")
+        return True
+
+    assert asyncio.run(scenario())
+    assert rt.grouped_requests == 0
+    assert rt.windows is not None
+    np.testing.assert_array_equal(rt.windows._tails["x"][-1], rows[0])  # only the first's row
+
+
+def test_grouped_requests_leave_the_eviction_order_of_one_by_one(models: Path) -> None:
+    """Per-entity state is evicted least recently seen first; grouping A=[e1] with B=[e2, e1]
+    must leave e1 the most recent, as one by one does, so a later eviction drops e2."""
+    rows = np.random.default_rng(0).normal(size=(8, F)).astype(np.float32)
+    requests = [_decoded(rows[0:1], ["e1"]), _decoded(rows[1:3], ["e2", "e1"]),
+                _decoded(rows[3:4], ["e3"]), _decoded(rows[4:5], ["e1"])]
+    expected = _one_by_one(ModelRuntime.load(_publish_window(models / "a", 2).path,
+                                             backend="cpu", max_entities=2), requests)
+    rt = ModelRuntime.load(_publish_window(models / "b", 2).path, backend="cpu",
+                           max_entities=2)
+    rt.grouping = runtime_module.GroupPolicy(window=0.05)
+
+    async def inline(scorer: Scorer, inputs: np.ndarray, explain: bool):  # type: ignore[no-untyped-def]
+        return scorer.run(inputs, explain=explain)
+
+    async def scenario() -> list[Any]:
+        first = await asyncio.gather(*(rt.score_async(r, explain=False, run=inline)
+                                       for r in requests[:2]))
+        rest = [await rt.score_async(r, explain=False, run=inline) for r in requests[2:]]
+        return [*first, *rest]
+
+    got = asyncio.run(scenario())
+    assert rt.grouped_requests == 1
+    _same_answers(got, expected)
+    assert not np.isnan(got[3].scores).any()  # e1's tail survived e3's arrival

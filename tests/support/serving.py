@@ -1,0 +1,77 @@
+"""A served point model for scorer tests: features, rows, a bundle and a server config."""
+
+from __future__ import annotations
+
+import socket
+from pathlib import Path
+
+import numpy as np
+
+from ds_serving.bundle import write_bundle
+from ds_serving.scoring import Scorer
+from ds_serving.server import ServerConfig
+from tests.support.models import dense_autoencoder
+
+FEATURES = ["cpu", "memory", "latency", "errors"]
+MEAN = [50.0, 60.0, 120.0, 0.5]
+STD = [10.0, 8.0, 30.0, 0.2]
+POLICY = {"k": 2, "n": 3, "m": 2, "cooldown": 100.0}
+
+
+def normal_rows(n: int, seed: int = 0) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    return (np.asarray(MEAN) + np.asarray(STD) * rng.normal(size=(n, len(FEATURES)))).astype(
+        np.float32
+    )
+
+
+def write_point_bundle(models: Path, name: str = "ae", seed: int = 0, **kw: object) -> Path:
+    model = dense_autoencoder(len(FEATURES), (8, 2), mean=MEAN, std=STD, seed=seed)
+    scores = Scorer(model, features=FEATURES, threshold=0.0, backend="cpu").score(
+        normal_rows(400, 99)
+    ).scores
+    params: dict[str, object] = {
+        "kind": "dense_ae",
+        "features": FEATURES,
+        "threshold": float(np.quantile(scores, 0.95)),
+        "threshold_rule": {"rule": "quantile", "q": 0.95},
+        "alerting": POLICY,
+        "extra": {"normalization": {"mean": MEAN, "std": STD}},
+    }
+    params.update(kw)
+    bundle = write_bundle(models, name, model, **params)  # type: ignore[arg-type]
+    return bundle.path
+
+
+def server_config(models: Path, name: str = "ae", **kw: object) -> ServerConfig:
+    params: dict[str, object] = {
+        "models_dir": models, "name": name, "host": "127.0.0.1", "port": 0,
+        "metrics_port": 0, "poll_interval": 0.05, "grace": 2.0,
+    }
+    params.update(kw)
+    return ServerConfig(**params)  # type: ignore[arg-type]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def status_counts(metrics_port: int, method: str) -> dict[str, float]:
+    """``ds_scorer_requests_total`` of one method by gRPC code, scraped from a live scorer."""
+    import urllib.request
+
+    from prometheus_client.parser import text_string_to_metric_families
+
+    url = f"http://127.0.0.1:{metrics_port}/metrics"
+    text = urllib.request.urlopen(url, timeout=10).read().decode()
+    counts: dict[str, float] = {}
+    for family in text_string_to_metric_families(text):
+        if family.name != "ds_scorer_requests":
+            continue
+        for sample in family.samples:
+            if sample.name.endswith("_total") and sample.labels.get("method") == method:
+                code = sample.labels["code"]
+                counts[code] = counts.get(code, 0.0) + sample.value
+    return counts

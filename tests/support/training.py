@@ -1,0 +1,33 @@
+"""Training builders shared by tests: correlated rows, a tiny detector, a tiny training run."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ds_assets.training.detectors import DetectorParams, TrainedDetector, train_detector
+from tests.conftest import DAYS
+
+FEATURES = [f"f{i}" for i in range(1, 5)]
+
+
+def correlated_rows(n: int, seed: int = 0) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    latent = rng.normal(size=(n, 1))
+    mix = np.array([[1.0, 0.8, -0.5, 2.0]])
+    return (latent @ mix + 0.1 * rng.normal(size=(n, 4)) + [10, 20, 30, 40]).astype(np.float32)
+
+
+def tiny_model(epochs: int = 3, seed: int = 0) -> TrainedDetector:
+    return train_detector(
+        DetectorParams(hidden=(8, 2), epochs=epochs, batch_size=64, seed=seed),
+        correlated_rows(512, seed),
+        correlated_rows(128, seed + 1),
+        FEATURES,
+    )
+
+TRAIN_CONFIG = {
+    "ops": {
+        "training_set": {"config": {"n_partitions": len(DAYS), "end_partition": DAYS[-1]}},
+        "detector": {"config": {"epochs": 1, "hidden": [8, 3], "batch_size": 128}},
+    }
+}

@@ -1,0 +1,344 @@
+"""Every detector family on tiny data: train, round trip, export, ONNX parity, score through
+ds_serving, and configs that cannot work failing before training."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from ds_assets.settings import Settings
+from ds_assets.training.datasets import DatasetError, contiguous_segments
+from ds_assets.training.detectors import (
+    FAMILIES,
+    DetectorConfigError,
+    DetectorParams,
+    TrainedDetector,
+    train_detector,
+)
+from ds_assets.training.export import check_parity, export_onnx, reference_scores
+from ds_serving.bundle import load_bundle, write_bundle
+from ds_serving.scoring import Scorer, score_rows
+from ds_serving.windows import window_index
+from tests.support.training import FEATURES, correlated_rows
+
+TINY = {
+    "dense_ae": DetectorParams(family="dense_ae", hidden=(8, 2), epochs=2, batch_size=64),
+    "temporal_ae": DetectorParams(
+        family="temporal_ae", window=6, channels=(8, 4), kernel_size=3, latent=4, epochs=2,
+        batch_size=64,
+    ),
+    "pca": DetectorParams(family="pca", explained_variance=0.9),
+}
+ENTITIES_TRAIN = np.repeat(["a", "b", "c"], 160)
+ENTITIES_VAL = np.repeat(["a", "b", "c"], 40)
+
+
+def _train(family: str, **changes: object) -> TrainedDetector:
+    params = DetectorParams(**{**TINY[family].to_dict(), **changes})
+    return train_detector(
+        params, correlated_rows(480), correlated_rows(120, 1), FEATURES,
+        train_entities=ENTITIES_TRAIN, val_entities=ENTITIES_VAL,
+    )
+
+
+@pytest.fixture(scope="module", params=FAMILIES)
+def trained(request: pytest.FixtureRequest) -> TrainedDetector:
+    return _train(request.param)
+
+
+def _anomalous_rows(n: int = 90, seed: int = 3) -> tuple[np.ndarray, np.ndarray]:
+    rows = correlated_rows(n, seed)
+    labels = np.zeros(n, bool)
+    labels[40:44] = True
+    rows[40:44, 0] += 8.0  # break the correlation on one feature
+    return rows, labels
+
+
+def test_family_trains_with_summary(trained: TrainedDetector) -> None:
+    s = trained.training_summary
+    assert s["family"] == trained.family and s["seed"] == 0
+    assert s["train_rows"] == 480 and s["val_rows"] == 120
+    assert s["wall_time_s"] >= 0 and np.isfinite(s["best_val_loss"])
+    assert "loss_curve" in s and s["params"]["family"] == trained.family
+    if trained.family == "pca":
+        assert s["epochs_run"] == 0 and 1 <= s["n_components"] <= 3
+        assert s["explained_variance_ratio"] >= 0.9
+    else:
+        assert s["epochs_run"] == 2 and len(s["val_loss"]) == 2
+    if trained.family == "temporal_ae":
+        assert trained.window == 6
+        # windows never cross entities: 3 entities x (160 - 6 + 1)
+        assert s["train_windows"] == 3 * 155 and s["val_windows"] == 3 * 35
+    else:
+        assert trained.window is None
+    np.testing.assert_allclose(trained.mean, correlated_rows(480).mean(axis=0), rtol=1e-5)
+
+
+def test_round_trip_is_exact_and_pickle_free(trained: TrainedDetector) -> None:
+    restored = TrainedDetector.from_bytes(trained.to_bytes())
+    rows = correlated_rows(40, 9)
+    assert restored.family == trained.family and restored.params == trained.params
+    assert restored.window == trained.window
+    np.testing.assert_array_equal(
+        reference_scores(restored, rows)[0], reference_scores(trained, rows)[0]
+    )
+
+
+def test_onnx_parity_and_scoring_through_the_graph(trained: TrainedDetector, tmp_path) -> None:
+    onnx_bytes = export_onnx(trained)
+    rows, labels = _anomalous_rows()
+    parity = check_parity(trained, onnx_bytes, rows)
+    assert parity.passed, parity
+    assert parity.reference == ("numpy" if trained.family == "pca" else "torch")
+
+    bundle = load_bundle(write_bundle(
+        tmp_path, "m", onnx_bytes, kind=trained.kind, features=FEATURES, threshold=1.0,
+        threshold_rule={"rule": "quantile"}, window=trained.window,
+    ).path)
+    scorer = Scorer.from_bundle(bundle, backend="cpu")
+    entities = np.repeat(["x", "y"], 45)
+    batch = score_rows(scorer, rows, entities, explain=True)
+    assert batch.feature_errors is not None and batch.feature_errors.shape == rows.shape
+    ref_score, ref_errors = reference_scores(trained, rows if trained.window is None else
+                                             rows[window_index(entities, 6).starts])
+    if trained.window is None:
+        np.testing.assert_allclose(batch.scores, ref_score, rtol=1e-4, atol=1e-6)
+        assert not np.isnan(batch.scores).any()
+    else:
+        # rows before an entity's first full window get no score and no flag
+        unscored = np.isnan(batch.scores)
+        assert unscored.sum() == 2 * 5
+        assert unscored[:5].all() and unscored[45:50].all()
+        assert not batch.flags[unscored].any()
+        ends = window_index(entities, 6).ends
+        np.testing.assert_allclose(batch.scores[ends], ref_score, rtol=1e-4, atol=1e-6)
+        np.testing.assert_allclose(batch.feature_errors[ends], ref_errors, rtol=1e-4, atol=1e-6)
+    # the injected anomaly scores above every normal row of its entity
+    scores = np.nan_to_num(batch.scores, nan=-1.0)
+    normal = scores[:45][~labels[:45]]
+    assert scores[40:44].max() > normal.max()
+
+
+def test_seeded_training_is_reproducible() -> None:
+    a, b = _train("temporal_ae", seed=4), _train("temporal_ae", seed=4)
+    c = _train("temporal_ae", seed=5)
+    for key in a.arrays:
+        np.testing.assert_array_equal(a.arrays[key], b.arrays[key])
+    assert any(not np.array_equal(a.arrays[k], c.arrays[k]) for k in a.arrays)
+
+
+def test_temporal_last_row_score_and_pca_sum_combination() -> None:
+    last = _train("temporal_ae", temporal_score="last_row", epochs=1)
+    rows = correlated_rows(30, 2)
+    score, errors = reference_scores(last, rows)
+    np.testing.assert_allclose(score, errors.mean(axis=1), rtol=1e-6)
+    assert check_parity(last, export_onnx(last), rows).passed
+
+    summed = _train("pca", pca_combine="sum", t2_weight=0.25)
+    maxed = _train("pca")
+    np.testing.assert_array_equal(summed.arrays["components"], maxed.arrays["components"])
+    s_sum, _ = reference_scores(summed, rows)
+    s_max, _ = reference_scores(maxed, rows)
+    assert np.all(s_sum <= s_max + 1e-6)  # a weighted mean never exceeds the max
+    assert check_parity(summed, export_onnx(summed), rows).passed
+
+
+def test_pca_keeps_a_residual_subspace_and_caps_components() -> None:
+    full = _train("pca", explained_variance=1.0)
+    assert full.training_summary["n_components"] == len(FEATURES) - 1
+    capped = _train("pca", explained_variance=1.0, max_components=1)
+    assert capped.arrays["components"].shape == (len(FEATURES), 1)
+
+
+@pytest.mark.parametrize(
+    ("changes", "message"),
+    [
+        ({"family": "lstm"}, "family='lstm': unknown detector family"),
+        ({"epochs": 0}, "epochs=0: must be >= 1"),
+        ({"learning_rate": -1.0}, "learning_rate=-1.0"),
+        ({"hidden": ()}, "hidden=()"),
+        ({"family": "temporal_ae", "window": 1}, "window=1: must be >= 2"),
+        ({"family": "temporal_ae", "kernel_size": 4}, "kernel_size=4: must be a positive odd"),
+        ({"family": "temporal_ae", "temporal_score": "max"}, "temporal_score='max'"),
+        ({"family": "pca", "explained_variance": 0.0}, r"explained_variance=0.0: must be in \(0"),
+        ({"family": "pca", "pca_combine": "mean"}, "pca_combine='mean'"),
+        ({"family": "pca", "t2_weight": 2.0}, "t2_weight=2.0"),
+    ],
+)
+def test_bad_params_name_the_value(changes: dict[str, object], message: str) -> None:
+    with pytest.raises(DetectorConfigError, match=message):
+        DetectorParams(**changes)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_bad_data_fails_before_training(family: str) -> None:
+    params = TINY[family]
+    train = correlated_rows(60)
+    train[7, 2] = np.inf
+    with pytest.raises(DetectorConfigError, match=r"feature 'f3' is inf at row 7"):
+        train_detector(params, train, correlated_rows(20), FEATURES)
+    with pytest.raises(DetectorConfigError, match="at least one feature"):
+        train_detector(params, np.zeros((10, 0), np.float32), np.zeros((5, 0), np.float32), [])
+    nan_val = correlated_rows(20)
+    nan_val[3, 0] = np.nan
+    with pytest.raises(DetectorConfigError, match=r"validation rows: feature 'f1' is nan"):
+        train_detector(params, correlated_rows(60), nan_val, FEATURES)
+
+
+def test_window_longer_than_every_entity_fails_before_training() -> None:
+    params = DetectorParams(family="temporal_ae", window=50, epochs=1)
+    entities = np.repeat(["h1", "h2"], 30)
+    with pytest.raises(DetectorConfigError, match=r"window=50 is longer than every entity's "
+                       r"training rows \(longest: entity 'h1' with 30 rows, 2 entities\)"):
+        train_detector(params, correlated_rows(60), correlated_rows(60), FEATURES,
+                       train_entities=entities, val_entities=entities)
+    with pytest.raises(DetectorConfigError, match=r"got 2 entity ids \(shape \(2,\)\) for 60 rows"):
+        train_detector(params, correlated_rows(60), correlated_rows(60), FEATURES,
+                       train_entities=np.array(["a", "b"]))
+
+
+# --------------------------------------------------------------------------------------------
+# through the asset graph
+
+
+def test_temporal_then_pca_through_the_graph(settings: Settings) -> None:
+    """A temporal AE trains, exports, passes parity and scores per host through the real jobs;
+    a PCA challenger is then compared with it on the test rows both score."""
+    import dagster as dg
+    import pandas as pd
+
+    from ds_assets.definitions import build_definitions
+    from ds_assets.training.datasets import score_frame, split_rows
+    from ds_assets.training.promotion import champion_alias_version
+    from ds_serving.bundle import load_champion
+    from ds_serving.smoothing import Smoothing, smooth_flags
+    from tests.conftest import DAYS, TINY_SOURCE
+
+    defs = build_definitions(settings)
+    instance = dg.DagsterInstance.ephemeral()
+    for day in DAYS:
+        assert defs.resolve_job_def("ingest_telemetry").execute_in_process(
+            instance=instance, partition_key=day,
+            run_config={"ops": {"raw_telemetry": {"config": TINY_SOURCE}}},
+        ).success
+    window_days = {"n_partitions": len(DAYS), "end_partition": DAYS[-1]}
+    temporal = {"family": "temporal_ae", "window": 4, "channels": [8], "kernel_size": 3,
+                "latent": 4, "epochs": 1, "batch_size": 128}
+    run = defs.resolve_job_def("train_detector").execute_in_process(
+        instance=instance, run_config={"ops": {
+            "training_set": {"config": window_days},
+            "detector": {"config": temporal},
+            "model_bundle": {"config": {"smoothing_k": 2, "smoothing_n": 3}},
+        }},
+    )
+    assert run.success
+    assert {e.check_name: e.passed for e in run.get_asset_check_evaluations()} == {
+        "onnx_parity": True}
+    meta = run.asset_materializations_for_node("detector")[0].metadata
+    assert meta["family"].value == "temporal_ae" and meta["seed"].value == 0
+    assert meta["epochs_run"].value == 1 and meta["train_windows"].value > 0
+    assert {"wall_time_s", "loss_curve_summary", "train_rows", "params"} <= set(meta)
+
+    bundle = load_champion(settings.models_dir, settings.model_name)
+    m = bundle.manifest
+    assert (m.kind, m.window, m.smoothing) == ("temporal_autoencoder", 4, {"k": 2, "n": 3})
+    assert m.threshold_rule["rule"] == "quantile"
+    # warm-up rows: W-1 per gap-free segment of each host's normal validation rows
+    val = split_rows(pd.read_parquet(settings.data_dir / "assets" / "training_set.parquet"), "val")
+    segments = np.unique(contiguous_segments(val))
+    assert m.threshold_rule["unscored_rows"] == sum(
+        min(3, int((contiguous_segments(val) == seg).sum())) for seg in segments
+    )
+    registered = json.loads((settings.data_dir / "assets" / "model_bundle.json").read_text())
+    assert champion_alias_version(settings.mlflow_tracking_uri, settings.model_name) == (
+        registered["mlflow_model_version"])
+
+    raw = pd.read_parquet(settings.data_dir / "assets" / "raw_telemetry" / f"{DAYS[0]}.parquet")
+    scorer = Scorer.from_bundle(bundle, backend="cpu")
+    scored = score_frame(scorer, raw)  # the bundle's smoothing, from its scoring policy
+    first_rows = scored.groupby("host_id").head(3).index
+    assert scored.loc[first_rows, "score"].isna().all()
+    assert scored["score"].isna().sum() == 3 * TINY_SOURCE["n_hosts"]
+    assert not scored.loc[first_rows, "is_anomaly"].any()
+    expected = smooth_flags(scored["raw_is_anomaly"].to_numpy(), Smoothing(2, 3),
+                            scored["host_id"].to_numpy())
+    assert (scored["is_anomaly"].to_numpy() == expected).all()
+    # shuffled rows would give other windows and flags: refused, naming a row and the fix
+    shuffled = raw.sample(frac=1.0, random_state=0).reset_index(drop=True)
+    with pytest.raises(DatasetError, match=r"rows must be in time order within each host_id"):
+        score_frame(scorer, shuffled)
+    gone = scorer.features[2]
+    with pytest.raises(DatasetError, match=rf"rows lack feature column\(s\) \['{gone}'\]"):
+        score_frame(scorer, raw.drop(columns=[gone]))
+
+    again = defs.resolve_job_def("train_detector").execute_in_process(
+        instance=instance, run_config={"ops": {
+            "training_set": {"config": window_days}, "detector": {"config": {"family": "pca"}},
+        }},
+    )
+    assert again.success
+    decision = json.loads((settings.data_dir / "assets" / "champion.json").read_text())
+    d = decision["decision"]
+    assert (d["challenger_version"], d["champion_version"]) == ("2", "1")
+    assert d["champion_pr_auc"] is not None and d["challenger_pr_auc"] is not None
+    test = split_rows(pd.read_parquet(settings.data_dir / "assets" / "training_set.parquet"),
+                      "test")
+    assert d["compared_rows"] == len(test) - 3 * TINY_SOURCE["n_hosts"]
+    assert d["promote"] == (d["challenger_pr_auc"] > d["champion_pr_auc"])
+    champ_meta = again.asset_materializations_for_node("champion")[0].metadata
+    assert champ_meta["promoted"].value == d["promote"]
+    assert champ_meta["previous_champion_pr_auc"].value == d["champion_pr_auc"]
+
+
+def test_launchpad_config_maps_to_validated_params() -> None:
+    from ds_assets.assets.detector import DetectorConfig, Family
+
+    config = DetectorConfig(family=Family.temporal_ae, window=8, channels=[4, 2], epochs=3)
+    params = config.params()
+    assert params == DetectorParams(family="temporal_ae", window=8, channels=(4, 2), epochs=3,
+                                    max_train_rows=200_000)
+    assert DetectorConfig().params() == DetectorParams()
+    with pytest.raises(DetectorConfigError, match="kernel_size=2"):
+        DetectorConfig(family=Family.temporal_ae, kernel_size=2).params()
+
+
+def test_training_device_is_chosen_by_name_and_refused_with_the_reason() -> None:
+    import torch
+
+    from ds_assets.training.detectors import pick_device
+
+    assert pick_device("cpu").type == "cpu"
+    assert pick_device("auto").type == ("cuda" if torch.cuda.is_available() else "cpu")
+    with pytest.raises(DetectorConfigError, match=r"device='gpu': choose one of auto, cpu, cuda"):
+        pick_device("gpu")
+    if torch.cuda.is_available():
+        assert pick_device("cuda").type == "cuda"
+    else:
+        with pytest.raises(DetectorConfigError, match="torch sees no CUDA GPU"):
+            pick_device("cuda")
+
+
+@pytest.mark.gpu
+def test_autoencoders_train_on_cuda_like_on_cpu() -> None:
+    """Same seed, same rows: CUDA and CPU training reach nearly the same validation loss
+    (kernels differ, so not bit for bit: cuDNN's convolutions drift further than the dense
+    layers' matmuls) and the CUDA model exports like any other."""
+    import torch
+
+    from ds_assets.training.detectors import pick_device
+
+    if not torch.cuda.is_available():
+        pytest.skip("torch sees no CUDA GPU")
+    rows, val = correlated_rows(2048), correlated_rows(512, 1)
+    for family in ("dense_ae", "temporal_ae"):
+        params = DetectorParams(family=family, hidden=(8, 2), window=4, channels=(4,),
+                                kernel_size=3, latent=2, epochs=3, seed=0)
+        runs = {d: train_detector(params, rows, val, FEATURES, device=pick_device(d))
+                for d in ("cuda", "cpu")}
+        assert runs["cuda"].training_summary["device"] == "cuda"
+        losses = [runs[d].training_summary["best_val_loss"] for d in ("cuda", "cpu")]
+        rtol = 1e-3 if family == "dense_ae" else 5e-2
+        assert abs(losses[0] - losses[1]) <= rtol * max(losses), (family, losses)
+        assert check_parity(runs["cuda"], export_onnx(runs["cuda"]), val[:64]).passed
