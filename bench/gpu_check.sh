@@ -41,9 +41,10 @@ $PY -m pip list 2>/dev/null | grep -iE "^(torch|onnx|onnxruntime|onnxruntime-gpu
 
 echo "== pytest: gpu-marked tests, then the backend tests on a GPU host"
 timeout 240 $PY -m pytest -p no:cacheprovider -o addopts="" --strict-markers -v -rs \
-  -m gpu tests/test_server_engines.py tests/test_tensorrt.py
+  -m gpu tests/serving/test_server_engines.py tests/training/test_tensorrt.py \
+  tests/training/test_detectors.py
 timeout 120 $PY -m pytest -p no:cacheprovider -o addopts="" --strict-markers -v -rs \
-  -m "not gpu" tests/test_server_engines.py
+  -m "not gpu" tests/serving/test_server_engines.py
 
 echo "== bench.gpu_check"
 timeout 300 $PY -m bench.gpu_check --out "$OUT/gpu-check.json"

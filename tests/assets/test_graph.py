@@ -238,7 +238,7 @@ def test_days_that_failed_their_checks_are_not_trained_on_scored_or_rescored(
     settings: Settings, tmp_path: Path
 ) -> None:
     """A day whose data failed its blocking checks stays on disk (re-ingesting a good day
-    with such data is refused instead: tests/test_reingest.py): a retrain leaves it out, the
+    with such data is refused instead: tests/assets/test_reingest.py): a retrain leaves it out, the
     scoring job refuses it naming the checks, and the promotion sensor's re-score leaves it out."""
     from ds_assets.sensors.promotion import build_promotion_sensor
 

@@ -149,7 +149,7 @@ def test_grafana_is_provisioned_from_the_repository() -> None:
     mounts = {source: target for source, target, *_ in
               (v.split(":") for v in service["volumes"]) if source.startswith(".")}
     assert mounts["./grafana/provisioning"] == "/etc/grafana/provisioning"
-    for kind in ("datasources", "dashboards"):  # the dashboards themselves: tests/test_grafana.py
+    for kind in ("datasources", "dashboards"):  # dashboards: tests/deploy/test_grafana.py
         assert list((DOCKER / "grafana" / "provisioning" / kind).glob("*.yaml")), kind
     assert "${GRAFANA_ADMIN_PASSWORD:?" in service["environment"]["GF_SECURITY_ADMIN_PASSWORD"]
     assert service["image"].startswith("grafana/grafana:")
