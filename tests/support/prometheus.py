@@ -1,5 +1,5 @@
 """A live ds-scorer and a real Prometheus scraping it through deploy/prometheus/rules.yml, for the
-tests that need both (tests/deploy/test_prometheus_live.py, tests/deploy/test_grafana.py). Import the fixtures
+tests that need both (tests/deploy/test_prometheus_live.py, test_grafana.py). Import the fixtures
 into the test module: ``from tests.support.prometheus import prometheus, scorer``.
 
 Prometheus is Debian's prometheus package: without it the fixtures skip, unless
