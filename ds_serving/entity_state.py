@@ -40,9 +40,6 @@ class EntityState:
         self.window = window
         self.n_features = n_features
         self.policy = policy
-        self.smoothing = policy.smoothing
-        self.alert_policy = policy.alerting
-        self.threshold = policy.threshold
         self.max_entities = max_entities
         self.windows = (
             EntityWindows(window, n_features, max_entities) if window is not None else None
@@ -53,15 +50,16 @@ class EntityState:
     @property
     def keeps_state(self) -> bool:
         """Whether scoring needs per-entity history (a window or flag smoothing)."""
-        return self.windows is not None or self.smoothing.enabled
+        return self.windows is not None or self.policy.smoothing.enabled
 
     @property
     def description(self) -> str:
         if self.windows is not None:
             return f"a window of the last {self.window} rows"
-        if self.smoothing.enabled:
-            rebaselined = " with re-baselining" if self.smoothing.rebaseline else ""
-            return f"{self.smoothing.k}-of-{self.smoothing.n} flag smoothing{rebaselined}"
+        smoothing = self.policy.smoothing
+        if smoothing.enabled:
+            rebaselined = " with re-baselining" if smoothing.rebaseline else ""
+            return f"{smoothing.k}-of-{smoothing.n} flag smoothing{rebaselined}"
         return "none"
 
     def take_over(self, old: EntityState) -> None:
@@ -76,11 +74,12 @@ class EntityState:
                 old.windows if old.window == self.window
                 else old.windows.resized(self.windows.window)
             )
-        if old.smoothing == self.smoothing and self.smoothing.rebaseline is None:
+        smoothing = self.policy.smoothing
+        if old.policy.smoothing == smoothing and smoothing.rebaseline is None:
             self.smoother = old.smoother  # raw-flag tails hold for any threshold
         else:
             self.smoother.adopt(old.smoother)
-        if old.alert_policy == self.alert_policy:
+        if old.policy.alerting == self.policy.alerting:
             self.tracker = old.tracker
         else:
             self.tracker.adopt(old.tracker)
@@ -130,8 +129,9 @@ class EntityState:
     ) -> tuple[np.ndarray, list[AlertEvent]]:
         """Flags after smoothing, and the alert events they cause; advances both."""
         entities = request.entities
-        if self.smoothing.enabled:
-            flags = self.smoother.apply_scores(scores, self.threshold, entities, request.groups)
+        if self.policy.smoothing.enabled:
+            flags = self.smoother.apply_scores(scores, self.policy.threshold, entities,
+                                               request.groups)
         else:
             flags = self.policy.raw_flags(scores)  # unscored (NaN) rows are not flagged
         alerts: list[AlertEvent] = []

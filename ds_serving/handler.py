@@ -26,6 +26,7 @@ from ds_serving.decoding import (
     can_concat,
     check_metadata,
     concat_decoded,
+    decode,
 )
 from ds_serving.metrics import ScorerMetrics
 from ds_serving.runtime import ModelRuntime
@@ -135,7 +136,8 @@ class ScoringHandler:
         else:
             entity_ids = check_metadata(self.limits, entity_ids=entity_ids, model=model,
                                         request_id=request_id)
-        return runtime.decode(
+        return decode(
+            runtime,
             model=model,
             n_rows=n_rows,
             n_features=n_features,
@@ -232,7 +234,8 @@ class ScoringHandler:
         )
 
     def _counted(self, runtime: ModelRuntime, result: LiveResult) -> LiveResult:
-        self.metrics.scored(result.scores, result.n_scored, result.n_anomalies, runtime.threshold)
+        self.metrics.scored(result.scores, result.n_scored, result.n_anomalies,
+                            runtime.policy.threshold)
         if result.alerts:
             for event in result.alerts:
                 self.metrics.alert_events.labels(event.kind).inc()

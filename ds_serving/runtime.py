@@ -19,7 +19,7 @@ import asyncio
 import datetime as _dt
 import json
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -28,7 +28,7 @@ import numpy as np
 from ds_serving.alerting import AlertTracker, CheckedTimes
 from ds_serving.bundle import Bundle, load_bundle
 from ds_serving.coalescing import GroupPolicy
-from ds_serving.decoding import Decoded, LiveResult, RequestError, concat_decoded, decode
+from ds_serving.decoding import Decoded, LiveResult, RequestError, concat_decoded
 from ds_serving.entity_state import EntityState
 from ds_serving.ordering import CommitOrder, Queued, Turn, TurnQueue
 from ds_serving.scoring import Scorer
@@ -65,9 +65,6 @@ class ModelRuntime:
         self.max_entities = int(max_entities)
         # the bundle's decision, parsed once with the manifest (ds_serving.policy)
         self.policy = m.policy
-        self.threshold = m.policy.threshold
-        self.alert_policy = m.policy.alerting
-        self.smoothing = m.policy.smoothing
         self.state = EntityState(window=m.window, n_features=m.n_features, policy=m.policy,
                                  max_entities=max_entities)
         self._lock = asyncio.Lock()
@@ -195,14 +192,14 @@ class ModelRuntime:
             "kind": self.manifest.kind,
             "features": list(self.features),
             "window": self.window or 0,
-            "threshold": self.threshold,
+            "threshold": self.policy.threshold,
             "backend": self.backend,
             "backend_reason": self.backend_reason,
             "loaded_at": self.loaded_at_iso,
             "loaded_at_unix": self.loaded_at,
             "max_rows_per_request": self.max_rows,
-            "alerting_json": json.dumps(self.alert_policy.to_dict(), sort_keys=True),
-            "smoothing_json": json.dumps(self.smoothing.to_dict(), sort_keys=True),
+            "alerting_json": json.dumps(self.policy.alerting.to_dict(), sort_keys=True),
+            "smoothing_json": json.dumps(self.policy.smoothing.to_dict(), sort_keys=True),
             "created_at": self.manifest.created_at,
             "feature_mean": [float(v) for v in mean] if ok else [],
             "feature_std": [float(v) for v in std] if ok else [],
@@ -210,20 +207,6 @@ class ModelRuntime:
 
     # -- request path ------------------------------------------------------------------------
 
-    def decode(
-        self,
-        *,
-        model: str,
-        n_rows: int,
-        n_features: int,
-        data: bytes,
-        entity_ids: Sequence[str],
-        timestamps: Sequence[float],
-    ) -> Decoded:
-        """Check a request against this model and view its bytes as rows (no copy); raises
-        RequestError."""
-        return decode(self, model=model, n_rows=n_rows, n_features=n_features, data=data,
-                      entity_ids=entity_ids, timestamps=timestamps)
 
     def fits_without_eviction(self, request: Decoded) -> bool:
         """Whether scoring the request evicts no entity's state (``EntityState``)."""

@@ -18,7 +18,7 @@ from ds_serving import runtime as runtime_module
 from ds_serving.alerting import AlertPolicy, AlertTracker
 from ds_serving.bundle import Bundle, promote, write_bundle
 from ds_serving.client import ScorerClient, encode_request
-from ds_serving.decoding import Decoded, RequestError
+from ds_serving.decoding import Decoded, RequestError, decode
 from ds_serving.runtime import ModelRuntime
 from ds_serving.scoring import Scorer, score_rows
 from ds_serving.server import ServerThread
@@ -208,10 +208,10 @@ def test_cancelled_request_leaves_windows_smoothing_and_alerts_untouched(models:
     reference = score_rows(rt.scorer, rows)
     np.testing.assert_allclose(second.scores, reference.scores[3:], atol=1e-6)
     # the smoothing tail and the alert state are those of the accepted rows only
-    flags = smooth_flags(reference.flags, rt.smoothing)
+    flags = smooth_flags(reference.flags, rt.policy.smoothing)
     assert flags[3:].any()
     np.testing.assert_array_equal(np.concatenate([first.flags, second.flags]), flags)
-    expected = AlertTracker(rt.alert_policy).update(
+    expected = AlertTracker(rt.policy.alerting).update(
         np.array(["a"] * 6), flags, reference.scores)
     assert expected  # the scenario opens an alert
     got = first.alerts + [replace(a, position=a.position + 3) for a in second.alerts]
@@ -250,7 +250,7 @@ def test_decode_refuses_missing_ids_before_touching_state(models: Path) -> None:
     rt = _runtime(models, 3)
     data = np.zeros((2, F), "<f4").tobytes()
     with pytest.raises(RequestError, match="entity_ids: model 'tae' keeps per-entity state"):
-        rt.decode(model="", n_rows=2, n_features=F, data=data, entity_ids=[], timestamps=[])
+        decode(rt, model="", n_rows=2, n_features=F, data=data, entity_ids=[], timestamps=[])
     assert rt.windows is not None and len(rt.windows) == 0
 
 
@@ -296,10 +296,10 @@ def test_point_model_commits_in_arrival_order_when_graph_runs_finish_in_reverse(
     results = asyncio.run(scenario())
     assert finished == [2, 1, 0]
     reference = score_rows(rt.scorer, rows)
-    flags = smooth_flags(reference.flags, rt.smoothing)
+    flags = smooth_flags(reference.flags, rt.policy.smoothing)
     assert flags.any()
     np.testing.assert_array_equal(np.concatenate([r.flags for r in results]), flags)
-    expected = AlertTracker(rt.alert_policy).update(
+    expected = AlertTracker(rt.policy.alerting).update(
         np.array(["a"] * 9), flags, reference.scores, np.arange(9, dtype=np.float64))
     got = [replace(a, position=a.position + 3 * i) for i, r in enumerate(results)
            for a in r.alerts]
@@ -338,7 +338,7 @@ def test_point_model_request_cancelled_in_line_neither_commits_nor_lets_later_on
     first, third = asyncio.run(scenario())
     kept = np.r_[0:2, 4:6]
     reference = score_rows(rt.scorer, rows[kept])
-    flags = smooth_flags(reference.flags, rt.smoothing)
+    flags = smooth_flags(reference.flags, rt.policy.smoothing)
     np.testing.assert_array_equal(np.concatenate([first.flags, third.flags]), flags)
     assert rt.tracker._state["a"].last_time == 5.0  # the cancelled rows were never committed
 
