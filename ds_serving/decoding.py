@@ -209,18 +209,34 @@ class ServedModel(Protocol):
     def state_description(self) -> str: ...
 
 
+class ScoreFields(Protocol):
+    """The fields of a Score request that scoring reads (``scoring_pb2.ScoreRequest`` has
+    them; the transport hands the message over as it is)."""
+
+    @property
+    def model(self) -> str: ...
+    @property
+    def n_rows(self) -> int: ...
+    @property
+    def n_features(self) -> int: ...
+    @property
+    def features(self) -> bytes: ...
+    @property
+    def entity_ids(self) -> Sequence[str]: ...
+    @property
+    def timestamps(self) -> Sequence[float]: ...
+
+
 def decode(
-    served: ServedModel,
-    *,
-    model: str,
-    n_rows: int,
-    n_features: int,
-    data: bytes,
-    entity_ids: Sequence[str],
-    timestamps: Sequence[float],
+    served: ServedModel, request: ScoreFields, entity_ids: Sequence[str] | None = None
 ) -> Decoded:
     """Check a request and view its bytes as rows (no copy); raises RequestError. The sizes of
-    ``entity_ids`` are the caller's to check first (``check_metadata``)."""
+    the entity ids are the caller's to check first (``check_metadata``, whose checked list is
+    passed as ``entity_ids``; default: the request's own)."""
+    model, n_rows, n_features = request.model, request.n_rows, request.n_features
+    data, timestamps = request.features, request.timestamps
+    if entity_ids is None:
+        entity_ids = request.entity_ids
     if model and model != served.name:
         raise RequestError(
             INVALID_ARGUMENT,

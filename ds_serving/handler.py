@@ -23,6 +23,7 @@ from ds_serving.decoding import (
     LiveResult,
     RequestError,
     RequestLimits,
+    ScoreFields,
     can_concat,
     check_metadata,
     concat_decoded,
@@ -112,16 +113,7 @@ class ScoringHandler:
         return runtime
 
     def decode(
-        self,
-        runtime: ModelRuntime,
-        *,
-        model: str,
-        n_rows: int,
-        n_features: int,
-        data: bytes,
-        entity_ids: Sequence[str],
-        timestamps: Sequence[float],
-        request_id: str = "",
+        self, runtime: ModelRuntime, request: ScoreFields, request_id: str = ""
     ) -> Decoded:
         """Check a request against ``runtime`` (and this scorer: the stateless tier refuses
         entity ids, ``limits`` bound the user strings); raises RequestError.
@@ -129,6 +121,7 @@ class ScoringHandler:
         The sizes are checked first, in O(bytes) and before any per-row work, when the ids are
         one per row within ``max_rows``; otherwise ``decode`` refuses the count without
         reading them. ``request_id`` counts toward the per-request budget when given."""
+        entity_ids, model, n_rows = request.entity_ids, request.model, request.n_rows
         if entity_ids and self._stateless:
             raise RequestError(FAILED_PRECONDITION, STATELESS_REFUSAL)
         if len(entity_ids) != n_rows or n_rows > runtime.max_rows:
@@ -136,15 +129,7 @@ class ScoringHandler:
         else:
             entity_ids = check_metadata(self.limits, entity_ids=entity_ids, model=model,
                                         request_id=request_id)
-        return decode(
-            runtime,
-            model=model,
-            n_rows=n_rows,
-            n_features=n_features,
-            data=data,
-            entity_ids=entity_ids,
-            timestamps=timestamps,
-        )
+        return decode(runtime, request, entity_ids)
 
     async def score(self, runtime: ModelRuntime, decoded: Decoded, explain: bool) -> LiveResult:
         """Score one request and count it."""

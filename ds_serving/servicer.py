@@ -173,15 +173,7 @@ class ScorerService(scoring_pb2_grpc.ScorerServicer):
         server.add_registered_method_handlers(SERVICE_NAME, handlers)
 
     def _decode(self, runtime: ModelRuntime, request: scoring_pb2.ScoreRequest) -> Decoded:
-        return self.handler.decode(
-            runtime,
-            model=request.model,
-            n_rows=request.n_rows,
-            n_features=request.n_features,
-            data=request.features,
-            entity_ids=request.entity_ids,
-            timestamps=request.timestamps,
-        )
+        return self.handler.decode(runtime, request)
 
     async def _score(
         self, runtime: ModelRuntime, request: scoring_pb2.ScoreRequest

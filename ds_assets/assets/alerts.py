@@ -4,7 +4,7 @@
 import dagster as dg
 import pandas as pd
 
-from ds_assets.assets.automation import daily_automation
+from ds_assets.assets.automation import daily_champion_asset
 from ds_assets.assets.drift import scoring_version
 from ds_assets.dataset import Dataset
 from ds_assets.monitoring.alerts import alert_events, alert_summary
@@ -31,16 +31,8 @@ class AlertsConfig(dg.Config):
 
 
 def build_alerts_asset(ds: Dataset) -> dg.AssetsDefinition:
-    @dg.asset(
-        key=ds.key("alerts"),
-        partitions_def=ds.partitions_def,
-        ins=ds.ins("scored_telemetry"),
-        kinds={"pandas", "parquet"},
-        code_version="1",
-        group_name=ds.scoped("monitoring"),
-        automation_condition=daily_automation(ds),
-        required_resource_keys={ds.registry_key},
-    )
+    @dg.asset(**daily_champion_asset(ds, "alerts", "monitoring", "scored_telemetry"),
+              kinds={"pandas", "parquet"})
     def alerts(
         context: dg.AssetExecutionContext,
         config: AlertsConfig,

@@ -6,7 +6,7 @@ from typing import Any
 import dagster as dg
 import pandas as pd
 
-from ds_assets.assets.automation import daily_automation
+from ds_assets.assets.automation import daily_champion_asset
 from ds_assets.dataset import Dataset
 from ds_assets.monitoring.drift import comparable_rows, compare, rate_flags
 from ds_assets.monitoring.reference import load_reference
@@ -39,16 +39,8 @@ def scoring_version(scored: pd.DataFrame, fallback: str | None) -> str:
 
 
 def build_drift_report_asset(ds: Dataset) -> dg.AssetsDefinition:
-    @dg.asset(
-        key=ds.key("drift_report"),
-        partitions_def=ds.partitions_def,
-        ins=ds.ins("raw_telemetry", "scored_telemetry"),
-        kinds={"scipy", "json"},
-        code_version="1",
-        group_name=ds.scoped("monitoring"),
-        automation_condition=daily_automation(ds),
-        required_resource_keys={ds.registry_key},
-    )
+    @dg.asset(**daily_champion_asset(ds, "drift_report", "monitoring", "raw_telemetry",
+                                     "scored_telemetry"), kinds={"scipy", "json"})
     def drift_report(
         context: dg.AssetExecutionContext,
         config: DriftReportConfig,

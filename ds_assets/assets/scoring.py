@@ -6,7 +6,7 @@ from typing import Any
 import dagster as dg
 import pandas as pd
 
-from ds_assets.assets.automation import daily_automation
+from ds_assets.assets.automation import daily_champion_asset
 from ds_assets.assets.telemetry import partitions_failing_checks
 from ds_assets.dataset import Dataset
 from ds_assets.reporting.analytics import (
@@ -26,17 +26,8 @@ class ScoringConfig(dg.Config):
 
 
 def build_scored_telemetry_asset(ds: Dataset) -> dg.AssetsDefinition:
-    @dg.asset(
-        key=ds.key("scored_telemetry"),
-        partitions_def=ds.partitions_def,
-        ins=ds.ins("raw_telemetry"),
-        deps=[ds.key("champion")],
-        kinds={"onnx", "parquet"},
-        code_version="1",
-        group_name=ds.scoped("scoring"),
-        automation_condition=daily_automation(ds),
-        required_resource_keys={ds.registry_key},
-    )
+    @dg.asset(**daily_champion_asset(ds, "scored_telemetry", "scoring", "raw_telemetry"),
+              deps=[ds.key("champion")], kinds={"onnx", "parquet"})
     def scored_telemetry(
         context: dg.AssetExecutionContext,
         config: ScoringConfig,

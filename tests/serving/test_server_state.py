@@ -19,6 +19,7 @@ from ds_serving.alerting import AlertPolicy, AlertTracker
 from ds_serving.bundle import Bundle, promote, write_bundle
 from ds_serving.client import ScorerClient, encode_request
 from ds_serving.decoding import Decoded, RequestError, decode
+from ds_serving.proto import scoring_pb2
 from ds_serving.runtime import ModelRuntime
 from ds_serving.scoring import Scorer, score_rows
 from ds_serving.server import ServerThread
@@ -250,7 +251,7 @@ def test_decode_refuses_missing_ids_before_touching_state(models: Path) -> None:
     rt = _runtime(models, 3)
     data = np.zeros((2, F), "<f4").tobytes()
     with pytest.raises(RequestError, match="entity_ids: model 'tae' keeps per-entity state"):
-        decode(rt, model="", n_rows=2, n_features=F, data=data, entity_ids=[], timestamps=[])
+        decode(rt, scoring_pb2.ScoreRequest(n_rows=2, n_features=F, features=data))
     assert rt.windows is not None and len(rt.windows) == 0
 
 
