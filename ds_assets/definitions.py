@@ -30,6 +30,7 @@ from ds_assets.assets.telemetry import build_raw_telemetry_asset, build_raw_tele
 from ds_assets.dataset import Dataset
 from ds_assets.resources.io_manager import LocalArtifactIOManager
 from ds_assets.resources.mlflow import mlflow_tracking
+from ds_assets.resources.pipeline_metrics import PIPELINE_METRICS_KEY, PipelineMetrics
 from ds_assets.resources.registry import ModelRegistry
 from ds_assets.sensors.drift import drift_sensor_from_env
 from ds_assets.sensors.promotion import promotion_sensor_from_env
@@ -96,7 +97,8 @@ def build_jobs(ds: Dataset) -> list[UnresolvedAssetJobDefinition]:
 
 
 def build_shared_resources(settings: Settings) -> dict[str, Any]:
-    """Resources every dataset uses alike: files live under their (prefixed) asset keys."""
+    """Resources every dataset uses alike: files live under their (prefixed) asset keys; the
+    pipeline metrics carry the dataset as a label (pushed only with ``DS_PUSHGATEWAY_URL``)."""
     return {
         "io_manager": LocalArtifactIOManager(base_dir=str(settings.data_dir / "assets")),
         "mlflow": mlflow_tracking.configured(
@@ -106,6 +108,7 @@ def build_shared_resources(settings: Settings) -> dict[str, Any]:
                 "artifact_location": str(settings.mlflow_artifacts),
             }
         ),
+        PIPELINE_METRICS_KEY: PipelineMetrics(pushgateway_url=settings.pushgateway_url),
     }
 
 

@@ -23,6 +23,8 @@ class Settings:
     model_name: str
     # first daily partition (UTC) of the default dataset; the environment's when not given
     partitions_start: str = field(default_factory=_partitions_start)
+    # Pushgateway for the pipeline metrics (ds_assets.resources.pipeline_metrics); empty: off
+    pushgateway_url: str = ""
 
     @classmethod
     def from_env(cls, env: dict[str, str] | None = None) -> Settings:
@@ -38,4 +40,5 @@ class Settings:
             mlflow_experiment=env.get("DS_MLFLOW_EXPERIMENT", "datasentinel"),
             model_name=env.get("DS_MODEL_NAME", "telemetry-ae"),
             partitions_start=env.get("DS_PARTITIONS_START", DEFAULT_PARTITIONS_START),
+            pushgateway_url=env.get("DS_PUSHGATEWAY_URL", ""),
         )

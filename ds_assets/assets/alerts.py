@@ -9,6 +9,7 @@ from ds_assets.assets.drift import scoring_version
 from ds_assets.dataset import Dataset
 from ds_assets.monitoring.alerts import alert_events, alert_summary
 from ds_assets.reporting.analytics import markdown_table
+from ds_assets.resources.pipeline_metrics import pipeline_metrics, with_pipeline_metrics
 from ds_serving.bundle import load_bundle
 
 
@@ -31,7 +32,8 @@ class AlertsConfig(dg.Config):
 
 
 def build_alerts_asset(ds: Dataset) -> dg.AssetsDefinition:
-    @dg.asset(**daily_champion_asset(ds, "alerts", "monitoring", "scored_telemetry"),
+    @dg.asset(**with_pipeline_metrics(daily_champion_asset(ds, "alerts", "monitoring",
+                                                           "scored_telemetry")),
               kinds={"pandas", "parquet"})
     def alerts(
         context: dg.AssetExecutionContext,
@@ -70,6 +72,8 @@ def build_alerts_asset(ds: Dataset) -> dg.AssetsDefinition:
                 ),
             }
         )
+        pipeline_metrics(context).push(ds.name, "alerts", {"alert_episodes": summary["alerts"]},
+                                       {"day": context.partition_key})
         return events
 
     return alerts

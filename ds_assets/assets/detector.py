@@ -18,6 +18,7 @@ from ds_assets.assets.telemetry import partitions_failing_checks
 from ds_assets.dataset import Dataset
 from ds_assets.reporting.analytics import markdown_table
 from ds_assets.resources.io_manager import OnnxGraph, PartitionFrames
+from ds_assets.resources.pipeline_metrics import PIPELINE_METRICS_KEY, pipeline_metrics
 from ds_assets.telemetry.schema import LABEL, feature_columns
 from ds_assets.training.bundling import build_bundle, entities_of, features_of
 from ds_assets.training.datasets import (
@@ -202,7 +203,7 @@ def build_detector_asset(ds: Dataset) -> dg.AssetsDefinition:
         code_version=CODE_VERSION,
         pool="gpu",
         group_name=ds.scoped("training"),
-        required_resource_keys={"mlflow"},
+        required_resource_keys={"mlflow", PIPELINE_METRICS_KEY},
     )
     def detector(
         context: dg.AssetExecutionContext, config: DetectorConfig, training_set: pd.DataFrame
@@ -229,6 +230,8 @@ def build_detector_asset(ds: Dataset) -> dg.AssetsDefinition:
         mlflow.log_metrics({"best_val_loss": float(s["best_val_loss"]),
                             "epochs_run": s["epochs_run"], "train_wall_time_s": s["wall_time_s"]})
         context.add_output_metadata(training_metadata(trained))
+        pipeline_metrics(context).push(ds.name, "training",
+                                       {"training_seconds": float(s["wall_time_s"])})
         return trained
 
     return detector

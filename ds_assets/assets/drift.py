@@ -12,6 +12,7 @@ from ds_assets.monitoring.drift import comparable_rows, compare, rate_flags
 from ds_assets.monitoring.reference import load_reference
 from ds_assets.reporting.analytics import markdown_table, png_markdown
 from ds_assets.reporting.plots import drift_plot_png
+from ds_assets.resources.pipeline_metrics import pipeline_metrics, with_pipeline_metrics
 from ds_assets.telemetry.schema import LABEL
 
 DRIFT_TABLE_COLUMNS = [
@@ -39,8 +40,9 @@ def scoring_version(scored: pd.DataFrame, fallback: str | None) -> str:
 
 
 def build_drift_report_asset(ds: Dataset) -> dg.AssetsDefinition:
-    @dg.asset(**daily_champion_asset(ds, "drift_report", "monitoring", "raw_telemetry",
-                                     "scored_telemetry"), kinds={"scipy", "json"})
+    @dg.asset(**with_pipeline_metrics(daily_champion_asset(
+        ds, "drift_report", "monitoring", "raw_telemetry", "scored_telemetry")),
+        kinds={"scipy", "json"})
     def drift_report(
         context: dg.AssetExecutionContext,
         config: DriftReportConfig,
@@ -86,6 +88,10 @@ def build_drift_report_asset(ds: Dataset) -> dg.AssetsDefinition:
                 "compared_rows": dg.MetadataValue.text(f"{int(scored_rows.sum())} {population}"),
             }
         )
+        pipeline_metrics(context).push(
+            ds.name, "drift", {"drift_score": float(summary["drift_score"]),
+                               "drifted": float(bool(summary["drifted"]))},
+            {"day": context.partition_key})
         return {"partition": context.partition_key, "reference_version": version,
                 "compared_rows": int(scored_rows.sum()), "population": population,
                 **result.to_dict()}

@@ -9,6 +9,11 @@ import pandas as pd
 
 from ds_assets.dataset import Dataset
 from ds_assets.reporting.report_html import build_report, report_directory
+from ds_assets.resources.pipeline_metrics import (
+    PIPELINE_METRICS_KEY,
+    pipeline_metrics,
+    version_number,
+)
 from ds_assets.telemetry.schema import ANOMALY_TYPE, LABEL, TIMESTAMP
 from ds_assets.training.datasets import (
     check_same_training_set,
@@ -116,7 +121,7 @@ def build_champion_asset(ds: Dataset) -> dg.AssetsDefinition:
         kinds={"json"},
         code_version="1",
         group_name=ds.scoped("evaluation"),
-        required_resource_keys={ds.registry_key},
+        required_resource_keys={ds.registry_key, PIPELINE_METRICS_KEY},
     )
     def champion(
         context: dg.AssetExecutionContext,
@@ -173,6 +178,8 @@ def build_champion_asset(ds: Dataset) -> dg.AssetsDefinition:
                 "mlflow_champion_version": aliased or registry.champion_alias_version() or "",
             }
         )
+        pipeline_metrics(context).push(ds.name, "champion",
+                                       {"champion_version": version_number(serving)})
         return {"name": registry.model_name, "version": serving, "decision": decision.to_dict()}
 
     return champion

@@ -17,6 +17,7 @@ from ds_assets.reporting.analytics import (
     png_markdown,
     top_k_markdown,
 )
+from ds_assets.resources.pipeline_metrics import pipeline_metrics, with_pipeline_metrics
 from ds_assets.training.datasets import DatasetError, score_frame
 from ds_serving.scoring import Scorer, ScoringInputError
 
@@ -26,7 +27,8 @@ class ScoringConfig(dg.Config):
 
 
 def build_scored_telemetry_asset(ds: Dataset) -> dg.AssetsDefinition:
-    @dg.asset(**daily_champion_asset(ds, "scored_telemetry", "scoring", "raw_telemetry"),
+    @dg.asset(**with_pipeline_metrics(daily_champion_asset(ds, "scored_telemetry", "scoring",
+                                                           "raw_telemetry")),
               deps=[ds.key("champion")], kinds={"onnx", "parquet"})
     def scored_telemetry(
         context: dg.AssetExecutionContext,
@@ -53,6 +55,10 @@ def build_scored_telemetry_asset(ds: Dataset) -> dg.AssetsDefinition:
         except (DatasetError, ScoringInputError) as exc:
             raise DatasetError(f"scoring raw_telemetry {day}: {exc}") from exc
         context.add_output_metadata(scoring_metadata(scored, bundle.manifest.version))
+        pipeline_metrics(context).push(
+            ds.name, "scoring", {"rows_scored": len(scored),
+                                 "anomalies_flagged": int(scored["is_anomaly"].sum())},
+            {"day": day})
         return scored
 
     return scored_telemetry

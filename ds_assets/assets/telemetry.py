@@ -20,6 +20,7 @@ from ds_assets.reporting.analytics import (
     telemetry_overview,
     top_k_markdown,
 )
+from ds_assets.resources.pipeline_metrics import PIPELINE_METRICS_KEY, pipeline_metrics
 from ds_assets.telemetry.generator import FEATURE_RANGES, DriftConfig, GeneratorConfig, generate_day
 from ds_assets.telemetry.schema import feature_columns
 from ds_assets.telemetry.sources import read_labeled_file, resolve_path
@@ -91,6 +92,7 @@ def build_raw_telemetry_asset(ds: Dataset) -> dg.AssetsDefinition:
         kinds={"pandas", "parquet"},
         code_version="1",
         group_name=ds.scoped("telemetry"),
+        required_resource_keys={PIPELINE_METRICS_KEY},
     )
     def raw_telemetry(
         context: dg.AssetExecutionContext, config: TelemetrySourceConfig
@@ -113,6 +115,8 @@ def build_raw_telemetry_asset(ds: Dataset) -> dg.AssetsDefinition:
                 **telemetry_analytics(frame),
             }
         )
+        pipeline_metrics(context).push(ds.name, "ingest", {"rows_ingested": len(frame)},
+                                       {"day": context.partition_key})
         return frame
 
     return raw_telemetry
@@ -192,6 +196,7 @@ def build_raw_telemetry_checks(ds: Dataset) -> dg.AssetChecksDefinition:
             for key in raw_check_keys(ds)
         ],
         ins={"raw_telemetry": dg.AssetIn(ds.key("raw_telemetry"))},
+        required_resource_keys={PIPELINE_METRICS_KEY},
     )
     def raw_telemetry_expectations(
         context: dg.AssetCheckExecutionContext,
@@ -203,6 +208,9 @@ def build_raw_telemetry_checks(ds: Dataset) -> dg.AssetChecksDefinition:
         outcomes = validate_telemetry(
             raw_telemetry, features, ranges=FEATURE_RANGES, min_rows=config.min_rows
         )
+        pipeline_metrics(context).push(
+            ds.name, "checks", {"checks_failed": sum(not o.passed for o in outcomes.values()),
+                                "checks_run": len(outcomes)}, {"day": context.partition_key})
         for outcome in outcomes.values():
             if not outcome.passed:
                 context.log.error(f"check {outcome.name} failed: {'; '.join(outcome.failures)}")
