@@ -29,7 +29,7 @@ import yaml
 from referencing import Registry, Resource
 from referencing.exceptions import NoSuchResource
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 VALUES = ROOT / "deploy" / "helm" / "dagster-values.yaml"
 DOC = ROOT / "docs" / "operations.md"
 SCHEMA_ENV = "DS_DAGSTER_HELM_SCHEMA"
