@@ -41,6 +41,9 @@ RunFn = Callable[[Scorer, np.ndarray, bool], Awaitable[tuple[np.ndarray, np.ndar
 WINDOW_CHUNK_ROWS = 65_536
 
 
+# requests this large commit their per-entity state off the event loop (ModelRuntime._off_loop)
+OFF_LOOP_ROWS = 4096
+
 class ModelRuntime:
     """A verified, warmed-up model plus the live state that belongs to it."""
 
@@ -320,9 +323,9 @@ class ModelRuntime:
             return None  # the first request's own run says what is wrong
         if any(q.leaving for q in group):
             return None  # one left while the graph ran: commit nothing of its rows
-        answers = self._commit(joint, staged, scores, errors, checked).split(
-            [len(q.request.rows) for q in group]
-        )
+        committed = await self._off_loop(len(joint.rows), self._commit, joint, staged, scores,
+                                         errors, checked)
+        answers = committed.split([len(q.request.rows) for q in group])
         for queued, answer in zip(group[1:], answers[1:], strict=True):
             queued.result = answer
         self.grouped_requests += len(group) - 1
@@ -333,7 +336,25 @@ class ModelRuntime:
         staged = self.state.stage(request)
         assert staged is not None  # a temporal model stages windows
         scores, errors = await self._run_staged(staged, explain, run)
-        return self._commit(request, staged, scores, errors, checked)
+        return await self._off_loop(len(request.rows), self._commit, request, staged, scores,
+                                    errors, checked)
+
+    async def _off_loop(self, rows: int, commit: Callable[..., LiveResult],
+                        *args: Any) -> LiveResult:
+        """Commit a scored request's state: inline when small, on a worker thread when it has
+        ``OFF_LOOP_ROWS`` rows or more (per-entity smoothing and alerts for tens of thousands of
+        entities are pure Python and would hold the event loop for hundreds of milliseconds,
+        delaying every other client). The caller holds the request's turn, and the commit
+        always finishes before the turn is released, also when the caller is cancelled
+        meanwhile, so commits never overlap and state is never half-written."""
+        if rows < OFF_LOOP_ROWS:
+            return commit(*args)
+        done = asyncio.get_running_loop().run_in_executor(None, commit, *args)
+        try:
+            return await asyncio.shield(done)
+        except asyncio.CancelledError:
+            await asyncio.wait([done])
+            raise
 
     async def _run_staged(
         self, staged: StagedWindows, explain: bool, run: RunFn
@@ -360,9 +381,13 @@ class ModelRuntime:
             raise
         async with self._in_turn(turn):
             self._adopt()
-            # checked after the graph, at commit: the checks see the state as it is then
-            checked = self.state.check_times(request)
-            return self._finish(request, None, scores, errors, checked)  # the earlier ones left
+
+            def commit() -> LiveResult:
+                # checked after the graph, at commit: the checks see the state as it is then
+                checked = self.state.check_times(request)
+                return self._finish(request, None, scores, errors, checked)
+
+            return await self._off_loop(len(request.rows), commit)  # the earlier ones left
 
     @property
     def _chunk_windows(self) -> int:

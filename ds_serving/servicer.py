@@ -34,6 +34,8 @@ log = logging.getLogger(__name__)
 _KIND = {"open": scoring_pb2.AlertEvent.OPEN, "close": scoring_pb2.AlertEvent.CLOSE}
 _CODES = {c.name: c for c in grpc.StatusCode}
 STREAM_READ_AHEAD_MESSAGES = 64  # most stream messages scored together
+# unary bodies this large are parsed and checked off the event loop
+OFF_LOOP_BYTES = 1 << 20
 STREAM_READ_AHEAD_BYTES = 8 * 1024 * 1024  # most message bytes a stream's read-ahead holds
 
 
@@ -175,6 +177,13 @@ class ScorerService(scoring_pb2_grpc.ScorerServicer):
     def _decode(self, runtime: ModelRuntime, request: scoring_pb2.ScoreRequest) -> Decoded:
         return self.handler.decode(runtime, request)
 
+    def _parse_and_decode(
+        self, runtime: ModelRuntime, body: bytes
+    ) -> tuple[scoring_pb2.ScoreRequest, Decoded]:
+        """Parse and check a large body on a worker thread (``Score``)."""
+        message = parse(scoring_pb2.ScoreRequest, body)
+        return message, self._decode(runtime, message)
+
     async def _score(
         self, runtime: ModelRuntime, request: scoring_pb2.ScoreRequest
     ) -> scoring_pb2.ScoreResponse:
@@ -226,8 +235,16 @@ class ScorerService(scoring_pb2_grpc.ScorerServicer):
         start = time.perf_counter()
         self.calls += 1
         try:
-            response = await self._score(
-                self.handler.runtime(), parse(scoring_pb2.ScoreRequest, request))
+            runtime = self.handler.runtime()
+            if isinstance(request, bytes) and len(request) >= OFF_LOOP_BYTES:
+                # parsing and checking a large body (tens of ms for 65,536 rows with long
+                # entity ids) would hold the event loop, delaying every other client
+                message, decoded = await asyncio.get_running_loop().run_in_executor(
+                    None, self._parse_and_decode, runtime, request)
+                result = await self.handler.score(runtime, decoded, message.explain)
+                response = _response(runtime, message, result)
+            else:
+                response = await self._score(runtime, parse(scoring_pb2.ScoreRequest, request))
         except asyncio.CancelledError:  # the client went away or its deadline passed
             self._metrics.record("Score", "CANCELLED", time.perf_counter() - start)
             raise
