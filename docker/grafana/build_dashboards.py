@@ -4,9 +4,11 @@
     python docker/grafana/build_dashboards.py --check  # exit 1 when the JSON is stale
 
 Built with Grafana's own grafana-foundation-sdk (the dev extra pins the release generated for
-Grafana 11.6, the image docker-compose.yaml runs). Queries use the recording rules of
+Grafana 11.6, the image docker-compose.yaml runs). Scorer queries use the recording rules of
 deploy/prometheus/rules.yml where one exists and the raw metrics of ds_serving/metrics.py
-otherwise; tests/test_grafana.py runs every query against a live Prometheus scraping a live scorer.
+otherwise; the Pipeline row reads the gauges the assets push to the Pushgateway
+(ds_assets/resources/pipeline_metrics.py). tests/deploy/test_grafana.py runs every query against a
+live Prometheus scraping a live scorer and a Pushgateway.
 """
 
 from __future__ import annotations
@@ -16,14 +18,16 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from grafana_foundation_sdk.builders import stat, timeseries
+from grafana_foundation_sdk.builders import barchart, stat, table, timeseries
 from grafana_foundation_sdk.builders.common import (
     GraphThresholdsStyleConfig,
     ReduceDataOptions,
+    TableSortByFieldState,
     VizLegendOptions,
 )
 from grafana_foundation_sdk.builders.dashboard import (
     Dashboard,
+    FieldColor,
     QueryVariable,
     Row,
     ThresholdsConfig,
@@ -38,9 +42,17 @@ from grafana_foundation_sdk.models.common import (
     GraphThresholdsStyleMode,
     LegendDisplayMode,
     LegendPlacement,
+    TableCellDisplayMode,
+    VisibilityMode,
 )
 from grafana_foundation_sdk.models.dashboard import (
+    DashboardSpecialValueMapOptions,
     DataSourceRef,
+    DataTransformerConfig,
+    DynamicConfigValue,
+    FieldColorModeId,
+    SpecialValueMap,
+    SpecialValueMatch,
     Threshold,
     ThresholdsMode,
     ValueMap,
@@ -49,12 +61,16 @@ from grafana_foundation_sdk.models.dashboard import (
     VariableRefresh,
     VariableSort,
 )
+from grafana_foundation_sdk.models.prometheus import PromQueryFormat
 
 HERE = Path(__file__).resolve().parent
 OUTPUT = HERE / "dashboards" / "ds-scorer.json"
 # the datasource provisioned by provisioning/datasources/prometheus.yaml (same uid)
 DATASOURCE = DataSourceRef(type_val="prometheus", uid="ds-prometheus")
 JOB = 'job=~"$job"'
+# what ds_assets/resources/pipeline_metrics.py pushes: job datasentinel_pipeline (kept by the
+# Pushgateway scrape's honor_labels), grouping labels dataset, step and day (per-day assets)
+PIPELINE = 'job="datasentinel_pipeline", dataset=~"$dataset"'
 
 # alert thresholds of deploy/prometheus/rules.yml, drawn as dashed lines
 ERROR_RATIO_ALERT = 0.05  # DSScorerErrorRatioHigh
@@ -118,6 +134,81 @@ def _stat(panel_id: int, title: str, description: str, query: Dataquery,
     )
 
 
+def _instant(expr: str, ref_id: str = "A") -> Dataquery:
+    """An instant query in table format: one row per series, its labels as columns (the
+    pipeline's gauges are per partition day, not over time)."""
+    return (Dataquery().expr(expr).instant().format(PromQueryFormat.TABLE).ref_id(ref_id)
+            .datasource(DATASOURCE))
+
+
+def _per_day(panel_id: int, title: str, description: str, unit: str, expr: str,
+             limit: float | None = None) -> barchart.Panel:
+    """Bars per partition day (x, sorted), one bar per dataset: ``expr`` must keep the labels
+    ``dataset`` and ``day``. With ``limit``, bars at or above it turn red."""
+    panel = (
+        barchart.Panel()
+        .id(panel_id)
+        .title(title)
+        .description(description)
+        .datasource(DATASOURCE)
+        .unit(unit)
+        .min(0)
+        .height(8)
+        .span(12)
+        .with_target(_instant(expr))
+        # Time | dataset | day | Value -> day | <one column per dataset>, days in order
+        .with_transformation(DataTransformerConfig(
+            id_val="sortBy", options={"sort": [{"field": "day"}]}))
+        .with_transformation(DataTransformerConfig(
+            id_val="groupingToMatrix",
+            options={"columnField": "dataset", "rowField": "day", "valueField": "Value"}))
+        .fill_opacity(80)
+        .show_value(VisibilityMode.AUTO)
+        .x_tick_label_rotation(-45)
+        .legend(VizLegendOptions().display_mode(LegendDisplayMode.LIST)
+                .placement(LegendPlacement.BOTTOM).show_legend(True))
+    )
+    if limit is not None:
+        panel = (panel.color_scheme(FieldColor().mode(FieldColorModeId.THRESHOLDS))
+                 .thresholds(_thresholds(limit)))
+    return panel
+
+
+def _drift_table(panel_id: int) -> table.Panel:
+    return (
+        table.Panel()
+        .id(panel_id)
+        .title("Drift per day")
+        .description("drift_report per dataset and partition day: the drift score against the "
+                     "scoring model's training reference, and whether the day was judged "
+                     "drifted (ds_pipeline_drift_score, ds_pipeline_drifted).")
+        .datasource(DATASOURCE)
+        .height(8)
+        .span(12)
+        .with_target(_instant(f"max by (dataset, day) (ds_pipeline_drift_score{{{PIPELINE}}})",
+                              "A"))
+        .with_target(_instant(f"max by (dataset, day) (ds_pipeline_drifted{{{PIPELINE}}})",
+                              "B"))
+        .with_transformation(DataTransformerConfig(id_val="merge", options={}))
+        .with_transformation(DataTransformerConfig(id_val="organize", options={
+            "excludeByName": {"Time": True},
+            "indexByName": {"dataset": 0, "day": 1, "Value #A": 2, "Value #B": 3},
+            "renameByName": {"Value #A": "drift score", "Value #B": "drifted"},
+        }))
+        .sort_by([TableSortByFieldState().display_name("day").desc(True)])
+        .decimals(3)
+        .override_by_name("drifted", [
+            DynamicConfigValue(id_val="decimals", value=0),
+            DynamicConfigValue(id_val="mappings", value=[{"type": "value", "options": {
+                "0": {"text": "no", "color": "green", "index": 0},
+                "1": {"text": "drifted", "color": "red", "index": 1},
+            }}]),
+            DynamicConfigValue(id_val="custom.cellOptions",
+                               value={"type": TableCellDisplayMode.COLOR_BACKGROUND.value}),
+        ])
+    )
+
+
 def build() -> Dashboard:
     job = (
         QueryVariable("job")
@@ -129,11 +220,24 @@ def build() -> Dashboard:
         .refresh(VariableRefresh.ON_TIME_RANGE_CHANGED)
         .sort(VariableSort.ALPHABETICAL_ASC)
     )
+    dataset = (
+        QueryVariable("dataset")
+        .label("Dataset")
+        .description("Dataset of the pipeline metrics (default: the unprefixed dataset)")
+        .datasource(DATASOURCE)
+        .query("label_values(ds_pipeline_rows_ingested, dataset)")
+        .current(VariableOption(selected=True, text="default", value="default"))
+        .include_all(True)
+        .all_value(".*")
+        .refresh(VariableRefresh.ON_TIME_RANGE_CHANGED)
+        .sort(VariableSort.ALPHABETICAL_ASC)
+    )
     return (
         Dashboard("DataSentinel / ds-scorer")
         .uid("ds-scorer")
         .description("The gRPC scorer: traffic, errors, latency, throughput, anomaly rate per "
-                     "model, model reloads and alerts. Generated by "
+                     "model, model reloads and alerts; and the pipeline, per dataset and day, "
+                     "from the Pushgateway. Generated by "
                      "docker/grafana/build_dashboards.py; do not edit in the UI.")
         .tags(["datasentinel", "ds-scorer", "generated"])
         .time("now-1h", "now")
@@ -141,6 +245,7 @@ def build() -> Dashboard:
         .timezone("utc")
         .readonly()
         .with_variable(job)
+        .with_variable(dataset)
         .with_row(Row("Traffic and errors").id(100))
         .with_panel(_graph(
             1, "Request rate by method and code",
@@ -230,6 +335,50 @@ def build() -> Dashboard:
             [_query('sum by (alertname, severity) (ALERTS{alertstate="firing", '
                     'alertname=~"DSScorer.*"})', "{{alertname}} ({{severity}})")],
             bars=True))
+        .with_row(Row("Pipeline").id(104))
+        .with_panel(_per_day(
+            12, "Rows ingested per day",
+            "Rows of each partition day's raw_telemetry, per dataset (ds_pipeline_rows_ingested, "
+            "pushed by the assets to the Pushgateway; every day it holds).", "short",
+            f"max by (dataset, day) (ds_pipeline_rows_ingested{{{PIPELINE}}})"))
+        .with_panel(_per_day(
+            13, "Blocking checks failed per day",
+            "Blocking data-quality checks of raw_telemetry that failed for the day "
+            "(ds_pipeline_checks_failed); any failure stops training, scoring and the daily "
+            "pipeline for that day.", "short",
+            f"max by (dataset, day) (ds_pipeline_checks_failed{{{PIPELINE}}})", limit=1))
+        .with_panel(_per_day(
+            14, "Flag rate per day",
+            "Share of the day's scored rows flagged anomalous by the scoring champion "
+            "(ds_pipeline_anomalies_flagged / ds_pipeline_rows_scored; days with no row "
+            "scored are left out).", "percentunit",
+            f"max by (dataset, day) (ds_pipeline_anomalies_flagged{{{PIPELINE}}})\n"
+            f"/ max by (dataset, day) (ds_pipeline_rows_scored{{{PIPELINE}}} > 0)"))
+        .with_panel(_per_day(
+            15, "Alert episodes per day",
+            "Alert episodes of the day under the bundle's alerting policy "
+            "(ds_pipeline_alert_episodes).", "short",
+            f"max by (dataset, day) (ds_pipeline_alert_episodes{{{PIPELINE}}})"))
+        .with_panel(_drift_table(16))
+        .with_panel(_stat(
+            17, "Champion version",
+            "Version of the serving champion after the latest promotion decision, per dataset "
+            "(ds_pipeline_champion_version; NaN: not a numeric version).",
+            _query(f"max by (dataset) (ds_pipeline_champion_version{{{PIPELINE}}})",
+                   "{{dataset}}"))
+            .decimals(0)
+            .mappings([SpecialValueMap(options=DashboardSpecialValueMapOptions(
+                match=SpecialValueMatch.NA_N,
+                result=ValueMappingResult(text="not numeric", color="orange", index=0)))])
+            .thresholds(_thresholds(None)))
+        .with_panel(_stat(
+            18, "Training duration",
+            "Wall time of the latest detector training, per dataset "
+            "(ds_pipeline_training_seconds).",
+            _query(f"max by (dataset) (ds_pipeline_training_seconds{{{PIPELINE}}})",
+                   "{{dataset}}"))
+            .unit("s")
+            .thresholds(_thresholds(None)))
     )
 
 

@@ -1,5 +1,5 @@
 """Static checks of the production files in docker/: instance schema, compose wiring (pipeline,
-scorer, Prometheus, Grafana), the Dockerfile's two targets and the build context."""
+scorer, Pushgateway, Prometheus, Grafana), the Dockerfile's two targets and the build context."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ import re
 import shutil
 import subprocess
 import sys
+import urllib.parse
 from pathlib import Path
 from typing import Any
 
@@ -70,7 +71,7 @@ def _stages() -> dict[str, str]:
 def test_compose_wires_every_service_to_postgres_and_the_code_location() -> None:
     services = _compose()["services"]
     assert set(services) == {"postgres", "code-location", "webserver", "daemon", "scorer",
-                             "prometheus", "grafana"}
+                             "pushgateway", "prometheus", "grafana"}
     for name in ("code-location", "webserver", "daemon"):
         env = services[name]["environment"]
         assert set(PG_ENV) <= set(env), name
@@ -78,6 +79,7 @@ def test_compose_wires_every_service_to_postgres_and_the_code_location() -> None
         assert "${DAGSTER_PG_PASSWORD" in env["DAGSTER_PG_PASSWORD"]  # never a literal secret
         assert services[name]["depends_on"]["postgres"]["condition"] == "service_healthy"
         assert env["DS_AUTOMATION"] == "on"  # the daemon runs schedules and sensors
+        assert env["DS_PUSHGATEWAY_URL"] == "http://pushgateway:9091"  # pipeline metrics on
     workspace = yaml.safe_load((DOCKER / "workspace.yaml").read_text())
     server = workspace["load_from"][0]["grpc_server"]
     assert server["host"] == "code-location"
@@ -119,6 +121,21 @@ def test_compose_scorer_requires_a_token_from_a_secret() -> None:
         scorer["ports"])
 
 
+def test_pushgateway_is_pinned_and_keeps_its_groups_on_a_volume() -> None:
+    compose = _compose()
+    service = compose["services"]["pushgateway"]
+    assert re.fullmatch(r"prom/pushgateway:v\d+\.\d+\.\d+", service["image"])
+    persistence = re.search(r"--persistence\.file=(\S+)", " ".join(service["command"]))
+    assert persistence, "without a persistence file a restart forgets every pushed day"
+    volumes = {target: source for source, target, *_ in (v.split(":") for v in
+                                                          service["volumes"])}
+    directory = str(Path(persistence.group(1)).parent)
+    assert volumes[directory] in compose["volumes"]  # a named volume, not the container's layer
+    # what the pipeline services push to is this service, on the port it listens on (default)
+    url = urllib.parse.urlsplit(compose["x-dagster-env"]["DS_PUSHGATEWAY_URL"])
+    assert (url.scheme, url.hostname, url.port) == ("http", "pushgateway", 9091)
+
+
 def test_prometheus_scrapes_the_scorer_with_the_deployed_rules(tmp_path: Path) -> None:
     compose = _compose()
     service = compose["services"]["prometheus"]
@@ -126,12 +143,19 @@ def test_prometheus_scrapes_the_scorer_with_the_deployed_rules(tmp_path: Path) -
               (v.split(":") for v in service["volumes"]) if source.startswith(".")}
     config_path = re.search(r"--config\.file=(\S+)", " ".join(service["command"])).group(1)
     config = yaml.safe_load((DOCKER / mounts[config_path]).read_text())
-    [job] = config["scrape_configs"]
-    assert job["job_name"] == "ds-scorer"  # the job deploy/prometheus/rules.yml selects
+    jobs = {job["job_name"]: job for job in config["scrape_configs"]}
+    assert set(jobs) == {"ds-scorer", "pushgateway"}
+    job = jobs["ds-scorer"]  # the job deploy/prometheus/rules.yml selects
     [target] = job["static_configs"][0]["targets"]
     host, port = target.split(":")
     assert host == "scorer"
     assert int(port) == build_parser().parse_args(["serve"]).metrics_port
+    # the Pushgateway, keeping the pushed job and grouping labels (dataset, step, day)
+    pushgateway = jobs["pushgateway"]
+    assert pushgateway["honor_labels"] is True
+    [target] = pushgateway["static_configs"][0]["targets"]
+    url = urllib.parse.urlsplit(compose["x-dagster-env"]["DS_PUSHGATEWAY_URL"])
+    assert target == f"{url.hostname}:{url.port}" and url.hostname in compose["services"]
     [rules] = config["rule_files"]
     assert (DOCKER / mounts[rules]).resolve() == ROOT / "deploy" / "prometheus" / "rules.yml"
     promtool = shutil.which("promtool")

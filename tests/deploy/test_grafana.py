@@ -1,6 +1,7 @@
 """Grafana dashboards as code (docker/grafana): the checked-in JSON is what the program generates,
 its panels query the provisioned datasource, and every panel's PromQL returns data from a real
-Prometheus scraping a live ds-scorer through deploy/prometheus/rules.yml."""
+Prometheus scraping a live ds-scorer through deploy/prometheus/rules.yml and a real Pushgateway
+holding a day of pipeline metrics (the Pipeline row)."""
 
 from __future__ import annotations
 
@@ -18,11 +19,21 @@ import numpy as np
 import pytest
 import yaml
 
+from ds_assets.resources.pipeline_metrics import JOB, METRICS, PREFIX, PipelineMetrics
+from ds_assets.telemetry.validation import CHECK_NAMES
 from ds_serving.bundle import CHAMPION_FILE
 from ds_serving.client import ScorerClient
-from tests.support.prometheus import RULES, firing_alerts, prometheus, query, scorer, wait
+from tests.support.prometheus import (
+    RULES,
+    firing_alerts,
+    prometheus,
+    pushgateway,
+    query,
+    scorer,
+    wait,
+)
 
-__all__ = ["prometheus", "scorer"]  # fixtures, used by name
+__all__ = ["prometheus", "pushgateway", "scorer"]  # fixtures, used by name
 
 ROOT = Path(__file__).resolve().parents[2]
 GRAFANA = ROOT / "docker" / "grafana"
@@ -30,10 +41,12 @@ DASHBOARD = GRAFANA / "dashboards" / "ds-scorer.json"
 DATASOURCES = GRAFANA / "provisioning" / "datasources" / "prometheus.yaml"
 PROVIDERS = GRAFANA / "provisioning" / "dashboards" / "dashboards.yaml"
 COMPOSE = ROOT / "docker" / "docker-compose.yaml"
-# what Grafana puts in place of its variables before a query reaches Prometheus; $job is the
-# dashboard's own variable (its current value), the others are Grafana's built-ins
-VARIABLES = {"$__rate_interval": "1m", "$__interval": "15s", "$__range": "1h", "$job": "ds-scorer"}
-METRIC = re.compile(r"\b(ds_scorer[a-z0-9_:]*|ALERTS)\b")
+# what Grafana puts in place of its variables before a query reaches Prometheus; $job and
+# $dataset are the dashboard's own variables (their current values), the others Grafana's built-ins
+VARIABLES = {"$__rate_interval": "1m", "$__interval": "15s", "$__range": "1h", "$job": "ds-scorer",
+             "$dataset": "default"}
+METRIC = re.compile(r"\b(ds_scorer[a-z0-9_:]*|ds_pipeline_[a-z0-9_]+|ALERTS)\b")
+PIPELINE_ROW = "Pipeline"
 
 
 def _program() -> ModuleType:
@@ -48,6 +61,14 @@ def _program() -> ModuleType:
 
 def _dashboard() -> dict[str, Any]:
     return dict(json.loads(DASHBOARD.read_text()))
+
+
+def _pipeline_panels() -> list[dict[str, Any]]:
+    """The panels below the Pipeline row (it is the last row)."""
+    panels = _dashboard()["panels"]
+    [start] = [i for i, p in enumerate(panels) if p["type"] == "row" and p["title"] == PIPELINE_ROW]
+    assert all(p["type"] != "row" for p in panels[start + 1:]), "the Pipeline row is not last"
+    return list(panels[start + 1:])
 
 
 def _panels() -> list[dict[str, Any]]:
@@ -98,6 +119,10 @@ def test_every_panel_has_a_promql_target_and_a_place_on_the_grid() -> None:
                    "Handling time p50 / p99", "Rows scored per second", "Anomaly rate per model",
                    "Model loaded", "Model reload failures", "Open alerts"):
         assert wanted in titles
+    pipeline = {p["title"] for p in _pipeline_panels()}
+    assert pipeline == {"Rows ingested per day", "Blocking checks failed per day",
+                        "Flag rate per day", "Alert episodes per day", "Drift per day",
+                        "Champion version", "Training duration"}
     for panel in panels:
         targets = panel.get("targets") or []
         assert targets, panel["title"]
@@ -113,14 +138,23 @@ def test_queries_name_metrics_the_scorer_exports_or_the_rules_record() -> None:
     exported = {f"ds_scorer_{name}" for name in re.findall(r'f"\{PREFIX\}_(\w+)"', source)}
     assert "ds_scorer_requests" in exported  # the pattern still reads metrics.py
     recorded = _recorded()
+    pushed = {PREFIX + name for name in METRICS}
+    pipeline = {p["id"] for p in _pipeline_panels()}
     for panel in _panels():
         for target in panel["targets"]:
             names = set(METRIC.findall(target["expr"]))
             assert names, target["expr"]
+            if panel["id"] in pipeline:  # the gauges the assets push, per dataset, as their job
+                assert names <= pushed, (panel["title"], names - pushed)
+                assert f'job="{JOB}"' in target["expr"], panel["title"]
+                assert 'dataset=~"$dataset"' in target["expr"], panel["title"]
+                continue
             for name in names:
                 base = re.sub(r"_(total|bucket|count|sum|info)$", "", name)
                 assert name in recorded or base in exported or name == "ALERTS", (
                     f"{panel['title']}: {name} is neither exported nor recorded")
+    used = {n for p in _pipeline_panels() for t in p["targets"] for n in METRIC.findall(t["expr"])}
+    assert pushed - used == {PREFIX + "checks_run"}  # every pipeline metric is on the dashboard
     # the firing-alerts panel selects every alert of the rules
     [selector] = [m for p in _panels() for t in p["targets"]
                   for m in re.findall(r'alertname=~"([^"]+)"', t["expr"])]
@@ -167,10 +201,33 @@ def _send_load(port: int) -> None:
         client.close()
 
 
+def _push_pipeline_days(url: str) -> None:
+    """What the assets push for two partition days of dataset ``default`` (the second drifted)
+    and one of ``pumps``, through the pipeline's own resource: ingest, checks, scoring, alerts,
+    drift per day; training and champion per dataset."""
+    metrics = PipelineMetrics(pushgateway_url=url)
+    days = [("default", "2026-06-01", 11520, 173, 4, 0.08, 0.0),
+            ("default", "2026-06-02", 11520, 402, 9, 0.31, 1.0),
+            ("pumps", "2026-06-02", 2880, 31, 1, 0.05, 0.0)]
+    for dataset, day, rows, flagged, episodes, drift, drifted in days:
+        for step, values in (
+            ("ingest", {"rows_ingested": rows}),
+            ("checks", {"checks_failed": 0, "checks_run": len(CHECK_NAMES)}),
+            ("scoring", {"rows_scored": rows, "anomalies_flagged": flagged}),
+            ("alerts", {"alert_episodes": episodes}),
+            ("drift", {"drift_score": drift, "drifted": drifted}),
+        ):
+            assert metrics.push(dataset, step, values, {"day": day}), (dataset, day, step)
+    for dataset, seconds, version in (("default", 41.7, 3.0), ("pumps", 12.4, 1.0)):
+        assert metrics.push(dataset, "training", {"training_seconds": seconds})
+        assert metrics.push(dataset, "champion", {"champion_version": version})
+
+
 def test_every_panel_query_returns_data_from_a_live_prometheus(
-    scorer: tuple[Path, int, int], prometheus: str
+    scorer: tuple[Path, int, int], prometheus: str, pushgateway: str
 ) -> None:
     models, port, metrics_port = scorer
+    _push_pipeline_days(pushgateway)  # scraped while the load runs
     _send_load(port)
     # the failure panels need a failure: the champion pointer names a version that does not
     # exist, so the reload is refused (the old model keeps serving) and DSScorerReloadFailing fires
@@ -178,6 +235,7 @@ def test_every_panel_query_returns_data_from_a_live_prometheus(
     wait("DSScorerReloadFailing", lambda: "DSScorerReloadFailing" in firing_alerts(prometheus))
     exposition = urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/metrics",
                                         timeout=5).read().decode()
+    pushed = urllib.request.urlopen(f"{pushgateway}/metrics", timeout=5).read().decode()
 
     for variable in _dashboard()["templating"]["list"]:  # label_values(metric, label)
         metric, label = re.fullmatch(r"label_values\((\w+), (\w+)\)", variable["query"]).groups()
@@ -185,8 +243,11 @@ def test_every_panel_query_returns_data_from_a_live_prometheus(
             f"{prometheus}/api/v1/label/{label}/values?"
             + urllib.parse.urlencode({"match[]": metric}), timeout=5).read())
         assert variable["current"]["value"] in values["data"]
+        if variable["includeAll"]:  # All: every value the variable offers matches its regex
+            assert all(re.fullmatch(variable["allValue"], v) for v in values["data"])
 
     recorded = _recorded()
+    pipeline = {p["id"] for p in _pipeline_panels()}
     for panel in _panels():
         for target in panel["targets"]:
             expr = _expr(target)
@@ -195,4 +256,9 @@ def test_every_panel_query_returns_data_from_a_live_prometheus(
             result = wait(what, lambda expr=expr: query(prometheus, expr), timeout=30)
             assert result, what
             for name in set(METRIC.findall(expr)) - recorded - {"ALERTS"}:
-                assert f"# TYPE {name} " in exposition, (what, name)
+                source = pushed if name.startswith(PREFIX) else exposition
+                assert f"# TYPE {name} " in source, (what, name)
+            if panel["id"] in pipeline:  # $dataset: one dataset, or All (".*") for every one
+                assert {r["metric"]["dataset"] for r in result} == {"default"}, what
+                every = query(prometheus, expr.replace('dataset=~"default"', 'dataset=~".*"'))
+                assert {r["metric"]["dataset"] for r in every} == {"default", "pumps"}, what

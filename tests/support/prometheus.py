@@ -1,9 +1,10 @@
 """A live ds-scorer and a real Prometheus scraping it through deploy/prometheus/rules.yml, for the
-tests that need both (tests/deploy/test_prometheus_live.py, test_grafana.py). Import the fixtures
-into the test module: ``from tests.support.prometheus import prometheus, scorer``.
+tests that need both (tests/deploy/test_prometheus_live.py, test_grafana.py), and a Pushgateway
+that Prometheus also scrapes when the test asks for it. Import the fixtures into the test module:
+``from tests.support.prometheus import prometheus, pushgateway, scorer``.
 
-Prometheus is Debian's prometheus package: without it the fixtures skip, unless
-DS_REQUIRE_PROMETHEUS is set (as in CI), where they fail."""
+Prometheus and the Pushgateway are Debian's prometheus and prometheus-pushgateway packages:
+without them the fixtures skip, unless DS_REQUIRE_PROMETHEUS is set (as in CI), where they fail."""
 
 from __future__ import annotations
 
@@ -31,11 +32,10 @@ RULES = Path(__file__).resolve().parents[2] / "deploy" / "prometheus" / "rules.y
 FEATURES = ["f1", "f2"]
 
 
-
-def require(binary: str) -> str:
+def require(binary: str, package: str = "prometheus") -> str:
     exe = shutil.which(binary)
     if exe is None:
-        message = f"{binary} not found (apt-get install prometheus)"
+        message = f"{binary} not found (apt-get install {package})"
         if os.environ.get("DS_REQUIRE_PROMETHEUS"):
             pytest.fail(f"DS_REQUIRE_PROMETHEUS is set but {message}")
         pytest.skip(message)
@@ -80,9 +80,32 @@ def scorer(tmp_path: Path) -> Iterator[tuple[Path, int, int]]:
 
 
 @pytest.fixture
-def prometheus(tmp_path: Path, scorer: tuple[Path, int, int]) -> Iterator[str]:
+def pushgateway() -> Iterator[str]:
+    """Debian's Pushgateway on a free local port (in memory, no persistence file); yields its URL.
+    A test that requests it alongside ``prometheus`` gets it scraped."""
+    exe = require("prometheus-pushgateway", "prometheus-pushgateway")
+    port = free_port()
+    process = subprocess.Popen([exe, f"--web.listen-address=127.0.0.1:{port}"],
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        wait("the pushgateway", lambda: urllib.request.urlopen(f"{url}/-/ready", timeout=2).status
+             == 200)
+        yield url
+    finally:
+        process.terminate()
+        process.wait(30)
+
+
+@pytest.fixture
+def prometheus(
+    request: pytest.FixtureRequest, tmp_path: Path, scorer: tuple[Path, int, int]
+) -> Iterator[str]:
     """Prometheus scraping ``scorer`` every second as job ds-scorer with the rules of
-    deploy/prometheus/rules.yml evaluated every second (``for`` dropped); yields its URL."""
+    deploy/prometheus/rules.yml evaluated every second (``for`` dropped), and, when the test
+    also requests ``pushgateway``, the Pushgateway as job pushgateway with ``honor_labels`` (the
+    pushed job and grouping labels kept, as docker/prometheus/prometheus.yml does); yields its
+    URL."""
     exe = require("prometheus")
     rules = yaml.safe_load(RULES.read_text())
     for group in rules["groups"]:  # the same expressions, evaluated fast
@@ -90,10 +113,14 @@ def prometheus(tmp_path: Path, scorer: tuple[Path, int, int]) -> Iterator[str]:
         for rule in group["rules"]:
             rule.pop("for", None)
     (tmp_path / "rules.yml").write_text(yaml.safe_dump(rules))
+    jobs: list[dict[str, Any]] = [{"job_name": "ds-scorer", "static_configs": [
+        {"targets": [f"127.0.0.1:{scorer[2]}"]}]}]
+    if "pushgateway" in request.fixturenames:
+        gateway = urllib.parse.urlsplit(request.getfixturevalue("pushgateway")).netloc
+        jobs.append({"job_name": "pushgateway", "honor_labels": True,
+                     "static_configs": [{"targets": [gateway]}]})
     config = {"global": {"scrape_interval": "1s", "evaluation_interval": "1s"},
-              "rule_files": [str(tmp_path / "rules.yml")],
-              "scrape_configs": [{"job_name": "ds-scorer", "static_configs": [
-                  {"targets": [f"127.0.0.1:{scorer[2]}"]}]}]}
+              "rule_files": [str(tmp_path / "rules.yml")], "scrape_configs": jobs}
     (tmp_path / "prometheus.yml").write_text(yaml.safe_dump(config))
     port = free_port()
     process = subprocess.Popen(
