@@ -15,7 +15,7 @@ INSTANCE_YAML := .dagster_home/dagster.yaml
 EXTRA := $(shell nvidia-smi -L >/dev/null 2>&1 && echo gpu || echo cpu)
 STAMP := $(VENV)/.installed-$(EXTRA)
 
-.PHONY: install demo test lint dev bench skab clean
+.PHONY: install demo test lint dev bench skab ui-test clean
 
 # A failed creation removes the half-made venv, so the next run starts over instead of finding
 # a python without pip.
@@ -60,6 +60,21 @@ bench: install
 export SKAB_DIR ?= $(CURDIR)/../shared/datasets/skab
 skab: install
 	$(PY) -m bench.skab --skab-dir "$$SKAB_DIR"
+
+# The Dagster UI in headless Chromium (tests/ui): Debian's chromium, installed here when it is
+# missing and apt-get can run (root), and Playwright from the `ui` extra (no browser download).
+UI_STAMP := $(VENV)/.installed-ui-$(EXTRA)
+$(UI_STAMP): $(STAMP)
+	$(PY) -m pip install --quiet -e ".[pipeline,$(EXTRA),dev,ui]"
+	touch $@
+
+ui-test: $(UI_STAMP)
+	@command -v chromium >/dev/null || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null \
+	  && { apt-get install -y -qq --no-install-recommends chromium >/dev/null 2>&1 \
+	       || { apt-get update -qq && apt-get install -y -qq --no-install-recommends chromium; } \
+	       >/dev/null 2>&1; } \
+	  || { echo "chromium is missing: apt-get install chromium (as root)"; exit 1; }; }
+	DS_UI_TEST=1 $(PY) -m pytest -m ui tests/ui -v -s
 
 dev: install $(INSTANCE_YAML)
 	$(VENV)/bin/dagster dev -w workspace.yaml
