@@ -9,12 +9,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
-import os
-import shutil
-import subprocess
 import urllib.request
-from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import dagster as dg
@@ -36,8 +31,10 @@ from ds_assets.resources.pipeline_metrics import (
 from ds_assets.settings import Settings
 from ds_assets.telemetry.validation import CHECK_NAMES
 from tests.conftest import DAYS
-from tests.support.prometheus import wait
+from tests.support.prometheus import pushgateway
 from tests.support.serving import free_port
+
+__all__ = ["pushgateway"]  # a fixture, used by name
 
 DAY = DAYS[0]
 TINY_DAY: dict[str, Any] = {"n_hosts": 2, "interval_seconds": 900, "anomaly_rate": 0.05}
@@ -101,33 +98,6 @@ def test_a_failed_push_is_a_warning_and_the_run_succeeds(settings: Settings) -> 
     assert len(warnings) == 2, warnings  # the asset's push and the checks'
     assert all(url in w and "failed" in w for w in warnings)
     assert {"rows_ingested", "checks_failed"} <= {m for w in warnings for m in METRICS if m in w}
-
-
-def _require_pushgateway() -> str:
-    exe = shutil.which("prometheus-pushgateway")
-    if exe is None:
-        message = "prometheus-pushgateway not found (apt-get install prometheus-pushgateway)"
-        if os.environ.get("DS_REQUIRE_PROMETHEUS"):
-            pytest.fail(f"DS_REQUIRE_PROMETHEUS is set but {message}")
-        pytest.skip(message)
-    return exe
-
-
-@pytest.fixture
-def pushgateway(tmp_path: Path) -> Iterator[str]:
-    """A Pushgateway on a free local port (no persistence); yields its URL."""
-    exe = _require_pushgateway()
-    port = free_port()
-    process = subprocess.Popen([exe, f"--web.listen-address=127.0.0.1:{port}"],
-                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        wait("the pushgateway", lambda: urllib.request.urlopen(f"{url}/-/ready", timeout=2).status
-             == 200)
-        yield url
-    finally:
-        process.terminate()
-        process.wait(30)
 
 
 def _series(url: str) -> dict[tuple[str, frozenset[tuple[str, str]]], float]:

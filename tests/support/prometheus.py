@@ -85,7 +85,10 @@ def pushgateway() -> Iterator[str]:
     A test that requests it alongside ``prometheus`` gets it scraped."""
     exe = require("prometheus-pushgateway", "prometheus-pushgateway")
     port = free_port()
-    process = subprocess.Popen([exe, f"--web.listen-address=127.0.0.1:{port}"],
+    # Debian's build persists to /var/lib/prometheus/pushgateway.data by default: an empty
+    # --persistence.file keeps each test's pushes to itself
+    process = subprocess.Popen([exe, f"--web.listen-address=127.0.0.1:{port}",
+                                "--persistence.file="],
                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     url = f"http://127.0.0.1:{port}"
     try:
