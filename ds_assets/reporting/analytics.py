@@ -11,12 +11,18 @@ from ds_assets.telemetry.schema import ANOMALY_TYPE, LABEL, NORMAL_TYPE, feature
 
 
 def markdown_table(frame: pd.DataFrame, floatfmt: str = ".4g") -> str:
-    """A GitHub-style table without the optional ``tabulate`` dependency."""
-    header = "| " + " | ".join(str(c) for c in frame.columns) + " |"
+    """A GitHub-style table without the optional ``tabulate`` dependency; a ``|`` inside a cell
+    is escaped so it cannot split the row (e.g. "max |z| over features")."""
+
+    def cell(value: object) -> str:
+        text = format(value, floatfmt) if isinstance(value, float) else str(value)
+        return text.replace("|", "\\|")
+
+    header = "| " + " | ".join(cell(c) for c in frame.columns) + " |"
     rule = "|" + "---|" * len(frame.columns)
     lines = [header, rule]
     for row in frame.itertuples(index=False):
-        cells = [format(v, floatfmt) if isinstance(v, float) else str(v) for v in row]
+        cells = [cell(v) for v in row]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
 

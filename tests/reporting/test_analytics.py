@@ -66,3 +66,13 @@ def test_error_distribution_by_type_and_region() -> None:
     by_region = error_distribution(_scored(), "region").set_index("region")
     assert by_region.loc["us-east", "false_alarm_rate"] == round(3 / 95, 6)
     assert error_distribution(_scored().drop(columns="label"), "region").empty
+
+
+def test_a_pipe_inside_a_cell_does_not_split_the_row() -> None:
+    from ds_assets.reporting.analytics import markdown_table
+
+    frame = pd.DataFrame({"baseline": ["zscore"], "rule": ["max |z| over features"]})
+    table = markdown_table(frame)
+    row = table.splitlines()[2]
+    assert row == "| zscore | max \\|z\\| over features |"
+    assert row.replace("\\|", "").count("|") == 3  # two cells: three unescaped separators
