@@ -71,9 +71,13 @@ def build_checks(ds: Dataset) -> list[dg.AssetChecksDefinition]:
     return [build_raw_telemetry_checks(ds), build_onnx_parity_check(ds)]
 
 
-def build_jobs(ds: Dataset) -> list[UnresolvedAssetJobDefinition]:
+def build_jobs(
+    ds: Dataset, gpu_run_tags: dict[str, str] | None = None
+) -> list[UnresolvedAssetJobDefinition]:
     """The dataset's ingest, training and scoring jobs (the daily pipeline and re-score jobs,
-    which the automation launches, are built in ``ds_assets.sensors.schedules``)."""
+    which the automation launches, are built in ``ds_assets.sensors.schedules``).
+    ``gpu_run_tags`` go on every training run (schedule, drift sensor, UI) so that, on
+    Kubernetes, its pod lands on a GPU node (``Settings.gpu_run_tags``)."""
     ingest_job = dg.define_asset_job(
         ds.scoped("ingest_telemetry"),
         selection=dg.AssetSelection.assets(ds.key("raw_telemetry")),
@@ -86,6 +90,7 @@ def build_jobs(ds: Dataset) -> list[UnresolvedAssetJobDefinition]:
         - dg.AssetSelection.assets(ds.key("scored_telemetry")).downstream(),
         description="Training set -> detector -> ONNX -> bundle (+ TensorRT on a GPU) -> "
         "evaluation -> champion.",
+        run_tags=gpu_run_tags or None,
     )
     scoring_job = dg.define_asset_job(
         ds.scoped("score_telemetry"),
@@ -138,7 +143,7 @@ def build_dataset_definitions(
     return dg.Definitions(
         assets=build_assets(ds),
         asset_checks=build_checks(ds),
-        jobs=[*build_jobs(ds), daily_pipeline, build_rescore_job(ds)],
+        jobs=[*build_jobs(ds, settings.gpu_run_tags()), daily_pipeline, build_rescore_job(ds)],
         schedules=[build_daily_schedule(ds, daily_pipeline), build_weekly_retrain_schedule(ds)],
         sensors=[drift_sensor_from_env(ds), promotion_sensor_from_env(ds),
                  daily_automation_sensor(ds)],

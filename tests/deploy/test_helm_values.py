@@ -29,6 +29,9 @@ import yaml
 from referencing import Registry, Resource
 from referencing.exceptions import NoSuchResource
 
+from ds_assets.definitions import build_definitions
+from ds_assets.settings import GPU_TAG, Settings
+
 ROOT = Path(__file__).resolve().parents[2]
 VALUES = ROOT / "deploy" / "helm" / "dagster-values.yaml"
 DOC = ROOT / "docs" / "operations.md"
@@ -458,16 +461,22 @@ def test_the_run_launchers_kubernetes_config_is_valid() -> None:
     assert not errors, "\n".join(errors)
 
 
-def _documented_gpu_tags() -> dict[str, Any]:
-    section = _section("Dagster on Kubernetes (Helm)")
-    blocks = re.findall(r"```json\n(.*?)```", section, re.S)
-    assert len(blocks) == 1, "one JSON block (the GPU run tags) in the section"
-    return json.loads(blocks[0])
+def _gpu_run_config() -> dict[str, Any]:
+    """DS_GPU_RUN_CONFIG as the values file sets it; the same object on server and runs and in
+    the docs."""
+    values = _values()
+    server = {e["name"]: e["value"] for e in _deployment(values)["env"]}
+    runs = dict(v.split("=", 1) for v in _launcher(values)["envVars"])
+    config = json.loads(server["DS_GPU_RUN_CONFIG"])
+    assert json.loads(runs["DS_GPU_RUN_CONFIG"]) == config
+    blocks = re.findall(r"```json\n(.*?)```", _section("Dagster on Kubernetes (Helm)"), re.S)
+    assert blocks == [blocks[0]], "one JSON block (the GPU run config) in the section"
+    assert json.loads(blocks[0]) == config
+    return config
 
 
-def test_the_documented_gpu_tags_land_a_run_on_a_gpu_node() -> None:
-    tags = _documented_gpu_tags()
-    k8s = tags["dagster-k8s/config"]
+def test_training_runs_land_on_a_gpu_node() -> None:
+    k8s = _gpu_run_config()
     assert set(k8s) <= {"container_config", "pod_spec_config", "pod_template_spec_metadata",
                         "job_spec_config", "job_metadata", "merge_behavior"}
     pod, container = k8s["pod_spec_config"], k8s["container_config"]
@@ -476,7 +485,27 @@ def test_the_documented_gpu_tags_land_a_run_on_a_gpu_node() -> None:
     assert not errors, "\n".join(errors)
     assert pod["nodeSelector"] and pod["tolerations"]
     assert container["resources"]["limits"]["nvidia.com/gpu"] == "1"
+    # the code turns the values' setting into the training job's run tags, and only its
+    settings = Settings.from_env({"DS_DATA_DIR": "/tmp/ds-helm-test",
+                                  "DS_GPU_RUN_CONFIG": json.dumps(k8s)})
+    defs = build_definitions(settings)
+    tags = defs.resolve_job_def("train_detector").run_tags
+    assert json.loads(tags["dagster-k8s/config"]) == k8s
+    assert defs.resolve_job_def("score_telemetry").run_tags.get("dagster-k8s/config") is None
     # the queue holds a second GPU run: its tag is the one the run queue limits to 1
     limits = _queue(_values())["tagConcurrencyLimits"]
     [gpu] = [t for t in limits if t["key"] in tags and t.get("value") == tags[t["key"]]]
-    assert gpu["limit"] == 1
+    assert gpu["key"] == GPU_TAG and gpu["limit"] == 1
+
+
+@pytest.mark.parametrize(("value", "named"), [
+    ("{not json", "is not JSON"),
+    ('["pod_spec_config"]', "found list"),
+    ('{"pod_spec": {}}', "found ['pod_spec']"),
+])
+def test_a_bad_gpu_run_config_is_refused_by_name(value: str, named: str) -> None:
+    settings = Settings.from_env({"DS_GPU_RUN_CONFIG": value})
+    with pytest.raises(ValueError, match="DS_GPU_RUN_CONFIG") as caught:
+        settings.gpu_run_tags()
+    assert named in str(caught.value)
+    assert Settings.from_env({}).gpu_run_tags() == {}
