@@ -10,16 +10,24 @@ from __future__ import annotations
 
 import datetime as dt
 import re
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 from functools import cached_property
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import dagster as dg
+import pydantic
 
 from ds_assets.resources.registry import ModelRegistry
 
 if TYPE_CHECKING:
+    import pandas as pd
+
     from ds_assets.settings import Settings
+    from ds_assets.telemetry.declaration import DatasetSpec
+
+C = TypeVar("C", bound=dg.Config)
+F = TypeVar("F", bound=Callable[..., Any])
 
 DEFAULT_NAME = "default"
 _IDENTIFIER = re.compile(r"^[A-Za-z][A-Za-z0-9_]*$")
@@ -35,6 +43,13 @@ class Dataset:
     partitions_start: str
     key_prefix: str = ""
     partitions_end: str | None = None
+    # a declared dataset (ds_assets.components): how its files read; None: the generator
+    spec: DatasetSpec | None = field(default=None, compare=False)
+    # where its files are staged as Parquet (ds_assets.telemetry.files.stage)
+    staging_dir: str = ""
+    # run-config defaults per asset (``detector``, ``model_bundle``, ``training_set``)
+    config_defaults: Mapping[str, Mapping[str, Any]] = field(default_factory=dict,
+                                                             compare=False)
 
     def __post_init__(self) -> None:
         for what, value in (("name", self.name), ("key_prefix", self.key_prefix)):
@@ -55,6 +70,51 @@ class Dataset:
         if self.partitions_end and self.partitions_end <= self.partitions_start:
             raise ValueError(f"dataset {self.name!r}: partitions_end {self.partitions_end} is "
                              f"not after partitions_start {self.partitions_start}")
+
+    def config_class(self, base: type[C], asset: str) -> type[C]:
+        """``base`` with this dataset's defaults for ``asset`` (what the declaration chose),
+        so the launchpad, schedules and sensors all start from them."""
+        overrides = dict(self.config_defaults.get(asset, {}))
+        if not overrides:
+            return base
+        unknown = sorted(set(overrides) - set(base.model_fields))
+        if unknown:
+            raise ValueError(f"dataset {self.name!r}: {asset} has no setting(s) {unknown}; "
+                             f"known: {sorted(base.model_fields)}")
+        fields: dict[str, Any] = {k: (base.model_fields[k].annotation, v)
+                                  for k, v in overrides.items()}
+        derived = pydantic.create_model(f"{base.__name__}_{self.name}", __base__=base, **fields)
+        try:
+            derived()
+        except pydantic.ValidationError as exc:
+            raise ValueError(f"dataset {self.name!r}: {asset} settings {overrides}: "
+                             f"{exc}") from None
+        return derived
+
+    def with_defaults(self, asset: str) -> Callable[[F], F]:
+        """Decorate an asset function (under ``@dg.asset``) so its ``config`` parameter's class
+        carries this dataset's defaults for ``asset``."""
+        def apply(fn: F) -> F:
+            base = fn.__annotations__["config"]
+            fn.__annotations__["config"] = self.config_class(base, asset)
+            return fn
+        return apply
+
+    def validation_features(self, frame: pd.DataFrame) -> list[str]:
+        """The columns the blocking checks require: the declared list, else the frame's."""
+        from ds_assets.telemetry.schema import feature_columns
+
+        if self.spec is not None and self.spec.features.columns is not None:
+            return list(self.spec.features.columns)
+        return feature_columns(frame)
+
+    def feature_ranges(self) -> dict[str, tuple[float, float]]:
+        """Value ranges the blocking range check holds features to."""
+        if self.spec is not None:
+            return dict(self.spec.features.ranges)
+        from ds_assets.telemetry.generator import FEATURE_RANGES
+
+        return dict(FEATURE_RANGES)
 
     @classmethod
     def default(cls, settings: Settings) -> Dataset:

@@ -8,7 +8,9 @@ default dataset only, with today's names.
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Sequence
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import dagster as dg
@@ -175,4 +177,20 @@ def build_definitions(
     )
 
 
-defs = build_definitions()
+def build_code_location(settings: Settings | None = None) -> dg.Definitions:
+    """The code location: every dataset declared under ``ds_assets/defs/`` (one
+    ``TelemetryDataset`` component each), with the resources they share."""
+    import ds_assets.defs as declared
+
+    settings = settings or Settings.from_env()
+    tree = dg.ComponentTree(defs_module=declared,
+                            project_root=Path(declared.__file__).resolve().parents[2])
+    with warnings.catch_warnings():  # the loader's own beta/preview notices, once per load
+        warnings.simplefilter("ignore", dg.BetaWarning)
+        warnings.simplefilter("ignore", dg.PreviewWarning)
+        declared_defs = tree.build_defs()
+    return dg.Definitions.merge(declared_defs,
+                                dg.Definitions(resources=build_shared_resources(settings)))
+
+
+defs = build_code_location()

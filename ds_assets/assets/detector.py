@@ -70,6 +70,7 @@ def build_training_set_asset(ds: Dataset) -> dg.AssetsDefinition:
         code_version="1",
         group_name=ds.scoped("training"),
     )
+    @ds.with_defaults("training_set")
     def training_set(
         context: dg.AssetExecutionContext,
         config: TrainingWindowConfig,
@@ -205,6 +206,7 @@ def build_detector_asset(ds: Dataset) -> dg.AssetsDefinition:
         group_name=ds.scoped("training"),
         required_resource_keys={"mlflow", PIPELINE_METRICS_KEY},
     )
+    @ds.with_defaults("detector")
     def detector(
         context: dg.AssetExecutionContext, config: DetectorConfig, training_set: pd.DataFrame
     ) -> TrainedDetector:
@@ -343,6 +345,7 @@ def build_model_bundle_asset(ds: Dataset) -> dg.AssetsDefinition:
         group_name=ds.scoped("training"),
         required_resource_keys={"mlflow", ds.registry_key},
     )
+    @ds.with_defaults("model_bundle")
     def model_bundle(
         context: dg.AssetExecutionContext,
         config: BundleConfig,

@@ -21,7 +21,8 @@ from ds_assets.reporting.analytics import (
     top_k_markdown,
 )
 from ds_assets.resources.pipeline_metrics import PIPELINE_METRICS_KEY, pipeline_metrics
-from ds_assets.telemetry.generator import FEATURE_RANGES, DriftConfig, GeneratorConfig, generate_day
+from ds_assets.telemetry.files import read_rows
+from ds_assets.telemetry.generator import DriftConfig, GeneratorConfig, generate_day
 from ds_assets.telemetry.schema import feature_columns
 from ds_assets.telemetry.sources import read_labeled_file, resolve_path
 from ds_assets.telemetry.validation import CHECK_NAMES, validate_telemetry
@@ -86,6 +87,9 @@ def load_telemetry(config: TelemetrySourceConfig, day: str) -> pd.DataFrame:
 
 
 def build_raw_telemetry_asset(ds: Dataset) -> dg.AssetsDefinition:
+    if ds.spec is not None:
+        return build_declared_telemetry_asset(ds)
+
     @dg.asset(
         key=ds.key("raw_telemetry"),
         partitions_def=ds.partitions_def,
@@ -103,23 +107,53 @@ def build_raw_telemetry_asset(ds: Dataset) -> dg.AssetsDefinition:
         blocking checks: the new rows are validated first and, if refused, kept beside it for
         inspection while the stored version stays the one downstream reads."""
         frame = load_telemetry(config, context.partition_key)
-        current = stored_partition(context.instance, context.asset_key, context.partition_key)
-        if current is not None:
-            refuse_if_failing(frame, current, context.partition_key, context.run_id)
-        context.add_output_metadata(
-            {
-                **telemetry_overview(frame),
-                "source": config.source,
-                "features": dg.MetadataValue.md(feature_summary(frame)),
-                "anomaly_types": dg.MetadataValue.md(anomaly_breakdown(frame)),
-                **telemetry_analytics(frame),
-            }
-        )
-        pipeline_metrics(context).push(ds.name, "ingest", {"rows_ingested": len(frame)},
-                                       {"day": context.partition_key})
-        return frame
+        return ingested(context, ds, frame, {"source": config.source})
 
     return raw_telemetry
+
+
+def build_declared_telemetry_asset(ds: Dataset) -> dg.AssetsDefinition:
+    spec = ds.spec
+    assert spec is not None
+
+    @dg.asset(
+        key=ds.key("raw_telemetry"),
+        partitions_def=ds.partitions_def,
+        kinds={"pandas", "parquet"},
+        code_version="1",
+        group_name=ds.scoped("telemetry"),
+        required_resource_keys={PIPELINE_METRICS_KEY},
+    )
+    def raw_telemetry(context: dg.AssetExecutionContext) -> pd.DataFrame:
+        """One day of the declared files' rows in the platform's layout (timestamp, entity,
+        features, labels from the declared column or windows). Files are staged once as
+        Parquet; what reading found (order, duplicates, gaps) goes to metadata, never filled."""
+        frame, report = read_rows(spec, Path(ds.staging_dir), ds.name, context.partition_key)
+        return ingested(context, ds, frame, {
+            "source": "declared", "read": dg.MetadataValue.json(report.as_metadata())})
+
+    return raw_telemetry
+
+
+def ingested(context: dg.AssetExecutionContext, ds: Dataset, frame: pd.DataFrame,
+             extra: dict[str, Any]) -> pd.DataFrame:
+    """What every ingest does with a day's rows: refuse to replace a good stored day with
+    failing rows, describe the rows, count them."""
+    current = stored_partition(context.instance, context.asset_key, context.partition_key)
+    if current is not None:
+        refuse_if_failing(ds, frame, current, context.partition_key, context.run_id)
+    context.add_output_metadata(
+        {
+            **telemetry_overview(frame),
+            **extra,
+            "features": dg.MetadataValue.md(feature_summary(frame)),
+            "anomaly_types": dg.MetadataValue.md(anomaly_breakdown(frame)),
+            **telemetry_analytics(frame),
+        }
+    )
+    pipeline_metrics(context).push(ds.name, "ingest", {"rows_ingested": len(frame)},
+                                   {"day": context.partition_key})
+    return frame
 
 
 def stored_partition(
@@ -136,10 +170,12 @@ def stored_partition(
     return path if path is not None and path.is_file() else None
 
 
-def refuse_if_failing(frame: pd.DataFrame, current: Path, day: str, run_id: str) -> None:
+def refuse_if_failing(ds: Dataset, frame: pd.DataFrame, current: Path, day: str, run_id: str
+                      ) -> None:
     """Validate a new version of a stored day before it can replace it: on failure the new
     rows go to ``_refused/`` beside the day and the run fails naming the checks and the path."""
-    outcomes = validate_telemetry(frame, feature_columns(frame), ranges=FEATURE_RANGES,
+    outcomes = validate_telemetry(frame, ds.validation_features(frame),
+                                  ranges=ds.feature_ranges(),
                                   min_rows=TelemetryChecksConfig().min_rows)
     failed = {o.name: o.failures for o in outcomes.values() if not o.passed}
     if not failed:
@@ -204,9 +240,9 @@ def build_raw_telemetry_checks(ds: Dataset) -> dg.AssetChecksDefinition:
         raw_telemetry: pd.DataFrame,
     ) -> Iterator[dg.AssetCheckResult]:
         """great-expectations suites; a failure stops every downstream asset in the run."""
-        features = feature_columns(raw_telemetry)
         outcomes = validate_telemetry(
-            raw_telemetry, features, ranges=FEATURE_RANGES, min_rows=config.min_rows
+            raw_telemetry, ds.validation_features(raw_telemetry), ranges=ds.feature_ranges(),
+            min_rows=config.min_rows,
         )
         pipeline_metrics(context).push(
             ds.name, "checks", {"checks_failed": sum(not o.passed for o in outcomes.values()),

@@ -18,6 +18,7 @@ from __future__ import annotations
 import io
 import itertools
 import json
+import logging
 import math
 import time
 from collections.abc import Callable, Hashable, Sequence
@@ -384,6 +385,16 @@ def pick_device(name: str = "auto") -> torch.device:
 # training
 
 
+# one line per epoch (``ds-dataset materialize`` prints them)
+LOG = logging.getLogger("ds_assets.training")
+
+# why a family cannot learn anything from one column (rows carry no relation between features)
+UNIVARIATE_REFUSALS = {
+    "pca": "PCA of one column is its z-score, no model to learn",
+    "dense_ae": "an autoencoder of single values has no smaller code to squeeze them through",
+}
+
+
 def train_detector(
     params: DetectorParams,
     train: np.ndarray,
@@ -406,6 +417,11 @@ def train_detector(
     val = check_training_data(val, features, "validation rows")
     if len(set(features)) != len(features):
         raise DetectorConfigError(f"feature names must be unique, got {features}")
+    if len(features) == 1 and params.family in UNIVARIATE_REFUSALS:
+        raise DetectorConfigError(
+            f"family {params.family} on the one feature {features[0]!r}: "
+            f"{UNIVARIATE_REFUSALS[params.family]}; use family temporal_ae, which learns "
+            "windows of the series")
     if params.family == "temporal_ae":
         train_keys = _check_entities(train_entities, len(train), "training rows")
         val_keys = _check_entities(val_entities, len(val), "validation rows")
@@ -508,10 +524,14 @@ def _fit_autoencoder(
         val_loss = _mean_loss(model, val_batch, n_val)
         train_curve.append(total / n_train)
         val_curve.append(val_loss)
-        if val_loss < best_loss - params.min_delta:
+        improved = val_loss < best_loss - params.min_delta
+        if improved:
             best_loss, best_epoch = val_loss, epoch
             best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
-        elif epoch - best_epoch >= params.patience:
+        LOG.info("%s epoch %d/%d: train loss %.4g, validation loss %.4g (best at epoch %d)",
+                 params.family, epoch + 1, params.epochs, train_curve[-1], val_loss,
+                 best_epoch + 1)
+        if not improved and epoch - best_epoch >= params.patience:
             break
     if not math.isfinite(best_loss):
         raise DetectorConfigError(

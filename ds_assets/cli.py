@@ -1,0 +1,200 @@
+"""`ds-dataset`: from a user's file to a declared dataset and its champion.
+
+    ds-dataset scaffold data/pump.csv --name pump      # inspect, print, write the declaration
+    ds-dataset materialize pump                        # ingest, check, train, score, alert
+
+Both work on the declarations under ``ds_assets/defs/`` (the code location loads the same
+ones, so `make dev` shows every run afterwards).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from ds_assets.components import TelemetryDataset, load_declaration
+from ds_assets.telemetry.sources import SourceError
+
+DEFS_DIR = Path(__file__).parent / "defs"
+COMPONENT_TYPE = f"{TelemetryDataset.__module__}.{TelemetryDataset.__name__}"
+
+
+def declaration_path(name: str, defs_dir: Path = DEFS_DIR) -> Path:
+    return defs_dir / name / "defs.yaml"
+
+
+def scaffold(args: argparse.Namespace) -> int:
+    from ds_assets.telemetry.inspection import inspect_source
+
+    target = declaration_path(args.name, Path(args.defs_dir))
+    if target.exists() and not args.force:
+        print(f"{target} exists; --force replaces it", file=sys.stderr)
+        return 2
+    found = inspect_source(
+        args.path, args.name, timestamp=args.timestamp, entity=args.entity,
+        label_column=args.label_column, windows=args.label_windows,
+        exclude=args.exclude or [])
+    family = args.family or ("temporal_ae" if len(found.features) == 1 else "dense_ae")
+    attributes = found.attributes(family)
+    if args.timestamp_format:
+        attributes["timestamp"]["format"] = args.timestamp_format
+    TelemetryDataset.model_validate(attributes)  # what the code location will load
+    print(f"inspected {len(found.files)} file(s), {found.rows_sampled:,} rows sampled from "
+          f"{found.files[0]}")
+    print(f"  columns   : {', '.join(f'{c} ({t})' for c, t in found.columns.items())}")
+    print(f"  timestamp : {found.timestamp}, {found.first} .. {found.last}")
+    interval = f"{found.interval_seconds:g}s" if found.interval_seconds else "unknown"
+    print(f"  interval  : {interval} (median), {found.gaps} gap(s) longer than twice it")
+    print(f"  entity    : {found.entity or 'one entity (the dataset)'}")
+    print(f"  features  : {found.features}")
+    print(f"  labels    : {found.labels}")
+    print(f"  partitions: {attributes['partitions']['start']} .. "
+          f"{attributes['partitions']['end']} (daily, UTC, end excluded)")
+    print(f"  detector  : {family}")
+    for note in found.notes:
+        print(f"  note      : {note}")
+    target.parent.mkdir(parents=True, exist_ok=True)
+    header = (f"# Declared by `ds-dataset scaffold {args.path} --name {args.name}`; edit freely.\n"
+              "# Reference: docs/datasets.md\n")
+    body = yaml.safe_dump({"type": COMPONENT_TYPE, "attributes": attributes}, sort_keys=False,
+                          allow_unicode=True)
+    tmp = target.with_suffix(".yaml.tmp")
+    tmp.write_text(header + body)
+    tmp.replace(target)
+    print(f"\nwrote {target}\nnext: ds-dataset materialize {args.name}")
+    return 0
+
+
+class _EpochLines(logging.Handler):
+    def emit(self, record: logging.LogRecord) -> None:
+        print(f"        {record.getMessage()}", flush=True)
+
+
+def materialize(args: argparse.Namespace) -> int:
+    import dagster as dg
+
+    from ds_assets.definitions import build_dataset_definitions
+    from ds_assets.settings import Settings
+    from ds_assets.telemetry.files import days_with_rows
+
+    path = declaration_path(args.name, Path(args.defs_dir))
+    if not path.is_file():
+        known = sorted(p.parent.name for p in Path(args.defs_dir).glob("*/defs.yaml"))
+        print(f"no declaration {path}; declared: {known}. Write one with `ds-dataset "
+              f"scaffold FILE --name {args.name}`", file=sys.stderr)
+        return 2
+    declared = load_declaration(path)
+    settings = Settings.from_env()
+    ds = declared.dataset(settings)
+    if ds.spec is None:
+        print(f"{args.name} is the synthetic generator's dataset; `make demo` runs it",
+              file=sys.stderr)
+        return 2
+    started = time.perf_counter()
+    staging = Path(ds.staging_dir)
+    print(f"[stage] reading {ds.spec.source.path} into {staging}", flush=True)
+    days = days_with_rows(ds.spec, staging, ds.name)
+    outside = [d for d in days if d < ds.partitions_start
+               or (ds.partitions_end is not None and d >= ds.partitions_end)]
+    if outside:
+        print(f"rows fall on day(s) {outside[:5]}{'...' if len(outside) > 5 else ''} outside "
+              f"the declared partitions [{ds.partitions_start}, {ds.partitions_end}); widen "
+              f"partitions in {path}", file=sys.stderr)
+        return 2
+    defs = build_dataset_definitions(ds, settings)
+    instance = dg.DagsterInstance.get()
+    console = {"loggers": {"console": {"config": {"log_level": args.log_level}}}}
+
+    def run(job: str, label: str, **kwargs: Any) -> None:
+        t0 = time.perf_counter()
+        print(f"[{label}]", flush=True)
+        run_config = {**kwargs.pop("run_config", {}), **console}
+        result = defs.resolve_job_def(ds.scoped(job)).execute_in_process(
+            instance=instance, raise_on_error=False, run_config=run_config, **kwargs)
+        if not result.success:
+            failures = [e.message for e in result.all_events
+                        if e.is_failure or e.is_step_failure]
+            print(f"  failed: {label}", *failures, sep="\n  ", file=sys.stderr)
+            raise SystemExit(1)
+        print(f"  done in {time.perf_counter() - t0:.1f}s", flush=True)
+
+    print(f"{len(days)} day(s) with rows: {days[0]} .. {days[-1]}", flush=True)
+    for day in days:
+        run("ingest_telemetry", f"ingest + checks {day}", partition_key=day)
+    if ds.spec.labels.kind == "none":
+        print(f"\n{args.name} declares no labels: its days are ingested and checked. Training "
+              "needs known-normal rows; declare labels (a column or a windows file), or score "
+              "the days with an existing champion", file=sys.stderr)
+        return 0
+    training_log = logging.getLogger("ds_assets.training")
+    handler = _EpochLines()
+    training_log.addHandler(handler)
+    training_log.setLevel(logging.INFO)
+    try:
+        window = {"n_partitions": len(days), "end_partition": days[-1]}
+        run("train_detector", "train -> ONNX -> parity -> bundle -> evaluate -> champion",
+            run_config={"ops": {ds.op_name("training_set"): {"config": window}}})
+    finally:
+        training_log.removeHandler(handler)
+    for day in days:
+        run("rescore_telemetry", f"score + drift + alerts {day}", partition_key=day)
+    assets = settings.data_dir / "assets" / ds.key_prefix if ds.key_prefix else (
+        settings.data_dir / "assets")
+    champion = json.loads((assets / "champion.json").read_text())
+    report = json.loads((assets / "evaluation_report.json").read_text())
+    print(f"\nDone in {time.perf_counter() - started:.1f}s.")
+    print(f"  champion : {champion['name']} v{champion['version']} "
+          f"({champion['decision']['reason']})")
+    print(f"  bundle   : {report['model']['path']}")
+    print(f"  report   : {assets / 'evaluation_report.json'}"
+          + (f", {report['report_html']}" if report.get("report_html") else ""))
+    metrics = " ".join(f"{k}={report[k]:.3f}" for k in ("precision", "recall", "f1", "pr_auc")
+                       if isinstance(report.get(k), int | float))
+    print(f"  test     : rows={report['n_rows']:,} anomalies={report['n_anomalies']:,} {metrics}")
+    print("  UI       : `make dev`, then http://127.0.0.1:3000 (asset group "
+          f"{ds.scoped('training')})")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="ds-dataset", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--defs-dir", default=os.environ.get("DS_DEFS_DIR", str(DEFS_DIR)),
+                        help="where declarations live (default: the code location's)")
+    commands = parser.add_subparsers(dest="command", required=True)
+    sc = commands.add_parser("scaffold", help="inspect a file, write its declaration")
+    sc.add_argument("path", help="a CSV/Parquet file, a glob or a directory")
+    sc.add_argument("--name", required=True, help="dataset name (letters, digits, _)")
+    sc.add_argument("--timestamp", help="timestamp column (default: detected)")
+    sc.add_argument("--timestamp-format", help="strftime format when not ISO 8601")
+    sc.add_argument("--entity", help="entity column (default: detected, else per file)")
+    sc.add_argument("--label-column", help="per-row label column (default: detected)")
+    sc.add_argument("--label-windows", help="CSV of start,end[,entity|file] anomaly windows")
+    sc.add_argument("--exclude", nargs="*", help="columns that are not features")
+    sc.add_argument("--family", choices=["dense_ae", "temporal_ae", "pca"])
+    sc.add_argument("--force", action="store_true", help="replace an existing declaration")
+    mat = commands.add_parser("materialize", help="run a declared dataset end to end")
+    mat.add_argument("name")
+    mat.add_argument("--log-level", default="WARNING",
+                     help="Dagster console log level (DEBUG shows every step event)")
+    args = parser.parse_args(argv)
+    if args.command == "materialize" and "DAGSTER_HOME" not in os.environ:
+        print("DAGSTER_HOME is not set; `make dataset NAME=...` sets it up", file=sys.stderr)
+        return 2
+    try:
+        return scaffold(args) if args.command == "scaffold" else materialize(args)
+    except (SourceError, ValueError) as exc:
+        print(f"ds-dataset {args.command}: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

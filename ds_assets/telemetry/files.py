@@ -1,0 +1,513 @@
+"""Read a declared dataset's files into the platform's row layout, in bounded memory.
+
+A CSV is read in chunks and staged once as Parquet (timestamps parsed, features as float32), so
+a day is a filtered Parquet read however large the file is. Errors name the file, the line (as
+an editor shows it, header = line 1), the column and the value as written.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import glob
+import hashlib
+import json
+import os
+import re
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.dataset as pads
+import pyarrow.parquet as pq
+
+from ds_assets.telemetry.declaration import DatasetSpec, LabelSpec, SourceSpec
+from ds_assets.telemetry.schema import ANOMALY_TYPE, LABEL, NORMAL_TYPE, TIMESTAMP
+from ds_assets.telemetry.sources import SourceError
+from ds_serving.atomic import atomic_write_with
+
+CHUNK_ROWS = 500_000
+_SEPARATORS = (",", ";", "\t", "|")
+_STAGE_VERSION = "1"  # bump when the staged layout changes
+_DECIMAL_COMMA = re.compile(r"(?:^|[;\t|])\s*-?\d+,\d+\s*(?:$|[;\t|])")
+
+
+# --------------------------------------------------------------------------------------------
+# which files
+
+
+def expand(path: str) -> str:
+    """``$VAR``/``${VAR}`` from the environment; an unset variable is an error naming it."""
+    expanded = os.path.expandvars(os.path.expanduser(path))
+    unset = re.findall(r"\$\{?([A-Za-z_][A-Za-z0-9_]*)\}?", expanded)
+    if unset:
+        raise SourceError(f"source path {path!r} uses environment variable(s) {unset}, which "
+                          "are not set; export them or write the path out")
+    return expanded
+
+
+def declared_files(source: SourceSpec) -> list[Path]:
+    """The files a source path names (a file, a glob, or every CSV/Parquet file under a
+    directory), minus ``exclude``, sorted by path so reads are reproducible."""
+    text = expand(source.path)
+    base = Path(text)
+    if any(ch in text for ch in "*?["):
+        root = Path(glob.escape(text).split("*")[0]).parent if "*" in text else base.parent
+        found = [Path(p) for p in glob.glob(text, recursive=True)]
+    elif base.is_dir():
+        root = base
+        found = [p for p in base.rglob("*") if p.suffix.lower() in (".csv", ".parquet")]
+    else:
+        root = base.parent
+        found = [base] if base.is_file() else []
+    files = sorted(p for p in found if p.is_file() and not _excluded(p, root, source.exclude))
+    if not files:
+        excluded = f" (after excluding {source.exclude})" if source.exclude else ""
+        raise SourceError(f"source path {source.path!r} ({text}) matches no CSV or Parquet "
+                          f"file{excluded}; check the path")
+    return files
+
+
+def _excluded(path: Path, root: Path, patterns: Sequence[str]) -> bool:
+    try:
+        rel = path.relative_to(root).as_posix()
+    except ValueError:
+        rel = path.as_posix()
+    return any(fnmatch.fnmatch(rel, p) for p in patterns)
+
+
+def entity_of(path: Path, files: Sequence[Path]) -> str:
+    """A file's entity name when entities are per file: its path below the files' common
+    directory, without the suffix (``valve1/3``)."""
+    common = Path(os.path.commonpath([str(f.parent) for f in files])) if files else path.parent
+    return path.relative_to(common).with_suffix("").as_posix()
+
+
+# --------------------------------------------------------------------------------------------
+# how a CSV is written
+
+
+def is_parquet(path: Path, source: SourceSpec) -> bool:
+    return source.format == "parquet" or (source.format == "auto"
+                                          and path.suffix.lower() == ".parquet")
+
+
+def sniff(path: Path, source: SourceSpec) -> tuple[str, str]:
+    """The separator and decimal mark: as declared, else detected from the first lines."""
+    with open(path, encoding="utf-8-sig", errors="replace") as handle:
+        lines = [line for _, line in zip(range(50), handle, strict=False)]
+    if not lines or not lines[0].strip():
+        raise SourceError(f"{path}: file is empty; expected a header row and data rows")
+    separator = source.separator
+    if separator is None:
+        counts = {s: [line.count(s) for line in lines if line.strip()] for s in _SEPARATORS}
+        steady = [s for s, c in counts.items() if c[0] > 0 and len(set(c)) == 1]
+        candidates = steady or [s for s, c in counts.items() if c[0] > 0]
+        separator = max(candidates, key=lambda s: counts[s][0]) if candidates else ","
+    elif separator not in lines[0]:
+        others = [s for s in _SEPARATORS if s != separator and s in lines[0]]
+        hint = f"; its header is separated by {others[0]!r}" if others else ""
+        raise SourceError(f"{path}: declared separator {separator!r} does not occur in the "
+                          f"header line {lines[0].strip()[:120]!r}{hint}; fix source.separator "
+                          "or drop it to detect")
+    decimal = source.decimal
+    if decimal is None:
+        data = lines[1:]
+        decimal = "," if separator != "," and any(_DECIMAL_COMMA.search(
+            line.strip().replace(separator, ";")) for line in data) else "."
+    return separator, decimal
+
+
+# --------------------------------------------------------------------------------------------
+# rows of one file in the platform's layout
+
+
+@dataclass(frozen=True)
+class FileLayout:
+    """What one file contributes: its columns resolved against the declaration."""
+
+    path: Path
+    features: list[str]
+    label_column: str | None
+    entity: str | None  # a fixed entity name, or None when the file has an entity column
+
+
+def resolve_layout(path: Path, header: Sequence[str], numeric: Sequence[str],
+                   spec: DatasetSpec, entity: str | None) -> FileLayout:
+    """Check the declared columns exist and pick the features (explicit, or every numeric
+    column not used otherwise, minus ``exclude``)."""
+    needed = [spec.timestamp.column]
+    if spec.entity.column:
+        needed.append(spec.entity.column)
+    if spec.labels.kind == "column" and spec.labels.column:
+        needed.append(spec.labels.column)
+    if spec.features.columns is not None:
+        needed += spec.features.columns
+    missing = [c for c in needed if c not in header]
+    if missing:
+        raise SourceError(f"{path}: missing column(s) {missing} named in the declaration; the "
+                          f"file has {list(header)}")
+    unknown = sorted(set(spec.features.exclude) - set(header))
+    if unknown:
+        raise SourceError(f"{path}: features.exclude names {unknown}, which the file lacks "
+                          f"(it has {list(header)})")
+    if spec.features.columns is not None:
+        features = list(spec.features.columns)
+    else:
+        used = {spec.timestamp.column, spec.entity.column, spec.labels.column,
+                *spec.features.exclude}
+        features = [c for c in numeric if c not in used]
+        if not features:
+            raise SourceError(f"{path}: no numeric column left as a feature (columns "
+                              f"{list(header)}, excluded {sorted(c for c in used if c)}); list "
+                              "features.columns")
+    label = spec.labels.column if spec.labels.kind == "column" else None
+    return FileLayout(path=path, features=features, label_column=label, entity=entity)
+
+
+def to_rows(raw: pd.DataFrame, layout: FileLayout, spec: DatasetSpec, first_line: int,
+            ) -> pd.DataFrame:
+    """A chunk of a file (its line ``first_line`` is ``raw``'s first row) in the row layout:
+    timestamp (UTC), host_id, region, project_id, features (float32), label, anomaly_type."""
+    path = layout.path
+    out = pd.DataFrame(index=pd.RangeIndex(len(raw)))
+    out[TIMESTAMP] = _timestamps(raw[spec.timestamp.column], spec, path, first_line)
+    if layout.entity is not None:
+        out["host_id"] = layout.entity
+    else:
+        ids = raw[str(spec.entity.column)]
+        missing = ids.isna() | (ids.astype(str).str.strip() == "")
+        if missing.any():
+            row = int(np.flatnonzero(missing.to_numpy())[0])
+            raise SourceError(f"{path}: line {first_line + row}: entity column "
+                              f"{spec.entity.column!r} is empty")
+        out["host_id"] = ids.astype(str).to_numpy()
+    out["region"] = "unknown"
+    out["project_id"] = "unknown"
+    for name in layout.features:
+        out[name] = _numbers(raw[name], name, path, first_line)
+    if layout.label_column is not None:
+        out[LABEL] = _labels(raw[layout.label_column], spec.labels, path, first_line)
+        out[ANOMALY_TYPE] = np.where(out[LABEL].to_numpy() == 1, "labeled", NORMAL_TYPE)
+    return out
+
+
+def _timestamps(values: pd.Series, spec: DatasetSpec, path: Path, first_line: int) -> np.ndarray:
+    column = spec.timestamp.column
+    written = values.astype(str)
+    try:
+        parsed = pd.to_datetime(written, format=spec.timestamp.format, errors="coerce")
+    except (ValueError, TypeError):  # mixed offsets: parse as UTC, each keeps its offset
+        parsed = pd.to_datetime(written, format=spec.timestamp.format, errors="coerce", utc=True)
+    bad = parsed.isna().to_numpy() | values.isna().to_numpy()
+    if bad.any():
+        row = int(np.flatnonzero(bad)[0])
+        fmt = spec.timestamp.format or "ISO 8601 (or declare timestamp.format)"
+        raise SourceError(f"{path}: line {first_line + row}: column {column!r} holds "
+                          f"{values.iloc[row]!r}, not a timestamp in {fmt}")
+    if parsed.dt.tz is None:
+        parsed = parsed.dt.tz_localize(spec.timestamp.timezone, ambiguous="NaT",
+                                       nonexistent="NaT")
+        lost = parsed.isna().to_numpy()
+        if lost.any():
+            row = int(np.flatnonzero(lost)[0])
+            raise SourceError(f"{path}: line {first_line + row}: {values.iloc[row]!r} is an "
+                              f"ambiguous or skipped local time in {spec.timestamp.timezone} "
+                              "(a daylight-saving change); write the offset or use UTC")
+    return parsed.dt.tz_convert("UTC").to_numpy()
+
+
+def _numbers(values: pd.Series, name: str, path: Path, first_line: int) -> np.ndarray:
+    numbers = pd.to_numeric(values, errors="coerce")
+    bad = (numbers.isna() & values.notna()).to_numpy()
+    if bad.any():
+        row = int(np.flatnonzero(bad)[0])
+        raise SourceError(f"{path}: line {first_line + row}: column {name!r} holds "
+                          f"{values.iloc[row]!r}, not a number; fix or drop that value "
+                          "(an empty cell is a missing value)")
+    return numbers.to_numpy(np.float32)
+
+
+def _labels(values: pd.Series, labels: LabelSpec, path: Path, first_line: int) -> np.ndarray:
+    missing = values.isna().to_numpy()
+    if missing.any():
+        row = int(np.flatnonzero(missing)[0])
+        raise SourceError(f"{path}: line {first_line + row}: label column {labels.column!r} "
+                          "is empty; every row needs a label (0/normal or a positive value)")
+    numeric = [p for p in labels.positive if not isinstance(p, str)]
+    if numeric and len(numeric) == len(labels.positive):
+        as_number = pd.to_numeric(values, errors="coerce")
+        if as_number.notna().all():
+            return as_number.isin(numeric).to_numpy(np.int64)
+    return values.astype(str).str.strip().isin([_label_text(p) for p in labels.positive]
+                                               ).to_numpy(np.int64)
+
+
+def _label_text(value: str | float) -> str:
+    return f"{value:g}" if isinstance(value, float) else str(value)
+
+
+# --------------------------------------------------------------------------------------------
+# staging: a file, once, as Parquet in the row layout
+
+
+def _chunks(layout_path: Path, spec: DatasetSpec, entity: str | None
+            ) -> Iterator[tuple[FileLayout, pd.DataFrame, int]]:
+    """Raw chunks of a file with its resolved layout and each chunk's first line number."""
+    if is_parquet(layout_path, spec.source):
+        parquet = pq.ParquetFile(layout_path)
+        schema = parquet.schema_arrow
+        header = list(schema.names)
+        numeric = [f.name for f in schema if pa.types.is_integer(f.type)
+                   or pa.types.is_floating(f.type)]
+        fixed = resolve_layout(layout_path, header, numeric, spec, entity)
+        line = 1  # a Parquet file has no header line: rows count from 1
+        for batch in parquet.iter_batches(batch_size=CHUNK_ROWS):
+            frame = batch.to_pandas()
+            yield fixed, frame, line
+            line += len(frame)
+        return
+    separator, decimal = sniff(layout_path, spec.source)
+    try:
+        reader = pd.read_csv(layout_path, sep=separator, decimal=decimal, chunksize=CHUNK_ROWS,
+                             keep_default_na=False, na_values=[""], encoding="utf-8-sig")
+        layout: FileLayout | None = None
+        line = 2
+        for frame in reader:
+            if layout is None:
+                frame.columns = [str(c).strip() for c in frame.columns]
+                if len(frame.columns) == 1 and any(s in frame.columns[0] for s in _SEPARATORS):
+                    raise SourceError(f"{layout_path}: one column {frame.columns[0]!r} after "
+                                      f"splitting on {separator!r}; declare source.separator")
+                numeric = [c for c in frame.columns if pd.api.types.is_numeric_dtype(frame[c])]
+                layout = resolve_layout(layout_path, list(frame.columns), numeric, spec,
+                                        entity)
+            else:
+                frame.columns = [str(c).strip() for c in frame.columns]
+            yield layout, frame, line
+            line += len(frame)
+        if layout is None:
+            raise SourceError(f"{layout_path}: a header but no data rows")
+    except pd.errors.EmptyDataError:
+        raise SourceError(f"{layout_path}: file is empty; expected a header row and data "
+                          "rows") from None
+    except pd.errors.ParserError as exc:
+        raise SourceError(f"{layout_path}: not a valid CSV with separator {separator!r}: "
+                          f"{exc}") from None
+
+
+def stage(path: Path, spec: DatasetSpec, staging_dir: Path, entity: str | None) -> Path:
+    """The file in the row layout as Parquet under ``staging_dir``, written once per content
+    (size, modification time) and declaration; memory stays at one chunk."""
+    stat = path.stat()
+    key = hashlib.sha256(json.dumps(
+        [_STAGE_VERSION, str(path.resolve()), stat.st_size, stat.st_mtime_ns, entity,
+         spec.model_dump(mode="json", exclude={"labels": {"windows"}})]).encode()).hexdigest()
+    target = staging_dir / f"{path.stem}.{key[:16]}.parquet"
+    if target.is_file():
+        return target
+
+    def write(tmp: Path) -> None:
+        writer: pq.ParquetWriter | None = None
+        features: list[str] | None = None
+        try:
+            for layout, raw, line in _chunks(path, spec, entity):
+                rows = to_rows(raw, layout, spec, line)
+                rows["source_line"] = np.arange(line, line + len(rows), dtype=np.int64)
+                table = pa.Table.from_pandas(rows, preserve_index=False)
+                if writer is None:
+                    features = layout.features
+                    writer = pq.ParquetWriter(tmp, table.schema)
+                writer.write_table(table.cast(writer.schema))
+        finally:
+            if writer is not None:
+                writer.close()
+        if features is None:
+            raise SourceError(f"{path}: no data rows")
+    staging_dir.mkdir(parents=True, exist_ok=True)
+    atomic_write_with(target, write)
+    return target
+
+
+# --------------------------------------------------------------------------------------------
+# a day, or everything
+
+
+@dataclass
+class ReadReport:
+    """What reading found beyond the rows: facts for metadata, never silently fixed."""
+
+    files: list[str] = field(default_factory=list)
+    rows_out_of_order: int = 0
+    duplicates_dropped: int = 0
+    gaps: dict[str, Any] = field(default_factory=dict)
+    windows_applied: int = 0
+
+    def as_metadata(self) -> dict[str, Any]:
+        return {"files": self.files, "rows_out_of_order_sorted": self.rows_out_of_order,
+                "duplicates_dropped": self.duplicates_dropped, "gaps": self.gaps,
+                "label_windows_applied": self.windows_applied}
+
+
+def read_rows(spec: DatasetSpec, staging_dir: Path, dataset: str, day: str | None = None,
+              ) -> tuple[pd.DataFrame, ReadReport]:
+    """Every declared file's rows (of one UTC ``day`` when given), labeled, sorted per entity
+    and time, checked for duplicates; the report says what was out of order and where the
+    gaps are."""
+    files = declared_files(spec.source)
+    report = ReadReport(files=[str(f) for f in files])
+    parts = []
+    for path in files:
+        entity = (entity_of(path, files) if spec.entity.per_file
+                  else None if spec.entity.column else dataset)
+        staged = stage(path, spec, staging_dir, entity)
+        part = _read_staged(staged, day)
+        if not part.empty:
+            part["source_file"] = str(path)
+            parts.append(part)
+    if not parts:
+        where = f" inside partition {day} (UTC)" if day else ""
+        raise SourceError(f"no rows{where} in {[str(f) for f in files]}")
+    features = [c for c in parts[0].columns if c not in _NON_FEATURES]
+    for part in parts[1:]:
+        other = [c for c in part.columns if c not in _NON_FEATURES]
+        if other != features:
+            raise SourceError(f"{part['source_file'].iloc[0]} has features {other}, "
+                              f"{parts[0]['source_file'].iloc[0]} has {features}; list "
+                              "features.columns so every file gives the same ones")
+    rows = pd.concat(parts, ignore_index=True)
+    if spec.labels.kind == "windows":
+        report.windows_applied = apply_windows(rows, spec, files)
+    report.rows_out_of_order = _out_of_order(rows)
+    rows = rows.sort_values(["host_id", TIMESTAMP, "source_line"], kind="stable",
+                            ignore_index=True)
+    rows, report.duplicates_dropped = _duplicates(rows, spec)
+    report.gaps = gap_report(rows)
+    return rows.drop(columns=["source_line", "source_file"]), report
+
+
+_NON_FEATURES = frozenset({TIMESTAMP, "host_id", "region", "project_id", LABEL, ANOMALY_TYPE,
+                           "source_line", "source_file"})
+
+
+def _read_staged(staged: Path, day: str | None) -> pd.DataFrame:
+    dataset = pads.dataset(staged, format="parquet")
+    if day is None:
+        return dataset.to_table().to_pandas()
+    start = pd.Timestamp(day, tz="UTC")
+    field_ = pads.field(TIMESTAMP)
+    table = dataset.to_table(filter=(field_ >= pa.scalar(start, type=pa.timestamp("ns", "UTC")))
+                             & (field_ < pa.scalar(start + pd.Timedelta(days=1),
+                                                   type=pa.timestamp("ns", "UTC"))))
+    return table.to_pandas()
+
+
+def _out_of_order(rows: pd.DataFrame) -> int:
+    """Rows whose timestamp goes back within their entity and file, in file order."""
+    ordered = rows.sort_values(["source_file", "host_id", "source_line"], kind="stable")
+    back = ordered.groupby(["source_file", "host_id"], sort=False)[TIMESTAMP].diff()
+    return int((back < pd.Timedelta(0)).sum())
+
+
+def _duplicates(rows: pd.DataFrame, spec: DatasetSpec) -> tuple[pd.DataFrame, int]:
+    repeated = rows.duplicated(["host_id", TIMESTAMP], keep="last")
+    if not repeated.any():
+        return rows, 0
+    if spec.duplicates == "keep_last":
+        return rows.loc[~repeated].reset_index(drop=True), int(repeated.sum())
+    first = rows.loc[repeated].iloc[0]
+    twin = rows.loc[(rows["host_id"] == first["host_id"]) & (rows[TIMESTAMP] == first[TIMESTAMP])]
+    lines = [f"{Path(f).name} line {n}" for f, n in zip(twin["source_file"], twin["source_line"],
+                                                        strict=True)]
+    raise SourceError(f"{int(repeated.sum())} row(s) repeat an entity's timestamp, e.g. entity "
+                      f"{first['host_id']!r} at {first[TIMESTAMP]} on {', '.join(lines)}; fix "
+                      "the files or declare duplicates: keep_last")
+
+
+def gap_report(rows: pd.DataFrame) -> dict[str, Any]:
+    """Per dataset: the typical interval, how many steps differ from it (irregular) and the
+    gaps longer than twice it, with the largest; nothing is filled."""
+    step = rows.groupby("host_id", sort=False)[TIMESTAMP].diff().dropna()
+    if step.empty:
+        return {"interval_seconds": None, "irregular_steps": 0, "gaps": 0}
+    seconds = step.dt.total_seconds().to_numpy()
+    median = float(np.median(seconds))
+    gaps = seconds > 2 * median
+    report: dict[str, Any] = {
+        "interval_seconds": median,
+        "irregular_steps": int((np.abs(seconds - median) > 0.01 * median).sum()),
+        "gaps": int(gaps.sum()),
+    }
+    if gaps.any():
+        at = int(np.argmax(seconds))
+        end = rows.loc[step.index[at]]
+        report["largest_gap"] = {"entity": str(end["host_id"]), "seconds": float(seconds[at]),
+                                 "ends_at": str(end[TIMESTAMP])}
+    return report
+
+
+def read_windows(path: Path) -> pd.DataFrame:
+    """A labels windows file: ``start``, ``end`` (inclusive), optional ``entity`` or ``file``."""
+    if not path.is_file():
+        raise SourceError(f"labels.windows file {path} does not exist")
+    separator, _ = sniff(path, SourceSpec(path=str(path)))
+    windows = pd.read_csv(path, sep=separator, dtype=str, keep_default_na=False)
+    windows.columns = [str(c).strip() for c in windows.columns]
+    missing = [c for c in ("start", "end") if c not in windows.columns]
+    if missing:
+        raise SourceError(f"{path}: missing column(s) {missing}; a windows file has start,end "
+                          f"and optionally entity or file (found {list(windows.columns)})")
+    for column in ("start", "end"):
+        parsed = pd.to_datetime(windows[column], errors="coerce", utc=True)
+        if parsed.isna().any():
+            row = int(np.flatnonzero(parsed.isna().to_numpy())[0])
+            raise SourceError(f"{path}: line {row + 2}: column {column!r} holds "
+                              f"{windows[column].iloc[row]!r}, not a timestamp")
+        windows[column] = parsed
+    backwards = windows["end"] < windows["start"]
+    if backwards.any():
+        row = int(np.flatnonzero(backwards.to_numpy())[0])
+        raise SourceError(f"{path}: line {row + 2}: end is before start")
+    return windows
+
+
+def apply_windows(rows: pd.DataFrame, spec: DatasetSpec, files: Sequence[Path]) -> int:
+    """Label every row inside a window (of its entity or file when the window names one);
+    returns how many windows matched at least one row."""
+    path = Path(expand(str(spec.labels.windows)))
+    windows = read_windows(path)
+    label = np.zeros(len(rows), dtype=np.int64)
+    times = rows[TIMESTAMP]
+    matched = 0
+    names = {Path(f).name: str(f) for f in files} | {Path(f).stem: str(f) for f in files}
+    for window in windows.itertuples(index=False):
+        inside = (times >= window.start) & (times <= window.end)
+        who = getattr(window, "entity", "") or ""
+        if who:
+            inside &= rows["host_id"] == who
+        source = getattr(window, "file", "") or ""
+        if source:
+            inside &= rows["source_file"] == names.get(source, source)
+        if inside.any():
+            matched += 1
+        label |= inside.to_numpy(np.int64)
+    rows[LABEL] = label
+    rows[ANOMALY_TYPE] = np.where(label == 1, "labeled", NORMAL_TYPE)
+    return matched
+
+
+
+def days_with_rows(spec: DatasetSpec, staging_dir: Path, dataset: str) -> list[str]:
+    """The UTC days (YYYY-MM-DD) that hold at least one row, staging every file once."""
+    files = declared_files(spec.source)
+    days: set[str] = set()
+    for path in files:
+        entity = (entity_of(path, files) if spec.entity.per_file
+                  else None if spec.entity.column else dataset)
+        staged = stage(path, spec, staging_dir, entity)
+        times = pq.read_table(staged, columns=[TIMESTAMP]).column(TIMESTAMP).to_pandas()
+        days.update(times.dt.strftime("%Y-%m-%d").unique().tolist())
+    return sorted(days)

@@ -1,0 +1,180 @@
+"""Look at a user's file(s) and infer a declaration: columns, dtypes, timestamp, entity, label
+kind, interval, gaps and time range. ``ds-dataset scaffold`` prints this and writes the YAML."""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from ds_assets.telemetry.declaration import SourceSpec
+from ds_assets.telemetry.files import declared_files, is_parquet, sniff
+from ds_assets.telemetry.sources import SourceError
+
+SAMPLE_ROWS = 100_000
+_TIME_NAMES = re.compile(r"(^|_)(time|timestamp|datetime|date|ts)($|_)", re.I)
+_LABEL_NAMES = ("label", "anomaly", "is_anomaly", "anomalous", "outlier", "target", "attack")
+_ENTITY_NAMES = ("host_id", "host", "entity", "device", "device_id", "sensor", "sensor_id",
+                 "machine", "machine_id", "series", "id")
+
+
+@dataclass
+class Inferred:
+    """What inspection found; ``attributes()`` is the declaration it suggests."""
+
+    name: str
+    source: dict[str, Any]
+    files: list[str]
+    columns: dict[str, str]  # name -> dtype of the first file
+    timestamp: str
+    entity: dict[str, Any]
+    features: list[str]
+    labels: dict[str, Any]
+    first: str
+    last: str
+    rows_sampled: int
+    interval_seconds: float | None
+    gaps: int
+    notes: list[str] = field(default_factory=list)
+
+    def attributes(self, family: str) -> dict[str, Any]:
+        start = self.first[:10]
+        end = (dt.date.fromisoformat(self.last[:10]) + dt.timedelta(days=1)).isoformat()
+        out: dict[str, Any] = {
+            "name": self.name,
+            "source": self.source,
+            "timestamp": {"column": self.timestamp, "timezone": "UTC"},
+            "entity": self.entity,
+            "features": {"columns": self.features},
+            "labels": self.labels,
+            "partitions": {"start": start, "end": end},
+            "detector": {"family": family},
+        }
+        return out
+
+
+def _read_sample(path: Path, source: SourceSpec) -> tuple[pd.DataFrame, str, str]:
+    if is_parquet(path, source):
+        return pd.read_parquet(path).head(SAMPLE_ROWS), "", ""
+    separator, decimal = sniff(path, source)
+    try:
+        frame = pd.read_csv(path, sep=separator, decimal=decimal, nrows=SAMPLE_ROWS,
+                            encoding="utf-8-sig")
+    except (pd.errors.EmptyDataError, pd.errors.ParserError) as exc:
+        raise SourceError(f"{path}: cannot be read as CSV with separator {separator!r}: "
+                          f"{exc}") from None
+    frame.columns = [str(c).strip() for c in frame.columns]
+    return frame, separator, decimal
+
+
+def _timestamp_column(frame: pd.DataFrame, given: str | None, path: Path) -> str:
+    if given:
+        if given not in frame.columns:
+            raise SourceError(f"{path}: no column {given!r} (columns {list(frame.columns)})")
+        return given
+    named = [c for c in frame.columns if _TIME_NAMES.search(c)]
+    for column in [*named, *[c for c in frame.columns if c not in named]]:
+        if pd.api.types.is_numeric_dtype(frame[column]):
+            continue
+        parsed = pd.to_datetime(frame[column].astype(str).head(200), errors="coerce")
+        if parsed.notna().mean() > 0.95:
+            return str(column)
+    raise SourceError(f"{path}: found no timestamp column among {list(frame.columns)}; pass "
+                      "--timestamp COLUMN (and --timestamp-format if it is not ISO 8601)")
+
+
+def inspect_source(
+    path: str, name: str, *, timestamp: str | None = None, entity: str | None = None,
+    label_column: str | None = None, windows: str | None = None,
+    exclude: list[str] | None = None,
+) -> Inferred:
+    """Inspect the first file of ``path`` (sampled) and every file's time range."""
+    source = SourceSpec(path=path)
+    files = declared_files(source)
+    sample, separator, decimal = _read_sample(files[0], source)
+    if sample.empty:
+        raise SourceError(f"{files[0]}: a header but no data rows")
+    ts = _timestamp_column(sample, timestamp, files[0])
+    notes: list[str] = []
+    if entity is None:
+        entity = next((c for c in sample.columns if c.lower() in _ENTITY_NAMES
+                       and not pd.api.types.is_float_dtype(sample[c])), None)
+        if entity:
+            notes.append(f"entity column {entity!r} guessed from its name")
+    labels: dict[str, Any] = {"kind": "none"}
+    if windows:
+        labels = {"kind": "windows", "windows": windows}
+    else:
+        label_column = label_column or next(
+            (c for c in sample.columns if c.lower() in _LABEL_NAMES), None)
+        if label_column:
+            if label_column not in sample.columns:
+                raise SourceError(f"{files[0]}: no label column {label_column!r}")
+            values = sorted({str(v) for v in sample[label_column].dropna().unique()})[:10]
+            positive: list[Any] = [1]
+            if not pd.api.types.is_numeric_dtype(sample[label_column]):
+                positive = [v for v in values if v.lower() in ("1", "true", "anomaly", "yes")]
+            labels = {"kind": "column", "column": label_column, "positive": positive}
+            notes.append(f"labels: column {label_column!r} with values {values}, positive "
+                         f"{positive}")
+    used = {ts, entity, labels.get("column"), *(exclude or [])}
+    features = [c for c in sample.columns
+                if c not in used and pd.api.types.is_numeric_dtype(sample[c])]
+    skipped = [c for c in sample.columns if c not in used and c not in features]
+    if skipped:
+        notes.append(f"non-numeric column(s) {skipped} left out of the features")
+    if not features:
+        raise SourceError(f"{files[0]}: no numeric column to use as a feature (columns "
+                          f"{list(sample.columns)})")
+    if len(features) == 1:
+        notes.append("one feature: the detector is temporal_ae (windows of the series); "
+                     "dense_ae and pca need two or more")
+    first, last, step, gaps = _time_range(files, source, ts, separator, decimal)
+    src: dict[str, Any] = {"path": path}
+    if separator and separator != ",":
+        src["separator"] = separator
+    if decimal and decimal != ".":
+        src["decimal"] = decimal
+    entity_decl: dict[str, Any] = {"column": entity} if entity else (
+        {"per_file": True} if len(files) > 1 else {})
+    if len(files) > 1 and not entity:
+        notes.append(f"{len(files)} files and no entity column: one entity per file")
+    return Inferred(
+        name=name, source=src, files=[str(f) for f in files],
+        columns={c: str(t) for c, t in sample.dtypes.items()}, timestamp=ts,
+        entity=entity_decl, features=features, labels=labels, first=first, last=last,
+        rows_sampled=len(sample), interval_seconds=step, gaps=gaps, notes=notes)
+
+
+def _time_range(files: list[Path], source: SourceSpec, column: str, separator: str,
+                decimal: str) -> tuple[str, str, float | None, int]:
+    """First and last timestamp over every file (timestamp column only, in chunks), the
+    median interval and the gaps (steps over twice it) within files."""
+    first: pd.Timestamp | None = None
+    last: pd.Timestamp | None = None
+    steps: list[np.ndarray] = []
+    for path in files:
+        if is_parquet(path, source):
+            chunks: Any = [pd.read_parquet(path, columns=[column])]
+        else:
+            chunks = pd.read_csv(path, sep=separator or ",", usecols=[column],
+                                 chunksize=1_000_000, encoding="utf-8-sig")
+        for chunk in chunks:
+            times = pd.to_datetime(chunk[column], errors="coerce", utc=True).dropna()
+            if times.empty:
+                continue
+            first = times.min() if first is None else min(first, times.min())
+            last = times.max() if last is None else max(last, times.max())
+            steps.append(times.diff().dropna().dt.total_seconds().to_numpy())
+    if first is None or last is None:
+        raise SourceError(f"no parseable timestamps in column {column!r} of {files}")
+    every = np.concatenate(steps) if steps else np.array([])
+    every = every[every > 0]
+    step = float(np.median(every)) if every.size else None
+    gaps = int((every > 2 * step).sum()) if step else 0
+    return str(first), str(last), step, gaps
