@@ -82,6 +82,14 @@ def _client(args: argparse.Namespace) -> ScorerClient:
     )
 
 
+def _add_column_flag(p: argparse.ArgumentParser, what: str = "") -> None:
+    p.add_argument("--column", action="append", default=None, metavar="FEATURE=COLUMN",
+                   help=f"read the model's FEATURE from the {what}file's COLUMN when their names "
+                        "differ; repeat the flag or comma-separate pairs (--column "
+                        "cpu=cpu_pct,memory=mem_used). host_id=COLUMN and timestamp=COLUMN name "
+                        "the entity and time columns. `ds-scorer info` lists the model's features")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="ds-scorer", description="DataSentinel gRPC scorer and its client."
@@ -165,7 +173,8 @@ def build_parser() -> argparse.ArgumentParser:
                         "(or the token itself in env DS_SCORER_TOKEN)")
 
     sc = sub.add_parser("score", help="score a CSV or Parquet file through the server")
-    sc.add_argument("file", help="CSV or Parquet file with the model's feature columns")
+    sc.add_argument("file", help="CSV or Parquet file with the model's feature columns (see "
+                                 "`ds-scorer info`; --column maps differently named ones)")
     sc.add_argument("--out", help="write the scored rows here (.csv or .parquet)")
     sc.add_argument("--batch-rows", type=int, default=4096, help="rows per request")
     sc.add_argument("--entity-column", default=None,
@@ -173,6 +182,7 @@ def build_parser() -> argparse.ArgumentParser:
     sc.add_argument("--time-column", default=None,
                     help="timestamp column (default: timestamp when present)")
     sc.add_argument("--sep", default=",", help="CSV separator (SKAB files use ';')")
+    _add_column_flag(sc)
     sc.add_argument("--explain", action="store_true", help="add the top contributing feature")
     _add_client_flags(sc)
 
@@ -182,6 +192,7 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--sep", default=",", help="CSV separator")
     r.add_argument("--entity-column", default=None, help="entity column of --csv")
     r.add_argument("--time-column", default=None, help="timestamp column of --csv")
+    _add_column_flag(r, "--csv ")
     r.add_argument("--rate", type=float, default=1000.0,
                    help="rows per second, 0 = as fast as the server goes (default %(default)s)")
     r.add_argument("--rows", type=int, default=10_000, help="rows to send (default %(default)s)")
@@ -197,7 +208,8 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--progress-every", type=float, default=2.0, help="seconds between lines")
     _add_client_flags(r)
 
-    i = sub.add_parser("info", help="print the served model and the server's health")
+    i = sub.add_parser("info", help="print the served model (with the features it needs, in "
+                                    "order) and the server's health")
     _add_client_flags(i)
     return parser
 
@@ -273,28 +285,131 @@ def _read_table(path: str, sep: str) -> Any:
     return pd.read_csv(p, sep=sep)
 
 
-def _columns(frame: Any, features: Sequence[str], entity: str | None, time_col: str | None,
-             path: str) -> tuple[np.ndarray, np.ndarray | None, np.ndarray | None]:
+ENTITY_COLUMN = "host_id"  # the entity id column read by default, and --column's name for it
+TIME_COLUMN = "timestamp"  # likewise for the row times
+_MAPPING_EXAMPLE = "--column FEATURE=COLUMN (repeat it, or comma-separate: --column a=x,b=y)"
+
+
+class ColumnError(ValueError):
+    """A file's columns do not fit the served model, or a ``--column`` mapping is wrong: a usage
+    error (``main`` prints it and exits 2) whose message lists the model's features, the file's
+    columns and the fix."""
+
+
+def _parse_column_mapping(values: Sequence[str] | None) -> tuple[dict[str, str], list[str]]:
+    """``--column`` values (each ``FEATURE=COLUMN`` or a comma-separated list of them) as
+    {feature: column}, and what is wrong with them."""
+    mapping: dict[str, str] = {}
+    problems: list[str] = []
+    for value in values or []:
+        items = [item.strip() for item in value.split(",")]
+        if not any(items):
+            problems.append(f"--column {value!r} is empty: give FEATURE=COLUMN")
+            continue
+        for item in filter(None, items):
+            feature, eq, column = (part.strip() for part in item.partition("="))
+            if not (eq and feature and column):
+                problems.append(f"--column {item!r} is not FEATURE=COLUMN (e.g. cpu=cpu_pct)")
+            elif feature in mapping:
+                problems.append(f"--column maps {feature!r} twice ({mapping[feature]!r} and "
+                                f"{column!r}): map each feature to one column")
+            else:
+                mapping[feature] = column
+    return mapping, problems
+
+
+def _names(names: Sequence[Any], most: int = 60) -> str:
+    shown = [str(n) for n in names[:most]]
+    more = f" and {len(names) - most} more" if len(names) > most else ""
+    return f"{shown}{more}"
+
+
+def _column_help(features: Sequence[str], frame: Any, path: str) -> str:
+    return (f"\n  the served model needs feature columns (in order): {_names(features)}, and "
+            f"reads an entity id ({ENTITY_COLUMN}) and a time ({TIME_COLUMN}) column when present"
+            f"\n  {path} has columns: {_names(list(frame.columns))}"
+            f"\n  name the file's column for each feature it calls differently: {_MAPPING_EXAMPLE}")
+
+
+def _closest(name: str, candidates: Sequence[Any]) -> str | None:
+    import difflib
+
+    match = difflib.get_close_matches(name, [str(c) for c in candidates], n=1, cutoff=0.6)
+    return match[0] if match else None
+
+
+def _columns(
+    frame: Any, features: Sequence[str], path: str, *, column_map: Sequence[str] | None = None,
+    entity: str | None = None, time_col: str | None = None,
+) -> tuple[Any, np.ndarray, np.ndarray | None, np.ndarray | None]:
+    """The file's rows in the model's feature order, its entity ids and times (or None), read
+    through the ``--column`` mappings; returns the frame too, with mapped columns under the
+    model's names. Raises ColumnError when the columns do not fit."""
+    import pandas as pd
+
+    features = list(features)
+    mapping, problems = _parse_column_mapping(column_map)
+    targets = [*features, ENTITY_COLUMN, TIME_COLUMN]
+    for feature, column in mapping.items():
+        if feature not in targets:
+            near = _closest(feature, targets)
+            problems.append(f"--column {feature}={column}: the model has no feature {feature!r}"
+                            + (f" (did you mean {near!r}?)" if near else ""))
+        if column not in frame.columns:
+            near = _closest(column, list(frame.columns))
+            problems.append(f"--column {feature}={column}: {path} has no column {column!r}"
+                            + (f" (did you mean {near!r}?)" if near else ""))
+    for flag, given, name in (("--entity-column", entity, ENTITY_COLUMN),
+                              ("--time-column", time_col, TIME_COLUMN)):
+        if given and name in mapping:
+            problems.append(f"{flag} {given} and --column {name}={mapping[name]} both name the "
+                            f"{name} column: give one")
+        if given and given not in frame.columns:
+            problems.append(f"{flag} {given}: {path} has no column {given!r}")
+    if problems:
+        raise ColumnError(f"the columns of {path} do not fit the served model:\n  - "
+                          + "\n  - ".join(problems) + _column_help(features, frame, path))
+    if mapping:  # copy each COLUMN under its FEATURE name (a same-named column is replaced)
+        sources = {feature: frame[column] for feature, column in mapping.items()}
+        for feature, values in sources.items():
+            frame[feature] = values
     missing = [f for f in features if f not in frame.columns]
     if missing:
-        raise SystemExit(
-            f"error: {path} lacks feature column(s) {missing} that the served model needs "
-            f"({list(features)}); it has {list(frame.columns)}"
+        spare = [c for c in frame.columns if c not in features and c not in mapping.values()]
+        pairs = ",".join(f"{f}={_closest(f, spare) or 'COLUMN'}" for f in missing)
+        raise ColumnError(
+            f"{path} lacks feature column(s) {missing} that the served model needs"
+            + (" after the --column mappings" if mapping else "")
+            + f"; if the file names them differently, map them: --column {pairs}"
+            + _column_help(features, frame, path)
         )
-    rows = frame[list(features)].to_numpy(np.float32)
-    entity = entity or ("host_id" if "host_id" in frame.columns else None)
+
+    def named(feature: str) -> str:
+        source = mapping.get(feature, feature)
+        return repr(feature) + (f" (file column {source!r})" if source != feature else "")
+
+    try:
+        rows = frame[features].to_numpy(np.float32)
+    except (ValueError, TypeError) as exc:
+        bad = [named(f) for f in features if not pd.api.types.is_numeric_dtype(frame[f])]
+        raise ColumnError(f"{path}: feature column(s) {', '.join(bad) or features} must hold "
+                          f"numbers ({exc})" + _column_help(features, frame, path)) from None
+    entity = entity or (ENTITY_COLUMN if ENTITY_COLUMN in frame.columns else None)
     entities = frame[entity].astype(str).to_numpy() if entity else None
-    time_col = time_col or ("timestamp" if "timestamp" in frame.columns else None)
+    time_col = time_col or (TIME_COLUMN if TIME_COLUMN in frame.columns else None)
     times = None
     if time_col:
-        import pandas as pd
-
         col = frame[time_col]
-        if pd.api.types.is_numeric_dtype(col):
-            times = col.to_numpy(np.float64)
-        else:
-            times = epoch_seconds(pd.to_datetime(col, utc=True).dt.tz_localize(None).to_numpy())
-    return rows, entities, times
+        try:
+            if pd.api.types.is_numeric_dtype(col):
+                times = col.to_numpy(np.float64)
+            else:
+                times = epoch_seconds(
+                    pd.to_datetime(col, utc=True).dt.tz_localize(None).to_numpy())
+        except (ValueError, TypeError) as exc:
+            raise ColumnError(f"{path}: time column {named(time_col)} holds neither epoch "
+                              f"seconds nor dates and times ({exc})") from None
+    return frame, rows, entities, times
 
 
 def _score_file(args: argparse.Namespace) -> int:
@@ -304,8 +419,9 @@ def _score_file(args: argparse.Namespace) -> int:
     with _client(args) as client:
         info = client.info()
         features = list(info.features)
-        rows, entities, times = _columns(frame, features, args.entity_column, args.time_column,
-                                         args.file)
+        frame, rows, entities, times = _columns(
+            frame, features, args.file, column_map=args.column, entity=args.entity_column,
+            time_col=args.time_column)
         n = len(rows)
         scores = np.full(n, np.nan, np.float32)
         flags = np.zeros(n, bool)
@@ -372,8 +488,9 @@ def _replay_batches(args: argparse.Namespace, info: Any) -> tuple[int, Iterator[
             )
         )
     frame = _read_table(args.csv, args.sep)
-    rows, entities, times = _columns(frame, list(info.features), args.entity_column,
-                                     args.time_column, args.csv)
+    _, rows, entities, times = _columns(
+        frame, list(info.features), args.csv, column_map=args.column, entity=args.entity_column,
+        time_col=args.time_column)
 
     def from_file() -> Iterator[Batch]:
         for lo in range(0, len(rows), args.batch):
@@ -387,6 +504,9 @@ def _replay_batches(args: argparse.Namespace, info: Any) -> tuple[int, Iterator[
 def _replay(args: argparse.Namespace) -> int:
     if args.batch < 1 or args.rows < 1 or args.rate < 0:
         raise SystemExit("error: --batch and --rows must be >= 1 and --rate >= 0")
+    if args.column and not args.csv:
+        raise ColumnError("--column maps the columns of a --csv file; without --csv, replay "
+                          "sends synthetic telemetry that already has the model's features")
     with _client(args) as client:
         info = client.info()
         sent_at: dict[str, float] = {}

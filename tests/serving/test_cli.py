@@ -47,7 +47,7 @@ def _token(monkeypatch: pytest.MonkeyPatch) -> None:
 
 def _json_out(capsys: pytest.CaptureFixture[str]) -> dict[str, object]:
     lines = [ln for ln in capsys.readouterr().out.splitlines() if ln.startswith("{")]
-    return json.loads(lines[-1])  # type: ignore[no-any-return]
+    return json.loads(lines[-1])
 
 
 def test_info(served: tuple[str, Path], capsys: pytest.CaptureFixture[str]) -> None:
@@ -56,6 +56,8 @@ def test_info(served: tuple[str, Path], capsys: pytest.CaptureFixture[str]) -> N
     info = json.loads(capsys.readouterr().out)
     assert info["health"] == "SERVING" and info["name"] == "ae"
     assert info["version"] == path.name and info["features"] == FEATURES
+    # the features the model needs, in the order of its manifest (not sorted, not the file's)
+    assert info["features"] == list(load_bundle(path).manifest.features) != sorted(FEATURES)
 
 
 def test_score_csv_writes_the_same_scores_as_dataset_scoring(
@@ -84,8 +86,8 @@ def test_score_csv_writes_the_same_scores_as_dataset_scoring(
     assert set(scored["top_feature"].dropna()) <= set(FEATURES)
 
     frame.drop(columns=["cpu"]).to_csv(source, index=False)
-    with pytest.raises(SystemExit, match=r"lacks feature column\(s\) \['cpu'\]"):
-        main(["score", str(source), "--target", target])
+    assert main(["score", str(source), "--target", target]) == 2
+    assert "lacks feature column(s) ['cpu']" in capsys.readouterr().err
 
 
 def test_replay_is_deterministic(served: tuple[str, Path],
@@ -133,6 +135,151 @@ def test_replay_of_a_parquet_file_shorter_than_rows_scores_it_all(
     assert summary["rows"] == 300 and summary["anomalies"] == int(reference.flags.sum())
     assert "300/300 rows (100.0%)" in err.splitlines()[-1]
     assert summary["alerts_opened"] == 1 and "alert open  h0 at 2026-11-01T01:" in out
+
+
+def _telemetry(n: int, seed: int, hosts: str = "h") -> tuple[np.ndarray, pd.DataFrame]:
+    """Rows with the model's column names, two hosts, a burst on rows 10-13 and 40-69."""
+    rows = normal_rows(n, seed)
+    rows[10:14] += 90
+    rows[40:70] += 90
+    frame = pd.DataFrame(rows, columns=FEATURES)
+    frame.insert(0, "host_id", [f"{hosts}{i % 2}" for i in range(n)])
+    frame.insert(0, "timestamp", pd.date_range("2026-11-01", periods=n, freq="min", tz="UTC"))
+    return rows, frame
+
+
+# the file's names for the model's: cpu and host_id renamed, memory and latency swapped (so a
+# mapping applied one column at a time, or not at all, gives other scores), timestamp renamed
+RENAMED = {"cpu": "cpu_pct", "memory": "latency", "latency": "memory", "host_id": "machine",
+           "timestamp": "ts"}
+MAPPING = ["--column", "cpu=cpu_pct", "--column", "memory=latency,latency=memory",
+           "--column", " host_id = machine ,timestamp=ts"]
+
+
+def test_score_maps_the_files_column_names_to_the_models_features(
+    served: tuple[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``--column FEATURE=COLUMN`` reads a file that names the model's features (and the entity
+    and time columns) differently: the same scores, flags and alerts as the same rows under the
+    model's names, and --out carries the entity and times under the model's names."""
+    target, path = served
+    rows, frame = _telemetry(200, 11)
+    named, renamed = tmp_path / "named.csv", tmp_path / "renamed.parquet"
+    frame.to_csv(named, index=False)
+    # other hosts (the server keeps each host's alert state; the same host again would rewind it)
+    other = frame.assign(host_id=frame["host_id"].str.replace("h", "m"))
+    other.rename(columns=RENAMED).to_parquet(renamed)
+    out_named, out_renamed = tmp_path / "named-scored.csv", tmp_path / "renamed-scored.csv"
+    assert main(["score", str(named), "--target", target, "--out", str(out_named),
+                 "--batch-rows", "64"]) == 0
+    expected = _json_out(capsys)
+    assert main(["score", str(renamed), "--target", target, "--out", str(out_renamed),
+                 "--batch-rows", "64", *MAPPING]) == 0
+    got = _json_out(capsys)
+    reference = score_rows(Scorer.from_bundle(load_bundle(path), backend="cpu"), rows,
+                           frame["host_id"].to_numpy())
+    a, b = pd.read_csv(out_named), pd.read_csv(out_renamed)
+    np.testing.assert_array_equal(b["score"].to_numpy(), a["score"].to_numpy())
+    np.testing.assert_allclose(b["score"].to_numpy(), reference.scores, atol=1e-6)
+    assert b["is_anomaly"].tolist() == a["is_anomaly"].tolist() == reference.flags.tolist()
+    assert b["host_id"].tolist() == other["host_id"].tolist()
+    assert b["timestamp"].tolist() == a["timestamp"].tolist()
+    assert expected["alerts_opened"] == got["alerts_opened"] >= 1  # type: ignore[operator]
+    for key in ("rows", "scored", "anomalies", "alerts_closed"):
+        assert got[key] == expected[key], key
+
+
+def test_replay_of_a_file_maps_its_column_names(
+    served: tuple[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    target, path = served
+    rows, frame = _telemetry(200, 12, hosts="r")
+    renamed = tmp_path / "renamed.csv"
+    frame.rename(columns=RENAMED).to_csv(renamed, sep=";", index=False)
+    assert main(["replay", "--target", target, "--csv", str(renamed), "--sep", ";",
+                 "--batch", "32", "--rate", "0", *MAPPING]) == 0
+    out = capsys.readouterr().out
+    summary = json.loads([ln for ln in out.splitlines() if ln.startswith("{")][-1])
+    reference = score_rows(Scorer.from_bundle(load_bundle(path), backend="cpu"), rows,
+                           frame["host_id"].to_numpy())
+    assert summary["rows"] == 200 and summary["anomalies"] == int(reference.flags.sum()) > 0
+    # alerts name the mapped entity column's hosts, at the mapped time column's times
+    assert "alert open  r0 at 2026-11-01T00:" in out
+
+
+MODEL_NEEDS = "needs feature columns (in order): ['cpu', 'memory', 'latency', 'errors']"
+
+BAD_MAPPINGS = [
+    (["--column", "cpux=cpu_pct"], "the model has no feature 'cpux' (did you mean 'cpu'?)"),
+    (["--column", "disk=cpu_pct"], "--column disk=cpu_pct: the model has no feature 'disk'"),
+    (["--column", "cpu=cpu_pc"], "has no column 'cpu_pc' (did you mean 'cpu_pct'?)"),
+    (["--column", "cpu=cpu_pct", "--column", "cpu=memory"],
+     "--column maps 'cpu' twice ('cpu_pct' and 'memory'): map each feature to one column"),
+    (["--column", "cpu=cpu_pct,cpu=cpu_pct"], "--column maps 'cpu' twice"),
+    (["--column", "cpu:cpu_pct"], "--column 'cpu:cpu_pct' is not FEATURE=COLUMN"),
+    (["--column", "=cpu_pct"], "--column '=cpu_pct' is not FEATURE=COLUMN"),
+    (["--column", "cpu="], "--column 'cpu=' is not FEATURE=COLUMN"),
+    (["--column", " , "], "--column ' , ' is empty: give FEATURE=COLUMN"),
+    (["--column", "cpu=cpu_pct", "--column", "host_id=machine", "--entity-column", "machine"],
+     "--entity-column machine and --column host_id=machine both name the host_id column"),
+    (["--column", "cpu=cpu_pct", "--time-column", "when"], "has no column 'when'"),
+    (["--column", "cpu=machine,host_id=machine"],
+     "feature column(s) 'cpu' (file column 'machine') must hold numbers"),
+]
+
+
+@pytest.mark.parametrize("command", ["score", "replay"])
+def test_each_bad_column_mapping_is_a_usage_error_that_says_what_to_fix(
+    served: tuple[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str], command: str
+) -> None:
+    """A FEATURE the model lacks, a COLUMN the file lacks, a feature mapped twice, malformed
+    text: exit 2, no traceback, the problem named with the model's features, the file's columns
+    and the --column syntax."""
+    target, _ = served
+    _, frame = _telemetry(20, 13)
+    source = tmp_path / "renamed.csv"
+    frame.rename(columns={"cpu": "cpu_pct", "host_id": "machine"}).to_csv(source, index=False)
+    base = (["score", str(source)] if command == "score"
+            else ["replay", "--csv", str(source), "--rate", "0"])
+    for flags, problem in BAD_MAPPINGS:
+        assert main([*base, "--target", target, *flags]) == 2, flags
+        err = capsys.readouterr().err
+        assert err.startswith("error: ") and problem in err, (flags, err)
+        assert MODEL_NEEDS in err and "Traceback" not in err, (flags, err)
+        assert f"{source} has columns: ['timestamp', 'machine', 'cpu_pct', 'memory'" in err
+        assert "--column FEATURE=COLUMN" in err, (flags, err)
+    # every problem at once, not one per try
+    assert main([*base, "--target", target, "--column", "cpux=cpu_pct,memory=mem,oops"]) == 2
+    err = capsys.readouterr().err
+    for problem in ("no feature 'cpux'", "has no column 'mem'", "'oops' is not FEATURE=COLUMN"):
+        assert problem in err, err
+
+
+def test_missing_features_without_a_mapping_suggest_one(
+    served: tuple[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    target, _ = served
+    _, frame = _telemetry(20, 14)
+    source = tmp_path / "renamed.csv"
+    frame.rename(columns={"cpu": "cpu_pct", "errors": "5xx"}).to_csv(source, index=False)
+    for base in (["score", str(source)], ["replay", "--csv", str(source), "--rate", "0"]):
+        assert main([*base, "--target", target]) == 2
+        err = capsys.readouterr().err
+        assert f"{source} lacks feature column(s) ['cpu', 'errors']" in err
+        # a close name is suggested, else a placeholder
+        assert "map them: --column cpu=cpu_pct,errors=COLUMN" in err
+        assert MODEL_NEEDS in err and "Traceback" not in err
+        assert f"{source} has columns: ['timestamp', 'host_id', 'cpu_pct', 'memory', " \
+               "'latency', '5xx']" in err
+        # a partial mapping names what is still missing
+        assert main([*base, "--target", target, "--column", "cpu=cpu_pct"]) == 2
+        err = capsys.readouterr().err
+        assert "lacks feature column(s) ['errors'] that the served model needs after the " \
+               "--column mappings" in err
+        assert "--column errors=COLUMN" in err
+    # --column reads a file's columns: replaying synthetic telemetry has none to map
+    assert main(["replay", "--target", target, "--column", "cpu=cpu_pct"]) == 2
+    assert "--column maps the columns of a --csv file" in capsys.readouterr().err
 
 
 def test_replay_paces_at_the_requested_rate(served: tuple[str, Path],
