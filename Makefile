@@ -15,7 +15,7 @@ INSTANCE_YAML := .dagster_home/dagster.yaml
 EXTRA := $(shell nvidia-smi -L >/dev/null 2>&1 && echo gpu || echo cpu)
 STAMP := $(VENV)/.installed-$(EXTRA)
 
-.PHONY: install demo test lint dev bench skab ui-test clean
+.PHONY: install demo dataset test lint dev bench skab ui-test clean
 
 # A failed creation removes the half-made venv, so the next run starts over instead of finding
 # a python without pip.
@@ -37,6 +37,12 @@ $(INSTANCE_YAML): dagster.yaml
 
 demo: install $(INSTANCE_YAML)
 	$(PY) -m ds_assets.demo
+
+# A declared dataset end to end (ds_assets/defs/$(NAME)/defs.yaml; `ds-dataset scaffold` writes
+# one from a file): ingest, checks, training, champion, scoring and alerts into the local instance
+dataset: install $(INSTANCE_YAML)
+	@[ -n "$(NAME)" ] || { echo "usage: make dataset NAME=<declared dataset>"; exit 2; }
+	$(VENV)/bin/ds-dataset materialize "$(NAME)"
 
 test: install
 	$(PY) -m pytest

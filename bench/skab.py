@@ -54,6 +54,7 @@ import argparse
 import json
 import os
 import sys
+import tempfile
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
@@ -63,8 +64,11 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from ds_assets.components import load_declaration
 from ds_assets.reporting.baselines import make_baseline
 from ds_assets.reporting.evaluation import alarm_rates, confusion_counts, skab_f1
+from ds_assets.telemetry.files import read_rows
+from ds_assets.telemetry.sources import SourceError
 from ds_assets.training.detectors import DetectorParams, train_detector
 from ds_assets.training.export import export_onnx
 from ds_assets.training.thresholds import calibrate_quantile
@@ -133,19 +137,34 @@ def list_files(skab_dir: str | os.PathLike[str]) -> list[Path]:
     return files
 
 
+#: the SKAB declaration the code location loads (ds_assets/defs/skab): one reader for both
+DECLARATION = Path(__file__).resolve().parents[1] / "ds_assets" / "defs" / "skab" / "defs.yaml"
+_STAGING = Path(tempfile.gettempdir()) / f"ds-skab-staging-{os.getuid()}"
+
+
 def load_file(path: str | os.PathLike[str]) -> pd.DataFrame:
-    """One SKAB experiment, time-ordered, checked for the columns and values the protocol uses."""
+    """One SKAB experiment read through the SKAB declaration (the platform's file reader),
+    time-ordered, checked for the columns and values the protocol uses."""
     path = Path(path)
-    frame = pd.read_csv(path, sep=";")
-    missing = [c for c in (TIME, *FEATURES, LABEL) if c not in frame.columns]
+    declared = load_declaration(DECLARATION)
+    spec = declared.spec()
+    assert spec is not None and declared.source is not None
+    spec = spec.model_copy(update={"source": declared.source.model_copy(
+        update={"path": str(path), "exclude": []})})
+    try:
+        rows, report = read_rows(spec, _STAGING, "skab")
+    except SourceError as exc:
+        raise SkabError(f"{exc}; a SKAB file has {TIME!r}, the 8 sensor columns "
+                        f"{list(FEATURES)} and {LABEL!r}, separated by ';'") from None
+    missing = [c for c in FEATURES if c not in rows.columns]
     if missing:
         raise SkabError(
             f"{path}: missing column(s) {missing}; a SKAB file has {TIME!r}, the 8 sensor "
             f"columns {list(FEATURES)} and {LABEL!r}, separated by ';'"
         )
-    frame[TIME] = pd.to_datetime(frame[TIME])
-    if not frame[TIME].is_monotonic_increasing:
+    if report.rows_out_of_order:
         raise SkabError(f"{path}: rows are not in time order ({TIME!r} decreases)")
+    frame = rows.rename(columns={"timestamp": TIME, "label": LABEL})[[TIME, *FEATURES, LABEL]]
     if len(frame) <= TRAIN_ROWS:
         raise SkabError(
             f"{path}: {len(frame)} rows; the protocol needs more than {TRAIN_ROWS} "
@@ -155,9 +174,6 @@ def load_file(path: str | os.PathLike[str]) -> pd.DataFrame:
     if not np.isfinite(values.to_numpy(np.float64)).all():
         bad = values.columns[~np.isfinite(values.to_numpy(np.float64)).all(axis=0)].tolist()
         raise SkabError(f"{path}: non-finite values in column(s) {bad}")
-    labels = frame[LABEL]
-    if not labels.isin([0, 1]).all():
-        raise SkabError(f"{path}: column {LABEL!r} must be 0/1, got {sorted(labels.unique())[:5]}")
     return frame
 
 

@@ -81,15 +81,14 @@ class Dataset:
         if unknown:
             raise ValueError(f"dataset {self.name!r}: {asset} has no setting(s) {unknown}; "
                              f"known: {sorted(base.model_fields)}")
-        fields: dict[str, Any] = {k: (base.model_fields[k].annotation, v)
-                                  for k, v in overrides.items()}
-        derived = pydantic.create_model(f"{base.__name__}_{self.name}", __base__=base, **fields)
         try:
-            derived()
-        except pydantic.ValidationError as exc:
+            checked = base(**overrides)  # the declared values, validated and typed (enums)
+        except (pydantic.ValidationError, ValueError) as exc:
             raise ValueError(f"dataset {self.name!r}: {asset} settings {overrides}: "
                              f"{exc}") from None
-        return derived
+        fields: dict[str, Any] = {k: (base.model_fields[k].annotation, getattr(checked, k))
+                                  for k in overrides}
+        return pydantic.create_model(f"{base.__name__}_{self.name}", __base__=base, **fields)
 
     def with_defaults(self, asset: str) -> Callable[[F], F]:
         """Decorate an asset function (under ``@dg.asset``) so its ``config`` parameter's class

@@ -279,10 +279,12 @@ def _chunks(layout_path: Path, spec: DatasetSpec, entity: str | None
         for frame in reader:
             if layout is None:
                 frame.columns = [str(c).strip() for c in frame.columns]
+                if frame.empty:
+                    break
                 if len(frame.columns) == 1 and any(s in frame.columns[0] for s in _SEPARATORS):
                     raise SourceError(f"{layout_path}: one column {frame.columns[0]!r} after "
                                       f"splitting on {separator!r}; declare source.separator")
-                numeric = [c for c in frame.columns if pd.api.types.is_numeric_dtype(frame[c])]
+                numeric = [c for c in frame.columns if _mostly_numbers(frame[c])]
                 layout = resolve_layout(layout_path, list(frame.columns), numeric, spec,
                                         entity)
             else:
@@ -297,6 +299,17 @@ def _chunks(layout_path: Path, spec: DatasetSpec, entity: str | None
     except pd.errors.ParserError as exc:
         raise SourceError(f"{layout_path}: not a valid CSV with separator {separator!r}: "
                           f"{exc}") from None
+
+
+def _mostly_numbers(values: pd.Series) -> bool:
+    """A column of numbers, at least half of them parseable (which the read then names rather
+    than silently dropping the column from the features)."""
+    if pd.api.types.is_numeric_dtype(values):
+        return True
+    present = values.dropna()
+    if present.empty:
+        return False
+    return bool(pd.to_numeric(present, errors="coerce").notna().mean() >= 0.5)
 
 
 def stage(path: Path, spec: DatasetSpec, staging_dir: Path, entity: str | None) -> Path:
@@ -508,6 +521,10 @@ def days_with_rows(spec: DatasetSpec, staging_dir: Path, dataset: str) -> list[s
         entity = (entity_of(path, files) if spec.entity.per_file
                   else None if spec.entity.column else dataset)
         staged = stage(path, spec, staging_dir, entity)
-        times = pq.read_table(staged, columns=[TIMESTAMP]).column(TIMESTAMP).to_pandas()
-        days.update(times.dt.strftime("%Y-%m-%d").unique().tolist())
+        parquet = pq.ParquetFile(staged)
+        for group in range(parquet.num_row_groups):  # a row group at a time: bounded memory
+            times = parquet.read_row_group(group, columns=[TIMESTAMP]).column(TIMESTAMP)
+            nanos = times.cast(pa.int64()).to_numpy()
+            days.update(str(d) for d in np.unique(nanos.astype("datetime64[ns]")
+                                                  .astype("datetime64[D]")))
     return sorted(days)

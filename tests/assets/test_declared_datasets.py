@@ -1,0 +1,150 @@
+"""Declared datasets as graph slices: the code location's declarations, the two commands from
+a user's file to a champion, checks that follow the declaration."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import dagster as dg
+import numpy as np
+import pandas as pd
+import pytest
+import yaml
+
+from ds_assets.cli import main as ds_dataset
+from ds_assets.components import TelemetryDataset, load_declaration
+from ds_assets.definitions import build_code_location, build_dataset_definitions
+from ds_assets.settings import Settings
+
+DEFS = Path(__file__).resolve().parents[2] / "ds_assets" / "defs"
+
+
+def _user_file(tmp_path: Path) -> tuple[Path, Path]:
+    """Four days of a univariate sensor at 10 min, anomalies given as windows."""
+    rng = np.random.default_rng(3)
+    times = pd.date_range("2013-12-02", periods=4 * 144, freq="10min")
+    value = 10 + 3 * np.sin(2 * np.pi * np.arange(len(times)) / 144) + rng.normal(0, .2,
+                                                                                   len(times))
+    windows = [("2013-12-05 06:00", "2013-12-05 08:00"), ("2013-12-05 18:00",
+                                                          "2013-12-05 19:00")]
+    for start, end in windows:
+        value[(times >= start) & (times <= end)] += 5
+    data = tmp_path / "sensor.csv"
+    pd.DataFrame({"time": times.strftime("%Y-%m-%d %H:%M"), "value": value}).to_csv(
+        data, index=False)
+    labels = tmp_path / "windows.csv"
+    pd.DataFrame(windows, columns=["start", "end"]).to_csv(labels, index=False)
+    return data, labels
+
+
+def test_the_code_location_loads_the_demo_and_skab_declarations() -> None:
+    defs = build_code_location(Settings.from_env({"DS_DATA_DIR": "/tmp/ds-declared-test"}))
+    keys = {k.to_user_string() for k in defs.resolve_asset_graph().get_all_asset_keys()}
+    assert {"raw_telemetry", "champion", "skab/raw_telemetry", "skab/champion"} <= keys
+    skab = load_declaration(DEFS / "skab" / "defs.yaml")
+    assert skab.labels.column == "anomaly" and skab.entity.per_file
+    # the declaration's detector default is the launchpad's default for that slice only
+    fields = defs.resolve_job_def("skab__train_detector").get_config_schema_snapshot()
+    text = json.dumps(fields.to_dict() if hasattr(fields, "to_dict") else str(fields))
+    assert "temporal_ae" in text
+    demo = load_declaration(DEFS / "demo" / "defs.yaml")
+    assert demo.source is None and demo.key_prefix == ""
+
+
+def test_declared_defaults_reach_the_asset_config(tmp_path: Path) -> None:
+    declared = TelemetryDataset.model_validate({
+        "name": "pump", "source": {"path": str(tmp_path / "x.csv")},
+        "partitions": {"start": "2024-01-01"}, "detector": {"family": "pca", "epochs": 3},
+        "policy": {"quantile": 0.99}})
+    ds = declared.dataset(Settings.from_env({"DS_DATA_DIR": str(tmp_path)}))
+    from ds_assets.assets.detector import BundleConfig, DetectorConfig
+
+    assert ds.config_class(DetectorConfig, "detector")().family.value == "pca"
+    assert ds.config_class(BundleConfig, "model_bundle")().quantile == 0.99
+    bad = TelemetryDataset.model_validate({**declared.model_dump(), "detector": {"epoch": 3}})
+    with pytest.raises(ValueError, match=r"detector has no setting\(s\) \['epoch'\]"):
+        bad.dataset(Settings.from_env({"DS_DATA_DIR": str(tmp_path)})).config_class(
+            DetectorConfig, "detector")
+    with pytest.raises(ValueError, match=r"declare partitions\.start"):
+        TelemetryDataset.model_validate({"name": "p", "source": {"path": "x"}}).dataset(
+            Settings.from_env({}))
+
+
+def test_declared_ranges_are_blocking_checks(tmp_path: Path, settings: Settings) -> None:
+    data, _ = _user_file(tmp_path)
+    declared = TelemetryDataset.model_validate({
+        "name": "sensor", "source": {"path": str(data)}, "timestamp": {"column": "time"},
+        "features": {"columns": ["value"], "ranges": {"value": [0, 12]}},
+        "partitions": {"start": "2013-12-02", "end": "2013-12-06"}})
+    ds = declared.dataset(settings)
+    defs = build_dataset_definitions(ds, settings)
+    result = defs.resolve_job_def("sensor__ingest_telemetry").execute_in_process(
+        partition_key="2013-12-02", instance=dg.DagsterInstance.ephemeral(),
+        raise_on_error=False)
+    checks = {e.asset_check_evaluation_data.check_name: e.asset_check_evaluation_data.passed
+              for e in result.all_events if e.event_type_value == "ASSET_CHECK_EVALUATION"}
+    assert checks["feature_values_in_range"] is False  # the sine peaks at 13 > 12
+    assert checks["schema_and_dtypes"] and checks["unique_host_timestamp"]
+    assert not result.success
+    with pytest.raises(dg.DagsterError, match="2013-11-30"):  # before the declared start
+        defs.resolve_job_def("sensor__ingest_telemetry").execute_in_process(
+            partition_key="2013-11-30", instance=dg.DagsterInstance.ephemeral())
+
+
+def test_from_a_users_file_to_a_champion_in_two_commands(
+    tmp_path: Path, settings: Settings, monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    data, labels = _user_file(tmp_path)
+    defs_dir = tmp_path / "defs"
+    home = tmp_path / "home"
+    home.mkdir()
+    for name, value in {"DAGSTER_HOME": str(home), "DS_DATA_DIR": str(settings.data_dir),
+                        "DS_MLFLOW_TRACKING_URI": settings.mlflow_tracking_uri}.items():
+        monkeypatch.setenv(name, value)
+    assert ds_dataset(["--defs-dir", str(defs_dir), "scaffold", str(data), "--name", "sensor",
+                       "--label-windows", str(labels)]) == 0
+    printed = capsys.readouterr().out
+    assert "features  : ['value']" in printed and "interval  : 600s" in printed
+    assert "partitions: 2013-12-02 .. 2013-12-06" in printed
+    declaration = defs_dir / "sensor" / "defs.yaml"
+    document: dict[str, Any] = yaml.safe_load(declaration.read_text())
+    assert document["attributes"]["detector"] == {"family": "temporal_ae"}  # one feature
+    assert ds_dataset(["--defs-dir", str(defs_dir), "scaffold", str(data), "--name",
+                       "sensor"]) == 2  # never overwritten silently
+    document["attributes"]["detector"].update(epochs=2, window=8)
+    document["attributes"]["training"] = {"labeled_validation": True}
+    declaration.write_text(yaml.safe_dump(document))
+
+    assert ds_dataset(["--defs-dir", str(defs_dir), "materialize", "sensor"]) == 0
+    printed = capsys.readouterr().out
+    assert "[ingest + checks 2013-12-05]" in printed
+    assert "temporal_ae epoch 2/2" in printed
+    assert "champion : sensor-ae v1" in printed
+    assert "DEBUG" not in printed
+    champion = json.loads((settings.data_dir / "assets" / "sensor" / "champion.json").read_text())
+    assert int(champion["version"]) == 1
+    manifest = json.loads((settings.models_dir / "sensor-ae" / "1" / "config.json").read_text())
+    assert manifest["features"] == ["value"]
+    alerts = settings.data_dir / "assets" / "sensor" / "alerts"
+    assert sorted(p.stem for p in alerts.iterdir()) == ["2013-12-02", "2013-12-03",
+                                                         "2013-12-04", "2013-12-05"]
+
+
+def test_materialize_names_what_is_wrong(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str],
+) -> None:
+    data, _ = _user_file(tmp_path)
+    monkeypatch.setenv("DAGSTER_HOME", str(tmp_path))
+    monkeypatch.setenv("DS_DATA_DIR", str(tmp_path / "data"))
+    assert ds_dataset(["--defs-dir", str(tmp_path), "materialize", "nothing"]) == 2
+    assert "ds-dataset scaffold FILE --name nothing" in capsys.readouterr().err
+    (tmp_path / "late").mkdir()
+    (tmp_path / "late" / "defs.yaml").write_text(yaml.safe_dump({
+        "type": "ds_assets.components.TelemetryDataset", "attributes": {
+            "name": "late", "source": {"path": str(data)}, "timestamp": {"column": "time"},
+            "partitions": {"start": "2013-12-03"}}}))
+    assert ds_dataset(["--defs-dir", str(tmp_path), "materialize", "late"]) == 2
+    assert "outside the declared partitions [2013-12-03, None)" in capsys.readouterr().err

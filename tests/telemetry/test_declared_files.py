@@ -1,0 +1,206 @@
+"""Declared datasets read from users' files: each label kind, one feature, bad files."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pytest
+from pydantic import ValidationError
+
+import ds_assets.telemetry.files as files_module
+from ds_assets.telemetry.declaration import DatasetSpec
+from ds_assets.telemetry.files import days_with_rows, read_rows
+from ds_assets.telemetry.sources import SourceError
+
+
+def _spec(path: Path | str, **extra: Any) -> DatasetSpec:
+    return DatasetSpec.model_validate({"source": {"path": str(path)}, **extra})
+
+
+def _series(path: Path, n: int = 48, start: str = "2024-03-01", sep: str = ",",
+            **columns: Any) -> Path:
+    frame = pd.DataFrame({"ts": pd.date_range(start, periods=n, freq="1h").strftime(
+        "%Y-%m-%d %H:%M:%S"), **{k: v for k, v in columns.items()}})
+    frame.to_csv(path, index=False, sep=sep)
+    return path
+
+
+def test_a_column_label_with_any_feature_names(tmp_path: Path) -> None:
+    n = 48
+    columns: dict[str, Any] = {"Flow Rate": np.arange(n, dtype=float), "pressure": 2.0,
+                               "state": ["ok"] * 40 + ["bad"] * 8}
+    frame = pd.DataFrame({"ts": pd.date_range("2024-03-01", periods=n, freq="1h").strftime(
+        "%Y-%m-%d %H:%M:%S"), **columns})
+    frame.to_csv(tmp_path / "pump.csv", index=False)
+    spec = _spec(tmp_path / "pump.csv", timestamp={"column": "ts"},
+                 labels={"kind": "column", "column": "state", "positive": ["bad"]})
+    rows, report = read_rows(spec, tmp_path / "stage", "pump")
+    assert list(rows.columns) == ["timestamp", "host_id", "region", "project_id", "Flow Rate",
+                                  "pressure", "label", "anomaly_type"]
+    assert rows["label"].sum() == 8 and rows["label"].iloc[-1] == 1
+    assert (rows["host_id"] == "pump").all()  # no entity column: one entity, the dataset
+    assert str(rows["timestamp"].dtype) == "datetime64[ns, UTC]"
+    assert rows["Flow Rate"].dtype == np.float32
+    assert report.gaps["interval_seconds"] == 3600 and report.gaps["gaps"] == 0
+    day, _ = read_rows(spec, tmp_path / "stage", "pump", day="2024-03-02")
+    assert len(day) == 24 and (day["timestamp"].dt.day == 2).all()
+    assert days_with_rows(spec, tmp_path / "stage", "pump") == ["2024-03-01", "2024-03-02"]
+
+
+def test_windows_label_the_rows_inside_them_per_entity(tmp_path: Path) -> None:
+    frame = pd.DataFrame({
+        "time": list(pd.date_range("2024-03-01", periods=10, freq="1min").astype(str)) * 2,
+        "machine": ["a"] * 10 + ["b"] * 10, "value": np.arange(20.0)})
+    frame.to_csv(tmp_path / "m.csv", index=False)
+    (tmp_path / "w.csv").write_text("start,end,entity\n"
+                                    "2024-03-01 00:02:00,2024-03-01 00:04:00,a\n"
+                                    "2024-03-01 00:08:00,2024-03-01 00:08:00,\n")
+    spec = _spec(tmp_path / "m.csv", timestamp={"column": "time"}, entity={"column": "machine"},
+                 labels={"kind": "windows", "windows": str(tmp_path / "w.csv")})
+    rows, report = read_rows(spec, tmp_path / "stage", "m")
+    flagged = rows.loc[rows["label"] == 1, ["host_id", "timestamp"]]
+    assert flagged["host_id"].tolist() == ["a", "a", "a", "a", "b"]  # 3 of a's, 00:08 of both
+    assert report.windows_applied == 2
+    assert set(rows["anomaly_type"]) == {"labeled", "none"}
+
+
+def test_no_labels_gives_no_label_column(tmp_path: Path) -> None:
+    _series(tmp_path / "x.csv", n=5, v=1.0)
+    rows, _ = read_rows(_spec(tmp_path / "x.csv", timestamp={"column": "ts"}), tmp_path / "s",
+                        "x")
+    assert "label" not in rows.columns and list(rows.columns)[-1] == "v"
+
+
+def test_semicolons_decimal_commas_and_files_per_entity(tmp_path: Path) -> None:
+    for name in ("1", "2"):
+        (tmp_path / "runs").mkdir(exist_ok=True)
+        (tmp_path / "runs" / f"{name}.csv").write_text(
+            "datetime;temp;anomaly\n2024-01-01 00:00:00;20,5;0\n2024-01-01 00:00:01;21,25;1\n")
+    spec = _spec(tmp_path / "runs", timestamp={"column": "datetime"},
+                 entity={"per_file": True}, labels={"kind": "column", "column": "anomaly"})
+    rows, _ = read_rows(spec, tmp_path / "stage", "runs")
+    assert sorted(rows["host_id"].unique()) == ["1", "2"]
+    assert rows["temp"].tolist() == [20.5, 21.25, 20.5, 21.25]
+    assert rows["label"].tolist() == [0, 1, 0, 1]
+
+
+def test_local_time_zones_become_utc(tmp_path: Path) -> None:
+    _series(tmp_path / "x.csv", n=2, start="2024-07-01 02:00", v=1.0)
+    spec = _spec(tmp_path / "x.csv", timestamp={"column": "ts", "timezone": "Europe/Berlin"})
+    rows, _ = read_rows(spec, tmp_path / "s", "x")
+    assert rows["timestamp"].iloc[0] == pd.Timestamp("2024-07-01 00:00", tz="UTC")
+
+
+def test_unsorted_rows_are_sorted_and_reported_duplicates_refused_or_kept_last(
+    tmp_path: Path,
+) -> None:
+    (tmp_path / "x.csv").write_text("ts,v\n2024-01-01 00:02,3\n2024-01-01 00:01,2\n"
+                                    "2024-01-01 00:03,4\n2024-01-01 00:03,5\n")
+    spec = _spec(tmp_path / "x.csv", timestamp={"column": "ts"})
+    with pytest.raises(SourceError, match=r"1 row\(s\) repeat .* x.csv line 4, x.csv line 5"):
+        read_rows(spec, tmp_path / "s", "x")
+    rows, report = read_rows(_spec(tmp_path / "x.csv", timestamp={"column": "ts"},
+                                   duplicates="keep_last"), tmp_path / "s", "x")
+    assert rows["v"].tolist() == [2, 3, 5]
+    assert report.rows_out_of_order == 1 and report.duplicates_dropped == 1
+
+
+def test_gaps_are_reported_not_filled(tmp_path: Path) -> None:
+    (tmp_path / "x.csv").write_text("ts,v\n2024-01-01 00:00,1\n2024-01-01 00:01,1\n"
+                                    "2024-01-01 00:02,1\n2024-01-01 01:00,1\n")
+    rows, report = read_rows(_spec(tmp_path / "x.csv", timestamp={"column": "ts"}),
+                             tmp_path / "s", "x")
+    assert len(rows) == 4
+    assert report.gaps["gaps"] == 1 and report.gaps["largest_gap"]["seconds"] == 3480
+
+
+@pytest.mark.parametrize(("content", "declared", "message"), [
+    ("ts,v\n2024-01-01,1\n", {"features": {"columns": ["v", "w"]}},
+     r"missing column\(s\) \['w'\] named in the declaration; the file has \['ts', 'v'\]"),
+    ("ts,v\n2024-01-01 00:00,1\n2024-01-01 00:01,n/a\n", {},
+     r"x.csv: line 3: column 'v' holds 'n/a', not a number"),
+    ("ts,v\n2024-01-01 00:00,1\nyesterday,2\n", {},
+     r"line 3: column 'ts' holds 'yesterday', not a timestamp"),
+    ("", {}, r"file is empty"),
+    ("ts,v\n", {}, r"a header but no data rows"),
+    ("ts;v\n2024-01-01;1\n", {"source": {"separator": ","}},
+     r"declared separator ',' does not occur in the header .* separated by ';'"),
+    ("ts,v,label\n2024-01-01 00:00,1,\n", {"labels": {"kind": "column", "column": "label"}},
+     r"line 2: label column 'label' is empty"),
+])
+def test_bad_files_are_refused_naming_file_line_column_value(
+    tmp_path: Path, content: str, declared: dict[str, Any], message: str,
+) -> None:
+    (tmp_path / "x.csv").write_text(content)
+    source = {"path": str(tmp_path / "x.csv"), **declared.pop("source", {})}
+    spec = DatasetSpec.model_validate({"source": source, "timestamp": {"column": "ts"},
+                                       **declared})
+    with pytest.raises(SourceError, match=message):
+        read_rows(spec, tmp_path / "s", "x")
+    assert not list((tmp_path / "s").glob("*.parquet"))  # nothing half-staged
+
+
+def test_a_bad_value_in_a_later_chunk_names_its_line(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(files_module, "CHUNK_ROWS", 10)
+    values = [str(i) for i in range(25)]
+    values[21] = "x1"
+    _series(tmp_path / "x.csv", n=25, v=values)
+    with pytest.raises(SourceError, match=r"line 23: column 'v' holds 'x1'"):
+        read_rows(_spec(tmp_path / "x.csv", timestamp={"column": "ts"}), tmp_path / "s", "x")
+
+
+def test_chunked_staging_matches_one_read_and_is_reused(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    _series(tmp_path / "x.csv", n=100, v=np.arange(100.0), w=np.arange(100.0) ** 2)
+    spec = _spec(tmp_path / "x.csv", timestamp={"column": "ts"})
+    whole, _ = read_rows(spec, tmp_path / "one", "x")
+    monkeypatch.setattr(files_module, "CHUNK_ROWS", 7)
+    chunked, _ = read_rows(spec, tmp_path / "many", "x")
+    pd.testing.assert_frame_equal(whole, chunked)
+    [staged] = (tmp_path / "many").glob("*.parquet")
+    before = staged.stat().st_mtime_ns
+    read_rows(spec, tmp_path / "many", "x")
+    assert staged.stat().st_mtime_ns == before  # same file, same declaration: not re-staged
+    os.utime(tmp_path / "x.csv", ns=(1, 1))  # the file changed: staged again
+    read_rows(spec, tmp_path / "many", "x")
+    assert len(list((tmp_path / "many").glob("*.parquet"))) == 2
+
+
+def test_parquet_sources_read_alike(tmp_path: Path) -> None:
+    _series(tmp_path / "x.csv", n=10, v=np.arange(10.0))
+    pd.read_csv(tmp_path / "x.csv").to_parquet(tmp_path / "x.parquet")
+    spec_csv = _spec(tmp_path / "x.csv", timestamp={"column": "ts"})
+    spec_pq = _spec(tmp_path / "x.parquet", timestamp={"column": "ts"})
+    a, _ = read_rows(spec_csv, tmp_path / "a", "x")
+    b, _ = read_rows(spec_pq, tmp_path / "b", "x")
+    pd.testing.assert_frame_equal(a, b)
+
+
+def test_unset_environment_variables_in_paths_are_named(tmp_path: Path) -> None:
+    with pytest.raises(SourceError, match=r"\['DS_TEST_UNSET_DIR'\], which are not set"):
+        read_rows(_spec("$DS_TEST_UNSET_DIR/x.csv"), tmp_path, "x")
+    with pytest.raises(SourceError, match="matches no CSV or Parquet file"):
+        read_rows(_spec(tmp_path / "nothing" / "*.csv"), tmp_path, "x")
+
+
+@pytest.mark.parametrize(("declared", "message"), [
+    ({"labels": {"kind": "column"}}, "needs labels.column"),
+    ({"labels": {"kind": "windows"}}, "needs labels.windows"),
+    ({"features": {"columns": ["label"]}}, "names the platform reserves"),
+    ({"features": {"columns": ["ts"]}, "timestamp": {"column": "ts"}}, "also the timestamp"),
+    ({"features": {"columns": ["a"], "groups": {"g": ["b"]}}}, r"groups name \['b'\]"),
+    ({"entity": {"column": "m", "per_file": True}}, "either column or per_file"),
+    ({"bogus": 1}, "Extra inputs are not permitted"),
+])
+def test_declarations_that_cannot_work_are_refused_when_loaded(
+    declared: dict[str, Any], message: str,
+) -> None:
+    with pytest.raises(ValidationError, match=message):
+        DatasetSpec.model_validate({"source": {"path": "x.csv"}, **declared})
