@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from ds_serving.atomic import atomic_write_text, current_umask
+from ds_serving.groups import FeatureGroupError, FeatureGroups
 from ds_serving.policy import PolicyError, ScoringPolicy
 
 FORMAT_VERSION = 1
@@ -78,8 +79,11 @@ class Manifest:
     metrics: dict[str, Any] = field(default_factory=dict)
     extra: dict[str, Any] = field(default_factory=dict)
     format_version: int = FORMAT_VERSION
+    # named sets of features whose errors explanations add up (ds_serving.groups)
+    feature_groups: dict[str, list[str]] = field(default_factory=dict)
     # threshold + smoothing + alerting parsed once: every caller decides through it
     policy: ScoringPolicy = field(init=False, repr=False, compare=False)
+    groups: FeatureGroups = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         try:
@@ -89,6 +93,11 @@ class Manifest:
             raise BundleError(
                 f"model {self.name!r} v{self.version}: scoring policy: {exc}") from exc
         object.__setattr__(self, "policy", policy)
+        try:
+            groups = FeatureGroups.build(self.features, self.feature_groups)
+        except FeatureGroupError as exc:
+            raise BundleError(f"model {self.name!r} v{self.version}: {exc}") from exc
+        object.__setattr__(self, "groups", groups)
 
     @property
     def n_features(self) -> int:
@@ -110,6 +119,7 @@ class Manifest:
             "metrics": self.metrics,
             "extra": self.extra,
             "files": self.files,
+            **({"feature_groups": self.feature_groups} if self.feature_groups else {}),
         }
 
     @classmethod
@@ -168,7 +178,18 @@ class Manifest:
             metrics=dict(data.get("metrics") or {}),
             extra=dict(data.get("extra") or {}),
             format_version=fmt,
+            feature_groups=_groups_section(data.get("feature_groups"), source),
         )
+
+
+def _groups_section(value: Any, source: str) -> dict[str, list[str]]:
+    if value is None:
+        return {}
+    if not isinstance(value, dict) or not all(
+            isinstance(k, str) and isinstance(v, list) for k, v in value.items()):
+        raise BundleError(f"{source}: manifest 'feature_groups' must map group names to lists "
+                          "of feature names")
+    return {k: list(v) for k, v in value.items()}
 
 
 @dataclass(frozen=True)
@@ -313,9 +334,14 @@ def write_bundle(
     extra: Mapping[str, Any] | None = None,
     extra_files: Mapping[str, bytes] | None = None,
     version: str | None = None,
+    feature_groups: Mapping[str, Sequence[str]] | None = None,
 ) -> Bundle:
     """Stage, verify and publish a new immutable version; returns the loaded bundle."""
     root = model_dir(models_dir, name)
+    try:  # before anything is staged
+        FeatureGroups.build(features, feature_groups)
+    except FeatureGroupError as exc:
+        raise BundleError(f"model {name!r}: {exc}") from exc
     root.mkdir(parents=True, exist_ok=True)
     verify_model_io(model, len(features), window)
     staging = Path(tempfile.mkdtemp(prefix=".staging-", dir=root))
@@ -346,6 +372,7 @@ def write_bundle(
                 lineage=dict(lineage or {}),
                 metrics=dict(metrics or {}),
                 extra=dict(extra or {}),
+                feature_groups={k: list(v) for k, v in (feature_groups or {}).items()},
             )
             with open(staging / MANIFEST_FILE, "w", encoding="utf-8") as fh:
                 fh.write(json.dumps(manifest.to_dict(), indent=2, sort_keys=True))

@@ -24,6 +24,7 @@ import numpy as np
 from ds_serving.alerting import epoch_seconds
 from ds_serving.client import DEFAULT_TARGET, ScorerClient, encode_request
 from ds_serving.event_loop import run_event_loop
+from ds_serving.groups import FeatureGroups
 from ds_serving.telemetry import START_EPOCH, synthetic_batches
 
 
@@ -426,6 +427,8 @@ def _score_file(args: argparse.Namespace) -> int:
         scores = np.full(n, np.nan, np.float32)
         flags = np.zeros(n, bool)
         top: list[str | None] = [None] * n
+        groups = FeatureGroups.build(features, json.loads(info.feature_groups_json or "{}"))
+        top_group = np.full(n, None, dtype=object)
         opened = closed = 0
         start = time.perf_counter()
         for lo in range(0, n, args.batch_rows):
@@ -443,6 +446,8 @@ def _score_file(args: argparse.Namespace) -> int:
                 best = np.argmax(errs, axis=1)
                 for k, j in enumerate(best):
                     top[lo + k] = features[j] if not np.isnan(result.scores[k]) else None
+                if groups.any_declared:
+                    top_group[lo:hi] = groups.top(result.feature_errors)
             opened += sum(a.kind == "open" for a in result.alerts)
             closed += sum(a.kind == "close" for a in result.alerts)
         seconds = time.perf_counter() - start
@@ -460,6 +465,8 @@ def _score_file(args: argparse.Namespace) -> int:
         out["is_anomaly"] = flags
         if args.explain:
             out["top_feature"] = top
+            if groups.any_declared:  # the declared feature group contributing most
+                out["top_group"] = top_group
         out["model_version"] = info.version
         from ds_serving.atomic import atomic_write_with
 

@@ -26,6 +26,7 @@ class Alert:
     opened_at: float
     peak_score: float
     row: int
+    top_group: str = ""  # with explain and declared feature groups
 
 
 @dataclass(frozen=True)
@@ -88,6 +89,7 @@ def decode_response(response: scoring_pb2.ScoreResponse) -> ScoreResult:
                 opened_at=a.opened_at,
                 peak_score=a.peak_score,
                 row=a.row,
+                top_group=a.top_group,
             )
             for a in response.alerts
         ],

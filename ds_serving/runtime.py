@@ -68,6 +68,7 @@ class ModelRuntime:
         self.max_entities = int(max_entities)
         # the bundle's decision, parsed once with the manifest (ds_serving.policy)
         self.policy = m.policy
+        self.groups = m.groups
         self.state = EntityState(window=m.window, n_features=m.n_features, policy=m.policy,
                                  max_entities=max_entities)
         self._lock = asyncio.Lock()
@@ -206,6 +207,7 @@ class ModelRuntime:
             "created_at": self.manifest.created_at,
             "feature_mean": [float(v) for v in mean] if ok else [],
             "feature_std": [float(v) for v in std] if ok else [],
+            "feature_groups_json": json.dumps(self.groups.to_dict()),
         }
 
     # -- request path ------------------------------------------------------------------------

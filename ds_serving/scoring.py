@@ -15,6 +15,7 @@ import numpy as np
 from ds_serving.bundle import Bundle
 from ds_serving.engines import BACKENDS as ENGINE_BACKENDS
 from ds_serving.engines import Engine, select_engine
+from ds_serving.groups import FeatureGroups
 from ds_serving.policy import ScoringPolicy
 from ds_serving.windows import iter_windows, window_index
 
@@ -68,6 +69,7 @@ class Scorer:
         plan: Path | None = None,
         allow_spinning: bool = True,
         policy: ScoringPolicy | None = None,
+        groups: FeatureGroups | None = None,
     ) -> None:
         self.engine: Engine = select_engine(
             model,
@@ -84,6 +86,8 @@ class Scorer:
         # the bundle's decision (threshold + smoothing + alerting); a bare threshold otherwise
         self.policy = policy if policy is not None else ScoringPolicy(float(threshold))
         self.threshold = self.policy.threshold
+        # the groups explanations add feature errors up by (each feature alone without any)
+        self.groups = groups if groups is not None else FeatureGroups.build(self.features, None)
         self.label = label
         self.version = version
         self.window = window
@@ -110,6 +114,7 @@ class Scorer:
             plan=bundle.engine_path,
             allow_spinning=allow_spinning,
             policy=m.policy,
+            groups=m.groups,
         )
 
     @property

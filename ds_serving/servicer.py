@@ -22,8 +22,10 @@ from collections.abc import AsyncIterator, Callable
 from typing import Any, TypeVar
 
 import grpc
+import numpy as np
 
 from ds_serving.decoding import INVALID_ARGUMENT, Decoded, LiveResult, RequestError
+from ds_serving.groups import FeatureGroups
 from ds_serving.handler import ScoringHandler, Unavailable
 from ds_serving.proto import SERVICE_NAME, scoring_pb2, scoring_pb2_grpc
 from ds_serving.runtime import ModelRuntime
@@ -121,8 +123,10 @@ def _response(
         n_scored=result.n_scored,
         request_id=request.request_id,
     )
-    if result.feature_errors is not None:
-        response.feature_errors = result.feature_errors.tobytes()
+    errors = result.feature_errors
+    if errors is not None:
+        response.feature_errors = errors.tobytes()
+    groups = runtime.groups if errors is not None and runtime.groups.any_declared else None
     for event in result.alerts:
         response.alerts.add(
             entity_id=event.entity,
@@ -131,8 +135,16 @@ def _response(
             opened_at=event.opened_at,
             peak_score=event.peak_score,
             row=event.position,
+            top_group=_top_group(groups, errors, event.position),
         )
     return response
+
+
+def _top_group(groups: FeatureGroups | None, errors: np.ndarray | None, row: int) -> str:
+    """The declared feature group that contributes most to the alert row's error."""
+    if groups is None or errors is None or not 0 <= row < len(errors):
+        return ""
+    return str(groups.top(errors[row : row + 1])[0] or "")
 
 
 async def _parsed(

@@ -362,6 +362,7 @@ def build_model_bundle_asset(ds: Dataset) -> dg.AssetsDefinition:
             registry.models_dir, registry.model_name, onnx_model.data, detector, training_set,
             threshold_rule=config.threshold_rule, quantile=config.quantile, margin=config.margin,
             smoothing=config.smoothing(), alerting=config.alerting(),
+            feature_groups=ds.spec.features.groups if ds.spec is not None else None,
             lineage={"code_version": CODE_VERSION, "dagster_run_id": context.run_id,
                      "mlflow_run_id": run_id},
         )

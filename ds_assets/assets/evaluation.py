@@ -8,6 +8,8 @@ import numpy as np
 import pandas as pd
 
 from ds_assets.dataset import Dataset
+from ds_assets.reporting.analytics import markdown_table
+from ds_assets.reporting.evaluation import group_breakdown
 from ds_assets.reporting.report_html import build_report, report_directory
 from ds_assets.resources.pipeline_metrics import (
     PIPELINE_METRICS_KEY,
@@ -108,7 +110,16 @@ def build_evaluation_report_asset(ds: Dataset) -> dg.AssetsDefinition:
                 "report_html": dg.MetadataValue.path(str(paths["report.html"])),
             }
         )
-        return {"model": model_bundle, **rendered.to_dict(),
+        groups = {}
+        if "top_group" in scored.columns:  # declared feature groups (ds_serving.groups)
+            breakdown = group_breakdown(
+                scored["top_group"].to_numpy(), flags, scored[LABEL].to_numpy(),
+                scored[ANOMALY_TYPE].to_numpy() if ANOMALY_TYPE in scored else None)
+            groups = {"feature_groups": breakdown}
+            context.add_output_metadata({"feature_groups": dg.MetadataValue.md(markdown_table(
+                pd.DataFrame([{k: v for k, v in g.items() if k != "anomaly_types"}
+                              for g in breakdown])))})
+        return {"model": model_bundle, **rendered.to_dict(), **groups,
                 "report_html": str(paths["report.html"])}
 
     return evaluation_report

@@ -3,8 +3,8 @@
 Why here and not in the asset: the alert logic is ``ds_serving.alerting.AlertTracker`` (shared
 with the gRPC scorer, so a day replayed offline raises the alerts the live service raised); this
 module only turns its open/close events into one row per alert with what an on-call engineer
-needs: entity, start, end, peak score, top contributing features and, on labeled data, the
-anomaly type that caused it.
+needs: entity, start, end, peak score, top contributing features (and declared feature group)
+and, on labeled data, the anomaly type that caused it.
 
 Each daily partition starts from fresh alert state (partitions stay independent and
 re-runnable): an alert still open at midnight is reported with ``still_open=True`` and, if the
@@ -25,7 +25,7 @@ ENTITY = "host_id"
 REQUIRED = (TIMESTAMP, ENTITY, "score", "is_anomaly")
 ALERT_COLUMNS = (
     "entity", "region", "project_id", "start", "end", "still_open", "duration_s", "rows",
-    "flagged_rows", "peak_score", "top_features", "anomaly_type",
+    "flagged_rows", "peak_score", "top_features", "top_group", "anomaly_type",
 )
 UNKNOWN_TYPE = "unknown"  # no labels in the data
 FALSE_ALARM_TYPE = "none"  # labeled data, but no labeled anomaly inside the alert
@@ -105,6 +105,11 @@ def _describe(
         rows["top_feature"].iloc[span][span_flags].value_counts().head(top_k).index.tolist()
         if "top_feature" in rows.columns else []
     )
+    # the declared feature group contributing most over the alert's flagged rows
+    group = ""
+    if "top_group" in rows.columns:
+        counts = rows["top_group"].iloc[span][span_flags].value_counts()
+        group = str(counts.index[0]) if len(counts) else ""
     if ANOMALY_TYPE in rows.columns:
         types = rows[ANOMALY_TYPE].iloc[span]
         labeled = types[types != NORMAL_TYPE]
@@ -124,6 +129,7 @@ def _describe(
         "flagged_rows": int(span_flags.sum()),
         "peak_score": float(np.nanmax(scores[open_pos : end_pos + 1])),
         "top_features": ",".join(str(t) for t in top),
+        "top_group": group,
         "anomaly_type": kind,
     }
 

@@ -605,3 +605,25 @@ def evaluate(
         mar=mar,
         events=events,
     )
+
+
+def group_breakdown(top_groups: np.ndarray, flags: np.ndarray, labels: np.ndarray,
+                    anomaly_types: np.ndarray | None = None) -> list[dict[str, Any]]:
+    """Per feature group: the flagged rows it contributed most to, how many were labeled
+    anomalies, and the anomaly types it explained most often (detected rows only)."""
+    groups = np.asarray(top_groups, dtype=object)
+    flagged = np.asarray(flags, bool) & np.array([g is not None for g in groups])
+    y = np.asarray(labels).astype(bool)
+    rows: list[dict[str, Any]] = []
+    for name in sorted({str(g) for g in groups[flagged]}):
+        mine = flagged & (groups == name)
+        entry: dict[str, Any] = {"group": name, "flagged_rows": int(mine.sum()),
+                                 "anomalous_rows": int((mine & y).sum())}
+        if anomaly_types is not None:
+            types = np.asarray(anomaly_types)[mine & y]
+            values, counts = np.unique(types.astype(str), return_counts=True)
+            entry["anomaly_types"] = {str(v): int(c) for v, c in
+                                      sorted(zip(values, counts, strict=True),
+                                             key=lambda vc: -vc[1])}
+        rows.append(entry)
+    return sorted(rows, key=lambda r: -r["flagged_rows"])

@@ -60,7 +60,7 @@ class EntitySpec(_Spec):
 class FeatureSpec(_Spec):
     """The model's inputs: an explicit list (any names), or every numeric column that is not
     the timestamp, entity or label column, minus ``exclude``. ``groups`` names sets of features
-    (plant stages, subsystems); validated here, not yet aggregated by reports or alerts."""
+    (plant stages, subsystems) whose errors explanations add up (``ds_serving.groups``)."""
 
     columns: list[str] | None = None
     exclude: list[str] = Field(default_factory=list)

@@ -6,7 +6,7 @@ Plain Python, so the ``model_bundle`` asset is wiring and the same build runs an
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -50,6 +50,7 @@ def build_bundle(
     smoothing: Smoothing,
     alerting: AlertPolicy,
     lineage: Mapping[str, Any],
+    feature_groups: Mapping[str, Sequence[str]] | None = None,
 ) -> Bundle:
     """Calibrate the threshold on the validation split, sketch the drift reference on the
     train/val scores, and publish a new bundle version with the scoring policy and lineage."""
@@ -87,6 +88,7 @@ def build_bundle(
         },
         metrics={"best_val_loss": float(summary["best_val_loss"])},
         extra_files={REFERENCE_FILE: reference.to_json_bytes()},
+        feature_groups=feature_groups,
         extra={"normalization": {"mean": detector.mean.tolist(), "std": detector.std.tolist()},
                "detector": {"family": detector.family, "params": summary["params"]},
                "training": {k: summary[k] for k in ("seed", "epochs_run", "best_epoch",

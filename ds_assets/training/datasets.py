@@ -216,5 +216,7 @@ def score_frame(
     else:
         out["is_anomaly"] = policy.raw_flags(batch.scores)
     out["top_feature"] = np.where(scored, np.asarray(scorer.features, dtype=object)[top], None)
+    if scorer.groups.any_declared:
+        out["top_group"] = scorer.groups.top(batch.feature_errors)
     out["model_version"] = scorer.version or ""
     return out

@@ -24,7 +24,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n6ds_serving/proto/datasentinel/scoring/v1/scoring.proto\x12\x17\x64\x61tasentinel.scoring.v1\"\xa0\x01\n\x0cScoreRequest\x12\r\n\x05model\x18\x01 \x01(\t\x12\x0e\n\x06n_rows\x18\x02 \x01(\r\x12\x12\n\nn_features\x18\x03 \x01(\r\x12\x10\n\x08\x66\x65\x61tures\x18\x04 \x01(\x0c\x12\x12\n\nentity_ids\x18\x05 \x03(\t\x12\x12\n\ntimestamps\x18\x06 \x03(\x01\x12\x0f\n\x07\x65xplain\x18\x07 \x01(\x08\x12\x12\n\nrequest_id\x18\x08 \x01(\t\"\xca\x01\n\nAlertEvent\x12\x11\n\tentity_id\x18\x01 \x01(\t\x12\x36\n\x04kind\x18\x02 \x01(\x0e\x32(.datasentinel.scoring.v1.AlertEvent.Kind\x12\n\n\x02\x61t\x18\x03 \x01(\x01\x12\x11\n\topened_at\x18\x04 \x01(\x01\x12\x12\n\npeak_score\x18\x05 \x01(\x02\x12\x0b\n\x03row\x18\x06 \x01(\r\"1\n\x04Kind\x12\x14\n\x10KIND_UNSPECIFIED\x10\x00\x12\x08\n\x04OPEN\x10\x01\x12\t\n\x05\x43LOSE\x10\x02\"\xec\x01\n\rScoreResponse\x12\r\n\x05model\x18\x01 \x01(\t\x12\x15\n\rmodel_version\x18\x02 \x01(\t\x12\x0e\n\x06n_rows\x18\x03 \x01(\r\x12\x0e\n\x06scores\x18\x04 \x01(\x0c\x12\r\n\x05\x66lags\x18\x05 \x01(\x0c\x12\x13\n\x0bn_anomalies\x18\x06 \x01(\r\x12\x16\n\x0e\x66\x65\x61ture_errors\x18\x07 \x01(\x0c\x12\x33\n\x06\x61lerts\x18\x08 \x03(\x0b\x32#.datasentinel.scoring.v1.AlertEvent\x12\x12\n\nrequest_id\x18\t \x01(\t\x12\x10\n\x08n_scored\x18\n \x01(\r\"!\n\x10ModelInfoRequest\x12\r\n\x05model\x18\x01 \x01(\t\"\xcd\x02\n\tModelInfo\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\t\x12\x0c\n\x04kind\x18\x03 \x01(\t\x12\x10\n\x08\x66\x65\x61tures\x18\x04 \x03(\t\x12\x0e\n\x06window\x18\x05 \x01(\r\x12\x11\n\tthreshold\x18\x06 \x01(\x01\x12\x0f\n\x07\x62\x61\x63kend\x18\x07 \x01(\t\x12\x16\n\x0e\x62\x61\x63kend_reason\x18\x08 \x01(\t\x12\x11\n\tloaded_at\x18\t \x01(\t\x12\x16\n\x0eloaded_at_unix\x18\n \x01(\x01\x12\x1c\n\x14max_rows_per_request\x18\x0b \x01(\r\x12\x15\n\ralerting_json\x18\x0c \x01(\t\x12\x16\n\x0esmoothing_json\x18\r \x01(\t\x12\x12\n\ncreated_at\x18\x0e \x01(\t\x12\x14\n\x0c\x66\x65\x61ture_mean\x18\x0f \x03(\x01\x12\x13\n\x0b\x66\x65\x61ture_std\x18\x10 \x03(\x01\x32\xa1\x02\n\x06Scorer\x12V\n\x05Score\x12%.datasentinel.scoring.v1.ScoreRequest\x1a&.datasentinel.scoring.v1.ScoreResponse\x12`\n\x0bScoreStream\x12%.datasentinel.scoring.v1.ScoreRequest\x1a&.datasentinel.scoring.v1.ScoreResponse(\x01\x30\x01\x12]\n\x0cGetModelInfo\x12).datasentinel.scoring.v1.ModelInfoRequest\x1a\".datasentinel.scoring.v1.ModelInfob\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n6ds_serving/proto/datasentinel/scoring/v1/scoring.proto\x12\x17\x64\x61tasentinel.scoring.v1\"\xa0\x01\n\x0cScoreRequest\x12\r\n\x05model\x18\x01 \x01(\t\x12\x0e\n\x06n_rows\x18\x02 \x01(\r\x12\x12\n\nn_features\x18\x03 \x01(\r\x12\x10\n\x08\x66\x65\x61tures\x18\x04 \x01(\x0c\x12\x12\n\nentity_ids\x18\x05 \x03(\t\x12\x12\n\ntimestamps\x18\x06 \x03(\x01\x12\x0f\n\x07\x65xplain\x18\x07 \x01(\x08\x12\x12\n\nrequest_id\x18\x08 \x01(\t\"\xdd\x01\n\nAlertEvent\x12\x11\n\tentity_id\x18\x01 \x01(\t\x12\x36\n\x04kind\x18\x02 \x01(\x0e\x32(.datasentinel.scoring.v1.AlertEvent.Kind\x12\n\n\x02\x61t\x18\x03 \x01(\x01\x12\x11\n\topened_at\x18\x04 \x01(\x01\x12\x12\n\npeak_score\x18\x05 \x01(\x02\x12\x0b\n\x03row\x18\x06 \x01(\r\x12\x11\n\ttop_group\x18\x07 \x01(\t\"1\n\x04Kind\x12\x14\n\x10KIND_UNSPECIFIED\x10\x00\x12\x08\n\x04OPEN\x10\x01\x12\t\n\x05\x43LOSE\x10\x02\"\xec\x01\n\rScoreResponse\x12\r\n\x05model\x18\x01 \x01(\t\x12\x15\n\rmodel_version\x18\x02 \x01(\t\x12\x0e\n\x06n_rows\x18\x03 \x01(\r\x12\x0e\n\x06scores\x18\x04 \x01(\x0c\x12\r\n\x05\x66lags\x18\x05 \x01(\x0c\x12\x13\n\x0bn_anomalies\x18\x06 \x01(\r\x12\x16\n\x0e\x66\x65\x61ture_errors\x18\x07 \x01(\x0c\x12\x33\n\x06\x61lerts\x18\x08 \x03(\x0b\x32#.datasentinel.scoring.v1.AlertEvent\x12\x12\n\nrequest_id\x18\t \x01(\t\x12\x10\n\x08n_scored\x18\n \x01(\r\"!\n\x10ModelInfoRequest\x12\r\n\x05model\x18\x01 \x01(\t\"\xea\x02\n\tModelInfo\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\t\x12\x0c\n\x04kind\x18\x03 \x01(\t\x12\x10\n\x08\x66\x65\x61tures\x18\x04 \x03(\t\x12\x0e\n\x06window\x18\x05 \x01(\r\x12\x11\n\tthreshold\x18\x06 \x01(\x01\x12\x0f\n\x07\x62\x61\x63kend\x18\x07 \x01(\t\x12\x16\n\x0e\x62\x61\x63kend_reason\x18\x08 \x01(\t\x12\x11\n\tloaded_at\x18\t \x01(\t\x12\x16\n\x0eloaded_at_unix\x18\n \x01(\x01\x12\x1c\n\x14max_rows_per_request\x18\x0b \x01(\r\x12\x15\n\ralerting_json\x18\x0c \x01(\t\x12\x16\n\x0esmoothing_json\x18\r \x01(\t\x12\x12\n\ncreated_at\x18\x0e \x01(\t\x12\x14\n\x0c\x66\x65\x61ture_mean\x18\x0f \x03(\x01\x12\x13\n\x0b\x66\x65\x61ture_std\x18\x10 \x03(\x01\x12\x1b\n\x13\x66\x65\x61ture_groups_json\x18\x11 \x01(\t2\xa1\x02\n\x06Scorer\x12V\n\x05Score\x12%.datasentinel.scoring.v1.ScoreRequest\x1a&.datasentinel.scoring.v1.ScoreResponse\x12`\n\x0bScoreStream\x12%.datasentinel.scoring.v1.ScoreRequest\x1a&.datasentinel.scoring.v1.ScoreResponse(\x01\x30\x01\x12]\n\x0cGetModelInfo\x12).datasentinel.scoring.v1.ModelInfoRequest\x1a\".datasentinel.scoring.v1.ModelInfob\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -34,15 +34,15 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_SCOREREQUEST']._serialized_start=84
   _globals['_SCOREREQUEST']._serialized_end=244
   _globals['_ALERTEVENT']._serialized_start=247
-  _globals['_ALERTEVENT']._serialized_end=449
-  _globals['_ALERTEVENT_KIND']._serialized_start=400
-  _globals['_ALERTEVENT_KIND']._serialized_end=449
-  _globals['_SCORERESPONSE']._serialized_start=452
-  _globals['_SCORERESPONSE']._serialized_end=688
-  _globals['_MODELINFOREQUEST']._serialized_start=690
-  _globals['_MODELINFOREQUEST']._serialized_end=723
-  _globals['_MODELINFO']._serialized_start=726
-  _globals['_MODELINFO']._serialized_end=1059
-  _globals['_SCORER']._serialized_start=1062
-  _globals['_SCORER']._serialized_end=1351
+  _globals['_ALERTEVENT']._serialized_end=468
+  _globals['_ALERTEVENT_KIND']._serialized_start=419
+  _globals['_ALERTEVENT_KIND']._serialized_end=468
+  _globals['_SCORERESPONSE']._serialized_start=471
+  _globals['_SCORERESPONSE']._serialized_end=707
+  _globals['_MODELINFOREQUEST']._serialized_start=709
+  _globals['_MODELINFOREQUEST']._serialized_end=742
+  _globals['_MODELINFO']._serialized_start=745
+  _globals['_MODELINFO']._serialized_end=1107
+  _globals['_SCORER']._serialized_start=1110
+  _globals['_SCORER']._serialized_end=1399
 # @@protoc_insertion_point(module_scope)

@@ -28,7 +28,7 @@ class ScoreRequest(_message.Message):
     def __init__(self, model: _Optional[str] = ..., n_rows: _Optional[int] = ..., n_features: _Optional[int] = ..., features: _Optional[bytes] = ..., entity_ids: _Optional[_Iterable[str]] = ..., timestamps: _Optional[_Iterable[float]] = ..., explain: _Optional[bool] = ..., request_id: _Optional[str] = ...) -> None: ...
 
 class AlertEvent(_message.Message):
-    __slots__ = ("entity_id", "kind", "at", "opened_at", "peak_score", "row")
+    __slots__ = ("entity_id", "kind", "at", "opened_at", "peak_score", "row", "top_group")
     class Kind(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
         __slots__ = ()
         KIND_UNSPECIFIED: _ClassVar[AlertEvent.Kind]
@@ -43,13 +43,15 @@ class AlertEvent(_message.Message):
     OPENED_AT_FIELD_NUMBER: _ClassVar[int]
     PEAK_SCORE_FIELD_NUMBER: _ClassVar[int]
     ROW_FIELD_NUMBER: _ClassVar[int]
+    TOP_GROUP_FIELD_NUMBER: _ClassVar[int]
     entity_id: str
     kind: AlertEvent.Kind
     at: float
     opened_at: float
     peak_score: float
     row: int
-    def __init__(self, entity_id: _Optional[str] = ..., kind: _Optional[_Union[AlertEvent.Kind, str]] = ..., at: _Optional[float] = ..., opened_at: _Optional[float] = ..., peak_score: _Optional[float] = ..., row: _Optional[int] = ...) -> None: ...
+    top_group: str
+    def __init__(self, entity_id: _Optional[str] = ..., kind: _Optional[_Union[AlertEvent.Kind, str]] = ..., at: _Optional[float] = ..., opened_at: _Optional[float] = ..., peak_score: _Optional[float] = ..., row: _Optional[int] = ..., top_group: _Optional[str] = ...) -> None: ...
 
 class ScoreResponse(_message.Message):
     __slots__ = ("model", "model_version", "n_rows", "scores", "flags", "n_anomalies", "feature_errors", "alerts", "request_id", "n_scored")
@@ -82,7 +84,7 @@ class ModelInfoRequest(_message.Message):
     def __init__(self, model: _Optional[str] = ...) -> None: ...
 
 class ModelInfo(_message.Message):
-    __slots__ = ("name", "version", "kind", "features", "window", "threshold", "backend", "backend_reason", "loaded_at", "loaded_at_unix", "max_rows_per_request", "alerting_json", "smoothing_json", "created_at", "feature_mean", "feature_std")
+    __slots__ = ("name", "version", "kind", "features", "window", "threshold", "backend", "backend_reason", "loaded_at", "loaded_at_unix", "max_rows_per_request", "alerting_json", "smoothing_json", "created_at", "feature_mean", "feature_std", "feature_groups_json")
     NAME_FIELD_NUMBER: _ClassVar[int]
     VERSION_FIELD_NUMBER: _ClassVar[int]
     KIND_FIELD_NUMBER: _ClassVar[int]
@@ -99,6 +101,7 @@ class ModelInfo(_message.Message):
     CREATED_AT_FIELD_NUMBER: _ClassVar[int]
     FEATURE_MEAN_FIELD_NUMBER: _ClassVar[int]
     FEATURE_STD_FIELD_NUMBER: _ClassVar[int]
+    FEATURE_GROUPS_JSON_FIELD_NUMBER: _ClassVar[int]
     name: str
     version: str
     kind: str
@@ -115,4 +118,5 @@ class ModelInfo(_message.Message):
     created_at: str
     feature_mean: _containers.RepeatedScalarFieldContainer[float]
     feature_std: _containers.RepeatedScalarFieldContainer[float]
-    def __init__(self, name: _Optional[str] = ..., version: _Optional[str] = ..., kind: _Optional[str] = ..., features: _Optional[_Iterable[str]] = ..., window: _Optional[int] = ..., threshold: _Optional[float] = ..., backend: _Optional[str] = ..., backend_reason: _Optional[str] = ..., loaded_at: _Optional[str] = ..., loaded_at_unix: _Optional[float] = ..., max_rows_per_request: _Optional[int] = ..., alerting_json: _Optional[str] = ..., smoothing_json: _Optional[str] = ..., created_at: _Optional[str] = ..., feature_mean: _Optional[_Iterable[float]] = ..., feature_std: _Optional[_Iterable[float]] = ...) -> None: ...
+    feature_groups_json: str
+    def __init__(self, name: _Optional[str] = ..., version: _Optional[str] = ..., kind: _Optional[str] = ..., features: _Optional[_Iterable[str]] = ..., window: _Optional[int] = ..., threshold: _Optional[float] = ..., backend: _Optional[str] = ..., backend_reason: _Optional[str] = ..., loaded_at: _Optional[str] = ..., loaded_at_unix: _Optional[float] = ..., max_rows_per_request: _Optional[int] = ..., alerting_json: _Optional[str] = ..., smoothing_json: _Optional[str] = ..., created_at: _Optional[str] = ..., feature_mean: _Optional[_Iterable[float]] = ..., feature_std: _Optional[_Iterable[float]] = ..., feature_groups_json: _Optional[str] = ...) -> None: ...
