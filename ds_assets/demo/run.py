@@ -18,7 +18,9 @@ from typing import Any
 
 import dagster as dg
 
-from ds_assets.definitions import build_definitions
+from ds_assets.cli import declaration_path
+from ds_assets.components import load_declaration
+from ds_assets.definitions import build_dataset_definitions
 from ds_assets.demo.drift_story import run_drift_story
 from ds_assets.sensors.records import previous_days
 from ds_assets.settings import Settings
@@ -88,7 +90,9 @@ def main(argv: list[str] | None = None) -> int:
     settings = Settings.from_env()
     if not args.keep:
         _fresh_state(settings.data_dir, Path(os.environ["DAGSTER_HOME"]))
-    defs = build_definitions(settings)
+    # the demo's dataset is the `demo` declaration (ds_assets/defs/demo): the generator's slice
+    declared = load_declaration(declaration_path("demo"))
+    defs = build_dataset_definitions(declared.dataset(settings), settings)
     instance = dg.DagsterInstance.get()
     run = partial(_run, console_level="DEBUG" if args.verbose else "WARNING")
     days = previous_days(args.end, args.days)
