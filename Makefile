@@ -60,6 +60,7 @@ bench: install
 	       || { apt-get update -qq && apt-get install -y -qq nghttp2-client; } >/dev/null 2>&1; } \
 	  || echo "h2load not installed (apt-get install nghttp2-client); its phases are skipped"; }
 	$(PY) -m bench.generator
+	$(PY) -m bench.ingest
 	$(PY) -m bench.scorer
 
 # SKAB outlier-detection protocol on the real benchmark data (not in the repo: GPL-3.0).
