@@ -222,8 +222,14 @@ def test_asset_graph_shows_every_asset_and_check(ui: UI) -> None:
     else:
         pytest.fail("the graph's settings menu never offered 'Expand all groups'")
     page.keyboard.press("Escape")
-    for name in assets:
+    # the graph labels a node with its key's last part; a declared dataset's slice (skab/...)
+    # sits in its own groups (skab__training, ...), side by side with the demo's
+    for name in sorted({a.rsplit("/", 1)[-1] for a in assets}):
         expect(page.get_by_text(name, exact=True).first).to_be_visible()
+    prefixes = sorted({a.split("/", 1)[0] for a in assets if "/" in a})
+    assert "skab" in prefixes
+    for prefix in prefixes:
+        expect(page.get_by_text(f"{prefix}__training", exact=True).first).to_be_visible()
     ui.screenshot("asset_graph")
 
     # each asset's Checks tab lists its checks, evaluated (the materialized instance ran them)
