@@ -21,11 +21,13 @@ from ds_assets.reporting.analytics import (
     top_k_markdown,
 )
 from ds_assets.resources.pipeline_metrics import PIPELINE_METRICS_KEY, pipeline_metrics
+from ds_assets.resources.registry import ModelRegistry
 from ds_assets.telemetry.files import read_rows
 from ds_assets.telemetry.generator import DriftConfig, GeneratorConfig, generate_day
 from ds_assets.telemetry.schema import feature_columns
 from ds_assets.telemetry.sources import read_labeled_file, resolve_path
 from ds_assets.telemetry.validation import CHECK_NAMES, validate_telemetry
+from ds_assets.training.bundling import learned_ranges
 from ds_serving.atomic import atomic_write_with
 
 
@@ -217,6 +219,22 @@ class TelemetryChecksConfig(dg.Config):
     min_rows: int = 10
 
 
+def check_ranges(ds: Dataset, registry: ModelRegistry
+                 ) -> tuple[dict[str, tuple[float, float]], str]:
+    """The ranges the range check holds features to, and where they come from: declared ones,
+    plus (``features.learn_ranges``) the champion's training ranges widened for the others."""
+    ranges = ds.feature_ranges()
+    factor = ds.spec.features.learn_ranges if ds.spec is not None else None
+    if not factor:
+        return ranges, "declared" if ranges else "finite values only"
+    version = registry.champion_version()
+    if version is None:
+        return ranges, "declared; none learned yet (no champion)"
+    learned = learned_ranges(registry.champion().manifest.extra, factor)
+    return {**learned, **ranges}, (f"declared, and learned from champion v{version}'s training "
+                                   f"rows widened by {factor:g} spans")
+
+
 def raw_check_keys(ds: Dataset) -> list[dg.AssetCheckKey]:
     """The blocking checks of a dataset's raw_telemetry."""
     return [dg.AssetCheckKey(ds.key("raw_telemetry"), name) for name in CHECK_NAMES]
@@ -232,7 +250,7 @@ def build_raw_telemetry_checks(ds: Dataset) -> dg.AssetChecksDefinition:
             for key in raw_check_keys(ds)
         ],
         ins={"raw_telemetry": dg.AssetIn(ds.key("raw_telemetry"))},
-        required_resource_keys={PIPELINE_METRICS_KEY},
+        required_resource_keys={PIPELINE_METRICS_KEY, ds.registry_key},
     )
     def raw_telemetry_expectations(
         context: dg.AssetCheckExecutionContext,
@@ -240,10 +258,12 @@ def build_raw_telemetry_checks(ds: Dataset) -> dg.AssetChecksDefinition:
         raw_telemetry: pd.DataFrame,
     ) -> Iterator[dg.AssetCheckResult]:
         """great-expectations suites; a failure stops every downstream asset in the run."""
+        ranges, range_source = check_ranges(ds, getattr(context.resources, ds.registry_key))
         outcomes = validate_telemetry(
-            raw_telemetry, ds.validation_features(raw_telemetry), ranges=ds.feature_ranges(),
+            raw_telemetry, ds.validation_features(raw_telemetry), ranges=ranges,
             min_rows=config.min_rows,
         )
+        outcomes["feature_values_in_range"].metadata["ranges"] = range_source
         pipeline_metrics(context).push(
             ds.name, "checks", {"checks_failed": sum(not o.passed for o in outcomes.values()),
                                 "checks_run": len(outcomes)}, {"day": context.partition_key})

@@ -67,6 +67,9 @@ class FeatureSpec(_Spec):
     groups: dict[str, list[str]] = Field(default_factory=dict)
     # declared value ranges, checked by the blocking `feature_values_in_range` check
     ranges: dict[str, tuple[float, float]] = Field(default_factory=dict)
+    # ranges learned from the champion's training rows, for features without a declared one:
+    # [min - f * span, max + f * span] with f this factor (gross errors: units, dead sensors)
+    learn_ranges: float | None = None
 
     @model_validator(mode="after")
     def _consistent(self) -> FeatureSpec:
@@ -81,6 +84,9 @@ class FeatureSpec(_Spec):
         if reserved:
             raise ValueError(f"features.columns {reserved} are names the platform reserves "
                              f"({sorted(RESERVED)}); rename them in the file")
+        if self.learn_ranges is not None and not self.learn_ranges > 0:
+            raise ValueError(f"features.learn_ranges {self.learn_ranges} must be > 0 (spans "
+                             "added on each side of the training range)")
         for name, (low, high) in self.ranges.items():
             if not low < high:
                 raise ValueError(f"features.ranges[{name!r}]: low {low} is not below high {high}")

@@ -37,6 +37,30 @@ def entities_of(split: pd.DataFrame) -> np.ndarray | None:
     return contiguous_segments(split, ENTITY) if ENTITY in split.columns else None
 
 
+# per-feature [min, max] of the training rows, in the manifest's extra (learned range checks)
+VALUE_RANGES = "value_ranges"
+
+
+def training_ranges(train: pd.DataFrame, features: Sequence[str]) -> dict[str, list[float]]:
+    """Each feature's finite [min, max] over the training rows."""
+    out: dict[str, list[float]] = {}
+    for name in features:
+        values = train[name].to_numpy(np.float64)
+        values = values[np.isfinite(values)]
+        if values.size:
+            out[name] = [float(values.min()), float(values.max())]
+    return out
+
+
+def learned_ranges(extra: Mapping[str, Any], factor: float) -> dict[str, tuple[float, float]]:
+    """Check ranges from a bundle's training ranges, widened by ``factor`` spans each side."""
+    out: dict[str, tuple[float, float]] = {}
+    for name, (low, high) in dict(extra.get(VALUE_RANGES) or {}).items():
+        span = max(float(high) - float(low), abs(float(high)) * 1e-6, 1e-9)
+        out[name] = (float(low) - factor * span, float(high) + factor * span)
+    return out
+
+
 def build_bundle(
     models_dir: str | os.PathLike[str],
     model_name: str,
@@ -90,6 +114,7 @@ def build_bundle(
         extra_files={REFERENCE_FILE: reference.to_json_bytes()},
         feature_groups=feature_groups,
         extra={"normalization": {"mean": detector.mean.tolist(), "std": detector.std.tolist()},
+               VALUE_RANGES: training_ranges(train, features),
                "detector": {"family": detector.family, "params": summary["params"]},
                "training": {k: summary[k] for k in ("seed", "epochs_run", "best_epoch",
                                                     "device", "wall_time_s", "train_rows",

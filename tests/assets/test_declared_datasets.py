@@ -148,3 +148,36 @@ def test_materialize_names_what_is_wrong(
             "partitions": {"start": "2013-12-03"}}}))
     assert ds_dataset(["--defs-dir", str(tmp_path), "materialize", "late"]) == 2
     assert "outside the declared partitions [2013-12-03, None)" in capsys.readouterr().err
+
+
+def test_learned_ranges_come_from_the_champions_training_rows(tmp_path: Path) -> None:
+    from ds_assets.assets.telemetry import check_ranges
+    from ds_assets.resources.registry import ModelRegistry
+    from ds_serving.bundle import promote
+    from tests.support.serving import write_point_bundle
+
+    declared = TelemetryDataset.model_validate({
+        "name": "hosts", "source": {"path": str(tmp_path / "x.csv")},
+        "partitions": {"start": "2024-01-01"},
+        "features": {"ranges": {"cpu": [0, 100]}, "learn_ranges": 2.0}})
+    ds = declared.dataset(Settings.from_env({"DS_DATA_DIR": str(tmp_path)}))
+    registry = ModelRegistry(models_dir=str(tmp_path / "models"), model_name="ae")
+    ranges, source = check_ranges(ds, registry)
+    assert ranges == {"cpu": (0, 100)} and "none learned yet" in source
+    path = write_point_bundle(tmp_path / "models", extra={
+        "value_ranges": {"cpu": [10.0, 90.0], "latency": [100.0, 150.0]}})
+    promote(tmp_path / "models", "ae", path.name)
+    ranges, source = check_ranges(ds, registry)
+    assert ranges == {"cpu": (0, 100), "latency": (0.0, 250.0)}  # declared wins; 2 spans each side
+    assert f"champion v{path.name}" in source
+
+
+def test_the_bundle_records_its_training_ranges(tmp_path: Path) -> None:
+    from ds_assets.training.bundling import learned_ranges, training_ranges
+
+    train = pd.DataFrame({"a": [1.0, 3.0, np.nan], "b": [5.0, 5.0, 5.0]})
+    assert training_ranges(train, ["a", "b"]) == {"a": [1.0, 3.0], "b": [5.0, 5.0]}
+    widened = learned_ranges({"value_ranges": {"a": [1.0, 3.0], "b": [5.0, 5.0]}}, 1.0)
+    assert widened["a"] == (-1.0, 5.0)
+    low, high = widened["b"]
+    assert low < 5.0 < high  # a constant feature still gets a (tiny) band, not an empty one
