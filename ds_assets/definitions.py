@@ -27,6 +27,7 @@ from ds_assets.assets.detector import (
 from ds_assets.assets.drift import build_drift_report_asset
 from ds_assets.assets.evaluation import build_champion_asset, build_evaluation_report_asset
 from ds_assets.assets.robustness import build_robustness_report_asset
+from ds_assets.assets.rollback import build_rollback_job
 from ds_assets.assets.scoring import build_scored_telemetry_asset
 from ds_assets.assets.telemetry import build_raw_telemetry_asset, build_raw_telemetry_checks
 from ds_assets.dataset import Dataset
@@ -145,7 +146,8 @@ def build_dataset_definitions(
     return dg.Definitions(
         assets=build_assets(ds),
         asset_checks=build_checks(ds),
-        jobs=[*build_jobs(ds, settings.gpu_run_tags()), daily_pipeline, build_rescore_job(ds)],
+        jobs=[*build_jobs(ds, settings.gpu_run_tags()), daily_pipeline, build_rescore_job(ds),
+              build_rollback_job(ds)],
         schedules=[build_daily_schedule(ds, daily_pipeline), build_weekly_retrain_schedule(ds)],
         sensors=[drift_sensor_from_env(ds), promotion_sensor_from_env(ds),
                  daily_automation_sensor(ds)],

@@ -443,6 +443,16 @@ def promote(
     return target
 
 
+def champion_pointer(models_dir: str | os.PathLike[str], name: str) -> dict[str, Any] | None:
+    """``champion.json`` as written by :func:`promote` (None when absent or unreadable)."""
+    path = model_dir(models_dir, name) / CHAMPION_FILE
+    try:
+        data = json.loads(path.read_text("utf-8"))
+    except (OSError, ValueError):
+        return None
+    return data if isinstance(data, dict) else None
+
+
 def load_champion(models_dir: str | os.PathLike[str], name: str) -> Bundle:
     version = champion_version(models_dir, name)
     if version is None:

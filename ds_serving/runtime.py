@@ -26,7 +26,7 @@ from typing import Any
 import numpy as np
 
 from ds_serving.alerting import AlertTracker, CheckedTimes
-from ds_serving.bundle import Bundle, load_bundle
+from ds_serving.bundle import Bundle, champion_pointer, load_bundle
 from ds_serving.coalescing import GroupPolicy
 from ds_serving.decoding import Decoded, LiveResult, RequestError, concat_decoded
 from ds_serving.entity_state import EntityState
@@ -208,7 +208,17 @@ class ModelRuntime:
             "feature_mean": [float(v) for v in mean] if ok else [],
             "feature_std": [float(v) for v in std] if ok else [],
             "feature_groups_json": json.dumps(self.groups.to_dict()),
+            **self._promotion(),
         }
+
+    def _promotion(self) -> dict[str, str]:
+        """When and why the served version became champion (champion.json), if it is."""
+        pointer = champion_pointer(self.bundle.path.parent.parent, self.name)
+        if not pointer or str(pointer.get("version")) != self.version:
+            return {"promoted_at": "", "promotion_reason": ""}
+        details = pointer.get("details") or {}
+        return {"promoted_at": str(pointer.get("promoted_at", "")),
+                "promotion_reason": str(details.get("reason", ""))[:1000]}
 
     # -- request path ------------------------------------------------------------------------
 

@@ -148,6 +148,37 @@ def bundle_test_scores(bundle_path: str | Path, test_rows: Any) -> np.ndarray:
     return score_frame(scorer, test_rows)["score"].to_numpy(np.float64)
 
 
+class RollbackError(ValueError):
+    """A rollback that cannot be done; the message says why and what exists."""
+
+
+def rollback_decision(models_dir: str | Path, name: str, version: str, reason: str
+                      ) -> PromotionDecision:
+    """The decision that re-points the champion to an earlier ``version`` for ``reason``;
+    refused (naming what exists) for an unknown or broken version, the serving one, or no
+    reason. The bundle is verified (hashes, graph) before anything changes."""
+    current = bundles.champion_version(models_dir, name)
+    if not reason.strip():
+        raise RollbackError("a rollback needs a reason (it is recorded in champion.json, the "
+                            "MLflow tag and the champion's metadata)")
+    if version == current:
+        raise RollbackError(f"v{version} of {name} is already the champion")
+    root = bundles.model_dir(models_dir, name)
+    found = root.iterdir() if root.is_dir() else iter(())
+    known = sorted((p.name for p in found if p.is_dir() and not p.name.startswith(".")),
+                   key=lambda v: (len(v), v))
+    if version not in known:
+        raise RollbackError(f"{name} has no version {version!r}; versions: {known}")
+    try:
+        bundles.load_bundle(bundles.version_dir(models_dir, name, version))
+    except bundles.BundleError as exc:
+        raise RollbackError(f"v{version} cannot serve: {exc}") from exc
+    return PromotionDecision(
+        promote=True, reason=f"rollback from v{current or '-'}: {reason.strip()}",
+        challenger_version=version, challenger_pr_auc=float("nan"), champion_version=current,
+        champion_pr_auc=None)
+
+
 # --------------------------------------------------------------------------------------------
 # MLflow registry mirror
 

@@ -84,7 +84,7 @@ class ModelInfoRequest(_message.Message):
     def __init__(self, model: _Optional[str] = ...) -> None: ...
 
 class ModelInfo(_message.Message):
-    __slots__ = ("name", "version", "kind", "features", "window", "threshold", "backend", "backend_reason", "loaded_at", "loaded_at_unix", "max_rows_per_request", "alerting_json", "smoothing_json", "created_at", "feature_mean", "feature_std", "feature_groups_json")
+    __slots__ = ("name", "version", "kind", "features", "window", "threshold", "backend", "backend_reason", "loaded_at", "loaded_at_unix", "max_rows_per_request", "alerting_json", "smoothing_json", "created_at", "feature_mean", "feature_std", "feature_groups_json", "promoted_at", "promotion_reason")
     NAME_FIELD_NUMBER: _ClassVar[int]
     VERSION_FIELD_NUMBER: _ClassVar[int]
     KIND_FIELD_NUMBER: _ClassVar[int]
@@ -102,6 +102,8 @@ class ModelInfo(_message.Message):
     FEATURE_MEAN_FIELD_NUMBER: _ClassVar[int]
     FEATURE_STD_FIELD_NUMBER: _ClassVar[int]
     FEATURE_GROUPS_JSON_FIELD_NUMBER: _ClassVar[int]
+    PROMOTED_AT_FIELD_NUMBER: _ClassVar[int]
+    PROMOTION_REASON_FIELD_NUMBER: _ClassVar[int]
     name: str
     version: str
     kind: str
@@ -119,4 +121,6 @@ class ModelInfo(_message.Message):
     feature_mean: _containers.RepeatedScalarFieldContainer[float]
     feature_std: _containers.RepeatedScalarFieldContainer[float]
     feature_groups_json: str
-    def __init__(self, name: _Optional[str] = ..., version: _Optional[str] = ..., kind: _Optional[str] = ..., features: _Optional[_Iterable[str]] = ..., window: _Optional[int] = ..., threshold: _Optional[float] = ..., backend: _Optional[str] = ..., backend_reason: _Optional[str] = ..., loaded_at: _Optional[str] = ..., loaded_at_unix: _Optional[float] = ..., max_rows_per_request: _Optional[int] = ..., alerting_json: _Optional[str] = ..., smoothing_json: _Optional[str] = ..., created_at: _Optional[str] = ..., feature_mean: _Optional[_Iterable[float]] = ..., feature_std: _Optional[_Iterable[float]] = ..., feature_groups_json: _Optional[str] = ...) -> None: ...
+    promoted_at: str
+    promotion_reason: str
+    def __init__(self, name: _Optional[str] = ..., version: _Optional[str] = ..., kind: _Optional[str] = ..., features: _Optional[_Iterable[str]] = ..., window: _Optional[int] = ..., threshold: _Optional[float] = ..., backend: _Optional[str] = ..., backend_reason: _Optional[str] = ..., loaded_at: _Optional[str] = ..., loaded_at_unix: _Optional[float] = ..., max_rows_per_request: _Optional[int] = ..., alerting_json: _Optional[str] = ..., smoothing_json: _Optional[str] = ..., created_at: _Optional[str] = ..., feature_mean: _Optional[_Iterable[float]] = ..., feature_std: _Optional[_Iterable[float]] = ..., feature_groups_json: _Optional[str] = ..., promoted_at: _Optional[str] = ..., promotion_reason: _Optional[str] = ...) -> None: ...
