@@ -11,6 +11,7 @@ from ds_assets.dataset import Dataset
 from ds_assets.training.promotion import rollback_decision
 
 ROLLBACK_JOB = "rollback_champion"
+ROLLBACK_OP = "repoint_champion"  # op names must differ from job names in one repository
 
 
 class RollbackConfig(dg.Config):
@@ -21,7 +22,7 @@ class RollbackConfig(dg.Config):
 
 
 def build_rollback_job(ds: Dataset) -> dg.JobDefinition:
-    @dg.op(name=ds.scoped(ROLLBACK_JOB), required_resource_keys={ds.registry_key},
+    @dg.op(name=ds.scoped(ROLLBACK_OP), required_resource_keys={ds.registry_key},
            tags={"kind": "rollback"}, out=dg.Out(dg.Nothing))
     def rollback_champion(context: dg.OpExecutionContext, config: RollbackConfig) -> None:
         """Re-point the champion to ``config.version`` for ``config.reason``."""

@@ -40,7 +40,7 @@ def _rollback(defs: dg.Definitions, instance: dg.DagsterInstance, **config: str
               ) -> dg.ExecuteInProcessResult:
     return defs.resolve_job_def("rollback_champion").execute_in_process(
         instance=instance, raise_on_error=False,
-        run_config={"ops": {"rollback_champion": {"config": config}}})
+        run_config={"ops": {"repoint_champion": {"config": config}}})
 
 
 def test_rollback_repoints_records_why_and_the_sensor_rescores(two_versions: Settings) -> None:
