@@ -8,7 +8,7 @@ thresholds, tensorrt_build, promotion) and ds_serving (bundle, scoring, smoothin
 
 from collections.abc import Iterator
 from enum import Enum
-from typing import Any, cast
+from typing import Any, Literal, cast
 
 import dagster as dg
 import numpy as np
@@ -19,8 +19,21 @@ from ds_assets.dataset import Dataset
 from ds_assets.reporting.analytics import markdown_table
 from ds_assets.resources.io_manager import OnnxGraph, PartitionFrames
 from ds_assets.resources.pipeline_metrics import PIPELINE_METRICS_KEY, pipeline_metrics
-from ds_assets.telemetry.schema import LABEL, feature_columns
-from ds_assets.training.bundling import build_bundle, entities_of, features_of
+from ds_assets.telemetry.schema import LABEL, LABEL_KNOWN, TIMESTAMP, feature_columns
+from ds_assets.training.bundling import (
+    build_bundle,
+    entities_of,
+    features_of,
+    row_scores,
+    unlabeled_rows,
+)
+from ds_assets.training.contamination import (
+    DEFAULT_SHARE,
+    MAX_FLAG_RATE,
+    champion_screen,
+    check_enough_left,
+    trim_top,
+)
 from ds_assets.training.datasets import (
     DatasetError,
     build_training_set,
@@ -59,6 +72,29 @@ class TrainingWindowConfig(dg.Config):
     # keep the validation split's labeled anomalies, so the `auto` threshold rule calibrates
     # best-F1 on them (early stopping and quantile thresholds still use its normal rows)
     labeled_validation: bool = False
+    # days without labels (production telemetry): "train" on them, screened for anomalies
+    # (ds_assets.training.contamination), or "leave_out" as before they could be
+    unlabeled_days: Literal["train", "leave_out"] = "train"
+    # the champion's flags screen an unlabeled day only where it flags at most this share
+    champion_max_flag_rate: float = MAX_FLAG_RATE
+    # refuse a window where screening keeps less than this share of its unlabeled rows
+    min_kept_share: float = 0.5
+
+
+def screen_unlabeled_days(
+    context: dg.AssetExecutionContext, ds: Dataset, frames: dict[str, pd.DataFrame],
+    max_flag_rate: float,
+) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+    """Each unlabeled day's rows the serving champion flags (with their alert episodes)."""
+    registry = ds.registry(context)
+    current = registry.champion_version()
+    path = registry.bundle_path(current) if current is not None else None
+    masks, reports = {}, {}
+    for day, frame in frames.items():
+        masks[day], reports[day] = champion_screen(path, frame, max_flag_rate)
+        context.log.info(f"unlabeled {day}: {reports[day]['reason']} "
+                         f"({reports[day]['excluded_rows']} rows left out)")
+    return masks, reports
 
 
 def build_training_set_asset(ds: Dataset) -> dg.AssetsDefinition:
@@ -67,8 +103,9 @@ def build_training_set_asset(ds: Dataset) -> dg.AssetsDefinition:
         ins={"raw_telemetry": dg.AssetIn(ds.key("raw_telemetry"),
                                          metadata={"allow_missing_partitions": True})},
         kinds={"pandas", "parquet"},
-        code_version="1",
+        code_version="2",
         group_name=ds.scoped("training"),
+        required_resource_keys={ds.registry_key},
     )
     @ds.with_defaults("training_set")
     def training_set(
@@ -77,7 +114,7 @@ def build_training_set_asset(ds: Dataset) -> dg.AssetsDefinition:
         raw_telemetry: PartitionFrames,
     ) -> pd.DataFrame:
         """Normal rows of a window of days, split train | val | test by time (test keeps anomalies,
-        validation too when configured).
+        validation too when configured). Unlabeled days train too, screened for anomalies.
 
         Days whose raw data failed a blocking check are left out, so a retrain requested later by a
         sensor or schedule never learns from data that failed validation."""
@@ -85,31 +122,44 @@ def build_training_set_asset(ds: Dataset) -> dg.AssetsDefinition:
         for day, checks in failing.items():
             context.log.warning(
                 f"leaving out raw_telemetry {day}: failed blocking check(s) {checks}")
-        # unlabeled days (production telemetry) hold no known-normal rows and no labeled test rows:
-        # left out too, so a retrain requested over them trains on the labeled days around them
         unlabeled = sorted(d for d, f in raw_telemetry.items() if d not in failing
                            and LABEL not in f.columns)
-        if unlabeled:
-            context.log.warning(f"leaving out unlabeled raw_telemetry days {unlabeled}")
-        usable = [day for day in raw_telemetry if day not in failing and day not in unlabeled]
-        if (failing or unlabeled) and not any(d <= (config.end_partition or d) for d in usable):
+        left_out = unlabeled if config.unlabeled_days == "leave_out" else []
+        if left_out:
+            context.log.warning(f"leaving out unlabeled raw_telemetry days {left_out}")
+        usable = [day for day in raw_telemetry if day not in failing and day not in left_out]
+        if (failing or left_out) and not any(d <= (config.end_partition or d) for d in usable):
             raise DatasetError(
                 f"no raw_telemetry partition in the window can be trained on: failed blocking "
-                f"checks {failing}, unlabeled {unlabeled}; training needs labeled days that passed "
-                "their checks (fix the source data, or ingest labeled days)"
+                f"checks {failing}, unlabeled days left out {left_out}; fix the source data, or "
+                "train on unlabeled days (unlabeled_days: train)"
             )
         keys = select_window(usable, config.n_partitions, config.end_partition)
+        frames = {k: raw_telemetry[k] for k in keys}
+        masks, screens = screen_unlabeled_days(
+            context, ds, {k: f for k, f in frames.items() if LABEL not in f.columns},
+            config.champion_max_flag_rate)
         data = build_training_set(
-            {k: raw_telemetry[k] for k in keys}, config.val_fraction, config.test_fraction,
-            labeled_validation=config.labeled_validation,
+            frames, config.val_fraction, config.test_fraction,
+            labeled_validation=config.labeled_validation, screened=masks,
         )
+        if masks:  # train/val rows of unlabeled days before and after screening
+            test_start = data.loc[data["split"] == "test", TIMESTAMP].min()
+            total = sum(int((pd.to_datetime(frames[d][TIMESTAMP], utc=True) < test_start).sum())
+                        for d in masks)
+            kept = int(((data["split"] != "test") & ~data[LABEL_KNOWN]).sum())
+            check_enough_left(kept, total, config.min_kept_share, "training_set")
         counts = data.groupby("split")[LABEL].agg(["size", "sum"]).reset_index()
         counts.columns = ["split", "rows", "anomalies"]
+        counts["unlabeled"] = [int((~data.loc[data["split"] == s, LABEL_KNOWN]).sum())
+                               for s in counts["split"]]
         context.add_output_metadata(
             {
                 "partitions": dg.MetadataValue.json(keys),
                 "excluded_partitions": dg.MetadataValue.json(failing),
-                "unlabeled_partitions": dg.MetadataValue.json(unlabeled),
+                "unlabeled_partitions": dg.MetadataValue.json(sorted(masks)),
+                "left_out_unlabeled_partitions": dg.MetadataValue.json(left_out),
+                "champion_screen": dg.MetadataValue.json(screens),
                 "rows": len(data),
                 "splits": dg.MetadataValue.md(markdown_table(counts)),
             }
@@ -159,9 +209,12 @@ class DetectorConfig(dg.Config):
     scale_quantile: float = _DEFAULTS.scale_quantile
     # where autoencoders train (not part of the model): auto = CUDA where torch sees a GPU
     device: str = "auto"  # auto | cpu | cuda
+    # expected share of anomalous rows in unlabeled days: that share of them, the highest by
+    # the first fit's score, is dropped and the model fitted again (training.contamination)
+    contamination: float = DEFAULT_SHARE
 
     def params(self) -> DetectorParams:
-        fields = self.model_dump(exclude={"device"})
+        fields = self.model_dump(exclude={"device", "contamination"})
         return DetectorParams(**{**fields, "family": self.family.value})
 
 
@@ -184,6 +237,8 @@ def training_metadata(trained: TrainedDetector) -> dict[str, Any]:
         "params": dg.MetadataValue.json(s["params"]),
         "loss_curve_summary": dg.MetadataValue.json(s["loss_curve"]),
     }
+    if "contamination" in s:
+        meta["contamination"] = dg.MetadataValue.json(s["contamination"])
     if "train_windows" in s:
         meta.update(train_windows=s["train_windows"], val_windows=s["val_windows"])
     if trained.family == "pca":
@@ -194,6 +249,32 @@ def training_metadata(trained: TrainedDetector) -> dict[str, Any]:
                               "val_loss": s["val_loss"]})
         meta["loss_curve"] = dg.MetadataValue.md(markdown_table(curve))
     return meta
+
+
+def refit_without_top_share(
+    first: TrainedDetector, fit: Any, train: pd.DataFrame, val: pd.DataFrame, share: float
+) -> TrainedDetector:
+    """Fit again without the top ``share`` of the unlabeled train and validation rows by the
+    first fit's score (iterated once; no refit when no training row is unlabeled); what was
+    dropped goes into the training summary, and the bundle trims its validation rows alike."""
+    graph = export_onnx(first)
+    keep_train = trim_top(row_scores(graph, first, train), unlabeled_rows(train), share)
+    keep_val = trim_top(row_scores(graph, first, val), unlabeled_rows(val), share)
+    refit = not keep_train.all()
+    trained: TrainedDetector = (
+        fit(train.loc[keep_train].reset_index(drop=True), val.loc[keep_val].reset_index(drop=True))
+        if refit else first)
+    trained.training_summary["contamination"] = {
+        "share": share,
+        "unlabeled_train_rows": int(unlabeled_rows(train).sum()),
+        "unlabeled_val_rows": int(unlabeled_rows(val).sum()),
+        "trimmed_train_rows": int((~keep_train).sum()),
+        "trimmed_val_rows": int((~keep_val).sum()),
+        "refit": refit,
+        "first_fit_wall_time_s": first.training_summary["wall_time_s"] if refit else 0.0,
+        "reason": f"top {share:.1%} of the unlabeled rows by the first fit's score",
+    }
+    return trained
 
 
 def build_detector_asset(ds: Dataset) -> dg.AssetsDefinition:
@@ -216,10 +297,18 @@ def build_detector_asset(ds: Dataset) -> dg.AssetsDefinition:
         device = pick_device(config.device)
         features = feature_columns(training_set)
         train, val = split_rows(training_set, "train"), normal_rows(split_rows(training_set, "val"))
-        trained = train_detector(
-            params, features_of(train, features), features_of(val, features), features,
-            train_entities=entities_of(train), val_entities=entities_of(val), device=device,
-        )
+
+        def fit(train: pd.DataFrame, val: pd.DataFrame) -> TrainedDetector:
+            return train_detector(
+                params, features_of(train, features), features_of(val, features), features,
+                train_entities=entities_of(train), val_entities=entities_of(val), device=device,
+            )
+
+        trained = fit(train, val)
+        if config.contamination > 0 and (unlabeled_rows(train).any()
+                                         or unlabeled_rows(val).any()):
+            trained = refit_without_top_share(trained, fit, train, val, config.contamination)
+            context.log.info(f"contamination screen: {trained.training_summary['contamination']}")
         s = trained.training_summary
         mlflow = context.resources.mlflow
         mlflow.log_params({**{k: (",".join(map(str, v)) if isinstance(v, list) else v)

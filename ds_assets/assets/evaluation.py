@@ -23,12 +23,8 @@ from ds_assets.training.datasets import (
     score_frame,
     split_rows,
 )
-from ds_assets.training.promotion import (
-    bundle_test_scores,
-    decide_promotion,
-    pr_auc_on_common_rows,
-    rows_after_fit,
-)
+from ds_assets.training.gate import ModelRun, injected_test_rows, judge, known_labels
+from ds_assets.training.promotion import rows_after_fit
 from ds_serving.bundle import load_bundle
 from ds_serving.scoring import Scorer
 
@@ -41,6 +37,24 @@ class EvaluationConfig(dg.Config):
     """Report options; the metrics themselves always follow the bundle's deployed policy."""
 
     seed: int = 0  # IsolationForest baseline seed
+
+
+def evaluation_rows(test: pd.DataFrame, features: list[str]) -> tuple[pd.DataFrame, str]:
+    """The test rows metrics can be computed on, and where their labels come from: all rows
+    when labeled; the labeled ones when some days were not; with no labeled row, a copy with
+    anomalies injected (the promotion gate's copy, same seed)."""
+    known = known_labels(test)
+    if known.all():
+        return test, "labeled test rows"
+    if known.any():
+        return (test.loc[known].reset_index(drop=True),
+                f"the {int(known.sum())} labeled test rows ({int((~known).sum())} unlabeled "
+                "left out)")
+    injected = injected_test_rows(test, features)
+    rows = injected.frame.assign(**{LABEL: injected.labels.astype(np.int64),
+                                    ANOMALY_TYPE: injected.types})
+    return rows, (f"no labeled test row: {injected.events} anomalies injected "
+                  f"({', '.join(f'{k} {n}' for k, n in injected.counts().items())})")
 
 
 def build_evaluation_report_asset(ds: Dataset) -> dg.AssetsDefinition:
@@ -64,7 +78,8 @@ def build_evaluation_report_asset(ds: Dataset) -> dg.AssetsDefinition:
         bundle = load_bundle(model_bundle["path"])
         manifest = bundle.manifest
         check_same_training_set(manifest.lineage, training_set)
-        test = split_rows(training_set, "test")
+        test, labels_from = evaluation_rows(split_rows(training_set, "test"),
+                                            list(manifest.features))
         scored = score_frame(Scorer.from_bundle(bundle, backend="cpu"), test)
         scores = scored["score"].to_numpy(np.float64)
         entities = scored["host_id"].to_numpy() if "host_id" in scored.columns else None
@@ -87,7 +102,7 @@ def build_evaluation_report_asset(ds: Dataset) -> dg.AssetsDefinition:
             entities=entities,
             baseline_quantile=float(rule.get("quantile", 0.995)),
             baseline_margin=float(rule.get("margin", 1.0)),
-            notes=[f"threshold rule {rule.get('rule', '?')}",
+            notes=[f"labels: {labels_from}", f"threshold rule {rule.get('rule', '?')}",
                    f"flag policy: {manifest.policy.smoothing.describe()}",
                    f"window {manifest.window or 'none (point-wise)'}"],
             seed=config.seed,
@@ -104,6 +119,7 @@ def build_evaluation_report_asset(ds: Dataset) -> dg.AssetsDefinition:
         context.add_output_metadata(
             {
                 "model_version": manifest.version,
+                "labels": labels_from,
                 **{k: float(metrics[k]) for k in HEADLINE if k in metrics},
                 "unscored_rows": rendered.unscored_rows,
                 "report": dg.MetadataValue.md(rendered.metadata_markdown()),
@@ -140,42 +156,43 @@ def build_champion_asset(ds: Dataset) -> dg.AssetsDefinition:
         evaluation_report: dict[str, Any],
         training_set: pd.DataFrame,
     ) -> dict[str, Any]:
-        """Promote the challenger only if it beats the champion on PR-AUC over the same test rows
-        (both bundles re-scored here; rows either model leaves unscored are left out); the decision
-        is mirrored to MLflow (alias ``champion``) and the evaluation report logged to its run."""
+        """The promotion gate: challenger and champion on the same held-out test rows (both
+        re-scored here; rows either leaves unscored, or the champion was fitted on, are left out),
+        judged on labeled anomalies where the rows have some, else on anomalies injected into
+        them, and on each model's false alarms at its own policy (ds_assets.training.gate). The
+        decision and both models' numbers go to metadata, champion.json and MLflow."""
         registry = ds.registry(context)
         test = split_rows(training_set, "test")
-        labels = test[LABEL].to_numpy()
-        challenger = bundle_test_scores(model_bundle["path"], test)
+        features = list(load_bundle(model_bundle["path"]).manifest.features)
+        injected = injected_test_rows(test, features)
+        challenger = ModelRun.of(model_bundle["path"], test, injected)
         current = registry.champion_version()
-        current_pr_auc = None
-        excluded = 0
+        incumbent, unseen, excluded = None, None, 0
         if current is not None and current != model_bundle["version"]:
             incumbent_path = registry.bundle_path(current)
-            incumbent = bundle_test_scores(incumbent_path, test)
+            incumbent = ModelRun.of(incumbent_path, test, injected)
             unseen = rows_after_fit(incumbent_path, test[TIMESTAMP])
             if unseen is None:
                 context.log.warning(f"champion v{current} has no fit window in its lineage; it is "
                                     "compared on every test row")
             else:
                 excluded = int((~unseen).sum())
-            pr_auc, current_pr_auc, rows = pr_auc_on_common_rows(
-                labels, challenger, incumbent, eligible=unseen
-            )
-        else:
-            pr_auc, _, rows = pr_auc_on_common_rows(labels, challenger, challenger)
-        decision = decide_promotion(
-            model_bundle["version"], pr_auc, current, current_pr_auc, compared_rows=rows,
-            excluded_rows=excluded,
-        )
-        registry.log_report(model_bundle.get("mlflow_run_id"), evaluation_report)
+        decision = judge(challenger, incumbent, test, injected, eligible=unseen,
+                         excluded_rows=excluded)
+        run_id = model_bundle.get("mlflow_run_id")
+        registry.log_report(run_id, evaluation_report)
+        registry.log_decision(run_id, decision)
         aliased = registry.promote(decision, model_bundle.get("mlflow_model_version"))
         context.log.info(f"promotion decision: {decision.reason}")
         serving = registry.champion_version()
+        details = decision.details or {}
+        table = pd.DataFrame([{"model": side, **{k: v for k, v in details[side].items()}}
+                              for side in ("challenger", "champion") if side in details])
         context.add_output_metadata(
             {
                 "promoted": decision.promote,
                 "reason": decision.reason,
+                "evidence": decision.evidence,
                 "champion_version": serving or "",
                 "challenger_version": decision.challenger_version,
                 "challenger_pr_auc": decision.challenger_pr_auc,
@@ -184,8 +201,10 @@ def build_champion_asset(ds: Dataset) -> dg.AssetsDefinition:
                     decision.champion_pr_auc if decision.champion_pr_auc is not None
                     else float("nan")
                 ),
-                "compared_test_rows": rows,
+                "compared_test_rows": decision.compared_rows or 0,
                 "excluded_in_sample_rows": excluded,
+                "gate": dg.MetadataValue.md(markdown_table(table)),
+                "decision": dg.MetadataValue.json(decision.to_dict()),
                 "mlflow_champion_version": aliased or registry.champion_alias_version() or "",
             }
         )

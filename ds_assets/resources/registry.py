@@ -67,6 +67,10 @@ class ModelRegistry(dg.ConfigurableResource):
         if self.mlflow_tracking_uri is not None and run_id is not None:
             promotion.log_report(self.mlflow_tracking_uri, run_id, report)
 
+    def log_decision(self, run_id: str | None, decision: promotion.PromotionDecision) -> None:
+        if self.mlflow_tracking_uri is not None and run_id is not None:
+            promotion.log_decision(self.mlflow_tracking_uri, run_id, decision)
+
     def promote(
         self, decision: promotion.PromotionDecision, mlflow_version: str | None
     ) -> str | None:

@@ -13,7 +13,8 @@ import numpy as np
 import pandas as pd
 
 from ds_assets.monitoring.reference import REFERENCE_FILE, reference_from_training_set
-from ds_assets.telemetry.schema import LABEL, TIMESTAMP
+from ds_assets.telemetry.schema import LABEL, LABEL_KNOWN, TIMESTAMP
+from ds_assets.training.contamination import trim_top
 from ds_assets.training.datasets import contiguous_segments, split_rows
 from ds_assets.training.detectors import TrainedDetector
 from ds_assets.training.promotion import FIT_END_KEY, fit_rows_end
@@ -35,6 +36,20 @@ def entities_of(split: pd.DataFrame) -> np.ndarray | None:
     """One id per row for per-entity windows: host plus gap-free segment, so windows over the
     normal-only train/val rows never span a removed anomaly."""
     return contiguous_segments(split, ENTITY) if ENTITY in split.columns else None
+
+
+def row_scores(onnx_bytes: bytes, detector: TrainedDetector, rows: pd.DataFrame) -> np.ndarray:
+    """The graph's score of each row (NaN where a temporal model has no full window yet)."""
+    scorer = Scorer(onnx_bytes, features=detector.features, threshold=float("inf"),
+                    window=detector.window, backend="cpu")
+    return score_rows(scorer, features_of(rows, detector.features), entities_of(rows)).scores
+
+
+def unlabeled_rows(rows: pd.DataFrame) -> np.ndarray:
+    """Rows of unlabeled days (their label 0 is an assumption, not a fact)."""
+    if LABEL_KNOWN not in rows.columns:
+        return np.zeros(len(rows), bool)
+    return ~rows[LABEL_KNOWN].to_numpy(bool)
 
 
 # per-feature [min, max] of the training rows, in the manifest's extra (learned range checks)
@@ -79,18 +94,23 @@ def build_bundle(
     """Calibrate the threshold on the validation split, sketch the drift reference on the
     train/val scores, and publish a new bundle version with the scoring policy and lineage."""
     features = detector.features
-    calibrator = Scorer(onnx_bytes, features=features, threshold=float("inf"),
-                        window=detector.window, backend="cpu")
     val = split_rows(training_set, "val")
-    val_scores = score_rows(calibrator, features_of(val, features), entities_of(val)).scores
+    val_scores = row_scores(onnx_bytes, detector, val)
+    # unlabeled validation rows may hide anomalies: the detector's contamination share of them,
+    # the highest-scoring, does not calibrate the threshold (as it did not train the model)
+    share = float(detector.training_summary.get("contamination", {}).get("share", 0.0))
+    calibrated = trim_top(val_scores, unlabeled_rows(val), share)
     threshold, rule = calibrate_threshold(
-        val_scores, val[LABEL].to_numpy() if LABEL in val.columns else None,
+        val_scores[calibrated],
+        val[LABEL].to_numpy()[calibrated] if LABEL in val.columns else None,
         rule=threshold_rule, quantile=quantile, margin=margin,
     )
+    if not calibrated.all():
+        rule = {**rule, "trimmed_unlabeled_val_rows": int((~calibrated).sum())}
     policy = ScoringPolicy(threshold, rule, smoothing, alerting)
     # drift baseline shipped with the bundle: quantile sketches + calibrated thresholds
     train = split_rows(training_set, "train")
-    train_scores = score_rows(calibrator, features_of(train, features), entities_of(train)).scores
+    train_scores = row_scores(onnx_bytes, detector, train)
     reference = reference_from_training_set(training_set, features, train_scores, val_scores,
                                             threshold)
     summary = detector.training_summary

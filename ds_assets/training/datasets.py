@@ -11,6 +11,7 @@ from ds_assets.telemetry.schema import (
     ANOMALY_TYPE,
     ENTITY_COLUMNS,
     LABEL,
+    LABEL_KNOWN,
     TIMESTAMP,
     feature_columns,
 )
@@ -18,6 +19,7 @@ from ds_serving.policy import ScoringPolicy
 from ds_serving.scoring import Scorer, score_rows
 
 SPLITS = ("train", "val", "test")
+SCREENED = "_screened"
 
 
 class DatasetError(ValueError):
@@ -42,6 +44,7 @@ def build_training_set(
     val_fraction: float = 0.15,
     test_fraction: float = 0.15,
     labeled_validation: bool = False,
+    screened: Mapping[str, np.ndarray] | None = None,
 ) -> pd.DataFrame:
     """Concatenate partitions and split by time: train | val | test.
 
@@ -50,6 +53,10 @@ def build_training_set(
     rows only, or with ``labeled_validation`` its labeled anomalies too, so a best-F1 threshold
     can be calibrated on it; early stopping and quantile thresholds then use its normal rows
     (:func:`normal_rows`).
+
+    Days without a label column (production telemetry) train too: their rows get label 0 and
+    ``label_known`` False, and train/val keep those not marked in ``screened`` (day -> mask of
+    rows screened out as likely anomalous, :mod:`ds_assets.training.contamination`).
     """
     if not partitions:
         raise DatasetError("no partitions given for the training set")
@@ -58,14 +65,7 @@ def build_training_set(
             f"val_fraction={val_fraction}, test_fraction={test_fraction}: each must be in (0, 1) "
             "and together below 1"
         )
-    unlabeled = sorted(k for k, f in partitions.items() if LABEL not in f.columns)
-    if unlabeled:
-        raise DatasetError(
-            f"raw_telemetry partition(s) {unlabeled} have no label column (an unlabeled "
-            "source): training needs labeled days (normal rows to learn from, labeled test "
-            "rows to evaluate on); train on labeled days, unlabeled ones are scored, "
-            "drift-reported and alerted"
-        )
+    screened = screened or {}
     frames = []
     expected: list[str] | None = None
     for key in sorted(partitions):
@@ -80,10 +80,21 @@ def build_training_set(
                 f"raw_telemetry partition {key} has features {features}, earlier partitions "
                 f"have {expected}; all partitions in a training window need the same features"
             )
-        frames.append(frame)
+        known = LABEL in frame.columns
+        mask = screened.get(key)
+        if mask is not None and len(mask) != len(frame):
+            raise DatasetError(f"screen of partition {key} covers {len(mask)} rows, the "
+                               f"partition has {len(frame)}")
+        frames.append(frame.assign(**{
+            LABEL: frame[LABEL] if known else 0,
+            LABEL_KNOWN: known,
+            SCREENED: np.zeros(len(frame), bool) if mask is None else np.asarray(mask, bool),
+        }))
     data = pd.concat(frames, ignore_index=True).sort_values(
         [TIMESTAMP, "host_id"], kind="stable", ignore_index=True
     )
+    if ANOMALY_TYPE in data.columns:
+        data[ANOMALY_TYPE] = data[ANOMALY_TYPE].fillna("unknown")
     times = data[TIMESTAMP].to_numpy()
     unique_times = np.unique(times)
     if len(unique_times) < 3:
@@ -92,10 +103,12 @@ def build_training_set(
     test_start = unique_times[int(len(unique_times) * (1 - test_fraction))]
     split = np.where(times >= test_start, "test", np.where(times >= val_start, "val", "train"))
     data["split"] = split
-    keep = (data["split"] == "test") | (data[LABEL] == 0)
+    known = data[LABEL_KNOWN].to_numpy(bool)
+    keep = (data["split"] == "test") | (known & (data[LABEL] == 0))
+    keep |= ~known & ~data[SCREENED].to_numpy(bool)
     if labeled_validation:
-        keep |= data["split"] == "val"
-    out = data.loc[keep].reset_index(drop=True)
+        keep |= (data["split"] == "val") & known
+    out = data.loc[keep].drop(columns=[SCREENED]).reset_index(drop=True)
     for name in SPLITS:
         if not (out["split"] == name).any():
             raise DatasetError(f"the {name} split is empty; use more partitions or rows")
@@ -110,7 +123,7 @@ def normal_rows(rows: pd.DataFrame) -> pd.DataFrame:
     """The rows labelled normal (all rows when there is no label column)."""
     if LABEL not in rows.columns:
         return rows
-    return rows.loc[rows[LABEL] == 0].reset_index(drop=True)
+    return rows.loc[rows[LABEL] == 0].reset_index(drop=True)  # unlabeled rows carry label 0
 
 
 def check_same_training_set(lineage: Mapping[str, object], training_set: pd.DataFrame) -> None:

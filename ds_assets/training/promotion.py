@@ -32,6 +32,17 @@ PIP_REQUIREMENTS = ["onnx", "onnxruntime", "numpy"]
 
 
 @dataclass(frozen=True)
+class Burden:
+    """False-alarm load of a model on real rows at its own deployed policy."""
+
+    flag_rate: float  # flagged share of the rows not known to be anomalous
+    alerts_per_entity_day: float
+
+    def to_dict(self) -> dict[str, float]:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
 class PromotionDecision:
     promote: bool
     reason: str
@@ -41,9 +52,23 @@ class PromotionDecision:
     champion_pr_auc: float | None
     compared_rows: int | None = None
     excluded_rows: int = 0  # test rows the champion was fitted on, left out of the comparison
+    # what the PR-AUCs were computed on: "labels" (labeled test rows) or "injected" (anomalies
+    # injected into the test rows, when no labeled anomaly is among them)
+    evidence: str = "labels"
+    details: dict[str, Any] | None = None  # both models' numbers on every kind of evidence
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+
+#: Gate tolerances. A challenger with at least RELIEF_RATIO x fewer false alarms is promoted if
+#: its PR-AUC is within PR_AUC_TOLERANCE of the champion's; one that beats the champion's PR-AUC
+#: is refused if it raises more than BURDEN_RATIO x the champion's false alarms (and at least
+#: BURDEN_SLACK more of the rows): a better ranking is not worth an alert storm.
+RELIEF_RATIO = 2.0
+PR_AUC_TOLERANCE = 0.05
+BURDEN_RATIO = 2.0
+BURDEN_SLACK = 0.005
 
 
 def decide_promotion(
@@ -54,15 +79,25 @@ def decide_promotion(
     min_improvement: float = 0.0,
     compared_rows: int | None = None,
     excluded_rows: int = 0,
+    *,
+    evidence: str = "labels",
+    challenger_burden: Burden | None = None,
+    champion_burden: Burden | None = None,
+    details: Mapping[str, Any] | None = None,
 ) -> PromotionDecision:
-    """Promote when there is no champion, or the challenger's PR-AUC is strictly higher than
-    the champion's plus ``min_improvement`` on test rows neither model was fitted on."""
+    """One rule, whatever the evidence (labeled or injected anomalies), on test rows neither
+    model was fitted on: promote when there is no champion; when the challenger's PR-AUC beats
+    the champion's plus ``min_improvement`` without raising the false-alarm burden past
+    BURDEN_RATIO; or when it cuts false alarms RELIEF_RATIO-fold at a PR-AUC within
+    PR_AUC_TOLERANCE (the case after drift, where the old model flags everything)."""
     def decision(promote: bool, reason: str) -> PromotionDecision:
         return PromotionDecision(
             promote, reason, challenger_version, challenger_pr_auc, champion_version,
-            champion_pr_auc, compared_rows, excluded_rows,
+            champion_pr_auc, compared_rows, excluded_rows, evidence,
+            dict(details) if details is not None else None,
         )
 
+    on = f"PR-AUC ({evidence})"
     if champion_version is None:
         return decision(True, "no current champion")
     if champion_version == challenger_version:
@@ -75,14 +110,31 @@ def decide_promotion(
             "retrain on data newer than the champion's",
         )
     if math.isnan(challenger_pr_auc):
-        return decision(False, "challenger PR-AUC is undefined (test rows have no anomalies)")
+        return decision(False, f"challenger {on} is undefined (test rows have no anomalies)")
     if champion_pr_auc is None or math.isnan(champion_pr_auc):
-        return decision(True, "champion PR-AUC is undefined on these test rows")
+        return decision(True, f"champion {on} is undefined on these test rows")
+    mine, theirs = challenger_burden, champion_burden
+    if mine is not None and theirs is not None:
+        if (mine.flag_rate * RELIEF_RATIO <= theirs.flag_rate
+                and challenger_pr_auc >= champion_pr_auc - PR_AUC_TOLERANCE):
+            return decision(
+                True,
+                f"challenger flags {mine.flag_rate:.4f} of rows vs champion {theirs.flag_rate:.4f}"
+                f" (>= {RELIEF_RATIO:g}x fewer false alarms) at {on} {challenger_pr_auc:.4f} vs "
+                f"{champion_pr_auc:.4f} (within {PR_AUC_TOLERANCE})",
+            )
+        if mine.flag_rate > max(theirs.flag_rate * BURDEN_RATIO, theirs.flag_rate + BURDEN_SLACK):
+            return decision(
+                False,
+                f"challenger flags {mine.flag_rate:.4f} of rows vs champion {theirs.flag_rate:.4f}"
+                f" (more than {BURDEN_RATIO:g}x the false alarms), whatever its {on} "
+                f"{challenger_pr_auc:.4f} vs {champion_pr_auc:.4f}",
+            )
     bar = champion_pr_auc + min_improvement
     verdict = ">" if challenger_pr_auc > bar else ("==" if challenger_pr_auc == bar else "<")
     return decision(
         verdict == ">",
-        f"challenger PR-AUC {challenger_pr_auc:.4f} {verdict} champion {champion_pr_auc:.4f}"
+        f"challenger {on} {challenger_pr_auc:.4f} {verdict} champion {champion_pr_auc:.4f}"
         f" + {min_improvement}",
     )
 
@@ -260,10 +312,29 @@ def log_bundle(
     return str(version.version)
 
 
-def log_report(tracking_uri: str, run_id: str, report: Mapping[str, Any]) -> None:
+def log_report(tracking_uri: str, run_id: str, report: Mapping[str, Any],
+               artifact: str = "report/evaluation_report.json") -> None:
     """Attach an evaluation report (JSON) to the run that trained the bundle."""
     payload = json.loads(json.dumps(report, default=str))
-    _client(tracking_uri).log_dict(run_id, payload, "report/evaluation_report.json")
+    _client(tracking_uri).log_dict(run_id, payload, artifact)
+
+
+def log_decision(tracking_uri: str, run_id: str, decision: PromotionDecision) -> None:
+    """The gate's decision (rule, evidence, both models' numbers) on the challenger's run: a
+    JSON artifact, and its numbers as ``gate_<side>_<name>`` metrics."""
+    from mlflow.entities import Metric
+
+    log_report(tracking_uri, run_id, decision.to_dict(), "report/promotion_decision.json")
+    details = decision.details or {}
+    now = int(time.time() * 1000)
+    metrics = [Metric(f"gate_{side}_{k}", float(v), now, 0)
+               for side in ("challenger", "champion")
+               for k, v in dict(details.get(side) or {}).items()
+               if isinstance(v, int | float) and math.isfinite(float(v))]
+    client = _client(tracking_uri)
+    client.log_batch(run_id, metrics=metrics)
+    client.set_tag(run_id, "promotion_decision",
+                   f"{'promoted' if decision.promote else 'refused'}: {decision.reason}"[:5000])
 
 
 def model_version_for_bundle(

@@ -298,12 +298,13 @@ def test_training_on_a_single_materialized_day(settings: Settings) -> None:
     assert meta["partitions"].value == [DAYS[0]]
 
 
-def test_an_unlabeled_day_is_scored_drift_reported_and_alerted_but_not_trained_on(
+def test_an_unlabeled_day_is_scored_drift_reported_alerted_and_trained_on(
     settings: Settings, tmp_path: Path
 ) -> None:
     """Production telemetry has no labels: source 'csv' makes the label optional. Such a day
     passes its checks (nothing to check for labels), goes through the daily pipeline (drift
-    compares its unflagged scores), and training leaves it out."""
+    compares its unflagged scores), and a retrain over it trains on it, screened for anomalies,
+    and is judged by the label-free gate."""
     from ds_assets.telemetry.generator import GeneratorConfig, generate_day
     from ds_assets.telemetry.schema import feature_columns
 
@@ -344,19 +345,41 @@ def test_an_unlabeled_day_is_scored_drift_reported_and_alerted_but_not_trained_o
     assert "at or below the threshold" in report["score"]["compared"]
     assert (assets / "alerts" / f"{day}.parquet").is_file()
 
-    # a retrain over a window ending on it (what the drift sensor requests) leaves it out
+    # a retrain over a window ending on it (what the drift sensor requests) trains on it
     retrain = defs.resolve_job_def("train_detector").execute_in_process(
         instance=instance, raise_on_error=False, run_config={"ops": {
             **TRAIN_CONFIG["ops"],
-            "training_set": {"config": {"n_partitions": 4, "end_partition": day}}}})
+            "training_set": {"config": {"n_partitions": 2, "end_partition": day}}}})
     assert retrain.success, _failure_messages(retrain)
     meta = retrain.asset_materializations_for_node("training_set")[0].metadata
-    assert meta["partitions"].value == DAYS and meta["unlabeled_partitions"].value == [day]
-    # a one-day window ending on it reaches back to the latest labeled day, as for days that
-    # failed their checks
+    assert meta["partitions"].value == [DAYS[-1], day]
+    assert meta["unlabeled_partitions"].value == [day]
+    screen = meta["champion_screen"].value[day]
+    assert screen["used"] and screen["champion_version"] == "1"
+    assert screen["excluded_rows"] >= screen["flagged_rows"] > 0
+    trained = retrain.asset_materializations_for_node("detector")[0].metadata
+    contamination = trained["contamination"].value
+    assert contamination["refit"] and contamination["share"] == 0.02
+    assert contamination["trimmed_train_rows"] == pytest.approx(
+        0.02 * contamination["unlabeled_train_rows"], abs=2)
+    # the test split is the unlabeled day's end: the gate judged on injected anomalies
+    gate = retrain.asset_materializations_for_node("champion")[0].metadata
+    assert gate["evidence"].value == "injected"
+    details = gate["decision"].value["details"]
+    assert details["labeled_anomalies"] == 0 and details["injected"]["events"] > 0
+    for side in ("challenger", "champion"):
+        assert 0 <= details[side]["injected_pr_auc"] <= 1
+        assert 0 <= details[side]["flag_rate"] <= 1
+    report = retrain.asset_materializations_for_node("evaluation_report")[0].metadata
+    assert report["labels"].value.startswith("no labeled test row")
+
+    # "leave_out" keeps the old behaviour: a one-day window ending on it reaches back to the
+    # latest labeled day, as for days that failed their checks
     back = defs.resolve_job_def("train_detector").execute_in_process(
         instance=instance, run_config={"ops": {
             **TRAIN_CONFIG["ops"],
-            "training_set": {"config": {"n_partitions": 1, "end_partition": day}}}})
+            "training_set": {"config": {"n_partitions": 1, "end_partition": day,
+                                        "unlabeled_days": "leave_out"}}}})
     meta = back.asset_materializations_for_node("training_set")[0].metadata
     assert meta["partitions"].value == [DAYS[-1]]
+    assert meta["left_out_unlabeled_partitions"].value == [day]

@@ -108,7 +108,34 @@ def test_a_bundle_is_evaluated_only_on_its_own_training_set() -> None:
         check_same_training_set({**lineage, "rows": {"train": 2, "val": 2, "test": 2}}, frame)
 
 
-def test_unlabeled_days_are_refused_by_name() -> None:
+def test_unlabeled_days_train_with_their_screened_rows_left_out() -> None:
+    """A day without labels trains: its rows are marked label_known False, train/val keep
+    those the screen did not mark, and the test split keeps them all."""
+    days = ("2026-11-01", "2026-11-02", "2026-11-03")
+    parts = {d: _day(d) for d in days[:2]}
+    unlabeled = _day(days[2]).drop(columns=["label", "anomaly_type"])
+    parts[days[2]] = unlabeled
+    screen = np.zeros(len(unlabeled), bool)
+    screen[:30] = True  # early rows of the day: train/val for a 2-day-long window
+    data = build_training_set(parts, val_fraction=0.3, test_fraction=0.2,
+                              screened={days[2]: screen})
+    known = data["label_known"].to_numpy(bool)
+    day3 = data["timestamp"].dt.date.astype(str) == days[2]
+    assert not known[day3].any() and known[~day3].all()
+    assert (data.loc[day3, "label"] == 0).all()
+    assert (data.loc[day3, "anomaly_type"] == "unknown").all()
+    fitted = data["split"] != "test"
+    screened_times = set(unlabeled["timestamp"][screen])
+    assert not data.loc[fitted & day3, "timestamp"].isin(screened_times).any()
+    # labeled anomalies are still dropped from train/val; test keeps every row
+    assert data.loc[fitted & ~day3, "label"].sum() == 0
+    test = data[data["split"] == "test"]
+    assert len(test) == (pd.concat(parts.values()).timestamp >= test.timestamp.min()).sum()
+    assert "_screened" not in data.columns
+
+
+def test_a_screen_of_the_wrong_length_is_refused() -> None:
     unlabeled = _day("2026-11-02").drop(columns=["label", "anomaly_type"])
-    with pytest.raises(DatasetError, match=r"partition\(s\) \['2026-11-02'\] have no label"):
-        build_training_set({"2026-11-01": _day("2026-11-01"), "2026-11-02": unlabeled})
+    with pytest.raises(DatasetError, match="screen of partition 2026-11-02 covers 3 rows"):
+        build_training_set({"2026-11-01": _day("2026-11-01"), "2026-11-02": unlabeled},
+                           screened={"2026-11-02": np.zeros(3, bool)})

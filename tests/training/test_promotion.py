@@ -16,6 +16,7 @@ from ds_assets.training.detectors import DetectorParams, train_detector
 from ds_assets.training.export import export_onnx
 from ds_assets.training.promotion import (
     CHAMPION_ALIAS,
+    Burden,
     champion_alias_version,
     decide_promotion,
     fit_rows_end,
@@ -34,11 +35,12 @@ from tests.support.training import FEATURES, correlated_rows
     ("challenger", "champion", "champion_version", "promote", "reason"),
     [
         (0.5, None, None, True, "no current champion"),
-        (0.8, 0.7, "1", True, "challenger PR-AUC 0.8000 > champion 0.7000"),
-        (0.7, 0.7, "1", False, "challenger PR-AUC 0.7000 == champion 0.7000"),  # a tie keeps
+        (0.8, 0.7, "1", True, "challenger PR-AUC (labels) 0.8000 > champion 0.7000"),
+        (0.7, 0.7, "1", False,
+         "challenger PR-AUC (labels) 0.7000 == champion 0.7000"),  # a tie keeps
         (0.6, 0.7, "1", False, "0.6000 < champion 0.7000"),
-        (math.nan, 0.7, "1", False, "challenger PR-AUC is undefined"),
-        (0.6, math.nan, "1", True, "champion PR-AUC is undefined"),
+        (math.nan, 0.7, "1", False, "challenger PR-AUC (labels) is undefined"),
+        (0.6, math.nan, "1", True, "champion PR-AUC (labels) is undefined"),
         (0.9, 0.1, "2", False, "already the champion"),
     ],
 )
@@ -55,6 +57,32 @@ def test_decisions(
 def test_min_improvement_is_required() -> None:
     assert not decide_promotion("2", 0.705, "1", 0.7, min_improvement=0.01).promote
     assert decide_promotion("2", 0.72, "1", 0.7, min_improvement=0.01).promote
+
+
+@pytest.mark.parametrize(
+    ("mine", "theirs", "pr_aucs", "promote", "reason"),
+    [
+        # drift: the champion flags a third of the rows; a calm challenger ranks about as well
+        ((0.004, 0.1), (0.34, 9.0), (0.80, 0.83), True, ">= 2x fewer false alarms"),
+        # calm but ranks much worse: PR-AUC decides, and refuses
+        ((0.004, 0.1), (0.34, 9.0), (0.60, 0.83), False, "0.6000 < champion 0.8300"),
+        # a better ranking bought with an alert storm is refused
+        ((0.05, 3.0), (0.005, 0.2), (0.90, 0.80), False, "more than 2x the false alarms"),
+        # a small rise in false alarms does not block a better ranking
+        ((0.008, 0.3), (0.005, 0.2), (0.90, 0.80), True, "0.9000 > champion 0.8000"),
+    ],
+)
+def test_false_alarm_burden_is_part_of_the_rule(
+    mine: tuple[float, float], theirs: tuple[float, float], pr_aucs: tuple[float, float],
+    promote: bool, reason: str,
+) -> None:
+    for evidence in ("labels", "injected"):  # one rule, whatever the evidence
+        decision = decide_promotion(
+            "2", pr_aucs[0], "1", pr_aucs[1], compared_rows=100, evidence=evidence,
+            challenger_burden=Burden(*mine), champion_burden=Burden(*theirs))
+        assert decision.promote is promote, decision.reason
+        assert reason in decision.reason and f"({evidence})" in decision.reason
+        assert decision.to_dict()["evidence"] == evidence
 
 
 def test_pr_auc_uses_only_rows_both_models_scored() -> None:
