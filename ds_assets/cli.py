@@ -129,11 +129,10 @@ def materialize(args: argparse.Namespace) -> int:
     print(f"{len(days)} day(s) with rows: {days[0]} .. {days[-1]}", flush=True)
     for day in days:
         run("ingest_telemetry", f"ingest + checks {day}", partition_key=day)
-    if ds.spec.labels.kind == "none":
-        print(f"\n{args.name} declares no labels: its days are ingested and checked. Training "
-              "needs known-normal rows; declare labels (a column or a windows file), or score "
-              "the days with an existing champion", file=sys.stderr)
-        return 0
+    unlabeled = ds.spec.labels.kind == "none"
+    if unlabeled:
+        print(f"{args.name} declares no labels: training screens its rows for anomalies and "
+              "the gate and report judge on anomalies injected into the test rows", flush=True)
     training_log = logging.getLogger("ds_assets.training")
     handler = _EpochLines()
     training_log.addHandler(handler)
@@ -158,7 +157,8 @@ def materialize(args: argparse.Namespace) -> int:
           + (f", {report['report_html']}" if report.get("report_html") else ""))
     metrics = " ".join(f"{k}={report[k]:.3f}" for k in ("precision", "recall", "f1", "pr_auc")
                        if isinstance(report.get(k), int | float))
-    print(f"  test     : rows={report['n_rows']:,} anomalies={report['n_anomalies']:,} {metrics}")
+    kind = "injected anomalies" if unlabeled else "anomalies"
+    print(f"  test     : rows={report['n_rows']:,} {kind}={report['n_anomalies']:,} {metrics}")
     print("  UI       : `make dev`, then http://127.0.0.1:3000 (asset group "
           f"{ds.scoped('training')})")
     return 0

@@ -24,7 +24,7 @@ from ds_assets.resources.pipeline_metrics import PIPELINE_METRICS_KEY, pipeline_
 from ds_assets.resources.registry import ModelRegistry
 from ds_assets.telemetry.files import read_rows
 from ds_assets.telemetry.generator import DriftConfig, GeneratorConfig, generate_day
-from ds_assets.telemetry.schema import feature_columns
+from ds_assets.telemetry.schema import ANOMALY_TYPE, LABEL, feature_columns
 from ds_assets.telemetry.sources import read_labeled_file, resolve_path
 from ds_assets.telemetry.validation import CHECK_NAMES, validate_telemetry
 from ds_assets.training.bundling import learned_ranges
@@ -50,6 +50,9 @@ class TelemetrySourceConfig(dg.Config):
     drift_scale: float = 1.0
     drift_seasonal_amplitude: float = 0.0
     drift_seasonal_period_hours: float = 6.0
+    # synthetic only: False drops the label and anomaly_type columns, as production telemetry
+    # arrives (the generator still places anomalies: unlabeled contamination)
+    labels: bool = True
 
     def drift(self) -> DriftConfig | None:
         if not self.drift_start:
@@ -73,7 +76,8 @@ def load_telemetry(config: TelemetrySourceConfig, day: str) -> pd.DataFrame:
             anomaly_rate=config.anomaly_rate,
             drift=config.drift(),
         )
-        return generate_day(day, generator)
+        frame = generate_day(day, generator)
+        return frame if config.labels else frame.drop(columns=[LABEL, ANOMALY_TYPE])
     if not config.path:
         raise ValueError(
             f"source {config.source!r} needs config 'path' (a CSV/Parquet file; '{{date}}' in "

@@ -6,6 +6,11 @@ it requests is launched; the promotion sensor then requests the re-scoring backf
 are launched too. Old vs new model numbers on the drifted days come from the scored partitions
 before and after that backfill; those days trained the new model, so a further drifted day after
 the retrain window is scored by both models as the out-of-sample comparison.
+
+In production nobody labels telemetry: with ``labeled=False`` the episode's days arrive without
+labels, the retrain screens them for anomalies and the label-free gate decides. The labels are
+regenerated (the generator is seeded) only to print the old-vs-new comparison; training and
+promotion never see them.
 """
 
 from __future__ import annotations
@@ -40,23 +45,65 @@ def drift_source(
     return {**base, **DEMO_DRIFT, **dict(drift or {}), "drift_start": start}
 
 
-def day_metrics(assets: Path, day: str) -> dict[str, Any]:
+def labels_aside(config: Mapping[str, Any], day: str) -> pd.DataFrame:
+    """The day's labels, regenerated from the seeded generator for the comparison only."""
+    from ds_assets.assets.telemetry import TelemetrySourceConfig, load_telemetry
+
+    frame = load_telemetry(TelemetrySourceConfig(**{**config, "labels": True}), day)
+    return frame[["timestamp", "host_id", "label", "anomaly_type"]]
+
+
+def _labeled(scored: pd.DataFrame, aside: pd.DataFrame | None) -> pd.DataFrame:
+    if "label" in scored.columns or aside is None:
+        return scored
+    return scored.merge(aside, on=["timestamp", "host_id"], how="left", validate="one_to_one")
+
+
+def day_metrics(assets: Path, day: str, aside: pd.DataFrame | None = None) -> dict[str, Any]:
     """Deployed-flag metrics of the current scored partition and its alerts."""
-    return frame_metrics(pd.read_parquet(assets / "scored_telemetry" / f"{day}.parquet"),
-                         pd.read_parquet(assets / "alerts" / f"{day}.parquet"))
+    return frame_metrics(
+        _labeled(pd.read_parquet(assets / "scored_telemetry" / f"{day}.parquet"), aside),
+        pd.read_parquet(assets / "alerts" / f"{day}.parquet"))
 
 
-def bundle_day_metrics(bundle_path: Path, raw: pd.DataFrame) -> dict[str, Any]:
+def bundle_day_metrics(bundle_path: Path, raw: pd.DataFrame,
+                       aside: pd.DataFrame | None = None) -> dict[str, Any]:
     """The same metrics for a bundle that is not serving: the day scored, flagged and alerted
-    with its own policy, through the code the assets use."""
+    with its own policy, through the code the assets use, plus its event recall on anomalies
+    injected into the day (the label-free gate's evidence)."""
     from ds_assets.monitoring.alerts import alert_events
     from ds_assets.training.datasets import score_frame
+    from ds_assets.training.gate import ModelRun, injected_test_rows, measure
     from ds_serving.bundle import load_bundle
     from ds_serving.scoring import Scorer
 
     bundle = load_bundle(bundle_path)
     scored = score_frame(Scorer.from_bundle(bundle), raw)  # the backend scored_telemetry uses
-    return frame_metrics(scored, alert_events(scored, bundle.manifest.policy.alerting))
+    metrics = frame_metrics(_labeled(scored, aside), alert_events(scored,
+                                                                  bundle.manifest.policy.alerting))
+    injected = injected_test_rows(raw, list(bundle.manifest.features))
+    run = ModelRun.of(bundle_path, raw, injected)
+    labeled = _labeled(raw, aside)
+    real = labeled["label"].to_numpy() == 1 if "label" in labeled else np.zeros(len(raw), bool)
+    numbers = measure(run, raw, injected, np.isfinite(run.scores), real)
+    return {**metrics, "injected_recall": numbers["injected_event_recall"],
+            "injected_pr_auc": numbers["injected_pr_auc"]}
+
+
+def _false_alerts(scored: pd.DataFrame, alerts: pd.DataFrame) -> int:
+    """Alerts with no labeled anomaly row of their entity inside them."""
+    if not len(alerts):
+        return 0
+    if (alerts["anomaly_type"] != "unknown").all():
+        return int((alerts["anomaly_type"] == "none").sum())
+    anomalous = scored.loc[scored["label"] == 1, ["host_id", "timestamp"]]
+    false = 0
+    for alert in alerts.itertuples(index=False):
+        hits = anomalous[(anomalous["host_id"].astype(str) == str(alert.entity))
+                         & (anomalous["timestamp"] >= alert.start)
+                         & (anomalous["timestamp"] <= alert.end)]
+        false += hits.empty
+    return false
 
 
 def frame_metrics(scored: pd.DataFrame, alerts: pd.DataFrame) -> dict[str, Any]:
@@ -70,15 +117,16 @@ def frame_metrics(scored: pd.DataFrame, alerts: pd.DataFrame) -> dict[str, Any]:
         "f1": 2 * tp / (2 * tp + fp + fn) if tp else 0.0,
         "false_alarm_rate": fp / max(int((~y).sum()), 1),
         "alerts": len(alerts),
-        "false_alerts": int((alerts["anomaly_type"] == "none").sum()) if len(alerts) else 0,
+        "false_alerts": _false_alerts(scored, alerts),
     }
 
 
 def _metrics_row(day: str, m: Mapping[str, Any]) -> str:
     """One model's line of the old-vs-new tables (``day`` blank on the second model's line)."""
+    injected = f" {m['injected_recall']:13.3f}" if "injected_recall" in m else ""
     return (f"  {day:10} {'v' + m['version']:>5} {m['precision']:9.3f} {m['recall']:6.3f} "
             f"{m['f1']:6.3f} {m['false_alarm_rate']:11.4f} {m['alerts']:6d} "
-            f"{m['false_alerts']:12d}")
+            f"{m['false_alerts']:12d}{injected}")
 
 
 def _tick(
@@ -102,15 +150,20 @@ def run_drift_story(
     detector_config: Mapping[str, Any],
     n_days: int = 4,
     drift: Mapping[str, Any] | None = None,
+    labeled: bool = True,
 ) -> dict[str, Any]:
     """Run the episode and print it; returns the numbers for the summary."""
     assets = settings.data_dir / "assets"
     first = dt.date.fromisoformat(after) + dt.timedelta(days=1)
     days = [(first + dt.timedelta(days=i)).isoformat() for i in range(n_days)]
     start = days[1]  # the first story day stays normal: no false alarm expected
-    drifted = drift_source(source, start, drift)
+    drifted = {**drift_source(source, start, drift), "labels": labeled}
+    aside = {} if labeled else {d: labels_aside(drifted, d) for d in days}
     print(f"\n[drift 1/4] daily pipeline for {days[0]}..{days[-1]}; a release on {start} "
           f"drifts {', '.join(drifted['drift_features'])}; drift sensor evaluated after each day")
+    if not labeled:
+        print("  production telemetry: these days arrive without labels (kept aside, seeded, "
+              "for the old-vs-new tables only)")
     print(f"  {'day':10} {'drifted':7} {'score':>6} {'W1(score)':>9} {'flag rate':>9} "
           f"{'alerts':>6}  drifted features / sensor")
     cursor: str | None = None
@@ -125,10 +178,10 @@ def run_drift_story(
             request = requests[0]
         print(f"  {day:10} {report['drifted']!s:7} {report['drift_score']:6.2f} "
               f"{report['score']['wasserstein']:9.2f} {report['anomaly_rate']:9.4f} "
-              f"{day_metrics(assets, day)['alerts']:6d}  "
+              f"{day_metrics(assets, day, aside.get(day))['alerts']:6d}  "
               f"{','.join(report['drifted_features']) or '-'} | {decision}")
     drift_days = [d for d in days if d >= start]
-    before = {d: day_metrics(assets, d) for d in drift_days}
+    before = {d: day_metrics(assets, d, aside.get(d)) for d in drift_days}
     if request is None:
         print("  the drift sensor requested no retrain: the story stops here")
         return {"requested": False}
@@ -137,8 +190,12 @@ def run_drift_story(
           f"{request.run_config['ops']['training_set']['config']['end_partition']})")
     run_config = {"ops": {**request.run_config["ops"], "detector": {"config": detector_config}}}
     run(defs, "train_detector", instance, run_config=run_config, tags=request.tags)
-    champion = json.loads((assets / "champion.json").read_text())
-    print(f"  champion: v{champion['version']} ({champion['decision']['reason']})")
+    event = instance.get_latest_materialization_event(dg.AssetKey("champion"))
+    assert event is not None and event.asset_materialization is not None
+    gate: dict[str, Any] = dict(event.asset_materialization.metadata["decision"].value)  # type: ignore[arg-type]
+    verdict = "promoted" if gate["promote"] else "refused"
+    print(f"  v{gate['challenger_version']} {verdict} on {gate['evidence']} evidence: "
+          f"{gate['reason']}")
 
     rescore, _, skip = _tick(defs, instance, "champion_rescore_sensor", None)
     keys = [str(r.partition_key) for r in rescore]
@@ -147,7 +204,7 @@ def run_drift_story(
     for req in rescore:
         run(defs, req.job_name or "rescore_telemetry", instance,
             partition_key=req.partition_key, tags=req.tags)
-    after_rescore = {d: day_metrics(assets, d) for d in drift_days}
+    after_rescore = {d: day_metrics(assets, d, aside.get(d)) for d in drift_days}
     print(f"  {'day':10} {'model':>5} {'precision':>9} {'recall':>6} {'F1':>6} "
           f"{'false alarm':>11} {'alerts':>6} {'false alerts':>12} {'drift score':>11}")
     for d in drift_days:
@@ -173,11 +230,21 @@ def run_drift_story(
     run(defs, "daily_pipeline", instance, partition_key=later,
         run_config={"ops": {"raw_telemetry": {"config": drifted}}})
     raw = pd.read_parquet(assets / "raw_telemetry" / f"{later}.parquet")
+    kept = None if labeled else labels_aside(drifted, later)
     old_version = before[drift_days[0]]["version"]
-    old_bundle = version_dir(settings.models_dir, settings.model_name, old_version)
-    unseen = {"old": bundle_day_metrics(old_bundle, raw),
-              "new": day_metrics(assets, later)}
+    new_version = str(gate["challenger_version"])
+    unseen = {side: bundle_day_metrics(
+        version_dir(settings.models_dir, settings.model_name, version), raw, kept)
+        for side, version in (("old", old_version), ("new", new_version))}
+    print(f"  {'day':10} {'model':>5} {'precision':>9} {'recall':>6} {'F1':>6} "
+          f"{'false alarm':>11} {'alerts':>6} {'false alerts':>12} {'injected recall':>13}")
     for label, m in unseen.items():
         print(_metrics_row(later if label == "old" else "", m))
-    return {"requested": True, "promoted": bool(champion["decision"]["promote"]),
+    old, new = unseen["old"]["false_alarm_rate"], unseen["new"]["false_alarm_rate"]
+    print(f"  false-alarm rate {old:.4f} -> {new:.4f} "
+          f"({old / new if new else float('inf'):.1f}x fewer); event recall on injected "
+          f"anomalies {unseen['old']['injected_recall']:.3f} -> "
+          f"{unseen['new']['injected_recall']:.3f}")
+    return {"requested": True, "promoted": bool(gate["promote"]),
+            "labeled": labeled, "decision": gate,
             "rescored": keys, "mean": mean, "out_of_sample": {"day": later, **unseen}}

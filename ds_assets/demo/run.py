@@ -77,6 +77,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--anomaly-rate", type=float, default=0.01)
     parser.add_argument("--drift-days", type=int, default=4,
                         help="days of the drift episode after --end (0 skips it)")
+    parser.add_argument("--drift-labels", choices=("unlabeled", "labeled"), default="unlabeled",
+                        help="whether the drift episode's days carry labels; production "
+                             "telemetry does not (the retrain screens them, the label-free "
+                             "gate decides)")
+    parser.add_argument("--summary", type=Path, default=None,
+                        help="also write the headline numbers and the drift episode's as JSON")
     parser.add_argument("--verbose", action="store_true",
                         help="print Dagster's step events (DEBUG) on the console too")
     parser.add_argument("--keep", action="store_true",
@@ -142,14 +148,22 @@ def main(argv: list[str] | None = None) -> int:
     robustness = json.loads((assets_dir / "robustness_report.json").read_text())
     print("  robustness : " + ", ".join(
         f"{r['scenario']} F1={r['f1']:.3f}" for r in robustness["scenarios"]))
+    story: dict[str, Any] = {}
     if args.drift_days:
         t_story = time.perf_counter()
-        run_drift_story(
+        story = run_drift_story(
             defs, instance, settings, run, after=days[-1], source=source,
             detector_config={"epochs": args.epochs}, n_days=args.drift_days,
+            labeled=args.drift_labels == "labeled",
         )
         print(f"\nDrift episode in {time.perf_counter() - t_story:.1f}s; demo wall time "
               f"{time.perf_counter() - started:.1f}s.")
+    if args.summary is not None:
+        args.summary.write_text(json.dumps({
+            "wall_s": time.perf_counter() - started, "drift_labels": args.drift_labels,
+            "test": {k: report.get(k) for k in ("precision", "recall", "f1", "roc_auc",
+                                                "pr_auc")},
+            "drift": story}, indent=2, default=str))
     print("\nUI: `make dev` then open http://127.0.0.1:3000 (same DAGSTER_HOME, every run shown)")
     return 0
 

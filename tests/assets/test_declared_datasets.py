@@ -133,6 +133,35 @@ def test_from_a_users_file_to_a_champion_in_two_commands(
                                                          "2013-12-04", "2013-12-05"]
 
 
+def test_a_file_without_labels_trains_and_is_judged_on_injected_anomalies(
+    tmp_path: Path, settings: Settings, monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """Production telemetry with no labels at all: scaffold, then materialize to a champion;
+    training screens the rows, the evaluation and the gate use injected anomalies."""
+    data, _ = _user_file(tmp_path)
+    defs_dir = tmp_path / "defs"
+    home = tmp_path / "home"
+    home.mkdir()
+    for name, value in {"DAGSTER_HOME": str(home), "DS_DATA_DIR": str(settings.data_dir),
+                        "DS_MLFLOW_TRACKING_URI": settings.mlflow_tracking_uri}.items():
+        monkeypatch.setenv(name, value)
+    assert ds_dataset(["--defs-dir", str(defs_dir), "scaffold", str(data), "--name",
+                       "prod"]) == 0
+    declaration = defs_dir / "prod" / "defs.yaml"
+    document: dict[str, Any] = yaml.safe_load(declaration.read_text())
+    assert document["attributes"]["labels"] == {"kind": "none"}
+    document["attributes"]["detector"].update(epochs=2, window=8)
+    declaration.write_text(yaml.safe_dump(document))
+    assert ds_dataset(["--defs-dir", str(defs_dir), "materialize", "prod"]) == 0
+    printed = capsys.readouterr().out
+    assert "declares no labels: training screens its rows" in printed
+    assert "champion : prod-ae v1" in printed and "injected anomalies=" in printed
+    report = json.loads((settings.data_dir / "assets" / "prod" / "evaluation_report.json")
+                        .read_text())
+    assert report["n_anomalies"] > 0 and 0 <= report["pr_auc"] <= 1
+
+
 def test_materialize_names_what_is_wrong(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str],
 ) -> None:

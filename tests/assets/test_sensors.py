@@ -276,9 +276,13 @@ TINY_MODEL = {"epochs": 1, "hidden": [8, 3], "batch_size": 128}
 TINY_DRIFT = {"drift_mean_shift": 10.0, "drift_scale": 2.0, "drift_seasonal_amplitude": 5.0}
 
 
-def test_drift_story_end_to_end(settings: Settings, capsys: pytest.CaptureFixture[str]) -> None:
+@pytest.mark.parametrize("labeled", [True, False], ids=["labeled", "production"])
+def test_drift_story_end_to_end(settings: Settings, capsys: pytest.CaptureFixture[str],
+                                labeled: bool) -> None:
     """Real runs, through the demo's episode: a normal week and a model, then drifted days ->
-    drift reports -> drift sensor -> requested retrain -> promotion sensor -> re-score."""
+    drift reports -> drift sensor -> requested retrain -> promotion sensor -> re-score. In the
+    production variant the drifted days carry no labels: the retrain trains on them screened
+    and the label-free gate promotes."""
     defs = build_definitions(settings)
     assets = settings.data_dir / "assets"
 
@@ -294,7 +298,7 @@ def test_drift_story_end_to_end(settings: Settings, capsys: pytest.CaptureFixtur
             "detector": {"config": TINY_MODEL}}})
         story = run_drift_story(defs, instance, settings, run, after=WEEK[-1],
                                 source=TINY_SOURCE, detector_config=TINY_MODEL, n_days=4,
-                                drift=TINY_DRIFT)
+                                drift=TINY_DRIFT, labeled=labeled)
         printed = capsys.readouterr().out
 
         def first_report(day: str) -> dict[str, Any]:
@@ -343,6 +347,17 @@ def test_drift_story_end_to_end(settings: Settings, capsys: pytest.CaptureFixtur
         assert (unseen["old"]["version"], unseen["new"]["version"]) == (
             "1", bundle.manifest.version)
         assert "[drift 4/4] out of sample: 2026-11-12" in printed
+        assert unseen["new"]["false_alarm_rate"] < unseen["old"]["false_alarm_rate"]
+        assert story["decision"]["evidence"] == ("labels" if labeled else "injected")
+        if not labeled:
+            raw = pd.read_parquet(assets / "raw_telemetry" / "2026-11-12.parquet")
+            assert "label" not in raw.columns  # production days: no labels anywhere
+            training = instance.get_latest_materialization_event(dg.AssetKey("training_set"))
+            assert training is not None and training.asset_materialization is not None
+            meta = training.asset_materialization.metadata
+            assert {"2026-11-09", "2026-11-10", "2026-11-11"} <= set(
+                meta["unlabeled_partitions"].value)  # type: ignore[arg-type]
+            assert "production telemetry: these days arrive without labels" in printed
 
 
 def test_automation_starts_running_only_when_switched_on(
