@@ -22,7 +22,8 @@ from ds_assets.telemetry.declaration import (
 )
 
 # per-asset run-config sections a declaration may give defaults for
-CONFIG_SECTIONS = {"training": "training_set", "detector": "detector", "policy": "model_bundle"}
+CONFIG_SECTIONS = {"training": "training_set", "detector": "detector", "policy": "model_bundle",
+                   "promotion": "champion"}
 
 
 class TelemetryDataset(dg.Component, dg.Model, dg.Resolvable):
@@ -48,6 +49,8 @@ class TelemetryDataset(dg.Component, dg.Model, dg.Resolvable):
     training: dict[str, Any] = {}
     detector: dict[str, Any] = {}
     policy: dict[str, Any] = {}
+    # promotion (ChampionConfig): shadow_days before a promotion (default: 2 for drift retrains)
+    promotion: dict[str, Any] = {}
 
     def spec(self) -> DatasetSpec | None:
         if self.source is None:

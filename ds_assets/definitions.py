@@ -29,6 +29,11 @@ from ds_assets.assets.evaluation import build_champion_asset, build_evaluation_r
 from ds_assets.assets.robustness import build_robustness_report_asset
 from ds_assets.assets.rollback import build_rollback_job
 from ds_assets.assets.scoring import build_scored_telemetry_asset
+from ds_assets.assets.shadow import (
+    build_shadow_report_asset,
+    build_shadow_verdict_asset,
+    build_shadow_verdict_job,
+)
 from ds_assets.assets.telemetry import build_raw_telemetry_asset, build_raw_telemetry_checks
 from ds_assets.dataset import Dataset
 from ds_assets.resources.io_manager import LocalArtifactIOManager
@@ -44,6 +49,7 @@ from ds_assets.sensors.schedules import (
     build_weekly_retrain_schedule,
     daily_automation_sensor,
 )
+from ds_assets.sensors.shadow import build_shadow_sensor
 from ds_assets.settings import Settings
 
 if TYPE_CHECKING:  # what define_asset_job returns (not exported by dagster)
@@ -67,6 +73,8 @@ def build_assets(ds: Dataset) -> list[dg.AssetsDefinition]:
         build_drift_report_asset(ds),
         build_alerts_asset(ds),
         build_robustness_report_asset(ds),
+        build_shadow_report_asset(ds),
+        build_shadow_verdict_asset(ds),
     ]
 
 
@@ -147,10 +155,10 @@ def build_dataset_definitions(
         assets=build_assets(ds),
         asset_checks=build_checks(ds),
         jobs=[*build_jobs(ds, settings.gpu_run_tags()), daily_pipeline, build_rescore_job(ds),
-              build_rollback_job(ds)],
+              build_rollback_job(ds), build_shadow_verdict_job(ds)],
         schedules=[build_daily_schedule(ds, daily_pipeline), build_weekly_retrain_schedule(ds)],
         sensors=[drift_sensor_from_env(ds), promotion_sensor_from_env(ds),
-                 daily_automation_sensor(ds)],
+                 daily_automation_sensor(ds), build_shadow_sensor(ds)],
         resources={**shared, ds.registry_key: build_registry(settings, ds)},
     )
 

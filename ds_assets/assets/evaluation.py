@@ -1,6 +1,8 @@
 """Evaluation of a bundle on the held-out test split, and champion promotion."""
 
 
+import os
+from collections.abc import Mapping
 from typing import Any
 
 import dagster as dg
@@ -25,6 +27,7 @@ from ds_assets.training.datasets import (
 )
 from ds_assets.training.gate import ModelRun, injected_test_rows, judge, known_labels
 from ds_assets.training.promotion import rows_after_fit
+from ds_assets.training.shadow import open_candidate
 from ds_serving.bundle import load_bundle
 from ds_serving.scoring import Scorer
 
@@ -141,6 +144,22 @@ def build_evaluation_report_asset(ds: Dataset) -> dg.AssetsDefinition:
     return evaluation_report
 
 
+class ChampionConfig(dg.Config):
+    """Shadow scoring before promotion: a challenger that passes the gate scores this many next
+    days beside the champion, without serving, before the verdict (ds_assets.training.shadow).
+    None: DS_SHADOW_DAYS (2) for drift-triggered retrains, 0 (promote at once) otherwise."""
+
+    shadow_days: int | None = None
+
+
+def shadow_days(config: ChampionConfig, tags: Mapping[str, str]) -> int:
+    if config.shadow_days is not None:
+        return config.shadow_days
+    if tags.get("datasentinel/trigger") == "drift":
+        return int(os.environ.get("DS_SHADOW_DAYS", "2"))
+    return 0
+
+
 def build_champion_asset(ds: Dataset) -> dg.AssetsDefinition:
     @dg.asset(
         key=ds.key("champion"),
@@ -150,8 +169,10 @@ def build_champion_asset(ds: Dataset) -> dg.AssetsDefinition:
         group_name=ds.scoped("evaluation"),
         required_resource_keys={ds.registry_key, PIPELINE_METRICS_KEY},
     )
+    @ds.with_defaults("champion")
     def champion(
         context: dg.AssetExecutionContext,
+        config: ChampionConfig,
         model_bundle: dict[str, Any],
         evaluation_report: dict[str, Any],
         training_set: pd.DataFrame,
@@ -182,15 +203,29 @@ def build_champion_asset(ds: Dataset) -> dg.AssetsDefinition:
         run_id = model_bundle.get("mlflow_run_id")
         registry.log_report(run_id, evaluation_report)
         registry.log_decision(run_id, decision)
-        aliased = registry.promote(decision, model_bundle.get("mlflow_model_version"))
-        context.log.info(f"promotion decision: {decision.reason}")
+        shadow = shadow_days(config, context.run.tags)
+        candidate = None
+        if decision.promote and shadow > 0 and incumbent is not None:
+            lineage = load_bundle(model_bundle["path"]).manifest.lineage
+            candidate = open_candidate(
+                registry.models_dir, registry.model_name, decision.challenger_version,
+                incumbent.version, str(lineage["partitions"][-1]), shadow, decision.to_dict())
+            context.log.info(f"v{candidate.version} passed the gate ({decision.reason}); it "
+                             f"scores the {shadow} day(s) after {candidate.after} in shadow "
+                             f"beside v{incumbent.version} before its verdict")
+            aliased = None
+        else:
+            aliased = registry.promote(decision, model_bundle.get("mlflow_model_version"))
+            context.log.info(f"promotion decision: {decision.reason}")
         serving = registry.champion_version()
         details = decision.details or {}
         table = pd.DataFrame([{"model": side, **{k: v for k, v in details[side].items()}}
                               for side in ("challenger", "champion") if side in details])
         context.add_output_metadata(
             {
-                "promoted": decision.promote,
+                "promoted": decision.promote and candidate is None,
+                "shadow": (f"v{candidate.version} in shadow for {candidate.days} day(s) after "
+                           f"{candidate.after}" if candidate is not None else "none"),
                 "reason": decision.reason,
                 "evidence": decision.evidence,
                 "champion_version": serving or "",
@@ -210,6 +245,7 @@ def build_champion_asset(ds: Dataset) -> dg.AssetsDefinition:
         )
         pipeline_metrics(context).push(ds.name, "champion",
                                        {"champion_version": version_number(serving)})
-        return {"name": registry.model_name, "version": serving, "decision": decision.to_dict()}
+        return {"name": registry.model_name, "version": serving, "decision": decision.to_dict(),
+                "candidate": candidate.to_dict() if candidate is not None else None}
 
     return champion

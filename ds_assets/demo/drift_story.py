@@ -2,10 +2,12 @@
 
 Days of drifted telemetry go through the daily pipeline (ingest -> checks -> score -> drift ->
 alerts); after each day the drift sensor is evaluated against the demo instance; the retrain run
-it requests is launched; the promotion sensor then requests the re-scoring backfill, whose runs
-are launched too. Old vs new model numbers on the drifted days come from the scored partitions
-before and after that backfill; those days trained the new model, so a further drifted day after
-the retrain window is scored by both models as the out-of-sample comparison.
+it requests is launched; a candidate that passes the gate scores the next days in shadow beside
+the champion, and the shadow sensor's verdict run is launched; the promotion sensor then
+requests the re-scoring backfill, whose runs are launched too. Old vs new model numbers on the
+drifted days come from the scored partitions before and after that backfill; those days trained
+the new model, so the first day after the retrain window is scored by both models as the
+out-of-sample comparison.
 
 In production nobody labels telemetry: with ``labeled=False`` the episode's days arrive without
 labels, the retrain screens them for anomalies and the label-free gate decides. The labels are
@@ -26,6 +28,7 @@ import numpy as np
 import pandas as pd
 
 from ds_assets.settings import Settings
+from ds_assets.training.shadow import pending_candidate
 from ds_serving.bundle import version_dir
 
 Runner = Callable[..., None]
@@ -129,12 +132,21 @@ def _metrics_row(day: str, m: Mapping[str, Any]) -> str:
             f"{m['false_alerts']:12d}{injected}")
 
 
+def registries(defs: dg.Definitions) -> dict[str, Any]:
+    """The model registries of ``defs``: the resources sensors use (the daemon gives each
+    sensor its required ones; a built context gets them explicitly)."""
+    from ds_assets.resources.registry import ModelRegistry
+
+    return {k: v for k, v in (defs.resources or {}).items() if isinstance(v, ModelRegistry)}
+
+
 def _tick(
     defs: dg.Definitions, instance: dg.DagsterInstance, name: str, cursor: str | None
 ) -> tuple[list[dg.RunRequest], str | None, str]:
     """One evaluation of a sensor of ``defs``: (run requests, new cursor, skip message)."""
     data = defs.resolve_sensor_def(name).evaluate_tick(
-        dg.build_sensor_context(instance=instance, cursor=cursor, definitions=defs)
+        dg.build_sensor_context(instance=instance, cursor=cursor, definitions=defs,
+                                resources=registries(defs))
     )
     return list(data.run_requests or []), data.cursor, data.skip_message or ""
 
@@ -159,7 +171,7 @@ def run_drift_story(
     start = days[1]  # the first story day stays normal: no false alarm expected
     drifted = {**drift_source(source, start, drift), "labels": labeled}
     aside = {} if labeled else {d: labels_aside(drifted, d) for d in days}
-    print(f"\n[drift 1/4] daily pipeline for {days[0]}..{days[-1]}; a release on {start} "
+    print(f"\n[drift 1/5] daily pipeline for {days[0]}..{days[-1]}; a release on {start} "
           f"drifts {', '.join(drifted['drift_features'])}; drift sensor evaluated after each day")
     if not labeled:
         print("  production telemetry: these days arrive without labels (kept aside, seeded, "
@@ -186,20 +198,50 @@ def run_drift_story(
         print("  the drift sensor requested no retrain: the story stops here")
         return {"requested": False}
 
-    print(f"\n[drift 2/4] launch the requested retrain ({request.run_key}, window ending "
+    print(f"\n[drift 2/5] launch the requested retrain ({request.run_key}, window ending "
           f"{request.run_config['ops']['training_set']['config']['end_partition']})")
     run_config = {"ops": {**request.run_config["ops"], "detector": {"config": detector_config}}}
     run(defs, "train_detector", instance, run_config=run_config, tags=request.tags)
-    event = instance.get_latest_materialization_event(dg.AssetKey("champion"))
-    assert event is not None and event.asset_materialization is not None
-    gate: dict[str, Any] = dict(event.asset_materialization.metadata["decision"].value)  # type: ignore[arg-type]
-    verdict = "promoted" if gate["promote"] else "refused"
+    gate = _latest_decision(instance)
+    candidate = pending_candidate(settings.models_dir, settings.model_name)
+    verdict = ("passed the gate" if candidate is not None
+               else "promoted" if gate["promote"] else "refused")
     print(f"  v{gate['challenger_version']} {verdict} on {gate['evidence']} evidence: "
           f"{gate['reason']}")
 
+    later = (dt.date.fromisoformat(days[-1]) + dt.timedelta(days=1)).isoformat()
+    shadow: dict[str, Any] = {}
+    final = gate
+    if candidate is not None:
+        shadow_days = [(dt.date.fromisoformat(candidate.after) + dt.timedelta(days=i + 1))
+                       .isoformat() for i in range(candidate.days)]
+        print(f"\n[drift 3/5] shadow: v{candidate.version} scores {', '.join(shadow_days)} "
+              f"beside v{candidate.champion_version}, which keeps serving")
+        print(f"  {'day':10} {'model':>5} {'flag rate':>9} {'alerts':>6} {'drift score':>11} "
+              f"{'injected recall':>15}")
+        for day in shadow_days:
+            run(defs, "daily_pipeline", instance, partition_key=day,
+                run_config={"ops": {"raw_telemetry": {"config": drifted}}})
+            report = json.loads((assets / "shadow_report" / f"{day}.json").read_text())
+            shadow[day] = report
+            for side in ("champion", "candidate"):
+                m = report[side]
+                print(f"  {day if side == 'champion' else '':10} {'v' + m['version']:>5} "
+                      f"{m['flag_rate']:9.4f} {m['alerts']:6d} {m['drift_score']:11.2f} "
+                      f"{m['injected_event_recall']:15.3f}")
+        requests, _, skip = _tick(defs, instance, "shadow_verdict_sensor", None)
+        if requests:
+            run(defs, requests[0].job_name or "judge_candidate", instance, tags=requests[0].tags)
+            final = _latest_decision(instance)
+            print(f"  shadow sensor -> verdict: v{candidate.version} "
+                  f"{'promoted' if final['promote'] else 'dropped'}: {final['reason']}")
+        else:
+            print(f"  shadow sensor: {skip}")
+        later = shadow_days[0]
+
     rescore, _, skip = _tick(defs, instance, "champion_rescore_sensor", None)
     keys = [str(r.partition_key) for r in rescore]
-    print(f"\n[drift 3/4] promotion sensor: {len(keys)} re-score run(s) "
+    print(f"\n[drift 4/5] promotion sensor: {len(keys)} re-score run(s) "
           f"{keys[0] + '..' + keys[-1] if keys else skip}")
     for req in rescore:
         run(defs, req.job_name or "rescore_telemetry", instance,
@@ -223,12 +265,12 @@ def run_drift_story(
     print("  (these days are inside the new model's training window: their normal rows "
           "trained it)")
 
-    # a day after the retrain window: out of sample for the new model as for the old one
-    later = (dt.date.fromisoformat(days[-1]) + dt.timedelta(days=1)).isoformat()
-    print(f"\n[drift 4/4] out of sample: {later}, still drifted, after the retrain window; "
-          "daily pipeline with the new champion, the old model scored beside it")
-    run(defs, "daily_pipeline", instance, partition_key=later,
-        run_config={"ops": {"raw_telemetry": {"config": drifted}}})
+    # a day after the retrain window (the first shadow day): out of sample for both models
+    print(f"\n[drift 5/5] out of sample: {later}, still drifted, after the retrain window; "
+          "both models scored on it")
+    if not shadow:
+        run(defs, "daily_pipeline", instance, partition_key=later,
+            run_config={"ops": {"raw_telemetry": {"config": drifted}}})
     raw = pd.read_parquet(assets / "raw_telemetry" / f"{later}.parquet")
     kept = None if labeled else labels_aside(drifted, later)
     old_version = before[drift_days[0]]["version"]
@@ -245,6 +287,13 @@ def run_drift_story(
           f"({old / new if new else float('inf'):.1f}x fewer); event recall on injected "
           f"anomalies {unseen['old']['injected_recall']:.3f} -> "
           f"{unseen['new']['injected_recall']:.3f}")
-    return {"requested": True, "promoted": bool(gate["promote"]),
-            "labeled": labeled, "decision": gate,
+    return {"requested": True, "promoted": bool(final["promote"]),
+            "labeled": labeled, "gate": gate, "decision": final, "shadow": shadow,
             "rescored": keys, "mean": mean, "out_of_sample": {"day": later, **unseen}}
+
+
+def _latest_decision(instance: dg.DagsterInstance) -> dict[str, Any]:
+    """The decision of the latest ``champion`` materialization (gate or shadow verdict)."""
+    event = instance.get_latest_materialization_event(dg.AssetKey("champion"))
+    assert event is not None and event.asset_materialization is not None
+    return dict(event.asset_materialization.metadata["decision"].value)  # type: ignore[arg-type]

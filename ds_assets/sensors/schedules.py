@@ -17,7 +17,7 @@ if TYPE_CHECKING:  # define_asset_job's result and what scheduling it returns (n
 from ds_assets.dataset import Dataset
 from ds_assets.sensors.records import schedule_status, sensor_status
 
-DAILY_ASSETS = ("raw_telemetry", "scored_telemetry", "drift_report", "alerts")
+DAILY_ASSETS = ("raw_telemetry", "scored_telemetry", "drift_report", "alerts", "shadow_report")
 RESCORE_ASSETS = ("scored_telemetry", "drift_report", "alerts")
 
 
@@ -83,12 +83,12 @@ def build_weekly_retrain_schedule(ds: Dataset) -> dg.ScheduleDefinition:
 
 
 def daily_automation_sensor(ds: Dataset) -> dg.AutomationConditionSensorDefinition:
-    """Evaluates the daily assets' automation conditions (score, drift, alerts once a day's
-    raw data passed its checks). Declared here, not left to Dagster's implicit default sensor,
+    """Evaluates the daily assets' automation conditions (score, drift, alerts, shadow report
+    once a day's raw data passed its checks). Declared here, not left to Dagster's implicit default sensor,
     so that DS_AUTOMATION switches it on with the schedules and sensors."""
     return dg.AutomationConditionSensorDefinition(
         ds.scoped("daily_monitoring_automation"),
-        target=dg.AssetSelection.assets(*ds.keys(*RESCORE_ASSETS)),
+        target=dg.AssetSelection.assets(*ds.keys(*RESCORE_ASSETS, "shadow_report")),
         default_status=sensor_status(),
         description="Score, drift-report and alert a day once its raw data passed its checks.",
     )

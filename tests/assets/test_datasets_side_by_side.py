@@ -15,12 +15,13 @@ from ds_assets.telemetry.validation import CHECK_NAMES
 ASSETS = {
     "raw_telemetry", "training_set", "detector", "onnx_model", "model_bundle", "tensorrt_engine",
     "evaluation_report", "champion", "scored_telemetry", "drift_report", "alerts",
-    "robustness_report",
+    "robustness_report", "shadow_report", "shadow_verdict",
 }
 JOBS = {"ingest_telemetry", "train_detector", "score_telemetry", "daily_pipeline",
-        "rescore_telemetry"}
+        "rescore_telemetry", "rollback_champion", "judge_candidate"}
 SCHEDULES = {"daily_pipeline_schedule", "weekly_retrain_schedule"}
-SENSORS = {"drift_retrain_sensor", "champion_rescore_sensor", "daily_monitoring_automation"}
+SENSORS = {"drift_retrain_sensor", "champion_rescore_sensor", "daily_monitoring_automation",
+           "shadow_verdict_sensor"}
 PUMPS_DAY = "2026-10-15"  # before the default dataset's first partition
 
 
@@ -92,6 +93,7 @@ def test_jobs_schedules_sensors_and_registries_are_per_dataset(
     assert schedules["pumps__weekly_retrain_schedule"].job_name == "pumps__train_detector"
     assert sensors["pumps__drift_retrain_sensor"].job_name == "pumps__train_detector"
     assert sensors["pumps__champion_rescore_sensor"].job_name == "pumps__rescore_telemetry"
+    assert sensors["pumps__shadow_verdict_sensor"].job_name == "pumps__judge_candidate"
 
     resources = defs.resources or {}
     assert resources[dataset.registry_key].model_name == "test-ae"

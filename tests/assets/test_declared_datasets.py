@@ -57,9 +57,12 @@ def test_declared_defaults_reach_the_asset_config(tmp_path: Path) -> None:
     declared = TelemetryDataset.model_validate({
         "name": "pump", "source": {"path": str(tmp_path / "x.csv")},
         "partitions": {"start": "2024-01-01"}, "detector": {"family": "pca", "epochs": 3},
-        "policy": {"quantile": 0.99}})
+        "policy": {"quantile": 0.99}, "promotion": {"shadow_days": 3}})
     ds = declared.dataset(Settings.from_env({"DS_DATA_DIR": str(tmp_path)}))
     from ds_assets.assets.detector import BundleConfig, DetectorConfig
+    from ds_assets.assets.evaluation import ChampionConfig
+
+    assert ds.config_class(ChampionConfig, "champion")().shadow_days == 3
 
     assert ds.config_class(DetectorConfig, "detector")().family.value == "pca"
     assert ds.config_class(BundleConfig, "model_bundle")().quantile == 0.99

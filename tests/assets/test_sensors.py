@@ -4,6 +4,7 @@ against an instance holding real materialization records: episodes, cursors, de-
 from __future__ import annotations
 
 import json
+from pathlib import Path
 from typing import Any
 
 import dagster as dg
@@ -55,6 +56,49 @@ def _tick(
 def instance() -> Any:
     with dg.instance_for_test() as inst:
         yield inst
+
+
+def test_shadow_sensor_requests_the_verdict_once_the_shadow_days_are_reported(
+    instance: dg.DagsterInstance, tmp_path: Path
+) -> None:
+    from ds_assets.resources.registry import ModelRegistry
+    from ds_assets.sensors.shadow import build_shadow_sensor
+    from ds_assets.training.shadow import open_candidate
+
+    sensor = build_shadow_sensor(DEFAULT)
+    registry = ModelRegistry(models_dir=str(tmp_path), model_name=DEFAULT.model_name)
+
+    def tick() -> tuple[list[dg.RunRequest], str | None]:
+        result = sensor.evaluate_tick(dg.build_sensor_context(
+            instance=instance, resources={DEFAULT.registry_key: registry}))
+        return list(result.run_requests or []), result.skip_message
+
+    assert tick() == ([], "no candidate in shadow")
+    open_candidate(tmp_path, DEFAULT.model_name, "2", "1", DAYS[4], 2, {"reason": "gate"})
+    _report(instance, "shadow_report", DAYS[4], candidate_version="")  # its training window
+    _report(instance, "shadow_report", DAYS[5], candidate_version="2")
+    _report(instance, "shadow_report", DAYS[6], candidate_version="0")  # an older candidate's
+    requests, skip = tick()
+    assert not requests and skip == f"candidate v2: 1 of 2 shadow day(s) reported after {DAYS[4]}"
+    _report(instance, "shadow_report", DAYS[6], candidate_version="2")  # re-reported for v2
+    requests, _ = tick()
+    assert len(requests) == 1 and requests[0].run_key is not None
+    assert requests[0].run_key.startswith("shadow:2:")
+    assert requests[0].tags["datasentinel/shadow_days"] == f"{DAYS[5]},{DAYS[6]}"
+
+
+def test_shadow_days_default_to_drift_triggered_retrains(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    from ds_assets.assets.evaluation import ChampionConfig, shadow_days
+
+    monkeypatch.delenv("DS_SHADOW_DAYS", raising=False)
+    drift = {"datasentinel/trigger": "drift"}
+    assert shadow_days(ChampionConfig(), drift) == 2
+    assert shadow_days(ChampionConfig(), {}) == 0  # by hand, schedule: promote at once
+    assert shadow_days(ChampionConfig(shadow_days=0), drift) == 0  # the dataset opts out
+    assert shadow_days(ChampionConfig(shadow_days=3), {}) == 3
+    monkeypatch.setenv("DS_SHADOW_DAYS", "4")
+    assert shadow_days(ChampionConfig(), drift) == 4
 
 
 def test_drift_sensor_requests_once_per_episode(instance: dg.DagsterInstance) -> None:
@@ -333,7 +377,15 @@ def test_drift_story_end_to_end(settings: Settings, capsys: pytest.CaptureFixtur
         # retrained on the drifted days (seeded), it beats the old champion on their test rows
         assert story["promoted"], printed
         # the promotion sensor re-scored every scored day with the new champion
-        assert story["rescored"] == ["2026-11-08", "2026-11-09", "2026-11-10", "2026-11-11"]
+        # drift-triggered: the candidate first scored two days in shadow, v1 serving
+        assert sorted(story["shadow"]) == ["2026-11-12", "2026-11-13"]
+        for report in story["shadow"].values():
+            assert report["champion"]["version"] == "1"
+            assert report["candidate"]["version"] == bundle.manifest.version
+            assert report["candidate"]["flag_rate"] < report["champion"]["flag_rate"]
+        assert story["gate"]["promote"] and "shadow sensor -> verdict" in printed
+        assert story["rescored"] == ["2026-11-08", "2026-11-09", "2026-11-10", "2026-11-11",
+                                     "2026-11-12", "2026-11-13"]
         for day in story["rescored"]:
             scored = pd.read_parquet(assets / "scored_telemetry" / f"{day}.parquet")
             assert set(scored["model_version"]) == {bundle.manifest.version}
@@ -346,7 +398,7 @@ def test_drift_story_end_to_end(settings: Settings, capsys: pytest.CaptureFixtur
         assert unseen["day"] == "2026-11-12"
         assert (unseen["old"]["version"], unseen["new"]["version"]) == (
             "1", bundle.manifest.version)
-        assert "[drift 4/4] out of sample: 2026-11-12" in printed
+        assert "[drift 5/5] out of sample: 2026-11-12" in printed
         assert unseen["new"]["false_alarm_rate"] < unseen["old"]["false_alarm_rate"]
         assert story["decision"]["evidence"] == ("labels" if labeled else "injected")
         if not labeled:
@@ -379,6 +431,6 @@ def test_automation_starts_running_only_when_switched_on(
     graph = defs.resolve_asset_graph()
     automated = {k.to_user_string() for k in graph.get_all_asset_keys()
                  if graph.get(k).automation_condition is not None}
-    assert automated == {"scored_telemetry", "drift_report", "alerts"}
+    assert automated == {"scored_telemetry", "drift_report", "alerts", "shadow_report"}
     targeted = automation.asset_selection.resolve(graph)  # type: ignore[union-attr]
     assert {k.to_user_string() for k in targeted} == automated

@@ -135,3 +135,29 @@ def test_a_window_screened_to_too_little_is_refused_with_its_numbers() -> None:
     with pytest.raises(DatasetError, match=r"left 40 of 100 unlabeled rows \(40.0% < the "
                                            r"minimum 50%\)"):
         check_enough_left(40, 100, 0.5, "training_set")
+
+
+def test_a_candidate_waits_in_its_own_pointer(tmp_path: Path) -> None:
+    from ds_assets.training.shadow import close_candidate, open_candidate, pending_candidate
+
+    assert pending_candidate(tmp_path, "m") is None
+    opened = open_candidate(tmp_path, "m", "3", "2", "2026-11-11", 2, {"reason": "r"})
+    assert pending_candidate(tmp_path, "m") == opened
+    days = ["2026-11-10", "2026-11-11", "2026-11-12", "2026-11-14", "2026-11-15"]
+    assert opened.shadow_days(days) == ["2026-11-12", "2026-11-14"]  # after its window
+    assert not (tmp_path / "m" / "champion.json").exists()  # nothing serves it
+    close_candidate(tmp_path, "m")
+    assert pending_candidate(tmp_path, "m") is None
+    with pytest.raises(ValueError, match="shadow days=0 must be >= 1"):
+        open_candidate(tmp_path, "m", "3", "2", "2026-11-11", 0, {})
+
+
+def test_the_shadow_verdict_is_the_gate_on_the_shadow_days(
+        models: dict[str, Path], test_rows: pd.DataFrame) -> None:
+    from ds_assets.training.shadow import shadow_rows, verdict
+
+    days = {"a": test_rows.iloc[:600], "b": test_rows.iloc[600:]}
+    rows = shadow_rows(days, ["b", "a"])
+    assert rows["timestamp"].is_monotonic_increasing and len(rows) == len(test_rows)
+    assert not verdict(models["blind"], models["good"], rows).promote  # worse: dropped
+    assert verdict(models["good"], models["before_drift"], rows).promote

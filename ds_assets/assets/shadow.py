@@ -1,0 +1,140 @@
+"""Shadow scoring: the candidate beside the champion per day, then the verdict.
+
+Wiring around :mod:`ds_assets.training.shadow`: ``shadow_report`` (daily, in the daily pipeline)
+compares both models on each day after the candidate's training window; ``shadow_verdict`` (a
+job the shadow sensor requests once enough days exist) re-runs the promotion gate on those
+days and promotes or drops the candidate, recording a ``champion`` materialization either way,
+so the promotion sensor re-scores after a promotion and the UI shows why.
+"""
+
+from typing import Any
+
+import dagster as dg
+import pandas as pd
+
+from ds_assets.assets.automation import daily_automation
+from ds_assets.assets.telemetry import partitions_failing_checks
+from ds_assets.dataset import Dataset
+from ds_assets.reporting.analytics import markdown_table
+from ds_assets.resources.io_manager import PartitionFrames
+from ds_assets.training.datasets import DatasetError
+from ds_assets.training.shadow import (
+    close_candidate,
+    pending_candidate,
+    shadow_day,
+    shadow_rows,
+    verdict,
+)
+from ds_serving.bundle import load_bundle
+
+SHADOW_REPORT = "shadow_report"
+SHADOW_VERDICT = "shadow_verdict"
+VERDICT_JOB = "judge_candidate"  # a job's name must differ from its asset's op name
+
+
+def build_shadow_report_asset(ds: Dataset) -> dg.AssetsDefinition:
+    @dg.asset(
+        key=ds.key(SHADOW_REPORT),
+        partitions_def=ds.partitions_def,
+        ins=ds.ins("raw_telemetry"),
+        deps=[ds.key("scored_telemetry")],  # after the champion scored the day
+        group_name=ds.scoped("monitoring"),
+        automation_condition=daily_automation(ds),
+        required_resource_keys={ds.registry_key},
+        kinds={"json"},
+        code_version="1",
+    )
+    def shadow_report(context: dg.AssetExecutionContext,
+                      raw_telemetry: pd.DataFrame) -> dict[str, Any]:
+        """The candidate in shadow and the champion on this day: flag rate, alerts, drift
+        against each one's reference, event recall on injected anomalies. Empty when no
+        candidate waits (or the day is inside its training window)."""
+        registry = ds.registry(context)
+        day = context.partition_key
+        candidate = pending_candidate(registry.models_dir, registry.model_name)
+        champion = registry.champion_version()
+        if candidate is None or day <= candidate.after or champion is None:
+            note = ("no candidate in shadow" if candidate is None
+                    else f"inside candidate v{candidate.version}'s training window")
+            context.add_output_metadata({"candidate_version": "", "note": note})
+            return {"partition": day, "candidate": None}
+        report = shadow_day(registry.bundle_path(candidate.version),
+                            registry.bundle_path(champion), raw_telemetry)
+        sides = [{"model": side, **report[side]} for side in ("candidate", "champion")]
+        context.add_output_metadata({
+            "candidate_version": candidate.version,
+            "champion_version": champion,
+            "candidate_flag_rate": report["candidate"]["flag_rate"],
+            "champion_flag_rate": report["champion"]["flag_rate"],
+            "candidate_alerts": report["candidate"]["alerts"],
+            "champion_alerts": report["champion"]["alerts"],
+            "comparison": dg.MetadataValue.md(markdown_table(pd.DataFrame(sides))),
+        })
+        return {"partition": day, "candidate": candidate.to_dict(), **report}
+
+    return shadow_report
+
+
+def build_shadow_verdict_asset(ds: Dataset) -> dg.AssetsDefinition:
+    @dg.asset(
+        key=ds.key(SHADOW_VERDICT),
+        ins={"raw_telemetry": dg.AssetIn(ds.key("raw_telemetry"),
+                                         metadata={"allow_missing_partitions": True})},
+        deps=[ds.key(SHADOW_REPORT)],
+        group_name=ds.scoped("evaluation"),
+        required_resource_keys={ds.registry_key},
+        kinds={"json"},
+        code_version="1",
+    )
+    def shadow_verdict(context: dg.AssetExecutionContext,
+                       raw_telemetry: PartitionFrames) -> dict[str, Any]:
+        """The promotion gate on the candidate's shadow days (rows neither model was fitted
+        on): promote it, or drop it and keep the champion."""
+        registry = ds.registry(context)
+        candidate = pending_candidate(registry.models_dir, registry.model_name)
+        if candidate is None:
+            raise dg.Failure(description="no candidate in shadow: nothing to judge (a retrain "
+                                         "that passes the gate with shadow_days > 0 opens one)")
+        failing = partitions_failing_checks(context.instance, list(raw_telemetry), ds)
+        days = candidate.shadow_days([d for d in raw_telemetry if d not in failing])
+        if len(days) < candidate.days:
+            raise DatasetError(
+                f"candidate v{candidate.version} needs {candidate.days} shadow day(s) after "
+                f"{candidate.after}; {len(days)} passed their checks ({days}); run the daily "
+                "pipeline for the next days first")
+        champion = registry.champion_version()
+        assert champion is not None  # a candidate is opened only beside a champion
+        decision = verdict(registry.bundle_path(candidate.version),
+                           registry.bundle_path(champion),
+                           shadow_rows(raw_telemetry, days))
+        lineage = load_bundle(registry.bundle_path(candidate.version)).manifest.lineage
+        registry.log_decision(lineage.get("mlflow_run_id"), decision)
+        aliased = registry.promote(decision, None) if decision.promote else None
+        close_candidate(registry.models_dir, registry.model_name)
+        serving = registry.champion_version()
+        verdict_text = "promoted" if decision.promote else "dropped"
+        context.log.info(f"candidate v{candidate.version} {verdict_text} after shadow days "
+                         f"{days}: {decision.reason}")
+        context.log_event(dg.AssetMaterialization(
+            asset_key=ds.key("champion"),
+            description=f"shadow verdict: {decision.reason}",
+            metadata={"promoted": decision.promote, "reason": decision.reason,
+                      "evidence": decision.evidence, "champion_version": serving or "",
+                      "challenger_version": candidate.version, "shadow_days": days,
+                      "mlflow_champion_version": aliased or "",
+                      "decision": dg.MetadataValue.json(decision.to_dict())}))
+        context.add_output_metadata({"candidate_version": candidate.version,
+                                     "promoted": decision.promote, "reason": decision.reason,
+                                     "shadow_days": dg.MetadataValue.json(days),
+                                     "champion_version": serving or ""})
+        return {"candidate": candidate.to_dict(), "days": days,
+                "decision": decision.to_dict(), "champion_version": serving}
+
+    return shadow_verdict
+
+
+def build_shadow_verdict_job(ds: Dataset) -> Any:
+    return dg.define_asset_job(
+        ds.scoped(VERDICT_JOB),
+        selection=dg.AssetSelection.assets(ds.key(SHADOW_VERDICT)),
+        description="Judge the candidate in shadow on its shadow days; promote or drop it.")
