@@ -84,8 +84,8 @@ def build_weekly_retrain_schedule(ds: Dataset) -> dg.ScheduleDefinition:
 
 def daily_automation_sensor(ds: Dataset) -> dg.AutomationConditionSensorDefinition:
     """Evaluates the daily assets' automation conditions (score, drift, alerts, shadow report
-    once a day's raw data passed its checks). Declared here, not left to Dagster's implicit default sensor,
-    so that DS_AUTOMATION switches it on with the schedules and sensors."""
+    once a day's raw data passed its checks). Declared here, not left to Dagster's implicit
+    default sensor, so that DS_AUTOMATION switches it on with the schedules and sensors."""
     return dg.AutomationConditionSensorDefinition(
         ds.scoped("daily_monitoring_automation"),
         target=dg.AssetSelection.assets(*ds.keys(*RESCORE_ASSETS, "shadow_report")),

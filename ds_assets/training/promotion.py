@@ -23,7 +23,6 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from ds_assets.reporting.evaluation import average_precision
 from ds_serving import bundle as bundles
 
 CHAMPION_ALIAS = "champion"
@@ -139,33 +138,6 @@ def decide_promotion(
     )
 
 
-def pr_auc_on_common_rows(
-    labels: np.ndarray,
-    challenger_scores: np.ndarray,
-    champion_scores: np.ndarray,
-    eligible: np.ndarray | None = None,
-) -> tuple[float, float, int]:
-    """(challenger PR-AUC, champion PR-AUC, rows) over the rows both models scored (and, with
-    ``eligible``, only the rows it marks)."""
-    y = np.asarray(labels)
-    a = np.asarray(challenger_scores, dtype=np.float64)
-    b = np.asarray(champion_scores, dtype=np.float64)
-    if not len(y) == len(a) == len(b):
-        raise ValueError(
-            f"labels ({len(y)}), challenger ({len(a)}) and champion ({len(b)}) scores must "
-            "cover the same test rows"
-        )
-    both = np.isfinite(a) & np.isfinite(b)
-    if eligible is not None:
-        both &= np.asarray(eligible, dtype=bool)
-    if not both.any():
-        return float("nan"), float("nan"), 0
-    yy = y[both]
-    if int(yy.sum()) == 0:
-        return float("nan"), float("nan"), int(both.sum())
-    return average_precision(yy, a[both]), average_precision(yy, b[both]), int(both.sum())
-
-
 #: Lineage key of a bundle: the time of the last train/validation row it was fitted on.
 FIT_END_KEY = "fit_rows_end"
 
@@ -188,16 +160,6 @@ def rows_after_fit(bundle_path: str | Path, timestamps: Any) -> np.ndarray | Non
     if cutoff.tzinfo is None:
         cutoff = cutoff.tz_localize("UTC")
     return np.asarray(pd.to_datetime(timestamps, utc=True) > cutoff, dtype=bool)
-
-
-def bundle_test_scores(bundle_path: str | Path, test_rows: Any) -> np.ndarray:
-    """Scores of a bundle on test rows (a frame, time-ordered per entity), one per row: NaN
-    where the model gives no score (temporal warm-up), so two bundles align row by row."""
-    from ds_assets.training.datasets import score_frame
-    from ds_serving.scoring import Scorer
-
-    scorer = Scorer.from_bundle(bundles.load_bundle(bundle_path), backend="cpu")
-    return score_frame(scorer, test_rows)["score"].to_numpy(np.float64)
 
 
 class RollbackError(ValueError):

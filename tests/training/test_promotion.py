@@ -12,6 +12,7 @@ import pandas as pd
 import pytest
 from mlflow import MlflowClient
 
+from ds_assets.reporting.evaluation import average_precision
 from ds_assets.training.detectors import DetectorParams, train_detector
 from ds_assets.training.export import export_onnx
 from ds_assets.training.promotion import (
@@ -23,7 +24,6 @@ from ds_assets.training.promotion import (
     log_bundle,
     log_report,
     model_version_for_bundle,
-    pr_auc_on_common_rows,
     promote_bundle,
     rows_after_fit,
 )
@@ -85,20 +85,6 @@ def test_false_alarm_burden_is_part_of_the_rule(
         assert decision.to_dict()["evidence"] == evidence
 
 
-def test_pr_auc_uses_only_rows_both_models_scored() -> None:
-    labels = np.array([0, 0, 1, 0, 1, 0])
-    temporal = np.array([np.nan, np.nan, 0.9, 0.1, 0.8, 0.2])  # warm-up rows unscored
-    dense = np.array([5.0, 5.0, 0.3, 0.1, 0.4, 0.2])  # would look bad on the first two rows
-    a, b, rows = pr_auc_on_common_rows(labels, temporal, dense)
-    assert rows == 4 and a == pytest.approx(1.0) and b == pytest.approx(1.0)
-    a, b, rows = pr_auc_on_common_rows(labels, dense, dense)
-    assert rows == 6 and a < 1.0
-    a, _, rows = pr_auc_on_common_rows(np.zeros(3), np.ones(3), np.ones(3))
-    assert math.isnan(a) and rows == 3
-    with pytest.raises(ValueError, match="same test rows"):
-        pr_auc_on_common_rows(labels, temporal[:3], dense)
-
-
 def test_the_champion_is_not_judged_on_rows_it_was_trained_on(tmp_path: Path) -> None:
     ts = pd.Series(pd.date_range("2026-11-01", periods=10, freq="h", tz="UTC"))
     training_set = pd.DataFrame(
@@ -127,8 +113,9 @@ def test_the_champion_is_not_judged_on_rows_it_was_trained_on(tmp_path: Path) ->
     labels = np.array([1, 0, 0, 1, 0, 0])
     champion = np.array([0.9, 0.1, 0.1, 0.1, 0.9, 0.2])  # perfect on its own training rows
     challenger = np.array([0.1, 0.9, 0.9, 0.9, 0.1, 0.2])
-    _, champ_all, _ = pr_auc_on_common_rows(labels, challenger, champion)
-    ch, champ, n = pr_auc_on_common_rows(labels, challenger, champion, eligible=unseen)
+    champ_all = average_precision(labels, champion)
+    ch, champ = (average_precision(labels[unseen], s[unseen]) for s in (challenger, champion))
+    n = int(unseen.sum())
     assert n == 3 and ch == pytest.approx(1.0) and champ < champ_all
     assert decide_promotion("2", ch, "1", champ, compared_rows=n, excluded_rows=3).promote
     # every test row inside the champion's window: no verdict, no promotion
