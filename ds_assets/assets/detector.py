@@ -56,6 +56,7 @@ from ds_assets.training.tensorrt_build import (
 from ds_serving.alerting import AlertPolicy, AlertPolicyError
 from ds_serving.bundle import load_bundle
 from ds_serving.smoothing import Rebaseline, Smoothing
+from ds_serving.threads import TRAINING, thread_policy
 from ds_serving.windows import window_index
 
 CODE_VERSION = "2"
@@ -295,6 +296,7 @@ def build_detector_asset(ds: Dataset) -> dg.AssetsDefinition:
         early-stopped on validation loss); training facts go to metadata and MLflow."""
         params = config.params()  # a config that cannot work fails here, before any training
         device = pick_device(config.device)
+        threads = thread_policy(TRAINING)
         features = feature_columns(training_set)
         train, val = split_rows(training_set, "train"), normal_rows(split_rows(training_set, "val"))
 
@@ -302,6 +304,7 @@ def build_detector_asset(ds: Dataset) -> dg.AssetsDefinition:
             return train_detector(
                 params, features_of(train, features), features_of(val, features), features,
                 train_entities=entities_of(train), val_entities=entities_of(val), device=device,
+                threads=threads.threads,
             )
 
         trained = fit(train, val)
@@ -320,7 +323,8 @@ def build_detector_asset(ds: Dataset) -> dg.AssetsDefinition:
             mlflow.log_metrics({"train_loss": tl, "val_loss": vl}, step=epoch)
         mlflow.log_metrics({"best_val_loss": float(s["best_val_loss"]),
                             "epochs_run": s["epochs_run"], "train_wall_time_s": s["wall_time_s"]})
-        context.add_output_metadata(training_metadata(trained))
+        context.add_output_metadata({**training_metadata(trained),
+                                     "threads": dg.MetadataValue.json(threads.to_dict())})
         pipeline_metrics(context).push(ds.name, "training",
                                        {"training_seconds": float(s["wall_time_s"])})
         return trained

@@ -21,6 +21,7 @@ from ds_assets.resources.pipeline_metrics import (
 from ds_assets.telemetry.schema import ANOMALY_TYPE, LABEL, TIMESTAMP
 from ds_assets.training.datasets import (
     check_same_training_set,
+    dataset_scorer,
     normal_rows,
     score_frame,
     split_rows,
@@ -29,7 +30,6 @@ from ds_assets.training.gate import ModelRun, injected_test_rows, judge, known_l
 from ds_assets.training.promotion import rows_after_fit
 from ds_assets.training.shadow import open_candidate
 from ds_serving.bundle import load_bundle
-from ds_serving.scoring import Scorer
 
 HEADLINE = ("precision", "recall", "f1", "roc_auc", "pr_auc", "best_f1_oracle", "precision_at_k",
             "far", "mar", "contamination", "mean_delay_seconds", "median_delay_seconds",
@@ -83,7 +83,7 @@ def build_evaluation_report_asset(ds: Dataset) -> dg.AssetsDefinition:
         check_same_training_set(manifest.lineage, training_set)
         test, labels_from = evaluation_rows(split_rows(training_set, "test"),
                                             list(manifest.features))
-        scored = score_frame(Scorer.from_bundle(bundle, backend="cpu"), test)
+        scored = score_frame(dataset_scorer(bundle), test)
         scores = scored["score"].to_numpy(np.float64)
         entities = scored["host_id"].to_numpy() if "host_id" in scored.columns else None
         flags = scored["is_anomaly"].to_numpy()  # the bundle's policy, as deployed

@@ -12,8 +12,7 @@ from ds_assets.monitoring.robustness import RobustnessSettings, summary
 from ds_assets.monitoring.robustness import robustness_report as build_robustness_table
 from ds_assets.monitoring.sketches import N_QUANTILES
 from ds_assets.reporting.analytics import markdown_table
-from ds_assets.training.datasets import split_rows
-from ds_serving.scoring import Scorer
+from ds_assets.training.datasets import dataset_scorer, split_rows
 
 
 class RobustnessConfig(dg.Config):
@@ -45,7 +44,7 @@ def build_robustness_report_asset(ds: Dataset) -> dg.AssetsDefinition:
         reference = load_reference(bundle.path)
         sketches = {f: reference.sketches[f] for f in bundle.manifest.features}
         table = build_robustness_table(
-            Scorer.from_bundle(bundle, backend="cpu"),
+            dataset_scorer(bundle),
             split_rows(training_set, "test"),
             scale={f: s.scale for f, s in sketches.items()},
             medians={f: float(s.quantiles[(N_QUANTILES - 1) // 2]) for f, s in sketches.items()},

@@ -18,8 +18,8 @@ from ds_assets.reporting.analytics import (
     top_k_markdown,
 )
 from ds_assets.resources.pipeline_metrics import pipeline_metrics, with_pipeline_metrics
-from ds_assets.training.datasets import DatasetError, score_frame
-from ds_serving.scoring import Scorer, ScoringInputError
+from ds_assets.training.datasets import DatasetError, dataset_scorer, score_frame
+from ds_serving.scoring import ScoringInputError
 
 
 class ScoringConfig(dg.Config):
@@ -51,7 +51,8 @@ def build_scored_telemetry_asset(ds: Dataset) -> dg.AssetsDefinition:
             )
         bundle = registry.champion()
         try:  # flagged by the bundle's scoring policy, as the live scorer flags
-            scored = score_frame(Scorer.from_bundle(bundle), raw_telemetry, config.chunk_rows)
+            scored = score_frame(dataset_scorer(bundle, "auto"), raw_telemetry,
+                                 config.chunk_rows)
         except (DatasetError, ScoringInputError) as exc:
             raise DatasetError(f"scoring raw_telemetry {day}: {exc}") from exc
         context.add_output_metadata(scoring_metadata(scored, bundle.manifest.version))

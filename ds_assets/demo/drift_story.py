@@ -75,13 +75,12 @@ def bundle_day_metrics(bundle_path: Path, raw: pd.DataFrame,
     with its own policy, through the code the assets use, plus its event recall on anomalies
     injected into the day (the label-free gate's evidence)."""
     from ds_assets.monitoring.alerts import alert_events
-    from ds_assets.training.datasets import score_frame
+    from ds_assets.training.datasets import dataset_scorer, score_frame
     from ds_assets.training.gate import ModelRun, injected_test_rows, measure
     from ds_serving.bundle import load_bundle
-    from ds_serving.scoring import Scorer
 
     bundle = load_bundle(bundle_path)
-    scored = score_frame(Scorer.from_bundle(bundle), raw)  # the backend scored_telemetry uses
+    scored = score_frame(dataset_scorer(bundle, "auto"), raw)  # the backend scored_telemetry uses
     metrics = frame_metrics(_labeled(scored, aside), alert_events(scored,
                                                                   bundle.manifest.policy.alerting))
     injected = injected_test_rows(raw, list(bundle.manifest.features))

@@ -22,9 +22,8 @@ import pandas as pd
 
 from ds_assets.monitoring.alerts import ENTITY, alert_events
 from ds_assets.telemetry.schema import TIMESTAMP
-from ds_assets.training.datasets import score_frame
+from ds_assets.training.datasets import dataset_scorer, score_frame
 from ds_serving.bundle import load_bundle
-from ds_serving.scoring import Scorer
 
 MAX_FLAG_RATE = 0.05  # above this share of flagged rows the champion does not describe the day
 DEFAULT_SHARE = 0.02
@@ -39,7 +38,7 @@ def champion_screen(bundle_path: str | Path | None, day: pd.DataFrame,
         return none, {"used": False, "excluded_rows": 0, "reason": "no champion to screen with"}
     bundle = load_bundle(bundle_path)
     version = bundle.manifest.version
-    scored = score_frame(Scorer.from_bundle(bundle, backend="cpu"), day)
+    scored = score_frame(dataset_scorer(bundle), day)
     flags = scored["is_anomaly"].to_numpy(bool)
     rate = float(flags.mean()) if len(flags) else 0.0
     if rate > max_flag_rate:

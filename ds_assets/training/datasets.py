@@ -15,8 +15,10 @@ from ds_assets.telemetry.schema import (
     TIMESTAMP,
     feature_columns,
 )
+from ds_serving.bundle import Bundle
 from ds_serving.policy import ScoringPolicy
 from ds_serving.scoring import Scorer, score_rows
+from ds_serving.threads import SCORING, thread_policy
 
 SPLITS = ("train", "val", "test")
 SCREENED = "_screened"
@@ -186,6 +188,14 @@ def check_time_order(frame: pd.DataFrame, entity: str = "host_id") -> None:
             f"is earlier than the row before it of the same {entity}: rows must be in time "
             f"order within each {entity}; sort them by ({entity}, {TIMESTAMP}) first"
         )
+
+
+def dataset_scorer(bundle: Bundle, backend: str = "cpu") -> Scorer:
+    """A scorer for dataset scoring (assets, gate, reports): the bundle's policy, the process's
+    thread count (``ds_serving.threads``) and no spinning, so a busy machine slows it down
+    without stalling it."""
+    return Scorer.from_bundle(bundle, backend=backend,
+                              intra_op_threads=thread_policy(SCORING).threads, allow_spinning=False)
 
 
 def score_frame(

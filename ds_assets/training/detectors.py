@@ -15,13 +15,14 @@ Conventions shared by all families, so their scores are comparable in spirit:
 
 from __future__ import annotations
 
+import contextlib
 import io
 import itertools
 import json
 import logging
 import math
 import time
-from collections.abc import Callable, Hashable, Sequence
+from collections.abc import Callable, Hashable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
@@ -404,8 +405,11 @@ def train_detector(
     train_entities: np.ndarray | None = None,
     val_entities: np.ndarray | None = None,
     device: torch.device | None = None,
+    threads: int | None = None,
 ) -> TrainedDetector:
     """Fit a detector on normal rows (time-ordered within each entity).
+
+    ``threads``: torch's CPU threads while fitting (restored after); None keeps torch's.
 
     Autoencoders keep the weights of the epoch with the best validation loss (early stopping
     after ``patience`` epochs without ``min_delta`` improvement). Entities only matter for
@@ -422,25 +426,17 @@ def train_detector(
             f"family {params.family} on the one feature {features[0]!r}: "
             f"{UNIVARIATE_REFUSALS[params.family]}; use family temporal_ae, which learns "
             "windows of the series")
+    train_keys: np.ndarray | None = None
+    val_keys: np.ndarray | None = None
     if params.family == "temporal_ae":
         train_keys = _check_entities(train_entities, len(train), "training rows")
         val_keys = _check_entities(val_entities, len(val), "validation rows")
         _check_window_fits(train_keys, params.window, "training rows")
         _check_window_fits(val_keys, params.window, "validation rows")
     started = time.perf_counter()
-    mean, std = normalization(train)
-    if params.family == "pca":
-        arrays, summary = _fit_pca(params, (train - mean) / std, (val - mean) / std)
-    else:
-        device = device or pick_device()
-        zt = ((train - mean) / std).astype(np.float32)
-        zv = ((val - mean) / std).astype(np.float32)
-        if params.family == "temporal_ae":
-            ti = window_index(train_keys, params.window).starts
-            vi = window_index(val_keys, params.window).starts
-            arrays, summary = _fit_autoencoder(params, len(features), zt, zv, ti, vi, device)
-        else:
-            arrays, summary = _fit_autoencoder(params, len(features), zt, zv, None, None, device)
+    with torch_threads(threads):
+        arrays, summary, mean, std = _fit(params, features, train, val, train_keys, val_keys,
+                                          device)
     summary.update(
         family=params.family,
         seed=params.seed,
@@ -448,6 +444,7 @@ def train_detector(
         val_rows=len(val),
         wall_time_s=round(time.perf_counter() - started, 3),
         params=params.relevant(),
+        threads=threads if threads is not None else torch.get_num_threads(),
     )
     return TrainedDetector(
         family=params.family,
@@ -458,6 +455,42 @@ def train_detector(
         arrays=arrays,
         training_summary=summary,
     )
+
+
+@contextlib.contextmanager
+def torch_threads(threads: int | None) -> Iterator[None]:
+    """torch's intra-op thread count for the block (process-wide, so restored after)."""
+    if threads is None:
+        yield
+        return
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
+def _fit(
+    params: DetectorParams, features: list[str], train: np.ndarray, val: np.ndarray,
+    train_keys: np.ndarray | None, val_keys: np.ndarray | None, device: torch.device | None,
+) -> tuple[dict[str, np.ndarray], dict[str, Any], np.ndarray, np.ndarray]:
+    """Normalize and fit the family; (arrays, summary, mean, std)."""
+    mean, std = normalization(train)
+    if params.family == "pca":
+        arrays, summary = _fit_pca(params, (train - mean) / std, (val - mean) / std)
+        return arrays, summary, mean, std
+    device = device or pick_device()
+    zt = ((train - mean) / std).astype(np.float32)
+    zv = ((val - mean) / std).astype(np.float32)
+    if params.family == "temporal_ae":
+        assert train_keys is not None and val_keys is not None
+        ti = window_index(train_keys, params.window).starts
+        vi = window_index(val_keys, params.window).starts
+        arrays, summary = _fit_autoencoder(params, len(features), zt, zv, ti, vi, device)
+    else:
+        arrays, summary = _fit_autoencoder(params, len(features), zt, zv, None, None, device)
+    return arrays, summary, mean, std
 
 
 def _fit_autoencoder(

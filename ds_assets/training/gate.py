@@ -19,11 +19,10 @@ import pandas as pd
 from ds_assets.monitoring.alerts import alert_events
 from ds_assets.reporting.evaluation import average_precision, event_metrics
 from ds_assets.telemetry.schema import LABEL, LABEL_KNOWN, TIMESTAMP
-from ds_assets.training.datasets import score_frame
+from ds_assets.training.datasets import dataset_scorer, score_frame
 from ds_assets.training.injection import Injected, inject_anomalies
 from ds_assets.training.promotion import Burden, PromotionDecision, decide_promotion
 from ds_serving.bundle import load_bundle
-from ds_serving.scoring import Scorer
 
 ENTITY = "host_id"
 INJECTION_SEED = 20261205
@@ -61,7 +60,7 @@ class ModelRun:
     @classmethod
     def of(cls, bundle_path: str | Path, test: pd.DataFrame, injected: Injected) -> ModelRun:
         bundle = load_bundle(bundle_path)
-        scorer = Scorer.from_bundle(bundle, backend="cpu")
+        scorer = dataset_scorer(bundle)
         real = score_frame(scorer, test)
         fake = score_frame(scorer, injected.frame)
         alerts = alert_events(real, bundle.manifest.policy.alerting) if ENTITY in real else None
