@@ -63,6 +63,7 @@ bench: install
 	$(PY) -m bench.ingest
 	$(PY) -m bench.scorer
 	$(PY) -m bench.contention
+	$(PY) -m bench.dataset_scoring
 
 # SKAB outlier-detection protocol on the real benchmark data (not in the repo: GPL-3.0).
 export SKAB_DIR ?= $(CURDIR)/../shared/datasets/skab

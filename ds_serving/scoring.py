@@ -33,6 +33,8 @@ class ScoreBatch:
     scores: np.ndarray  # float32 [n]
     flags: np.ndarray  # bool [n]
     feature_errors: np.ndarray | None  # float32 [n, n_features] when explain=True
+    top_feature: np.ndarray | None = None  # int16 [n] feature index, -1 unscored (top=True)
+    top_group: np.ndarray | None = None  # object [n] declared group name (top=True, groups)
 
 
 def select_providers(backend: str) -> tuple[list[str], str]:
@@ -181,6 +183,7 @@ def score_rows(
     entities: Sequence[Hashable] | np.ndarray | None = None,
     *,
     explain: bool = False,
+    top: bool = False,
     chunk_rows: int = 65_536,
 ) -> ScoreBatch:
     """Score a table of rows in bounded-memory chunks, point-wise or per-entity windows.
@@ -188,18 +191,32 @@ def score_rows(
     For a temporal model each row is scored by the window of its entity's last ``W`` rows
     (rows must be time-ordered within each entity); rows before an entity's first full window
     get score NaN and flag False. ``entities=None`` treats all rows as one entity.
+    ``explain`` keeps every feature error ([n, f]); ``top`` keeps only each row's top feature
+    (and declared group), reduced chunk by chunk, which is what dataset scoring needs.
     """
-    rows = np.ascontiguousarray(rows, dtype=np.float32)
-    scorer.validate(rows)
+    rows = scorer.validate(np.ascontiguousarray(rows, dtype=np.float32))
     n = len(rows)
     scores = np.full(n, np.nan, dtype=np.float32)
     errors = np.full((n, scorer.n_features), np.nan, np.float32) if explain else None
+    top_feature = np.full(n, -1, np.int16) if top else None
+    top_group = np.full(n, None, dtype=object) if top and scorer.groups.any_declared else None
+
+    def keep(at: slice | np.ndarray, part_scores: np.ndarray,
+             part_errors: np.ndarray | None) -> None:
+        scores[at] = part_scores
+        if part_errors is None:
+            return
+        if errors is not None:
+            errors[at] = part_errors
+        if top_feature is not None:
+            top_feature[at] = np.argmax(part_errors, axis=1)
+        if top_group is not None:
+            top_group[at] = scorer.groups.top(part_errors)
+
+    wants_errors = explain or top
     if scorer.window is None:
         for part in iter_chunks(n, chunk_rows):
-            batch = scorer.score(rows[part], explain=explain)
-            scores[part] = batch.scores
-            if errors is not None:
-                errors[part] = batch.feature_errors
+            keep(part, *scorer.run(rows[part], explain=wants_errors))
     else:
         keys = np.zeros(n, np.int8) if entities is None else np.asarray(entities)
         if len(keys) != n:
@@ -207,11 +224,9 @@ def score_rows(
         index = window_index(keys, scorer.window)
         per_chunk = max(1, chunk_rows // scorer.window)
         for ends, windows in iter_windows(rows, index, per_chunk):
-            batch = scorer.score(windows, explain=explain)
-            scores[ends] = batch.scores
-            if errors is not None:
-                errors[ends] = batch.feature_errors
-    return ScoreBatch(scores=scores, flags=scorer.policy.raw_flags(scores), feature_errors=errors)
+            keep(ends, *scorer.run(windows, explain=wants_errors))
+    return ScoreBatch(scores=scores, flags=scorer.policy.raw_flags(scores), feature_errors=errors,
+                      top_feature=top_feature, top_group=top_group)
 
 
 def iter_chunks(n_rows: int, chunk_rows: int) -> Iterator[slice]:

@@ -224,12 +224,10 @@ def score_frame(
         scorer,
         frame[list(scorer.features)].to_numpy(np.float32),
         entities,
-        explain=True,
+        top=True,
         chunk_rows=chunk_rows,
     )
-    assert batch.feature_errors is not None
-    scored = ~np.isnan(batch.scores)
-    top = np.argmax(np.nan_to_num(batch.feature_errors, nan=-1.0), axis=1)
+    assert batch.top_feature is not None
     keep = [c for c in (TIMESTAMP, *ENTITY_COLUMNS, LABEL, ANOMALY_TYPE) if c in frame.columns]
     out = frame[keep].reset_index(drop=True)
     out["score"] = batch.scores
@@ -238,8 +236,9 @@ def score_frame(
         out["is_anomaly"] = policy.flags(batch.scores, entities)
     else:
         out["is_anomaly"] = policy.raw_flags(batch.scores)
-    out["top_feature"] = np.where(scored, np.asarray(scorer.features, dtype=object)[top], None)
-    if scorer.groups.any_declared:
-        out["top_group"] = scorer.groups.top(batch.feature_errors)
+    names = np.asarray([*scorer.features, None], dtype=object)  # index -1: unscored -> None
+    out["top_feature"] = names[batch.top_feature]
+    if batch.top_group is not None:
+        out["top_group"] = batch.top_group
     out["model_version"] = scorer.version or ""
     return out

@@ -130,3 +130,31 @@ def scored_top(frame: pd.DataFrame, models: Path) -> list[str]:
     [path] = [p for p in (models / "ae").iterdir() if p.name.isdigit()]
     scored = score_frame(Scorer.from_bundle(load_bundle(path), backend="cpu"), frame)
     return [str(g) for g in scored["top_group"]]
+
+
+def test_top_mode_keeps_what_explain_would_name_without_the_error_table(tmp_path: Path) -> None:
+    """score_rows(top=True) reduces each chunk to its top feature and group: the same names as
+    the full feature errors give, at a fraction of the memory (dataset scoring uses it)."""
+    from ds_serving.scoring import score_rows
+
+    groups = {"load": FEATURES[:2], "rest": FEATURES[2:]}
+    scorer = Scorer.from_bundle(load_bundle(write_point_bundle(
+        tmp_path, feature_groups=groups)), backend="cpu")
+    rows = normal_rows_with_spikes()
+    full = score_rows(scorer, rows, explain=True, chunk_rows=7)
+    reduced = score_rows(scorer, rows, top=True, chunk_rows=7)
+    assert full.feature_errors is not None and reduced.feature_errors is None
+    assert reduced.top_feature is not None and reduced.top_group is not None
+    np.testing.assert_array_equal(reduced.scores, full.scores)
+    np.testing.assert_array_equal(reduced.top_feature, np.argmax(full.feature_errors, axis=1))
+    np.testing.assert_array_equal(reduced.top_group, scorer.groups.top(full.feature_errors))
+    assert set(reduced.top_group) <= {"load", "rest"}
+
+
+def normal_rows_with_spikes() -> np.ndarray:
+    from tests.support.serving import normal_rows
+
+    rows = normal_rows(50, 3)
+    rows[::5, 0] += 40.0 * np.asarray(STD)[0]
+    rows[2::5, 3] += 40.0 * np.asarray(STD)[3]
+    return rows

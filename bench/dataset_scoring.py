@@ -1,0 +1,144 @@
+"""Dataset scoring (``score_frame``, what ``scored_telemetry`` runs) against the onnxruntime
+ceiling on the same rows, at several sizes, each size in a fresh process (peak RSS).
+
+The ceiling is ``session.run`` with both outputs (scores and feature errors) on the same float32
+rows in the same chunks, with the same threads: everything ``score_frame`` adds on top (input
+checks, time-order check, flags, the top feature, the output frame) is the gap.
+
+    .venv/bin/python -m bench.dataset_scoring [--sizes 1000000 3000000 10000000]
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import math
+import resource
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+FEATURES = [f"f{i}" for i in range(8)]
+HOSTS = 20
+
+
+def frame(n: int, seed: int = 0) -> pd.DataFrame:
+    """``n`` rows of ``HOSTS`` hosts at one-second steps, time-ordered within each host."""
+    rng = np.random.default_rng(seed)
+    per_host = math.ceil(n / HOSTS)
+    times = pd.date_range("2026-11-01", periods=per_host, freq="s", tz="UTC")
+    out = pd.DataFrame({
+        "timestamp": np.tile(times.to_numpy(), HOSTS)[:n],
+        "host_id": np.repeat([f"h{i:02d}" for i in range(HOSTS)], per_host)[:n],
+    })
+    values = rng.normal(size=(n, len(FEATURES))).astype(np.float32)
+    for j, name in enumerate(FEATURES):
+        out[name] = values[:, j]
+    out["timestamp"] = out["timestamp"].dt.tz_localize("UTC") if out["timestamp"].dt.tz is None \
+        else out["timestamp"]
+    return out
+
+
+def bundle_dir(root: Path) -> Path:
+    """A dense AE bundle (one short epoch; speed does not depend on the weights)."""
+    import torch
+
+    from ds_assets.training.detectors import DetectorParams, train_detector
+    from ds_assets.training.export import export_onnx
+    from ds_serving.bundle import write_bundle
+
+    rows = np.random.default_rng(1).normal(size=(4096, len(FEATURES))).astype(np.float32)
+    trained = train_detector(DetectorParams(family="dense_ae", epochs=1), rows, rows[:512],
+                             FEATURES, device=torch.device("cpu"), threads=1)
+    return write_bundle(root, "bench", export_onnx(trained), kind=trained.kind,
+                        features=FEATURES, threshold=1.0, threshold_rule={"rule": "fixed"},
+                        smoothing={"k": 2, "n": 3}).path
+
+
+def child(size: int, model: Path, what: str) -> dict[str, Any]:
+    from ds_assets.training.datasets import dataset_scorer, score_frame
+    from ds_serving.bundle import load_bundle
+    from ds_serving.scoring import iter_chunks
+
+    rows = frame(size)
+    scorer = dataset_scorer(load_bundle(model))
+    if what == "ceiling":
+        session = scorer.engine._session  # the scorer's own session: same graph, same threads
+        x = rows[FEATURES].to_numpy(np.float32)
+        name = session.get_inputs()[0].name
+        session.run(None, {name: x[:65_536]})
+        started = time.perf_counter()
+        for part in iter_chunks(len(x), 65_536):
+            session.run(None, {name: x[part]})
+        seconds = time.perf_counter() - started
+    else:
+        score_frame(scorer, rows.iloc[:65_536])
+        started = time.perf_counter()
+        score_frame(scorer, rows)
+        seconds = time.perf_counter() - started
+    return {"seconds": seconds, "rows_per_s": size / seconds,
+            "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
+
+
+def run(size: int, model: Path, what: str) -> dict[str, Any]:
+    done = subprocess.run([sys.executable, "-m", "bench.dataset_scoring", "--child", what,
+                           "--size", str(size), "--model", str(model)],
+                          capture_output=True, text=True, check=True,
+                          cwd=Path(__file__).resolve().parents[1])
+    return dict(json.loads(done.stdout.strip().splitlines()[-1]))
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--sizes", type=int, nargs="+", default=[1_000_000, 3_000_000,
+                                                                   10_000_000])
+    parser.add_argument("--repeats", type=int, default=2)
+    parser.add_argument("--out", type=Path, default=None)
+    parser.add_argument("--child", choices=("ceiling", "score_frame"), help=argparse.SUPPRESS)
+    parser.add_argument("--size", type=int, default=0, help=argparse.SUPPRESS)
+    parser.add_argument("--model", type=Path, default=None, help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.child:
+        print(json.dumps(child(args.size, args.model, args.child)))
+        return 0
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as tmp:
+        model = bundle_dir(Path(tmp))
+        results = []
+        for size in args.sizes:
+            best: dict[str, dict[str, Any]] = {}
+            for _ in range(args.repeats):  # interleaved; the fastest of each kind
+                for what in ("ceiling", "score_frame"):
+                    got = run(size, model, what)
+                    if what not in best or got["seconds"] < best[what]["seconds"]:
+                        best[what] = got
+            ratio = best["ceiling"]["seconds"] / best["score_frame"]["seconds"]
+            results.append({"rows": size, **{k: v for k, v in best.items()},
+                            "ratio_to_ceiling": ratio})
+            print(f"{size:>11,} rows  ceiling {best['ceiling']['rows_per_s']:>12,.0f} rows/s  "
+                  f"score_frame {best['score_frame']['rows_per_s']:>12,.0f} rows/s  "
+                  f"ratio {ratio:.3f}  peak RSS {best['score_frame']['peak_rss_mib']:,.0f} MiB "
+                  f"(ceiling {best['ceiling']['peak_rss_mib']:,.0f})", flush=True)
+    sizes = np.log([r["rows"] for r in results])
+    seconds = np.log([r["score_frame"]["seconds"] for r in results])
+    slope = float(np.polyfit(sizes, seconds, 1)[0]) if len(results) > 1 else float("nan")
+    document = {"date": dt.date.today().isoformat(), "results": results,
+                "log_log_slope": slope}
+    print(f"log-log slope of score_frame time vs rows: {slope:.3f}")
+    out = args.out or (Path(__file__).parent / "results"
+                       / f"dataset-scoring-{document['date']}.json")
+    out.write_text(json.dumps(document, indent=2) + "\n")
+    print(f"results: {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
