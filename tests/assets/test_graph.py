@@ -373,6 +373,19 @@ def test_an_unlabeled_day_is_scored_drift_reported_alerted_and_trained_on(
     report = retrain.asset_materializations_for_node("evaluation_report")[0].metadata
     assert report["labels"].value.startswith("no labeled test row")
 
+    # a window of unlabeled days only: trained on, and gated against the serving champion
+    alone = defs.resolve_job_def("train_detector").execute_in_process(
+        instance=instance, raise_on_error=False, run_config={"ops": {
+            **TRAIN_CONFIG["ops"],
+            "training_set": {"config": {"n_partitions": 1, "end_partition": day}}}})
+    assert alone.success, _failure_messages(alone)
+    meta = alone.asset_materializations_for_node("training_set")[0].metadata
+    assert meta["partitions"].value == [day] and meta["unlabeled_partitions"].value == [day]
+    gate = alone.asset_materializations_for_node("champion")[0].metadata
+    decision = gate["decision"].value
+    assert decision["evidence"] == "injected" and decision["champion_version"] is not None
+    assert set(decision["details"]) >= {"challenger", "champion", "injected"}
+
     # "leave_out" keeps the old behaviour: a one-day window ending on it reaches back to the
     # latest labeled day, as for days that failed their checks
     back = defs.resolve_job_def("train_detector").execute_in_process(
