@@ -96,17 +96,23 @@ def test_declared_ranges_are_blocking_checks(tmp_path: Path, settings: Settings)
             partition_key="2013-11-30", instance=dg.DagsterInstance.ephemeral())
 
 
-def test_from_a_users_file_to_a_champion_in_two_commands(
-    tmp_path: Path, settings: Settings, monkeypatch: pytest.MonkeyPatch,
-    capsys: pytest.CaptureFixture[str],
-) -> None:
-    data, labels = _user_file(tmp_path)
-    defs_dir = tmp_path / "defs"
+def user_instance(tmp_path: Path, settings: Settings, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A fresh Dagster home and the settings' data and MLflow, as a user's shell has them;
+    returns the folder declarations go to."""
     home = tmp_path / "home"
     home.mkdir()
     for name, value in {"DAGSTER_HOME": str(home), "DS_DATA_DIR": str(settings.data_dir),
                         "DS_MLFLOW_TRACKING_URI": settings.mlflow_tracking_uri}.items():
         monkeypatch.setenv(name, value)
+    return tmp_path / "defs"
+
+
+def test_from_a_users_file_to_a_champion_in_two_commands(
+    tmp_path: Path, settings: Settings, monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    data, labels = _user_file(tmp_path)
+    defs_dir = user_instance(tmp_path, settings, monkeypatch)
     assert ds_dataset(["--defs-dir", str(defs_dir), "scaffold", str(data), "--name", "sensor",
                        "--label-windows", str(labels)]) == 0
     printed = capsys.readouterr().out
@@ -143,12 +149,7 @@ def test_a_file_without_labels_trains_and_is_judged_on_injected_anomalies(
     """Production telemetry with no labels at all: scaffold, then materialize to a champion;
     training screens the rows, the evaluation and the gate use injected anomalies."""
     data, _ = _user_file(tmp_path)
-    defs_dir = tmp_path / "defs"
-    home = tmp_path / "home"
-    home.mkdir()
-    for name, value in {"DAGSTER_HOME": str(home), "DS_DATA_DIR": str(settings.data_dir),
-                        "DS_MLFLOW_TRACKING_URI": settings.mlflow_tracking_uri}.items():
-        monkeypatch.setenv(name, value)
+    defs_dir = user_instance(tmp_path, settings, monkeypatch)
     assert ds_dataset(["--defs-dir", str(defs_dir), "scaffold", str(data), "--name",
                        "prod"]) == 0
     declaration = defs_dir / "prod" / "defs.yaml"
