@@ -92,18 +92,19 @@ def load_telemetry(config: TelemetrySourceConfig, day: str) -> pd.DataFrame:
     )
 
 
+def raw_telemetry_settings(ds: Dataset) -> dict[str, Any]:
+    """``@dg.asset`` settings of a dataset's raw_telemetry, whatever its source."""
+    return {"key": ds.key("raw_telemetry"), "partitions_def": ds.partitions_def,
+            "kinds": {"pandas", "parquet"}, "code_version": "1",
+            "group_name": ds.scoped("telemetry"),
+            "required_resource_keys": {PIPELINE_METRICS_KEY}}
+
+
 def build_raw_telemetry_asset(ds: Dataset) -> dg.AssetsDefinition:
     if ds.spec is not None:
         return build_declared_telemetry_asset(ds)
 
-    @dg.asset(
-        key=ds.key("raw_telemetry"),
-        partitions_def=ds.partitions_def,
-        kinds={"pandas", "parquet"},
-        code_version="1",
-        group_name=ds.scoped("telemetry"),
-        required_resource_keys={PIPELINE_METRICS_KEY},
-    )
+    @dg.asset(**raw_telemetry_settings(ds))
     def raw_telemetry(
         context: dg.AssetExecutionContext, config: TelemetrySourceConfig
     ) -> pd.DataFrame:
@@ -122,14 +123,7 @@ def build_declared_telemetry_asset(ds: Dataset) -> dg.AssetsDefinition:
     spec = ds.spec
     assert spec is not None
 
-    @dg.asset(
-        key=ds.key("raw_telemetry"),
-        partitions_def=ds.partitions_def,
-        kinds={"pandas", "parquet"},
-        code_version="1",
-        group_name=ds.scoped("telemetry"),
-        required_resource_keys={PIPELINE_METRICS_KEY},
-    )
+    @dg.asset(**raw_telemetry_settings(ds))
     def raw_telemetry(context: dg.AssetExecutionContext) -> pd.DataFrame:
         """One day of the declared files' rows in the platform's layout (timestamp, entity,
         features, labels from the declared column or windows). Files are staged once as
