@@ -15,7 +15,7 @@ INSTANCE_YAML := .dagster_home/dagster.yaml
 EXTRA := $(shell nvidia-smi -L >/dev/null 2>&1 && echo gpu || echo cpu)
 STAMP := $(VENV)/.installed-$(EXTRA)
 
-.PHONY: install demo dataset test lint dev bench skab ui-test clean
+.PHONY: install demo dataset test lint dev bench bench-quick skab ui-test clean
 
 # A failed creation removes the half-made venv, so the next run starts over instead of finding
 # a python without pip.
@@ -64,6 +64,16 @@ bench: install
 	$(PY) -m bench.scorer
 	$(PY) -m bench.contention
 	$(PY) -m bench.dataset_scoring
+
+# Under a minute, for day-to-day use: short phases and small sizes, results under
+# bench/results/quick/ (not kept in git; `make bench` writes the dated records).
+QUICK := bench/results/quick
+bench-quick: install
+	@mkdir -p $(QUICK)
+	$(PY) -m bench.scorer --seconds 1 --out $(QUICK)/scorer.json
+	$(PY) -m bench.dataset_scoring --sizes 100000 300000 1000000 --repeats 1 \
+	  --out $(QUICK)/dataset-scoring.json
+	$(PY) -m bench.ingest --rows 500000 --out $(QUICK)/ingest.json
 
 # SKAB outlier-detection protocol on the real benchmark data (not in the repo: GPL-3.0).
 export SKAB_DIR ?= $(CURDIR)/../shared/datasets/skab
