@@ -154,6 +154,9 @@ class ChampionConfig(dg.Config):
 
 def shadow_days(config: ChampionConfig, tags: Mapping[str, str]) -> int:
     if config.shadow_days is not None:
+        if config.shadow_days < 0:
+            raise ValueError(f"champion config shadow_days={config.shadow_days}: use 0 (promote "
+                             "at once) or a number of days")
         return config.shadow_days
     if tags.get("datasentinel/trigger") == "drift":
         return int(os.environ.get("DS_SHADOW_DAYS", "2"))

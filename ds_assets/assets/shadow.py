@@ -25,7 +25,7 @@ from ds_assets.training.shadow import (
     shadow_rows,
     verdict,
 )
-from ds_serving.bundle import load_bundle
+from ds_serving.bundle import BundleError, load_bundle
 
 SHADOW_REPORT = "shadow_report"
 SHADOW_VERDICT = "shadow_verdict"
@@ -58,8 +58,16 @@ def build_shadow_report_asset(ds: Dataset) -> dg.AssetsDefinition:
                     else f"inside candidate v{candidate.version}'s training window")
             context.add_output_metadata({"candidate_version": "", "note": note})
             return {"partition": day, "candidate": None}
-        report = shadow_day(registry.bundle_path(candidate.version),
-                            registry.bundle_path(champion), raw_telemetry)
+        try:
+            report = shadow_day(registry.bundle_path(candidate.version),
+                                registry.bundle_path(champion), raw_telemetry)
+        except BundleError as exc:  # withdrawn or damaged since it passed the gate
+            close_candidate(registry.models_dir, registry.model_name)
+            note = (f"candidate v{candidate.version} dropped: its bundle cannot be read ({exc}); "
+                    f"v{champion} keeps serving")
+            context.log.warning(note)
+            context.add_output_metadata({"candidate_version": "", "note": note})
+            return {"partition": day, "candidate": None, "dropped": candidate.to_dict()}
         sides = [{"model": side, **report[side]} for side in ("candidate", "champion")]
         context.add_output_metadata({
             "candidate_version": candidate.version,

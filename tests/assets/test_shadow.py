@@ -1,0 +1,49 @@
+"""shadow_report when nothing, or something broken, waits in shadow."""
+
+from __future__ import annotations
+
+import dagster as dg
+import pytest
+
+from ds_assets.assets.evaluation import ChampionConfig, shadow_days
+from ds_assets.definitions import build_definitions
+from ds_assets.settings import Settings
+from ds_assets.training.shadow import open_candidate, pending_candidate
+from ds_serving.bundle import promote
+from tests.conftest import DAYS, TINY_SOURCE
+from tests.support.serving import write_point_bundle
+
+
+def _shadow_report(defs: dg.Definitions, instance: dg.DagsterInstance,
+                   day: str) -> dict[str, object]:
+    result = defs.get_implicit_global_asset_job_def().execute_in_process(
+        instance=instance, partition_key=day,
+        asset_selection=[dg.AssetKey("shadow_report")])
+    assert result.success
+    meta = result.asset_materializations_for_node("shadow_report")[0].metadata
+    return {k: v.value for k, v in meta.items()}
+
+
+def test_a_broken_candidate_is_dropped_and_the_day_still_succeeds(settings: Settings) -> None:
+    defs = build_definitions(settings)
+    instance = dg.DagsterInstance.ephemeral()
+    day = DAYS[1]
+    assert defs.resolve_job_def("ingest_telemetry").execute_in_process(
+        instance=instance, partition_key=day,
+        run_config={"ops": {"raw_telemetry": {"config": TINY_SOURCE}}}).success
+    assert _shadow_report(defs, instance, day)["note"] == "no candidate in shadow"
+
+    write_point_bundle(settings.models_dir, settings.model_name)
+    promote(settings.models_dir, settings.model_name, "1")
+    open_candidate(settings.models_dir, settings.model_name, "1", "1", DAYS[1], 2, {})
+    assert "training window" in str(_shadow_report(defs, instance, day)["note"])
+
+    open_candidate(settings.models_dir, settings.model_name, "9", "1", DAYS[0], 2, {})
+    meta = _shadow_report(defs, instance, day)  # v9 was never written (or was withdrawn)
+    assert "candidate v9 dropped: its bundle cannot be read" in str(meta["note"])
+    assert pending_candidate(settings.models_dir, settings.model_name) is None
+
+
+def test_shadow_days_must_not_be_negative() -> None:
+    with pytest.raises(ValueError, match="shadow_days=-1: use 0"):
+        shadow_days(ChampionConfig(shadow_days=-1), {})
