@@ -393,9 +393,14 @@ def build_onnx_parity_check(ds: Dataset) -> dg.AssetChecksDefinition:
 class BundleConfig(dg.Config):
     """Scoring policy recorded in the manifest: threshold rule, flag smoothing, alerting."""
 
-    threshold_rule: str = "auto"  # auto (best_f1 with labeled validation anomalies) | quantile
+    # auto (best_f1 with labeled validation anomalies, else quantile) | quantile | pot | best_f1
+    threshold_rule: str = "auto"
     quantile: float = 0.995
     margin: float = 1.0
+    # pot (peaks over threshold): exceedance probability of the threshold, and the quantile
+    # above which the tail is fitted
+    risk: float = 1e-3
+    pot_level: float = 0.98
     smoothing_k: int = 1  # flag a row when >= k of its entity's last n raw flags are set
     smoothing_n: int = 1  # k=n=1: no smoothing
     # re-baselining after an alarm episode (ds_serving.smoothing): on when end_ratio > 0 (it
@@ -454,6 +459,7 @@ def build_model_bundle_asset(ds: Dataset) -> dg.AssetsDefinition:
         bundle = build_bundle(
             registry.models_dir, registry.model_name, onnx_model.data, detector, training_set,
             threshold_rule=config.threshold_rule, quantile=config.quantile, margin=config.margin,
+            risk=config.risk, pot_level=config.pot_level,
             smoothing=config.smoothing(), alerting=config.alerting(),
             feature_groups=ds.spec.features.groups if ds.spec is not None else None,
             lineage={"code_version": CODE_VERSION, "dagster_run_id": context.run_id,

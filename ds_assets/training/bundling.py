@@ -90,6 +90,8 @@ def build_bundle(
     alerting: AlertPolicy,
     lineage: Mapping[str, Any],
     feature_groups: Mapping[str, Sequence[str]] | None = None,
+    risk: float = 1e-3,
+    pot_level: float = 0.98,
 ) -> Bundle:
     """Calibrate the threshold on the validation split, sketch the drift reference on the
     train/val scores, and publish a new bundle version with the scoring policy and lineage."""
@@ -103,7 +105,7 @@ def build_bundle(
     threshold, rule = calibrate_threshold(
         val_scores[calibrated],
         val[LABEL].to_numpy()[calibrated] if LABEL in val.columns else None,
-        rule=threshold_rule, quantile=quantile, margin=margin,
+        rule=threshold_rule, quantile=quantile, margin=margin, risk=risk, level=pot_level,
     )
     if not calibrated.all():
         rule = {**rule, "trimmed_unlabeled_val_rows": int((~calibrated).sum())}

@@ -1,8 +1,12 @@
 """Threshold calibration from training/validation data only; the rule travels in the manifest.
 
-Two rules:
+Three rules:
 - ``quantile``: a quantile of the scores of normal validation rows, times a margin (>= 1 widens
   the band for unseen normal behaviour). Needs no labels.
+- ``pot``: peaks over threshold (SPOT, Siffer et al., KDD 2017): a generalized Pareto
+  distribution fitted to the normal validation scores above their ``level`` quantile gives the
+  score exceeded with probability ``risk``, beyond what the rows themselves can resolve. Needs
+  no labels.
 - ``best_f1``: the threshold maximizing F1 on a *labeled validation* split (never the test split,
   whose labels measure the result).
 
@@ -17,7 +21,8 @@ from typing import Any
 
 import numpy as np
 
-RULES = ("auto", "quantile", "best_f1")
+RULES = ("auto", "quantile", "pot", "best_f1")
+MIN_PEAKS = 10
 
 
 class ThresholdError(ValueError):
@@ -55,6 +60,57 @@ def calibrate_quantile(
         "margin": margin,
         "quantile_value": q,
         "calibration_rows": int(kept.size),
+        "unscored_rows": unscored,
+        "calibration_split": "validation (normal rows)",
+        "flag": "score > threshold",
+    }
+    return value, rule
+
+
+def calibrate_pot(
+    scores: np.ndarray, risk: float = 1e-3, level: float = 0.98, margin: float = 1.0
+) -> tuple[float, dict[str, Any]]:
+    """Threshold with exceedance probability ``risk`` from a GPD fitted (maximum likelihood) to
+    the peaks of the normal validation scores over their ``level`` quantile; returns
+    (value, rule with the fitted numbers)."""
+    from scipy.stats import genpareto
+
+    if not 0.0 < level < 1.0:
+        raise ThresholdError(f"pot level={level} must be strictly between 0 and 1")
+    if not 0.0 < risk < 1.0 - level:
+        raise ThresholdError(f"pot risk={risk} must be above 0 and below 1 - level "
+                             f"({1.0 - level:g}): a rarer event than the peaks' own rate")
+    if not margin > 0:
+        raise ThresholdError(f"margin={margin} must be > 0")
+    kept, unscored = _scored(scores, "calibration scores")
+    values = kept.astype(np.float64)
+    if values.size == 0:
+        raise ThresholdError("no calibration scores: the validation split has no scored rows")
+    initial = float(np.quantile(values, level))
+    peaks = values[values > initial] - initial
+    if peaks.size < MIN_PEAKS:
+        raise ThresholdError(
+            f"pot needs at least {MIN_PEAKS} validation scores above the {level} quantile, got "
+            f"{peaks.size} of {values.size}; lower the level, use more rows, or use the "
+            "quantile rule")
+    shape, _, scale = genpareto.fit(peaks, floc=0.0)
+    ratio = risk * values.size / peaks.size
+    if abs(shape) < 1e-9:
+        z = initial - scale * float(np.log(ratio))
+    else:
+        z = initial + scale / shape * (ratio ** (-shape) - 1.0)
+    value = float(np.float32(z * margin))
+    rule = {
+        "rule": "pot",
+        "risk": risk,
+        "level": level,
+        "margin": margin,
+        "initial_threshold": initial,
+        "peaks": int(peaks.size),
+        "gpd_shape": float(shape),
+        "gpd_scale": float(scale),
+        "pot_value": float(z),
+        "calibration_rows": int(values.size),
         "unscored_rows": unscored,
         "calibration_split": "validation (normal rows)",
         "flag": "score > threshold",
@@ -126,9 +182,11 @@ def calibrate_threshold(
     rule: str = "auto",
     quantile: float = 0.995,
     margin: float = 1.0,
+    risk: float = 1e-3,
+    level: float = 0.98,
 ) -> tuple[float, dict[str, Any]]:
     """Pick the rule: ``auto`` uses best-F1 when validation labels contain both classes, else
-    the quantile of the normal validation rows."""
+    the quantile of the normal validation rows; ``pot`` fits their tail (``risk``, ``level``)."""
     if rule not in RULES:
         raise ThresholdError(f"threshold rule={rule!r}: choose one of {', '.join(RULES)}")
     y = None if labels is None else np.asarray(labels).ravel()
@@ -144,4 +202,6 @@ def calibrate_threshold(
         if len(y) != len(normal):
             raise ThresholdError(f"got {len(normal)} scores but {len(y)} labels")
         normal = normal[y == 0]
+    if rule == "pot":
+        return calibrate_pot(normal, risk, level, margin)
     return calibrate_quantile(normal, quantile, margin)

@@ -298,6 +298,22 @@ def test_training_on_a_single_materialized_day(settings: Settings) -> None:
     assert meta["partitions"].value == [DAYS[0]]
 
 
+def test_the_pot_threshold_rule_reaches_the_manifest(settings: Settings) -> None:
+    defs = build_definitions(settings)
+    instance = dg.DagsterInstance.ephemeral()
+    for day in DAYS:
+        _ingest(defs, instance, day)
+    config = {"ops": {**TRAIN_CONFIG["ops"], "model_bundle": {"config": {
+        "threshold_rule": "pot", "risk": 0.005, "pot_level": 0.9}}}}
+    train = defs.resolve_job_def("train_detector").execute_in_process(
+        instance=instance, run_config=config, raise_on_error=False)
+    assert train.success, _failure_messages(train)
+    bundle = load_champion(settings.models_dir, settings.model_name)
+    rule = bundle.manifest.threshold_rule
+    assert rule["rule"] == "pot" and rule["risk"] == 0.005 and rule["peaks"] >= 10
+    assert bundle.manifest.threshold == pytest.approx(rule["pot_value"], rel=1e-6)
+
+
 def test_an_unlabeled_day_is_scored_drift_reported_alerted_and_trained_on(
     settings: Settings, tmp_path: Path
 ) -> None:

@@ -85,3 +85,39 @@ def test_auto_picks_best_f1_only_with_both_classes() -> None:
         calibrate_best_f1(np.arange(3.0), np.zeros(3))
     with pytest.raises(ThresholdError, match="rule='median'"):
         calibrate_threshold(scores, rule="median")
+
+
+def test_pot_extrapolates_the_tail_the_rows_cannot_resolve() -> None:
+    """Exponential scores: the score exceeded with probability 1e-4 is ln(1e4) = 9.21. From
+    2,000 rows the empirical quantile can only say "about the maximum"; the fitted tail
+    lands near the truth, and matches the empirical quantile where the rows do resolve it."""
+    from ds_assets.training.thresholds import calibrate_pot
+
+    rng = np.random.default_rng(0)
+    few = rng.exponential(size=2_000)
+    value, rule = calibrate_pot(few, risk=1e-4, level=0.95)
+    assert rule["rule"] == "pot" and rule["peaks"] == 100
+    assert abs(rule["gpd_shape"]) < 0.3 and rule["gpd_scale"] > 0
+    assert value == pytest.approx(np.log(1e4), rel=0.2)
+    many = rng.exponential(size=200_000)
+    value, _ = calibrate_pot(many, risk=1e-3, level=0.98)
+    assert value == pytest.approx(float(np.quantile(many, 1 - 1e-3)), rel=0.05)
+
+
+def test_pot_refuses_what_it_cannot_fit() -> None:
+    from ds_assets.training.thresholds import calibrate_pot
+
+    scores = np.random.default_rng(1).exponential(size=300)
+    with pytest.raises(ThresholdError, match=r"risk=0.05 must be above 0 and below 1 - level"):
+        calibrate_pot(scores, risk=0.05, level=0.98)
+    with pytest.raises(ThresholdError, match=r"at least 10 validation scores above the 0\.99"):
+        calibrate_pot(scores, risk=1e-3, level=0.99)
+
+
+def test_the_pot_rule_uses_the_normal_validation_rows() -> None:
+    rng = np.random.default_rng(2)
+    scores = np.r_[rng.exponential(size=5_000), np.full(50, 1e3)]  # labeled anomalies far out
+    labels = np.r_[np.zeros(5_000, int), np.ones(50, int)]
+    value, rule = calibrate_threshold(scores, labels, rule="pot", risk=1e-3, level=0.98)
+    assert rule["rule"] == "pot" and rule["calibration_rows"] == 5_000
+    assert value < 20  # the labeled anomalies did not stretch the tail
