@@ -121,6 +121,12 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--threads", type=int, default=int(_env("DS_SCORER_THREADS", 1)),
                    help="onnxruntime intra-op threads per graph run, 0 = one per core "
                         "(env DS_SCORER_THREADS; default %(default)s)")
+    s.add_argument("--gil-switch-ms", type=float,
+                   default=float(_env("DS_SCORER_GIL_SWITCH_MS", 0.5)),
+                   help="how often a thread holding the GIL hands it over (Python's switch "
+                        "interval): short, so a large request decoded on a worker thread "
+                        "delays other clients' small calls by less (env "
+                        "DS_SCORER_GIL_SWITCH_MS; default %(default)s; Python's own is 5)")
     s.add_argument("--workers", type=int, default=int(_env("DS_SCORER_WORKERS", 0)),
                    help="graph runs in parallel for large batches, 0 = one per core; with "
                         "--processes, each process's share of the cores, and none (runs on "
@@ -237,6 +243,14 @@ def _epoch_arg(text: str) -> float:
 
 def _serve(args: argparse.Namespace) -> int:
     from ds_serving.server import ServerConfig, serve
+
+    if not 0 < args.gil_switch_ms <= 100:
+        print(f"--gil-switch-ms {args.gil_switch_ms}: use a value in (0, 100] milliseconds",
+              file=sys.stderr)
+        return 2
+    # measured (bench.scorer phase d, 2 cores): a 1-row probe's p99 beside the largest accepted
+    # requests fell from 30-33 ms to 9-14 ms at 0.5 ms, with phases a-c unchanged
+    sys.setswitchinterval(args.gil_switch_ms / 1000.0)
 
     config = ServerConfig(
         models_dir=Path(args.models),

@@ -400,3 +400,14 @@ def test_bad_client_values_are_named(served: tuple[str, Path], tmp_path: Path,
     monkeypatch.setenv("DS_SCORER_TLS", "maybe")
     with pytest.raises(SystemExit, match=r"DS_SCORER_TLS='maybe': use 1/true/yes/on"):
         main(["info", "--target", target])
+
+
+def test_serve_refuses_a_gil_switch_interval_out_of_range(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import sys as _sys
+
+    before = _sys.getswitchinterval()
+    assert main(["serve", "--models", str(tmp_path), "--gil-switch-ms", "0"]) == 2
+    assert "--gil-switch-ms 0.0: use a value in (0, 100] milliseconds" in capsys.readouterr().err
+    assert _sys.getswitchinterval() == before  # nothing changed before the refusal

@@ -446,3 +446,13 @@ def test_long_strings_are_bounded_and_quoted_briefly(
         assert len(error.details()) < SHORT + 2 * QUOTE_CHARS
     # the server still scores exactly as sent ids want it to
     assert client.score(normal_rows(1), ["probe"]).n_scored == 1
+
+
+def test_ids_are_read_a_slice_at_a_time_and_kept_exactly() -> None:
+    from ds_serving.decoding import id_list
+    from ds_serving.proto.datasentinel.scoring.v1 import scoring_pb2
+
+    ids = [f"host-{i}" + "\x00" * (i % 2) for i in range(10_000)]  # NUL-trailing ids differ
+    request = scoring_pb2.ScoreRequest(entity_ids=ids)
+    assert id_list(request.entity_ids) == ids
+    assert id_list(ids) is ids
