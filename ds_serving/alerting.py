@@ -20,8 +20,15 @@ from typing import Any
 
 import numpy as np
 
+from ds_serving.ceding import ceding
 from ds_serving.recency import evict_least_recent, put_recent
-from ds_serving.windows import EntityGroups, entity_array, entity_groups, quoted
+from ds_serving.windows import (
+    CodedGroups,
+    EntityGroups,
+    entity_array,
+    entity_groups,
+    quoted,
+)
 
 
 class TimeBaseError(ValueError):
@@ -103,6 +110,38 @@ class CheckedTimes:
     times: np.ndarray | None
 
 
+@dataclass(frozen=True)
+class _QuietGroups:
+    """Per entity group of a batch, as Python lists: rows, scored rows, whether none is
+    flagged, and the time of its last row (None without times)."""
+
+    rows: list[int]
+    scored: list[int]
+    unflagged: list[bool]
+    last_time: list[float] | None
+
+    @classmethod
+    def of(cls, groups: EntityGroups, flags: np.ndarray, scores: np.ndarray,
+           times: np.ndarray | None) -> _QuietGroups:
+        g = len(groups)
+        if isinstance(groups, CodedGroups):
+            code = groups.codes  # each row's group
+        else:
+            code = np.empty(len(flags), dtype=np.intp)
+            for i, (_, positions) in enumerate(groups):
+                code[positions] = i
+        sizes = np.bincount(code, minlength=g)
+        scored = np.bincount(code, weights=~np.isnan(scores), minlength=g)
+        flagged = np.bincount(code, weights=flags, minlength=g)
+        last_time = None
+        if times is not None:  # the time of each group's last row
+            last = np.zeros(g, dtype=np.intp)
+            np.maximum.at(last, code, np.arange(len(code)))
+            last_time = np.asarray(times, dtype=np.float64)[last].tolist()
+        return cls(sizes.tolist(), scored.astype(np.intp).tolist(), (flagged == 0).tolist(),
+                   last_time)
+
+
 @dataclass
 class _EntityState:
     seen: int = 0  # scored rows (the k-of-n window counts these)
@@ -164,7 +203,7 @@ class AlertTracker:
         self, groups: Sequence[tuple[Hashable, np.ndarray]], times: np.ndarray | None
     ) -> None:
         timed = times is not None
-        for key, positions in groups:
+        for key, positions in ceding(groups):
             state = self._state.get(key)
             if state is not None and state.timed is not None and state.timed != timed:
                 if state.timed:
@@ -224,11 +263,22 @@ class AlertTracker:
             groups = entity_groups(keys)
             self._check_times(groups, times)
         flags = flags & ~np.isnan(scores)  # an unscored row is never flagged
+        quiet = _QuietGroups.of(groups, flags, scores, times) if len(groups) > 16 else None
         events: list[AlertEvent] = []
-        for key, positions in groups:
+        for g, (key, positions) in enumerate(ceding(groups)):
             state = self._state.get(key) or _EntityState()
             put_recent(self._state, key, state)
             state.timed = timed
+            if quiet is not None and not state.open and quiet.unflagged[g]:
+                # nothing can open (``_advance``'s fast path, from numbers taken for the whole
+                # batch at once: many entities with a row or two each cost a few us apiece)
+                if quiet.last_time is not None:
+                    state.last_time = quiet.last_time[g]
+                state.clock += quiet.rows[g]
+                state.seen += quiet.scored[g]
+                while state.recent and state.recent[0] <= state.seen - self.policy.n:
+                    state.recent.popleft()
+                continue
             if times is not None:
                 row_times = np.asarray(times, dtype=np.float64)[positions]
                 state.last_time = float(row_times[-1])

@@ -22,6 +22,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from ds_serving.alerting import AlertEvent
+from ds_serving.ceding import cede
 from ds_serving.windows import EntityGroups, entity_array, entity_groups, quoted
 
 INVALID_ARGUMENT = "INVALID_ARGUMENT"
@@ -85,6 +86,8 @@ def id_list(entity_ids: Sequence[str]) -> list[str]:
         return list(entity_ids)
     out: list[str] = []
     for start in range(0, n, _ID_SLICE):
+        if start:
+            cede()
         out.extend(entity_ids[start:start + _ID_SLICE])
     return out
 

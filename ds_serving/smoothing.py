@@ -31,6 +31,7 @@ from typing import Any
 
 import numpy as np
 
+from ds_serving.ceding import ceding
 from ds_serving.recency import evict_least_recent, put_recent
 from ds_serving.windows import EntityGroups, entity_groups
 
@@ -303,7 +304,7 @@ class StreamingSmoother:
         values = np.asarray(scores, dtype=np.float64)
         keys = _keys(entities, len(values), "scores")
         out = np.zeros(len(values), dtype=bool)
-        for key, positions in entity_groups(keys) if groups is None else groups:
+        for key, positions in ceding(entity_groups(keys) if groups is None else groups):
             state = self._tails.get(key)
             if state is None:
                 state = self._state(np.zeros(self.smoothing.n - 1, dtype=bool))
@@ -330,7 +331,7 @@ class StreamingSmoother:
         keys = _keys(entities, len(raw), "flags")
         keep = self.smoothing.n - 1
         out = np.zeros(len(raw), dtype=bool)
-        for key, positions in entity_groups(keys) if groups is None else groups:
+        for key, positions in ceding(entity_groups(keys) if groups is None else groups):
             tail = self._tails.get(key)
             if tail is None:
                 tail = np.zeros(keep, dtype=bool)

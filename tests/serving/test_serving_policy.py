@@ -211,6 +211,39 @@ def test_alert_state_survives_batch_boundaries_and_entities_are_independent() ->
     assert split.is_open("other") and split.open_count() == 1
 
 
+@settings(max_examples=40, deadline=None)
+@given(seed=st.integers(0, 10_000), timed=st.booleans(), entities=st.integers(17, 60),
+       cuts=st.lists(st.integers(1, 400), min_size=1, max_size=3))
+def test_a_batch_of_many_entities_alerts_as_row_by_row(
+    seed: int, timed: bool, entities: int, cuts: list[int]
+) -> None:
+    """Batches of more than 16 entities take the quiet entities' numbers for the whole batch
+    at once; events and state must be what one row at a time gives."""
+    rng = np.random.default_rng(seed)
+    n = 400
+    ids = [f"e{i}" for i in rng.integers(0, entities, n)]
+    flags = rng.random(n) < 0.15
+    scores = rng.random(n) + flags
+    scores[rng.random(n) < 0.1] = np.nan  # unscored rows neither flag nor count
+    times = np.arange(n, dtype=np.float64) * 5.0 if timed else None
+    policy = AlertPolicy(k=2, n=4, m=3, cooldown=30.0)
+    batched, single = AlertTracker(policy), AlertTracker(policy)
+    got: list[tuple[str, str, float, float, int]] = []
+    for start, end in itertools.pairwise([0, *sorted(set(cuts)), n]):
+        part = slice(start, end)
+        got += [(e.entity, e.kind, e.at, e.peak_score, start + e.position)
+                for e in batched.update(ids[part], flags[part], scores[part],
+                                        None if times is None else times[part])]
+    want = [(e.entity, e.kind, e.at, e.peak_score, i)
+            for i in range(n)
+            for e in single.update(ids[i:i + 1], flags[i:i + 1], scores[i:i + 1],
+                                   None if times is None else times[i:i + 1])]
+    assert got == want
+    assert batched._state == single._state  # same states, in the same recency order
+    assert list(batched._state) == list(single._state)
+    assert batched.open_count() == single.open_count()
+
+
 def test_alert_event_reports_peak_score_and_batch_position() -> None:
     tracker = AlertTracker(AlertPolicy(k=1, n=1, m=1, cooldown=0))
     flags = np.array([0, 1, 1, 0], bool)
