@@ -5,6 +5,10 @@ The ceiling is ``session.run`` with both outputs (scores and feature errors) on 
 rows in the same chunks, with the same threads: everything ``score_frame`` adds on top (input
 checks, time-order check, flags, the top feature, the output frame) is the gap.
 
+``score_table`` is what the ``scored_telemetry`` asset runs: the day read from its Parquet file a
+record batch at a time and the scored rows written as they come; its peak RSS is the day's
+memory. The file is written beforehand by another process.
+
     .venv/bin/python -m bench.dataset_scoring [--sizes 1000000 3000000 10000000]
 """
 
@@ -61,13 +65,24 @@ def bundle_dir(root: Path) -> Path:
                         smoothing={"k": 2, "n": 3}).path
 
 
-def child(size: int, model: Path, what: str) -> dict[str, Any]:
-    from ds_assets.training.datasets import dataset_scorer, score_frame
+def child(size: int, model: Path, what: str, table: Path) -> dict[str, Any]:
+    from ds_assets.training.dataset_scoring import dataset_scorer, score_frame, score_table
     from ds_serving.bundle import load_bundle
     from ds_serving.scoring import iter_chunks
 
-    rows = frame(size)
+    if what == "write":
+        frame(size).to_parquet(table, index=False)
+        return {}
     scorer = dataset_scorer(load_bundle(model))
+    if what == "score_table":
+        out = table.with_name(f"scored-{table.name}")
+        started = time.perf_counter()
+        score_table(scorer, table, out)
+        seconds = time.perf_counter() - started
+        out.unlink()
+        return {"seconds": seconds, "rows_per_s": size / seconds,
+                "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
+    rows = frame(size)
     if what == "ceiling":
         session = scorer.engine._session  # the scorer's own session: same graph, same threads
         x = rows[FEATURES].to_numpy(np.float32)
@@ -86,9 +101,9 @@ def child(size: int, model: Path, what: str) -> dict[str, Any]:
             "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
 
 
-def run(size: int, model: Path, what: str) -> dict[str, Any]:
+def run(size: int, model: Path, what: str, table: Path) -> dict[str, Any]:
     done = subprocess.run([sys.executable, "-m", "bench.dataset_scoring", "--child", what,
-                           "--size", str(size), "--model", str(model)],
+                           "--size", str(size), "--model", str(model), "--table", str(table)],
                           capture_output=True, text=True, check=True,
                           cwd=Path(__file__).resolve().parents[1])
     return dict(json.loads(done.stdout.strip().splitlines()[-1]))
@@ -101,12 +116,14 @@ def main(argv: list[str] | None = None) -> int:
                                                                    10_000_000])
     parser.add_argument("--repeats", type=int, default=2)
     parser.add_argument("--out", type=Path, default=None)
-    parser.add_argument("--child", choices=("ceiling", "score_frame"), help=argparse.SUPPRESS)
+    parser.add_argument("--child", choices=("ceiling", "score_frame", "score_table", "write"),
+                        help=argparse.SUPPRESS)
+    parser.add_argument("--table", type=Path, default=None, help=argparse.SUPPRESS)
     parser.add_argument("--size", type=int, default=0, help=argparse.SUPPRESS)
     parser.add_argument("--model", type=Path, default=None, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.child:
-        print(json.dumps(child(args.size, args.model, args.child)))
+        print(json.dumps(child(args.size, args.model, args.child, args.table)))
         return 0
     import tempfile
 
@@ -114,19 +131,26 @@ def main(argv: list[str] | None = None) -> int:
         model = bundle_dir(Path(tmp))
         results = []
         for size in args.sizes:
+            table = Path(tmp) / f"day-{size}.parquet"
+            run(size, model, "write", table)
             best: dict[str, dict[str, Any]] = {}
             for _ in range(args.repeats):  # interleaved; the fastest of each kind
-                for what in ("ceiling", "score_frame"):
-                    got = run(size, model, what)
+                for what in ("ceiling", "score_frame", "score_table"):
+                    got = run(size, model, what, table)
                     if what not in best or got["seconds"] < best[what]["seconds"]:
                         best[what] = got
+            table.unlink()
             ratio = best["ceiling"]["seconds"] / best["score_frame"]["seconds"]
+            table_ratio = best["ceiling"]["seconds"] / best["score_table"]["seconds"]
             results.append({"rows": size, **{k: v for k, v in best.items()},
-                            "ratio_to_ceiling": ratio})
+                            "ratio_to_ceiling": ratio, "table_ratio_to_ceiling": table_ratio})
             print(f"{size:>11,} rows  ceiling {best['ceiling']['rows_per_s']:>12,.0f} rows/s  "
-                  f"score_frame {best['score_frame']['rows_per_s']:>12,.0f} rows/s  "
-                  f"ratio {ratio:.3f}  peak RSS {best['score_frame']['peak_rss_mib']:,.0f} MiB "
-                  f"(ceiling {best['ceiling']['peak_rss_mib']:,.0f})", flush=True)
+                  f"score_frame {best['score_frame']['rows_per_s']:>12,.0f} rows/s "
+                  f"(ratio {ratio:.3f}, peak RSS {best['score_frame']['peak_rss_mib']:,.0f} MiB)  "
+                  f"score_table {best['score_table']['rows_per_s']:>12,.0f} rows/s "
+                  f"(ratio {table_ratio:.3f}, peak RSS "
+                  f"{best['score_table']['peak_rss_mib']:,.0f} MiB)  ceiling peak RSS "
+                  f"{best['ceiling']['peak_rss_mib']:,.0f} MiB", flush=True)
     sizes = np.log([r["rows"] for r in results])
     seconds = np.log([r["score_frame"]["seconds"] for r in results])
     slope = float(np.polyfit(sizes, seconds, 1)[0]) if len(results) > 1 else float("nan")

@@ -17,7 +17,7 @@ from ds_serving.engines import BACKENDS as ENGINE_BACKENDS
 from ds_serving.engines import Engine, select_engine
 from ds_serving.groups import FeatureGroups
 from ds_serving.policy import ScoringPolicy
-from ds_serving.windows import iter_windows, window_index
+from ds_serving.windows import WindowIndex, iter_windows, window_index
 
 log = logging.getLogger(__name__)
 
@@ -185,6 +185,7 @@ def score_rows(
     explain: bool = False,
     top: bool = False,
     chunk_rows: int = 65_536,
+    from_row: int = 0,
 ) -> ScoreBatch:
     """Score a table of rows in bounded-memory chunks, point-wise or per-entity windows.
 
@@ -193,6 +194,8 @@ def score_rows(
     get score NaN and flag False. ``entities=None`` treats all rows as one entity.
     ``explain`` keeps every feature error ([n, f]); ``top`` keeps only each row's top feature
     (and declared group), reduced chunk by chunk, which is what dataset scoring needs.
+    Rows before ``from_row`` are context only (an earlier chunk's last rows opening a temporal
+    model's windows): they are not scored (NaN).
     """
     rows = scorer.validate(np.ascontiguousarray(rows, dtype=np.float32))
     n = len(rows)
@@ -215,13 +218,17 @@ def score_rows(
 
     wants_errors = explain or top
     if scorer.window is None:
-        for part in iter_chunks(n, chunk_rows):
+        for part in iter_chunks(n - from_row, chunk_rows):
+            part = slice(part.start + from_row, part.stop + from_row)
             keep(part, *scorer.run(rows[part], explain=wants_errors))
     else:
         keys = np.zeros(n, np.int8) if entities is None else np.asarray(entities)
         if len(keys) != n:
             raise ScoringInputError(f"got {len(keys)} entity ids for {n} rows; send one per row")
         index = window_index(keys, scorer.window)
+        if from_row:
+            scored = index.ends >= from_row
+            index = WindowIndex(index.ends[scored], index.starts[scored])
         per_chunk = max(1, chunk_rows // scorer.window)
         for ends, windows in iter_windows(rows, index, per_chunk):
             keep(ends, *scorer.run(windows, explain=wants_errors))

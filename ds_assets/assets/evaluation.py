@@ -19,13 +19,8 @@ from ds_assets.resources.pipeline_metrics import (
     version_number,
 )
 from ds_assets.telemetry.schema import ANOMALY_TYPE, LABEL, TIMESTAMP
-from ds_assets.training.datasets import (
-    check_same_training_set,
-    dataset_scorer,
-    normal_rows,
-    score_frame,
-    split_rows,
-)
+from ds_assets.training.dataset_scoring import dataset_scorer, score_frame
+from ds_assets.training.datasets import check_same_training_set, normal_rows, split_rows
 from ds_assets.training.gate import ModelRun, injected_test_rows, judge, known_labels
 from ds_assets.training.promotion import rows_after_fit
 from ds_assets.training.shadow import open_candidate

@@ -12,7 +12,8 @@ from ds_assets.monitoring.robustness import RobustnessSettings, summary
 from ds_assets.monitoring.robustness import robustness_report as build_robustness_table
 from ds_assets.monitoring.sketches import N_QUANTILES
 from ds_assets.reporting.analytics import markdown_table
-from ds_assets.training.datasets import dataset_scorer, split_rows
+from ds_assets.training.dataset_scoring import dataset_scorer
+from ds_assets.training.datasets import split_rows
 
 
 class RobustnessConfig(dg.Config):

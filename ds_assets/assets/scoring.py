@@ -1,29 +1,33 @@
 """Daily dataset scoring with the serving champion, through the same core as the gRPC scorer."""
 
 
+import os
+import tempfile
+from pathlib import Path
 from typing import Any
 
 import dagster as dg
-import pandas as pd
 
 from ds_assets.assets.automation import daily_champion_asset
 from ds_assets.assets.telemetry import partitions_failing_checks
 from ds_assets.dataset import Dataset
 from ds_assets.reporting.analytics import (
-    error_distribution,
+    ERRORS_BY,
+    ScoredSummary,
     hourly_png,
-    hourly_series,
     markdown_table,
     png_markdown,
-    top_k_markdown,
 )
+from ds_assets.resources.io_manager import StoredTable
 from ds_assets.resources.pipeline_metrics import pipeline_metrics, with_pipeline_metrics
-from ds_assets.training.datasets import DatasetError, dataset_scorer, score_frame
+from ds_assets.training.dataset_scoring import TABLE_BATCH_ROWS, dataset_scorer, score_table
+from ds_assets.training.datasets import DatasetError
 from ds_serving.scoring import ScoringInputError
 
 
 class ScoringConfig(dg.Config):
-    chunk_rows: int = 65_536
+    chunk_rows: int = 65_536  # rows per onnxruntime run
+    batch_rows: int = TABLE_BATCH_ROWS  # rows read, scored and written at a time
 
 
 def build_scored_telemetry_asset(ds: Dataset) -> dg.AssetsDefinition:
@@ -33,9 +37,11 @@ def build_scored_telemetry_asset(ds: Dataset) -> dg.AssetsDefinition:
     def scored_telemetry(
         context: dg.AssetExecutionContext,
         config: ScoringConfig,
-        raw_telemetry: pd.DataFrame,
-    ) -> pd.DataFrame:
-        """Score, flag and top contributing feature for every row of the day.
+        raw_telemetry: StoredTable,
+    ) -> StoredTable:
+        """Score, flag and top contributing feature for every row of the day, streamed from the
+        raw partition's file a record batch at a time into the scored one (memory set by the
+        batch, not the day).
 
         A day whose current raw data failed a blocking check is refused: in its own run the check
         stops scoring already, but a later run (re-scoring after a promotion, the scoring job) reads
@@ -50,38 +56,46 @@ def build_scored_telemetry_asset(ds: Dataset) -> dg.AssetsDefinition:
                 "(ingest_telemetry job), then score it"
             )
         bundle = registry.champion()
+        summary = ScoredSummary()
+        fd, name = tempfile.mkstemp(prefix=f"scored-{day}-", suffix=".parquet")
+        os.close(fd)
+        out = Path(name)
         try:  # flagged by the bundle's scoring policy, as the live scorer flags
-            scored = score_frame(dataset_scorer(bundle, "auto"), raw_telemetry,
-                                 config.chunk_rows)
+            score_table(dataset_scorer(bundle, "auto"), raw_telemetry.path, out,
+                        batch_rows=config.batch_rows, chunk_rows=config.chunk_rows,
+                        each=summary.add)
         except (DatasetError, ScoringInputError) as exc:
+            out.unlink(missing_ok=True)
             raise DatasetError(f"scoring raw_telemetry {day}: {exc}") from exc
-        context.add_output_metadata(scoring_metadata(scored, bundle.manifest.version))
+        except BaseException:
+            out.unlink(missing_ok=True)
+            raise
+        context.add_output_metadata(scoring_metadata(summary, bundle.manifest.version))
         pipeline_metrics(context).push(
-            ds.name, "scoring", {"rows_scored": len(scored),
-                                 "anomalies_flagged": int(scored["is_anomaly"].sum())},
+            ds.name, "scoring", {"rows_scored": summary.rows,
+                                 "anomalies_flagged": summary.flagged},
             {"day": day})
-        return scored
+        return StoredTable(out)
 
     return scored_telemetry
 
 
-def scoring_metadata(scored: pd.DataFrame, version: str) -> dict[str, Any]:
+def scoring_metadata(summary: ScoredSummary, version: str) -> dict[str, Any]:
     """Flag rate, top-k groups, hourly score/flag series and the champion's error table."""
-    flagged = int(scored["is_anomaly"].sum())
-    hourly = hourly_series(scored, "score", "is_anomaly")
+    hourly = summary.hourly()
     meta: dict[str, Any] = {
         "model_version": version,
-        "rows": len(scored),
-        "flagged_rows": flagged,
-        "flag_rate": round(flagged / max(len(scored), 1), 6),
-        "top_flagged": dg.MetadataValue.md(top_k_markdown(scored, "is_anomaly")),
+        "rows": summary.rows,
+        "flagged_rows": summary.flagged,
+        "flag_rate": summary.flag_rate,
+        "top_flagged": dg.MetadataValue.md(summary.top_k_markdown()),
         "hourly": dg.MetadataValue.md(
             png_markdown(hourly_png(hourly), "hourly score and flag rate") + "\n\n"
             + markdown_table(hourly)
         ),
     }
-    for by in ("anomaly_type", "region", "project_id"):
-        table = error_distribution(scored, by)
+    for by in ERRORS_BY:
+        table = summary.errors(by)
         if len(table):
             meta[f"errors_by_{by}"] = dg.MetadataValue.md(markdown_table(table))
     return meta

@@ -75,7 +75,7 @@ def bundle_day_metrics(bundle_path: Path, raw: pd.DataFrame,
     with its own policy, through the code the assets use, plus its event recall on anomalies
     injected into the day (the label-free gate's evidence)."""
     from ds_assets.monitoring.alerts import alert_events
-    from ds_assets.training.datasets import dataset_scorer, score_frame
+    from ds_assets.training.dataset_scoring import dataset_scorer, score_frame
     from ds_assets.training.gate import ModelRun, injected_test_rows, measure
     from ds_serving.bundle import load_bundle
 

@@ -23,7 +23,7 @@ import pandas as pd
 
 from ds_assets.reporting.evaluation import average_precision, confusion_counts, precision_recall_f1
 from ds_assets.telemetry.schema import LABEL
-from ds_assets.training.datasets import score_frame
+from ds_assets.training.dataset_scoring import score_frame
 from ds_serving.scoring import Scorer
 
 

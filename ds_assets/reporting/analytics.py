@@ -66,20 +66,38 @@ def png_markdown(png: bytes, alt: str = "plot") -> str:
 
 def top_k(frame: pd.DataFrame, by: str, flag: str, k: int = 5) -> pd.DataFrame:
     """The ``k`` groups of ``by`` with the most flagged rows (rows, flagged, rate)."""
+    return _top_k(_flag_counts(frame, by, flag), by, k)
+
+
+def _flag_counts(frame: pd.DataFrame, by: str, flag: str) -> pd.DataFrame | None:
+    """Rows and flagged rows per group of ``by``: sums, so chunks of a table add up."""
     if by not in frame.columns or flag not in frame.columns:
-        return pd.DataFrame(columns=[by, "rows", "flagged", "rate"])
+        return None
     grouped = frame.groupby(by, observed=True)[flag].agg(["size", "sum"])
     grouped.columns = ["rows", "flagged"]
-    grouped["flagged"] = grouped["flagged"].astype(int)
-    grouped["rate"] = grouped["flagged"] / grouped["rows"]
-    return grouped.sort_values(["flagged", "rows"], ascending=False).head(k).reset_index()
+    return grouped.astype(np.int64)
+
+
+def _top_k(counts: pd.DataFrame | None, by: str, k: int) -> pd.DataFrame:
+    if counts is None:
+        return pd.DataFrame(columns=[by, "rows", "flagged", "rate"])
+    out = counts.copy()
+    out["rate"] = out["flagged"] / out["rows"]
+    return out.sort_values(["flagged", "rows"], ascending=False).head(k).reset_index()
 
 
 def top_k_markdown(frame: pd.DataFrame, flag: str, k: int = 5) -> str:
     """Top-k by region, project, host and (labeled data) anomaly type, as one markdown block."""
+    return _top_k_markdown({by: _flag_counts(frame, by, flag) for by in TOP_K_BY}, k)
+
+
+TOP_K_BY = ("region", "project_id", "host_id", ANOMALY_TYPE)
+
+
+def _top_k_markdown(counts: dict[str, pd.DataFrame | None], k: int) -> str:
     parts = []
-    for by in ("region", "project_id", "host_id", ANOMALY_TYPE):
-        table = top_k(frame, by, flag, k)
+    for by in TOP_K_BY:
+        table = _top_k(counts.get(by), by, k)
         if by == ANOMALY_TYPE:
             table = table[table[by] != NORMAL_TYPE]
         if len(table):
@@ -89,9 +107,25 @@ def top_k_markdown(frame: pd.DataFrame, flag: str, k: int = 5) -> str:
 
 def hourly_series(frame: pd.DataFrame, metric: str, flag: str) -> pd.DataFrame:
     """Per hour of the day: mean of ``metric`` and the rate of ``flag`` (anomaly rate)."""
+    return _hourly(_hourly_sums(frame, metric, flag), metric)
+
+
+def _hourly_sums(frame: pd.DataFrame, metric: str, flag: str) -> pd.DataFrame:
+    """Per hour: the sum and count of ``metric`` (NaN left out, as a mean leaves it out) and
+    of ``flag``."""
     hours = pd.to_datetime(frame["timestamp"], utc=True).dt.floor("h")
-    out = frame.groupby(hours)[[metric, flag]].mean()
-    out.columns = [f"mean_{metric}", "anomaly_rate"]
+    values = frame[metric].astype("float64")
+    parts = pd.DataFrame({"metric_sum": values.fillna(0.0), "metric_n": values.notna(),
+                          "flag_sum": frame[flag].astype("float64"),
+                          "flag_n": frame[flag].notna()})
+    return parts.groupby(hours).sum()
+
+
+def _hourly(sums: pd.DataFrame, metric: str) -> pd.DataFrame:
+    out = pd.DataFrame({
+        f"mean_{metric}": sums["metric_sum"] / sums["metric_n"].where(sums["metric_n"] > 0),
+        "anomaly_rate": sums["flag_sum"] / sums["flag_n"].where(sums["flag_n"] > 0),
+    }, index=pd.DatetimeIndex(sums.index))
     out.index = out.index.strftime("%Y-%m-%d %H:%M")
     return out.reset_index(names="hour")
 
@@ -134,13 +168,77 @@ def error_distribution(scored: pd.DataFrame, by: str) -> pd.DataFrame:
     Needs labels: rows, labeled anomalies, flagged, true/false positives, missed, recall and
     the false-alarm rate among normal rows of the group.
     """
+    return _error_table(_error_counts(scored, by))
+
+
+def _error_counts(scored: pd.DataFrame, by: str) -> pd.DataFrame | None:
     if LABEL not in scored.columns or by not in scored.columns:
-        return pd.DataFrame()
+        return None
     y = scored[LABEL].astype(bool)
     f = scored["is_anomaly"].astype(bool)
     frame = pd.DataFrame({by: scored[by], "rows": 1, "anomalies": y, "flagged": f,
                           "tp": y & f, "fp": ~y & f, "fn": y & ~f, "normal": ~y})
-    g = frame.groupby(by, observed=True).sum().astype(int)
+    return frame.groupby(by, observed=True).sum().astype(np.int64)
+
+
+def _error_table(counts: pd.DataFrame | None) -> pd.DataFrame:
+    if counts is None:
+        return pd.DataFrame()
+    g = counts.copy()
     g["recall"] = (g["tp"] / g["anomalies"].where(g["anomalies"] > 0)).round(4)
     g["false_alarm_rate"] = (g["fp"] / g["normal"].where(g["normal"] > 0)).round(6)
     return g.drop(columns="normal").reset_index()
+
+
+ERRORS_BY = (ANOMALY_TYPE, "region", "project_id")
+
+
+def _added(total: pd.DataFrame | None, part: pd.DataFrame | None) -> pd.DataFrame | None:
+    if part is None:
+        return total
+    if total is None:
+        return part
+    return total.add(part, fill_value=0).astype(part.dtypes.to_dict())
+
+
+class ScoredSummary:
+    """What the scoring metadata shows of a scored table, summed a chunk at a time: a day
+    streamed through ``score_table`` is summarised without being held whole."""
+
+    def __init__(self) -> None:
+        self.rows = 0
+        self.flagged = 0
+        self._hourly: pd.DataFrame | None = None
+        self._top: dict[str, pd.DataFrame | None] = dict.fromkeys(TOP_K_BY)
+        self._errors: dict[str, pd.DataFrame | None] = dict.fromkeys(ERRORS_BY)
+
+    @classmethod
+    def of(cls, scored: pd.DataFrame) -> ScoredSummary:
+        summary = cls()
+        summary.add(scored)
+        return summary
+
+    def add(self, scored: pd.DataFrame) -> None:
+        self.rows += len(scored)
+        self.flagged += int(scored["is_anomaly"].sum())
+        self._hourly = _added(self._hourly, _hourly_sums(scored, "score", "is_anomaly"))
+        for by in TOP_K_BY:
+            self._top[by] = _added(self._top[by], _flag_counts(scored, by, "is_anomaly"))
+        for by in ERRORS_BY:
+            self._errors[by] = _added(self._errors[by], _error_counts(scored, by))
+
+    @property
+    def flag_rate(self) -> float:
+        return round(self.flagged / max(self.rows, 1), 6)
+
+    def hourly(self) -> pd.DataFrame:
+        """``hourly_series(table, "score", "is_anomaly")`` of the whole table."""
+        if self._hourly is None:
+            return pd.DataFrame(columns=["hour", "mean_score", "anomaly_rate"])
+        return _hourly(self._hourly.sort_index(), "score")
+
+    def top_k_markdown(self, k: int = 5) -> str:
+        return _top_k_markdown(self._top, k)
+
+    def errors(self, by: str) -> pd.DataFrame:
+        return _error_table(self._errors.get(by))

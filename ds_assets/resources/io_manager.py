@@ -5,7 +5,10 @@ partition. Partitioned assets live at ``<base_dir>/<asset>/<partition>.<ext>``.
 """
 
 
+import errno
 import json
+import os
+import shutil
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -13,6 +16,7 @@ from typing import Any
 
 import dagster as dg
 import pandas as pd
+import pyarrow.parquet as pq
 
 from ds_assets.training.detectors import TrainedDetector
 from ds_serving.atomic import atomic_write_bytes, atomic_write_with
@@ -23,6 +27,34 @@ class OnnxGraph:
     """Serialized ONNX model bytes, stored as a ``.onnx`` file."""
 
     data: bytes
+
+
+@dataclass(frozen=True)
+class StoredTable:
+    """A Parquet table passed by path instead of loaded: an asset that streams a day (10M rows
+    would take gigabytes as a frame) asks for its input as ``StoredTable`` and returns one for
+    a file it wrote, which the IO manager moves into place atomically."""
+
+    path: Path
+
+
+def _place(path: Path, table: StoredTable) -> None:
+    """Move a finished file into place: a rename where it can, else a copy then a rename."""
+    src = Path(table.path)
+    if src.resolve() == path.resolve():
+        return
+    path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        os.replace(src, path)
+    except OSError as exc:
+        if exc.errno != errno.EXDEV:
+            raise
+
+        def copy(tmp: Path) -> None:
+            shutil.copyfile(src, tmp)
+
+        atomic_write_with(path, copy)
+        src.unlink()
 
 
 @dataclass(frozen=True)
@@ -39,6 +71,7 @@ def _write_parquet(path: Path, frame: pd.DataFrame) -> None:
 
 CODECS: tuple[_Codec, ...] = (
     _Codec("parquet", pd.DataFrame, _write_parquet, pd.read_parquet),
+    _Codec("parquet", StoredTable, _place, StoredTable),
     _Codec(
         "json",
         dict,
@@ -80,6 +113,13 @@ class PartitionFrames(Mapping[str, pd.DataFrame]):
         return len(self._paths)
 
 
+def _wants_stored_table(context: dg.InputContext) -> bool:
+    try:
+        return context.dagster_type.typing_type is StoredTable
+    except dg.DagsterInvariantViolationError:  # a context built without a type (tests, tools)
+        return False
+
+
 class LocalArtifactIOManager(dg.ConfigurableIOManager):
     """Stores asset values under ``base_dir`` with atomic writes."""
 
@@ -118,6 +158,8 @@ class LocalArtifactIOManager(dg.ConfigurableIOManager):
         meta: dict[str, Any] = {"path": dg.MetadataValue.path(str(path))}
         if isinstance(obj, pd.DataFrame):
             meta["rows"] = len(obj)
+        elif isinstance(obj, StoredTable):
+            meta["rows"] = pq.ParquetFile(path).metadata.num_rows
         context.add_output_metadata(meta)
 
     def load_input(self, context: dg.InputContext) -> Any:
@@ -138,6 +180,11 @@ class LocalArtifactIOManager(dg.ConfigurableIOManager):
                 f"{stem}.*); materialize it first"
             )
         path, codec = found
+        if _wants_stored_table(context):
+            if codec.ext != "parquet":
+                raise TypeError(f"{key.to_user_string()!r} is stored as .{codec.ext}, not a "
+                                "Parquet table: declare the input with its own type")
+            return StoredTable(path)
         return codec.read(path)
 
     def _load_partitions(self, context: dg.InputContext, key: dg.AssetKey) -> PartitionFrames:

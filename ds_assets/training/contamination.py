@@ -22,7 +22,7 @@ import pandas as pd
 
 from ds_assets.monitoring.alerts import ENTITY, alert_events
 from ds_assets.telemetry.schema import TIMESTAMP
-from ds_assets.training.datasets import dataset_scorer, score_frame
+from ds_assets.training.dataset_scoring import dataset_scorer, score_frame
 from ds_serving.bundle import load_bundle
 
 MAX_FLAG_RATE = 0.05  # above this share of flagged rows the champion does not describe the day

@@ -9,16 +9,11 @@ import pandas as pd
 
 from ds_assets.telemetry.schema import (
     ANOMALY_TYPE,
-    ENTITY_COLUMNS,
     LABEL,
     LABEL_KNOWN,
     TIMESTAMP,
     feature_columns,
 )
-from ds_serving.bundle import Bundle
-from ds_serving.policy import ScoringPolicy
-from ds_serving.scoring import Scorer, score_rows
-from ds_serving.threads import SCORING, thread_policy
 
 SPLITS = ("train", "val", "test")
 SCREENED = "_screened"
@@ -169,76 +164,3 @@ def contiguous_segments(frame: pd.DataFrame, entity: str = "host_id") -> np.ndar
             continue
         segment[at[1:]] = np.cumsum(steps > positive.min())
     return np.char.add(np.char.add(hosts.astype(str), "#"), segment.astype(str))
-
-
-def check_time_order(frame: pd.DataFrame, entity: str = "host_id") -> None:
-    """Refuse rows that go back in time within an entity: temporal windows, flag smoothing and
-    alerts read each entity's rows in order, and would be silently wrong on shuffled rows."""
-    if TIMESTAMP not in frame.columns or entity not in frame.columns or len(frame) < 2:
-        return
-    hosts = pd.factorize(frame[entity])[0]
-    times = frame[TIMESTAMP].to_numpy("datetime64[ns]").view(np.int64)
-    order = np.argsort(hosts, kind="stable")  # O(n) on rows already grouped by entity
-    h, t = hosts[order], times[order]
-    back = np.flatnonzero((h[1:] == h[:-1]) & (t[1:] < t[:-1]))
-    if back.size:
-        row = int(order[back[0] + 1])
-        raise DatasetError(
-            f"row {row} ({entity} {frame[entity].iloc[row]!r}, {frame[TIMESTAMP].iloc[row]}) "
-            f"is earlier than the row before it of the same {entity}: rows must be in time "
-            f"order within each {entity}; sort them by ({entity}, {TIMESTAMP}) first"
-        )
-
-
-def dataset_scorer(bundle: Bundle, backend: str = "cpu") -> Scorer:
-    """A scorer for dataset scoring (assets, gate, reports): the bundle's policy, the process's
-    thread count (``ds_serving.threads``) and no spinning, so a busy machine slows it down
-    without stalling it."""
-    return Scorer.from_bundle(bundle, backend=backend,
-                              intra_op_threads=thread_policy(SCORING).threads, allow_spinning=False)
-
-
-def score_frame(
-    scorer: Scorer,
-    frame: pd.DataFrame,
-    chunk_rows: int = 65_536,
-    policy: ScoringPolicy | None = None,
-) -> pd.DataFrame:
-    """Score every row in chunks (bounded memory); keeps ids/labels, adds score columns.
-
-    ``is_anomaly`` holds the deployed flags of ``policy`` (default: the scorer's, i.e. the
-    bundle's): threshold, re-baselining and k-of-n per host, rows time-ordered within each host,
-    as the live scorer applies them. With smoothing, ``raw_is_anomaly`` is the plain
-    ``score > threshold``. A what-if ``policy`` is the caller's to report as such.
-    """
-    policy = policy or scorer.policy
-    missing = [f for f in scorer.features if f not in frame.columns]
-    if missing:
-        raise DatasetError(
-            f"rows lack feature column(s) {missing} that {scorer.label} needs "
-            f"({list(scorer.features)})"
-        )
-    check_time_order(frame)
-    entities = frame["host_id"].to_numpy() if "host_id" in frame.columns else None
-    batch = score_rows(
-        scorer,
-        frame[list(scorer.features)].to_numpy(np.float32),
-        entities,
-        top=True,
-        chunk_rows=chunk_rows,
-    )
-    assert batch.top_feature is not None
-    keep = [c for c in (TIMESTAMP, *ENTITY_COLUMNS, LABEL, ANOMALY_TYPE) if c in frame.columns]
-    out = frame[keep].reset_index(drop=True)
-    out["score"] = batch.scores
-    if policy.smoothing.enabled:
-        out["raw_is_anomaly"] = policy.raw_flags(batch.scores)
-        out["is_anomaly"] = policy.flags(batch.scores, entities)
-    else:
-        out["is_anomaly"] = policy.raw_flags(batch.scores)
-    names = np.asarray([*scorer.features, None], dtype=object)  # index -1: unscored -> None
-    out["top_feature"] = names[batch.top_feature]
-    if batch.top_group is not None:
-        out["top_group"] = batch.top_group
-    out["model_version"] = scorer.version or ""
-    return out

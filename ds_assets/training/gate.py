@@ -19,7 +19,7 @@ import pandas as pd
 from ds_assets.monitoring.alerts import alert_events
 from ds_assets.reporting.evaluation import average_precision, event_metrics
 from ds_assets.telemetry.schema import LABEL, LABEL_KNOWN, TIMESTAMP
-from ds_assets.training.datasets import dataset_scorer, score_frame
+from ds_assets.training.dataset_scoring import dataset_scorer, score_frame
 from ds_assets.training.injection import Injected, inject_anomalies
 from ds_assets.training.promotion import Burden, PromotionDecision, decide_promotion
 from ds_serving.bundle import load_bundle

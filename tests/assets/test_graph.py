@@ -217,7 +217,7 @@ def test_bad_source_config_names_the_problem(
 @pytest.mark.parametrize("day", DAYS[:1])
 def test_scored_rows_match_the_scorer(settings: Settings, day: str) -> None:
     """Dataset scoring and the ds_serving scorer agree on the same rows (same code path)."""
-    from ds_assets.training.datasets import score_frame
+    from ds_assets.training.dataset_scoring import score_frame
     from ds_serving.scoring import Scorer
 
     defs = build_definitions(settings)

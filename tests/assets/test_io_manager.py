@@ -12,6 +12,7 @@ from ds_assets.resources.io_manager import (
     MissingArtifactError,
     OnnxGraph,
     PartitionFrames,
+    StoredTable,
 )
 from ds_serving import atomic
 
@@ -125,3 +126,21 @@ def test_unpartitioned_consumer_of_a_single_partition_gets_a_mapping(tmp_path: P
     frames = manager.load_input(context)
     assert isinstance(frames, PartitionFrames) and list(frames) == ["2026-11-01"]
     pd.testing.assert_frame_equal(frames["2026-11-01"], _frame())
+
+
+def test_a_stored_table_is_moved_into_place_and_handed_back_by_path(tmp_path: Path) -> None:
+    manager = LocalArtifactIOManager(base_dir=str(tmp_path / "store"))
+    written = tmp_path / "elsewhere" / "scored.parquet"
+    written.parent.mkdir()
+    _frame().to_parquet(written, index=False)
+    out = dg.build_output_context(asset_key=dg.AssetKey("scored"), partition_key="2026-11-01")
+    manager.handle_output(out, StoredTable(written))
+    path = tmp_path / "store" / "scored" / "2026-11-01.parquet"
+    assert path.is_file() and not written.exists()  # moved, not copied
+    as_path = manager.load_input(dg.build_input_context(
+        asset_key=dg.AssetKey("scored"), partition_key="2026-11-01",
+        dagster_type=dg.PythonObjectDagsterType(StoredTable)))
+    assert as_path == StoredTable(path)
+    as_frame = manager.load_input(
+        dg.build_input_context(asset_key=dg.AssetKey("scored"), partition_key="2026-11-01"))
+    pd.testing.assert_frame_equal(as_frame, _frame())

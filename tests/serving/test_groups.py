@@ -12,7 +12,7 @@ import pytest
 
 from ds_assets.monitoring.alerts import alert_events
 from ds_assets.reporting.evaluation import group_breakdown
-from ds_assets.training.datasets import score_frame
+from ds_assets.training.dataset_scoring import score_frame
 from ds_serving.alerting import AlertPolicy
 from ds_serving.bundle import BundleError, load_bundle, promote
 from ds_serving.cli import main as ds_scorer

@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from ds_assets.training.datasets import score_frame
+from ds_assets.training.dataset_scoring import score_frame
 from ds_serving.alerting import AlertPolicy
 from ds_serving.bundle import MANIFEST_FILE, BundleError, load_bundle, write_bundle
 from ds_serving.policy import PolicyError, ScoringPolicy

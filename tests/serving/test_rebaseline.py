@@ -14,7 +14,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from ds_assets.assets.detector import BundleConfig
-from ds_assets.training.datasets import score_frame
+from ds_assets.training.dataset_scoring import score_frame
 from ds_serving.bundle import load_bundle, promote
 from ds_serving.client import ScorerClient, encode_request
 from ds_serving.scoring import Scorer

@@ -18,7 +18,7 @@ import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
-from ds_assets.training.datasets import score_frame
+from ds_assets.training.dataset_scoring import score_frame
 from ds_serving.alerting import AlertPolicy, AlertTracker
 from ds_serving.atomic import atomic_write_text
 from ds_serving.bundle import CHAMPION_FILE, load_bundle, model_dir, promote, write_bundle

@@ -210,7 +210,8 @@ def test_temporal_then_pca_through_the_graph(settings: Settings) -> None:
     import pandas as pd
 
     from ds_assets.definitions import build_definitions
-    from ds_assets.training.datasets import score_frame, split_rows
+    from ds_assets.training.dataset_scoring import score_frame
+    from ds_assets.training.datasets import split_rows
     from ds_assets.training.promotion import champion_alias_version
     from ds_serving.bundle import load_champion
     from ds_serving.smoothing import Smoothing, smooth_flags

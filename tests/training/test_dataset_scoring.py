@@ -1,0 +1,126 @@
+"""Dataset scoring streamed a record batch at a time equals the whole table scored at once."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from ds_assets.training.dataset_scoring import TableScorer, score_frame, score_table
+from ds_assets.training.datasets import DatasetError
+from ds_serving.bundle import load_bundle, write_bundle
+from ds_serving.scoring import Scorer, ScoringInputError
+from tests.support.models import dense_autoencoder, window_model
+
+FEATURES = ["f1", "f2", "f3"]
+SMOOTHING = {
+    "none": None,
+    "k_of_n": {"k": 2, "n": 3},
+    "rebaseline": {"k": 1, "n": 1, "rebaseline": {"end_ratio": 2.0, "raise_factor": 2.0,
+                                                  "horizon": 4, "alpha": 0.5}},
+}
+
+
+def _scorer(tmp: Path, kind: str, smoothing: str, groups: bool = False) -> Scorer:
+    window = 4 if kind == "temporal" else None
+    model = (window_model(len(FEATURES), 4) if window else
+             dense_autoencoder(len(FEATURES), (4, 2), seed=1))
+    bundle = write_bundle(
+        tmp / "models", f"{kind}-{smoothing}-{groups}", model, kind="window" if window else
+        "dense_ae", features=FEATURES, threshold=0.8 if window else 1.0,
+        threshold_rule={"rule": "fixed"}, window=window, smoothing=SMOOTHING[smoothing],
+        feature_groups={"a": ["f1", "f2"], "b": ["f3"]} if groups else None)
+    return Scorer.from_bundle(load_bundle(bundle.path), backend="cpu")
+
+
+def _table(n: int, hosts: int, seed: int) -> pd.DataFrame:
+    """Hosts interleaved at random, each in time order, with labels and ids as a day has them."""
+    rng = np.random.default_rng(seed)
+    host = rng.integers(0, hosts, n)
+    times = np.empty(n, dtype="datetime64[ns]")
+    start = np.datetime64("2026-12-01T00:00:00", "ns")
+    for h in range(hosts):  # each host's rows 10 s apart, in the order they appear
+        at = np.flatnonzero(host == h)
+        times[at] = start + np.arange(len(at)) * np.timedelta64(10, "s")
+    frame = pd.DataFrame({
+        "timestamp": times, "host_id": [f"host-{h}" for h in host],
+        "region": np.where(host % 2 == 0, "eu", "us"), "project_id": "p1",
+        "label": (rng.random(n) < 0.05).astype(np.int8),
+        "anomaly_type": "normal",
+        **{f: rng.normal(size=n).astype(np.float32) * (1 + 2 * (rng.random(n) < 0.1))
+           for f in FEATURES},
+    })
+    return frame
+
+
+@settings(max_examples=12, deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(kind=st.sampled_from(["point", "temporal"]), smoothing=st.sampled_from(list(SMOOTHING)),
+       groups=st.booleans(), batch_rows=st.integers(1, 90), seed=st.integers(0, 1000))
+def test_a_table_streamed_in_batches_scores_as_the_whole_frame(
+    tmp_path_factory: pytest.TempPathFactory, kind: str, smoothing: str, groups: bool,
+    batch_rows: int, seed: int,
+) -> None:
+    tmp = tmp_path_factory.mktemp("t")
+    scorer = _scorer(tmp, kind, smoothing, groups)
+    frame = _table(300, hosts=7, seed=seed)
+    frame.to_parquet(tmp / "raw.parquet", index=False)
+    whole = score_frame(scorer, frame)
+    rows = score_table(scorer, tmp / "raw.parquet", tmp / "scored.parquet",
+                       batch_rows=batch_rows, chunk_rows=16)
+    streamed = pd.read_parquet(tmp / "scored.parquet")
+    assert rows == len(frame)
+    pd.testing.assert_frame_equal(streamed, whole, check_dtype=False)
+    assert streamed["score"].dtype == np.float32 and streamed["is_anomaly"].dtype == bool
+    if kind == "temporal":  # warm-up rows per host: W - 1 unscored, across batch boundaries
+        assert streamed["score"].isna().sum() == 7 * 3
+
+
+def test_a_row_going_back_in_a_later_batch_is_named_by_its_table_row(tmp_path: Path) -> None:
+    scorer = _scorer(tmp_path, "point", "none")
+    frame = _table(200, hosts=3, seed=1)
+    host0 = np.flatnonzero(frame["host_id"] == "host-0")
+    late = host0[host0 > 150][0]  # a host-0 row in the last batch goes before its first row
+    frame.loc[late, "timestamp"] = frame["timestamp"].iloc[host0[0]] - np.timedelta64(1, "s")
+    frame.to_parquet(tmp_path / "raw.parquet", index=False)
+    with pytest.raises(DatasetError, match=rf"row {late} \(host_id 'host-0'.*time order"):
+        score_table(scorer, tmp_path / "raw.parquet", tmp_path / "out.parquet", batch_rows=150)
+    with pytest.raises(DatasetError, match=rf"row {late} "):
+        score_frame(scorer, frame)
+    assert not (tmp_path / "out.parquet").exists()  # nothing half-written
+
+
+def test_a_failed_table_leaves_the_previous_output_as_it_was(tmp_path: Path) -> None:
+    scorer = _scorer(tmp_path, "point", "none")
+    good = _table(100, hosts=2, seed=2)
+    good.to_parquet(tmp_path / "raw.parquet", index=False)
+    score_table(scorer, tmp_path / "raw.parquet", tmp_path / "out.parquet")
+    before = (tmp_path / "out.parquet").read_bytes()
+    bad = _table(100, hosts=2, seed=3)
+    bad.loc[80, "f2"] = np.inf
+    bad.to_parquet(tmp_path / "raw.parquet", index=False)
+    with pytest.raises(ScoringInputError, match=r"chunk from row 64: row 16, feature 'f2'"):
+        score_table(scorer, tmp_path / "raw.parquet", tmp_path / "out.parquet", batch_rows=64)
+    assert (tmp_path / "out.parquet").read_bytes() == before
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".out")]  # no temp left
+
+
+def test_a_table_without_a_feature_is_refused_up_front(tmp_path: Path) -> None:
+    scorer = _scorer(tmp_path, "point", "none")
+    _table(10, hosts=1, seed=4).drop(columns="f3").to_parquet(tmp_path / "raw.parquet")
+    with pytest.raises(DatasetError, match=r"raw.parquet lacks feature column\(s\) \['f3'\]"):
+        score_table(scorer, tmp_path / "raw.parquet", tmp_path / "out.parquet")
+
+
+def test_chunks_fed_by_hand_keep_what_crosses_their_boundaries(tmp_path: Path) -> None:
+    scorer = _scorer(tmp_path, "temporal", "k_of_n")
+    frame = _table(120, hosts=4, seed=5)
+    chunks = TableScorer(scorer)
+    parts = [chunks.score(frame.iloc[a:b]) for a, b in ((0, 50), (50, 51), (51, 120))]
+    pd.testing.assert_frame_equal(pd.concat(parts, ignore_index=True),
+                                  score_frame(scorer, frame))
+    assert chunks.rows_seen == 120
