@@ -75,9 +75,12 @@ def child(size: int, model: Path, what: str, table: Path) -> dict[str, Any]:
         return {}
     scorer = dataset_scorer(load_bundle(model))
     if what == "score_table":
+        from ds_assets.reporting.analytics import ScoredSummary
+
         out = table.with_name(f"scored-{table.name}")
+        summary = ScoredSummary()  # the asset summarises the batches as they go by
         started = time.perf_counter()
-        score_table(scorer, table, out)
+        score_table(scorer, table, out, each=summary.add_table)
         seconds = time.perf_counter() - started
         out.unlink()
         return {"seconds": seconds, "rows_per_s": size / seconds,
@@ -152,13 +155,18 @@ def main(argv: list[str] | None = None) -> int:
                   f"{best['score_table']['peak_rss_mib']:,.0f} MiB)  ceiling peak RSS "
                   f"{best['ceiling']['peak_rss_mib']:,.0f} MiB", flush=True)
     sizes = np.log([r["rows"] for r in results])
-    seconds = np.log([r["score_frame"]["seconds"] for r in results])
-    slope = float(np.polyfit(sizes, seconds, 1)[0]) if len(results) > 1 else float("nan")
+
+    def slope(what: str) -> float:
+        seconds = np.log([r[what]["seconds"] for r in results])
+        return float(np.polyfit(sizes, seconds, 1)[0]) if len(results) > 1 else float("nan")
+
     document = {"date": dt.date.today().isoformat(), "results": results,
-                "log_log_slope": slope}
-    print(f"log-log slope of score_frame time vs rows: {slope:.3f}")
+                "log_log_slope": slope("score_frame"),
+                "log_log_slope_score_table": slope("score_table")}
+    print(f"log-log slope of time vs rows: score_frame {document['log_log_slope']:.3f}, "
+          f"score_table {document['log_log_slope_score_table']:.3f}")
     out = args.out or (Path(__file__).parent / "results"
-                       / f"dataset-scoring-{document['date']}.json")
+                       / f"dataset-scoring-{dt.datetime.now(dt.UTC):%Y%m%dT%H%M%SZ}.json")
     out.write_text(json.dumps(document, indent=2) + "\n")
     print(f"results: {out}")
     return 0

@@ -63,7 +63,7 @@ def build_scored_telemetry_asset(ds: Dataset) -> dg.AssetsDefinition:
         try:  # flagged by the bundle's scoring policy, as the live scorer flags
             score_table(dataset_scorer(bundle, "auto"), raw_telemetry.path, out,
                         batch_rows=config.batch_rows, chunk_rows=config.chunk_rows,
-                        each=summary.add)
+                        each=summary.add_table)
         except (DatasetError, ScoringInputError) as exc:
             out.unlink(missing_ok=True)
             raise DatasetError(f"scoring raw_telemetry {day}: {exc}") from exc

@@ -6,6 +6,7 @@ import base64
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 
 from ds_assets.telemetry.schema import ANOMALY_TYPE, LABEL, NORMAL_TYPE, feature_columns
 
@@ -83,7 +84,9 @@ def _top_k(counts: pd.DataFrame | None, by: str, k: int) -> pd.DataFrame:
         return pd.DataFrame(columns=[by, "rows", "flagged", "rate"])
     out = counts.copy()
     out["rate"] = out["flagged"] / out["rows"]
-    return out.sort_values(["flagged", "rows"], ascending=False).head(k).reset_index()
+    # ties in the order of the groups' names, however the counts were put together
+    out = out.sort_index().sort_values(["flagged", "rows"], ascending=False, kind="stable")
+    return out.head(k).reset_index()
 
 
 def top_k_markdown(frame: pd.DataFrame, flag: str, k: int = 5) -> str:
@@ -113,7 +116,10 @@ def hourly_series(frame: pd.DataFrame, metric: str, flag: str) -> pd.DataFrame:
 def _hourly_sums(frame: pd.DataFrame, metric: str, flag: str) -> pd.DataFrame:
     """Per hour: the sum and count of ``metric`` (NaN left out, as a mean leaves it out) and
     of ``flag``."""
-    hours = pd.to_datetime(frame["timestamp"], utc=True).dt.floor("h")
+    stamps = frame["timestamp"]
+    if not isinstance(stamps.dtype, pd.DatetimeTZDtype):  # naive (UTC) or not parsed yet
+        stamps = pd.to_datetime(stamps, utc=True)
+    hours = stamps.dt.floor("h")
     values = frame[metric].astype("float64")
     parts = pd.DataFrame({"metric_sum": values.fillna(0.0), "metric_n": values.notna(),
                           "flag_sum": frame[flag].astype("float64"),
@@ -194,8 +200,12 @@ ERRORS_BY = (ANOMALY_TYPE, "region", "project_id")
 
 
 def _added(total: pd.DataFrame | None, part: pd.DataFrame | None) -> pd.DataFrame | None:
+    """Per-group sums of two chunks added up (groups keyed by plain values: each chunk's
+    categoricals have their own categories)."""
     if part is None:
         return total
+    if isinstance(part.index, pd.CategoricalIndex):
+        part = part.set_axis(pd.Index(part.index.astype(object), name=part.index.name))
     if total is None:
         return part
     return total.add(part, fill_value=0).astype(part.dtypes.to_dict())
@@ -226,6 +236,13 @@ class ScoredSummary:
             self._top[by] = _added(self._top[by], _flag_counts(scored, by, "is_anomaly"))
         for by in ERRORS_BY:
             self._errors[by] = _added(self._errors[by], _error_counts(scored, by))
+
+    def add_table(self, scored: pa.Table) -> None:
+        """``add`` for a scored Arrow table: only the summarised columns are converted, ids as
+        categoricals (no Python string per row)."""
+        wanted = {"timestamp", "score", "is_anomaly", LABEL, *TOP_K_BY, *ERRORS_BY}
+        columns = [c for c in scored.column_names if c in wanted]
+        self.add(scored.select(columns).to_pandas(strings_to_categorical=True))
 
     @property
     def flag_rate(self) -> float:

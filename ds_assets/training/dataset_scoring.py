@@ -10,12 +10,15 @@ rows as they come, so a 10M-row day is scored in memory set by the chunk, not th
 from __future__ import annotations
 
 import sys
-from collections.abc import Callable, Hashable
+from collections.abc import Callable, Hashable, Iterable, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from ds_assets.telemetry.schema import ANOMALY_TYPE, ENTITY_COLUMNS, LABEL, TIMESTAMP
@@ -40,28 +43,23 @@ def dataset_scorer(bundle: Bundle, backend: str = "cpu") -> Scorer:
                               intra_op_threads=thread_policy(SCORING).threads, allow_spinning=False)
 
 
-def check_time_order(frame: pd.DataFrame, entity: str = ENTITY, first_row: int = 0) -> None:
-    """Refuse rows that go back in time within an entity: temporal windows, flag smoothing and
-    alerts read each entity's rows in order, and would be silently wrong on shuffled rows.
-    ``first_row``: the frame's first row number in its table (for the message)."""
-    if TIMESTAMP not in frame.columns or entity not in frame.columns or len(frame) < 2:
-        return
-    hosts = pd.factorize(frame[entity])[0]
-    times = frame[TIMESTAMP].to_numpy("datetime64[ns]").view(np.int64)
-    order = np.argsort(hosts, kind="stable")  # O(n) on rows already grouped by entity
-    h, t = hosts[order], times[order]
+def _first_back_in_time(ids: np.ndarray, times: np.ndarray) -> int | None:
+    """The row whose time is earlier than the row before it of the same entity, if any."""
+    order = np.argsort(ids, kind="stable")  # O(n) on rows already grouped by entity
+    h, t = ids[order], times[order]
     back = np.flatnonzero((h[1:] == h[:-1]) & (t[1:] < t[:-1]))
-    if back.size:
-        _out_of_order(frame, entity, int(order[back[0] + 1]), first_row)
+    return int(order[back[0] + 1]) if back.size else None
 
 
-def _out_of_order(frame: pd.DataFrame, entity: str, row: int, first_row: int) -> None:
-    raise DatasetError(
-        f"row {first_row + row} ({entity} {frame[entity].iloc[row]!r}, "
-        f"{frame[TIMESTAMP].iloc[row]}) is earlier than the row before it of the same {entity}: "
-        f"rows must be in time order within each {entity}; sort them by ({entity}, {TIMESTAMP}) "
-        "first"
-    )
+@dataclass(frozen=True)
+class _Chunk:
+    """One chunk's scores and flags, before they become columns."""
+
+    scores: np.ndarray
+    raw: np.ndarray
+    flags: np.ndarray | None  # smoothed (None: the raw flags are the flags)
+    top_feature: np.ndarray  # feature index, -1 unscored
+    top_group: np.ndarray | None
 
 
 class TableScorer:
@@ -70,7 +68,8 @@ class TableScorer:
     ``is_anomaly`` holds the deployed flags of ``policy`` (default: the scorer's, i.e. the
     bundle's): threshold, re-baselining and k-of-n per host, rows time-ordered within each host,
     as the live scorer applies them. With smoothing, ``raw_is_anomaly`` is the plain
-    ``score > threshold``. A what-if ``policy`` is the caller's to report as such."""
+    ``score > threshold``. A what-if ``policy`` is the caller's to report as such. Chunks come
+    as pandas frames (``score``) or Arrow record batches (``score_batch``), never mixed."""
 
     def __init__(self, scorer: Scorer, policy: ScoringPolicy | None = None,
                  chunk_rows: int = 65_536) -> None:
@@ -78,81 +77,141 @@ class TableScorer:
         self.policy = policy or scorer.policy
         self.chunk_rows = chunk_rows
         self.rows_seen = 0
-        self._last_time: dict[Hashable, int] = {}
+        self._codes: dict[Hashable, int] = {}  # entity id -> the integer standing for it
+        self._last_time: dict[int, int] = {}  # entity code -> its latest time, ns
         self._tail_keys: np.ndarray | None = None  # temporal: each entity's last W - 1 rows
         self._tail_rows: np.ndarray | None = None
         # a whole table's entities all stay: nothing is evicted between chunks
         self._smoother = (StreamingSmoother(self.policy.smoothing, max_entities=sys.maxsize)
                           if self.policy.smoothing.enabled else None)
         self._names = np.asarray([*scorer.features, None], dtype=object)  # -1: unscored
-        self._codes: dict[Hashable, int] = {}
 
-    def _entity_codes(self, ids: pd.Series) -> np.ndarray:
-        """One integer per entity, the same in every chunk: per-entity state (windows, flag
-        smoothing) groups integers in C where string ids would cost Python per row."""
-        local, uniques = pd.factorize(ids, use_na_sentinel=False)
+    def _coded(self, local: np.ndarray, uniques: Iterable[Hashable]) -> np.ndarray:
+        """Global entity codes from a chunk's own codes and its distinct ids: per-entity state
+        (windows, flag smoothing) then groups integers in C where string ids would cost Python
+        per row."""
         table = np.fromiter((self._codes.setdefault(u, len(self._codes)) for u in uniques),
-                            dtype=np.int64, count=len(uniques))
+                            dtype=np.int64)
         return table[local]
+
+    def _missing(self, columns: Sequence[str], what: str) -> None:
+        missing = [f for f in self.scorer.features if f not in columns]
+        if missing:
+            raise DatasetError(
+                f"{what} lack feature column(s) {missing} that "
+                f"{self.scorer.label} needs ({list(self.scorer.features)})"
+            )
 
     def score(self, frame: pd.DataFrame, last: bool = False) -> pd.DataFrame:
         """The next chunk's scored rows: ids and labels kept, score columns added. ``last``:
         no chunk follows (what would cross into the next one is not kept)."""
-        first_row = self.rows_seen
-        missing = [f for f in self.scorer.features if f not in frame.columns]
-        if missing:
-            raise DatasetError(
-                f"rows lack feature column(s) {missing} that {self.scorer.label} needs "
-                f"({list(self.scorer.features)})"
-            )
-        has_entity = ENTITY in frame.columns
-        self._check_time_order(frame, first_row, last)
-        entities = self._entity_codes(frame[ENTITY]) if has_entity else None
+        self._missing(list(frame.columns), "rows")
+        ids = None
+        if ENTITY in frame.columns:
+            ids = self._coded(*pd.factorize(frame[ENTITY], use_na_sentinel=False))
+        times = None
+        if TIMESTAMP in frame.columns:
+            times = frame[TIMESTAMP].to_numpy("datetime64[ns]").view(np.int64)
         rows = frame[list(self.scorer.features)].to_numpy(np.float32)
+        chunk = self._score(ids, times, rows, last, lambda r: (
+            f"{ENTITY} {frame[ENTITY].iloc[r]!r}, {frame[TIMESTAMP].iloc[r]}"))
+        out = frame[[c for c in KEPT if c in frame.columns]].reset_index(drop=True)
+        out["score"] = chunk.scores
+        if chunk.flags is not None:
+            out["raw_is_anomaly"] = chunk.raw
+        out["is_anomaly"] = chunk.raw if chunk.flags is None else chunk.flags
+        out["top_feature"] = self._names[chunk.top_feature]
+        if chunk.top_group is not None:
+            out["top_group"] = chunk.top_group
+        out["model_version"] = self.scorer.version or ""
+        return out
+
+    def score_batch(self, batch: pa.RecordBatch, last: bool = False) -> pa.Table:
+        """``score`` for an Arrow record batch, answered as an Arrow table: the kept columns
+        are the batch's own arrays, and the top feature and model version are dictionary
+        arrays, so no column goes through Python objects."""
+        names = batch.schema.names
+        self._missing(names, "rows")
+        ids = None
+        columns: dict[str, pa.Array] = {c: batch.column(c) for c in KEPT if c in names}
+        if ENTITY in names:
+            encoded = pc.dictionary_encode(batch.column(ENTITY), null_encoding="encode")
+            if _string_ids(batch.schema):  # written as it is encoded: one hash per row, once
+                columns[ENTITY] = encoded
+            ids = self._coded(encoded.indices.to_numpy(zero_copy_only=False),
+                              encoded.dictionary.to_pylist())
+        times = None
+        if TIMESTAMP in names:
+            times = np.asarray(batch.column(TIMESTAMP).to_numpy(zero_copy_only=False))
+            times = times.astype("datetime64[ns]").view(np.int64)
+        rows = np.column_stack([
+            np.asarray(batch.column(f).to_numpy(zero_copy_only=False), dtype=np.float32)
+            for f in self.scorer.features])
+        chunk = self._score(ids, times, rows, last, lambda r: (
+            f"{ENTITY} {batch.column(ENTITY)[r].as_py()!r}, "
+            f"{pd.Timestamp(batch.column(TIMESTAMP)[r].as_py())}"))
+        columns["score"] = pa.array(chunk.scores, type=pa.float32())
+        if chunk.flags is not None:
+            columns["raw_is_anomaly"] = pa.array(chunk.raw)
+        columns["is_anomaly"] = pa.array(chunk.raw if chunk.flags is None else chunk.flags)
+        top = chunk.top_feature.astype(np.int32)
+        columns["top_feature"] = pa.DictionaryArray.from_arrays(
+            pa.array(top, mask=top < 0), pa.array(list(self.scorer.features), pa.string()))
+        if chunk.top_group is not None:
+            columns["top_group"] = pa.array(chunk.top_group, type=pa.string())
+        columns["model_version"] = pa.DictionaryArray.from_arrays(
+            pa.array(np.zeros(len(top), np.int32)), pa.array([self.scorer.version or ""]))
+        return pa.table(columns)
+
+    def _score(self, ids: np.ndarray | None, times: np.ndarray | None, rows: np.ndarray,
+               last: bool, where: Callable[[int], str]) -> _Chunk:
+        first_row = self.rows_seen
+        if ids is not None and times is not None:
+            self._check_time_order(ids, times, first_row, last, where)
         try:
-            scores, top_feature, top_group = self._scores(rows, entities, last)
+            scores, top_feature, top_group = self._scores(rows, ids, last)
         except ScoringInputError as exc:
             if first_row == 0:
                 raise
             raise ScoringInputError(f"in the chunk from row {first_row}: {exc}") from exc
-        keep = [c for c in KEPT if c in frame.columns]
-        out = frame[keep].reset_index(drop=True)
-        out["score"] = scores
         raw = self.policy.raw_flags(scores)
+        flags = None
         if self._smoother is not None:
-            out["raw_is_anomaly"] = raw
-            out["is_anomaly"] = self._smoother.apply_scores(
+            flags = self._smoother.apply_scores(
                 scores, self.policy.threshold,
-                entities if entities is not None else np.zeros(len(scores), np.int8))
-        else:
-            out["is_anomaly"] = raw
-        out["top_feature"] = self._names[top_feature]
-        if top_group is not None:
-            out["top_group"] = top_group
-        out["model_version"] = self.scorer.version or ""
-        self.rows_seen += len(frame)
-        return out
+                ids if ids is not None else np.zeros(len(scores), np.int8))
+        self.rows_seen += len(rows)
+        return _Chunk(scores, raw, flags, top_feature, top_group)
 
-    def _check_time_order(self, frame: pd.DataFrame, first_row: int, last: bool) -> None:
-        """Within the chunk, and each entity's first row against its last of earlier chunks."""
-        if TIMESTAMP not in frame.columns or ENTITY not in frame.columns or not len(frame):
+    def _check_time_order(self, ids: np.ndarray, times: np.ndarray, first_row: int, last: bool,
+                          where: Callable[[int], str]) -> None:
+        """Refuse rows that go back in time within an entity, within the chunk and against the
+        entity's last row of earlier chunks: temporal windows, flag smoothing and alerts read
+        each entity's rows in order, and would be silently wrong on shuffled rows."""
+        if not len(ids):
             return
-        check_time_order(frame, ENTITY, first_row)
-        if last and not self._last_time:
-            return  # a whole table in one chunk: nothing before it, nothing after
-        times = pd.Series(frame[TIMESTAMP].to_numpy("datetime64[ns]").view(np.int64))
-        ids = frame[ENTITY].to_numpy()
-        by_entity = times.groupby(ids, sort=False)
-        if self._last_time:
-            firsts = by_entity.head(1)  # each entity's first row in this chunk
-            at = firsts.index.to_numpy()
-            before = np.array([self._last_time.get(k, np.iinfo(np.int64).min) for k in ids[at]],
-                              dtype=np.int64)
-            back = np.flatnonzero(firsts.to_numpy() < before)
-            if back.size:
-                _out_of_order(frame, ENTITY, int(at[back[0]]), first_row)
-        if not last:
-            self._last_time.update(by_entity.last().to_dict())
+        row = _first_back_in_time(ids, times)
+        if row is None and (self._last_time or not last):
+            order = np.argsort(ids, kind="stable")
+            h, t = ids[order], times[order]
+            starts = np.flatnonzero(np.r_[True, h[1:] != h[:-1]])
+            ends = np.r_[starts[1:], len(h)] - 1
+            entities = h[starts].tolist()
+            if self._last_time:  # each entity's first row here against its last before
+                floor = np.iinfo(np.int64).min
+                before = np.fromiter((self._last_time.get(e, floor) for e in entities),
+                                     dtype=np.int64, count=len(entities))
+                back = np.flatnonzero(t[starts] < before)
+                if back.size:
+                    row = int(order[starts[back]].min())
+            if row is None and not last:
+                self._last_time.update(zip(entities, t[ends].tolist(), strict=True))
+        if row is not None:
+            raise DatasetError(
+                f"row {first_row + row} ({where(row)}) is earlier than the row before it of the "
+                f"same {ENTITY}: rows must be in time order within each {ENTITY}; sort them by "
+                f"({ENTITY}, {TIMESTAMP}) first"
+            )
 
     def _scores(
         self, rows: np.ndarray, entities: np.ndarray | None, last: bool
@@ -190,17 +249,24 @@ def score_frame(
     return TableScorer(scorer, policy, chunk_rows).score(frame, last=True)
 
 
+def _string_ids(schema: pa.Schema) -> bool:
+    return ENTITY in schema.names and pa.types.is_string(schema.field(ENTITY).type)
+
+
 def _scored_schema(source: pa.Schema, scorer: Scorer, policy: ScoringPolicy) -> pa.Schema:
-    """The columns ``TableScorer`` writes, typed up front: a batch whose ``top_feature`` is
-    all None would otherwise make a null-typed column that the next batch cannot join."""
+    """The columns ``TableScorer.score_batch`` gives, typed up front: every batch must match."""
     fields = [source.field(c) for c in KEPT if c in source.names]
+    if _string_ids(source):
+        fields[[f.name for f in fields].index(ENTITY)] = (
+            pa.field(ENTITY, pa.dictionary(pa.int32(), source.field(ENTITY).type)))
     fields.append(pa.field("score", pa.float32()))
     if policy.smoothing.enabled:
         fields.append(pa.field("raw_is_anomaly", pa.bool_()))
-    fields += [pa.field("is_anomaly", pa.bool_()), pa.field("top_feature", pa.string())]
+    fields += [pa.field("is_anomaly", pa.bool_()),
+               pa.field("top_feature", pa.dictionary(pa.int32(), pa.string()))]
     if scorer.groups.any_declared:
         fields.append(pa.field("top_group", pa.string()))
-    fields.append(pa.field("model_version", pa.string()))
+    fields.append(pa.field("model_version", pa.dictionary(pa.int32(), pa.string())))
     return pa.schema(fields)
 
 
@@ -212,7 +278,7 @@ def score_table(
     batch_rows: int = TABLE_BATCH_ROWS,
     chunk_rows: int = 65_536,
     policy: ScoringPolicy | None = None,
-    each: Callable[[pd.DataFrame], None] | None = None,
+    each: Callable[[pa.Table], None] | None = None,
 ) -> int:
     """Score a Parquet table record batch by record batch into ``target`` (Parquet), which
     appears complete or not at all; ``each`` sees every scored batch (running summaries).
@@ -231,10 +297,21 @@ def score_table(
     columns = [c for c in KEPT if c in names] + [f for f in scorer.features if f not in KEPT]
     chunks = TableScorer(scorer, policy, chunk_rows)
     schema = _scored_schema(table.schema_arrow, scorer, chunks.policy)
-    with atomic_path(target) as tmp, pq.ParquetWriter(tmp, schema) as writer:
+    # without the Arrow schema in the file, the dictionary columns read back as plain strings,
+    # as ``score_frame``'s columns do
+    # one batch is written (pyarrow, without the GIL) while the next is scored: at most two
+    # scored batches in memory
+    with (atomic_path(target) as tmp,
+          pq.ParquetWriter(tmp, schema, store_schema=False) as writer,
+          ThreadPoolExecutor(1, thread_name_prefix="ds-table-writer") as pool):
+        written: Future[None] | None = None
         for batch in table.iter_batches(batch_size=batch_rows, columns=columns):
-            scored = chunks.score(batch.to_pandas())
-            writer.write_table(pa.Table.from_pandas(scored, schema=schema, preserve_index=False))
+            scored = chunks.score_batch(batch)
+            if written is not None:
+                written.result()
+            written = pool.submit(writer.write_table, scored)
             if each is not None:
                 each(scored)
+        if written is not None:
+            written.result()
     return chunks.rows_seen

@@ -124,3 +124,30 @@ def test_chunks_fed_by_hand_keep_what_crosses_their_boundaries(tmp_path: Path) -
     pd.testing.assert_frame_equal(pd.concat(parts, ignore_index=True),
                                   score_frame(scorer, frame))
     assert chunks.rows_seen == 120
+
+
+def test_the_summary_of_streamed_batches_is_the_summary_of_the_whole_table(
+    tmp_path: Path,
+) -> None:
+    from ds_assets.reporting.analytics import (
+        ScoredSummary,
+        error_distribution,
+        hourly_series,
+        top_k_markdown,
+    )
+
+    scorer = _scorer(tmp_path, "point", "k_of_n")
+    frame = _table(3000, hosts=9, seed=6)
+    frame["anomaly_type"] = np.where(frame["label"] == 1, "spike", "normal")
+    frame["timestamp"] = frame["timestamp"].dt.tz_localize("UTC")
+    frame.to_parquet(tmp_path / "raw.parquet", index=False)
+    summary = ScoredSummary()
+    score_table(scorer, tmp_path / "raw.parquet", tmp_path / "out.parquet", batch_rows=700,
+                each=summary.add_table)
+    whole = score_frame(scorer, frame)
+    assert (summary.rows, summary.flagged) == (3000, int(whole["is_anomaly"].sum()))
+    pd.testing.assert_frame_equal(summary.hourly(), hourly_series(whole, "score", "is_anomaly"))
+    assert summary.top_k_markdown() == top_k_markdown(whole, "is_anomaly")
+    for by in ("anomaly_type", "region", "project_id"):
+        pd.testing.assert_frame_equal(summary.errors(by), error_distribution(whole, by),
+                                      check_dtype=False, check_categorical=False)
