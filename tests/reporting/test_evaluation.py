@@ -349,6 +349,9 @@ def test_event_metrics_delay_and_false_alarms_hand_computed() -> None:
     assert stats.false_alarm_episodes == 2
     assert stats.normal_hours == pytest.approx(9 * 60 / 3600)
     assert stats.false_alarms_per_hour == pytest.approx(2 / (9 / 60))
+    assert stats.false_alarms_per_entity_day == pytest.approx(24 * 2 / (9 / 60))
+    assert stats.false_alarms_per_1000_rows == pytest.approx(1000 * 2 / 14)
+    assert stats.to_dict()["false_alarms_per_1000_rows"] == stats.false_alarms_per_1000_rows
 
 
 def test_event_metrics_groups_entities_and_orders_by_time() -> None:
