@@ -64,6 +64,7 @@ bench: install
 	$(PY) -m bench.scorer
 	$(PY) -m bench.contention
 	$(PY) -m bench.dataset_scoring
+	$(PY) -m bench.pyod_peer
 
 # Under a minute, for day-to-day use: short phases and small sizes, results under
 # bench/results/quick/ (not kept in git; `make bench` writes the dated records).
