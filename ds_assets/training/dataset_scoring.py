@@ -43,14 +43,6 @@ def dataset_scorer(bundle: Bundle, backend: str = "cpu") -> Scorer:
                               intra_op_threads=thread_policy(SCORING).threads, allow_spinning=False)
 
 
-def _first_back_in_time(ids: np.ndarray, times: np.ndarray) -> int | None:
-    """The row whose time is earlier than the row before it of the same entity, if any."""
-    order = np.argsort(ids, kind="stable")  # O(n) on rows already grouped by entity
-    h, t = ids[order], times[order]
-    back = np.flatnonzero((h[1:] == h[:-1]) & (t[1:] < t[:-1]))
-    return int(order[back[0] + 1]) if back.size else None
-
-
 @dataclass(frozen=True)
 class _Chunk:
     """One chunk's scores and flags, before they become columns."""
@@ -190,10 +182,11 @@ class TableScorer:
         each entity's rows in order, and would be silently wrong on shuffled rows."""
         if not len(ids):
             return
-        row = _first_back_in_time(ids, times)
+        order = np.argsort(ids, kind="stable")  # O(n) on rows already grouped by entity
+        h, t = ids[order], times[order]
+        back = np.flatnonzero((h[1:] == h[:-1]) & (t[1:] < t[:-1]))
+        row = int(order[back[0] + 1]) if back.size else None
         if row is None and (self._last_time or not last):
-            order = np.argsort(ids, kind="stable")
-            h, t = ids[order], times[order]
             starts = np.flatnonzero(np.r_[True, h[1:] != h[:-1]])
             ends = np.r_[starts[1:], len(h)] - 1
             entities = h[starts].tolist()
