@@ -41,6 +41,23 @@ class TimestampSpec(_Spec):
     format: str | None = None
     # the zone of timestamps written without an offset (those with one keep theirs)
     timezone: str = "UTC"
+    # numeric timestamps (a sample index, epoch seconds): the unit of the numbers, counted from
+    # ``origin`` (in ``timezone``); None: timestamps are written as dates and times
+    unit: Literal["s", "ms", "us", "ns"] | None = None
+    origin: str = "1970-01-01"
+
+    @model_validator(mode="after")
+    def _one_form(self) -> TimestampSpec:
+        if self.unit and self.format:
+            raise ValueError("timestamp: give either format (written dates) or unit (numbers "
+                             "counted from origin), not both")
+        if self.unit:
+            try:
+                dt.datetime.fromisoformat(self.origin)
+            except ValueError:
+                raise ValueError(f"timestamp.origin {self.origin!r} is not an ISO 8601 date "
+                                 "or time") from None
+        return self
 
 
 class EntitySpec(_Spec):

@@ -197,6 +197,8 @@ def to_rows(raw: pd.DataFrame, layout: FileLayout, spec: DatasetSpec, first_line
 
 def _timestamps(values: pd.Series, spec: DatasetSpec, path: Path, first_line: int) -> np.ndarray:
     column = spec.timestamp.column
+    if spec.timestamp.unit:
+        return _numeric_timestamps(values, spec, path, first_line)
     written = values.astype(str)
     try:
         parsed = pd.to_datetime(written, format=spec.timestamp.format, errors="coerce")
@@ -218,6 +220,24 @@ def _timestamps(values: pd.Series, spec: DatasetSpec, path: Path, first_line: in
                               f"ambiguous or skipped local time in {spec.timestamp.timezone} "
                               "(a daylight-saving change); write the offset or use UTC")
     return parsed.dt.tz_convert("UTC").to_numpy()
+
+
+def _numeric_timestamps(values: pd.Series, spec: DatasetSpec, path: Path, first_line: int,
+                        ) -> np.ndarray:
+    """Numbers of ``unit`` after ``origin``: series indexed by sample number or epoch time."""
+    ts = spec.timestamp
+    numbers = pd.to_numeric(values, errors="coerce")
+    bad = numbers.isna().to_numpy() | ~np.isfinite(numbers.to_numpy(np.float64, na_value=0))
+    if bad.any():
+        row = int(np.flatnonzero(bad)[0])
+        raise SourceError(f"{path}: line {first_line + row}: column {ts.column!r} holds "
+                          f"{values.iloc[row]!r}, not a number of {ts.unit} after {ts.origin} "
+                          "(timestamp.unit is declared)")
+    origin = pd.Timestamp(ts.origin)
+    if origin.tz is None:
+        origin = origin.tz_localize(ts.timezone)
+    parsed = origin + pd.to_timedelta(numbers.to_numpy(), unit=ts.unit)
+    return parsed.tz_convert("UTC").to_numpy()
 
 
 def _numbers(values: pd.Series, name: str, path: Path, first_line: int) -> np.ndarray:

@@ -95,6 +95,23 @@ def test_local_time_zones_become_utc(tmp_path: Path) -> None:
     assert rows["timestamp"].iloc[0] == pd.Timestamp("2024-07-01 00:00", tz="UTC")
 
 
+def test_numeric_timestamps_count_units_from_the_origin(tmp_path: Path) -> None:
+    """A series indexed by sample number (GutenTAG, many benchmark suites) or epoch seconds."""
+    pd.DataFrame({"t": [0, 1, 2, 5], "v": [1.0, 2.0, 3.0, 4.0]}).to_csv(tmp_path / "x.csv",
+                                                                       index=False)
+    spec = _spec(tmp_path / "x.csv", timestamp={"column": "t", "unit": "s",
+                                                "origin": "2024-01-01", "timezone": "Etc/GMT-1"})
+    rows, report = read_rows(spec, tmp_path / "s", "x")
+    assert rows["timestamp"].tolist() == [pd.Timestamp("2023-12-31 23:00", tz="UTC")
+                                          + pd.Timedelta(seconds=k) for k in (0, 1, 2, 5)]
+    assert report.gaps["gaps"] == 1
+    pd.DataFrame({"t": ["0", "x"], "v": [1.0, 2.0]}).to_csv(tmp_path / "y.csv", index=False)
+    with pytest.raises(SourceError, match=r"y.csv: line 3: column 't' holds 'x', not a number "
+                                          "of s after 1970-01-01"):
+        read_rows(_spec(tmp_path / "y.csv", timestamp={"column": "t", "unit": "s"}),
+                  tmp_path / "s", "y")
+
+
 def test_unsorted_rows_are_sorted_and_reported_duplicates_refused_or_kept_last(
     tmp_path: Path,
 ) -> None:
@@ -198,6 +215,8 @@ def test_unset_environment_variables_in_paths_are_named(tmp_path: Path) -> None:
     ({"features": {"columns": ["a"], "groups": {"g": ["b"]}}}, r"groups name \['b'\]"),
     ({"entity": {"column": "m", "per_file": True}}, "either column or per_file"),
     ({"bogus": 1}, "Extra inputs are not permitted"),
+    ({"timestamp": {"unit": "s", "format": "%Y"}}, "either format .* or unit"),
+    ({"timestamp": {"unit": "s", "origin": "soon"}}, "origin 'soon' is not an ISO 8601"),
 ])
 def test_declarations_that_cannot_work_are_refused_when_loaded(
     declared: dict[str, Any], message: str,
