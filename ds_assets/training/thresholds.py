@@ -86,13 +86,16 @@ def calibrate_pot(
     values = kept.astype(np.float64)
     if values.size == 0:
         raise ThresholdError("no calibration scores: the validation split has no scored rows")
-    initial = float(np.quantile(values, level))
+    # few rows: lower the level until MIN_PEAKS rows lie above it (the tail fit needs peaks;
+    # the fitted risk still extrapolates beyond them), and record the level used
+    used = min(level, 1.0 - MIN_PEAKS / values.size) if values.size > MIN_PEAKS else level
+    initial = float(np.quantile(values, used))
     peaks = values[values > initial] - initial
-    if peaks.size < MIN_PEAKS:
+    if peaks.size < MIN_PEAKS or values.size < 2 * MIN_PEAKS:
         raise ThresholdError(
-            f"pot needs at least {MIN_PEAKS} validation scores above the {level} quantile, got "
-            f"{peaks.size} of {values.size}; lower the level, use more rows, or use the "
-            "quantile rule")
+            f"pot needs at least {MIN_PEAKS} validation scores above its level and "
+            f"{2 * MIN_PEAKS} scores in all, got {peaks.size} above the {used:.4g} quantile of "
+            f"{values.size} (tied scores?); use more validation rows or the quantile rule")
     shape, _, scale = genpareto.fit(peaks, floc=0.0)
     ratio = risk * values.size / peaks.size
     if abs(shape) < 1e-9:
@@ -104,6 +107,7 @@ def calibrate_pot(
         "rule": "pot",
         "risk": risk,
         "level": level,
+        "level_used": used,
         "margin": margin,
         "initial_threshold": initial,
         "peaks": int(peaks.size),

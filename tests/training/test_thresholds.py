@@ -110,8 +110,24 @@ def test_pot_refuses_what_it_cannot_fit() -> None:
     scores = np.random.default_rng(1).exponential(size=300)
     with pytest.raises(ThresholdError, match=r"risk=0.05 must be above 0 and below 1 - level"):
         calibrate_pot(scores, risk=0.05, level=0.98)
-    with pytest.raises(ThresholdError, match=r"at least 10 validation scores above the 0\.99"):
-        calibrate_pot(scores, risk=1e-3, level=0.99)
+    with pytest.raises(ThresholdError, match=r"at least 10 validation scores above its level "
+                                             r"and 20 scores in all, got \d+ above the .* of 15"):
+        calibrate_pot(scores[:15], risk=1e-3, level=0.99)
+    with pytest.raises(ThresholdError, match=r"got 0 above"):
+        calibrate_pot(np.ones(100), risk=1e-3)
+
+
+def test_pot_lowers_its_level_until_the_tail_has_enough_peaks() -> None:
+    """60 validation rows (SKAB's 15 % of 400) have one row above the 0.98 quantile; the level
+    drops to keep 10 peaks, and the manifest says so."""
+    from ds_assets.training.thresholds import calibrate_pot
+
+    scores = np.random.default_rng(3).exponential(size=60)
+    value, rule = calibrate_pot(scores, risk=1e-3, level=0.98)
+    assert rule["level"] == 0.98 and rule["level_used"] == pytest.approx(1 - 10 / 60)
+    assert rule["peaks"] == 10 and value > scores.max()
+    _, rule = calibrate_pot(np.random.default_rng(3).exponential(size=5_000), level=0.98)
+    assert rule["level_used"] == 0.98
 
 
 def test_the_pot_rule_uses_the_normal_validation_rows() -> None:
