@@ -97,12 +97,6 @@ def calibrate_pot(
             f"{2 * MIN_PEAKS} scores in all, got {peaks.size} above the {used:.4g} quantile of "
             f"{values.size} (tied scores?); use more validation rows or the quantile rule")
     shape, _, scale = genpareto.fit(peaks, floc=0.0)
-    ratio = risk * values.size / peaks.size
-    if abs(shape) < 1e-9:
-        z = initial - scale * float(np.log(ratio))
-    else:
-        z = initial + scale / shape * (ratio ** (-shape) - 1.0)
-    value = float(np.float32(z * margin))
     rule = {
         "rule": "pot",
         "risk": risk,
@@ -113,13 +107,33 @@ def calibrate_pot(
         "peaks": int(peaks.size),
         "gpd_shape": float(shape),
         "gpd_scale": float(scale),
-        "pot_value": float(z),
         "calibration_rows": int(values.size),
         "unscored_rows": unscored,
         "calibration_split": "validation (normal rows)",
         "flag": "score > threshold",
     }
-    return value, rule
+    return pot_at(rule, risk, margin)
+
+
+def pot_at(fitted: dict[str, Any], risk: float, margin: float = 1.0,
+           ) -> tuple[float, dict[str, Any]]:
+    """The threshold of a fitted POT tail (``calibrate_pot``'s rule) at another ``risk`` and
+    ``margin``, without refitting: the fit does not depend on them."""
+    level = float(fitted["level_used"])
+    if not 0.0 < risk < 1.0 - level:
+        raise ThresholdError(f"pot risk={risk} must be above 0 and below 1 - level "
+                             f"({1.0 - level:g}): a rarer event than the peaks' own rate")
+    if not margin > 0:
+        raise ThresholdError(f"margin={margin} must be > 0")
+    shape, scale = float(fitted["gpd_shape"]), float(fitted["gpd_scale"])
+    initial = float(fitted["initial_threshold"])
+    ratio = risk * fitted["calibration_rows"] / fitted["peaks"]
+    if abs(shape) < 1e-9:
+        z = initial - scale * float(np.log(ratio))
+    else:
+        z = initial + scale / shape * (ratio ** (-shape) - 1.0)
+    return float(np.float32(z * margin)), {**fitted, "risk": risk, "margin": margin,
+                                           "pot_value": float(z)}
 
 
 def calibrate_best_f1(scores: np.ndarray, labels: np.ndarray) -> tuple[float, dict[str, Any]]:

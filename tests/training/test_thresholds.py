@@ -130,6 +130,17 @@ def test_pot_lowers_its_level_until_the_tail_has_enough_peaks() -> None:
     assert rule["level_used"] == 0.98
 
 
+def test_a_fitted_tail_gives_the_threshold_at_other_risks_without_refitting() -> None:
+    from ds_assets.training.thresholds import calibrate_pot, pot_at
+
+    scores = np.random.default_rng(4).exponential(size=3_000)
+    _, fitted = calibrate_pot(scores, risk=1e-3)
+    for risk, margin in ((1e-2, 1.0), (1e-4, 1.5)):
+        assert pot_at(fitted, risk, margin) == calibrate_pot(scores, risk=risk, margin=margin)
+    with pytest.raises(ThresholdError, match="risk=0.5 must be above 0"):
+        pot_at(fitted, 0.5)
+
+
 def test_the_pot_rule_uses_the_normal_validation_rows() -> None:
     rng = np.random.default_rng(2)
     scores = np.r_[rng.exponential(size=5_000), np.full(50, 1e3)]  # labeled anomalies far out
