@@ -15,7 +15,7 @@ INSTANCE_YAML := .dagster_home/dagster.yaml
 EXTRA := $(shell nvidia-smi -L >/dev/null 2>&1 && echo gpu || echo cpu)
 STAMP := $(VENV)/.installed-$(EXTRA)
 
-.PHONY: install demo dataset test lint dev bench bench-quick skab ui-test clean
+.PHONY: install demo dataset test lint dev bench bench-quick skab eval ui-test clean
 
 # A failed creation removes the half-made venv, so the next run starts over instead of finding
 # a python without pip.
@@ -80,6 +80,12 @@ bench-quick: install
 export SKAB_DIR ?= $(CURDIR)/../shared/datasets/skab
 skab: install
 	$(PY) -m bench.skab --skab-dir "$$SKAB_DIR"
+
+# Leave-one-dataset-out evaluation (SKAB, GutenTAG, our generator): every default chosen on two
+# sources and reported on the third; scores cached under $DS_DATA_DIR/eval/scores.
+export GUTENTAG_DIR ?= $(CURDIR)/../shared/datasets/gutentag
+eval: install
+	$(PY) -m bench.cross_dataset --skab-dir "$$SKAB_DIR" --gutentag-dir "$$GUTENTAG_DIR"
 
 # The Dagster UI in headless Chromium (tests/ui): Debian's chromium, installed here when it is
 # missing and apt-get can run (root), and Playwright from the `ui` extra (no browser download).
