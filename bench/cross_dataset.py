@@ -19,13 +19,17 @@ configuration scores each series once (cached under the cache folder); a *candid
 configuration plus a flag policy (threshold rule and its numbers, global or per-entity
 calibration, k-of-n smoothing, re-baselining), and only post-processes those scores.
 
-Selection, fixed before any result was seen: for a held-out source, the candidate with the best
-mean F1 over the two other sources (each source's F1 from counts summed over its series), among
-candidates whose false-alarm rate is at most ``MAX_FAR`` on each of them (the best mean F1 if
-none qualifies); ties go to the earlier candidate. Per family this picks the configuration and
-policy; over all families it picks the *default*. The held-out source's labels never influence
-what is applied to it. The shipped default is the same selection made on all three sources; the
-leave-one-out rows say how well that procedure transfers.
+Selection: for a held-out source, the deployable candidate (global calibration, no per-entity
+standardization) with the best mean F1 over the two other sources (each source's F1 from counts
+summed over its series), among candidates whose false-alarm rate is at most a cap on each of
+them (the best mean F1 if none qualifies); ties go to the earlier candidate. Two criteria are
+reported (:data:`CRITERIA`): the cap ``MAX_FAR`` fixed before any result, and no cap, added after
+the first run. Per family this picks the configuration and policy; over all families the
+*default*. The held-out source's labels never influence what is applied to it. The shipped
+default is the selection made on all three sources with the criterion whose leave-one-out
+defaults did better on their held-out sources; the leave-one-out rows say how well that
+procedure transfers. Per-entity calibration and standardization are compared as well; the
+scorer cannot apply them yet.
 
 Metrics per source: point-wise F1 / FAR / MAR (SKAB's definitions), event recall, false-alarm
 episodes per 10,000 rows, median detection delay (rows), and the threshold-free VUS-PR and
@@ -236,11 +240,23 @@ class DetectorConfig:
     family: str
     params: DetectorParams | None = None
     baseline: str | None = None
+    # standardize each entity's rows by its own fitting rows before the model (evaluation
+    # only: the bundle and the scorer have no per-entity statistics yet)
+    entity_norm: bool = False
+
+    @property
+    def base(self) -> str:
+        """The configuration scoring a one-entity series alike (standardizing the one entity
+        is the affine map the model's own normalization undoes)."""
+        return self.name.removesuffix(ENTITY_NORM)
 
     def to_dict(self) -> dict[str, Any]:
         return {"name": self.name, "family": self.family,
                 "params": None if self.params is None else self.params.relevant(),
-                "baseline": self.baseline}
+                "baseline": self.baseline, "entity_norm": self.entity_norm}
+
+
+ENTITY_NORM = "+entity_norm"
 
 
 #: Each family with the graph's default hyper-parameters and one variant (a smaller code, a
@@ -256,6 +272,12 @@ CONFIGS: tuple[DetectorConfig, ...] = (
     DetectorConfig("pca/0.8", "pca", DetectorParams(family="pca", explained_variance=0.8)),
     DetectorConfig("zscore", "zscore", baseline="zscore"),
     DetectorConfig("isolation_forest", "isolation_forest", baseline="isolation_forest"),
+    # per-entity standardization, compared but not deployable yet (see DetectorConfig)
+    DetectorConfig("dense_ae" + ENTITY_NORM, "dense_ae", DetectorParams(family="dense_ae"),
+                   entity_norm=True),
+    DetectorConfig("temporal_ae" + ENTITY_NORM, "temporal_ae",
+                   DetectorParams(family="temporal_ae"), entity_norm=True),
+    DetectorConfig("zscore" + ENTITY_NORM, "zscore", baseline="zscore", entity_norm=True),
 )
 FAMILIES = tuple(dict.fromkeys(c.family for c in CONFIGS))
 
@@ -275,6 +297,8 @@ def score_series(series: Series, config: DetectorConfig, threads: int = 1) -> Sc
     """Fit on the fitting rows, score calibration and test rows through the shipped path."""
     started = time.perf_counter()
     fit, cal = series.fit_and_calibration()
+    if config.entity_norm:
+        series = _entity_standardized(series, fit)
     features = list(series.features)
     n_train = len(series.train)
     if config.params is not None and len(features) == 1 and config.family in UNIVARIATE_REFUSALS:
@@ -302,6 +326,20 @@ def score_series(series: Series, config: DetectorConfig, threads: int = 1) -> Sc
         test_scores = model.score(series.test).astype(np.float64)
     return Scored(train_scores[cal], series.train_entities[cal], test_scores,
                   seconds=time.perf_counter() - started)
+
+
+def _entity_standardized(series: Series, fit: np.ndarray) -> Series:
+    """Each entity's train and test rows in units of its own fitting rows' mean and std."""
+    train, test = series.train.astype(np.float64), series.test.astype(np.float64)
+    for entity in np.unique(series.train_entities):
+        own = fit & (series.train_entities == entity)
+        mean, std = train[own].mean(axis=0), train[own].std(axis=0)
+        std = np.where(std > 1e-6 * (np.abs(mean) + 1.0), std, 1.0)
+        rows = series.train_entities == entity
+        train[rows] = (train[rows] - mean) / std
+        rows = series.test_entities == entity
+        test[rows] = (test[rows] - mean) / std
+    return replace(series, train=train.astype(np.float32), test=test.astype(np.float32))
 
 
 class ScoreCache:
@@ -344,8 +382,15 @@ def score_all(series: Sequence[Series], configs: Sequence[DetectorConfig], cache
               workers: int, log: Callable[[str], None] = print,
               ) -> dict[tuple[str, str, str], Scored]:
     """Every (series, configuration) scored once, ``workers`` processes at a time."""
-    todo = [(s, c, str(cache.folder)) for s in series for c in configs
-            if cache.load(s, c) is None]
+    by_name = {c.name: c for c in configs}
+
+    def source_of(s: Series, c: DetectorConfig) -> DetectorConfig:
+        single = len(np.unique(s.train_entities)) == 1
+        return by_name.get(c.base, c) if c.entity_norm and single else c
+
+    todo = list({(s.source, s.name, source_of(s, c).name): (s, source_of(s, c), str(cache.folder))
+                 for s in series for c in configs
+                 if cache.load(s, source_of(s, c)) is None}.values())
     if todo:
         log(f"scoring {len(todo)} (series, detector) pairs with {workers} worker(s)")
         started = time.perf_counter()
@@ -360,7 +405,7 @@ def score_all(series: Sequence[Series], configs: Sequence[DetectorConfig], cache
     out = {}
     for s in series:
         for c in configs:
-            got = cache.load(s, c)
+            got = cache.load(s, source_of(s, c))
             assert got is not None
             out[(s.source, s.name, c.name)] = got
     return out
@@ -396,6 +441,17 @@ class FlagPolicy:
         return {**self.threshold_args(), "scope": self.scope,
                 "smoothing": self.smoothing.to_dict()}
 
+
+#: Selection criteria: the candidate with the best mean F1 over the sources it is chosen on,
+#: among those whose FAR is at most the cap on each. ``far_capped`` was fixed before any
+#: result; ``mean_f1`` was added after its first run showed SKAB's 15 % cap forcing thresholds
+#: that miss most anomalies elsewhere. The shipped default uses the criterion whose
+#: leave-one-out defaults have the higher mean held-out F1 (ties: the first).
+CRITERIA: dict[str, float] = {"far_capped": MAX_FAR, "mean_f1": 1.0}
+CRITERION_TEXT = {
+    "far_capped": f"best mean F1 with FAR <= {MAX_FAR} on each source (fixed before any result)",
+    "mean_f1": "best mean F1, no FAR cap (added after the first run)",
+}
 
 REBASELINE = Rebaseline(end_ratio=4.0, raise_factor=3.0, horizon=240)
 
@@ -652,19 +708,37 @@ def evaluate(series: Sequence[Series], scored: Mapping[tuple[str, str, str], Sco
 
     today = [i for i, (c, p) in enumerate(table.candidates)
              if p == TODAY and c.name in ("temporal_ae", "dense_ae", "pca")]
+    deployable = np.array([p.scope == "global" and not c.entity_norm
+                           for c, p in table.candidates])
+
+    def loo(held: str, max_far: float, allowed: np.ndarray) -> tuple[int, list[str]]:
+        others = [s for s in sources if s != held]
+        return select(table, others, allowed, max_far), others
+
+    # each criterion's default, chosen without the held-out source, judged on it
+    held_f1 = {name: float(np.mean([summarize(table.source_totals(held)[
+        loo(held, cap, deployable)[0]])["f1"] for held in sources]))
+        for name, cap in CRITERIA.items()}
+    shipped = max(CRITERIA, key=lambda name: (held_f1[name], -list(CRITERIA).index(name)))
+    cap = CRITERIA[shipped]
     per_source: dict[str, Any] = {}
     for held in sources:
-        others = [s for s in sources if s != held]
-        rows = [row("default (chosen on " + " + ".join(others) + ")",
-                    select(table, others), held, others)]
-        rows += [row(f, select(table, others, fam == f), held, others) for f in families]
-        rows += [row(f"{f} tuned on {held} (optimistic)", select(table, [held], fam == f),
+        rows = []
+        for name, crit_cap in CRITERIA.items():
+            index, others = loo(held, crit_cap, deployable)
+            rows.append(row(f"default, {name} (on " + " + ".join(others) + ")", index, held,
+                            others))
+        index, others = loo(held, cap, ~deployable)
+        rows.append(row("per-entity, not deployable yet", index, held, others))
+        rows += [row(f, loo(held, cap, deployable & (fam == f))[0], held, others)
+                 for f in families]
+        rows += [row(f"{f} tuned on {held} (optimistic)", select(table, [held], fam == f, cap),
                      held, [held]) for f in families]
         rows += [row(f"{table.candidates[i][0].name}, today's default policy", i, held, [])
                  for i in today]
         per_source[held] = {"rows": [r.to_dict() for r in rows]}
         if held == "generator":
-            default = rows[0]
+            default = rows[list(CRITERIA).index(shipped)]
 
             def default_flags(s: Series, d: Row = default) -> np.ndarray:
                 return policy_flags(scored[(s.source, s.name, d.config.name)],
@@ -672,20 +746,21 @@ def evaluate(series: Sequence[Series], scored: Mapping[tuple[str, str, str], Sco
 
             per_source[held]["kind_recall_default"] = kind_recall(
                 [s for s in series if s.source == "generator"], default_flags)
-    chosen = select(table, sources)
+    chosen = select(table, sources, deployable, cap)
     config, policy = table.candidates[chosen]
     return {
-        "selection": {"rule": f"best mean F1 over the other sources with FAR <= {MAX_FAR} on "
-                              "each (best mean F1 if none qualifies); ties to the earlier",
-                      "candidates": len(table.candidates), "configs": [c.to_dict() for c in
-                                                                        configs],
-                      "policies": len(policies)},
+        "selection": {"criteria": {name: CRITERION_TEXT[name] for name in CRITERIA},
+                      "held_out_mean_f1": held_f1, "shipped_criterion": shipped,
+                      "candidates": len(table.candidates),
+                      "deployable_candidates": int(deployable.sum()),
+                      "configs": [c.to_dict() for c in configs], "policies": len(policies)},
         "sources": {src: {"series": sum(s.source == src for s in series),
                           "test_rows": int(sum(len(s.test) for s in series if s.source == src))}
                     for src in sources},
         "per_source": per_source,
         "shipped_default": {"detector": config.to_dict(), "policy": policy.to_dict(),
-                            "policy_text": policy.describe(), "chosen_on": sources,
+                            "policy_text": policy.describe(), "criterion": shipped,
+                            "chosen_on": sources,
                             "per_source": {src: summarize(table.source_totals(src)[chosen])
                                            for src in sources}},
     }
@@ -724,8 +799,11 @@ def format_report(result: Mapping[str, Any]) -> str:
             recall = ", ".join(f"{k} {v:.2f}" for k, v in block["kind_recall_default"].items())
             lines.append(f"default's recall per anomaly type: {recall}")
     d = result["shipped_default"]
-    lines.append(f"\nshipped default (chosen on all sources): {d['detector']['name']}; "
-                 f"{d['policy_text']}")
+    sel = result["selection"]
+    lines.append("\nmean held-out F1 of each criterion's defaults: " + ", ".join(
+        f"{k} {v:.3f}" for k, v in sel["held_out_mean_f1"].items()))
+    lines.append(f"shipped default ({d['criterion']}, chosen on all sources): "
+                 f"{d['detector']['name']}; {d['policy_text']}")
     return "\n".join(lines)
 
 

@@ -131,6 +131,32 @@ def test_per_entity_calibration_flags_the_quiet_entitys_anomaly() -> None:
     assert not smoothed[25]  # one flagged row is not 2 of 3
 
 
+def test_entity_standardization_uses_each_entitys_own_fitting_rows(tmp_path: Path) -> None:
+    """Entity 1 runs 100 above entity 0: standardized, a +5 step on entity 0 stands out; with
+    one entity the standardized configuration reuses the plain one's scores."""
+    from bench.cross_dataset import ENTITY_NORM, _entity_standardized
+
+    rng = np.random.default_rng(5)
+    train = rng.normal(size=(200, 2)).astype(np.float32)
+    train[100:] += 100.0
+    test = rng.normal(size=(40, 2)).astype(np.float32)
+    test[20:] += 100.0
+    s = Series("g", "x", ("a", "b"), train, np.repeat([0, 1], 100).astype(np.int32), test,
+               np.repeat([0, 1], 20).astype(np.int32), np.zeros(40, np.int8),
+               np.full(40, "none", object))
+    fit, _ = s.fit_and_calibration()
+    z = _entity_standardized(s, fit)
+    assert abs(z.train[fit].mean()) < 0.05 and abs(z.test.mean()) < 0.5
+    np.testing.assert_allclose(z.train[:85].std(axis=0), 1.0, rtol=1e-5)
+    normed = next(c for c in CONFIGS if c.name == "zscore" + ENTITY_NORM)
+    assert normed.base == "zscore" and normed.entity_norm
+    one = _series("g", "one")
+    got = score_all([one], [ZSCORE, normed], ScoreCache(tmp_path), workers=1)
+    assert len(list(tmp_path.glob("*.npz"))) == 1
+    np.testing.assert_array_equal(got[("g", "one", normed.name)].test,
+                                  got[("g", "one", "zscore")].test)
+
+
 def test_a_temporal_model_reaches_into_training_only_for_continuous_series() -> None:
     rng = np.random.default_rng(2)
     train = np.sin(np.arange(300)[:, None] / 5 + np.arange(2)).astype(np.float32)
@@ -179,7 +205,10 @@ def test_evaluate_end_to_end_on_generated_sources(tmp_path: Path) -> None:
     assert set(gen["kind_recall_default"]) <= {
         "spike", "level_shift", "stuck_sensor", "noise_burst", "correlation_break",
         "slow_drift"}
-    assert result["shipped_default"]["chosen_on"] == ["skab", "gutentag", "generator"]
+    shipped = result["shipped_default"]
+    assert shipped["chosen_on"] == ["skab", "gutentag", "generator"]
+    assert shipped["policy"]["scope"] == "global" and not shipped["detector"]["entity_norm"]
+    assert shipped["criterion"] in result["selection"]["held_out_mean_f1"]
     text = format_report(result)
     assert "== skab held out" in text and "published: Conv-AE" in text
     json.dumps(result, default=str)

@@ -137,7 +137,7 @@ def test_a_fitted_tail_gives_the_threshold_at_other_risks_without_refitting() ->
     _, fitted = calibrate_pot(scores, risk=1e-3)
     for risk, margin in ((1e-2, 1.0), (1e-4, 1.5)):
         assert pot_at(fitted, risk, margin) == calibrate_pot(scores, risk=risk, margin=margin)
-    with pytest.raises(ThresholdError, match="risk=0.5 must be above 0"):
+    with pytest.raises(ThresholdError, match=r"risk=0\.5 must be above 0"):
         pot_at(fitted, 0.5)
 
 
