@@ -33,6 +33,7 @@ def declaration_path(name: str, defs_dir: Path = DEFS_DIR) -> Path:
 
 def scaffold(args: argparse.Namespace) -> int:
     from ds_assets.telemetry.inspection import inspect_source
+    from ds_assets.training import evaluated_default
 
     target = declaration_path(args.name, Path(args.defs_dir))
     if target.exists() and not args.force:
@@ -42,8 +43,10 @@ def scaffold(args: argparse.Namespace) -> int:
         args.path, args.name, timestamp=args.timestamp, entity=args.entity,
         label_column=args.label_column, windows=args.label_windows,
         exclude=args.exclude or [])
-    family = args.family or ("temporal_ae" if len(found.features) == 1 else "dense_ae")
+    family = args.family or evaluated_default.FAMILY
     attributes = found.attributes(family)
+    if family == evaluated_default.FAMILY:  # the policy was chosen together with the family
+        attributes["policy"] = dict(evaluated_default.POLICY)
     if args.timestamp_format:
         attributes["timestamp"]["format"] = args.timestamp_format
     TelemetryDataset.model_validate(attributes)  # what the code location will load
@@ -58,7 +61,9 @@ def scaffold(args: argparse.Namespace) -> int:
     print(f"  labels    : {found.labels}")
     print(f"  partitions: {attributes['partitions']['start']} .. "
           f"{attributes['partitions']['end']} (daily, UTC, end excluded)")
-    print(f"  detector  : {family}")
+    policy = attributes.get("policy")
+    print(f"  detector  : {family}" + (f", policy {policy} (make eval's default)"
+                                       if policy else ""))
     for note in found.notes:
         print(f"  note      : {note}")
     target.parent.mkdir(parents=True, exist_ok=True)

@@ -120,7 +120,9 @@ def test_from_a_users_file_to_a_champion_in_two_commands(
     assert "partitions: 2013-12-02 .. 2013-12-06" in printed
     declaration = defs_dir / "sensor" / "defs.yaml"
     document: dict[str, Any] = yaml.safe_load(declaration.read_text())
-    assert document["attributes"]["detector"] == {"family": "temporal_ae"}  # one feature
+    # the leave-one-dataset-out default: family and flag policy together
+    assert document["attributes"]["detector"] == {"family": "temporal_ae"}
+    assert document["attributes"]["policy"] == {"quantile": 0.99, "margin": 1.5}
     assert ds_dataset(["--defs-dir", str(defs_dir), "scaffold", str(data), "--name",
                        "sensor"]) == 2  # never overwritten silently
     document["attributes"]["detector"].update(epochs=2, window=8)
@@ -164,6 +166,9 @@ def test_a_file_without_labels_trains_and_is_judged_on_injected_anomalies(
     report = json.loads((settings.data_dir / "assets" / "prod" / "evaluation_report.json")
                         .read_text())
     assert report["n_anomalies"] > 0 and 0 <= report["pr_auc"] <= 1
+    manifest = json.loads((settings.models_dir / "prod-ae" / "1" / "config.json").read_text())
+    rule = manifest["threshold"]
+    assert (rule["rule"], rule["quantile"], rule["margin"]) == ("quantile", 0.99, 1.5)
 
 
 def test_materialize_names_what_is_wrong(
