@@ -202,6 +202,9 @@ class DetectorConfig(dg.Config):
     kernel_size: int = _DEFAULTS.kernel_size
     latent: int = _DEFAULTS.latent
     temporal_score: str = _DEFAULTS.temporal_score  # window_mean | last_row
+    # flat-line term for stuck sensors: quantile of training window spread (None: off), weight
+    flatline_quantile: float | None = _DEFAULTS.flatline_quantile
+    flatline_weight: float = _DEFAULTS.flatline_weight
     # pca
     explained_variance: float = _DEFAULTS.explained_variance
     max_components: int | None = _DEFAULTS.max_components

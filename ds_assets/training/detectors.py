@@ -67,6 +67,12 @@ class DetectorParams:
     kernel_size: int = 5
     latent: int = 16
     temporal_score: str = "window_mean"  # or "last_row": error of the row the window ends at
+    # flat-line term (temporal_ae): a feature whose window is flatter than this quantile of the
+    # training windows' spread adds up to ``flatline_weight`` x the 0.999 quantile of the
+    # validation scores (a stuck sensor reconstructs well: its error alone never flags it);
+    # None turns it off
+    flatline_quantile: float | None = 0.001
+    flatline_weight: float = 4.0
     # pca: components explaining ``explained_variance`` of the normalized training variance
     explained_variance: float = 0.95
     max_components: int | None = None
@@ -112,6 +118,11 @@ class DetectorParams:
                 raise bad("latent", "must be >= 1")
             if self.temporal_score not in TEMPORAL_SCORES:
                 raise bad("temporal_score", f"choose one of {', '.join(TEMPORAL_SCORES)}")
+            if self.flatline_quantile is not None and not 0.0 < self.flatline_quantile < 0.5:
+                raise bad("flatline_quantile", "must be in (0, 0.5), e.g. 0.001, or None for "
+                          "no flat-line term")
+            if not (self.flatline_weight >= 0 and math.isfinite(self.flatline_weight)):
+                raise bad("flatline_weight", "must be a finite number >= 0")
         if self.family == "pca":
             if not 0.0 < self.explained_variance <= 1.0:
                 raise bad("explained_variance", "must be in (0, 1], e.g. 0.95")
@@ -146,7 +157,7 @@ class DetectorParams:
         per_family = {
             "dense_ae": [*common, *ae, "hidden"],
             "temporal_ae": [*common, *ae, "window", "channels", "kernel_size", "latent",
-                            "temporal_score"],
+                            "temporal_score", "flatline_quantile", "flatline_weight"],
             "pca": [*common, "explained_variance", "max_components", "pca_combine", "t2_weight",
                     "scale_quantile"],
         }[self.family]
@@ -255,8 +266,18 @@ class TrainedDetector:
     def module(self) -> nn.Module:
         """The torch module of an autoencoder with its trained weights, in eval mode."""
         model = build_module(self.params, len(self.features))
-        model.load_state_dict({k: torch.from_numpy(v.copy()) for k, v in self.arrays.items()})
+        model.load_state_dict({k: torch.from_numpy(v.copy()) for k, v in self.arrays.items()
+                               if not k.startswith(FLATLINE_PREFIX)})
         return model.eval()
+
+    @property
+    def flatline(self) -> tuple[np.ndarray, float] | None:
+        """(per-feature floor of the window spread, penalty) of a temporal model's flat-line
+        term; None without one (turned off, or a detector trained before it existed)."""
+        floor = self.arrays.get(FLATLINE_PREFIX + "floor")
+        if floor is None:
+            return None
+        return floor, float(self.arrays[FLATLINE_PREFIX + "penalty"][0])
 
     def to_bytes(self) -> bytes:
         meta = {
@@ -488,6 +509,8 @@ def _fit(
         ti = window_index(train_keys, params.window).starts
         vi = window_index(val_keys, params.window).starts
         arrays, summary = _fit_autoencoder(params, len(features), zt, zv, ti, vi, device)
+        if params.flatline_quantile is not None:
+            arrays.update(_flatline(params, arrays, zt, zv, ti, vi, summary))
     else:
         arrays, summary = _fit_autoencoder(params, len(features), zt, zv, None, None, device)
     return arrays, summary, mean, std
@@ -587,6 +610,53 @@ def _fit_autoencoder(
     if train_windows is not None:
         summary.update(train_windows=n_train, val_windows=n_val)
     return {k: v.cpu().numpy() for k, v in best_state.items()}, summary
+
+
+FLATLINE_PREFIX = "flatline_"
+
+
+def window_spread(z: np.ndarray, starts: np.ndarray, window: int) -> np.ndarray:
+    """Population std over each window's rows, per feature: [windows, features]."""
+    z = z.astype(np.float64)
+    c1 = np.concatenate([np.zeros((1, z.shape[1])), np.cumsum(z, axis=0)])
+    c2 = np.concatenate([np.zeros((1, z.shape[1])), np.cumsum(z * z, axis=0)])
+    first = starts[:, 0]
+    mean = (c1[first + window] - c1[first]) / window
+    square = (c2[first + window] - c2[first]) / window
+    return np.sqrt(np.maximum(square - mean * mean, 0.0))
+
+
+def _flatline(
+    params: DetectorParams, arrays: dict[str, np.ndarray], zt: np.ndarray, zv: np.ndarray,
+    train_windows: np.ndarray, val_windows: np.ndarray, summary: dict[str, Any],
+) -> dict[str, np.ndarray]:
+    """The flat-line term's numbers: each feature's floor (the ``flatline_quantile`` of its
+    training windows' spread; 0, i.e. off, for a feature that is often flat in training), and
+    the penalty of a fully flat feature, ``flatline_weight`` x the 0.999 quantile of the
+    validation windows' scores x the number of features (scores average over features)."""
+    assert params.flatline_quantile is not None
+    spread = window_spread(zt, train_windows, params.window)
+    floor = np.quantile(spread, params.flatline_quantile, axis=0)
+    floor = np.where(floor > 1e-3, floor, 0.0).astype(np.float32)
+    model = build_module(params, zt.shape[1])
+    model.load_state_dict({k: torch.from_numpy(v.copy()) for k, v in arrays.items()})
+    model.eval()
+    xv = torch.from_numpy(zv)
+    vw = torch.from_numpy(val_windows)
+    last = params.temporal_score == "last_row"
+    scores = []
+    with torch.no_grad():
+        for start in range(0, len(vw), _VAL_CHUNK):
+            x = xv[vw[start:start + _VAL_CHUNK]]
+            errors = (model(x) - x) ** 2
+            per_feature = errors[:, -1, :] if last else errors.mean(dim=1)
+            scores.append(per_feature.mean(dim=1).numpy())
+    top = float(np.quantile(np.concatenate(scores), 0.999)) if scores else 0.0
+    penalty = params.flatline_weight * top * zt.shape[1]
+    summary["flatline"] = {"features_watched": int((floor > 0).sum()), "penalty": penalty,
+                           "val_score_q999": top}
+    return {FLATLINE_PREFIX + "floor": floor,
+            FLATLINE_PREFIX + "penalty": np.array([penalty], np.float32)}
 
 
 def _mean_loss(model: nn.Module, batch: Callable[[slice], torch.Tensor], n: int) -> float:

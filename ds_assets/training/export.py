@@ -59,18 +59,35 @@ class TemporalScoringGraph(nn.Module):
     """Temporal autoencoder over [batch, W, F]: the window's error scores the row it ends at
     (mean over the window, or the last row only)."""
 
+    inv_floor: torch.Tensor
+    watched: torch.Tensor
+
     def __init__(
-        self, autoencoder: nn.Module, mean: np.ndarray, std: np.ndarray, last_row: bool
+        self, autoencoder: nn.Module, mean: np.ndarray, std: np.ndarray, last_row: bool,
+        flatline: tuple[np.ndarray, float] | None = None,
     ) -> None:
         super().__init__()
         self.normalize = _Normalize(mean, std)
         self.autoencoder = autoencoder
         self.last_row = last_row
+        # flat-line term: a watched feature whose window spread is below its training floor
+        # adds penalty x (1 - spread / floor) to its error (a stuck sensor is no error)
+        self.flatline = flatline is not None
+        floor = np.zeros(len(mean), np.float32) if flatline is None else flatline[0]
+        safe = np.where(floor > 0, floor, 1.0).astype(np.float32)
+        self.register_buffer("inv_floor", torch.from_numpy(1.0 / safe))
+        self.register_buffer("watched", torch.from_numpy((floor > 0).astype(np.float32)))
+        self.penalty = 0.0 if flatline is None else float(flatline[1])
 
     def forward(self, features: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         z = self.normalize(features)
         errors = (z - self.autoencoder(z)) ** 2  # [B, W, F]
         per_feature = errors[:, -1, :] if self.last_row else errors.mean(dim=1)
+        if self.flatline:
+            centred = z - z.mean(dim=1, keepdim=True)
+            spread = torch.sqrt((centred * centred).mean(dim=1))  # [B, F]
+            flat = torch.relu(1.0 - spread * self.inv_floor) * self.watched
+            per_feature = per_feature + flat * self.penalty
         return per_feature.mean(dim=1), per_feature
 
 
@@ -114,7 +131,8 @@ def scoring_graph(trained: TrainedDetector) -> nn.Module:
         return ScoringGraph(trained.module(), trained.mean, trained.std).eval()
     if trained.family == "temporal_ae":
         last = trained.params.temporal_score == "last_row"
-        return TemporalScoringGraph(trained.module(), trained.mean, trained.std, last).eval()
+        return TemporalScoringGraph(trained.module(), trained.mean, trained.std, last,
+                                    trained.flatline).eval()
     return PcaScoringGraph(trained).eval()
 
 
