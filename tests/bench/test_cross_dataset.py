@@ -65,6 +65,8 @@ def test_selection_never_sees_the_held_out_source() -> None:
     assert select(table, ["a", "b"], max_far=1.0) == 1
     assert select(table, ["a", "b"], max_far=0.001) == 1
     assert select(table, ["a"], allowed=np.array([False, False, True])) == 2
+    with pytest.raises(EvalError, match="no candidate"):
+        select(table, ["a"], allowed=np.zeros(3, bool))
     with pytest.raises(EvalError, match="at least one source"):
         select(table, [])
     assert len(COUNTS) == table.counts.shape[2]
@@ -220,3 +222,22 @@ def test_main_refuses_a_missing_source_directory(tmp_path: Path,
                  "--cache", str(tmp_path / "c"), "--out", str(tmp_path / "r.json")])
     assert code == 2 and "no index.csv" in capsys.readouterr().err
     assert not (tmp_path / "r.json").exists()
+
+
+def test_fusion_scales_each_part_by_its_own_calibration_and_takes_the_max() -> None:
+    from bench.cross_dataset import fuse
+
+    entities = np.zeros(100, np.int32)
+    small = Scored(np.linspace(0, 1, 100), entities, np.array([0.5, 2.0, np.nan]))
+    large = Scored(np.linspace(0, 100, 100), entities, np.array([300.0, 10.0, 50.0]))
+    refused = Scored(np.full(100, np.nan), entities, np.full(3, np.nan), refused="one column")
+    fused = fuse([small, large, refused])
+    scale_small, scale_large = np.quantile(small.calibration, 0.99), np.quantile(
+        large.calibration, 0.99)
+    np.testing.assert_allclose(fused.test, [300 / scale_large, 2.0 / scale_small,
+                                            50 / scale_large])
+    assert np.nanmax(fused.calibration) == pytest.approx(1 / 0.99)
+    assert fuse([refused]).refused == "no part scored"
+    with pytest.raises(EvalError, match="needs configuration"):
+        score_all([_series("g", "x")], [next(c for c in CONFIGS if c.components)],
+                  ScoreCache(Path("/nonexistent")), workers=1)
