@@ -60,6 +60,7 @@ from ds_assets.reporting.evaluation import (
     alarm_rates,
     confusion_counts,
     event_metrics,
+    json_safe,
     skab_f1,
     volume_under_surface,
 )
@@ -857,18 +858,6 @@ def format_report(result: Mapping[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def _json_safe(value: Any) -> Any:
-    if isinstance(value, float) and value != value:
-        return None
-    if isinstance(value, dict):
-        return {k: _json_safe(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_json_safe(v) for v in value]
-    if isinstance(value, np.integer | np.floating):
-        return _json_safe(value.item())
-    return value
-
-
 def load_sources(names: Iterable[str], skab_dir: Path, gutentag_dir: Path) -> list[Series]:
     out: list[Series] = []
     for name in names:
@@ -908,7 +897,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     result["wall_seconds"] = {"load_and_score": round(scoring_s, 1),
                               "total": round(time.perf_counter() - started, 1)}
     print(format_report(result))
-    atomic_write_text(args.out, json.dumps(_json_safe(result), indent=1) + "\n")
+    atomic_write_text(args.out, json.dumps(json_safe(result), indent=1) + "\n")
     print(f"\nresults: {args.out} ({result['wall_seconds']['total']:.0f} s)")
     return 0
 

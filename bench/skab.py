@@ -66,7 +66,7 @@ import pandas as pd
 
 from ds_assets.components import load_declaration
 from ds_assets.reporting.baselines import make_baseline
-from ds_assets.reporting.evaluation import alarm_rates, confusion_counts, skab_f1
+from ds_assets.reporting.evaluation import alarm_rates, confusion_counts, json_safe, skab_f1
 from ds_assets.telemetry.files import read_rows
 from ds_assets.telemetry.sources import SourceError
 from ds_assets.training.detectors import DetectorParams, train_detector
@@ -871,19 +871,8 @@ def results_document(
     }
 
 
-def _json_safe(value: Any) -> Any:
-    """NaN (an undefined rate, e.g. FAR of a file without normal rows) becomes null."""
-    if isinstance(value, float) and value != value:
-        return None
-    if isinstance(value, dict):
-        return {k: _json_safe(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_json_safe(v) for v in value]
-    return value
-
-
 def write_results(path: str | os.PathLike[str], document: dict[str, Any]) -> None:
-    atomic_write_text(path, json.dumps(_json_safe(document), indent=2, allow_nan=False) + "\n")
+    atomic_write_text(path, json.dumps(json_safe(document), indent=2, allow_nan=False) + "\n")
 
 
 SECOND_INCIDENT_GAPS = (50, 500, 2000)

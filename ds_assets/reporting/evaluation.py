@@ -478,16 +478,16 @@ def event_metrics(
 # the report
 
 
-def _json_safe(value: Any) -> Any:
+def json_safe(value: Any) -> Any:
     """NaN/inf floats -> None (strict JSON has neither), numpy scalars -> Python, recursively."""
     if isinstance(value, np.generic):
         value = value.item()
     if isinstance(value, float) and not math.isfinite(value):
         return None
     if isinstance(value, Mapping):
-        return {str(k): _json_safe(v) for k, v in value.items()}
+        return {str(k): json_safe(v) for k, v in value.items()}
     if isinstance(value, list | tuple):
-        return [_json_safe(v) for v in value]
+        return [json_safe(v) for v in value]
     return value
 
 
@@ -568,7 +568,7 @@ class EvaluationReport:
 
     def to_dict(self) -> dict[str, Any]:
         """All fields as a JSON-serialisable dict; NaN (and +-inf) become None."""
-        return {f.name: _json_safe(getattr(self, f.name)) for f in fields(self)}
+        return {f.name: json_safe(getattr(self, f.name)) for f in fields(self)}
 
     def to_markdown(self) -> str:
         """Headline metrics, the confusion matrix and per-type recall as markdown tables."""

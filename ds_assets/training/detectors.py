@@ -265,10 +265,7 @@ class TrainedDetector:
 
     def module(self) -> nn.Module:
         """The torch module of an autoencoder with its trained weights, in eval mode."""
-        model = build_module(self.params, len(self.features))
-        model.load_state_dict({k: torch.from_numpy(v.copy()) for k, v in self.arrays.items()
-                               if not k.startswith(FLATLINE_PREFIX)})
-        return model.eval()
+        return _autoencoder(self.params, len(self.features), self.arrays)
 
     @property
     def flatline(self) -> tuple[np.ndarray, float] | None:
@@ -615,6 +612,16 @@ def _fit_autoencoder(
 FLATLINE_PREFIX = "flatline_"
 
 
+def _autoencoder(params: DetectorParams, n_features: int, arrays: dict[str, np.ndarray],
+                 ) -> nn.Module:
+    """The module with these trained weights (the flat-line numbers are not weights), in eval
+    mode."""
+    model = build_module(params, n_features)
+    model.load_state_dict({k: torch.from_numpy(v.copy()) for k, v in arrays.items()
+                           if not k.startswith(FLATLINE_PREFIX)})
+    return model.eval()
+
+
 def window_spread(z: np.ndarray, starts: np.ndarray, window: int) -> np.ndarray:
     """Population std over each window's rows, per feature: [windows, features]."""
     z = z.astype(np.float64)
@@ -638,9 +645,7 @@ def _flatline(
     spread = window_spread(zt, train_windows, params.window)
     floor = np.quantile(spread, params.flatline_quantile, axis=0)
     floor = np.where(floor > 1e-3, floor, 0.0).astype(np.float32)
-    model = build_module(params, zt.shape[1])
-    model.load_state_dict({k: torch.from_numpy(v.copy()) for k, v in arrays.items()})
-    model.eval()
+    model = _autoencoder(params, zt.shape[1], arrays)
     xv = torch.from_numpy(zv)
     vw = torch.from_numpy(val_windows)
     last = params.temporal_score == "last_row"
