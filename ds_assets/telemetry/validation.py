@@ -7,10 +7,13 @@ from __future__ import annotations
 
 import logging
 import os
+import threading
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from functools import cache
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
 from ds_assets.telemetry.schema import ENTITY_COLUMNS, LABEL, TIMESTAMP
@@ -51,10 +54,14 @@ def _expectations(
     schema += [in_types(column=c, type_list=_FLOAT_TYPES) for c in features]
     if labeled:
         schema.append(e.ExpectColumnValuesToBeInTypeList(column=LABEL, type_list=_INT_TYPES))
-    in_range = []
+    # every value in [low, high] <=> min >= low and max <= high: two aggregates per column
+    # instead of GX's value-by-value Python map (60 % of a day's validation); the rows out of
+    # range are counted for the message only when one fails
+    in_range: list[Any] = []
     for c in features:
         low, high = ranges.get(c, FINITE_RANGE)
-        in_range.append(e.ExpectColumnValuesToBeBetween(column=c, min_value=low, max_value=high))
+        in_range += [e.ExpectColumnMinToBeBetween(column=c, min_value=low),
+                     e.ExpectColumnMaxToBeBetween(column=c, max_value=high)]
     return {
         "schema_and_dtypes": schema,
         "features_not_null": [
@@ -99,14 +106,13 @@ def _timezone_failures(frame: pd.DataFrame) -> list[str]:
     return []
 
 
-def validate_telemetry(
-    frame: pd.DataFrame,
-    features: Sequence[str],
-    *,
-    ranges: Mapping[str, tuple[float, float]] | None = None,
-    min_rows: int = 1,
-) -> dict[str, CheckOutcome]:
-    """Run every expectation group on ``frame``; returns one outcome per check name."""
+_GX_LOCK = threading.Lock()
+
+
+@cache
+def _batch_definition() -> Any:
+    """One ephemeral GX context and whole-dataframe batch definition per process: building them
+    cost more than validating a day."""
     os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
     logging.getLogger("great_expectations").setLevel(logging.ERROR)
     import great_expectations as gx
@@ -114,29 +120,79 @@ def validate_telemetry(
 
     context = gx.get_context(mode="ephemeral")
     context.variables.progress_bars = ProgressBarsConfig(globally=False)
-    batch_definition = (
+    return (
         context.data_sources.add_pandas("telemetry")
         .add_dataframe_asset(name="raw_telemetry")
         .add_batch_definition_whole_dataframe("partition")
     )
-    batch = batch_definition.get_batch(batch_parameters={"dataframe": frame})
+
+
+def _out_of_range(frame: pd.DataFrame, column: str, low: float, high: float) -> str:
+    if column not in frame.columns:
+        return ""  # schema_and_dtypes names the missing column
+    values = frame[column].to_numpy(dtype=np.float64, na_value=np.nan)
+    bad = np.flatnonzero((values < low) | (values > high))
+    if not len(bad):
+        return ""
+    return (f"{len(bad)} row(s) of {column} outside [{low:g}, {high:g}], e.g. row(s) "
+            f"{bad[:3].tolist()} = {values[bad[:3]].tolist()}")
+
+
+def validate_telemetry(
+    frame: pd.DataFrame,
+    features: Sequence[str],
+    *,
+    ranges: Mapping[str, tuple[float, float]] | None = None,
+    min_rows: int = 1,
+) -> dict[str, CheckOutcome]:
+    """Run every expectation group on ``frame`` (one suite, one pass over the batch); returns
+    one outcome per check name."""
+    import great_expectations as gx
+
+    groups = _expectations(features, ranges or {}, min_rows, LABEL in frame.columns)
+    suite_expectations: list[Any] = []
+    for name, expectations in groups.items():
+        for expectation in expectations:
+            expectation.meta = {"check": name}
+            suite_expectations.append(expectation)
+    with _GX_LOCK:
+        batch = _batch_definition().get_batch(batch_parameters={"dataframe": frame})
+        try:
+            result = batch.validate(gx.ExpectationSuite(name="raw_telemetry",
+                                                        expectations=suite_expectations))
+        finally:  # the cached engine would otherwise hold the day's frame until the next call
+            manager = batch.data.execution_engine.batch_manager
+            manager.batch_data_cache.pop(batch.id, None)
+            manager.reset_batch_cache()
+    failures: dict[str, list[str]] = {name: [] for name in groups}
+    failed = dict.fromkeys(groups, 0)
+    for r in result.results:
+        if r.success:
+            continue
+        config = r.expectation_config
+        name = (config.meta or {})["check"]
+        failed[name] += 1
+        failures[name].append(_describe(r))
+        if name == "feature_values_in_range":
+            column = config.kwargs["column"]
+            low, high = (ranges or {}).get(column, FINITE_RANGE)
+            detail = _out_of_range(frame, column, low, high)
+            if detail and detail not in failures[name]:
+                failures[name].append(detail)
+    timezone = _timezone_failures(frame)
+    failures["schema_and_dtypes"] += timezone
+    failed["schema_and_dtypes"] += len(timezone)
     outcomes: dict[str, CheckOutcome] = {}
-    labeled = LABEL in frame.columns
-    for name, expectations in _expectations(features, ranges or {}, min_rows, labeled).items():
+    for name, expectations in groups.items():
         if not expectations:
             outcomes[name] = CheckOutcome(name=name, passed=True, metadata={
                 "expectations": 0, "failed": 0,
                 "note": "no label column (unlabeled source): nothing to check"})
             continue
-        suite = gx.ExpectationSuite(name=name, expectations=expectations)
-        result = batch.validate(suite)
-        failures = [_describe(r) for r in result.results if not r.success]
-        if name == "schema_and_dtypes":
-            failures += _timezone_failures(frame)
         outcomes[name] = CheckOutcome(
             name=name,
-            passed=not failures,
-            failures=failures,
-            metadata={"expectations": len(expectations), "failed": len(failures)},
+            passed=not failures[name],
+            failures=failures[name],
+            metadata={"expectations": len(expectations), "failed": failed[name]},
         )
     return outcomes

@@ -1,5 +1,8 @@
 from __future__ import annotations
 
+import gc
+import weakref
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -52,3 +55,25 @@ def test_schema_problems(good: pd.DataFrame) -> None:
 
 def test_minimum_row_count(good: pd.DataFrame) -> None:
     assert _run(good.head(5))["minimum_row_count"] is False
+
+
+def test_out_of_range_names_rows_and_count(good: pd.DataFrame) -> None:
+    bad = good.copy()
+    bad.loc[[4, 9], "mem_util"] = 250.0
+    bad.loc[7, "cpu_util"] = np.inf
+    outcome = validate_telemetry(bad, list(FEATURES), ranges=FEATURE_RANGES)[
+        "feature_values_in_range"]
+    text = " ".join(outcome.failures)
+    assert "2 row(s) of mem_util outside [0, 100], e.g. row(s) [4, 9]" in text
+    assert "1 row(s) of cpu_util" in text and "inf" in text
+    assert outcome.metadata["failed"] == 2  # expectations, not message lines
+
+
+def test_validation_keeps_no_frame_alive(good: pd.DataFrame) -> None:
+    """The GX context is reused across calls; it must not hold the last day's rows."""
+    frame = good.copy()
+    ref = weakref.ref(frame)
+    validate_telemetry(frame, list(FEATURES), ranges=FEATURE_RANGES)
+    del frame
+    gc.collect()
+    assert ref() is None
