@@ -33,6 +33,12 @@ SCORE = "__score__"  # key of the anomaly-score sketch among the feature sketche
 # the scores at or below the model threshold: what an unlabeled day is compared on (its own
 # incidents, far above the threshold, would otherwise read as score drift)
 SCORE_BELOW = "__score_below_threshold__"
+# The score's PSI threshold is never below this: PSI under 0.1 is the conventional "no
+# significant shift". The score has no significance test beside its statistics (features need
+# KS too), and day-to-day spread over a week of 28k-row days is tiny (thresholds near 0.002),
+# so rows the model never fitted and the week's own slow wander (PSI 0.002-0.004 on normal days
+# after the window) read as drift, depending on training noise; real drift measured 1.3.
+SCORE_PSI_FLOOR = 0.1
 
 
 @dataclass(frozen=True)
@@ -178,6 +184,10 @@ def calibrate_thresholds(
         calibrated = thresholds[SCORE]["anomaly_rate_shift"]
         thresholds[SCORE]["anomaly_rate_shift"] = max(calibrated, floor)
         summary[SCORE]["anomaly_rate_shift"]["sampling_floor"] = floor
+    for key in (SCORE, SCORE_BELOW):
+        if "psi" in thresholds.get(key, {}):
+            thresholds[key]["psi"] = max(thresholds[key]["psi"], SCORE_PSI_FLOOR)
+            summary[key]["psi"]["floor"] = SCORE_PSI_FLOOR
     record = {
         "rule": f"mean + {sigmas:g} std of each statistic over {n} leave-one-chunk-out chunks",
         "sigmas": sigmas,

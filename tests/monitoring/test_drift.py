@@ -377,3 +377,34 @@ def test_anomaly_rate_threshold_never_goes_below_sampling_noise() -> None:
     floor = record["statistics"][SCORE]["anomaly_rate_shift"]["sampling_floor"]
     assert floor == pytest.approx(3 * np.sqrt((1 / 1000) * (1 - 1 / 1000) / 1000))
     assert thresholds[SCORE]["anomaly_rate_shift"] == floor > 2 / 1000
+
+
+def test_score_psi_below_the_floor_is_not_drift(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A week of large days calibrates the score's PSI threshold near 0.001; the demo's normal
+    days after the training window (rows the model never fitted, the week's slow wander) sit at
+    0.002-0.004 and read as drift depending on training noise. The floor keeps them normal;
+    W1 still catches a real shift of the scores."""
+    import ds_assets.monitoring.reference as reference_module
+
+    rng = np.random.default_rng(11)
+    ts = pd.Series(pd.date_range("2026-11-01", periods=N_REF, freq="4320ms", tz="UTC"))
+    frame = pd.DataFrame({"timestamp": ts, "x": rng.normal(size=N_REF)})
+    scores = rng.gamma(2.0, size=N_REF)
+    cut = np.quantile(scores, 0.99)
+
+    def build() -> DriftReference:
+        return build_reference(frame, ["x"], scores, scores > cut)
+
+    day_rng = np.random.default_rng(3)
+    day = day_rng.gamma(2.0, size=30_000)
+    pulled = day_rng.choice(len(day), 600, replace=False)  # 2 % of the mass moved to the median
+    day[pulled] = np.median(day) + day_rng.normal(0.0, 0.05, len(pulled))
+    ref = build()
+    assert ref.thresholds[SCORE]["psi"] == ref.thresholds[SCORE_BELOW]["psi"] == 0.1
+    assert ref.calibration["statistics"][SCORE]["psi"]["floor"] == 0.1
+    shape = score_shift(ref, day, day > cut)
+    assert 0.001 < shape["psi"] < 0.01 and not shape["drifted"]
+    assert score_shift(ref, day * 1.05, day * 1.05 > cut)["over_threshold"] == [
+        "wasserstein", "anomaly_rate_shift"]
+    monkeypatch.setattr(reference_module, "SCORE_PSI_FLOOR", 0.0)
+    assert score_shift(build(), day, day > cut)["over_threshold"] == ["psi"]
