@@ -531,8 +531,11 @@ def _fit_autoencoder(
         keep = np.sort(rng.choice(n_items, params.max_train_rows, replace=False))
     torch.manual_seed(params.seed)
     model = build_module(params, n_features).to(device)
+    # fused: one kernel per step for all parameters instead of a Python loop over them (the
+    # loop was 40 % of a small model's step on CPU); same update rule
     optimizer = torch.optim.Adam(
-        model.parameters(), lr=params.learning_rate, weight_decay=params.weight_decay
+        model.parameters(), lr=params.learning_rate, weight_decay=params.weight_decay,
+        fused=True,
     )
     xt = torch.from_numpy(zt).to(device)
     xv = torch.from_numpy(zv).to(device)
@@ -566,16 +569,16 @@ def _fit_autoencoder(
     for epoch in range(params.epochs):
         model.train()
         order = torch.randperm(n_train, generator=generator).to(device)
-        total = 0.0
+        total = torch.zeros((), device=device)  # summed on the device: no sync per step
         for start in range(0, n_train, params.batch_size):
             batch = train_batch(order[start : start + params.batch_size])
             optimizer.zero_grad(set_to_none=True)
             loss = torch.mean((model(batch) - batch) ** 2)
             loss.backward()
             optimizer.step()
-            total += float(loss.detach()) * len(batch)
+            total += loss.detach() * len(batch)
         val_loss = _mean_loss(model, val_batch, n_val)
-        train_curve.append(total / n_train)
+        train_curve.append(float(total) / n_train)
         val_curve.append(val_loss)
         improved = val_loss < best_loss - params.min_delta
         if improved:
