@@ -65,6 +65,7 @@ bench: install
 	$(PY) -m bench.contention
 	$(PY) -m bench.dataset_scoring
 	$(PY) -m bench.pyod_peer
+	$(PY) -m bench.mlserver_peer
 
 # Under a minute, for day-to-day use: short phases and small sizes, results under
 # bench/results/quick/ (not kept in git; `make bench` writes the dated records).

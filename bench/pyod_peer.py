@@ -26,21 +26,11 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from bench.peers import ensure_env
+
 ROOT = Path(__file__).resolve().parents[1]
-ENV = ROOT / "bench" / "results" / "peers" / "pyod-env"
 PINS = ("pyod==3.6.7", "torch==2.13.0", "tqdm==4.70.1")  # pyod 3.6.7 imports tqdm undeclared
 DAYS = [dt.date(2026, 11, 1) + dt.timedelta(days=i) for i in range(8)]  # 7 to train, 1 held out
-
-
-def ensure_env() -> Path:
-    """The throwaway environment's python, created with the pins when missing."""
-    python = ENV / "bin" / "python"
-    marker = ENV / "pins.txt"
-    if not python.exists() or not marker.exists() or marker.read_text() != "\n".join(PINS):
-        subprocess.run([sys.executable, "-m", "venv", "--clear", str(ENV)], check=True)
-        subprocess.run([str(python), "-m", "pip", "install", "-q", *PINS], check=True)
-        marker.write_text("\n".join(PINS))
-    return python
 
 
 def rows() -> dict[str, pd.DataFrame]:
@@ -68,7 +58,7 @@ def main(argv: list[str] | None = None) -> int:
     from ds_assets.training.export import export_onnx
     from ds_serving.scoring import Scorer
 
-    python = ensure_env()
+    python = ensure_env("pyod-env", PINS)
     data = rows()
     x = {name: frame[list(FEATURES)].to_numpy(np.float32) for name, frame in data.items()}
     params = DetectorParams(family="dense_ae", epochs=args.epochs)

@@ -172,20 +172,32 @@ async def _unary_load(
 
 def _h2load_unary(port: int, request: scoring_pb2.ScoreRequest, concurrency: int,
                   seconds: float, connections: int, workdir: Path) -> dict[str, Any] | None:
-    """Unary ``Score`` load from h2load (nghttp2's C load generator) instead of Python.
+    """Unary ``Score`` load from h2load (see :func:`h2load_unary`); the exact bytes are checked
+    once through a gRPC client first. None when h2load is not installed."""
+    if shutil.which("h2load") is None:
+        return None
+    payload = request.SerializeToString()
+    _check_payload(port, payload, request.n_rows)
+    return h2load_unary(port, SCORE_METHOD, payload, request.n_rows, concurrency, seconds,
+                        connections, workdir)
+
+
+def h2load_unary(port: int, method: str, payload: bytes, rows_per_request: int,
+                 concurrency: int, seconds: float, connections: int, workdir: Path,
+                 ) -> dict[str, Any] | None:
+    """Unary gRPC load on ``method`` from h2load (nghttp2's C load generator) instead of Python.
 
     A Python grpc.aio client spends about 200 us of CPU per call on the same two cores as the
     server; h2load about 40-50 us (reported as the phase's client CPU), so this measures the
     server more nearly as remote clients would see it. gRPC over HTTP/2 is a POST of a
     length-prefixed message with ``content-type: application/grpc``; h2load only sees HTTP
-    status 200, so the payload is checked once through a gRPC client first and the caller
-    checks the gRPC status codes in the server's metrics. None when h2load is not installed.
+    status 200, so callers check the payload once through a gRPC client and the gRPC status
+    codes in the server's metrics. None when h2load is not installed.
     """
     exe = shutil.which("h2load")
     if exe is None:
         return None
-    payload = request.SerializeToString()
-    body = workdir / "score-request.grpc"
+    body = workdir / "request.grpc"
     body.write_bytes(b"\x00" + len(payload).to_bytes(4, "big") + payload)
     log = workdir / "h2load.log"
     log.unlink(missing_ok=True)  # h2load appends to an existing log
@@ -194,8 +206,7 @@ def _h2load_unary(port: int, request: scoring_pb2.ScoreRequest, concurrency: int
            str(connections), "--max-concurrent-streams", str(streams), "--threads", "1",
            "--data", str(body), "--header", "content-type: application/grpc",
            "--header", "te: trailers", "--log-file", str(log),
-           f"http://127.0.0.1:{port}/{SCORE_METHOD}"]
-    _check_payload(port, payload, request.n_rows)
+           f"http://127.0.0.1:{port}/{method}"]
     cpu0 = _children_cpu_seconds()
     done = subprocess.run(cmd, capture_output=True, text=True, check=False)
     client_cpu = _children_cpu_seconds() - cpu0
@@ -214,7 +225,7 @@ def _h2load_unary(port: int, request: scoring_pb2.ScoreRequest, concurrency: int
     return {"client": "h2load", "connections": connections, "streams_per_connection": streams,
             "requests": len(ok), "errors": 0, "seconds": round(span, 3),
             "requests_per_s": round(len(ok) / span),
-            "rows_per_s": round(len(ok) * request.n_rows / span),
+            "rows_per_s": round(len(ok) * rows_per_request / span),
             "client_cpu_us_per_call": round(client_cpu / len(ok) * 1e6, 1), **_pct(ok)}
 
 
