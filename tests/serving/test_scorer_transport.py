@@ -379,7 +379,11 @@ def test_sigterm_drains_requests_in_flight_and_refuses_new_ones(models: Path) ->
             assert time.time() < deadline, "scorer did not start within 60 s"
             time.sleep(0.2)
         channel, futures = _in_flight(port)
-        # at once: some calls are still queued in gRPC core, not yet taken by the scorer
+        # the 20 calls must have reached the server before the signal (those still in the
+        # client when it arrives are rightly refused); 0.2 s sends 12 MB over loopback even on
+        # a busy machine, while one worker needs ~0.6 s for the six large runs, so many are
+        # still queued in gRPC core, not yet taken by the scorer
+        time.sleep(0.2)
         proc.send_signal(signal.SIGTERM)
         assert not all(f.done() for f in futures)
         outcomes = _outcomes(futures)
