@@ -283,19 +283,24 @@ def _start_server(
     return server, port, metrics_port
 
 
+SCORER_REQUESTS = "ds_scorer_requests_total"
+
+
 def _checked_h2load(
-    pid: int, metrics_ports: list[int], load: Callable[[], dict[str, Any] | None]
+    pid: int, metrics_ports: list[int], load: Callable[[], dict[str, Any] | None],
+    method: str = "Score", counter: str = SCORER_REQUESTS,
 ) -> dict[str, Any] | None:
     """Run an h2load phase and fail unless every request ended with gRPC status OK (h2load
-    itself only sees HTTP 200): the server's request counters by code, before and after."""
-    before = [_status_counts(p, "Score") for p in metrics_ports]
+    itself only sees HTTP 200): the server's request counters by code, before and after
+    (``counter`` of ``method``: ours by default, or a peer server's)."""
+    before = [_status_counts(p, method, counter) for p in metrics_ports]
     result = _measured_sync(pid, load)
     if result is None:
         return None
     failed: dict[str, float] = {}
     answered_ok = cancelled = 0.0
     for port, old in zip(metrics_ports, before, strict=True):
-        for code, value in _status_counts(port, "Score").items():
+        for code, value in _status_counts(port, method, counter).items():
             delta = value - old.get(code, 0)
             if code == "OK":
                 answered_ok += delta
@@ -330,10 +335,12 @@ def _model_loaded(metrics_port: int) -> bool:
     return "\nds_scorer_model_loaded 1.0" in _scrape(metrics_port)
 
 
-def _status_counts(metrics_port: int, method: str) -> dict[str, float]:
-    """``ds_scorer_requests_total`` of one method by gRPC code, scraped from the server."""
+def _status_counts(metrics_port: int, method: str, counter: str = SCORER_REQUESTS,
+                   ) -> dict[str, float]:
+    """A request counter of one method by gRPC code, scraped from the server: labels ending in
+    ``method`` and ``code`` (ours: ``method``/``code``; MLServer: ``grpc_method``/``grpc_code``)."""
     counts: dict[str, float] = {}
-    prefix = "ds_scorer_requests_total{"
+    prefix = counter + "{"
     for line in _scrape(metrics_port).splitlines():
         if line.startswith(prefix) and f'method="{method}"' in line:
             labels, value = line[len(prefix):].rsplit("} ", 1)

@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from bench import mlserver_peer
+from bench import mlserver_peer, scorer
 
 
 def _run(a: float, b: float) -> dict[str, Any]:
@@ -35,6 +35,7 @@ def test_handled_counts_model_infer_by_code(monkeypatch: pytest.MonkeyPatch) -> 
         'grpc_server_handled_total{grpc_code="OK",grpc_method="ModelReady",'
         'grpc_service="inference.GRPCInferenceService",grpc_type="UNARY"} 7.0',
     ])
-    monkeypatch.setattr(mlserver_peer.urllib.request, "urlopen",
+    monkeypatch.setattr(scorer.urllib.request, "urlopen",
                         lambda *a, **k: io.BytesIO(text.encode()))
-    assert mlserver_peer._handled(1) == {"OK": 120.0, "INVALID_ARGUMENT": 2.0}
+    counts = scorer._status_counts(1, "ModelInfer", mlserver_peer.MLSERVER_HANDLED)
+    assert counts == {"OK": 120.0, "INVALID_ARGUMENT": 2.0}
