@@ -67,7 +67,7 @@ def bundle_dir(root: Path) -> Path:
 
 def child(size: int, model: Path, what: str, table: Path) -> dict[str, Any]:
     from ds_assets.training.dataset_scoring import dataset_scorer, score_frame, score_table
-    from ds_serving.bundle import load_bundle
+    from ds_serving.bundle import OUTPUT_NAMES, load_bundle
     from ds_serving.scoring import iter_chunks
 
     if what == "write":
@@ -90,10 +90,11 @@ def child(size: int, model: Path, what: str, table: Path) -> dict[str, Any]:
         session = scorer.engine._session  # the scorer's own session: same graph, same threads
         x = rows[FEATURES].to_numpy(np.float32)
         name = session.get_inputs()[0].name
-        session.run(None, {name: x[:65_536]})
+        outputs = list(OUTPUT_NAMES)  # scores and feature errors
+        session.run(outputs, {name: x[:65_536]})
         started = time.perf_counter()
         for part in iter_chunks(len(x), 65_536):
-            session.run(None, {name: x[part]})
+            session.run(outputs, {name: x[part]})
         seconds = time.perf_counter() - started
     else:
         score_frame(scorer, rows.iloc[:65_536])

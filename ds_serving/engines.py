@@ -19,6 +19,10 @@ from ds_serving.bundle import INPUT_NAME, OUTPUT_NAMES
 log = logging.getLogger(__name__)
 
 BACKENDS = ("auto", "tensorrt", "cuda", "cpu")
+# An optional output of the scoring graph: each row's largest-error feature (ArgMax of
+# ``feature_errors``). Dataset scoring adds it to the graph it loads (``with_top_feature``) so
+# the [b, f] errors never leave onnxruntime when only the top feature is kept.
+TOP_OUTPUT = "top_feature"
 CPU, CUDA, TENSORRT = "cpu", "cuda", "tensorrt"
 
 
@@ -33,6 +37,16 @@ class Engine(Protocol):
     reason: str  # why this backend was chosen
 
     def run(self, inputs: np.ndarray, explain: bool) -> tuple[np.ndarray, np.ndarray | None]: ...
+
+    def run_top(self, inputs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Scores [b] and each row's largest-error feature index [b]."""
+        ...
+
+
+def top_of(scores: np.ndarray, errors: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
+    """``run_top`` from ``run``'s outputs (engines whose graph has no top-feature output)."""
+    assert errors is not None
+    return scores, np.argmax(errors, axis=1)
 
 
 class OrtEngine:
@@ -67,12 +81,20 @@ class OrtEngine:
             raise EngineUnavailable("onnxruntime could not initialise CUDA on this machine")
         self._score_only = [OUTPUT_NAMES[0]]
         self._both = list(OUTPUT_NAMES)
+        outputs = {o.name for o in self._session.get_outputs()}
+        self._top = [OUTPUT_NAMES[0], TOP_OUTPUT] if TOP_OUTPUT in outputs else None
 
     def run(self, inputs: np.ndarray, explain: bool) -> tuple[np.ndarray, np.ndarray | None]:
         if explain:
             scores, errors = self._session.run(self._both, {INPUT_NAME: inputs})
             return scores, errors
         return self._session.run(self._score_only, {INPUT_NAME: inputs})[0], None
+
+    def run_top(self, inputs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        if self._top is None:
+            return top_of(*self.run(inputs, True))
+        scores, top = self._session.run(self._top, {INPUT_NAME: inputs})
+        return scores, top
 
 
 class TensorRTEngine:
@@ -191,6 +213,9 @@ class TensorRTEngine:
                 if errors is not None:
                     errors[start : start + b] = bufs[OUTPUT_NAMES[1]].numpy()[:b]
         return scores, errors
+
+    def run_top(self, inputs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        return top_of(*self.run(inputs, True))
 
 
 def _load_cuda_libraries(ort: Any) -> None:

@@ -102,10 +102,13 @@ class Scorer:
         backend: str = "auto",
         intra_op_threads: int = 0,
         allow_spinning: bool = True,
+        graph: bytes | None = None,
     ) -> Scorer:
+        """``graph``: the bundle's scoring graph as loaded by the caller (with outputs added,
+        e.g. ``with_top_feature``); by default the bundle's model file."""
         m = bundle.manifest
         return cls(
-            bundle.model_path,
+            bundle.model_path if graph is None else graph,
             features=m.features,
             threshold=m.threshold,
             label=f"model {m.name!r} v{m.version}",
@@ -165,6 +168,12 @@ class Scorer:
         return ScoreBatch(scores=scores, flags=self.policy.raw_flags(scores),
                           feature_errors=errors)
 
+    def run_top(self, inputs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """``run`` keeping only each row's largest-error feature: (scores float32 [n], feature
+        index [n]); computed in the graph when it has the output (``TOP_OUTPUT``)."""
+        scores, top = self.engine.run_top(inputs)
+        return np.asarray(scores, dtype=np.float32), top
+
     def run(
         self, inputs: np.ndarray, *, explain: bool = False
     ) -> tuple[np.ndarray, np.ndarray | None]:
@@ -204,9 +213,14 @@ def score_rows(
     top_feature = np.full(n, -1, np.int16) if top else None
     top_group = np.full(n, None, dtype=object) if top and scorer.groups.any_declared else None
 
-    def keep(at: slice | np.ndarray, part_scores: np.ndarray,
-             part_errors: np.ndarray | None) -> None:
-        scores[at] = part_scores
+    only_top = top and not explain and top_group is None  # the graph's top output will do
+
+    def score_part(at: slice | np.ndarray, inputs: np.ndarray) -> None:
+        if only_top:
+            assert top_feature is not None
+            scores[at], top_feature[at] = scorer.run_top(inputs)
+            return
+        scores[at], part_errors = scorer.run(inputs, explain=explain or top)
         if part_errors is None:
             return
         if errors is not None:
@@ -216,11 +230,10 @@ def score_rows(
         if top_group is not None:
             top_group[at] = scorer.groups.top(part_errors)
 
-    wants_errors = explain or top
     if scorer.window is None:
         for part in iter_chunks(n - from_row, chunk_rows):
             part = slice(part.start + from_row, part.stop + from_row)
-            keep(part, *scorer.run(rows[part], explain=wants_errors))
+            score_part(part, rows[part])
     else:
         keys = np.zeros(n, np.int8) if entities is None else np.asarray(entities)
         if len(keys) != n:
@@ -231,7 +244,7 @@ def score_rows(
             index = WindowIndex(index.ends[scored], index.starts[scored])
         per_chunk = max(1, chunk_rows // scorer.window)
         for ends, windows in iter_windows(rows, index, per_chunk):
-            keep(ends, *scorer.run(windows, explain=wants_errors))
+            score_part(ends, windows)
     return ScoreBatch(scores=scores, flags=scorer.policy.raw_flags(scores), feature_errors=errors,
                       top_feature=top_feature, top_group=top_group)
 

@@ -23,6 +23,7 @@ import pyarrow.parquet as pq
 
 from ds_assets.telemetry.schema import ANOMALY_TYPE, ENTITY_COLUMNS, LABEL, TIMESTAMP
 from ds_assets.training.datasets import DatasetError
+from ds_assets.training.graph_outputs import with_top_feature
 from ds_serving.atomic import atomic_path
 from ds_serving.bundle import Bundle
 from ds_serving.policy import ScoringPolicy
@@ -38,9 +39,11 @@ TABLE_BATCH_ROWS = 262_144  # rows per record batch read from a stored table
 def dataset_scorer(bundle: Bundle, backend: str = "cpu") -> Scorer:
     """A scorer for dataset scoring (assets, gate, reports): the bundle's policy, the process's
     thread count (``ds_serving.threads``) and no spinning, so a busy machine slows it down
-    without stalling it."""
+    without stalling it. Its graph also gives each row's top feature, so the [n, f] feature
+    errors never leave onnxruntime."""
     return Scorer.from_bundle(bundle, backend=backend,
-                              intra_op_threads=thread_policy(SCORING).threads, allow_spinning=False)
+                              intra_op_threads=thread_policy(SCORING).threads, allow_spinning=False,
+                              graph=with_top_feature(bundle.model_path.read_bytes()))
 
 
 @dataclass(frozen=True)

@@ -12,6 +12,7 @@ from hypothesis import strategies as st
 
 from ds_assets.training.dataset_scoring import TableScorer, score_frame, score_table
 from ds_assets.training.datasets import DatasetError
+from ds_assets.training.graph_outputs import with_top_feature
 from ds_serving.bundle import load_bundle, write_bundle
 from ds_serving.scoring import Scorer, ScoringInputError
 from tests.support.models import dense_autoencoder, window_model
@@ -107,6 +108,33 @@ def test_a_failed_table_leaves_the_previous_output_as_it_was(tmp_path: Path) -> 
         score_table(scorer, tmp_path / "raw.parquet", tmp_path / "out.parquet", batch_rows=64)
     assert (tmp_path / "out.parquet").read_bytes() == before
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".out")]  # no temp left
+
+
+def test_the_graph_top_feature_is_numpys_argmax_ties_included() -> None:
+    """``with_top_feature``'s ArgMax names the first of tied features, as ``np.argmax`` does,
+    and adds nothing to a graph that has it."""
+    import onnxruntime as ort
+    from onnx import TensorProto, helper
+
+    from ds_serving.bundle import INPUT_NAME, OUTPUT_NAMES
+
+    x = helper.make_tensor_value_info(INPUT_NAME, TensorProto.FLOAT, ["batch", 3])
+    graph = helper.make_graph(
+        [helper.make_node("Mul", [INPUT_NAME, INPUT_NAME], [OUTPUT_NAMES[1]]),
+         helper.make_node("ReduceSum", [OUTPUT_NAMES[1]], [OUTPUT_NAMES[0]], keepdims=0)],
+        "squares", [x],
+        [helper.make_tensor_value_info(OUTPUT_NAMES[0], TensorProto.FLOAT, ["batch"]),
+         helper.make_tensor_value_info(OUTPUT_NAMES[1], TensorProto.FLOAT, ["batch", 3])])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    with_top = with_top_feature(model.SerializeToString())
+    assert with_top_feature(with_top) == with_top
+    rows = np.array([[1, -1, 0], [0, 2, -2], [0, 0, 0], [0.5, 3, 1]], np.float32)
+    session = ort.InferenceSession(with_top, providers=["CPUExecutionProvider"])
+    errors, top = session.run([OUTPUT_NAMES[1], "top_feature"], {INPUT_NAME: rows})
+    assert top.tolist() == np.argmax(errors, axis=1).tolist() == [0, 1, 0, 1]
+    del model.graph.output[1]  # a graph without feature errors cannot name a top feature
+    with pytest.raises(ValueError, match="no 'feature_errors' output"):
+        with_top_feature(model.SerializeToString())
 
 
 def test_a_table_without_a_feature_is_refused_up_front(tmp_path: Path) -> None:
