@@ -26,7 +26,14 @@ SMOOTHING = {
 }
 
 
-def _scorer(tmp: Path, kind: str, smoothing: str, groups: bool = False) -> Scorer:
+def _scorer(tmp: Path, kind: str, smoothing: str, groups: bool = False,
+            top_output: bool = False) -> Scorer:
+    return _scorers(tmp, kind, smoothing, groups, top_output)[0]
+
+
+def _scorers(tmp: Path, kind: str, smoothing: str, groups: bool = False,
+             *top_output: bool) -> list[Scorer]:
+    """Scorers of one bundle: with the graph's top-feature output or without, in order."""
     window = 4 if kind == "temporal" else None
     model = (window_model(len(FEATURES), 4) if window else
              dense_autoencoder(len(FEATURES), (4, 2), seed=1))
@@ -35,7 +42,10 @@ def _scorer(tmp: Path, kind: str, smoothing: str, groups: bool = False) -> Score
         "dense_ae", features=FEATURES, threshold=0.8 if window else 1.0,
         threshold_rule={"rule": "fixed"}, window=window, smoothing=SMOOTHING[smoothing],
         feature_groups={"a": ["f1", "f2"], "b": ["f3"]} if groups else None)
-    return Scorer.from_bundle(load_bundle(bundle.path), backend="cpu")
+    loaded = load_bundle(bundle.path)
+    graph = with_top_feature(loaded.model_path.read_bytes())
+    return [Scorer.from_bundle(loaded, backend="cpu", graph=graph if top else None)
+            for top in top_output]
 
 
 def _table(n: int, hosts: int, seed: int) -> pd.DataFrame:
@@ -61,16 +71,21 @@ def _table(n: int, hosts: int, seed: int) -> pd.DataFrame:
 @settings(max_examples=12, deadline=None,
           suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(kind=st.sampled_from(["point", "temporal"]), smoothing=st.sampled_from(list(SMOOTHING)),
-       groups=st.booleans(), batch_rows=st.integers(1, 90), seed=st.integers(0, 1000))
+       groups=st.booleans(), batch_rows=st.integers(1, 90), seed=st.integers(0, 1000),
+       missing_ids=st.booleans())
 def test_a_table_streamed_in_batches_scores_as_the_whole_frame(
     tmp_path_factory: pytest.TempPathFactory, kind: str, smoothing: str, groups: bool,
-    batch_rows: int, seed: int,
+    batch_rows: int, seed: int, missing_ids: bool,
 ) -> None:
+    """Streamed through the dataset path (top feature from the graph, ids read as Parquet's
+    dictionary, batches pipelined) against the whole frame scored with plain ``run``."""
     tmp = tmp_path_factory.mktemp("t")
-    scorer = _scorer(tmp, kind, smoothing, groups)
     frame = _table(300, hosts=7, seed=seed)
+    if missing_ids:  # a host without an id is one more entity, in both paths
+        frame.loc[frame["host_id"] == "host-3", "host_id"] = None
     frame.to_parquet(tmp / "raw.parquet", index=False)
-    whole = score_frame(scorer, frame)
+    plain, scorer = _scorers(tmp, kind, smoothing, groups, False, True)
+    whole = score_frame(plain, frame)
     rows = score_table(scorer, tmp / "raw.parquet", tmp / "scored.parquet",
                        batch_rows=batch_rows, chunk_rows=16)
     streamed = pd.read_parquet(tmp / "scored.parquet")
@@ -108,6 +123,25 @@ def test_a_failed_table_leaves_the_previous_output_as_it_was(tmp_path: Path) -> 
         score_table(scorer, tmp_path / "raw.parquet", tmp_path / "out.parquet", batch_rows=64)
     assert (tmp_path / "out.parquet").read_bytes() == before
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".out")]  # no temp left
+
+
+@pytest.mark.parametrize("first", ["non-finite", "time order"])
+def test_errors_of_pipelined_batches_are_raised_in_row_order(tmp_path: Path, first: str) -> None:
+    """Batch 2's graph and time check run while batch 1 finishes: the error of the earlier
+    rows is still the one raised, whichever kind each batch has."""
+    scorer = _scorer(tmp_path, "point", "none", top_output=True)
+    frame = _table(200, hosts=2, seed=7)
+    host0 = np.flatnonzero(frame["host_id"] == "host-0")
+    nan_row, back = (30, host0[host0 >= 100][0]) if first == "non-finite" else (150, host0[1])
+    assert (back >= 100) == (first == "non-finite")  # each error in the batch it should be in
+    frame.loc[nan_row, "f2"] = np.nan
+    frame.loc[back, "timestamp"] = frame["timestamp"].iloc[host0[0]] - np.timedelta64(1, "s")
+    frame.to_parquet(tmp_path / "raw.parquet", index=False)
+    expected = ((ScoringInputError, r"row 30, feature 'f2'") if first == "non-finite"
+                else (DatasetError, rf"row {back} \(host_id 'host-0'"))
+    with pytest.raises(expected[0], match=expected[1]):
+        score_table(scorer, tmp_path / "raw.parquet", tmp_path / "out.parquet", batch_rows=100)
+    assert not (tmp_path / "out.parquet").exists()
 
 
 def test_the_graph_top_feature_is_numpys_argmax_ties_included() -> None:
