@@ -103,6 +103,13 @@ def entity_groups(entities: Sequence[Hashable] | np.ndarray) -> EntityGroups:
         inverse = np.fromiter((codes.setdefault(key, len(codes)) for key in ceding(keys.tolist())),
                               dtype=np.intp, count=len(keys))
         unique: list[Hashable] | np.ndarray = list(codes)
+    elif keys.dtype.kind in "iu" and keys.min() >= 0 and keys.max() < 4 * len(keys):
+        # small non-negative integers (dataset scoring's per-table entity codes): counted,
+        # not sorted; the same sorted distinct values and inverse as np.unique
+        present = np.flatnonzero(np.bincount(keys))
+        rank = np.empty(int(present[-1]) + 1, np.intp)
+        rank[present] = np.arange(len(present))
+        unique, inverse = present, rank[keys]
     else:
         unique, inverse = np.unique(keys, return_inverse=True)
         inverse = inverse.reshape(-1)

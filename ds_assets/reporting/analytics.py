@@ -7,6 +7,7 @@ import base64
 import numpy as np
 import pandas as pd
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from ds_assets.telemetry.schema import ANOMALY_TYPE, LABEL, NORMAL_TYPE, feature_columns
 
@@ -211,6 +212,57 @@ def _added(total: pd.DataFrame | None, part: pd.DataFrame | None) -> pd.DataFram
     return total.add(part, fill_value=0).astype(part.dtypes.to_dict())
 
 
+def _numpy(table: pa.Table, column: str) -> np.ndarray:
+    return np.asarray(table.column(column).to_numpy())
+
+
+def _hourly_counts(scored: pa.Table, flags: np.ndarray) -> pd.DataFrame:
+    """``_hourly_sums`` of an Arrow table (naive times are UTC, as there)."""
+    times = _numpy(scored, "timestamp")
+    per_hour = int(np.datetime64(1, "h").astype(times.dtype).view(np.int64))  # in its unit
+    # integer hours since the epoch, floored as ``dt.floor`` (astype to hours costs 5x more)
+    hours = times.view(np.int64) // per_hour
+    if len(hours) and np.ptp(hours) < 4 * len(hours):  # a batch spans a few hours
+        at = hours - hours.min()  # counted from the first hour: no sort
+        distinct = hours.min() + np.arange(at.max() + 1)
+    else:
+        distinct, at = np.unique(hours, return_inverse=True)
+    values = _numpy(scored, "score").astype(np.float64)
+    known = ~np.isnan(values)
+    sums = pd.DataFrame({
+        "metric_sum": np.bincount(at, np.where(known, values, 0.0)),
+        "metric_n": np.bincount(at, known).astype(np.int64),
+        "flag_sum": np.bincount(at, flags),
+        "flag_n": np.bincount(at),
+    })
+    present = np.flatnonzero(sums["flag_n"].to_numpy())  # hours with rows
+    return sums.iloc[present].set_axis(pd.DatetimeIndex(
+        distinct[present].astype("datetime64[h]").astype("datetime64[ns]"), tz="UTC",
+        name="timestamp"))
+
+
+def _group_counts(scored: pa.Table, by: str, counts: dict[str, np.ndarray | None]
+                  ) -> pd.DataFrame:
+    """Per value of ``by`` (rows without one left out, as ``groupby`` leaves them): the
+    number of rows (``None``) or of true values of each array, int64, sorted by value."""
+    column = scored.column(by).combine_chunks()
+    encoded = column if pa.types.is_dictionary(column.type) else pc.dictionary_encode(column)
+    codes = encoded.indices
+    keep = None
+    if codes.null_count:
+        keep = np.asarray(codes.is_valid())
+    at = np.asarray(codes.fill_null(0).to_numpy()).astype(np.intp)
+    values = encoded.dictionary.to_pylist()
+    if keep is not None:
+        at = at[keep]
+    columns = {name: np.bincount(at, None if array is None else
+                                 (array if keep is None else array[keep]), len(values))
+               for name, array in counts.items()}
+    frame = pd.DataFrame(columns, index=pd.Index(values, dtype=object, name=by))
+    frame = frame[frame["rows"] > 0].astype(np.int64)  # a dictionary may hold unused values
+    return frame.groupby(level=0).sum().sort_index()  # a dictionary may repeat a value
+
+
 class ScoredSummary:
     """What the scoring metadata shows of a scored table, summed a chunk at a time: a day
     streamed through ``score_table`` is summarised without being held whole."""
@@ -238,11 +290,26 @@ class ScoredSummary:
             self._errors[by] = _added(self._errors[by], _error_counts(scored, by))
 
     def add_table(self, scored: pa.Table) -> None:
-        """``add`` for a scored Arrow table: only the summarised columns are converted, ids as
-        categoricals (no Python string per row)."""
-        wanted = {"timestamp", "score", "is_anomaly", LABEL, *TOP_K_BY, *ERRORS_BY}
-        columns = [c for c in scored.column_names if c in wanted]
-        self.add(scored.select(columns).to_pandas(strings_to_categorical=True))
+        """``add`` for a scored Arrow table, the same sums counted in numpy: groups are
+        dictionary indices counted with ``bincount`` (no pandas frame or groupby per batch,
+        a third of a streamed day's scoring time before)."""
+        names = set(scored.column_names)
+        flags = _numpy(scored, "is_anomaly").astype(bool)
+        self.rows += len(flags)
+        self.flagged += int(flags.sum())
+        if "timestamp" in names and "score" in names:
+            self._hourly = _added(self._hourly, _hourly_counts(scored, flags))
+        labels = _numpy(scored, LABEL).astype(bool) if LABEL in names else None
+        for by in TOP_K_BY:
+            if by in names:
+                self._top[by] = _added(self._top[by], _group_counts(
+                    scored, by, {"rows": None, "flagged": flags}))
+        for by in ERRORS_BY:
+            if by in names and labels is not None:
+                self._errors[by] = _added(self._errors[by], _group_counts(scored, by, {
+                    "rows": None, "anomalies": labels, "flagged": flags,
+                    "tp": labels & flags, "fp": ~labels & flags, "fn": labels & ~flags,
+                    "normal": ~labels}))
 
     @property
     def flag_rate(self) -> float:

@@ -4,8 +4,12 @@ from __future__ import annotations
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from ds_assets.reporting.analytics import (
+    ScoredSummary,
     error_distribution,
     histogram_table,
     hourly_png,
@@ -76,3 +80,41 @@ def test_a_pipe_inside_a_cell_does_not_split_the_row() -> None:
     row = table.splitlines()[2]
     assert row == "| zscore | max \\|z\\| over features |"
     assert row.replace("\\|", "").count("|") == 3  # two cells: three unescaped separators
+
+
+@settings(max_examples=25, deadline=None)
+@given(unit=st.sampled_from(["s", "ms", "us", "ns"]), seed=st.integers(0, 10_000),
+       parts=st.integers(1, 5), wide=st.booleans(), dictionary=st.booleans())
+def test_summing_arrow_batches_in_numpy_equals_the_pandas_sums(
+    unit: str, seed: int, parts: int, wide: bool, dictionary: bool,
+) -> None:
+    """``ScoredSummary.add_table`` (bincounts over dictionary indices and hours) gives what
+    ``add`` (pandas groupby) gives: any time unit, times before 1970 and years apart, unscored
+    rows, rows without a group, ids stored as dictionaries or strings."""
+    rng = np.random.default_rng(seed)
+    n = int(rng.integers(1, 400))
+    step = np.timedelta64(3 * 365 * 86_400 // n if wide else 37, "s")
+    times = np.datetime64("1969-12-31T22:00:00") + np.arange(n) * step
+    frame = pd.DataFrame({
+        "timestamp": pd.to_datetime(times.astype(f"datetime64[{unit}]")).tz_localize("UTC"),
+        "host_id": rng.choice(["h1", "h2", "h3", None], n),
+        "region": rng.choice(["eu", "us", None], n), "project_id": "p1",
+        "label": (rng.random(n) < 0.2).astype(np.int8),
+        "anomaly_type": rng.choice(["normal", "spike", "drift"], n),
+        "score": np.where(rng.random(n) < 0.1, np.nan, rng.random(n)).astype(np.float32),
+        "is_anomaly": rng.random(n) < 0.3,
+    })
+    by_pandas, by_numpy = ScoredSummary(), ScoredSummary()
+    for rows in np.array_split(np.arange(n), parts):
+        part = frame.iloc[rows].reset_index(drop=True)
+        by_pandas.add(part)
+        table = pa.Table.from_pandas(part, preserve_index=False)
+        if dictionary:
+            at = table.schema.get_field_index("host_id")
+            table = table.set_column(at, "host_id", table.column("host_id").dictionary_encode())
+        by_numpy.add_table(table)
+    assert (by_numpy.rows, by_numpy.flagged) == (by_pandas.rows, by_pandas.flagged)
+    pd.testing.assert_frame_equal(by_numpy.hourly(), by_pandas.hourly())
+    assert by_numpy.top_k_markdown() == by_pandas.top_k_markdown()
+    for by in ("anomaly_type", "region", "project_id"):
+        pd.testing.assert_frame_equal(by_numpy.errors(by), by_pandas.errors(by))
