@@ -184,7 +184,7 @@ def main(argv: list[str] | None = None) -> int:
     sc.add_argument("--label-column", help="per-row label column (default: detected)")
     sc.add_argument("--label-windows", help="CSV of start,end[,entity|file] anomaly windows")
     sc.add_argument("--exclude", nargs="*", help="columns that are not features")
-    sc.add_argument("--family", choices=["dense_ae", "temporal_ae", "pca"])
+    sc.add_argument("--family", choices=["dense_ae", "temporal_ae", "pca", "fused"])
     sc.add_argument("--force", action="store_true", help="replace an existing declaration")
     mat = commands.add_parser("materialize", help="run a declared dataset end to end")
     mat.add_argument("name")

@@ -176,6 +176,7 @@ class Family(Enum):
     dense_ae = "dense_ae"
     temporal_ae = "temporal_ae"
     pca = "pca"
+    fused = "fused"
 
 
 _DEFAULTS = DetectorParams()
@@ -211,6 +212,8 @@ class DetectorConfig(dg.Config):
     pca_combine: str = _DEFAULTS.pca_combine  # max | sum
     t2_weight: float = _DEFAULTS.t2_weight
     scale_quantile: float = _DEFAULTS.scale_quantile
+    # fused (z-score + pca + temporal_ae with the fields above)
+    fusion_quantile: float = _DEFAULTS.fusion_quantile
     # where autoencoders train (not part of the model): auto = CUDA where torch sees a GPU
     device: str = "auto"  # auto | cpu | cuda
     # expected share of anomalous rows in unlabeled days: that share of them, the highest by

@@ -32,9 +32,11 @@ from torch import nn
 
 from ds_serving.windows import group_positions, window_index
 
-FAMILIES = ("dense_ae", "temporal_ae", "pca")
+FAMILIES = ("dense_ae", "temporal_ae", "pca", "fused")
 # Manifest ``kind`` of each family (what a bundle reader sees).
-KINDS = {"dense_ae": "dense_autoencoder", "temporal_ae": "temporal_autoencoder", "pca": "pca_t2q"}
+KINDS = {"dense_ae": "dense_autoencoder", "temporal_ae": "temporal_autoencoder", "pca": "pca_t2q",
+         "fused": "fused_zscore_pca_temporal"}
+WINDOWED = ("temporal_ae", "fused")  # families scoring windows of W rows per entity
 TEMPORAL_SCORES = ("window_mean", "last_row")
 PCA_COMBINE = ("max", "sum")
 _FORMAT = 1
@@ -79,6 +81,9 @@ class DetectorParams:
     pca_combine: str = "max"  # max(T²/s_T², Q/s_Q) or t2_weight*T²/s_T² + (1-t2_weight)*Q/s_Q
     t2_weight: float = 0.5
     scale_quantile: float = 0.99  # s_T², s_Q: this quantile of the statistic on training rows
+    # fused (z-score + pca + temporal_ae, each with the fields above): each member's score over
+    # this quantile of its validation scores, then the maximum (``training.fusion``)
+    fusion_quantile: float = 0.99
 
     def __post_init__(self) -> None:
         # launchpad/JSON configs deliver lists; keep the dataclass hashable and comparable
@@ -92,7 +97,7 @@ class DetectorParams:
             raise bad("family", f"unknown detector family; choose one of {', '.join(FAMILIES)}")
         if self.seed < 0:
             raise bad("seed", "must be >= 0")
-        if self.family in ("dense_ae", "temporal_ae"):
+        if self.family in ("dense_ae", *WINDOWED):
             for name in ("epochs", "batch_size", "patience"):
                 if getattr(self, name) < 1:
                     raise bad(name, "must be >= 1")
@@ -107,7 +112,7 @@ class DetectorParams:
                 raise bad("max_train_rows", "must be >= 1, or None for no cap")
         if self.family == "dense_ae" and (not self.hidden or min(self.hidden) < 1):
             raise bad("hidden", "need one or more positive sizes (the last is the bottleneck)")
-        if self.family == "temporal_ae":
+        if self.family in WINDOWED:
             if self.window < 2:
                 raise bad("window", "must be >= 2 rows (a window of 1 row is the dense model)")
             if not self.channels or min(self.channels) < 1:
@@ -123,7 +128,7 @@ class DetectorParams:
                           "no flat-line term")
             if not (self.flatline_weight >= 0 and math.isfinite(self.flatline_weight)):
                 raise bad("flatline_weight", "must be a finite number >= 0")
-        if self.family == "pca":
+        if self.family in ("pca", "fused"):
             if not 0.0 < self.explained_variance <= 1.0:
                 raise bad("explained_variance", "must be in (0, 1], e.g. 0.95")
             if self.max_components is not None and self.max_components < 1:
@@ -134,6 +139,8 @@ class DetectorParams:
                 raise bad("t2_weight", "must be in [0, 1] (weight of T² against Q)")
             if not 0.0 < self.scale_quantile < 1.0:
                 raise bad("scale_quantile", "must be strictly between 0 and 1")
+        if self.family == "fused" and not 0.0 < self.fusion_quantile < 1.0:
+            raise bad("fusion_quantile", "must be strictly between 0 and 1, e.g. 0.99")
 
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
@@ -154,12 +161,15 @@ class DetectorParams:
         common = ["family", "seed"]
         ae = ["epochs", "batch_size", "learning_rate", "weight_decay", "patience", "min_delta",
               "max_train_rows"]
+        temporal = ["window", "channels", "kernel_size", "latent", "temporal_score",
+                    "flatline_quantile", "flatline_weight"]
+        pca = ["explained_variance", "max_components", "pca_combine", "t2_weight",
+               "scale_quantile"]
         per_family = {
             "dense_ae": [*common, *ae, "hidden"],
-            "temporal_ae": [*common, *ae, "window", "channels", "kernel_size", "latent",
-                            "temporal_score", "flatline_quantile", "flatline_weight"],
-            "pca": [*common, "explained_variance", "max_components", "pca_combine", "t2_weight",
-                    "scale_quantile"],
+            "temporal_ae": [*common, *ae, *temporal],
+            "pca": [*common, *pca],
+            "fused": [*common, *ae, *temporal, *pca, "fusion_quantile"],
         }[self.family]
         data = self.to_dict()
         return {k: data[k] for k in per_family}
@@ -247,7 +257,7 @@ class TrainedDetector:
     @property
     def window(self) -> int | None:
         """Rows per model input for temporal models; None for point-wise ones."""
-        return self.params.window if self.family == "temporal_ae" else None
+        return self.params.window if self.family in WINDOWED else None
 
     @property
     def kind(self) -> str:
@@ -446,7 +456,7 @@ def train_detector(
             "windows of the series")
     train_keys: np.ndarray | None = None
     val_keys: np.ndarray | None = None
-    if params.family == "temporal_ae":
+    if params.family in WINDOWED:
         train_keys = _check_entities(train_entities, len(train), "training rows")
         val_keys = _check_entities(val_entities, len(val), "validation rows")
         _check_window_fits(train_keys, params.window, "training rows")
@@ -501,6 +511,13 @@ def _fit(
     device = device or pick_device()
     zt = ((train - mean) / std).astype(np.float32)
     zv = ((val - mean) / std).astype(np.float32)
+    if params.family == "fused":
+        from ds_assets.training.fusion import fit_fused  # it builds on this module
+
+        assert train_keys is not None and val_keys is not None
+        arrays, summary = fit_fused(params, features, zt, zv, val, mean, std, train_keys,
+                                    val_keys, device)
+        return arrays, summary, mean, std
     if params.family == "temporal_ae":
         assert train_keys is not None and val_keys is not None
         ti = window_index(train_keys, params.window).starts

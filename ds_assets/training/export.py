@@ -133,6 +133,10 @@ def scoring_graph(trained: TrainedDetector) -> nn.Module:
         last = trained.params.temporal_score == "last_row"
         return TemporalScoringGraph(trained.module(), trained.mean, trained.std, last,
                                     trained.flatline).eval()
+    if trained.family == "fused":
+        from ds_assets.training.fusion import FusedScoringGraph  # it builds on this module
+
+        return FusedScoringGraph(trained).eval()
     return PcaScoringGraph(trained).eval()
 
 
@@ -180,6 +184,10 @@ def reference_scores(
     if trained.family == "pca":
         score, errors = pca_reference_scores(trained, inputs)
         return score.astype(np.float32), errors.astype(np.float32)
+    if trained.family == "fused":  # each member apart (numpy, torch), then the fusion
+        from ds_assets.training.fusion import reference_scores as fused_reference
+
+        return fused_reference(trained, inputs)
     with torch.no_grad():
         score_t, errors_t = scoring_graph(trained)(torch.from_numpy(inputs))
     return score_t.numpy(), errors_t.numpy()
@@ -248,5 +256,5 @@ def check_parity(
         reference_scores(trained, inputs),
         ort_outputs(onnx_bytes, inputs),
         rtol,
-        "numpy" if trained.family == "pca" else "torch",
+        {"pca": "numpy", "fused": "members apart (numpy, torch)"}.get(trained.family, "torch"),
     )

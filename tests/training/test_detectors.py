@@ -30,6 +30,10 @@ TINY = {
         batch_size=64,
     ),
     "pca": DetectorParams(family="pca", explained_variance=0.9),
+    "fused": DetectorParams(
+        family="fused", window=6, channels=(8, 4), kernel_size=3, latent=4, epochs=2,
+        batch_size=64, explained_variance=0.9,
+    ),
 }
 ENTITIES_TRAIN = np.repeat(["a", "b", "c"], 160)
 ENTITIES_VAL = np.repeat(["a", "b", "c"], 40)
@@ -67,7 +71,10 @@ def test_family_trains_with_summary(trained: TrainedDetector) -> None:
         assert s["explained_variance_ratio"] >= 0.9
     else:
         assert s["epochs_run"] == 2 and len(s["val_loss"]) == 2
-    if trained.family == "temporal_ae":
+    if trained.family == "fused":  # the autoencoder's summary, the PCA's and the scales
+        assert s["members"] == ["zscore", "pca", "temporal_ae"] and s["n_components"] >= 1
+        assert all(v > 0 for v in s["fusion_scales"].values())
+    if trained.family in ("temporal_ae", "fused"):
         assert trained.window == 6
         # windows never cross entities: 3 entities x (160 - 6 + 1)
         assert s["train_windows"] == 3 * 155 and s["val_windows"] == 3 * 35
@@ -91,7 +98,8 @@ def test_onnx_parity_and_scoring_through_the_graph(trained: TrainedDetector, tmp
     rows, labels = _anomalous_rows()
     parity = check_parity(trained, onnx_bytes, rows)
     assert parity.passed, parity
-    assert parity.reference == ("numpy" if trained.family == "pca" else "torch")
+    assert parity.reference == {"pca": "numpy", "fused": "members apart (numpy, torch)"}.get(
+        trained.family, "torch")
 
     bundle = load_bundle(write_bundle(
         tmp_path, "m", onnx_bytes, kind=trained.kind, features=FEATURES, threshold=1.0,
