@@ -244,9 +244,6 @@ class DetectorConfig:
     # standardize each entity's rows by its own fitting rows before the model (evaluation
     # only: the bundle and the scorer have no per-entity statistics yet)
     entity_norm: bool = False
-    # a fused detector: the named configurations' scores, each divided by the FUSION_QUANTILE
-    # of its own calibration scores, combined by their maximum (score-level, no ONNX graph yet)
-    components: tuple[str, ...] = ()
 
     @property
     def base(self) -> str:
@@ -257,8 +254,7 @@ class DetectorConfig:
     def to_dict(self) -> dict[str, Any]:
         return {"name": self.name, "family": self.family,
                 "params": None if self.params is None else self.params.relevant(),
-                "baseline": self.baseline, "entity_norm": self.entity_norm,
-                **({"components": list(self.components)} if self.components else {})}
+                "baseline": self.baseline, "entity_norm": self.entity_norm}
 
 
 ENTITY_NORM = "+entity_norm"
@@ -283,13 +279,9 @@ CONFIGS: tuple[DetectorConfig, ...] = (
     DetectorConfig("temporal_ae" + ENTITY_NORM, "temporal_ae",
                    DetectorParams(family="temporal_ae"), entity_norm=True),
     DetectorConfig("zscore" + ENTITY_NORM, "zscore", baseline="zscore", entity_norm=True),
-    # normalised z-score + PCA + autoencoder, the fusion the issue asks to compare
-    DetectorConfig("fused/zscore+pca+temporal_ae", "fused",
-                   components=("zscore", "pca", "temporal_ae")),
-    DetectorConfig("fused/zscore+pca+dense_ae", "fused",
-                   components=("zscore", "pca", "dense_ae")),
+    # normalised z-score + PCA + temporal autoencoder as one graph (``training.fusion``)
+    DetectorConfig("fused", "fused", DetectorParams(family="fused")),
 )
-FUSION_QUANTILE = 0.99
 FAMILIES = tuple(dict.fromkeys(c.family for c in CONFIGS))
 
 
@@ -401,7 +393,7 @@ def score_all(series: Sequence[Series], configs: Sequence[DetectorConfig], cache
 
     todo = list({(s.source, s.name, source_of(s, c).name): (s, source_of(s, c), str(cache.folder))
                  for s in series for c in configs
-                 if not c.components and cache.load(s, source_of(s, c)) is None}.values())
+                 if cache.load(s, source_of(s, c)) is None}.values())
     if todo:
         log(f"scoring {len(todo)} (series, detector) pairs with {workers} worker(s)")
         started = time.perf_counter()
@@ -416,45 +408,10 @@ def score_all(series: Sequence[Series], configs: Sequence[DetectorConfig], cache
     out: dict[tuple[str, str, str], Scored] = {}
     for s in series:
         for c in configs:
-            if c.components:
-                continue
             got = cache.load(s, source_of(s, c))
             assert got is not None
             out[(s.source, s.name, c.name)] = got
-        for c in configs:
-            if c.components:
-                missing = [n for n in c.components if (s.source, s.name, n) not in out]
-                if missing:
-                    raise EvalError(f"fused {c.name!r} needs configuration(s) {missing}")
-                out[(s.source, s.name, c.name)] = fuse(
-                    [out[(s.source, s.name, n)] for n in c.components])
     return out
-
-
-def fuse(parts: Sequence[Scored]) -> Scored:
-    """Each part's scores over the FUSION_QUANTILE of its calibration scores, then the maximum
-    over the parts that scored a row (a refused or warming-up part does not count)."""
-    cal, test = [], []
-    for part in parts:
-        finite = part.calibration[np.isfinite(part.calibration)]
-        if not finite.size:
-            continue
-        scale = float(np.quantile(finite, FUSION_QUANTILE)) or 1.0
-        cal.append(part.calibration / scale)
-        test.append(part.test / scale)
-    if not cal:
-        return Scored(parts[0].calibration, parts[0].calibration_entities, parts[0].test,
-                      refused="no part scored")
-
-    def combined(values: list[np.ndarray]) -> np.ndarray:
-        stacked = np.stack(values)
-        scored = np.isfinite(stacked).any(axis=0)
-        out = np.full(stacked.shape[1], np.nan)
-        out[scored] = np.nanmax(stacked[:, scored], axis=0)
-        return out
-
-    return Scored(combined(cal), parts[0].calibration_entities, combined(test),
-                  seconds=sum(p.seconds for p in parts))
 
 
 # --------------------------------------------------------------------------------------------
@@ -756,10 +713,9 @@ def evaluate(series: Sequence[Series], scored: Mapping[tuple[str, str, str], Sco
 
     today = [i for i, (c, p) in enumerate(table.candidates)
              if p == TODAY and c.name in ("temporal_ae", "dense_ae", "pca")]
-    # global calibration, no per-entity standardization: what a bundle can carry ...
-    plain = np.array([p.scope == "global" and not c.entity_norm for c, p in table.candidates])
-    # ... as one ONNX graph (the fusion is score-level here)
-    deployable = plain & np.array([not c.components for c, _ in table.candidates])
+    # global calibration, no per-entity standardization: what a bundle can carry
+    deployable = plain = np.array([p.scope == "global" and not c.entity_norm
+                                   for c, p in table.candidates])
 
     def loo(held: str, max_far: float, allowed: np.ndarray) -> tuple[int, list[str]]:
         others = [s for s in sources if s != held]
@@ -781,8 +737,7 @@ def evaluate(series: Sequence[Series], scored: Mapping[tuple[str, str, str], Sco
         if (~plain).any():
             index, others = loo(held, cap, ~plain)
             rows.append(row("per-entity, not deployable yet", index, held, others))
-        rows += [row(f if f != "fused" else "fused (score-level, not deployable yet)",
-                     loo(held, cap, plain & (fam == f))[0], held, others) for f in families]
+        rows += [row(f, loo(held, cap, plain & (fam == f))[0], held, others) for f in families]
         rows += [row(f"{f} tuned on {held} (optimistic)", select(table, [held], fam == f, cap),
                      held, [held]) for f in families]
         rows += [row(f"{table.candidates[i][0].name}, today's default policy", i, held, [])

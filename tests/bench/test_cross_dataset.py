@@ -224,20 +224,19 @@ def test_main_refuses_a_missing_source_directory(tmp_path: Path,
     assert not (tmp_path / "r.json").exists()
 
 
-def test_fusion_scales_each_part_by_its_own_calibration_and_takes_the_max() -> None:
-    from bench.cross_dataset import fuse
-
-    entities = np.zeros(100, np.int32)
-    small = Scored(np.linspace(0, 1, 100), entities, np.array([0.5, 2.0, np.nan]))
-    large = Scored(np.linspace(0, 100, 100), entities, np.array([300.0, 10.0, 50.0]))
-    refused = Scored(np.full(100, np.nan), entities, np.full(3, np.nan), refused="one column")
-    fused = fuse([small, large, refused])
-    scale_small, scale_large = np.quantile(small.calibration, 0.99), np.quantile(
-        large.calibration, 0.99)
-    np.testing.assert_allclose(fused.test, [300 / scale_large, 2.0 / scale_small,
-                                            50 / scale_large])
-    assert np.nanmax(fused.calibration) == pytest.approx(1 / 0.99)
-    assert fuse([refused]).refused == "no part scored"
-    with pytest.raises(EvalError, match="needs configuration"):
-        score_all([_series("g", "x")], [next(c for c in CONFIGS if c.components)],
-                  ScoreCache(Path("/nonexistent")), workers=1)
+def test_the_fused_detector_is_scored_as_one_graph_through_the_shipped_path() -> None:
+    """The fused family trains, exports and scores like any family (no score-level step):
+    each entity's first W - 1 test rows are its warm-up (a new entity), every later row is
+    scored."""
+    rng = np.random.default_rng(3)
+    train_entities, test_entities = np.repeat([0, 1], 300), np.repeat([0, 1], 60)
+    series = Series("generator", "fused", ("a", "b"), rng.normal(size=(600, 2)).astype(np.float32),
+                    train_entities, rng.normal(size=(120, 2)).astype(np.float32), test_entities,
+                    np.zeros(120, np.int8), np.full(120, "none", object), continuous=False)
+    config = DetectorConfig("fused", "fused", DetectorParams(family="fused", epochs=2))
+    scored = score_series(series, config)
+    assert not scored.refused
+    warm = np.isnan(scored.test)
+    assert config.params is not None
+    assert [int(warm[test_entities == e].sum()) for e in (0, 1)] == [config.params.window - 1] * 2
+    assert np.isfinite(scored.test[~warm]).all() and np.isfinite(scored.calibration).any()
