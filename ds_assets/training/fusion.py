@@ -56,7 +56,7 @@ def fit_fused(
         pca_arrays, pca_summary = _fit_pca(replace(params, family=PCA), zt, zv)
         out.update({PREFIXES[PCA] + k: v for k, v in pca_arrays.items()})
     fitted = TrainedDetector("fused", features, params, mean, std, out)
-    parts = _member_scores(fitted, val[index.starts])
+    parts = _member_scores(fitted, val, index.starts)
     scales = [_scale(p, params.fusion_quantile) if p is not None else 0.0 for p in parts]
     out[SCALES] = np.array(scales, np.float32)
     summary.update(
@@ -86,26 +86,27 @@ def member(trained: TrainedDetector, family: str) -> TrainedDetector | None:
                            trained.mean, trained.std, arrays, trained.training_summary)
 
 
-def _member_scores(trained: TrainedDetector, windows: np.ndarray
+def _member_scores(trained: TrainedDetector, rows: np.ndarray, starts: np.ndarray
                    ) -> list[np.ndarray | None]:
-    """Unscaled (z-score, PCA or None, autoencoder) scores of windows [n, W, f], in numpy and
-    torch apart from the graph: the fit's scales and the parity reference."""
+    """Unscaled (z-score, PCA or None, autoencoder) scores of the windows ``rows[starts]``
+    (``starts``: [n, W] row positions), gathered a chunk at a time (never all windows at once),
+    in numpy and torch apart from the graph: the fit's scales and the parity reference."""
     from ds_assets.training.export import TemporalScoringGraph
 
-    ae = member(trained, AE)
+    ae, pca = member(trained, AE), member(trained, PCA)
     assert ae is not None
     graph = TemporalScoringGraph(ae.module(), trained.mean, trained.std,
                                  trained.params.temporal_score == "last_row", ae.flatline).eval()
+    ae_parts = [np.zeros(0, np.float32)]
     with torch.no_grad():
-        ae_scores = np.concatenate(
-            [graph(torch.from_numpy(np.ascontiguousarray(windows[s:s + _VAL_CHUNK],
-                                                         np.float32)))[0].numpy()
-             for s in range(0, len(windows), _VAL_CHUNK)] or [np.zeros(0, np.float32)])
-    last = np.asarray(windows[:, -1, :], np.float64)
-    z = np.abs((last - trained.mean) / trained.std).max(axis=1) if len(last) else np.zeros(0)
-    pca = member(trained, PCA)
+        for at in range(0, len(starts), _VAL_CHUNK):
+            windows = np.ascontiguousarray(rows[starts[at:at + _VAL_CHUNK]], np.float32)
+            ae_parts.append(graph(torch.from_numpy(windows))[0].numpy())
+    last = np.asarray(rows[starts[:, -1]], np.float64) if len(starts) else np.zeros(
+        (0, len(trained.mean)))
+    z = np.abs((last - trained.mean) / trained.std).max(axis=1, initial=0.0)
     pca_scores = None if pca is None else pca_reference_scores(pca, last)[0]
-    return [z, pca_scores, ae_scores.astype(np.float64)]
+    return [z, pca_scores, np.concatenate(ae_parts).astype(np.float64)]
 
 
 def reference_scores(trained: TrainedDetector, windows: np.ndarray
@@ -113,7 +114,8 @@ def reference_scores(trained: TrainedDetector, windows: np.ndarray
     """(score, feature_errors) of the fused graph computed apart from it (parity reference):
     the members' scores over their scales, the maximum; the autoencoder's errors."""
     scales = trained.arrays[SCALES]
-    parts = _member_scores(trained, windows)
+    flat = windows.reshape(-1, windows.shape[-1])
+    parts = _member_scores(trained, flat, np.arange(len(flat)).reshape(windows.shape[:2]))
     score = np.max([p / s for p, s in zip(parts, scales, strict=True) if p is not None],
                    axis=0)
     from ds_assets.training.export import TemporalScoringGraph
