@@ -404,7 +404,7 @@ def test_score_psi_below_the_floor_is_not_drift(monkeypatch: pytest.MonkeyPatch)
     assert ref.calibration["statistics"][SCORE]["psi"]["floor"] == 0.1
     shape = score_shift(ref, day, day > cut)
     assert 0.001 < shape["psi"] < 0.01 and not shape["drifted"]
-    assert score_shift(ref, day * 1.25, day * 1.25 > cut)["over_threshold"] == [
+    assert score_shift(ref, day * 1.05, day * 1.05 > cut)["over_threshold"] == [
         "wasserstein", "anomaly_rate_shift"]
     monkeypatch.setattr(reference_module, "SCORE_PSI_FLOOR", 0.0)
     assert score_shift(build(), day, day > cut)["over_threshold"] == ["psi"]
@@ -430,6 +430,7 @@ def test_score_w1_below_the_floor_is_not_drift(monkeypatch: pytest.MonkeyPatch) 
     ref = build()
     assert ref.thresholds[SCORE_BELOW]["wasserstein"] == 0.1
     assert ref.calibration["statistics"][SCORE_BELOW]["wasserstein"]["floor"] == 0.1
+    assert ref.thresholds[SCORE]["wasserstein"] < 0.05  # a labeled day's W1 keeps its own
     shifted = score_shift(ref, day, day > cut, labeled=False)
     assert 0.02 < shifted["wasserstein"] < 0.1 and not shifted["drifted"]
     real = score_shift(ref, day * 1.3, day * 1.3 > cut, labeled=False)
