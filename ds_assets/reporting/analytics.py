@@ -219,6 +219,10 @@ def _numpy(table: pa.Table, column: str) -> np.ndarray:
 def _hourly_counts(scored: pa.Table, flags: np.ndarray) -> pd.DataFrame:
     """``_hourly_sums`` of an Arrow table (naive times are UTC, as there)."""
     times = _numpy(scored, "timestamp")
+    timed = ~np.isnat(times)  # a row without a time has no hour (``groupby`` drops it)
+    if not timed.all():
+        times, flags = times[timed], flags[timed]
+        scored = scored.filter(pa.array(timed))
     per_hour = int(np.datetime64(1, "h").astype(times.dtype).view(np.int64))  # in its unit
     # integer hours since the epoch, floored as ``dt.floor`` (astype to hours costs 5x more)
     hours = times.view(np.int64) // per_hour

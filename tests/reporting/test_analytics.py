@@ -84,13 +84,15 @@ def test_a_pipe_inside_a_cell_does_not_split_the_row() -> None:
 
 @settings(max_examples=25, deadline=None)
 @given(unit=st.sampled_from(["s", "ms", "us", "ns"]), seed=st.integers(0, 10_000),
-       parts=st.integers(1, 5), wide=st.booleans(), dictionary=st.booleans())
+       parts=st.integers(1, 5), wide=st.booleans(), dictionary=st.booleans(),
+       untimed=st.booleans())
 def test_summing_arrow_batches_in_numpy_equals_the_pandas_sums(
-    unit: str, seed: int, parts: int, wide: bool, dictionary: bool,
+    unit: str, seed: int, parts: int, wide: bool, dictionary: bool, untimed: bool,
 ) -> None:
     """``ScoredSummary.add_table`` (bincounts over dictionary indices and hours) gives what
-    ``add`` (pandas groupby) gives: any time unit, times before 1970 and years apart, unscored
-    rows, rows without a group, ids stored as dictionaries or strings."""
+    ``add`` (pandas groupby) gives: any time unit, times before 1970 and years apart, rows
+    without a time, unscored rows, rows without a group, ids stored as dictionaries or
+    strings."""
     rng = np.random.default_rng(seed)
     n = int(rng.integers(1, 400))
     step = np.timedelta64(3 * 365 * 86_400 // n if wide else 37, "s")
@@ -104,6 +106,8 @@ def test_summing_arrow_batches_in_numpy_equals_the_pandas_sums(
         "score": np.where(rng.random(n) < 0.1, np.nan, rng.random(n)).astype(np.float32),
         "is_anomaly": rng.random(n) < 0.3,
     })
+    if untimed:  # rows without a time count everywhere but in the hourly series
+        frame.loc[rng.random(n) < 0.1, "timestamp"] = pd.NaT
     by_pandas, by_numpy = ScoredSummary(), ScoredSummary()
     for rows in np.array_split(np.arange(n), parts):
         part = frame.iloc[rows].reset_index(drop=True)
