@@ -407,8 +407,8 @@ def score_table(
     if table.metadata.num_rows == 0:
         raise ScoringInputError(f"{source.name} has no rows to score")
     columns = [c for c in KEPT if c in names] + [f for f in scorer.features if f not in KEPT]
+    schema = _scored_schema(table.schema_arrow, scorer, policy or scorer.policy)
     chunks = TableScorer(scorer, policy, chunk_rows)
-    schema = _scored_schema(table.schema_arrow, scorer, chunks.policy)
     # a pipeline of threads (pyarrow and onnxruntime work without the GIL): batch i + 2 is read
     # while i + 1's graph runs, i gets its flags and i - 1 is written: at most four in memory.
     # Without the Arrow schema in the file, the dictionary columns read back as plain strings,

@@ -14,7 +14,8 @@ from ds_serving.engines import TOP_OUTPUT
 
 def with_top_feature(model: bytes) -> bytes:
     """The scoring graph plus an output ``top_feature`` (int64 [b]: ArgMax of the feature
-    errors, first index on ties as ``np.argmax``), for dataset scoring, which keeps only each
+    errors, first index on ties as ``np.argmax``; unlike it, a NaN error, which only an
+    overflow inside the model gives, is not picked), for dataset scoring, which keeps only each
     row's top feature: the errors then stay inside onnxruntime. Added when the graph is loaded,
     not stored in bundles, so bundles and TensorRT engines are unchanged."""
     graph = onnx.load_from_string(model)

@@ -181,8 +181,8 @@ def test_a_table_without_a_feature_is_refused_up_front(tmp_path: Path) -> None:
 def test_chunks_fed_by_hand_keep_what_crosses_their_boundaries(tmp_path: Path) -> None:
     scorer = _scorer(tmp_path, "temporal", "k_of_n")
     frame = _table(120, hosts=4, seed=5)
-    chunks = TableScorer(scorer)
-    parts = [chunks.score(frame.iloc[a:b]) for a, b in ((0, 50), (50, 51), (51, 120))]
+    with TableScorer(scorer) as chunks:
+        parts = [chunks.score(frame.iloc[a:b]) for a, b in ((0, 50), (50, 51), (51, 120))]
     pd.testing.assert_frame_equal(pd.concat(parts, ignore_index=True),
                                   score_frame(scorer, frame))
     assert chunks.rows_seen == 120
