@@ -69,7 +69,7 @@ from ds_assets.reporting.baselines import make_baseline
 from ds_assets.reporting.evaluation import alarm_rates, confusion_counts, json_safe, skab_f1
 from ds_assets.telemetry.files import read_rows
 from ds_assets.telemetry.sources import SourceError
-from ds_assets.training.detectors import DetectorParams, train_detector
+from ds_assets.training.detectors import WINDOWED, DetectorParams, train_detector
 from ds_assets.training.export import export_onnx
 from ds_assets.training.thresholds import calibrate_quantile
 from ds_serving.atomic import atomic_write_text
@@ -388,7 +388,7 @@ def score_file(
     labels = frame[LABEL].to_numpy().astype(np.int64)
     if config.params is not None:
         fit_rows, stop_rows = _split_train(x, config.holdout, config.params.window
-                                           if config.params.family == "temporal_ae" else None)
+                                           if config.params.family in WINDOWED else None)
         trained = train_detector(config.params, fit_rows, stop_rows, features)
         scorer = Scorer(
             export_onnx(trained),
