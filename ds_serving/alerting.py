@@ -27,6 +27,8 @@ from ds_serving.windows import (
     EntityGroups,
     entity_array,
     entity_groups,
+    group_keys,
+    positions_of,
     quoted,
 )
 
@@ -199,11 +201,9 @@ class AlertTracker:
         self._check_times(checked.groups, times)
         return checked
 
-    def _check_times(
-        self, groups: Sequence[tuple[Hashable, np.ndarray]], times: np.ndarray | None
-    ) -> None:
+    def _check_times(self, groups: EntityGroups, times: np.ndarray | None) -> None:
         timed = times is not None
-        for key, positions in ceding(groups):
+        for g, key in enumerate(ceding(group_keys(groups))):
             state = self._state.get(key)
             if state is not None and state.timed is not None and state.timed != timed:
                 if state.timed:
@@ -217,6 +217,7 @@ class AlertTracker:
                 )
             if times is None:
                 continue
+            positions = positions_of(groups, g)
             row_times = np.asarray(times, dtype=np.float64)[positions]
             last = None if state is None else state.last_time
             seq = row_times if last is None else np.concatenate(([last], row_times))
@@ -265,7 +266,7 @@ class AlertTracker:
         flags = flags & ~np.isnan(scores)  # an unscored row is never flagged
         quiet = _QuietGroups.of(groups, flags, scores, times) if len(groups) > 16 else None
         events: list[AlertEvent] = []
-        for g, (key, positions) in enumerate(ceding(groups)):
+        for g, key in enumerate(ceding(group_keys(groups))):
             state = self._state.get(key) or _EntityState()
             put_recent(self._state, key, state)
             state.timed = timed
@@ -279,6 +280,7 @@ class AlertTracker:
                 while state.recent and state.recent[0] <= state.seen - self.policy.n:
                     state.recent.popleft()
                 continue
+            positions = positions_of(groups, g)
             if times is not None:
                 row_times = np.asarray(times, dtype=np.float64)[positions]
                 state.last_time = float(row_times[-1])

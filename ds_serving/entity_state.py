@@ -23,7 +23,7 @@ from ds_serving.alerting import (
 from ds_serving.decoding import INVALID_ARGUMENT, Decoded, RequestError
 from ds_serving.policy import ScoringPolicy
 from ds_serving.smoothing import StreamingSmoother
-from ds_serving.windows import EntityWindows, StagedWindows
+from ds_serving.windows import EntityWindows, StagedWindows, group_keys
 
 
 class EntityState:
@@ -93,7 +93,7 @@ class EntityState:
         a request, so joined parts would see an entity that an earlier part evicted)."""
         if request.groups is None:
             return True
-        entities = [key for key, _ in request.groups]  # grouped once, reused by the scoring
+        entities = group_keys(request.groups)  # grouped once, reused by the scoring
         stores: list[Any] = [self.tracker.entity_keys(), self.smoother.entity_keys()]
         if self.windows is not None:
             stores.append(self.windows.entity_keys())

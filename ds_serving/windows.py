@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Hashable, Iterator, KeysView, Sequence
 from dataclasses import dataclass
+from typing import Any, overload
 
 import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
@@ -29,15 +30,53 @@ _SMALL_GROUPING = 64  # rows up to which entity_groups groups with a dict
 QUOTE_CHARS = 64  # characters of a user string that an error message quotes
 
 #: (entity, row positions) per entity, as ``entity_groups`` returns them
-EntityGroups = list[tuple[Hashable, np.ndarray]]
+EntityGroups = Sequence[tuple[Hashable, np.ndarray]]
 
 
-class CodedGroups(list[tuple[Hashable, np.ndarray]]):
+class CodedGroups(Sequence[tuple[Hashable, np.ndarray]]):
     """``EntityGroups`` of a large batch, with each row's group number (``codes``: group ``i``
     is ``self[i]``), so per-group sums are one ``np.bincount`` instead of a concatenation of
-    every group's positions (one long C call that holds the GIL)."""
+    every group's positions (one long C call that holds the GIL). Each group's positions are
+    a view of one sorted index, made when asked for: a pass that needs only the entities
+    (``keys``: the alert state of entities with nothing flagged, time checks without times)
+    makes none of them (65,536 views cost about 19 ms of Python)."""
 
-    codes: np.ndarray
+    def __init__(self, keys: list[Hashable], order: np.ndarray, starts: list[int],
+                 ends: list[int], codes: np.ndarray) -> None:
+        self.keys = keys
+        self.codes = codes
+        self._order, self._starts, self._ends = order, starts, ends
+
+    def positions(self, i: int) -> np.ndarray:
+        return self._order[self._starts[i]:self._ends[i]]
+
+    def __len__(self) -> int:
+        return len(self.keys)
+
+    @overload
+    def __getitem__(self, i: int) -> tuple[Hashable, np.ndarray]: ...
+
+    @overload
+    def __getitem__(self, i: slice) -> list[tuple[Hashable, np.ndarray]]: ...
+
+    def __getitem__(self, i: int | slice) -> Any:
+        if isinstance(i, slice):
+            return [self[j] for j in range(*i.indices(len(self.keys)))]
+        return self.keys[i], self.positions(i)
+
+    def __iter__(self) -> Iterator[tuple[Hashable, np.ndarray]]:
+        for i in range(len(self.keys)):
+            yield self.keys[i], self.positions(i)
+
+
+def group_keys(groups: EntityGroups) -> Sequence[Hashable]:
+    """The entities of ``groups``, in their order (no positions made for ``CodedGroups``)."""
+    return groups.keys if isinstance(groups, CodedGroups) else [key for key, _ in groups]
+
+
+def positions_of(groups: EntityGroups, i: int) -> np.ndarray:
+    """The row positions of group ``i``."""
+    return groups.positions(i) if isinstance(groups, CodedGroups) else groups[i][1]
 
 
 def quoted(value: object, limit: int = QUOTE_CHARS) -> str:
@@ -114,20 +153,19 @@ def entity_groups(entities: Sequence[Hashable] | np.ndarray) -> EntityGroups:
         unique, inverse = np.unique(keys, return_inverse=True)
         inverse = inverse.reshape(-1)
     order = np.argsort(inverse, kind="stable")
-    bounds = np.cumsum(np.bincount(inverse))
-    ends = bounds.tolist()
-    starts = [0, *ends[:-1]]
+    sizes = np.bincount(inverse)
+    bounds = np.cumsum(sizes)  # where each group ends in ``order``
     keys_out = unique if isinstance(unique, list) else unique.tolist()  # plain Python values
     # present groups in order of their last row (see above), which is where each group ends
-    # in the stably sorted ``order``; each group's positions are a view of ``order`` (np.split
-    # costs ~5 us of Python per group: a third of a second for 65,536 one-row entities)
+    # in the stably sorted ``order``; each group's positions are a view of ``order`` made when
+    # asked for (np.split costs ~5 us of Python per group: a third of a second for 65,536
+    # one-row entities)
     presented = np.argsort(order[bounds - 1], kind="stable")
-    groups = CodedGroups(
-        (keys_out[i], order[starts[i]:ends[i]]) for i in ceding(presented.tolist()))
     rank = np.empty_like(presented)
     rank[presented] = np.arange(len(presented))
-    groups.codes = rank[inverse]
-    return groups
+    return CodedGroups([keys_out[i] for i in ceding(presented.tolist())], order,
+                       (bounds - sizes)[presented].tolist(),
+                       bounds[presented].tolist(), rank[inverse])
 
 
 def group_positions(entities: Sequence[Hashable] | np.ndarray) -> list[np.ndarray]:
