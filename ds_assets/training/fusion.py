@@ -56,7 +56,7 @@ def fit_fused(
         pca_arrays, pca_summary = _fit_pca(replace(params, family=PCA), zt, zv)
         out.update({PREFIXES[PCA] + k: v for k, v in pca_arrays.items()})
     fitted = TrainedDetector("fused", features, params, mean, std, out)
-    parts = _member_scores(fitted, val, index.starts)
+    parts, _ = _member_scores(fitted, val, index.starts)
     scales = [_scale(p, params.fusion_quantile) if p is not None else 0.0 for p in parts]
     out[SCALES] = np.array(scales, np.float32)
     summary.update(
@@ -86,27 +86,31 @@ def member(trained: TrainedDetector, family: str) -> TrainedDetector | None:
                            trained.mean, trained.std, arrays, trained.training_summary)
 
 
-def _member_scores(trained: TrainedDetector, rows: np.ndarray, starts: np.ndarray
-                   ) -> list[np.ndarray | None]:
+def _member_scores(trained: TrainedDetector, rows: np.ndarray, starts: np.ndarray,
+                   errors: bool = False) -> tuple[list[np.ndarray | None], np.ndarray | None]:
     """Unscaled (z-score, PCA or None, autoencoder) scores of the windows ``rows[starts]``
     (``starts``: [n, W] row positions), gathered a chunk at a time (never all windows at once),
-    in numpy and torch apart from the graph: the fit's scales and the parity reference."""
-    from ds_assets.training.export import TemporalScoringGraph
+    in numpy and torch apart from the graph: the fit's scales and the parity reference; with
+    ``errors``, the autoencoder's feature errors of the same pass too."""
+    from ds_assets.training.export import scoring_graph
 
     ae, pca = member(trained, AE), member(trained, PCA)
     assert ae is not None
-    graph = TemporalScoringGraph(ae.module(), trained.mean, trained.std,
-                                 trained.params.temporal_score == "last_row", ae.flatline).eval()
-    ae_parts = [np.zeros(0, np.float32)]
+    graph = scoring_graph(ae)
+    ae_parts, error_parts = [np.zeros(0, np.float32)], [np.zeros((0, len(trained.mean)))]
     with torch.no_grad():
         for at in range(0, len(starts), _VAL_CHUNK):
             windows = np.ascontiguousarray(rows[starts[at:at + _VAL_CHUNK]], np.float32)
-            ae_parts.append(graph(torch.from_numpy(windows))[0].numpy())
+            score, error = graph(torch.from_numpy(windows))
+            ae_parts.append(score.numpy())
+            if errors:
+                error_parts.append(error.numpy())
     last = np.asarray(rows[starts[:, -1]], np.float64) if len(starts) else np.zeros(
         (0, len(trained.mean)))
     z = np.abs((last - trained.mean) / trained.std).max(axis=1, initial=0.0)
     pca_scores = None if pca is None else pca_reference_scores(pca, last)[0]
-    return [z, pca_scores, np.concatenate(ae_parts).astype(np.float64)]
+    parts = [z, pca_scores, np.concatenate(ae_parts).astype(np.float64)]
+    return parts, np.concatenate(error_parts).astype(np.float32) if errors else None
 
 
 def reference_scores(trained: TrainedDetector, windows: np.ndarray
@@ -115,18 +119,12 @@ def reference_scores(trained: TrainedDetector, windows: np.ndarray
     the members' scores over their scales, the maximum; the autoencoder's errors."""
     scales = trained.arrays[SCALES]
     flat = windows.reshape(-1, windows.shape[-1])
-    parts = _member_scores(trained, flat, np.arange(len(flat)).reshape(windows.shape[:2]))
+    parts, errors = _member_scores(trained, flat, np.arange(len(flat)).reshape(windows.shape[:2]),
+                                   errors=True)
+    assert errors is not None
     score = np.max([p / s for p, s in zip(parts, scales, strict=True) if p is not None],
                    axis=0)
-    from ds_assets.training.export import TemporalScoringGraph
-
-    ae = member(trained, AE)
-    assert ae is not None
-    graph = TemporalScoringGraph(ae.module(), trained.mean, trained.std,
-                                 trained.params.temporal_score == "last_row", ae.flatline).eval()
-    with torch.no_grad():
-        _, errors = graph(torch.from_numpy(np.ascontiguousarray(windows, np.float32)))
-    return score.astype(np.float32), errors.numpy()
+    return score.astype(np.float32), errors
 
 
 class FusedScoringGraph(nn.Module):
@@ -137,15 +135,13 @@ class FusedScoringGraph(nn.Module):
     inv_std: torch.Tensor
 
     def __init__(self, trained: TrainedDetector) -> None:
-        from ds_assets.training.export import PcaScoringGraph, TemporalScoringGraph
+        from ds_assets.training.export import scoring_graph
 
         super().__init__()
-        ae = member(trained, AE)
+        ae, pca = member(trained, AE), member(trained, PCA)
         assert ae is not None
-        self.ae = TemporalScoringGraph(ae.module(), trained.mean, trained.std,
-                                       trained.params.temporal_score == "last_row", ae.flatline)
-        pca = member(trained, PCA)
-        self.pca = None if pca is None else PcaScoringGraph(pca)
+        self.ae = scoring_graph(ae)  # each member's own scoring graph
+        self.pca = None if pca is None else scoring_graph(pca)
         self.register_buffer("mean", torch.from_numpy(trained.mean.astype(np.float32)))
         self.register_buffer("inv_std", torch.from_numpy((1.0 / trained.std).astype(np.float32)))
         scales = trained.arrays[SCALES].astype(np.float64)
