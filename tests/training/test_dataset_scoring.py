@@ -147,25 +147,19 @@ def test_errors_of_pipelined_batches_are_raised_in_row_order(tmp_path: Path, fir
 def test_the_graph_top_feature_is_numpys_argmax_ties_included() -> None:
     """``with_top_feature``'s ArgMax names the first of tied features, as ``np.argmax`` does,
     and adds nothing to a graph that has it."""
+    import onnx
     import onnxruntime as ort
-    from onnx import TensorProto, helper
 
     from ds_serving.bundle import INPUT_NAME, OUTPUT_NAMES
+    from tests.support.graphs import sum_graph
 
-    x = helper.make_tensor_value_info(INPUT_NAME, TensorProto.FLOAT, ["batch", 3])
-    graph = helper.make_graph(
-        [helper.make_node("Mul", [INPUT_NAME, INPUT_NAME], [OUTPUT_NAMES[1]]),
-         helper.make_node("ReduceSum", [OUTPUT_NAMES[1]], [OUTPUT_NAMES[0]], keepdims=0)],
-        "squares", [x],
-        [helper.make_tensor_value_info(OUTPUT_NAMES[0], TensorProto.FLOAT, ["batch"]),
-         helper.make_tensor_value_info(OUTPUT_NAMES[1], TensorProto.FLOAT, ["batch", 3])])
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
-    with_top = with_top_feature(model.SerializeToString())
+    with_top = with_top_feature(sum_graph(3))  # its feature errors are the features
     assert with_top_feature(with_top) == with_top
-    rows = np.array([[1, -1, 0], [0, 2, -2], [0, 0, 0], [0.5, 3, 1]], np.float32)
+    rows = np.array([[1, 1, 0], [0, 2, 2], [0, 0, 0], [0.5, 3, 1]], np.float32)
     session = ort.InferenceSession(with_top, providers=["CPUExecutionProvider"])
     errors, top = session.run([OUTPUT_NAMES[1], "top_feature"], {INPUT_NAME: rows})
     assert top.tolist() == np.argmax(errors, axis=1).tolist() == [0, 1, 0, 1]
+    model = onnx.load_from_string(sum_graph(3))
     del model.graph.output[1]  # a graph without feature errors cannot name a top feature
     with pytest.raises(ValueError, match="no 'feature_errors' output"):
         with_top_feature(model.SerializeToString())
