@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -379,6 +380,17 @@ def test_anomaly_rate_threshold_never_goes_below_sampling_noise() -> None:
     assert thresholds[SCORE]["anomaly_rate_shift"] == floor > 2 / 1000
 
 
+def _gamma_scores_reference(seed: int) -> tuple[Callable[[], DriftReference], float]:
+    """A week of 4.32-s rows with gamma scores: a builder of its reference (called again after
+    a floor is patched) and the 0.99 quantile the scores are flagged above."""
+    rng = np.random.default_rng(seed)
+    ts = pd.Series(pd.date_range("2026-11-01", periods=N_REF, freq="4320ms", tz="UTC"))
+    frame = pd.DataFrame({"timestamp": ts, "x": rng.normal(size=N_REF)})
+    scores = rng.gamma(2.0, size=N_REF)
+    cut = float(np.quantile(scores, 0.99))
+    return lambda: build_reference(frame, ["x"], scores, scores > cut), cut
+
+
 def test_score_psi_below_the_floor_is_not_drift(monkeypatch: pytest.MonkeyPatch) -> None:
     """A week of large days calibrates the score's PSI threshold near 0.001; the demo's normal
     days after the training window (rows the model never fitted, the week's slow wander) sit at
@@ -386,14 +398,7 @@ def test_score_psi_below_the_floor_is_not_drift(monkeypatch: pytest.MonkeyPatch)
     W1 still catches a real shift of the scores."""
     import ds_assets.monitoring.reference as reference_module
 
-    rng = np.random.default_rng(11)
-    ts = pd.Series(pd.date_range("2026-11-01", periods=N_REF, freq="4320ms", tz="UTC"))
-    frame = pd.DataFrame({"timestamp": ts, "x": rng.normal(size=N_REF)})
-    scores = rng.gamma(2.0, size=N_REF)
-    cut = np.quantile(scores, 0.99)
-
-    def build() -> DriftReference:
-        return build_reference(frame, ["x"], scores, scores > cut)
+    build, cut = _gamma_scores_reference(11)
 
     day_rng = np.random.default_rng(3)
     day = day_rng.gamma(2.0, size=30_000)
@@ -417,14 +422,7 @@ def test_score_w1_below_the_floor_is_not_drift(monkeypatch: pytest.MonkeyPatch) 
     reference is no drift; a real shift of it still is."""
     import ds_assets.monitoring.reference as reference_module
 
-    rng = np.random.default_rng(12)
-    ts = pd.Series(pd.date_range("2026-11-01", periods=N_REF, freq="4320ms", tz="UTC"))
-    frame = pd.DataFrame({"timestamp": ts, "x": rng.normal(size=N_REF)})
-    scores = rng.gamma(2.0, size=N_REF)
-    cut = np.quantile(scores, 0.99)
-
-    def build() -> DriftReference:
-        return build_reference(frame, ["x"], scores, scores > cut)
+    build, cut = _gamma_scores_reference(12)
 
     day = np.random.default_rng(4).gamma(2.0, size=30_000) * 1.04  # out of sample: higher
     ref = build()
