@@ -1,11 +1,20 @@
-"""Training builders shared by tests: correlated rows, a tiny detector, a tiny training run."""
+"""Training builders shared by tests: correlated rows, a tiny detector, a tiny training run and
+the days it trains on."""
 
 from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from ds_assets.training.detectors import DetectorParams, TrainedDetector, train_detector
-from tests.conftest import DAYS
+from tests.conftest import DAYS, TINY_SOURCE
+
+if TYPE_CHECKING:
+    import dagster as dg
+
+    from ds_assets.settings import Settings
 
 FEATURES = [f"f{i}" for i in range(1, 5)]
 
@@ -31,3 +40,20 @@ TRAIN_CONFIG = {
         "detector": {"config": {"epochs": 1, "hidden": [8, 3], "batch_size": 128}},
     }
 }
+
+
+def ingested(settings: Settings, days: Sequence[str] = DAYS
+             ) -> tuple[dg.Definitions, dg.DagsterInstance]:
+    """The code location on an ephemeral instance holding the tiny source's ``days``."""
+    import dagster as dg
+
+    from ds_assets.definitions import build_definitions
+
+    defs = build_definitions(settings)
+    instance = dg.DagsterInstance.ephemeral()
+    for day in days:
+        assert defs.resolve_job_def("ingest_telemetry").execute_in_process(
+            instance=instance, partition_key=day,
+            run_config={"ops": {"raw_telemetry": {"config": TINY_SOURCE}}},
+        ).success
+    return defs, instance

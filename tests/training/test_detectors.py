@@ -21,7 +21,7 @@ from ds_assets.training.export import check_parity, export_onnx, reference_score
 from ds_serving.bundle import load_bundle, write_bundle
 from ds_serving.scoring import Scorer, score_rows
 from ds_serving.windows import window_index
-from tests.support.training import FEATURES, correlated_rows
+from tests.support.training import FEATURES, correlated_rows, ingested
 
 TINY = {
     "dense_ae": DetectorParams(family="dense_ae", hidden=(8, 2), epochs=2, batch_size=64),
@@ -214,10 +214,8 @@ def test_window_longer_than_every_entity_fails_before_training() -> None:
 def test_temporal_then_pca_through_the_graph(settings: Settings) -> None:
     """A temporal AE trains, exports, passes parity and scores per host through the real jobs;
     a PCA challenger is then compared with it on the test rows both score."""
-    import dagster as dg
     import pandas as pd
 
-    from ds_assets.definitions import build_definitions
     from ds_assets.training.dataset_scoring import score_frame
     from ds_assets.training.datasets import split_rows
     from ds_assets.training.promotion import champion_alias_version
@@ -225,13 +223,7 @@ def test_temporal_then_pca_through_the_graph(settings: Settings) -> None:
     from ds_serving.smoothing import Smoothing, smooth_flags
     from tests.conftest import DAYS, TINY_SOURCE
 
-    defs = build_definitions(settings)
-    instance = dg.DagsterInstance.ephemeral()
-    for day in DAYS:
-        assert defs.resolve_job_def("ingest_telemetry").execute_in_process(
-            instance=instance, partition_key=day,
-            run_config={"ops": {"raw_telemetry": {"config": TINY_SOURCE}}},
-        ).success
+    defs, instance = ingested(settings)
     window_days = {"n_partitions": len(DAYS), "end_partition": DAYS[-1]}
     temporal = {"family": "temporal_ae", "window": 4, "channels": [8], "kernel_size": 3,
                 "latent": 4, "epochs": 1, "batch_size": 128}

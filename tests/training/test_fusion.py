@@ -20,6 +20,7 @@ from ds_assets.training.fusion import SCALES, member, reference_scores
 from ds_serving.bundle import load_bundle, write_bundle
 from ds_serving.scoring import Scorer, score_rows
 from ds_serving.windows import window_index
+from tests.support.training import ingested
 
 FEATURES = ["a", "b", "c"]
 Fused = tuple[TrainedDetector, np.ndarray, np.ndarray]  # detector, validation rows, their hosts
@@ -94,19 +95,10 @@ def test_a_bad_fusion_quantile_is_refused_by_name() -> None:
 def test_the_graph_trains_and_bundles_a_fused_detector(settings: Settings) -> None:
     """The launchpad's family dropdown has ``fused``: the training job fits it, the parity
     check passes and the champion bundle names its kind and window."""
-    import dagster as dg
-
-    from ds_assets.definitions import build_definitions
     from ds_serving.bundle import load_champion
-    from tests.conftest import DAYS, TINY_SOURCE
+    from tests.conftest import DAYS
 
-    defs = build_definitions(settings)
-    instance = dg.DagsterInstance.ephemeral()
-    for day in DAYS:
-        assert defs.resolve_job_def("ingest_telemetry").execute_in_process(
-            instance=instance, partition_key=day,
-            run_config={"ops": {"raw_telemetry": {"config": TINY_SOURCE}}},
-        ).success
+    defs, instance = ingested(settings)
     run = defs.resolve_job_def("train_detector").execute_in_process(
         instance=instance, run_config={"ops": {
             "training_set": {"config": {"n_partitions": len(DAYS), "end_partition": DAYS[-1]}},

@@ -22,7 +22,7 @@ from ds_assets.training.tensorrt_build import (
     unavailable_reason,
 )
 from ds_serving.bundle import ENGINE_FILE, MANIFEST_FILE, BundleError, load_bundle, write_bundle
-from tests.support.training import FEATURES, correlated_rows
+from tests.support.training import FEATURES, correlated_rows, ingested
 
 REASON = unavailable_reason()
 
@@ -110,18 +110,9 @@ def test_engine_matches_onnxruntime(tmp_path: Path, family: str) -> None:
 
 @pytest.mark.skipif(REASON is None, reason="a usable GPU + tensorrt is present")
 def test_asset_produces_nothing_and_says_why_and_the_job_completes(settings: Settings) -> None:
-    import dagster as dg
+    from tests.conftest import DAYS
 
-    from ds_assets.definitions import build_definitions
-    from tests.conftest import DAYS, TINY_SOURCE
-
-    defs = build_definitions(settings)
-    instance = dg.DagsterInstance.ephemeral()
-    for day in DAYS[:2]:
-        assert defs.resolve_job_def("ingest_telemetry").execute_in_process(
-            instance=instance, partition_key=day,
-            run_config={"ops": {"raw_telemetry": {"config": TINY_SOURCE}}},
-        ).success
+    defs, instance = ingested(settings, DAYS[:2])
     run = defs.resolve_job_def("train_detector").execute_in_process(
         instance=instance, run_config={"ops": {
             "training_set": {"config": {"n_partitions": 2, "end_partition": DAYS[1]}},
