@@ -642,15 +642,15 @@ def _autoencoder(params: DetectorParams, n_features: int, arrays: dict[str, np.n
     return model.eval()
 
 
-def window_spread(z: np.ndarray, starts: np.ndarray, window: int) -> np.ndarray:
-    """Population std over each window's rows, per feature: [windows, features]."""
-    z = z.astype(np.float64)
-    c1 = np.concatenate([np.zeros((1, z.shape[1])), np.cumsum(z, axis=0)])
-    c2 = np.concatenate([np.zeros((1, z.shape[1])), np.cumsum(z * z, axis=0)])
-    first = starts[:, 0]
-    mean = (c1[first + window] - c1[first]) / window
-    square = (c2[first + window] - c2[first]) / window
-    return np.sqrt(np.maximum(square - mean * mean, 0.0))
+def window_spread(z: np.ndarray, windows: np.ndarray, chunk: int = 8192) -> np.ndarray:
+    """Population std over each window's rows, per feature: [windows, features]. ``windows``
+    holds each window's row positions ([m, W], ``window_index``): an entity's rows need not be
+    adjacent (telemetry sorted by time interleaves its hosts), so the rows are gathered, as the
+    scoring graph sees them, a chunk of windows at a time."""
+    spread = np.empty((len(windows), z.shape[1]), np.float64)
+    for start in range(0, len(windows), chunk):
+        spread[start:start + chunk] = z[windows[start:start + chunk]].astype(np.float64).std(axis=1)
+    return spread
 
 
 def _flatline(
@@ -662,7 +662,7 @@ def _flatline(
     the penalty of a fully flat feature, ``flatline_weight`` x the 0.999 quantile of the
     validation windows' scores x the number of features (scores average over features)."""
     assert params.flatline_quantile is not None
-    spread = window_spread(zt, train_windows, params.window)
+    spread = window_spread(zt, train_windows)
     floor = np.quantile(spread, params.flatline_quantile, axis=0)
     floor = np.where(floor > 1e-3, floor, 0.0).astype(np.float32)
     model = _autoencoder(params, zt.shape[1], arrays)

@@ -347,13 +347,16 @@ def test_autoencoders_train_on_cuda_like_on_cpu() -> None:
         assert check_parity(runs["cuda"], export_onnx(runs["cuda"]), val[:64]).passed
 
 
-def test_window_spread_is_each_windows_std() -> None:
+def test_window_spread_is_each_windows_std_when_entities_interleave() -> None:
+    """Telemetry sorted by time interleaves its hosts: a window's rows are its entity's, not
+    the adjacent rows of other hosts (which made every real window look flat)."""
     from ds_assets.training.detectors import window_spread
 
     z = np.random.default_rng(0).normal(size=(50, 3))
-    starts = window_index(np.repeat([0, 1], 25), 5).starts
-    expected = np.stack([z[w].std(axis=0) for w in starts])
-    np.testing.assert_allclose(window_spread(z, starts, 5), expected, atol=1e-9)
+    for entities in (np.repeat([0, 1], 25), np.tile([0, 1], 25)):
+        windows = window_index(entities, 5).starts
+        expected = np.stack([z[w].std(axis=0) for w in windows])
+        np.testing.assert_allclose(window_spread(z, windows, chunk=7), expected, atol=1e-9)
 
 
 def test_a_stuck_feature_scores_through_the_flatline_term_in_torch_and_onnx() -> None:
