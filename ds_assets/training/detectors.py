@@ -41,6 +41,9 @@ TEMPORAL_SCORES = ("window_mean", "last_row")
 PCA_COMBINE = ("max", "sum")
 _FORMAT = 1
 _VAL_CHUNK = 8192
+# windows (rows) per no-grad forward in validation: the temporal AE's convolutions run about 2x
+# faster over 256 windows at a time than over 8,192 (the chunk's activations stay in cache)
+_EVAL_BATCH = 256
 
 
 class DetectorConfigError(ValueError):
@@ -671,8 +674,8 @@ def _flatline(
     last = params.temporal_score == "last_row"
     scores = []
     with torch.no_grad():
-        for start in range(0, len(vw), _VAL_CHUNK):
-            x = xv[vw[start:start + _VAL_CHUNK]]
+        for start in range(0, len(vw), _EVAL_BATCH):
+            x = xv[vw[start:start + _EVAL_BATCH]]
             errors = (model(x) - x) ** 2
             per_feature = errors[:, -1, :] if last else errors.mean(dim=1)
             scores.append(per_feature.mean(dim=1).numpy())
@@ -688,8 +691,8 @@ def _mean_loss(model: nn.Module, batch: Callable[[slice], torch.Tensor], n: int)
     model.eval()
     total = 0.0
     with torch.no_grad():
-        for start in range(0, n, _VAL_CHUNK):
-            x = batch(slice(start, start + _VAL_CHUNK))
+        for start in range(0, n, _EVAL_BATCH):
+            x = batch(slice(start, start + _EVAL_BATCH))
             total += float(torch.sum(torch.mean((model(x) - x) ** 2, dim=tuple(range(1, x.ndim)))))
     return total / n
 
