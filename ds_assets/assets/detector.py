@@ -8,7 +8,7 @@ thresholds, tensorrt_build, promotion) and ds_serving (bundle, scoring, smoothin
 
 from collections.abc import Iterator
 from enum import Enum
-from typing import Any, Literal, cast
+from typing import Any, Literal
 
 import dagster as dg
 import numpy as np
@@ -195,7 +195,8 @@ class DetectorConfig(dg.Config):
     weight_decay: float = _DEFAULTS.weight_decay
     patience: int = _DEFAULTS.patience
     min_delta: float = _DEFAULTS.min_delta
-    max_train_rows: int = cast(int, _DEFAULTS.max_train_rows)  # the launchpad cap is required
+    # rows (dense) or windows (temporal) per epoch, a fresh sample each; 0: the family's default
+    max_train_rows: int = 0
     hidden: list[int] = list(_DEFAULTS.hidden)  # dense_ae
     # temporal_ae
     window: int = _DEFAULTS.window

@@ -40,6 +40,14 @@ WINDOWED = ("temporal_ae", "fused")  # families scoring windows of W rows per en
 TEMPORAL_SCORES = ("window_mean", "last_row")
 PCA_COMBINE = ("max", "sum")
 _FORMAT = 1
+# ``max_train_rows`` when left at 0: training items per epoch, a fresh sample each epoch. A
+# temporal AE's window costs about 30x a dense AE's row, and windows one row apart repeat each
+# other: on the demo's data 10,000 fresh windows an epoch fit a better model than all 139,000
+# (test PR-AUC 0.72-0.79 against 0.53, seeds 0-2) in a seventh of the time
+TRAIN_ITEMS_PER_EPOCH = {"dense_ae": 200_000, "temporal_ae": 10_000, "fused": 10_000}
+# validation rows (dense) or windows (temporal) whose loss decides early stopping, drawn once by
+# seed: the loss every epoch over all of them was nearly half of a temporal fit
+EARLY_STOPPING_ITEMS = 8192
 _VAL_CHUNK = 8192
 # windows (rows) per no-grad forward in validation: the temporal AE's convolutions run about 2x
 # faster over 256 windows at a time than over 8,192 (the chunk's activations stay in cache)
@@ -64,7 +72,9 @@ class DetectorParams:
     weight_decay: float = 0.0
     patience: int = 5
     min_delta: float = 1e-4
-    max_train_rows: int | None = 200_000  # rows (dense) or windows (temporal), sampled by seed
+    # rows (dense) or windows (temporal) per epoch, drawn afresh each epoch by seed; 0: the
+    # family's default (TRAIN_ITEMS_PER_EPOCH); None: every item every epoch
+    max_train_rows: int | None = 0
     hidden: tuple[int, ...] = (32, 16, 4)  # dense_ae: encoder sizes, the last is the bottleneck
     # temporal_ae: windows of ``window`` rows per entity, 1-D convolutions over time
     window: int = 16
@@ -92,6 +102,8 @@ class DetectorParams:
         # launchpad/JSON configs deliver lists; keep the dataclass hashable and comparable
         object.__setattr__(self, "hidden", tuple(int(h) for h in self.hidden))
         object.__setattr__(self, "channels", tuple(int(c) for c in self.channels))
+        if self.max_train_rows == 0:  # recorded resolved, so a manifest says what was used
+            object.__setattr__(self, "max_train_rows", TRAIN_ITEMS_PER_EPOCH.get(self.family))
 
         def bad(name: str, why: str) -> DetectorConfigError:
             return DetectorConfigError(f"{name}={getattr(self, name)!r}: {why}")
@@ -112,7 +124,8 @@ class DetectorParams:
                 raise bad("min_delta", "must be a finite number >= 0 (the improvement that resets "
                           "patience)")
             if self.max_train_rows is not None and self.max_train_rows < 1:
-                raise bad("max_train_rows", "must be >= 1, or None for no cap")
+                raise bad("max_train_rows", "must be >= 1, 0 for the family's default, or None "
+                          "for no cap")
         if self.family == "dense_ae" and (not self.hidden or min(self.hidden) < 1):
             raise bad("hidden", "need one or more positive sizes (the last is the bottleneck)")
         if self.family in WINDOWED:
@@ -546,9 +559,13 @@ def _fit_autoencoder(
     are gathered on the fly, so W-times-larger window tensors are never materialized."""
     rng = np.random.default_rng(params.seed)
     n_items = len(zt) if train_windows is None else len(train_windows)
-    keep = np.arange(n_items)
-    if params.max_train_rows and n_items > params.max_train_rows:
-        keep = np.sort(rng.choice(n_items, params.max_train_rows, replace=False))
+    # each epoch trains on a fresh sample of at most ``max_train_rows`` items
+    n_train = min(n_items, params.max_train_rows or n_items)
+    n_val_items = len(zv) if val_windows is None else len(val_windows)
+    val_keep = np.arange(n_val_items)
+    if n_val_items > EARLY_STOPPING_ITEMS:  # one sample for every epoch: losses compare
+        val_keep = np.sort(rng.choice(n_val_items, EARLY_STOPPING_ITEMS, replace=False))
+    n_val = len(val_keep)
     torch.manual_seed(params.seed)
     model = build_module(params, n_features).to(device)
     # fused: one kernel per step for all parameters instead of a Python loop over them (the
@@ -560,8 +577,7 @@ def _fit_autoencoder(
     xt = torch.from_numpy(zt).to(device)
     xv = torch.from_numpy(zv).to(device)
     if train_windows is None:
-        xt = xt[torch.from_numpy(keep).to(device)]
-        n_val = len(xv)
+        xv = xv[torch.from_numpy(val_keep).to(device)]
 
         def train_batch(idx: torch.Tensor) -> torch.Tensor:
             return xt[idx]
@@ -570,9 +586,8 @@ def _fit_autoencoder(
             return xv[sl]
     else:
         assert val_windows is not None
-        tw = torch.from_numpy(train_windows[keep]).to(device)
-        vw = torch.from_numpy(val_windows).to(device)
-        n_val = len(vw)
+        tw = torch.from_numpy(train_windows).to(device)
+        vw = torch.from_numpy(val_windows[val_keep]).to(device)
 
         def train_batch(idx: torch.Tensor) -> torch.Tensor:
             return xt[tw[idx]]
@@ -580,15 +595,14 @@ def _fit_autoencoder(
         def val_batch(sl: slice) -> torch.Tensor:
             return xv[vw[sl]]
 
-    n_train = len(keep)
-    generator = torch.Generator(device="cpu").manual_seed(params.seed)
+    orders = epoch_orders(n_items, n_train, params.seed)
     train_curve: list[float] = []
     val_curve: list[float] = []
     best_loss, best_epoch = math.inf, 0
     best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
     for epoch in range(params.epochs):
         model.train()
-        order = torch.randperm(n_train, generator=generator).to(device)
+        order = next(orders).to(device)
         total = torch.zeros((), device=device)  # summed on the device: no sync per step
         for start in range(0, n_train, params.batch_size):
             batch = train_batch(order[start : start + params.batch_size])
@@ -624,11 +638,13 @@ def _fit_autoencoder(
         "val_loss": val_curve,
         "loss_curve": _curve_summary(train_curve, val_curve, best_epoch),
         "device": str(device),
-        "train_items": n_train,
-        "val_items": n_val,
+        "train_items": n_items,
+        "train_items_per_epoch": n_train,
+        "val_items": n_val_items,
+        "early_stopping_items": n_val,
     }
     if train_windows is not None:
-        summary.update(train_windows=n_train, val_windows=n_val)
+        summary.update(train_windows=n_items, val_windows=n_val_items)
     return {k: v.cpu().numpy() for k, v in best_state.items()}, summary
 
 
@@ -654,6 +670,14 @@ def window_spread(z: np.ndarray, windows: np.ndarray, chunk: int = 8192) -> np.n
     for start in range(0, len(windows), chunk):
         spread[start:start + chunk] = z[windows[start:start + chunk]].astype(np.float64).std(axis=1)
     return spread
+
+
+def epoch_orders(n_items: int, per_epoch: int, seed: int) -> Iterator[torch.Tensor]:
+    """Each epoch's training items in order: a fresh random ``per_epoch`` of the ``n_items``
+    (all of them, shuffled, when ``per_epoch >= n_items``)."""
+    generator = torch.Generator(device="cpu").manual_seed(seed)
+    while True:
+        yield torch.randperm(n_items, generator=generator)[:per_epoch]
 
 
 def _flatline(

@@ -300,11 +300,44 @@ def test_launchpad_config_maps_to_validated_params() -> None:
 
     config = DetectorConfig(family=Family.temporal_ae, window=8, channels=[4, 2], epochs=3)
     params = config.params()
-    assert params == DetectorParams(family="temporal_ae", window=8, channels=(4, 2), epochs=3,
-                                    max_train_rows=200_000)
+    assert params == DetectorParams(family="temporal_ae", window=8, channels=(4, 2), epochs=3)
+    assert params.max_train_rows == 10_000  # the family's default, resolved
     assert DetectorConfig().params() == DetectorParams()
     with pytest.raises(DetectorConfigError, match="kernel_size=2"):
         DetectorConfig(family=Family.temporal_ae, kernel_size=2).params()
+
+
+def test_each_epoch_trains_on_a_fresh_sample_of_the_cap() -> None:
+    from ds_assets.training.detectors import TRAIN_ITEMS_PER_EPOCH, epoch_orders
+
+    orders = epoch_orders(1000, 100, seed=3)
+    epochs = [next(orders).numpy() for _ in range(5)]
+    assert all(len(e) == len(set(e)) == 100 for e in epochs)
+    assert len(set(np.concatenate(epochs))) > 300  # not one fixed sample
+    again = epoch_orders(1000, 100, seed=3)
+    assert all((next(again).numpy() == e).all() for e in epochs)  # reproducible by seed
+    everything = epoch_orders(50, 100, seed=3)
+    assert sorted(next(everything).tolist()) == list(range(50))  # under the cap: all, shuffled
+    assert DetectorParams(family="temporal_ae").max_train_rows == TRAIN_ITEMS_PER_EPOCH[
+        "temporal_ae"]
+    assert DetectorParams(family="dense_ae", max_train_rows=None).max_train_rows is None
+    with pytest.raises(DetectorConfigError, match="0 for the family's default"):
+        DetectorParams(max_train_rows=-1)
+
+
+def test_early_stopping_reads_one_seeded_sample_of_the_validation_rows() -> None:
+    from ds_assets.training.detectors import EARLY_STOPPING_ITEMS
+
+    val = correlated_rows(EARLY_STOPPING_ITEMS + 500, seed=1)
+    train = correlated_rows(600)
+    params = DetectorParams(family="dense_ae", hidden=(8, 2), epochs=2, batch_size=64,
+                            max_train_rows=200)
+    trained = train_detector(params, train, val, FEATURES)
+    s = trained.training_summary
+    assert (s["val_items"], s["early_stopping_items"]) == (len(val), EARLY_STOPPING_ITEMS)
+    assert (s["train_items"], s["train_items_per_epoch"]) == (600, 200)
+    again = train_detector(params, train, val, FEATURES).training_summary
+    assert again["val_loss"] == s["val_loss"]  # the same sample every run and every epoch
 
 
 def test_training_device_is_chosen_by_name_and_refused_with_the_reason() -> None:
