@@ -17,6 +17,7 @@ from ds_assets.cli import main as ds_dataset
 from ds_assets.components import TelemetryDataset, load_declaration
 from ds_assets.definitions import build_code_location, build_dataset_definitions
 from ds_assets.settings import Settings
+from ds_assets.training import evaluated_default
 
 DEFS = Path(__file__).resolve().parents[2] / "ds_assets" / "defs"
 
@@ -122,7 +123,7 @@ def test_from_a_users_file_to_a_champion_in_two_commands(
     document: dict[str, Any] = yaml.safe_load(declaration.read_text())
     # the leave-one-dataset-out default: family and flag policy together
     assert document["attributes"]["detector"] == {"family": "temporal_ae"}
-    assert document["attributes"]["policy"] == {"quantile": 0.995, "margin": 1.5}
+    assert document["attributes"]["policy"] == evaluated_default.POLICY
     assert ds_dataset(["--defs-dir", str(defs_dir), "scaffold", str(data), "--name",
                        "sensor"]) == 2  # never overwritten silently
     document["attributes"]["detector"].update(epochs=2, window=8)
@@ -168,7 +169,8 @@ def test_a_file_without_labels_trains_and_is_judged_on_injected_anomalies(
     assert report["n_anomalies"] > 0 and 0 <= report["pr_auc"] <= 1
     manifest = json.loads((settings.models_dir / "prod-ae" / "1" / "config.json").read_text())
     rule = manifest["threshold"]
-    assert (rule["rule"], rule["quantile"], rule["margin"]) == ("quantile", 0.995, 1.5)
+    assert (rule["rule"], rule["quantile"], rule["margin"]) == (
+        "quantile", evaluated_default.POLICY["quantile"], evaluated_default.POLICY["margin"])
 
 
 def test_materialize_names_what_is_wrong(
