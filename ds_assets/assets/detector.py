@@ -20,6 +20,7 @@ from ds_assets.reporting.analytics import markdown_table
 from ds_assets.resources.io_manager import OnnxGraph, PartitionFrames
 from ds_assets.resources.pipeline_metrics import PIPELINE_METRICS_KEY, pipeline_metrics
 from ds_assets.telemetry.schema import LABEL, LABEL_KNOWN, TIMESTAMP, feature_columns
+from ds_assets.training import evaluated_default
 from ds_assets.training.bundling import (
     build_bundle,
     entities_of,
@@ -59,7 +60,7 @@ from ds_serving.smoothing import Rebaseline, Smoothing
 from ds_serving.threads import TRAINING, thread_policy
 from ds_serving.windows import window_index
 
-CODE_VERSION = "2"
+CODE_VERSION = "3"  # 3: temporal AE default, fresh training sample each epoch
 PARITY_ROWS = 4096
 
 
@@ -184,9 +185,11 @@ _DEFAULTS = DetectorParams()
 
 class DetectorConfig(dg.Config):
     """Detector family and hyper-parameters (editable in the launchpad); fields of other
-    families are ignored. Defaults and validation come from ``detectors.DetectorParams``."""
+    families are ignored. The family is the one ``make eval`` chose on data it was not tuned on
+    (``training.evaluated_default``); defaults and validation come from
+    ``detectors.DetectorParams``."""
 
-    family: Family = Family(_DEFAULTS.family)
+    family: Family = Family(evaluated_default.FAMILY)
     seed: int = _DEFAULTS.seed
     # autoencoders
     epochs: int = _DEFAULTS.epochs
@@ -402,8 +405,9 @@ class BundleConfig(dg.Config):
 
     # auto (best_f1 with labeled validation anomalies, else quantile) | quantile | pot | best_f1
     threshold_rule: str = "auto"
-    quantile: float = 0.995
-    margin: float = 1.0
+    # the policy ``make eval`` chose with the default family (``training.evaluated_default``)
+    quantile: float = evaluated_default.POLICY["quantile"]
+    margin: float = evaluated_default.POLICY["margin"]
     # pot (peaks over threshold): exceedance probability of the threshold, and the quantile
     # above which the tail is fitted
     risk: float = 1e-3

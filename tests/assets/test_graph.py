@@ -311,7 +311,7 @@ def test_the_pot_threshold_rule_reaches_the_manifest(settings: Settings) -> None
     bundle = load_champion(settings.models_dir, settings.model_name)
     rule = bundle.manifest.threshold_rule
     assert rule["rule"] == "pot" and rule["risk"] == 0.005 and rule["peaks"] >= 10
-    assert bundle.manifest.threshold == pytest.approx(rule["pot_value"], rel=1e-6)
+    assert bundle.manifest.threshold == pytest.approx(rule["pot_value"] * rule["margin"], rel=1e-6)
 
 
 def test_an_unlabeled_day_is_scored_drift_reported_alerted_and_trained_on(

@@ -128,7 +128,8 @@ def test_metrics_reach_a_real_pushgateway_per_dataset_and_day(
     train = defs.resolve_job_def("train_detector").execute_in_process(
         instance=instance, raise_on_error=False, run_config={"ops": {
             "training_set": {"config": {"n_partitions": 1, "end_partition": DAY}},
-            "detector": {"config": {"epochs": 1, "hidden": [8, 3], "batch_size": 64}}}})
+            "detector": {"config": {"family": "dense_ae", "epochs": 1, "hidden": [8, 3],
+                                    "batch_size": 64}}}})
     assert train.success, _failures(train)
     daily = defs.resolve_job_def("daily_pipeline").execute_in_process(
         instance=instance, partition_key=DAY, raise_on_error=False,

@@ -315,7 +315,7 @@ def test_backfill_helper_makes_one_keyed_run_per_partition() -> None:
 
 
 WEEK = previous_days("2026-11-07", 7)
-TINY_MODEL = {"epochs": 1, "hidden": [8, 3], "batch_size": 128}
+TINY_MODEL = {"family": "dense_ae", "epochs": 1, "hidden": [8, 3], "batch_size": 128}
 # three hosts vary a lot from day to day, so the tiny story needs a bigger release than the demo
 TINY_DRIFT = {"drift_mean_shift": 10.0, "drift_scale": 2.0, "drift_seasonal_amplitude": 5.0}
 

@@ -244,8 +244,9 @@ def test_policy_grid_contains_the_tuned_policy() -> None:
 
 
 def test_platform_default_rows_are_the_graph_defaults() -> None:
-    """The untuned rows must be what the asset graph does out of the box: the launchpad's
-    detector defaults and the bundle's default threshold rule, with no smoothing."""
+    """The untuned rows must be what the asset graph does with nothing chosen on SKAB: the
+    launchpad's detector defaults and the bundle's first default threshold rule (0.995 x 1,
+    fixed before any SKAB run), with no smoothing."""
     from bench.skab import PLATFORM_DEFAULT_CONFIGS
     from ds_assets.assets.detector import BundleConfig, DetectorConfig, TrainingWindowConfig
 
@@ -254,7 +255,7 @@ def test_platform_default_rows_are_the_graph_defaults() -> None:
     for config in PLATFORM_DEFAULT_CONFIGS:
         assert config.params == DetectorConfig(family=config.name).params()
         assert config.features == FEATURES
-        assert (config.policy.quantile, config.policy.margin) == (bundle.quantile, bundle.margin)
+        assert (config.policy.quantile, config.policy.margin) == (0.995, 1.0)
         assert config.policy.smoothing == bundle.smoothing()
         # calibrated on rows held out of fitting, like the graph's validation split
         assert config.holdout == TrainingWindowConfig().val_fraction

@@ -37,7 +37,8 @@ def tiny_model(epochs: int = 3, seed: int = 0) -> TrainedDetector:
 TRAIN_CONFIG = {
     "ops": {
         "training_set": {"config": {"n_partitions": len(DAYS), "end_partition": DAYS[-1]}},
-        "detector": {"config": {"epochs": 1, "hidden": [8, 3], "batch_size": 128}},
+        "detector": {"config": {"family": "dense_ae", "epochs": 1, "hidden": [8, 3],
+                                "batch_size": 128}},
     }
 }
 

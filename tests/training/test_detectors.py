@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from ds_assets.settings import Settings
+from ds_assets.training import evaluated_default
 from ds_assets.training.datasets import DatasetError, contiguous_segments
 from ds_assets.training.detectors import (
     FAMILIES,
@@ -302,9 +303,18 @@ def test_launchpad_config_maps_to_validated_params() -> None:
     params = config.params()
     assert params == DetectorParams(family="temporal_ae", window=8, channels=(4, 2), epochs=3)
     assert params.max_train_rows == 10_000  # the family's default, resolved
-    assert DetectorConfig().params() == DetectorParams()
+    assert DetectorConfig().params() == DetectorParams(family=evaluated_default.FAMILY)
     with pytest.raises(DetectorConfigError, match="kernel_size=2"):
         DetectorConfig(family=Family.temporal_ae, kernel_size=2).params()
+
+
+def test_the_graph_defaults_to_the_evaluated_family_and_policy() -> None:
+    """What `make eval` chose on data it was not tuned on is what a dataset gets unconfigured."""
+    from ds_assets.assets.detector import BundleConfig, DetectorConfig
+
+    assert DetectorConfig().family.value == evaluated_default.FAMILY
+    bundle = BundleConfig()
+    assert {k: getattr(bundle, k) for k in evaluated_default.POLICY} == evaluated_default.POLICY
 
 
 def test_each_epoch_trains_on_a_fresh_sample_of_the_cap() -> None:

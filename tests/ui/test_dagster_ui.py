@@ -43,7 +43,8 @@ UI_DAYS = DAYS[:2]
 SOURCE = {**TINY_SOURCE, "n_hosts": 2, "interval_seconds": 900}
 TRAIN = {"ops": {
     "training_set": {"config": {"n_partitions": len(UI_DAYS), "end_partition": UI_DAYS[-1]}},
-    "detector": {"config": {"epochs": 1, "hidden": [8, 3], "batch_size": 128}},
+    "detector": {"config": {"family": "dense_ae", "epochs": 1, "hidden": [8, 3],
+                            "batch_size": 128}},
 }}
 # variables that would point assets, models or MLflow elsewhere, or start the automation
 CLEARED_ENV = ("DS_MODELS_DIR", "DS_MLFLOW_TRACKING_URI", "DS_MLFLOW_EXPERIMENT", "DS_MODEL_NAME",
