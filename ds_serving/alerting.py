@@ -1,27 +1,27 @@
 """Per-entity alert state: hysteresis and cooldown, shared by the gRPC scorer and the alerts asset.
 
-An alert opens when at least ``k`` of an entity's last ``n`` rows are flagged, closes after ``m``
-consecutive normal rows, and will not re-open until ``cooldown`` has passed since it closed
-(storm control). Time is whatever the caller passes (epoch seconds in practice); without times the
-row count stands in, so ``cooldown`` is then measured in rows. An entity keeps one time base: rows
-with times and rows without cannot be mixed (``TimeBaseError``), since epoch seconds and row counts
-compared with each other would lock alerts out or skip the cooldown. An entity's times never go
-back (``TimeOrderError``): a replay of old rows would make ``t - closed_at`` negative and lock
-re-opens out, and would join unrelated rows into one temporal window. Rows without a score (NaN:
-a temporal model's warm-up) carry no information: they neither flag nor count as normal.
+An alert opens on a flagged row that makes at least ``k`` of an entity's last ``n`` rows flagged,
+closes after ``m`` consecutive normal rows, and will not re-open until ``cooldown`` has passed
+since it closed (storm control). Time is whatever the caller passes (epoch seconds in practice);
+without times the row count stands in, so ``cooldown`` is then measured in rows. An entity keeps
+one time base: rows with times and rows without cannot be mixed (``TimeBaseError``), since epoch
+seconds and row counts compared with each other would lock alerts out or skip the cooldown. An
+entity's times never go back (``TimeOrderError``): a replay of old rows would make ``t -
+closed_at`` negative and lock re-opens out, and would join unrelated rows into one temporal window.
+Rows without a score (NaN: a temporal model's warm-up) carry no information: they neither flag nor
+count as normal.
 """
 
 from __future__ import annotations
 
 from collections import deque
 from collections.abc import Hashable, KeysView, Mapping, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from typing import Any
 
 import numpy as np
 
-from ds_serving.ceding import ceding
-from ds_serving.recency import evict_least_recent, put_recent
+from ds_serving.ceding import CEDE_EVERY, cede, ceding
 from ds_serving.windows import (
     CodedGroups,
     EntityGroups,
@@ -106,85 +106,240 @@ class AlertEvent:
 @dataclass(frozen=True)
 class CheckedTimes:
     """A batch's entity groups whose timestamps ``AlertTracker.check_times`` accepted: handed to
-    ``update`` with the same ``times``, it spares the grouping and the check a second time."""
+    ``update`` with the same ``times``, it spares the grouping, the check and the entities'
+    state lookup a second time (``slots``, valid while the tracker's ``generation`` is)."""
 
     groups: EntityGroups
     times: np.ndarray | None
+    slots: np.ndarray | None = None
+    generation: int = -1
 
 
 @dataclass(frozen=True)
-class _QuietGroups:
-    """Per entity group of a batch, as Python lists: rows, scored rows, whether none is
-    flagged, and the time of its last row (None without times)."""
+class EntityAlertState:
+    """One entity's alert state as ``AlertTracker.states`` reports it."""
 
-    rows: list[int]
-    scored: list[int]
-    unflagged: list[bool]
-    last_time: list[float] | None
+    entity: Hashable
+    seen: int  # scored rows (the k-of-n window counts these)
+    clock: int  # all rows: the time base when no times are sent
+    timed: bool | None  # whether this entity's rows come with times (None: not yet known)
+    last_time: float | None  # time of the entity's latest row (timed entities)
+    recent: tuple[int, ...]  # row numbers (of ``seen``) of the flagged rows among the last n
+    open: bool
+    opened_at: float
+    peak: float
+    normal_run: int
+    closed_at: float | None
+
+
+@dataclass(frozen=True)
+class _Layout:
+    """Where a batch's groups sit, as arrays: each row's group (``codes``), the rows in group
+    order, input order within a group (``order``), the group of each of those (``grouped``),
+    and each group's first and last row."""
+
+    codes: np.ndarray
+    order: np.ndarray
+    grouped: np.ndarray
+    first: np.ndarray
+    last: np.ndarray
 
     @classmethod
-    def of(cls, groups: EntityGroups, flags: np.ndarray, scores: np.ndarray,
-           times: np.ndarray | None) -> _QuietGroups:
+    def of(cls, groups: EntityGroups, n_rows: int) -> _Layout:
         g = len(groups)
         if isinstance(groups, CodedGroups):
-            code = groups.codes  # each row's group
+            codes, order = groups.codes, groups.rows_by_group
+            grouped = codes[order]
         else:
-            code = np.empty(len(flags), dtype=np.intp)
-            for i, (_, positions) in enumerate(groups):
-                code[positions] = i
-        sizes = np.bincount(code, minlength=g)
-        scored = np.bincount(code, weights=~np.isnan(scores), minlength=g)
-        flagged = np.bincount(code, weights=flags, minlength=g)
-        last_time = None
-        if times is not None:  # the time of each group's last row
-            last = np.zeros(g, dtype=np.intp)
-            np.maximum.at(last, code, np.arange(len(code)))
-            last_time = np.asarray(times, dtype=np.float64)[last].tolist()
-        return cls(sizes.tolist(), scored.astype(np.intp).tolist(), (flagged == 0).tolist(),
-                   last_time)
+            parts = [positions for _, positions in groups]
+            order = np.concatenate(parts) if parts else np.empty(0, np.intp)
+            grouped = np.repeat(np.arange(g), [len(p) for p in parts])
+            codes = np.empty(n_rows, dtype=np.intp)
+            codes[order] = grouped
+        first = np.zeros(g, dtype=np.intp)
+        last = np.zeros(g, dtype=np.intp)
+        if len(order):
+            change = np.flatnonzero(grouped[1:] != grouped[:-1]) + 1
+            heads = np.concatenate(([0], change))
+            tails = np.concatenate((change - 1, [len(order) - 1]))
+            first[grouped[heads]] = order[heads]
+            last[grouped[tails]] = order[tails]
+        return cls(codes, order, grouped, first, last)
 
 
-@dataclass
-class _EntityState:
-    seen: int = 0  # scored rows (the k-of-n window counts these)
-    clock: int = 0  # all rows: the time base when no times are sent
-    timed: bool | None = None  # whether this entity's rows come with times
-    last_time: float | None = None  # time of the entity's latest row (timed entities)
-    recent: deque[int] = field(default_factory=deque)  # row numbers of flagged rows in last n
-    open: bool = False
-    opened_at: float = 0.0
-    peak: float = float("-inf")
-    normal_run: int = 0
-    closed_at: float | None = None
+_NO_FLAG = np.iinfo(np.int64).min // 2  # an empty slot of the recent-flags ring
 
 
 class AlertTracker:
-    """Feeds scored rows per entity through an ``AlertPolicy`` and emits open/close events."""
+    """Feeds scored rows per entity through an ``AlertPolicy`` and emits open/close events.
+
+    The state is columnar: one slot per entity in numpy arrays, a dict from entity to slot, so
+    a batch of tens of thousands of entities with nothing flagged advances in a few array
+    operations (the scorer's largest requests: the event loop waits for the GIL otherwise).
+    Entities with a flagged row or an open alert go through the rows one by one (hysteresis and
+    cooldown are sequential). Least recently seen entities are evicted beyond ``max_entities``;
+    the recency order is the order in which batches present their entities (``entity_groups``).
+    """
 
     def __init__(self, policy: AlertPolicy, max_entities: int = 100_000) -> None:
         self.policy = policy
         self.max_entities = max_entities
-        self._state: dict[Hashable, _EntityState] = {}
+        self.reset()
+
+    def reset(self) -> None:
+        self._slots: dict[Hashable, int] = {}
+        self._keys: list[Hashable] = []  # slot -> entity (stale for free slots)
+        self._free: list[int] = []
+        self._tick = 0  # recency stamps handed out so far
         self._open = 0  # kept in step with the states so reading it costs nothing
+        self.generation = 0  # changes whenever slots may have moved
+        self._alloc(0)
+
+    def _alloc(self, capacity: int) -> None:
+        n = self.policy.n
+        self._alive = np.zeros(capacity, bool)
+        self._stamp = np.zeros(capacity, np.int64)  # recency: higher is more recent
+        self._seen = np.zeros(capacity, np.int64)  # scored rows (the k-of-n window counts these)
+        self._clock = np.zeros(capacity, np.int64)  # all rows: the time base without times
+        self._timed = np.full(capacity, -1, np.int8)  # -1 not yet known, 0 without, 1 with times
+        self._last_time = np.full(capacity, np.nan)  # time of the latest row (timed entities)
+        self._recent = np.full((capacity, n), _NO_FLAG, np.int64)  # ring: row numbers flagged
+        self._is_open = np.zeros(capacity, bool)
+        self._opened_at = np.zeros(capacity)
+        self._peak = np.full(capacity, -np.inf)
+        self._normal_run = np.zeros(capacity, np.int64)
+        self._closed_at = np.full(capacity, np.nan)  # NaN: never closed
+
+    _COLUMNS = ("_alive", "_stamp", "_seen", "_clock", "_timed", "_last_time", "_recent",
+                "_is_open", "_opened_at", "_peak", "_normal_run", "_closed_at")
+
+    def _grow(self, capacity: int) -> None:
+        old = {name: getattr(self, name) for name in self._COLUMNS}
+        size = len(self._alive)
+        self._alloc(capacity)
+        for name, values in old.items():
+            getattr(self, name)[:size] = values
 
     def entity_keys(self) -> KeysView[Hashable]:
         """The entities holding state now (live view)."""
-        return self._state.keys()
+        return self._slots.keys()
 
     def open_count(self) -> int:
         return self._open
 
+    def states(self) -> list[EntityAlertState]:
+        """Every entity's state, least recently seen first (for tests and inspection)."""
+        alive = np.flatnonzero(self._alive)
+        return [self._report(slot)
+                for slot in alive[np.argsort(self._stamp[alive], kind="stable")].tolist()]
+
+    def state(self, entity: Hashable) -> EntityAlertState | None:
+        """One entity's state (None if it holds none)."""
+        slot = self._slots.get(entity)
+        return None if slot is None else self._report(slot)
+
+    def _report(self, slot: int) -> EntityAlertState:
+        seen, n = int(self._seen[slot]), self.policy.n
+        last, closed = float(self._last_time[slot]), float(self._closed_at[slot])
+        return EntityAlertState(
+            entity=self._keys[slot], seen=seen, clock=int(self._clock[slot]),
+            timed=None if self._timed[slot] < 0 else bool(self._timed[slot]),
+            last_time=None if np.isnan(last) else last,
+            recent=tuple(sorted(v for v in self._recent[slot].tolist() if v > seen - n)),
+            open=bool(self._is_open[slot]), opened_at=float(self._opened_at[slot]),
+            peak=float(self._peak[slot]), normal_run=int(self._normal_run[slot]),
+            closed_at=None if np.isnan(closed) else closed)
+
+    def is_open(self, entity: Hashable) -> bool:
+        slot = self._slots.get(entity)
+        return slot is not None and bool(self._is_open[slot])
+
+    def _lookup(self, keys: Sequence[Hashable]) -> np.ndarray:
+        """Each entity's slot, -1 where it has none."""
+        get = self._slots.get
+        out = np.empty(len(keys), dtype=np.intp)
+        for start in range(0, len(keys), CEDE_EVERY):
+            if start:
+                cede()
+            part = keys[start:start + CEDE_EVERY]
+            out[start:start + len(part)] = [get(key, -1) for key in part]
+        return out
+
+    def _admit(self, keys: Sequence[Hashable], slots: np.ndarray) -> np.ndarray:
+        """``slots`` with a fresh slot (default state) for each entity that had none."""
+        missing = np.flatnonzero(slots < 0)
+        if not len(missing):
+            return slots
+        reused = self._free[len(self._free) - min(len(missing), len(self._free)):]
+        del self._free[len(self._free) - len(reused):]
+        top = len(self._keys)
+        fresh = np.concatenate((np.asarray(reused[::-1], np.intp),
+                                np.arange(top, top + len(missing) - len(reused), dtype=np.intp)))
+        if len(self._keys) + len(missing) - len(reused) > len(self._alive):
+            self._grow(max(2 * len(self._alive), top + len(missing) - len(reused), 64))
+        new_keys = [keys[i] for i in ceding(missing.tolist())]
+        self._keys.extend(new_keys[len(reused):])
+        for slot, key in zip(fresh[:len(reused)].tolist(), new_keys, strict=False):
+            self._keys[slot] = key
+        self._slots.update(zip(new_keys, fresh.tolist(), strict=True))
+        self._clear(fresh)
+        self._alive[fresh] = True
+        slots = slots.copy()
+        slots[missing] = fresh
+        return slots
+
+    def _clear(self, slots: np.ndarray) -> None:
+        self._seen[slots] = 0
+        self._clock[slots] = 0
+        self._timed[slots] = -1
+        self._last_time[slots] = np.nan
+        self._recent[slots] = _NO_FLAG
+        self._is_open[slots] = False
+        self._opened_at[slots] = 0.0
+        self._peak[slots] = -np.inf
+        self._normal_run[slots] = 0
+        self._closed_at[slots] = np.nan
+
+    def _evict(self) -> None:
+        excess = len(self._slots) - self.max_entities
+        if excess <= 0:
+            return
+        stamps = np.where(self._alive, self._stamp, np.iinfo(np.int64).max)
+        victims = np.argpartition(stamps, excess - 1)[:excess]
+        self._open -= int(np.count_nonzero(self._is_open[victims]))
+        self._alive[victims] = False
+        self._is_open[victims] = False
+        for slot in victims.tolist():
+            del self._slots[self._keys[slot]]
+        self._free.extend(victims.tolist())
+        self.generation += 1
+
+    def _touch(self, slots: np.ndarray) -> None:
+        """Make ``slots`` the most recently seen, the last one most recent."""
+        self._stamp[slots] = self._tick + np.arange(len(slots))
+        self._tick += len(slots)
+
     def adopt(self, other: AlertTracker) -> None:
         """Take over ``other``'s per-entity state (hot reload to a new policy): open alerts stay
         open, cooldowns and time bases carry on, and ``other`` is left empty."""
-        for key, state in other._state.items():
-            old = self._state.pop(key, None)
-            if old is not None and old.open:
-                self._open -= 1
-            self._state[key] = state
-            self._open += int(state.open)
-        other._state = {}
-        other._open = 0
+        theirs = np.flatnonzero(other._alive)
+        theirs = theirs[np.argsort(other._stamp[theirs], kind="stable")]  # least recent first
+        keys = [other._keys[slot] for slot in theirs.tolist()]
+        slots = self._admit(keys, self._lookup(keys))
+        self._open -= int(np.count_nonzero(self._is_open[slots]))
+        for name in ("_seen", "_clock", "_timed", "_last_time", "_is_open", "_opened_at",
+                     "_peak", "_normal_run", "_closed_at"):
+            getattr(self, name)[slots] = getattr(other, name)[theirs]
+        self._open += int(np.count_nonzero(self._is_open[slots]))
+        # the flagged rows still inside the new policy's window, in the new ring's places
+        n, seen = self.policy.n, self._seen[slots]
+        self._recent[slots] = _NO_FLAG
+        for column in other._recent[theirs].T:
+            keep = np.flatnonzero(column > seen - min(n, other.policy.n))
+            self._recent[slots[keep], column[keep] % n] = column[keep]
+        self._touch(slots)
+        other.reset()
+        self.generation += 1
         self._evict()
 
     def check_times(
@@ -197,48 +352,57 @@ class AlertTracker:
         ``TimeOrderError`` if one of its times is earlier than the one before it (in this batch
         or the last row seen). Changes nothing, so a caller can refuse a request up front and
         then pass the result to ``update`` (with no state change in between)."""
-        checked = CheckedTimes(entity_groups(entities) if groups is None else groups, times)
-        self._check_times(checked.groups, times)
-        return checked
+        groups = entity_groups(entities) if groups is None else groups
+        slots = self._lookup(group_keys(groups))
+        self._check_times(groups, times, slots)
+        return CheckedTimes(groups, times, slots, self.generation)
 
-    def _check_times(self, groups: EntityGroups, times: np.ndarray | None) -> None:
-        timed = times is not None
-        for g, key in enumerate(ceding(group_keys(groups))):
-            state = self._state.get(key)
-            if state is not None and state.timed is not None and state.timed != timed:
-                if state.timed:
-                    raise TimeBaseError(
-                        f"timestamps: entity {quoted(key)} was sent with timestamps before; "
-                        "send them on every request"
-                    )
+    def _check_times(self, groups: EntityGroups, times: np.ndarray | None,
+                     slots: np.ndarray) -> None:
+        """Raises for the first group (in group order) whose times do not fit, as a loop over
+        the groups would; the search itself is a few array operations."""
+        known = np.flatnonzero(slots >= 0)
+        base = self._timed[slots[known]]
+        bad_base = known[(base >= 0) & (base != int(times is not None))]
+        first_base = int(bad_base[0]) if len(bad_base) else len(groups)
+        first_order = len(groups)
+        if times is not None and len(groups):
+            t = np.asarray(times, dtype=np.float64)
+            layout = _Layout.of(groups, len(t))
+            within = np.diff(t[layout.order]) < 0
+            back = layout.grouped[1:][within & (layout.grouped[1:] == layout.grouped[:-1])]
+            last = np.full(len(groups), np.nan)
+            last[known] = self._last_time[slots[known]]
+            before = np.flatnonzero(t[layout.first] < last)  # NaN (no time yet) compares False
+            candidates = np.concatenate((back, before))
+            if len(candidates):
+                first_order = int(candidates.min())
+        if first_base <= first_order and first_base < len(groups):
+            key = group_keys(groups)[first_base]
+            if self._timed[slots[first_base]] == 1:
                 raise TimeBaseError(
-                    f"timestamps: entity {quoted(key)} was sent without timestamps before; "
-                    "keep sending none (epoch seconds and row counts cannot be mixed)"
+                    f"timestamps: entity {quoted(key)} was sent with timestamps before; "
+                    "send them on every request"
                 )
-            if times is None:
-                continue
+            raise TimeBaseError(
+                f"timestamps: entity {quoted(key)} was sent without timestamps before; "
+                "keep sending none (epoch seconds and row counts cannot be mixed)"
+            )
+        if first_order < len(groups):
+            assert times is not None
+            g = first_order
             positions = positions_of(groups, g)
             row_times = np.asarray(times, dtype=np.float64)[positions]
-            last = None if state is None else state.last_time
-            seq = row_times if last is None else np.concatenate(([last], row_times))
-            back = np.flatnonzero(np.diff(seq) < 0)
-            if back.size:
-                j = int(back[0])  # seq[j + 1] < seq[j]
-                i = j + (1 if last is None else 0)  # position of seq[j + 1] in row_times
-                row, at, before = int(positions[i]), float(row_times[i]), float(seq[j])
-                raise TimeOrderError(
-                    f"timestamps: entity {quoted(key)} row {row} at {at:.3f} is earlier than "
-                    f"its previous row at {before:.3f}; send each entity's rows in time order "
-                    "(replaying old rows needs new entity ids or a restarted scorer)"
-                )
-
-    def _evict(self) -> None:
-        for dropped in evict_least_recent(self._state, self.max_entities):
-            self._open -= int(dropped.open)
-
-    def is_open(self, entity: Hashable) -> bool:
-        state = self._state.get(entity)
-        return bool(state and state.open)
+            last_time = None if slots[g] < 0 else float(self._last_time[slots[g]])
+            seq = row_times if last_time is None else np.concatenate(([last_time], row_times))
+            j = int(np.flatnonzero(np.diff(seq) < 0)[0])  # seq[j + 1] < seq[j]
+            i = j + (1 if last_time is None else 0)  # position of seq[j + 1] in row_times
+            row, at, previous = int(positions[i]), float(row_times[i]), float(seq[j])
+            raise TimeOrderError(
+                f"timestamps: entity {quoted(group_keys(groups)[g])} row {row} at {at:.3f} is "
+                f"earlier than its previous row at {previous:.3f}; send each entity's rows in "
+                "time order (replaying old rows needs new entity ids or a restarted scorer)"
+            )
 
     def update(
         self,
@@ -257,90 +421,104 @@ class AlertTracker:
             raise ValueError("entities, flags and scores must have one value per row")
         if times is not None and len(times) != len(keys):
             raise ValueError(f"got {len(times)} times for {len(keys)} rows; send one per row")
-        timed = times is not None
-        if checked is not None and checked.times is times:
+        if checked is not None and checked.times is times and checked.slots is not None:
             groups = checked.groups
+            slots = (checked.slots if checked.generation == self.generation
+                     else self._lookup(group_keys(groups)))
         else:
             groups = entity_groups(keys)
-            self._check_times(groups, times)
+            slots = self._lookup(group_keys(groups))
+            self._check_times(groups, times, slots)
+        if not len(groups):
+            return []
+        entity_keys = group_keys(groups)
+        slots = self._admit(entity_keys, slots)
+        self._timed[slots] = int(times is not None)
+        self._touch(slots)
         flags = flags & ~np.isnan(scores)  # an unscored row is never flagged
-        quiet = _QuietGroups.of(groups, flags, scores, times) if len(groups) > 16 else None
+        layout = _Layout.of(groups, len(keys))
+        g = len(groups)
+        flagged = np.bincount(layout.codes, weights=flags, minlength=g) > 0
+        busy = np.flatnonzero(flagged | self._is_open[slots])
+        quiet = np.ones(g, bool)
+        quiet[busy] = False
+        # nothing can open for the quiet ones: their counts advance for the whole batch at once
+        # (the ring of recent flags ages by itself: it counts rows newer than ``seen - n``)
+        q = slots[quiet]
+        self._clock[q] += np.bincount(layout.codes, minlength=g)[quiet]
+        self._seen[q] += np.bincount(layout.codes, weights=~np.isnan(scores),
+                                     minlength=g)[quiet].astype(np.int64)
+        if times is not None:
+            self._last_time[q] = np.asarray(times, dtype=np.float64)[layout.last[quiet]]
         events: list[AlertEvent] = []
-        for g, key in enumerate(ceding(group_keys(groups))):
-            state = self._state.get(key) or _EntityState()
-            put_recent(self._state, key, state)
-            state.timed = timed
-            if quiet is not None and not state.open and quiet.unflagged[g]:
-                # nothing can open (``_advance``'s fast path, from numbers taken for the whole
-                # batch at once: many entities with a row or two each cost a few us apiece)
-                if quiet.last_time is not None:
-                    state.last_time = quiet.last_time[g]
-                state.clock += quiet.rows[g]
-                state.seen += quiet.scored[g]
-                while state.recent and state.recent[0] <= state.seen - self.policy.n:
-                    state.recent.popleft()
-                continue
-            positions = positions_of(groups, g)
-            if times is not None:
-                row_times = np.asarray(times, dtype=np.float64)[positions]
-                state.last_time = float(row_times[-1])
-            else:
-                row_times = np.arange(
-                    state.clock + 1, state.clock + 1 + len(positions), dtype=np.float64
-                )
-            state.clock += len(positions)
-            was_open = state.open
-            self._advance(str(key), state, positions, flags[positions], scores[positions],
-                          row_times, events)
-            self._open += int(state.open) - int(was_open)
+        for b in ceding(busy.tolist()):
+            positions = positions_of(groups, b)
+            self._advance(entity_keys[b], int(slots[b]), positions, flags[positions],
+                          scores[positions],
+                          None if times is None else np.asarray(times, np.float64)[positions],
+                          events)
+        self.generation += 1
         self._evict()
         events.sort(key=lambda e: e.position)
         return events
 
     def _advance(
         self,
-        entity: str,
-        state: _EntityState,
+        entity: Hashable,
+        slot: int,
         positions: np.ndarray,
         flags: np.ndarray,
         scores: np.ndarray,
-        times: np.ndarray,
+        times: np.ndarray | None,
         events: list[AlertEvent],
     ) -> None:
+        """One entity's rows, one at a time (only entities with a flagged row or an open alert
+        come here)."""
         p = self.policy
+        seen, clock = int(self._seen[slot]), int(self._clock[slot])
+        ring = self._recent[slot]
+        recent = deque(sorted(v for v in ring.tolist() if v > seen - p.n))
+        is_open = bool(self._is_open[slot])
+        opened_at, peak = float(self._opened_at[slot]), float(self._peak[slot])
+        normal_run = int(self._normal_run[slot])
+        closed = float(self._closed_at[slot])
+        closed_at = None if np.isnan(closed) else closed
+        name = str(entity)
         scored = ~np.isnan(scores)
-        if not state.open and not flags.any():
-            # fast path: nothing can open; only the count of recent flagged rows ages
-            state.seen += int(np.count_nonzero(scored))
-            while state.recent and state.recent[0] <= state.seen - p.n:
-                state.recent.popleft()
-            return
         for i in range(len(flags)):
+            clock += 1
             if not scored[i]:
                 continue  # no information: neither flagged nor normal
-            state.seen += 1
+            seen += 1
             if flags[i]:
-                state.recent.append(state.seen)
-            while state.recent and state.recent[0] <= state.seen - p.n:
-                state.recent.popleft()
-            t = float(times[i])
-            if state.open:
-                state.peak = max(state.peak, float(scores[i]))
-                state.normal_run = 0 if flags[i] else state.normal_run + 1
-                if state.normal_run >= p.m:
-                    state.open = False
-                    state.closed_at = t
-                    events.append(AlertEvent(entity, "close", t, state.opened_at, state.peak,
+                recent.append(seen)
+            while recent and recent[0] <= seen - p.n:
+                recent.popleft()
+            t = float(clock if times is None else times[i])
+            if is_open:
+                peak = max(peak, float(scores[i]))
+                normal_run = 0 if flags[i] else normal_run + 1
+                if normal_run >= p.m:
+                    is_open = False
+                    closed_at = t
+                    self._open -= 1
+                    events.append(AlertEvent(name, "close", t, opened_at, peak,
                                              int(positions[i])))
-            elif len(state.recent) >= p.k and (
-                state.closed_at is None or t - state.closed_at >= p.cooldown
-            ):
-                state.open = True
-                state.opened_at = t
-                state.peak = float(scores[i])
-                state.normal_run = 0
-                events.append(AlertEvent(entity, "open", t, t, state.peak, int(positions[i])))
-
-    def reset(self) -> None:
-        self._state.clear()
-        self._open = 0
+            elif flags[i] and len(recent) >= p.k and (
+                    closed_at is None or t - closed_at >= p.cooldown):
+                is_open = True
+                opened_at = t
+                peak = float(scores[i])
+                normal_run = 0
+                self._open += 1
+                events.append(AlertEvent(name, "open", t, t, peak, int(positions[i])))
+        self._seen[slot], self._clock[slot] = seen, clock
+        if times is not None and len(times):
+            self._last_time[slot] = times[-1]
+        ring[:] = _NO_FLAG
+        for v in recent:
+            ring[v % p.n] = v
+        self._is_open[slot] = is_open
+        self._opened_at[slot], self._peak[slot] = opened_at, peak
+        self._normal_run[slot] = normal_run
+        self._closed_at[slot] = np.nan if closed_at is None else closed_at

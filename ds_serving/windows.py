@@ -50,6 +50,11 @@ class CodedGroups(Sequence[tuple[Hashable, np.ndarray]]):
     def positions(self, i: int) -> np.ndarray:
         return self._order[self._starts[i]:self._ends[i]]
 
+    @property
+    def rows_by_group(self) -> np.ndarray:
+        """Every row, each group's rows together in input order (groups in no set order)."""
+        return self._order
+
     def __len__(self) -> int:
         return len(self.keys)
 

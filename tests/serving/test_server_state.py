@@ -341,7 +341,7 @@ def test_point_model_request_cancelled_in_line_neither_commits_nor_lets_later_on
     reference = score_rows(rt.scorer, rows[kept])
     flags = smooth_flags(reference.flags, rt.policy.smoothing)
     np.testing.assert_array_equal(np.concatenate([first.flags, third.flags]), flags)
-    assert rt.tracker._state["a"].last_time == 5.0  # the cancelled rows were never committed
+    assert rt.tracker.state("a").last_time == 5.0  # the cancelled rows were never committed
 
 
 def _reload_while_in_flight(old: ModelRuntime, new: ModelRuntime, first: Decoded,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 
 import numpy as np
@@ -10,7 +11,12 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from ds_serving import windows as windows_module
-from ds_serving.alerting import AlertPolicy, AlertPolicyError, AlertTracker
+from ds_serving.alerting import (
+    AlertPolicy,
+    AlertPolicyError,
+    AlertTracker,
+    EntityAlertState,
+)
 from ds_serving.smoothing import Smoothing, SmoothingError, StreamingSmoother, smooth_flags
 from ds_serving.windows import EntityWindows, entity_groups, window_index
 
@@ -164,6 +170,12 @@ def test_smoothing_rejects_bad_policy(data: dict, match: str) -> None:
         Smoothing.from_dict(data)
 
 
+def _state_of(tracker: AlertTracker, entity: str) -> EntityAlertState:
+    state = tracker.state(entity)
+    assert state is not None
+    return state
+
+
 def _run(tracker: AlertTracker, flags: list[int], entity: str = "h1") -> list[tuple[str, float]]:
     f = np.array(flags, bool)
     events = tracker.update(np.full(len(f), entity), f, f.astype(float))
@@ -239,9 +251,20 @@ def test_a_batch_of_many_entities_alerts_as_row_by_row(
             for e in single.update(ids[i:i + 1], flags[i:i + 1], scores[i:i + 1],
                                    None if times is None else times[i:i + 1])]
     assert got == want
-    assert batched._state == single._state  # same states, in the same recency order
-    assert list(batched._state) == list(single._state)
+    assert batched.states() == single.states()  # same states, in the same recency order
     assert batched.open_count() == single.open_count()
+
+
+def test_an_alert_reopens_only_on_a_flagged_row_however_rows_are_batched() -> None:
+    """With m < n the window still holds flags when an alert closes; a normal row after the
+    close must not re-open it (it did when its batch held a flag elsewhere, and did not when
+    the row came alone: the result depended on how a client batched its rows)."""
+    policy = AlertPolicy(k=1, n=3, m=1, cooldown=0)
+    seq = [1, 0, 0, 1]
+    whole = _run(AlertTracker(policy), seq)
+    split = AlertTracker(policy)
+    parts = _run(split, seq[:2]) + _run(split, seq[2:3]) + _run(split, seq[3:])
+    assert whole == parts == [("open", 1.0), ("close", 2.0), ("open", 4.0)]
 
 
 def test_alert_event_reports_peak_score_and_batch_position() -> None:
@@ -279,7 +302,8 @@ def test_one_time_base_per_entity() -> None:
                    np.array([1.7e9, 1.7e9 + 60]))
     with pytest.raises(ValueError, match="entity 'h' was sent with timestamps before"):
         tracker.update(np.array(["h", "x"]), np.ones(2, bool), np.full(2, 9.0))
-    assert tracker.open_count() == 0 and "x" not in tracker._state  # refused before any change
+    assert tracker.open_count() == 0  # refused before any change
+    assert "x" not in tracker.entity_keys()
     tracker.update(np.array(["r"]), np.zeros(1, bool), np.zeros(1))
     with pytest.raises(ValueError, match="entity 'r' was sent without timestamps before"):
         tracker.update(np.array(["r"]), np.zeros(1, bool), np.zeros(1), np.array([1.0]))
@@ -289,13 +313,13 @@ def test_an_entitys_times_never_go_back() -> None:
     tracker = AlertTracker(AlertPolicy(k=1, n=1, m=1, cooldown=600))
     tracker.update(np.array(["h", "h"]), np.array([1, 0], bool), np.array([5.0, 0.0]),
                    np.array([100.0, 160.0]))
-    assert tracker._state["h"].closed_at == 160.0
+    assert _state_of(tracker, "h").closed_at == 160.0
     # a replay of older rows would make t - closed_at negative and lock re-opens out
     with pytest.raises(ValueError, match=r"entity 'h' row 1 at 50\.000 is earlier than its "
                                          r"previous row at 160\.000"):
         tracker.update(np.array(["g", "h"]), np.ones(2, bool), np.full(2, 9.0),
                        np.array([10.0, 50.0]))
-    assert "g" not in tracker._state  # refused before any change
+    assert "g" not in tracker.entity_keys()  # refused before any change
     # within one batch too, per entity: other entities' times do not matter
     with pytest.raises(ValueError, match=r"entity 'x' row 2 at 5\.000 is earlier than its "
                                          r"previous row at 7\.000"):
@@ -304,7 +328,7 @@ def test_an_entitys_times_never_go_back() -> None:
     # equal times are accepted; later rows carry on from the last one seen
     tracker.update(np.array(["h", "h", "y"]), np.zeros(3, bool), np.zeros(3),
                    np.array([160.0, 220.0, 1.0]))
-    assert tracker._state["h"].last_time == 220.0 and tracker._state["y"].last_time == 1.0
+    assert _state_of(tracker, "h").last_time == 220.0 and _state_of(tracker, "y").last_time == 1.0
 
 
 def test_checked_times_spare_update_the_second_check(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -360,3 +384,96 @@ def test_tracker_and_smoother_adopt_state_across_policies() -> None:
     b = StreamingSmoother(Smoothing(k=2, n=4))
     b.adopt(a)
     assert b.apply(np.array([False]), np.array(["h"])).tolist() == [True]  # 2 of last 4
+
+
+def test_adopted_recent_flags_count_in_the_new_policys_window() -> None:
+    """A reload to another ``n`` keeps the flagged rows that are inside both windows."""
+    old = AlertTracker(AlertPolicy(k=3, n=4, m=2, cooldown=0))
+    old.update(np.array(["h"] * 4), np.array([1, 0, 1, 1], bool), np.ones(4))  # opens at row 4
+    old.update(np.array(["g"] * 3), np.array([1, 0, 1], bool), np.ones(3))  # 2 of 4: not yet
+    assert old.is_open("h") and not old.is_open("g")
+    narrow = AlertTracker(AlertPolicy(k=2, n=2, m=2, cooldown=0))
+    narrow.adopt(old)
+    assert [s.entity for s in narrow.states()] == ["h", "g"]  # recency carried over
+    assert _state_of(narrow, "g").recent == (3,)  # row 1 is outside a window of 2
+    events = narrow.update(np.array(["g"]), np.array([True]), np.ones(1))
+    assert [(e.entity, e.kind) for e in events] == [("g", "open")]  # rows 3 and 4: 2 of 2
+    assert narrow.open_count() == 2 and old.open_count() == 0 and not old.states()
+
+
+def test_an_evicted_entity_comes_back_with_fresh_state() -> None:
+    """Slots of evicted entities are reused; what comes back starts from nothing."""
+    tracker = AlertTracker(AlertPolicy(k=1, n=1, m=5, cooldown=1_000), max_entities=3)
+    tracker.update(np.array(["a", "b", "c"]), np.ones(3, bool), np.ones(3),
+                   np.array([1.0, 2.0, 3.0]))
+    assert tracker.open_count() == 3
+    tracker.update(np.array(["d", "e"]), np.zeros(2, bool), np.zeros(2), np.array([4.0, 5.0]))
+    assert [s.entity for s in tracker.states()] == ["c", "d", "e"] and tracker.open_count() == 1
+    tracker.update(np.array(["a"]), np.zeros(1, bool), np.zeros(1))  # no times: a new entity
+    fresh = _state_of(tracker, "a")
+    assert (fresh.timed, fresh.seen, fresh.open, fresh.closed_at) == (False, 1, False, None)
+    assert [s.entity for s in tracker.states()] == ["d", "e", "a"]
+
+
+def _reference_alerts(policy: AlertPolicy, batches: list[tuple[list[str], np.ndarray,
+                                                               np.ndarray]]
+                      ) -> list[tuple[str, str, float, float, int]]:
+    """The alert rules row by row over plain dicts: the model the tracker must match."""
+    state: dict[str, dict] = {}
+    out: list[tuple[str, str, float, float, int]] = []
+    offset = 0
+    for ids, flags, scores in batches:
+        events = []
+        for i, (key, flag, score) in enumerate(zip(ids, flags, scores, strict=True)):
+            s = state.setdefault(key, {"seen": 0, "clock": 0, "recent": [], "open": False,
+                                       "opened": 0.0, "peak": 0.0, "run": 0, "closed": None})
+            s["clock"] += 1
+            if np.isnan(score):
+                continue
+            s["seen"] += 1
+            if flag:
+                s["recent"].append(s["seen"])
+            s["recent"] = [r for r in s["recent"] if r > s["seen"] - policy.n]
+            t = float(s["clock"])
+            if s["open"]:
+                s["peak"] = max(s["peak"], score)
+                s["run"] = 0 if flag else s["run"] + 1
+                if s["run"] >= policy.m:
+                    s["open"], s["closed"] = False, t
+                    events.append((key, "close", t, s["peak"], offset + i))
+            elif flag and len(s["recent"]) >= policy.k and (
+                    s["closed"] is None or t - s["closed"] >= policy.cooldown):
+                s.update(open=True, opened=t, peak=score, run=0)
+                events.append((key, "open", t, score, offset + i))
+        out += sorted(events, key=lambda e: e[4])
+        offset += len(ids)
+    return out
+
+
+@settings(max_examples=60, deadline=None)
+@given(seed=st.integers(0, 10_000), k=st.integers(1, 3), n=st.integers(3, 6),
+       m=st.integers(1, 4), cooldown=st.sampled_from([0.0, 3.0, 50.0]),
+       entities=st.integers(1, 80), cuts=st.lists(st.integers(1, 300), max_size=4))
+def test_the_columnar_tracker_matches_the_rules_row_by_row(
+    seed: int, k: int, n: int, m: int, cooldown: float, entities: int, cuts: list[int]
+) -> None:
+    rng = np.random.default_rng(seed)
+    rows = 300
+    ids = [f"e{i}" for i in rng.integers(0, entities, rows)]
+    flags = rng.random(rows) < rng.uniform(0.02, 0.5)
+    scores = rng.random(rows) + flags
+    scores[rng.random(rows) < 0.1] = np.nan
+    policy = AlertPolicy(k=min(k, n), n=n, m=m, cooldown=cooldown)
+    tracker = AlertTracker(policy)
+    batches = [(ids[a:b], flags[a:b], scores[a:b])
+               for a, b in itertools.pairwise([0, *sorted(set(cuts)), rows])]
+    got = [(e.entity, e.kind, e.at, e.peak_score, e.position)
+           for offset, batch in zip(itertools.accumulate([0] + [len(b[0]) for b in batches]),
+                                    batches, strict=False)
+           for e in _shifted(tracker.update(*batch), offset)]
+    assert got == _reference_alerts(policy, batches)
+    assert tracker.open_count() == sum(s.open for s in tracker.states())
+
+
+def _shifted(events: list, offset: int) -> list:
+    return [dataclasses.replace(e, position=e.position + offset) for e in events]

@@ -263,7 +263,7 @@ def test_a_hot_reload_between_groups_sends_the_rest_of_a_batch_to_the_new_model(
     assert failure is None and len(first) == 1 and len(rest) == 2
     assert first[0].model_version != v2.version
     assert [r.model_version for r in rest] == [v2.version] * 2
-    assert v2.tracker._state["a"].last_time == 5.0  # the new model took the entity over
+    assert v2.tracker.state("a").last_time == 5.0  # the new model took the entity over
 
 
 @st.composite
