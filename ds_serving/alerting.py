@@ -439,28 +439,75 @@ class AlertTracker:
         layout = _Layout.of(groups, len(keys))
         g = len(groups)
         flagged = np.bincount(layout.codes, weights=flags, minlength=g) > 0
-        busy = np.flatnonzero(flagged | self._is_open[slots])
-        quiet = np.ones(g, bool)
-        quiet[busy] = False
+        sizes = np.bincount(layout.codes, minlength=g)
+        busy = flagged | self._is_open[slots]
         # nothing can open for the quiet ones: their counts advance for the whole batch at once
         # (the ring of recent flags ages by itself: it counts rows newer than ``seen - n``)
+        quiet = ~busy
         q = slots[quiet]
-        self._clock[q] += np.bincount(layout.codes, minlength=g)[quiet]
+        self._clock[q] += sizes[quiet]
         self._seen[q] += np.bincount(layout.codes, weights=~np.isnan(scores),
                                      minlength=g)[quiet].astype(np.int64)
-        if times is not None:
-            self._last_time[q] = np.asarray(times, dtype=np.float64)[layout.last[quiet]]
+        times64 = None if times is None else np.asarray(times, dtype=np.float64)
+        if times64 is not None:
+            self._last_time[q] = times64[layout.last[quiet]]
         events: list[AlertEvent] = []
-        for b in ceding(busy.tolist()):
+        # busy entities with one row here (a request of many entities) take their step together
+        single = np.flatnonzero(busy & (sizes == 1))
+        if len(single):
+            self._step(slots[single], layout.first[single], flags, scores, times64,
+                       [entity_keys[b] for b in single.tolist()], events)
+        for b in ceding(np.flatnonzero(busy & (sizes > 1)).tolist()):
             positions = positions_of(groups, b)
             self._advance(entity_keys[b], int(slots[b]), positions, flags[positions],
-                          scores[positions],
-                          None if times is None else np.asarray(times, np.float64)[positions],
+                          scores[positions], None if times64 is None else times64[positions],
                           events)
         self.generation += 1
         self._evict()
         events.sort(key=lambda e: e.position)
         return events
+
+    def _step(self, slots: np.ndarray, rows: np.ndarray, flags: np.ndarray, scores: np.ndarray,
+              times: np.ndarray | None, entities: list[Hashable],
+              events: list[AlertEvent]) -> None:
+        """One row for each of ``slots`` (the entities' rows at ``rows``), as ``_advance`` would
+        take it, in array operations."""
+        p = self.policy
+        self._clock[slots] += 1
+        t = self._clock[slots].astype(np.float64) if times is None else times[rows]
+        if times is not None:
+            self._last_time[slots] = t
+        score = scores[rows]
+        scored = ~np.isnan(score)
+        slots, rows, t, score = slots[scored], rows[scored], t[scored], score[scored]
+        names = [entities[i] for i in np.flatnonzero(scored).tolist()] if not scored.all() \
+            else entities
+        flag = flags[rows]
+        seen = self._seen[slots] + 1
+        self._seen[slots] = seen
+        hit = slots[flag]
+        self._recent[hit, seen[flag] % p.n] = seen[flag]
+        recent = np.count_nonzero(self._recent[slots] > (seen - p.n)[:, None], axis=1)
+        was_open = self._is_open[slots]
+        # open ones: the peak grows, a normal run closes them after m rows
+        peak = np.where(was_open, np.maximum(self._peak[slots], score), score)
+        run = np.where(flag, 0, self._normal_run[slots] + 1)
+        closing = was_open & (run >= p.m)
+        closed_at = self._closed_at[slots]
+        opening = ~was_open & flag & (recent >= p.k) & (
+            np.isnan(closed_at) | (t - np.nan_to_num(closed_at) >= p.cooldown))
+        self._peak[slots] = np.where(was_open | opening, peak, self._peak[slots])
+        self._normal_run[slots] = np.where(was_open, run, np.where(opening, 0,
+                                                                   self._normal_run[slots]))
+        opened_at = np.where(opening, t, self._opened_at[slots])
+        self._opened_at[slots] = opened_at
+        self._closed_at[slots] = np.where(closing, t, closed_at)
+        self._is_open[slots] = (was_open & ~closing) | opening
+        self._open += int(np.count_nonzero(opening)) - int(np.count_nonzero(closing))
+        for i in np.flatnonzero(closing | opening).tolist():
+            kind = "open" if opening[i] else "close"
+            events.append(AlertEvent(str(names[i]), kind, float(t[i]), float(opened_at[i]),
+                                     float(peak[i]), int(rows[i])))
 
     def _advance(
         self,

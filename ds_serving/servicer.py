@@ -251,10 +251,12 @@ class ScorerService(scoring_pb2_grpc.ScorerServicer):
             if isinstance(request, bytes) and len(request) >= OFF_LOOP_BYTES:
                 # parsing and checking a large body (tens of ms for 65,536 rows with long
                 # entity ids) would hold the event loop, delaying every other client
-                message, decoded = await asyncio.get_running_loop().run_in_executor(
+                loop = asyncio.get_running_loop()
+                message, decoded = await loop.run_in_executor(
                     None, self._parse_and_decode, runtime, request)
                 result = await self.handler.score(runtime, decoded, message.explain)
-                response = _response(runtime, message, result)
+                # so is the answer's (thousands of alert events when many entities flag at once)
+                response = await loop.run_in_executor(None, _response, runtime, message, result)
             else:
                 response = await self._score(runtime, parse(scoring_pb2.ScoreRequest, request))
         except asyncio.CancelledError:  # the client went away or its deadline passed

@@ -477,3 +477,30 @@ def test_the_columnar_tracker_matches_the_rules_row_by_row(
 
 def _shifted(events: list, offset: int) -> list:
     return [dataclasses.replace(e, position=e.position + offset) for e in events]
+
+
+@settings(max_examples=25, deadline=None)
+@given(seed=st.integers(0, 10_000), m=st.integers(1, 4), cooldown=st.sampled_from([0.0, 4.0]))
+def test_many_entities_with_a_row_each_step_together_as_row_by_row(
+    seed: int, m: int, cooldown: float
+) -> None:
+    """The scorer's largest requests: one row per entity, batch after batch; busy entities
+    (flagged or open) take that row in one array step."""
+    rng = np.random.default_rng(seed)
+    ids = [f"host-{i}" for i in range(40)]
+    policy = AlertPolicy(k=2, n=3, m=m, cooldown=cooldown)
+    tracker = AlertTracker(policy)
+    batches = []
+    for _ in range(12):
+        order = [ids[i] for i in rng.permutation(len(ids))]
+        flags = rng.random(len(ids)) < 0.4
+        scores = rng.random(len(ids)) + flags
+        scores[rng.random(len(ids)) < 0.1] = np.nan
+        batches.append((order, flags, scores))
+    got, offset = [], 0
+    for batch in batches:
+        got += [(e.entity, e.kind, e.at, e.peak_score, e.position + offset)
+                for e in tracker.update(*batch)]
+        offset += len(batch[0])
+    assert got == _reference_alerts(policy, batches)
+    assert any(kind == "close" for _, kind, *_ in got)
