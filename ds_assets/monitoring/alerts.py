@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from ds_assets.telemetry.schema import ANOMALY_TYPE, NORMAL_TYPE, TIMESTAMP
+from ds_assets.telemetry.schema import ANOMALY_TYPE, NORMAL_TYPE, TIMESTAMP, utc_times
 from ds_serving.alerting import AlertPolicy, AlertTracker, epoch_seconds
 
 ENTITY = "host_id"
@@ -54,7 +54,7 @@ def alert_events(scored: pd.DataFrame, policy: AlertPolicy, top_k: int = 3) -> p
         return _empty()
     rows = scored.sort_values([ENTITY, TIMESTAMP], kind="stable", ignore_index=True)
     times = pd.to_datetime(rows[TIMESTAMP], utc=True)
-    epoch = epoch_seconds(times.dt.tz_localize(None).to_numpy())
+    epoch = epoch_seconds(utc_times(times))
     scores = rows["score"].to_numpy(np.float64)
     flags = rows["is_anomaly"].to_numpy(bool) & np.isfinite(scores)
     entities = rows[ENTITY].astype(str).to_numpy()

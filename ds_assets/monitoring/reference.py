@@ -24,7 +24,7 @@ from ds_assets.monitoring.sketches import (
     feature_statistics,
     finite_values,
 )
-from ds_assets.telemetry.schema import LABEL
+from ds_assets.telemetry.schema import LABEL, utc_times
 from ds_assets.training.datasets import split_rows
 
 REFERENCE_FILE = "reference.json"
@@ -116,8 +116,7 @@ def day_chunks(timestamps: pd.Series, min_days: int = MIN_DAYS) -> np.ndarray | 
     Days holding much less than half of the median day's rows (the partial day at a split
     boundary) are labelled -1 and left out of the calibration.
     """
-    ts = pd.to_datetime(timestamps, utc=True)
-    days = ts.dt.floor("D").to_numpy()
+    days = utc_times(timestamps).astype("datetime64[D]")
     _, codes, counts = np.unique(days, return_inverse=True, return_counts=True)
     full = counts >= 0.5 * np.median(counts)
     if int(full.sum()) < min_days:
@@ -130,10 +129,9 @@ def reference_chunks(timestamps: pd.Series, min_chunks: int = MIN_DAYS) -> np.nd
     days = day_chunks(timestamps, min_chunks)
     if days is not None:
         return days
-    ts = pd.to_datetime(timestamps, utc=True)
-    order = np.argsort(ts.to_numpy(), kind="stable")
-    labels = np.empty(len(ts), dtype=np.int64)
-    labels[order] = np.arange(len(ts)) * min_chunks // max(len(ts), 1)
+    order = np.argsort(utc_times(timestamps), kind="stable")
+    labels = np.empty(len(order), dtype=np.int64)
+    labels[order] = np.arange(len(order)) * min_chunks // max(len(order), 1)
     return labels
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pandas as pd
 
 TIMESTAMP = "timestamp"
@@ -19,3 +20,10 @@ RESERVED: frozenset[str] = frozenset({TIMESTAMP, *ENTITY_COLUMNS, LABEL, LABEL_K
 def feature_columns(frame: pd.DataFrame) -> list[str]:
     """Every column that is not a timestamp, entity, label or split column, in frame order."""
     return [c for c in frame.columns if c not in RESERVED]
+
+
+def utc_times(values: pd.Series) -> np.ndarray:
+    """Timestamps as naive UTC ``datetime64[ns]``: ``to_numpy()`` of a tz-aware column makes an
+    object array of ``Timestamp``s (about 1 us a row, and ``np.unique``/sorting on it compares
+    Python objects)."""
+    return pd.to_datetime(values, utc=True).to_numpy("datetime64[ns]")

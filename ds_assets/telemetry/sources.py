@@ -79,7 +79,7 @@ def read_labeled_file(
         if ts.isna().any():
             row = int(np.flatnonzero(ts.isna().to_numpy())[0])
             raise SourceError(f"{path}: row {row} has an unparseable timestamp")
-        out[TIMESTAMP] = ts.to_numpy()
+        out[TIMESTAMP] = ts.array  # positional (``out`` has its own index), kept tz-aware
     else:
         if len(raw) * interval_seconds > 86_400:
             raise SourceError(

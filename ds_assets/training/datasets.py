@@ -13,6 +13,7 @@ from ds_assets.telemetry.schema import (
     LABEL_KNOWN,
     TIMESTAMP,
     feature_columns,
+    utc_times,
 )
 
 SPLITS = ("train", "val", "test")
@@ -92,7 +93,7 @@ def build_training_set(
     )
     if ANOMALY_TYPE in data.columns:
         data[ANOMALY_TYPE] = data[ANOMALY_TYPE].fillna("unknown")
-    times = data[TIMESTAMP].to_numpy()
+    times = utc_times(data[TIMESTAMP])
     unique_times = np.unique(times)
     if len(unique_times) < 3:
         raise DatasetError("need at least 3 distinct timestamps to split train/val/test by time")
