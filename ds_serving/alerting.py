@@ -21,10 +21,11 @@ from typing import Any
 
 import numpy as np
 
-from ds_serving.ceding import CEDE_EVERY, cede, ceding
+from ds_serving.ceding import ceding
+from ds_serving.slots import EntitySlots
 from ds_serving.windows import (
-    CodedGroups,
     EntityGroups,
+    GroupLayout,
     entity_array,
     entity_groups,
     group_keys,
@@ -132,41 +133,6 @@ class EntityAlertState:
     closed_at: float | None
 
 
-@dataclass(frozen=True)
-class _Layout:
-    """Where a batch's groups sit, as arrays: each row's group (``codes``), the rows in group
-    order, input order within a group (``order``), the group of each of those (``grouped``),
-    and each group's first and last row."""
-
-    codes: np.ndarray
-    order: np.ndarray
-    grouped: np.ndarray
-    first: np.ndarray
-    last: np.ndarray
-
-    @classmethod
-    def of(cls, groups: EntityGroups, n_rows: int) -> _Layout:
-        g = len(groups)
-        if isinstance(groups, CodedGroups):
-            codes, order = groups.codes, groups.rows_by_group
-            grouped = codes[order]
-        else:
-            parts = [positions for _, positions in groups]
-            order = np.concatenate(parts) if parts else np.empty(0, np.intp)
-            grouped = np.repeat(np.arange(g), [len(p) for p in parts])
-            codes = np.empty(n_rows, dtype=np.intp)
-            codes[order] = grouped
-        first = np.zeros(g, dtype=np.intp)
-        last = np.zeros(g, dtype=np.intp)
-        if len(order):
-            change = np.flatnonzero(grouped[1:] != grouped[:-1]) + 1
-            heads = np.concatenate(([0], change))
-            tails = np.concatenate((change - 1, [len(order) - 1]))
-            first[grouped[heads]] = order[heads]
-            last[grouped[tails]] = order[tails]
-        return cls(codes, order, grouped, first, last)
-
-
 _NO_FLAG = np.iinfo(np.int64).min // 2  # an empty slot of the recent-flags ring
 
 
@@ -187,38 +153,55 @@ class AlertTracker:
         self.reset()
 
     def reset(self) -> None:
-        self._slots: dict[Hashable, int] = {}
-        self._keys: list[Hashable] = []  # slot -> entity (stale for free slots)
-        self._free: list[int] = []
-        self._tick = 0  # recency stamps handed out so far
+        self._slots = EntitySlots(self.max_entities)
         self._open = 0  # kept in step with the states so reading it costs nothing
-        self.generation = 0  # changes whenever slots may have moved
         self._alloc(0)
 
+    @property
+    def generation(self) -> int:
+        """Changes whenever an entity may have changed slot."""
+        return self._slots.generation
+
     def _alloc(self, capacity: int) -> None:
-        n = self.policy.n
-        self._alive = np.zeros(capacity, bool)
-        self._stamp = np.zeros(capacity, np.int64)  # recency: higher is more recent
         self._seen = np.zeros(capacity, np.int64)  # scored rows (the k-of-n window counts these)
         self._clock = np.zeros(capacity, np.int64)  # all rows: the time base without times
         self._timed = np.full(capacity, -1, np.int8)  # -1 not yet known, 0 without, 1 with times
         self._last_time = np.full(capacity, np.nan)  # time of the latest row (timed entities)
-        self._recent = np.full((capacity, n), _NO_FLAG, np.int64)  # ring: row numbers flagged
+        # ring of the row numbers (of ``seen``) of flagged rows among the last n
+        self._recent = np.full((capacity, self.policy.n), _NO_FLAG, np.int64)
         self._is_open = np.zeros(capacity, bool)
         self._opened_at = np.zeros(capacity)
         self._peak = np.full(capacity, -np.inf)
         self._normal_run = np.zeros(capacity, np.int64)
         self._closed_at = np.full(capacity, np.nan)  # NaN: never closed
 
-    _COLUMNS = ("_alive", "_stamp", "_seen", "_clock", "_timed", "_last_time", "_recent",
-                "_is_open", "_opened_at", "_peak", "_normal_run", "_closed_at")
+    _COLUMNS = ("_seen", "_clock", "_timed", "_last_time", "_recent", "_is_open", "_opened_at",
+                "_peak", "_normal_run", "_closed_at")
 
-    def _grow(self, capacity: int) -> None:
-        old = {name: getattr(self, name) for name in self._COLUMNS}
-        size = len(self._alive)
-        self._alloc(capacity)
-        for name, values in old.items():
-            getattr(self, name)[:size] = values
+    def _admit(self, keys: Sequence[Hashable], slots: np.ndarray) -> np.ndarray:
+        """``slots`` with a fresh slot (default state) for each entity that had none."""
+        slots, fresh = self._slots.admit(keys, slots)
+        if self._slots.capacity > len(self._seen):
+            old = {name: getattr(self, name) for name in self._COLUMNS}
+            self._alloc(self._slots.capacity)
+            for name, values in old.items():
+                getattr(self, name)[:len(values)] = values
+        self._seen[fresh] = 0
+        self._clock[fresh] = 0
+        self._timed[fresh] = -1
+        self._last_time[fresh] = np.nan
+        self._recent[fresh] = _NO_FLAG
+        self._is_open[fresh] = False
+        self._opened_at[fresh] = 0.0
+        self._peak[fresh] = -np.inf
+        self._normal_run[fresh] = 0
+        self._closed_at[fresh] = np.nan
+        return slots
+
+    def _evict(self) -> None:
+        victims = self._slots.evict()
+        self._open -= int(np.count_nonzero(self._is_open[victims]))
+        self._is_open[victims] = False
 
     def entity_keys(self) -> KeysView[Hashable]:
         """The entities holding state now (live view)."""
@@ -229,9 +212,7 @@ class AlertTracker:
 
     def states(self) -> list[EntityAlertState]:
         """Every entity's state, least recently seen first (for tests and inspection)."""
-        alive = np.flatnonzero(self._alive)
-        return [self._report(slot)
-                for slot in alive[np.argsort(self._stamp[alive], kind="stable")].tolist()]
+        return [self._report(slot) for slot in self._slots.by_recency().tolist()]
 
     def state(self, entity: Hashable) -> EntityAlertState | None:
         """One entity's state (None if it holds none)."""
@@ -242,7 +223,7 @@ class AlertTracker:
         seen, n = int(self._seen[slot]), self.policy.n
         last, closed = float(self._last_time[slot]), float(self._closed_at[slot])
         return EntityAlertState(
-            entity=self._keys[slot], seen=seen, clock=int(self._clock[slot]),
+            entity=self._slots.key_of(slot), seen=seen, clock=int(self._clock[slot]),
             timed=None if self._timed[slot] < 0 else bool(self._timed[slot]),
             last_time=None if np.isnan(last) else last,
             recent=tuple(sorted(v for v in self._recent[slot].tolist() if v > seen - n)),
@@ -254,78 +235,12 @@ class AlertTracker:
         slot = self._slots.get(entity)
         return slot is not None and bool(self._is_open[slot])
 
-    def _lookup(self, keys: Sequence[Hashable]) -> np.ndarray:
-        """Each entity's slot, -1 where it has none."""
-        get = self._slots.get
-        out = np.empty(len(keys), dtype=np.intp)
-        for start in range(0, len(keys), CEDE_EVERY):
-            if start:
-                cede()
-            part = keys[start:start + CEDE_EVERY]
-            out[start:start + len(part)] = [get(key, -1) for key in part]
-        return out
-
-    def _admit(self, keys: Sequence[Hashable], slots: np.ndarray) -> np.ndarray:
-        """``slots`` with a fresh slot (default state) for each entity that had none."""
-        missing = np.flatnonzero(slots < 0)
-        if not len(missing):
-            return slots
-        reused = self._free[len(self._free) - min(len(missing), len(self._free)):]
-        del self._free[len(self._free) - len(reused):]
-        top = len(self._keys)
-        fresh = np.concatenate((np.asarray(reused[::-1], np.intp),
-                                np.arange(top, top + len(missing) - len(reused), dtype=np.intp)))
-        if len(self._keys) + len(missing) - len(reused) > len(self._alive):
-            self._grow(max(2 * len(self._alive), top + len(missing) - len(reused), 64))
-        new_keys = [keys[i] for i in ceding(missing.tolist())]
-        self._keys.extend(new_keys[len(reused):])
-        for slot, key in zip(fresh[:len(reused)].tolist(), new_keys, strict=False):
-            self._keys[slot] = key
-        self._slots.update(zip(new_keys, fresh.tolist(), strict=True))
-        self._clear(fresh)
-        self._alive[fresh] = True
-        slots = slots.copy()
-        slots[missing] = fresh
-        return slots
-
-    def _clear(self, slots: np.ndarray) -> None:
-        self._seen[slots] = 0
-        self._clock[slots] = 0
-        self._timed[slots] = -1
-        self._last_time[slots] = np.nan
-        self._recent[slots] = _NO_FLAG
-        self._is_open[slots] = False
-        self._opened_at[slots] = 0.0
-        self._peak[slots] = -np.inf
-        self._normal_run[slots] = 0
-        self._closed_at[slots] = np.nan
-
-    def _evict(self) -> None:
-        excess = len(self._slots) - self.max_entities
-        if excess <= 0:
-            return
-        stamps = np.where(self._alive, self._stamp, np.iinfo(np.int64).max)
-        victims = np.argpartition(stamps, excess - 1)[:excess]
-        self._open -= int(np.count_nonzero(self._is_open[victims]))
-        self._alive[victims] = False
-        self._is_open[victims] = False
-        for slot in victims.tolist():
-            del self._slots[self._keys[slot]]
-        self._free.extend(victims.tolist())
-        self.generation += 1
-
-    def _touch(self, slots: np.ndarray) -> None:
-        """Make ``slots`` the most recently seen, the last one most recent."""
-        self._stamp[slots] = self._tick + np.arange(len(slots))
-        self._tick += len(slots)
-
     def adopt(self, other: AlertTracker) -> None:
         """Take over ``other``'s per-entity state (hot reload to a new policy): open alerts stay
         open, cooldowns and time bases carry on, and ``other`` is left empty."""
-        theirs = np.flatnonzero(other._alive)
-        theirs = theirs[np.argsort(other._stamp[theirs], kind="stable")]  # least recent first
-        keys = [other._keys[slot] for slot in theirs.tolist()]
-        slots = self._admit(keys, self._lookup(keys))
+        theirs = other._slots.by_recency()
+        keys = [other._slots.key_of(slot) for slot in theirs.tolist()]
+        slots = self._admit(keys, self._slots.lookup(keys))
         self._open -= int(np.count_nonzero(self._is_open[slots]))
         for name in ("_seen", "_clock", "_timed", "_last_time", "_is_open", "_opened_at",
                      "_peak", "_normal_run", "_closed_at"):
@@ -337,9 +252,8 @@ class AlertTracker:
         for column in other._recent[theirs].T:
             keep = np.flatnonzero(column > seen - min(n, other.policy.n))
             self._recent[slots[keep], column[keep] % n] = column[keep]
-        self._touch(slots)
+        self._slots.touch(slots)
         other.reset()
-        self.generation += 1
         self._evict()
 
     def check_times(
@@ -353,7 +267,7 @@ class AlertTracker:
         or the last row seen). Changes nothing, so a caller can refuse a request up front and
         then pass the result to ``update`` (with no state change in between)."""
         groups = entity_groups(entities) if groups is None else groups
-        slots = self._lookup(group_keys(groups))
+        slots = self._slots.lookup(group_keys(groups))
         self._check_times(groups, times, slots)
         return CheckedTimes(groups, times, slots, self.generation)
 
@@ -368,7 +282,7 @@ class AlertTracker:
         first_order = len(groups)
         if times is not None and len(groups):
             t = np.asarray(times, dtype=np.float64)
-            layout = _Layout.of(groups, len(t))
+            layout = GroupLayout.of(groups, len(t))
             within = np.diff(t[layout.order]) < 0
             back = layout.grouped[1:][within & (layout.grouped[1:] == layout.grouped[:-1])]
             last = np.full(len(groups), np.nan)
@@ -424,19 +338,19 @@ class AlertTracker:
         if checked is not None and checked.times is times and checked.slots is not None:
             groups = checked.groups
             slots = (checked.slots if checked.generation == self.generation
-                     else self._lookup(group_keys(groups)))
+                     else self._slots.lookup(group_keys(groups)))
         else:
             groups = entity_groups(keys)
-            slots = self._lookup(group_keys(groups))
+            slots = self._slots.lookup(group_keys(groups))
             self._check_times(groups, times, slots)
         if not len(groups):
             return []
         entity_keys = group_keys(groups)
         slots = self._admit(entity_keys, slots)
         self._timed[slots] = int(times is not None)
-        self._touch(slots)
+        self._slots.touch(slots)
         flags = flags & ~np.isnan(scores)  # an unscored row is never flagged
-        layout = _Layout.of(groups, len(keys))
+        layout = GroupLayout.of(groups, len(keys))
         g = len(groups)
         flagged = np.bincount(layout.codes, weights=flags, minlength=g) > 0
         sizes = np.bincount(layout.codes, minlength=g)
@@ -462,7 +376,6 @@ class AlertTracker:
             self._advance(entity_keys[b], int(slots[b]), positions, flags[positions],
                           scores[positions], None if times64 is None else times64[positions],
                           events)
-        self.generation += 1
         self._evict()
         events.sort(key=lambda e: e.position)
         return events

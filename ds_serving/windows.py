@@ -17,7 +17,7 @@ import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 
 from ds_serving.ceding import ceding
-from ds_serving.recency import evict_least_recent, put_recent
+from ds_serving.slots import EntitySlots
 
 
 def _check_window(window: int) -> int:
@@ -72,6 +72,44 @@ class CodedGroups(Sequence[tuple[Hashable, np.ndarray]]):
     def __iter__(self) -> Iterator[tuple[Hashable, np.ndarray]]:
         for i in range(len(self.keys)):
             yield self.keys[i], self.positions(i)
+
+
+@dataclass(frozen=True)
+class GroupLayout:
+    """Where a batch's groups sit, as arrays: each row's group (``codes``), the rows with each
+    group's together, input order within a group (``order``; the groups in no set order), the
+    group of each of those (``grouped``), where each run of one group starts in ``order``
+    (``heads``), and each group's first and last row."""
+
+    codes: np.ndarray
+    order: np.ndarray
+    grouped: np.ndarray
+    heads: np.ndarray
+    first: np.ndarray
+    last: np.ndarray
+
+    @classmethod
+    def of(cls, groups: EntityGroups, n_rows: int) -> GroupLayout:
+        g = len(groups)
+        if isinstance(groups, CodedGroups):
+            codes, order = groups.codes, groups.rows_by_group
+            grouped = codes[order]
+        else:
+            parts = [positions for _, positions in groups]
+            order = np.concatenate(parts) if parts else np.empty(0, np.intp)
+            grouped = np.repeat(np.arange(g), [len(p) for p in parts])
+            codes = np.empty(n_rows, dtype=np.intp)
+            codes[order] = grouped
+        first = np.zeros(g, dtype=np.intp)
+        last = np.zeros(g, dtype=np.intp)
+        heads = np.empty(0, np.intp)
+        if len(order):
+            change = np.flatnonzero(grouped[1:] != grouped[:-1]) + 1
+            heads = np.concatenate(([0], change))
+            tails = np.concatenate((change - 1, [len(order) - 1]))
+            first[grouped[heads]] = order[heads]
+            last[grouped[tails]] = order[tails]
+        return cls(codes, order, grouped, heads, first, last)
 
 
 def group_keys(groups: EntityGroups) -> Sequence[Hashable]:
@@ -215,14 +253,18 @@ def iter_windows(
 
 @dataclass(frozen=True)
 class StagedWindows:
-    """The windows one batch completes, built chunk by chunk from the entities' histories so
-    memory stays near the size of the batch instead of ``W`` times it."""
+    """The windows one batch completes, gathered from the entities' tails and the batch rows,
+    and each entity's tail after the batch, for ``EntityWindows.commit``."""
 
     window: int
     positions: np.ndarray  # int64 [m]: the batch row each window scores
     history: np.ndarray  # float32 [h, f]: every entity's tail + new rows, one after another
     starts: np.ndarray  # int64 [m]: where each window's oldest row sits in ``history``
-    tails: dict[Hashable, np.ndarray]  # each entity's tail after the batch, for ``commit``
+    keys: Sequence[Hashable]  # the batch's entities, in recency order (``entity_groups``)
+    slots: np.ndarray  # their slots when staged (-1: new), valid while ``generation`` is
+    generation: int
+    tails: np.ndarray  # float32 [len(keys), window - 1, f]: each entity's tail, right-aligned
+    lengths: np.ndarray  # rows of each tail that hold data
 
     def __len__(self) -> int:
         return len(self.positions)
@@ -241,8 +283,17 @@ class StagedWindows:
             yield part, self.windows(part)
 
 
+def _runs(lengths: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """For runs of ``lengths`` items laid end to end: each item's run, and its place in it."""
+    run = np.repeat(np.arange(len(lengths)), lengths)
+    starts = np.cumsum(lengths) - lengths
+    return run, np.arange(len(run)) - starts[run]
+
+
 class EntityWindows:
-    """Per-entity ring buffers of the last ``window - 1`` rows for streaming scoring.
+    """Per-entity tails of the last ``window - 1`` rows for streaming scoring, as one array with
+    a row per entity (``ds_serving.slots``): a batch of tens of thousands of entities stages its
+    windows in a few gathers, not a Python step per entity.
 
     ``push`` takes a batch (rows may belong to several entities, in time order per entity) and
     returns the full windows it completes, with the batch positions they score. Memory is bounded:
@@ -253,24 +304,53 @@ class EntityWindows:
         self.window = _check_window(window)
         self.n_features = int(n_features)
         self.max_entities = int(max_entities)
-        self._tails: dict[Hashable, np.ndarray] = {}
+        self.reset()
+
+    def reset(self) -> None:
+        self._slots = EntitySlots(self.max_entities)
+        self._tails = np.zeros((0, self.window - 1, self.n_features), np.float32)
+        self._lengths = np.zeros(0, np.intp)
 
     def __len__(self) -> int:
-        return len(self._tails)
+        return len(self._slots)
+
+    def entity_keys(self) -> KeysView[Hashable]:
+        """The entities holding state now (live view)."""
+        return self._slots.keys()
+
+    def tail(self, entity: Hashable) -> np.ndarray | None:
+        """An entity's last rows (at most ``window - 1``), oldest first; None if it has none."""
+        slot = self._slots.get(entity)
+        if slot is None:
+            return None
+        return self._tails[slot, self.window - 1 - self._lengths[slot]:].copy()
 
     def resized(self, window: int) -> EntityWindows:
         """A copy for a model with another window (hot reload): each entity keeps its last
         ``min(len(tail), window - 1)`` rows, so a bigger window starts from partial history
         instead of from nothing and a smaller one scores at once."""
         out = EntityWindows(window, self.n_features, self.max_entities)
-        keep = out.window - 1
-        for key, tail in self._tails.items():
-            out._tails[key] = tail[max(0, len(tail) - keep) :].copy()
+        mine = self._slots.by_recency()
+        keys = [self._slots.key_of(slot) for slot in mine.tolist()]
+        slots = out._admit(keys, out._slots.lookup(keys))
+        keep, was = out.window - 1, self.window - 1
+        width = min(keep, was)
+        if width:
+            out._tails[slots, keep - width:] = self._tails[mine, was - width:]
+        out._lengths[slots] = np.minimum(self._lengths[mine], keep)
+        out._slots.touch(slots)
         return out
 
-    def entity_keys(self) -> KeysView[Hashable]:
-        """The entities holding state now (live view)."""
-        return self._tails.keys()
+    def _admit(self, keys: Sequence[Hashable], slots: np.ndarray) -> np.ndarray:
+        slots, fresh = self._slots.admit(keys, slots)
+        if self._slots.capacity > len(self._lengths):
+            tails, lengths = self._tails, self._lengths
+            self._tails = np.zeros((self._slots.capacity, *tails.shape[1:]), np.float32)
+            self._lengths = np.zeros(self._slots.capacity, np.intp)
+            self._tails[:len(tails)] = tails
+            self._lengths[:len(lengths)] = lengths
+        self._lengths[fresh] = 0
+        return slots
 
     def stage(
         self,
@@ -287,41 +367,57 @@ class EntityWindows:
         keys = entity_array(entities)
         if len(keys) != len(rows):
             raise ValueError(f"got {len(keys)} entity ids for {len(rows)} rows; send one per row")
-        keep = self.window - 1
-        histories: list[np.ndarray] = []
-        out_pos: list[np.ndarray] = []
-        out_start: list[np.ndarray] = []
-        tails: dict[Hashable, np.ndarray] = {}
-        offset = 0
-        for key, positions in ceding(entity_groups(keys) if groups is None else groups):
-            tail = self._tails.get(key)
-            if tail is None:
-                tail = np.empty((0, self.n_features), np.float32)
-            history = np.concatenate([tail, rows[positions]])
-            n_new = len(history) - keep
-            if n_new > 0:
-                out_pos.append(positions[len(positions) - n_new :])
-                out_start.append(offset + np.arange(n_new, dtype=np.int64))
-            histories.append(history)
-            offset += len(history)
-            tails[key] = history[max(0, len(history) - keep) :].copy()
-        if not out_pos:
-            empty = np.empty(0, np.int64)
-            return StagedWindows(self.window, empty, np.empty((0, self.n_features), np.float32),
-                                 empty, tails)
+        groups = entity_groups(keys) if groups is None else groups
+        group_ids = group_keys(groups)
+        slots = self._slots.lookup(group_ids)
+        keep, f = self.window - 1, self.n_features
+        layout = GroupLayout.of(groups, len(rows))
+        # each entity's history (its tail, then its new rows) laid out run after run, in the
+        # order ``layout.order`` holds the groups
+        group = layout.grouped[layout.heads]
+        new = np.diff(np.append(layout.heads, len(layout.order)))
+        old = np.zeros(len(slots), np.intp)  # tail rows each entity has now
+        old[slots >= 0] = self._lengths[slots[slots >= 0]]
+        old = old[group]
+        size = old + new
+        start = np.cumsum(size) - size
+        history = np.empty((int(size.sum()), f), np.float32)
+        run, k = _runs(new)  # each batch row of ``layout.order``: its run and place in it
+        at = start[run] + old[run] + k
+        history[at] = rows[layout.order]
+        run_t, i = _runs(old)  # each tail row carried over
+        history[start[run_t] + i] = self._tails[slots[group[run_t]], keep - old[run_t] + i]
+        full = old[run] + k >= keep  # the row ends a full window
+        # every entity's last ``keep`` rows (fewer if it has fewer), right-aligned
+        lengths = np.minimum(size, keep)
+        j = np.arange(keep)
+        source = (start + size - keep)[:, None] + j
+        tails = np.zeros((len(group), keep, f), np.float32)
+        have = j >= (keep - lengths)[:, None]
+        tails[have] = history[source[have]]
+        by_group = np.empty(len(group), np.intp)  # tails back in the groups' (recency) order
+        by_group[group] = np.arange(len(group))
         return StagedWindows(
             self.window,
-            np.concatenate(out_pos).astype(np.int64),
-            histories[0] if len(histories) == 1 else np.concatenate(histories),
-            np.concatenate(out_start),
-            tails,
+            layout.order[full].astype(np.int64),
+            history,
+            (at[full] - keep).astype(np.int64),
+            group_ids,
+            slots,
+            self._slots.generation,
+            tails[by_group],
+            lengths[by_group],
         )
 
     def commit(self, staged: StagedWindows) -> None:
         """Advance the tails to the end of a staged batch (most recently seen last)."""
-        for key, tail in staged.tails.items():
-            put_recent(self._tails, key, tail)
-        evict_least_recent(self._tails, self.max_entities)
+        slots = (staged.slots if staged.generation == self._slots.generation
+                 else self._slots.lookup(staged.keys))
+        slots = self._admit(staged.keys, slots)
+        self._tails[slots] = staged.tails
+        self._lengths[slots] = staged.lengths
+        self._slots.touch(slots)
+        self._slots.evict()
 
     def push(
         self, entities: Sequence[Hashable] | np.ndarray, rows: np.ndarray
@@ -330,6 +426,3 @@ class EntityWindows:
         staged = self.stage(entities, rows)
         self.commit(staged)
         return staged.positions, staged.windows(slice(None))
-
-    def reset(self) -> None:
-        self._tails.clear()

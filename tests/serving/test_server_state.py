@@ -587,7 +587,7 @@ def test_a_cancellation_requested_while_the_group_ran_commits_nothing(models: Pa
     assert asyncio.run(scenario())
     assert rt.grouped_requests == 0
     assert rt.windows is not None
-    np.testing.assert_array_equal(rt.windows._tails["x"][-1], rows[0])  # only the first's row
+    np.testing.assert_array_equal(rt.windows.tail("x")[-1], rows[0])  # only the first's row
 
 
 def test_grouped_requests_leave_the_eviction_order_of_one_by_one(models: Path) -> None:

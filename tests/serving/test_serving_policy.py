@@ -504,3 +504,44 @@ def test_many_entities_with_a_row_each_step_together_as_row_by_row(
         offset += len(batch[0])
     assert got == _reference_alerts(policy, batches)
     assert any(kind == "close" for _, kind, *_ in got)
+
+
+@settings(max_examples=50, deadline=None)
+@given(seed=st.integers(0, 10_000), window=st.integers(1, 5), max_entities=st.integers(1, 12),
+       entities=st.integers(1, 20), cuts=st.lists(st.integers(1, 120), max_size=5),
+       resize_to=st.integers(1, 6))
+def test_columnar_windows_match_per_entity_lists(
+    seed: int, window: int, max_entities: int, entities: int, cuts: list[int], resize_to: int
+) -> None:
+    """Windows, tails, evictions and a resize against the rules over plain per-entity lists."""
+    rng = np.random.default_rng(seed)
+    n = 120
+    ids = [f"e{i}" for i in rng.integers(0, entities, n)]
+    rows = rng.normal(size=(n, 2)).astype(np.float32)
+    stream = EntityWindows(window, 2, max_entities=max_entities)
+    tails: dict[str, list[np.ndarray]] = {}
+    for lo, hi in itertools.pairwise([0, *sorted(set(cuts)), n]):
+        want: dict[int, np.ndarray] = {}
+        for key, positions in entity_groups(ids[lo:hi]):
+            history = tails.pop(key, []) + [rows[lo + p] for p in positions]
+            for j, p in enumerate(positions):
+                end = len(history) - len(positions) + j
+                if end >= window - 1:
+                    want[int(p)] = np.stack(history[end - window + 1:end + 1])
+            tails[key] = history[max(0, len(history) - (window - 1)):] if window > 1 else []
+        while len(tails) > max_entities:
+            tails.pop(next(iter(tails)))
+        positions, windows = stream.push(ids[lo:hi], rows[lo:hi])
+        got = {int(p): w for p, w in zip(positions, windows, strict=True)}
+        assert got.keys() == want.keys()
+        for p, w in want.items():
+            np.testing.assert_array_equal(got[p], w)
+    assert sorted(stream.entity_keys()) == sorted(tails)
+    for key, tail in tails.items():
+        np.testing.assert_array_equal(stream.tail(key), np.asarray(tail, np.float32).reshape(-1, 2))
+    resized = stream.resized(resize_to)
+    for key, tail in tails.items():
+        kept = tail[len(tail) - min(len(tail), resize_to - 1):] if resize_to > 1 else []
+        np.testing.assert_array_equal(resized.tail(key),
+                                      np.asarray(kept, np.float32).reshape(-1, 2))
+    assert list(resized._slots.by_recency()) == list(range(len(tails)))  # recency carried over
