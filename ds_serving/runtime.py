@@ -21,7 +21,7 @@ import json
 import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 
@@ -42,6 +42,7 @@ WINDOW_CHUNK_ROWS = 65_536
 
 
 # requests this large commit their per-entity state off the event loop (ModelRuntime._off_loop)
+T = TypeVar("T")
 OFF_LOOP_ROWS = 4096
 
 class ModelRuntime:
@@ -315,20 +316,11 @@ class ModelRuntime:
     async def _score_group(self, group: list[Queued], run: RunFn) -> LiveResult | None:
         """Score consecutive requests as one; None (nothing changed) when they cannot be."""
         explain = group[0].explain
-        checked: CheckedTimes | None = None
-        while len(group) > 1:
-            joint = concat_decoded([q.request for q in group])
-            try:
-                if not self.fits_without_eviction(joint):
-                    return None
-                checked = self.state.check_times(joint)
-                break
-            except RequestError:  # someone's rows are refused: keep the ones before it, and
-                group = group[:-1]  # let it answer for itself in its own turn
-        if len(group) == 1:
+        rows = sum(len(q.request.rows) for q in group)
+        prepared = await self._off_loop(rows, self._prepare_group, group)
+        if prepared is None:
             return None
-        staged = self.state.stage(joint)
-        assert staged is not None
+        group, joint, checked, staged = prepared
         try:
             scores, errors = await self._run_staged(staged, explain, run)
         except Exception:
@@ -343,20 +335,45 @@ class ModelRuntime:
         self.grouped_requests += len(group) - 1
         return answers[0]
 
-    async def _score_alone(self, request: Decoded, explain: bool, run: RunFn) -> LiveResult:
+    def _prepare_group(
+        self, group: list[Queued]
+    ) -> tuple[list[Queued], Decoded, CheckedTimes | None, StagedWindows] | None:
+        """The longest head of ``group`` that can be scored as one, checked and staged (changes
+        nothing); None when that is a single request."""
+        while len(group) > 1:
+            joint = concat_decoded([q.request for q in group])
+            try:
+                if not self.fits_without_eviction(joint):
+                    return None
+                checked = self.state.check_times(joint)
+                break
+            except RequestError:  # someone's rows are refused: keep the ones before it, and
+                group = group[:-1]  # let it answer for itself in its own turn
+        if len(group) == 1:
+            return None
+        staged = self.state.stage(joint)
+        assert staged is not None
+        return group, joint, checked, staged
+
+    def _prepare(self, request: Decoded) -> tuple[CheckedTimes | None, StagedWindows]:
+        """A temporal request's time checks and windows (changes nothing)."""
         checked = self.state.check_times(request)
         staged = self.state.stage(request)
         assert staged is not None  # a temporal model stages windows
+        return checked, staged
+
+    async def _score_alone(self, request: Decoded, explain: bool, run: RunFn) -> LiveResult:
+        checked, staged = await self._off_loop(len(request.rows), self._prepare, request)
         scores, errors = await self._run_staged(staged, explain, run)
         return await self._off_loop(len(request.rows), self._commit, request, staged, scores,
                                     errors, checked)
 
-    async def _off_loop(self, rows: int, commit: Callable[..., LiveResult],
-                        *args: Any) -> LiveResult:
-        """Commit a scored request's state: inline when small, on a worker thread when it has
-        ``OFF_LOOP_ROWS`` rows or more (per-entity smoothing and alerts for tens of thousands of
-        entities are pure Python and would hold the event loop for hundreds of milliseconds,
-        delaying every other client). The caller holds the request's turn, and the commit
+    async def _off_loop(self, rows: int, commit: Callable[..., T], *args: Any) -> T:
+        """Prepare or commit a request's per-entity state: inline when small, on a worker
+        thread when it has ``OFF_LOOP_ROWS`` rows or more (grouping tens of thousands of
+        entities, checking their times, staging their windows and advancing their smoothing and
+        alerts would hold the event loop for tens of milliseconds, delaying every other
+        client). The caller holds the request's turn, and the commit
         always finishes before the turn is released, also when the caller is cancelled
         meanwhile, so commits never overlap and state is never half-written."""
         if rows < OFF_LOOP_ROWS:
@@ -373,7 +390,9 @@ class ModelRuntime:
     ) -> tuple[np.ndarray, np.ndarray | None]:
         """The graph over staged windows, in bounded chunks; changes no state."""
         scores, errors = self._alloc(len(staged), explain)
-        for part, windows in staged.chunks(self._chunk_windows):
+        for part in staged.parts(self._chunk_windows):
+            # gathering 65,536 windows is ~14 ms of copying: off the loop when large
+            windows = await self._off_loop(part.stop - part.start, staged.windows, part)
             scores[part], chunk_errors = await run(self.scorer, windows, explain)
             if errors is not None:
                 errors[part] = chunk_errors

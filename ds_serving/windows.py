@@ -253,34 +253,67 @@ def iter_windows(
 
 @dataclass(frozen=True)
 class StagedWindows:
-    """The windows one batch completes, gathered from the entities' tails and the batch rows,
-    and each entity's tail after the batch, for ``EntityWindows.commit``."""
+    """The windows one batch completes, and each entity's tail after it (``tails``), for
+    ``EntityWindows.commit``. Each entity of the batch is a run: its tail before the batch
+    (padded in front to ``window - 1`` rows), then its new rows. ``source`` holds every run's
+    padded tail, run after run, then every run's new rows, run after run; a window is looked up
+    in it by its run and the place of its last row in the run (``_index``)."""
 
     window: int
     positions: np.ndarray  # int64 [m]: the batch row each window scores
-    history: np.ndarray  # float32 [h, f]: every entity's tail + new rows, one after another
-    starts: np.ndarray  # int64 [m]: where each window's oldest row sits in ``history``
+    source: np.ndarray  # float32 [runs * (window - 1) + rows, f]
+    run: np.ndarray  # [m]: each window's run
+    end: np.ndarray  # [m]: where each window's last row sits in its run
+    heads: np.ndarray  # [runs]: where each run's new rows start among the new rows
+    new: np.ndarray  # [runs]: each run's new rows
+    old: np.ndarray  # [runs]: each run's tail rows before the batch
+    by_group: np.ndarray  # [runs]: the run of each of ``keys``
     keys: Sequence[Hashable]  # the batch's entities, in recency order (``entity_groups``)
     slots: np.ndarray  # their slots when staged (-1: new), valid while ``generation`` is
     generation: int
-    tails: np.ndarray  # float32 [len(keys), window - 1, f]: each entity's tail, right-aligned
-    lengths: np.ndarray  # rows of each tail that hold data
 
     def __len__(self) -> int:
         return len(self.positions)
 
+    def _index(self, run: np.ndarray, place: np.ndarray) -> np.ndarray:
+        keep = self.window - 1
+        runs = len(self.heads)
+        return np.where(place < keep, run * keep + place,
+                        runs * keep + self.heads[run] + place - keep)
+
     def windows(self, part: slice) -> np.ndarray:
         """Windows ``part`` as a contiguous float32 [b, W, f] array."""
-        starts = self.starts[part]
-        return self.history[starts[:, None] + np.arange(self.window)]
+        place = self.end[part][:, None] + np.arange(1 - self.window, 1)
+        return self.source[self._index(self.run[part][:, None], place)]
 
-    def chunks(self, max_windows: int) -> Iterator[tuple[slice, np.ndarray]]:
-        """(slice of ``positions``, windows) with at most ``max_windows`` windows each."""
+    def parts(self, max_windows: int) -> Iterator[slice]:
+        """Slices of ``positions`` of at most ``max_windows`` windows each."""
         if max_windows < 1:
             raise ValueError(f"max_windows must be >= 1, got {max_windows}")
         for start in range(0, len(self.positions), max_windows):
-            part = slice(start, min(start + max_windows, len(self.positions)))
+            yield slice(start, min(start + max_windows, len(self.positions)))
+
+    def chunks(self, max_windows: int) -> Iterator[tuple[slice, np.ndarray]]:
+        """(slice of ``positions``, windows) with at most ``max_windows`` windows each."""
+        for part in self.parts(max_windows):
             yield part, self.windows(part)
+
+    def tails(self) -> tuple[np.ndarray, np.ndarray]:
+        """Each of ``keys``' last ``window - 1`` rows after the batch, right-aligned [k, W - 1,
+        f], and how many of them hold data."""
+        keep, runs = self.window - 1, len(self.heads)
+        f = self.source.shape[1]
+        if runs and keep and (self.new == self.new[0]).all():  # e.g. one row per entity
+            n = int(self.new[0])
+            rows = self.source[runs * keep:].reshape(runs, n, f)
+            blocks = self.source[:runs * keep].reshape(runs, keep, f)
+            tails = (rows[:, n - keep:] if n >= keep
+                     else np.concatenate((blocks[:, n:], rows), axis=1))
+        else:
+            place = self.new[:, None] + np.arange(keep)
+            tails = self.source[self._index(np.arange(runs)[:, None], place)]
+        lengths = np.minimum(self.old + self.new, keep)
+        return tails[self.by_group], lengths[self.by_group]
 
 
 def _runs(lengths: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -372,50 +405,31 @@ class EntityWindows:
         slots = self._slots.lookup(group_ids)
         keep, f = self.window - 1, self.n_features
         layout = GroupLayout.of(groups, len(rows))
-        # each entity's history (its tail, then its new rows) laid out run after run, in the
-        # order ``layout.order`` holds the groups
+        # one run per entity, in the order ``layout.order`` holds the groups
         group = layout.grouped[layout.heads]
         new = np.diff(np.append(layout.heads, len(layout.order)))
-        old = np.zeros(len(slots), np.intp)  # tail rows each entity has now
-        old[slots >= 0] = self._lengths[slots[slots >= 0]]
-        old = old[group]
-        size = old + new
-        start = np.cumsum(size) - size
-        history = np.empty((int(size.sum()), f), np.float32)
-        run, k = _runs(new)  # each batch row of ``layout.order``: its run and place in it
-        at = start[run] + old[run] + k
-        history[at] = rows[layout.order]
-        run_t, i = _runs(old)  # each tail row carried over
-        history[start[run_t] + i] = self._tails[slots[group[run_t]], keep - old[run_t] + i]
+        slot = slots[group]
+        known = np.flatnonzero(slot >= 0)
+        old = np.zeros(len(group), np.intp)
+        old[known] = self._lengths[slot[known]]
+        blocks = np.zeros((len(group), keep, f), np.float32)
+        blocks[known] = self._tails[slot[known]]
+        source = np.concatenate((blocks.reshape(-1, f), rows[layout.order]))
+        run, k = _runs(new)  # each batch row (in ``layout.order``): its run, its place among
+        end = keep + k  # the run's new rows, and its place in the run
         full = old[run] + k >= keep  # the row ends a full window
-        # every entity's last ``keep`` rows (fewer if it has fewer), right-aligned
-        lengths = np.minimum(size, keep)
-        j = np.arange(keep)
-        source = (start + size - keep)[:, None] + j
-        tails = np.zeros((len(group), keep, f), np.float32)
-        have = j >= (keep - lengths)[:, None]
-        tails[have] = history[source[have]]
-        by_group = np.empty(len(group), np.intp)  # tails back in the groups' (recency) order
+        by_group = np.empty(len(group), np.intp)
         by_group[group] = np.arange(len(group))
         return StagedWindows(
-            self.window,
-            layout.order[full].astype(np.int64),
-            history,
-            (at[full] - keep).astype(np.int64),
-            group_ids,
-            slots,
-            self._slots.generation,
-            tails[by_group],
-            lengths[by_group],
-        )
+            self.window, layout.order[full].astype(np.int64), source, run[full], end[full],
+            layout.heads, new, old, by_group, group_ids, slots, self._slots.generation)
 
     def commit(self, staged: StagedWindows) -> None:
         """Advance the tails to the end of a staged batch (most recently seen last)."""
         slots = (staged.slots if staged.generation == self._slots.generation
                  else self._slots.lookup(staged.keys))
         slots = self._admit(staged.keys, slots)
-        self._tails[slots] = staged.tails
-        self._lengths[slots] = staged.lengths
+        self._tails[slots], self._lengths[slots] = staged.tails()
         self._slots.touch(slots)
         self._slots.evict()
 

@@ -297,6 +297,53 @@ def test_other_clients_stay_fast_while_long_ids_are_decoded(models: Path, shape:
     assert answered_during, "no 1-row call was answered while a big call was in flight"
 
 
+def test_a_temporal_models_largest_requests_leave_the_event_loop_free(models: Path) -> None:
+    """A temporal model's requests of 65,536 entities: grouping, time checks, staging the
+    windows (gathering them) and committing run off the loop, so a call that needs no turn
+    (GetModelInfo) is answered meanwhile. (Staging ran on the loop: 0.3-0.65 s per request.)"""
+    window = 16
+    bundle = write_bundle(models, "ae", window_model(len(FEATURES), window), kind="window",
+                          features=FEATURES, threshold=1e9, threshold_rule={"rule": "fixed"},
+                          window=window)
+    promote(models, "ae", bundle.path.name)
+    thread = ServerThread(server_config(models, metrics_port=None))
+    thread.start()
+    n = 65_536
+    payload = _request(n, [f"host-{i:05d}".ljust(256, "x") for i in range(n)]).SerializeToString()
+    channel = grpc.insecure_channel(
+        f"127.0.0.1:{thread.server.port}", options=[("grpc.max_send_message_length", 64 << 20)])
+    big = channel.unary_unary(SCORE, request_serializer=None, response_deserializer=None)
+    info = channel.unary_unary("/datasentinel.scoring.v1.Scorer/GetModelInfo",
+                               request_serializer=None, response_deserializer=None)
+    empty = scoring_pb2.ModelInfoRequest().SerializeToString()
+    calls: list[tuple[float, float]] = []
+    probes: list[tuple[float, float]] = []
+
+    def sending() -> None:
+        for _ in range(4):  # the first fills every tail, the others complete 65,536 windows
+            start = time.perf_counter()
+            scoring_pb2.ScoreResponse.FromString(big(payload, timeout=60))
+            calls.append((start, time.perf_counter()))
+
+    sender = threading.Thread(target=sending, daemon=True)
+    try:
+        info(empty, timeout=10)
+        sender.start()
+        while sender.is_alive():
+            start = time.perf_counter()
+            info(empty, timeout=30)
+            probes.append((start, time.perf_counter()))
+            time.sleep(0.001)
+        sender.join()
+    finally:
+        channel.close()
+        thread.stop(0)
+    assert len(calls) == 4
+    during = [end - start for start, end in probes if any(cs < start < ce for cs, ce in calls)]
+    assert during, "no GetModelInfo call was made while a large request was in flight"
+    assert max(during) < 0.25, f"GetModelInfo took {max(during) * 1000:.0f} ms beside them"
+
+
 def test_an_over_limit_id_is_refused_before_any_per_row_work(
     served: tuple[ServerThread, ScorerClient],
 ) -> None:
