@@ -373,27 +373,35 @@ def _send_largest_requests(target: str, n_features: int, stop: Any, count: Any) 
             stop.wait(max(0.0, LARGE_REQUEST_PERIOD_S - (time.perf_counter() - started)))
 
 
-async def _probe_under_big_requests(target: str, n_features: int,
-                                    seconds: float) -> dict[str, Any]:
+async def _probe_under_big_requests(target: str, n_features: int, seconds: float,
+                                    model_info: bool = False) -> dict[str, Any]:
     """Event-loop blocking seen by a small client: 1-row ``Score`` latency on its own, then
     while another process sends the largest request the server accepts by default (65,536
     rows, each with its own 256-byte entity id: decoding and per-entity work at their most),
-    two a second."""
+    two a second. ``model_info``: probe with ``GetModelInfo`` instead (a temporal model's
+    scoring requests wait for the ones before them by design; this one needs no turn)."""
     import multiprocessing
 
     probe_request = encode_request(
         np.random.default_rng(3).normal(size=(1, n_features)).astype(np.float32))
     async with grpc.aio.insecure_channel(target) as channel:
         stub = scoring_pb2_grpc.ScorerStub(channel)
+
+        async def call() -> None:
+            if model_info:
+                await stub.GetModelInfo(scoring_pb2.ModelInfoRequest())
+            else:
+                await stub.Score(probe_request)
+
         for _ in range(20):
-            await stub.Score(probe_request)
+            await call()
 
         async def probe(duration: float) -> list[float]:
             lat: list[float] = []
             end = time.perf_counter() + duration
             while time.perf_counter() < end:
                 t = time.perf_counter()
-                await stub.Score(probe_request)
+                await call()
                 lat.append(time.perf_counter() - t)
             return lat
 
@@ -656,6 +664,10 @@ def main(argv: list[str] | None = None) -> int:
             b_entities_temporal = _measured(server.pid, _unary_load(
                 f"127.0.0.1:{port}", entity_requests, args.unary_concurrency, args.seconds,
                 channels=1))
+            print("(d) GetModelInfo probe while the largest request goes to the temporal "
+                  "model", file=sys.stderr)
+            d_temporal = asyncio.run(_probe_under_big_requests(
+                f"127.0.0.1:{port}", n_features, args.seconds, model_info=True))
         finally:
             server.terminate()
             server.wait(30)
@@ -744,6 +756,7 @@ def main(argv: list[str] | None = None) -> int:
         ),
         "c_score_stream_64": c,
         "d_probe_during_largest_request": d,
+        "d_model_info_probe_during_largest_temporal_request": d_temporal,
         "b_judged_on": "h2load" if b_native is not None else "python client (h2load missing)",
         "targets_met": targets,
     }
@@ -805,6 +818,10 @@ def _table(r: dict[str, Any]) -> None:
     rows.append(("(d) 1-row probe, idle", f"{d['idle']['requests']:,} calls", d["idle"], "-"))
     rows.append(("(d) 1-row probe, largest request in flight",
                  f"{d['loaded']['requests']:,} calls", d["loaded"], "-"))
+    dt = r.get("d_model_info_probe_during_largest_temporal_request")
+    if dt is not None:
+        rows.append(("(d) GetModelInfo, temporal model, loaded",
+                     f"{dt['loaded']['requests']:,} calls", dt["loaded"], "-"))
     floor = d.get("floor_empty_grpc_handler")
     if floor is not None:
         rows.append(("(d) same, empty grpc.aio handler (floor)",
