@@ -202,7 +202,8 @@ def h2load_unary(port: int, method: str, payload: bytes, rows_per_request: int,
     log = workdir / "h2load.log"
     log.unlink(missing_ok=True)  # h2load appends to an existing log
     streams = max(1, concurrency // connections)
-    cmd = [exe, "--duration", str(max(1, round(seconds))), "--warm-up-time", "1", "--clients",
+    warm_up = f"{round(min(1.0, seconds / 2) * 1000)}ms"  # 1 s, or half a short (--quick) phase
+    cmd = [exe, "--duration", str(max(1, round(seconds))), "--warm-up-time", warm_up, "--clients",
            str(connections), "--max-concurrent-streams", str(streams), "--threads", "1",
            "--data", str(body), "--header", "content-type: application/grpc",
            "--header", "te: trailers", "--log-file", str(log),
