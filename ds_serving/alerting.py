@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 
 from ds_serving.ceding import ceding
-from ds_serving.slots import EntitySlots
+from ds_serving.slots import ALERTS, EntitySlots
 from ds_serving.windows import (
     EntityGroups,
     GroupLayout,
@@ -153,7 +153,7 @@ class AlertTracker:
         self.reset()
 
     def reset(self) -> None:
-        self._slots = EntitySlots(self.max_entities)
+        self._slots = EntitySlots(self.max_entities, ALERTS)
         self._open = 0  # kept in step with the states so reading it costs nothing
         self._alloc(0)
 

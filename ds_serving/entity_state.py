@@ -22,6 +22,7 @@ from ds_serving.alerting import (
 )
 from ds_serving.decoding import INVALID_ARGUMENT, Decoded, RequestError
 from ds_serving.policy import ScoringPolicy
+from ds_serving.slots import ALERTS, SMOOTHING, WINDOWS
 from ds_serving.smoothing import StreamingSmoother
 from ds_serving.windows import EntityWindows, StagedWindows, group_keys
 
@@ -86,6 +87,15 @@ class EntityState:
 
     def open_alerts(self) -> int:
         return self.tracker.open_count()
+
+    def entity_counts(self) -> dict[str, int]:
+        """Entities holding state, per store this model keeps."""
+        counts = {ALERTS: len(self.tracker.entity_keys())}
+        if self.windows is not None:
+            counts[WINDOWS] = len(self.windows)
+        if self.policy.smoothing.enabled:
+            counts[SMOOTHING] = len(self.smoother.entity_keys())
+        return counts
 
     def fits_without_eviction(self, request: Decoded) -> bool:
         """Whether the request's entities fit the per-entity state without evicting any: then

@@ -9,15 +9,17 @@ from __future__ import annotations
 
 import threading
 from bisect import bisect_left
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 from wsgiref.simple_server import WSGIRequestHandler, make_server
 
 import numpy as np
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info, make_wsgi_app
-from prometheus_client.core import HistogramMetricFamily
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
 from prometheus_client.exposition import ThreadingWSGIServer
 from prometheus_client.registry import Collector
+
+from ds_serving.slots import STORES, evictions
 
 PREFIX = "ds_scorer"
 RELOAD_FAILURE_KINDS = ("pointer", "bundle", "features", "stateful_model")
@@ -104,6 +106,34 @@ class BatchHistogram(Collector):
         yield HistogramMetricFamily(self.name, self.documentation)
 
 
+class EntityStateCollector(Collector):
+    """Read at scrape time: entities holding state per store (``counts``, the serving model's)
+    and entities dropped at the ``--max-entities`` bound since start (``slots.evictions``)."""
+
+    def __init__(self, counts: Callable[[], Mapping[str, int]]) -> None:
+        self._counts = counts
+
+    def collect(self) -> Iterator[GaugeMetricFamily | CounterMetricFamily]:
+        held = GaugeMetricFamily(
+            f"{PREFIX}_entities", "Entities holding state in the served model, by store "
+            "(windows: a temporal model's last rows; smoothing: raw-flag tails; alerts)",
+            labels=["store"])
+        for store, count in self._counts().items():
+            held.add_metric([store], count)
+        yield held
+        dropped = CounterMetricFamily(
+            f"{PREFIX}_entity_evictions", "Entities whose state was dropped, least recently "
+            "seen first, to stay within --max-entities (a temporal model's evicted entity "
+            "scores nothing until its window refills)", labels=["store"])
+        evicted = evictions()
+        for store in STORES:
+            dropped.add_metric([store], evicted.get(store, 0))
+        yield dropped
+
+    def describe(self) -> Iterator[GaugeMetricFamily | CounterMetricFamily]:
+        yield from self.collect()
+
+
 class ScorerMetrics:
     """All scorer metrics, registered in one registry exposed on the metrics port."""
 
@@ -157,8 +187,14 @@ class ScorerMetrics:
         self.alert_events = Counter(
             f"{PREFIX}_alert_events", "Alert open/close events", ["kind"], registry=r
         )
+        self._entity_counts: Callable[[], Mapping[str, int]] = dict  # none until watched
+        r.register(EntityStateCollector(lambda: self._entity_counts()))
         self._children: dict[tuple[str, str], Any] = {}
         self._durations: dict[str, Any] = {}
+
+    def watch_entities(self, counts: Callable[[], Mapping[str, int]]) -> None:
+        """Read entity counts from ``counts`` (per store, of the model serving) at scrape."""
+        self._entity_counts = counts
 
     def serve_http(self, host: str, port: int) -> ThreadingWSGIServer:
         """Serve /metrics in a daemon thread; ``shutdown()`` returns within 50 ms."""

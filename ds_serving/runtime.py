@@ -187,6 +187,14 @@ class ModelRuntime:
             return old.open_alerts
         return self.state.open_alerts()
 
+    def entity_counts(self) -> dict[str, int]:
+        """Entities holding state per store, read where the state is now (a replaced runtime's
+        until the move)."""
+        old = self._inherit_from
+        if old is not None:
+            return old.entity_counts()
+        return self.state.entity_counts()
+
     def info(self) -> dict[str, Any]:
         norm = self.manifest.extra.get("normalization") or {}
         mean, std = norm.get("mean") or [], norm.get("std") or []

@@ -338,6 +338,8 @@ class ScorerServer:
                                        load=self._load, stateless=config.stateless)
         self.champion_path = self.champion.path
         self.handler = ScoringHandler(self, self.metrics, stateless=config.stateless)
+        self.metrics.watch_entities(
+            lambda: {} if self.runtime is None else self.runtime.entity_counts())
         self.service = ScorerService(self.handler)
         self._server: grpc.aio.Server | None = None
         self._health = health.aio.HealthServicer()

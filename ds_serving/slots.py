@@ -13,6 +13,8 @@ to ``capacity`` and resets the fresh slots ``admit`` hands out.
 from __future__ import annotations
 
 import itertools
+import threading
+from collections import Counter
 from collections.abc import Hashable, KeysView, Sequence
 
 import numpy as np
@@ -21,12 +23,32 @@ from ds_serving.ceding import CEDE_EVERY, cede, ceding
 
 _GENERATIONS = itertools.count()  # unique across registries, so a stale number never matches
 
+WINDOWS, SMOOTHING, ALERTS = "windows", "smoothing", "alerts"  # the per-entity stores
+STORES = (WINDOWS, SMOOTHING, ALERTS)
+_EVICTED: Counter[str] = Counter()  # entities dropped at the bound, per store, in this process
+_EVICTED_LOCK = threading.Lock()
+
+
+def record_evictions(store: str, count: int) -> None:
+    """Count ``count`` entities a store dropped at its ``max_entities`` bound."""
+    if count:
+        with _EVICTED_LOCK:
+            _EVICTED[store] += count
+
+
+def evictions() -> dict[str, int]:
+    """Entities dropped at the bound since the process started, per store (they lose their
+    window, smoothing tail or alert state: a bound set too low shows here)."""
+    with _EVICTED_LOCK:
+        return dict(_EVICTED)
+
 
 class EntitySlots:
     """Entity -> slot, free slots, recency; see the module docstring."""
 
-    def __init__(self, max_entities: int) -> None:
+    def __init__(self, max_entities: int, store: str) -> None:
         self.max_entities = int(max_entities)
+        self.store = store  # what the slots hold, for the eviction count
         self.reset()
 
     def reset(self) -> None:
@@ -122,4 +144,5 @@ class EntitySlots:
             del self._slots[self._keys[slot]]
         self._free.extend(victims.tolist())
         self.generation = next(_GENERATIONS)
+        record_evictions(self.store, len(victims))
         return victims

@@ -33,6 +33,7 @@ import numpy as np
 
 from ds_serving.ceding import ceding
 from ds_serving.recency import evict_least_recent, put_recent
+from ds_serving.slots import SMOOTHING, record_evictions
 from ds_serving.windows import EntityGroups, entity_groups
 
 
@@ -278,7 +279,7 @@ class StreamingSmoother:
             history = np.concatenate([np.zeros(keep, dtype=bool), _tail_array(value)])
             put_recent(self._tails, key, self._state(history[len(history) - keep :]))
         other._tails = {}
-        evict_least_recent(self._tails, self.max_entities)
+        record_evictions(SMOOTHING, len(evict_least_recent(self._tails, self.max_entities)))
 
     def _state(self, tail: np.ndarray) -> np.ndarray | _Rebaselined:
         if self.smoothing.rebaseline is None:
@@ -312,7 +313,7 @@ class StreamingSmoother:
             out[positions] = _advance(state, values[positions].tolist(), threshold,
                                       self.smoothing, self.smoothing.rebaseline)
             put_recent(self._tails, key, state)
-        evict_least_recent(self._tails, self.max_entities)
+        record_evictions(SMOOTHING, len(evict_least_recent(self._tails, self.max_entities)))
         return out
 
     def apply(
@@ -338,5 +339,5 @@ class StreamingSmoother:
             history = np.concatenate([tail, raw[positions]])
             out[positions] = _k_of_n(history, self.smoothing)
             put_recent(self._tails, key, history[len(history) - keep :])
-        evict_least_recent(self._tails, self.max_entities)
+        record_evictions(SMOOTHING, len(evict_least_recent(self._tails, self.max_entities)))
         return out

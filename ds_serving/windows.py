@@ -17,7 +17,7 @@ import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 
 from ds_serving.ceding import ceding
-from ds_serving.slots import EntitySlots
+from ds_serving.slots import WINDOWS, EntitySlots
 
 
 def _check_window(window: int) -> int:
@@ -340,7 +340,7 @@ class EntityWindows:
         self.reset()
 
     def reset(self) -> None:
-        self._slots = EntitySlots(self.max_entities)
+        self._slots = EntitySlots(self.max_entities, WINDOWS)
         self._tails = np.zeros((0, self.window - 1, self.n_features), np.float32)
         self._lengths = np.zeros(0, np.intp)
 

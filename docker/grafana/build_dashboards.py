@@ -335,6 +335,15 @@ def build() -> Dashboard:
             [_query('sum by (alertname, severity) (ALERTS{alertstate="firing", '
                     'alertname=~"DSScorer.*"})', "{{alertname}} ({{severity}})")],
             bars=True))
+        .with_panel(_graph(
+            19, "Entities with state",
+            "Entities the scorers keep state for, by store (windows: a temporal model's last "
+            "rows; smoothing; alerts), and entities dropped per second at --max-entities "
+            "(DSScorerEvictingEntities): an evicted entity loses its window and alert state.",
+            "short", 24,
+            [_query(f"sum by (store) (ds_scorer_entities{{{JOB}}})", "{{store}}", "A"),
+             _query("sum by (store) (rate(ds_scorer_entity_evictions_total"
+                    f"{{{JOB}}}[$__rate_interval]))", "{{store}} evicted/s", "B")]))
         .with_row(Row("Pipeline").id(104))
         .with_panel(_per_day(
             12, "Rows ingested per day",

@@ -340,6 +340,37 @@ def test_metrics_endpoint(served: tuple[ServerThread, ScorerClient, Path]) -> No
     assert f"ds_scorer_open_alerts {float(opened)}" in text
 
 
+def _metric(port: int, line_start: str) -> float:
+    text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()
+    return next(float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
+                if line.startswith(line_start))
+
+
+def test_metrics_count_entities_with_state_and_evictions(models: Path) -> None:
+    """An operator sees how many entities hold state and how many were dropped at the
+    --max-entities bound (their windows and alert state are lost)."""
+    path = write_point_bundle(models, smoothing={"k": 2, "n": 3})
+    promote(models, "ae", path.name)
+    thread = ServerThread(server_config(models, max_entities=3))
+    server = thread.start()
+    client = ScorerClient(f"127.0.0.1:{server.port}", timeout=10)
+    try:
+        port = server.metrics_port
+        before = {store: _metric(port, f'ds_scorer_entity_evictions_total{{store="{store}"}}')
+                  for store in ("alerts", "smoothing", "windows")}
+        client.score(normal_rows(2), ["a", "b"])
+        assert _metric(port, 'ds_scorer_entities{store="alerts"}') == 2.0
+        assert _metric(port, 'ds_scorer_entities{store="smoothing"}') == 2.0
+        client.score(normal_rows(3), ["c", "d", "e"])  # five entities, room for three
+        assert _metric(port, 'ds_scorer_entities{store="alerts"}') == 3.0
+        for store, evicted in (("alerts", 2.0), ("smoothing", 2.0), ("windows", 0.0)):
+            line = f'ds_scorer_entity_evictions_total{{store="{store}"}}'
+            assert _metric(port, line) - before[store] == evicted
+    finally:
+        client.close()
+        thread.stop(0)
+
+
 # -- hot reload ---------------------------------------------------------------------------------
 
 
