@@ -125,7 +125,7 @@ class EntityAlertState:
     clock: int  # all rows: the time base when no times are sent
     timed: bool | None  # whether this entity's rows come with times (None: not yet known)
     last_time: float | None  # time of the entity's latest row (timed entities)
-    recent: tuple[int, ...]  # row numbers (of ``seen``) of the flagged rows among the last n
+    recent: tuple[int, ...]  # row numbers (of ``seen``) of the latest k flagged rows in the last n
     open: bool
     opened_at: float
     peak: float
@@ -133,7 +133,7 @@ class EntityAlertState:
     closed_at: float | None
 
 
-_NO_FLAG = np.iinfo(np.int64).min // 2  # an empty slot of the recent-flags ring
+_NO_FLAG = np.iinfo(np.int64).min // 2  # an empty place among an entity's recent flags
 
 
 class AlertTracker:
@@ -167,8 +167,10 @@ class AlertTracker:
         self._clock = np.zeros(capacity, np.int64)  # all rows: the time base without times
         self._timed = np.full(capacity, -1, np.int8)  # -1 not yet known, 0 without, 1 with times
         self._last_time = np.full(capacity, np.nan)  # time of the latest row (timed entities)
-        # ring of the row numbers (of ``seen``) of flagged rows among the last n
-        self._recent = np.full((capacity, self.policy.n), _NO_FLAG, np.int64)
+        # the row numbers (of ``seen``) of the entity's k most recent flagged rows, in no order:
+        # k of its last n rows are flagged when the oldest of them is newer than ``seen - n``
+        # (k numbers per entity, whatever n is)
+        self._recent = np.full((capacity, self.policy.k), _NO_FLAG, np.int64)
         self._is_open = np.zeros(capacity, bool)
         self._opened_at = np.zeros(capacity)
         self._peak = np.full(capacity, -np.inf)
@@ -237,7 +239,8 @@ class AlertTracker:
 
     def adopt(self, other: AlertTracker) -> None:
         """Take over ``other``'s per-entity state (hot reload to a new policy): open alerts stay
-        open, cooldowns and time bases carry on, and ``other`` is left empty."""
+        open, cooldowns and time bases carry on, and ``other`` is left empty. Of the recent
+        flags, those inside both windows carry over, at most the k the old policy kept."""
         theirs = other._slots.by_recency()
         keys = [other._slots.key_of(slot) for slot in theirs.tolist()]
         slots = self._admit(keys, self._slots.lookup(keys))
@@ -246,12 +249,14 @@ class AlertTracker:
                      "_peak", "_normal_run", "_closed_at"):
             getattr(self, name)[slots] = getattr(other, name)[theirs]
         self._open += int(np.count_nonzero(self._is_open[slots]))
-        # the flagged rows still inside the new policy's window, in the new ring's places
-        n, seen = self.policy.n, self._seen[slots]
+        # the most recent flagged rows still inside both windows, as many as the new k holds
+        window = min(self.policy.n, other.policy.n)
+        flagged = other._recent[theirs]
+        flagged = np.sort(np.where(flagged > (self._seen[slots] - window)[:, None], flagged,
+                                   _NO_FLAG), axis=1)
+        kept = min(self.policy.k, other.policy.k)
         self._recent[slots] = _NO_FLAG
-        for column in other._recent[theirs].T:
-            keep = np.flatnonzero(column > seen - min(n, other.policy.n))
-            self._recent[slots[keep], column[keep] % n] = column[keep]
+        self._recent[slots, :kept] = flagged[:, flagged.shape[1] - kept:]
         self._slots.touch(slots)
         other.reset()
         self._evict()
@@ -356,7 +361,7 @@ class AlertTracker:
         sizes = np.bincount(layout.codes, minlength=g)
         busy = flagged | self._is_open[slots]
         # nothing can open for the quiet ones: their counts advance for the whole batch at once
-        # (the ring of recent flags ages by itself: it counts rows newer than ``seen - n``)
+        # (their recent flags age by themselves: only flags newer than ``seen - n`` count)
         quiet = ~busy
         q = slots[quiet]
         self._clock[q] += sizes[quiet]
@@ -398,16 +403,16 @@ class AlertTracker:
         flag = flags[rows]
         seen = self._seen[slots] + 1
         self._seen[slots] = seen
-        hit = slots[flag]
-        self._recent[hit, seen[flag] % p.n] = seen[flag]
-        recent = np.count_nonzero(self._recent[slots] > (seen - p.n)[:, None], axis=1)
+        hit = slots[flag]  # each flagged row replaces its entity's oldest recent flag
+        self._recent[hit, self._recent[hit].argmin(axis=1)] = seen[flag]
+        k_of_n = self._recent[slots].min(axis=1) > seen - p.n
         was_open = self._is_open[slots]
         # open ones: the peak grows, a normal run closes them after m rows
         peak = np.where(was_open, np.maximum(self._peak[slots], score), score)
         run = np.where(flag, 0, self._normal_run[slots] + 1)
         closing = was_open & (run >= p.m)
         closed_at = self._closed_at[slots]
-        opening = ~was_open & flag & (recent >= p.k) & (
+        opening = ~was_open & flag & k_of_n & (
             np.isnan(closed_at) | (t - np.nan_to_num(closed_at) >= p.cooldown))
         self._peak[slots] = np.where(was_open | opening, peak, self._peak[slots])
         self._normal_run[slots] = np.where(was_open, run, np.where(opening, 0,
@@ -476,8 +481,8 @@ class AlertTracker:
         if times is not None and len(times):
             self._last_time[slot] = times[-1]
         ring[:] = _NO_FLAG
-        for v in recent:
-            ring[v % p.n] = v
+        latest = list(recent)[max(0, len(recent) - p.k):]
+        ring[:len(latest)] = latest
         self._is_open[slot] = is_open
         self._opened_at[slot], self._peak[slot] = opened_at, peak
         self._normal_run[slot] = normal_run

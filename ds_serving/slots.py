@@ -107,7 +107,9 @@ class EntitySlots:
         fresh = np.concatenate((np.asarray(reused[::-1], np.intp),
                                 np.arange(top, top + n_new, dtype=np.intp)))
         if top + n_new > self.capacity:
-            self._grow(max(2 * self.capacity, top + n_new, 64))
+            # doubling up to the bound; beyond it (new entities of one batch, before evictions
+            # free their slots) only what is needed: a tail of a wide window is kilobytes
+            self._grow(max(top + n_new, min(2 * self.capacity, self.max_entities), 64))
         new_keys = [keys[i] for i in ceding(missing.tolist())]
         self._keys.extend(new_keys[n_reused:])
         for slot, key in zip(fresh[:n_reused].tolist(), new_keys, strict=False):
