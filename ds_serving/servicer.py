@@ -19,6 +19,8 @@ import asyncio
 import logging
 import time
 from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
+from functools import partial
 from typing import Any, TypeVar
 
 import grpc
@@ -28,8 +30,8 @@ from ds_serving.decoding import INVALID_ARGUMENT, Decoded, LiveResult, RequestEr
 from ds_serving.groups import FeatureGroups
 from ds_serving.handler import ScoringHandler, Unavailable
 from ds_serving.proto import SERVICE_NAME, scoring_pb2, scoring_pb2_grpc
-from ds_serving.runtime import ModelRuntime
-from ds_serving.streaming import ReadAhead
+from ds_serving.runtime import OFF_LOOP_ROWS, ModelRuntime
+from ds_serving.streaming import ReadAhead, held_bytes
 
 log = logging.getLogger(__name__)
 
@@ -110,6 +112,10 @@ def _bytes_of(request: scoring_pb2.ScoreRequest) -> int:
     return max(1, len(request.features))
 
 
+def _weight_of(received: _Received) -> int:
+    return _bytes_of(received.message)
+
+
 def _response(
     runtime: ModelRuntime, request: scoring_pb2.ScoreRequest, result: LiveResult
 ) -> scoring_pb2.ScoreResponse:
@@ -140,6 +146,12 @@ def _response(
     return response
 
 
+def _responses(
+    runtime: ModelRuntime, requests: list[scoring_pb2.ScoreRequest], results: list[LiveResult]
+) -> list[scoring_pb2.ScoreResponse]:
+    return [_response(runtime, r, res) for r, res in zip(requests, results, strict=False)]
+
+
 def _top_group(groups: FeatureGroups | None, errors: np.ndarray | None, row: int) -> str:
     """The declared feature group that contributes most to the alert row's error."""
     if groups is None or errors is None or not 0 <= row < len(errors):
@@ -147,13 +159,30 @@ def _top_group(groups: FeatureGroups | None, errors: np.ndarray | None, row: int
     return str(groups.top(errors[row : row + 1])[0] or "")
 
 
+@dataclass(frozen=True)
+class _Received:
+    """A stream message and the bytes it arrived as: what the read-ahead budget counts, known
+    without reading its 65,536 ids back out of the parsed message on the event loop."""
+
+    message: scoring_pb2.ScoreRequest
+    size: int
+
+
 async def _parsed(
     bodies: AsyncIterator[bytes | scoring_pb2.ScoreRequest],
-) -> AsyncIterator[scoring_pb2.ScoreRequest]:
-    """A stream's request bodies parsed one by one; ``Undecodable`` ends it (``ReadAhead``
-    raises it once the messages before it are handed out)."""
+) -> AsyncIterator[_Received]:
+    """A stream's request bodies parsed one by one (large ones on a worker thread, as ``Score``
+    does); ``Undecodable`` ends it (``ReadAhead`` raises it once the messages before it are
+    handed out)."""
+    loop = asyncio.get_running_loop()
     async for body in bodies:
-        yield parse(scoring_pb2.ScoreRequest, body)
+        if not isinstance(body, bytes):
+            yield _Received(body, held_bytes(body))
+        elif len(body) >= OFF_LOOP_BYTES:
+            message = await loop.run_in_executor(None, parse, scoring_pb2.ScoreRequest, body)
+            yield _Received(message, len(body))
+        else:
+            yield _Received(parse(scoring_pb2.ScoreRequest, body), len(body))
 
 
 class ScorerService(scoring_pb2_grpc.ScorerServicer):
@@ -213,22 +242,33 @@ class ScorerService(scoring_pb2_grpc.ScorerServicer):
             runtime = self.handler.runtime()
         except Unavailable as exc:
             return [], exc
+        # checking tens of thousands of rows' ids and building their answers would hold the
+        # event loop (tens of milliseconds), as in ``Score``: large batches do it on a worker
+        large = sum(r.n_rows for r in requests) >= OFF_LOOP_ROWS
+        loop = asyncio.get_running_loop()
+        decoded, failure = (
+            await loop.run_in_executor(None, self._decode_each, runtime, requests) if large
+            else self._decode_each(runtime, requests))
+        results, error = await self.handler.score_consecutive(
+            runtime, [(d, r.explain) for d, r in zip(decoded, requests, strict=False)]
+        )
+        answer = partial(_responses, runtime, requests, results)
+        responses = await loop.run_in_executor(None, answer) if large else answer()
+        if error is None and len(results) == len(decoded):
+            error = failure  # all before the message that failed to decode were scored
+        return responses, error
+
+    def _decode_each(
+        self, runtime: ModelRuntime, requests: list[scoring_pb2.ScoreRequest]
+    ) -> tuple[list[Decoded], Exception | None]:
+        """The messages decoded up to the first that fails, and its error."""
         decoded: list[Decoded] = []
-        failure: Exception | None = None
         for request in requests:
             try:
                 decoded.append(self._decode(runtime, request))
             except Exception as exc:
-                failure = exc
-                break
-        results, error = await self.handler.score_consecutive(
-            runtime, [(d, r.explain) for d, r in zip(decoded, requests, strict=False)]
-        )
-        responses = [_response(runtime, r, res)
-                     for r, res in zip(requests, results, strict=False)]
-        if error is None and len(results) == len(decoded):
-            error = failure  # all before the message that failed to decode were scored
-        return responses, error
+                return decoded, exc
+        return decoded, None
 
     async def _fail(
         self, context: grpc.aio.ServicerContext, method: str, start: float, exc: Exception,
@@ -279,7 +319,8 @@ class ScorerService(scoring_pb2_grpc.ScorerServicer):
         message that does not parse ends it with INVALID_ARGUMENT after the answers to the
         messages before it."""
         self.calls += 1
-        reader = ReadAhead(_parsed(request_iterator), _bytes_of, STREAM_READ_AHEAD_BYTES)
+        reader = ReadAhead(_parsed(request_iterator), _weight_of, STREAM_READ_AHEAD_BYTES,
+                           size=lambda received: max(_weight_of(received), received.size))
         context.add_done_callback(lambda _: reader.close())  # also when the client goes away
         index = 0
         accounted = False  # the stream's end is counted: finished, or failed with its code
@@ -288,7 +329,8 @@ class ScorerService(scoring_pb2_grpc.ScorerServicer):
                 runtime = self.handler.serving
                 max_bytes = runtime.max_rows * runtime.n_features * 4 if runtime else 1
                 try:
-                    pending = await reader.batch(STREAM_READ_AHEAD_MESSAGES, max_bytes)
+                    pending = [received.message for received in
+                               await reader.batch(STREAM_READ_AHEAD_MESSAGES, max_bytes)]
                 except Undecodable as exc:  # every message before it is answered
                     accounted = True
                     await self._fail(context, "ScoreStream", time.perf_counter(), exc,

@@ -344,6 +344,40 @@ def test_a_temporal_models_largest_requests_leave_the_event_loop_free(models: Pa
     assert max(during) < 0.25, f"GetModelInfo took {max(during) * 1000:.0f} ms beside them"
 
 
+def test_large_stream_messages_are_parsed_checked_and_answered_off_the_loop(
+    models: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A stream message of 4,096 rows or more is parsed, its ids checked and its answer built
+    on a worker thread, as a ``Score`` call is: on the loop they held it ~100 ms per 65,536-row
+    message with long ids (a concurrent GetModelInfo waited that long)."""
+    threads: dict[str, set[str]] = {"parse": set(), "decode": set(), "answer": set()}
+
+    def recorded(what: str, fn: Any) -> Any:
+        def call(*args: Any, **kwargs: Any) -> Any:
+            threads[what].add(threading.current_thread().name)
+            return fn(*args, **kwargs)
+        return call
+
+    monkeypatch.setattr(servicer, "parse", recorded("parse", servicer.parse))
+    monkeypatch.setattr(servicer.ScorerService, "_decode_each",
+                        recorded("decode", servicer.ScorerService._decode_each))
+    monkeypatch.setattr(servicer, "_responses", recorded("answer", servicer._responses))
+    thread = _serve(models)
+    try:
+        client = ScorerClient(f"127.0.0.1:{thread.server.port}", timeout=60)
+        n = 8_192
+        request = _request(n, [f"host-{i:05d}".ljust(128, "x") for i in range(n)])
+        assert request.ByteSize() >= servicer.OFF_LOOP_BYTES
+        answers = list(client.score_stream([request, request]))
+        client.close()
+    finally:
+        thread.stop(0)
+    assert [len(a.scores) for a in answers] == [n, n]
+    loop_thread = "ds-scorer"  # ServerThread's loop
+    for what, names in threads.items():
+        assert names and loop_thread not in names, (what, names)
+
+
 def test_an_over_limit_id_is_refused_before_any_per_row_work(
     served: tuple[ServerThread, ScorerClient],
 ) -> None:
