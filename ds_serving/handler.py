@@ -9,6 +9,7 @@ scored is counted; and a failure becomes the gRPC status name to answer with.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Sequence
 from pathlib import Path
@@ -30,7 +31,7 @@ from ds_serving.decoding import (
     decode,
 )
 from ds_serving.metrics import ScorerMetrics
-from ds_serving.runtime import ModelRuntime
+from ds_serving.runtime import OFF_LOOP_ROWS, ModelRuntime
 from ds_serving.scoring import Scorer
 from ds_serving.windows import quoted
 
@@ -78,6 +79,17 @@ class ModelHost(Protocol):
     async def run_locked(
         self, scorer: Scorer, inputs: np.ndarray, explain: bool
     ) -> tuple[np.ndarray, np.ndarray | None]: ...
+
+
+def _joined(runtime: ModelRuntime, parts: list[Decoded]) -> tuple[list[Decoded], Decoded]:
+    """``parts`` as one request, or only the first when together they would evict entities
+    (an eviction between two messages would otherwise not happen)."""
+    if len(parts) == 1:
+        return parts, parts[0]
+    joint = concat_decoded(parts)
+    if not runtime.fits_without_eviction(joint):
+        return parts[:1], parts[0]
+    return parts, joint
 
 
 class ScoringHandler:
@@ -158,10 +170,13 @@ class ScoringHandler:
             ):
                 j += 1
             parts = [decoded for decoded, _ in messages[i:j]]
-            joint = concat_decoded(parts)
-            if len(parts) > 1 and not runtime.fits_without_eviction(joint):
-                parts = parts[:1]
-                joint = parts[0]
+            if len(parts) > 1 and sum(len(p.rows) for p in parts) >= OFF_LOOP_ROWS:
+                # joining tens of thousands of rows' ids and grouping them for the eviction
+                # check would hold the event loop: a worker thread does it
+                parts, joint = await asyncio.get_running_loop().run_in_executor(
+                    None, _joined, runtime, parts)
+            else:
+                parts, joint = _joined(runtime, parts)
             if self._host.runtime is not runtime:
                 return results, None  # reloaded: the rest goes to the new model
             try:

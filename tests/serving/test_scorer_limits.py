@@ -20,6 +20,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from ds_serving import handler as handler_module
 from ds_serving import servicer
 from ds_serving.alerting import AlertPolicy, AlertTracker, TimeOrderError
 from ds_serving.bundle import promote, write_bundle
@@ -33,6 +34,7 @@ from ds_serving.decoding import (
 )
 from ds_serving.handler import MAX_STATUS_BYTES, bounded
 from ds_serving.proto import scoring_pb2
+from ds_serving.runtime import OFF_LOOP_ROWS
 from ds_serving.server import ServerConfig, ServerThread
 from ds_serving.streaming import ReadAhead, held_bytes
 from ds_serving.windows import QUOTE_CHARS, EntityWindows, entity_groups, quoted
@@ -348,34 +350,56 @@ def test_large_stream_messages_are_parsed_checked_and_answered_off_the_loop(
     models: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """A stream message of 4,096 rows or more is parsed, its ids checked and its answer built
-    on a worker thread, as a ``Score`` call is: on the loop they held it ~100 ms per 65,536-row
-    message with long ids (a concurrent GetModelInfo waited that long)."""
+    on a worker thread, as a ``Score`` call is, and so is joining messages that arrived together:
+    on the loop they held it ~100 ms per 65,536-row message with long ids (a concurrent
+    GetModelInfo waited that long)."""
     threads: dict[str, set[str]] = {"parse": set(), "decode": set(), "answer": set()}
 
-    def recorded(what: str, fn: Any) -> Any:
+    def recorded(what: str, fn: Any, large: Any) -> Any:
         def call(*args: Any, **kwargs: Any) -> Any:
-            threads[what].add(threading.current_thread().name)
+            if large(*args):  # small ones stay on the loop by design
+                threads[what].add(threading.current_thread().name)
             return fn(*args, **kwargs)
         return call
 
-    monkeypatch.setattr(servicer, "parse", recorded("parse", servicer.parse))
-    monkeypatch.setattr(servicer.ScorerService, "_decode_each",
-                        recorded("decode", servicer.ScorerService._decode_each))
-    monkeypatch.setattr(servicer, "_responses", recorded("answer", servicer._responses))
+    def rows(requests: list[Any]) -> int:
+        return sum(r.n_rows for r in requests)
+
+    monkeypatch.setattr(servicer, "parse", recorded(
+        "parse", servicer.parse,
+        lambda kind, body: isinstance(body, bytes) and len(body) >= servicer.OFF_LOOP_BYTES))
+    monkeypatch.setattr(servicer.ScorerService, "_decode_each", recorded(
+        "decode", servicer.ScorerService._decode_each,
+        lambda self, runtime, requests: rows(requests) >= OFF_LOOP_ROWS))
+    monkeypatch.setattr(servicer, "_responses", recorded(
+        "answer", servicer._responses,
+        lambda runtime, requests, results: rows(requests) >= OFF_LOOP_ROWS))
+    joins: list[tuple[int, str]] = []  # messages joined into one request, and where
+
+    def joined(runtime: Any, parts: list[Any]) -> Any:
+        joins.append((len(parts), threading.current_thread().name))
+        return real_joined(runtime, parts)
+
+    real_joined = handler_module._joined
+    monkeypatch.setattr(handler_module, "_joined", joined)
     thread = _serve(models)
     try:
         client = ScorerClient(f"127.0.0.1:{thread.server.port}", timeout=60)
         n = 8_192
         request = _request(n, [f"host-{i:05d}".ljust(128, "x") for i in range(n)])
         assert request.ByteSize() >= servicer.OFF_LOOP_BYTES
-        answers = list(client.score_stream([request, request]))
+        small = _request(2_048, [f"host-{i:05d}" for i in range(2_048)])
+        answers = list(client.score_stream([request, request, *[small] * 16]))
         client.close()
     finally:
         thread.stop(0)
-    assert [len(a.scores) for a in answers] == [n, n]
+    assert [len(a.scores) for a in answers] == [n, n, *[2_048] * 16]
     loop_thread = "ds-scorer"  # ServerThread's loop
     for what, names in threads.items():
         assert names and loop_thread not in names, (what, names)
+    # messages that arrived while others were scored join; 4,096 rows or more join off the loop
+    assert any(count > 1 for count, _ in joins), joins
+    assert all(name != loop_thread for count, name in joins if count > 1), joins
 
 
 def test_an_over_limit_id_is_refused_before_any_per_row_work(
