@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 
 from ds_serving.ceding import ceding
-from ds_serving.slots import ALERTS, EntitySlots
+from ds_serving.slots import ALERTS, EntitySlots, grown
 from ds_serving.windows import (
     EntityGroups,
     GroupLayout,
@@ -147,6 +147,18 @@ class AlertTracker:
     the recency order is the order in which batches present their entities (``entity_groups``).
     """
 
+    # one row per slot (``_blank`` says what each holds)
+    _seen: np.ndarray
+    _clock: np.ndarray
+    _timed: np.ndarray
+    _last_time: np.ndarray
+    _recent: np.ndarray
+    _is_open: np.ndarray
+    _opened_at: np.ndarray
+    _peak: np.ndarray
+    _normal_run: np.ndarray
+    _closed_at: np.ndarray
+
     def __init__(self, policy: AlertPolicy, max_entities: int = 100_000) -> None:
         self.policy = policy
         self.max_entities = max_entities
@@ -163,41 +175,37 @@ class AlertTracker:
         return self._slots.generation
 
     def _alloc(self, capacity: int) -> None:
-        self._seen = np.zeros(capacity, np.int64)  # scored rows (the k-of-n window counts these)
-        self._clock = np.zeros(capacity, np.int64)  # all rows: the time base without times
-        self._timed = np.full(capacity, -1, np.int8)  # -1 not yet known, 0 without, 1 with times
-        self._last_time = np.full(capacity, np.nan)  # time of the latest row (timed entities)
-        # the row numbers (of ``seen``) of the entity's k most recent flagged rows, in no order:
-        # k of its last n rows are flagged when the oldest of them is newer than ``seen - n``
-        # (k numbers per entity, whatever n is)
-        self._recent = np.full((capacity, self.policy.k), _NO_FLAG, np.int64)
-        self._is_open = np.zeros(capacity, bool)
-        self._opened_at = np.zeros(capacity)
-        self._peak = np.full(capacity, -np.inf)
-        self._normal_run = np.zeros(capacity, np.int64)
-        self._closed_at = np.full(capacity, np.nan)  # NaN: never closed
+        for name, values in self._blank(capacity).items():
+            setattr(self, name, values)
 
-    _COLUMNS = ("_seen", "_clock", "_timed", "_last_time", "_recent", "_is_open", "_opened_at",
-                "_peak", "_normal_run", "_closed_at")
+    def _blank(self, count: int) -> dict[str, np.ndarray]:
+        """The columns of ``count`` entities with no state yet."""
+        return {
+            "_seen": np.zeros(count, np.int64),  # scored rows (the k-of-n window counts these)
+            "_clock": np.zeros(count, np.int64),  # all rows: the time base without times
+            "_timed": np.full(count, -1, np.int8),  # -1 not yet known, 0 without, 1 with times
+            "_last_time": np.full(count, np.nan),  # time of the latest row (timed entities)
+            # the row numbers (of ``seen``) of the entity's k most recent flagged rows, in no
+            # order: k of its last n rows are flagged when the oldest of them is newer than
+            # ``seen - n`` (k numbers per entity, whatever n is)
+            "_recent": np.full((count, self.policy.k), _NO_FLAG, np.int64),
+            "_is_open": np.zeros(count, bool),
+            "_opened_at": np.zeros(count),
+            "_peak": np.full(count, -np.inf),
+            "_normal_run": np.zeros(count, np.int64),
+            "_closed_at": np.full(count, np.nan),  # NaN: never closed
+        }
 
     def _admit(self, keys: Sequence[Hashable], slots: np.ndarray) -> np.ndarray:
         """``slots`` with a fresh slot (default state) for each entity that had none."""
         slots, fresh = self._slots.admit(keys, slots)
-        if self._slots.capacity > len(self._seen):
-            old = {name: getattr(self, name) for name in self._COLUMNS}
-            self._alloc(self._slots.capacity)
-            for name, values in old.items():
-                getattr(self, name)[:len(values)] = values
-        self._seen[fresh] = 0
-        self._clock[fresh] = 0
-        self._timed[fresh] = -1
-        self._last_time[fresh] = np.nan
-        self._recent[fresh] = _NO_FLAG
-        self._is_open[fresh] = False
-        self._opened_at[fresh] = 0.0
-        self._peak[fresh] = -np.inf
-        self._normal_run[fresh] = 0
-        self._closed_at[fresh] = np.nan
+        if not len(fresh):
+            return slots
+        grow = self._slots.capacity > len(self._seen)
+        for name, values in self._blank(len(fresh)).items():
+            if grow:
+                setattr(self, name, grown(getattr(self, name), self._slots.capacity))
+            getattr(self, name)[fresh] = values
         return slots
 
     def _evict(self) -> None:

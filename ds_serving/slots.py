@@ -43,6 +43,14 @@ def evictions() -> dict[str, int]:
         return dict(_EVICTED)
 
 
+def grown(values: np.ndarray, capacity: int) -> np.ndarray:
+    """``values`` with ``capacity`` rows: its own first, then zeros (state columns grow with
+    their registry's ``capacity``)."""
+    out = np.zeros((capacity, *values.shape[1:]), values.dtype)
+    out[:len(values)] = values
+    return out
+
+
 class EntitySlots:
     """Entity -> slot, free slots, recency; see the module docstring."""
 
@@ -122,11 +130,8 @@ class EntitySlots:
         return slots, fresh
 
     def _grow(self, capacity: int) -> None:
-        alive, stamp = self.alive, self._stamp
-        self.alive = np.zeros(capacity, bool)
-        self._stamp = np.zeros(capacity, np.int64)
-        self.alive[:len(alive)] = alive
-        self._stamp[:len(stamp)] = stamp
+        self.alive = grown(self.alive, capacity)
+        self._stamp = grown(self._stamp, capacity)
 
     def touch(self, slots: np.ndarray) -> None:
         """Make ``slots`` the most recently seen, the last one most recent."""

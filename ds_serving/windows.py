@@ -17,7 +17,7 @@ import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 
 from ds_serving.ceding import ceding
-from ds_serving.slots import WINDOWS, EntitySlots
+from ds_serving.slots import WINDOWS, EntitySlots, grown
 
 
 def _check_window(window: int) -> int:
@@ -377,11 +377,8 @@ class EntityWindows:
     def _admit(self, keys: Sequence[Hashable], slots: np.ndarray) -> np.ndarray:
         slots, fresh = self._slots.admit(keys, slots)
         if self._slots.capacity > len(self._lengths):
-            tails, lengths = self._tails, self._lengths
-            self._tails = np.zeros((self._slots.capacity, *tails.shape[1:]), np.float32)
-            self._lengths = np.zeros(self._slots.capacity, np.intp)
-            self._tails[:len(tails)] = tails
-            self._lengths[:len(lengths)] = lengths
+            self._tails = grown(self._tails, self._slots.capacity)
+            self._lengths = grown(self._lengths, self._slots.capacity)
         self._lengths[fresh] = 0
         return slots
 
