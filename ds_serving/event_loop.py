@@ -8,10 +8,21 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Coroutine
-from typing import Any
+from collections.abc import Callable, Coroutine
+from typing import Any, TypeVar
 
 log = logging.getLogger("ds_scorer")  # its lines name the program, not this module
+
+T = TypeVar("T")
+
+
+async def on_worker_if(large: bool, fn: Callable[..., T], *args: Any) -> T:
+    """``fn(*args)`` on a worker thread when ``large`` (per-row Python over tens of thousands
+    of rows would hold the event loop, delaying every other client), else right here (a
+    thread hop costs more than a small call)."""
+    if not large:
+        return fn(*args)
+    return await asyncio.get_running_loop().run_in_executor(None, fn, *args)
 
 
 def run_event_loop(main: Coroutine[Any, Any, None], choice: str = "auto") -> None:

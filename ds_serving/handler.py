@@ -9,7 +9,6 @@ scored is counted; and a failure becomes the gRPC status name to answer with.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from collections.abc import Sequence
 from pathlib import Path
@@ -30,6 +29,7 @@ from ds_serving.decoding import (
     concat_decoded,
     decode,
 )
+from ds_serving.event_loop import on_worker_if
 from ds_serving.metrics import ScorerMetrics
 from ds_serving.runtime import OFF_LOOP_ROWS, ModelRuntime
 from ds_serving.scoring import Scorer
@@ -170,13 +170,9 @@ class ScoringHandler:
             ):
                 j += 1
             parts = [decoded for decoded, _ in messages[i:j]]
-            if len(parts) > 1 and sum(len(p.rows) for p in parts) >= OFF_LOOP_ROWS:
-                # joining tens of thousands of rows' ids and grouping them for the eviction
-                # check would hold the event loop: a worker thread does it
-                parts, joint = await asyncio.get_running_loop().run_in_executor(
-                    None, _joined, runtime, parts)
-            else:
-                parts, joint = _joined(runtime, parts)
+            # joining tens of thousands of rows' ids and grouping them for the eviction check
+            large = len(parts) > 1 and sum(len(p.rows) for p in parts) >= OFF_LOOP_ROWS
+            parts, joint = await on_worker_if(large, _joined, runtime, parts)
             if self._host.runtime is not runtime:
                 return results, None  # reloaded: the rest goes to the new model
             try:

@@ -20,13 +20,13 @@ import logging
 import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
-from functools import partial
 from typing import Any, TypeVar
 
 import grpc
 import numpy as np
 
 from ds_serving.decoding import INVALID_ARGUMENT, Decoded, LiveResult, RequestError
+from ds_serving.event_loop import on_worker_if
 from ds_serving.groups import FeatureGroups
 from ds_serving.handler import ScoringHandler, Unavailable
 from ds_serving.proto import SERVICE_NAME, scoring_pb2, scoring_pb2_grpc
@@ -174,15 +174,13 @@ async def _parsed(
     """A stream's request bodies parsed one by one (large ones on a worker thread, as ``Score``
     does); ``Undecodable`` ends it (``ReadAhead`` raises it once the messages before it are
     handed out)."""
-    loop = asyncio.get_running_loop()
     async for body in bodies:
         if not isinstance(body, bytes):
             yield _Received(body, held_bytes(body))
-        elif len(body) >= OFF_LOOP_BYTES:
-            message = await loop.run_in_executor(None, parse, scoring_pb2.ScoreRequest, body)
-            yield _Received(message, len(body))
         else:
-            yield _Received(parse(scoring_pb2.ScoreRequest, body), len(body))
+            message = await on_worker_if(len(body) >= OFF_LOOP_BYTES, parse,
+                                         scoring_pb2.ScoreRequest, body)
+            yield _Received(message, len(body))
 
 
 class ScorerService(scoring_pb2_grpc.ScorerServicer):
@@ -245,15 +243,11 @@ class ScorerService(scoring_pb2_grpc.ScorerServicer):
         # checking tens of thousands of rows' ids and building their answers would hold the
         # event loop (tens of milliseconds), as in ``Score``: large batches do it on a worker
         large = sum(r.n_rows for r in requests) >= OFF_LOOP_ROWS
-        loop = asyncio.get_running_loop()
-        decoded, failure = (
-            await loop.run_in_executor(None, self._decode_each, runtime, requests) if large
-            else self._decode_each(runtime, requests))
+        decoded, failure = await on_worker_if(large, self._decode_each, runtime, requests)
         results, error = await self.handler.score_consecutive(
             runtime, [(d, r.explain) for d, r in zip(decoded, requests, strict=False)]
         )
-        answer = partial(_responses, runtime, requests, results)
-        responses = await loop.run_in_executor(None, answer) if large else answer()
+        responses = await on_worker_if(large, _responses, runtime, requests, results)
         if error is None and len(results) == len(decoded):
             error = failure  # all before the message that failed to decode were scored
         return responses, error
