@@ -114,6 +114,7 @@ class CheckedTimes:
     times: np.ndarray | None
     slots: np.ndarray | None = None
     generation: int = -1
+    layout: GroupLayout | None = None  # where the groups' rows sit (depends on groups only)
 
 
 @dataclass(frozen=True)
@@ -281,11 +282,12 @@ class AlertTracker:
         then pass the result to ``update`` (with no state change in between)."""
         groups = entity_groups(entities) if groups is None else groups
         slots = self._slots.lookup(group_keys(groups))
-        self._check_times(groups, times, slots)
-        return CheckedTimes(groups, times, slots, self.generation)
+        layout = GroupLayout.of(groups, len(entities))
+        self._check_times(groups, times, slots, layout)
+        return CheckedTimes(groups, times, slots, self.generation, layout)
 
     def _check_times(self, groups: EntityGroups, times: np.ndarray | None,
-                     slots: np.ndarray) -> None:
+                     slots: np.ndarray, layout: GroupLayout) -> None:
         """Raises for the first group (in group order) whose times do not fit, as a loop over
         the groups would; the search itself is a few array operations."""
         known = np.flatnonzero(slots >= 0)
@@ -295,7 +297,6 @@ class AlertTracker:
         first_order = len(groups)
         if times is not None and len(groups):
             t = np.asarray(times, dtype=np.float64)
-            layout = GroupLayout.of(groups, len(t))
             within = np.diff(t[layout.order]) < 0
             back = layout.grouped[1:][within & (layout.grouped[1:] == layout.grouped[:-1])]
             last = np.full(len(groups), np.nan)
@@ -352,10 +353,12 @@ class AlertTracker:
             groups = checked.groups
             slots = (checked.slots if checked.generation == self.generation
                      else self._slots.lookup(group_keys(groups)))
+            layout = checked.layout or GroupLayout.of(groups, len(keys))
         else:
             groups = entity_groups(keys)
             slots = self._slots.lookup(group_keys(groups))
-            self._check_times(groups, times, slots)
+            layout = GroupLayout.of(groups, len(keys))
+            self._check_times(groups, times, slots, layout)
         if not len(groups):
             return []
         entity_keys = group_keys(groups)
@@ -363,7 +366,6 @@ class AlertTracker:
         self._timed[slots] = int(times is not None)
         self._slots.touch(slots)
         flags = flags & ~np.isnan(scores)  # an unscored row is never flagged
-        layout = GroupLayout.of(groups, len(keys))
         g = len(groups)
         flagged = np.bincount(layout.codes, weights=flags, minlength=g) > 0
         sizes = np.bincount(layout.codes, minlength=g)
