@@ -279,6 +279,9 @@ class StreamingSmoother:
             history = np.concatenate([np.zeros(keep, dtype=bool), _tail_array(value)])
             put_recent(self._tails, key, self._state(history[len(history) - keep :]))
         other._tails = {}
+        self._evict()
+
+    def _evict(self) -> None:
         record_evictions(SMOOTHING, len(evict_least_recent(self._tails, self.max_entities)))
 
     def _state(self, tail: np.ndarray) -> np.ndarray | _Rebaselined:
@@ -313,7 +316,7 @@ class StreamingSmoother:
             out[positions] = _advance(state, values[positions].tolist(), threshold,
                                       self.smoothing, self.smoothing.rebaseline)
             put_recent(self._tails, key, state)
-        record_evictions(SMOOTHING, len(evict_least_recent(self._tails, self.max_entities)))
+        self._evict()
         return out
 
     def apply(
@@ -339,5 +342,5 @@ class StreamingSmoother:
             history = np.concatenate([tail, raw[positions]])
             out[positions] = _k_of_n(history, self.smoothing)
             put_recent(self._tails, key, history[len(history) - keep :])
-        record_evictions(SMOOTHING, len(evict_least_recent(self._tails, self.max_entities)))
+        self._evict()
         return out
