@@ -34,6 +34,7 @@ from tests.support.serving import (
     POLICY,
     STD,
     normal_rows,
+    scraped,
     server_config,
     write_point_bundle,
 )
@@ -340,10 +341,9 @@ def test_metrics_endpoint(served: tuple[ServerThread, ScorerClient, Path]) -> No
     assert f"ds_scorer_open_alerts {float(opened)}" in text
 
 
-def _metric(port: int, line_start: str) -> float:
-    text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()
-    return next(float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
-                if line.startswith(line_start))
+def _by_store(port: int, family: str) -> dict[str, float]:
+    return {dict(labels)["store"]: value
+            for (_, labels), value in scraped(port, family).items()}
 
 
 def test_metrics_count_entities_with_state_and_evictions(models: Path) -> None:
@@ -356,16 +356,15 @@ def test_metrics_count_entities_with_state_and_evictions(models: Path) -> None:
     client = ScorerClient(f"127.0.0.1:{server.port}", timeout=10)
     try:
         port = server.metrics_port
-        before = {store: _metric(port, f'ds_scorer_entity_evictions_total{{store="{store}"}}')
-                  for store in ("alerts", "smoothing", "windows")}
+        before = _by_store(port, "ds_scorer_entity_evictions")
         client.score(normal_rows(2), ["a", "b"])
-        assert _metric(port, 'ds_scorer_entities{store="alerts"}') == 2.0
-        assert _metric(port, 'ds_scorer_entities{store="smoothing"}') == 2.0
+        held = _by_store(port, "ds_scorer_entities")
+        assert (held["alerts"], held["smoothing"]) == (2.0, 2.0)
         client.score(normal_rows(3), ["c", "d", "e"])  # five entities, room for three
-        assert _metric(port, 'ds_scorer_entities{store="alerts"}') == 3.0
+        assert _by_store(port, "ds_scorer_entities")["alerts"] == 3.0
+        after = _by_store(port, "ds_scorer_entity_evictions")
         for store, evicted in (("alerts", 2.0), ("smoothing", 2.0), ("windows", 0.0)):
-            line = f'ds_scorer_entity_evictions_total{{store="{store}"}}'
-            assert _metric(port, line) - before[store] == evicted
+            assert after[store] - before[store] == evicted
     finally:
         client.close()
         thread.stop(0)

@@ -58,20 +58,25 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def status_counts(metrics_port: int, method: str) -> dict[str, float]:
-    """``ds_scorer_requests_total`` of one method by gRPC code, scraped from a live scorer."""
+def scraped(metrics_port: int, family: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    """The samples of one metric family scraped from a live scorer, by (sample name, sorted
+    labels)."""
     import urllib.request
 
     from prometheus_client.parser import text_string_to_metric_families
 
     url = f"http://127.0.0.1:{metrics_port}/metrics"
     text = urllib.request.urlopen(url, timeout=10).read().decode()
+    return {(sample.name, tuple(sorted(sample.labels.items()))): sample.value
+            for found in text_string_to_metric_families(text) if found.name == family
+            for sample in found.samples}
+
+
+def status_counts(metrics_port: int, method: str) -> dict[str, float]:
+    """``ds_scorer_requests_total`` of one method by gRPC code, scraped from a live scorer."""
     counts: dict[str, float] = {}
-    for family in text_string_to_metric_families(text):
-        if family.name != "ds_scorer_requests":
-            continue
-        for sample in family.samples:
-            if sample.name.endswith("_total") and sample.labels.get("method") == method:
-                code = sample.labels["code"]
-                counts[code] = counts.get(code, 0.0) + sample.value
+    for (name, labels), value in scraped(metrics_port, "ds_scorer_requests").items():
+        by = dict(labels)
+        if name.endswith("_total") and by.get("method") == method:
+            counts[by["code"]] = counts.get(by["code"], 0.0) + value
     return counts
