@@ -43,6 +43,9 @@ def test_each_check_catches_its_problem(good: pd.DataFrame) -> None:
     }
     assert any("mem_util" in f for f in outcomes["feature_values_in_range"].failures)
     assert any("[3]" in f for f in outcomes["label_domain"].failures)
+    # the suite runs pass/fail only; what failed runs again for the counts and examples
+    assert any("cpu_util" in f and "1 unexpected" in f
+               for f in outcomes["features_not_null"].failures)
 
 
 def test_schema_problems(good: pd.DataFrame) -> None:
@@ -50,7 +53,7 @@ def test_schema_problems(good: pd.DataFrame) -> None:
     naive["timestamp"] = naive["timestamp"].dt.tz_localize(None)
     outcomes = validate_telemetry(naive, list(FEATURES), ranges=FEATURE_RANGES)
     failures = " ".join(outcomes["schema_and_dtypes"].failures)
-    assert "latency_ms" in failures and "timezone-aware UTC" in failures
+    assert "missing column(s) ['latency_ms']" in failures and "timezone-aware UTC" in failures
 
 
 def test_minimum_row_count(good: pd.DataFrame) -> None:
