@@ -51,6 +51,16 @@ class Turn:
         self._lock.release()
         self.release()
 
+    def ready(self) -> bool:
+        """Whether the turns before this one are through (the state lock may still be held,
+        by an adoption)."""
+        return self._before is None or self._before.done()
+
+    def waits_for(self) -> asyncio.Future[None]:
+        """What ``ready`` waits for (shielded: a waiter's cancellation must not cancel it)."""
+        assert self._before is not None
+        return asyncio.shield(self._before)
+
     def release(self) -> None:
         """Let the next request go: now, or when the ones before this one are through (a
         request cancelled while waiting must not let later ones overtake earlier ones)."""
@@ -116,6 +126,10 @@ class TurnQueue:
 
     def remove(self, seq: int) -> None:
         self._queued.pop(seq, None)
+
+    def only_before(self, seq: int, seqs: frozenset[int]) -> bool:
+        """Whether every request waiting in line before turn ``seq`` is one of ``seqs``."""
+        return all(q in seqs for q in self._queued if q < seq)
 
     async def gather(
         self, seq: int, mine: Queued, policy: GroupPolicy, max_rows: int

@@ -4,7 +4,8 @@ A ``ModelRuntime`` is a verified, warmed-up model (``load``) plus the per-entity
 belongs to it (``EntityState``). It scores decoded requests (``ds_serving.decoding``): stateless
 ones straight through; a point model's stateful ones run their graph first (possibly shared with
 concurrent requests) and commit in arrival order; a temporal model's hold the state lock in turn
-and score those queued right behind them in the same run (``ds_serving.ordering``). The server
+and score those queued right behind them in the same run (``ds_serving.ordering``), while small
+requests of other entities may pass a large one whose graph runs (``Door``). The server
 swaps one runtime for the next on hot reload, and the new one inherits the state
 (``inherit_state``).
 
@@ -19,7 +20,8 @@ import asyncio
 import datetime as _dt
 import json
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Hashable
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -32,7 +34,8 @@ from ds_serving.decoding import Decoded, LiveResult, RequestError, concat_decode
 from ds_serving.entity_state import EntityState
 from ds_serving.ordering import CommitOrder, Queued, Turn, TurnQueue
 from ds_serving.scoring import Scorer
-from ds_serving.windows import EntityWindows, StagedWindows
+from ds_serving.slots import ALERTS, SMOOTHING, WINDOWS
+from ds_serving.windows import EntityWindows, StagedWindows, group_keys
 
 # runs the graph of a Scorer on model inputs, e.g. on a worker thread: (scorer, inputs, explain)
 RunFn = Callable[[Scorer, np.ndarray, bool], Awaitable[tuple[np.ndarray, np.ndarray | None]]]
@@ -44,6 +47,28 @@ WINDOW_CHUNK_ROWS = 65_536
 # requests this large commit their per-entity state off the event loop (ModelRuntime._off_loop)
 T = TypeVar("T")
 OFF_LOOP_ROWS = 4096
+
+
+@dataclass(eq=False)
+class Door:
+    """Open while a large temporal request's graph runs: a small stateful request may be
+    scored before it when none of its entities is the large one's, no other request waits in
+    line ahead of it, and its new entities fit without evicting any (``room``, reserved at
+    admission). Its answer is then the one it gets in turn, because entities are independent
+    and nothing is evicted (only the recency order differs: it counts as seen before the large
+    request's entities). The large request commits after every admitted one has finished.
+    Without it, a one-row call waited for a 65,536-entity request's whole graph run."""
+
+    entities: frozenset[Hashable]  # the large request's (its group's) entities
+    seqs: frozenset[int]  # the turns of its group
+    room: dict[str, int]  # per store: entities that may still be added without an eviction
+    lock: asyncio.Lock = field(default_factory=asyncio.Lock)  # admitted ones, in arrival order
+    inside: int = 0  # admitted and not finished
+    empty: asyncio.Event = field(default_factory=asyncio.Event)
+
+    def __post_init__(self) -> None:
+        self.empty.set()
+
 
 class ModelRuntime:
     """A verified, warmed-up model plus the live state that belongs to it."""
@@ -80,6 +105,9 @@ class ModelRuntime:
         # server sets its coalescing window; 0 = never wait, group only what queued anyway)
         self.grouping = GroupPolicy(window=0.0)
         self.grouped_requests = 0  # temporal requests scored in another one's group (stats)
+        self._door: Door | None = None  # open while a large temporal request's graph runs
+        self._door_opens: asyncio.Future[None] | None = None  # settled when a door opens
+        self.passing_requests = 0  # small temporal requests scored through a Door (stats)
         self.loaded_at = time.time()
         self.load_seconds = 0.0
 
@@ -145,6 +173,7 @@ class ModelRuntime:
         self._lock = old._lock  # one lock orders both runtimes' updates of the shared state
         self._order = old._order
         self._inherit_from = old
+        old._door = None  # later requests wait in turn (the one inside commits after them)
 
     async def adopt_inherited(self) -> None:
         """Move the replaced runtime's state now, after the requests that arrived on it before
@@ -298,30 +327,55 @@ class ModelRuntime:
         and leaves each its part of the result. It falls back to itself alone when the group
         cannot be scored as one: a request among them is refused (time going back, ...), the
         joint graph run fails, the entities would not fit without evictions, or one of them
-        is cancelled meanwhile; the others then take their own turns."""
+        is cancelled meanwhile; the others then take their own turns. A small request waiting
+        in line passes a large one through its ``Door`` when it may."""
         turn = self._order.take(self._lock)
         mine = Queued(request, explain, asyncio.current_task())
         self._queue.add(turn.seq, mine)
         try:
+            door = await self._turn_or_door(turn, request)
+            if door is not None:
+                self._queue.remove(turn.seq)
+                turn.release()  # the ones behind still wait for those before it
+                return await self._pass(door, request, explain, run)
             async with self._in_turn(turn):
                 if mine.result is not None:  # scored with an earlier request's group
                     return mine.result
                 self._adopt()
                 group = await self._queue.gather(turn.seq, mine, self.grouping, self.max_rows)
                 if len(group) > 1:
-                    result = await self._score_group(group, run)
+                    result = await self._score_group(group, run, turn.seq)
                     if result is not None:
                         return result
                     for member in group[1:]:
                         member.hurry = True
-                return await self._score_alone(request, explain, run)
+                return await self._score_alone(request, explain, run, turn.seq)
         except BaseException:
             mine.gone = True
+            turn.release()  # a no-op once it was entered or passed on
             raise
         finally:
             self._queue.remove(turn.seq)
 
-    async def _score_group(self, group: list[Queued], run: RunFn) -> LiveResult | None:
+    async def _turn_or_door(self, turn: Turn, request: Decoded) -> Door | None:
+        """Wait until the requests before this one are through (None), or, for a small
+        request, until a ``Door`` it may pass opens (the door, with its place reserved)."""
+        small = len(request.rows) < OFF_LOOP_ROWS
+        while not turn.ready():
+            door = self._door
+            if small and door is not None and self._admit(door, request, turn.seq):
+                return door
+            if not small:
+                await turn.waits_for()
+                break
+            if self._door_opens is None:
+                self._door_opens = asyncio.get_running_loop().create_future()
+            await asyncio.wait([turn.waits_for(), self._door_opens],
+                               return_when=asyncio.FIRST_COMPLETED)
+        return None
+
+    async def _score_group(self, group: list[Queued], run: RunFn, seq: int
+                           ) -> LiveResult | None:
         """Score consecutive requests as one; None (nothing changed) when they cannot be."""
         explain = group[0].explain
         rows = sum(len(q.request.rows) for q in group)
@@ -329,8 +383,10 @@ class ModelRuntime:
         if prepared is None:
             return None
         group, joint, checked, staged = prepared
+        seqs = frozenset(range(seq, seq + len(group)))  # the group's turns: consecutive
         try:
-            scores, errors = await self._run_staged(staged, explain, run)
+            scores, errors = await self._run_behind_door(joint, seqs, staged, checked, explain,
+                                                         run)
         except Exception:
             return None  # the first request's own run says what is wrong
         if any(q.leaving for q in group):
@@ -370,11 +426,105 @@ class ModelRuntime:
         assert staged is not None  # a temporal model stages windows
         return checked, staged
 
-    async def _score_alone(self, request: Decoded, explain: bool, run: RunFn) -> LiveResult:
+    async def _score_alone(self, request: Decoded, explain: bool, run: RunFn, seq: int
+                           ) -> LiveResult:
         checked, staged = await self._off_loop(len(request.rows), self._prepare, request)
-        scores, errors = await self._run_staged(staged, explain, run)
+        scores, errors = await self._run_behind_door(request, frozenset((seq,)), staged, checked,
+                                                     explain, run)
         return await self._off_loop(len(request.rows), self._commit, request, staged, scores,
                                     errors, checked)
+
+    async def _run_behind_door(
+        self, request: Decoded, seqs: frozenset[int], staged: StagedWindows,
+        checked: CheckedTimes | None, explain: bool, run: RunFn,
+    ) -> tuple[np.ndarray, np.ndarray | None]:
+        """``_run_staged`` for a request holding its turn; a large one opens a ``Door`` while
+        its graph runs, and closes it (and waits for those inside) before anything else reads
+        or changes the state."""
+        if len(request.rows) < OFF_LOOP_ROWS or self._door is not None:
+            return await self._run_staged(staged, explain, run)
+        entities, room = await self._off_loop(len(request.rows), self._door_for, staged, checked)
+        door = self._door = Door(entities, seqs, room)
+        if self._door_opens is not None:  # requests waiting in line look at it now
+            self._door_opens.set_result(None)
+            self._door_opens = None
+        try:
+            return await self._run_staged(staged, explain, run)
+        finally:
+            if self._door is door:
+                self._door = None
+            if door.inside:  # short: small requests, scored on the loop but for their graph
+                emptied = asyncio.ensure_future(door.empty.wait())
+                try:
+                    await asyncio.shield(emptied)
+                except asyncio.CancelledError:
+                    await asyncio.wait([emptied])
+                    raise
+
+    def _door_for(self, staged: StagedWindows, checked: CheckedTimes | None
+                  ) -> tuple[frozenset[Hashable], dict[str, int]]:
+        """A staged large request's entities, and the room left in each store once they are
+        in (for its ``Door``)."""
+        keys = staged.keys
+        state = self.state
+        new = {WINDOWS: int(np.count_nonzero(staged.slots < 0))}
+        if checked is not None and checked.slots is not None and (
+                checked.generation == state.tracker.generation):
+            new[ALERTS] = int(np.count_nonzero(checked.slots < 0))
+        else:
+            alerts = state.tracker.entity_keys()
+            new[ALERTS] = sum(1 for k in keys if k not in alerts)
+        if state.policy.smoothing.enabled:
+            smoothing = state.smoother.entity_keys()
+            new[SMOOTHING] = sum(1 for k in keys if k not in smoothing)
+        room = {store: self.max_entities - self._held(store) - n for store, n in new.items()}
+        return frozenset(keys), room
+
+    def _held(self, store: str) -> int:
+        state = self.state
+        if store == WINDOWS:
+            return len(state.windows) if state.windows is not None else 0
+        if store == ALERTS:
+            return len(state.tracker.entity_keys())
+        return len(state.smoother.entity_keys())
+
+    def _admit(self, door: Door, request: Decoded, seq: int) -> bool:
+        """Whether ``request`` (turn ``seq``) may pass the large request behind ``door``
+        (``Door``): nobody but the large one's group waits ahead of it; reserves its room when
+        it may."""
+        if seq in door.seqs or not self._queue.only_before(seq, door.seqs):
+            return False
+        assert request.groups is not None  # decode requires ids for a temporal model
+        keys = group_keys(request.groups)
+        if any(k in door.entities for k in keys):
+            return False
+        stores = {WINDOWS: self.state.windows.entity_keys() if self.state.windows else {},
+                  ALERTS: self.state.tracker.entity_keys(),
+                  SMOOTHING: self.state.smoother.entity_keys()}
+        new = {store: sum(1 for k in keys if k not in stores[store]) for store in door.room}
+        if any(n > door.room[store] for store, n in new.items()):
+            return False
+        for store, n in new.items():
+            door.room[store] -= n
+        door.inside += 1
+        door.empty.clear()
+        return True
+
+    async def _pass(self, door: Door, request: Decoded, explain: bool, run: RunFn
+                    ) -> LiveResult:
+        """Score an admitted small request while the large one's graph runs (``Door``): its
+        state is read and changed on the loop, where the large request does neither now."""
+        try:
+            async with door.lock:
+                checked, staged = self._prepare(request)
+                scores, errors = await self._run_staged(staged, explain, run)
+                result = self._commit(request, staged, scores, errors, checked)
+                self.passing_requests += 1
+                return result
+        finally:
+            door.inside -= 1
+            if not door.inside:
+                door.empty.set()
 
     async def _off_loop(self, rows: int, commit: Callable[..., T], *args: Any) -> T:
         """Prepare or commit a request's per-entity state: inline when small, on a worker

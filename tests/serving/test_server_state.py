@@ -615,3 +615,215 @@ def test_grouped_requests_leave_the_eviction_order_of_one_by_one(models: Path) -
     assert rt.grouped_requests == 1
     _same_answers(got, expected)
     assert not np.isnan(got[3].scores).any()  # e1's tail survived e3's arrival
+
+
+# -- small requests passing a large temporal one while its graph runs (runtime.Door) ---------
+
+
+def _timed_rows(rows: np.ndarray, hosts: list[str], clocks: dict[str, float]) -> Decoded:
+    times = []
+    for host in hosts:
+        clocks[host] = clocks.get(host, -1.0) + 1.0
+        times.append(clocks[host])
+    return Decoded(rows=rows, entities=np.asarray(hosts), times=np.asarray(times))
+
+
+def _door_requests(rng: np.random.Generator) -> list[Decoded]:
+    """A large request over h0..h9 (with a history before it), then small ones: one of a new
+    entity, one of an entity of the large request, then another of a new entity."""
+    rows = rng.normal(size=(80, F)).astype(np.float32)
+    rows[rng.random(80) < 0.3] += 6.0  # flagged rows: alerts open and close
+    clocks: dict[str, float] = {}
+    hosts = [f"h{i % 10}" for i in range(60)]
+    return [_timed_rows(rows[:20], hosts[:20], clocks),
+            _timed_rows(rows[20:60], hosts[20:60], clocks),  # the large one
+            _timed_rows(rows[60:63], ["x"] * 3, clocks),  # passes
+            _timed_rows(rows[63:66], ["h3"] * 3, clocks),  # the large one's entity: waits
+            _timed_rows(rows[66:69], ["y"] * 3, clocks)]  # someone waits ahead of it: waits
+
+
+def _large_blocks(release: asyncio.Event, started: asyncio.Event | None = None) -> Any:
+    """A graph runner that holds the large request's windows (20 or more) until ``release``."""
+
+    async def run(scorer: Scorer, inputs: np.ndarray, explain: bool):  # type: ignore[no-untyped-def]
+        if len(inputs) >= 20:
+            if started is not None:
+                started.set()
+            await release.wait()
+        return scorer.run(inputs, explain=explain)
+
+    return run
+
+
+def test_small_requests_of_other_entities_pass_a_large_one_while_its_graph_runs(
+    models: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """While a large request's graph runs, a small request of other entities is answered (it
+    waited for the whole run before); one sharing an entity with it, or behind one that waits,
+    waits its turn. Every answer and alert is the one it gets one by one, in arrival order."""
+    monkeypatch.setattr(runtime_module, "OFF_LOOP_ROWS", 30)  # "large": 30 rows or more
+    policy = {"k": 1, "n": 1, "m": 2, "cooldown": 3}
+    requests = _door_requests(np.random.default_rng(4))
+    expected = _one_by_one(_runtime(models / "a", 3, alerting=policy,
+                                    smoothing={"k": 1, "n": 2}), requests)
+    rt = _runtime(models / "b", 3, alerting=policy, smoothing={"k": 1, "n": 2})
+    large_runs, release = asyncio.Event(), asyncio.Event()
+    run = _large_blocks(release, large_runs)
+
+    async def scenario() -> tuple[list[Any], list[bool]]:
+        got = [await rt.score_async(requests[0], explain=False, run=run)]
+        tasks = [asyncio.ensure_future(rt.score_async(requests[1], explain=False, run=run))]
+        await asyncio.wait_for(large_runs.wait(), 5)
+        for r in requests[2:]:
+            tasks.append(asyncio.ensure_future(rt.score_async(r, explain=False, run=run)))
+            await asyncio.sleep(0.01)
+        done_while_running = [t.done() for t in tasks]
+        release.set()
+        return got + list(await asyncio.gather(*tasks)), done_while_running
+
+    got, done_while_running = asyncio.run(scenario())
+    assert done_while_running == [False, True, False, False]
+    assert rt.passing_requests == 1
+    assert any(g.alerts for g in got)
+    _same_answers(got, expected)
+
+
+def test_a_small_request_waiting_in_line_passes_when_the_door_opens(
+    models: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A small request that arrived while the large one was still being prepared (no door
+    yet) passes as soon as its graph starts running."""
+    monkeypatch.setattr(runtime_module, "OFF_LOOP_ROWS", 30)
+    rows = np.random.default_rng(7).normal(size=(43, F)).astype(np.float32)
+    large = _decoded(rows[:40], [f"h{i % 10}" for i in range(40)])
+    small = _decoded(rows[40:], ["x"] * 3)
+    expected = _one_by_one(_runtime(models / "a", 3), [large, small])
+    rt = _runtime(models / "b", 3)
+    release = asyncio.Event()
+    run = _large_blocks(release)
+
+    async def scenario() -> list[Any]:
+        first = asyncio.ensure_future(rt.score_async(large, explain=False, run=run))
+        await asyncio.sleep(0)  # the large one has its turn and is being prepared
+        assert rt._door is None
+        second = asyncio.ensure_future(rt.score_async(small, explain=False, run=run))
+        await asyncio.wait_for(asyncio.shield(second), 5)  # answered while the large one runs
+        assert not first.done()
+        release.set()
+        return [await first, second.result()]
+
+    got = asyncio.run(scenario())
+    assert rt.passing_requests == 1
+    _same_answers(got, expected)
+
+
+@pytest.mark.parametrize(("new_entities", "passes"), [(2, True), (3, False)])
+def test_a_small_request_that_would_evict_waits_its_turn(
+    models: Path, monkeypatch: pytest.MonkeyPatch, new_entities: int, passes: bool
+) -> None:
+    """With room for 12 entities and 10 in the large request, a small request of 2 new entities
+    passes; one of 3 would evict one (in turn, evictions follow arrival order): it waits."""
+    monkeypatch.setattr(runtime_module, "OFF_LOOP_ROWS", 30)
+    rows = np.random.default_rng(5).normal(size=(40 + new_entities, F)).astype(np.float32)
+    large = _decoded(rows[:40], [f"h{i % 10}" for i in range(40)])
+    small = _decoded(rows[40:], [f"n{i}" for i in range(new_entities)])
+    expected = _one_by_one(ModelRuntime.load(_publish_window(models / "a", 3).path,
+                                             backend="cpu", max_entities=12), [large, small])
+    rt = ModelRuntime.load(_publish_window(models / "b", 3).path, backend="cpu", max_entities=12)
+    large_runs, release = asyncio.Event(), asyncio.Event()
+    run = _large_blocks(release, large_runs)
+
+    async def scenario() -> tuple[list[Any], bool]:
+        first = asyncio.ensure_future(rt.score_async(large, explain=False, run=run))
+        await asyncio.wait_for(large_runs.wait(), 5)
+        second = asyncio.ensure_future(rt.score_async(small, explain=False, run=run))
+        await asyncio.sleep(0.02)
+        passed = second.done()
+        release.set()
+        return list(await asyncio.gather(first, second)), passed
+
+    got, passed = asyncio.run(scenario())
+    assert passed is passes and rt.passing_requests == int(passes)
+    _same_answers(got, expected)
+
+
+def test_a_large_request_cancelled_while_one_passes_commits_nothing(
+    models: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The large request's deadline hits while a small one is inside: the small one's answer
+    stands, the large one's rows are not committed, and later requests see exactly that."""
+    monkeypatch.setattr(runtime_module, "OFF_LOOP_ROWS", 30)
+    rows = np.random.default_rng(6).normal(size=(46, F)).astype(np.float32)
+    large = _decoded(rows[:40], [f"h{i % 10}" for i in range(40)])
+    small, later = _decoded(rows[40:43], ["x"] * 3), _decoded(rows[43:46], ["h1"] * 3)
+    expected = _one_by_one(_runtime(models / "a", 3), [small, later])
+    rt = _runtime(models / "b", 3)
+    large_runs, small_runs = asyncio.Event(), asyncio.Event()
+
+    async def run(scorer: Scorer, inputs: np.ndarray, explain: bool):  # type: ignore[no-untyped-def]
+        if len(inputs) >= 20:
+            large_runs.set()
+            await asyncio.Event().wait()  # never finishes: the deadline cancels it
+        small_runs.set()
+        await asyncio.sleep(0.05)  # still inside when the large one is cancelled
+        return scorer.run(inputs, explain=explain)
+
+    async def scenario() -> list[Any]:
+        first = asyncio.ensure_future(rt.score_async(large, explain=False, run=run))
+        await asyncio.wait_for(large_runs.wait(), 5)
+        second = asyncio.ensure_future(rt.score_async(small, explain=False, run=run))
+        await asyncio.wait_for(small_runs.wait(), 5)  # it passes while the large one runs
+        first.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await first
+        assert second.done()  # the cancelled one waited for it before leaving
+        return [second.result(), await rt.score_async(later, explain=False, run=run)]
+
+    got = asyncio.run(scenario())
+    _same_answers(got, expected)
+    assert rt.windows is not None and len(rt.windows) == 2  # x and h1: none of the large one's
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_requests_passing_large_ones_get_the_answers_of_one_by_one(
+    models: Path, monkeypatch: pytest.MonkeyPatch, seed: int
+) -> None:
+    """Random large and small requests over overlapping entities, arriving while large ones'
+    graphs run: whoever passes whom, every answer, flag and alert is the one-by-one one."""
+    monkeypatch.setattr(runtime_module, "OFF_LOOP_ROWS", 30)
+    rng = np.random.default_rng(seed)
+    policy = {"k": 1, "n": 1, "m": 2, "cooldown": 3}
+    clocks: dict[str, float] = {}
+    requests = []
+    for i in range(24):
+        large = i == 0 or (i > 1 and rng.random() < 0.25)
+        size = int(rng.integers(30, 41)) if large else int(rng.integers(1, 4))
+        # small ones: some share the large ones' entities, some not (the second one never)
+        low, high = (0, 12) if large else (12, 20) if i == 1 else (8, 20)
+        hosts = [f"h{i}" for i in rng.integers(low, high, size=size)]
+        rows = rng.normal(size=(size, F)).astype(np.float32)
+        rows[rng.random(size) < 0.3] += 6.0
+        requests.append(_timed_rows(rows, hosts, clocks))
+    expected = _one_by_one(_runtime(models / "a", 3, alerting=policy,
+                                    smoothing={"k": 1, "n": 2}), requests)
+    rt = _runtime(models / "b", 3, alerting=policy, smoothing={"k": 1, "n": 2})
+
+    first_runs = asyncio.Event()
+
+    async def run(scorer: Scorer, inputs: np.ndarray, explain: bool):  # type: ignore[no-untyped-def]
+        if len(inputs) > 3:  # a large request's windows (a small one has 3 rows at most)
+            first_runs.set()
+            await asyncio.sleep(float(rng.uniform(0.01, 0.03)))
+        return scorer.run(inputs, explain=explain)
+
+    async def scenario() -> list[Any]:
+        tasks = [asyncio.ensure_future(rt.score_async(requests[0], explain=False, run=run))]
+        await asyncio.wait_for(first_runs.wait(), 5)  # the second one arrives while it runs
+        for r in requests[1:]:
+            tasks.append(asyncio.ensure_future(rt.score_async(r, explain=False, run=run)))
+            await asyncio.sleep(float(rng.uniform(0, 0.006)))
+        return list(await asyncio.gather(*tasks, return_exceptions=True))
+
+    got = asyncio.run(scenario())
+    _same_answers(got, expected)
+    assert rt.passing_requests > 0
