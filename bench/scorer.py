@@ -48,12 +48,15 @@ from ds_serving.client import encode_request
 from ds_serving.event_loop import run_event_loop
 from ds_serving.proto import SERVICE_NAME, scoring_pb2, scoring_pb2_grpc
 from ds_serving.servicer import OFF_LOOP_BYTES
-from tests.support.models import dense_autoencoder, window_model
+from tests.support.models import conv_autoencoder, dense_autoencoder, window_model
 
 RESULTS = Path(__file__).parent / "results"
 SCORE_METHOD = "datasentinel.scoring.v1.Scorer/Score"
 FEATURES = ["cpu", "memory", "disk_io", "net_in", "net_out", "latency", "error_rate", "req_rate"]
 TEMPORAL_WINDOW = 16  # rows per window of the temporal model of the entity-per-client phase
+# (d) on the temporal AE: the largest requests' entities, each with 65,536 / this rows, so
+# every request completes windows and the graph runs (one row per entity completes none)
+TEMPORAL_LARGE_ENTITIES = 4096
 
 
 def _free_port() -> int:
@@ -353,15 +356,17 @@ def _status_counts(metrics_port: int, method: str, counter: str = SCORER_REQUEST
 LARGE_REQUEST_PERIOD_S = 0.5  # (d): one largest request starts every this often
 
 
-def _send_largest_requests(target: str, n_features: int, stop: Any, count: Any) -> None:
+def _send_largest_requests(target: str, n_features: int, stop: Any, count: Any,
+                           entities: int = 65_536) -> None:
     """In its own process (own GIL, like a remote client): start the largest request the
     server accepts by default every ``LARGE_REQUEST_PERIOD_S`` (or as soon as the one before
     answered) until ``stop`` is set. A fixed rate, so the scorer and the empty handler are
     measured under the same load: sent back to back, the faster server would take more large
-    requests, and its small calls would meet more of them."""
+    requests, and its small calls would meet more of them. Its 65,536 rows belong to
+    ``entities`` entities (256-byte ids), 65,536 / ``entities`` consecutive rows each."""
     rng = np.random.default_rng(2)
-    big = encode_request(rng.normal(size=(65_536, n_features)).astype(np.float32),
-                         [f"{i:0256d}" for i in range(65_536)])
+    ids = [f"{i:0256d}" for i in range(entities)] * (65_536 // entities)
+    big = encode_request(rng.normal(size=(len(ids), n_features)).astype(np.float32), ids)
     options = [("grpc.max_receive_message_length", 64 << 20),
                ("grpc.max_send_message_length", 64 << 20)]
     with grpc.insecure_channel(target, options=options) as channel:
@@ -375,16 +380,20 @@ def _send_largest_requests(target: str, n_features: int, stop: Any, count: Any) 
 
 
 async def _probe_under_big_requests(target: str, n_features: int, seconds: float,
-                                    model_info: bool = False) -> dict[str, Any]:
+                                    model_info: bool = False, entity: str | None = None,
+                                    entities: int = 65_536) -> dict[str, Any]:
     """Event-loop blocking seen by a small client: 1-row ``Score`` latency on its own, then
     while another process sends the largest request the server accepts by default (65,536
     rows, each with its own 256-byte entity id: decoding and per-entity work at their most),
     two a second. ``model_info``: probe with ``GetModelInfo`` instead (a temporal model's
-    scoring requests wait for the ones before them by design; this one needs no turn)."""
+    scoring requests wait for the ones before them by design; this one needs no turn).
+    ``entity``: the probe's rows carry this entity id (a temporal model needs one), and the
+    large requests hold ``entities`` entities (``_send_largest_requests``)."""
     import multiprocessing
 
     probe_request = encode_request(
-        np.random.default_rng(3).normal(size=(1, n_features)).astype(np.float32))
+        np.random.default_rng(3).normal(size=(1, n_features)).astype(np.float32),
+        None if entity is None else [entity])
     async with grpc.aio.insecure_channel(target) as channel:
         stub = scoring_pb2_grpc.ScorerStub(channel)
 
@@ -410,7 +419,7 @@ async def _probe_under_big_requests(target: str, n_features: int, seconds: float
         ctx = multiprocessing.get_context("spawn")
         stop, count = ctx.Event(), ctx.Value("i", 0)
         sender = ctx.Process(target=_send_largest_requests,
-                             args=(target, n_features, stop, count))
+                             args=(target, n_features, stop, count, entities))
         sender.start()
         while count.value < 1 and sender.is_alive():  # the sender's first call has landed
             await asyncio.sleep(0.05)
@@ -672,6 +681,24 @@ def main(argv: list[str] | None = None) -> int:
         finally:
             server.terminate()
             server.wait(30)
+        print("(d) 1-row Score of its own entity while the largest requests (4,096 entities x "
+              f"16 rows) go to a temporal AE of the default's size (window {TEMPORAL_WINDOW})",
+              file=sys.stderr)
+        ae_models = tmp / "temporal-ae-models"
+        ae = write_bundle(ae_models, "bench-temporal-ae",
+                          conv_autoencoder(n_features, TEMPORAL_WINDOW),
+                          kind="temporal_autoencoder", features=list(bundle.manifest.features),
+                          threshold=0.5, threshold_rule={"rule": "fixed"},
+                          window=TEMPORAL_WINDOW)
+        promote(ae_models, "bench-temporal-ae", ae.manifest.version)
+        server, port, metrics_port = _start_server(ae_models, "bench-temporal-ae", args, 1)
+        try:
+            d_temporal_score = asyncio.run(_probe_under_big_requests(
+                f"127.0.0.1:{port}", n_features, args.seconds, entity="probe",
+                entities=TEMPORAL_LARGE_ENTITIES))
+        finally:
+            server.terminate()
+            server.wait(30)
         print("floor: empty grpc.aio handler, single rows", file=sys.stderr)
         echo_port = _free_port()
         echo = subprocess.Popen([sys.executable, "-m", "bench.scorer", "--echo-server",
@@ -758,6 +785,7 @@ def main(argv: list[str] | None = None) -> int:
         "c_score_stream_64": c,
         "d_probe_during_largest_request": d,
         "d_model_info_probe_during_largest_temporal_request": d_temporal,
+        "d_entity_score_probe_during_largest_temporal_ae_request": d_temporal_score,
         "b_judged_on": "h2load" if b_native is not None else "python client (h2load missing)",
         "targets_met": targets,
     }
@@ -823,6 +851,10 @@ def _table(r: dict[str, Any]) -> None:
     if dt is not None:
         rows.append(("(d) GetModelInfo, temporal model, loaded",
                      f"{dt['loaded']['requests']:,} calls", dt["loaded"], "-"))
+    ds = r.get("d_entity_score_probe_during_largest_temporal_ae_request")
+    if ds is not None:
+        rows.append(("(d) Score 1 row + id, temporal AE, loaded",
+                     f"{ds['loaded']['requests']:,} calls", ds["loaded"], "-"))
     floor = d.get("floor_empty_grpc_handler")
     if floor is not None:
         rows.append(("(d) same, empty grpc.aio handler (floor)",

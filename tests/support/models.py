@@ -2,8 +2,9 @@
 
 They follow the bundle contract (input ``features``, outputs ``score`` and ``feature_errors``,
 normalisation inside the graph) without needing torch: a dense autoencoder with the production
-detector's default layer sizes (random weights), and a temporal model scoring a window by how far
-its last row is from the window's mean.
+detector's default layer sizes (random weights), a temporal model scoring a window by how far its
+last row is from the window's mean, and a convolutional autoencoder of the temporal detector's
+default sizes (random weights).
 """
 
 from __future__ import annotations
@@ -98,3 +99,59 @@ def window_model(n_features: int = 4, window: int = 5) -> bytes:
         helper.make_node("ReduceMean", ["feature_errors"], ["score"], axes=[1], keepdims=0),
     ]
     return _model(nodes, inits, n_features, window, "window_model")
+
+
+def conv_autoencoder(
+    n_features: int = 8,
+    window: int = 16,
+    channels: Sequence[int] = (32, 16),
+    kernel_size: int = 5,
+    latent: int = 16,
+    *,
+    seed: int = 0,
+) -> bytes:
+    """features [b, W, f] -> 1-D convolutions over time around a dense bottleneck (the temporal
+    detector's default sizes, random weights) -> score = mean squared error over the window."""
+    rng = np.random.default_rng(seed)
+    pad = kernel_size // 2
+    inits: list[onnx.TensorProto] = [
+        numpy_helper.from_array(np.array([-1, channels[-1] * window], np.int64), "flat"),
+        numpy_helper.from_array(np.array([-1, channels[-1], window], np.int64), "unflat"),
+    ]
+    nodes = [helper.make_node("Transpose", ["features"], ["x"], perm=[0, 2, 1])]  # [b, f, W]
+
+    def conv(name: str, source: str, c_in: int, c_out: int, relu: bool) -> str:
+        w = rng.normal(scale=1.0 / np.sqrt(c_in * kernel_size), size=(c_out, c_in, kernel_size))
+        inits.extend([_const(f"{name}_w", w), _const(f"{name}_b", np.zeros(c_out))])
+        nodes.append(helper.make_node("Conv", [source, f"{name}_w", f"{name}_b"], [name],
+                                      pads=[pad, pad], kernel_shape=[kernel_size]))
+        if not relu:
+            return name
+        nodes.append(helper.make_node("Relu", [name], [f"{name}_r"]))
+        return f"{name}_r"
+
+    def gemm(name: str, source: str, a: int, b: int) -> str:
+        inits.extend([_const(f"{name}_w", rng.normal(scale=1.0 / np.sqrt(a), size=(a, b))),
+                      _const(f"{name}_b", np.zeros(b))])
+        nodes.append(helper.make_node("Gemm", [source, f"{name}_w", f"{name}_b"], [name]))
+        return name
+
+    h, c_in = "x", n_features
+    for i, c in enumerate(channels):
+        h, c_in = conv(f"enc{i}", h, c_in, c, relu=True), c
+    nodes.append(helper.make_node("Reshape", [h, "flat"], ["flat_h"]))
+    z = gemm("to_latent", "flat_h", c_in * window, latent)
+    up = gemm("from_latent", z, latent, c_in * window)
+    nodes += [helper.make_node("Relu", [up], ["up_r"]),
+              helper.make_node("Reshape", ["up_r", "unflat"], ["dec_in"])]
+    h, rev = "dec_in", [*reversed(channels), n_features]
+    for i, (a, b) in enumerate(itertools.pairwise(rev)):
+        h = conv(f"dec{i}", h, a, b, relu=i < len(rev) - 2)
+    nodes += [
+        helper.make_node("Transpose", [h], ["recon"], perm=[0, 2, 1]),
+        helper.make_node("Sub", ["features", "recon"], ["diff"]),
+        helper.make_node("Mul", ["diff", "diff"], ["errors"]),
+        helper.make_node("ReduceMean", ["errors"], ["feature_errors"], axes=[1], keepdims=0),
+        helper.make_node("ReduceMean", ["feature_errors"], ["score"], axes=[1], keepdims=0),
+    ]
+    return _model(nodes, inits, n_features, window, "conv_autoencoder")
