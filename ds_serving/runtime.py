@@ -20,6 +20,7 @@ import asyncio
 import datetime as _dt
 import json
 import time
+import weakref
 from collections.abc import Awaitable, Callable, Hashable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -106,6 +107,9 @@ class ModelRuntime:
         self.grouping = GroupPolicy(window=0.0)
         self.grouped_requests = 0  # temporal requests scored in another one's group (stats)
         self._door: Door | None = None  # open while a large temporal request's graph runs
+        # the runtimes this one replaced, while alive: a request that reached one of them late
+        # (across a reload) waits in that one's line, and nobody may pass it
+        self._replaced: list[weakref.ref[ModelRuntime]] = []
         self._door_opens: asyncio.Future[None] | None = None  # settled when a door opens
         self.passing_requests = 0  # small temporal requests scored through a Door (stats)
         self.loaded_at = time.time()
@@ -174,6 +178,7 @@ class ModelRuntime:
         self._order = old._order
         self._inherit_from = old
         old._door = None  # later requests wait in turn (the one inside commits after them)
+        self._replaced = [weakref.ref(old), *old._replaced]
 
     async def adopt_inherited(self) -> None:
         """Move the replaced runtime's state now, after the requests that arrived on it before
@@ -492,7 +497,10 @@ class ModelRuntime:
         """Whether ``request`` (turn ``seq``) may pass the large request behind ``door``
         (``Door``): nobody but the large one's group waits ahead of it; reserves its room when
         it may."""
-        if seq in door.seqs or not self._queue.only_before(seq, door.seqs):
+        replaced = [r for ref in self._replaced if (r := ref()) is not None]
+        self._replaced = [weakref.ref(r) for r in replaced]
+        if seq in door.seqs or not all(q.only_before(seq, door.seqs)
+                                       for q in (self._queue, *(r._queue for r in replaced))):
             return False
         assert request.groups is not None  # decode requires ids for a temporal model
         keys = group_keys(request.groups)

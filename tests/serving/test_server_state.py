@@ -827,3 +827,34 @@ def test_requests_passing_large_ones_get_the_answers_of_one_by_one(
     got = asyncio.run(scenario())
     _same_answers(got, expected)
     assert rt.passing_requests > 0
+
+
+def test_nobody_passes_a_request_waiting_on_the_replaced_model(
+    models: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Across a reload a request can reach the old runtime after a large one took its turn on
+    the new one; it waits in the old one's line, and a later small request of the same entity
+    on the new runtime must not pass it."""
+    monkeypatch.setattr(runtime_module, "OFF_LOOP_ROWS", 30)
+    rows = np.random.default_rng(8).normal(size=(42, F)).astype(np.float32)
+    old = _runtime(models / "a", 3)
+    new = _runtime(models / "b", 3)
+    new.inherit_state(old)
+    large = _decoded(rows[:40], [f"h{i % 10}" for i in range(40)])
+    late, small = _decoded(rows[40:41], ["x"]), _decoded(rows[41:42], ["x"])
+    large_runs, release = asyncio.Event(), asyncio.Event()
+    run = _large_blocks(release, large_runs)
+
+    async def scenario() -> tuple[bool, int]:
+        first = asyncio.ensure_future(new.score_async(large, explain=False, run=run))
+        await asyncio.wait_for(large_runs.wait(), 5)
+        waiting = asyncio.ensure_future(old.score_async(late, explain=False, run=run))
+        await asyncio.sleep(0.01)
+        second = asyncio.ensure_future(new.score_async(small, explain=False, run=run))
+        await asyncio.sleep(0.02)
+        passed = second.done()
+        release.set()
+        await asyncio.gather(first, waiting, second)
+        return passed, new.passing_requests
+
+    assert asyncio.run(scenario()) == (False, 0)
