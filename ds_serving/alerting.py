@@ -214,6 +214,10 @@ class AlertTracker:
         self._open -= int(np.count_nonzero(self._is_open[victims]))
         self._is_open[victims] = False
 
+    def touch(self, entities: Sequence[Hashable]) -> None:
+        """Make ``entities`` (those with alert state) the most recently seen, in this order."""
+        self._slots.touch_keys(entities)
+
     def entity_keys(self) -> KeysView[Hashable]:
         """The entities holding state now (live view)."""
         return self._slots.keys()

@@ -9,6 +9,7 @@ request that fails or is cancelled leaves them as they were. ``ModelRuntime`` de
 
 from __future__ import annotations
 
+from collections.abc import Hashable, Sequence
 from typing import Any
 
 import numpy as np
@@ -133,6 +134,14 @@ class EntityState:
         """Advance the windows by what ``stage`` staged."""
         assert self.windows is not None
         self.windows.commit(staged)
+
+    def touch(self, entities: Sequence[Hashable]) -> None:
+        """Make ``entities`` (those holding state) the most recently seen, in this order, in
+        every store."""
+        if self.windows is not None:
+            self.windows.touch(entities)
+        self.smoother.touch(entities)
+        self.tracker.touch(entities)
 
     def flag(
         self, request: Decoded, scores: np.ndarray, checked: CheckedTimes | None

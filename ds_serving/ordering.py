@@ -27,16 +27,17 @@ class Turn:
     """One stateful request's place in arrival order (see ``CommitOrder``); as an async
     context manager it waits for the turn, then holds the state lock."""
 
-    __slots__ = ("_before", "_lock", "_mine", "seq")
+    __slots__ = ("_before", "_lock", "_mine", "_pending", "seq")
 
     def __init__(
         self, before: asyncio.Future[None] | None, mine: asyncio.Future[None],
-        lock: asyncio.Lock, seq: int = 0,
+        lock: asyncio.Lock, seq: int = 0, pending: set[int] | None = None,
     ) -> None:
         self._before = before
         self._mine = mine
         self._lock = lock
         self.seq = seq  # place in arrival order: consecutive turns have consecutive numbers
+        self._pending = pending  # the order's turns not yet released (``CommitOrder.pending``)
 
     async def __aenter__(self) -> None:
         try:
@@ -64,6 +65,8 @@ class Turn:
     def release(self) -> None:
         """Let the next request go: now, or when the ones before this one are through (a
         request cancelled while waiting must not let later ones overtake earlier ones)."""
+        if self._pending is not None:
+            self._pending.discard(self.seq)
         mine, before = self._mine, self._before
         if mine.done():
             return
@@ -103,12 +106,20 @@ class CommitOrder:
     def __init__(self) -> None:
         self._last: asyncio.Future[None] | None = None
         self._taken = 0
+        # turns taken and not yet released (committed, passed on or given up), of every
+        # runtime sharing this order: a request may pass only those of its door's group
+        self.pending: set[int] = set()
 
     def take(self, lock: asyncio.Lock) -> Turn:
         mine: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         before, self._last = self._last, mine
         self._taken += 1
-        return Turn(before, mine, lock, self._taken)
+        self.pending.add(self._taken)
+        return Turn(before, mine, lock, self._taken, self.pending)
+
+    def only_before(self, seq: int, seqs: frozenset[int]) -> bool:
+        """Whether every turn before ``seq`` still pending is one of ``seqs``."""
+        return all(q in seqs for q in self.pending if q < seq)
 
 
 class TurnQueue:
@@ -126,10 +137,6 @@ class TurnQueue:
 
     def remove(self, seq: int) -> None:
         self._queued.pop(seq, None)
-
-    def only_before(self, seq: int, seqs: frozenset[int]) -> bool:
-        """Whether every request waiting in line before turn ``seq`` is one of ``seqs``."""
-        return all(q in seqs for q in self._queued if q < seq)
 
     async def gather(
         self, seq: int, mine: Queued, policy: GroupPolicy, max_rows: int

@@ -20,8 +20,7 @@ import asyncio
 import datetime as _dt
 import json
 import time
-import weakref
-from collections.abc import Awaitable, Callable, Hashable
+from collections.abc import Awaitable, Callable, Hashable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
@@ -71,6 +70,20 @@ class Door:
         self.empty.set()
 
 
+async def _uncancellable(work: asyncio.Future[T]) -> T:
+    """``work``'s result, waiting for it to finish also when cancelled (as often as that
+    happens); a cancellation is raised once it has."""
+    cancelled = False
+    while not work.done():
+        try:
+            await asyncio.shield(work)
+        except asyncio.CancelledError:
+            cancelled = True
+    if cancelled:
+        raise asyncio.CancelledError
+    return work.result()
+
+
 class ModelRuntime:
     """A verified, warmed-up model plus the live state that belongs to it."""
 
@@ -107,9 +120,12 @@ class ModelRuntime:
         self.grouping = GroupPolicy(window=0.0)
         self.grouped_requests = 0  # temporal requests scored in another one's group (stats)
         self._door: Door | None = None  # open while a large temporal request's graph runs
-        # the runtimes this one replaced, while alive: a request that reached one of them late
-        # (across a reload) waits in that one's line, and nobody may pass it
-        self._replaced: list[weakref.ref[ModelRuntime]] = []
+        self._retired = False  # replaced on reload: opens no more doors
+        # entities of requests that passed, in the order they passed, and the turns they
+        # passed that have not committed or left: after each such commit the passers' entities
+        # are seen again, so the recency order (and later evictions) is that of arrival order
+        self._passers: list[Sequence[Hashable]] = []
+        self._passed: set[int] = set()
         self._door_opens: asyncio.Future[None] | None = None  # settled when a door opens
         self.passing_requests = 0  # small temporal requests scored through a Door (stats)
         self.loaded_at = time.time()
@@ -178,7 +194,7 @@ class ModelRuntime:
         self._order = old._order
         self._inherit_from = old
         old._door = None  # later requests wait in turn (the one inside commits after them)
-        self._replaced = [weakref.ref(old), *old._replaced]
+        old._retired = True
 
     async def adopt_inherited(self) -> None:
         """Move the replaced runtime's state now, after the requests that arrived on it before
@@ -361,6 +377,7 @@ class ModelRuntime:
             raise
         finally:
             self._queue.remove(turn.seq)
+            self._seen_again(frozenset((turn.seq,)), committed=False)
 
     async def _turn_or_door(self, turn: Turn, request: Decoded) -> Door | None:
         """Wait until the requests before this one are through (None), or, for a small
@@ -373,8 +390,9 @@ class ModelRuntime:
             if not small:
                 await turn.waits_for()
                 break
-            if self._door_opens is None:
-                self._door_opens = asyncio.get_running_loop().create_future()
+            loop = asyncio.get_running_loop()
+            if self._door_opens is None or self._door_opens.get_loop() is not loop:
+                self._door_opens = loop.create_future()  # (a runtime outlives a test's loop)
             await asyncio.wait([turn.waits_for(), self._door_opens],
                                return_when=asyncio.FIRST_COMPLETED)
         return None
@@ -398,6 +416,7 @@ class ModelRuntime:
             return None  # one left while the graph ran: commit nothing of its rows
         committed = await self._off_loop(len(joint.rows), self._commit, joint, staged, scores,
                                          errors, checked)
+        self._seen_again(seqs)
         answers = committed.split([len(q.request.rows) for q in group])
         for queued, answer in zip(group[1:], answers[1:], strict=True):
             queued.result = answer
@@ -436,8 +455,10 @@ class ModelRuntime:
         checked, staged = await self._off_loop(len(request.rows), self._prepare, request)
         scores, errors = await self._run_behind_door(request, frozenset((seq,)), staged, checked,
                                                      explain, run)
-        return await self._off_loop(len(request.rows), self._commit, request, staged, scores,
-                                    errors, checked)
+        result = await self._off_loop(len(request.rows), self._commit, request, staged, scores,
+                                      errors, checked)
+        self._seen_again(frozenset((seq,)))
+        return result
 
     async def _run_behind_door(
         self, request: Decoded, seqs: frozenset[int], staged: StagedWindows,
@@ -446,25 +467,20 @@ class ModelRuntime:
         """``_run_staged`` for a request holding its turn; a large one opens a ``Door`` while
         its graph runs, and closes it (and waits for those inside) before anything else reads
         or changes the state."""
-        if len(request.rows) < OFF_LOOP_ROWS or self._door is not None:
+        if len(request.rows) < OFF_LOOP_ROWS or self._door is not None or self._retired:
             return await self._run_staged(staged, explain, run)
         entities, room = await self._off_loop(len(request.rows), self._door_for, staged, checked)
         door = self._door = Door(entities, seqs, room)
-        if self._door_opens is not None:  # requests waiting in line look at it now
-            self._door_opens.set_result(None)
-            self._door_opens = None
+        opens, self._door_opens = self._door_opens, None
+        if opens is not None and opens.get_loop() is asyncio.get_running_loop():
+            opens.set_result(None)  # requests waiting in line look at it now
         try:
             return await self._run_staged(staged, explain, run)
         finally:
             if self._door is door:
                 self._door = None
             if door.inside:  # short: small requests, scored on the loop but for their graph
-                emptied = asyncio.ensure_future(door.empty.wait())
-                try:
-                    await asyncio.shield(emptied)
-                except asyncio.CancelledError:
-                    await asyncio.wait([emptied])
-                    raise
+                await _uncancellable(asyncio.ensure_future(door.empty.wait()))
 
     def _door_for(self, staged: StagedWindows, checked: CheckedTimes | None
                   ) -> tuple[frozenset[Hashable], dict[str, int]]:
@@ -497,10 +513,7 @@ class ModelRuntime:
         """Whether ``request`` (turn ``seq``) may pass the large request behind ``door``
         (``Door``): nobody but the large one's group waits ahead of it; reserves its room when
         it may."""
-        replaced = [r for ref in self._replaced if (r := ref()) is not None]
-        self._replaced = [weakref.ref(r) for r in replaced]
-        if seq in door.seqs or not all(q.only_before(seq, door.seqs)
-                                       for q in (self._queue, *(r._queue for r in replaced))):
+        if seq in door.seqs or not self._order.only_before(seq, door.seqs):
             return False
         assert request.groups is not None  # decode requires ids for a temporal model
         keys = group_keys(request.groups)
@@ -514,9 +527,23 @@ class ModelRuntime:
             return False
         for store, n in new.items():
             door.room[store] -= n
+        self._passed |= door.seqs
         door.inside += 1
         door.empty.clear()
         return True
+
+    def _seen_again(self, seqs: frozenset[int], committed: bool = True) -> None:
+        """Turns ``seqs`` committed (or left without committing): when requests passed them,
+        the passers' entities are seen again after such a commit, in the order they passed, as
+        if they had come in turn (the recency order decides later evictions)."""
+        if not self._passed & seqs:
+            return
+        self._passed -= seqs
+        if committed:
+            for keys in self._passers:
+                self.state.touch(keys)
+        if not self._passed:
+            self._passers.clear()
 
     async def _pass(self, door: Door, request: Decoded, explain: bool, run: RunFn
                     ) -> LiveResult:
@@ -527,6 +554,8 @@ class ModelRuntime:
                 checked, staged = self._prepare(request)
                 scores, errors = await self._run_staged(staged, explain, run)
                 result = self._commit(request, staged, scores, errors, checked)
+                assert request.groups is not None
+                self._passers.append(group_keys(request.groups))
                 self.passing_requests += 1
                 return result
         finally:
@@ -544,12 +573,8 @@ class ModelRuntime:
         meanwhile, so commits never overlap and state is never half-written."""
         if rows < OFF_LOOP_ROWS:
             return commit(*args)
-        done = asyncio.get_running_loop().run_in_executor(None, commit, *args)
-        try:
-            return await asyncio.shield(done)
-        except asyncio.CancelledError:
-            await asyncio.wait([done])
-            raise
+        return await _uncancellable(asyncio.get_running_loop().run_in_executor(None, commit,
+                                                                               *args))
 
     async def _run_staged(
         self, staged: StagedWindows, explain: bool, run: RunFn

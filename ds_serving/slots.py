@@ -138,6 +138,11 @@ class EntitySlots:
         self._stamp[slots] = self._tick + np.arange(len(slots))
         self._tick += len(slots)
 
+    def touch_keys(self, keys: Sequence[Hashable]) -> None:
+        """``touch`` the slots of those of ``keys`` holding one."""
+        slots = self.lookup(keys)
+        self.touch(slots[slots >= 0])
+
     def evict(self) -> np.ndarray:
         """Free the least recently seen slots beyond ``max_entities``; returns them (the owner
         reads what it must from them before they are handed out again)."""

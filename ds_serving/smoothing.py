@@ -289,6 +289,12 @@ class StreamingSmoother:
             return tail
         return _Rebaselined(deque(tail.tolist(), maxlen=max(1, self.smoothing.n - 1)))
 
+    def touch(self, entities: Sequence[Hashable]) -> None:
+        """Make ``entities`` (those with a tail) the most recently seen, in this order."""
+        for key in entities:
+            if key in self._tails:
+                put_recent(self._tails, key, self._tails[key])
+
     def entity_keys(self) -> KeysView[Hashable]:
         """The entities holding state now (live view)."""
         return self._tails.keys()

@@ -421,6 +421,10 @@ class EntityWindows:
             self.window, layout.order[full].astype(np.int64), source, run[full], end[full],
             layout.heads, new, old, by_group, group_ids, slots, self._slots.generation)
 
+    def touch(self, entities: Sequence[Hashable]) -> None:
+        """Make ``entities`` (those with a tail) the most recently seen, in this order."""
+        self._slots.touch_keys(entities)
+
     def commit(self, staged: StagedWindows) -> None:
         """Advance the tails to the end of a staged batch (most recently seen last)."""
         slots = (staged.slots if staged.generation == self._slots.generation

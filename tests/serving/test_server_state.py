@@ -858,3 +858,96 @@ def test_nobody_passes_a_request_waiting_on_the_replaced_model(
         return passed, new.passing_requests
 
     assert asyncio.run(scenario()) == (False, 0)
+
+
+def test_a_passer_is_seen_after_the_request_it_passed(
+    models: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Least recently seen entities are evicted first. A request that passed a large one is
+    seen again after the large one commits, so a later eviction drops what it drops one by
+    one (a large-request entity), not the passer's entity."""
+    monkeypatch.setattr(runtime_module, "OFF_LOOP_ROWS", 30)
+    rows = np.random.default_rng(9).normal(size=(48, F)).astype(np.float32)
+    requests = [_decoded(rows[:2], ["x", "x"]),
+                _decoded(rows[2:42], [f"h{i % 10}" for i in range(40)]),  # large
+                _decoded(rows[42:43], ["x"]),  # passes it
+                _decoded(rows[43:45], ["n0", "n1"]),  # 13 entities > 12: one is evicted
+                _decoded(rows[45:48], ["x"] * 3)]
+    expected = _one_by_one(ModelRuntime.load(_publish_window(models / "a", 3).path,
+                                             backend="cpu", max_entities=12), requests)
+    rt = ModelRuntime.load(_publish_window(models / "b", 3).path, backend="cpu", max_entities=12)
+    large_runs, release = asyncio.Event(), asyncio.Event()
+    run = _large_blocks(release, large_runs)
+
+    async def scenario() -> list[Any]:
+        got = [await rt.score_async(requests[0], explain=False, run=run)]
+        large = asyncio.ensure_future(rt.score_async(requests[1], explain=False, run=run))
+        await asyncio.wait_for(large_runs.wait(), 5)
+        got_small = await asyncio.wait_for(
+            rt.score_async(requests[2], explain=False, run=run), 5)
+        release.set()
+        got += [await large, got_small]
+        for r in requests[3:]:
+            got.append(await rt.score_async(r, explain=False, run=run))
+        return got
+
+    got = asyncio.run(scenario())
+    assert rt.passing_requests == 1
+    assert not np.isnan(got[4].scores).all()  # x kept its tail
+    _same_answers(got, expected)
+
+
+def test_a_replaced_runtime_opens_no_door_and_point_turns_are_not_passed(
+    models: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """After a reload, a large request that reached the old runtime late opens no door there;
+    and a point model's request waiting in the shared line (no temporal queue holds it) is
+    not passed by a small request of the same entity on the new, temporal runtime."""
+    monkeypatch.setattr(runtime_module, "OFF_LOOP_ROWS", 30)
+    rows = np.random.default_rng(10).normal(size=(82, F)).astype(np.float32)
+    old, new = _point_runtime(models / "a"), _runtime(models / "b", 3)
+    new.inherit_state(old)
+    large = Decoded(rows=rows[:40], entities=np.asarray([f"h{i % 10}" for i in range(40)]),
+                    times=np.repeat(np.arange(4, dtype=np.float64), 10))
+    point = _timed(rows[40:41], "x", 10.0)
+    small = _timed(rows[41:42], "x", 11.0)
+    large_runs, release = asyncio.Event(), asyncio.Event()
+    run = _large_blocks(release, large_runs)
+
+    async def scenario() -> tuple[bool, list[Any]]:
+        first = asyncio.ensure_future(new.score_async(large, explain=False, run=run))
+        await asyncio.wait_for(large_runs.wait(), 5)
+        waiting = asyncio.ensure_future(old.score_async(point, explain=False, run=run))
+        await asyncio.sleep(0.01)
+        second = asyncio.ensure_future(new.score_async(small, explain=False, run=run))
+        await asyncio.sleep(0.02)
+        passed = second.done()
+        release.set()
+        return passed, list(await asyncio.gather(first, waiting, second,
+                                                 return_exceptions=True))
+
+    passed, got = asyncio.run(scenario())
+    assert not passed and new.passing_requests == 0
+    assert not any(isinstance(g, BaseException) for g in got)  # x's times stay in order
+    assert old._door is None and old._retired
+
+
+def test_waiting_for_work_survives_repeated_cancellation() -> None:
+    """A large request's commit or its passers are waited for however often the request is
+    cancelled; the cancellation is raised once they are done."""
+
+    async def scenario() -> list[str]:
+        log: list[str] = []
+        work = asyncio.get_running_loop().create_future()
+        waiter = asyncio.ensure_future(runtime_module._uncancellable(work))
+        for _ in range(3):
+            await asyncio.sleep(0)
+            waiter.cancel()
+        await asyncio.sleep(0.01)
+        log.append(f"done before the work: {waiter.done()}")
+        work.set_result(1)
+        with pytest.raises(asyncio.CancelledError):
+            await waiter
+        return log
+
+    assert asyncio.run(scenario()) == ["done before the work: False"]
