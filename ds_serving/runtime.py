@@ -539,9 +539,14 @@ class ModelRuntime:
         if not self._passed & seqs:
             return
         self._passed -= seqs
-        if committed:
+        if committed and self._passers:
+            latest: dict[Hashable, None] = {}  # each entity once, where it was last seen
             for keys in self._passers:
-                self.state.touch(keys)
+                for key in keys:
+                    latest.pop(key, None)
+                    latest[key] = None
+            self._passers = [list(latest)]
+            self.state.touch(self._passers[0])
         if not self._passed:
             self._passers.clear()
 
