@@ -55,9 +55,10 @@ class Door:
     scored before it when none of its entities is the large one's, no other request waits in
     line ahead of it, and its new entities fit without evicting any (``room``, reserved at
     admission). Its answer is then the one it gets in turn, because entities are independent
-    and nothing is evicted (only the recency order differs: it counts as seen before the large
-    request's entities). The large request commits after every admitted one has finished.
-    Without it, a one-row call waited for a 65,536-entity request's whole graph run."""
+    and nothing is evicted; the large request commits after every admitted one has finished,
+    and the passers' entities are then seen again (``_seen_again``), so the recency order that
+    decides later evictions is that of arrival order too. Without it, a one-row call waited
+    for a 65,536-entity request's whole graph run."""
 
     entities: frozenset[Hashable]  # the large request's (its group's) entities
     seqs: frozenset[int]  # the turns of its group
