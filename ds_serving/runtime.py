@@ -127,6 +127,7 @@ class ModelRuntime:
         # are seen again, so the recency order (and later evictions) is that of arrival order
         self._passers: list[Sequence[Hashable]] = []
         self._passed: set[int] = set()
+        self._commits: dict[frozenset[int], LiveResult] = {}  # see _committed
         self._door_opens: asyncio.Future[None] | None = None  # settled when a door opens
         self.passing_requests = 0  # small temporal requests scored through a Door (stats)
         self.loaded_at = time.time()
@@ -415,13 +416,15 @@ class ModelRuntime:
             return None  # the first request's own run says what is wrong
         if any(q.leaving for q in group):
             return None  # one left while the graph ran: commit nothing of its rows
-        committed = await self._off_loop(len(joint.rows), self._commit, joint, staged, scores,
-                                         errors, checked)
-        self._seen_again(seqs)
-        answers = committed.split([len(q.request.rows) for q in group])
-        for queued, answer in zip(group[1:], answers[1:], strict=True):
-            queued.result = answer
-        self.grouped_requests += len(group) - 1
+        answers: list[LiveResult] = []
+        try:
+            await self._committed(seqs, joint, staged, scores, errors, checked)
+        finally:  # also when the leader is cancelled while its commit runs: the rows are in
+            if self._commits.get(seqs) is not None:
+                answers = self._commits.pop(seqs).split([len(q.request.rows) for q in group])
+                for queued, answer in zip(group[1:], answers[1:], strict=True):
+                    queued.result = answer
+                self.grouped_requests += len(group) - 1
         return answers[0]
 
     def _prepare_group(
@@ -456,10 +459,29 @@ class ModelRuntime:
         checked, staged = await self._off_loop(len(request.rows), self._prepare, request)
         scores, errors = await self._run_behind_door(request, frozenset((seq,)), staged, checked,
                                                      explain, run)
-        result = await self._off_loop(len(request.rows), self._commit, request, staged, scores,
-                                      errors, checked)
-        self._seen_again(frozenset((seq,)))
+        seqs = frozenset((seq,))
+        try:
+            await self._committed(seqs, request, staged, scores, errors, checked)
+        finally:
+            result = self._commits.pop(seqs, None)
+        assert result is not None
         return result
+
+    async def _committed(self, seqs: frozenset[int], request: Decoded, staged: StagedWindows,
+                         scores: np.ndarray, errors: np.ndarray | None,
+                         checked: CheckedTimes | None) -> None:
+        """Commit the turns ``seqs`` (off the loop when large); the result is in
+        ``_commits[seqs]`` once committed, also when the caller is cancelled meanwhile (the
+        commit finishes regardless), and the requests that passed them are seen again."""
+
+        def commit() -> None:
+            self._commits[seqs] = self._commit(request, staged, scores, errors, checked)
+
+        try:
+            await self._off_loop(len(request.rows), commit)
+        finally:
+            if seqs in self._commits:
+                self._seen_again(seqs)
 
     async def _run_behind_door(
         self, request: Decoded, seqs: frozenset[int], staged: StagedWindows,
@@ -471,6 +493,8 @@ class ModelRuntime:
         if len(request.rows) < OFF_LOOP_ROWS or self._door is not None or self._retired:
             return await self._run_staged(staged, explain, run)
         entities, room = await self._off_loop(len(request.rows), self._door_for, staged, checked)
+        if self._retired:  # replaced meanwhile
+            return await self._run_staged(staged, explain, run)
         door = self._door = Door(entities, seqs, room)
         opens, self._door_opens = self._door_opens, None
         if opens is not None and opens.get_loop() is asyncio.get_running_loop():
@@ -514,8 +538,9 @@ class ModelRuntime:
         """Whether ``request`` (turn ``seq``) may pass the large request behind ``door``
         (``Door``): nobody but the large one's group waits ahead of it; reserves its room when
         it may."""
-        if seq in door.seqs or not self._order.only_before(seq, door.seqs):
-            return False
+        if seq in door.seqs or seq in self._passed or not self._order.only_before(seq,
+                                                                                   door.seqs):
+            return False  # (one that was passed waits its turn, so passers keep their order)
         assert request.groups is not None  # decode requires ids for a temporal model
         keys = group_keys(request.groups)
         if any(k in door.entities for k in keys):

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import threading
+import time
 import weakref
 from dataclasses import replace
 from pathlib import Path
@@ -951,3 +953,148 @@ def test_waiting_for_work_survives_repeated_cancellation() -> None:
         return log
 
     assert asyncio.run(scenario()) == ["done before the work: False"]
+
+
+def _cancel_during_commit(rt: ModelRuntime, victim: dict[str, Any]) -> None:
+    """Make ``rt``'s off-loop commit cancel ``victim['task']`` while it runs."""
+    commit = rt._commit
+
+    def cancelling(*args: Any) -> Any:
+        if threading.current_thread() is not threading.main_thread() and "task" in victim:
+            victim["loop"].call_soon_threadsafe(victim.pop("task").cancel)
+            time.sleep(0.05)  # the cancellation reaches the task while the commit runs
+        return commit(*args)
+
+    rt._commit = cancelling  # type: ignore[method-assign]
+
+
+def test_a_group_leader_cancelled_during_its_commit_still_answers_the_members(
+    models: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The joint commit finishes although the leader is cancelled meanwhile; its members get
+    their part of it instead of scoring (and committing) their rows a second time."""
+    monkeypatch.setattr(runtime_module, "OFF_LOOP_ROWS", 30)
+    rows = np.random.default_rng(12).normal(size=(46, F)).astype(np.float32)
+    clocks: dict[str, float] = {}
+    first = _timed_rows(rows[0:3], ["b"] * 3, clocks)
+    large = _timed_rows(rows[3:43], [f"h{i % 10}" for i in range(40)], clocks)
+    member = _timed_rows(rows[43:46], ["m"] * 3, clocks)
+    expected = _one_by_one(_runtime(models / "a", 3), [first, large, member])
+    rt = _runtime(models / "b", 3)
+    gate, victim = asyncio.Event(), {}
+    _cancel_during_commit(rt, victim)
+
+    async def run(scorer: Scorer, inputs: np.ndarray, explain: bool):  # type: ignore[no-untyped-def]
+        if len(inputs) < 20 and not gate.is_set():
+            await gate.wait()  # the first request holds its turn until the others queue
+        return scorer.run(inputs, explain=explain)
+
+    async def scenario() -> list[Any]:
+        victim["loop"] = asyncio.get_running_loop()
+        tasks = [asyncio.ensure_future(rt.score_async(first, explain=False, run=run))]
+        await asyncio.sleep(0.01)
+        tasks += [asyncio.ensure_future(rt.score_async(r, explain=False, run=run))
+                  for r in (large, member)]
+        victim["task"] = tasks[1]
+        await asyncio.sleep(0.01)
+        gate.set()
+        return list(await asyncio.gather(*tasks, return_exceptions=True))
+
+    got = asyncio.run(scenario())
+    assert isinstance(got[1], asyncio.CancelledError) and rt.grouped_requests == 1
+    _same_answers([got[0], got[2]], [expected[0], expected[2]])
+
+
+def test_a_large_request_cancelled_during_its_commit_still_sees_its_passers_again(
+    models: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Its rows are committed, so the request that passed it is seen after them, and a later
+    eviction drops what one by one drops."""
+    monkeypatch.setattr(runtime_module, "OFF_LOOP_ROWS", 30)
+    rows = np.random.default_rng(13).normal(size=(45, F)).astype(np.float32)
+    requests = [_decoded(rows[0:2], ["x", "x"]),
+                _decoded(rows[2:42], [f"h{i % 10}" for i in range(40)]),
+                _decoded(rows[42:43], ["x"]), _decoded(rows[43:44], ["n"]),
+                _decoded(rows[44:45], ["x"])]
+    expected = _one_by_one(ModelRuntime.load(_publish_window(models / "a", 3).path,
+                                             backend="cpu", max_entities=11), requests)
+    rt = ModelRuntime.load(_publish_window(models / "b", 3).path, backend="cpu", max_entities=11)
+    large_runs, release, victim = asyncio.Event(), asyncio.Event(), {}
+    run = _large_blocks(release, large_runs)
+    _cancel_during_commit(rt, victim)
+
+    async def scenario() -> list[Any]:
+        victim["loop"] = asyncio.get_running_loop()
+        got = [await rt.score_async(requests[0], explain=False, run=run)]
+        large = asyncio.ensure_future(rt.score_async(requests[1], explain=False, run=run))
+        await asyncio.wait_for(large_runs.wait(), 5)
+        got.append(await asyncio.wait_for(rt.score_async(requests[2], explain=False, run=run), 5))
+        victim["task"] = large
+        release.set()
+        with pytest.raises(asyncio.CancelledError):
+            await large
+        for r in requests[3:]:
+            got.append(await rt.score_async(r, explain=False, run=run))
+        return got
+
+    got = asyncio.run(scenario())
+    assert rt.passing_requests == 1
+    _same_answers(got, [expected[i] for i in (0, 2, 3, 4)])
+
+
+def test_a_member_of_a_failed_group_does_not_pass_its_leader(
+    models: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A group falls back after a request passed it; its leader re-scores alone, and a small
+    member that was passed waits its turn instead of passing the leader, so the passers are
+    seen again in arrival order and a later eviction drops what one by one drops."""
+    monkeypatch.setattr(runtime_module, "OFF_LOOP_ROWS", 30)
+    rows = np.random.default_rng(11).normal(size=(66, F)).astype(np.float32)
+    first, large = _decoded(rows[0:3], ["b"] * 3), _decoded(rows[3:43],
+                                                            [f"h{i % 10}" for i in range(40)])
+    leaving, member = _decoded(rows[43:46], ["m2"] * 3), _decoded(rows[46:49], ["m3"] * 3)
+    passer = _decoded(rows[49:52], ["x"] * 3)
+    later = [_decoded(rows[52:65], [f"n{i}" for i in range(13)]), _decoded(rows[65:66], ["x"])]
+    expected = _one_by_one(ModelRuntime.load(_publish_window(models / "a", 3).path,
+                                             backend="cpu", max_entities=14),
+                           [first, large, member, passer, *later])
+    rt = ModelRuntime.load(_publish_window(models / "b", 3).path, backend="cpu", max_entities=14)
+    gate, joint_runs, release_joint = asyncio.Event(), asyncio.Event(), asyncio.Event()
+    alone_runs, release_alone = asyncio.Event(), asyncio.Event()
+    large_runs = [0]
+
+    async def run(scorer: Scorer, inputs: np.ndarray, explain: bool):  # type: ignore[no-untyped-def]
+        if len(inputs) >= 20:
+            large_runs[0] += 1
+            started, release = ((joint_runs, release_joint) if large_runs[0] == 1
+                                else (alone_runs, release_alone))
+            started.set()
+            await release.wait()
+        elif not gate.is_set():
+            await gate.wait()
+        return scorer.run(inputs, explain=explain)
+
+    async def scenario() -> list[Any]:
+        tasks = [asyncio.ensure_future(rt.score_async(first, explain=False, run=run))]
+        await asyncio.sleep(0.01)
+        tasks += [asyncio.ensure_future(rt.score_async(r, explain=False, run=run))
+                  for r in (large, leaving, member)]
+        await asyncio.sleep(0.01)
+        gate.set()
+        await asyncio.wait_for(joint_runs.wait(), 5)  # the group of three runs
+        tasks.append(asyncio.ensure_future(rt.score_async(passer, explain=False, run=run)))
+        await asyncio.sleep(0.02)
+        tasks[2].cancel()  # one member leaves: the group falls back
+        await asyncio.sleep(0)
+        release_joint.set()
+        await asyncio.wait_for(alone_runs.wait(), 5)  # the leader alone
+        await asyncio.sleep(0.02)
+        member_passed = tasks[3].done()
+        release_alone.set()
+        got = [await tasks[i] for i in (0, 1, 3, 4)]
+        assert not member_passed
+        return got + [await rt.score_async(r, explain=False, run=run) for r in later]
+
+    got = asyncio.run(scenario())
+    assert rt.passing_requests == 1
+    _same_answers(got, expected)
