@@ -81,6 +81,8 @@ async def _uncancellable(work: asyncio.Future[T]) -> T:
         except asyncio.CancelledError:
             cancelled = True
     if cancelled:
+        if not work.cancelled():
+            work.exception()  # retrieved: the cancellation is what the caller sees
         raise asyncio.CancelledError
     return work.result()
 
@@ -553,7 +555,7 @@ class ModelRuntime:
             return False
         for store, n in new.items():
             door.room[store] -= n
-        self._passed |= door.seqs
+        self._passed |= door.seqs & self._order.pending  # (a member that left passes nothing)
         door.inside += 1
         door.empty.clear()
         return True
@@ -562,19 +564,23 @@ class ModelRuntime:
         """Turns ``seqs`` committed (or left without committing): when requests passed them,
         the passers' entities are seen again after such a commit, in the order they passed, as
         if they had come in turn (the recency order decides later evictions)."""
-        if not self._passed & seqs:
-            return
-        self._passed -= seqs
-        if committed and self._passers:
-            latest: dict[Hashable, None] = {}  # each entity once, where it was last seen
-            for keys in self._passers:
-                for key in keys:
-                    latest.pop(key, None)
-                    latest[key] = None
-            self._passers = [list(latest)]
-            self.state.touch(self._passers[0])
+        self._passed &= self._order.pending  # turns that ended (left) wait for nothing
+        if self._passed & seqs:
+            self._passed -= seqs
+            if committed and self._passers:
+                self._touch_passers()
         if not self._passed:
             self._passers.clear()
+
+    def _touch_passers(self) -> None:
+        """The passers' entities, each once where it was last seen, made the most recent."""
+        latest: dict[Hashable, None] = {}
+        for keys in self._passers:
+            for key in keys:
+                latest.pop(key, None)
+                latest[key] = None
+        self._passers = [list(latest)]
+        self.state.touch(self._passers[0])
 
     async def _pass(self, door: Door, request: Decoded, explain: bool, run: RunFn
                     ) -> LiveResult:

@@ -1098,3 +1098,60 @@ def test_a_member_of_a_failed_group_does_not_pass_its_leader(
     got = asyncio.run(scenario())
     assert rt.passing_requests == 1
     _same_answers(got, expected)
+
+
+def test_a_member_that_left_before_anyone_passed_holds_up_nothing(
+    models: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A group member cancelled before a request passes the group must not stay recorded as
+    passed: the passers would then be seen again after every later commit (and kept forever),
+    and a later eviction would drop the wrong entity."""
+    monkeypatch.setattr(runtime_module, "OFF_LOOP_ROWS", 30)
+    rows = np.random.default_rng(5).normal(size=(106, F)).astype(np.float32)
+    first = _decoded(rows[0:3], ["b"] * 3)
+    large = _decoded(rows[3:43], [f"h{i % 10}" for i in range(40)])
+    member, passer = _decoded(rows[43:46], ["m"] * 3), _decoded(rows[46:49], ["x"] * 3)
+    large2 = _decoded(rows[49:89], [f"g{i % 10}" for i in range(40)])
+    passer2 = _decoded(rows[89:92], ["y"] * 3)
+    later = [_decoded(rows[92:105], [f"n{i}" for i in range(13)]), _decoded(rows[105:106], ["x"])]
+    expected = _one_by_one(ModelRuntime.load(_publish_window(models / "a", 3).path,
+                                             backend="cpu", max_entities=24),
+                           [first, large, passer, large2, passer2, *later])
+    rt = ModelRuntime.load(_publish_window(models / "b", 3).path, backend="cpu", max_entities=24)
+    gate, large_runs, release = asyncio.Event(), asyncio.Event(), asyncio.Event()
+
+    async def run(scorer: Scorer, inputs: np.ndarray, explain: bool):  # type: ignore[no-untyped-def]
+        if len(inputs) >= 20:
+            large_runs.set()
+            await release.wait()
+        elif not gate.is_set():
+            await gate.wait()
+        return scorer.run(inputs, explain=explain)
+
+    async def scenario() -> list[Any]:
+        tasks = [asyncio.ensure_future(rt.score_async(first, explain=False, run=run))]
+        await asyncio.sleep(0.01)
+        tasks += [asyncio.ensure_future(rt.score_async(r, explain=False, run=run))
+                  for r in (large, member)]
+        await asyncio.sleep(0.01)
+        gate.set()
+        await asyncio.wait_for(large_runs.wait(), 5)  # the group {large, member} runs
+        tasks[2].cancel()  # the member leaves before anyone passes
+        await asyncio.sleep(0.01)
+        got = [await tasks[0]]
+        got_passer = await asyncio.wait_for(rt.score_async(passer, explain=False, run=run), 5)
+        release.set()
+        got += [await tasks[1], got_passer]
+        large_runs.clear()
+        release.clear()
+        second = asyncio.ensure_future(rt.score_async(large2, explain=False, run=run))
+        await asyncio.wait_for(large_runs.wait(), 5)
+        got_passer2 = await asyncio.wait_for(rt.score_async(passer2, explain=False, run=run), 5)
+        release.set()
+        got += [await second, got_passer2]
+        assert not rt._passed and not rt._passers  # nothing waits for the member that left
+        return got + [await rt.score_async(r, explain=False, run=run) for r in later]
+
+    got = asyncio.run(scenario())
+    assert rt.passing_requests == 2
+    _same_answers(got, expected)
