@@ -9,8 +9,7 @@ request that fails or is cancelled leaves them as they were. ``ModelRuntime`` de
 
 from __future__ import annotations
 
-from collections.abc import Hashable, Sequence
-from typing import Any
+from collections.abc import Hashable, KeysView, Sequence
 
 import numpy as np
 
@@ -89,14 +88,24 @@ class EntityState:
     def open_alerts(self) -> int:
         return self.tracker.open_count()
 
+    def stores(self) -> dict[str, KeysView[Hashable]]:
+        """The entities each store this model keeps holds now (live views; a disabled
+        smoother keeps none)."""
+        held = {ALERTS: self.tracker.entity_keys()}
+        if self.windows is not None:
+            held[WINDOWS] = self.windows.entity_keys()
+        if self.policy.smoothing.enabled:
+            held[SMOOTHING] = self.smoother.entity_keys()
+        return held
+
     def entity_counts(self) -> dict[str, int]:
         """Entities holding state, per store this model keeps."""
-        counts = {ALERTS: len(self.tracker.entity_keys())}
-        if self.windows is not None:
-            counts[WINDOWS] = len(self.windows)
-        if self.policy.smoothing.enabled:
-            counts[SMOOTHING] = len(self.smoother.entity_keys())
-        return counts
+        return {store: len(keys) for store, keys in self.stores().items()}
+
+    def new_entities(self, entities: Sequence[Hashable]) -> dict[str, int]:
+        """Per store, how many of ``entities`` it does not hold yet."""
+        return {store: sum(1 for e in entities if e not in keys)
+                for store, keys in self.stores().items()}
 
     def fits_without_eviction(self, request: Decoded) -> bool:
         """Whether the request's entities fit the per-entity state without evicting any: then
@@ -104,14 +113,9 @@ class EntityState:
         a request, so joined parts would see an entity that an earlier part evicted)."""
         if request.groups is None:
             return True
-        entities = group_keys(request.groups)  # grouped once, reused by the scoring
-        stores: list[Any] = [self.tracker.entity_keys(), self.smoother.entity_keys()]
-        if self.windows is not None:
-            stores.append(self.windows.entity_keys())
-        return all(
-            len(keys) + sum(1 for e in entities if e not in keys) <= self.max_entities
-            for keys in stores
-        )
+        held = self.stores()
+        new = self.new_entities(group_keys(request.groups))  # grouped once, reused by scoring
+        return all(len(held[store]) + n <= self.max_entities for store, n in new.items())
 
     def check_times(self, request: Decoded) -> CheckedTimes | None:
         """Checks that need the per-entity state; run before any of it changes, and handed to

@@ -34,7 +34,7 @@ from ds_serving.decoding import Decoded, LiveResult, RequestError, concat_decode
 from ds_serving.entity_state import EntityState
 from ds_serving.ordering import CommitOrder, Queued, Turn, TurnQueue
 from ds_serving.scoring import Scorer
-from ds_serving.slots import ALERTS, SMOOTHING, WINDOWS
+from ds_serving.slots import ALERTS, WINDOWS
 from ds_serving.windows import EntityWindows, StagedWindows, group_keys
 
 # runs the graph of a Scorer on model inputs, e.g. on a worker thread: (scorer, inputs, explain)
@@ -381,19 +381,19 @@ class ModelRuntime:
             raise
         finally:
             self._queue.remove(turn.seq)
-            self._seen_again(frozenset((turn.seq,)), committed=False)
+            self._seen_again(frozenset((turn.seq,)))  # left: forgets it, touches nothing
 
     async def _turn_or_door(self, turn: Turn, request: Decoded) -> Door | None:
         """Wait until the requests before this one are through (None), or, for a small
         request, until a ``Door`` it may pass opens (the door, with its place reserved)."""
-        small = len(request.rows) < OFF_LOOP_ROWS
+        if len(request.rows) >= OFF_LOOP_ROWS:  # a large one never passes
+            if not turn.ready():
+                await turn.waits_for()
+            return None
         while not turn.ready():
             door = self._door
-            if small and door is not None and self._admit(door, request, turn.seq):
+            if door is not None and self._admit(door, request, turn.seq):
                 return door
-            if not small:
-                await turn.waits_for()
-                break
             loop = asyncio.get_running_loop()
             if self._door_opens is None or self._door_opens.get_loop() is not loop:
                 self._door_opens = loop.create_future()  # (a runtime outlives a test's loop)
@@ -422,8 +422,9 @@ class ModelRuntime:
         try:
             await self._committed(seqs, joint, staged, scores, errors, checked)
         finally:  # also when the leader is cancelled while its commit runs: the rows are in
-            if self._commits.get(seqs) is not None:
-                answers = self._commits.pop(seqs).split([len(q.request.rows) for q in group])
+            committed = self._commits.pop(seqs, None)
+            if committed is not None:
+                answers = committed.split([len(q.request.rows) for q in group])
                 for queued, answer in zip(group[1:], answers[1:], strict=True):
                     queued.result = answer
                 self.grouped_requests += len(group) - 1
@@ -459,9 +460,8 @@ class ModelRuntime:
     async def _score_alone(self, request: Decoded, explain: bool, run: RunFn, seq: int
                            ) -> LiveResult:
         checked, staged = await self._off_loop(len(request.rows), self._prepare, request)
-        scores, errors = await self._run_behind_door(request, frozenset((seq,)), staged, checked,
-                                                     explain, run)
         seqs = frozenset((seq,))
+        scores, errors = await self._run_behind_door(request, seqs, staged, checked, explain, run)
         try:
             await self._committed(seqs, request, staged, scores, errors, checked)
         finally:
@@ -514,27 +514,17 @@ class ModelRuntime:
         """A staged large request's entities, and the room left in each store once they are
         in (for its ``Door``)."""
         keys = staged.keys
-        state = self.state
-        new = {WINDOWS: int(np.count_nonzero(staged.slots < 0))}
+        held = self.state.stores()
+        # the windows and (while its lookup holds) the alert state looked every entity up
+        # already: count their new ones from that; the other stores by membership
+        known = {WINDOWS: staged.slots}
         if checked is not None and checked.slots is not None and (
-                checked.generation == state.tracker.generation):
-            new[ALERTS] = int(np.count_nonzero(checked.slots < 0))
-        else:
-            alerts = state.tracker.entity_keys()
-            new[ALERTS] = sum(1 for k in keys if k not in alerts)
-        if state.policy.smoothing.enabled:
-            smoothing = state.smoother.entity_keys()
-            new[SMOOTHING] = sum(1 for k in keys if k not in smoothing)
-        room = {store: self.max_entities - self._held(store) - n for store, n in new.items()}
+                checked.generation == self.state.tracker.generation):
+            known[ALERTS] = checked.slots
+        new = {store: int(np.count_nonzero(known[store] < 0)) if store in known
+               else sum(1 for k in keys if k not in held[store]) for store in held}
+        room = {store: self.max_entities - len(held[store]) - n for store, n in new.items()}
         return frozenset(keys), room
-
-    def _held(self, store: str) -> int:
-        state = self.state
-        if store == WINDOWS:
-            return len(state.windows) if state.windows is not None else 0
-        if store == ALERTS:
-            return len(state.tracker.entity_keys())
-        return len(state.smoother.entity_keys())
 
     def _admit(self, door: Door, request: Decoded, seq: int) -> bool:
         """Whether ``request`` (turn ``seq``) may pass the large request behind ``door``
@@ -547,10 +537,7 @@ class ModelRuntime:
         keys = group_keys(request.groups)
         if any(k in door.entities for k in keys):
             return False
-        stores = {WINDOWS: self.state.windows.entity_keys() if self.state.windows else {},
-                  ALERTS: self.state.tracker.entity_keys(),
-                  SMOOTHING: self.state.smoother.entity_keys()}
-        new = {store: sum(1 for k in keys if k not in stores[store]) for store in door.room}
+        new = self.state.new_entities(keys)
         if any(n > door.room[store] for store, n in new.items()):
             return False
         for store, n in new.items():
@@ -560,14 +547,15 @@ class ModelRuntime:
         door.empty.clear()
         return True
 
-    def _seen_again(self, seqs: frozenset[int], committed: bool = True) -> None:
-        """Turns ``seqs`` committed (or left without committing): when requests passed them,
-        the passers' entities are seen again after such a commit, in the order they passed, as
-        if they had come in turn (the recency order decides later evictions)."""
+    def _seen_again(self, seqs: frozenset[int]) -> None:
+        """Turns ``seqs`` committed (or ended): when requests passed them, the passers'
+        entities are seen again after such a commit, in the order they passed, as if they had
+        come in turn (the recency order decides later evictions). A turn that ended without
+        committing is no longer pending, so it is only forgotten."""
         self._passed &= self._order.pending  # turns that ended (left) wait for nothing
         if self._passed & seqs:
             self._passed -= seqs
-            if committed and self._passers:
+            if self._passers:
                 self._touch_passers()
         if not self._passed:
             self._passers.clear()

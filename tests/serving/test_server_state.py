@@ -177,8 +177,10 @@ def test_empty_entity_ids_are_refused(models: Path) -> None:
         client.close()
 
 
-def _runtime(models: Path, window: int, **kw: object) -> ModelRuntime:
-    return ModelRuntime.load(_publish_window(models, window, **kw).path, backend="cpu")
+def _runtime(models: Path, window: int, *, max_entities: int = 100_000, **kw: object
+             ) -> ModelRuntime:
+    return ModelRuntime.load(_publish_window(models, window, **kw).path, backend="cpu",
+                             max_entities=max_entities)
 
 
 def _decoded(rows: np.ndarray, entities: list[str]) -> Decoded:
@@ -598,10 +600,8 @@ def test_grouped_requests_leave_the_eviction_order_of_one_by_one(models: Path) -
     rows = np.random.default_rng(0).normal(size=(8, F)).astype(np.float32)
     requests = [_decoded(rows[0:1], ["e1"]), _decoded(rows[1:3], ["e2", "e1"]),
                 _decoded(rows[3:4], ["e3"]), _decoded(rows[4:5], ["e1"])]
-    expected = _one_by_one(ModelRuntime.load(_publish_window(models / "a", 2).path,
-                                             backend="cpu", max_entities=2), requests)
-    rt = ModelRuntime.load(_publish_window(models / "b", 2).path, backend="cpu",
-                           max_entities=2)
+    expected = _one_by_one(_runtime(models / "a", 2, max_entities=2), requests)
+    rt = _runtime(models / "b", 2, max_entities=2)
     rt.grouping = runtime_module.GroupPolicy(window=0.05)
 
     async def inline(scorer: Scorer, inputs: np.ndarray, explain: bool):  # type: ignore[no-untyped-def]
@@ -729,9 +729,8 @@ def test_a_small_request_that_would_evict_waits_its_turn(
     rows = np.random.default_rng(5).normal(size=(40 + new_entities, F)).astype(np.float32)
     large = _decoded(rows[:40], [f"h{i % 10}" for i in range(40)])
     small = _decoded(rows[40:], [f"n{i}" for i in range(new_entities)])
-    expected = _one_by_one(ModelRuntime.load(_publish_window(models / "a", 3).path,
-                                             backend="cpu", max_entities=12), [large, small])
-    rt = ModelRuntime.load(_publish_window(models / "b", 3).path, backend="cpu", max_entities=12)
+    expected = _one_by_one(_runtime(models / "a", 3, max_entities=12), [large, small])
+    rt = _runtime(models / "b", 3, max_entities=12)
     large_runs, release = asyncio.Event(), asyncio.Event()
     run = _large_blocks(release, large_runs)
 
@@ -875,9 +874,8 @@ def test_a_passer_is_seen_after_the_request_it_passed(
                 _decoded(rows[42:43], ["x"]),  # passes it
                 _decoded(rows[43:45], ["n0", "n1"]),  # 13 entities > 12: one is evicted
                 _decoded(rows[45:48], ["x"] * 3)]
-    expected = _one_by_one(ModelRuntime.load(_publish_window(models / "a", 3).path,
-                                             backend="cpu", max_entities=12), requests)
-    rt = ModelRuntime.load(_publish_window(models / "b", 3).path, backend="cpu", max_entities=12)
+    expected = _one_by_one(_runtime(models / "a", 3, max_entities=12), requests)
+    rt = _runtime(models / "b", 3, max_entities=12)
     large_runs, release = asyncio.Event(), asyncio.Event()
     run = _large_blocks(release, large_runs)
 
@@ -955,6 +953,18 @@ def test_waiting_for_work_survives_repeated_cancellation() -> None:
     assert asyncio.run(scenario()) == ["done before the work: False"]
 
 
+async def _queued_behind(rt: ModelRuntime, first: Decoded, rest: list[Decoded], run: Any,
+                         gate: asyncio.Event) -> list[asyncio.Task[Any]]:
+    """Score ``first``, whose run waits for ``gate``, and queue ``rest`` behind it (so the next
+    turn gathers them into one group); then open ``gate``. The tasks, in that order."""
+    tasks = [asyncio.ensure_future(rt.score_async(first, explain=False, run=run))]
+    await asyncio.sleep(0.01)
+    tasks += [asyncio.ensure_future(rt.score_async(r, explain=False, run=run)) for r in rest]
+    await asyncio.sleep(0.01)
+    gate.set()
+    return tasks
+
+
 def _cancel_during_commit(rt: ModelRuntime, victim: dict[str, Any]) -> None:
     """Make ``rt``'s off-loop commit cancel ``victim['task']`` while it runs."""
     commit = rt._commit
@@ -991,13 +1001,8 @@ def test_a_group_leader_cancelled_during_its_commit_still_answers_the_members(
 
     async def scenario() -> list[Any]:
         victim["loop"] = asyncio.get_running_loop()
-        tasks = [asyncio.ensure_future(rt.score_async(first, explain=False, run=run))]
-        await asyncio.sleep(0.01)
-        tasks += [asyncio.ensure_future(rt.score_async(r, explain=False, run=run))
-                  for r in (large, member)]
+        tasks = await _queued_behind(rt, first, [large, member], run, gate)
         victim["task"] = tasks[1]
-        await asyncio.sleep(0.01)
-        gate.set()
         return list(await asyncio.gather(*tasks, return_exceptions=True))
 
     got = asyncio.run(scenario())
@@ -1016,9 +1021,8 @@ def test_a_large_request_cancelled_during_its_commit_still_sees_its_passers_agai
                 _decoded(rows[2:42], [f"h{i % 10}" for i in range(40)]),
                 _decoded(rows[42:43], ["x"]), _decoded(rows[43:44], ["n"]),
                 _decoded(rows[44:45], ["x"])]
-    expected = _one_by_one(ModelRuntime.load(_publish_window(models / "a", 3).path,
-                                             backend="cpu", max_entities=11), requests)
-    rt = ModelRuntime.load(_publish_window(models / "b", 3).path, backend="cpu", max_entities=11)
+    expected = _one_by_one(_runtime(models / "a", 3, max_entities=11), requests)
+    rt = _runtime(models / "b", 3, max_entities=11)
     large_runs, release, victim = asyncio.Event(), asyncio.Event(), {}
     run = _large_blocks(release, large_runs)
     _cancel_during_commit(rt, victim)
@@ -1055,10 +1059,9 @@ def test_a_member_of_a_failed_group_does_not_pass_its_leader(
     leaving, member = _decoded(rows[43:46], ["m2"] * 3), _decoded(rows[46:49], ["m3"] * 3)
     passer = _decoded(rows[49:52], ["x"] * 3)
     later = [_decoded(rows[52:65], [f"n{i}" for i in range(13)]), _decoded(rows[65:66], ["x"])]
-    expected = _one_by_one(ModelRuntime.load(_publish_window(models / "a", 3).path,
-                                             backend="cpu", max_entities=14),
+    expected = _one_by_one(_runtime(models / "a", 3, max_entities=14),
                            [first, large, member, passer, *later])
-    rt = ModelRuntime.load(_publish_window(models / "b", 3).path, backend="cpu", max_entities=14)
+    rt = _runtime(models / "b", 3, max_entities=14)
     gate, joint_runs, release_joint = asyncio.Event(), asyncio.Event(), asyncio.Event()
     alone_runs, release_alone = asyncio.Event(), asyncio.Event()
     large_runs = [0]
@@ -1075,12 +1078,7 @@ def test_a_member_of_a_failed_group_does_not_pass_its_leader(
         return scorer.run(inputs, explain=explain)
 
     async def scenario() -> list[Any]:
-        tasks = [asyncio.ensure_future(rt.score_async(first, explain=False, run=run))]
-        await asyncio.sleep(0.01)
-        tasks += [asyncio.ensure_future(rt.score_async(r, explain=False, run=run))
-                  for r in (large, leaving, member)]
-        await asyncio.sleep(0.01)
-        gate.set()
+        tasks = await _queued_behind(rt, first, [large, leaving, member], run, gate)
         await asyncio.wait_for(joint_runs.wait(), 5)  # the group of three runs
         tasks.append(asyncio.ensure_future(rt.score_async(passer, explain=False, run=run)))
         await asyncio.sleep(0.02)
@@ -1114,10 +1112,9 @@ def test_a_member_that_left_before_anyone_passed_holds_up_nothing(
     large2 = _decoded(rows[49:89], [f"g{i % 10}" for i in range(40)])
     passer2 = _decoded(rows[89:92], ["y"] * 3)
     later = [_decoded(rows[92:105], [f"n{i}" for i in range(13)]), _decoded(rows[105:106], ["x"])]
-    expected = _one_by_one(ModelRuntime.load(_publish_window(models / "a", 3).path,
-                                             backend="cpu", max_entities=24),
+    expected = _one_by_one(_runtime(models / "a", 3, max_entities=24),
                            [first, large, passer, large2, passer2, *later])
-    rt = ModelRuntime.load(_publish_window(models / "b", 3).path, backend="cpu", max_entities=24)
+    rt = _runtime(models / "b", 3, max_entities=24)
     gate, large_runs, release = asyncio.Event(), asyncio.Event(), asyncio.Event()
 
     async def run(scorer: Scorer, inputs: np.ndarray, explain: bool):  # type: ignore[no-untyped-def]
@@ -1129,12 +1126,7 @@ def test_a_member_that_left_before_anyone_passed_holds_up_nothing(
         return scorer.run(inputs, explain=explain)
 
     async def scenario() -> list[Any]:
-        tasks = [asyncio.ensure_future(rt.score_async(first, explain=False, run=run))]
-        await asyncio.sleep(0.01)
-        tasks += [asyncio.ensure_future(rt.score_async(r, explain=False, run=run))
-                  for r in (large, member)]
-        await asyncio.sleep(0.01)
-        gate.set()
+        tasks = await _queued_behind(rt, first, [large, member], run, gate)
         await asyncio.wait_for(large_runs.wait(), 5)  # the group {large, member} runs
         tasks[2].cancel()  # the member leaves before anyone passes
         await asyncio.sleep(0.01)
