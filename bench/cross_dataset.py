@@ -19,10 +19,11 @@ configuration scores each series once (cached under the cache folder); a *candid
 configuration plus a flag policy (threshold rule and its numbers, global or per-entity
 calibration, k-of-n smoothing, re-baselining), and only post-processes those scores.
 
-Selection: for a held-out source, the deployable candidate (global calibration, no per-entity
-standardization) with the best mean F1 over the two other sources (each source's F1 from counts
-summed over its series), among candidates whose false-alarm rate is at most a cap on each of
-them (the best mean F1 if none qualifies); ties go to the earlier candidate. Two criteria are
+Selection: for a held-out source, the deployable candidate (global or per-entity calibration,
+as bundles carry them; no per-entity standardization) with the best mean F1 over the two other
+sources (each source's F1 from counts summed over its series), among candidates whose
+false-alarm rate is at most a cap on each of them (the best mean F1 if none qualifies); ties go
+to the earlier candidate. Two criteria are
 reported (:data:`CRITERIA`): the cap ``MAX_FAR`` fixed before any result, and no cap, added after
 the first run. Per family this picks the configuration and policy; over all families the
 *default*. The held-out source's labels never influence what is applied to it. The shipped
@@ -75,6 +76,7 @@ from ds_assets.training.thresholds import (
     ThresholdError,
     calibrate_pot,
     calibrate_threshold,
+    entity_thresholds,
     pot_at,
 )
 from ds_serving.atomic import atomic_write_text
@@ -504,20 +506,11 @@ def _threshold(scores: np.ndarray, policy: FlagPolicy,
 
 
 def policy_flags(scored: Scored, entities: np.ndarray, policy: FlagPolicy,
-                 thresholds: dict[Any, float] | None = None) -> np.ndarray:
-    """The deployed flags of one series' test rows under ``policy``."""
-    if policy.scope == "global" or len(np.unique(entities)) == 1:
-        threshold = thresholds[None] if thresholds else _threshold(scored.calibration, policy)
-        return ScoringPolicy(threshold=threshold, smoothing=policy.smoothing).flags(
-            scored.test, entities)
-    flags = np.zeros(len(scored.test), bool)
-    for entity in np.unique(entities):
-        rows = entities == entity
-        own = scored.calibration[scored.calibration_entities == entity]
-        threshold = (thresholds[entity] if thresholds else _threshold(own, policy))
-        flags[rows] = ScoringPolicy(threshold=threshold, smoothing=policy.smoothing).flags(
-            scored.test[rows])
-    return flags
+                 deployed: ScoringPolicy | None = None) -> np.ndarray:
+    """The deployed flags of one series' test rows under ``policy`` (``deployed``: its
+    calibrated ``ScoringPolicy``, when made already)."""
+    deployed = deployed if deployed is not None else calibrated(scored, policy, {})
+    return deployed.flags(scored.test, entities)
 
 
 # --------------------------------------------------------------------------------------------
@@ -600,21 +593,23 @@ def _config_counts(ci: int) -> np.ndarray:
                 continue
             key = (p.rule, p.value, p.margin, p.scope)
             if key not in cache:
-                cache[key] = _thresholds(sc, p, fits)
+                cache[key] = calibrated(sc, p, fits)
+            deployed = replace(cache[key], smoothing=p.smoothing)
             done[p] = out[pi, j] = series_counts(s, policy_flags(sc, s.test_entities, p,
-                                                                 cache[key]))
+                                                                 deployed))
     return out
 
 
-def _thresholds(scored: Scored, policy: FlagPolicy,
-                fits: dict[Any, dict[str, Any] | None]) -> dict[Any, float]:
-    out: dict[Any, float] = {None: _threshold(scored.calibration, policy, fits, None)}
+def calibrated(scored: Scored, policy: FlagPolicy,
+               fits: dict[Any, dict[str, Any] | None]) -> ScoringPolicy:
+    """The scoring policy a bundle would carry: the global threshold and, for a per-entity
+    policy, each entity's own where ``entity_thresholds`` (the bundle's code) gives one."""
+    own: dict[str, float] = {}
     if policy.scope == "entity":
-        for entity in np.unique(scored.calibration_entities):
-            out[entity] = _threshold(
-                scored.calibration[scored.calibration_entities == entity], policy, fits,
-                int(entity))
-    return out
+        own = entity_thresholds(scored.calibration, scored.calibration_entities,
+                                lambda rows, key: _threshold(rows, policy, fits, key))[0]
+    return ScoringPolicy(threshold=_threshold(scored.calibration, policy, fits, None),
+                         smoothing=policy.smoothing, entity_thresholds=own)
 
 
 def select(table: Table, sources: Sequence[str], allowed: np.ndarray | None = None,
@@ -713,9 +708,8 @@ def evaluate(series: Sequence[Series], scored: Mapping[tuple[str, str, str], Sco
 
     today = [i for i, (c, p) in enumerate(table.candidates)
              if p == TODAY and c.name in ("temporal_ae", "dense_ae", "pca")]
-    # global calibration, no per-entity standardization: what a bundle can carry
-    deployable = plain = np.array([p.scope == "global" and not c.entity_norm
-                                   for c, p in table.candidates])
+    # global or per-entity calibration, no per-entity standardization: what a bundle carries
+    deployable = plain = np.array([not c.entity_norm for c, _ in table.candidates])
 
     def loo(held: str, max_far: float, allowed: np.ndarray) -> tuple[int, list[str]]:
         others = [s for s in sources if s != held]
@@ -736,7 +730,8 @@ def evaluate(series: Sequence[Series], scored: Mapping[tuple[str, str, str], Sco
                             others))
         if (~plain).any():
             index, others = loo(held, cap, ~plain)
-            rows.append(row("per-entity, not deployable yet", index, held, others))
+            rows.append(row("per-entity standardization, not deployable yet", index, held,
+                            others))
         rows += [row(f, loo(held, cap, plain & (fam == f))[0], held, others) for f in families]
         rows += [row(f"{f} tuned on {held} (optimistic)", select(table, [held], fam == f, cap),
                      held, [held]) for f in families]

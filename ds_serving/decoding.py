@@ -177,6 +177,7 @@ class LiveResult:
     alerts: list[AlertEvent]
     n_scored: int
     positions: np.ndarray | None = None  # temporal: the rows that had a full window
+    thresholds: np.ndarray | None = None  # each row's, where the policy has one per entity
 
     @cached_property
     def n_anomalies(self) -> int:
@@ -206,6 +207,7 @@ class LiveResult:
                         if start <= a.position < end],
                 n_scored=size if positions is None else len(positions),
                 positions=positions,
+                thresholds=None if self.thresholds is None else self.thresholds[start:end],
             ))
             start = end
         return out

@@ -23,7 +23,7 @@ from ds_serving.alerting import (
 from ds_serving.decoding import INVALID_ARGUMENT, Decoded, RequestError
 from ds_serving.policy import ScoringPolicy
 from ds_serving.slots import ALERTS, SMOOTHING, WINDOWS
-from ds_serving.smoothing import StreamingSmoother
+from ds_serving.smoothing import StreamingSmoother, raw_flags
 from ds_serving.windows import EntityWindows, StagedWindows, group_keys
 
 
@@ -50,8 +50,10 @@ class EntityState:
 
     @property
     def keeps_state(self) -> bool:
-        """Whether scoring needs per-entity history (a window or flag smoothing)."""
-        return self.windows is not None or self.policy.smoothing.enabled
+        """Whether scoring needs entity ids: per-entity history (a window, flag smoothing) or
+        per-entity thresholds."""
+        return (self.windows is not None or self.policy.smoothing.enabled
+                or self.policy.per_entity)
 
     @property
     def description(self) -> str:
@@ -61,6 +63,8 @@ class EntityState:
         if smoothing.enabled:
             rebaselined = " with re-baselining" if smoothing.rebaseline else ""
             return f"{smoothing.k}-of-{smoothing.n} flag smoothing{rebaselined}"
+        if self.policy.per_entity:
+            return f"a threshold per entity ({len(self.policy.entity_thresholds)} calibrated)"
         return "none"
 
     def take_over(self, old: EntityState) -> None:
@@ -149,15 +153,16 @@ class EntityState:
 
     def flag(
         self, request: Decoded, scores: np.ndarray, checked: CheckedTimes | None
-    ) -> tuple[np.ndarray, list[AlertEvent]]:
-        """Flags after smoothing, and the alert events they cause; advances both."""
+    ) -> tuple[np.ndarray, list[AlertEvent], np.ndarray | None]:
+        """Flags after smoothing, the alert events they cause, and each row's threshold when
+        the policy has one per entity; advances smoothing and alerts."""
         entities = request.entities
+        thresholds = self.policy.thresholds(entities, request.groups)
         if self.policy.smoothing.enabled:
-            flags = self.smoother.apply_scores(scores, self.policy.threshold, entities,
-                                               request.groups)
+            flags = self.smoother.apply_scores(scores, thresholds, entities, request.groups)
         else:
-            flags = self.policy.raw_flags(scores)  # unscored (NaN) rows are not flagged
+            flags = raw_flags(scores, thresholds)  # unscored (NaN) rows are not flagged
         alerts: list[AlertEvent] = []
         if entities is not None:  # alerts are per entity; anonymous rows skip the per-row work
             alerts = self.tracker.update(entities, flags, scores, request.times, checked)
-        return flags, alerts
+        return flags, alerts, thresholds if isinstance(thresholds, np.ndarray) else None

@@ -231,7 +231,8 @@ class ScoringHandler:
 
     def _counted(self, runtime: ModelRuntime, result: LiveResult) -> LiveResult:
         self.metrics.scored(result.scores, result.n_scored, result.n_anomalies,
-                            runtime.policy.threshold)
+                            runtime.policy.threshold if result.thresholds is None
+                            else result.thresholds)
         if result.alerts:
             for event in result.alerts:
                 self.metrics.alert_events.labels(event.kind).inc()

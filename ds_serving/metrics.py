@@ -218,11 +218,17 @@ class ScorerMetrics:
             hist = self._durations[method] = self.request_duration.labels(method)
         hist.observe(seconds)
 
-    def scored(self, scores: np.ndarray, n_scored: int, n_anomalies: int, threshold: float) -> None:
+    def scored(self, scores: np.ndarray, n_scored: int, n_anomalies: int,
+               threshold: float | np.ndarray) -> None:
+        """Count a request's rows; ``threshold``: the model's, or each row's (per entity)."""
         self.rows.inc(n_scored)
         if n_anomalies:
             self.anomalies.inc(n_anomalies)
-        if threshold > 0:
+        if isinstance(threshold, np.ndarray):
+            positive = threshold > 0
+            self.score_ratio.observe_many(
+                (scores[positive] / threshold[positive]).astype(np.float32))
+        elif threshold > 0:
             self.score_ratio.observe_many(scores, threshold)
 
     def set_model(self, name: str, version: str, backend: str) -> None:

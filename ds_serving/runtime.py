@@ -267,6 +267,7 @@ class ModelRuntime:
             "max_rows_per_request": self.max_rows,
             "alerting_json": json.dumps(self.policy.alerting.to_dict(), sort_keys=True),
             "smoothing_json": json.dumps(self.policy.smoothing.to_dict(), sort_keys=True),
+            "threshold_json": json.dumps(self.policy.threshold_section(), sort_keys=True),
             "created_at": self.manifest.created_at,
             "feature_mean": [float(v) for v in mean] if ok else [],
             "feature_std": [float(v) for v in std] if ok else [],
@@ -676,8 +677,8 @@ class ModelRuntime:
                 full_errors = np.full((n, self.n_features), np.nan, np.float32)
                 full_errors[positions] = errors
                 errors = full_errors
-        flags, alerts = self.state.flag(request, scores, checked)
-        return LiveResult(scores, flags, errors, alerts, n_scored, positions)
+        flags, alerts, thresholds = self.state.flag(request, scores, checked)
+        return LiveResult(scores, flags, errors, alerts, n_scored, positions, thresholds)
 
     def refresh_open_alerts(self) -> int:
         """Open alerts now (kept for callers of the old API; the tracker keeps the count)."""

@@ -161,11 +161,14 @@ class Scorer:
     def temporal(self) -> bool:
         return self.window is not None
 
-    def score(self, rows: np.ndarray, *, explain: bool = False) -> ScoreBatch:
-        """Score model inputs: rows [n, f], or windows [n, W, f] for a temporal model."""
+    def score(self, rows: np.ndarray, *, explain: bool = False,
+              entities: Sequence[Hashable] | np.ndarray | None = None) -> ScoreBatch:
+        """Score model inputs: rows [n, f], or windows [n, W, f] for a temporal model;
+        ``entities`` (one per input) flag against each entity's own threshold where the policy
+        has them."""
         rows = self.validate(rows, windowed=self.temporal)
         scores, errors = self.run(rows, explain=explain)
-        return ScoreBatch(scores=scores, flags=self.policy.raw_flags(scores),
+        return ScoreBatch(scores=scores, flags=self.policy.raw_flags(scores, entities),
                           feature_errors=errors)
 
     def run_top(self, inputs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -245,7 +248,8 @@ def score_rows(
         per_chunk = max(1, chunk_rows // scorer.window)
         for ends, windows in iter_windows(rows, index, per_chunk):
             score_part(ends, windows)
-    return ScoreBatch(scores=scores, flags=scorer.policy.raw_flags(scores), feature_errors=errors,
+    return ScoreBatch(scores=scores, flags=scorer.policy.raw_flags(scores, entities),
+                      feature_errors=errors,
                       top_feature=top_feature, top_group=top_group)
 
 

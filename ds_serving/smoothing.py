@@ -142,8 +142,9 @@ def _k_of_n(history: np.ndarray, smoothing: Smoothing) -> np.ndarray:
     return (counts[n:] - counts[:-n]) >= smoothing.k
 
 
-def raw_flags(scores: np.ndarray, threshold: float) -> np.ndarray:
-    """``score > threshold``; a NaN score (no full window yet) is not flagged."""
+def raw_flags(scores: np.ndarray, threshold: float | np.ndarray) -> np.ndarray:
+    """``score > threshold`` (one threshold, or one per row); a NaN score (no full window yet)
+    is not flagged."""
     scores = np.asarray(scores)
     raw = np.zeros(scores.shape, dtype=bool)
     np.greater(scores, threshold, out=raw, where=~np.isnan(scores))
@@ -169,7 +170,7 @@ def smooth_flags(
 
 def flag_scores(
     scores: np.ndarray,
-    threshold: float,
+    threshold: float | np.ndarray,
     smoothing: Smoothing,
     entities: Sequence[Hashable] | np.ndarray | None = None,
 ) -> np.ndarray:
@@ -302,13 +303,14 @@ class StreamingSmoother:
     def apply_scores(
         self,
         scores: np.ndarray,
-        threshold: float,
+        threshold: float | np.ndarray,
         entities: Sequence[Hashable] | np.ndarray | None = None,
         groups: EntityGroups | None = None,
     ) -> np.ndarray:
         """Flags of a batch from its scores (threshold, re-baselining, k-of-n); ``groups``:
-        ``entity_groups(entities)`` when known. A re-baselining state belongs to one model:
-        always pass that model's threshold."""
+        ``entity_groups(entities)`` when known. ``threshold``: one, or each row's (the same for
+        all rows of an entity). A re-baselining state belongs to one model: always pass that
+        model's thresholds."""
         if self.smoothing.rebaseline is None:
             return self.apply(raw_flags(scores, threshold), entities, groups)
         values = np.asarray(scores, dtype=np.float64)
@@ -319,7 +321,9 @@ class StreamingSmoother:
             if state is None:
                 state = self._state(np.zeros(self.smoothing.n - 1, dtype=bool))
             assert isinstance(state, _Rebaselined)  # this policy's states, see adopt
-            out[positions] = _advance(state, values[positions].tolist(), threshold,
+            own = (threshold if isinstance(threshold, float | int)
+                   else float(threshold[positions[0]]))
+            out[positions] = _advance(state, values[positions].tolist(), own,
                                       self.smoothing, self.smoothing.rebaseline)
             put_recent(self._tails, key, state)
         self._evict()

@@ -54,6 +54,7 @@ from ds_assets.training.tensorrt_build import (
     compile_and_check,
     unavailable_reason,
 )
+from ds_assets.training.thresholds import MIN_ENTITY_ROWS
 from ds_serving.alerting import AlertPolicy, AlertPolicyError
 from ds_serving.bundle import load_bundle
 from ds_serving.smoothing import Rebaseline, Smoothing
@@ -412,6 +413,11 @@ class BundleConfig(dg.Config):
     # above which the tail is fitted
     risk: float = 1e-3
     pot_level: float = 0.98
+    # global (one threshold) | entity: each host's own by the same rule from its own validation
+    # rows (hosts that differ in level); hosts with fewer than min_entity_rows scored rows, and
+    # hosts unseen in training, use the global one
+    threshold_scope: str = "global"
+    min_entity_rows: int = MIN_ENTITY_ROWS
     smoothing_k: int = 1  # flag a row when >= k of its entity's last n raw flags are set
     smoothing_n: int = 1  # k=n=1: no smoothing
     # re-baselining after an alarm episode (ds_serving.smoothing): on when end_ratio > 0 (it
@@ -471,6 +477,7 @@ def build_model_bundle_asset(ds: Dataset) -> dg.AssetsDefinition:
             registry.models_dir, registry.model_name, onnx_model.data, detector, training_set,
             threshold_rule=config.threshold_rule, quantile=config.quantile, margin=config.margin,
             risk=config.risk, pot_level=config.pot_level,
+            threshold_scope=config.threshold_scope, min_entity_rows=config.min_entity_rows,
             smoothing=config.smoothing(), alerting=config.alerting(),
             feature_groups=ds.spec.features.groups if ds.spec is not None else None,
             lineage={"code_version": CODE_VERSION, "dagster_run_id": context.run_id,
@@ -492,6 +499,7 @@ def build_model_bundle_asset(ds: Dataset) -> dg.AssetsDefinition:
                 "window": detector.window if detector.window is not None else "none",
                 "threshold": threshold,
                 "threshold_rule": dg.MetadataValue.json(dict(policy.threshold_rule)),
+                "entity_thresholds": len(policy.entity_thresholds),
                 "smoothing": dg.MetadataValue.json(policy.smoothing.to_dict()),
                 "alerting": dg.MetadataValue.json(policy.alerting.to_dict()),
                 "mlflow_run_id": run_id or "",

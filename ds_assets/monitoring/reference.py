@@ -24,8 +24,9 @@ from ds_assets.monitoring.sketches import (
     feature_statistics,
     finite_values,
 )
-from ds_assets.telemetry.schema import LABEL, utc_times
+from ds_assets.telemetry.schema import ENTITY, LABEL, utc_times
 from ds_assets.training.datasets import split_rows
+from ds_serving.policy import ScoringPolicy
 
 REFERENCE_FILE = "reference.json"
 REFERENCE_FORMAT = 1
@@ -294,7 +295,7 @@ def reference_from_training_set(
     features: Sequence[str],
     train_scores: np.ndarray,
     val_scores: np.ndarray,
-    threshold: float,
+    threshold: float | ScoringPolicy,
     *,
     sigmas: float = 3.0,
     lineage: Mapping[str, Any] | None = None,
@@ -305,7 +306,8 @@ def reference_from_training_set(
     where a temporal model has no full window. Features and the thresholds use every scored
     row, day by day; the score sketch and anomaly rate new days are compared with come from the
     validation rows only (which the model was not fitted on) when they span enough whole days
-    to calibrate on, see :func:`build_reference`."""
+    to calibrate on, see :func:`build_reference`. ``threshold``: the model's, or its policy
+    (per-entity thresholds flag each host's rows against its own)."""
     parts = []
     for split, scores in (("train", train_scores), ("val", val_scores)):
         rows = split_rows(training_set, split)
@@ -329,9 +331,14 @@ def reference_from_training_set(
     (train, train_kept), (val, val_kept) = parts
     frame = pd.concat([train, val], ignore_index=True)
     scores = np.concatenate([train_kept, val_kept])
+    policy = threshold if isinstance(threshold, ScoringPolicy) else ScoringPolicy(threshold)
+
+    def flags(rows: pd.DataFrame, kept: np.ndarray) -> np.ndarray:
+        return policy.raw_flags(kept, rows[ENTITY].to_numpy() if ENTITY in rows else None)
+
     return build_reference(
-        frame, list(features), scores, scores > threshold,
-        held_out=(val_kept, val_kept > threshold, val["timestamp"]), sigmas=sigmas,
+        frame, list(features), scores, flags(frame, scores),
+        held_out=(val_kept, flags(val, val_kept), val["timestamp"]), sigmas=sigmas,
         lineage=lineage,
     )
 

@@ -7,6 +7,7 @@ import pandas as pd
 
 TIMESTAMP = "timestamp"
 ENTITY_COLUMNS: tuple[str, ...] = ("host_id", "region", "project_id")
+ENTITY = ENTITY_COLUMNS[0]  # the id per-entity state, thresholds and alerts are kept by
 LABEL = "label"
 # training sets only: False on rows of unlabeled days (their label 0 means "not screened out",
 # not "known normal"), so metrics and gates never read them as labeled

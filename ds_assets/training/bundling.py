@@ -18,7 +18,13 @@ from ds_assets.training.contamination import trim_top
 from ds_assets.training.datasets import contiguous_segments, split_rows
 from ds_assets.training.detectors import TrainedDetector
 from ds_assets.training.promotion import FIT_END_KEY, fit_rows_end
-from ds_assets.training.thresholds import calibrate_threshold
+from ds_assets.training.thresholds import (
+    MIN_ENTITY_ROWS,
+    SCOPES,
+    ThresholdError,
+    calibrate_threshold,
+    entity_thresholds,
+)
 from ds_serving.alerting import AlertPolicy
 from ds_serving.bundle import Bundle, write_bundle
 from ds_serving.policy import ScoringPolicy
@@ -76,6 +82,31 @@ def learned_ranges(extra: Mapping[str, Any], factor: float) -> dict[str, tuple[f
     return out
 
 
+def _entity_thresholds(
+    val: pd.DataFrame, val_scores: np.ndarray, calibrated: np.ndarray, rule: Mapping[str, Any],
+    *, quantile: float, margin: float, risk: float, level: float, min_rows: int,
+) -> tuple[dict[str, float], dict[str, Any]]:
+    """Each host's threshold by the global rule from its own normal validation rows."""
+    if ENTITY not in val.columns:
+        raise ThresholdError(f"threshold_scope='entity' needs the {ENTITY!r} column in the "
+                             "validation rows; use threshold_scope='global'")
+    if rule["rule"] not in ("quantile", "pot"):
+        raise ThresholdError(
+            f"threshold_scope='entity' calibrates each entity's normal rows by quantile or pot, "
+            f"not {rule['rule']!r} (labeled validation rows chose it): set threshold_rule to "
+            "quantile or pot")
+    normal = calibrated.copy()
+    if LABEL in val.columns:
+        normal &= val[LABEL].to_numpy() == 0
+
+    def calibrate(scores: np.ndarray, _entity: object) -> float:
+        return calibrate_threshold(scores, rule=str(rule["rule"]), quantile=quantile,
+                                   margin=margin, risk=risk, level=level)[0]
+
+    return entity_thresholds(val_scores[normal], val[ENTITY].to_numpy()[normal], calibrate,
+                             min_rows)
+
+
 def build_bundle(
     models_dir: str | os.PathLike[str],
     model_name: str,
@@ -92,9 +123,15 @@ def build_bundle(
     feature_groups: Mapping[str, Sequence[str]] | None = None,
     risk: float = 1e-3,
     pot_level: float = 0.98,
+    threshold_scope: str = "global",
+    min_entity_rows: int = MIN_ENTITY_ROWS,
 ) -> Bundle:
-    """Calibrate the threshold on the validation split, sketch the drift reference on the
-    train/val scores, and publish a new bundle version with the scoring policy and lineage."""
+    """Calibrate the threshold on the validation split (also per entity with
+    ``threshold_scope="entity"``), sketch the drift reference on the train/val scores, and
+    publish a new bundle version with the scoring policy and lineage."""
+    if threshold_scope not in SCOPES:
+        raise ThresholdError(f"threshold_scope={threshold_scope!r}: choose one of "
+                             f"{', '.join(SCOPES)}")
     features = detector.features
     val = split_rows(training_set, "val")
     val_scores = row_scores(onnx_bytes, detector, val)
@@ -109,12 +146,18 @@ def build_bundle(
     )
     if not calibrated.all():
         rule = {**rule, "trimmed_unlabeled_val_rows": int((~calibrated).sum())}
-    policy = ScoringPolicy(threshold, rule, smoothing, alerting)
+    own: dict[str, float] = {}
+    if threshold_scope == "entity":
+        own, counts = _entity_thresholds(val, val_scores, calibrated, rule, quantile=quantile,
+                                         margin=margin, risk=risk, level=pot_level,
+                                         min_rows=min_entity_rows)
+        rule = {**rule, **counts}
+    policy = ScoringPolicy(threshold, rule, smoothing, alerting, entity_thresholds=own)
     # drift baseline shipped with the bundle: quantile sketches + calibrated thresholds
     train = split_rows(training_set, "train")
     train_scores = row_scores(onnx_bytes, detector, train)
     reference = reference_from_training_set(training_set, features, train_scores, val_scores,
-                                            threshold)
+                                            policy)
     summary = detector.training_summary
     return write_bundle(
         models_dir,
@@ -124,7 +167,7 @@ def build_bundle(
         features=features,
         window=detector.window,
         threshold=policy.threshold,
-        threshold_rule=dict(policy.threshold_rule),
+        threshold_rule={k: v for k, v in policy.threshold_section().items() if k != "value"},
         **policy.sections(),
         lineage={
             "partitions": sorted({str(d) for d in training_set[TIMESTAMP].dt.date.unique()}),

@@ -29,7 +29,7 @@ from ds_serving.atomic import atomic_path
 from ds_serving.bundle import Bundle
 from ds_serving.policy import ScoringPolicy
 from ds_serving.scoring import Scorer, ScoringInputError, score_rows
-from ds_serving.smoothing import StreamingSmoother
+from ds_serving.smoothing import StreamingSmoother, raw_flags
 from ds_serving.threads import SCORING, thread_policy
 
 ENTITY = "host_id"
@@ -95,6 +95,7 @@ class TableScorer:
         self.chunk_rows = chunk_rows
         self.rows_seen = 0
         self._codes: dict[Hashable, int] = {}  # entity id -> the integer standing for it
+        self._own: list[float] = []  # entity code -> its threshold (a per-entity policy)
         self._last_time: dict[int, int] = {}  # entity code -> its latest time, ns
         self._tail_keys: np.ndarray | None = None  # temporal: each entity's last W - 1 rows
         self._tail_rows: np.ndarray | None = None
@@ -122,6 +123,9 @@ class TableScorer:
         per row."""
         table = np.fromiter((self._codes.setdefault(u, len(self._codes)) for u in uniques),
                             dtype=np.int64)
+        if self.policy.per_entity:
+            self._own.extend(self.policy.threshold_of(u)
+                             for u in list(self._codes)[len(self._own):])
         return table[local]
 
     def _missing(self, columns: Sequence[str], what: str) -> None:
@@ -251,13 +255,15 @@ class TableScorer:
             if started.first_row == 0:
                 raise
             raise ScoringInputError(f"in the chunk from row {started.first_row}: {exc}") from exc
-        raw = self.policy.raw_flags(scores)
+        ids = started.ids
+        thresholds: float | np.ndarray = self.policy.threshold
+        if self.policy.per_entity and ids is not None:
+            thresholds = np.asarray(self._own, np.float64)[ids]
+        raw = raw_flags(scores, thresholds)
         flags = None
         if self._smoother is not None:
-            ids = started.ids
             flags = self._smoother.apply_scores(
-                scores, self.policy.threshold,
-                ids if ids is not None else np.zeros(len(scores), np.int8))
+                scores, thresholds, ids if ids is not None else np.zeros(len(scores), np.int8))
         return _Chunk(scores, raw, flags, top_feature, top_group)
 
     def _check_time_order(self, ids: np.ndarray, times: np.ndarray, first_row: int, last: bool,

@@ -23,7 +23,7 @@ import pandas as pd
 
 from ds_assets.monitoring.drift import comparable_rows, compare
 from ds_assets.monitoring.reference import load_reference
-from ds_assets.telemetry.schema import LABEL
+from ds_assets.telemetry.schema import ENTITY, LABEL
 from ds_assets.training.gate import ModelRun, injected_test_rows, known_labels, measure
 from ds_serving import bundle as bundles
 from ds_serving.atomic import atomic_write_bytes
@@ -83,8 +83,10 @@ def _side(run: ModelRun, bundle_path: Path, raw: pd.DataFrame, numbers: dict[str
     bundle = bundles.load_bundle(bundle_path)
     rows = comparable_rows(raw)
     scores = run.scores[rows]
-    drift = compare(load_reference(bundle_path), raw[rows], scores,
-                    scores > bundle.manifest.threshold, labeled=LABEL in raw.columns).summary()
+    flags = bundle.manifest.policy.raw_flags(
+        scores, raw.loc[rows, ENTITY].to_numpy() if ENTITY in raw.columns else None)
+    drift = compare(load_reference(bundle_path), raw[rows], scores, flags,
+                    labeled=LABEL in raw.columns).summary()
     return {"version": run.version, "flag_rate": numbers["flag_rate"],
             "alerts": len(run.alerts_start),
             "alerts_per_entity_day": numbers["alerts_per_entity_day"],

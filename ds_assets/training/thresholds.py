@@ -10,6 +10,10 @@ Three rules:
 - ``best_f1``: the threshold maximizing F1 on a *labeled validation* split (never the test split,
   whose labels measure the result).
 
+Scope: ``global`` (one threshold) or ``entity``: each entity's own threshold by the same rule
+from its own normal validation rows (``entity_thresholds``), for hosts that differ in level; an
+entity with too few rows, and any entity unseen in training, keeps the global one.
+
 Both follow the deployed rule ``flag = score > threshold`` (strict), evaluated in float32 like the
 scorer, so the flags on the calibration rows are exactly the ones the rule's numbers describe.
 Rows without a score (NaN: a temporal model's warm-up rows) are left out and counted.
@@ -17,12 +21,18 @@ Rows without a score (NaN: a temporal model's warm-up rows) are left out and cou
 
 from __future__ import annotations
 
+from collections.abc import Callable, Hashable, Sequence
 from typing import Any
 
 import numpy as np
 
+from ds_serving.windows import entity_groups
+
 RULES = ("auto", "quantile", "pot", "best_f1")
+SCOPES = ("global", "entity")
 MIN_PEAKS = 10
+# an entity's own threshold needs this many scored validation rows (below: the global one)
+MIN_ENTITY_ROWS = 100
 
 
 class ThresholdError(ValueError):
@@ -223,3 +233,40 @@ def calibrate_threshold(
     if rule == "pot":
         return calibrate_pot(normal, risk, level, margin)
     return calibrate_quantile(normal, quantile, margin)
+
+
+def entity_thresholds(
+    scores: np.ndarray,
+    entities: Sequence[Hashable] | np.ndarray,
+    calibrate: Callable[[np.ndarray, Hashable], float],
+    min_rows: int = MIN_ENTITY_ROWS,
+) -> tuple[dict[str, float], dict[str, Any]]:
+    """Each entity's own threshold, ``calibrate(its scored rows, entity)``. An entity with fewer
+    than ``min_rows`` scored rows, or whose calibration fails (``ThresholdError``, a non-finite
+    value: a tail too thin), gets none and is flagged against the global threshold. Returns
+    (entity id as text -> threshold, sorted; the counts for the manifest's rule)."""
+    if isinstance(min_rows, bool) or not isinstance(min_rows, int) or min_rows < 1:
+        raise ThresholdError(f"min_entity_rows={min_rows!r} must be a whole number >= 1")
+    values = np.asarray(scores, np.float32).ravel()
+    keys = np.asarray(entities)
+    if len(keys) != len(values):
+        raise ThresholdError(f"got {len(values)} scores but {len(keys)} entity ids")
+    out: dict[str, float] = {}
+    thin = failed = 0
+    for key, positions in entity_groups(keys) if len(keys) else []:
+        own = values[positions]
+        own = own[~np.isnan(own)]
+        if len(own) < min_rows:
+            thin += 1
+            continue
+        try:
+            value = float(calibrate(own, key))
+        except ThresholdError:
+            value = float("nan")
+        if not np.isfinite(value):
+            failed += 1
+            continue
+        out[str(key)] = value
+    return dict(sorted(out.items())), {
+        "scope": "entity", "min_entity_rows": min_rows, "entities_calibrated": len(out),
+        "entities_too_few_rows": thin, "entities_failed": failed}

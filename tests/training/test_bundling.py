@@ -4,25 +4,35 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
+import pandas as pd
+import pytest
+
 from ds_assets.monitoring.reference import REFERENCE_FILE, load_reference
 from ds_assets.telemetry.generator import GeneratorConfig, generate_day
-from ds_assets.training.bundling import build_bundle, features_of
+from ds_assets.training.bundling import build_bundle, features_of, row_scores
 from ds_assets.training.datasets import build_training_set, normal_rows, split_rows
 from ds_assets.training.detectors import DetectorParams, train_detector
 from ds_assets.training.export import export_onnx
+from ds_assets.training.thresholds import ThresholdError, calibrate_quantile
 from ds_serving.alerting import AlertPolicy
 from ds_serving.bundle import load_bundle
 from ds_serving.smoothing import Smoothing
 
 
-def test_a_trained_detector_becomes_a_bundle_without_dagster(tmp_path: Path) -> None:
-    config = GeneratorConfig(n_hosts=2, interval_seconds=900, seed=3)
+def _trained(n_hosts: int = 2) -> tuple[pd.DataFrame, list[str], object]:
+    config = GeneratorConfig(n_hosts=n_hosts, interval_seconds=900, seed=3)
     days = {d: generate_day(d, config) for d in ("2026-11-01", "2026-11-02")}
     training_set = build_training_set(days)
     features = [c for c in days["2026-11-01"].columns if c.startswith(("cpu", "mem", "lat"))]
     train, val = split_rows(training_set, "train"), normal_rows(split_rows(training_set, "val"))
     detector = train_detector(DetectorParams(family="pca"), features_of(train, features),
                               features_of(val, features), features)
+    return training_set, features, detector
+
+
+def test_a_trained_detector_becomes_a_bundle_without_dagster(tmp_path: Path) -> None:
+    training_set, features, detector = _trained()
     bundle = build_bundle(
         tmp_path / "models", "m", export_onnx(detector), detector, training_set,
         threshold_rule="quantile", quantile=0.99, margin=1.0, smoothing=Smoothing(2, 3),
@@ -35,3 +45,43 @@ def test_a_trained_detector_becomes_a_bundle_without_dagster(tmp_path: Path) -> 
     assert m.lineage["dagster_run_id"] == "r1" and "fit_rows_end" in m.lineage
     assert REFERENCE_FILE in m.files
     assert load_reference(bundle.path).features == tuple(features)
+
+
+def test_per_entity_thresholds_come_from_each_hosts_own_validation_rows(tmp_path: Path) -> None:
+    training_set, _, detector = _trained(n_hosts=3)
+    bundle = build_bundle(
+        tmp_path / "models", "m", export_onnx(detector), detector, training_set,
+        threshold_rule="quantile", quantile=0.9, margin=1.0, smoothing=Smoothing(),
+        alerting=AlertPolicy(), lineage={}, threshold_scope="entity", min_entity_rows=5,
+    )
+    policy = load_bundle(bundle.path).manifest.policy
+    val = split_rows(training_set, "val")
+    scores = row_scores(export_onnx(detector), detector, val)
+    normal = val["label"].to_numpy() == 0
+    hosts = val["host_id"].to_numpy()
+    assert set(policy.entity_thresholds) == set(np.unique(hosts))
+    for host, value in policy.entity_thresholds.items():
+        assert value == calibrate_quantile(scores[normal & (hosts == host)], 0.9)[0]
+    assert policy.threshold == calibrate_quantile(scores[normal], 0.9)[0]
+    assert policy.threshold_rule["scope"] == "entity"
+    assert policy.threshold_rule["entities_calibrated"] == 3
+
+
+@pytest.mark.parametrize(("kw", "match"), [
+    ({"threshold_scope": "host"}, r"threshold_scope='host': choose one of global, entity"),
+    ({"threshold_scope": "entity", "threshold_rule": "best_f1"},
+     r"threshold_scope='entity' calibrates each entity's normal rows by quantile or pot, not "
+     r"'best_f1'"),
+])
+def test_an_unworkable_threshold_scope_names_the_fix(
+    tmp_path: Path, kw: dict[str, str], match: str
+) -> None:
+    training_set, _, detector = _trained()
+    val = training_set.index[training_set["split"] == "val"]
+    training_set.loc[val[:3], "label"] = 1  # labeled validation anomalies
+    params = {"threshold_rule": "quantile", **kw}
+    with pytest.raises(ThresholdError, match=match):
+        build_bundle(tmp_path / "models", "m", export_onnx(detector), detector, training_set,
+                     quantile=0.9, margin=1.0, smoothing=Smoothing(), alerting=AlertPolicy(),
+                     lineage={}, **params)
+    assert not (tmp_path / "models").exists() or not any((tmp_path / "models").rglob("*.onnx"))

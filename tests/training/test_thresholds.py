@@ -8,6 +8,7 @@ from ds_assets.training.thresholds import (
     calibrate_best_f1,
     calibrate_quantile,
     calibrate_threshold,
+    entity_thresholds,
 )
 
 
@@ -148,3 +149,36 @@ def test_the_pot_rule_uses_the_normal_validation_rows() -> None:
     value, rule = calibrate_threshold(scores, labels, rule="pot", risk=1e-3, level=0.98)
     assert rule["rule"] == "pot" and rule["calibration_rows"] == 5_000
     assert value < 20  # the labeled anomalies did not stretch the tail
+
+
+def test_each_entity_gets_its_own_threshold_unless_it_has_too_few_rows() -> None:
+    rng = np.random.default_rng(0)
+    ids = np.repeat(np.array(["low", "high", "thin", "flat"], dtype=object), [200, 200, 20, 150])
+    scores = np.concatenate([rng.random(200), 10 + rng.random(200), rng.random(20),
+                             np.full(150, np.nan)]).astype(np.float32)
+    scores[:10] = np.nan  # unscored rows do not count towards the minimum
+
+    def q99(own: np.ndarray, entity: object) -> float:
+        assert entity in ("low", "high")  # "thin" and "flat" never reach the rule
+        return calibrate_quantile(own, 0.99)[0]
+
+    own, counts = entity_thresholds(scores, ids, q99, min_rows=100)
+    assert list(own) == ["high", "low"]
+    assert own["low"] == calibrate_quantile(scores[10:200], 0.99)[0] < 1.0 < own["high"]
+    assert counts == {"scope": "entity", "min_entity_rows": 100, "entities_calibrated": 2,
+                      "entities_too_few_rows": 2, "entities_failed": 0}
+
+
+def test_an_entity_whose_rule_fails_keeps_the_global_threshold() -> None:
+    ids = np.array(["a"] * 50 + ["b"] * 50, dtype=object)
+
+    def rule(own: np.ndarray, entity: object) -> float:
+        if entity == "a":
+            raise ThresholdError("tail too thin")
+        return float("inf") if entity == "b" else 1.0
+
+    assert entity_thresholds(np.ones(100), ids, rule, min_rows=10)[1]["entities_failed"] == 2
+    with pytest.raises(ThresholdError, match="got 100 scores but 3 entity ids"):
+        entity_thresholds(np.ones(100), ids[:3], rule)
+    with pytest.raises(ThresholdError, match=r"min_entity_rows=0 must be a whole number >= 1"):
+        entity_thresholds(np.ones(100), ids, rule, min_rows=0)

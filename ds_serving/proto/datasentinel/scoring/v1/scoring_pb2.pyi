@@ -84,7 +84,7 @@ class ModelInfoRequest(_message.Message):
     def __init__(self, model: _Optional[str] = ...) -> None: ...
 
 class ModelInfo(_message.Message):
-    __slots__ = ("name", "version", "kind", "features", "window", "threshold", "backend", "backend_reason", "loaded_at", "loaded_at_unix", "max_rows_per_request", "alerting_json", "smoothing_json", "created_at", "feature_mean", "feature_std", "feature_groups_json", "promoted_at", "promotion_reason")
+    __slots__ = ("name", "version", "kind", "features", "window", "threshold", "backend", "backend_reason", "loaded_at", "loaded_at_unix", "max_rows_per_request", "alerting_json", "smoothing_json", "created_at", "feature_mean", "feature_std", "feature_groups_json", "promoted_at", "promotion_reason", "threshold_json")
     NAME_FIELD_NUMBER: _ClassVar[int]
     VERSION_FIELD_NUMBER: _ClassVar[int]
     KIND_FIELD_NUMBER: _ClassVar[int]
@@ -104,6 +104,7 @@ class ModelInfo(_message.Message):
     FEATURE_GROUPS_JSON_FIELD_NUMBER: _ClassVar[int]
     PROMOTED_AT_FIELD_NUMBER: _ClassVar[int]
     PROMOTION_REASON_FIELD_NUMBER: _ClassVar[int]
+    THRESHOLD_JSON_FIELD_NUMBER: _ClassVar[int]
     name: str
     version: str
     kind: str
@@ -123,4 +124,5 @@ class ModelInfo(_message.Message):
     feature_groups_json: str
     promoted_at: str
     promotion_reason: str
-    def __init__(self, name: _Optional[str] = ..., version: _Optional[str] = ..., kind: _Optional[str] = ..., features: _Optional[_Iterable[str]] = ..., window: _Optional[int] = ..., threshold: _Optional[float] = ..., backend: _Optional[str] = ..., backend_reason: _Optional[str] = ..., loaded_at: _Optional[str] = ..., loaded_at_unix: _Optional[float] = ..., max_rows_per_request: _Optional[int] = ..., alerting_json: _Optional[str] = ..., smoothing_json: _Optional[str] = ..., created_at: _Optional[str] = ..., feature_mean: _Optional[_Iterable[float]] = ..., feature_std: _Optional[_Iterable[float]] = ..., feature_groups_json: _Optional[str] = ..., promoted_at: _Optional[str] = ..., promotion_reason: _Optional[str] = ...) -> None: ...
+    threshold_json: str
+    def __init__(self, name: _Optional[str] = ..., version: _Optional[str] = ..., kind: _Optional[str] = ..., features: _Optional[_Iterable[str]] = ..., window: _Optional[int] = ..., threshold: _Optional[float] = ..., backend: _Optional[str] = ..., backend_reason: _Optional[str] = ..., loaded_at: _Optional[str] = ..., loaded_at_unix: _Optional[float] = ..., max_rows_per_request: _Optional[int] = ..., alerting_json: _Optional[str] = ..., smoothing_json: _Optional[str] = ..., created_at: _Optional[str] = ..., feature_mean: _Optional[_Iterable[float]] = ..., feature_std: _Optional[_Iterable[float]] = ..., feature_groups_json: _Optional[str] = ..., promoted_at: _Optional[str] = ..., promotion_reason: _Optional[str] = ..., threshold_json: _Optional[str] = ...) -> None: ...
