@@ -19,18 +19,17 @@ configuration scores each series once (cached under the cache folder); a *candid
 configuration plus a flag policy (threshold rule and its numbers, global or per-entity
 calibration, k-of-n smoothing, re-baselining), and only post-processes those scores.
 
-Selection: for a held-out source, the deployable candidate (global or per-entity calibration,
-as bundles carry them; no per-entity standardization) with the best mean F1 over the two other
-sources (each source's F1 from counts summed over its series), among candidates whose
-false-alarm rate is at most a cap on each of them (the best mean F1 if none qualifies); ties go
-to the earlier candidate. Two criteria are
-reported (:data:`CRITERIA`): the cap ``MAX_FAR`` fixed before any result, and no cap, added after
-the first run. Per family this picks the configuration and policy; over all families the
-*default*. The held-out source's labels never influence what is applied to it. The shipped
-default is the selection made on all three sources with the criterion whose leave-one-out
-defaults did better on their held-out sources; the leave-one-out rows say how well that
-procedure transfers. Per-entity calibration and standardization are compared as well; the
-scorer cannot apply them yet.
+Selection: for a held-out source, the deployable candidate (no per-entity standardization) with
+the best mean F1 over the two other sources (each source's F1 from counts summed over its
+series), among candidates whose false-alarm rate is at most a cap on each of them (the best mean
+F1 if none qualifies); ties go to the earlier candidate. Two criteria (:data:`CRITERIA`): the
+cap ``MAX_FAR`` fixed before any result, and no cap, added after the first run; and two pools
+of calibrations (:data:`SCOPE_POOLS`): global only, or per entity too. Per family this picks the
+configuration and policy; over all families the *default*. The held-out source's labels never
+influence what is applied to it. The shipped default is the selection made on all three sources
+with the criterion and pool whose leave-one-out defaults did better on their held-out sources;
+the leave-one-out rows say how well that procedure transfers. Per-entity standardization is
+compared as well; bundles cannot carry it yet.
 
 Metrics per source: point-wise F1 / FAR / MAR (SKAB's definitions), event recall, false-alarm
 episodes per 10,000 rows, median detection delay (rows), and the threshold-free VUS-PR and
@@ -453,6 +452,9 @@ class FlagPolicy:
 #: that miss most anomalies elsewhere. The shipped default uses the criterion whose
 #: leave-one-out defaults have the higher mean held-out F1 (ties: the first).
 CRITERIA: dict[str, float] = {"far_capped": MAX_FAR, "mean_f1": 1.0}
+#: Which calibrations the selection may pick: global only, or per entity too (bundles carry both
+#: since 2026-12-06; judged, like the criteria, by their leave-one-out defaults held out)
+SCOPE_POOLS: dict[str, tuple[str, ...]] = {"global": ("global",), "+entity": ("global", "entity")}
 CRITERION_TEXT = {
     "far_capped": f"best mean F1 with FAR <= {MAX_FAR} on each source (fixed before any result)",
     "mean_f1": "best mean F1, no FAR cap (added after the first run)",
@@ -709,25 +711,30 @@ def evaluate(series: Sequence[Series], scored: Mapping[tuple[str, str, str], Sco
     today = [i for i, (c, p) in enumerate(table.candidates)
              if p == TODAY and c.name in ("temporal_ae", "dense_ae", "pca")]
     # global or per-entity calibration, no per-entity standardization: what a bundle carries
-    deployable = plain = np.array([not c.entity_norm for c, _ in table.candidates])
+    plain = np.array([not c.entity_norm for c, _ in table.candidates])
+    pools = {name: plain & np.array([p.scope in scopes for _, p in table.candidates])
+             for name, scopes in SCOPE_POOLS.items()}
+    rules = [(name, pool) for name in CRITERIA for pool in SCOPE_POOLS]  # ties: earlier
 
     def loo(held: str, max_far: float, allowed: np.ndarray) -> tuple[int, list[str]]:
         others = [s for s in sources if s != held]
         return select(table, others, allowed, max_far), others
 
-    # each criterion's default, chosen without the held-out source, judged on it
-    held_f1 = {name: float(np.mean([summarize(table.source_totals(held)[
-        loo(held, cap, deployable)[0]])["f1"] for held in sources]))
-        for name, cap in CRITERIA.items()}
-    shipped = max(CRITERIA, key=lambda name: (held_f1[name], -list(CRITERIA).index(name)))
-    cap = CRITERIA[shipped]
+    # each (criterion, calibrations allowed)'s default, chosen without the held-out source,
+    # judged on it
+    held_f1 = {f"{name}, {pool}": float(np.mean([summarize(table.source_totals(held)[
+        loo(held, CRITERIA[name], pools[pool])[0]])["f1"] for held in sources]))
+        for name, pool in rules}
+    shipped, shipped_pool = max(rules, key=lambda r: (held_f1[f"{r[0]}, {r[1]}"],
+                                                      -rules.index(r)))
+    cap, deployable = CRITERIA[shipped], pools[shipped_pool]
     per_source: dict[str, Any] = {}
     for held in sources:
         rows = []
-        for name, crit_cap in CRITERIA.items():
-            index, others = loo(held, crit_cap, deployable)
-            rows.append(row(f"default, {name} (on " + " + ".join(others) + ")", index, held,
-                            others))
+        for name, pool in rules:
+            index, others = loo(held, CRITERIA[name], pools[pool])
+            rows.append(row(f"default, {name}, {pool} (on " + " + ".join(others) + ")", index,
+                            held, others))
         if (~plain).any():
             index, others = loo(held, cap, ~plain)
             rows.append(row("per-entity standardization, not deployable yet", index, held,
@@ -739,7 +746,7 @@ def evaluate(series: Sequence[Series], scored: Mapping[tuple[str, str, str], Sco
                  for i in today]
         per_source[held] = {"rows": [r.to_dict() for r in rows]}
         if held == "generator":
-            default = rows[list(CRITERIA).index(shipped)]
+            default = rows[rules.index((shipped, shipped_pool))]
 
             def default_flags(s: Series, d: Row = default) -> np.ndarray:
                 return policy_flags(scored[(s.source, s.name, d.config.name)],
@@ -751,7 +758,9 @@ def evaluate(series: Sequence[Series], scored: Mapping[tuple[str, str, str], Sco
     config, policy = table.candidates[chosen]
     return {
         "selection": {"criteria": {name: CRITERION_TEXT[name] for name in CRITERIA},
+                      "calibrations": {name: list(s) for name, s in SCOPE_POOLS.items()},
                       "held_out_mean_f1": held_f1, "shipped_criterion": shipped,
+                      "shipped_calibrations": shipped_pool,
                       "candidates": len(table.candidates),
                       "deployable_candidates": int(deployable.sum()),
                       "configs": [c.to_dict() for c in configs], "policies": len(policies)},
@@ -761,6 +770,7 @@ def evaluate(series: Sequence[Series], scored: Mapping[tuple[str, str, str], Sco
         "per_source": per_source,
         "shipped_default": {"detector": config.to_dict(), "policy": policy.to_dict(),
                             "policy_text": policy.describe(), "criterion": shipped,
+                            "calibrations": shipped_pool,
                             "chosen_on": sources,
                             "per_source": {src: summarize(table.source_totals(src)[chosen])
                                            for src in sources}},
@@ -783,17 +793,17 @@ def format_report(result: Mapping[str, Any]) -> str:
         info = result["sources"][src]
         lines.append(f"\n== {src} held out ({info['series']} series, {info['test_rows']:,} test "
                      "rows) ==")
-        lines.append(f"{'row':<48} {'F1':>5} {'FAR%':>6} {'MAR%':>6} {'evRec':>5} "
+        lines.append(f"{'row':<56} {'F1':>5} {'FAR%':>6} {'MAR%':>6} {'evRec':>5} "
                      f"{'FA/10k':>7} {'VUS-PR':>6} {'VUS-ROC':>7}  detector; policy")
         for r in block["rows"]:
             lines.append(
-                f"{r['row'][:48]:<48} {r['f1']:5.2f} {_pct(r['far']):>6} {_pct(r['mar']):>6} "
+                f"{r['row'][:56]:<56} {r['f1']:5.2f} {_pct(r['far']):>6} {_pct(r['mar']):>6} "
                 f"{r['event_recall']:5.2f} {r['episodes_per_10k_rows']:7.1f} "
                 f"{r['vus_pr']:6.3f} {r['vus_roc']:7.3f}  {r['detector']['name']}; "
                 f"{r['policy_text']}")
         if src == "skab":
             for name, f1, far, mar in _published():
-                lines.append(f"{'published: ' + name:<48} {f1:5.2f} "
+                lines.append(f"{'published: ' + name:<56} {f1:5.2f} "
                              f"{'-' if far is None else f'{far:.1f}':>6} "
                              f"{'-' if mar is None else f'{mar:.1f}':>6}")
         if "kind_recall_default" in block:
@@ -801,9 +811,9 @@ def format_report(result: Mapping[str, Any]) -> str:
             lines.append(f"default's recall per anomaly type: {recall}")
     d = result["shipped_default"]
     sel = result["selection"]
-    lines.append("\nmean held-out F1 of each criterion's defaults: " + ", ".join(
+    lines.append("\nmean held-out F1 of each (criterion, calibrations)'s defaults: " + "; ".join(
         f"{k} {v:.3f}" for k, v in sel["held_out_mean_f1"].items()))
-    lines.append(f"shipped default ({d['criterion']}, chosen on all sources): "
+    lines.append(f"shipped default ({d['criterion']}, {d['calibrations']}, chosen on all sources): "
                  f"{d['detector']['name']}; {d['policy_text']}")
     return "\n".join(lines)
 

@@ -210,7 +210,9 @@ def test_evaluate_end_to_end_on_generated_sources(tmp_path: Path) -> None:
     shipped = result["shipped_default"]
     assert shipped["chosen_on"] == ["skab", "gutentag", "generator"]
     assert shipped["policy"]["scope"] == "global" and not shipped["detector"]["entity_norm"]
-    assert shipped["criterion"] in result["selection"]["held_out_mean_f1"]
+    key = f"{shipped['criterion']}, {shipped['calibrations']}"
+    assert key in result["selection"]["held_out_mean_f1"]
+    assert len(result["selection"]["held_out_mean_f1"]) == 4  # 2 criteria x 2 calibrations
     text = format_report(result)
     assert "== skab held out" in text and "published: Conv-AE" in text
     json.dumps(result, default=str)
