@@ -73,9 +73,9 @@ QUICK := bench/results/quick
 bench-quick: install
 	@mkdir -p $(QUICK)
 	$(PY) -m bench.scorer --seconds 1 --out $(QUICK)/scorer.json
-	$(PY) -m bench.dataset_scoring --sizes 100000 300000 1000000 --repeats 1 \
+	$(PY) -m bench.dataset_scoring --sizes 300000 1000000 --repeats 1 \
 	  --out $(QUICK)/dataset-scoring.json
-	$(PY) -m bench.ingest --rows 500000 --out $(QUICK)/ingest.json
+	$(PY) -m bench.ingest --rows 200000 --out $(QUICK)/ingest.json
 
 # SKAB outlier-detection protocol on the real benchmark data (not in the repo: GPL-3.0).
 export SKAB_DIR ?= $(CURDIR)/../shared/datasets/skab
