@@ -44,8 +44,8 @@ def test_each_check_catches_its_problem(good: pd.DataFrame) -> None:
     assert any("mem_util" in f for f in outcomes["feature_values_in_range"].failures)
     assert any("[3]" in f for f in outcomes["label_domain"].failures)
     # the suite runs pass/fail only; what failed runs again for the counts and examples
-    assert any("cpu_util" in f and "1 unexpected" in f
-               for f in outcomes["features_not_null"].failures)
+    assert outcomes["features_not_null"].failures == [
+        "cpu_util: 1 missing value(s), e.g. row(s) [3]"]
 
 
 def test_schema_problems(good: pd.DataFrame) -> None:
@@ -69,7 +69,7 @@ def test_out_of_range_names_rows_and_count(good: pd.DataFrame) -> None:
     text = " ".join(outcome.failures)
     assert "2 row(s) of mem_util outside [0, 100], e.g. row(s) [4, 9]" in text
     assert "1 row(s) of cpu_util" in text and "inf" in text
-    assert outcome.metadata["failed"] == 2  # expectations, not message lines
+    assert outcome.metadata["failed"] == 2  # columns at fault, a line each
 
 
 def test_validation_keeps_no_frame_alive(good: pd.DataFrame) -> None:
@@ -80,3 +80,21 @@ def test_validation_keeps_no_frame_alive(good: pd.DataFrame) -> None:
     del frame
     gc.collect()
     assert ref() is None
+
+
+def test_column_kinds_name_the_column_and_what_it_holds(good: pd.DataFrame) -> None:
+    """One GX expectation checks every column's kind: dtypes, and for object columns what the
+    values are (ids that are numbers are not text ids)."""
+    bad = good.copy()
+    bad["host_id"] = bad["host_id"].astype(object)
+    bad.loc[2, "host_id"] = 7  # one number among the text ids
+    bad["cpu_util"] = bad["cpu_util"].round().astype("int64")
+    bad["label"] = bad["label"].astype("float64")
+    outcome = validate_telemetry(bad, list(FEATURES), ranges=FEATURE_RANGES)["schema_and_dtypes"]
+    text = " ".join(outcome.failures)
+    assert not outcome.passed
+    assert "host_id is mixed-integer (expected one of ['string', 'str', 'empty'])" in text
+    assert "cpu_util is int64 (expected one of ['float32', 'float64'])" in text
+    assert "label is float64" in text
+    text_ids = good.assign(host_id=good["host_id"].astype("string"))
+    assert _run(text_ids)["schema_and_dtypes"]
