@@ -64,7 +64,7 @@ class EntityState:
             rebaselined = " with re-baselining" if smoothing.rebaseline else ""
             return f"{smoothing.k}-of-{smoothing.n} flag smoothing{rebaselined}"
         if self.policy.per_entity:
-            return f"a threshold per entity ({len(self.policy.entity_thresholds)} calibrated)"
+            return f"a threshold per entity, {len(self.policy.entity_thresholds)} calibrated"
         return "none"
 
     def take_over(self, old: EntityState) -> None:

@@ -64,7 +64,8 @@ class ScoringPolicy:
     ) -> ScoringPolicy:
         """Parse the manifest's sections; a bad value raises ``PolicyError`` naming it."""
         rule = dict(threshold_rule or {})
-        entities = rule.pop(ENTITIES_KEY, None) or {}
+        entities = rule.pop(ENTITIES_KEY, None)
+        entities = {} if entities is None else entities
         if not isinstance(entities, Mapping):
             raise PolicyError(f"threshold.{ENTITIES_KEY} must map entity ids to thresholds, got "
                               f"{type(entities).__name__}")

@@ -198,12 +198,16 @@ def score_rows(
     top: bool = False,
     chunk_rows: int = 65_536,
     from_row: int = 0,
+    ids: Sequence[Hashable] | np.ndarray | None = None,
 ) -> ScoreBatch:
     """Score a table of rows in bounded-memory chunks, point-wise or per-entity windows.
 
     For a temporal model each row is scored by the window of its entity's last ``W`` rows
     (rows must be time-ordered within each entity); rows before an entity's first full window
     get score NaN and flag False. ``entities=None`` treats all rows as one entity.
+    ``entities`` only key the windows (any ids that keep each entity's rows apart); ``flags``
+    are ``score > threshold``, each entity's own with ``ids`` (its real entity ids) for a
+    per-entity policy.
     ``explain`` keeps every feature error ([n, f]); ``top`` keeps only each row's top feature
     (and declared group), reduced chunk by chunk, which is what dataset scoring needs.
     Rows before ``from_row`` are context only (an earlier chunk's last rows opening a temporal
@@ -248,7 +252,7 @@ def score_rows(
         per_chunk = max(1, chunk_rows // scorer.window)
         for ends, windows in iter_windows(rows, index, per_chunk):
             score_part(ends, windows)
-    return ScoreBatch(scores=scores, flags=scorer.policy.raw_flags(scores, entities),
+    return ScoreBatch(scores=scores, flags=scorer.policy.raw_flags(scores, ids),
                       feature_errors=errors,
                       top_feature=top_feature, top_group=top_group)
 

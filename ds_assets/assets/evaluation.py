@@ -25,6 +25,7 @@ from ds_assets.training.gate import ModelRun, injected_test_rows, judge, known_l
 from ds_assets.training.promotion import rows_after_fit
 from ds_assets.training.shadow import open_candidate
 from ds_serving.bundle import load_bundle
+from ds_serving.policy import ScoringPolicy
 
 HEADLINE = ("precision", "recall", "f1", "roc_auc", "pr_auc", "best_f1_oracle", "precision_at_k",
             "far", "mar", "contamination", "mean_delay_seconds", "median_delay_seconds",
@@ -102,7 +103,9 @@ def build_evaluation_report_asset(ds: Dataset) -> dg.AssetsDefinition:
             baseline_margin=float(rule.get("margin", 1.0)),
             notes=[f"labels: {labels_from}", f"threshold rule {rule.get('rule', '?')}",
                    f"flag policy: {manifest.policy.smoothing.describe()}",
-                   f"window {manifest.window or 'none (point-wise)'}"],
+                   f"window {manifest.window or 'none (point-wise)'}",
+                   *_per_entity_note(manifest.policy)],
+            entity_thresholds=manifest.policy.entity_thresholds,
             seed=config.seed,
         )
         registry = ds.registry(context)
@@ -247,3 +250,12 @@ def build_champion_asset(ds: Dataset) -> dg.AssetsDefinition:
                 "candidate": candidate.to_dict() if candidate is not None else None}
 
     return champion
+
+
+def _per_entity_note(policy: ScoringPolicy) -> list[str]:
+    if not policy.per_entity:
+        return []
+    return [f"each host is flagged against its own threshold ({len(policy.entity_thresholds)} "
+            f"calibrated; {policy.threshold:.6g} for the others, the one shown as the deployed "
+            "threshold and in the histogram; the time series draws its host's own); baselines "
+            "use one threshold each"]

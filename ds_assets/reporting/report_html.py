@@ -11,7 +11,7 @@ from __future__ import annotations
 import base64
 import html
 import os
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -227,6 +227,7 @@ def build_report(
     baseline_margin: float = 1.0,
     notes: Sequence[str] = (),
     seed: int = 0,
+    entity_thresholds: Mapping[str, float] | None = None,
 ) -> RenderedReport:
     """Evaluate the deployed flags/scores, run the baselines on the same rows, render it all.
 
@@ -259,8 +260,9 @@ def build_report(
     rows = _pick_entity(y, ents)
     entity = None if ents is None else str(ents[rows[0]])
     time_axis = times[rows] if times is not None else np.arange(rows.size)
+    own = (entity_thresholds or {}).get(entity or "", threshold)  # a per-entity policy's
     figures["timeseries"] = timeseries_png(
-        time_axis, s[rows], f[rows], y[rows], threshold,
+        time_axis, s[rows], f[rows], y[rows], own,
         "Score over time" + (f" ({entity})" if entity else ""),
     )
     comparison = comparison_markdown("model (deployed)", report, baselines)

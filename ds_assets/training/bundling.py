@@ -30,6 +30,7 @@ from ds_serving.bundle import Bundle, write_bundle
 from ds_serving.policy import ScoringPolicy
 from ds_serving.scoring import Scorer, score_rows
 from ds_serving.smoothing import Smoothing
+from ds_serving.windows import entity_groups
 
 ENTITY = "host_id"
 
@@ -83,19 +84,22 @@ def learned_ranges(extra: Mapping[str, Any], factor: float) -> dict[str, tuple[f
 
 
 def _entity_thresholds(
-    val: pd.DataFrame, val_scores: np.ndarray, calibrated: np.ndarray, rule: Mapping[str, Any],
+    val: pd.DataFrame, val_scores: np.ndarray, share: float, rule: Mapping[str, Any],
     *, quantile: float, margin: float, risk: float, level: float, min_rows: int,
 ) -> tuple[dict[str, float], dict[str, Any]]:
-    """Each host's threshold by the global rule from its own normal validation rows."""
+    """Each host's threshold by the global rule from its own normal validation rows, the top
+    ``share`` of its own unlabeled rows left out (a trim over all hosts would take a noisy
+    host's normal tail and leave it a threshold below its normal level)."""
     if ENTITY not in val.columns:
         raise ThresholdError(f"threshold_scope='entity' needs the {ENTITY!r} column in the "
                              "validation rows; use threshold_scope='global'")
-    if rule["rule"] not in ("quantile", "pot"):
-        raise ThresholdError(
-            f"threshold_scope='entity' calibrates each entity's normal rows by quantile or pot, "
-            f"not {rule['rule']!r} (labeled validation rows chose it): set threshold_rule to "
-            "quantile or pot")
-    normal = calibrated.copy()
+    hosts = val[ENTITY].to_numpy()
+    unlabeled = unlabeled_rows(val)
+    normal = np.ones(len(val), bool)
+    if share > 0:
+        for _, rows in entity_groups(hosts):
+            normal[rows] = trim_top(val_scores[rows], unlabeled[rows], share)
+    trimmed = int((~normal).sum())
     if LABEL in val.columns:
         normal &= val[LABEL].to_numpy() == 0
 
@@ -103,8 +107,8 @@ def _entity_thresholds(
         return calibrate_threshold(scores, rule=str(rule["rule"]), quantile=quantile,
                                    margin=margin, risk=risk, level=level)[0]
 
-    return entity_thresholds(val_scores[normal], val[ENTITY].to_numpy()[normal], calibrate,
-                             min_rows)
+    own, counts = entity_thresholds(val_scores[normal], hosts[normal], calibrate, min_rows)
+    return own, {**counts, "entity_trimmed_unlabeled_val_rows": trimmed} if trimmed else counts
 
 
 def build_bundle(
@@ -132,6 +136,10 @@ def build_bundle(
     if threshold_scope not in SCOPES:
         raise ThresholdError(f"threshold_scope={threshold_scope!r}: choose one of "
                              f"{', '.join(SCOPES)}")
+    if threshold_scope == "entity" and threshold_rule == "best_f1":
+        raise ThresholdError("threshold_scope='entity' calibrates each entity's normal rows by "
+                             "quantile or pot, not 'best_f1': set threshold_rule to quantile "
+                             "or pot")
     features = detector.features
     val = split_rows(training_set, "val")
     val_scores = row_scores(onnx_bytes, detector, val)
@@ -148,7 +156,12 @@ def build_bundle(
         rule = {**rule, "trimmed_unlabeled_val_rows": int((~calibrated).sum())}
     own: dict[str, float] = {}
     if threshold_scope == "entity":
-        own, counts = _entity_thresholds(val, val_scores, calibrated, rule, quantile=quantile,
+        if rule["rule"] == "best_f1":  # threshold_rule auto, with labeled validation rows
+            raise ThresholdError(
+                "threshold_scope='entity' calibrates each entity's normal rows by quantile or "
+                "pot, but threshold_rule='auto' chose best_f1 because the validation rows hold "
+                "labeled anomalies: set threshold_rule to quantile or pot")
+        own, counts = _entity_thresholds(val, val_scores, share, rule, quantile=quantile,
                                          margin=margin, risk=risk, level=pot_level,
                                          min_rows=min_entity_rows)
         rule = {**rule, **counts}

@@ -121,12 +121,16 @@ class TableScorer:
         """Global entity codes from a chunk's own codes and its distinct ids: per-entity state
         (windows, flag smoothing) then groups integers in C where string ids would cost Python
         per row."""
-        table = np.fromiter((self._codes.setdefault(u, len(self._codes)) for u in uniques),
-                            dtype=np.int64)
-        if self.policy.per_entity:
-            self._own.extend(self.policy.threshold_of(u)
-                             for u in list(self._codes)[len(self._own):])
+        table = np.fromiter((self._code(u) for u in uniques), dtype=np.int64)
         return table[local]
+
+    def _code(self, entity: Hashable) -> int:
+        code = self._codes.get(entity)
+        if code is None:
+            code = self._codes[entity] = len(self._codes)
+            if self.policy.per_entity:
+                self._own.append(self.policy.threshold_of(entity))
+        return code
 
     def _missing(self, columns: Sequence[str], what: str) -> None:
         missing = [f for f in self.scorer.features if f not in columns]
@@ -257,7 +261,12 @@ class TableScorer:
             raise ScoringInputError(f"in the chunk from row {started.first_row}: {exc}") from exc
         ids = started.ids
         thresholds: float | np.ndarray = self.policy.threshold
-        if self.policy.per_entity and ids is not None:
+        if self.policy.per_entity:
+            if ids is None:
+                raise DatasetError(
+                    f"rows have no {ENTITY!r} column, and {self.scorer.label} flags each "
+                    f"entity against its own threshold ({len(self.policy.entity_thresholds)} "
+                    f"calibrated): add the {ENTITY} column")
             thresholds = np.asarray(self._own, np.float64)[ids]
         raw = raw_flags(scores, thresholds)
         flags = None

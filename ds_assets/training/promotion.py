@@ -24,6 +24,7 @@ import numpy as np
 import pandas as pd
 
 from ds_serving import bundle as bundles
+from ds_serving.policy import ENTITIES_KEY
 
 CHAMPION_ALIAS = "champion"
 BUNDLE_VERSION_TAG = "bundle_version"
@@ -236,8 +237,11 @@ def log_bundle(
     run = client.get_run(run_id)
     m = bundle.manifest
     logged = run.data.params
+    # per-entity thresholds stay in the bundle's manifest (logged as a file below): one param
+    # per host would be thousands, and MLflow refuses names with characters ids may hold
+    rule = {k: v for k, v in m.threshold_rule.items() if k != ENTITIES_KEY}
     all_params = _flat("", {**(params or {}), "threshold": m.threshold,
-                            "threshold_rule": m.threshold_rule, "smoothing": m.smoothing,
+                            "threshold_rule": rule, "smoothing": m.smoothing,
                             "bundle_version": m.version, "kind": m.kind,
                             "window": m.window if m.window is not None else "none"})
     # MLflow params are immutable: log only the ones this run does not hold yet

@@ -15,6 +15,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from ds_assets.training.dataset_scoring import score_frame, score_table
+from ds_assets.training.datasets import DatasetError
 from ds_serving.bundle import MANIFEST_FILE, BundleError, load_bundle, promote
 from ds_serving.client import ScorerClient, encode_request
 from ds_serving.metrics import ScorerMetrics
@@ -81,8 +82,9 @@ def test_the_manifest_carries_them_and_bad_ones_are_refused(tmp_path: Path) -> N
     (path / MANIFEST_FILE).write_text(json.dumps(manifest))
     with pytest.raises(BundleError, match=r"threshold.entities: entity 'a' has threshold 'high'"):
         load_bundle(path)
-    with pytest.raises(PolicyError, match=r"threshold.entities must map entity ids"):
-        ScoringPolicy.from_sections(1.0, {"entities": [1.0]})
+    for bad in ([1.0], [], 0, ""):
+        with pytest.raises(PolicyError, match=r"threshold.entities must map entity ids"):
+            ScoringPolicy.from_sections(1.0, {"entities": bad})
 
 
 def test_a_what_if_threshold_is_one_threshold_for_every_entity() -> None:
@@ -124,8 +126,11 @@ def test_dataset_scoring_and_the_live_scorer_flag_alike(tmp_path: Path) -> None:
     day = tmp_path / "day.parquet"
     frame.to_parquet(day)
     out = tmp_path / "scored.parquet"
-    score_table(scorer, day, out)
+    score_table(scorer, day, out, batch_rows=7)  # hosts first seen in later batches too
     np.testing.assert_array_equal(pd.read_parquet(out)["is_anomaly"].to_numpy(), flags)
+    with pytest.raises(DatasetError, match=r"rows have no 'host_id' column, and .* flags each "
+                                           r"entity against its own threshold \(2 calibrated"):
+        score_frame(scorer, frame.drop(columns="host_id"))
     with ServerThread(server_config(models)) as server:
         client = ScorerClient(f"127.0.0.1:{server.port}", timeout=10)
         streamed = [r.flags[0] for r in client.score_stream(
@@ -134,7 +139,7 @@ def test_dataset_scoring_and_the_live_scorer_flag_alike(tmp_path: Path) -> None:
         with pytest.raises(grpc.RpcError) as refused:
             client.score(rows[:2])
         assert refused.value.code() == grpc.StatusCode.INVALID_ARGUMENT
-        assert "keeps per-entity state (a threshold per entity (2 calibrated))" in str(
+        assert "keeps per-entity state (a threshold per entity, 2 calibrated)" in str(
             refused.value.details())
         client.close()
     np.testing.assert_array_equal(np.array(streamed), flags)

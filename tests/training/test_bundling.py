@@ -10,7 +10,9 @@ import pytest
 
 from ds_assets.monitoring.reference import REFERENCE_FILE, load_reference
 from ds_assets.telemetry.generator import GeneratorConfig, generate_day
+from ds_assets.telemetry.schema import LABEL_KNOWN
 from ds_assets.training.bundling import build_bundle, features_of, row_scores
+from ds_assets.training.contamination import trim_top
 from ds_assets.training.datasets import build_training_set, normal_rows, split_rows
 from ds_assets.training.detectors import DetectorParams, train_detector
 from ds_assets.training.export import export_onnx
@@ -67,11 +69,35 @@ def test_per_entity_thresholds_come_from_each_hosts_own_validation_rows(tmp_path
     assert policy.threshold_rule["entities_calibrated"] == 3
 
 
+def test_a_contamination_trim_takes_each_hosts_own_top_rows(tmp_path: Path) -> None:
+    """Unlabeled validation rows may hide anomalies: per entity, the top share of each host's
+    own rows is left out, not the top share of all rows (a noisy host's normal tail)."""
+    training_set, _, detector = _trained(n_hosts=3)
+    training_set[LABEL_KNOWN] = False  # unlabeled days
+    detector.training_summary["contamination"] = {"share": 0.1}
+    bundle = build_bundle(
+        tmp_path / "models", "m", export_onnx(detector), detector, training_set,
+        threshold_rule="quantile", quantile=0.95, margin=1.0, smoothing=Smoothing(),
+        alerting=AlertPolicy(), lineage={}, threshold_scope="entity", min_entity_rows=5,
+    )
+    policy = load_bundle(bundle.path).manifest.policy
+    val = split_rows(training_set, "val")
+    scores = row_scores(export_onnx(detector), detector, val)
+    hosts = val["host_id"].to_numpy()
+    for host, value in policy.entity_thresholds.items():
+        own = scores[hosts == host]
+        kept = own[trim_top(own, np.ones(len(own), bool), 0.1)]
+        assert value == calibrate_quantile(kept, 0.95)[0]
+    assert policy.threshold_rule["entity_trimmed_unlabeled_val_rows"] > 0
+
+
 @pytest.mark.parametrize(("kw", "match"), [
     ({"threshold_scope": "host"}, r"threshold_scope='host': choose one of global, entity"),
     ({"threshold_scope": "entity", "threshold_rule": "best_f1"},
      r"threshold_scope='entity' calibrates each entity's normal rows by quantile or pot, not "
      r"'best_f1'"),
+    ({"threshold_scope": "entity", "threshold_rule": "auto"},
+     r"threshold_rule='auto' chose best_f1 because the validation rows hold labeled anomalies"),
 ])
 def test_an_unworkable_threshold_scope_names_the_fix(
     tmp_path: Path, kw: dict[str, str], match: str

@@ -136,9 +136,11 @@ def two_bundles(tmp_path: Path, name: str) -> list[Bundle]:
     for seed, family in ((0, "pca"), (1, "dense_ae")):
         params = DetectorParams(family=family, seed=seed, hidden=(4, 2), epochs=1)
         trained = train_detector(params, correlated_rows(200), correlated_rows(50, 1), FEATURES)
+        # the second has per-entity thresholds, with ids MLflow would refuse as param names
+        own = {"entities": {"web01@eu": 2.0, "b,c=d": 1.5}} if seed else {}
         out.append(write_bundle(
             tmp_path / "models", name, export_onnx(trained), kind=trained.kind,
-            features=FEATURES, threshold=1.0, threshold_rule={"rule": "quantile"},
+            features=FEATURES, threshold=1.0, threshold_rule={"rule": "quantile", **own},
             smoothing={"k": 2, "n": 3},
         ))
     return out
@@ -168,6 +170,9 @@ def test_bundles_are_logged_registered_and_promoted(
     assert logged.params["bundle_version"] == "1" and logged.params["smoothing.k"] == "2"
     assert logged.params["threshold_rule.rule"] == "quantile"
     assert logged.metrics["threshold"] == 1.0 and "nan_is_skipped" not in logged.metrics
+    second = client.get_run(runs[1]).data.params  # registered, its thresholds in the manifest
+    assert second["threshold_rule.rule"] == "quantile"
+    assert not any(k.startswith("threshold_rule.entities") for k in second)
     artifacts = {a.path for a in client.list_artifacts(runs[0])}
     assert {"model", "bundle"} <= artifacts
     # the registered model is the bundle's ONNX graph, byte for byte
