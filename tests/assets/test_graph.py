@@ -298,13 +298,16 @@ def test_training_on_a_single_materialized_day(settings: Settings) -> None:
     assert meta["partitions"].value == [DAYS[0]]
 
 
-def test_the_pot_threshold_rule_reaches_the_manifest(settings: Settings) -> None:
+def test_the_threshold_rule_and_scope_reach_the_manifest(settings: Settings) -> None:
+    """POT, per entity: the run config reaches the bundle, each host calibrated on its own rows
+    (or counted where it could not be), and the bundle registers."""
     defs = build_definitions(settings)
     instance = dg.DagsterInstance.ephemeral()
     for day in DAYS:
         _ingest(defs, instance, day)
     config = {"ops": {**TRAIN_CONFIG["ops"], "model_bundle": {"config": {
-        "threshold_rule": "pot", "risk": 0.005, "pot_level": 0.9}}}}
+        "threshold_rule": "pot", "risk": 0.005, "pot_level": 0.9,
+        "threshold_scope": "entity", "min_entity_rows": 20}}}}
     train = defs.resolve_job_def("train_detector").execute_in_process(
         instance=instance, run_config=config, raise_on_error=False)
     assert train.success, _failure_messages(train)
@@ -312,6 +315,12 @@ def test_the_pot_threshold_rule_reaches_the_manifest(settings: Settings) -> None
     rule = bundle.manifest.threshold_rule
     assert rule["rule"] == "pot" and rule["risk"] == 0.005 and rule["peaks"] >= 10
     assert bundle.manifest.threshold == pytest.approx(rule["pot_value"] * rule["margin"], rel=1e-6)
+    policy = bundle.manifest.policy
+    hosts = sum(rule[k] for k in ("entities_calibrated", "entities_too_few_rows",
+                                  "entities_failed"))
+    assert rule["scope"] == "entity" and hosts == 3 and len(policy.entity_thresholds) >= 1
+    meta = train.asset_materializations_for_node("model_bundle")[0].metadata
+    assert meta["entity_thresholds"].value == len(policy.entity_thresholds)
 
 
 def test_an_unlabeled_day_is_scored_drift_reported_alerted_and_trained_on(
