@@ -8,7 +8,7 @@ from __future__ import annotations
 import logging
 import os
 import threading
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import cache
 from typing import Any
@@ -109,9 +109,12 @@ def _table_expectations() -> tuple[type, type, type]:
                     runtime_configuration: dict[str, Any]) -> dict[str, str]:
             df, _, _ = execution_engine.get_compute_domain(
                 metric_domain_kwargs, domain_type=MetricDomainTypes.TABLE)
-            return {str(c): (pd.api.types.infer_dtype(df[c], skipna=True)
-                             if df[c].dtype == object else str(df[c].dtype))
-                    for c in df.columns}
+            out: dict[str, str] = {}
+            for name, column in _columns(df):  # a repeated name: any odd copy shows
+                kind = (pd.api.types.infer_dtype(column, skipna=True)
+                        if column.dtype == object else str(column.dtype))
+                out[name] = kind if out.get(name, kind) == kind else f"{out[name]}+{kind}"
+            return out
 
     class ExpectColumnKindsToBeIn(BatchExpectation):
         column_kinds: dict[str, list[str]]
@@ -122,8 +125,7 @@ def _table_expectations() -> tuple[type, type, type]:
         def _validate(self, metrics: dict[str, Any], runtime_configuration: Any = None,
                       execution_engine: Any = None) -> dict[str, Any]:
             observed = metrics["table.column_kinds"]
-            wrong = {c: f"{observed[c]} (expected one of {allowed})"
-                     for c, allowed in self.column_kinds.items()
+            wrong = {c: observed[c] for c, allowed in self.column_kinds.items()
                      if c in observed and observed[c] not in allowed}
             return {"success": not wrong, "result": {"observed_value": wrong}}
 
@@ -136,7 +138,10 @@ def _table_expectations() -> tuple[type, type, type]:
                     runtime_configuration: dict[str, Any]) -> dict[str, int]:
             df, _, _ = execution_engine.get_compute_domain(
                 metric_domain_kwargs, domain_type=MetricDomainTypes.TABLE)
-            return {str(c): int(n) for c, n in df.isna().sum().items()}
+            out: dict[str, int] = {}
+            for name, column in _columns(df):
+                out[name] = out.get(name, 0) + int(column.isna().sum())
+            return out
 
     class ExpectColumnsToHaveNoMissingValues(BatchExpectation):
         columns: list[str]
@@ -160,13 +165,15 @@ def _table_expectations() -> tuple[type, type, type]:
             df, _, _ = execution_engine.get_compute_domain(
                 metric_domain_kwargs, domain_type=MetricDomainTypes.TABLE)
             out: dict[str, list[float]] = {}
-            for c in df.columns:
-                if pd.api.types.is_numeric_dtype(df[c]) and not pd.api.types.is_bool_dtype(
-                        df[c]):
-                    values = df[c].to_numpy(dtype=np.float64, na_value=np.nan)
+            for name, column in _columns(df):
+                if pd.api.types.is_numeric_dtype(column) and not pd.api.types.is_bool_dtype(
+                        column):
+                    values = column.to_numpy(dtype=np.float64, na_value=np.nan)
                     scored = values[~np.isnan(values)]
                     if scored.size:
-                        out[str(c)] = [float(scored.min()), float(scored.max())]
+                        low, high = out.get(name, (np.inf, -np.inf))
+                        out[name] = [min(low, float(scored.min())),
+                                     max(high, float(scored.max()))]
             return out
 
     class ExpectColumnsToBeWithin(BatchExpectation):
@@ -185,15 +192,41 @@ def _table_expectations() -> tuple[type, type, type]:
     return ExpectColumnKindsToBeIn, ExpectColumnsToHaveNoMissingValues, ExpectColumnsToBeWithin
 
 
+def _columns(df: pd.DataFrame) -> Iterator[tuple[str, pd.Series]]:
+    """Each column by position with its name (a repeated name comes once per copy)."""
+    for i, name in enumerate(df.columns):
+        yield str(name), df.iloc[:, i]
+
+
 def _describe(result: Any, frame: pd.DataFrame) -> list[str]:
-    """What a failed expectation found, one line per column at fault."""
+    """What a failed expectation found, one line per column at fault (never none: an
+    expectation that could not run fails its check with GX's reason)."""
     config = result.expectation_config
+    reason = _raised(result.exception_info)
+    if reason:
+        return [f"{config.type} could not run: {reason}"]
+    lines = _found(config, result, frame)
+    return [line for line in lines if line] or [f"{config.type} failed: {result.result}"]
+
+
+def _raised(info: Any) -> str:
+    """GX's message when an expectation or a metric it needs raised (``exception_info`` is one
+    record, or one per metric), else ""."""
+    if not isinstance(info, dict):
+        return ""
+    records = [info] if "raised_exception" in info else list(info.values())
+    return "; ".join(str(r.get("exception_message") or "unknown error") for r in records
+                     if isinstance(r, dict) and r.get("raised_exception"))
+
+
+def _found(config: Any, result: Any, frame: pd.DataFrame) -> list[str]:
     if "column_set" in config.kwargs:  # name what is missing, not the whole observed list
         missing = [c for c in config.kwargs["column_set"] if c not in frame.columns]
         return [f"missing column(s) {missing}; the frame has {list(map(str, frame.columns))}"]
     observed = (result.result or {}).get("observed_value") or {}
     if "column_kinds" in config.kwargs:  # missing columns are named by the check above
-        return [f"column {c} is {why}" for c, why in observed.items()]
+        return [_wrong_kind(frame, c, kind, config.kwargs["column_kinds"][c])
+                for c, kind in observed.items()]
     if "ranges" in config.kwargs:
         return [_out_of_range(frame, c, *config.kwargs["ranges"][c]) for c in observed]
     if "columns" in config.kwargs:
@@ -213,8 +246,27 @@ def _describe(result: Any, frame: pd.DataFrame) -> list[str]:
     return [", ".join(str(p) for p in parts)]
 
 
-def _timezone_failures(frame: pd.DataFrame) -> list[str]:
-    """GE 1.x cannot express "tz-aware UTC" for pandas timestamps, so check the dtype here."""
+def _wrong_kind(frame: pd.DataFrame, column: str, kind: str, allowed: Sequence[str]) -> str:
+    """A column of the wrong kind, and for text ids the rows that are not text."""
+    if allowed != _STR_KINDS:
+        return f"column {column} is {kind}, expected one of {list(allowed)}"
+    values = frame[column]
+    if not isinstance(values, pd.Series) or values.dtype != object:  # (a repeated name)
+        return f"column {column} is {kind}, expected text ids (str)"
+    missing = values.isna().to_numpy()  # features_not_null names those
+    bad = np.flatnonzero([not (m or isinstance(v, str)) for v, m in zip(values, missing,
+                                                                         strict=True)])
+    return (f"column {column} holds {len(bad)} value(s) that are not text, e.g. row(s) "
+            f"{bad[:3].tolist()} = {[values.iloc[i] for i in bad[:3]]}; ids must be text")
+
+
+def _frame_failures(frame: pd.DataFrame) -> list[str]:
+    """What GX 1.x cannot express: "tz-aware UTC" for pandas timestamps, and unique column
+    names (a repeated name makes every per-column statistic ambiguous)."""
+    repeated = sorted({str(c) for c in frame.columns[frame.columns.duplicated()]})
+    if repeated:
+        return [f"column name(s) {repeated} appear more than once; each column needs its own "
+                "name"]
     if TIMESTAMP not in frame.columns:
         return []
     tz = getattr(frame[TIMESTAMP].dtype, "tz", None)
@@ -306,9 +358,9 @@ def validate_telemetry(
         lines = _describe(r, frame)
         failed[name] += len(lines)
         failures[name] += lines
-    timezone = _timezone_failures(frame)
-    failures["schema_and_dtypes"] += timezone
-    failed["schema_and_dtypes"] += len(timezone)
+    own = _frame_failures(frame)
+    failures["schema_and_dtypes"] += own
+    failed["schema_and_dtypes"] += len(own)
     outcomes: dict[str, CheckOutcome] = {}
     for name, expectations in groups.items():
         if not expectations:

@@ -93,8 +93,32 @@ def test_column_kinds_name_the_column_and_what_it_holds(good: pd.DataFrame) -> N
     outcome = validate_telemetry(bad, list(FEATURES), ranges=FEATURE_RANGES)["schema_and_dtypes"]
     text = " ".join(outcome.failures)
     assert not outcome.passed
-    assert "host_id is mixed-integer (expected one of ['string', 'str', 'empty'])" in text
-    assert "cpu_util is int64 (expected one of ['float32', 'float64'])" in text
-    assert "label is float64" in text
+    assert ("column host_id holds 1 value(s) that are not text, e.g. row(s) [2] = [7]; ids "
+            "must be text") in text
+    assert "column cpu_util is int64, expected one of ['float32', 'float64']" in text
+    assert "column label is float64" in text
     text_ids = good.assign(host_id=good["host_id"].astype("string"))
     assert _run(text_ids)["schema_and_dtypes"]
+
+
+def test_an_expectation_that_cannot_run_fails_its_check(
+    good: pd.DataFrame, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Fail closed: a table metric that raises fails the check with GX's reason (it would
+    otherwise report nothing wrong and pass)."""
+    def broken(*args: object, **kwargs: object) -> str:
+        raise RuntimeError("kinds unavailable")
+
+    monkeypatch.setattr(pd.api.types, "infer_dtype", broken)
+    outcome = validate_telemetry(good, list(FEATURES), ranges=FEATURE_RANGES)["schema_and_dtypes"]
+    assert not outcome.passed
+    assert any("could not run" in f and "kinds unavailable" in f for f in outcome.failures)
+
+
+def test_a_repeated_column_name_fails_instead_of_hiding_a_column(good: pd.DataFrame) -> None:
+    twice = pd.concat([good, good[["cpu_util"]]], axis=1)
+    twice.iloc[5, -1] = 500.0
+    outcomes = validate_telemetry(twice, list(FEATURES), ranges=FEATURE_RANGES)
+    assert "column name(s) ['cpu_util'] appear more than once" in " ".join(
+        outcomes["schema_and_dtypes"].failures)
+    assert not outcomes["feature_values_in_range"].passed
