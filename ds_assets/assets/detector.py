@@ -485,6 +485,14 @@ def build_model_bundle_asset(ds: Dataset) -> dg.AssetsDefinition:
         )
         policy = bundle.manifest.policy
         threshold = policy.threshold
+        if config.threshold_scope == "entity" and not policy.per_entity:
+            rule = policy.threshold_rule
+            context.log.warning(
+                f"threshold_scope=entity, but no host got its own threshold "
+                f"({rule.get('entities_too_few_rows', 0)} with fewer than "
+                f"{config.min_entity_rows} scored validation rows, "
+                f"{rule.get('entities_failed', 0)} whose rule failed): every host uses the "
+                "global one; lower min_entity_rows or validate on more rows")
         summary = detector.training_summary
         mlflow_version = registry.register(
             bundle, run_id,
