@@ -8,7 +8,7 @@ from __future__ import annotations
 import logging
 import os
 import threading
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import cache
 from typing import Any
@@ -100,21 +100,23 @@ def _table_expectations() -> tuple[type, type, type]:
         TableMetricProvider,
     )
 
-    class TableColumnKinds(TableMetricProvider):
-        metric_name = "table.column_kinds"
+    def table_metric(name: str, compute: Callable[[pd.DataFrame], dict[str, Any]]) -> None:
+        """Register ``compute`` (the whole batch's frame in, one value per column out) as the
+        GX table metric ``name``."""
 
-        @metric_value(engine=PandasExecutionEngine)
-        def _pandas(cls, execution_engine: Any, metric_domain_kwargs: dict[str, Any],
-                    metric_value_kwargs: dict[str, Any], metrics: dict[str, Any],
-                    runtime_configuration: dict[str, Any]) -> dict[str, str]:
-            df, _, _ = execution_engine.get_compute_domain(
-                metric_domain_kwargs, domain_type=MetricDomainTypes.TABLE)
-            out: dict[str, str] = {}
-            for name, column in _columns(df):  # a repeated name: any odd copy shows
-                kind = (pd.api.types.infer_dtype(column, skipna=True)
-                        if column.dtype == object else str(column.dtype))
-                out[name] = kind if out.get(name, kind) == kind else f"{out[name]}+{kind}"
-            return out
+        class ColumnsMetric(TableMetricProvider):
+            metric_name = name
+
+            @metric_value(engine=PandasExecutionEngine)
+            def _pandas(cls, execution_engine: Any, metric_domain_kwargs: dict[str, Any],
+                        **unused: Any) -> dict[str, Any]:
+                df, _, _ = execution_engine.get_compute_domain(
+                    metric_domain_kwargs, domain_type=MetricDomainTypes.TABLE)
+                return compute(df)
+
+    table_metric("table.column_kinds", _column_kinds)
+    table_metric("table.column_missing_counts", _missing_counts)
+    table_metric("table.column_min_max", _min_max)
 
     class ExpectColumnKindsToBeIn(BatchExpectation):
         column_kinds: dict[str, list[str]]
@@ -129,20 +131,6 @@ def _table_expectations() -> tuple[type, type, type]:
                      if c in observed and observed[c] not in allowed}
             return {"success": not wrong, "result": {"observed_value": wrong}}
 
-    class TableColumnMissingCounts(TableMetricProvider):
-        metric_name = "table.column_missing_counts"
-
-        @metric_value(engine=PandasExecutionEngine)
-        def _pandas(cls, execution_engine: Any, metric_domain_kwargs: dict[str, Any],
-                    metric_value_kwargs: dict[str, Any], metrics: dict[str, Any],
-                    runtime_configuration: dict[str, Any]) -> dict[str, int]:
-            df, _, _ = execution_engine.get_compute_domain(
-                metric_domain_kwargs, domain_type=MetricDomainTypes.TABLE)
-            out: dict[str, int] = {}
-            for name, column in _columns(df):
-                out[name] = out.get(name, 0) + int(column.isna().sum())
-            return out
-
     class ExpectColumnsToHaveNoMissingValues(BatchExpectation):
         columns: list[str]
         metric_dependencies = ("table.column_missing_counts",)
@@ -154,27 +142,6 @@ def _table_expectations() -> tuple[type, type, type]:
             counts = metrics["table.column_missing_counts"]
             missing = {c: counts[c] for c in self.columns if counts.get(c, 0)}
             return {"success": not missing, "result": {"observed_value": missing}}
-
-    class TableColumnMinMax(TableMetricProvider):
-        metric_name = "table.column_min_max"
-
-        @metric_value(engine=PandasExecutionEngine)
-        def _pandas(cls, execution_engine: Any, metric_domain_kwargs: dict[str, Any],
-                    metric_value_kwargs: dict[str, Any], metrics: dict[str, Any],
-                    runtime_configuration: dict[str, Any]) -> dict[str, list[float]]:
-            df, _, _ = execution_engine.get_compute_domain(
-                metric_domain_kwargs, domain_type=MetricDomainTypes.TABLE)
-            out: dict[str, list[float]] = {}
-            for name, column in _columns(df):
-                if pd.api.types.is_numeric_dtype(column) and not pd.api.types.is_bool_dtype(
-                        column):
-                    values = column.to_numpy(dtype=np.float64, na_value=np.nan)
-                    scored = values[~np.isnan(values)]
-                    if scored.size:
-                        low, high = out.get(name, (np.inf, -np.inf))
-                        out[name] = [min(low, float(scored.min())),
-                                     max(high, float(scored.max()))]
-            return out
 
     class ExpectColumnsToBeWithin(BatchExpectation):
         ranges: dict[str, list[float]]
@@ -196,6 +163,36 @@ def _columns(df: pd.DataFrame) -> Iterator[tuple[str, pd.Series]]:
     """Each column by position with its name (a repeated name comes once per copy)."""
     for i, name in enumerate(df.columns):
         yield str(name), df.iloc[:, i]
+
+
+def _column_kinds(df: pd.DataFrame) -> dict[str, str]:
+    """Each column's dtype, or for an object column what its values are (``infer_dtype``)."""
+    out: dict[str, str] = {}
+    for name, column in _columns(df):  # a repeated name: any odd copy shows
+        kind = (pd.api.types.infer_dtype(column, skipna=True) if column.dtype == object
+                else str(column.dtype))
+        out[name] = kind if out.get(name, kind) == kind else f"{out[name]}+{kind}"
+    return out
+
+
+def _missing_counts(df: pd.DataFrame) -> dict[str, int]:
+    out: dict[str, int] = {}
+    for name, column in _columns(df):
+        out[name] = out.get(name, 0) + int(column.isna().sum())
+    return out
+
+
+def _min_max(df: pd.DataFrame) -> dict[str, list[float]]:
+    """[min, max] of each numeric column, missing values skipped (none: not listed)."""
+    out: dict[str, list[float]] = {}
+    for name, column in _columns(df):
+        if pd.api.types.is_numeric_dtype(column) and not pd.api.types.is_bool_dtype(column):
+            values = column.to_numpy(dtype=np.float64, na_value=np.nan)
+            scored = values[~np.isnan(values)]
+            if scored.size:
+                low, high = out.get(name, (np.inf, -np.inf))
+                out[name] = [min(low, float(scored.min())), max(high, float(scored.max()))]
+    return out
 
 
 def _describe(result: Any, frame: pd.DataFrame) -> list[str]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -19,6 +20,7 @@ from ds_assets.training.export import export_onnx
 from ds_assets.training.thresholds import ThresholdError, calibrate_quantile
 from ds_serving.alerting import AlertPolicy
 from ds_serving.bundle import load_bundle
+from ds_serving.policy import ScoringPolicy
 from ds_serving.smoothing import Smoothing
 
 
@@ -49,16 +51,22 @@ def test_a_trained_detector_becomes_a_bundle_without_dagster(tmp_path: Path) -> 
     assert load_reference(bundle.path).features == tuple(features)
 
 
-def test_per_entity_thresholds_come_from_each_hosts_own_validation_rows(tmp_path: Path) -> None:
-    training_set, _, detector = _trained(n_hosts=3)
+def _per_entity(tmp_path: Path, training_set: pd.DataFrame, detector: Any, quantile: float
+                ) -> tuple[ScoringPolicy, pd.DataFrame, np.ndarray]:
+    """A per-entity quantile bundle's policy, its validation rows and their scores."""
     bundle = build_bundle(
         tmp_path / "models", "m", export_onnx(detector), detector, training_set,
-        threshold_rule="quantile", quantile=0.9, margin=1.0, smoothing=Smoothing(),
+        threshold_rule="quantile", quantile=quantile, margin=1.0, smoothing=Smoothing(),
         alerting=AlertPolicy(), lineage={}, threshold_scope="entity", min_entity_rows=5,
     )
-    policy = load_bundle(bundle.path).manifest.policy
     val = split_rows(training_set, "val")
-    scores = row_scores(export_onnx(detector), detector, val)
+    return (load_bundle(bundle.path).manifest.policy, val,
+            row_scores(export_onnx(detector), detector, val))
+
+
+def test_per_entity_thresholds_come_from_each_hosts_own_validation_rows(tmp_path: Path) -> None:
+    training_set, _, detector = _trained(n_hosts=3)
+    policy, val, scores = _per_entity(tmp_path, training_set, detector, 0.9)
     normal = val["label"].to_numpy() == 0
     hosts = val["host_id"].to_numpy()
     assert set(policy.entity_thresholds) == set(np.unique(hosts))
@@ -75,14 +83,7 @@ def test_a_contamination_trim_takes_each_hosts_own_top_rows(tmp_path: Path) -> N
     training_set, _, detector = _trained(n_hosts=3)
     training_set[LABEL_KNOWN] = False  # unlabeled days
     detector.training_summary["contamination"] = {"share": 0.1}
-    bundle = build_bundle(
-        tmp_path / "models", "m", export_onnx(detector), detector, training_set,
-        threshold_rule="quantile", quantile=0.95, margin=1.0, smoothing=Smoothing(),
-        alerting=AlertPolicy(), lineage={}, threshold_scope="entity", min_entity_rows=5,
-    )
-    policy = load_bundle(bundle.path).manifest.policy
-    val = split_rows(training_set, "val")
-    scores = row_scores(export_onnx(detector), detector, val)
+    policy, val, scores = _per_entity(tmp_path, training_set, detector, 0.95)
     hosts = val["host_id"].to_numpy()
     for host, value in policy.entity_thresholds.items():
         own = scores[hosts == host]
