@@ -161,7 +161,11 @@ class ScoringPolicy:
     ) -> np.ndarray:
         """The deployed flags of a table of scores (rows time-ordered within each entity):
         threshold, re-baselining and k-of-n per entity, as the live scorer flags them."""
-        return flag_scores(scores, self.thresholds(entities), self.smoothing, entities)
+        groups = None  # grouped once, for the thresholds and the smoothing
+        if entities is not None and (self.per_entity or self.smoothing.enabled):
+            groups = entity_groups(entities)
+        return flag_scores(scores, self.thresholds(entities, groups), self.smoothing, entities,
+                           groups)
 
     def to_dict(self) -> dict[str, Any]:
         out: dict[str, Any] = {"threshold": self.threshold_section(), **self.sections()}

@@ -173,13 +173,15 @@ def flag_scores(
     threshold: float | np.ndarray,
     smoothing: Smoothing,
     entities: Sequence[Hashable] | np.ndarray | None = None,
+    groups: EntityGroups | None = None,
 ) -> np.ndarray:
     """The deployed flags of a whole table: threshold, re-baselining and k-of-n, per entity
-    (rows time-ordered within each), exactly as the live scorer flags the same rows."""
+    (rows time-ordered within each), exactly as the live scorer flags the same rows;
+    ``groups``: ``entity_groups(entities)`` when known."""
     if not smoothing.enabled:
         return raw_flags(scores, threshold)
     keys = _keys(entities, len(scores), "scores")
-    groups = entity_groups(keys)
+    groups = entity_groups(keys) if groups is None else groups
     return _fresh(smoothing, groups).apply_scores(np.asarray(scores), threshold, keys, groups)
 
 
