@@ -830,6 +830,30 @@ def test_requests_passing_large_ones_get_the_answers_of_one_by_one(
     assert rt.passing_requests > 0
 
 
+def _late_on_the_old_runtime(
+    old: Any, new: Any, large: Decoded, late: Decoded, small: Decoded
+) -> tuple[bool, list[Any]]:
+    """A reload race: ``large`` runs its graph on ``new``, ``late`` reaches ``old`` meanwhile,
+    then ``small`` comes to ``new``. Whether ``small`` finished before ``large`` was released,
+    and the three results (or errors) in that order."""
+    large_runs, release = asyncio.Event(), asyncio.Event()
+    run = _large_blocks(release, large_runs)
+
+    async def scenario() -> tuple[bool, list[Any]]:
+        first = asyncio.ensure_future(new.score_async(large, explain=False, run=run))
+        await asyncio.wait_for(large_runs.wait(), 5)
+        waiting = asyncio.ensure_future(old.score_async(late, explain=False, run=run))
+        await asyncio.sleep(0.01)
+        second = asyncio.ensure_future(new.score_async(small, explain=False, run=run))
+        await asyncio.sleep(0.02)
+        passed = second.done()
+        release.set()
+        return passed, list(await asyncio.gather(first, waiting, second,
+                                                 return_exceptions=True))
+
+    return asyncio.run(scenario())
+
+
 def test_nobody_passes_a_request_waiting_on_the_replaced_model(
     models: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -843,22 +867,9 @@ def test_nobody_passes_a_request_waiting_on_the_replaced_model(
     new.inherit_state(old)
     large = _decoded(rows[:40], [f"h{i % 10}" for i in range(40)])
     late, small = _decoded(rows[40:41], ["x"]), _decoded(rows[41:42], ["x"])
-    large_runs, release = asyncio.Event(), asyncio.Event()
-    run = _large_blocks(release, large_runs)
-
-    async def scenario() -> tuple[bool, int]:
-        first = asyncio.ensure_future(new.score_async(large, explain=False, run=run))
-        await asyncio.wait_for(large_runs.wait(), 5)
-        waiting = asyncio.ensure_future(old.score_async(late, explain=False, run=run))
-        await asyncio.sleep(0.01)
-        second = asyncio.ensure_future(new.score_async(small, explain=False, run=run))
-        await asyncio.sleep(0.02)
-        passed = second.done()
-        release.set()
-        await asyncio.gather(first, waiting, second)
-        return passed, new.passing_requests
-
-    assert asyncio.run(scenario()) == (False, 0)
+    passed, got = _late_on_the_old_runtime(old, new, large, late, small)
+    assert (passed, new.passing_requests) == (False, 0)
+    assert not any(isinstance(g, BaseException) for g in got)
 
 
 def test_a_passer_is_seen_after_the_request_it_passed(
@@ -911,22 +922,7 @@ def test_a_replaced_runtime_opens_no_door_and_point_turns_are_not_passed(
                     times=np.repeat(np.arange(4, dtype=np.float64), 10))
     point = _timed(rows[40:41], "x", 10.0)
     small = _timed(rows[41:42], "x", 11.0)
-    large_runs, release = asyncio.Event(), asyncio.Event()
-    run = _large_blocks(release, large_runs)
-
-    async def scenario() -> tuple[bool, list[Any]]:
-        first = asyncio.ensure_future(new.score_async(large, explain=False, run=run))
-        await asyncio.wait_for(large_runs.wait(), 5)
-        waiting = asyncio.ensure_future(old.score_async(point, explain=False, run=run))
-        await asyncio.sleep(0.01)
-        second = asyncio.ensure_future(new.score_async(small, explain=False, run=run))
-        await asyncio.sleep(0.02)
-        passed = second.done()
-        release.set()
-        return passed, list(await asyncio.gather(first, waiting, second,
-                                                 return_exceptions=True))
-
-    passed, got = asyncio.run(scenario())
+    passed, got = _late_on_the_old_runtime(old, new, large, point, small)
     assert not passed and new.passing_requests == 0
     assert not any(isinstance(g, BaseException) for g in got)  # x's times stay in order
     assert old._door is None and old._retired
