@@ -147,14 +147,11 @@ class ScoringPolicy:
         return out
 
     def raw_flags(
-        self,
-        scores: np.ndarray,
-        entities: Sequence[Hashable] | np.ndarray | None = None,
-        groups: EntityGroups | None = None,
+        self, scores: np.ndarray, entities: Sequence[Hashable] | np.ndarray | None = None
     ) -> np.ndarray:
         """``score > threshold`` alone (each entity's own with ``entities``); a NaN score (no
         full window yet) is never flagged."""
-        return raw_flags(scores, self.thresholds(entities, groups))
+        return raw_flags(scores, self.thresholds(entities))
 
     def flags(
         self, scores: np.ndarray, entities: Sequence[Hashable] | np.ndarray | None = None
