@@ -35,6 +35,7 @@ from ds_serving.threads import SCORING, thread_policy
 ENTITY = "host_id"
 KEPT = (TIMESTAMP, *ENTITY_COLUMNS, LABEL, ANOMALY_TYPE)  # source columns a scored row keeps
 TABLE_BATCH_ROWS = 262_144  # rows per record batch read from a stored table
+FRAME_PART_ROWS = 262_144  # rows per part of a frame in memory (``TableScorer.score``)
 
 
 def dataset_scorer(bundle: Bundle, backend: str = "cpu") -> Scorer:
@@ -56,6 +57,30 @@ class _Chunk:
     flags: np.ndarray | None  # smoothed (None: the raw flags are the flags)
     top_feature: np.ndarray  # feature index, -1 unscored
     top_group: np.ndarray | None
+
+
+def _joined(chunks: list[_Chunk]) -> _Chunk:
+    """Consecutive chunks as one."""
+    if len(chunks) == 1:
+        return chunks[0]
+
+    def join(name: str) -> Any:
+        parts = [getattr(c, name) for c in chunks]
+        return None if parts[0] is None else np.concatenate(parts)
+
+    return _Chunk(join("scores"), join("raw"), join("flags"), join("top_feature"),
+                  join("top_group"))
+
+
+def _factorized(ids: pd.Series) -> tuple[np.ndarray, list[Hashable]]:
+    """(code of each row, distinct ids); rows without an id are one more id, ``None``, as in
+    ``start_batch`` (a separate missing-value pass would cost as much as the hashing)."""
+    codes, uniques = pd.factorize(ids)
+    distinct: list[Hashable] = list(uniques)
+    if len(codes) and codes.min() < 0:
+        codes = np.where(codes < 0, len(distinct), codes)
+        distinct.append(None)
+    return codes, distinct
 
 
 @dataclass(frozen=True)
@@ -89,10 +114,11 @@ class TableScorer:
     Close it (``with``) to stop the thread."""
 
     def __init__(self, scorer: Scorer, policy: ScoringPolicy | None = None,
-                 chunk_rows: int = 65_536) -> None:
+                 chunk_rows: int = 65_536, part_rows: int = FRAME_PART_ROWS) -> None:
         self.scorer = scorer
         self.policy = policy or scorer.policy
         self.chunk_rows = chunk_rows
+        self.part_rows = part_rows
         self.rows_seen = 0
         self._codes: dict[Hashable, int] = {}  # entity id -> the integer standing for it
         self._own: list[float] = []  # entity code -> its threshold (a per-entity policy)
@@ -142,19 +168,25 @@ class TableScorer:
 
     def score(self, frame: pd.DataFrame, last: bool = False) -> pd.DataFrame:
         """The next chunk's scored rows: ids and labels kept, score columns added. ``last``:
-        no chunk follows (what would cross into the next one is not kept)."""
+        no chunk follows (what would cross into the next one is not kept). A large frame goes
+        through in parts of ``part_rows``, each part's ids and rows prepared while the
+        part before it is in the graph."""
         self._missing(list(frame.columns), "rows")
-        rows = frame[list(self.scorer.features)].to_numpy(np.float32)
-        ids = None
-        if ENTITY in frame.columns:
-            ids = self._coded(*pd.factorize(frame[ENTITY], use_na_sentinel=False))
-        times = None
-        if TIMESTAMP in frame.columns:
-            times = frame[TIMESTAMP].to_numpy("datetime64[ns]").view(np.int64)
-        started = self._start(ids, times, rows, last, lambda r: (
-            f"{ENTITY} {frame[ENTITY].iloc[r]!r}, {frame[TIMESTAMP].iloc[r]}"))
-        out = frame[[c for c in KEPT if c in frame.columns]].reset_index(drop=True)
-        chunk = self._finish(started)
+        n = len(frame)
+        done: list[_Chunk] = []
+        started: _Started | None = None
+        out: pd.DataFrame | None = None
+        step = self.part_rows
+        for lo in range(0, n, step) if n else [0]:
+            following = self._start_part(frame.iloc[lo:lo + step], last and lo + step >= n)
+            if started is not None:
+                done.append(self._finish(started))
+            started = following
+            if out is None:  # the kept columns are copied while the first part is scored
+                out = frame[[c for c in KEPT if c in frame.columns]].reset_index(drop=True)
+        assert started is not None and out is not None
+        done.append(self._finish(started))
+        chunk = _joined(done)
         out["score"] = chunk.scores
         if chunk.flags is not None:
             out["raw_is_anomaly"] = chunk.raw
@@ -164,6 +196,17 @@ class TableScorer:
             out["top_group"] = chunk.top_group
         out["model_version"] = self.scorer.version or ""
         return out
+
+    def _start_part(self, part: pd.DataFrame, last: bool) -> _Started:
+        rows = part[list(self.scorer.features)].to_numpy(np.float32)
+        ids = None
+        if ENTITY in part.columns:
+            ids = self._coded(*_factorized(part[ENTITY]))
+        times = None
+        if TIMESTAMP in part.columns:
+            times = part[TIMESTAMP].to_numpy("datetime64[ns]").view(np.int64)
+        return self._start(ids, times, rows, last, lambda r: (
+            f"{ENTITY} {part[ENTITY].iloc[r]!r}, {part[TIMESTAMP].iloc[r]}"))
 
     def score_batch(self, batch: pa.RecordBatch, last: bool = False) -> pa.Table:
         """``score`` for an Arrow record batch, answered as an Arrow table: the kept columns
@@ -336,10 +379,11 @@ def score_frame(
     frame: pd.DataFrame,
     chunk_rows: int = 65_536,
     policy: ScoringPolicy | None = None,
+    part_rows: int = FRAME_PART_ROWS,
 ) -> pd.DataFrame:
     """Score every row of a frame in chunks (bounded memory); keeps ids/labels, adds score
     columns (``TableScorer``)."""
-    with TableScorer(scorer, policy, chunk_rows) as chunks:
+    with TableScorer(scorer, policy, chunk_rows, part_rows) as chunks:
         return chunks.score(frame, last=True)
 
 

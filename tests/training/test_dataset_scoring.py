@@ -86,6 +86,8 @@ def test_a_table_streamed_in_batches_scores_as_the_whole_frame(
     frame.to_parquet(tmp / "raw.parquet", index=False)
     plain, scorer = _scorers(tmp, kind, smoothing, groups, False, True)
     whole = score_frame(plain, frame)
+    # a frame in parts (each prepared while the one before is in the graph) scores as one
+    pd.testing.assert_frame_equal(score_frame(plain, frame, part_rows=batch_rows), whole)
     rows = score_table(scorer, tmp / "raw.parquet", tmp / "scored.parquet",
                        batch_rows=batch_rows, chunk_rows=16)
     streamed = pd.read_parquet(tmp / "scored.parquet")
@@ -142,6 +144,8 @@ def test_errors_of_pipelined_batches_are_raised_in_row_order(tmp_path: Path, fir
     with pytest.raises(expected[0], match=expected[1]):
         score_table(scorer, tmp_path / "raw.parquet", tmp_path / "out.parquet", batch_rows=100)
     assert not (tmp_path / "out.parquet").exists()
+    with pytest.raises(expected[0], match=expected[1]):  # a frame in parts alike
+        score_frame(scorer, frame, part_rows=100)
 
 
 def test_the_graph_top_feature_is_numpys_argmax_ties_included() -> None:
