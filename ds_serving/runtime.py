@@ -193,7 +193,9 @@ class ModelRuntime:
         The move itself happens in turn (``_in_turn``) on this runtime's first stateful request
         or ``adopt_inherited``: requests that arrived on ``old`` before commit first, so none of
         their updates is lost. What carries over when the policies differ:
-        ``EntityState.take_over``."""
+        ``EntityState.take_over``. A stateful request must reach ``old`` before the swap: one
+        checked against ``old`` while the swap happens is checked again and scored here (the
+        server's ``Score`` and stream paths do), or its updates land in state no one reads."""
         self._lock = old._lock  # one lock orders both runtimes' updates of the shared state
         self._order = old._order
         self._inherit_from = old

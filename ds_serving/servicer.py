@@ -288,6 +288,12 @@ class ScorerService(scoring_pb2_grpc.ScorerServicer):
                 loop = asyncio.get_running_loop()
                 message, decoded = await loop.run_in_executor(
                     None, self._parse_and_decode, runtime, request)
+                while (serving := self.handler.runtime()) is not runtime:
+                    # reloaded meanwhile: the old model's per-entity state has moved to the
+                    # new one, so the request is checked against it and scored there (as a
+                    # stream's later messages are), not committed into state no one reads
+                    runtime = serving
+                    decoded = await loop.run_in_executor(None, self._decode, runtime, message)
                 result = await self.handler.score(runtime, decoded, message.explain)
                 # so is the answer's (thousands of alert events when many entities flag at once)
                 response = await loop.run_in_executor(None, _response, runtime, message, result)

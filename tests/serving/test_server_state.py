@@ -85,6 +85,56 @@ def test_reload_to_a_bigger_window_keeps_history_and_the_open_alert(models: Path
         thread.stop(0)
 
 
+def test_a_large_request_decoded_across_a_reload_is_scored_by_the_new_model(
+    models: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A large body is parsed and checked on a worker thread against the model serving then.
+    When a reload to another window lands meanwhile, the old model's state has moved on: the
+    request is checked again and scored by the new model, so its rows reach the history the
+    next requests read (committed into the old model's state they were lost)."""
+    from ds_serving import servicer as servicer_module
+
+    v1 = _publish_window(models, 3)
+    rows = np.zeros((5, F), np.float32)
+    times = 100.0 + np.arange(5)
+    monkeypatch.setattr(servicer_module, "OFF_LOOP_BYTES", 0)  # every body takes that path
+    thread = ServerThread(server_config(models, "tae", poll_interval=3600))
+    server = thread.start()
+    try:
+        client = ScorerClient(f"127.0.0.1:{server.port}", timeout=10)
+        client.score(rows[:2], ["a"] * 2, times[:2])
+        decoded, release = threading.Event(), threading.Event()
+        parse_and_decode = server.service._parse_and_decode
+
+        def held(runtime: ModelRuntime, body: bytes) -> Any:
+            got = parse_and_decode(runtime, body)
+            if runtime.version == v1.manifest.version:
+                decoded.set()
+                assert release.wait(10)
+            return got
+
+        monkeypatch.setattr(server.service, "_parse_and_decode", held)
+        answers: list[Any] = []
+        late = threading.Thread(
+            target=lambda: answers.append(client.score(rows[2:3], ["a"], times[2:3])))
+        late.start()
+        assert decoded.wait(10)
+        v2 = _publish_window(models, 4)
+        assert thread.reload() == "success"
+        release.set()
+        late.join(10)
+        [answer] = answers
+        assert answer.model_version == v2.manifest.version
+        # a 2-row tail carried over + the late row + this one: v2's first full window of 4
+        after = client.score(rows[3:4], ["a"], times[3:4])
+        assert not np.isnan(after.scores).any()
+        reference = score_rows(Scorer.from_bundle(v2, backend="cpu"), rows[:4])
+        np.testing.assert_allclose(after.scores, reference.scores[3:], atol=1e-6)
+        client.close()
+    finally:
+        thread.stop(0)
+
+
 def test_replaced_models_are_released_without_stateful_traffic(models: Path) -> None:
     # anonymous requests (the --processes tier's only kind) never touch per-entity state, so
     # the reload itself must hand the state over; otherwise every old model stays reachable
