@@ -144,6 +144,9 @@ class Decoded:
     rows: np.ndarray  # float32 [n, f], a read-only view of the request bytes
     entities: np.ndarray | None  # object [n] of str, exactly as sent, when the request sent ids
     times: np.ndarray | None  # float64 [n] when the request sent timestamps
+    # consecutive requests joined into this one: scored as one only if, at its turn, its
+    # entities fit the per-entity state without evictions (``ModelRuntime``, ``JoinEvicts``)
+    joined: bool = False
 
     @cached_property
     def groups(self) -> EntityGroups | None:
@@ -151,9 +154,9 @@ class Decoded:
         return None if self.entities is None else entity_groups(self.entities)
 
 
-def concat_decoded(parts: Sequence[Decoded]) -> Decoded:
+def concat_decoded(parts: Sequence[Decoded], joined: bool = False) -> Decoded:
     """Consecutive requests as one, rows in order. All parts must agree on whether they carry
-    entity ids and timestamps (``can_concat``)."""
+    entity ids and timestamps (``can_concat``). ``joined``: see ``Decoded.joined``."""
     if len(parts) == 1:
         return parts[0]
     entities = [p.entities for p in parts if p.entities is not None]
@@ -162,7 +165,13 @@ def concat_decoded(parts: Sequence[Decoded]) -> Decoded:
         rows=np.concatenate([p.rows for p in parts]),
         entities=np.concatenate(entities) if entities else None,
         times=np.concatenate(times) if times else None,
+        joined=joined,
     )
+
+
+class JoinEvicts(RuntimeError):
+    """Joined requests (``Decoded.joined``) whose entities no longer fit without evictions at
+    their turn: score the parts one by one instead, which evicts between them."""
 
 
 def can_concat(a: Decoded, b: Decoded) -> bool:

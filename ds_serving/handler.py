@@ -83,10 +83,11 @@ class ModelHost(Protocol):
 
 def _joined(runtime: ModelRuntime, parts: list[Decoded]) -> tuple[list[Decoded], Decoded]:
     """``parts`` as one request, or only the first when together they would evict entities
-    (an eviction between two messages would otherwise not happen)."""
+    (an eviction between two messages would otherwise not happen). The state can still fill
+    before the joint request's turn: the runtime checks again then (``Decoded.joined``)."""
     if len(parts) == 1:
         return parts, parts[0]
-    joint = concat_decoded(parts)
+    joint = concat_decoded(parts, joined=True)
     if not runtime.fits_without_eviction(joint):
         return parts[:1], parts[0]
     return parts, joint

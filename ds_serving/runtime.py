@@ -30,7 +30,7 @@ import numpy as np
 from ds_serving.alerting import AlertTracker, CheckedTimes
 from ds_serving.bundle import Bundle, champion_pointer, load_bundle
 from ds_serving.coalescing import GroupPolicy
-from ds_serving.decoding import Decoded, LiveResult, RequestError, concat_decoded
+from ds_serving.decoding import Decoded, JoinEvicts, LiveResult, RequestError, concat_decoded
 from ds_serving.entity_state import EntityState
 from ds_serving.ordering import CommitOrder, Queued, Turn, TurnQueue
 from ds_serving.scoring import Scorer
@@ -293,6 +293,12 @@ class ModelRuntime:
         """Whether scoring the request evicts no entity's state (``EntityState``)."""
         return self.state.fits_without_eviction(request)
 
+    def _check_join(self, request: Decoded) -> None:
+        """Refuse joined requests that would evict now, in turn, before any state changes: the
+        joint was decided against the state of an earlier moment (``Decoded.joined``)."""
+        if request.joined and not self.fits_without_eviction(request):
+            raise JoinEvicts("joined requests would evict per-entity state at their turn")
+
     @property
     def keeps_state(self) -> bool:
         """Whether scoring needs per-entity history (a window or flag smoothing)."""
@@ -455,6 +461,7 @@ class ModelRuntime:
 
     def _prepare(self, request: Decoded) -> tuple[CheckedTimes | None, StagedWindows]:
         """A temporal request's time checks and windows (changes nothing)."""
+        self._check_join(request)
         checked = self.state.check_times(request)
         staged = self.state.stage(request)
         assert staged is not None  # a temporal model stages windows
@@ -634,6 +641,7 @@ class ModelRuntime:
 
             def commit() -> LiveResult:
                 # checked after the graph, at commit: the checks see the state as it is then
+                self._check_join(request)
                 checked = self.state.check_times(request)
                 return self._finish(request, None, scores, errors, checked)
 

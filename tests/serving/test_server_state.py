@@ -20,7 +20,7 @@ from ds_serving import runtime as runtime_module
 from ds_serving.alerting import AlertPolicy, AlertTracker
 from ds_serving.bundle import Bundle, promote, write_bundle
 from ds_serving.client import ScorerClient, encode_request
-from ds_serving.decoding import Decoded, RequestError, decode
+from ds_serving.decoding import Decoded, JoinEvicts, RequestError, decode
 from ds_serving.proto import scoring_pb2
 from ds_serving.runtime import ModelRuntime
 from ds_serving.scoring import Scorer, score_rows
@@ -1193,3 +1193,74 @@ def test_a_member_that_left_before_anyone_passed_holds_up_nothing(
     got = asyncio.run(scenario())
     assert rt.passing_requests == 2
     _same_answers(got, expected)
+
+
+@pytest.mark.parametrize("kind", ["temporal", "point"])
+def test_stream_messages_joined_before_the_state_filled_are_scored_one_by_one(
+    models: Path, monkeypatch: pytest.MonkeyPatch, kind: str
+) -> None:
+    """Consecutive stream messages are joined when their entities fit without evictions. The
+    state can fill between that check and the joint request's turn (a request ahead of it
+    commits); then scoring them as one would keep an entity that the first message evicts
+    when scored alone, so the runtime refuses the join in turn and the parts go one by one."""
+    from ds_serving import handler as handler_module
+    from ds_serving.handler import ScoringHandler
+    from ds_serving.metrics import ScorerMetrics
+
+    def runtime(folder: str) -> ModelRuntime:
+        if kind == "temporal":
+            return _runtime(models / folder, 3, max_entities=3)
+        return ModelRuntime.load(write_point_bundle(models / folder, smoothing={"k": 2, "n": 3}),
+                                 backend="cpu", max_entities=3)
+
+    rows = normal_rows(6, seed=12)
+    rows[[0, 1, 5]] *= 8.0  # x's rows flag: its 2-of-3 smoothing tail matters
+    prime = [_decoded(rows[:2], ["x", "x"]), _decoded(rows[2:3], ["y"])]
+    ahead = _decoded(rows[3:4], ["z"])  # commits between the join check and the joint's turn
+    messages = [_decoded(rows[4:5], ["a"]), _decoded(rows[5:6], ["x"])]
+    # alone: "a" fills the third place by evicting x (least recently seen), so x starts over
+    alone = runtime("a")
+    expected = _one_by_one(alone, [*prime, ahead, *messages])[3:]
+    if kind == "temporal":
+        assert np.isnan(expected[1].scores).all()
+    else:  # flagged, but its 2-of-3 smoothing starts over
+        assert (expected[1].scores > alone.policy.threshold).all()
+        assert not expected[1].flags.any()
+    rt = runtime("b")
+    for request in prime:
+        rt.score(request)
+    real_joined = handler_module._joined
+
+    def joined(runtime: ModelRuntime, parts: list[Decoded]) -> Any:
+        out = real_joined(runtime, parts)  # decided with x and y held: a and x fit
+        assert len(out[0]) == 2
+        runtime.score(ahead)
+        return out
+
+    monkeypatch.setattr(handler_module, "_joined", joined)
+
+    class Host:
+        runtime = rt
+        champion_path = models
+
+        async def run(self, scorer: Scorer, inputs: np.ndarray, explain: bool) -> Any:
+            return scorer.run(inputs, explain=explain)
+
+        run_locked = run
+
+    refused: list[BaseException] = []
+    score_async = rt.score_async
+
+    async def recorded(request: Decoded, **kwargs: Any) -> Any:
+        try:
+            return await score_async(request, **kwargs)
+        except Exception as exc:
+            refused.append(exc)
+            raise
+
+    monkeypatch.setattr(rt, "score_async", recorded)
+    handler = ScoringHandler(Host(), ScorerMetrics())  # type: ignore[arg-type]
+    got, error = asyncio.run(handler.score_consecutive(rt, [(m, False) for m in messages]))
+    assert error is None
+    _same_answers(got, expected)
+    assert [type(e) for e in refused] == [JoinEvicts]  # the joint, in turn; then one by one
