@@ -31,7 +31,7 @@ from ds_serving.decoding import (
 )
 from ds_serving.event_loop import on_worker_if
 from ds_serving.metrics import ScorerMetrics
-from ds_serving.runtime import OFF_LOOP_ROWS, ModelRuntime
+from ds_serving.runtime import OFF_LOOP_ROWS, CommitFailed, ModelRuntime
 from ds_serving.scoring import Scorer
 from ds_serving.windows import quoted
 
@@ -179,8 +179,8 @@ class ScoringHandler:
             try:
                 result = await self._score_decoded(runtime, joint, explain)
             except Exception as exc:
-                if len(parts) == 1:
-                    return results, exc
+                if len(parts) == 1 or isinstance(exc, CommitFailed):
+                    return results, exc  # (the state may hold part of it: no second try)
                 for part in parts:
                     if self._host.runtime is not runtime:
                         return results, None

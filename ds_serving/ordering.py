@@ -90,6 +90,7 @@ class Queued:
     # a group it was in could not be scored as one: it has waited its share already, so when
     # its turn comes it takes whoever is queued behind it without waiting for more
     hurry: bool = False
+    failed: BaseException | None = None  # the commit of a group it was scored in raised
 
     @property
     def leaving(self) -> bool:

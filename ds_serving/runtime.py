@@ -87,6 +87,11 @@ async def _uncancellable(work: asyncio.Future[T]) -> T:
     return work.result()
 
 
+class CommitFailed(RuntimeError):
+    """Advancing the per-entity state with a scored request raised partway: the rows it
+    covered are not scored again on that state (they might count twice)."""
+
+
 class ModelRuntime:
     """A verified, warmed-up model plus the live state that belongs to it."""
 
@@ -375,6 +380,8 @@ class ModelRuntime:
             async with self._in_turn(turn):
                 if mine.result is not None:  # scored with an earlier request's group
                     return mine.result
+                if mine.failed is not None:  # that group's commit failed partway
+                    raise CommitFailed(str(mine.failed)) from mine.failed
                 self._adopt()
                 group = await self._queue.gather(turn.seq, mine, self.grouping, self.max_rows)
                 if len(group) > 1:
@@ -430,6 +437,10 @@ class ModelRuntime:
         answers: list[LiveResult] = []
         try:
             await self._committed(seqs, joint, staged, scores, errors, checked)
+        except CommitFailed as exc:
+            for member in group[1:]:  # their rows were in it: none scores them again
+                member.failed = exc
+            raise
         finally:  # also when the leader is cancelled while its commit runs: the rows are in
             committed = self._commits.pop(seqs, None)
             if committed is not None:
@@ -643,7 +654,7 @@ class ModelRuntime:
                 # checked after the graph, at commit: the checks see the state as it is then
                 self._check_join(request)
                 checked = self.state.check_times(request)
-                return self._finish(request, None, scores, errors, checked)
+                return self._committing(request, None, scores, errors, checked)
 
             return await self._off_loop(len(request.rows), commit)  # the earlier ones left
 
@@ -659,8 +670,25 @@ class ModelRuntime:
         self, request: Decoded, staged: StagedWindows, scores: np.ndarray,
         errors: np.ndarray | None, checked: CheckedTimes | None,
     ) -> LiveResult:
-        self.state.commit(staged)
-        return self._finish(request, staged.positions, scores, errors, checked)
+        return self._committing(request, staged.positions, scores, errors, checked, staged)
+
+    def _committing(
+        self, request: Decoded, positions: np.ndarray | None, scores: np.ndarray,
+        errors: np.ndarray | None, checked: CheckedTimes | None,
+        staged: StagedWindows | None = None,
+    ) -> LiveResult:
+        """Advance the per-entity state with a scored request: its windows (``staged``), then
+        smoothing and alerts. Refusals come before this; an exception here (a bug, memory) may
+        leave the state half-written, so it becomes ``CommitFailed``, which no caller answers
+        by scoring the same rows again on that state."""
+        try:
+            if staged is not None:
+                self.state.commit(staged)
+            return self._finish(request, positions, scores, errors, checked)
+        except Exception as exc:
+            raise CommitFailed(
+                f"updating the per-entity state failed ({type(exc).__name__}: {exc}); the "
+                "state of this request's entities may be incomplete") from exc
 
     def _run(self, inputs: np.ndarray, explain: bool) -> tuple[np.ndarray, np.ndarray | None]:
         if not len(inputs):

@@ -1195,6 +1195,23 @@ def test_a_member_that_left_before_anyone_passed_holds_up_nothing(
     _same_answers(got, expected)
 
 
+def _handler(rt: ModelRuntime, models: Path) -> Any:
+    """A ``ScoringHandler`` over ``rt``, its graph run inline (no server)."""
+    from ds_serving.handler import ScoringHandler
+    from ds_serving.metrics import ScorerMetrics
+
+    class Host:
+        runtime = rt
+        champion_path = models
+
+        async def run(self, scorer: Scorer, inputs: np.ndarray, explain: bool) -> Any:
+            return scorer.run(inputs, explain=explain)
+
+        run_locked = run
+
+    return ScoringHandler(Host(), ScorerMetrics())  # type: ignore[arg-type]
+
+
 @pytest.mark.parametrize("kind", ["temporal", "point"])
 def test_stream_messages_joined_before_the_state_filled_are_scored_one_by_one(
     models: Path, monkeypatch: pytest.MonkeyPatch, kind: str
@@ -1204,8 +1221,6 @@ def test_stream_messages_joined_before_the_state_filled_are_scored_one_by_one(
     commits); then scoring them as one would keep an entity that the first message evicts
     when scored alone, so the runtime refuses the join in turn and the parts go one by one."""
     from ds_serving import handler as handler_module
-    from ds_serving.handler import ScoringHandler
-    from ds_serving.metrics import ScorerMetrics
 
     def runtime(folder: str) -> ModelRuntime:
         if kind == "temporal":
@@ -1238,16 +1253,6 @@ def test_stream_messages_joined_before_the_state_filled_are_scored_one_by_one(
         return out
 
     monkeypatch.setattr(handler_module, "_joined", joined)
-
-    class Host:
-        runtime = rt
-        champion_path = models
-
-        async def run(self, scorer: Scorer, inputs: np.ndarray, explain: bool) -> Any:
-            return scorer.run(inputs, explain=explain)
-
-        run_locked = run
-
     refused: list[BaseException] = []
     score_async = rt.score_async
 
@@ -1259,8 +1264,76 @@ def test_stream_messages_joined_before_the_state_filled_are_scored_one_by_one(
             raise
 
     monkeypatch.setattr(rt, "score_async", recorded)
-    handler = ScoringHandler(Host(), ScorerMetrics())  # type: ignore[arg-type]
-    got, error = asyncio.run(handler.score_consecutive(rt, [(m, False) for m in messages]))
+    got, error = asyncio.run(_handler(rt, models).score_consecutive(
+        rt, [(m, False) for m in messages]))
     assert error is None
     _same_answers(got, expected)
     assert [type(e) for e in refused] == [JoinEvicts]  # the joint, in turn; then one by one
+
+
+def test_a_group_whose_commit_fails_is_not_scored_again(
+    models: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Three requests of one entity are scored as one group; its commit raises after writing
+    the windows (a bug or a memory error). Every member answers with the failure instead of
+    scoring its rows again on top (they would count twice in the entity's history), and a
+    stream's joined messages are not retried one by one on it either."""
+    from ds_serving.runtime import CommitFailed
+
+    rows = np.random.default_rng(13).normal(size=(9, F)).astype(np.float32)
+    requests = [_decoded(rows[i : i + 3], ["a"] * 3) for i in (0, 3, 6)]
+    rt = _runtime(models, 3)
+    rt.grouping = runtime_module.GroupPolicy(window=0.001)
+    real_commit = rt.state.commit
+    windows_run: list[int] = []
+
+    def broken(staged: Any) -> None:
+        real_commit(staged)
+        raise MemoryError("no room for the alert state")
+
+    monkeypatch.setattr(rt.state, "commit", broken)
+
+    async def scenario() -> list[Any]:
+        gate = asyncio.Event()
+
+        async def slow(scorer: Scorer, inputs: np.ndarray, explain: bool):  # type: ignore[no-untyped-def]
+            windows_run.append(len(inputs))
+            await gate.wait()
+            return scorer.run(inputs, explain=explain)
+
+        tasks = [asyncio.ensure_future(rt.score_async(r, explain=False, run=slow))
+                 for r in requests]
+        await asyncio.sleep(0.01)  # the three formed one group, whose graph run waits
+        gate.set()
+        return list(await asyncio.gather(*tasks, return_exceptions=True))
+
+    got = asyncio.run(scenario())
+    assert [type(g) for g in got] == [CommitFailed] * 3
+    assert "MemoryError: no room for the alert state" in str(got[2])
+    assert windows_run == [7]  # the group's run only: nobody scored the rows again
+
+
+def test_joined_stream_messages_whose_commit_fails_are_not_retried_one_by_one(
+    models: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from ds_serving.runtime import CommitFailed
+
+    rt = _point_runtime(models, smoothing={"k": 2, "n": 3})
+    rows = normal_rows(2, seed=14)
+
+    def broken(*args: Any, **kwargs: Any) -> Any:
+        raise MemoryError("no room for the smoothing state")
+
+    monkeypatch.setattr(rt.state, "flag", broken)
+    scored: list[int] = []
+    score_async = rt.score_async
+
+    async def counted(request: Decoded, **kwargs: Any) -> Any:
+        scored.append(len(request.rows))
+        return await score_async(request, **kwargs)
+
+    monkeypatch.setattr(rt, "score_async", counted)
+    messages = [(_decoded(rows[:1], ["a"]), False), (_decoded(rows[1:], ["b"]), False)]
+    got, error = asyncio.run(_handler(rt, models).score_consecutive(rt, messages))
+    assert got == [] and isinstance(error, CommitFailed)
+    assert scored == [2]  # the joint only
