@@ -546,6 +546,17 @@ def test_concurrent_temporal_requests_score_in_groups_as_if_one_by_one(
     assert rt.grouped_requests >= len(requests) // 2  # most were scored in someone's group
 
 
+def _gated_run(gate: asyncio.Event, windows_run: list[int]) -> Any:
+    """A graph runner that records each run's windows and holds it until ``gate`` is set."""
+
+    async def run(scorer: Scorer, inputs: np.ndarray, explain: bool):  # type: ignore[no-untyped-def]
+        windows_run.append(len(inputs))
+        await gate.wait()
+        return scorer.run(inputs, explain=explain)
+
+    return run
+
+
 def test_a_request_cancelled_while_its_group_runs_commits_nothing(models: Path) -> None:
     """The group's graph runs off the loop; meanwhile a member is cancelled (deadline): the
     group is dropped, the first request is scored alone, the cancelled one leaves no trace and
@@ -559,11 +570,7 @@ def test_a_request_cancelled_while_its_group_runs_commits_nothing(models: Path) 
 
     async def scenario() -> list[Any]:
         gate = asyncio.Event()
-
-        async def slow(scorer: Scorer, inputs: np.ndarray, explain: bool):  # type: ignore[no-untyped-def]
-            windows_run.append(len(inputs))
-            await gate.wait()
-            return scorer.run(inputs, explain=explain)
+        slow = _gated_run(gate, windows_run)
 
         first = asyncio.ensure_future(rt.score_async(requests[0], explain=False, run=slow))
         middle = asyncio.ensure_future(rt.score_async(requests[1], explain=False, run=slow))
@@ -1295,11 +1302,7 @@ def test_a_group_whose_commit_fails_is_not_scored_again(
 
     async def scenario() -> list[Any]:
         gate = asyncio.Event()
-
-        async def slow(scorer: Scorer, inputs: np.ndarray, explain: bool):  # type: ignore[no-untyped-def]
-            windows_run.append(len(inputs))
-            await gate.wait()
-            return scorer.run(inputs, explain=explain)
+        slow = _gated_run(gate, windows_run)
 
         tasks = [asyncio.ensure_future(rt.score_async(r, explain=False, run=slow))
                  for r in requests]
