@@ -13,6 +13,7 @@ import pytest
 from bench.cross_dataset import (
     CONFIGS,
     COUNTS,
+    KEEP_MARGIN,
     DetectorConfig,
     EvalError,
     FlagPolicy,
@@ -21,6 +22,7 @@ from bench.cross_dataset import (
     Series,
     Table,
     evaluate,
+    flag_policy_of,
     format_report,
     generator_series,
     gutentag_series,
@@ -29,6 +31,7 @@ from bench.cross_dataset import (
     score_all,
     score_series,
     select,
+    shipped_choice,
 )
 from ds_assets.training.detectors import DetectorParams
 from ds_serving.smoothing import Smoothing
@@ -70,6 +73,42 @@ def test_selection_never_sees_the_held_out_source() -> None:
     with pytest.raises(EvalError, match="at least one source"):
         select(table, [])
     assert len(COUNTS) == table.counts.shape[2]
+
+
+def test_the_shipped_default_changes_only_for_more_than_the_machines_spread() -> None:
+    """Candidate 1 is selected (mean F1 over a, b a little higher than candidate 0's); with
+    candidate 0 shipped today it stays shipped while the gain is within ``KEEP_MARGIN``, and
+    gives way to a larger gain or when it breaks the FAR cap."""
+    series = [_series("a", "a1"), _series("b", "b1")]
+    candidates = [(ZSCORE, FlagPolicy("quantile", q)) for q in (0.99, 0.995)]
+
+    def table(tp_b: int, fp_a: int = 1) -> Table:
+        return Table(candidates, series, np.array([
+            [_counts(80, fp_a, 20, 899), _counts(80, 1, 20, 899)],
+            [_counts(80, 1, 20, 899), _counts(tp_b, 1, 100 - tp_b, 899)],
+        ]))
+
+    allowed = np.ones(2, bool)
+    close, far = table(81), table(95)  # mean F1 gain ~0.003 and ~0.04
+    assert select(close, ["a", "b"]) == 1 and select(far, ["a", "b"]) == 1
+    chosen, kept = shipped_choice(close, ["a", "b"], allowed, 1.0, incumbent=0)
+    assert chosen == 0 and kept is not None and 0 < kept["mean_f1_gain"] <= KEEP_MARGIN
+    assert kept["selected"].startswith("zscore; q 0.995")
+    assert shipped_choice(far, ["a", "b"], allowed, 1.0, incumbent=0) == (1, None)
+    assert shipped_choice(close, ["a", "b"], allowed, 1.0, incumbent=None) == (1, None)
+    assert shipped_choice(close, ["a", "b"], np.array([False, True]), 1.0, 0) == (1, None)
+    over_cap = table(81, fp_a=400)  # the incumbent flags 31 % of a's normal rows
+    assert shipped_choice(over_cap, ["a", "b"], allowed, 0.15, incumbent=0) == (1, None)
+
+
+def test_model_bundle_policies_map_to_candidate_policies() -> None:
+    assert flag_policy_of({"quantile": 0.999, "margin": 1.0}) == FlagPolicy("quantile", 0.999)
+    assert flag_policy_of({"threshold_rule": "pot", "risk": 1e-3, "threshold_scope": "entity",
+                           "smoothing": {"k": 3, "n": 5}}) == FlagPolicy(
+        "pot", 1e-3, 1.0, "entity", Smoothing(k=3, n=5))
+    assert flag_policy_of({"threshold_rule": "best_f1"}) is None
+    assert flag_policy_of({"quantile": 0.99, "smoothing": {"k": 1, "n": 1,
+                                                          "rebaseline": {}}}) is None
 
 
 def _gutentag(root: Path, names: tuple[str, ...] = ("uni-x", "mv-y")) -> Path:
@@ -209,6 +248,7 @@ def test_evaluate_end_to_end_on_generated_sources(tmp_path: Path) -> None:
         "slow_drift"}
     shipped = result["shipped_default"]
     assert shipped["chosen_on"] == ["skab", "gutentag", "generator"]
+    assert shipped["kept"] is None  # the shipped default (a temporal AE) is not a candidate
     assert shipped["policy"]["scope"] == "global" and not shipped["detector"]["entity_norm"]
     key = f"{shipped['criterion']}, {shipped['calibrations']}"
     assert key in result["selection"]["held_out_mean_f1"]
