@@ -296,7 +296,10 @@ class ScoredSummary:
     def add_table(self, scored: pa.Table) -> None:
         """``add`` for a scored Arrow table, the same sums counted in numpy: groups are
         dictionary indices counted with ``bincount`` (no pandas frame or groupby per batch,
-        a third of a streamed day's scoring time before)."""
+        a third of a streamed day's scoring time before). An empty table adds nothing (its
+        columns may not even have a type: a column of no values reads as null)."""
+        if scored.num_rows == 0:
+            return
         names = set(scored.column_names)
         flags = _numpy(scored, "is_anomaly").astype(bool)
         self.rows += len(flags)
