@@ -645,19 +645,27 @@ KEEP_MARGIN = 0.01
 
 
 def flag_policy_of(policy: Mapping[str, Any]) -> FlagPolicy | None:
-    """The candidate policy a ``model_bundle`` policy section stands for (None when it uses
-    what the candidates do not: other rules or keys, re-baselining)."""
-    known = {"threshold_rule", "quantile", "risk", "margin", "threshold_scope", "smoothing"}
-    smoothing = dict(policy.get("smoothing") or {})
-    if set(policy) - known or set(smoothing) - {"k", "n"}:
+    """The candidate policy a ``model_bundle`` policy (``BundleConfig`` fields, as
+    ``evaluated_default.POLICY`` holds them) stands for; None when it uses what no candidate
+    does (another rule or POT level, other fields)."""
+    known = {"threshold_rule", "quantile", "risk", "margin", "pot_level", "threshold_scope",
+             "smoothing_k", "smoothing_n", "rebaseline_end_ratio", "rebaseline_raise",
+             "rebaseline_horizon"}
+    if set(policy) - known or float(policy.get("pot_level", 0.98)) != 0.98:
         return None
-    rule = policy.get("threshold_rule") or ("pot" if "risk" in policy else "quantile")
-    value = policy.get("quantile" if rule == "quantile" else "risk")
-    if rule not in ("quantile", "pot") or value is None:
+    rule = policy.get("threshold_rule", "quantile")
+    if rule not in ("quantile", "pot"):
         return None
-    return FlagPolicy(rule, float(value), float(policy.get("margin", 1.0)),
-                      str(policy.get("threshold_scope", "global")),
-                      Smoothing(k=int(smoothing.get("k", 1)), n=int(smoothing.get("n", 1))))
+    value = float(policy.get("quantile", 0.995) if rule == "quantile" else policy.get("risk", 1e-3))
+    rebaseline = None
+    if float(policy.get("rebaseline_end_ratio", 0.0)) > 0:
+        rebaseline = Rebaseline(end_ratio=float(policy["rebaseline_end_ratio"]),
+                                raise_factor=float(policy.get("rebaseline_raise", 3.0)),
+                                horizon=int(policy.get("rebaseline_horizon", 240)))
+    smoothing = Smoothing(k=int(policy.get("smoothing_k", 1)), n=int(policy.get("smoothing_n", 1)),
+                          rebaseline=rebaseline)
+    return FlagPolicy(rule, value, float(policy.get("margin", 1.0)),
+                      str(policy.get("threshold_scope", "global")), smoothing)
 
 
 def candidate_index(table: Table, config_name: str, policy: FlagPolicy | None) -> int | None:

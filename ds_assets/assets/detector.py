@@ -401,31 +401,36 @@ def build_onnx_parity_check(ds: Dataset) -> dg.AssetChecksDefinition:
     return onnx_parity
 
 
+_EVALUATED = evaluated_default.POLICY
+
+
 class BundleConfig(dg.Config):
     """Scoring policy recorded in the manifest: threshold rule, flag smoothing, alerting."""
 
+    # Defaults: the policy ``make eval`` chose with the default family
+    # (``training.evaluated_default.POLICY``, any of these fields), else the values here.
     # auto (best_f1 with labeled validation anomalies, else quantile) | quantile | pot | best_f1
-    threshold_rule: str = "auto"
-    # the policy ``make eval`` chose with the default family (``training.evaluated_default``)
-    quantile: float = evaluated_default.POLICY["quantile"]
-    margin: float = evaluated_default.POLICY["margin"]
+    threshold_rule: str = _EVALUATED.get("threshold_rule", "auto")
+    quantile: float = _EVALUATED.get("quantile", 0.995)
+    margin: float = _EVALUATED.get("margin", 1.0)
     # pot (peaks over threshold): exceedance probability of the threshold, and the quantile
     # above which the tail is fitted
-    risk: float = 1e-3
-    pot_level: float = 0.98
+    risk: float = _EVALUATED.get("risk", 1e-3)
+    pot_level: float = _EVALUATED.get("pot_level", 0.98)
     # global (one threshold) | entity: each host's own by the same rule from its own validation
     # rows (hosts that differ in level); hosts with fewer than min_entity_rows scored rows, and
     # hosts unseen in training, use the global one
-    threshold_scope: str = "global"
+    threshold_scope: str = _EVALUATED.get("threshold_scope", "global")
     min_entity_rows: int = MIN_ENTITY_ROWS
-    smoothing_k: int = 1  # flag a row when >= k of its entity's last n raw flags are set
-    smoothing_n: int = 1  # k=n=1: no smoothing
+    # flag a row when >= k of its entity's last n raw flags are set (k=n=1: no smoothing)
+    smoothing_k: int = _EVALUATED.get("smoothing_k", 1)
+    smoothing_n: int = _EVALUATED.get("smoothing_n", 1)
     # re-baselining after an alarm episode (ds_serving.smoothing): on when end_ratio > 0 (it
     # must then be > 1); the episode ends at peak / end_ratio, the entity's threshold becomes
     # raise x the score level there and returns to the calibrated one over horizon rows
-    rebaseline_end_ratio: float = 0.0
-    rebaseline_raise: float = 3.0
-    rebaseline_horizon: int = 240
+    rebaseline_end_ratio: float = _EVALUATED.get("rebaseline_end_ratio", 0.0)
+    rebaseline_raise: float = _EVALUATED.get("rebaseline_raise", 3.0)
+    rebaseline_horizon: int = _EVALUATED.get("rebaseline_horizon", 240)
     # per-entity alerting (ds_serving.alerting), applied alike by the alerts asset and the
     # gRPC scorer: open after k flagged rows of the last n, close after m normal rows, no
     # re-opening within the cooldown

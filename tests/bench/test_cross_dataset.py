@@ -102,13 +102,21 @@ def test_the_shipped_default_changes_only_for_more_than_the_machines_spread() ->
 
 
 def test_model_bundle_policies_map_to_candidate_policies() -> None:
+    """``evaluated_default.POLICY`` holds ``BundleConfig`` fields: each maps to the candidate
+    it was chosen as, or to nothing the candidates cover."""
+    from bench.cross_dataset import REBASELINE
+    from ds_assets.training import evaluated_default
+
     assert flag_policy_of({"quantile": 0.999, "margin": 1.0}) == FlagPolicy("quantile", 0.999)
+    assert flag_policy_of(evaluated_default.POLICY) is not None
     assert flag_policy_of({"threshold_rule": "pot", "risk": 1e-3, "threshold_scope": "entity",
-                           "smoothing": {"k": 3, "n": 5}}) == FlagPolicy(
+                           "smoothing_k": 3, "smoothing_n": 5}) == FlagPolicy(
         "pot", 1e-3, 1.0, "entity", Smoothing(k=3, n=5))
+    assert flag_policy_of({"quantile": 0.99, "rebaseline_end_ratio": 4.0}) == FlagPolicy(
+        "quantile", 0.99, smoothing=Smoothing(rebaseline=REBASELINE))
     assert flag_policy_of({"threshold_rule": "best_f1"}) is None
-    assert flag_policy_of({"quantile": 0.99, "smoothing": {"k": 1, "n": 1,
-                                                          "rebaseline": {}}}) is None
+    assert flag_policy_of({"quantile": 0.99, "alert_k": 2}) is None
+    assert flag_policy_of({"threshold_rule": "pot", "pot_level": 0.95}) is None
 
 
 def _gutentag(root: Path, names: tuple[str, ...] = ("uni-x", "mv-y")) -> Path:
