@@ -47,6 +47,9 @@ class EntityState:
         )
         self.smoother = StreamingSmoother(policy.smoothing, max_entities)
         self.tracker = AlertTracker(policy.alerting, max_entities)
+        # taken over by a reloaded model as copies (another window or policy): what is written
+        # here now reaches nobody (``take_over``)
+        self.moved = False
 
     @property
     def keeps_state(self) -> bool:
@@ -88,6 +91,8 @@ class EntityState:
             self.tracker = old.tracker
         else:
             self.tracker.adopt(old.tracker)
+        old.moved = ((old.windows is not None and self.windows is not old.windows)
+                     or self.smoother is not old.smoother or self.tracker is not old.tracker)
 
     def open_alerts(self) -> int:
         return self.tracker.open_count()

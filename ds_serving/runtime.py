@@ -87,6 +87,11 @@ async def _uncancellable(work: asyncio.Future[T]) -> T:
     return work.result()
 
 
+class StateMoved(RuntimeError):
+    """A stateful request on a replaced model whose per-entity state the new model took over
+    as copies (another window or policy): committed here, it would reach nobody."""
+
+
 class CommitFailed(RuntimeError):
     """Advancing the per-entity state with a scored request raised partway: the rows it
     covered are not scored again on that state (they might count twice)."""
@@ -200,7 +205,9 @@ class ModelRuntime:
         their updates is lost. What carries over when the policies differ:
         ``EntityState.take_over``. A stateful request must reach ``old`` before the swap: one
         checked against ``old`` while the swap happens is checked again and scored here (the
-        server's ``Score`` and stream paths do), or its updates land in state no one reads."""
+        server's ``Score`` and stream paths do); one that reaches ``old`` after the move anyway
+        is refused (``StateMoved``) when the state moved as copies, so nothing is lost
+        silently."""
         self._lock = old._lock  # one lock orders both runtimes' updates of the shared state
         self._order = old._order
         self._inherit_from = old
@@ -220,6 +227,14 @@ class ModelRuntime:
         lock goes through here, so none overtakes a point-model request whose graph is still
         running."""
         return turn or self._order.take(self._lock)
+
+    def _check_current(self) -> None:
+        """Refuse a stateful request, in turn, once this model's state moved to the one that
+        replaced it (the server checks requests against the serving model again instead)."""
+        if self.state.moved:
+            raise StateMoved(
+                f"{self.name} v{self.version} was replaced and its per-entity state moved to "
+                "the model serving now (another window or policy): score the request there")
 
     def _adopt(self) -> None:
         """Move the state of the runtime this one replaced; called with the state lock held."""
@@ -327,6 +342,7 @@ class ModelRuntime:
         """
         if not self.stateful(request):
             return self._finish(request, None, *self._run(request.rows, explain))
+        self._check_current()
         self._adopt()
         checked = self.state.check_times(request)
         staged = self.state.stage(request)
@@ -382,6 +398,7 @@ class ModelRuntime:
                     return mine.result
                 if mine.failed is not None:  # that group's commit failed partway
                     raise CommitFailed(str(mine.failed)) from mine.failed
+                self._check_current()
                 self._adopt()
                 group = await self._queue.gather(turn.seq, mine, self.grouping, self.max_rows)
                 if len(group) > 1:
@@ -648,6 +665,7 @@ class ModelRuntime:
             turn.release()
             raise
         async with self._in_turn(turn):
+            self._check_current()
             self._adopt()
 
             def commit() -> LiveResult:

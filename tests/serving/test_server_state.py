@@ -1340,3 +1340,33 @@ def test_joined_stream_messages_whose_commit_fails_are_not_retried_one_by_one(
     got, error = asyncio.run(_handler(rt, models).score_consecutive(rt, messages))
     assert got == [] and isinstance(error, CommitFailed)
     assert scored == [2]  # the joint only
+
+
+def test_a_replaced_model_whose_state_moved_refuses_late_requests(models: Path) -> None:
+    """Scoring on a model after its reload completed (a caller holding on to the old runtime;
+    the server checks requests against the serving model again instead): when the new model
+    took the state over as copies (another window), a late request is refused rather than
+    committed into state nothing reads; with the same window and policy the state is shared
+    and the request counts."""
+    from ds_serving.runtime import StateMoved
+
+    rows = np.random.default_rng(15).normal(size=(4, F)).astype(np.float32)
+
+    async def inline(scorer: Scorer, inputs: np.ndarray, explain: bool):  # type: ignore[no-untyped-def]
+        return scorer.run(inputs, explain=explain)
+
+    for window, moved in ((4, True), (3, False)):
+        old, new = _runtime(models / f"a{window}", 3), _runtime(models / f"b{window}", window)
+        old.score(_decoded(rows[:2], ["x", "x"]))
+        new.inherit_state(old)
+        asyncio.run(new.adopt_inherited())
+        late = _decoded(rows[2:3], ["x"])
+        if moved:
+            with pytest.raises(StateMoved, match="was replaced and its per-entity state moved"):
+                asyncio.run(old.score_async(late, explain=False, run=inline))
+            with pytest.raises(StateMoved):
+                old.score(late)
+            assert new.score(late).n_scored == 0  # x's 2 carried rows + this one < 4
+        else:
+            asyncio.run(old.score_async(late, explain=False, run=inline))
+            assert new.score(_decoded(rows[3:4], ["x"])).n_scored == 1  # the late row counted
