@@ -71,7 +71,12 @@ from ds_assets.telemetry.generator import FEATURES, GeneratorConfig, generate_da
 from ds_assets.telemetry.schema import ANOMALY_TYPE, LABEL
 from ds_assets.telemetry.sources import SourceError
 from ds_assets.training import evaluated_default
-from ds_assets.training.detectors import UNIVARIATE_REFUSALS, DetectorParams, train_detector
+from ds_assets.training.detectors import (
+    UNIVARIATE_REFUSALS,
+    DetectorConfigError,
+    DetectorParams,
+    train_detector,
+)
 from ds_assets.training.export import export_onnx
 from ds_assets.training.thresholds import (
     ThresholdError,
@@ -307,14 +312,19 @@ def score_series(series: Series, config: DetectorConfig, threads: int = 1) -> Sc
         series = _entity_standardized(series, fit)
     features = list(series.features)
     n_train = len(series.train)
+    def refused(reason: str) -> Scored:  # the configuration cannot fit this series
+        return Scored(np.full(int(cal.sum()), np.nan), series.train_entities[cal],
+                      np.full(len(series.test), np.nan), refused=reason)
+
     if config.params is not None and len(features) == 1 and config.family in UNIVARIATE_REFUSALS:
-        nan = np.full(len(series.test), np.nan)
-        return Scored(np.full(int(cal.sum()), np.nan), series.train_entities[cal], nan,
-                      refused=UNIVARIATE_REFUSALS[config.family])
+        return refused(UNIVARIATE_REFUSALS[config.family])
     if config.params is not None:
-        trained = train_detector(config.params, series.train[fit], series.train[cal], features,
-                                 train_entities=series.train_entities[fit],
-                                 val_entities=series.train_entities[cal], threads=threads)
+        try:
+            trained = train_detector(config.params, series.train[fit], series.train[cal],
+                                     features, train_entities=series.train_entities[fit],
+                                     val_entities=series.train_entities[cal], threads=threads)
+        except DetectorConfigError as exc:  # e.g. a window longer than the series' rows
+            return refused(str(exc))
         scorer = Scorer(export_onnx(trained), features=features, threshold=float("inf"),
                         label=config.name, window=trained.window, backend="cpu",
                         intra_op_threads=threads)

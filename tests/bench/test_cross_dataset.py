@@ -206,6 +206,19 @@ def test_entity_standardization_uses_each_entitys_own_fitting_rows(tmp_path: Pat
                                   got[("g", "one", "zscore")].test)
 
 
+def test_a_configuration_that_cannot_fit_a_series_is_refused_there_not_fatal() -> None:
+    """A window longer than a series' calibration rows (SKAB keeps 60) makes that series score
+    nothing, with the reason, instead of stopping the whole evaluation."""
+    train = np.sin(np.arange(100)[:, None] / 5 + np.arange(2)).astype(np.float32)
+    config = DetectorConfig("t/w32", "temporal_ae", DetectorParams(
+        family="temporal_ae", window=32, channels=(4,), latent=2, epochs=1))
+    series = Series("g", "x", ("a", "b"), train, np.zeros(100, np.int32), train[:20],
+                    np.zeros(20, np.int32), np.zeros(20, np.int8), np.full(20, "none", object))
+    scored = score_series(series, config)  # 15 calibration rows < 32
+    assert scored.refused.startswith("window=32 is longer than every entity's validation rows")
+    assert np.isnan(scored.test).all() and len(scored.calibration) == 15
+
+
 def test_a_temporal_model_reaches_into_training_only_for_continuous_series() -> None:
     rng = np.random.default_rng(2)
     train = np.sin(np.arange(300)[:, None] / 5 + np.arange(2)).astype(np.float32)
