@@ -140,7 +140,7 @@ class ModelRuntime:
         self._passers: list[Sequence[Hashable]] = []
         self._passed: set[int] = set()
         self._commits: dict[frozenset[int], LiveResult] = {}  # see _committed
-        self._door_opens: asyncio.Future[None] | None = None  # settled when a door opens
+        self._door_opens: asyncio.Future[None] | None = None  # settled when the door changes
         self.passing_requests = 0  # small temporal requests scored through a Door (stats)
         self.loaded_at = time.time()
         self.load_seconds = 0.0
@@ -392,6 +392,7 @@ class ModelRuntime:
             if door is not None:
                 self._queue.remove(turn.seq)
                 turn.release()  # the ones behind still wait for those before it
+                self._door_changed()  # one refused because this one waited may pass now
                 return await self._pass(door, request, explain, run)
             async with self._in_turn(turn):
                 if mine.result is not None:  # scored with an earlier request's group
@@ -536,9 +537,7 @@ class ModelRuntime:
         if self._retired:  # replaced meanwhile
             return await self._run_staged(staged, explain, run)
         door = self._door = Door(entities, seqs, room)
-        opens, self._door_opens = self._door_opens, None
-        if opens is not None and opens.get_loop() is asyncio.get_running_loop():
-            opens.set_result(None)  # requests waiting in line look at it now
+        self._door_changed()  # requests waiting in line look at it now
         try:
             return await self._run_staged(staged, explain, run)
         finally:
@@ -584,6 +583,14 @@ class ModelRuntime:
         door.inside += 1
         door.empty.clear()
         return True
+
+    def _door_changed(self) -> None:
+        """Wake the requests waiting in line to look at the door again: it opened, or a request
+        ahead of them passed through it (then nobody but the large one may wait ahead)."""
+        opens, self._door_opens = self._door_opens, None
+        if opens is not None and not opens.done() and (
+                opens.get_loop() is asyncio.get_running_loop()):
+            opens.set_result(None)
 
     def _seen_again(self, seqs: frozenset[int]) -> None:
         """Turns ``seqs`` committed (or ended): when requests passed them, the passers'

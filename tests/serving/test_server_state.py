@@ -1370,3 +1370,42 @@ def test_a_replaced_model_whose_state_moved_refuses_late_requests(models: Path) 
         else:
             asyncio.run(old.score_async(late, explain=False, run=inline))
             assert new.score(_decoded(rows[3:4], ["x"])).n_scored == 1  # the late row counted
+
+
+def test_a_request_refused_behind_a_waiting_one_passes_once_that_one_has(
+    models: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """When the door opens, a request that arrives before the ones already waiting have looked
+    at it is refused (one of them still waits ahead); once that one has passed, the refused
+    one may pass too, and is woken to do so instead of waiting for the large one's commit."""
+    monkeypatch.setattr(runtime_module, "OFF_LOOP_ROWS", 30)
+    rows = np.random.default_rng(16).normal(size=(46, F)).astype(np.float32)
+    large = _decoded(rows[:40], [f"h{i % 10}" for i in range(40)])
+    waiting, arriving = _decoded(rows[40:43], ["x"] * 3), _decoded(rows[43:46], ["y"] * 3)
+    expected = _one_by_one(_runtime(models / "a", 3), [large, waiting, arriving])
+    rt = _runtime(models / "b", 3)
+    release = asyncio.Event()
+    run = _large_blocks(release)
+    tasks: list[asyncio.Future[Any]] = []
+
+    class Opening(runtime_module.Door):
+        def __post_init__(self) -> None:
+            super().__post_init__()  # the door opens: a request arrives right then
+            tasks.append(asyncio.ensure_future(rt.score_async(arriving, explain=False,
+                                                              run=run)))
+
+    monkeypatch.setattr(runtime_module, "Door", Opening)
+
+    async def scenario() -> tuple[list[Any], bool]:
+        first = asyncio.ensure_future(rt.score_async(large, explain=False, run=run))
+        await asyncio.sleep(0)  # the large one has its turn and is being prepared
+        second = asyncio.ensure_future(rt.score_async(waiting, explain=False, run=run))
+        await asyncio.wait_for(asyncio.shield(second), 5)  # passed while the large one runs
+        await asyncio.sleep(0.05)
+        third_passed = bool(tasks) and tasks[0].done()
+        release.set()
+        return [await first, second.result(), await tasks[0]], third_passed
+
+    got, third_passed = asyncio.run(scenario())
+    assert third_passed and rt.passing_requests == 2
+    _same_answers(got, expected)
