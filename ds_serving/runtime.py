@@ -444,6 +444,8 @@ class ModelRuntime:
         if prepared is None:
             return None
         group, joint, checked, staged = prepared
+        if any(q.leaving for q in group):
+            return None  # one left while it was prepared: its rows must not run (nor commit)
         seqs = frozenset(range(seq, seq + len(group)))  # the group's turns: consecutive
         try:
             scores, errors = await self._run_behind_door(joint, seqs, staged, checked, explain,

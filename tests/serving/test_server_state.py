@@ -1409,3 +1409,45 @@ def test_a_request_refused_behind_a_waiting_one_passes_once_that_one_has(
     got, third_passed = asyncio.run(scenario())
     assert third_passed and rt.passing_requests == 2
     _same_answers(got, expected)
+
+
+def test_a_group_whose_member_left_while_it_was_prepared_runs_no_graph(
+    models: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A large group is prepared off the loop; a member cancelled meanwhile must not have its
+    rows run: the group gives way before its graph runs (it used to run it, then discard it),
+    and the others are scored alone, as if the cancelled one had never come."""
+    monkeypatch.setattr(runtime_module, "OFF_LOOP_ROWS", 5)  # the 9-row group: off the loop
+    rows = np.random.default_rng(17).normal(size=(9, F)).astype(np.float32)
+    requests = [_decoded(rows[i : i + 3], ["a"] * 3) for i in (0, 3, 6)]
+    expected = _one_by_one(_runtime(models / "a", 3), [requests[0], requests[2]])
+    rt = _runtime(models / "b", 3)
+    rt.grouping = runtime_module.GroupPolicy(window=0.001)
+    windows_run: list[int] = []
+    preparing, prepared = threading.Event(), threading.Event()
+    prepare_group = rt._prepare_group
+
+    def held(group: Any) -> Any:
+        preparing.set()
+        assert prepared.wait(10)
+        return prepare_group(group)
+
+    monkeypatch.setattr(rt, "_prepare_group", held)
+
+    async def scenario() -> list[Any]:
+        gate = asyncio.Event()
+        gate.set()
+        run = _gated_run(gate, windows_run)
+        tasks = [asyncio.ensure_future(rt.score_async(r, explain=False, run=run))
+                 for r in requests]
+        while not preparing.is_set():
+            await asyncio.sleep(0.001)
+        tasks[1].cancel()
+        await asyncio.sleep(0.01)  # the cancellation reaches the waiting member
+        prepared.set()
+        return [await tasks[0], await tasks[2], tasks[1].cancelled()]
+
+    first, last, cancelled = asyncio.run(scenario())
+    assert cancelled
+    _same_answers([first, last], expected)
+    assert windows_run == [1, 3]  # the first alone, then the last on its tail: no group run
