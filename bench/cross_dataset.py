@@ -635,15 +635,21 @@ def select(table: Table, sources: Sequence[str], allowed: np.ndarray | None = No
     allowed = np.ones(len(table.candidates), bool) if allowed is None else allowed
     if not allowed.any():
         raise EvalError("selection has no candidate to choose from")
-    metrics = [[summarize(t) for t in table.source_totals(src)] for src in sources]
-    f1 = np.array([[m["f1"] for m in per] for per in metrics])
-    far = np.array([[m["far"] for m in per] for per in metrics])
-    f1 = np.nan_to_num(f1, nan=0.0)
-    mean_f1 = f1.mean(axis=0)
-    feasible = (np.nan_to_num(far, nan=1.0) <= max_far).all(axis=0) & allowed
+    mean_f1, within = _mean_f1_and_cap(table, sources, max_far)
+    feasible = within & allowed
     pool = feasible if feasible.any() else allowed
     score = np.where(pool, mean_f1, -np.inf)
     return int(np.argmax(score))
+
+
+def _mean_f1_and_cap(table: Table, sources: Sequence[str], max_far: float
+                     ) -> tuple[np.ndarray, np.ndarray]:
+    """Per candidate: mean F1 over ``sources`` (NaN counts as 0), and whether its FAR is at
+    most ``max_far`` on each (NaN counts as over)."""
+    metrics = [[summarize(t) for t in table.source_totals(src)] for src in sources]
+    f1 = np.nan_to_num(np.array([[m["f1"] for m in per] for per in metrics]), nan=0.0)
+    far = np.nan_to_num(np.array([[m["far"] for m in per] for per in metrics]), nan=1.0)
+    return f1.mean(axis=0), (far <= max_far).all(axis=0)
 
 
 #: The shipped default (``ds_assets/training/evaluated_default.py``) changes only when the
@@ -684,12 +690,6 @@ def candidate_index(table: Table, config_name: str, policy: FlagPolicy | None) -
                  if c.name == config_name and p == policy), None)
 
 
-def mean_f1(table: Table, index: int, sources: Sequence[str]) -> float:
-    """A candidate's mean F1 over ``sources`` (NaN as 0, as in ``select``)."""
-    return float(np.mean([np.nan_to_num(summarize(table.source_totals(src)[index])["f1"])
-                          for src in sources]))
-
-
 def shipped_choice(table: Table, sources: Sequence[str], allowed: np.ndarray, max_far: float,
                    incumbent: int | None) -> tuple[int, dict[str, Any] | None]:
     """The default to ship: ``select``'s choice, unless the ``incumbent`` (today's shipped
@@ -698,9 +698,9 @@ def shipped_choice(table: Table, sources: Sequence[str], allowed: np.ndarray, ma
     chosen = select(table, sources, allowed, max_far)
     if incumbent is None or incumbent == chosen or not allowed[incumbent]:
         return chosen, None
-    far = [summarize(table.source_totals(src)[incumbent])["far"] for src in sources]
-    gain = mean_f1(table, chosen, sources) - mean_f1(table, incumbent, sources)
-    if gain > KEEP_MARGIN or not all(np.nan_to_num(f, nan=1.0) <= max_far for f in far):
+    mean_f1, within = _mean_f1_and_cap(table, sources, max_far)
+    gain = float(mean_f1[chosen] - mean_f1[incumbent])
+    if gain > KEEP_MARGIN or not within[incumbent]:
         return chosen, None
     config, policy = table.candidates[chosen]
     return incumbent, {"selected": f"{config.name}; {policy.describe()}",
