@@ -557,15 +557,22 @@ def _gated_run(gate: asyncio.Event, windows_run: list[int]) -> Any:
     return run
 
 
+def _one_entity_group(models: Path, seed: int, window: float = 0.001
+                      ) -> tuple[list[Decoded], ModelRuntime]:
+    """Three 3-row requests of one entity, and a window-3 runtime that waits ``window``
+    seconds for the ones behind the first, so they are scored as one group."""
+    rows = np.random.default_rng(seed).normal(size=(9, F)).astype(np.float32)
+    rt = _runtime(models / "b", 3)
+    rt.grouping = runtime_module.GroupPolicy(window=window)
+    return [_decoded(rows[i : i + 3], ["a"] * 3) for i in (0, 3, 6)], rt
+
+
 def test_a_request_cancelled_while_its_group_runs_commits_nothing(models: Path) -> None:
     """The group's graph runs off the loop; meanwhile a member is cancelled (deadline): the
     group is dropped, the first request is scored alone, the cancelled one leaves no trace and
     the last one answers as if the cancelled one had never come."""
-    rows = np.random.default_rng(5).normal(size=(9, F)).astype(np.float32)
-    requests = [_decoded(rows[i : i + 3], ["a"] * 3) for i in (0, 3, 6)]
+    requests, rt = _one_entity_group(models, seed=5)
     expected = _one_by_one(_runtime(models / "a", 3), [requests[0], requests[2]])
-    rt = _runtime(models / "b", 3)
-    rt.grouping = runtime_module.GroupPolicy(window=0.001)
     windows_run: list[int] = []
 
     async def scenario() -> list[Any]:
@@ -592,11 +599,8 @@ def test_members_of_a_group_that_could_not_run_do_not_wait_again(models: Path) -
     """When a group's joint run fails, its first request is scored alone and the others take
     their turns: they do not wait out the grouping window a second time (each would, in turn),
     and every answer is the one-by-one answer."""
-    rows = np.random.default_rng(6).normal(size=(9, F)).astype(np.float32)
-    requests = [_decoded(rows[i : i + 3], ["a"] * 3) for i in (0, 3, 6)]
+    requests, rt = _one_entity_group(models, seed=6, window=0.05)
     expected = _one_by_one(_runtime(models / "a", 3), requests)
-    rt = _runtime(models / "b", 3)
-    rt.grouping = runtime_module.GroupPolicy(window=0.05)
     waits: list[bool] = []
     should_wait = rt.grouping.should_wait
 
@@ -1287,10 +1291,7 @@ def test_a_group_whose_commit_fails_is_not_scored_again(
     stream's joined messages are not retried one by one on it either."""
     from ds_serving.runtime import CommitFailed
 
-    rows = np.random.default_rng(13).normal(size=(9, F)).astype(np.float32)
-    requests = [_decoded(rows[i : i + 3], ["a"] * 3) for i in (0, 3, 6)]
-    rt = _runtime(models, 3)
-    rt.grouping = runtime_module.GroupPolicy(window=0.001)
+    requests, rt = _one_entity_group(models, seed=13)
     real_commit = rt.state.commit
     windows_run: list[int] = []
 
@@ -1418,11 +1419,8 @@ def test_a_group_whose_member_left_while_it_was_prepared_runs_no_graph(
     rows run: the group gives way before its graph runs (it used to run it, then discard it),
     and the others are scored alone, as if the cancelled one had never come."""
     monkeypatch.setattr(runtime_module, "OFF_LOOP_ROWS", 5)  # the 9-row group: off the loop
-    rows = np.random.default_rng(17).normal(size=(9, F)).astype(np.float32)
-    requests = [_decoded(rows[i : i + 3], ["a"] * 3) for i in (0, 3, 6)]
+    requests, rt = _one_entity_group(models, seed=17)
     expected = _one_by_one(_runtime(models / "a", 3), [requests[0], requests[2]])
-    rt = _runtime(models / "b", 3)
-    rt.grouping = runtime_module.GroupPolicy(window=0.001)
     windows_run: list[int] = []
     preparing, prepared = threading.Event(), threading.Event()
     prepare_group = rt._prepare_group
