@@ -289,6 +289,13 @@ CONFIGS: tuple[DetectorConfig, ...] = (
     DetectorConfig("zscore" + ENTITY_NORM, "zscore", baseline="zscore", entity_norm=True),
     # normalised z-score + PCA + temporal autoencoder as one graph (``training.fusion``)
     DetectorConfig("fused", "fused", DetectorParams(family="fused")),
+    # feature errors in units of each feature's validation error (``error_scale``)
+    DetectorConfig("dense_ae/error_scale", "dense_ae",
+                   DetectorParams(family="dense_ae", error_scale="validation")),
+    DetectorConfig("temporal_ae/error_scale", "temporal_ae",
+                   DetectorParams(family="temporal_ae", error_scale="validation")),
+    DetectorConfig("fused/error_scale", "fused",
+                   DetectorParams(family="fused", error_scale="validation")),
 )
 FAMILIES = tuple(dict.fromkeys(c.family for c in CONFIGS))
 

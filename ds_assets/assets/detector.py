@@ -201,6 +201,8 @@ class DetectorConfig(dg.Config):
     min_delta: float = _DEFAULTS.min_delta
     # rows (dense) or windows (temporal) per epoch, a fresh sample each; 0: the family's default
     max_train_rows: int = 0
+    # each feature's error in units of its mean validation error: none | validation
+    error_scale: str = _DEFAULTS.error_scale
     hidden: list[int] = list(_DEFAULTS.hidden)  # dense_ae
     # temporal_ae
     window: int = _DEFAULTS.window

@@ -39,6 +39,12 @@ KINDS = {"dense_ae": "dense_autoencoder", "temporal_ae": "temporal_autoencoder",
 WINDOWED = ("temporal_ae", "fused")  # families scoring windows of W rows per entity
 TEMPORAL_SCORES = ("window_mean", "last_row")
 PCA_COMBINE = ("max", "sum")
+# autoencoders: "validation" divides each feature's error by its mean error on the validation
+# items, so a feature the model reconstructs closely weighs as much as a noisy one
+ERROR_SCALES = ("none", "validation")
+# the smallest feature scale, as a share of the median feature's: a feature reconstructed
+# almost exactly (constant in training) is weighed at most 100x the typical one
+ERROR_SCALE_FLOOR = 0.01
 _FORMAT = 1
 # ``max_train_rows`` when left at 0: training items per epoch, a fresh sample each epoch. A
 # temporal AE's window costs about 30x a dense AE's row, and windows one row apart repeat each
@@ -88,6 +94,7 @@ class DetectorParams:
     # None turns it off
     flatline_quantile: float | None = 0.001
     flatline_weight: float = 4.0
+    error_scale: str = "none"  # autoencoders: one of ERROR_SCALES
     # pca: components explaining ``explained_variance`` of the normalized training variance
     explained_variance: float = 0.95
     max_components: int | None = None
@@ -126,6 +133,8 @@ class DetectorParams:
             if self.max_train_rows is not None and self.max_train_rows < 1:
                 raise bad("max_train_rows", "must be >= 1, 0 for the family's default, or None "
                           "for no cap")
+            if self.error_scale not in ERROR_SCALES:
+                raise bad("error_scale", f"choose one of {', '.join(ERROR_SCALES)}")
         if self.family == "dense_ae" and (not self.hidden or min(self.hidden) < 1):
             raise bad("hidden", "need one or more positive sizes (the last is the bottleneck)")
         if self.family in WINDOWED:
@@ -176,7 +185,7 @@ class DetectorParams:
         """Only the parameters this family uses (for MLflow params and metadata)."""
         common = ["family", "seed"]
         ae = ["epochs", "batch_size", "learning_rate", "weight_decay", "patience", "min_delta",
-              "max_train_rows"]
+              "max_train_rows", "error_scale"]
         temporal = ["window", "channels", "kernel_size", "latent", "temporal_score",
                     "flatline_quantile", "flatline_weight"]
         pca = ["explained_variance", "max_components", "pca_combine", "t2_weight",
@@ -301,6 +310,12 @@ class TrainedDetector:
         if floor is None:
             return None
         return floor, float(self.arrays[FLATLINE_PREFIX + "penalty"][0])
+
+    @property
+    def error_scale_inverse(self) -> np.ndarray | None:
+        """1 / each feature's mean validation error (``error_scale: validation``): the graph
+        multiplies feature errors by it; None for raw errors."""
+        return self.arrays.get(ERROR_SCALE_KEY)
 
     def to_bytes(self) -> bytes:
         meta = {
@@ -539,10 +554,10 @@ def _fit(
         ti = window_index(train_keys, params.window).starts
         vi = window_index(val_keys, params.window).starts
         arrays, summary = _fit_autoencoder(params, len(features), zt, zv, ti, vi, device)
-        if params.flatline_quantile is not None:
-            arrays.update(_flatline(params, arrays, zt, zv, ti, vi, summary))
+        arrays.update(fitted_on_errors(params, arrays, zt, zv, ti, vi, summary))
     else:
         arrays, summary = _fit_autoencoder(params, len(features), zt, zv, None, None, device)
+        arrays.update(fitted_on_errors(params, arrays, zt, zv, None, None, summary))
     return arrays, summary, mean, std
 
 
@@ -649,6 +664,11 @@ def _fit_autoencoder(
 
 
 FLATLINE_PREFIX = "flatline_"
+ERROR_SCALE_KEY = "error_scale_inverse"
+
+
+def _is_weight(name: str) -> bool:
+    return not (name.startswith(FLATLINE_PREFIX) or name == ERROR_SCALE_KEY)
 
 
 def _autoencoder(params: DetectorParams, n_features: int, arrays: dict[str, np.ndarray],
@@ -657,7 +677,7 @@ def _autoencoder(params: DetectorParams, n_features: int, arrays: dict[str, np.n
     mode."""
     model = build_module(params, n_features)
     model.load_state_dict({k: torch.from_numpy(v.copy()) for k, v in arrays.items()
-                           if not k.startswith(FLATLINE_PREFIX)})
+                           if _is_weight(k)})
     return model.eval()
 
 
@@ -680,9 +700,54 @@ def epoch_orders(n_items: int, per_epoch: int, seed: int) -> Iterator[torch.Tens
         yield torch.randperm(n_items, generator=generator)[:per_epoch]
 
 
-def _flatline(
+def fitted_on_errors(
     params: DetectorParams, arrays: dict[str, np.ndarray], zt: np.ndarray, zv: np.ndarray,
-    train_windows: np.ndarray, val_windows: np.ndarray, summary: dict[str, Any],
+    train_windows: np.ndarray | None, val_windows: np.ndarray | None, summary: dict[str, Any],
+) -> dict[str, np.ndarray]:
+    """What an autoencoder fits on its validation errors after the weights: the per-feature
+    error scale (``error_scale``), then the flat-line term (temporal models), which is in the
+    scaled units. One pass over the validation items serves both."""
+    flat = train_windows is not None and params.flatline_quantile is not None
+    if params.error_scale == "none" and not flat:
+        return {}
+    errors = _validation_errors(params, arrays, zv, val_windows)
+    extra: dict[str, np.ndarray] = {}
+    if params.error_scale == "validation":
+        scale = errors.mean(axis=0) if len(errors) else np.ones(zv.shape[1])
+        floor = ERROR_SCALE_FLOOR * float(np.median(scale))
+        scale = np.maximum(scale, max(floor, 1e-12))
+        extra[ERROR_SCALE_KEY] = (1.0 / scale).astype(np.float32)
+        errors = errors * extra[ERROR_SCALE_KEY]
+        summary["error_scale"] = {"mean_validation_error": [round(float(v), 6) for v in scale]}
+    if flat:
+        assert train_windows is not None
+        extra.update(_flatline(params, zt, train_windows, errors, summary))
+    return extra
+
+
+def _validation_errors(params: DetectorParams, arrays: dict[str, np.ndarray], zv: np.ndarray,
+                       val_windows: np.ndarray | None) -> np.ndarray:
+    """Per-feature squared errors [items, features] of the validation rows (dense) or windows
+    (temporal: over the window, or its last row, as the score takes them), raw units."""
+    model = _autoencoder(params, zv.shape[1], arrays)
+    xv = torch.from_numpy(zv)
+    n = len(zv) if val_windows is None else len(val_windows)
+    vw = None if val_windows is None else torch.from_numpy(val_windows)
+    last = params.temporal_score == "last_row"
+    out = np.empty((n, zv.shape[1]), np.float32)
+    with torch.no_grad():
+        for start in range(0, n, _EVAL_BATCH):
+            x = xv[start:start + _EVAL_BATCH] if vw is None else xv[vw[start:start + _EVAL_BATCH]]
+            errors = (model(x) - x) ** 2
+            if vw is not None:
+                errors = errors[:, -1, :] if last else errors.mean(dim=1)
+            out[start:start + len(x)] = errors.numpy()
+    return out
+
+
+def _flatline(
+    params: DetectorParams, zt: np.ndarray, train_windows: np.ndarray, val_errors: np.ndarray,
+    summary: dict[str, Any],
 ) -> dict[str, np.ndarray]:
     """The flat-line term's numbers: each feature's floor (the ``flatline_quantile`` of its
     training windows' spread; 0, i.e. off, for a feature that is often flat in training), and
@@ -692,18 +757,8 @@ def _flatline(
     spread = window_spread(zt, train_windows)
     floor = np.quantile(spread, params.flatline_quantile, axis=0)
     floor = np.where(floor > 1e-3, floor, 0.0).astype(np.float32)
-    model = _autoencoder(params, zt.shape[1], arrays)
-    xv = torch.from_numpy(zv)
-    vw = torch.from_numpy(val_windows)
-    last = params.temporal_score == "last_row"
-    scores = []
-    with torch.no_grad():
-        for start in range(0, len(vw), _EVAL_BATCH):
-            x = xv[vw[start:start + _EVAL_BATCH]]
-            errors = (model(x) - x) ** 2
-            per_feature = errors[:, -1, :] if last else errors.mean(dim=1)
-            scores.append(per_feature.mean(dim=1).numpy())
-    top = float(np.quantile(np.concatenate(scores), 0.999)) if scores else 0.0
+    scores = val_errors.mean(axis=1)
+    top = float(np.quantile(scores, 0.999)) if len(scores) else 0.0
     penalty = params.flatline_weight * top * zt.shape[1]
     summary["flatline"] = {"features_watched": int((floor > 0).sum()), "penalty": penalty,
                            "val_score_q999": top}

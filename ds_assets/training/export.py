@@ -41,17 +41,36 @@ class _Normalize(nn.Module):
         return (x - self.mean) * self.inv_std
 
 
-class ScoringGraph(nn.Module):
-    """Dense autoencoder: score = mean squared reconstruction error of the row."""
+class _ErrorScale(nn.Module):
+    """Feature errors times 1 / each feature's validation error (``error_scale``); the
+    identity, and no node in the graph, without one."""
 
-    def __init__(self, autoencoder: nn.Module, mean: np.ndarray, std: np.ndarray) -> None:
+    inverse: torch.Tensor
+
+    def __init__(self, inverse: np.ndarray | None) -> None:
+        super().__init__()
+        self.on = inverse is not None
+        if inverse is not None:
+            self.register_buffer("inverse", torch.from_numpy(inverse.astype(np.float32)))
+
+    def forward(self, errors: torch.Tensor) -> torch.Tensor:
+        return errors * self.inverse if self.on else errors
+
+
+class ScoringGraph(nn.Module):
+    """Dense autoencoder: score = mean squared reconstruction error of the row (each feature's
+    in units of its validation error with ``error_scale``)."""
+
+    def __init__(self, autoencoder: nn.Module, mean: np.ndarray, std: np.ndarray,
+                 error_scale: np.ndarray | None = None) -> None:
         super().__init__()
         self.normalize = _Normalize(mean, std)
         self.autoencoder = autoencoder
+        self.scale = _ErrorScale(error_scale)
 
     def forward(self, features: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         z = self.normalize(features)
-        errors = (z - self.autoencoder(z)) ** 2
+        errors = self.scale((z - self.autoencoder(z)) ** 2)
         return errors.mean(dim=1), errors
 
 
@@ -65,11 +84,13 @@ class TemporalScoringGraph(nn.Module):
     def __init__(
         self, autoencoder: nn.Module, mean: np.ndarray, std: np.ndarray, last_row: bool,
         flatline: tuple[np.ndarray, float] | None = None,
+        error_scale: np.ndarray | None = None,
     ) -> None:
         super().__init__()
         self.normalize = _Normalize(mean, std)
         self.autoencoder = autoencoder
         self.last_row = last_row
+        self.scale = _ErrorScale(error_scale)
         # flat-line term: a watched feature whose window spread is below its training floor
         # adds penalty x (1 - spread / floor) to its error (a stuck sensor is no error)
         self.flatline = flatline is not None
@@ -82,7 +103,7 @@ class TemporalScoringGraph(nn.Module):
     def forward(self, features: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         z = self.normalize(features)
         errors = (z - self.autoencoder(z)) ** 2  # [B, W, F]
-        per_feature = errors[:, -1, :] if self.last_row else errors.mean(dim=1)
+        per_feature = self.scale(errors[:, -1, :] if self.last_row else errors.mean(dim=1))
         if self.flatline:
             centred = z - z.mean(dim=1, keepdim=True)
             spread = torch.sqrt((centred * centred).mean(dim=1))  # [B, F]
@@ -128,11 +149,12 @@ class PcaScoringGraph(nn.Module):
 def scoring_graph(trained: TrainedDetector) -> nn.Module:
     """The torch module whose ONNX export is the bundle's scoring graph."""
     if trained.family == "dense_ae":
-        return ScoringGraph(trained.module(), trained.mean, trained.std).eval()
+        return ScoringGraph(trained.module(), trained.mean, trained.std,
+                            trained.error_scale_inverse).eval()
     if trained.family == "temporal_ae":
         last = trained.params.temporal_score == "last_row"
         return TemporalScoringGraph(trained.module(), trained.mean, trained.std, last,
-                                    trained.flatline).eval()
+                                    trained.flatline, trained.error_scale_inverse).eval()
     if trained.family == "fused":
         from ds_assets.training.fusion import FusedScoringGraph  # it builds on this module
 

@@ -26,7 +26,7 @@ from ds_assets.training.detectors import (
     TrainedDetector,
     _fit_autoencoder,
     _fit_pca,
-    _flatline,
+    fitted_on_errors,
     pca_reference_scores,
 )
 from ds_serving.windows import window_index
@@ -48,8 +48,7 @@ def fit_fused(
     ti = window_index(train_keys, params.window).starts
     index = window_index(val_keys, params.window)
     arrays, summary = _fit_autoencoder(ae_params, zt.shape[1], zt, zv, ti, index.starts, device)
-    if params.flatline_quantile is not None:
-        arrays.update(_flatline(ae_params, arrays, zt, zv, ti, index.starts, summary))
+    arrays.update(fitted_on_errors(ae_params, arrays, zt, zv, ti, index.starts, summary))
     out = {PREFIXES[AE] + k: v for k, v in arrays.items()}
     pca_summary: dict[str, Any] = {}
     if zt.shape[1] > 1:

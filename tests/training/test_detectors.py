@@ -4,9 +4,11 @@ ds_serving, and configs that cannot work failing before training."""
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 
 import numpy as np
 import pytest
+import torch
 
 from ds_assets.settings import Settings
 from ds_assets.training import evaluated_default
@@ -18,7 +20,14 @@ from ds_assets.training.detectors import (
     TrainedDetector,
     train_detector,
 )
-from ds_assets.training.export import check_parity, export_onnx, reference_scores
+from ds_assets.training.export import (
+    check_parity,
+    export_onnx,
+    model_inputs,
+    reference_scores,
+    scoring_graph,
+)
+from ds_assets.training.fusion import member
 from ds_serving.bundle import load_bundle, write_bundle
 from ds_serving.scoring import Scorer, score_rows
 from ds_serving.windows import window_index
@@ -174,6 +183,7 @@ def test_pca_keeps_a_residual_subspace_and_caps_components() -> None:
         ({"family": "pca", "explained_variance": 0.0}, r"explained_variance=0.0: must be in \(0"),
         ({"family": "pca", "pca_combine": "mean"}, "pca_combine='mean'"),
         ({"family": "pca", "t2_weight": 2.0}, "t2_weight=2.0"),
+        ({"error_scale": "max"}, "error_scale='max': choose one of none, validation"),
     ],
 )
 def test_bad_params_name_the_value(changes: dict[str, object], message: str) -> None:
@@ -433,3 +443,41 @@ def test_a_stuck_feature_scores_through_the_flatline_term_in_torch_and_onnx() ->
                                   reference_scores(on, stuck)[0])
     with pytest.raises(DetectorConfigError, match=r"flatline_quantile=0\.7: must be in"):
         DetectorParams(family="temporal_ae", flatline_quantile=0.7)
+
+
+@pytest.mark.parametrize("family", ["dense_ae", "temporal_ae", "fused"])
+def test_error_scale_puts_each_feature_in_units_of_its_validation_error(family: str) -> None:
+    """A smooth feature is reconstructed more closely than white noise; with ``error_scale``
+    each feature's error is divided by its mean on the validation items, so on those items
+    every feature averages 1 (the flat-line penalty is then in the same units). Exports with
+    parity (fused: in its autoencoder member) and survives the round trip."""
+    rng = np.random.default_rng(4)
+    t = np.arange(1600)
+    rows = np.stack([np.sin(t / 9), np.cos(t / 13), rng.normal(size=1600)], axis=1)
+    rows = rows.astype(np.float32)
+    params = DetectorParams(family=family, hidden=(8, 2), window=6, channels=(8,),
+                            kernel_size=3, latent=2, epochs=4, batch_size=64,
+                            error_scale="validation")
+    model = train_detector(params, rows[:1200], rows[1200:], ["a", "b", "c"])
+    if family == "fused":
+        model = member(model, "temporal_ae")
+    inverse = model.error_scale_inverse
+    assert inverse is not None
+    raw = np.asarray(model.training_summary["error_scale"]["mean_validation_error"])
+    np.testing.assert_allclose(inverse, 1.0 / raw, rtol=1e-4)
+    graph = scoring_graph(model)
+    with torch.no_grad():
+        score, errors = graph(torch.from_numpy(model_inputs(model, rows[1200:])))
+    flat = model.flatline
+    if flat is None:
+        np.testing.assert_allclose(errors.numpy().mean(axis=0), 1.0, rtol=1e-3)
+    else:  # penalty = weight x the scaled validation scores' 0.999 quantile x features
+        top = model.training_summary["flatline"]["val_score_q999"]
+        assert flat[1] == pytest.approx(params.flatline_weight * top * 3, rel=1e-5)
+        assert 0.8 < float(np.quantile(score.numpy(), 0.5)) < 1.2
+    assert check_parity(model, export_onnx(model), rows[1200:]).passed
+    restored = TrainedDetector.from_bytes(model.to_bytes())
+    np.testing.assert_array_equal(restored.error_scale_inverse, inverse)
+    unscaled = train_detector(replace(params, error_scale="none"), rows[:1200], rows[1200:],
+                              ["a", "b", "c"])
+    assert unscaled.error_scale_inverse is None and "error_scale" not in unscaled.history
