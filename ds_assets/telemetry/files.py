@@ -13,8 +13,9 @@ import hashlib
 import json
 import os
 import re
+import warnings
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +24,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.dataset as pads
 import pyarrow.parquet as pq
+from pandas.tseries.api import guess_datetime_format
 
 from ds_assets.telemetry.declaration import DatasetSpec, LabelSpec, SourceSpec
 from ds_assets.telemetry.schema import ANOMALY_TYPE, LABEL, NORMAL_TYPE, TIMESTAMP
@@ -31,7 +33,7 @@ from ds_serving.atomic import atomic_write_with
 
 CHUNK_ROWS = 500_000
 _SEPARATORS = (",", ";", "\t", "|")
-_STAGE_VERSION = "1"  # bump when the staged layout changes
+_STAGE_VERSION = "2"  # bump when the staged layout or its parsing changes (2: ids as text)
 _DECIMAL_COMMA = re.compile(r"(?:^|[;\t|])\s*-?\d+,\d+\s*(?:$|[;\t|])")
 
 
@@ -133,6 +135,8 @@ class FileLayout:
     features: list[str]
     label_column: str | None
     entity: str | None  # a fixed entity name, or None when the file has an entity column
+    # the format every chunk parses timestamps with (``settled_format``); None: pandas' own
+    timestamp_format: str | None = None
 
 
 def resolve_layout(path: Path, header: Sequence[str], numeric: Sequence[str],
@@ -174,7 +178,8 @@ def to_rows(raw: pd.DataFrame, layout: FileLayout, spec: DatasetSpec, first_line
     timestamp (UTC), host_id, region, project_id, features (float32), label, anomaly_type."""
     path = layout.path
     out = pd.DataFrame(index=pd.RangeIndex(len(raw)))
-    out[TIMESTAMP] = _timestamps(raw[spec.timestamp.column], spec, path, first_line)
+    out[TIMESTAMP] = _timestamps(raw[spec.timestamp.column], spec, path, first_line,
+                                 layout.timestamp_format)
     if layout.entity is not None:
         out["host_id"] = layout.entity
     else:
@@ -195,31 +200,103 @@ def to_rows(raw: pd.DataFrame, layout: FileLayout, spec: DatasetSpec, first_line
     return out
 
 
-def _timestamps(values: pd.Series, spec: DatasetSpec, path: Path, first_line: int) -> np.ndarray:
+# ends in a UTC offset (or Z) after a time of day: 2024-10-27 02:30+01:00, ...T02:30:00Z
+_OFFSET = r"\d:\d{2}(?::\d{2}(?:[.,]\d*)?)?\s*(?:Z|[+-]\d{2}(?::?\d{2})?)$"
+
+
+def settled_format(values: pd.Series, spec: DatasetSpec, path: Path) -> str | None:
+    """The format every chunk of a file parses its timestamps with, decided once from the
+    first chunk: the declared one, or what pandas guesses from the first value. (Guessed afresh
+    per chunk, a chunk starting at 01/04/2024 read 1 April as 4 January after chunks that
+    started at 13/03/2024.) When day-first and month-first both fit every value of the first
+    chunk the file cannot tell them apart, and it is refused."""
+    ts = spec.timestamp
+    if ts.unit or ts.format:
+        return ts.format
+    if pd.api.types.is_datetime64_any_dtype(values) or pd.api.types.is_numeric_dtype(values):
+        return None
+    written = values.dropna().astype(str).str.strip()
+    written = written[written != ""]
+    if written.empty:
+        return None
+    first = str(written.iloc[0])
+    with warnings.catch_warnings():  # pandas notes a guess that could only be day-first
+        warnings.simplefilter("ignore", UserWarning)
+        month_first = guess_datetime_format(first)
+    if month_first is None or month_first.startswith("%Y"):  # year first: no day/month doubt
+        return month_first
+    with warnings.catch_warnings():  # pandas notes when day-first is asked and cannot apply
+        warnings.simplefilter("ignore", UserWarning)
+        day_first = guess_datetime_format(first, dayfirst=True)
+    if day_first in (None, month_first):
+        return month_first
+    fits = [f for f in (day_first, month_first)
+            if pd.to_datetime(written, format=f, errors="coerce").notna().all()]
+    if len(fits) == 1:
+        return fits[0]
+    if not fits:
+        return month_first  # the read names the first value that fits neither
+    raise SourceError(
+        f"{path}: timestamps such as {first!r} read alike day-first and month-first in the first "
+        f"{len(written):,} rows; declare timestamp.format, {day_first!r} or {month_first!r}")
+
+
+def _timestamps(values: pd.Series, spec: DatasetSpec, path: Path, first_line: int,
+                fmt: str | None = None) -> np.ndarray:
+    """UTC instants: values written with an offset keep it, values without one are local
+    time in ``timestamp.timezone``, in any mix."""
     column = spec.timestamp.column
     if spec.timestamp.unit:
         return _numeric_timestamps(values, spec, path, first_line)
+    fmt = fmt or spec.timestamp.format
     written = values.astype(str)
-    try:
-        parsed = pd.to_datetime(written, format=spec.timestamp.format, errors="coerce")
-    except (ValueError, TypeError):  # mixed offsets: parse as UTC, each keeps its offset
-        parsed = pd.to_datetime(written, format=spec.timestamp.format, errors="coerce", utc=True)
-    bad = parsed.isna().to_numpy() | values.isna().to_numpy()
-    if bad.any():
-        row = int(np.flatnonzero(bad)[0])
-        fmt = spec.timestamp.format or "ISO 8601 (or declare timestamp.format)"
-        raise SourceError(f"{path}: line {first_line + row}: column {column!r} holds "
-                          f"{values.iloc[row]!r}, not a timestamp in {fmt}")
-    if parsed.dt.tz is None:
+    with warnings.catch_warnings():  # pandas' notice that mixed offsets parse as objects
+        warnings.simplefilter("ignore", FutureWarning)
+        try:
+            parsed = pd.to_datetime(written, format=fmt, errors="coerce")
+        except (ValueError, TypeError):
+            parsed = None
+    if parsed is None or not pd.api.types.is_datetime64_any_dtype(parsed):
+        # offsets that differ between rows (a daylight-saving change written with them)
+        parsed = pd.to_datetime(written, format=fmt, errors="coerce", utc=True)
+    failed = parsed.isna().to_numpy() & values.notna().to_numpy()
+    local = parsed.dt.tz is None
+    if local:
         parsed = parsed.dt.tz_localize(spec.timestamp.timezone, ambiguous="NaT",
                                        nonexistent="NaT")
-        lost = parsed.isna().to_numpy()
-        if lost.any():
-            row = int(np.flatnonzero(lost)[0])
-            raise SourceError(f"{path}: line {first_line + row}: {values.iloc[row]!r} is an "
-                              f"ambiguous or skipped local time in {spec.timestamp.timezone} "
-                              "(a daylight-saving change); write the offset or use UTC")
-    return parsed.dt.tz_convert("UTC").to_numpy()
+        lost = parsed.isna().to_numpy() & ~failed & values.notna().to_numpy()
+    utc = parsed.dt.tz_convert("UTC")
+    if failed.any():  # written in the other form (with or without an offset) than the first
+        utc = utc.copy()
+        utc[failed] = _other_form(written[failed], not local, spec.timestamp.timezone)
+    bad = utc.isna().to_numpy() & (failed | values.isna().to_numpy())
+    if bad.any():
+        row = int(np.flatnonzero(bad)[0])
+        form = fmt or "ISO 8601 (or declare timestamp.format)"
+        raise SourceError(f"{path}: line {first_line + row}: column {column!r} holds "
+                          f"{values.iloc[row]!r}, not a timestamp in {form}")
+    if local and lost.any():
+        row = int(np.flatnonzero(lost)[0])
+        raise SourceError(f"{path}: line {first_line + row}: {values.iloc[row]!r} is an "
+                          f"ambiguous or skipped local time in {spec.timestamp.timezone} "
+                          "(a daylight-saving change); write the offset or use UTC")
+    return utc.to_numpy()
+
+
+def _other_form(written: pd.Series, naive: bool, timezone: str) -> pd.Series:
+    """UTC instants of values the file's format did not parse: each as written, local time
+    when ``naive`` (no offset), NaT where it is no timestamp (or a skipped local time)."""
+    offset = written.str.contains(_OFFSET, regex=True).to_numpy()
+    if naive:
+        keep = written[~offset]
+        parsed = pd.to_datetime(keep, format="mixed", errors="coerce")
+        local = parsed.dt.tz_localize(timezone, ambiguous="NaT", nonexistent="NaT")
+        out = pd.Series(pd.NaT, index=written.index, dtype="datetime64[ns, UTC]")
+        out[~offset] = local.dt.tz_convert("UTC")
+        return out
+    out = pd.Series(pd.NaT, index=written.index, dtype="datetime64[ns, UTC]")
+    out[offset] = pd.to_datetime(written[offset], format="mixed", errors="coerce", utc=True)
+    return out
 
 
 def _numeric_timestamps(values: pd.Series, spec: DatasetSpec, path: Path, first_line: int,
@@ -287,13 +364,17 @@ def _chunks(layout_path: Path, spec: DatasetSpec, entity: str | None
         line = 1  # a Parquet file has no header line: rows count from 1
         for batch in parquet.iter_batches(batch_size=CHUNK_ROWS):
             frame = batch.to_pandas()
+            if line == 1:
+                fixed = replace(fixed, timestamp_format=settled_format(
+                    frame[spec.timestamp.column], spec, layout_path))
             yield fixed, frame, line
             line += len(frame)
         return
     separator, decimal = sniff(layout_path, spec.source)
     try:
         reader = pd.read_csv(layout_path, sep=separator, decimal=decimal, chunksize=CHUNK_ROWS,
-                             keep_default_na=False, na_values=[""], encoding="utf-8-sig")
+                             keep_default_na=False, na_values=[""], encoding="utf-8-sig",
+                             dtype=_text_columns(layout_path, separator, spec))
         layout: FileLayout | None = None
         line = 2
         for frame in reader:
@@ -307,6 +388,8 @@ def _chunks(layout_path: Path, spec: DatasetSpec, entity: str | None
                 numeric = [c for c in frame.columns if _mostly_numbers(frame[c])]
                 layout = resolve_layout(layout_path, list(frame.columns), numeric, spec,
                                         entity)
+                layout = replace(layout, timestamp_format=settled_format(
+                    frame[spec.timestamp.column], spec, layout_path))
             else:
                 frame.columns = [str(c).strip() for c in frame.columns]
             yield layout, frame, line
@@ -319,6 +402,22 @@ def _chunks(layout_path: Path, spec: DatasetSpec, entity: str | None
     except pd.errors.ParserError as exc:
         raise SourceError(f"{layout_path}: not a valid CSV with separator {separator!r}: "
                           f"{exc}") from None
+    except UnicodeDecodeError as exc:
+        raise SourceError(f"{layout_path}: not UTF-8 text (byte {exc.object[exc.start]:#x} at "
+                          f"offset {exc.start}); save the file as UTF-8, e.g. CSV UTF-8 in a "
+                          "spreadsheet's Save As") from None
+
+
+def _text_columns(path: Path, separator: str, spec: DatasetSpec) -> dict[str, type] | None:
+    """The entity column read as text: ids such as 007 stay 007 (as in Parquet and in a label
+    windows file), and a chunk of all-digit ids names the same entities as any other chunk."""
+    if spec.entity.column is None:
+        return None
+    try:
+        header = pd.read_csv(path, sep=separator, nrows=0, encoding="utf-8-sig").columns
+    except (pd.errors.EmptyDataError, UnicodeDecodeError, pd.errors.ParserError):
+        return None  # the read proper reports it
+    return {c: str for c in header if str(c).strip() == spec.entity.column}
 
 
 def _mostly_numbers(values: pd.Series) -> bool:

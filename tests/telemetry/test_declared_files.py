@@ -223,3 +223,68 @@ def test_declarations_that_cannot_work_are_refused_when_loaded(
 ) -> None:
     with pytest.raises(ValidationError, match=message):
         DatasetSpec.model_validate({"source": {"path": "x.csv"}, **declared})
+
+
+def test_offsets_that_change_at_a_daylight_saving_switch_and_mixed_forms(tmp_path: Path) -> None:
+    """Written with their offsets, as the ambiguous-time error asks, local times across the
+    switch read as the instants they name; a value without an offset among them is local
+    time in the declared zone."""
+    (tmp_path / "x.csv").write_text("time,v\n2024-10-27 01:30+02:00,1\n2024-10-27 02:30+02:00,2\n"
+                                    "2024-10-27 02:30+01:00,3\n2024-10-27 04:30,4\n")
+    spec = _spec(tmp_path / "x.csv", timestamp={"column": "time", "timezone": "Europe/Berlin"})
+    rows, _ = read_rows(spec, tmp_path / "s", "x")
+    assert rows["timestamp"].dt.strftime("%H:%M").tolist() == ["23:30", "00:30", "01:30", "03:30"]
+    (tmp_path / "y.csv").write_text("time,v\n2024-10-27 00:30,1\n2024-10-27 01:30+00:00,2\n"
+                                    "2024-10-27 yesterday,3\n")
+    with pytest.raises(SourceError, match=r"y.csv: line 4: column 'time' holds "
+                                          r"'2024-10-27 yesterday', not a timestamp"):
+        read_rows(_spec(tmp_path / "y.csv", timestamp={"column": "time"}), tmp_path / "s", "y")
+
+
+def test_day_first_dates_read_alike_in_every_chunk_or_are_refused_when_undecidable(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The format is decided once per file: a later chunk starting at 01/04 is 1 April, as
+    the first chunk's 13/03 showed. A file whose first chunk fits both readings is refused."""
+    monkeypatch.setattr(files_module, "CHUNK_ROWS", 50)
+    times = pd.date_range("2024-03-13", periods=24 * 30, freq="1h")
+    pd.DataFrame({"ts": times.strftime("%d/%m/%Y %H:%M"), "v": 1.0}).to_csv(
+        tmp_path / "x.csv", index=False)
+    rows, report = read_rows(_spec(tmp_path / "x.csv", timestamp={"column": "ts"}),
+                             tmp_path / "s", "x")
+    assert (rows["timestamp"].dt.tz_localize(None) == times).all()
+    assert report.rows_out_of_order == 0
+    early = pd.date_range("2024-03-01", periods=48, freq="1h")
+    pd.DataFrame({"ts": early.strftime("%d/%m/%Y %H:%M"), "v": 1.0}).to_csv(
+        tmp_path / "y.csv", index=False)
+    with pytest.raises(SourceError, match=r"y.csv: timestamps such as '01/03/2024 00:00' read "
+                                          r"alike day-first and month-first .* declare "
+                                          r"timestamp.format, '%d/%m/%Y %H:%M' or"):
+        read_rows(_spec(tmp_path / "y.csv", timestamp={"column": "ts"}), tmp_path / "s", "y")
+    declared = _spec(tmp_path / "y.csv", timestamp={"column": "ts", "format": "%d/%m/%Y %H:%M"})
+    assert read_rows(declared, tmp_path / "s", "y")[0]["timestamp"].iloc[-1].day == 2
+
+
+def test_entity_ids_stay_as_written(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """007 is entity 007 in a CSV as in Parquet, in every chunk, and label windows naming it
+    apply to it."""
+    monkeypatch.setattr(files_module, "CHUNK_ROWS", 2)
+    frame = pd.DataFrame({"time": ["2024-03-01 00:00", "2024-03-01 00:01", "2024-03-01 00:02",
+                                   "2024-03-01 00:03"],
+                          "machine": ["007", "007", "007", "B7"], "v": [1.0, 2.0, 3.0, 4.0]})
+    frame.to_csv(tmp_path / "m.csv", index=False)
+    frame.to_parquet(tmp_path / "m.parquet")
+    (tmp_path / "w.csv").write_text("start,end,entity\n2024-03-01 00:01,2024-03-01 00:01,007\n")
+    for name in ("m.csv", "m.parquet"):
+        spec = _spec(tmp_path / name, timestamp={"column": "time"},
+                     entity={"column": "machine"},
+                     labels={"kind": "windows", "windows": str(tmp_path / "w.csv")})
+        rows, report = read_rows(spec, tmp_path / name.replace(".", "_"), "m")
+        assert sorted(rows["host_id"].unique()) == ["007", "B7"], name
+        assert rows["label"].tolist() == [0, 1, 0, 0] and report.windows_applied == 1
+
+
+def test_a_file_that_is_not_utf8_is_named_with_the_fix(tmp_path: Path) -> None:
+    (tmp_path / "x.csv").write_bytes("time,Temperatur °C\n2024-03-01 00:00,1\n".encode("latin-1"))
+    with pytest.raises(SourceError, match=r"x.csv: not UTF-8 text .* save the file as UTF-8"):
+        read_rows(_spec(tmp_path / "x.csv", timestamp={"column": "time"}), tmp_path / "s", "x")
