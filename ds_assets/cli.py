@@ -21,6 +21,7 @@ from typing import Any
 import yaml
 
 from ds_assets.components import TelemetryDataset, load_declaration
+from ds_assets.dataset import check_identifier
 from ds_assets.telemetry.sources import SourceError
 
 DEFS_DIR = Path(__file__).parent / "defs"
@@ -35,6 +36,11 @@ def scaffold(args: argparse.Namespace) -> int:
     from ds_assets.telemetry.inspection import inspect_source
     from ds_assets.training import evaluated_default
 
+    try:
+        check_identifier(args.name)  # before anything is read or written: it names a folder
+    except ValueError as exc:
+        print(f"ds-dataset scaffold: --name: {exc}", file=sys.stderr)
+        return 2
     target = declaration_path(args.name, Path(args.defs_dir))
     if target.exists() and not args.force:
         print(f"{target} exists; --force replaces it", file=sys.stderr)

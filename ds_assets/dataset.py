@@ -33,6 +33,14 @@ DEFAULT_NAME = "default"
 _IDENTIFIER = re.compile(r"^[A-Za-z][A-Za-z0-9_]*$")
 
 
+def check_identifier(value: str, what: str = "name") -> str:
+    """A dataset name or key prefix: it names asset keys, jobs and a folder of declarations."""
+    if not _IDENTIFIER.match(value):
+        raise ValueError(f"dataset {what} {value!r}: letters, digits and '_' only, starting "
+                         "with a letter")
+    return value
+
+
 @dataclass(frozen=True)
 class Dataset:
     """A named dataset: its model (registry name) and its daily partitions (UTC, from
@@ -53,9 +61,8 @@ class Dataset:
 
     def __post_init__(self) -> None:
         for what, value in (("name", self.name), ("key_prefix", self.key_prefix)):
-            if value and not _IDENTIFIER.match(value):
-                raise ValueError(f"dataset {what} {value!r}: letters, digits and '_' only, "
-                                 "starting with a letter")
+            if value:
+                check_identifier(value, what)
         if not self.name:
             raise ValueError("a dataset needs a name")
         if not self.model_name:

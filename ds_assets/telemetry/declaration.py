@@ -11,7 +11,7 @@ from __future__ import annotations
 import datetime as dt
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from ds_assets.telemetry.schema import RESERVED
 
@@ -45,6 +45,18 @@ class TimestampSpec(_Spec):
     # ``origin`` (in ``timezone``); None: timestamps are written as dates and times
     unit: Literal["s", "ms", "us", "ns"] | None = None
     origin: str = "1970-01-01"
+
+    @field_validator("timezone")
+    @classmethod
+    def _known_zone(cls, value: str) -> str:
+        import pandas as pd  # the reader localizes with it: accept exactly what it accepts
+
+        try:
+            pd.Timestamp("2000-01-01").tz_localize(value)
+        except Exception:  # pytz, zoneinfo and dateutil each raise their own
+            raise ValueError(f"timestamp.timezone {value!r} is not a time zone name, e.g. UTC "
+                             "or Europe/Berlin (IANA names)") from None
+        return value
 
     @model_validator(mode="after")
     def _one_form(self) -> TimestampSpec:

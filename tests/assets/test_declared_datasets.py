@@ -190,6 +190,19 @@ def test_materialize_names_what_is_wrong(
     assert "outside the declared partitions [2013-12-03, None)" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize("name", ["pump-1", "../escaped", "1st"])
+def test_scaffold_refuses_a_name_the_code_location_cannot_load(
+    tmp_path: Path, name: str, capsys: pytest.CaptureFixture[str],
+) -> None:
+    """The name makes a folder, asset keys and jobs: a bad one was written and then stopped
+    every declared dataset from loading (and ../ wrote outside the declarations)."""
+    data, _ = _user_file(tmp_path)
+    defs_dir = tmp_path / "defs"
+    assert ds_dataset(["--defs-dir", str(defs_dir), "scaffold", str(data), "--name", name]) == 2
+    assert f"--name: dataset name {name!r}: letters, digits and '_' only" in capsys.readouterr().err
+    assert not defs_dir.exists() and not (tmp_path / "escaped").exists()
+
+
 def test_learned_ranges_come_from_the_champions_training_rows(tmp_path: Path) -> None:
     from ds_assets.assets.telemetry import check_ranges
     from ds_assets.resources.registry import ModelRegistry

@@ -217,6 +217,8 @@ def test_unset_environment_variables_in_paths_are_named(tmp_path: Path) -> None:
     ({"bogus": 1}, "Extra inputs are not permitted"),
     ({"timestamp": {"unit": "s", "format": "%Y"}}, "either format .* or unit"),
     ({"timestamp": {"unit": "s", "origin": "soon"}}, "origin 'soon' is not an ISO 8601"),
+    ({"timestamp": {"timezone": "Europe/Berln"}},
+     "timestamp.timezone 'Europe/Berln' is not a time zone name"),
 ])
 def test_declarations_that_cannot_work_are_refused_when_loaded(
     declared: dict[str, Any], message: str,
