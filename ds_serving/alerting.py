@@ -14,6 +14,7 @@ count as normal.
 
 from __future__ import annotations
 
+import math
 from collections import deque
 from collections.abc import Hashable, KeysView, Mapping, Sequence
 from dataclasses import asdict, dataclass
@@ -22,6 +23,7 @@ from typing import Any
 import numpy as np
 
 from ds_serving.ceding import ceding
+from ds_serving.counts import whole_number
 from ds_serving.slots import ALERTS, EntitySlots, grown
 from ds_serving.windows import (
     EntityGroups,
@@ -76,8 +78,9 @@ class AlertPolicy:
             )
         if self.m < 1:
             raise AlertPolicyError(f"alerting.m must be >= 1 (normal rows to close), got {self.m}")
-        if self.cooldown < 0:
-            raise AlertPolicyError(f"alerting.cooldown must be >= 0, got {self.cooldown}")
+        if not 0 <= self.cooldown < math.inf:  # NaN too: no alert could ever reopen
+            raise AlertPolicyError(f"alerting.cooldown must be a finite number of seconds >= 0, "
+                                   f"got {self.cooldown}")
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -91,7 +94,20 @@ class AlertPolicy:
             raise AlertPolicyError(
                 f"unknown alerting key(s) {sorted(unknown)}; use k, n, m, cooldown"
             )
-        return cls(**{key: type(getattr(cls(), key))(value) for key, value in data.items()})
+        values: dict[str, Any] = {}
+        for key, value in data.items():
+            if key == "cooldown":
+                if isinstance(value, bool) or not isinstance(value, int | float):
+                    raise AlertPolicyError(f"alerting.cooldown must be a number of seconds, got "
+                                           f"{value!r}")
+                values[key] = float(value)
+                continue
+            count = whole_number(value)
+            if count is None:
+                raise AlertPolicyError(f"alerting.{key} must be a whole number of rows, got "
+                                       f"{value!r}")
+            values[key] = count
+        return cls(**values)
 
 
 @dataclass(frozen=True)

@@ -3,7 +3,8 @@
 
 **k-of-n.** A row is flagged when at least ``k`` of its entity's last ``n`` raw flags (``score >
 threshold``, itself included) are set. ``k=1, n=1`` is no smoothing; ``k = n // 2 + 1`` is a
-rolling median over the flags. Rows without a score (temporal warm-up) count as not flagged.
+rolling median over the flags. Rows without a score (temporal warm-up) count as not flagged
+and are never flagged themselves.
 
 **Re-baselining after an alarm (optional, ``smoothing.rebaseline``).** Equipment often settles
 into a new steady state after an incident (a valve left in another position, a pump replaced),
@@ -32,6 +33,7 @@ from typing import Any
 import numpy as np
 
 from ds_serving.ceding import ceding
+from ds_serving.counts import whole_number
 from ds_serving.recency import evict_least_recent, put_recent
 from ds_serving.slots import SMOOTHING, record_evictions
 from ds_serving.windows import EntityGroups, entity_groups
@@ -80,12 +82,12 @@ class Rebaseline:
                 f"smoothing.rebaseline: unknown key(s) {sorted(unknown)}, missing "
                 f"{sorted(missing)}; use {sorted(keys)} (alpha optional)"
             )
-        horizon = data["horizon"]
-        if not isinstance(horizon, int | float) or not math.isfinite(horizon):
+        horizon = whole_number(data["horizon"])
+        if horizon is None:
             raise SmoothingError(f"smoothing.rebaseline.horizon must be a whole number of rows "
-                                 f">= 1, got {horizon!r}")
+                                 f">= 1, got {data['horizon']!r}")
         return cls(end_ratio=float(data["end_ratio"]), raise_factor=float(data["raise_factor"]),
-                   horizon=int(horizon), alpha=float(data.get("alpha", 0.1)))
+                   horizon=horizon, alpha=float(data.get("alpha", 0.1)))
 
     def describe(self) -> str:
         return f"re-baseline r {self.end_ratio:g}, h {self.raise_factor:g}, H {self.horizon}"
@@ -126,9 +128,14 @@ class Smoothing:
             raise SmoothingError(
                 f"unknown smoothing key(s) {sorted(unknown)}; use k, n and (optional) rebaseline"
             )
-        rebaseline = data.get("rebaseline")
-        return cls(k=int(data.get("k", 1)), n=int(data.get("n", 1)),
-                   rebaseline=Rebaseline.from_dict(rebaseline) if rebaseline else None)
+        counts = {key: whole_number(data.get(key, 1)) for key in ("k", "n")}
+        for key, count in counts.items():
+            if count is None:
+                raise SmoothingError(f"smoothing.{key} must be a whole number of rows, got "
+                                     f"{data[key]!r}")
+        rebaseline = data.get("rebaseline")  # {} is a section with every key missing
+        return cls(k=counts["k"] or 0, n=counts["n"] or 0,
+                   rebaseline=None if rebaseline is None else Rebaseline.from_dict(rebaseline))
 
     def describe(self) -> str:
         text = f"{self.k}-of-{self.n}" if self.n > 1 or self.k > 1 else "no smoothing"
@@ -232,7 +239,7 @@ def _advance(
         if scored:
             level = s if level != level else level + alpha * (s - level)
         raw = scored and s > threshold + excess
-        flag = flagged + raw >= k
+        flag = scored and flagged + raw >= k  # a row without a score is never flagged
         out.append(flag)
         if keep:
             if len(tail) == keep:
@@ -314,7 +321,9 @@ class StreamingSmoother:
         all rows of an entity). A re-baselining state belongs to one model: always pass that
         model's thresholds."""
         if self.smoothing.rebaseline is None:
-            return self.apply(raw_flags(scores, threshold), entities, groups)
+            flags = self.apply(raw_flags(scores, threshold), entities, groups)
+            flags &= ~np.isnan(scores)  # a row without a score is never flagged
+            return flags
         values = np.asarray(scores, dtype=np.float64)
         keys = _keys(entities, len(values), "scores")
         out = np.zeros(len(values), dtype=bool)

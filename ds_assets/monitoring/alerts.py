@@ -56,7 +56,7 @@ def alert_events(scored: pd.DataFrame, policy: AlertPolicy, top_k: int = 3) -> p
     times = pd.to_datetime(rows[TIMESTAMP], utc=True)
     epoch = epoch_seconds(utc_times(times))
     scores = rows["score"].to_numpy(np.float64)
-    flags = rows["is_anomaly"].to_numpy(bool) & np.isfinite(scores)
+    flags = rows["is_anomaly"].to_numpy(bool) & ~np.isnan(scores)  # +inf is the most extreme
     entities = rows[ENTITY].astype(str).to_numpy()
     # unscored rows (NaN: temporal warm-up) pass through as NaN, so the tracker treats them
     # exactly as the live scorer does: neither flagged nor normal

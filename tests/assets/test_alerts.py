@@ -80,6 +80,17 @@ def test_unscored_rows_neither_close_nor_extend_an_alert_like_the_live_scorer() 
     assert events.iloc[0]["end"] == pd.Timestamp(DAY, tz="UTC") + pd.Timedelta(minutes=10)
 
 
+def test_an_infinite_score_opens_an_alert_as_in_the_live_scorer() -> None:
+    """+inf (a feature of 1e30 overflows the error) is the most extreme score there is; only a
+    NaN score means "no score". The asset dropped infinite rows and missed the alert."""
+    frame = _rows("0000" + "111" + "0" * 6)
+    frame.loc[4:6, "score"] = np.inf
+    events = alert_events(frame, POLICY)
+    assert len(events) == 1
+    assert events.iloc[0]["start"] == pd.Timestamp(DAY, tz="UTC") + pd.Timedelta(minutes=6)
+    assert events.iloc[0]["peak_score"] == np.inf
+
+
 def test_cooldown_suppresses_a_storm_of_reopens() -> None:
     burst = "111" + "0000"  # opens, then closes after m=4 normal rows
     events = alert_events(_rows(burst * 6), AlertPolicy(k=3, n=5, m=4, cooldown=600.0))

@@ -54,6 +54,42 @@ def test_flags_are_the_deployed_decision_and_nan_is_never_flagged() -> None:
     assert not policy.raw_flags(np.array([np.nan]))[0]
 
 
+@pytest.mark.parametrize("rebaseline", [None, {"end_ratio": 4.0, "raise_factor": 3.0,
+                                                "horizon": 10}])
+def test_a_row_without_a_score_is_never_flagged_by_smoothing(rebaseline: object) -> None:
+    """k-of-n counted an unscored row (a temporal model's warm-up, or a window grown by a hot
+    reload) as not flagged, but flagged the row itself when the rows before made k."""
+    policy = ScoringPolicy(1.0, smoothing=Smoothing.from_dict(
+        {"k": 1, "n": 3, **({"rebaseline": rebaseline} if rebaseline else {})}))
+    scores = np.array([5.0, np.nan, np.nan, 0.2, 5.0], np.float32)
+    assert policy.flags(scores, ["h"] * 5).tolist() == [True, False, False, False, True]
+
+
+@pytest.mark.parametrize(("section", "key", "value", "message"), [
+    ("smoothing", "smoothing", {"k": 2.7, "n": 3}, r"smoothing.k must be a whole number of rows"),
+    ("smoothing", "smoothing", {"k": 1, "n": "3"}, r"smoothing.n must be a whole number"),
+    ("smoothing", "smoothing", {"k": 1, "n": 1, "rebaseline": {}},
+     r"smoothing.rebaseline: .* missing \['end_ratio', 'horizon', 'raise_factor'\]"),
+    ("smoothing", "smoothing", {"k": 1, "n": 1, "rebaseline": {
+        "end_ratio": 2, "raise_factor": 1, "horizon": 2.5}}, r"horizon must be a whole number"),
+    ("alerting", "alerting", {"k": 2.9, "n": 3, "m": 1}, r"alerting.k must be a whole number"),
+    ("alerting", "alerting", {"cooldown": float("nan")},
+     r"alerting.cooldown must be a finite number of seconds >= 0, got nan"),
+])
+def test_a_manifest_policy_runs_as_written_or_is_refused(
+    tmp_path: Path, section: str, key: str, value: object, message: str,
+) -> None:
+    """Counts were truncated (k 2.7 ran as 2), an empty rebaseline section turned it off and a
+    NaN cooldown never let an alert reopen: the bundle ran another policy than it records."""
+    path = _bundle(tmp_path)
+    manifest = json.loads((path / MANIFEST_FILE).read_text())
+    manifest[key] = value
+    (path / MANIFEST_FILE).write_text(json.dumps(manifest))
+    with pytest.raises(BundleError, match=message):
+        load_bundle(path)
+    assert AlertPolicy.from_dict({"k": 2.0, "n": 3}) == AlertPolicy(k=2, n=3)  # JSON's 2.0
+
+
 def test_dataset_scoring_applies_the_bundles_smoothing_without_being_told(
     tmp_path: Path,
 ) -> None:
