@@ -175,7 +175,7 @@ class Scorer:
         """``run`` keeping only each row's largest-error feature: (scores float32 [n], feature
         index [n]); computed in the graph when it has the output (``TOP_OUTPUT``)."""
         scores, top = self.engine.run_top(inputs)
-        return np.asarray(scores, dtype=np.float32), top
+        return _scored(scores), top
 
     def run(
         self, inputs: np.ndarray, *, explain: bool = False
@@ -184,9 +184,19 @@ class Scorer:
         float32 model inputs in, (scores float32 [n], feature errors [n, f] or None) out."""
         scores, errors = self.engine.run(inputs, explain)
         return (
-            np.asarray(scores, dtype=np.float32),
+            _scored(scores),
             None if errors is None else np.asarray(errors, dtype=np.float32),
         )
+
+
+def _scored(scores: np.ndarray) -> np.ndarray:
+    """The graph's scores as float32, NaN as +inf: every input the graph ran on is scored, and
+    NaN there is inf - inf on extreme (finite) features, the most anomalous row there is. NaN
+    stays the mark of a row with no score (a temporal model's warm-up), set outside the graph."""
+    scores = np.asarray(scores, dtype=np.float32)
+    if np.isnan(scores).any():
+        scores = np.where(np.isnan(scores), np.float32(np.inf), scores)
+    return scores
 
 
 def score_rows(

@@ -90,6 +90,30 @@ def test_a_manifest_policy_runs_as_written_or_is_refused(
     assert AlertPolicy.from_dict({"k": 2.0, "n": 3}) == AlertPolicy(k=2, n=3)  # JSON's 2.0
 
 
+def test_a_score_the_graph_cannot_compute_is_the_most_extreme_not_missing(
+    tmp_path: Path,
+) -> None:
+    """Finite features near float32's maximum make an autoencoder's error inf - inf = NaN. A
+    NaN score means "no score" (warm-up) to flags, alerts and metrics, so the grossest outlier
+    was never flagged; the graph's NaN is +inf, alike in dataset scoring and the live scorer."""
+    from ds_serving.decoding import Decoded
+    from ds_serving.runtime import ModelRuntime
+    from tests.support.serving import FEATURES as POINT_FEATURES
+    from tests.support.serving import normal_rows, write_point_bundle
+
+    path = write_point_bundle(tmp_path / "models")
+    rows = normal_rows(6, 1)
+    rows[2:5] = 3e38
+    live = ModelRuntime.load(path, backend="cpu").score(
+        Decoded(rows=rows, entities=np.array(["h"] * 6, object), times=None))
+    assert np.isposinf(live.scores[2:5]).all() and live.flags[2:5].all()
+    assert not live.flags[[0, 1, 5]].any()
+    frame = pd.DataFrame(rows, columns=POINT_FEATURES).assign(host_id="h")
+    scored = score_frame(Scorer.from_bundle(load_bundle(path), backend="cpu"), frame)
+    assert np.isposinf(scored["score"].to_numpy()[2:5]).all()
+    assert scored["is_anomaly"].tolist() == live.flags.tolist()
+
+
 def test_dataset_scoring_applies_the_bundles_smoothing_without_being_told(
     tmp_path: Path,
 ) -> None:
