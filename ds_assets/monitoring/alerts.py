@@ -94,11 +94,12 @@ def _describe(
     policy: AlertPolicy,
     top_k: int,
 ) -> dict[str, Any]:
-    # The rows that opened the alert are the flagged ones among the last n before it opened.
-    first = open_pos
-    while first > 0 and open_pos - first < policy.n - 1 and \
-            str(rows[ENTITY].iat[first - 1]) == entity:
+    # The rows that opened the alert are the flagged ones among its last n scored rows (the
+    # tracker skips unscored ones); they name its features, not its row counts.
+    first, seen = open_pos, 0
+    while first > 0 and seen < policy.n - 1 and str(rows[ENTITY].iat[first - 1]) == entity:
         first -= 1
+        seen += not np.isnan(scores[first])
     span = slice(first, end_pos + 1)
     span_flags = flags[span]
     top = (
@@ -126,7 +127,7 @@ def _describe(
         "still_open": still_open,
         "duration_s": float((end - start).total_seconds()),
         "rows": int(end_pos - open_pos + 1),
-        "flagged_rows": int(span_flags.sum()),
+        "flagged_rows": int(flags[open_pos:end_pos + 1].sum()),  # of "rows", as it counts
         "peak_score": float(np.nanmax(scores[open_pos : end_pos + 1])),
         "top_features": ",".join(str(t) for t in top),
         "top_group": group,

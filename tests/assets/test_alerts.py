@@ -91,6 +91,13 @@ def test_an_infinite_score_opens_an_alert_as_in_the_live_scorer() -> None:
     assert events.iloc[0]["peak_score"] == np.inf
 
 
+def test_an_alert_counts_its_flagged_rows_among_its_rows() -> None:
+    """Flagged rows were counted from the rows that opened the alert, rows from its start:
+    3 flagged of 2 rows."""
+    events = alert_events(_rows("111000"), AlertPolicy(k=3, n=5, m=1, cooldown=0))
+    assert events[["rows", "flagged_rows"]].values.tolist() == [[2, 1]]
+
+
 def test_cooldown_suppresses_a_storm_of_reopens() -> None:
     burst = "111" + "0000"  # opens, then closes after m=4 normal rows
     events = alert_events(_rows(burst * 6), AlertPolicy(k=3, n=5, m=4, cooldown=600.0))
