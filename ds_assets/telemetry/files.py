@@ -249,6 +249,10 @@ def _timestamps(values: pd.Series, spec: DatasetSpec, path: Path, first_line: in
     if spec.timestamp.unit:
         return _numeric_timestamps(values, spec, path, first_line)
     fmt = fmt or spec.timestamp.format
+    if pd.api.types.is_numeric_dtype(values) and len(values):
+        raise SourceError(f"{path}: line {first_line}: column {column!r} holds numbers "
+                          f"({values.iloc[0]}), not written dates; declare timestamp.unit "
+                          "(s, ms, us or ns after timestamp.origin, 1970-01-01 by default)")
     written = values.astype(str)
     with warnings.catch_warnings():  # pandas' notice that mixed offsets parse as objects
         warnings.simplefilter("ignore", FutureWarning)
@@ -338,6 +342,16 @@ def _labels(values: pd.Series, labels: LabelSpec, path: Path, first_line: int) -
     if numeric and len(numeric) == len(labels.positive):
         as_number = pd.to_numeric(values, errors="coerce")
         if as_number.notna().all():
+            # a number that is neither normal (0) nor declared positive is a label scheme the
+            # declaration does not know (2 = another fault, -1 = unknown): never normal silently
+            other = ~as_number.isin([0, *numeric]).to_numpy()
+            if other.any():
+                row = int(np.flatnonzero(other)[0])
+                raise SourceError(
+                    f"{path}: line {first_line + row}: label column {labels.column!r} holds "
+                    f"{str(values.iloc[row])!r}, neither 0 (normal) nor a positive value ("
+                    f"{', '.join(_label_text(p) for p in labels.positive)}); add it to "
+                    "labels.positive or fix the row")
             return as_number.isin(numeric).to_numpy(np.int64)
     return values.astype(str).str.strip().isin([_label_text(p) for p in labels.positive]
                                                ).to_numpy(np.int64)

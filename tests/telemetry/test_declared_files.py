@@ -148,6 +148,12 @@ def test_gaps_are_reported_not_filled(tmp_path: Path) -> None:
      r"declared separator ',' does not occur in the header .* separated by ';'"),
     ("ts,v,label\n2024-01-01 00:00,1,\n", {"labels": {"kind": "column", "column": "label"}},
      r"line 2: label column 'label' is empty"),
+    ("ts,v,label\n2024-01-01 00:00,1,0\n2024-01-01 00:01,1,2\n",
+     {"labels": {"kind": "column", "column": "label"}},
+     r"line 3: label column 'label' holds '2', neither 0 \(normal\) nor a positive value \(1\)"),
+    ("ts,v\n1709251200,1\n", {},
+     r"line 2: column 'ts' holds numbers \(1709251200\), not written dates; declare "
+     r"timestamp.unit"),
 ])
 def test_bad_files_are_refused_naming_file_line_column_value(
     tmp_path: Path, content: str, declared: dict[str, Any], message: str,
