@@ -48,13 +48,13 @@ def scaffold(args: argparse.Namespace) -> int:
     found = inspect_source(
         args.path, args.name, timestamp=args.timestamp, entity=args.entity,
         label_column=args.label_column, windows=args.label_windows,
-        exclude=args.exclude or [])
+        exclude=args.exclude or [], timestamp_format=args.timestamp_format,
+        timestamp_unit=args.timestamp_unit, timestamp_origin=args.timestamp_origin,
+        label_positive=args.label_positive)
     family = args.family or evaluated_default.FAMILY
     attributes = found.attributes(family)
     if family == evaluated_default.FAMILY:  # the policy was chosen together with the family
         attributes["policy"] = dict(evaluated_default.POLICY)
-    if args.timestamp_format:
-        attributes["timestamp"]["format"] = args.timestamp_format
     TelemetryDataset.model_validate(attributes)  # what the code location will load
     print(f"inspected {len(found.files)} file(s), {found.rows_sampled:,} rows sampled from "
           f"{found.files[0]}")
@@ -186,9 +186,16 @@ def main(argv: list[str] | None = None) -> int:
     sc.add_argument("--name", required=True, help="dataset name (letters, digits, _)")
     sc.add_argument("--timestamp", help="timestamp column (default: detected)")
     sc.add_argument("--timestamp-format", help="strftime format when not ISO 8601")
+    sc.add_argument("--timestamp-unit", choices=["s", "ms", "us", "ns"],
+                    help="numeric timestamps: their unit (epoch time, or a sample index)")
+    sc.add_argument("--timestamp-origin",
+                    help="numeric timestamps count from this date/time (default 1970-01-01)")
     sc.add_argument("--entity", help="entity column (default: detected, else per file)")
     sc.add_argument("--label-column", help="per-row label column (default: detected)")
     sc.add_argument("--label-windows", help="CSV of start,end[,entity|file] anomaly windows")
+    sc.add_argument("--label-positive", nargs="+",
+                    help="label values that mark an anomaly (default: 1, or words such as "
+                         "anomaly, attack, fault in a text column)")
     sc.add_argument("--exclude", nargs="*", help="columns that are not features")
     sc.add_argument("--family", choices=["dense_ae", "temporal_ae", "pca", "fused"])
     sc.add_argument("--force", action="store_true", help="replace an existing declaration")

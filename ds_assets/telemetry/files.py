@@ -178,8 +178,8 @@ def to_rows(raw: pd.DataFrame, layout: FileLayout, spec: DatasetSpec, first_line
     timestamp (UTC), host_id, region, project_id, features (float32), label, anomaly_type."""
     path = layout.path
     out = pd.DataFrame(index=pd.RangeIndex(len(raw)))
-    out[TIMESTAMP] = _timestamps(raw[spec.timestamp.column], spec, path, first_line,
-                                 layout.timestamp_format)
+    out[TIMESTAMP] = timestamps_utc(raw[spec.timestamp.column], spec, path, first_line,
+                                    layout.timestamp_format)
     if layout.entity is not None:
         out["host_id"] = layout.entity
     else:
@@ -238,10 +238,11 @@ def settled_format(values: pd.Series, spec: DatasetSpec, path: Path) -> str | No
         return month_first  # the read names the first value that fits neither
     raise SourceError(
         f"{path}: timestamps such as {first!r} read alike day-first and month-first in the first "
-        f"{len(written):,} rows; declare timestamp.format, {day_first!r} or {month_first!r}")
+        f"{len(written):,} rows; declare timestamp.format, {day_first!r} or {month_first!r} "
+        "(ds-dataset scaffold: --timestamp-format)")
 
 
-def _timestamps(values: pd.Series, spec: DatasetSpec, path: Path, first_line: int,
+def timestamps_utc(values: pd.Series, spec: DatasetSpec, path: Path, first_line: int,
                 fmt: str | None = None) -> np.ndarray:
     """UTC instants: values written with an offset keep it, values without one are local
     time in ``timestamp.timezone``, in any mix."""
@@ -417,9 +418,14 @@ def _chunks(layout_path: Path, spec: DatasetSpec, entity: str | None
         raise SourceError(f"{layout_path}: not a valid CSV with separator {separator!r}: "
                           f"{exc}") from None
     except UnicodeDecodeError as exc:
-        raise SourceError(f"{layout_path}: not UTF-8 text (byte {exc.object[exc.start]:#x} at "
-                          f"offset {exc.start}); save the file as UTF-8, e.g. CSV UTF-8 in a "
-                          "spreadsheet's Save As") from None
+        raise not_utf8(layout_path, exc) from None
+
+
+def not_utf8(path: Path, exc: UnicodeDecodeError) -> SourceError:
+    """The error for a CSV that is not UTF-8 (a spreadsheet's Latin-1 export, typically)."""
+    return SourceError(f"{path}: not UTF-8 text (byte {exc.object[exc.start]:#x} at offset "
+                       f"{exc.start}); save the file as UTF-8, e.g. CSV UTF-8 in a "
+                       "spreadsheet's Save As")
 
 
 def _text_columns(path: Path, separator: str, spec: DatasetSpec) -> dict[str, type] | None:

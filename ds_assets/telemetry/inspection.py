@@ -12,13 +12,23 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from ds_assets.telemetry.declaration import SourceSpec
-from ds_assets.telemetry.files import declared_files, is_parquet, sniff
+from ds_assets.telemetry.declaration import DatasetSpec, SourceSpec, TimestampSpec
+from ds_assets.telemetry.files import (
+    declared_files,
+    is_parquet,
+    not_utf8,
+    settled_format,
+    sniff,
+    timestamps_utc,
+)
 from ds_assets.telemetry.sources import SourceError
 
 SAMPLE_ROWS = 100_000
 _TIME_NAMES = re.compile(r"(^|_)(time|timestamp|datetime|date|ts)($|_)", re.I)
 _LABEL_NAMES = ("label", "anomaly", "is_anomaly", "anomalous", "outlier", "target", "attack")
+# label values read as "anomalous" when the column holds text and --label-positive is not given
+_POSITIVE_WORDS = ("1", "true", "yes", "anomaly", "anomalous", "abnormal", "attack", "fault",
+                   "failure", "outlier")
 _ENTITY_NAMES = ("host_id", "host", "entity", "device", "device_id", "sensor", "sensor_id",
                  "machine", "machine_id", "series", "id")
 
@@ -41,6 +51,8 @@ class Inferred:
     interval_seconds: float | None
     gaps: int
     notes: list[str] = field(default_factory=list)
+    # the timestamp section beyond its column: format, or unit and origin, as given
+    timestamp_spec: dict[str, Any] = field(default_factory=dict)
 
     def attributes(self, family: str) -> dict[str, Any]:
         start = self.first[:10]
@@ -48,7 +60,7 @@ class Inferred:
         out: dict[str, Any] = {
             "name": self.name,
             "source": self.source,
-            "timestamp": {"column": self.timestamp, "timezone": "UTC"},
+            "timestamp": {"column": self.timestamp, "timezone": "UTC", **self.timestamp_spec},
             "entity": self.entity,
             "features": {"columns": self.features},
             "labels": self.labels,
@@ -68,16 +80,29 @@ def _read_sample(path: Path, source: SourceSpec) -> tuple[pd.DataFrame, str, str
     except (pd.errors.EmptyDataError, pd.errors.ParserError) as exc:
         raise SourceError(f"{path}: cannot be read as CSV with separator {separator!r}: "
                           f"{exc}") from None
+    except UnicodeDecodeError as exc:
+        raise not_utf8(path, exc) from None
     frame.columns = [str(c).strip() for c in frame.columns]
     return frame, separator, decimal
 
 
-def _timestamp_column(frame: pd.DataFrame, given: str | None, path: Path) -> str:
+def _timestamp_column(frame: pd.DataFrame, given: str | None, path: Path,
+                      unit: str | None = None) -> str:
+    named = [c for c in frame.columns if _TIME_NAMES.search(c)]
+    if unit and not given:
+        given = next(iter(named), None)
+        if given is None:
+            raise SourceError(f"{path}: --timestamp-unit needs --timestamp COLUMN (no column "
+                              f"is named like a time among {list(frame.columns)})")
     if given:
         if given not in frame.columns:
             raise SourceError(f"{path}: no column {given!r} (columns {list(frame.columns)})")
+        if pd.api.types.is_numeric_dtype(frame[given]) and not unit:
+            raise SourceError(
+                f"{path}: column {given!r} holds numbers ({frame[given].iloc[0]}); pass "
+                "--timestamp-unit s|ms|us|ns (epoch time, or a sample index with "
+                "--timestamp-origin)")
         return given
-    named = [c for c in frame.columns if _TIME_NAMES.search(c)]
     for column in [*named, *[c for c in frame.columns if c not in named]]:
         if pd.api.types.is_numeric_dtype(frame[column]):
             continue
@@ -91,15 +116,25 @@ def _timestamp_column(frame: pd.DataFrame, given: str | None, path: Path) -> str
 def inspect_source(
     path: str, name: str, *, timestamp: str | None = None, entity: str | None = None,
     label_column: str | None = None, windows: str | None = None,
-    exclude: list[str] | None = None,
+    exclude: list[str] | None = None, timestamp_format: str | None = None,
+    timestamp_unit: str | None = None, timestamp_origin: str | None = None,
+    label_positive: list[str] | None = None,
 ) -> Inferred:
-    """Inspect the first file of ``path`` (sampled) and every file's time range."""
+    """Inspect the first file of ``path`` (sampled) and every file's time range, parsed by the
+    reader's own rules (format settled per file, unit and origin)."""
     source = SourceSpec(path=path)
     files = declared_files(source)
     sample, separator, decimal = _read_sample(files[0], source)
     if sample.empty:
         raise SourceError(f"{files[0]}: a header but no data rows")
-    ts = _timestamp_column(sample, timestamp, files[0])
+    ts = _timestamp_column(sample, timestamp, files[0], timestamp_unit)
+    given: dict[str, Any] = {"format": timestamp_format, "unit": timestamp_unit,
+                             "origin": timestamp_origin}
+    given = {k: v for k, v in given.items() if v}
+    try:
+        spec = DatasetSpec(source=source, timestamp=TimestampSpec(column=ts, **given))
+    except ValueError as exc:  # pydantic's, e.g. a format and a unit together
+        raise SourceError(f"timestamp options: {exc}") from None
     notes: list[str] = []
     if entity is None:
         entity = next((c for c in sample.columns if c.lower() in _ENTITY_NAMES
@@ -117,8 +152,15 @@ def inspect_source(
                 raise SourceError(f"{files[0]}: no label column {label_column!r}")
             values = sorted({str(v) for v in sample[label_column].dropna().unique()})[:10]
             positive: list[Any] = [1]
-            if not pd.api.types.is_numeric_dtype(sample[label_column]):
-                positive = [v for v in values if v.lower() in ("1", "true", "anomaly", "yes")]
+            if label_positive:
+                positive = list(label_positive)
+            elif not pd.api.types.is_numeric_dtype(sample[label_column]):
+                positive = [v for v in values if v.lower() in _POSITIVE_WORDS]
+                if not positive:
+                    raise SourceError(
+                        f"{files[0]}: label column {label_column!r} holds {values}, none of "
+                        "them a known anomaly word; pass --label-positive with the value(s) "
+                        "that mark an anomaly")
             labels = {"kind": "column", "column": label_column, "positive": positive}
             notes.append(f"labels: column {label_column!r} with values {values}, positive "
                          f"{positive}")
@@ -134,7 +176,7 @@ def inspect_source(
     if len(features) == 1:
         notes.append("one feature: the detector is temporal_ae (windows of the series; fused "
                      "works too, without its PCA part); dense_ae and pca need two or more")
-    first, last, step, gaps = _time_range(files, source, ts, separator, decimal)
+    first, last, step, gaps = _time_range(files, spec, separator)
     src: dict[str, Any] = {"path": path}
     if separator and separator != ",":
         src["separator"] = separator
@@ -148,31 +190,39 @@ def inspect_source(
         name=name, source=src, files=[str(f) for f in files],
         columns={c: str(t) for c, t in sample.dtypes.items()}, timestamp=ts,
         entity=entity_decl, features=features, labels=labels, first=first, last=last,
-        rows_sampled=len(sample), interval_seconds=step, gaps=gaps, notes=notes)
+        rows_sampled=len(sample), interval_seconds=step, gaps=gaps, notes=notes,
+        timestamp_spec=given)
 
 
-def _time_range(files: list[Path], source: SourceSpec, column: str, separator: str,
-                decimal: str) -> tuple[str, str, float | None, int]:
-    """First and last timestamp over every file (timestamp column only, in chunks), the
-    median interval and the gaps (steps over twice it) within files."""
+def _time_range(files: list[Path], spec: DatasetSpec, separator: str,
+                ) -> tuple[str, str, float | None, int]:
+    """First and last timestamp over every file (timestamp column only, in chunks, parsed as
+    the reader parses them), the median interval and the gaps (steps over twice it) within
+    files."""
+    column = spec.timestamp.column
     first: pd.Timestamp | None = None
     last: pd.Timestamp | None = None
     steps: list[np.ndarray] = []
     for path in files:
-        if is_parquet(path, source):
+        if is_parquet(path, spec.source):
             chunks: Any = [pd.read_parquet(path, columns=[column])]
         else:
             chunks = pd.read_csv(path, sep=separator or ",", usecols=[column],
                                  chunksize=1_000_000, encoding="utf-8-sig")
-        for chunk in chunks:
-            times = pd.to_datetime(chunk[column], errors="coerce", utc=True).dropna()
+        fmt: str | None = None
+        line = 1 if is_parquet(path, spec.source) else 2
+        for at, chunk in enumerate(chunks):
+            if at == 0:
+                fmt = settled_format(chunk[column], spec, path)
+            times = pd.Series(timestamps_utc(chunk[column], spec, path, line, fmt))
+            line += len(chunk)
             if times.empty:
                 continue
             first = times.min() if first is None else min(first, times.min())
             last = times.max() if last is None else max(last, times.max())
             steps.append(times.diff().dropna().dt.total_seconds().to_numpy())
     if first is None or last is None:
-        raise SourceError(f"no parseable timestamps in column {column!r} of {files}")
+        raise SourceError(f"no timestamps in column {column!r} of {files}")
     every = np.concatenate(steps) if steps else np.array([])
     every = every[every > 0]
     step = float(np.median(every)) if every.size else None

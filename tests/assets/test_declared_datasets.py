@@ -203,6 +203,40 @@ def test_scaffold_refuses_a_name_the_code_location_cannot_load(
     assert not defs_dir.exists() and not (tmp_path / "escaped").exists()
 
 
+def test_scaffold_reads_times_and_labels_as_the_reader_will(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str],
+) -> None:
+    """The time range (and so the partitions) comes from the reader's rules: the declared
+    format (01/11 is 1 November day-first), numeric timestamps with their unit, and a text
+    label column whose anomaly value is named; what it cannot know, it asks for."""
+    defs = ["--defs-dir", str(tmp_path / "defs")]
+    hours = pd.date_range("2024-11-01", periods=72, freq="1h")
+    pd.DataFrame({"time": hours.strftime("%d/%m/%Y %H:%M"), "v": np.arange(72.0),
+                  "state": ["Normal"] * 70 + ["Broken"] * 2}).to_csv(tmp_path / "nov.csv",
+                                                                      index=False)
+    args = [*defs, "scaffold", str(tmp_path / "nov.csv"), "--name", "nov"]
+    assert ds_dataset(args) == 2  # 3 days of 01/11..03/11: either reading fits
+    assert "read alike day-first and month-first" in capsys.readouterr().err
+    args += ["--timestamp-format", "%d/%m/%Y %H:%M", "--label-column", "state"]
+    assert ds_dataset(args) == 2
+    assert "pass --label-positive" in capsys.readouterr().err  # 'Broken' is no known word
+    assert ds_dataset([*args, "--label-positive", "Broken"]) == 0
+    assert "partitions: 2024-11-01 .. 2024-11-04" in capsys.readouterr().out
+    declared = yaml.safe_load((tmp_path / "defs" / "nov" / "defs.yaml").read_text())
+    assert declared["attributes"]["labels"]["positive"] == ["Broken"]
+    pd.DataFrame({"ts": (hours.astype("int64") // 10**9), "v": 1.0}).to_csv(
+        tmp_path / "epoch.csv", index=False)
+    args = [*defs, "scaffold", str(tmp_path / "epoch.csv"), "--name", "epoch", "--timestamp",
+            "ts"]
+    assert ds_dataset(args) == 2
+    assert "holds numbers (1730419200); pass --timestamp-unit" in capsys.readouterr().err
+    assert ds_dataset([*args, "--timestamp-unit", "s"]) == 0
+    assert "partitions: 2024-11-01 .. 2024-11-04" in capsys.readouterr().out
+    (tmp_path / "latin.csv").write_bytes("time,Druck °C\n2024-03-01 00:00,1\n".encode("latin-1"))
+    assert ds_dataset([*defs, "scaffold", str(tmp_path / "latin.csv"), "--name", "latin"]) == 2
+    assert "not UTF-8 text" in capsys.readouterr().err
+
+
 def test_learned_ranges_come_from_the_champions_training_rows(tmp_path: Path) -> None:
     from ds_assets.assets.telemetry import check_ranges
     from ds_assets.resources.registry import ModelRegistry
