@@ -142,7 +142,7 @@ def score_shift(
     }
     if scores is None:
         return out
-    sample = finite_values(scores, "scores")
+    sample = finite_values(_ranked(scores), "scores")
     got = feature_statistics(sample, reference.sketches[SCORE])
     out.update(got)
     if flags is not None and len(flags):
@@ -163,7 +163,7 @@ def _unlabeled_score_shift(
     out["thresholds"] = reference.thresholds[SCORE_BELOW]
     if scores is None:
         return out
-    every = np.asarray(scores, dtype=np.float64)
+    every = _ranked(scores)
     sample = every
     if flags is not None and len(flags):
         flagged = np.asarray(flags, dtype=bool)
@@ -172,7 +172,11 @@ def _unlabeled_score_shift(
         out["anomaly_rate_shift"] = abs(rate - reference.anomaly_rate)
         sample = every[~flagged]
     sample = sample[np.isfinite(sample)]
-    if sample.size < MIN_UNFLAGGED_SHARE * np.isfinite(every).sum():
+    scored = int(np.isfinite(every).sum())
+    if not scored:  # a temporal model's warm-up covers the day: nothing to compare
+        out["compared"] = "no scored rows (each entity has fewer rows than the model's window)"
+        return out
+    if sample.size < MIN_UNFLAGGED_SHARE * scored:
         # most of the day is over the threshold: what is left is no longer the day's normal
         # part, and nothing an incident does looks like this; compare every score
         whole = score_shift(reference, every, flags)
@@ -187,6 +191,14 @@ def _unlabeled_score_shift(
     out["over_threshold"] = over
     out["drifted"] = bool(over)
     return out
+
+
+def _ranked(scores: np.ndarray) -> np.ndarray:
+    """Scores for distribution statistics: +inf (a score the graph could not compute, the most
+    extreme there is) as the largest float32, so it counts and ranks above every finite score;
+    NaN (no score) stays out."""
+    values = np.asarray(scores, dtype=np.float64)
+    return np.where(np.isposinf(values), float(np.finfo(np.float32).max), values)
 
 
 def comparable_rows(frame: pd.DataFrame) -> np.ndarray:

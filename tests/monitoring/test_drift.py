@@ -180,6 +180,24 @@ def test_an_unlabeled_day_still_shows_a_shift_of_its_normal_scores(
     assert result["drifted"] and result["compared"].startswith("every score")
 
 
+def test_infinite_scores_count_and_a_day_without_scores_is_not_compared(
+    reference: DriftReference,
+) -> None:
+    """+inf is a scored row, the most extreme (the scorer's mark for a score the graph could
+    not compute): a day 60 % infinite has no normal part left and is compared on every score,
+    as the same day at 1e6 is. A day a temporal model could not score at all (each host has
+    fewer rows than its window) is reported as not compared, not an IndexError."""
+    rng = np.random.default_rng(24)
+    cut = np.quantile(rng.gamma(2.0, size=100_000), 0.99)
+    for top in (np.inf, 1e6):
+        scores = rng.gamma(2.0, size=20_000)
+        scores[:12_000] = top
+        result = score_shift(reference, scores, scores > cut, labeled=False)
+        assert result["drifted"] and result["compared"].startswith("every score"), top
+    unscored = score_shift(reference, np.full(20, np.nan), np.zeros(20, bool), labeled=False)
+    assert not unscored["drifted"] and unscored["compared"].startswith("no scored rows")
+
+
 def test_a_reference_from_before_the_unflagged_sketch_compares_every_score(
     reference: DriftReference,
 ) -> None:
