@@ -80,7 +80,7 @@ def inject_anomalies(
             start = i * slot + 1 + int(rng.integers(0, max(slot - span - 1, 1)))
             where = at[start:start + span]
             kind = str(order[len(injected) % len(order)])
-            _apply(rng, kind, values, where, at, scale)
+            _apply(rng, kind, values, where, at, scale, before=int(at[start - 1]))
             labels[where] = 1
             types[where] = kind
             injected.append(kind)
@@ -96,8 +96,9 @@ def _columns(rng: np.random.Generator, n_features: int, low: int, high: int) -> 
 
 
 def _apply(rng: np.random.Generator, kind: str, values: np.ndarray, where: np.ndarray,
-           entity_rows: np.ndarray, scale: np.ndarray) -> None:
-    """One event's effect, in place, on ``values[where]`` (magnitudes as in the generator)."""
+           entity_rows: np.ndarray, scale: np.ndarray, before: int) -> None:
+    """One event's effect, in place, on ``values[where]`` (magnitudes as in the generator);
+    ``before``: the entity's row just before the event (rows of other entities interleave)."""
     n_features = values.shape[1]
     sign = rng.choice([-1.0, 1.0])
     if kind == "spike":
@@ -108,7 +109,7 @@ def _apply(rng: np.random.Generator, kind: str, values: np.ndarray, where: np.nd
         values[np.ix_(where, cols)] += sign * rng.uniform(3.0, 6.0, len(cols)) * scale[cols]
     elif kind == "stuck_sensor":
         cols = _columns(rng, n_features, 1, 3)
-        values[np.ix_(where, cols)] = values[where[0] - 1, cols]
+        values[np.ix_(where, cols)] = values[before, cols]  # frozen at its own last value
     elif kind == "noise_burst":
         cols = _columns(rng, n_features, 2, 4)
         noise = rng.standard_normal((len(where), len(cols)))

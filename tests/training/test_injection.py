@@ -57,3 +57,24 @@ def test_a_single_feature_gets_no_correlation_break() -> None:
     injected = inject_anomalies(rows, ["f1"], seed=0, events_per_entity=10)
     assert "correlation_break" not in injected.kinds and injected.events == 30
     assert set(injected.counts()) == set(INJECTED_TYPES) - {"correlation_break"}
+
+
+def test_a_stuck_sensor_freezes_at_its_own_hosts_last_value_when_hosts_interleave() -> None:
+    """Rows sorted by time interleave the hosts: the frame's previous row is another host's.
+    Frozen at that value, a "stuck" sensor jumped to the other host's level, which any model
+    catches; the gate then never tested stuck sensors."""
+    rows = _rows(hosts=2).sort_values(["timestamp", "host_id"], ignore_index=True)
+    injected = inject_anomalies(rows, FEATURES, seed=0, events_per_entity=6)
+    checked = 0
+    for host in ("h0", "h1"):
+        mine = np.flatnonzero((rows["host_id"] == host).to_numpy())
+        stuck = np.flatnonzero(injected.types[mine] == "stuck_sensor")
+        for start in stuck[np.r_[True, np.diff(stuck) > 1]]:  # each event's first row
+            frozen = injected.frame.loc[mine[start], FEATURES].to_numpy(np.float64)
+            before = rows.loc[mine[start - 1], FEATURES].to_numpy(np.float64)
+            now = rows.loc[mine[start], FEATURES].to_numpy(np.float64)
+            changed = frozen != now
+            assert changed.any()
+            np.testing.assert_allclose(frozen[changed], before[changed], rtol=1e-6)
+            checked += 1
+    assert checked >= 2
