@@ -61,7 +61,8 @@ class PromotionDecision:
         return asdict(self)
 
 
-#: Gate tolerances. A challenger with at least RELIEF_RATIO x fewer false alarms is promoted if
+#: Gate tolerances. A challenger with at least RELIEF_RATIO x fewer false alarms (and at least
+#: BURDEN_SLACK fewer of the rows: 0 against 0, or 1 row against 2, is no relief) is promoted if
 #: its PR-AUC is within PR_AUC_TOLERANCE of the champion's; one that beats the champion's PR-AUC
 #: is refused if it raises more than BURDEN_RATIO x the champion's false alarms (and at least
 #: BURDEN_SLACK more of the rows): a better ranking is not worth an alert storm.
@@ -116,6 +117,7 @@ def decide_promotion(
     mine, theirs = challenger_burden, champion_burden
     if mine is not None and theirs is not None:
         if (mine.flag_rate * RELIEF_RATIO <= theirs.flag_rate
+                and theirs.flag_rate - mine.flag_rate >= BURDEN_SLACK
                 and challenger_pr_auc >= champion_pr_auc - PR_AUC_TOLERANCE):
             return decision(
                 True,

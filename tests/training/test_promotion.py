@@ -70,6 +70,10 @@ def test_min_improvement_is_required() -> None:
         ((0.05, 3.0), (0.005, 0.2), (0.90, 0.80), False, "more than 2x the false alarms"),
         # a small rise in false alarms does not block a better ranking
         ((0.008, 0.3), (0.005, 0.2), (0.90, 0.80), True, "0.9000 > champion 0.8000"),
+        # both nearly silent: 0 against 0, or 1 row against 2 of 28,800, is no relief, so a
+        # worse ranking is refused on PR-AUC
+        ((0.0, 0.0), (0.0, 0.0), (0.80, 0.84), False, "0.8000 < champion 0.8400"),
+        ((1 / 28800, 0.0), (2 / 28800, 0.01), (0.80, 0.84), False, "0.8000 < champion 0.8400"),
     ],
 )
 def test_false_alarm_burden_is_part_of_the_rule(
