@@ -29,7 +29,8 @@ def _default_mode() -> int:
     return 0o666 & ~current_umask()
 
 
-def _fsync_dir(directory: Path) -> None:
+def fsync_directory(directory: Path) -> None:
+    """Make a directory's entries (a rename, a new file) durable, where the filesystem can."""
     with contextlib.suppress(OSError):  # not supported on every filesystem
         fd = os.open(directory, os.O_RDONLY)
         try:
@@ -52,7 +53,7 @@ def atomic_path(target: str | os.PathLike[str]) -> Iterator[Path]:
             os.fsync(fh.fileno())
         os.chmod(tmp, _default_mode())
         os.replace(tmp, target)
-        _fsync_dir(target.parent)
+        fsync_directory(target.parent)
     finally:
         tmp.unlink(missing_ok=True)
 

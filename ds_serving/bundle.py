@@ -15,6 +15,7 @@ from __future__ import annotations
 import datetime as _dt
 import hashlib
 import json
+import math
 import os
 import re
 import shutil
@@ -25,9 +26,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ds_serving.atomic import atomic_write_text, current_umask
+from ds_serving.atomic import atomic_write_text, current_umask, fsync_directory
 from ds_serving.groups import FeatureGroupError, FeatureGroups
-from ds_serving.policy import PolicyError, ScoringPolicy
+from ds_serving.policy import ENTITIES_KEY, PolicyError, ScoringPolicy
 
 FORMAT_VERSION = 1
 MODEL_FILE = "model.onnx"
@@ -127,12 +128,21 @@ class Manifest:
         def need(key: str, typ: type | tuple[type, ...]) -> Any:
             if key not in data:
                 raise BundleError(f"{source}: manifest is missing required key {key!r}")
-            if not isinstance(data[key], typ):
+            if not isinstance(data[key], typ) or (typ is int and isinstance(data[key], bool)):
                 raise BundleError(
                     f"{source}: manifest key {key!r} should be {typ}, "
                     f"got {type(data[key]).__name__}"
                 )
             return data[key]
+
+        def section(key: str) -> dict[str, Any]:
+            value = data.get(key)
+            if value is None:
+                return {}
+            if not isinstance(value, dict):
+                raise BundleError(f"{source}: manifest key {key!r} must be an object (or null), "
+                                  f"got {type(value).__name__}")
+            return dict(value)
 
         fmt = need("format_version", int)
         if fmt != FORMAT_VERSION:
@@ -141,8 +151,8 @@ class Manifest:
                 f"{FORMAT_VERSION}); re-export the model with a matching DataSentinel version"
             )
         threshold = dict(need("threshold", dict))
-        if not isinstance(threshold.get("value"), int | float):
-            raise BundleError(f"{source}: manifest threshold.value must be a number")
+        check_threshold(threshold.get("value"), threshold.get(ENTITIES_KEY),
+                        f"{source}: manifest threshold")
         features = need("features", list)
         if not features or not all(isinstance(f, str) for f in features):
             raise BundleError(f"{source}: manifest 'features' must be a non-empty list of names")
@@ -172,14 +182,33 @@ class Manifest:
             files=files,
             window=window,
             created_at=str(data.get("created_at", "")),
-            alerting=dict(data.get("alerting") or {}),
-            smoothing=dict(data.get("smoothing") or {}),
-            lineage=dict(data.get("lineage") or {}),
-            metrics=dict(data.get("metrics") or {}),
-            extra=dict(data.get("extra") or {}),
+            alerting=section("alerting"),
+            smoothing=section("smoothing"),
+            lineage=section("lineage"),
+            metrics=section("metrics"),
+            extra=section("extra"),
             format_version=fmt,
             feature_groups=_groups_section(data.get("feature_groups"), source),
         )
+
+
+def check_threshold(value: Any, entities: Any, what: str) -> None:
+    """A bundle's threshold and per-entity thresholds are finite numbers: +inf never flags and
+    -inf flags every row (in memory a never-flagging scorer is fine; a bundle is not), and
+    JSON has no infinity."""
+    def finite(v: Any) -> bool:
+        return isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v)
+
+    if not finite(value):
+        raise BundleError(f"{what}.value must be a finite number, got {value!r}")
+    if entities is None:
+        return
+    if not isinstance(entities, dict):
+        raise BundleError(f"{what}.{ENTITIES_KEY} must map entity ids to thresholds")
+    for entity, own in entities.items():
+        if not finite(own):
+            raise BundleError(f"{what}.{ENTITIES_KEY}: entity {entity!r} has threshold "
+                              f"{own!r}; it must be a finite number")
 
 
 def _groups_section(value: Any, source: str) -> dict[str, list[str]]:
@@ -285,6 +314,20 @@ def load_bundle(path: str | os.PathLike[str]) -> Bundle:
     return Bundle(path=path, manifest=manifest)
 
 
+def load_version(models_dir: str | os.PathLike[str], name: str, version: str) -> Bundle:
+    """One published version, refused when its manifest names another model or version (a
+    version directory copied or renamed by hand): a pointer written from it would name what it
+    says it is, not where it is, and a scorer would reload it on every poll."""
+    bundle = load_bundle(version_dir(models_dir, name, version))
+    found = (bundle.manifest.name, bundle.manifest.version)
+    if found != (name, str(version)):
+        raise BundleError(
+            f"{bundle.path / MANIFEST_FILE}: names version {found[1]!r} of model {found[0]!r} "
+            f"but lies at version {version!r} of {name!r}; a version directory was copied or "
+            "renamed: restore it, or write the model again as a new version")
+    return bundle
+
+
 def model_dir(models_dir: str | os.PathLike[str], name: str) -> Path:
     return Path(models_dir) / _check_name("name", name)
 
@@ -342,6 +385,16 @@ def write_bundle(
         FeatureGroups.build(features, feature_groups)
     except FeatureGroupError as exc:
         raise BundleError(f"model {name!r}: {exc}") from exc
+    for rel in extra_files or {}:
+        if not _NAME_RE.match(rel) or rel in (MODEL_FILE, MANIFEST_FILE):
+            raise BundleError(
+                f"model {name!r}: extra file {rel[:80]!r} must be a plain file name (1-128 "
+                "letters, digits, '_', '.', '-', starting with a letter or digit) other than "
+                f"{MODEL_FILE} and {MANIFEST_FILE}")
+    if "value" in threshold_rule:
+        raise BundleError(f"model {name!r}: threshold_rule must not carry 'value' (it would "
+                          "override the threshold); pass the threshold alone")
+    check_threshold(threshold, threshold_rule.get(ENTITIES_KEY), f"model {name!r}: threshold")
     root.mkdir(parents=True, exist_ok=True)
     verify_model_io(model, len(features), window)
     staging = Path(tempfile.mkdtemp(prefix=".staging-", dir=root))
@@ -375,14 +428,19 @@ def write_bundle(
                 feature_groups={k: list(v) for k, v in (feature_groups or {}).items()},
             )
             with open(staging / MANIFEST_FILE, "w", encoding="utf-8") as fh:
-                fh.write(json.dumps(manifest.to_dict(), indent=2, sort_keys=True))
+                fh.write(json.dumps(manifest.to_dict(), indent=2, sort_keys=True,
+                                    allow_nan=False))
                 fh.flush()
                 os.fsync(fh.fileno())
+            # verified as it will be read before it is published: a version that cannot load
+            # never appears (nor takes a number)
+            staged = load_bundle(staging)
             target = root / chosen
             try:
                 if target.exists():  # rename(2) would replace an empty directory silently
                     raise FileExistsError(target)
                 os.rename(staging, target)  # atomic; fails if the version exists
+                fsync_directory(root)  # the published name survives a power loss
             except OSError:
                 if version is not None:
                     raise BundleError(
@@ -390,7 +448,7 @@ def write_bundle(
                         "pick a new version"
                     ) from None
                 continue  # a concurrent writer took this number; try the next one
-            return load_bundle(target)
+            return Bundle(path=target, manifest=staged.manifest)
         raise BundleError(f"{root}: could not allocate a new version number")
     finally:
         if staging.exists():
@@ -404,12 +462,15 @@ def withdraw_version(models_dir: str | os.PathLike[str], name: str, version: str
         raise BundleError(f"version {version} of {name!r} is the champion; promote another "
                           "version before withdrawing it")
     target = version_dir(models_dir, name, version)
+    # the number stays taken: an MLflow run (or model version) of the failed attempt may still
+    # name it, so the next bundle must not reuse it. Marked before the version leaves the
+    # listing, so no moment (nor a crash) frees the number
+    marker = target.parent / f"{WITHDRAWN_PREFIX}{version}"
+    marker.touch()
+    fsync_directory(target.parent)
     hidden = target.with_name(f".withdrawn-{version}-{uuid.uuid4().hex[:8]}")
     os.rename(target, hidden)
     shutil.rmtree(hidden, ignore_errors=True)
-    # the number stays taken: an MLflow run (or model version) of the failed attempt may still
-    # name it, so the next bundle must not reuse it
-    (target.parent / f"{WITHDRAWN_PREFIX}{version}").touch()
 
 
 def champion_version(models_dir: str | os.PathLike[str], name: str) -> str | None:
@@ -419,8 +480,9 @@ def champion_version(models_dir: str | os.PathLike[str], name: str) -> str | Non
     try:
         data = json.loads(path.read_text("utf-8"))
         return str(data["version"])
-    except (json.JSONDecodeError, KeyError, TypeError) as exc:
-        raise BundleError(f"{path}: not a valid champion pointer ({exc})") from exc
+    except (ValueError, KeyError, TypeError, RecursionError) as exc:  # JSON, UTF-8, shape
+        raise BundleError(f"{path}: not a valid champion pointer ({str(exc)[:200]}); re-point "
+                          "it with the rollback job (a version and a reason)") from exc
 
 
 def promote(
@@ -431,10 +493,10 @@ def promote(
     details: Mapping[str, Any] | None = None,
 ) -> Path:
     """Point ``champion.json`` at ``version`` (verified first), replacing it atomically."""
-    bundle = load_bundle(version_dir(models_dir, name, version))
+    load_version(models_dir, name, version)
     pointer = {
         "name": name,
-        "version": bundle.manifest.version,
+        "version": str(version),
         "promoted_at": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
         "details": dict(details or {}),
     }
@@ -461,4 +523,4 @@ def load_champion(models_dir: str | os.PathLike[str], name: str) -> Bundle:
             "does not exist; train and promote a model first (materialize the 'champion' asset, "
             "or run `make demo`)"
         )
-    return load_bundle(version_dir(models_dir, name, version))
+    return load_version(models_dir, name, version)

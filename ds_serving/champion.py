@@ -123,6 +123,11 @@ class ChampionLoader:
             runtime = await loop.run_in_executor(None, self._load, path)
         except Exception as exc:  # BundleError, onnxruntime errors, warm-up failures
             return self._refuse(key, str(exc), "bundle", current)
+        if runtime.version != str(version):  # a copied or renamed version directory
+            return self._refuse(
+                key, f"{path / MANIFEST_FILE}: names version {runtime.version!r} but lies at "
+                f"version {version!r}; restore the directory or promote another version",
+                "bundle", current)
         if self._stateless and runtime.keeps_state:
             return self._refuse(
                 key,

@@ -1,6 +1,7 @@
 """Evaluation of a bundle on the held-out test split, and champion promotion."""
 
 
+import dataclasses
 import os
 from collections.abc import Mapping
 from typing import Any
@@ -24,7 +25,7 @@ from ds_assets.training.datasets import check_same_training_set, normal_rows, sp
 from ds_assets.training.gate import ModelRun, injected_test_rows, judge, known_labels
 from ds_assets.training.promotion import rows_after_fit
 from ds_assets.training.shadow import open_candidate
-from ds_serving.bundle import load_bundle
+from ds_serving.bundle import BundleError, load_bundle
 from ds_serving.policy import ScoringPolicy
 
 HEADLINE = ("precision", "recall", "f1", "roc_auc", "pr_auc", "best_f1_oracle", "precision_at_k",
@@ -188,11 +189,18 @@ def build_champion_asset(ds: Dataset) -> dg.AssetsDefinition:
         features = list(load_bundle(model_bundle["path"]).manifest.features)
         injected = injected_test_rows(test, features)
         challenger = ModelRun.of(model_bundle["path"], test, injected)
-        current = registry.champion_version()
         incumbent, unseen, excluded = None, None, 0
-        if current is not None and current != model_bundle["version"]:
-            incumbent_path = registry.bundle_path(current)
-            incumbent = ModelRun.of(incumbent_path, test, injected)
+        broken = ""  # why the serving champion cannot be judged (it cannot serve either)
+        try:
+            current = registry.champion_version()
+            if current is not None and current != model_bundle["version"]:
+                incumbent_path = registry.bundle_path(current)
+                incumbent = ModelRun.of(incumbent_path, test, injected)
+        except BundleError as exc:
+            broken = str(exc)
+            context.log.warning(f"the champion cannot be loaded, so the challenger is judged "
+                                f"as if there were none: {exc}")
+        if incumbent is not None:
             unseen = rows_after_fit(incumbent_path, test[TIMESTAMP])
             if unseen is None:
                 context.log.warning(f"champion v{current} has no fit window in its lineage; it is "
@@ -201,6 +209,9 @@ def build_champion_asset(ds: Dataset) -> dg.AssetsDefinition:
                 excluded = int((~unseen).sum())
         decision = judge(challenger, incumbent, test, injected, eligible=unseen,
                          excluded_rows=excluded)
+        if broken:
+            decision = dataclasses.replace(
+                decision, reason=f"the champion cannot be loaded ({broken[:300]})")
         run_id = model_bundle.get("mlflow_run_id")
         registry.log_report(run_id, evaluation_report)
         registry.log_decision(run_id, decision)

@@ -174,7 +174,10 @@ def rollback_decision(models_dir: str | Path, name: str, version: str, reason: s
     """The decision that re-points the champion to an earlier ``version`` for ``reason``;
     refused (naming what exists) for an unknown or broken version, the serving one, or no
     reason. The bundle is verified (hashes, graph) before anything changes."""
-    current = bundles.champion_version(models_dir, name)
+    try:
+        current = bundles.champion_version(models_dir, name)
+    except bundles.BundleError:  # a damaged pointer is what a rollback repairs
+        current = None
     if not reason.strip():
         raise RollbackError("a rollback needs a reason (it is recorded in champion.json, the "
                             "MLflow tag and the champion's metadata)")
@@ -187,7 +190,7 @@ def rollback_decision(models_dir: str | Path, name: str, version: str, reason: s
     if version not in known:
         raise RollbackError(f"{name} has no version {version!r}; versions: {known}")
     try:
-        bundles.load_bundle(bundles.version_dir(models_dir, name, version))
+        bundles.load_version(models_dir, name, version)
     except bundles.BundleError as exc:
         raise RollbackError(f"v{version} cannot serve: {exc}") from exc
     return PromotionDecision(

@@ -298,6 +298,27 @@ def test_training_on_a_single_materialized_day(settings: Settings) -> None:
     assert meta["partitions"].value == [DAYS[0]]
 
 
+def test_a_champion_that_cannot_load_does_not_block_a_verified_challenger(
+    settings: Settings,
+) -> None:
+    """The serving champion's model.onnx damaged (it cannot serve either): the gate failed on
+    loading it, so no retrain could replace it; it is judged as absent, and the reason says so."""
+    defs = build_definitions(settings)
+    instance = dg.DagsterInstance.ephemeral()
+    _ingest(defs, instance, DAYS[0])
+    config = {"ops": {**TRAIN_CONFIG["ops"],
+                      "training_set": {"config": {"n_partitions": 1, "end_partition": DAYS[0]}}}}
+    job = defs.resolve_job_def("train_detector")
+    assert job.execute_in_process(instance=instance, run_config=config).success
+    first = load_champion(settings.models_dir, settings.model_name)
+    (first.path / "model.onnx").write_bytes(b"damaged")
+    again = job.execute_in_process(instance=instance, run_config=config, raise_on_error=False)
+    assert again.success, _failure_messages(again)
+    meta = again.asset_materializations_for_node("champion")[0].metadata
+    assert meta["promoted"].value and "the champion cannot be loaded" in meta["reason"].value
+    assert load_champion(settings.models_dir, settings.model_name).manifest.version == "2"
+
+
 def test_the_threshold_rule_and_scope_reach_the_manifest(settings: Settings) -> None:
     """POT, per entity: the run config reaches the bundle, each host calibrated on its own rows
     (or counted where it could not be), and the bundle registers."""

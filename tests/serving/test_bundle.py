@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -122,7 +123,16 @@ def test_manifest_edited_to_wrong_shape_is_refused(tmp_path: Path, onnx_bytes: b
     [
         (lambda d: d.pop("features"), "missing required key 'features'"),
         (lambda d: d.update(format_version=99), "format_version 99 is not supported"),
-        (lambda d: d["threshold"].update(value="high"), "threshold.value must be a number"),
+        (lambda d: d["threshold"].update(value="high"),
+         "threshold.value must be a finite number, got 'high'"),
+        (lambda d: d["threshold"].update(value=float("-inf")),
+         "threshold.value must be a finite number, got -inf"),
+        (lambda d: d["threshold"].update(entities={"h1": float("inf")}),
+         "entity 'h1' has threshold inf; it must be a finite number"),
+        (lambda d: d.update(alerting="strict"), "key 'alerting' must be an object .* got str"),
+        (lambda d: d.update(lineage=[1, 2]), "key 'lineage' must be an object .* got list"),
+        (lambda d: d.update(smoothing=5), "key 'smoothing' must be an object .* got int"),
+        (lambda d: d.update(format_version=True), "key 'format_version' should be"),
         (lambda d: d["files"].update({"extra.bin": "0" * 64}), "extra.bin listed in the manifest"),
         (lambda d: d["files"].update({"model.onnx": "not-a-digest"}), "sha256 hex digest"),
     ],
@@ -198,3 +208,109 @@ def test_scorer_flags_and_input_errors(tmp_path: Path, onnx_bytes: bytes) -> Non
     bad[5, 2] = np.nan
     with pytest.raises(ScoringInputError, match="row 5, feature 'f3' is nan"):
         scorer.score(bad)
+
+
+def test_a_copied_version_directory_is_neither_promoted_nor_served_as_another(
+    tmp_path: Path, onnx_bytes: bytes,
+) -> None:
+    """ae/2 restored as a copy of ae/1 still says version 1: promote wrote a pointer to 1, and
+    a scorer pointed at 2 reloaded the same bundle on every poll."""
+    models = tmp_path / "models"
+    first = _write(models, onnx_bytes)
+    shutil.copytree(first.path, models / "ae" / "2")
+    with pytest.raises(b.BundleError, match=r"names version '1' of model 'ae' but lies at "
+                                            r"version '2' of 'ae'; a version directory was copied"):
+        b.promote(models, "ae", "2")
+    assert b.champion_version(models, "ae") is None
+    b.promote(models, "ae", "1")
+    assert b.load_champion(models, "ae").manifest.version == "1"
+
+
+@pytest.mark.parametrize("rel", ["model.onnx", "config.json", ".ref.json", "../escape.json",
+                                 "sub/ref.json"])
+def test_a_bundle_that_cannot_load_is_never_published(
+    tmp_path: Path, onnx_bytes: bytes, rel: str,
+) -> None:
+    """An extra file named like the graph or the manifest, or not a plain name, was written,
+    published under a new number and only then refused (or written outside the version)."""
+    models = tmp_path / "models"
+    _write(models, onnx_bytes)
+    with pytest.raises(b.BundleError, match="must be a plain file name"):
+        _write(models, onnx_bytes, extra_files={rel: b"x"})
+    assert b.list_versions(models, "ae") == ["1"]
+    assert sorted(p.name for p in (models / "ae").iterdir()) == ["1"]
+    assert not (models / "escape.json").exists()
+    with pytest.raises(b.BundleError, match="threshold_rule must not carry 'value'"):
+        b.write_bundle(models, "ae", onnx_bytes, kind="dense_autoencoder", features=FEATURES,
+                       threshold=1.0, threshold_rule={"rule": "fixed", "value": 9.0})
+    with pytest.raises(b.BundleError, match=r"threshold\.value must be a finite number"):
+        b.write_bundle(models, "ae", onnx_bytes, kind="dense_autoencoder", features=FEATURES,
+                       threshold=float("-inf"), threshold_rule={"rule": "fixed"})
+    assert b.list_versions(models, "ae") == ["1"]
+
+
+def test_a_withdrawn_number_is_taken_before_the_version_leaves(
+    tmp_path: Path, onnx_bytes: bytes, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Marked last, a crash between the rename and the mark (or a writer in between) handed the
+    withdrawn number out again."""
+    models = tmp_path / "models"
+    _write(models, onnx_bytes)
+    _write(models, onnx_bytes)
+
+    def crash(*_: object, **__: object) -> None:
+        raise KeyboardInterrupt  # the process dies while deleting the withdrawn files
+
+    monkeypatch.setattr(b.shutil, "rmtree", crash)
+    with pytest.raises(KeyboardInterrupt):
+        b.withdraw_version(models, "ae", "2")
+    monkeypatch.undo()
+    assert _write(models, onnx_bytes).manifest.version == "3"
+
+
+@pytest.mark.parametrize("content", [b"\xff\xfe", b'{"version": ', b"[1]", b"[" * 100_000])
+def test_a_damaged_champion_pointer_is_named_and_a_rollback_repairs_it(
+    tmp_path: Path, onnx_bytes: bytes, content: bytes,
+) -> None:
+    from ds_assets.training.promotion import rollback_decision
+
+    models = tmp_path / "models"
+    _write(models, onnx_bytes)
+    (models / "ae" / b.CHAMPION_FILE).write_bytes(content)
+    with pytest.raises(b.BundleError, match=r"not a valid champion pointer .* rollback job"):
+        b.load_champion(models, "ae")
+    decision = rollback_decision(models, "ae", "1", "pointer damaged")
+    assert decision.promote and decision.champion_version is None
+
+
+def test_the_scorer_refuses_a_pointer_to_a_copied_version_once(
+    tmp_path: Path, onnx_bytes: bytes,
+) -> None:
+    """A pointer naming 2, where ae/2 is a copy of ae/1, made the champion loader see a new
+    champion on every poll and reload the same bundle each time."""
+    import asyncio
+
+    from prometheus_client import CollectorRegistry
+
+    from ds_serving.champion import Candidate, ChampionLoader
+    from ds_serving.metrics import ScorerMetrics
+    from ds_serving.runtime import ModelRuntime
+
+    models = tmp_path / "models"
+    first = _write(models, onnx_bytes)
+    shutil.copytree(first.path, models / "ae" / "2")
+    (models / "ae" / b.CHAMPION_FILE).write_text(json.dumps({"version": "2"}))
+    loads: list[str] = []
+
+    def load(path: Path) -> ModelRuntime:
+        loads.append(path.name)
+        return ModelRuntime.load(path, backend="cpu")
+
+    async def polls() -> list[object]:
+        loader = ChampionLoader(models, "ae", ScorerMetrics(registry=CollectorRegistry()),
+                                load=load)
+        return [await loader.candidate(None) for _ in range(3)]
+
+    outcomes = asyncio.run(polls())
+    assert outcomes == ["failure"] * 3 and loads == ["2"]
+    assert not any(isinstance(o, Candidate) for o in outcomes)
