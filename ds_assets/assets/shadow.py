@@ -17,6 +17,7 @@ from ds_assets.assets.telemetry import partitions_failing_checks
 from ds_assets.dataset import Dataset
 from ds_assets.reporting.analytics import markdown_table
 from ds_assets.resources.io_manager import PartitionFrames
+from ds_assets.sensors.records import candidate_shadow_days
 from ds_assets.training.datasets import DatasetError
 from ds_assets.training.shadow import (
     close_candidate,
@@ -104,12 +105,14 @@ def build_shadow_verdict_asset(ds: Dataset) -> dg.AssetsDefinition:
             raise dg.Failure(description="no candidate in shadow: nothing to judge (a retrain "
                                          "that passes the gate with shadow_days > 0 opens one)")
         failing = partitions_failing_checks(context.instance, list(raw_telemetry), ds)
-        days = candidate.shadow_days([d for d in raw_telemetry if d not in failing])
+        days = [d for d in candidate_shadow_days(context.instance, ds.key(SHADOW_REPORT),
+                                                 candidate)
+                if d in raw_telemetry and d not in failing]
         if len(days) < candidate.days:
             raise DatasetError(
                 f"candidate v{candidate.version} needs {candidate.days} shadow day(s) after "
-                f"{candidate.after}; {len(days)} passed their checks ({days}); run the daily "
-                "pipeline for the next days first")
+                f"{candidate.after} reported beside the champion; {len(days)} are ({days}); run "
+                "the daily pipeline for the next days first")
         champion = registry.champion_version()
         assert champion is not None  # a candidate is opened only beside a champion
         decision = verdict(registry.bundle_path(candidate.version),

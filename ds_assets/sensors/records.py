@@ -8,6 +8,8 @@ from typing import Any
 
 import dagster as dg
 
+from ds_assets.training.shadow import Candidate
+
 
 def newest_storage_id(instance: dg.DagsterInstance, asset: dg.AssetKey) -> int | None:
     """Storage id of the newest materialization of ``asset`` (None if never materialized)."""
@@ -32,6 +34,18 @@ def latest_metadata(
 
 def materialized_partitions(instance: dg.DagsterInstance, asset: dg.AssetKey) -> list[str]:
     return sorted(instance.get_materialized_partitions(asset))
+
+
+def candidate_shadow_days(instance: dg.DagsterInstance, report: dg.AssetKey,
+                          candidate: Candidate) -> list[str]:
+    """A candidate's shadow days: the first ``candidate.days`` days after its training window
+    whose shadow report compared it. A day reported before the candidate opened (its retrain
+    finished after the next day's pipeline) does not count, and is not waited for: the sensor
+    and the verdict pick the same days."""
+    later = [d for d in materialized_partitions(instance, report) if d > candidate.after]
+    mine = [d for d, meta in latest_metadata(instance, report, later).items()
+            if str(meta.get("candidate_version", "")) == candidate.version]
+    return sorted(mine)[: candidate.days]
 
 
 def previous_days(last: str, n: int) -> list[str]:

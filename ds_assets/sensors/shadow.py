@@ -5,7 +5,7 @@ import dagster as dg
 
 from ds_assets.assets.shadow import SHADOW_REPORT, VERDICT_JOB
 from ds_assets.dataset import Dataset
-from ds_assets.sensors.records import latest_metadata, materialized_partitions, sensor_status
+from ds_assets.sensors.records import candidate_shadow_days, sensor_status
 from ds_assets.training.shadow import pending_candidate
 
 
@@ -28,9 +28,7 @@ def build_shadow_sensor(ds: Dataset, minimum_interval_seconds: int = 60,
         candidate = pending_candidate(registry.models_dir, registry.model_name)
         if candidate is None:
             return dg.SkipReason("no candidate in shadow")
-        days = candidate.shadow_days(materialized_partitions(context.instance, report_key))
-        reported = [d for d, meta in latest_metadata(context.instance, report_key, days).items()
-                    if str(meta.get("candidate_version", "")) == candidate.version]
+        reported = candidate_shadow_days(context.instance, report_key, candidate)
         if len(reported) < candidate.days:
             return dg.SkipReason(
                 f"candidate v{candidate.version}: {len(reported)} of {candidate.days} shadow "

@@ -42,10 +42,6 @@ class Candidate:
     gate: dict[str, Any]  # the gate's decision on its test split
     opened_at: str
 
-    def shadow_days(self, available: list[str]) -> list[str]:
-        """The first ``days`` of ``available`` after the training window."""
-        return sorted(d for d in available if d > self.after)[: self.days]
-
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 

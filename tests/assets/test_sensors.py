@@ -87,6 +87,31 @@ def test_shadow_sensor_requests_the_verdict_once_the_shadow_days_are_reported(
     assert requests[0].tags["datasentinel/shadow_days"] == f"{DAYS[5]},{DAYS[6]}"
 
 
+def test_a_shadow_day_reported_before_the_candidate_opened_is_not_waited_for(
+    instance: dg.DagsterInstance, tmp_path: Path
+) -> None:
+    """The retrain finished after the next day's pipeline: that day's report compared no
+    candidate, and nothing reports it again. The sensor waited for it for ever; the candidate's
+    shadow days are the first days reported beside it."""
+    from ds_assets.resources.registry import ModelRegistry
+    from ds_assets.sensors.shadow import build_shadow_sensor
+    from ds_assets.training.shadow import open_candidate
+
+    sensor = build_shadow_sensor(DEFAULT)
+    registry = ModelRegistry(models_dir=str(tmp_path), model_name=DEFAULT.model_name)
+    _report(instance, "shadow_report", DAYS[5], candidate_version="")  # before it opened
+    open_candidate(tmp_path, DEFAULT.model_name, "2", "1", DAYS[4], 2, {"reason": "gate"})
+    skips = []
+    for day in DAYS[6:8]:
+        _report(instance, "shadow_report", day, candidate_version="2")
+        result = sensor.evaluate_tick(dg.build_sensor_context(
+            instance=instance, resources={DEFAULT.registry_key: registry}))
+        skips.append(result.skip_message)
+    assert skips[0] == f"candidate v2: 1 of 2 shadow day(s) reported after {DAYS[4]}"
+    [request] = result.run_requests or []
+    assert request.tags["datasentinel/shadow_days"] == f"{DAYS[6]},{DAYS[7]}"
+
+
 def test_shadow_days_default_to_drift_triggered_retrains(
         monkeypatch: pytest.MonkeyPatch) -> None:
     from ds_assets.assets.evaluation import ChampionConfig, shadow_days

@@ -143,8 +143,6 @@ def test_a_candidate_waits_in_its_own_pointer(tmp_path: Path) -> None:
     assert pending_candidate(tmp_path, "m") is None
     opened = open_candidate(tmp_path, "m", "3", "2", "2026-11-11", 2, {"reason": "r"})
     assert pending_candidate(tmp_path, "m") == opened
-    days = ["2026-11-10", "2026-11-11", "2026-11-12", "2026-11-14", "2026-11-15"]
-    assert opened.shadow_days(days) == ["2026-11-12", "2026-11-14"]  # after its window
     assert not (tmp_path / "m" / "champion.json").exists()  # nothing serves it
     close_candidate(tmp_path, "m")
     assert pending_candidate(tmp_path, "m") is None
