@@ -299,9 +299,13 @@ def reference_from_training_set(
     *,
     sigmas: float = 3.0,
     lineage: Mapping[str, Any] | None = None,
+    keep: tuple[np.ndarray, np.ndarray] | None = None,
 ) -> DriftReference:
     """The drift reference of a new bundle, from its train+val rows (the normal data it learned
-    from) as its own graph scored them: ``train_scores`` and ``val_scores`` are row-aligned
+    from) as its own graph scored them. ``keep``: (train, val) masks of the rows it did learn
+    from, when unlabeled rows were screened (the screened-out top share is no reference of
+    normal, as it neither trained nor calibrated the model). ``train_scores`` and
+    ``val_scores`` are row-aligned
     with ``split_rows(training_set, "train")`` and ``split_rows(training_set, "val")``, NaN
     where a temporal model has no full window. Features and the thresholds use every scored
     row, day by day; the score sketch and anomaly rate new days are compared with come from the
@@ -309,7 +313,7 @@ def reference_from_training_set(
     to calibrate on, see :func:`build_reference`. ``threshold``: the model's, or its policy
     (per-entity thresholds flag each host's rows against its own)."""
     parts = []
-    for split, scores in (("train", train_scores), ("val", val_scores)):
+    for i, (split, scores) in enumerate((("train", train_scores), ("val", val_scores))):
         rows = split_rows(training_set, split)
         arr = np.asarray(scores, dtype=np.float64)
         if len(arr) != len(rows):
@@ -322,6 +326,8 @@ def reference_from_training_set(
         scored = np.isfinite(arr)
         if LABEL in rows.columns:
             scored &= rows[LABEL].to_numpy() == 0
+        if keep is not None:
+            scored &= np.asarray(keep[i], bool)
         if not scored.any():
             raise DriftError(
                 f"none of the {len(rows)} {split} rows has a score (a temporal model needs runs "

@@ -169,8 +169,11 @@ def build_bundle(
     # drift baseline shipped with the bundle: quantile sketches + calibrated thresholds
     train = split_rows(training_set, "train")
     train_scores = row_scores(onnx_bytes, detector, train)
+    # the reference is the rows the model learned normal from: the screened-out top share of
+    # unlabeled rows (by this model's scores, as for the threshold) is left out of it too
+    kept = (trim_top(train_scores, unlabeled_rows(train), share), calibrated)
     reference = reference_from_training_set(training_set, features, train_scores, val_scores,
-                                            policy)
+                                            policy, keep=kept)
     summary = detector.training_summary
     return write_bundle(
         models_dir,

@@ -92,6 +92,30 @@ def test_a_contamination_trim_takes_each_hosts_own_top_rows(tmp_path: Path) -> N
     assert policy.threshold_rule["entity_trimmed_unlabeled_val_rows"] > 0
 
 
+def test_the_drift_reference_leaves_out_the_screened_unlabeled_rows(tmp_path: Path) -> None:
+    """The top share of unlabeled rows, left out of the fit and the threshold as possible
+    anomalies, was still in the drift reference: its feature tails and anomaly rate described
+    the anomalies as normal."""
+    training_set, features, detector = _trained(n_hosts=2)
+    training_set[LABEL_KNOWN] = False
+    references = {}
+    for share in (0.0, 0.1):
+        detector.training_summary["contamination"] = {"share": share}
+        bundle = build_bundle(
+            tmp_path / f"models{share}", "m", export_onnx(detector), detector, training_set,
+            threshold_rule="quantile", quantile=0.95, margin=1.0, smoothing=Smoothing(),
+            alerting=AlertPolicy(), lineage={})
+        references[share] = load_reference(bundle.path)
+    onnx = export_onnx(detector)
+    rows = sum(len(split_rows(training_set, s)) for s in ("train", "val"))
+    screened = sum(int((~trim_top(row_scores(onnx, detector, split_rows(training_set, s)),
+                                  np.ones(len(split_rows(training_set, s)), bool), 0.1)).sum())
+                   for s in ("train", "val"))
+    assert screened > 0
+    assert references[0.1].sketches[features[0]].n == rows - screened
+    assert references[0.0].sketches[features[0]].n == rows
+
+
 @pytest.mark.parametrize(("kw", "match"), [
     ({"threshold_scope": "host"}, r"threshold_scope='host': choose one of global, entity"),
     ({"threshold_scope": "entity", "threshold_rule": "best_f1"},
