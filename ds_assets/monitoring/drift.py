@@ -7,6 +7,7 @@ cares about, so the p-value alone never decides.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Any
 
@@ -130,7 +131,8 @@ def score_shift(
     incidents are the alerts' business; drift is a shift of what is normal)."""
     if not labeled and SCORE_BELOW in reference.sketches:
         return _unlabeled_score_shift(reference, scores, flags)
-    thr = reference.thresholds[SCORE]
+    sample = None if scores is None else finite_values(_ranked(scores), "scores")
+    thr = sized_thresholds(reference, SCORE, 0 if sample is None else sample.size)
     out: dict[str, Any] = {
         "reference_anomaly_rate": reference.anomaly_rate,
         "thresholds": thr,
@@ -140,9 +142,8 @@ def score_shift(
         "anomaly_rate_shift": float("nan"),
         "drifted": False,
     }
-    if scores is None:
+    if sample is None:
         return out
-    sample = finite_values(_ranked(scores), "scores")
     got = feature_statistics(sample, reference.sketches[SCORE])
     out.update(got)
     if flags is not None and len(flags):
@@ -186,11 +187,34 @@ def _unlabeled_score_shift(
     out["compared"] = ("scores at or below the threshold against the same part of the "
                        "reference (no labels; the flag rate does not decide)")
     out.update(feature_statistics(sample, reference.sketches[SCORE_BELOW]))
-    thr = out["thresholds"]
+    thr = out["thresholds"] = sized_thresholds(reference, SCORE_BELOW, sample.size)
     over = [s for s in FEATURE_STATS if np.isfinite(out[s]) and out[s] > thr[s]]
     out["over_threshold"] = over
     out["drifted"] = bool(over)
     return out
+
+
+def sized_thresholds(reference: DriftReference, key: str, n: int) -> dict[str, float]:
+    """The score thresholds for a day of ``n`` compared rows. They were calibrated on reference
+    chunks (days) of a typical size; a smaller day (a partial day, an outage) differs from the
+    reference by sampling alone by more (W1 as 1/sqrt(n), PSI as 1/n, a rate by its binomial
+    error), so they widen by as much, and never narrow: one row is no distribution."""
+    thr = dict(reference.thresholds[key])
+    base = reference.calibration.get("score_baseline") or {}
+    chunk = float(base.get("n") or 0) / max(int(base.get("n_chunks") or 0), 1)
+    if n <= 0 or chunk <= n:
+        return thr
+    ratio = chunk / n
+    if "wasserstein" in thr:
+        thr["wasserstein"] *= math.sqrt(ratio)
+    if "psi" in thr:
+        thr["psi"] *= ratio
+    if "anomaly_rate_shift" in thr:
+        p = min(max(reference.anomaly_rate, 1.0 / n), 0.5)
+        sigmas = float(reference.calibration.get("sigmas", 3.0))
+        thr["anomaly_rate_shift"] = max(thr["anomaly_rate_shift"],
+                                        sigmas * math.sqrt(p * (1.0 - p) / n))
+    return thr
 
 
 def _ranked(scores: np.ndarray) -> np.ndarray:
