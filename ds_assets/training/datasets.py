@@ -144,24 +144,32 @@ def check_same_training_set(lineage: Mapping[str, object], training_set: pd.Data
         )
 
 
+#: a step over this many times an entity's median interval is a gap (a hole in its series)
+GAP_FACTOR = 1.5
+
+
 def contiguous_segments(frame: pd.DataFrame, entity: str = "host_id") -> np.ndarray:
     """One id per row: the entity plus a counter that moves on at every gap in its time series.
 
     Training rows are normal rows only, so a removed anomaly leaves a hole in a host's series; a
     temporal window must not span it (it would learn a jump that never happens). Each host's
-    regular interval is its smallest positive time step; a larger step starts a new segment.
-    Rows must be time-ordered within each entity.
+    regular interval is its median time step, and a step over GAP_FACTOR times it starts a new
+    segment: clock jitter or one short step (a clock correction) is no gap. (With the smallest
+    step as the interval, a step 1 ms short made every normal step a gap and the host gave no
+    window.) Rows must be time-ordered within each entity.
     """
     if entity not in frame.columns:
         raise DatasetError(f"rows have no {entity!r} column to build per-entity windows from")
     times = frame[TIMESTAMP].to_numpy("datetime64[ns]").astype(np.int64)
     hosts = frame[entity].astype(str).to_numpy()
-    segment = np.zeros(len(frame), dtype=np.int64)
-    for host in pd.unique(hosts):
-        at = np.flatnonzero(hosts == host)
-        steps = np.diff(times[at])
-        positive = steps[steps > 0]
-        if positive.size == 0:
-            continue
-        segment[at[1:]] = np.cumsum(steps > positive.min())
+    codes, _ = pd.factorize(hosts)
+    order = np.argsort(codes, kind="stable")  # each host's rows together, in time order
+    code = codes[order]
+    step = np.diff(times[order], prepend=times[order][:1]).astype(np.float64)
+    step[np.r_[True, code[1:] != code[:-1]]] = np.nan  # a host's first row has no step
+    positive = pd.Series(np.where(step > 0, step, np.nan))
+    interval = positive.groupby(code).transform("median").to_numpy()
+    gap = step > GAP_FACTOR * interval  # NaN compares False
+    segment = np.empty(len(frame), dtype=np.int64)
+    segment[order] = pd.Series(gap.astype(np.int64)).groupby(code).cumsum().to_numpy()
     return np.char.add(np.char.add(hosts.astype(str), "#"), segment.astype(str))

@@ -90,6 +90,27 @@ def test_contiguous_segments_break_at_removed_rows() -> None:
     assert contiguous_segments(frame).tolist() == ["a#0", "a#0", "a#1", "a#1", "a#1", "b#0", "b#0"]
 
 
+def test_jitter_and_a_short_step_are_no_gaps_but_holes_are() -> None:
+    """With the smallest step as the interval, one step 1 ms short (a clock correction) or
+    scrape jitter made every normal step a gap: the host became one-row segments and gave a
+    temporal model no window. Interleaved hosts keep their own intervals."""
+    rng = np.random.default_rng(0)
+    start = pd.Timestamp("2026-11-01", tz="UTC")
+    minutes = start + pd.to_timedelta(np.arange(600) * 60.0 + rng.uniform(-0.5, 0.5, 600),
+                                      unit="s")
+    hourly = start + pd.to_timedelta(np.arange(40) * 3600.0, unit="s")
+    hourly = hourly.delete([10, 11])  # a hole of two missing rows
+    corrected = list(minutes)
+    corrected[300:] = [t - pd.Timedelta(milliseconds=1) for t in corrected[300:]]
+    frame = pd.DataFrame({"timestamp": [*corrected, *hourly],
+                          "host_id": ["m"] * 600 + ["h"] * 38}).sort_values(
+        "timestamp", kind="stable", ignore_index=True)
+    segments = contiguous_segments(frame)
+    by_host = pd.Series(segments).groupby(frame["host_id"]).unique()
+    assert list(by_host["m"]) == ["m#0"]
+    assert list(by_host["h"]) == ["h#0", "h#1"]
+
+
 def test_contiguous_segments_need_the_entity_column() -> None:
     frame = pd.DataFrame({"timestamp": pd.date_range("2026-11-01", periods=2, tz="UTC")})
     with pytest.raises(DatasetError, match="no 'host_id' column"):
