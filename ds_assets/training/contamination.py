@@ -38,6 +38,12 @@ def champion_screen(bundle_path: str | Path | None, day: pd.DataFrame,
         return none, {"used": False, "excluded_rows": 0, "reason": "no champion to screen with"}
     bundle = load_bundle(bundle_path)
     version = bundle.manifest.version
+    absent = [f for f in bundle.manifest.features if f not in day.columns]
+    if absent:  # the dataset changed its features: the champion cannot describe this day
+        return none, {
+            "used": False, "champion_version": version, "excluded_rows": 0,
+            "reason": f"champion v{version} needs feature(s) {absent} the day lacks, so only "
+                      "the candidate's own scores screen it"}
     scored = score_frame(dataset_scorer(bundle), day)
     flags = scored["is_anomaly"].to_numpy(bool)
     rate = float(flags.mean()) if len(flags) else 0.0
@@ -67,11 +73,14 @@ def trim_top(scores: np.ndarray, candidates: np.ndarray, share: float) -> np.nda
     score. Unscored rows (temporal warm-up) are kept."""
     scores = np.asarray(scores, np.float64)
     keep = np.ones(len(scores), bool)
-    pool = np.asarray(candidates, bool) & np.isfinite(scores)
+    pool = np.asarray(candidates, bool) & ~np.isnan(scores)
     if share <= 0 or not pool.any():
         return keep
-    cut = float(np.quantile(scores[pool], 1.0 - share))
-    keep[pool & (scores > cut)] = False
+    # +inf (a score the graph could not compute) is the most anomalous row: it ranks first
+    ranked = np.where(np.isposinf(scores), np.finfo(np.float64).max, scores)
+    cut = float(np.quantile(ranked[pool], 1.0 - share))
+    keep[pool & (ranked > cut)] = False
+    keep[pool & np.isposinf(scores)] = False
     return keep
 
 

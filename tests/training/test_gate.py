@@ -114,6 +114,10 @@ def test_trim_top_drops_the_share_of_unlabeled_rows_only() -> None:
     scores[90:] = np.nan  # unscored rows (temporal warm-up) are kept
     assert trim_top(scores, unlabeled, 0.1)[90:].all()
     assert trim_top(scores, unlabeled, 0.0).all()
+    # +inf (a score the graph could not compute) is the most anomalous row, trimmed first
+    scores[60] = np.inf
+    keep = trim_top(scores, unlabeled, 0.1)
+    assert not keep[60] and (~keep).sum() == 4 and keep[:60].all()
 
 
 def test_the_champion_screens_a_day_it_describes_not_a_drifted_one(
@@ -128,6 +132,10 @@ def test_the_champion_screens_a_day_it_describes_not_a_drifted_one(
     assert "does not describe this day" in report["reason"]
     mask, report = champion_screen(None, day)
     assert not report["used"] and not mask.any()
+    # a dataset that dropped a feature the champion needs: screened by the candidate alone
+    mask, report = champion_screen(models["good"], day.drop(columns=[FEATURES[-1]]))
+    assert not report["used"] and not mask.any()
+    assert f"needs feature(s) {[FEATURES[-1]]} the day lacks" in report["reason"]
 
 
 def test_a_window_screened_to_too_little_is_refused_with_its_numbers() -> None:
