@@ -43,6 +43,11 @@ def _place(path: Path, table: StoredTable) -> None:
     src = Path(table.path)
     if src.resolve() == path.resolve():
         return
+    try:  # readable first: a partial or corrupt file never replaces the stored partition
+        pq.read_metadata(src)
+    except Exception as exc:  # pyarrow raises ArrowInvalid, OSError and others
+        raise ValueError(f"{src}: not a complete Parquet file ({exc}); the stored {path.name} "
+                         "is kept") from exc
     path.parent.mkdir(parents=True, exist_ok=True)
     try:
         os.replace(src, path)

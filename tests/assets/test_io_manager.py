@@ -144,3 +144,22 @@ def test_a_stored_table_is_moved_into_place_and_handed_back_by_path(tmp_path: Pa
     as_frame = manager.load_input(
         dg.build_input_context(asset_key=dg.AssetKey("scored"), partition_key="2026-11-01"))
     pd.testing.assert_frame_equal(as_frame, _frame())
+
+
+def test_a_stored_table_that_is_not_complete_never_replaces_the_stored_partition(
+    tmp_path: Path,
+) -> None:
+    """The file was renamed into place first and read after: a truncated one overwrote the
+    good partition and then failed the run."""
+    manager = LocalArtifactIOManager(base_dir=str(tmp_path / "store"))
+    out = dg.build_output_context(asset_key=dg.AssetKey("scored"), partition_key="2026-11-01")
+    good = tmp_path / "good.parquet"
+    _frame().to_parquet(good, index=False)
+    manager.handle_output(out, StoredTable(good))
+    bad = tmp_path / "bad.parquet"
+    bad.write_bytes(good.read_bytes()[:40] if good.exists() else b"PAR1" + b"x" * 36)
+    with pytest.raises(ValueError, match=r"bad.parquet: not a complete Parquet file .* the "
+                                         r"stored 2026-11-01.parquet is kept"):
+        manager.handle_output(out, StoredTable(bad))
+    stored = pd.read_parquet(tmp_path / "store" / "scored" / "2026-11-01.parquet")
+    pd.testing.assert_frame_equal(stored, _frame())
