@@ -125,8 +125,9 @@ def build_training_set_asset(ds: Dataset) -> dg.AssetsDefinition:
         for day, checks in failing.items():
             context.log.warning(
                 f"leaving out raw_telemetry {day}: failed blocking check(s) {checks}")
-        unlabeled = sorted(d for d, f in raw_telemetry.items() if d not in failing
-                           and LABEL not in f.columns)
+        # from each day's schema: reading every stored day in full cost the whole history
+        unlabeled = sorted(d for d in raw_telemetry if d not in failing
+                           and LABEL not in raw_telemetry.columns(d))
         left_out = unlabeled if config.unlabeled_days == "leave_out" else []
         if left_out:
             context.log.warning(f"leaving out unlabeled raw_telemetry days {left_out}")

@@ -111,6 +111,10 @@ class PartitionFrames(Mapping[str, pd.DataFrame]):
     def __getitem__(self, key: str) -> pd.DataFrame:
         return pd.read_parquet(self._paths[key])
 
+    def columns(self, key: str) -> list[str]:
+        """A partition's column names, from its Parquet schema alone (no rows read)."""
+        return list(pq.read_schema(self._paths[key]).names)
+
     def __iter__(self) -> Iterator[str]:
         return iter(self._paths)
 

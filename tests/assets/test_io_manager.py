@@ -163,3 +163,15 @@ def test_a_stored_table_that_is_not_complete_never_replaces_the_stored_partition
         manager.handle_output(out, StoredTable(bad))
     stored = pd.read_parquet(tmp_path / "store" / "scored" / "2026-11-01.parquet")
     pd.testing.assert_frame_equal(stored, _frame())
+
+
+def test_partition_columns_come_from_the_schema_alone(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """training_set asks each stored day whether it has labels: reading every day in full to
+    answer cost the whole history, not the window."""
+    path = tmp_path / "d.parquet"
+    _frame().to_parquet(path, index=False)
+    frames = PartitionFrames({"2026-11-01": path})
+    monkeypatch.setattr(pd, "read_parquet", lambda *a, **k: pytest.fail("rows were read"))
+    assert frames.columns("2026-11-01") == ["timestamp", "x"]
