@@ -75,6 +75,35 @@ def test_selection_never_sees_the_held_out_source() -> None:
     assert len(COUNTS) == table.counts.shape[2]
 
 
+def test_a_held_out_sources_rows_do_not_depend_on_its_own_labels(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The criterion (FAR cap or not) whose cap the family rows use was chosen on every
+    source's held-out F1, the held-out one's included: changing only SKAB's counts changed
+    the "chosen on GutenTAG + generator" row for SKAB. It is now chosen without the held-out
+    source (nested), and the table ends with the flag-everything reference."""
+    import bench.cross_dataset as cd
+
+    series = [_series("skab", "s1"), _series("gutentag", "g1"), _series("generator", "x1")]
+    candidates = [(ZSCORE, FlagPolicy("quantile", q)) for q in (0.99, 0.999)]
+    other = [_counts(30, 5, 70, 895), _counts(95, 160, 5, 740)]
+    monkeypatch.setattr(cd, "vus", lambda *a, **k: {"vus_pr": 0.5, "vus_roc": 0.5})
+    monkeypatch.setattr(cd, "kind_recall", lambda *a, **k: {})
+    rows = []
+    for skab in ([_counts(90, 5, 10, 895), _counts(10, 300, 90, 600)],
+                 [_counts(10, 5, 90, 895), _counts(95, 100, 5, 800)]):
+        counts = np.array([[skab[i], other[i], other[i]] for i in range(2)], np.int64)
+        monkeypatch.setattr(cd, "count_candidates",
+                            lambda *a, counts=counts, **k: Table(candidates, series, counts))
+        result = evaluate(series, {}, (ZSCORE,), tuple(p for _, p in candidates))
+        block = result["per_source"]["skab"]
+        rows.append((next(r["policy_text"] for r in block["rows"] if r["row"] == "zscore"),
+                     block["rule_chosen_without_it"]))
+        assert block["rows"][-1]["row"] == "reference: flag every row"
+        assert "nested_held_out_mean_f1" in result["selection"]
+    assert rows[0] == rows[1]
+
+
 def test_the_shipped_default_changes_only_for_more_than_the_machines_spread() -> None:
     """Candidate 1 is selected (mean F1 over a, b a little higher than candidate 0's); with
     candidate 0 shipped today it stays shipped while the gain is within ``KEEP_MARGIN``, and
@@ -303,3 +332,23 @@ def test_the_fused_detector_is_scored_as_one_graph_through_the_shipped_path() ->
     assert config.params is not None
     assert [int(warm[test_entities == e].sum()) for e in (0, 1)] == [config.params.window - 1] * 2
     assert np.isfinite(scored.test[~warm]).all() and np.isfinite(scored.calibration).any()
+
+
+def test_vus_leaves_out_what_a_configuration_could_not_score() -> None:
+    """A refused configuration (no score at all) was ranked as a constant, VUS-ROC ~0.5, and
+    averaged with the series it did score."""
+    from bench.cross_dataset import vus
+
+    scored_series = _series("gutentag", "g1", n_test=60)
+    refused_series = _series("gutentag", "g2", n_test=60)
+    labels = np.zeros(60, np.int8)
+    labels[30:35] = 1
+    scored_series = scored_series.__class__(**{**scored_series.__dict__, "labels": labels})
+    refused_series = refused_series.__class__(**{**refused_series.__dict__, "labels": labels})
+    perfect = labels.astype(np.float32)
+    scored = {("gutentag", "g1", "zscore"): Scored(np.zeros(1), np.zeros(1), perfect, "", 0.0),
+              ("gutentag", "g2", "zscore"): Scored(np.zeros(1), np.zeros(1),
+                                                   np.full(60, np.nan, np.float32), "x", 0.0)}
+    both = vus([scored_series, refused_series], scored, ZSCORE)
+    alone = vus([scored_series], scored, ZSCORE)
+    assert both == alone and alone["vus_roc"] > 0.9

@@ -440,3 +440,21 @@ def test_second_incident_recall_shows_what_rebaselining_costs() -> None:
     other = _file(train, test, labels, "other/1.csv")
     with pytest.raises(SkabError, match="no file of group 'valve'"):
         second_incident_recall([other], plain, 10)
+
+
+def test_the_cross_dataset_loader_trains_skab_on_its_normal_rows_only(tmp_path: Path) -> None:
+    """make eval's SKAB series fitted and calibrated on the first 400 rows whatever their
+    labels (one real file is mostly anomalous there); the other sources keep normal rows
+    only. Labeled rows are left out, and each normal stretch is its own segment."""
+    from bench.cross_dataset import skab_series
+
+    root = tmp_path / "skab"
+    _write_skab_like(root / "data" / "other" / "2.csv", 600, 450, 2)
+    path = root / "data" / "other" / "2.csv"
+    frame = pd.read_csv(path, sep=";")
+    frame.loc[100:199, "anomaly"] = 1.0  # an anomaly inside the training rows
+    frame.to_csv(path, sep=";", index=False)
+    [series] = skab_series(root)
+    assert len(series.train) == 300
+    assert series.train_entities.tolist() == [0] * 100 + [1] * 200
+    assert len(series.test) == 200 and series.labels.sum() == 150
