@@ -14,11 +14,7 @@ from ds_assets.dataset import Dataset
 from ds_assets.reporting.analytics import markdown_table
 from ds_assets.reporting.evaluation import group_breakdown
 from ds_assets.reporting.report_html import build_report, report_directory
-from ds_assets.resources.pipeline_metrics import (
-    PIPELINE_METRICS_KEY,
-    pipeline_metrics,
-    version_number,
-)
+from ds_assets.resources.pipeline_metrics import PIPELINE_METRICS_KEY, push_champion
 from ds_assets.telemetry.schema import ANOMALY_TYPE, LABEL, TIMESTAMP
 from ds_assets.training.dataset_scoring import dataset_scorer, score_frame
 from ds_assets.training.datasets import check_same_training_set, normal_rows, split_rows
@@ -255,8 +251,7 @@ def build_champion_asset(ds: Dataset) -> dg.AssetsDefinition:
                 "mlflow_champion_version": aliased or registry.champion_alias_version() or "",
             }
         )
-        pipeline_metrics(context).push(ds.name, "champion",
-                                       {"champion_version": version_number(serving)})
+        push_champion(context, ds.name, serving)
         return {"name": registry.model_name, "version": serving, "decision": decision.to_dict(),
                 "candidate": candidate.to_dict() if candidate is not None else None}
 

@@ -8,6 +8,7 @@ re-scores the recent days as for any new champion and the UI shows who serves an
 import dagster as dg
 
 from ds_assets.dataset import Dataset
+from ds_assets.resources.pipeline_metrics import PIPELINE_METRICS_KEY, push_champion
 from ds_assets.training.promotion import rollback_decision
 
 ROLLBACK_JOB = "rollback_champion"
@@ -22,7 +23,8 @@ class RollbackConfig(dg.Config):
 
 
 def build_rollback_job(ds: Dataset) -> dg.JobDefinition:
-    @dg.op(name=ds.scoped(ROLLBACK_OP), required_resource_keys={ds.registry_key},
+    @dg.op(name=ds.scoped(ROLLBACK_OP),
+           required_resource_keys={ds.registry_key, PIPELINE_METRICS_KEY},
            tags={"kind": "rollback"}, out=dg.Out(dg.Nothing))
     def rollback_champion(context: dg.OpExecutionContext, config: RollbackConfig) -> None:
         """Re-point the champion to ``config.version`` for ``config.reason``."""
@@ -44,6 +46,7 @@ def build_rollback_job(ds: Dataset) -> dg.JobDefinition:
                 "mlflow_champion_version": aliased or "",
                 "decision": dg.MetadataValue.json(decision.to_dict()),
             }))
+        push_champion(context, ds.name, serving)
 
     @dg.job(name=ds.scoped(ROLLBACK_JOB),
             description="Serve an earlier model version again (config: version, reason); the "

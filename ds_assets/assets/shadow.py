@@ -17,6 +17,7 @@ from ds_assets.assets.telemetry import partitions_failing_checks
 from ds_assets.dataset import Dataset
 from ds_assets.reporting.analytics import markdown_table
 from ds_assets.resources.io_manager import PartitionFrames
+from ds_assets.resources.pipeline_metrics import PIPELINE_METRICS_KEY, push_champion
 from ds_assets.sensors.records import candidate_shadow_days
 from ds_assets.training.datasets import DatasetError
 from ds_assets.training.shadow import (
@@ -91,7 +92,7 @@ def build_shadow_verdict_asset(ds: Dataset) -> dg.AssetsDefinition:
                                          metadata={"allow_missing_partitions": True})},
         deps=[ds.key(SHADOW_REPORT)],
         group_name=ds.scoped("evaluation"),
-        required_resource_keys={ds.registry_key},
+        required_resource_keys={ds.registry_key, PIPELINE_METRICS_KEY},
         kinds={"json"},
         code_version="1",
     )
@@ -123,6 +124,7 @@ def build_shadow_verdict_asset(ds: Dataset) -> dg.AssetsDefinition:
         aliased = registry.promote(decision, None) if decision.promote else None
         close_candidate(registry.models_dir, registry.model_name)
         serving = registry.champion_version()
+        push_champion(context, ds.name, serving)
         verdict_text = "promoted" if decision.promote else "dropped"
         context.log.info(f"candidate v{candidate.version} {verdict_text} after shadow days "
                          f"{days}: {decision.reason}")

@@ -80,7 +80,7 @@ class PipelineMetrics(dg.ConfigurableResource):
 
 
 def pipeline_metrics(
-    context: dg.AssetExecutionContext | dg.AssetCheckExecutionContext,
+    context: dg.AssetExecutionContext | dg.AssetCheckExecutionContext | dg.OpExecutionContext,
 ) -> PipelineMetrics:
     """The shared pipeline-metrics resource of a run (declare ``PIPELINE_METRICS_KEY`` in the
     asset's ``required_resource_keys``)."""
@@ -96,6 +96,16 @@ def with_pipeline_metrics(asset_settings: dict[str, Any]) -> dict[str, Any]:
     pipeline-metrics resource."""
     keys = set(asset_settings.get("required_resource_keys", set()))
     return {**asset_settings, "required_resource_keys": keys | {PIPELINE_METRICS_KEY}}
+
+
+def push_champion(
+    context: dg.AssetExecutionContext | dg.OpExecutionContext, dataset: str,
+    serving: str | None,
+) -> None:
+    """The serving champion's version after any change of it: the gate, a shadow verdict or a
+    rollback (each a ``champion`` materialization; the gauge followed only the gate's)."""
+    pipeline_metrics(context).push(dataset, "champion",
+                                   {"champion_version": version_number(serving)})
 
 
 def version_number(version: str | None) -> float:

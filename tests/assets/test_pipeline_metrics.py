@@ -163,3 +163,26 @@ def test_metrics_reach_a_real_pushgateway_per_dataset_and_day(
     assert 0.0 < seconds < 600.0
     assert not any(dict(labels).get("dataset") == "pumps" and name.endswith("training_seconds")
                    for name, labels in series)
+
+
+def test_a_rollback_moves_the_champion_gauge_too(settings: Settings, pushgateway: str) -> None:
+    """Only the gate pushed the serving champion's version: after a rollback (or a shadow
+    verdict, the same push) the gauge kept showing the version no longer served."""
+    from ds_assets.definitions import build_dataset_definitions
+    from ds_serving.bundle import promote
+    from tests.support.serving import write_point_bundle
+
+    for seed in (0, 1):
+        write_point_bundle(settings.models_dir, seed=seed)
+    promote(settings.models_dir, "ae", "2")
+    live = dataclasses.replace(settings, model_name="ae", mlflow_tracking_uri=None,
+                               pushgateway_url=pushgateway)  # type: ignore[arg-type]
+    ds = Dataset(name="default", model_name="ae", partitions_start="2026-11-01")
+    defs = build_dataset_definitions(ds, live)
+    result = defs.resolve_job_def("rollback_champion").execute_in_process(
+        instance=dg.DagsterInstance.ephemeral(), raise_on_error=False,
+        run_config={"ops": {"repoint_champion": {"config": {"version": "1",
+                                                            "reason": "v2 floods alerts"}}}})
+    assert result.success
+    series = _series(pushgateway)
+    assert _value(series, "champion_version", dataset="default", step="champion") == 1.0
