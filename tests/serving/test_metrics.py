@@ -33,3 +33,16 @@ def test_the_exposition_has_no_inf_sum_after_a_1e30_feature() -> None:
     sum_line = next(line for line in text.splitlines()
                     if line.startswith("ds_scorer_anomaly_score_threshold_ratio_sum"))
     assert "inf" not in sum_line.lower()
+
+
+def test_a_score_at_the_threshold_lands_in_one_bucket_whatever_the_batch_size() -> None:
+    """Batches of 8 rows or fewer divided in float64, larger ones compared with float32
+    bounds: float32(0.3) at threshold 0.3 (not flagged) landed above the 1.0 ratio bucket in
+    small batches and at or below it in large ones."""
+    def at_one(n: int) -> float:
+        histogram = BatchHistogram("h", "doc", (0.5, 1.0, 1.25))
+        histogram.observe_many(np.full(n, 0.3, np.float32), 0.3)
+        [family] = histogram.collect()
+        return next(s.value for s in family.samples if s.labels.get("le") == "1.0")
+
+    assert at_one(8) == 8 and at_one(9) == 9
