@@ -27,9 +27,44 @@ from ds_serving.event_loop import run_event_loop
 from ds_serving.groups import FeatureGroups
 from ds_serving.telemetry import START_EPOCH, synthetic_batches
 
+BACKENDS = ("auto", "tensorrt", "cuda", "cpu")
+EVENT_LOOPS = ("auto", "uvloop", "asyncio")
+
 
 def _env(name: str, default: Any) -> Any:
     return os.environ.get(name, default)
+
+
+def _number(convert: Any, env: str, low: float | None = None, high: float | None = None,
+            ) -> Any:
+    """An argparse ``type`` for a number flag whose default comes from ``env``: argparse parses
+    a string default with it too, so a bad environment value is an error naming the variable
+    (exit 2), not a traceback, and only for the command that uses it; out-of-range values are
+    refused (gRPC wraps port 70000 to 4464 silently)."""
+    def parse(text: str) -> Any:
+        try:
+            value = convert(text)
+        except (TypeError, ValueError):
+            raise argparse.ArgumentTypeError(
+                f"{text!r} is not {'an integer' if convert is int else 'a number'} "
+                f"(the flag, or {env})") from None
+        if value != value or (low is not None and value < low) or (
+                high is not None and value > high):
+            bounds = f"{low:g}..{high:g}" if high is not None else f">= {low:g}"
+            raise argparse.ArgumentTypeError(f"{text!r} is outside {bounds} (the flag, or {env})")
+        return value
+    return parse
+
+
+def _choice(options: Sequence[str], env: str) -> Any:
+    """An argparse ``type`` checking a choice: argparse checks ``choices`` on the command line
+    only, so a bad environment default started a scorer that never serves."""
+    def parse(text: str) -> str:
+        if text not in options:
+            raise argparse.ArgumentTypeError(
+                f"{text!r} is not one of {', '.join(options)} (the flag, or {env})")
+        return text
+    return parse
 
 
 def _env_flag(name: str) -> bool:
@@ -106,66 +141,74 @@ def build_parser() -> argparse.ArgumentParser:
                    help="model name (env DS_MODEL_NAME; default %(default)s)")
     s.add_argument("--host", default=_env("DS_SCORER_HOST", "[::]"),
                    help="bind address (env DS_SCORER_HOST; default %(default)s)")
-    s.add_argument("--port", type=int, default=int(_env("DS_SCORER_PORT", 50051)),
+    s.add_argument("--port", type=_number(int, "DS_SCORER_PORT", 0, 65535),
+                   default=_env("DS_SCORER_PORT", "50051"),
                    help="gRPC port, 0 = any free port (env DS_SCORER_PORT; default %(default)s)")
-    s.add_argument("--metrics-port", type=int,
-                   default=int(_env("DS_SCORER_METRICS_PORT", 8001)),
+    s.add_argument("--metrics-port", type=_number(int, "DS_SCORER_METRICS_PORT", -1, 65535),
+                   default=_env("DS_SCORER_METRICS_PORT", "8001"),
                    help="Prometheus /metrics port, -1 disables (env DS_SCORER_METRICS_PORT; "
                         "default %(default)s)")
     s.add_argument("--metrics-host", default=_env("DS_SCORER_METRICS_HOST", "0.0.0.0"),
                    help="bind address of the metrics endpoint (env DS_SCORER_METRICS_HOST; "
                         "default %(default)s)")
     s.add_argument("--backend", default=_env("DS_SCORER_BACKEND", "auto"),
-                   choices=["auto", "tensorrt", "cuda", "cpu"],
+                   type=_choice(BACKENDS, "DS_SCORER_BACKEND"), choices=BACKENDS,
                    help="execution backend (env DS_SCORER_BACKEND; default %(default)s)")
-    s.add_argument("--threads", type=int, default=int(_env("DS_SCORER_THREADS", 1)),
+    s.add_argument("--threads", type=_number(int, "DS_SCORER_THREADS", 0, 1024),
+                   default=_env("DS_SCORER_THREADS", "1"),
                    help="onnxruntime intra-op threads per graph run, 0 = one per core "
                         "(env DS_SCORER_THREADS; default %(default)s)")
-    s.add_argument("--gil-switch-ms", type=float,
-                   default=float(_env("DS_SCORER_GIL_SWITCH_MS", 0.5)),
+    s.add_argument("--gil-switch-ms", type=_number(float, "DS_SCORER_GIL_SWITCH_MS"),
+                   default=_env("DS_SCORER_GIL_SWITCH_MS", "0.5"),
                    help="how often a thread holding the GIL hands it over (Python's switch "
                         "interval): short, so a large request decoded on a worker thread "
                         "delays other clients' small calls by less (env "
                         "DS_SCORER_GIL_SWITCH_MS; default %(default)s; Python's own is 5)")
-    s.add_argument("--workers", type=int, default=int(_env("DS_SCORER_WORKERS", 0)),
+    s.add_argument("--workers", type=_number(int, "DS_SCORER_WORKERS", 0, 1024),
+                   default=_env("DS_SCORER_WORKERS", "0"),
                    help="graph runs in parallel for large batches, 0 = one per core; with "
                         "--processes, each process's share of the cores, and none (runs on "
                         "the event loop thread) at one core or less (env DS_SCORER_WORKERS)")
-    s.add_argument("--coalesce-ms", type=float,
-                   default=float(_env("DS_SCORER_COALESCE_MS", 4.0)),
+    s.add_argument("--coalesce-ms", type=_number(float, "DS_SCORER_COALESCE_MS", 0, 10000),
+                   default=_env("DS_SCORER_COALESCE_MS", "4.0"),
                    help="longest wait of a small request for others to share its graph run; "
                         "only while that pays (concurrent traffic), 0 = never wait (env "
                         "DS_SCORER_COALESCE_MS; default %(default)s)")
-    s.add_argument("--max-rows", type=int, default=int(_env("DS_SCORER_MAX_ROWS", 65_536)),
+    s.add_argument("--max-rows", type=_number(int, "DS_SCORER_MAX_ROWS", 1, 100_000_000),
+                   default=_env("DS_SCORER_MAX_ROWS", "65536"),
                    help="max rows per request message (env DS_SCORER_MAX_ROWS; default "
                         "%(default)s)")
-    s.add_argument("--max-message-mb", type=float,
-                   default=float(_env("DS_SCORER_MAX_MESSAGE_MB", 64)),
+    s.add_argument("--max-message-mb", type=_number(float, "DS_SCORER_MAX_MESSAGE_MB", 0.001, 2000),
+                   default=_env("DS_SCORER_MAX_MESSAGE_MB", "64"),
                    help="max gRPC message size in MiB (env DS_SCORER_MAX_MESSAGE_MB; default "
                         "%(default)s)")
-    s.add_argument("--max-entities", type=int,
-                   default=int(_env("DS_SCORER_MAX_ENTITIES", 100_000)),
+    s.add_argument("--max-entities", type=_number(int, "DS_SCORER_MAX_ENTITIES", 1, 1_000_000_000),
+                   default=_env("DS_SCORER_MAX_ENTITIES", "100000"),
                    help="entities whose window/alert state is kept (least recent evicted)")
-    s.add_argument("--max-entity-id-bytes", type=int,
-                   default=int(_env("DS_SCORER_MAX_ENTITY_ID_BYTES", 256)),
+    s.add_argument("--max-entity-id-bytes",
+                   type=_number(int, "DS_SCORER_MAX_ENTITY_ID_BYTES", 1, 1_000_000),
+                   default=_env("DS_SCORER_MAX_ENTITY_ID_BYTES", "256"),
                    help="longest entity id in UTF-8 bytes; longer is INVALID_ARGUMENT (env "
                         "DS_SCORER_MAX_ENTITY_ID_BYTES; default %(default)s)")
-    s.add_argument("--max-request-metadata-mb", type=float,
-                   default=float(_env("DS_SCORER_MAX_REQUEST_METADATA_MB", 16)),
+    s.add_argument("--max-request-metadata-mb",
+                   type=_number(float, "DS_SCORER_MAX_REQUEST_METADATA_MB", 0.001, 2000),
+                   default=_env("DS_SCORER_MAX_REQUEST_METADATA_MB", "16"),
                    help="most MiB of entity ids and model name in one request message; "
                         "more is RESOURCE_EXHAUSTED (env DS_SCORER_MAX_REQUEST_METADATA_MB; "
                         "default %(default)s)")
-    s.add_argument("--poll-interval", type=float,
-                   default=float(_env("DS_SCORER_POLL_INTERVAL", 1.0)),
+    s.add_argument("--poll-interval", type=_number(float, "DS_SCORER_POLL_INTERVAL", 0.01, 86400),
+                   default=_env("DS_SCORER_POLL_INTERVAL", "1.0"),
                    help="seconds between checks of champion.json (env DS_SCORER_POLL_INTERVAL)")
-    s.add_argument("--grace", type=float, default=float(_env("DS_SCORER_GRACE", 10.0)),
+    s.add_argument("--grace", type=_number(float, "DS_SCORER_GRACE", 0, 86400),
+                   default=_env("DS_SCORER_GRACE", "10.0"),
                    help="seconds in-flight RPCs get to finish on SIGTERM (env DS_SCORER_GRACE)")
-    s.add_argument("--processes", type=int, default=int(_env("DS_SCORER_PROCESSES", 1)),
+    s.add_argument("--processes", type=_number(int, "DS_SCORER_PROCESSES", 1, 256),
+                   default=_env("DS_SCORER_PROCESSES", "1"),
                    help="scorer processes sharing the port (SO_REUSEPORT); more than 1 is the "
                         "stateless tier: no entity ids, no per-entity state (env "
                         "DS_SCORER_PROCESSES; default %(default)s)")
     s.add_argument("--event-loop", default=_env("DS_SCORER_EVENT_LOOP", "auto"),
-                   choices=["auto", "uvloop", "asyncio"],
+                   type=_choice(EVENT_LOOPS, "DS_SCORER_EVENT_LOOP"), choices=EVENT_LOOPS,
                    help="asyncio event loop implementation: auto = uvloop where installed "
                         "(cheaper per RPC), else the standard loop (env DS_SCORER_EVENT_LOOP)")
     s.add_argument("--tls-cert", default=_env("DS_SCORER_TLS_CERT", None),

@@ -115,11 +115,16 @@ def make_channel(
 ) -> grpc.Channel:
     """A channel; TLS when a CA (or ``tls``) is given, mutual TLS with a client cert + key."""
     options: list[tuple[str, Any]] = [
-        ("grpc.max_receive_message_length", max_message_bytes),
+        # the answer to a request this client sent is sized by that request (explain adds
+        # feature errors): never refuse it after the server committed its rows
+        ("grpc.max_receive_message_length", -1),
         ("grpc.max_send_message_length", max_message_bytes),
     ]
     if server_name:
         options.append(("grpc.ssl_target_name_override", server_name))
+    if (tls_cert is None) != (tls_key is None):  # gRPC's C core aborts the process on a cert
+        raise ValueError("mutual TLS needs both a client certificate and its key (--tls-cert "
+                         "and --tls-key); give both or neither")
     if tls or tls_ca is not None or tls_cert is not None:
         credentials = grpc.ssl_channel_credentials(
             root_certificates=_read(tls_ca),

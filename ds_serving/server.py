@@ -383,7 +383,10 @@ class ScorerServer:
         cfg = self.config
         options = [
             ("grpc.max_receive_message_length", cfg.max_message_bytes),
-            ("grpc.max_send_message_length", cfg.max_message_bytes),
+            # answers are not capped: an explain answer is larger than its request, and one
+            # refused after its rows were scored would leave their state committed while the
+            # client retries (RESOURCE_EXHAUSTED promises no state changed)
+            ("grpc.max_send_message_length", -1),
             ("grpc.so_reuseport", 1 if cfg.reuse_port else 0),
             *cfg.extra_options,
         ]

@@ -411,3 +411,67 @@ def test_serve_refuses_a_gil_switch_interval_out_of_range(
     assert main(["serve", "--models", str(tmp_path), "--gil-switch-ms", "0"]) == 2
     assert "--gil-switch-ms 0.0: use a value in (0, 100] milliseconds" in capsys.readouterr().err
     assert _sys.getswitchinterval() == before  # nothing changed before the refusal
+
+
+@pytest.mark.parametrize(("env", "args", "message"), [
+    ({"DS_SCORER_PORT": "abc"}, [], r"argument --port: 'abc' is not an integer \(the flag, or "
+                                    r"DS_SCORER_PORT\)"),
+    ({"DS_SCORER_BACKEND": "gpu"}, [], r"argument --backend: 'gpu' is not one of auto, "
+                                       r"tensorrt, cuda, cpu \(the flag, or DS_SCORER_BACKEND\)"),
+    ({}, ["--port", "70000"], r"argument --port: '70000' is outside 0\.\.65535"),
+    ({}, ["--metrics-port", "70000"], r"argument --metrics-port: '70000' is outside -1\.\.65535"),
+    ({}, ["--max-message-mb", "2048"], r"argument --max-message-mb: '2048' is outside"),
+    ({}, ["--threads", "100000"], r"argument --threads: '100000' is outside 0\.\.1024"),
+])
+def test_serve_refuses_a_bad_number_from_the_flag_or_the_environment(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str],
+    env: dict[str, str], args: list[str], message: str,
+) -> None:
+    """Environment defaults were converted while the parser was built (a traceback for every
+    command, --help included), --backend's choices were not checked for them (a scorer that
+    never serves), and ports or sizes out of range were wrapped (70000 served on 4464) or
+    crashed in gRPC."""
+    import re
+
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    with pytest.raises(SystemExit) as exited:
+        main(["serve", "--models", "/nonexistent", *args])
+    assert exited.value.code == 2
+    assert re.search(message, capsys.readouterr().err)
+    monkeypatch.setenv("DS_SCORER_PORT", "abc")  # a serve variable never breaks info
+    with pytest.raises(SystemExit):
+        main(["info", "--help"])
+    assert "usage: ds-scorer info" in capsys.readouterr().out
+
+
+def test_a_client_certificate_without_its_key_is_an_error_not_an_abort(tmp_path: Path) -> None:
+    """gRPC's C core aborted the interpreter (SIGABRT) for a client cert without a key; a key
+    without a cert was ignored and the client connected in plaintext."""
+    from ds_serving.client import make_channel
+
+    cert = tmp_path / "cert.pem"
+    cert.write_text("not read")
+    for kwargs in ({"tls_cert": str(cert)}, {"tls_key": str(cert)}):
+        with pytest.raises(ValueError, match="mutual TLS needs both a client certificate and "
+                                             "its key"):
+            make_channel("127.0.0.1:1", **kwargs)  # type: ignore[arg-type]
+
+
+def test_an_explain_answer_larger_than_the_request_limit_is_still_sent(tmp_path: Path) -> None:
+    """The send limit equalled the request limit: an explain answer (scores, flags and every
+    feature error) outgrows its request, so a request under the limit was scored, its state
+    committed, and the answer refused with RESOURCE_EXHAUSTED, which promises no state
+    changed."""
+    models = tmp_path / "models"
+    path = write_point_bundle(models)
+    promote(models, "ae", path.name)
+    limit = 64 * 1024
+    config = ServerConfig(models_dir=models, name="ae", host="127.0.0.1", port=0,
+                          metrics_port=None, max_message_bytes=limit)
+    n = int(limit * 0.9) // (4 * len(FEATURES))  # the request fits, its answer does not
+    with ServerThread(config) as server:
+        client = ScorerClient(f"127.0.0.1:{server.port}", max_message_bytes=limit)
+        result = client.score(normal_rows(n), explain=True)
+    assert len(result.scores) == n and result.feature_errors is not None
+    assert result.feature_errors.shape == (n, len(FEATURES))
