@@ -16,6 +16,7 @@ import logging
 import multiprocessing
 import os
 import signal
+import sys
 import threading
 from dataclasses import replace
 from types import FrameType
@@ -52,12 +53,36 @@ def process_configs(config: ServerConfig, processes: int) -> list[ServerConfig]:
             for i in range(processes)]
 
 
-def _child(config: ServerConfig, event_loop: str, log_level: int, index: int) -> None:
+def _child(config: ServerConfig, event_loop: str, log_level: int, index: int,
+           switch_interval: float, parent: int) -> None:
+    """One scorer process: it dies with the supervisor (a killed supervisor left its children
+    serving the port, beside the next one's), takes the supervisor's GIL switch interval (a
+    spawned interpreter starts at Python's 5 ms) and reports a start-up error in one line."""
+    _die_with_parent(parent)
+    sys.setswitchinterval(switch_interval)
     logging.basicConfig(
         level=log_level,
         format=f"%(asctime)s %(levelname)s %(name)s[{index}]: %(message)s",
     )
-    run_event_loop(serve(config), event_loop)
+    try:
+        run_event_loop(serve(config), event_loop)
+    except (OSError, ValueError) as exc:  # a port in use, a file that cannot be read
+        print(f"ds-scorer-{index}: error: {exc}", file=sys.stderr)
+        sys.exit(2)
+
+
+def _die_with_parent(parent: int) -> None:
+    """SIGTERM this process when its parent dies (Linux ``PR_SET_PDEATHSIG``; elsewhere the
+    supervisor's own shutdown stops its children)."""
+    if not sys.platform.startswith("linux"):
+        return
+    import ctypes
+
+    libc = ctypes.CDLL(None, use_errno=True)
+    pr_set_pdeathsig = 1
+    libc.prctl(pr_set_pdeathsig, signal.SIGTERM)
+    if os.getppid() != parent:  # it died before the call: nobody would stop this one
+        sys.exit(1)
 
 
 def serve_processes(config: ServerConfig, processes: int, event_loop: str = "auto") -> int:
@@ -67,7 +92,8 @@ def serve_processes(config: ServerConfig, processes: int, event_loop: str = "aut
     ctx = multiprocessing.get_context("spawn")  # no fork after grpc/onnxruntime initialised
     level = logging.getLogger().getEffectiveLevel()
     children = [
-        ctx.Process(target=_child, args=(cfg, event_loop, level, i), name=f"ds-scorer-{i}")
+        ctx.Process(target=_child, name=f"ds-scorer-{i}",
+                    args=(cfg, event_loop, level, i, sys.getswitchinterval(), os.getpid()))
         for i, cfg in enumerate(configs)
     ]
     stopping = threading.Event()

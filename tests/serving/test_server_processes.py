@@ -161,3 +161,45 @@ def test_processes_share_one_port_and_stop_together_on_sigterm(tmp_path: Path) -
     assert "started 2 scorer processes" in stderr
     assert stderr.count("scorer stopped") == 2
     assert stderr.count("start-up objects frozen") == 2
+
+
+def test_the_processes_die_with_a_killed_supervisor(tmp_path: Path) -> None:
+    """After kill -9 of the supervisor its children kept serving the port, beside those of the
+    next supervisor started on it."""
+    import re
+
+    models = tmp_path / "models"
+    promote(models, "ae", write_point_bundle(models).name)
+    env = {**os.environ, "DS_SCORER_TOKEN": "", "PYTHONPATH": str(ROOT)}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "ds_serving.cli", "serve", "--models", str(models), "--name",
+         "ae", "--host", "127.0.0.1", "--port", str(free_port()), "--metrics-port", "-1",
+         "--processes", "2"],
+        env=env, stderr=subprocess.PIPE, text=True,
+    )
+    try:
+        pids: list[int] = []
+        assert proc.stderr is not None
+        for line in proc.stderr:  # "started 2 scorer processes on port P (pids [a, b])"
+            found = re.search(r"started 2 scorer processes .* \(pids \[(\d+), (\d+)\]\)", line)
+            if found:
+                pids = [int(found.group(1)), int(found.group(2))]
+                break
+        assert pids, "the supervisor never reported its processes"
+        proc.kill()
+        proc.wait(10)
+
+        def alive(pid: int) -> bool:
+            try:
+                state = Path(f"/proc/{pid}/status").read_text()
+            except FileNotFoundError:
+                return False
+            return "State:\tZ" not in state
+
+        deadline = time.time() + 30
+        while any(alive(p) for p in pids) and time.time() < deadline:
+            time.sleep(0.2)
+        assert not any(alive(p) for p in pids), pids
+    finally:
+        if proc.poll() is None:
+            proc.kill()
