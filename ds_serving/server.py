@@ -415,7 +415,9 @@ class ScorerServer:
             else:
                 self.port = server.add_insecure_port(address)
         except RuntimeError as exc:  # grpc reports a failed bind as RuntimeError
-            raise OSError(f"cannot bind the gRPC port {address} ({exc}); is it in use?") from exc
+            tls = (" with TLS: are --tls-cert and --tls-key a matching PEM certificate and key,"
+                   " or is the port in use?" if cfg.tls_cert is not None else "; is it in use?")
+            raise OSError(f"cannot bind the gRPC port {address} ({exc}){tls}") from exc
         if not self.port:
             raise OSError(f"cannot bind the gRPC port {address}; is it in use?")
         if cfg.metrics_port is not None:

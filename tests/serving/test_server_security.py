@@ -165,3 +165,16 @@ def test_config_rejects_half_tls_setups(models: Path, pki: dict[str, Path]) -> N
         ServerConfig(models_dir=models, name="ae", tls_client_ca=pki["ca"])
     with pytest.raises(ValueError, match="token"):
         ServerConfig(models_dir=models, name="ae", token="  ")
+
+
+def test_a_tls_key_that_is_not_the_certificates_names_the_tls_files(
+    models: Path, pki: dict[str, Path], tmp_path: Path,
+) -> None:
+    """A garbage or mismatched certificate and key failed the bind, reported as "is the port
+    in use?": the TLS files are named now."""
+    garbage = tmp_path / "key.pem"
+    garbage.write_text("-----BEGIN PRIVATE KEY-----\nnot a key\n-----END PRIVATE KEY-----\n")
+    config = ServerConfig(models_dir=models, name="ae", host="127.0.0.1", port=0,
+                          metrics_port=None, tls_cert=pki["server_cert"], tls_key=garbage)
+    with pytest.raises(OSError, match="with TLS: are --tls-cert and --tls-key a matching PEM"):
+        ServerThread(config).start()
