@@ -29,6 +29,7 @@ from ds_serving.telemetry import START_EPOCH, synthetic_batches
 
 BACKENDS = ("auto", "tensorrt", "cuda", "cpu")
 EVENT_LOOPS = ("auto", "uvloop", "asyncio")
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 
 
 def _env(name: str, default: Any) -> Any:
@@ -56,10 +57,11 @@ def _number(convert: Any, env: str, low: float | None = None, high: float | None
     return parse
 
 
-def _choice(options: Sequence[str], env: str) -> Any:
+def _choice(options: Sequence[str], env: str, upper: bool = False) -> Any:
     """An argparse ``type`` checking a choice: argparse checks ``choices`` on the command line
     only, so a bad environment default started a scorer that never serves."""
     def parse(text: str) -> str:
+        text = text.upper() if upper else text
         if text not in options:
             raise argparse.ArgumentTypeError(
                 f"{text!r} is not one of {', '.join(options)} (the flag, or {env})")
@@ -131,6 +133,7 @@ def build_parser() -> argparse.ArgumentParser:
         prog="ds-scorer", description="DataSentinel gRPC scorer and its client."
     )
     parser.add_argument("--log-level", default=_env("DS_SCORER_LOG_LEVEL", "INFO"),
+                        type=_choice(LOG_LEVELS, "DS_SCORER_LOG_LEVEL", upper=True),
                         help="DEBUG, INFO, WARNING, ERROR (env DS_SCORER_LOG_LEVEL)")
     sub = parser.add_subparsers(dest="command", required=True)
 

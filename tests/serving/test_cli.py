@@ -422,6 +422,8 @@ def test_serve_refuses_a_gil_switch_interval_out_of_range(
     ({}, ["--metrics-port", "70000"], r"argument --metrics-port: '70000' is outside -1\.\.65535"),
     ({}, ["--max-message-mb", "2048"], r"argument --max-message-mb: '2048' is outside"),
     ({}, ["--threads", "100000"], r"argument --threads: '100000' is outside 0\.\.1024"),
+    ({"DS_SCORER_LOG_LEVEL": "verbose"}, [], r"argument --log-level: 'VERBOSE' is not one of "
+                                             r"DEBUG, INFO"),  # was INFO, silently
 ])
 def test_serve_refuses_a_bad_number_from_the_flag_or_the_environment(
     monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str],
