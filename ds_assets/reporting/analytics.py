@@ -84,6 +84,8 @@ def _top_k(counts: pd.DataFrame | None, by: str, k: int) -> pd.DataFrame:
     if counts is None:
         return pd.DataFrame(columns=[by, "rows", "flagged", "rate"])
     out = counts.copy()
+    if by == ANOMALY_TYPE:  # normal rows are no anomaly type: out before the top k is taken
+        out = out[out.index != NORMAL_TYPE]
     out["rate"] = out["flagged"] / out["rows"]
     # ties in the order of the groups' names, however the counts were put together
     out = out.sort_index().sort_values(["flagged", "rows"], ascending=False, kind="stable")
@@ -102,8 +104,6 @@ def _top_k_markdown(counts: dict[str, pd.DataFrame | None], k: int) -> str:
     parts = []
     for by in TOP_K_BY:
         table = _top_k(counts.get(by), by, k)
-        if by == ANOMALY_TYPE:
-            table = table[table[by] != NORMAL_TYPE]
         if len(table):
             parts.append(f"**by {by}**\n\n{markdown_table(table)}")
     return "\n\n".join(parts) or "no groups"
@@ -117,9 +117,7 @@ def hourly_series(frame: pd.DataFrame, metric: str, flag: str) -> pd.DataFrame:
 def _hourly_sums(frame: pd.DataFrame, metric: str, flag: str) -> pd.DataFrame:
     """Per hour: the sum and count of ``metric`` (NaN left out, as a mean leaves it out) and
     of ``flag``."""
-    stamps = frame["timestamp"]
-    if not isinstance(stamps.dtype, pd.DatetimeTZDtype):  # naive (UTC) or not parsed yet
-        stamps = pd.to_datetime(stamps, utc=True)
+    stamps = pd.to_datetime(frame["timestamp"], utc=True)  # naive is UTC; any zone to UTC
     hours = stamps.dt.floor("h")
     values = frame[metric].astype("float64")
     parts = pd.DataFrame({"metric_sum": values.fillna(0.0), "metric_n": values.notna(),
@@ -147,12 +145,17 @@ def hourly_png(series: pd.DataFrame) -> bytes:
     import matplotlib.pyplot as plt
 
     fig, (top, bottom) = plt.subplots(2, 1, figsize=(7, 3.6), dpi=90, sharex=True)
-    x = range(len(series))
-    top.plot(x, series.iloc[:, 1], color="tab:blue")
+    # at each hour's own time, every hour of the span present: an hour without rows is a gap
+    # in the line, not two points drawn side by side
+    hours = pd.to_datetime(series["hour"])
+    full = pd.date_range(hours.min(), hours.max(), freq="h") if len(hours) else hours
+    spread = series.set_index(hours).reindex(full)
+    top.plot(spread.index, spread.iloc[:, 1], color="tab:blue", marker=".", markersize=3)
     top.set_ylabel(series.columns[1], fontsize=8)
-    bottom.plot(x, series["anomaly_rate"], color="tab:red")
+    bottom.plot(spread.index, spread["anomaly_rate"], color="tab:red", marker=".", markersize=3)
     bottom.set_ylabel("anomaly rate", fontsize=8)
     bottom.set_xlabel("hour (UTC)")
+    fig.autofmt_xdate()
     fig.tight_layout()
     buf = io.BytesIO()
     fig.savefig(buf, format="png")

@@ -492,8 +492,13 @@ def json_safe(value: Any) -> Any:
 
 
 def _markdown_table(header: list[str], rows: list[list[str]]) -> str:
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    lines += ["| " + " | ".join(row) + " |" for row in rows]
+    """A pipe table; a ``|`` inside a cell (the z-score's "max |z|") is escaped, so it cannot
+    split the row."""
+    def cells(values: list[str]) -> str:
+        return "| " + " | ".join(str(v).replace("|", "\\|") for v in values) + " |"
+
+    lines = [cells(header), "|" + "---|" * len(header)]
+    lines += [cells(row) for row in rows]
     return "\n".join(lines)
 
 

@@ -25,6 +25,12 @@ PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 DPI = 100
 
 
+def _literal(text: str) -> str:
+    """Text matplotlib shows as written: a ``$`` (in a host or dataset name) starts math mode
+    otherwise, and an unmatched one failed the whole report."""
+    return text.replace("$", r"\$")
+
+
 def _png(fig: Figure) -> bytes:
     FigureCanvasAgg(fig)
     buffer = io.BytesIO()
@@ -72,7 +78,8 @@ def pr_curve_png(
     if operating_point is not None:
         ax.plot([operating_point[0]], [operating_point[1]], "o", color="black", markersize=7,
                 label="deployed threshold")
-    ax.set(xlabel="recall", ylabel="precision", xlim=(0, 1.01), ylim=(0, 1.02), title=title)
+    ax.set(xlabel="recall", ylabel="precision", xlim=(0, 1.01), ylim=(0, 1.02),
+           title=_literal(title))
     ax.grid(alpha=0.3)
     ax.legend(loc="best", fontsize=8)
     return _png(fig)
@@ -94,8 +101,10 @@ def score_histogram_png(
     if log_scale:
         bins = np.geomspace(positive.min(), positive.max(), 60).tolist()
         ax.set_xscale("log")
-    elif finite.size:
+    elif finite.size and finite.max() > finite.min():
         bins = np.linspace(finite.min(), finite.max(), 60).tolist()
+    elif finite.size:  # every score equal: one bin around it (60 equal edges have no width)
+        bins = [float(finite.min()) - 0.5, float(finite.min()) + 0.5]
     for value, name, color in ((0, "normal", "tab:blue"), (1, "anomalous", "tab:red")):
         part = s[(y == value) & np.isfinite(s)]
         if part.size:
@@ -104,7 +113,7 @@ def score_histogram_png(
     if np.isfinite(threshold):
         ax.axvline(threshold, color="black", linestyle="--", label=f"threshold {threshold:.4g}")
     ax.set_yscale("log")
-    ax.set(xlabel="anomaly score", ylabel="density", title=title)
+    ax.set(xlabel="anomaly score", ylabel="density", title=_literal(title))
     ax.legend(fontsize=8)
     return _png(fig)
 
@@ -148,7 +157,7 @@ def timeseries_png(
     finite = s[np.isfinite(s)]
     if finite.size and finite.min() > 0 and finite.max() / finite.min() > 100:
         ax.set_yscale("log")
-    ax.set(xlabel="time", ylabel="score", title=title)
+    ax.set(xlabel="time", ylabel="score", title=_literal(title))
     ax.legend(fontsize=8, loc="upper left")
     fig.autofmt_xdate()
     return _png(fig)

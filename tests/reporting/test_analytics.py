@@ -126,3 +126,33 @@ def test_summing_arrow_batches_in_numpy_equals_the_pandas_sums(
     assert by_numpy.top_k_markdown() == by_pandas.top_k_markdown()
     for by in ("anomaly_type", "region", "project_id"):
         pd.testing.assert_frame_equal(by_numpy.errors(by), by_pandas.errors(by))
+
+
+def test_top_k_by_anomaly_type_fills_its_places_with_anomaly_types() -> None:
+    """Normal rows took one of the k places and were then dropped: 4 types shown of 5."""
+    types = ["a", "b", "c", "d", "e", "f"]
+    frame = pd.DataFrame({
+        "timestamp": pd.date_range("2026-11-02", periods=70, freq="min", tz="UTC"),
+        "host_id": "h", "region": "r", "project_id": "p",
+        "anomaly_type": ["none"] * 40 + [t for t in types for _ in range(5)],
+        "is_anomaly": [True] * 10 + [False] * 30 + [i % 5 < 3 - (j > 2)
+                                                    for j in range(6) for i in range(5)]})
+    text = top_k_markdown(frame, "is_anomaly", k=5).split("**by anomaly_type**")[1]
+    assert text.count("\n| ") == 6 and "| none |" not in text  # header + 5 types
+
+
+def test_hours_are_utc_whatever_zone_the_rows_carry_and_the_plot_keeps_gaps() -> None:
+    """Tz-aware rows were floored in their own zone (other buckets than the same instants in
+    UTC; AmbiguousTimeError at a DST change); the plot drew row positions as hours."""
+    utc = pd.date_range("2024-01-01", periods=6, freq="20min", tz="UTC")
+    frame = pd.DataFrame({"timestamp": utc, "score": np.arange(6.0),
+                          "is_anomaly": [1, 0, 1, 0, 1, 0]})
+    local = frame.assign(timestamp=utc.tz_convert("Asia/Kolkata"))
+    pd.testing.assert_frame_equal(hourly_series(local, "score", "is_anomaly"),
+                                  hourly_series(frame, "score", "is_anomaly"))
+    dst = frame.assign(timestamp=pd.date_range("2023-11-05 05:00", periods=6, freq="20min",
+                                               tz="UTC").tz_convert("America/New_York"))
+    assert len(hourly_series(dst, "score", "is_anomaly")) == 2
+    gapped = pd.DataFrame({"hour": ["2024-01-01 22:00", "2024-01-02 05:00"],
+                           "mean_score": [1.0, 2.0], "anomaly_rate": [0.0, 0.5]})
+    assert hourly_png(gapped).startswith(b"\x89PNG")

@@ -162,3 +162,25 @@ def test_build_report_end_to_end_without_dagster(tmp_path: Path) -> None:
         "pr_curve.png", "report.html", "score_histogram.png", "timeseries.png"]
     assert paths["report.html"].read_text("utf-8") == rendered.html
     assert (directory / "pr_curve.png").read_bytes() == rendered.figures["pr_curve"]
+
+
+def test_a_pipe_in_a_baseline_name_keeps_its_row_in_its_columns() -> None:
+    """The z-score baseline is named "max |z| over features": the evaluation and baseline
+    tables did not escape the pipe, and the HTML split on every pipe, so the row's numbers
+    moved two columns right."""
+    from ds_assets.reporting.evaluation import _markdown_table
+    from ds_assets.reporting.report_html import _cells
+
+    table = _markdown_table(["detector", "ROC-AUC"], [["zscore (max |z|)", "0.9"]])
+    header, _, row = table.splitlines()
+    assert _cells(row) == ["zscore (max |z|)", "0.9"] and len(_cells(header)) == 2
+
+
+def test_constant_scores_and_a_dollar_in_a_name_still_draw() -> None:
+    """All scores equal gave 60 equal bin edges and a log axis over no density (ValueError);
+    a host named web$^$prod went through matplotlib's math parser and failed the report."""
+    scores = np.full(50, 0.7)
+    labels = np.r_[np.ones(3, int), np.zeros(47, int)]
+    assert score_histogram_png(labels, scores, 0.9).startswith(b"\x89PNG")
+    assert timeseries_png(np.arange(50.0), scores, labels.astype(bool), labels, 0.9,
+                          title="Score over time (web$^$prod)").startswith(b"\x89PNG")
