@@ -97,7 +97,7 @@ def raw_telemetry_settings(ds: Dataset) -> dict[str, Any]:
     return {"key": ds.key("raw_telemetry"), "partitions_def": ds.partitions_def,
             "kinds": {"pandas", "parquet"}, "code_version": "1",
             "group_name": ds.scoped("telemetry"),
-            "required_resource_keys": {PIPELINE_METRICS_KEY}}
+            "required_resource_keys": {PIPELINE_METRICS_KEY, ds.registry_key}}
 
 
 def build_raw_telemetry_asset(ds: Dataset) -> dg.AssetsDefinition:
@@ -141,7 +141,13 @@ def ingested(context: dg.AssetExecutionContext, ds: Dataset, frame: pd.DataFrame
     failing rows, describe the rows, count them."""
     current = stored_partition(context.instance, context.asset_key, context.partition_key)
     if current is not None:
-        refuse_if_failing(ds, frame, current, context.partition_key, context.run_id)
+        # the blocking checks' own settings: this run's check config and the ranges it holds
+        # features to (learned ones too), else new rows passing here fail there, too late
+        ops: dict[str, Any] = dict(context.run.run_config.get("ops") or {})  # type: ignore[call-overload]
+        check = (ops.get(ds.scoped("raw_telemetry_expectations")) or {}).get("config") or {}
+        ranges, _ = check_ranges(ds, getattr(context.resources, ds.registry_key))
+        refuse_if_failing(ds, frame, current, context.partition_key, context.run_id,
+                          ranges=ranges, min_rows=TelemetryChecksConfig(**check).min_rows)
     context.add_output_metadata(
         {
             **telemetry_overview(frame),
@@ -170,13 +176,13 @@ def stored_partition(
     return path if path is not None and path.is_file() else None
 
 
-def refuse_if_failing(ds: Dataset, frame: pd.DataFrame, current: Path, day: str, run_id: str
-                      ) -> None:
-    """Validate a new version of a stored day before it can replace it: on failure the new
-    rows go to ``_refused/`` beside the day and the run fails naming the checks and the path."""
-    outcomes = validate_telemetry(frame, ds.validation_features(frame),
-                                  ranges=ds.feature_ranges(),
-                                  min_rows=TelemetryChecksConfig().min_rows)
+def refuse_if_failing(ds: Dataset, frame: pd.DataFrame, current: Path, day: str, run_id: str,
+                      *, ranges: dict[str, tuple[float, float]], min_rows: int) -> None:
+    """Validate a new version of a stored day before it can replace it, as the blocking checks
+    will (``ranges``, ``min_rows``): on failure the new rows go to ``_refused/`` beside the day
+    and the run fails naming the checks and the path."""
+    outcomes = validate_telemetry(frame, ds.validation_features(frame), ranges=ranges,
+                                  min_rows=min_rows)
     failed = {o.name: o.failures for o in outcomes.values() if not o.passed}
     if not failed:
         return

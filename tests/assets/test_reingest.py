@@ -70,3 +70,30 @@ def test_a_failing_new_version_is_refused_and_the_stored_day_kept(
     pd.testing.assert_frame_equal(pd.read_parquet(stored), good)  # nothing lost
     # downstream still trusts the day
     assert partitions_failing_checks(instance, [DAY], Dataset.default(settings)) == {}
+
+
+def test_the_new_version_is_held_to_the_runs_own_check_settings(
+    settings: Settings, tmp_path: Path
+) -> None:
+    """The pre-check used the default min_rows (10) and declared ranges only, not the run's
+    check config (nor learned ranges): 50 rows under a run's min_rows of 100 passed it,
+    replaced the good 288-row day, and only then failed the blocking check."""
+    defs = build_definitions(settings)
+    job = defs.resolve_job_def("ingest_telemetry")
+    instance = dg.DagsterInstance.ephemeral()
+
+    def ingest(path: Path) -> dg.ExecuteInProcessResult:
+        return job.execute_in_process(
+            instance=instance, partition_key=DAY, raise_on_error=False,
+            run_config={"ops": {
+                "raw_telemetry": {"config": {"source": "labeled_csv", "path": str(path),
+                                             "interval_seconds": 300}},
+                "raw_telemetry_expectations": {"config": {"min_rows": 100}}}})
+
+    assert ingest(_csv(tmp_path / "good.csv", 288)).success
+    stored = settings.data_dir / "assets" / "raw_telemetry" / f"{DAY}.parquet"
+    result = ingest(_csv(tmp_path / "short.csv", 50))
+    assert not result.success
+    assert "fail blocking check(s) ['minimum_row_count']" in _failure_text(result)
+    assert len(pd.read_parquet(stored)) == 288
+    assert partitions_failing_checks(instance, [DAY], Dataset.default(settings)) == {}
