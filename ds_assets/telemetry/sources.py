@@ -89,12 +89,12 @@ def read_labeled_file(
         out[TIMESTAMP] = start + pd.to_timedelta(np.arange(len(raw)) * interval_seconds, unit="s")
     out[TIMESTAMP] = pd.to_datetime(out[TIMESTAMP], utc=True)
     out["host_id"] = host_id or path.stem
+    # ids as text, a missing one kept missing (astype(str) made it the host "nan", which no
+    # check refuses): the blocking not-null check names it
     if "host_id" in raw.columns:
-        out["host_id"] = raw["host_id"].astype(str).to_numpy()
-    out["region"] = raw["region"].astype(str).to_numpy() if "region" in raw.columns else "unknown"
-    out["project_id"] = (
-        raw["project_id"].astype(str).to_numpy() if "project_id" in raw.columns else "unknown"
-    )
+        out["host_id"] = _text(raw["host_id"])
+    out["region"] = _text(raw["region"]) if "region" in raw.columns else "unknown"
+    out["project_id"] = _text(raw["project_id"]) if "project_id" in raw.columns else "unknown"
     for name in features:
         values = pd.to_numeric(raw[name], errors="coerce")
         bad = values.isna() & raw[name].notna()
@@ -134,3 +134,9 @@ def _in_day(out: pd.DataFrame, start: pd.Timestamp, path: Path, day: str) -> pd.
     if out.empty:
         raise SourceError(f"{path}: no rows fall inside partition {day} (UTC)")
     return out.sort_values(["host_id", TIMESTAMP], kind="stable").reset_index(drop=True)
+
+
+def _text(values: pd.Series) -> np.ndarray:
+    """Ids as text (object), a missing one as None."""
+    return values.astype(object).where(values.notna(), None).map(
+        lambda v: v if v is None else str(v)).to_numpy(object)

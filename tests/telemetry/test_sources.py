@@ -65,6 +65,21 @@ def test_an_empty_cell_is_missing_for_the_not_null_check(tmp_path: Path) -> None
     assert read_labeled_file(path, DAY)["f5"].isna().tolist() == [False, True, False]
 
 
+def test_an_empty_id_is_missing_not_the_host_nan(tmp_path: Path) -> None:
+    """astype(str) made an empty host_id the host "nan", which every blocking check passed."""
+    from ds_assets.dataset import Dataset
+    from ds_assets.telemetry.validation import validate_telemetry
+
+    path = _csv(tmp_path / "x.csv", rows=12, host_id=["web-1"] * 10 + ["", ""],
+                region=["eu"] * 11 + [""])
+    frame = read_labeled_file(path, DAY)
+    assert frame["host_id"].isna().sum() == 2 and "nan" not in set(frame["host_id"].dropna())
+    assert frame["region"].isna().sum() == 1
+    ds = Dataset(name="default", model_name="m", partitions_start=DAY)
+    outcomes = validate_telemetry(frame, ds.validation_features(frame), min_rows=1)
+    assert not outcomes["features_not_null"].passed
+
+
 def test_fractional_label_is_named_not_truncated(tmp_path: Path) -> None:
     path = _csv(tmp_path / "x.csv", rows=3, label=[0, 0.5, 1])
     with pytest.raises(SourceError, match=r"column 'label' must be 0 or 1, row 1 holds 0.5\b"):
