@@ -3,6 +3,7 @@
 
 import json
 import os
+from typing import Any
 
 import dagster as dg
 
@@ -50,14 +51,20 @@ def build_promotion_sensor(
         records = context.instance.fetch_materializations(
             dg.AssetRecordsFilter(asset_key=champion_key,
                                   after_storage_id=state.get("storage_id")),
-            limit=1,
+            limit=100,  # newest first: every change since the last tick, not only the last
         ).records
         if not records or records[0].asset_materialization is None:
             return dg.SkipReason("no new champion materialization")
-        meta = records[0].asset_materialization.metadata
-        version = str(meta["champion_version"].value) if "champion_version" in meta else ""
+
+        def version_of(record: Any) -> str:
+            meta = record.asset_materialization.metadata if record.asset_materialization else {}
+            return str(meta["champion_version"].value) if "champion_version" in meta else ""
+
+        version = version_of(records[0])
         cursor = json.dumps({"storage_id": records[0].storage_id, "version": version})
-        if not version or version == state.get("version"):
+        # unchanged only when no other version served in between: v1 -> v2 -> v1 between two
+        # ticks (a rollback while the sensor was stopped) left days scored by v2 behind
+        if not version or {version_of(r) for r in records} == {state.get("version")}:
             return dg.SensorResult(skip_reason=f"champion still v{version or '-'}",
                                    cursor=cursor)
         recent = materialized_partitions(context.instance, scored_key)[-n_partitions:]

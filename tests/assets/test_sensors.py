@@ -459,3 +459,22 @@ def test_automation_starts_running_only_when_switched_on(
     assert automated == {"scored_telemetry", "drift_report", "alerts", "shadow_report"}
     targeted = automation.asset_selection.resolve(graph)  # type: ignore[union-attr]
     assert {k.to_user_string() for k in targeted} == automated
+
+
+def test_a_rollback_between_two_ticks_still_rescores_what_the_other_version_scored(
+    instance: dg.DagsterInstance, settings: Settings
+) -> None:
+    """v1 -> v2 -> v1 while the sensor was stopped: it read only the newest materialization,
+    found the version it knew, and never re-scored the day v2 scored meanwhile."""
+    sensor = build_promotion_sensor(DEFAULT, n_partitions=4)
+    defs = build_definitions(settings)
+    for day in DAYS[:8]:
+        _report(instance, "scored_telemetry", day, model_version="1")
+    _report(instance, "champion", None, champion_version="1", promoted=True)
+    _, _, cursor = _tick(sensor, instance, None, defs)
+    _report(instance, "champion", None, champion_version="2", promoted=True)
+    _report(instance, "scored_telemetry", DAYS[7], model_version="2")  # the automation, on v2
+    _report(instance, "champion", None, champion_version="1", promoted=True)  # rolled back
+    requests, _, cursor = _tick(sensor, instance, cursor, defs)
+    assert [r.partition_key for r in requests] == [DAYS[7]]
+    assert {r.tags["datasentinel/champion"] for r in requests} == {"1"}
