@@ -36,23 +36,25 @@ def _env(name: str, default: Any) -> Any:
     return os.environ.get(name, default)
 
 
-def _number(convert: Any, env: str, low: float | None = None, high: float | None = None,
-            ) -> Any:
+def _number(convert: Any, env: str | None, low: float | None = None,
+            high: float | None = None) -> Any:
     """An argparse ``type`` for a number flag whose default comes from ``env``: argparse parses
     a string default with it too, so a bad environment value is an error naming the variable
     (exit 2), not a traceback, and only for the command that uses it; out-of-range values are
     refused (gRPC wraps port 70000 to 4464 silently)."""
+    source = f"(the flag, or {env})" if env else "(the flag)"
+
     def parse(text: str) -> Any:
         try:
             value = convert(text)
         except (TypeError, ValueError):
             raise argparse.ArgumentTypeError(
                 f"{text!r} is not {'an integer' if convert is int else 'a number'} "
-                f"(the flag, or {env})") from None
+                f"{source}") from None
         if value != value or (low is not None and value < low) or (
                 high is not None and value > high):
             bounds = f"{low:g}..{high:g}" if high is not None else f">= {low:g}"
-            raise argparse.ArgumentTypeError(f"{text!r} is outside {bounds} (the flag, or {env})")
+            raise argparse.ArgumentTypeError(f"{text!r} is outside {bounds} {source}")
         return value
     return parse
 
@@ -109,10 +111,14 @@ def _add_client_flags(p: argparse.ArgumentParser) -> None:
                    help="client private key for mutual TLS")
     p.add_argument("--server-name", default=_env("DS_SCORER_SERVER_NAME", None),
                    help="expected server certificate name when it differs from the target host")
-    p.add_argument("--timeout", type=float, default=30.0, help="per-RPC deadline in seconds")
+    p.add_argument("--timeout", type=_number(float, None, 0.001, 86400),
+                   default=30.0, help="per-RPC deadline in seconds (default %(default)s)")
 
 
 def _client(args: argparse.Namespace) -> ScorerClient:
+    if args.server_name and not (args.tls or args.tls_ca or args.tls_cert):
+        raise ValueError("--server-name checks the server's certificate name: it needs TLS "
+                         "(--tls or --tls-ca)")
     return ScorerClient(
         args.target, token=_token(args), timeout=args.timeout, tls=args.tls,
         tls_ca=args.tls_ca, tls_cert=args.tls_cert, tls_key=args.tls_key,

@@ -477,3 +477,14 @@ def test_an_explain_answer_larger_than_the_request_limit_is_still_sent(tmp_path:
         result = client.score(normal_rows(n), explain=True)
     assert len(result.scores) == n and result.feature_errors is not None
     assert result.feature_errors.shape == (n, len(FEATURES))
+
+
+def test_client_flags_that_cannot_work_are_refused(capsys: pytest.CaptureFixture[str]) -> None:
+    """--timeout 0 gave a bare DEADLINE_EXCEEDED; --server-name without TLS was ignored."""
+    with pytest.raises(SystemExit) as exited:
+        main(["info", "--timeout", "0"])
+    assert exited.value.code == 2
+    assert "argument --timeout: '0' is outside 0.001..86400 (the flag)" in capsys.readouterr().err
+    assert main(["info", "--target", "127.0.0.1:1", "--server-name", "scorer"]) == 2
+    assert "--server-name checks the server's certificate name: it needs TLS" in (
+        capsys.readouterr().err)
