@@ -381,6 +381,9 @@ def write_bundle(
 ) -> Bundle:
     """Stage, verify and publish a new immutable version; returns the loaded bundle."""
     root = model_dir(models_dir, name)
+    if version is not None and (not isinstance(version, str) or not version):
+        raise BundleError(f"model {name!r}: version {version!r} must be a non-empty text "
+                          "(or None for the next number)")
     try:  # before anything is staged
         FeatureGroups.build(features, feature_groups)
     except FeatureGroupError as exc:
@@ -409,7 +412,8 @@ def write_bundle(
                 fh.flush()
                 os.fsync(fh.fileno())  # durable before the rename publishes it
         for _attempt in range(100):
-            chosen = _check_name("version", version or _next_version(models_dir, name))
+            chosen = _check_name("version", version if version is not None
+                                 else _next_version(models_dir, name))
             manifest = Manifest(
                 name=name,
                 version=chosen,

@@ -29,6 +29,10 @@ class FeatureGroups:
     def build(cls, features: Sequence[str], groups: Mapping[str, Sequence[str]] | None
               ) -> FeatureGroups:
         features = list(features)
+        repeated = sorted({f for f in features if features.count(f) > 1})
+        if repeated:  # one column per feature: a repeat is a mistake, not a group clash
+            raise FeatureGroupError(f"feature(s) {repeated} listed more than once; each "
+                                    "feature is one input column")
         index = {f: i for i, f in enumerate(features)}
         seen: dict[str, str] = {}
         names: list[str] = []

@@ -314,3 +314,18 @@ def test_the_scorer_refuses_a_pointer_to_a_copied_version_once(
     outcomes = asyncio.run(polls())
     assert outcomes == ["failure"] * 3 and loads == ["2"]
     assert not any(isinstance(o, Candidate) for o in outcomes)
+
+
+@pytest.mark.parametrize(("kwargs", "message"), [
+    ({"features": [*FEATURES[:3], FEATURES[0]]},
+     r"feature\(s\) \['f1'\] listed more than once"),
+    ({"version": ""}, r"version '' must be a non-empty text"),
+    ({"version": 3}, r"version 3 must be a non-empty text"),
+])
+def test_write_bundle_names_a_repeated_feature_and_a_version_that_is_not_text(
+    tmp_path: Path, onnx_bytes: bytes, kwargs: dict[str, object], message: str,
+) -> None:
+    """A repeated feature read as a group clash ("has the name of a feature outside it"); an
+    empty version fell back to automatic numbering, an int one raised a raw TypeError."""
+    with pytest.raises(b.BundleError, match=message):
+        _write(tmp_path / "models", onnx_bytes, **kwargs)
