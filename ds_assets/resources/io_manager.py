@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import dagster as dg
+import numpy as np
 import pandas as pd
 import pyarrow.parquet as pq
 
@@ -36,6 +37,16 @@ class StoredTable:
     a file it wrote, which the IO manager moves into place atomically."""
 
     path: Path
+
+
+def _json_value(value: Any) -> Any:
+    """What JSON cannot hold as is: numpy numbers as numbers (``str`` made them text, so a
+    count came back as "3"), anything else as its text."""
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    return str(value)
 
 
 def _place(path: Path, table: StoredTable) -> None:
@@ -80,7 +91,7 @@ CODECS: tuple[_Codec, ...] = (
     _Codec(
         "json",
         dict,
-        lambda p, v: atomic_write_bytes(p, json.dumps(v, indent=2, default=str).encode()),
+        lambda p, v: atomic_write_bytes(p, json.dumps(v, indent=2, default=_json_value).encode()),
         lambda p: json.loads(p.read_text("utf-8")),
     ),
     _Codec("onnx", OnnxGraph, lambda p, v: atomic_write_bytes(p, v.data),

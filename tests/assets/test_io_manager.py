@@ -50,6 +50,19 @@ def test_json_and_onnx_values(tmp_path: Path) -> None:
     )
 
 
+def test_numpy_numbers_in_a_json_output_come_back_as_numbers(tmp_path: Path) -> None:
+    """``default=str`` wrote numpy scalars as text: a count came back as "3"."""
+    import numpy as np
+
+    manager = LocalArtifactIOManager(base_dir=str(tmp_path))
+    value = {"rows": np.int64(3), "threshold": np.float32(0.5), "flag": np.bool_(True),
+             "series": np.array([1, 2]), "when": pd.Timestamp("2026-11-01", tz="UTC")}
+    manager.handle_output(dg.build_output_context(asset_key=dg.AssetKey("r")), value)
+    back = manager.load_input(dg.build_input_context(asset_key=dg.AssetKey("r")))
+    assert back == {"rows": 3, "threshold": 0.5, "flag": True, "series": [1, 2],
+                    "when": "2026-11-01 00:00:00+00:00"}
+
+
 def test_missing_asset_error_names_it(tmp_path: Path) -> None:
     manager = LocalArtifactIOManager(base_dir=str(tmp_path))
     context = dg.build_input_context(asset_key=dg.AssetKey("raw"), partition_key="2026-11-09")
