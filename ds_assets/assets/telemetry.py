@@ -307,8 +307,28 @@ def partitions_failing_checks(
     )
     failing: dict[str, list[str]] = {}
     for info in infos:
-        if info.partition_key is None or not info.is_current:
+        if info.partition_key is None:
+            continue
+        status = info.latest_execution_status.value  # the enum is not public API
+        if status == "PLANNED" and _crashed_on_the_stored_day(instance, info):
+            failing.setdefault(info.partition_key, []).append(info.check_key.name)
+            continue
+        if not info.is_current:
             continue  # the check ran on an older materialization of this partition
-        if info.latest_execution_status.value == "FAILED":  # the enum is not public API
+        if status == "FAILED":
             failing.setdefault(info.partition_key, []).append(info.check_key.name)
     return {day: sorted(names) for day, names in sorted(failing.items())}
+
+
+def _crashed_on_the_stored_day(instance: dg.DagsterInstance, info: Any) -> bool:
+    """The check's latest run stored this day's data and ended without a check result (the
+    check raised): the stored day never passed. (A run whose new rows were refused before
+    they were stored leaves the earlier, checked version in place.)"""
+    run_id = info.latest_planned_run_id
+    run = instance.get_run_by_id(run_id) if run_id else None
+    if run is None or not run.is_finished:
+        return False
+    latest = instance.fetch_materializations(
+        dg.AssetRecordsFilter(asset_key=info.check_key.asset_key,
+                              asset_partitions=[info.partition_key]), limit=1).records
+    return bool(latest) and latest[0].run_id == run_id

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import dagster as dg
 import pandas as pd
+import pytest
 
 from ds_assets.assets.telemetry import partitions_failing_checks
 from ds_assets.dataset import Dataset
@@ -97,3 +98,26 @@ def test_the_new_version_is_held_to_the_runs_own_check_settings(
     assert "fail blocking check(s) ['minimum_row_count']" in _failure_text(result)
     assert len(pd.read_parquet(stored)) == 288
     assert partitions_failing_checks(instance, [DAY], Dataset.default(settings)) == {}
+
+
+def test_a_day_whose_checks_crashed_counts_as_failing(
+    settings: Settings, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A blocking check that raised left its record PLANNED, not FAILED, and the day then
+    read as passing to every later retrain and re-score."""
+    import ds_assets.assets.telemetry as telemetry
+
+    def crash(*_: object, **__: object) -> None:
+        raise RuntimeError("validation crashed")
+
+    monkeypatch.setattr(telemetry, "validate_telemetry", crash)
+    defs = build_definitions(settings)
+    instance = dg.DagsterInstance.ephemeral()
+    result = defs.resolve_job_def("ingest_telemetry").execute_in_process(
+        instance=instance, partition_key=DAY, raise_on_error=False,
+        run_config={"ops": {"raw_telemetry": {"config": {
+            "source": "labeled_csv", "path": str(_csv(tmp_path / "good.csv", 288)),
+            "interval_seconds": 300}}}})
+    assert not result.success
+    failing = partitions_failing_checks(instance, [DAY], Dataset.default(settings))
+    assert DAY in failing and "minimum_row_count" in failing[DAY]
