@@ -63,7 +63,7 @@ def calibrate_quantile(
             + (f" ({unscored} rows had no score, e.g. shorter than the window)" if unscored else "")
         )
     q = float(np.quantile(kept.astype(np.float64), quantile))
-    value = float(np.float32(q * margin))
+    value = float(np.float32(widened(q, margin)))
     rule = {
         "rule": "quantile",
         "quantile": quantile,
@@ -142,8 +142,15 @@ def pot_at(fitted: dict[str, Any], risk: float, margin: float = 1.0,
         z = initial - scale * float(np.log(ratio))
     else:
         z = initial + scale / shape * (ratio ** (-shape) - 1.0)
-    return float(np.float32(z * margin)), {**fitted, "risk": risk, "margin": margin,
-                                           "pot_value": float(z)}
+    return float(np.float32(widened(z, margin))), {**fitted, "risk": risk, "margin": margin,
+                                                    "pot_value": float(z)}
+
+
+def widened(value: float, margin: float) -> float:
+    """``value`` moved away from zero by ``margin`` (x margin for a positive value): a margin
+    above 1 always raises the threshold, also for a negative score scale, where multiplying
+    lowered it and flagged most normal rows."""
+    return value + (margin - 1.0) * abs(value)
 
 
 def calibrate_best_f1(scores: np.ndarray, labels: np.ndarray) -> tuple[float, dict[str, Any]]:
@@ -218,6 +225,8 @@ def calibrate_threshold(
     if rule not in RULES:
         raise ThresholdError(f"threshold rule={rule!r}: choose one of {', '.join(RULES)}")
     y = None if labels is None else np.asarray(labels).ravel()
+    if y is not None and len(y) != np.asarray(scores).size:
+        raise ThresholdError(f"got {np.asarray(scores).size} scores but {len(y)} labels")
     # count classes among scored rows only: a temporal model's warm-up rows have no score
     scored_y = None if y is None else y[np.isfinite(np.asarray(scores, np.float64).ravel())]
     has_both = scored_y is not None and 0 < int((scored_y == 1).sum()) < len(scored_y)

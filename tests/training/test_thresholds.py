@@ -182,3 +182,21 @@ def test_an_entity_whose_rule_fails_keeps_the_global_threshold() -> None:
         entity_thresholds(np.ones(100), ids[:3], rule)
     with pytest.raises(ThresholdError, match=r"min_entity_rows=0 must be a whole number >= 1"):
         entity_thresholds(np.ones(100), ids, rule, min_rows=0)
+
+
+def test_a_margin_above_one_raises_the_threshold_on_negative_scores_too() -> None:
+    """threshold = value x margin lowered a negative value: at margin 1.5 about 91 % of the
+    normal rows were flagged."""
+    scores = (-np.random.default_rng(0).exponential(1.0, 1000) - 5.0).astype(np.float32)
+    for rule in ("quantile", "pot"):
+        plain, _ = calibrate_threshold(scores, rule=rule, margin=1.0)
+        wide, _ = calibrate_threshold(scores, rule=rule, margin=1.5)
+        assert wide > plain and (scores > np.float32(wide)).mean() <= 0.01, rule
+    positive = np.arange(1.0, 101.0)
+    assert calibrate_threshold(positive, rule="quantile", quantile=0.5, margin=2.0)[0] == \
+        pytest.approx(2 * np.quantile(positive, 0.5))  # unchanged for a positive value
+
+
+def test_labels_of_another_length_are_named() -> None:
+    with pytest.raises(ThresholdError, match="got 4 scores but 3 labels"):
+        calibrate_threshold(np.r_[0.0, 1, 2, 3], np.r_[0, 0, 1])
