@@ -64,6 +64,10 @@ class DetectorConfigError(ValueError):
     """A detector configuration or dataset that cannot work; the message names the value."""
 
 
+# numeric parameters that may be None (no cap, no flat-line term)
+_OPTIONAL_NUMBERS = frozenset({"max_train_rows", "max_components", "flatline_quantile"})
+
+
 @dataclass(frozen=True)
 class DetectorParams:
     """Family and hyper-parameters; fields of other families are ignored (and not validated
@@ -114,6 +118,17 @@ class DetectorParams:
 
         def bad(name: str, why: str) -> DetectorConfigError:
             return DetectorConfigError(f"{name}={getattr(self, name)!r}: {why}")
+
+        # numbers must be numbers (YAML reads 1e-3 as text, and the checks below compare)
+        for f in fields(self):
+            value, default = getattr(self, f.name), f.default
+            if isinstance(default, bool) or not isinstance(default, int | float):
+                continue
+            if value is None and f.name in _OPTIONAL_NUMBERS:
+                continue
+            if isinstance(value, bool) or not isinstance(value, int | float):
+                raise bad(f.name, "must be a number (in YAML write 0.001 or 1.0e-3: 1e-3 "
+                                  "without a dot reads as text)")
 
         if self.family not in FAMILIES:
             raise bad("family", f"unknown detector family; choose one of {', '.join(FAMILIES)}")

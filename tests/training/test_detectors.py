@@ -184,6 +184,8 @@ def test_pca_keeps_a_residual_subspace_and_caps_components() -> None:
         ({"family": "pca", "pca_combine": "mean"}, "pca_combine='mean'"),
         ({"family": "pca", "t2_weight": 2.0}, "t2_weight=2.0"),
         ({"error_scale": "max"}, "error_scale='max': choose one of none, validation"),
+        ({"learning_rate": "1e-3"}, r"learning_rate='1e-3': must be a number \(in YAML"),
+        ({"seed": None}, "seed=None: must be a number"),
     ],
 )
 def test_bad_params_name_the_value(changes: dict[str, object], message: str) -> None:
