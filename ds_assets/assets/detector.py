@@ -398,6 +398,8 @@ def build_onnx_parity_check(ds: Dataset) -> dg.AssetChecksDefinition:
                 "max_abs_diff_feature_errors": result.max_abs_diff_feature_errors,
                 "max_rel_diff": result.max_rel_diff,
                 "tolerance_rel": result.tolerance,
+                "max_element_rel_diff": result.max_element_rel_diff,
+                "tolerance_element_rel": result.element_tolerance,
             },
         )
 

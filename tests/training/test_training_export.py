@@ -107,3 +107,18 @@ def test_parity_detects_a_different_model() -> None:
     other = tiny_model(epochs=3, seed=5)
     result = check_parity(model, export_onnx(other), correlated_rows(64, 2))
     assert not result.passed and result.max_rel_diff > 1e-3
+
+
+def test_parity_is_also_judged_element_by_element() -> None:
+    """Against the batch's largest magnitude only, one anomaly scoring 1e6 hid a normal row
+    scoring 5.0 instead of 0.02; a wrong output shape broadcast silently. Float32 noise (a
+    relative 1e-7 per element here) still passes."""
+    from ds_assets.training.export import compare_outputs
+
+    ref = (np.array([1e6, 0.01, 0.02]), np.array([[1e5, 0.0], [0.001, 0.0], [0.002, 0.0]]))
+    off = (np.array([1e6, 0.01, 5.0]), np.array([[1e5, 0.0], [0.001, 0.0], [0.5, 0.0]]))
+    result = compare_outputs(ref, off, 1e-5, "torch")
+    assert result.max_rel_diff <= 1e-5 and not result.passed
+    assert result.max_element_rel_diff > result.element_tolerance == 1e-3
+    assert compare_outputs(ref, (ref[0] * (1 + 1e-7), ref[1] * (1 + 1e-7)), 1e-5, "t").passed
+    assert not compare_outputs(ref, (ref[0][:1], ref[1][:1]), 1e-5, "torch").passed
