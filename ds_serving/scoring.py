@@ -189,6 +189,14 @@ class Scorer:
         )
 
 
+def ranked(scores: np.ndarray) -> np.ndarray:
+    """Scores as float64 for ranking and distributions: +inf (``_scored``'s mark of a score the
+    graph could not compute) as the largest float32, so it counts and ranks above every finite
+    score; NaN (no score) stays NaN."""
+    values = np.asarray(scores, dtype=np.float64)
+    return np.where(np.isposinf(values), float(np.finfo(np.float32).max), values)
+
+
 def _scored(scores: np.ndarray) -> np.ndarray:
     """The graph's scores as float32, NaN as +inf: every input the graph ran on is scored, and
     NaN there is inf - inf on extreme (finite) features, the most anomalous row there is. NaN

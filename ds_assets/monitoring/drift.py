@@ -24,6 +24,7 @@ from ds_assets.monitoring.sketches import (
     ks_grid,
 )
 from ds_assets.telemetry.schema import LABEL
+from ds_serving.scoring import ranked
 
 # an unlabeled day with less than this share of its rows unflagged is compared on every score
 MIN_UNFLAGGED_SHARE = 0.5
@@ -131,7 +132,7 @@ def score_shift(
     incidents are the alerts' business; drift is a shift of what is normal)."""
     if not labeled and SCORE_BELOW in reference.sketches:
         return _unlabeled_score_shift(reference, scores, flags)
-    sample = None if scores is None else finite_values(_ranked(scores), "scores")
+    sample = None if scores is None else finite_values(ranked(scores), "scores")
     thr = sized_thresholds(reference, SCORE, 0 if sample is None else sample.size)
     out: dict[str, Any] = {
         "reference_anomaly_rate": reference.anomaly_rate,
@@ -164,7 +165,7 @@ def _unlabeled_score_shift(
     out["thresholds"] = reference.thresholds[SCORE_BELOW]
     if scores is None:
         return out
-    every = _ranked(scores)
+    every = ranked(scores)
     sample = every
     if flags is not None and len(flags):
         flagged = np.asarray(flags, dtype=bool)
@@ -215,14 +216,6 @@ def sized_thresholds(reference: DriftReference, key: str, n: int) -> dict[str, f
         thr["anomaly_rate_shift"] = max(thr["anomaly_rate_shift"],
                                         sigmas * math.sqrt(p * (1.0 - p) / n))
     return thr
-
-
-def _ranked(scores: np.ndarray) -> np.ndarray:
-    """Scores for distribution statistics: +inf (a score the graph could not compute, the most
-    extreme there is) as the largest float32, so it counts and ranks above every finite score;
-    NaN (no score) stays out."""
-    values = np.asarray(scores, dtype=np.float64)
-    return np.where(np.isposinf(values), float(np.finfo(np.float32).max), values)
 
 
 def comparable_rows(frame: pd.DataFrame) -> np.ndarray:

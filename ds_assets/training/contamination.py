@@ -24,6 +24,7 @@ from ds_assets.monitoring.alerts import ENTITY, alert_events
 from ds_assets.telemetry.schema import TIMESTAMP
 from ds_assets.training.dataset_scoring import dataset_scorer, score_frame
 from ds_serving.bundle import load_bundle
+from ds_serving.scoring import ranked
 
 MAX_FLAG_RATE = 0.05  # above this share of flagged rows the champion does not describe the day
 DEFAULT_SHARE = 0.02
@@ -76,10 +77,11 @@ def trim_top(scores: np.ndarray, candidates: np.ndarray, share: float) -> np.nda
     pool = np.asarray(candidates, bool) & ~np.isnan(scores)
     if share <= 0 or not pool.any():
         return keep
-    # +inf (a score the graph could not compute) is the most anomalous row: it ranks first
-    ranked = np.where(np.isposinf(scores), np.finfo(np.float64).max, scores)
-    cut = float(np.quantile(ranked[pool], 1.0 - share))
-    keep[pool & (ranked > cut)] = False
+    # +inf (a score the graph could not compute) is the most anomalous row: it ranks first,
+    # and goes even when ties at the top put the cut on it
+    order = ranked(scores)
+    cut = float(np.quantile(order[pool], 1.0 - share))
+    keep[pool & (order > cut)] = False
     keep[pool & np.isposinf(scores)] = False
     return keep
 
