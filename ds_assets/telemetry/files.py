@@ -220,14 +220,12 @@ def settled_format(values: pd.Series, spec: DatasetSpec, path: Path) -> str | No
     if written.empty:
         return None
     first = str(written.iloc[0])
-    with warnings.catch_warnings():  # pandas notes a guess that could only be day-first
+    with warnings.catch_warnings():  # pandas notes guesses against the day-first setting
         warnings.simplefilter("ignore", UserWarning)
         month_first = guess_datetime_format(first)
+        day_first = guess_datetime_format(first, dayfirst=True)
     if month_first is None or month_first.startswith("%Y"):  # year first: no day/month doubt
         return month_first
-    with warnings.catch_warnings():  # pandas notes when day-first is asked and cannot apply
-        warnings.simplefilter("ignore", UserWarning)
-        day_first = guess_datetime_format(first, dayfirst=True)
     if day_first in (None, month_first):
         return month_first
     fits = [f for f in (day_first, month_first)
@@ -243,7 +241,7 @@ def settled_format(values: pd.Series, spec: DatasetSpec, path: Path) -> str | No
 
 
 def timestamps_utc(values: pd.Series, spec: DatasetSpec, path: Path, first_line: int,
-                fmt: str | None = None) -> np.ndarray:
+                   fmt: str | None = None) -> np.ndarray:
     """UTC instants: values written with an offset keep it, values without one are local
     time in ``timestamp.timezone``, in any mix."""
     column = spec.timestamp.column
@@ -292,15 +290,13 @@ def _other_form(written: pd.Series, naive: bool, timezone: str) -> pd.Series:
     """UTC instants of values the file's format did not parse: each as written, local time
     when ``naive`` (no offset), NaT where it is no timestamp (or a skipped local time)."""
     offset = written.str.contains(_OFFSET, regex=True).to_numpy()
-    if naive:
-        keep = written[~offset]
-        parsed = pd.to_datetime(keep, format="mixed", errors="coerce")
-        local = parsed.dt.tz_localize(timezone, ambiguous="NaT", nonexistent="NaT")
-        out = pd.Series(pd.NaT, index=written.index, dtype="datetime64[ns, UTC]")
-        out[~offset] = local.dt.tz_convert("UTC")
-        return out
     out = pd.Series(pd.NaT, index=written.index, dtype="datetime64[ns, UTC]")
-    out[offset] = pd.to_datetime(written[offset], format="mixed", errors="coerce", utc=True)
+    if naive:
+        parsed = pd.to_datetime(written[~offset], format="mixed", errors="coerce")
+        local = parsed.dt.tz_localize(timezone, ambiguous="NaT", nonexistent="NaT")
+        out[~offset] = local.dt.tz_convert("UTC")
+    else:
+        out[offset] = pd.to_datetime(written[offset], format="mixed", errors="coerce", utc=True)
     return out
 
 
