@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import dagster as dg
 import pandas as pd
@@ -35,19 +37,27 @@ def _failure_text(result: dg.ExecuteInProcessResult) -> str:
     return "\n".join(texts)
 
 
+def _ingester(settings: Settings, instance: dg.DagsterInstance,
+              checks: dict[str, Any] | None = None,
+              ) -> Callable[[Path], dg.ExecuteInProcessResult]:
+    """Ingests a labeled CSV as DAY's raw telemetry (``checks``: the blocking checks' config)."""
+    job = build_definitions(settings).resolve_job_def("ingest_telemetry")
+
+    def ingest(path: Path) -> dg.ExecuteInProcessResult:
+        ops: dict[str, Any] = {"raw_telemetry": {"config": {
+            "source": "labeled_csv", "path": str(path), "interval_seconds": 300}}}
+        if checks is not None:
+            ops["raw_telemetry_expectations"] = {"config": checks}
+        return job.execute_in_process(instance=instance, partition_key=DAY,
+                                      raise_on_error=False, run_config={"ops": ops})
+    return ingest
+
+
 def test_a_failing_new_version_is_refused_and_the_stored_day_kept(
     settings: Settings, tmp_path: Path
 ) -> None:
-    defs = build_definitions(settings)
-    job = defs.resolve_job_def("ingest_telemetry")
     instance = dg.DagsterInstance.ephemeral()
-
-    def ingest(path: Path) -> dg.ExecuteInProcessResult:
-        return job.execute_in_process(
-            instance=instance, partition_key=DAY, raise_on_error=False,
-            run_config={"ops": {"raw_telemetry": {"config": {
-                "source": "labeled_csv", "path": str(path), "interval_seconds": 300}}}})
-
+    ingest = _ingester(settings, instance)
     assert ingest(_csv(tmp_path / "good.csv", 288)).success
     stored = settings.data_dir / "assets" / "raw_telemetry" / f"{DAY}.parquet"
     good = pd.read_parquet(stored)
@@ -79,18 +89,8 @@ def test_the_new_version_is_held_to_the_runs_own_check_settings(
     """The pre-check used the default min_rows (10) and declared ranges only, not the run's
     check config (nor learned ranges): 50 rows under a run's min_rows of 100 passed it,
     replaced the good 288-row day, and only then failed the blocking check."""
-    defs = build_definitions(settings)
-    job = defs.resolve_job_def("ingest_telemetry")
     instance = dg.DagsterInstance.ephemeral()
-
-    def ingest(path: Path) -> dg.ExecuteInProcessResult:
-        return job.execute_in_process(
-            instance=instance, partition_key=DAY, raise_on_error=False,
-            run_config={"ops": {
-                "raw_telemetry": {"config": {"source": "labeled_csv", "path": str(path),
-                                             "interval_seconds": 300}},
-                "raw_telemetry_expectations": {"config": {"min_rows": 100}}}})
-
+    ingest = _ingester(settings, instance, checks={"min_rows": 100})
     assert ingest(_csv(tmp_path / "good.csv", 288)).success
     stored = settings.data_dir / "assets" / "raw_telemetry" / f"{DAY}.parquet"
     result = ingest(_csv(tmp_path / "short.csv", 50))
@@ -111,13 +111,8 @@ def test_a_day_whose_checks_crashed_counts_as_failing(
         raise RuntimeError("validation crashed")
 
     monkeypatch.setattr(telemetry, "validate_telemetry", crash)
-    defs = build_definitions(settings)
     instance = dg.DagsterInstance.ephemeral()
-    result = defs.resolve_job_def("ingest_telemetry").execute_in_process(
-        instance=instance, partition_key=DAY, raise_on_error=False,
-        run_config={"ops": {"raw_telemetry": {"config": {
-            "source": "labeled_csv", "path": str(_csv(tmp_path / "good.csv", 288)),
-            "interval_seconds": 300}}}})
+    result = _ingester(settings, instance)(_csv(tmp_path / "good.csv", 288))
     assert not result.success
     failing = partitions_failing_checks(instance, [DAY], Dataset.default(settings))
     assert DAY in failing and "minimum_row_count" in failing[DAY]
