@@ -26,6 +26,8 @@ from ds_assets.telemetry.sources import SourceError
 
 DEFS_DIR = Path(__file__).parent / "defs"
 COMPONENT_TYPE = f"{TelemetryDataset.__module__}.{TelemetryDataset.__name__}"
+# ``training.detectors.FAMILIES``, spelled out: importing it would load torch for every command
+FAMILY_CHOICES = ["dense_ae", "temporal_ae", "pca", "fused", "window_knn"]
 
 
 def declaration_path(name: str, defs_dir: Path = DEFS_DIR) -> Path:
@@ -197,7 +199,7 @@ def main(argv: list[str] | None = None) -> int:
                     help="label values that mark an anomaly (default: 1, or words such as "
                          "anomaly, attack, fault in a text column)")
     sc.add_argument("--exclude", nargs="*", help="columns that are not features")
-    sc.add_argument("--family", choices=["dense_ae", "temporal_ae", "pca", "fused"])
+    sc.add_argument("--family", choices=FAMILY_CHOICES)
     sc.add_argument("--force", action="store_true", help="replace an existing declaration")
     mat = commands.add_parser("materialize", help="run a declared dataset end to end")
     mat.add_argument("name")

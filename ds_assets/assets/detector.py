@@ -180,6 +180,7 @@ class Family(Enum):
     temporal_ae = "temporal_ae"
     pca = "pca"
     fused = "fused"
+    window_knn = "window_knn"
 
 
 _DEFAULTS = DetectorParams()
@@ -222,6 +223,11 @@ class DetectorConfig(dg.Config):
     scale_quantile: float = _DEFAULTS.scale_quantile
     # fused (z-score + pca + temporal_ae with the fields above)
     fusion_quantile: float = _DEFAULTS.fusion_quantile
+    # window_knn: distance to the nearest training window at each scale (rows); its window is
+    # the largest scale
+    scales: list[int] = list(_DEFAULTS.scales)
+    scale_points: int = _DEFAULTS.scale_points
+    bank_size: int = _DEFAULTS.bank_size
     # where autoencoders train (not part of the model): auto = CUDA where torch sees a GPU
     device: str = "auto"  # auto | cpu | cuda
     # expected share of anomalous rows in unlabeled days: that share of them, the highest by
@@ -259,6 +265,9 @@ def training_metadata(trained: TrainedDetector) -> dict[str, Any]:
     if trained.family == "pca":
         meta.update(n_components=s["n_components"],
                     explained_variance_ratio=s["explained_variance_ratio"])
+    elif trained.family == "window_knn":
+        meta.update(bank_windows=s["bank_windows"],
+                    scales=dg.MetadataValue.json(s["scales"]))
     else:
         curve = pd.DataFrame({"epoch": range(len(s["val_loss"])), "train_loss": s["train_loss"],
                               "val_loss": s["val_loss"]})

@@ -32,11 +32,13 @@ from torch import nn
 
 from ds_serving.windows import group_positions, window_index
 
-FAMILIES = ("dense_ae", "temporal_ae", "pca", "fused")
+FAMILIES = ("dense_ae", "temporal_ae", "pca", "fused", "window_knn")
 # Manifest ``kind`` of each family (what a bundle reader sees).
 KINDS = {"dense_ae": "dense_autoencoder", "temporal_ae": "temporal_autoencoder", "pca": "pca_t2q",
-         "fused": "fused_zscore_pca_temporal"}
-WINDOWED = ("temporal_ae", "fused")  # families scoring windows of W rows per entity
+         "fused": "fused_zscore_pca_temporal", "window_knn": "nearest_window_multiscale"}
+# families scoring windows of W rows per entity (window_knn: W is its largest scale)
+WINDOWED = ("temporal_ae", "fused", "window_knn")
+AUTOENCODERS = ("dense_ae", "temporal_ae", "fused")  # families trained by gradient descent
 TEMPORAL_SCORES = ("window_mean", "last_row")
 PCA_COMBINE = ("max", "sum")
 # autoencoders: "validation" divides each feature's error by its mean error on the validation
@@ -108,11 +110,19 @@ class DetectorParams:
     # fused (z-score + pca + temporal_ae, each with the fields above): each member's score over
     # this quantile of its validation scores, then the maximum (``training.fusion``)
     fusion_quantile: float = 0.99
+    # window_knn (``training.nearest_windows``): distance to the nearest of ``bank_size``
+    # training windows at each of ``scales`` rows (a scale longer than ``scale_points`` is
+    # averaged into that many points), each over its ``fusion_quantile``, then the maximum;
+    # its window is the largest scale. Flat-line term as for temporal_ae.
+    scales: tuple[int, ...] = (4, 16, 48)
+    scale_points: int = 16
+    bank_size: int = 4096
 
     def __post_init__(self) -> None:
         # launchpad/JSON configs deliver lists; keep the dataclass hashable and comparable
         object.__setattr__(self, "hidden", tuple(int(h) for h in self.hidden))
         object.__setattr__(self, "channels", tuple(int(c) for c in self.channels))
+        object.__setattr__(self, "scales", tuple(int(c) for c in self.scales))
         if self.max_train_rows == 0:  # recorded resolved, so a manifest says what was used
             object.__setattr__(self, "max_train_rows", TRAIN_ITEMS_PER_EPOCH.get(self.family))
 
@@ -134,7 +144,9 @@ class DetectorParams:
             raise bad("family", f"unknown detector family; choose one of {', '.join(FAMILIES)}")
         if self.seed < 0:
             raise bad("seed", "must be >= 0")
-        if self.family in ("dense_ae", *WINDOWED):
+        if self.family == "window_knn":
+            self._check_scales(bad)
+        if self.family in AUTOENCODERS:
             for name in ("epochs", "batch_size", "patience"):
                 if getattr(self, name) < 1:
                     raise bad(name, "must be >= 1")
@@ -182,10 +194,31 @@ class DetectorParams:
         if self.family == "fused" and not 0.0 < self.fusion_quantile < 1.0:
             raise bad("fusion_quantile", "must be strictly between 0 and 1, e.g. 0.99")
 
+    def _check_scales(self, bad: Callable[[str, str], DetectorConfigError]) -> None:
+        """window_knn: scales that reduce to whole points; the window becomes the largest."""
+        if not self.scales or min(self.scales) < 1 or len(set(self.scales)) != len(self.scales):
+            raise bad("scales", "need one or more distinct positive window lengths in rows, "
+                      "e.g. [4, 16, 48]")
+        if self.scale_points < 1:
+            raise bad("scale_points", "must be >= 1")
+        uneven = [s for s in self.scales if s > self.scale_points and s % self.scale_points]
+        if uneven:
+            raise bad("scales", f"{uneven} longer than scale_points={self.scale_points} must be "
+                      "a multiple of it (each point averages whole rows)")
+        if self.bank_size < 1:
+            raise bad("bank_size", "must be >= 1 (training windows to compare with)")
+        largest = max(self.scales)
+        if self.window not in (DetectorParams.window, largest):
+            raise bad("window", f"window_knn's window is its largest scale ({largest}); set "
+                      "scales instead")
+        object.__setattr__(self, "scales", tuple(sorted(self.scales)))
+        object.__setattr__(self, "window", largest)
+
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
         data["hidden"] = list(self.hidden)
         data["channels"] = list(self.channels)
+        data["scales"] = list(self.scales)
         return data
 
     @classmethod
@@ -210,6 +243,8 @@ class DetectorParams:
             "temporal_ae": [*common, *ae, *temporal],
             "pca": [*common, *pca],
             "fused": [*common, *ae, *temporal, *pca, "fusion_quantile"],
+            "window_knn": [*common, "scales", "scale_points", "bank_size", "window",
+                           "flatline_quantile", "flatline_weight", "fusion_quantile"],
         }[self.family]
         data = self.to_dict()
         return {k: data[k] for k in per_family}
@@ -553,6 +588,14 @@ def _fit(
     mean, std = normalization(train)
     if params.family == "pca":
         arrays, summary = _fit_pca(params, (train - mean) / std, (val - mean) / std)
+        return arrays, summary, mean, std
+    if params.family == "window_knn":
+        from ds_assets.training.nearest_windows import fit_window_knn  # it builds on this module
+
+        assert train_keys is not None and val_keys is not None
+        arrays, summary = fit_window_knn(params, ((train - mean) / std).astype(np.float32),
+                                         ((val - mean) / std).astype(np.float32), train_keys,
+                                         val_keys)
         return arrays, summary, mean, std
     device = device or pick_device()
     zt = ((train - mean) / std).astype(np.float32)

@@ -6,7 +6,8 @@ The exported contract (``ds_serving.bundle``): input ``features`` float32 ``[bat
 ``feature_errors`` ``[batch, n_features]`` (squared residuals in normalized units). The scorer and
 TensorRT therefore need no model-specific code.
 
-Parity references: torch for the autoencoders, an independent numpy implementation for PCA.
+Parity references: torch for the autoencoders, independent numpy implementations for PCA and
+the nearest-window detector.
 """
 
 from __future__ import annotations
@@ -161,6 +162,10 @@ def scoring_graph(trained: TrainedDetector) -> nn.Module:
         from ds_assets.training.fusion import FusedScoringGraph  # it builds on this module
 
         return FusedScoringGraph(trained).eval()
+    if trained.family == "window_knn":
+        from ds_assets.training.nearest_windows import NearestWindowScoringGraph
+
+        return NearestWindowScoringGraph(trained).eval()
     return PcaScoringGraph(trained).eval()
 
 
@@ -212,6 +217,10 @@ def reference_scores(
         from ds_assets.training.fusion import reference_scores as fused_reference
 
         return fused_reference(trained, inputs)
+    if trained.family == "window_knn":  # numpy, exact distances
+        from ds_assets.training.nearest_windows import reference_scores as knn_reference
+
+        return knn_reference(trained, inputs)
     with torch.no_grad():
         score_t, errors_t = scoring_graph(trained)(torch.from_numpy(inputs))
     return score_t.numpy(), errors_t.numpy()
@@ -304,5 +313,6 @@ def check_parity(
         reference_scores(trained, inputs),
         ort_outputs(onnx_bytes, inputs),
         rtol,
-        {"pca": "numpy", "fused": "members apart (numpy, torch)"}.get(trained.family, "torch"),
+        {"pca": "numpy", "fused": "members apart (numpy, torch)",
+         "window_knn": "numpy"}.get(trained.family, "torch"),
     )

@@ -44,6 +44,9 @@ TINY = {
         family="fused", window=6, channels=(8, 4), kernel_size=3, latent=4, epochs=2,
         batch_size=64, explained_variance=0.9,
     ),
+    # window 6: the last 2 rows, and 6 rows as 3 points of 2
+    "window_knn": DetectorParams(family="window_knn", scales=(2, 6), scale_points=3,
+                                 bank_size=64),
 }
 ENTITIES_TRAIN = np.repeat(["a", "b", "c"], 160)
 ENTITIES_VAL = np.repeat(["a", "b", "c"], 40)
@@ -79,12 +82,15 @@ def test_family_trains_with_summary(trained: TrainedDetector) -> None:
     if trained.family == "pca":
         assert s["epochs_run"] == 0 and 1 <= s["n_components"] <= 3
         assert s["explained_variance_ratio"] >= 0.9
+    elif trained.family == "window_knn":  # no training: a bank of windows per scale
+        assert s["epochs_run"] == 0 and s["bank_windows"] == 64
+        assert s["scales"]["2"]["rows_per_point"] == 1 and s["scales"]["6"]["rows_per_point"] == 2
     else:
         assert s["epochs_run"] == 2 and len(s["val_loss"]) == 2
     if trained.family == "fused":  # the autoencoder's summary, the PCA's and the scales
         assert s["members"] == ["zscore", "pca", "temporal_ae"] and s["n_components"] >= 1
         assert all(v > 0 for v in s["fusion_scales"].values())
-    if trained.family in ("temporal_ae", "fused"):
+    if trained.family in ("temporal_ae", "fused", "window_knn"):
         assert trained.window == 6
         # windows never cross entities: 3 entities x (160 - 6 + 1)
         assert s["train_windows"] == 3 * 155 and s["val_windows"] == 3 * 35
@@ -108,8 +114,8 @@ def test_onnx_parity_and_scoring_through_the_graph(trained: TrainedDetector, tmp
     rows, labels = _anomalous_rows()
     parity = check_parity(trained, onnx_bytes, rows)
     assert parity.passed, parity
-    assert parity.reference == {"pca": "numpy", "fused": "members apart (numpy, torch)"}.get(
-        trained.family, "torch")
+    assert parity.reference == {"pca": "numpy", "fused": "members apart (numpy, torch)",
+                                "window_knn": "numpy"}.get(trained.family, "torch")
 
     bundle = load_bundle(write_bundle(
         tmp_path, "m", onnx_bytes, kind=trained.kind, features=FEATURES, threshold=1.0,
