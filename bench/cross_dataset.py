@@ -302,6 +302,20 @@ CONFIGS: tuple[DetectorConfig, ...] = (
     DetectorConfig("fused/error_scale", "fused",
                    DetectorParams(family="fused", error_scale="validation")),
 )
+#: Compared on request (``--extra NAME``), outside the default pool: measured once and not
+#: kept in the selection (docs/detection.md). The nearest-window detector ranks GutenTAG and
+#: SKAB best threshold-free, but its thresholds do not transfer where the test's normal rows
+#: are a new realization of a random process, and with it in the pool the selection's nested
+#: held-out mean F1 fell 0.550 -> 0.521 (``bench/results/eval-2026-12-07-window-knn.json``).
+EXTRA_CONFIGS: dict[str, tuple[DetectorConfig, ...]] = {
+    # distance to the nearest training window at 4, 16 and 48 rows (``nearest_windows``), and
+    # at the temporal AE's 16 rows alone
+    "window_knn": (
+        DetectorConfig("window_knn", "window_knn", DetectorParams(family="window_knn")),
+        DetectorConfig("window_knn/16", "window_knn",
+                       DetectorParams(family="window_knn", scales=(16,))),
+    ),
+}
 FAMILIES = tuple(dict.fromkeys(c.family for c in CONFIGS))
 #: not a detector: the row every test row flagged, beside the others
 FLAG_EVERYTHING = DetectorConfig("flag_everything", "reference", baseline="flag_everything")
@@ -981,15 +995,18 @@ def main(argv: Sequence[str] | None = None) -> int:
                         default=Path(os.environ.get("GUTENTAG_DIR", shared / "gutentag")))
     parser.add_argument("--sources", nargs="+", default=list(SOURCES), choices=SOURCES)
     parser.add_argument("--workers", type=int, default=min(2, os.cpu_count() or 1))
+    parser.add_argument("--extra", nargs="*", default=[], choices=sorted(EXTRA_CONFIGS),
+                        help="also compare (and select from) these configurations")
     parser.add_argument("--cache", type=Path, default=data / "eval" / "scores")
     parser.add_argument("--out", type=Path, default=data / "eval" / "results.json")
     args = parser.parse_args(argv)
     try:
         started = time.perf_counter()
         series = load_sources(args.sources, args.skab_dir, args.gutentag_dir)
-        scored = score_all(series, CONFIGS, ScoreCache(args.cache), args.workers)
+        configs = CONFIGS + tuple(c for name in args.extra for c in EXTRA_CONFIGS[name])
+        scored = score_all(series, configs, ScoreCache(args.cache), args.workers)
         scoring_s = time.perf_counter() - started
-        result = evaluate(series, scored, workers=args.workers)
+        result = evaluate(series, scored, configs, workers=args.workers)
     except EvalError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

@@ -13,6 +13,7 @@ import pytest
 from bench.cross_dataset import (
     CONFIGS,
     COUNTS,
+    EXTRA_CONFIGS,
     KEEP_MARGIN,
     DetectorConfig,
     EvalError,
@@ -352,3 +353,24 @@ def test_vus_leaves_out_what_a_configuration_could_not_score() -> None:
     both = vus([scored_series, refused_series], scored, ZSCORE)
     alone = vus([scored_series], scored, ZSCORE)
     assert both == alone and alone["vus_roc"] > 0.9
+
+
+def test_the_extra_nearest_window_configurations_score_through_the_shipped_path() -> None:
+    """``--extra window_knn`` adds the nearest-window detector at its default scales and at 16
+    rows; both score a one-feature series (no univariate refusal), each entity's first
+    W - 1 test rows unscored."""
+    rng = np.random.default_rng(4)
+    train_entities, test_entities = np.repeat([0, 1], 400), np.repeat([0, 1], 80)
+    series = Series("gutentag", "knn", ("a",), rng.normal(size=(800, 1)).astype(np.float32),
+                    train_entities, rng.normal(size=(160, 1)).astype(np.float32), test_entities,
+                    np.zeros(160, np.int8), np.full(160, "none", object), continuous=False)
+    configs = EXTRA_CONFIGS["window_knn"]
+    assert [c.name for c in configs] == ["window_knn", "window_knn/16"]
+    assert not {c.name for c in configs} & {c.name for c in CONFIGS}  # outside the pool
+    for config in configs:
+        scored = score_series(series, config)
+        assert not scored.refused, scored.refused
+        assert config.params is not None
+        warm = np.isnan(scored.test)
+        assert [int(warm[test_entities == e].sum()) for e in (0, 1)] == [
+            config.params.window - 1] * 2
