@@ -131,8 +131,8 @@ class _Scale(nn.Module):
     """One scale: nearest bank window by a float32 distance, per-feature error to it, the
     flat-line term, all over the scale's calibration."""
 
-    bank_t: torch.Tensor
-    bank_norms: torch.Tensor
+    bank: torch.Tensor
+    half_norms: torch.Tensor
     inv_floor: torch.Tensor
     watched: torch.Tensor
 
@@ -142,10 +142,12 @@ class _Scale(nn.Module):
         bank = a[BANK + str(scale)].astype(np.float32)
         flat = bank.reshape(len(bank), -1)
         self.scale, self.per_point = scale, per_point
-        # one copy of the bank, [points x features, bank]: distances multiply by it and the
-        # nearest window is gathered from its columns
-        self.register_buffer("bank_t", torch.from_numpy(np.ascontiguousarray(flat.T)))
-        self.register_buffer("bank_norms", torch.from_numpy((flat * flat).sum(axis=1)))
+        # one copy of the bank in the graph, [bank, points x features]: the shortlist gathers
+        # whole rows of it; the distance product's transpose of it is folded by onnxruntime
+        # when the session loads (gathering columns of a stored transpose was a fifth of the
+        # graph's time)
+        self.register_buffer("bank", torch.from_numpy(np.ascontiguousarray(flat)))
+        self.register_buffer("half_norms", torch.from_numpy(0.5 * (flat * flat).sum(axis=1)))
         floor = a.get(f"{FLATLINE_PREFIX}floor.{scale}")
         self.flatline = floor is not None
         floor = np.zeros(bank.shape[2], np.float32) if floor is None else floor
@@ -162,13 +164,14 @@ class _Scale(nn.Module):
         points = reduced(z, self.scale, self.per_point)
         assert isinstance(points, torch.Tensor)
         flat = points.flatten(1)
-        distance = (flat * flat).sum(dim=1, keepdim=True) - 2.0 * (flat @ self.bank_t) \
-            + self.bank_norms
-        # the expanded float32 distance cancels where windows lie far from the origin: it
-        # only shortlists CANDIDATES windows, whose exact distances pick the nearest
-        shortlist = torch.topk(distance, self.candidates, dim=1, largest=False).indices
+        # |x - b|^2 / 2 - |x|^2 / 2 = |b|^2 / 2 - x.b, one Gemm with its bias: the same order
+        # within a row as the distance. The expanded float32 distance cancels where windows
+        # lie far from the origin, so it only shortlists CANDIDATES bank windows, whose exact
+        # distances pick the nearest
+        closeness = torch.addmm(-self.half_norms, flat, self.bank.T)  # larger = nearer
+        shortlist = torch.topk(closeness, self.candidates, dim=1).indices
         rows, width = points.shape[0], points.shape[1]
-        near = self.bank_t[:, shortlist.flatten()].T.reshape(rows, self.candidates, width, -1)
+        near = self.bank[shortlist.flatten()].reshape(rows, self.candidates, width, -1)
         squared = (points[:, None] - near) ** 2  # [B, C, P, F]
         best = torch.argmin(squared.sum(dim=(2, 3)), dim=1)
         chosen = torch.gather(squared, 1, best[:, None, None, None].expand(
