@@ -306,7 +306,7 @@ CONFIGS: tuple[DetectorConfig, ...] = (
 #: kept in the selection (docs/detection.md). The nearest-window detector ranks GutenTAG and
 #: SKAB best threshold-free, but its thresholds do not transfer where the test's normal rows
 #: are a new realization of a random process, and with it in the pool the selection's nested
-#: held-out mean F1 fell 0.550 -> 0.521 (``bench/results/eval-2026-12-07-window-knn.json``).
+#: held-out mean F1 fell 0.550 -> 0.528 (``bench/results/eval-2026-12-07-window-knn.json``).
 EXTRA_CONFIGS: dict[str, tuple[DetectorConfig, ...]] = {
     # distance to the nearest training window at 4, 16 and 48 rows (``nearest_windows``), and
     # at the temporal AE's 16 rows alone

@@ -174,8 +174,9 @@ def inspect_source(
         raise SourceError(f"{files[0]}: no numeric column to use as a feature (columns "
                           f"{list(sample.columns)})")
     if len(features) == 1:
-        notes.append("one feature: the detector is temporal_ae (windows of the series; fused "
-                     "works too, without its PCA part); dense_ae and pca need two or more")
+        notes.append("one feature: temporal_ae and window_knn score windows of the series "
+                     "(fused works too, without its PCA part); dense_ae and pca need two or "
+                     "more")
     first, last, step, gaps = _time_range(files, spec, separator)
     src: dict[str, Any] = {"path": path}
     if separator and separator != ",":

@@ -70,6 +70,19 @@ class DetectorConfigError(ValueError):
 _OPTIONAL_NUMBERS = frozenset({"max_train_rows", "max_components", "flatline_quantile"})
 
 
+def _whole_numbers(values: Any) -> tuple[int, ...] | None:
+    """A list of whole numbers as a tuple of ints; None when it is not one."""
+    if isinstance(values, str | bytes):
+        return None
+    try:
+        items = tuple(values)
+    except TypeError:
+        return None
+    if any(isinstance(v, bool) or not isinstance(v, int | float) or int(v) != v for v in items):
+        return None
+    return tuple(int(v) for v in items)
+
+
 @dataclass(frozen=True)
 class DetectorParams:
     """Family and hyper-parameters; fields of other families are ignored (and not validated
@@ -122,12 +135,16 @@ class DetectorParams:
         # launchpad/JSON configs deliver lists; keep the dataclass hashable and comparable
         object.__setattr__(self, "hidden", tuple(int(h) for h in self.hidden))
         object.__setattr__(self, "channels", tuple(int(c) for c in self.channels))
-        object.__setattr__(self, "scales", tuple(int(c) for c in self.scales))
         if self.max_train_rows == 0:  # recorded resolved, so a manifest says what was used
             object.__setattr__(self, "max_train_rows", TRAIN_ITEMS_PER_EPOCH.get(self.family))
 
         def bad(name: str, why: str) -> DetectorConfigError:
             return DetectorConfigError(f"{name}={getattr(self, name)!r}: {why}")
+
+        scales = _whole_numbers(self.scales)
+        if scales is None:
+            raise bad("scales", "must be a list of whole numbers of rows, e.g. [4, 16, 48]")
+        object.__setattr__(self, "scales", scales)
 
         # numbers must be numbers (YAML reads 1e-3 as text, and the checks below compare)
         for f in fields(self):
@@ -167,6 +184,12 @@ class DetectorParams:
         if self.family in WINDOWED:
             if self.window < 2:
                 raise bad("window", "must be >= 2 rows (a window of 1 row is the dense model)")
+            if self.flatline_quantile is not None and not 0.0 < self.flatline_quantile < 0.5:
+                raise bad("flatline_quantile", "must be in (0, 0.5), e.g. 0.001, or None for "
+                          "no flat-line term")
+            if not (self.flatline_weight >= 0 and math.isfinite(self.flatline_weight)):
+                raise bad("flatline_weight", "must be a finite number >= 0")
+        if self.family in ("temporal_ae", "fused"):
             if not self.channels or min(self.channels) < 1:
                 raise bad("channels", "need one or more positive convolution channel counts")
             if self.kernel_size < 1 or self.kernel_size % 2 == 0:
@@ -175,11 +198,6 @@ class DetectorParams:
                 raise bad("latent", "must be >= 1")
             if self.temporal_score not in TEMPORAL_SCORES:
                 raise bad("temporal_score", f"choose one of {', '.join(TEMPORAL_SCORES)}")
-            if self.flatline_quantile is not None and not 0.0 < self.flatline_quantile < 0.5:
-                raise bad("flatline_quantile", "must be in (0, 0.5), e.g. 0.001, or None for "
-                          "no flat-line term")
-            if not (self.flatline_weight >= 0 and math.isfinite(self.flatline_weight)):
-                raise bad("flatline_weight", "must be a finite number >= 0")
         if self.family in ("pca", "fused"):
             if not 0.0 < self.explained_variance <= 1.0:
                 raise bad("explained_variance", "must be in (0, 1], e.g. 0.95")
@@ -191,14 +209,23 @@ class DetectorParams:
                 raise bad("t2_weight", "must be in [0, 1] (weight of T² against Q)")
             if not 0.0 < self.scale_quantile < 1.0:
                 raise bad("scale_quantile", "must be strictly between 0 and 1")
-        if self.family == "fused" and not 0.0 < self.fusion_quantile < 1.0:
+        if self.family in ("fused", "window_knn") and not 0.0 < self.fusion_quantile < 1.0:
             raise bad("fusion_quantile", "must be strictly between 0 and 1, e.g. 0.99")
 
     def _check_scales(self, bad: Callable[[str, str], DetectorConfigError]) -> None:
         """window_knn: scales that reduce to whole points; the window becomes the largest."""
-        if not self.scales or min(self.scales) < 1 or len(set(self.scales)) != len(self.scales):
-            raise bad("scales", "need one or more distinct positive window lengths in rows, "
+        for name in ("scale_points", "bank_size"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or int(value) != value:
+                raise bad(name, "must be a whole number")
+            object.__setattr__(self, name, int(value))
+        if (not self.scales or min(self.scales) < 1
+                or len(set(self.scales)) != len(self.scales)):
+            raise bad("scales", "need one or more distinct whole window lengths in rows, "
                       "e.g. [4, 16, 48]")
+        if max(self.scales) < 2:
+            raise bad("scales", "the longest must be >= 2 rows (a window of 1 row is a point "
+                      "model)")
         if self.scale_points < 1:
             raise bad("scale_points", "must be >= 1")
         uneven = [s for s in self.scales if s > self.scale_points and s % self.scale_points]
@@ -568,14 +595,18 @@ def train_detector(
 
 @contextlib.contextmanager
 def torch_threads(threads: int | None) -> Iterator[None]:
-    """torch's intra-op thread count for the block (process-wide, so restored after)."""
+    """torch's intra-op thread count for the block, and the BLAS threads of numpy work in it
+    (the nearest-window bank's distances, PCA) alike (process-wide, so restored after)."""
     if threads is None:
         yield
         return
+    from threadpoolctl import threadpool_limits
+
     before = torch.get_num_threads()
     torch.set_num_threads(threads)
     try:
-        yield
+        with threadpool_limits(limits=threads):
+            yield
     finally:
         torch.set_num_threads(before)
 
