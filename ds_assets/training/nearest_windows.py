@@ -14,7 +14,7 @@ Per scale ``s`` (reduced to ``s / p`` points of ``p`` rows each, ``p = s / scale
 ``s > scale_points``): the squared distance to the nearest bank window per feature, averaged
 over the points, plus the temporal AE's flat-line term over the scale's rows (a stuck sensor
 lies close to calm normal windows), in units of the scale's ``fusion_quantile`` on the
-validation windows. The score is the largest scale's (so "1 = as unusual as the 99th
+validation windows. The score is the highest scale's score (so "1 = as unusual as the 99th
 percentile of normal at some scale"); the feature errors are that scale's. The nearest window
 is the arg-min of a float32 distance, so two bank windows at (nearly) the same distance may
 swap between implementations: the score is continuous there, the explanation may change.
@@ -128,8 +128,15 @@ def flatline_term(windows: np.ndarray, floor: np.ndarray, penalty: float) -> np.
 
 
 class _Scale(nn.Module):
-    """One scale: nearest bank window by a float32 distance, per-feature error to it, the
-    flat-line term, all over the scale's calibration."""
+    """One scale, in float64 from the normalized rows on: nearest bank window, per-feature
+    error to it, the flat-line term, all over the scale's calibration.
+
+    Why float64: hosts at their own levels with little noise put every window near |z| ~ 1
+    with spreads of 1e-3, where a float32 distance's rounding (about eps |z|^2 over hundreds of
+    terms) exceeds the distances themselves: the shortlist became random and normal windows
+    scored up to 2.8x too high. The bank is stored in float32 (its cast is folded when the
+    session loads); a TensorRT engine, which has no float64, cannot be built for this family.
+    """
 
     bank: torch.Tensor
     half_norms: torch.Tensor
@@ -147,31 +154,33 @@ class _Scale(nn.Module):
         # when the session loads (gathering columns of a stored transpose was a fifth of the
         # graph's time)
         self.register_buffer("bank", torch.from_numpy(np.ascontiguousarray(flat)))
-        self.register_buffer("half_norms", torch.from_numpy(0.5 * (flat * flat).sum(axis=1)))
+        wide = flat.astype(np.float64)
+        self.register_buffer("half_norms", torch.from_numpy(0.5 * (wide * wide).sum(axis=1)))
         floor = a.get(f"{FLATLINE_PREFIX}floor.{scale}")
         self.flatline = floor is not None
         floor = np.zeros(bank.shape[2], np.float32) if floor is None else floor
-        safe = np.where(floor > 0, floor, 1.0).astype(np.float32)
+        safe = np.where(floor > 0, floor, 1.0).astype(np.float64)
         self.register_buffer("inv_floor", torch.from_numpy(1.0 / safe))
-        self.register_buffer("watched", torch.from_numpy((floor > 0).astype(np.float32)))
+        self.register_buffer("watched", torch.from_numpy((floor > 0).astype(np.float64)))
         self.penalty = (float(a[f"{FLATLINE_PREFIX}penalty.{scale}"][0]) if self.flatline
                         else 0.0)
-        self.inv_calibration = float(1.0 / a[SCALE + str(scale)][0])
+        self.inv_calibration = 1.0 / float(a[SCALE + str(scale)][0])
         self.candidates = min(CANDIDATES, len(bank))
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
+        """``z``: normalized windows in float64; per-feature errors [B, F] in float64."""
+        bank = self.bank.double()
         tail = z[:, z.shape[1] - self.scale:, :]
         points = reduced(z, self.scale, self.per_point)
         assert isinstance(points, torch.Tensor)
         flat = points.flatten(1)
         # |x - b|^2 / 2 - |x|^2 / 2 = |b|^2 / 2 - x.b, one Gemm with its bias: the same order
-        # within a row as the distance. The expanded float32 distance cancels where windows
-        # lie far from the origin, so it only shortlists CANDIDATES bank windows, whose exact
-        # distances pick the nearest
-        closeness = torch.addmm(-self.half_norms, flat, self.bank.T)  # larger = nearer
+        # within a row as the distance. Expanded, a distance still cancels far from the origin,
+        # so it only shortlists CANDIDATES bank windows, whose exact distances pick the nearest
+        closeness = torch.addmm(-self.half_norms, flat, bank.T)  # larger = nearer
         shortlist = torch.topk(closeness, self.candidates, dim=1).indices
         rows, width = points.shape[0], points.shape[1]
-        near = self.bank[shortlist.flatten()].reshape(rows, self.candidates, width, -1)
+        near = bank[shortlist.flatten()].reshape(rows, self.candidates, width, -1)
         squared = (points[:, None] - near) ** 2  # [B, C, P, F]
         best = torch.argmin(squared.sum(dim=(2, 3)), dim=1)
         chosen = torch.gather(squared, 1, best[:, None, None, None].expand(
@@ -186,8 +195,8 @@ class _Scale(nn.Module):
 
 
 class NearestWindowScoringGraph(nn.Module):
-    """Input windows [B, W, F] (W = the largest scale); score = the largest scale's mean
-    feature error; feature errors: that scale's."""
+    """Input windows [B, W, F] (W = the longest scale); score = the highest of the scales'
+    mean feature errors; feature errors: that scale's."""
 
     mean: torch.Tensor
     inv_std: torch.Tensor
@@ -201,13 +210,13 @@ class NearestWindowScoringGraph(nn.Module):
                                     for s, p in points_per_scale(trained.params).items())
 
     def forward(self, features: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        z = (features - self.mean) * self.inv_std
+        z = ((features - self.mean) * self.inv_std).double()
         errors = torch.stack([scale(z) for scale in self.scales], dim=1)  # [B, S, F]
         scores = errors.mean(dim=2)  # [B, S]
         best = torch.argmax(scores, dim=1)
         chosen = torch.gather(errors, 1, best[:, None, None].expand(-1, 1, errors.shape[2]))
         # a constant feature count, so the exported output's shape says [batch, F]
-        return scores.amax(dim=1), chosen.reshape(-1, self.n_features)
+        return scores.amax(dim=1).float(), chosen.reshape(-1, self.n_features).float()
 
 
 def reference_scores(trained: TrainedDetector, windows: np.ndarray
