@@ -52,6 +52,7 @@ from ds_assets.training.export import OPSET, check_parity, export_onnx, input_sh
 from ds_assets.training.tensorrt_build import (
     attach_engine,
     compile_and_check,
+    graph_reason,
     unavailable_reason,
 )
 from ds_assets.training.thresholds import MIN_ENTITY_ROWS
@@ -577,7 +578,9 @@ def build_tensorrt_engine_asset(ds: Dataset) -> dg.AssetsDefinition:
         Without a CUDA GPU and the tensorrt package nothing is produced (the asset shows as
         skipped and the run log says why); the bundle keeps serving through onnxruntime.
         """
-        reason = "disabled by run config" if not config.enabled else unavailable_reason()
+        reason = ("disabled by run config" if not config.enabled
+                  else unavailable_reason() or graph_reason(load_bundle(
+                      model_bundle["path"]).model_bytes()))
         if reason is not None:
             context.log.info(
                 f"tensorrt_engine: no engine built for bundle v{model_bundle['version']}: "

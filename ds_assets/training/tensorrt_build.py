@@ -61,6 +61,20 @@ def unavailable_reason() -> str | None:
     return None
 
 
+def graph_reason(onnx_bytes: bytes) -> str | None:
+    """Why TensorRT cannot take this graph, None when it can: TensorRT has no float64, which
+    the nearest-window graph computes in (``training.nearest_windows``)."""
+    import onnx
+
+    model = onnx.load_from_string(onnx_bytes)
+    double = onnx.TensorProto.DOUBLE
+    if (any(init.data_type == double for init in model.graph.initializer)
+            or any(node.op_type == "Cast" and attr.name == "to" and attr.i == double
+                   for node in model.graph.node for attr in node.attribute)):
+        return "the graph computes in float64, which TensorRT does not support"
+    return None
+
+
 @dataclass(frozen=True)
 class EngineBuild:
     plan: bytes
@@ -97,7 +111,7 @@ def build_engine(
     workspace_bytes: int = 1 << 30,
 ) -> EngineBuild:
     """Serialize a TensorRT engine for this GPU from the ONNX graph (dynamic batch profile)."""
-    reason = unavailable_reason()
+    reason = unavailable_reason() or graph_reason(onnx_bytes)
     if reason:
         raise TensorRTUnavailable(reason)
     if not 1 <= min_batch <= opt_batch <= max_batch:

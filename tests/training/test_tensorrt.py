@@ -19,6 +19,7 @@ from ds_assets.training.tensorrt_build import (
     attach_engine,
     build_engine,
     compile_and_check,
+    graph_reason,
     unavailable_reason,
 )
 from ds_serving.bundle import ENGINE_FILE, MANIFEST_FILE, BundleError, load_bundle, write_bundle
@@ -28,8 +29,10 @@ REASON = unavailable_reason()
 
 
 def _bundle(tmp_path: Path, family: str = "dense_ae") -> tuple[TrainedDetector, Path]:
-    params = DetectorParams(family=family, hidden=(8, 2), window=4, channels=(4,),
-                            kernel_size=3, latent=2, epochs=1)
+    params = (DetectorParams(family=family, scales=(2, 4), bank_size=64)
+              if family == "window_knn" else
+              DetectorParams(family=family, hidden=(8, 2), window=4, channels=(4,),
+                             kernel_size=3, latent=2, epochs=1))
     trained = train_detector(params, correlated_rows(200), correlated_rows(60, 1), FEATURES)
     bundle = write_bundle(tmp_path / "models", "trt", export_onnx(trained), kind=trained.kind,
                           features=FEATURES, threshold=1.0, threshold_rule={"rule": "quantile"},
@@ -92,6 +95,12 @@ def test_attach_engine_refuses_a_broken_bundle(tmp_path: Path) -> None:
 @pytest.mark.parametrize("family", FAMILIES)
 def test_engine_matches_onnxruntime(tmp_path: Path, family: str) -> None:
     trained, path = _bundle(tmp_path, family)
+    if graph_reason(load_bundle(path).model_bytes()) is not None:  # window_knn: float64
+        with pytest.raises(TensorRTUnavailable, match="float64"):
+            compile_and_check(load_bundle(path).model_bytes(), model_inputs(
+                trained, correlated_rows(300, 4)), n_features=len(FEATURES),
+                window=trained.window)
+        return
     rows = correlated_rows(300, 4)
     rows[:5] *= 3.0
     inputs = model_inputs(trained, rows)
@@ -148,3 +157,14 @@ def test_gpu_work_runs_one_step_at_a_time(tmp_path: Path) -> None:
         assert instance.get_concurrency_config().pool_config.default_pool_limit == 1
     production = yaml.safe_load((root / "docker" / "dagster.yaml").read_text())
     assert production["concurrency"]["pools"]["default_limit"] == 1
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_only_the_float64_graph_is_refused_before_building(tmp_path: Path, family: str) -> None:
+    """TensorRT has no float64: the nearest-window graph is named as the reason (the asset then
+    builds nothing and says why), every other family's graph passes the check."""
+    _, path = _bundle(tmp_path, family)
+    reason = graph_reason(load_bundle(path).model_bytes())
+    assert (reason is not None) == (family == "window_knn")
+    if reason:
+        assert "float64" in reason
