@@ -88,7 +88,7 @@ from ds_assets.training.thresholds import (
 from ds_serving.atomic import atomic_write_text
 from ds_serving.policy import ScoringPolicy
 from ds_serving.scoring import Scorer, score_rows
-from ds_serving.smoothing import Rebaseline, Smoothing
+from ds_serving.smoothing import Adaptation, Rebaseline, Smoothing, adapted_scores
 
 SOURCES = ("skab", "gutentag", "generator")
 CALIBRATION_SHARE = 0.15  # the graph's validation share (training_set's default)
@@ -469,6 +469,8 @@ class FlagPolicy:
     margin: float = 1.0
     scope: str = "global"
     smoothing: Smoothing = field(default_factory=Smoothing)
+    # level adaptation's rate (0: off); its reference is each series' median calibration score
+    adapt: float = 0.0
 
     def threshold_args(self) -> dict[str, Any]:
         if self.rule == "quantile":
@@ -479,11 +481,13 @@ class FlagPolicy:
         rule = (f"q {self.value:g}" if self.rule == "quantile" else f"pot risk {self.value:g}")
         margin = f" x {self.margin:g}" if self.margin != 1 else ""
         scope = ", per entity" if self.scope == "entity" else ""
-        return f"{rule}{margin}{scope}, {self.smoothing.describe()}"
+        adapt = f", level adaptation rate {self.adapt:g}" if self.adapt else ""
+        return f"{rule}{margin}{scope}, {self.smoothing.describe()}{adapt}"
 
     def to_dict(self) -> dict[str, Any]:
-        return {**self.threshold_args(), "scope": self.scope,
-                "smoothing": self.smoothing.to_dict()}
+        out = {**self.threshold_args(), "scope": self.scope,
+               "smoothing": self.smoothing.to_dict()}
+        return {**out, "adapt_rate": self.adapt} if self.adapt else out
 
 
 #: Selection criteria: the candidate with the best mean F1 over the sources it is chosen on,
@@ -515,6 +519,16 @@ POLICIES: tuple[FlagPolicy, ...] = tuple(
     for k, n in ((1, 1), (3, 5), (10, 20))
     for rebaseline in (None, REBASELINE)
 )
+
+#: Compared on request (``--extra adapt``): level adaptation (``smoothing.adapt``) at three
+#: rates over the threshold rules, both scopes, no smoothing or 3-of-5, re-baselining off or on
+#: (fixed before its first run through this module; a prototype on the cached scores had
+#: picked these rates, docs/detection.md).
+ADAPT_RATES = (0.001, 0.003, 0.01)
+EXTRA_POLICIES: dict[str, tuple[FlagPolicy, ...]] = {
+    "adapt": tuple(replace(p, adapt=rate) for rate in ADAPT_RATES for p in POLICIES
+                   if p.smoothing.n in (1, 5)),
+}
 
 POT_FIT_RISK = 1e-4  # any risk the level allows: the tail fit itself does not depend on it
 
@@ -548,11 +562,28 @@ def _threshold(scores: np.ndarray, policy: FlagPolicy,
 
 
 def policy_flags(scored: Scored, entities: np.ndarray, policy: FlagPolicy,
-                 deployed: ScoringPolicy | None = None) -> np.ndarray:
+                 deployed: ScoringPolicy | None = None, adapted: Scored | None = None
+                 ) -> np.ndarray:
     """The deployed flags of one series' test rows under ``policy`` (``deployed``: its
-    calibrated ``ScoringPolicy``, when made already)."""
+    calibrated ``ScoringPolicy``, when made already; ``adapted``: ``with_adaptation``'s scores
+    for the policy's rate, when made already)."""
     deployed = deployed if deployed is not None else calibrated(scored, policy, {})
+    if policy.adapt:  # a bundle's flags are the plain policy's on the adapted scores
+        scored = adapted if adapted is not None else with_adaptation(scored, entities,
+                                                                     policy.adapt)
     return deployed.flags(scored.test, entities)
+
+
+def with_adaptation(scored: Scored, test_entities: np.ndarray, rate: float) -> Scored:
+    """``scored`` with its test scores as level adaptation at ``rate`` judges them
+    (``adapted_scores``; tests/serving/test_adaptation.py checks they flag as the policy does),
+    referenced to the median calibration score as a bundle's is (unchanged when that is not
+    > 0: a bundle would refuse it)."""
+    finite = scored.calibration[np.isfinite(scored.calibration)]
+    if scored.refused or not finite.size or not float(np.median(finite)) > 0:
+        return scored
+    adapt = Adaptation(rate=rate, reference=float(np.median(finite)))
+    return replace(scored, test=adapted_scores(scored.test, test_entities, adapt))
 
 
 # --------------------------------------------------------------------------------------------
@@ -628,6 +659,7 @@ def _config_counts(ci: int) -> np.ndarray:
         fits: dict[Any, dict[str, Any] | None] = {}
         single = len(np.unique(s.test_entities)) == 1
         done: dict[FlagPolicy, np.ndarray] = {}
+        adapted: dict[float, Scored] = {}
         for pi, p in enumerate(policies):
             twin = replace(p, scope="global")
             if single and twin in done:  # one entity: per-entity calibration is the global one
@@ -637,9 +669,12 @@ def _config_counts(ci: int) -> np.ndarray:
             if key not in cache:
                 cache[key] = calibrated(sc, p, fits)
             deployed = replace(cache[key], smoothing=p.smoothing)
-            done[p] = out[pi, j] = series_counts(s, policy_flags(sc, s.test_entities, p,
-                                                                 deployed))
+            if p.adapt and p.adapt not in adapted:  # once per rate
+                adapted[p.adapt] = with_adaptation(sc, s.test_entities, p.adapt)
+            done[p] = out[pi, j] = series_counts(s, policy_flags(
+                sc, s.test_entities, p, deployed, adapted.get(p.adapt)))
     return out
+
 
 
 def calibrated(scored: Scored, policy: FlagPolicy,
@@ -694,7 +729,7 @@ def flag_policy_of(policy: Mapping[str, Any]) -> FlagPolicy | None:
     does (another rule or POT level, other fields)."""
     known = {"threshold_rule", "quantile", "risk", "margin", "pot_level", "threshold_scope",
              "smoothing_k", "smoothing_n", "rebaseline_end_ratio", "rebaseline_raise",
-             "rebaseline_horizon"}
+             "rebaseline_horizon", "adapt_rate"}
     if set(policy) - known or float(policy.get("pot_level", 0.98)) != 0.98:
         return None
     rule = policy.get("threshold_rule", "quantile")
@@ -709,7 +744,8 @@ def flag_policy_of(policy: Mapping[str, Any]) -> FlagPolicy | None:
     smoothing = Smoothing(k=int(policy.get("smoothing_k", 1)), n=int(policy.get("smoothing_n", 1)),
                           rebaseline=rebaseline)
     return FlagPolicy(rule, value, float(policy.get("margin", 1.0)),
-                      str(policy.get("threshold_scope", "global")), smoothing)
+                      str(policy.get("threshold_scope", "global")), smoothing,
+                      float(policy.get("adapt_rate", 0.0)))
 
 
 def candidate_index(table: Table, config_name: str, policy: FlagPolicy | None) -> int | None:
@@ -995,18 +1031,21 @@ def main(argv: Sequence[str] | None = None) -> int:
                         default=Path(os.environ.get("GUTENTAG_DIR", shared / "gutentag")))
     parser.add_argument("--sources", nargs="+", default=list(SOURCES), choices=SOURCES)
     parser.add_argument("--workers", type=int, default=min(2, os.cpu_count() or 1))
-    parser.add_argument("--extra", nargs="*", default=[], choices=sorted(EXTRA_CONFIGS),
-                        help="also compare (and select from) these configurations")
+    parser.add_argument("--extra", nargs="*", default=[],
+                        choices=sorted({*EXTRA_CONFIGS, *EXTRA_POLICIES}),
+                        help="also compare (and select from) these configurations or policies")
     parser.add_argument("--cache", type=Path, default=data / "eval" / "scores")
     parser.add_argument("--out", type=Path, default=data / "eval" / "results.json")
     args = parser.parse_args(argv)
     try:
         started = time.perf_counter()
         series = load_sources(args.sources, args.skab_dir, args.gutentag_dir)
-        configs = CONFIGS + tuple(c for name in args.extra for c in EXTRA_CONFIGS[name])
+        configs = CONFIGS + tuple(c for name in args.extra for c in EXTRA_CONFIGS.get(name, ()))
+        policies = POLICIES + tuple(p for name in args.extra
+                                    for p in EXTRA_POLICIES.get(name, ()))
         scored = score_all(series, configs, ScoreCache(args.cache), args.workers)
         scoring_s = time.perf_counter() - started
-        result = evaluate(series, scored, configs, workers=args.workers)
+        result = evaluate(series, scored, configs, policies, workers=args.workers)
     except EvalError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

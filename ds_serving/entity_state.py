@@ -64,8 +64,10 @@ class EntityState:
             return f"a window of the last {self.window} rows"
         smoothing = self.policy.smoothing
         if smoothing.enabled:
-            rebaselined = " with re-baselining" if smoothing.rebaseline else ""
-            return f"{smoothing.k}-of-{smoothing.n} flag smoothing{rebaselined}"
+            extra = [name for name, on in (("re-baselining", smoothing.rebaseline),
+                                            ("level adaptation", smoothing.adapt)) if on]
+            return (f"{smoothing.k}-of-{smoothing.n} flag smoothing"
+                    + (f" with {' and '.join(extra)}" if extra else ""))
         if self.policy.per_entity:
             return f"a threshold per entity, {len(self.policy.entity_thresholds)} calibrated"
         return "none"
@@ -83,7 +85,7 @@ class EntityState:
                 else old.windows.resized(self.windows.window)
             )
         smoothing = self.policy.smoothing
-        if old.policy.smoothing == smoothing and smoothing.rebaseline is None:
+        if old.policy.smoothing == smoothing and not smoothing.scores_state:
             self.smoother = old.smoother  # raw-flag tails hold for any threshold
         else:
             self.smoother.adopt(old.smoother)

@@ -17,6 +17,17 @@ next ``H`` rows outside an episode, so a later incident is caught again once it 
 A raw flag is ``score > T + excess``. The cost: while the threshold is raised, a second
 incident with smaller scores goes unflagged (measured on SKAB in docs/detection.md).
 
+**Level adaptation (optional, ``smoothing.adapt``).** Where the scored rows' normal behaviour
+is a new realization of what trained the model (a random process, a new operating regime), a
+detector that ranks well may score every row above a threshold calibrated on the training
+rows. With ``Adaptation(rate, reference)`` each entity tracks a slow level of its log scores
+(weight ``rate`` per row, starting at ``reference``, the median normal validation score; a row
+moves it as if its score were at most ``clip`` x the level, so a short incident barely moves
+it), and a row is judged by ``score / max(1, level / reference)``: the threshold rises with a
+persistent rise of the whole score level and never falls below the calibrated one. The cost:
+an incident longer than about ``1 / rate`` rows is absorbed into the level. Re-baselining and
+k-of-n then work on the adapted scores.
+
 Dataset scoring (``flag_scores`` over a frame) and the live scorer (``StreamingSmoother`` fed
 batch by batch) give the same flags for the same rows: both run the same per-entity code, and
 the scorer keeps each entity's last ``n - 1`` raw flags (and its re-baselining state).
@@ -94,10 +105,91 @@ class Rebaseline:
 
 
 @dataclass(frozen=True)
+class Adaptation:
+    """Judge each entity's scores against its slowly adapting level (module docstring)."""
+
+    rate: float  # weight of each row's (clipped) log score in the entity's level
+    reference: float  # the level at calibration: the median normal validation score
+    clip: float = 2.0  # a row moves the level as if its score were at most clip x the level
+
+    def __post_init__(self) -> None:
+        checks = (
+            (0 < self.rate <= 1, "rate", self.rate, "in (0, 1] (the weight of each row)"),
+            (self.reference > 0, "reference", self.reference,
+             "> 0 (the median normal validation score; a detector whose median score is 0 "
+             "cannot use level adaptation)"),
+            (self.clip > 1, "clip", self.clip, "> 1"),
+        )
+        for ok, name, value, expected in checks:
+            if isinstance(value, bool) or not ok or not math.isfinite(value):
+                raise SmoothingError(f"smoothing.adapt.{name} must be {expected}, got "
+                                     f"{value!r}")
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"rate": self.rate, "reference": self.reference, "clip": self.clip}
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> Adaptation:
+        keys = {"rate", "reference", "clip"}
+        unknown, missing = set(data) - keys, {"rate", "reference"} - set(data)
+        if unknown or missing:
+            raise SmoothingError(f"smoothing.adapt: unknown key(s) {sorted(unknown)}, missing "
+                                 f"{sorted(missing)}; use {sorted(keys)} (clip optional)")
+        try:
+            return cls(rate=float(data["rate"]), reference=float(data["reference"]),
+                       clip=float(data.get("clip", 2.0)))
+        except (TypeError, ValueError) as exc:
+            if isinstance(exc, SmoothingError):
+                raise
+            raise SmoothingError(f"smoothing.adapt: rate, reference and clip must be numbers, "
+                                 f"got {dict(data)!r}") from None
+
+    def describe(self) -> str:
+        return f"level adaptation rate {self.rate:g}"
+
+    def scaled(self, scores: list[float], level: float) -> tuple[list[float], float]:
+        """One entity's next ``scores``, each over its level factor max(1, level / reference)
+        from the rows before it, and the entity's log level after them (``level``: NaN for an
+        entity not seen yet). NaN stays NaN and moves nothing; +inf stays +inf."""
+        log_ref = math.log(self.reference)
+        floor = log_ref + _LEVEL_FLOOR
+        rate, log_clip = self.rate, math.log(self.clip)
+        lvl = log_ref if level != level else level
+        out: list[float] = []
+        for s in scores:
+            if s != s:
+                out.append(s)
+                continue
+            out.append(s / math.exp(lvl - log_ref) if lvl > log_ref else s)
+            own = math.log(s) if s > 0.0 else floor
+            lvl += rate * (min(max(own, floor), lvl + log_clip) - lvl)
+        return out, lvl
+
+
+# a score at or below 0 (or far under the reference) pulls the level as if it were
+# reference x 1e-3: the level stays finite, and it only matters once above the reference
+_LEVEL_FLOOR = math.log(1e-3)
+
+
+def adapted_scores(scores: np.ndarray, entities: Sequence[Hashable] | np.ndarray | None,
+                   adapt: Adaptation) -> np.ndarray:
+    """A whole table's scores as level adaptation judges them (rows time-ordered within each
+    entity, every entity starting at the reference): what ``flag_scores`` compares with the
+    threshold under ``smoothing.adapt``."""
+    values = np.asarray(scores, dtype=np.float64)
+    keys = _keys(entities, len(values), "scores")
+    out = np.empty(len(values), np.float64)
+    for _, positions in ceding(entity_groups(keys)):
+        out[positions] = adapt.scaled(values[positions].tolist(), math.nan)[0]
+    return out
+
+
+@dataclass(frozen=True)
 class Smoothing:
     k: int = 1
     n: int = 1
     rebaseline: Rebaseline | None = None
+    adapt: Adaptation | None = None
 
     def __post_init__(self) -> None:
         if self.n < 1:
@@ -111,22 +203,31 @@ class Smoothing:
     @property
     def enabled(self) -> bool:
         """Whether flags depend on anything but the row's own score (per-entity state)."""
-        return self.n > 1 or self.k > 1 or self.rebaseline is not None
+        return self.n > 1 or self.k > 1 or self.scores_state
+
+    @property
+    def scores_state(self) -> bool:
+        """Whether each entity keeps state about its scores (re-baselining, level adaptation),
+        which belongs to one model's score scale."""
+        return self.rebaseline is not None or self.adapt is not None
 
     def to_dict(self) -> dict[str, Any]:
         out: dict[str, Any] = {"k": self.k, "n": self.n}
         if self.rebaseline is not None:
             out["rebaseline"] = self.rebaseline.to_dict()
+        if self.adapt is not None:
+            out["adapt"] = self.adapt.to_dict()
         return out
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any] | None) -> Smoothing:
         if not data:
             return cls()
-        unknown = set(data) - {"k", "n", "rebaseline"}
+        unknown = set(data) - {"k", "n", "rebaseline", "adapt"}
         if unknown:
             raise SmoothingError(
-                f"unknown smoothing key(s) {sorted(unknown)}; use k, n and (optional) rebaseline"
+                f"unknown smoothing key(s) {sorted(unknown)}; use k, n and (optional) "
+                "rebaseline, adapt"
             )
         counts = {key: whole_number(data.get(key, 1)) for key in ("k", "n")}
         for key, count in counts.items():
@@ -134,12 +235,19 @@ class Smoothing:
                 raise SmoothingError(f"smoothing.{key} must be a whole number of rows, got "
                                      f"{data[key]!r}")
         rebaseline = data.get("rebaseline")  # {} is a section with every key missing
+        adapt = data.get("adapt")
+        for name, section in (("rebaseline", rebaseline), ("adapt", adapt)):
+            if section is not None and not isinstance(section, Mapping):
+                raise SmoothingError(f"smoothing.{name} must be a mapping, got "
+                                     f"{type(section).__name__}")
         return cls(k=counts["k"] or 0, n=counts["n"] or 0,
-                   rebaseline=None if rebaseline is None else Rebaseline.from_dict(rebaseline))
+                   rebaseline=None if rebaseline is None else Rebaseline.from_dict(rebaseline),
+                   adapt=None if adapt is None else Adaptation.from_dict(adapt))
 
     def describe(self) -> str:
         text = f"{self.k}-of-{self.n}" if self.n > 1 or self.k > 1 else "no smoothing"
-        return text if self.rebaseline is None else f"{text}, {self.rebaseline.describe()}"
+        parts = [text] + [x.describe() for x in (self.rebaseline, self.adapt) if x is not None]
+        return ", ".join(parts)
 
 
 def _k_of_n(history: np.ndarray, smoothing: Smoothing) -> np.ndarray:
@@ -165,9 +273,9 @@ def smooth_flags(
 ) -> np.ndarray:
     """k-of-n smoothed flags for a whole table; rows must be time-ordered within each entity.
     Re-baselining needs the scores themselves: use ``flag_scores``."""
-    if smoothing.rebaseline is not None:
-        raise SmoothingError("a policy with rebaseline flags scores, not raw flags: use "
-                             "flag_scores(scores, threshold, smoothing, entities)")
+    if smoothing.scores_state:
+        raise SmoothingError("a policy with rebaseline or adapt flags scores, not raw flags: "
+                             "use flag_scores(scores, threshold, smoothing, entities)")
     if not smoothing.enabled:
         return np.asarray(raw_flags, dtype=bool).copy()
     keys = _keys(entities, len(raw_flags), "flags")
@@ -208,7 +316,8 @@ def _fresh(smoothing: Smoothing, groups: EntityGroups) -> StreamingSmoother:
 
 @dataclass
 class _Rebaselined:
-    """One entity's state under re-baselining: its last ``n - 1`` raw flags and the episode."""
+    """One entity's state under re-baselining or level adaptation: its last ``n - 1`` raw
+    flags, the episode and the adapted level."""
 
     tail: deque[bool]
     level: float = math.nan  # EWMA of the entity's scores; NaN before its first score
@@ -216,6 +325,7 @@ class _Rebaselined:
     peak: float = 0.0
     excess: float = 0.0  # threshold now = T + excess
     step: float = 0.0  # excess removed per row outside an episode
+    adapt_level: float = math.nan  # log level of level adaptation; NaN before the first score
     flagged: int = field(init=False)
 
     def __post_init__(self) -> None:
@@ -224,11 +334,15 @@ class _Rebaselined:
 
 def _advance(
     state: _Rebaselined, scores: list[float], threshold: float, smoothing: Smoothing,
-    rule: Rebaseline,
+    rule: Rebaseline | None,
 ) -> list[bool]:
-    """Flags of one entity's next rows, advancing its state row by row (the threshold of a row
-    depends on the flags before it)."""
+    """Flags of one entity's next rows (adapted scores, when adapting), advancing its state row
+    by row (under re-baselining the threshold of a row depends on the flags before it)."""
     k, keep = smoothing.k, smoothing.n - 1
+    if rule is None:  # k-of-n over the adapted scores
+        rule, episodes = Rebaseline(2.0, 1.0, 1), False
+    else:
+        episodes = True
     alpha, r, h, horizon = rule.alpha, rule.end_ratio, rule.raise_factor, rule.horizon
     tail, flagged = state.tail, state.flagged
     level, in_episode, peak = state.level, state.in_episode, state.peak
@@ -246,7 +360,7 @@ def _advance(
                 flagged -= tail.popleft()
             tail.append(raw)
             flagged += raw
-        if level != level:
+        if level != level or not episodes:
             continue
         if in_episode:
             peak = max(peak, level)
@@ -295,7 +409,7 @@ class StreamingSmoother:
         record_evictions(SMOOTHING, len(evict_least_recent(self._tails, self.max_entities)))
 
     def _state(self, tail: np.ndarray) -> np.ndarray | _Rebaselined:
-        if self.smoothing.rebaseline is None:
+        if not self.smoothing.scores_state:
             return tail
         return _Rebaselined(deque(tail.tolist(), maxlen=max(1, self.smoothing.n - 1)))
 
@@ -320,10 +434,11 @@ class StreamingSmoother:
         ``entity_groups(entities)`` when known. ``threshold``: one, or each row's (the same for
         all rows of an entity). A re-baselining state belongs to one model: always pass that
         model's thresholds."""
-        if self.smoothing.rebaseline is None:
+        if not self.smoothing.scores_state:
             flags = self.apply(raw_flags(scores, threshold), entities, groups)
             flags &= ~np.isnan(scores)  # a row without a score is never flagged
             return flags
+        adapt = self.smoothing.adapt
         values = np.asarray(scores, dtype=np.float64)
         keys = _keys(entities, len(values), "scores")
         out = np.zeros(len(values), dtype=bool)
@@ -334,8 +449,11 @@ class StreamingSmoother:
             assert isinstance(state, _Rebaselined)  # this policy's states, see adopt
             own = (threshold if isinstance(threshold, float | int)
                    else float(threshold[positions[0]]))
-            out[positions] = _advance(state, values[positions].tolist(), own,
-                                      self.smoothing, self.smoothing.rebaseline)
+            rows = values[positions].tolist()
+            if adapt is not None:
+                rows, state.adapt_level = adapt.scaled(rows, state.adapt_level)
+            out[positions] = _advance(state, rows, own, self.smoothing,
+                                      self.smoothing.rebaseline)
             put_recent(self._tails, key, state)
         self._evict()
         return out
@@ -347,9 +465,10 @@ class StreamingSmoother:
         groups: EntityGroups | None = None,
     ) -> np.ndarray:
         """k-of-n smoothed flags of a batch of raw flags; ``groups``: ``entity_groups(entities)``
-        when known. Re-baselining needs scores: ``apply_scores``."""
-        if self.smoothing.rebaseline is not None:
-            raise SmoothingError("a policy with rebaseline flags scores: use apply_scores")
+        when known. Re-baselining and level adaptation need scores: ``apply_scores``."""
+        if self.smoothing.scores_state:
+            raise SmoothingError("a policy with rebaseline or adapt flags scores: use "
+                                 "apply_scores")
         raw = np.asarray(raw_flags, dtype=bool)
         if not self.smoothing.enabled:
             return raw.copy()

@@ -446,6 +446,10 @@ class BundleConfig(dg.Config):
     rebaseline_end_ratio: float = _EVALUATED.get("rebaseline_end_ratio", 0.0)
     rebaseline_raise: float = _EVALUATED.get("rebaseline_raise", 3.0)
     rebaseline_horizon: int = _EVALUATED.get("rebaseline_horizon", 240)
+    # level adaptation (ds_serving.smoothing): > 0 turns it on; each host's threshold rises
+    # with its recent score level over the median normal validation score, at this weight per
+    # row (an incident longer than ~1 / rate rows is absorbed)
+    adapt_rate: float = _EVALUATED.get("adapt_rate", 0.0)
     # per-entity alerting (ds_serving.alerting), applied alike by the alerts asset and the
     # gRPC scorer: open after k flagged rows of the last n, close after m normal rows, no
     # re-opening within the cooldown
@@ -499,6 +503,7 @@ def build_model_bundle_asset(ds: Dataset) -> dg.AssetsDefinition:
             risk=config.risk, pot_level=config.pot_level,
             threshold_scope=config.threshold_scope, min_entity_rows=config.min_entity_rows,
             smoothing=config.smoothing(), alerting=config.alerting(),
+            adapt_rate=config.adapt_rate,
             feature_groups=ds.spec.features.groups if ds.spec is not None else None,
             lineage={"code_version": CODE_VERSION, "dagster_run_id": context.run_id,
                      "mlflow_run_id": run_id},

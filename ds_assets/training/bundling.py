@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping, Sequence
+from dataclasses import replace
 from typing import Any
 
 import numpy as np
@@ -29,7 +30,7 @@ from ds_serving.alerting import AlertPolicy
 from ds_serving.bundle import Bundle, write_bundle
 from ds_serving.policy import ScoringPolicy
 from ds_serving.scoring import Scorer, score_rows
-from ds_serving.smoothing import Smoothing
+from ds_serving.smoothing import Adaptation, Smoothing, SmoothingError
 from ds_serving.windows import entity_groups
 
 ENTITY = "host_id"
@@ -111,6 +112,23 @@ def _entity_thresholds(
     return own, {**counts, "entity_trimmed_unlabeled_val_rows": trimmed} if trimmed else counts
 
 
+def adaptation(scores: np.ndarray, rate: float) -> Adaptation:
+    """Level adaptation at ``rate`` referenced to the median of the normal validation
+    ``scores`` (NaN: warm-up rows, left out)."""
+    finite = np.asarray(scores, np.float64)
+    finite = finite[np.isfinite(finite)]
+    reference = float(np.median(finite)) if finite.size else float("nan")
+    if not reference > 0:
+        raise ThresholdError(
+            f"adapt_rate={rate:g}: level adaptation scales the threshold by the score level over "
+            f"the median normal validation score, which is {reference:g} here ({finite.size} "
+            "scored rows); use adapt_rate 0 for this detector")
+    try:
+        return Adaptation(rate=float(rate), reference=reference)
+    except SmoothingError as exc:
+        raise ThresholdError(f"adapt_rate: {exc}") from None
+
+
 def build_bundle(
     models_dir: str | os.PathLike[str],
     model_name: str,
@@ -129,10 +147,12 @@ def build_bundle(
     pot_level: float = 0.98,
     threshold_scope: str = "global",
     min_entity_rows: int = MIN_ENTITY_ROWS,
+    adapt_rate: float = 0.0,
 ) -> Bundle:
     """Calibrate the threshold on the validation split (also per entity with
     ``threshold_scope="entity"``), sketch the drift reference on the train/val scores, and
-    publish a new bundle version with the scoring policy and lineage."""
+    publish a new bundle version with the scoring policy and lineage. ``adapt_rate`` > 0 adds
+    level adaptation (``smoothing.adapt``) referenced to the median normal validation score."""
     if threshold_scope not in SCOPES:
         raise ThresholdError(f"threshold_scope={threshold_scope!r}: choose one of "
                              f"{', '.join(SCOPES)}")
@@ -165,6 +185,9 @@ def build_bundle(
                                          margin=margin, risk=risk, level=pot_level,
                                          min_rows=min_entity_rows)
         rule = {**rule, **counts}
+    if adapt_rate:
+        normal = calibrated & (val[LABEL].to_numpy() == 0 if LABEL in val.columns else True)
+        smoothing = replace(smoothing, adapt=adaptation(val_scores[normal], adapt_rate))
     policy = ScoringPolicy(threshold, rule, smoothing, alerting, entity_thresholds=own)
     # drift baseline shipped with the bundle: quantile sketches + calibrated thresholds
     train = split_rows(training_set, "train")

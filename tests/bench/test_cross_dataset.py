@@ -4,6 +4,7 @@ per-entity calibration, and a small end-to-end run on generated files (no shared
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -374,3 +375,36 @@ def test_the_extra_nearest_window_configurations_score_through_the_shipped_path(
         warm = np.isnan(scored.test)
         assert [int(warm[test_entities == e].sum()) for e in (0, 1)] == [
             config.params.window - 1] * 2
+
+
+def test_level_adaptation_flags_as_a_bundle_policy_with_it_would() -> None:
+    """``--extra adapt`` policies: the evaluation's shortcut (the plain policy on
+    ``with_adaptation``'s scores, computed once per rate) flags exactly as the scoring policy
+    a bundle carries (``smoothing.adapt`` referenced to the median calibration score)."""
+    from bench.cross_dataset import EXTRA_POLICIES, calibrated, with_adaptation
+    from ds_serving.smoothing import Adaptation
+
+    rng = np.random.default_rng(3)
+    calibration = rng.gamma(4.0, 0.25, 400)
+    test = rng.gamma(4.0, 0.25, 600) * np.where(np.arange(600) > 200, 8.0, 1.0)
+    entities = np.array(["a", "b"])[np.arange(600) % 2]
+    scored = Scored(calibration, np.zeros(400, np.int32), test)
+    policies = [p for p in EXTRA_POLICIES["adapt"] if p.rule == "quantile" and p.value == 0.99
+                and p.margin == 1.5 and p.scope == "global"]
+    assert {p.adapt for p in policies} == {0.001, 0.003, 0.01} and len(policies) == 12
+    for policy in policies:
+        deployed = calibrated(scored, policy, {})
+        bundle = deployed.what_if(smoothing=Smoothing(
+            policy.smoothing.k, policy.smoothing.n, policy.smoothing.rebaseline,
+            Adaptation(policy.adapt, float(np.median(calibration)))))
+        expected = bundle.flags(test, entities)
+        np.testing.assert_array_equal(policy_flags(scored, entities, policy), expected)
+        adapted = with_adaptation(scored, entities, policy.adapt)
+        np.testing.assert_array_equal(
+            policy_flags(scored, entities, policy, deployed, adapted), expected)
+        plain = policy_flags(scored, entities, replace(policy, adapt=0.0))
+        assert expected.sum() < plain.sum() and not (expected & ~plain).any()
+    assert flag_policy_of({"quantile": 0.99, "adapt_rate": 0.003}) == FlagPolicy(
+        "quantile", 0.99, adapt=0.003)
+    assert FlagPolicy("quantile", 0.99, adapt=0.003).to_dict()["adapt_rate"] == 0.003
+    assert "level adaptation rate 0.003" in FlagPolicy("quantile", 0.99, adapt=0.003).describe()

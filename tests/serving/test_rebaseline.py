@@ -4,7 +4,6 @@ live scorer flagging exactly as dataset scoring does."""
 
 from __future__ import annotations
 
-import itertools
 from pathlib import Path
 
 import numpy as np
@@ -29,6 +28,7 @@ from ds_serving.smoothing import (
     smooth_flags,
 )
 from tests.support.serving import FEATURES, normal_rows, server_config, write_point_bundle
+from tests.support.smoothing import assert_streams_like_the_table
 
 RULE = Rebaseline(end_ratio=2.0, raise_factor=2.0, horizon=4, alpha=1.0)  # level = score
 
@@ -75,16 +75,7 @@ def test_stream_in_any_batches_flags_as_the_whole_table(
     scores = np.abs(rng.normal(size=n)) + np.where(rng.random(n) < 0.2, 4.0, 0.0)
     scores[rng.random(n) < 0.05] = np.nan
     policy = Smoothing(k=k, n=3, rebaseline=Rebaseline(r, h, horizon, alpha=0.3))
-    whole = flag_scores(scores, 1.5, policy, ids)
-    smoother = StreamingSmoother(policy)
-    bounds = [0, *sorted(cuts), n]
-    parts = [smoother.apply_scores(scores[a:b], 1.5, ids[a:b])
-             for a, b in itertools.pairwise(bounds)]
-    np.testing.assert_array_equal(np.concatenate(parts), whole)
-    cut = bounds[len(bounds) // 2]
-    changed = scores.copy()
-    changed[cut:] = rng.permutation(changed[cut:])
-    np.testing.assert_array_equal(flag_scores(changed, 1.5, policy, ids)[:cut], whole[:cut])
+    assert_streams_like_the_table(policy, scores, ids, 1.5, cuts, rng)
 
 
 @pytest.mark.parametrize(("data", "match"), [
