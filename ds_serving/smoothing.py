@@ -147,23 +147,27 @@ class Adaptation:
     def describe(self) -> str:
         return f"level adaptation rate {self.rate:g}"
 
-    def scaled(self, scores: list[float], level: float) -> tuple[list[float], float]:
+    def scaled(self, scores: np.ndarray, level: float) -> tuple[np.ndarray, float]:
         """One entity's next ``scores``, each over its level factor max(1, level / reference)
         from the rows before it, and the entity's log level after them (``level``: NaN for an
         entity not seen yet). NaN stays NaN and moves nothing; +inf stays +inf."""
+        values = np.asarray(scores, dtype=np.float64)
         log_ref = math.log(self.reference)
         floor = log_ref + _LEVEL_FLOOR
+        with np.errstate(divide="ignore", invalid="ignore"):
+            pulls = np.maximum(np.log(np.where(values > 0.0, values, np.exp(floor))), floor)
+        pulls[np.isnan(values)] = np.nan
         rate, log_clip = self.rate, math.log(self.clip)
         lvl = log_ref if level != level else level
-        out: list[float] = []
-        for s in scores:
-            if s != s:
-                out.append(s)
-                continue
-            out.append(s / math.exp(lvl - log_ref) if lvl > log_ref else s)
-            own = math.log(s) if s > 0.0 else floor
-            lvl += rate * (min(max(own, floor), lvl + log_clip) - lvl)
-        return out, lvl
+        before: list[float] = []  # each row's level, from the rows before it
+        keep = before.append
+        for x in pulls.tolist():  # the one sequential step; the rest is numpy
+            keep(lvl)
+            if x == x:
+                cap = lvl + log_clip
+                lvl += rate * ((x if x < cap else cap) - lvl)
+        factor = np.exp(np.maximum(np.array(before, np.float64) - log_ref, 0.0))
+        return values / factor, lvl
 
 
 # a score at or below 0 (or far under the reference) pulls the level as if it were
@@ -180,7 +184,7 @@ def adapted_scores(scores: np.ndarray, entities: Sequence[Hashable] | np.ndarray
     keys = _keys(entities, len(values), "scores")
     out = np.empty(len(values), np.float64)
     for _, positions in ceding(entity_groups(keys)):
-        out[positions] = adapt.scaled(values[positions].tolist(), math.nan)[0]
+        out[positions] = adapt.scaled(values[positions], math.nan)[0]
     return out
 
 
@@ -334,15 +338,11 @@ class _Rebaselined:
 
 def _advance(
     state: _Rebaselined, scores: list[float], threshold: float, smoothing: Smoothing,
-    rule: Rebaseline | None,
+    rule: Rebaseline,
 ) -> list[bool]:
     """Flags of one entity's next rows (adapted scores, when adapting), advancing its state row
-    by row (under re-baselining the threshold of a row depends on the flags before it)."""
+    by row (the threshold of a row depends on the flags before it)."""
     k, keep = smoothing.k, smoothing.n - 1
-    if rule is None:  # k-of-n over the adapted scores
-        rule, episodes = Rebaseline(2.0, 1.0, 1), False
-    else:
-        episodes = True
     alpha, r, h, horizon = rule.alpha, rule.end_ratio, rule.raise_factor, rule.horizon
     tail, flagged = state.tail, state.flagged
     level, in_episode, peak = state.level, state.in_episode, state.peak
@@ -360,7 +360,7 @@ def _advance(
                 flagged -= tail.popleft()
             tail.append(raw)
             flagged += raw
-        if level != level or not episodes:
+        if level != level:
             continue
         if in_episode:
             peak = max(peak, level)
@@ -375,6 +375,20 @@ def _advance(
     state.flagged, state.level, state.in_episode, state.peak = flagged, level, in_episode, peak
     state.excess, state.step = excess, step
     return out
+
+
+def _k_of_n_state(state: _Rebaselined, scores: np.ndarray, threshold: float,
+                  smoothing: Smoothing) -> np.ndarray:
+    """k-of-n flags of one entity's next (adapted) scores without re-baselining: the row loop
+    of ``_advance`` in numpy, keeping the state's raw-flag tail."""
+    raw = raw_flags(scores, threshold)
+    history = np.concatenate([np.fromiter(state.tail, bool, len(state.tail)), raw])
+    flags = _k_of_n(history, smoothing)[-len(raw):] if len(raw) else raw
+    flags &= ~np.isnan(scores)  # a row without a score is never flagged
+    if smoothing.n > 1:
+        state.tail.extend(history[1 - smoothing.n:].tolist())
+        state.flagged = sum(state.tail)
+    return flags
 
 
 def _tail_array(value: np.ndarray | _Rebaselined) -> np.ndarray:
@@ -449,11 +463,14 @@ class StreamingSmoother:
             assert isinstance(state, _Rebaselined)  # this policy's states, see adopt
             own = (threshold if isinstance(threshold, float | int)
                    else float(threshold[positions[0]]))
-            rows = values[positions].tolist()
+            rows = values[positions]
             if adapt is not None:
                 rows, state.adapt_level = adapt.scaled(rows, state.adapt_level)
-            out[positions] = _advance(state, rows, own, self.smoothing,
-                                      self.smoothing.rebaseline)
+            if self.smoothing.rebaseline is None:
+                out[positions] = _k_of_n_state(state, rows, own, self.smoothing)
+            else:
+                out[positions] = _advance(state, rows.tolist(), own, self.smoothing,
+                                          self.smoothing.rebaseline)
             put_recent(self._tails, key, state)
         self._evict()
         return out
