@@ -64,6 +64,7 @@ bench: install
 	$(PY) -m bench.scorer
 	$(PY) -m bench.contention
 	$(PY) -m bench.dataset_scoring
+	$(PY) -m bench.policies
 	$(PY) -m bench.pyod_peer
 	$(PY) -m bench.mlserver_peer
 
