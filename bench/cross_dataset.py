@@ -71,6 +71,7 @@ from ds_assets.telemetry.generator import FEATURES, GeneratorConfig, generate_da
 from ds_assets.telemetry.schema import ANOMALY_TYPE, LABEL
 from ds_assets.telemetry.sources import SourceError
 from ds_assets.training import evaluated_default
+from ds_assets.training.bundling import adaptation
 from ds_assets.training.detectors import (
     UNIVARIATE_REFUSALS,
     DetectorConfigError,
@@ -88,7 +89,7 @@ from ds_assets.training.thresholds import (
 from ds_serving.atomic import atomic_write_text
 from ds_serving.policy import ScoringPolicy
 from ds_serving.scoring import Scorer, score_rows
-from ds_serving.smoothing import Adaptation, Rebaseline, Smoothing, adapted_scores
+from ds_serving.smoothing import Rebaseline, Smoothing, adapted_scores
 
 SOURCES = ("skab", "gutentag", "generator")
 CALIBRATION_SHARE = 0.15  # the graph's validation share (training_set's default)
@@ -521,13 +522,14 @@ POLICIES: tuple[FlagPolicy, ...] = tuple(
 )
 
 #: Compared on request (``--extra adapt``): level adaptation (``smoothing.adapt``) at three
-#: rates over the threshold rules, both scopes, no smoothing or 3-of-5, re-baselining off or on
-#: (fixed before its first run through this module; a prototype on the cached scores had
-#: picked these rates, docs/detection.md).
+#: rates over the threshold rules, global calibration (bundles refuse it with per-entity
+#: thresholds, which sit at each entity's level already), no smoothing or 3-of-5,
+#: re-baselining off or on (a prototype on the cached scores had picked these rates,
+#: docs/detection.md).
 ADAPT_RATES = (0.001, 0.003, 0.01)
 EXTRA_POLICIES: dict[str, tuple[FlagPolicy, ...]] = {
     "adapt": tuple(replace(p, adapt=rate) for rate in ADAPT_RATES for p in POLICIES
-                   if p.smoothing.n in (1, 5)),
+                   if p.smoothing.n in (1, 5) and p.scope == "global"),
 }
 
 POT_FIT_RISK = 1e-4  # any risk the level allows: the tail fit itself does not depend on it
@@ -577,12 +579,14 @@ def policy_flags(scored: Scored, entities: np.ndarray, policy: FlagPolicy,
 def with_adaptation(scored: Scored, test_entities: np.ndarray, rate: float) -> Scored:
     """``scored`` with its test scores as level adaptation at ``rate`` judges them
     (``adapted_scores``; tests/serving/test_adaptation.py checks they flag as the policy does),
-    referenced to the median calibration score as a bundle's is (unchanged when that is not
-    > 0: a bundle would refuse it)."""
-    finite = scored.calibration[np.isfinite(scored.calibration)]
-    if scored.refused or not finite.size or not float(np.median(finite)) > 0:
+    referenced to the median calibration score as a bundle's is (``bundling.adaptation``; where
+    a bundle would refuse it, NaN: the series flags nothing)."""
+    if scored.refused:
         return scored
-    adapt = Adaptation(rate=rate, reference=float(np.median(finite)))
+    try:
+        adapt = adaptation(scored.calibration, rate)
+    except ThresholdError:  # no bundle could be built: the series flags nothing
+        return replace(scored, test=np.full(len(scored.test), np.nan))
     return replace(scored, test=adapted_scores(scored.test, test_entities, adapt))
 
 

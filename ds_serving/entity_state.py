@@ -66,6 +66,8 @@ class EntityState:
         if smoothing.enabled:
             extra = [name for name, on in (("re-baselining", smoothing.rebaseline),
                                             ("level adaptation", smoothing.adapt)) if on]
+            if smoothing.n == 1:  # k = n = 1: no k-of-n, only the scores' state
+                return " and ".join(extra)
             return (f"{smoothing.k}-of-{smoothing.n} flag smoothing"
                     + (f" with {' and '.join(extra)}" if extra else ""))
         if self.policy.per_entity:

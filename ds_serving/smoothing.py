@@ -113,6 +113,10 @@ class Adaptation:
     clip: float = 2.0  # a row moves the level as if its score were at most clip x the level
 
     def __post_init__(self) -> None:
+        for name in ("rate", "reference", "clip"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int | float):
+                raise SmoothingError(f"smoothing.adapt.{name} must be a number, got {value!r}")
         checks = (
             (0 < self.rate <= 1, "rate", self.rate, "in (0, 1] (the weight of each row)"),
             (self.reference > 0, "reference", self.reference,
@@ -135,14 +139,7 @@ class Adaptation:
         if unknown or missing:
             raise SmoothingError(f"smoothing.adapt: unknown key(s) {sorted(unknown)}, missing "
                                  f"{sorted(missing)}; use {sorted(keys)} (clip optional)")
-        try:
-            return cls(rate=float(data["rate"]), reference=float(data["reference"]),
-                       clip=float(data.get("clip", 2.0)))
-        except (TypeError, ValueError) as exc:
-            if isinstance(exc, SmoothingError):
-                raise
-            raise SmoothingError(f"smoothing.adapt: rate, reference and clip must be numbers, "
-                                 f"got {dict(data)!r}") from None
+        return cls(rate=data["rate"], reference=data["reference"], clip=data.get("clip", 2.0))
 
     def describe(self) -> str:
         return f"level adaptation rate {self.rate:g}"
@@ -166,13 +163,17 @@ class Adaptation:
             if x == x:
                 cap = lvl + log_clip
                 lvl += rate * ((x if x < cap else cap) - lvl)
-        factor = np.exp(np.maximum(np.array(before, np.float64) - log_ref, 0.0))
-        return values / factor, lvl
+        # capped: a long run of +inf raises the level without bound (the factor stays finite)
+        excess = np.clip(np.array(before, np.float64) - log_ref, 0.0, _MAX_LOG_FACTOR)
+        out = values / np.exp(excess)
+        out[np.isposinf(values)] = np.inf
+        return out, lvl
 
 
 # a score at or below 0 (or far under the reference) pulls the level as if it were
 # reference x 1e-3: the level stays finite, and it only matters once above the reference
 _LEVEL_FLOOR = math.log(1e-3)
+_MAX_LOG_FACTOR = 700.0  # exp(700) ~ 1e304: every finite score is then judged as ~0
 
 
 def adapted_scores(scores: np.ndarray, entities: Sequence[Hashable] | np.ndarray | None,
@@ -377,17 +378,24 @@ def _advance(
     return out
 
 
+def _k_of_n_next(tail: np.ndarray, raw: np.ndarray, smoothing: Smoothing
+                 ) -> tuple[np.ndarray, np.ndarray]:
+    """k-of-n flags of one entity's next raw flags after its last ``n - 1`` (``tail``), and its
+    new tail."""
+    history = np.concatenate([tail, raw])
+    return _k_of_n(history, smoothing), history[len(history) - (smoothing.n - 1):]
+
+
 def _k_of_n_state(state: _Rebaselined, scores: np.ndarray, threshold: float,
                   smoothing: Smoothing) -> np.ndarray:
     """k-of-n flags of one entity's next (adapted) scores without re-baselining: the row loop
     of ``_advance`` in numpy, keeping the state's raw-flag tail."""
-    raw = raw_flags(scores, threshold)
-    history = np.concatenate([np.fromiter(state.tail, bool, len(state.tail)), raw])
-    flags = _k_of_n(history, smoothing)[-len(raw):] if len(raw) else raw
+    tail = np.fromiter(state.tail, bool, len(state.tail))
+    flags, tail = _k_of_n_next(tail, raw_flags(scores, threshold), smoothing)
     flags &= ~np.isnan(scores)  # a row without a score is never flagged
     if smoothing.n > 1:
-        state.tail.extend(history[1 - smoothing.n:].tolist())
-        state.flagged = sum(state.tail)
+        state.tail.extend(tail.tolist())
+        state.flagged = int(tail.sum())
     return flags
 
 
@@ -496,8 +504,7 @@ class StreamingSmoother:
             tail = self._tails.get(key)
             if tail is None:
                 tail = np.zeros(keep, dtype=bool)
-            history = np.concatenate([tail, raw[positions]])
-            out[positions] = _k_of_n(history, self.smoothing)
-            put_recent(self._tails, key, history[len(history) - keep :])
+            out[positions], tail = _k_of_n_next(tail, raw[positions], self.smoothing)
+            put_recent(self._tails, key, tail)
         self._evict()
         return out

@@ -156,6 +156,12 @@ def build_bundle(
     if threshold_scope not in SCOPES:
         raise ThresholdError(f"threshold_scope={threshold_scope!r}: choose one of "
                              f"{', '.join(SCOPES)}")
+    if threshold_scope == "entity" and adapt_rate:
+        raise ThresholdError(
+            f"adapt_rate={adapt_rate:g} with threshold_scope='entity': each host's own threshold "
+            "already sits at its own level, and level adaptation would scale it again by that "
+            "level over the global median; use one of them (adapt_rate 0, or threshold_scope "
+            "global)")
     if threshold_scope == "entity" and threshold_rule == "best_f1":
         raise ThresholdError("threshold_scope='entity' calibrates each entity's normal rows by "
                              "quantile or pot, not 'best_f1': set threshold_rule to quantile "

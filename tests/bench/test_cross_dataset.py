@@ -408,3 +408,16 @@ def test_level_adaptation_flags_as_a_bundle_policy_with_it_would() -> None:
         "quantile", 0.99, adapt=0.003)
     assert FlagPolicy("quantile", 0.99, adapt=0.003).to_dict()["adapt_rate"] == 0.003
     assert "level adaptation rate 0.003" in FlagPolicy("quantile", 0.99, adapt=0.003).describe()
+
+
+def test_level_adaptation_a_bundle_would_refuse_flags_nothing() -> None:
+    """A median calibration score of 0 gives no bundle (``bundling.adaptation`` refuses it):
+    the candidate flags nothing on that series instead of scoring without adaptation."""
+    from bench.cross_dataset import EXTRA_POLICIES
+
+    scored = Scored(np.zeros(100), np.zeros(100, np.int32), np.r_[np.zeros(50), np.ones(50)])
+    entities = np.zeros(100, np.int32)
+    policy = FlagPolicy("quantile", 0.99, adapt=0.003)
+    assert not policy_flags(scored, entities, policy).any()
+    assert policy_flags(scored, entities, FlagPolicy("quantile", 0.99)).sum() == 50
+    assert {p.scope for p in EXTRA_POLICIES["adapt"]} == {"global"}

@@ -109,7 +109,7 @@ def test_stream_in_any_batches_flags_as_the_whole_table_and_as_the_adapted_score
     ({"rate": 0.01, "reference": 1.0, "clip": 1.0}, r"adapt.clip must be > 1"),
     ({"rate": 0.01}, r"missing \['reference'\]"),
     ({"rate": 0.01, "reference": 1.0, "speed": 2}, r"unknown key\(s\) \['speed'\]"),
-    ({"rate": "fast", "reference": 1.0}, r"must be numbers"),
+    ({"rate": "fast", "reference": 1.0}, r"adapt.rate must be a number, got .fast."),
 ])
 def test_bad_adaptations_name_the_value(data: dict, match: str) -> None:
     with pytest.raises(SmoothingError, match=match):
@@ -189,3 +189,43 @@ def test_live_scorer_flags_like_dataset_scoring(tmp_path: Path) -> None:
         client.close()
     np.testing.assert_array_equal(np.array(streamed), deployed)
     assert '"adapt"' in info.smoothing_json
+
+
+@pytest.mark.parametrize(("data", "match"), [
+    ({"rate": True, "reference": 1.0}, r"adapt.rate must be a number, got True"),
+    ({"rate": 0.01, "reference": True}, r"adapt.reference must be a number, got True"),
+    ({"rate": "0.01", "reference": 1.0}, r"adapt.rate must be a number, got '0.01'"),
+    ({"rate": 0.01, "reference": 1.0, "clip": True}, r"adapt.clip must be a number, got True"),
+    ({"rate": 0.01, "reference": None}, r"adapt.reference must be a number, got None"),
+])
+def test_adaptation_values_must_be_numbers_not_bools_or_text(data: dict, match: str) -> None:
+    """A manifest's ``true`` or ``"0.01"`` is refused, naming the key, as the other sections
+    refuse them (found by review: they loaded as 1.0 and 0.01)."""
+    with pytest.raises(SmoothingError, match=match):
+        Smoothing.from_dict({"adapt": data})
+    assert Smoothing.from_dict({"adapt": {"rate": 1, "reference": 2}}).adapt == Adaptation(1, 2)
+
+
+def test_a_long_run_of_inf_stays_inf_and_flagged() -> None:
+    """Each +inf row raises the level by rate x log(clip) without bound; the factor is capped,
+    so +inf stays +inf (flagged) and a finite score after it stays a number (found by review:
+    from row 1,025 at rate 1, inf / inf gave NaN, never flagged)."""
+    adapt = Adaptation(rate=1.0, reference=1.0)
+    scores = np.concatenate([np.full(1100, np.inf), [5.0]])
+    got = adapted_scores(scores, None, adapt)
+    assert np.isposinf(got[:1100]).all() and np.isfinite(got[1100])
+    assert flag_scores(scores, 3.0, Smoothing(adapt=adapt))[:1100].all()
+
+
+def test_bundles_refuse_adaptation_beside_per_entity_thresholds(tmp_path: Path) -> None:
+    """Each host's own threshold sits at its own level already: adaptation (one global
+    reference) would scale a noisy host's threshold again and lose its incidents (found by
+    review: 20 of 20 incident rows flagged without it, 0 with it)."""
+    training_set, _, detector = _trained()
+    with pytest.raises(ThresholdError, match=r"adapt_rate=0.003 with threshold_scope='entity'"
+                                             r".*use one of them"):
+        build_bundle(tmp_path / "models", "m", export_onnx(detector), detector, training_set,
+                     threshold_rule="quantile", quantile=0.99, margin=1.0,
+                     smoothing=Smoothing(), alerting=AlertPolicy(), lineage={},
+                     threshold_scope="entity", adapt_rate=0.003)
+    assert not (tmp_path / "models").exists() or not any((tmp_path / "models").rglob("*.onnx"))
