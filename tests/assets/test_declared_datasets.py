@@ -76,6 +76,20 @@ def test_declared_defaults_reach_the_asset_config(tmp_path: Path) -> None:
             Settings.from_env({}))
 
 
+def test_the_readmes_measured_option_is_a_declaration_away(tmp_path: Path) -> None:
+    """README: ``family: window_knn`` with level adaptation, declared as a user would."""
+    declared = TelemetryDataset.model_validate({
+        "name": "pump", "source": {"path": str(tmp_path / "x.csv")},
+        "partitions": {"start": "2024-01-01"}, "detector": {"family": "window_knn"},
+        "policy": {"adapt_rate": 0.003, "quantile": 0.99, "margin": 1.5}})
+    ds = declared.dataset(Settings.from_env({"DS_DATA_DIR": str(tmp_path)}))
+    from ds_assets.assets.detector import BundleConfig, DetectorConfig
+
+    assert ds.config_class(DetectorConfig, "detector")().family.value == "window_knn"
+    bundle = ds.config_class(BundleConfig, "model_bundle")()
+    assert (bundle.adapt_rate, bundle.quantile, bundle.margin) == (0.003, 0.99, 1.5)
+
+
 def test_declared_ranges_are_blocking_checks(tmp_path: Path, settings: Settings) -> None:
     data, _ = _user_file(tmp_path)
     declared = TelemetryDataset.model_validate({
