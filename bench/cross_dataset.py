@@ -680,7 +680,6 @@ def _config_counts(ci: int) -> np.ndarray:
     return out
 
 
-
 def calibrated(scored: Scored, policy: FlagPolicy,
                fits: dict[Any, dict[str, Any] | None]) -> ScoringPolicy:
     """The scoring policy a bundle would carry: the global threshold and, for a per-entity

@@ -124,8 +124,8 @@ class Adaptation:
              "cannot use level adaptation)"),
             (self.clip > 1, "clip", self.clip, "> 1"),
         )
-        for ok, name, value, expected in checks:
-            if isinstance(value, bool) or not ok or not math.isfinite(value):
+        for ok, name, value, expected in checks:  # numbers by now (bools refused above)
+            if not ok or not math.isfinite(value):
                 raise SmoothingError(f"smoothing.adapt.{name} must be {expected}, got "
                                      f"{value!r}")
 

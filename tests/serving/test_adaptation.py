@@ -8,22 +8,17 @@ import math
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from ds_assets.assets.detector import BundleConfig
 from ds_assets.training.bundling import adaptation, build_bundle, row_scores
-from ds_assets.training.dataset_scoring import score_frame
 from ds_assets.training.datasets import split_rows
 from ds_assets.training.export import export_onnx
 from ds_assets.training.thresholds import ThresholdError
 from ds_serving.alerting import AlertPolicy
-from ds_serving.bundle import load_bundle, promote
-from ds_serving.client import ScorerClient, encode_request
-from ds_serving.scoring import Scorer
-from ds_serving.server import ServerThread
+from ds_serving.bundle import load_bundle
 from ds_serving.smoothing import (
     Adaptation,
     Rebaseline,
@@ -34,8 +29,8 @@ from ds_serving.smoothing import (
     flag_scores,
     smooth_flags,
 )
-from tests.support.serving import FEATURES, normal_rows, server_config, write_point_bundle
-from tests.support.smoothing import assert_streams_like_the_table
+from tests.support.serving import normal_rows, write_point_bundle
+from tests.support.smoothing import assert_streams_like_the_table, dataset_and_live_flags
 from tests.training.test_bundling import _trained
 
 
@@ -170,24 +165,14 @@ def test_live_scorer_flags_like_dataset_scoring(tmp_path: Path) -> None:
     models = tmp_path / "models"
     smoothing = Smoothing(k=1, n=1, adapt=Adaptation(rate=0.05, reference=0.5))
     path = write_point_bundle(models, smoothing=smoothing.to_dict())
-    promote(models, "ae", path.name)
     rows = normal_rows(240, 5)
     rows[60:200] += 2.0  # a new regime for 140 rows, an incident inside it
     rows[150:160] += 6.0
-    hosts = np.array(["h1", "h2"])[np.arange(len(rows)) % 2]
-    frame = pd.DataFrame(rows, columns=FEATURES).assign(host_id=hosts)
-    bundle = load_bundle(path)
-    expected = score_frame(Scorer.from_bundle(bundle, backend="cpu"), frame)  # bundle policy
+    expected, streamed, info = dataset_and_live_flags(models, path, rows)
     deployed = expected["is_anomaly"].to_numpy()
     assert (deployed != expected["raw_is_anomaly"].to_numpy()).any()  # the rule acted
     assert deployed[150:160].all()
-    with ServerThread(server_config(models)) as server:
-        client = ScorerClient(f"127.0.0.1:{server.port}", timeout=10)
-        streamed = [r.flags[0] for r in client.score_stream(
-            encode_request(rows[i : i + 1], hosts[i : i + 1]) for i in range(len(rows)))]
-        info = client.info()
-        client.close()
-    np.testing.assert_array_equal(np.array(streamed), deployed)
+    np.testing.assert_array_equal(streamed, deployed)
     assert '"adapt"' in info.smoothing_json
 
 

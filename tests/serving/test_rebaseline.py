@@ -7,16 +7,11 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from ds_assets.assets.detector import BundleConfig
-from ds_assets.training.dataset_scoring import score_frame
-from ds_serving.bundle import load_bundle, promote
-from ds_serving.client import ScorerClient, encode_request
-from ds_serving.scoring import Scorer
 from ds_serving.server import ServerThread
 from ds_serving.smoothing import (
     Rebaseline,
@@ -27,8 +22,8 @@ from ds_serving.smoothing import (
     raw_flags,
     smooth_flags,
 )
-from tests.support.serving import FEATURES, normal_rows, server_config, write_point_bundle
-from tests.support.smoothing import assert_streams_like_the_table
+from tests.support.serving import normal_rows, server_config, write_point_bundle
+from tests.support.smoothing import assert_streams_like_the_table, dataset_and_live_flags
 
 RULE = Rebaseline(end_ratio=2.0, raise_factor=2.0, horizon=4, alpha=1.0)  # level = score
 
@@ -151,24 +146,14 @@ def test_live_scorer_flags_like_dataset_scoring_and_stateless_tier_refuses(
     rule = Rebaseline(end_ratio=2.0, raise_factor=2.0, horizon=20, alpha=0.3)
     smoothing = Smoothing(k=2, n=3, rebaseline=rule)
     path = write_point_bundle(models, smoothing=smoothing.to_dict())
-    promote(models, "ae", path.name)
     rows = normal_rows(240, 5)
     rows[60:100] += 6.0  # an incident, a shifted state after it, then a second incident
     rows[100:] += 1.5
     rows[190:200] += 8.0
-    hosts = np.array(["h1", "h2"])[np.arange(len(rows)) % 2]
-    frame = pd.DataFrame(rows, columns=FEATURES).assign(host_id=hosts)
-    bundle = load_bundle(path)
-    expected = score_frame(Scorer.from_bundle(bundle, backend="cpu"), frame)  # bundle policy
+    expected, streamed, info = dataset_and_live_flags(models, path, rows)
     deployed = expected["is_anomaly"].to_numpy()
     assert (deployed != expected["raw_is_anomaly"].to_numpy()).any()  # the rule acted
-    with ServerThread(server_config(models)) as server:
-        client = ScorerClient(f"127.0.0.1:{server.port}", timeout=10)
-        streamed = [r.flags[0] for r in client.score_stream(
-            encode_request(rows[i : i + 1], hosts[i : i + 1]) for i in range(len(rows)))]
-        info = client.info()
-        client.close()
-    np.testing.assert_array_equal(np.array(streamed), deployed)
+    np.testing.assert_array_equal(streamed, deployed)
     assert '"rebaseline"' in info.smoothing_json
     thread = ServerThread(server_config(models, stateless=True, poll_interval=3600))
     server = thread.start()
