@@ -1,6 +1,7 @@
 """Daily dataset scoring with the serving champion, through the same core as the gRPC scorer."""
 
 
+import datetime as dt
 import os
 import tempfile
 from pathlib import Path
@@ -18,21 +19,55 @@ from ds_assets.reporting.analytics import (
     markdown_table,
     png_markdown,
 )
-from ds_assets.resources.io_manager import StoredTable
+from ds_assets.resources.io_manager import StoredTable, stored_partition
 from ds_assets.resources.pipeline_metrics import pipeline_metrics, with_pipeline_metrics
-from ds_assets.training.dataset_scoring import TABLE_BATCH_ROWS, dataset_scorer, score_table
+from ds_assets.training.dataset_scoring import (
+    TABLE_BATCH_ROWS,
+    LeadIn,
+    dataset_scorer,
+    lead_in_rows,
+    score_table,
+)
 from ds_assets.training.datasets import DatasetError
-from ds_serving.scoring import ScoringInputError
+from ds_serving.scoring import Scorer, ScoringInputError
 
 
 class ScoringConfig(dg.Config):
     chunk_rows: int = 65_536  # rows per onnxruntime run
     batch_rows: int = TABLE_BATCH_ROWS  # rows read, scored and written at a time
+    # continue from the day before: its last rows of each entity run through the scorer first
+    # (temporal windows, k-of-n, re-baselining and level adaptation carry over, as live)
+    lead_in: bool = True
+
+
+def day_lead_in(context: dg.AssetExecutionContext, ds: Dataset, day: str,
+                raw_telemetry: StoredTable, scorer: Scorer, wanted: bool
+                ) -> tuple[LeadIn | None, str]:
+    """The day before's raw rows that ``day``'s scoring continues from, and why (or why not):
+    without them each entity's first ``W - 1`` rows of a temporal model go unscored every
+    day, and smoothing state starts over at midnight, where the live scorer carries both."""
+    rows = lead_in_rows(scorer)
+    if not wanted:
+        return None, "off (lead_in: false): each entity starts afresh"
+    if rows == 0:
+        return None, "not needed: the model and its policy carry nothing from row to row"
+    before = (dt.date.fromisoformat(day) - dt.timedelta(days=1)).isoformat()
+    path = stored_partition(raw_telemetry, before)
+    if path is None:
+        return None, f"none: raw_telemetry {before} is not stored; each entity starts afresh"
+    failing = partitions_failing_checks(context.instance, [before], ds).get(before)
+    if failing:
+        return None, (f"none: raw_telemetry {before} failed blocking check(s) {failing}; "
+                      "each entity starts afresh")
+    what = "all rows" if rows is None else f"the last {rows} rows of each entity"
+    return LeadIn(path, rows), f"raw_telemetry {before}: {what}"
 
 
 def build_scored_telemetry_asset(ds: Dataset) -> dg.AssetsDefinition:
-    @dg.asset(**with_pipeline_metrics(daily_champion_asset(ds, "scored_telemetry", "scoring",
-                                                           "raw_telemetry")),
+    # code version 2: each day continues from the day before (``day_lead_in``)
+    @dg.asset(**with_pipeline_metrics({**daily_champion_asset(ds, "scored_telemetry", "scoring",
+                                                              "raw_telemetry"),
+                                       "code_version": "2"}),
               deps=[ds.key("champion")], kinds={"onnx", "parquet"})
     def scored_telemetry(
         context: dg.AssetExecutionContext,
@@ -41,7 +76,8 @@ def build_scored_telemetry_asset(ds: Dataset) -> dg.AssetsDefinition:
     ) -> StoredTable:
         """Score, flag and top contributing feature for every row of the day, streamed from the
         raw partition's file a record batch at a time into the scored one (memory set by the
-        batch, not the day).
+        batch, not the day), continuing each entity from the stored day before, as the live
+        scorer would have (``day_lead_in``; the metadata's ``lead_in`` says what it used).
 
         A day whose current raw data failed a blocking check is refused: in its own run the check
         stops scoring already, but a later run (re-scoring after a promotion, the scoring job) reads
@@ -56,21 +92,24 @@ def build_scored_telemetry_asset(ds: Dataset) -> dg.AssetsDefinition:
                 "(ingest_telemetry job), then score it"
             )
         bundle = registry.champion()
+        scorer = dataset_scorer(bundle, "auto")
+        lead_in, lead_in_note = day_lead_in(context, ds, day, raw_telemetry, scorer,
+                                            config.lead_in)
         summary = ScoredSummary()
         fd, name = tempfile.mkstemp(prefix=f"scored-{day}-", suffix=".parquet")
         os.close(fd)
         out = Path(name)
         try:  # flagged by the bundle's scoring policy, as the live scorer flags
-            score_table(dataset_scorer(bundle, "auto"), raw_telemetry.path, out,
-                        batch_rows=config.batch_rows, chunk_rows=config.chunk_rows,
-                        each=summary.add_table)
+            score_table(scorer, raw_telemetry.path, out, batch_rows=config.batch_rows,
+                        chunk_rows=config.chunk_rows, each=summary.add_table, lead_in=lead_in)
         except (DatasetError, ScoringInputError) as exc:
             out.unlink(missing_ok=True)
             raise DatasetError(f"scoring raw_telemetry {day}: {exc}") from exc
         except BaseException:
             out.unlink(missing_ok=True)
             raise
-        context.add_output_metadata(scoring_metadata(summary, bundle.manifest.version))
+        context.add_output_metadata({**scoring_metadata(summary, bundle.manifest.version),
+                                     "lead_in": lead_in_note})
         pipeline_metrics(context).push(
             ds.name, "scoring", {"rows_scored": summary.rows,
                                  "anomalies_flagged": summary.flagged},

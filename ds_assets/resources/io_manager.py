@@ -39,6 +39,13 @@ class StoredTable:
     path: Path
 
 
+def stored_partition(table: StoredTable, partition: str) -> Path | None:
+    """The stored file of another partition of the asset ``table`` was loaded from (the same
+    ``<asset>/<partition>.parquet`` layout), or None where that partition is not stored."""
+    path = Path(table.path).with_name(f"{partition}.parquet")
+    return path if path.is_file() else None
+
+
 def _json_value(value: Any) -> Any:
     """What JSON cannot hold as is: numpy numbers as numbers (``str`` made them text, so a
     count came back as "3"), anything else as its text."""

@@ -4,7 +4,9 @@ Both run one ``TableScorer``: it scores consecutive chunks of a table exactly as
 would be scored, carrying across chunk boundaries what crosses them (each entity's last time for
 the time-order check, its last ``W - 1`` rows for a temporal model's windows, its flag-smoothing
 state). ``score_table`` streams a Parquet file's record batches through it and writes the scored
-rows as they come, so a 10M-row day is scored in memory set by the chunk, not the day.
+rows as they come, so a 10M-row day is scored in memory set by the chunk, not the day. A
+``LeadIn`` (the end of the day before) runs through the same scorer first, so that a day
+continues where the one before ended, as it does in the live scorer.
 """
 
 from __future__ import annotations
@@ -133,6 +135,7 @@ class TableScorer:
         self._row_buffers: list[np.ndarray | None] = [None, None]  # ``_rows_of``
         self._buffer_users: list[Future[Any] | None] = [None, None]
         self._turn = 0
+        self._led_in: tuple[str, dict[int, int]] | None = None  # name, last times it left
 
     def __enter__(self) -> TableScorer:
         return self
@@ -142,6 +145,17 @@ class TableScorer:
 
     def close(self) -> None:
         self._model.shutdown(wait=True, cancel_futures=True)
+
+    def lead_in(self, batches: Iterable[pa.RecordBatch], name: str = "the lead-in") -> int:
+        """Run rows that precede the table (the end of the day before, ``name``) through the
+        graph and the flag state, keeping nothing of them but the state they leave: each
+        entity's windows, time order, k-of-n, re-baselining and level then continue into the
+        table as the live scorer's do. Returns the rows run; the table's rows count from 0."""
+        for batch in batches:
+            self._finish(self.start_batch(batch).chunk)
+        rows, self.rows_seen = self.rows_seen, 0
+        self._led_in = (name, dict(self._last_time))
+        return rows
 
     def _coded(self, local: np.ndarray, uniques: Iterable[Hashable]) -> np.ndarray:
         """Global entity codes from a chunk's own codes and its distinct ids: per-entity state
@@ -340,6 +354,13 @@ class TableScorer:
                 back = np.flatnonzero(t[starts] < before)
                 if back.size:
                     row = int(order[starts[back]].min())
+                    entity = int(ids[row])
+                    if (self._led_in is not None
+                            and self._last_time[entity] == self._led_in[1].get(entity)):
+                        raise DatasetError(
+                            f"row {first_row + row} ({where(row)}) is earlier than the last row "
+                            f"of the same {ENTITY} in {self._led_in[0]}: that table must end "
+                            "before this one begins")
             if row is None and not last:
                 self._last_time.update(zip(entities, t[ends].tolist(), strict=True))
         if row is not None:
@@ -385,6 +406,97 @@ def score_frame(
     columns (``TableScorer``)."""
     with TableScorer(scorer, policy, chunk_rows, part_rows) as chunks:
         return chunks.score(frame, last=True)
+
+
+def lead_in_rows(scorer: Scorer, policy: ScoringPolicy | None = None) -> int | None:
+    """How many of an entity's preceding rows its next row's score and flag depend on: a
+    temporal model's ``W - 1`` rows, plus k-of-n's ``n - 1`` flags before it (each with its own
+    window). ``None`` where the state has no bounded memory (re-baselining, level adaptation):
+    all of them."""
+    smoothing = (policy or scorer.policy).smoothing
+    if smoothing.scores_state:
+        return None
+    return (scorer.window or 1) - 1 + smoothing.n - 1
+
+
+@dataclass(frozen=True)
+class LeadIn:
+    """The end of the table before the one scored (the day before, for a daily partition):
+    ``entity_rows`` rows of each entity (``None``: all of them), run through the scorer first
+    so that the scored table continues where that one ended."""
+
+    source: Path
+    entity_rows: int | None
+
+    def batches(self, scorer: Scorer, batch_rows: int = TABLE_BATCH_ROWS
+                ) -> Iterator[pa.RecordBatch]:
+        """The lead-in rows in order, as record batches of the columns the scorer reads; memory
+        is set by the batch and the kept tails, not by the source table."""
+        table = pq.ParquetFile(self.source)
+        names = table.schema_arrow.names
+        missing = [f for f in scorer.features if f not in names]
+        if missing:
+            raise DatasetError(f"lead-in table {self.source.name} lacks feature column(s) "
+                               f"{missing} that {scorer.label} needs")
+        columns = [c for c in (TIMESTAMP, ENTITY) if c in names] + list(scorer.features)
+        if self.entity_rows is None:
+            yield from table.iter_batches(batch_size=batch_rows, columns=columns)
+        elif self.entity_rows > 0:
+            yield from _entity_tails(self.source, columns,
+                                     self.entity_rows).to_batches(batch_rows)
+
+
+def _entity_tails(source: Path, columns: list[str], rows: int) -> pa.Table:
+    """The last ``rows`` rows of each entity of a Parquet table (rows without an id are one
+    entity, as in ``TableScorer``), in their order. Only the id column is read whole; the rest
+    only from the row groups that hold kept rows, one at a time (memory: one row group)."""
+    table = pq.ParquetFile(source)
+    total = table.metadata.num_rows
+    keep = np.zeros(total, bool)
+    if ENTITY in columns:
+        codes = _id_codes(source)
+        count = np.bincount(codes)
+        wanted = np.minimum(count, rows)  # an entity with fewer rows keeps them all
+        seen = np.zeros(len(count), np.int64)
+        hi, block = total, 65_536
+        while hi > 0 and (seen < wanted).any():  # blocks from the end, each twice the last
+            lo = max(0, hi - block)
+            part = codes[lo:hi]
+            order = np.argsort(part, kind="stable")
+            bounds = np.flatnonzero(np.r_[True, part[order][1:] != part[order][:-1], True])
+            last = np.repeat(bounds[1:] - 1, np.diff(bounds))  # each group's last position
+            from_end = np.empty(len(part), np.int64)
+            from_end[order] = last - np.arange(len(part))
+            keep[lo:hi] = seen[part] + from_end < rows
+            seen += np.bincount(part, minlength=len(seen))
+            hi, block = lo, 2 * block
+    else:
+        keep[max(0, total - rows):] = True
+    ends = np.cumsum([table.metadata.row_group(g).num_rows
+                      for g in range(table.metadata.num_row_groups)])
+    parts = []
+    for group in np.unique(np.searchsorted(ends, np.flatnonzero(keep), side="right")):
+        start = int(ends[group - 1]) if group else 0
+        read = table.read_row_group(int(group), columns=columns)
+        parts.append(read.filter(pa.array(keep[start:start + read.num_rows])))
+    if not parts:
+        return table.schema_arrow.empty_table().select(columns)
+    return pa.concat_tables(parts).combine_chunks()
+
+
+def _id_codes(source: Path) -> np.ndarray:
+    """An integer per row standing for its entity id (a missing id is one more), from the id
+    column alone: Parquet's own dictionary indices where ids are text (no hashing)."""
+    schema = pq.read_schema(source)
+    text = _string_ids(schema)
+    ids = pq.read_table(source, columns=[ENTITY], read_dictionary=[ENTITY] if text else None)
+    column = ids.unify_dictionaries().column(ENTITY) if text else ids.column(ENTITY)
+    if text and column.num_chunks:
+        width = len(column.chunk(0).dictionary)
+        return np.concatenate([pc.fill_null(chunk.indices, width).to_numpy(zero_copy_only=False)
+                               for chunk in column.chunks]).astype(np.int64)
+    codes, uniques = pd.factorize(column.to_numpy(zero_copy_only=False))
+    return np.where(codes < 0, len(uniques), codes).astype(np.int64)
 
 
 def _string_ids(schema: pa.Schema) -> bool:
@@ -447,10 +559,12 @@ def score_table(
     chunk_rows: int = 65_536,
     policy: ScoringPolicy | None = None,
     each: Callable[[pa.Table], None] | None = None,
+    lead_in: LeadIn | None = None,
 ) -> int:
     """Score a Parquet table record batch by record batch into ``target`` (Parquet), which
     appears complete or not at all; ``each`` sees every scored batch in order, on the
-    writing thread once the batch is written (running summaries).
+    writing thread once the batch is written (running summaries). ``lead_in``: rows that
+    precede the table, run first and not written (``TableScorer.lead_in``).
     Returns the rows scored. Memory is set by ``batch_rows``, not by the table."""
     source = Path(source)
     table = pq.ParquetFile(source)
@@ -476,6 +590,13 @@ def score_table(
           pq.ParquetWriter(tmp, schema, store_schema=False, **_writer_options(schema)) as writer,
           ThreadPoolExecutor(1, thread_name_prefix="ds-table-writer") as pool,
           ThreadPoolExecutor(1, thread_name_prefix="ds-table-reader") as reader):
+        if lead_in is not None:
+            try:
+                chunks.lead_in(lead_in.batches(scorer, batch_rows), lead_in.source.name)
+            except (DatasetError, ScoringInputError) as exc:
+                raise DatasetError(
+                    f"the lead-in rows from {lead_in.source.name} (the table before "
+                    f"{source.name}): {exc}; fix that table, or score without a lead-in") from exc
         written: Future[None] | None = None
         started: _StartedBatch | None = None
 

@@ -16,7 +16,7 @@ from ds_assets.definitions import build_definitions, build_resources
 from ds_assets.settings import Settings
 from ds_serving.bundle import CHAMPION_FILE, load_champion
 from tests.conftest import DAYS, TINY_SOURCE
-from tests.support.training import TRAIN_CONFIG
+from tests.support.training import TRAIN_CONFIG, ingested
 
 
 def _ingest(defs: dg.Definitions, instance: dg.DagsterInstance, day: str) -> None:
@@ -232,6 +232,62 @@ def test_scored_rows_match_the_scorer(settings: Settings, day: str) -> None:
     chunked = score_frame(scorer, raw, chunk_rows=7)
     whole = scorer.score(raw[list(scorer.features)].to_numpy("float32"))
     assert (chunked["score"].to_numpy() == whole.scores).all()
+
+
+def test_a_day_is_scored_continuing_from_the_stored_day_before(settings: Settings,
+                                                              tmp_path: Path) -> None:
+    """A temporal model's windows (and any smoothing state) run on from the day before, as
+    the live scorer's do: no host's first ``W - 1`` rows go unscored, and the day's rows are
+    those of both days scored as one table; without a stored day before (or with the config
+    off) each host starts afresh, and the metadata says which."""
+    from ds_assets.training.dataset_scoring import dataset_scorer, score_frame
+
+    defs, instance = ingested(settings, DAYS[:2])
+    temporal = {"ops": {**TRAIN_CONFIG["ops"],
+                        "training_set": {"config": {"n_partitions": 2, "end_partition": DAYS[1]}},
+                        "detector": {"config": {"family": "temporal_ae", "epochs": 1, "window": 4,
+                                                "channels": [4], "latent": 2,
+                                                "batch_size": 128}}}}
+    assert defs.resolve_job_def("train_detector").execute_in_process(
+        instance=instance, run_config=temporal).success
+    bundle = load_champion(settings.models_dir, settings.model_name)
+    assets = settings.data_dir / "assets"
+
+    def scored(day: str, lead_in: bool = True) -> tuple[pd.DataFrame, str]:
+        result = defs.resolve_job_def("score_telemetry").execute_in_process(
+            instance=instance, partition_key=day,
+            run_config={"ops": {"scored_telemetry": {"config": {"lead_in": lead_in}}}})
+        assert result.success, _failure_messages(result)
+        meta = result.asset_materializations_for_node("scored_telemetry")[0].metadata
+        frame = pd.read_parquet(assets / "scored_telemetry" / f"{day}.parquet")
+        return frame, meta["lead_in"].value
+
+    hosts = TINY_SOURCE["n_hosts"]
+    first, note = scored(DAYS[0])
+    assert note.startswith("none: raw_telemetry 2026-10-31 is not stored")
+    assert first["score"].isna().sum() == hosts * 3
+    led, note = scored(DAYS[1])
+    assert note == f"raw_telemetry {DAYS[0]}: the last 3 rows of each entity"
+    assert led["score"].notna().all()
+    raws = [pd.read_parquet(assets / "raw_telemetry" / f"{d}.parquet") for d in DAYS[:2]]
+    both = score_frame(dataset_scorer(bundle), pd.concat(raws, ignore_index=True))
+    pd.testing.assert_frame_equal(led, both.iloc[len(raws[0]):].reset_index(drop=True),
+                                  check_dtype=False)
+    fresh, note = scored(DAYS[1], lead_in=False)
+    assert note.startswith("off (lead_in: false)")
+    assert fresh["score"].isna().sum() == hosts * 3
+
+    # a day before that failed its blocking checks is not read
+    assert not defs.resolve_job_def("ingest_telemetry").execute_in_process(
+        instance=instance, partition_key=DAYS[2], raise_on_error=False,
+        run_config={"ops": {"raw_telemetry": {"config": {
+            "source": "labeled_csv", "path": str(_broken_csv(tmp_path / "broken.csv"))}}}},
+    ).success
+    _ingest(defs, instance, "2026-11-04")
+    after, note = scored("2026-11-04")
+    assert note == (f"none: raw_telemetry {DAYS[2]} failed blocking check(s) "
+                    "['features_not_null', 'label_domain']; each entity starts afresh")
+    assert after["score"].isna().sum() == hosts * 3
 
 
 def test_days_that_failed_their_checks_are_not_trained_on_scored_or_rescored(

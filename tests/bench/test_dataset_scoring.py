@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from bench.dataset_scoring import bundle_dir, child, frame
+from bench.dataset_scoring import KINDS, before, bundle_dir, child, frame
 
 
 def test_ceiling_score_frame_and_score_table_all_score_the_rows(tmp_path: Path) -> None:
@@ -17,7 +17,9 @@ def test_ceiling_score_frame_and_score_table_all_score_the_rows(tmp_path: Path) 
     table = tmp_path / "day.parquet"
     child(5_000, model, "write", table)
     assert len(pd.read_parquet(table)) == 5_000
-    for what in ("ceiling", "score_frame", "score_table"):
+    # the day before ends before the day begins, so it can lead in
+    assert pd.read_parquet(before(table))["timestamp"].max() < rows["timestamp"].min()
+    for what in KINDS:
         got = child(5_000, model, what, table)
         assert got["seconds"] > 0 and got["rows_per_s"] > 0 and got["peak_rss_mib"] > 0
     assert table.exists() and not table.with_name("scored-day.parquet").exists()

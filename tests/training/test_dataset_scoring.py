@@ -10,7 +10,13 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from ds_assets.training.dataset_scoring import TableScorer, score_frame, score_table
+from ds_assets.training.dataset_scoring import (
+    LeadIn,
+    TableScorer,
+    lead_in_rows,
+    score_frame,
+    score_table,
+)
 from ds_assets.training.datasets import DatasetError
 from ds_assets.training.graph_outputs import with_top_feature
 from ds_serving.bundle import load_bundle, write_bundle
@@ -24,6 +30,11 @@ SMOOTHING = {
     "rebaseline": {"k": 1, "n": 1, "rebaseline": {"end_ratio": 2.0, "raise_factor": 2.0,
                                                   "horizon": 4, "alpha": 0.5}},
 }
+
+
+# level adaptation: state with no bounded memory, so a lead-in is the whole table before
+SMOOTHING_ADAPT = {**SMOOTHING, "adapt": {"k": 2, "n": 3, "adapt": {"rate": 0.2,
+                                                                   "reference": 0.5}}}
 
 
 def _scorer(tmp: Path, kind: str, smoothing: str, groups: bool = False,
@@ -40,7 +51,7 @@ def _scorers(tmp: Path, kind: str, smoothing: str, groups: bool = False,
     bundle = write_bundle(
         tmp / "models", f"{kind}-{smoothing}-{groups}", model, kind="window" if window else
         "dense_ae", features=FEATURES, threshold=0.8 if window else 1.0,
-        threshold_rule={"rule": "fixed"}, window=window, smoothing=SMOOTHING[smoothing],
+        threshold_rule={"rule": "fixed"}, window=window, smoothing=SMOOTHING_ADAPT[smoothing],
         feature_groups={"a": ["f1", "f2"], "b": ["f3"]} if groups else None)
     loaded = load_bundle(bundle.path)
     graph = with_top_feature(loaded.model_path.read_bytes())
@@ -211,3 +222,106 @@ def test_the_summary_of_streamed_batches_is_the_summary_of_the_whole_table(
     for by in ("anomaly_type", "region", "project_id"):
         pd.testing.assert_frame_equal(summary.errors(by), error_distribution(whole, by),
                                       check_dtype=False, check_categorical=False)
+
+
+@settings(max_examples=12, deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(kind=st.sampled_from(["point", "temporal"]),
+       smoothing=st.sampled_from(list(SMOOTHING_ADAPT)), batch_rows=st.integers(1, 90),
+       split=st.integers(1, 299), seed=st.integers(0, 1000))
+def test_a_day_led_in_by_the_day_before_scores_as_both_days_in_one(
+    tmp_path_factory: pytest.TempPathFactory, kind: str, smoothing: str, batch_rows: int,
+    split: int, seed: int,
+) -> None:
+    """Windows, k-of-n, re-baselining and level adaptation continue across the cut as if the
+    two tables were one (the live scorer's view), with only ``lead_in_rows`` of each entity
+    read from the table before where the state's memory is bounded."""
+    tmp = tmp_path_factory.mktemp("t")
+    both = _table(300, hosts=7, seed=seed)
+    before, day = both.iloc[:split], both.iloc[split:].reset_index(drop=True)
+    before.to_parquet(tmp / "before.parquet", index=False)
+    day.to_parquet(tmp / "day.parquet", index=False)
+    scorer = _scorer(tmp, kind, smoothing, top_output=True)
+    rows = lead_in_rows(scorer)
+    assert rows == (None if smoothing in ("rebaseline", "adapt") else
+                    (3 if kind == "temporal" else 0) + (2 if smoothing in ("k_of_n", "adapt")
+                                                        else 0))
+    scored = score_table(scorer, tmp / "day.parquet", tmp / "scored.parquet",
+                         batch_rows=batch_rows, lead_in=LeadIn(tmp / "before.parquet", rows))
+    assert scored == len(day)  # lead-in rows are run, not counted or written
+    whole = score_frame(scorer, both).iloc[split:].reset_index(drop=True)
+    pd.testing.assert_frame_equal(pd.read_parquet(tmp / "scored.parquet"), whole,
+                                  check_dtype=False)
+
+
+@settings(max_examples=25, deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(rows=st.integers(1, 12), group_rows=st.integers(1, 80), ids=st.sampled_from(
+    ["text", "numbers", "some missing", "none"]), seed=st.integers(0, 1000))
+def test_a_lead_in_is_each_entitys_last_rows_in_their_order(
+    tmp_path_factory: pytest.TempPathFactory, rows: int, group_rows: int, ids: str, seed: int,
+) -> None:
+    """Whatever the row groups and id types, the rows a lead-in reads are pandas' tail of
+    each entity (missing ids one entity), in the table's order."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    tmp = tmp_path_factory.mktemp("t")
+    frame = _table(200, hosts=5, seed=seed)
+    if ids == "numbers":
+        frame["host_id"] = frame["host_id"].str[5:].astype(int)
+    elif ids == "some missing":
+        frame.loc[frame["host_id"] == "host-2", "host_id"] = None
+    elif ids == "none":
+        frame = frame.drop(columns=["host_id"])
+    pq.write_table(pa.Table.from_pandas(frame, preserve_index=False), tmp / "before.parquet",
+                   row_group_size=group_rows)
+    scorer = _scorer(tmp, "point", "none")
+    got = pa.Table.from_batches(list(LeadIn(tmp / "before.parquet", rows).batches(scorer, 16)))
+    keys = (frame["host_id"].fillna("<none>") if "host_id" in frame.columns
+            else pd.Series(0, index=frame.index))
+    want = frame[frame.groupby(keys.to_numpy()).cumcount(ascending=False) < rows]
+    columns = [c for c in ("timestamp", "host_id") if c in frame.columns] + FEATURES
+    pd.testing.assert_frame_equal(got.to_pandas(), want[columns].reset_index(drop=True),
+                                  check_dtype=False)
+
+
+def test_a_led_in_day_scores_each_hosts_first_rows_that_a_fresh_day_leaves_out(
+    tmp_path: Path,
+) -> None:
+    both = _table(200, hosts=4, seed=5)
+    both.iloc[:100].to_parquet(tmp_path / "before.parquet", index=False)
+    both.iloc[100:].to_parquet(tmp_path / "day.parquet", index=False)
+    scorer = _scorer(tmp_path, "temporal", "none", top_output=True)
+    score_table(scorer, tmp_path / "day.parquet", tmp_path / "fresh.parquet")
+    score_table(scorer, tmp_path / "day.parquet", tmp_path / "led.parquet",
+                lead_in=LeadIn(tmp_path / "before.parquet", lead_in_rows(scorer)))
+    assert pd.read_parquet(tmp_path / "fresh.parquet")["score"].isna().sum() == 4 * 3
+    assert pd.read_parquet(tmp_path / "led.parquet")["score"].notna().all()
+
+
+def test_a_lead_in_that_goes_past_the_day_is_refused_naming_both_tables(tmp_path: Path) -> None:
+    """Rows of the table before that are later than the day's own break the time order: the
+    error says which table and how to go on; nothing is written."""
+    both = _table(200, hosts=2, seed=6)
+    both.iloc[100:].to_parquet(tmp_path / "before.parquet", index=False)
+    both.iloc[:100].to_parquet(tmp_path / "day.parquet", index=False)
+    scorer = _scorer(tmp_path, "temporal", "none", top_output=True)
+    with pytest.raises(DatasetError, match=r"row 0 \(host_id 'host-\d', .*\) is earlier than "
+                                           r"the last row of the same host_id in before.parquet: "
+                                           r"that table must end before this one begins"):
+        score_table(scorer, tmp_path / "day.parquet", tmp_path / "out.parquet",
+                    lead_in=LeadIn(tmp_path / "before.parquet", None))
+    assert not (tmp_path / "out.parquet").exists()
+
+
+def test_a_lead_in_table_without_a_feature_is_refused(tmp_path: Path) -> None:
+    both = _table(100, hosts=2, seed=7)
+    both.iloc[:50].drop(columns=["f2"]).to_parquet(tmp_path / "before.parquet", index=False)
+    both.iloc[50:].to_parquet(tmp_path / "day.parquet", index=False)
+    scorer = _scorer(tmp_path, "temporal", "none", top_output=True)
+    with pytest.raises(DatasetError, match=r"lead-in rows from before.parquet \(the table "
+                                           r"before day.parquet\): .*lacks feature column\(s\) "
+                                           r"\['f2'\].*without a lead-in"):
+        score_table(scorer, tmp_path / "day.parquet", tmp_path / "out.parquet",
+                    lead_in=LeadIn(tmp_path / "before.parquet", 3))
