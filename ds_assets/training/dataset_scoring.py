@@ -454,22 +454,7 @@ def _entity_tails(source: Path, columns: list[str], rows: int) -> pa.Table:
     total = table.metadata.num_rows
     keep = np.zeros(total, bool)
     if ENTITY in columns:
-        codes = _id_codes(source)
-        count = np.bincount(codes)
-        wanted = np.minimum(count, rows)  # an entity with fewer rows keeps them all
-        seen = np.zeros(len(count), np.int64)
-        hi, block = total, 65_536
-        while hi > 0 and (seen < wanted).any():  # blocks from the end, each twice the last
-            lo = max(0, hi - block)
-            part = codes[lo:hi]
-            order = np.argsort(part, kind="stable")
-            bounds = np.flatnonzero(np.r_[True, part[order][1:] != part[order][:-1], True])
-            last = np.repeat(bounds[1:] - 1, np.diff(bounds))  # each group's last position
-            from_end = np.empty(len(part), np.int64)
-            from_end[order] = last - np.arange(len(part))
-            keep[lo:hi] = seen[part] + from_end < rows
-            seen += np.bincount(part, minlength=len(seen))
-            hi, block = lo, 2 * block
+        _keep_entity_tails(_id_codes(source), rows, keep)
     else:
         keep[max(0, total - rows):] = True
     ends = np.cumsum([table.metadata.row_group(g).num_rows
@@ -484,6 +469,34 @@ def _entity_tails(source: Path, columns: list[str], rows: int) -> pa.Table:
     return pa.concat_tables(parts).combine_chunks()
 
 
+def _keep_entity_tails(codes: np.ndarray, rows: int, keep: np.ndarray) -> None:
+    """Mark in ``keep`` the last ``rows`` rows of each entity code. Works on runs of equal
+    codes (a file sorted by id is one run per entity, an interleaved one a run per row),
+    from the end in blocks of runs that double, until every entity has its rows."""
+    starts = np.flatnonzero(np.r_[True, codes[1:] != codes[:-1]])
+    ends = np.r_[starts[1:], len(codes)]
+    run_codes = codes[starts]
+    wanted = np.minimum(np.bincount(codes), rows)  # an entity with fewer rows keeps them all
+    seen = np.zeros(len(wanted), np.int64)
+    hi, block = len(starts), 1024
+    while hi > 0 and (seen < wanted).any():
+        lo = max(0, hi - block)
+        part, length = run_codes[lo:hi][::-1], (ends - starts)[lo:hi][::-1]  # latest first
+        order = np.argsort(part, kind="stable")
+        total = np.cumsum(length[order])  # rows of later runs of the same entity, and its own
+        first = np.flatnonzero(np.r_[True, part[order][1:] != part[order][:-1]])
+        before = total - length[order]
+        before -= np.repeat(before[first], np.diff(np.r_[first, len(order)]))
+        later = np.empty(len(part), np.int64)
+        later[order] = before
+        taken = np.clip(rows - seen[part] - later, 0, length)  # rows kept from each run
+        for run in np.flatnonzero(taken):
+            end = int(ends[hi - 1 - run])
+            keep[end - int(taken[run]):end] = True
+        np.add.at(seen, part, length)
+        hi, block = lo, 2 * block
+
+
 def _id_codes(source: Path) -> np.ndarray:
     """An integer per row standing for its entity id (a missing id is one more), from the id
     column alone: Parquet's own dictionary indices where ids are text (no hashing)."""
@@ -494,9 +507,9 @@ def _id_codes(source: Path) -> np.ndarray:
     if text and column.num_chunks:
         width = len(column.chunk(0).dictionary)
         return np.concatenate([pc.fill_null(chunk.indices, width).to_numpy(zero_copy_only=False)
-                               for chunk in column.chunks]).astype(np.int64)
+                               for chunk in column.chunks])
     codes, uniques = pd.factorize(column.to_numpy(zero_copy_only=False))
-    return np.where(codes < 0, len(uniques), codes).astype(np.int64)
+    return np.where(codes < 0, len(uniques), codes)
 
 
 def _string_ids(schema: pa.Schema) -> bool:

@@ -286,6 +286,27 @@ def test_a_lead_in_is_each_entitys_last_rows_in_their_order(
                                   check_dtype=False)
 
 
+@settings(max_examples=30, deadline=None)
+@given(n=st.integers(1, 6000), entities=st.integers(1, 40), rows=st.integers(1, 20),
+       layout=st.sampled_from(["grouped", "interleaved", "random"]), seed=st.integers(0, 99))
+def test_each_entitys_last_rows_are_found_in_any_layout(n: int, entities: int, rows: int,
+                                                       layout: str, seed: int) -> None:
+    """Sorted by id (a run per entity), interleaved (a run per row) or at random, over many
+    blocks of runs: the kept rows are pandas' tail of each entity."""
+    from ds_assets.training.dataset_scoring import _keep_entity_tails
+
+    rng = np.random.default_rng(seed)
+    codes = rng.integers(0, entities, n)
+    if layout == "grouped":
+        codes = np.sort(codes)
+    elif layout == "interleaved":
+        codes = np.arange(n) % entities
+    keep = np.zeros(n, bool)
+    _keep_entity_tails(codes, rows, keep)
+    want = pd.Series(codes).groupby(codes).cumcount(ascending=False).to_numpy() < rows
+    assert (keep == want).all()
+
+
 def test_a_led_in_day_scores_each_hosts_first_rows_that_a_fresh_day_leaves_out(
     tmp_path: Path,
 ) -> None:
