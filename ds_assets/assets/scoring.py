@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import dagster as dg
+import pyarrow.parquet as pq
 
 from ds_assets.assets.automation import daily_champion_asset
 from ds_assets.assets.telemetry import partitions_failing_checks
@@ -59,6 +60,16 @@ def day_lead_in(context: dg.AssetExecutionContext, ds: Dataset, day: str,
     if failing:
         return None, (f"none: raw_telemetry {before} failed blocking check(s) {failing}; "
                       "each entity starts afresh")
+    try:  # the day before is context, not input: what it cannot give, the day goes without
+        names = pq.read_schema(path).names
+    except Exception as exc:  # pyarrow raises ArrowInvalid, OSError and others
+        context.log.warning(f"raw_telemetry {before} cannot be read for the lead-in: {exc}")
+        return None, (f"none: raw_telemetry {before} cannot be read ({exc}); each entity "
+                      "starts afresh")
+    missing = [f for f in scorer.features if f not in names]
+    if missing:
+        return None, (f"none: raw_telemetry {before} lacks feature column(s) {missing}; each "
+                      "entity starts afresh")
     what = "all rows" if rows is None else f"the last {rows} rows of each entity"
     return LeadIn(path, rows), f"raw_telemetry {before}: {what}"
 

@@ -277,6 +277,20 @@ def test_a_day_is_scored_continuing_from_the_stored_day_before(settings: Setting
     assert note.startswith("off (lead_in: false)")
     assert fresh["score"].isna().sum() == hosts * 3
 
+    # a day before that cannot give the lead-in is gone without, and the metadata says why
+    stored = assets / "raw_telemetry" / f"{DAYS[0]}.parquet"
+    good = stored.read_bytes()
+    raws[0].drop(columns=["latency_ms"]).to_parquet(stored, index=False)
+    without, note = scored(DAYS[1])
+    assert note == (f"none: raw_telemetry {DAYS[0]} lacks feature column(s) ['latency_ms']; "
+                    "each entity starts afresh")
+    pd.testing.assert_frame_equal(without, fresh)
+    stored.write_bytes(b"not parquet")
+    without, note = scored(DAYS[1])
+    assert note.startswith(f"none: raw_telemetry {DAYS[0]} cannot be read (")
+    pd.testing.assert_frame_equal(without, fresh)
+    stored.write_bytes(good)
+
     # a day before that failed its blocking checks is not read
     assert not defs.resolve_job_def("ingest_telemetry").execute_in_process(
         instance=instance, partition_key=DAYS[2], raise_on_error=False,
