@@ -309,6 +309,13 @@ CONFIGS: tuple[DetectorConfig, ...] = (
 #: are a new realization of a random process, and with it in the pool the selection's nested
 #: held-out mean F1 fell 0.550 -> 0.528 (``bench/results/eval-2026-12-07-window-knn.json``).
 EXTRA_CONFIGS: dict[str, tuple[DetectorConfig, ...]] = {
+    # the temporal AE's window error weighted to its last rows (``recent_weights``): meant to
+    # catch one-row spikes that the window mean dilutes 16-fold, without losing level shifts
+    "temporal_recent": tuple(
+        DetectorConfig(f"temporal_ae/recent_{half_life:g}", "temporal_ae",
+                       DetectorParams(family="temporal_ae", temporal_score="recent",
+                                      recent_half_life=half_life))
+        for half_life in (2.0, 4.0, 8.0)),
     # distance to the nearest training window at 4, 16 and 48 rows (``nearest_windows``), and
     # at the temporal AE's 16 rows alone
     "window_knn": (

@@ -212,7 +212,8 @@ class DetectorConfig(dg.Config):
     channels: list[int] = list(_DEFAULTS.channels)
     kernel_size: int = _DEFAULTS.kernel_size
     latent: int = _DEFAULTS.latent
-    temporal_score: str = _DEFAULTS.temporal_score  # window_mean | last_row
+    temporal_score: str = _DEFAULTS.temporal_score  # window_mean | last_row | recent
+    recent_half_life: float = _DEFAULTS.recent_half_life  # rows (temporal_score: recent)
     # flat-line term for stuck sensors: quantile of training window spread (None: off), weight
     flatline_quantile: float | None = _DEFAULTS.flatline_quantile
     flatline_weight: float = _DEFAULTS.flatline_weight

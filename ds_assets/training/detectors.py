@@ -39,7 +39,7 @@ KINDS = {"dense_ae": "dense_autoencoder", "temporal_ae": "temporal_autoencoder",
 # families scoring windows of W rows per entity (window_knn: W is its largest scale)
 WINDOWED = ("temporal_ae", "fused", "window_knn")
 AUTOENCODERS = ("dense_ae", "temporal_ae", "fused")  # families trained by gradient descent
-TEMPORAL_SCORES = ("window_mean", "last_row")
+TEMPORAL_SCORES = ("window_mean", "last_row", "recent")
 PCA_COMBINE = ("max", "sum")
 # autoencoders: "validation" divides each feature's error by its mean error on the validation
 # items, so a feature the model reconstructs closely weighs as much as a noisy one
@@ -106,7 +106,10 @@ class DetectorParams:
     channels: tuple[int, ...] = (32, 16)
     kernel_size: int = 5
     latent: int = 16
-    temporal_score: str = "window_mean"  # or "last_row": error of the row the window ends at
+    # window_mean, last_row (the error of the row the window ends at) or recent
+    # (``recent_weights``: a row's weight halves every ``recent_half_life`` rows back)
+    temporal_score: str = "window_mean"
+    recent_half_life: float = 2.0
     # flat-line term (temporal_ae): a feature whose window is flatter than this quantile of the
     # training windows' spread adds up to ``flatline_weight`` x the 0.999 quantile of the
     # validation scores (a stuck sensor reconstructs well: its error alone never flags it);
@@ -198,6 +201,8 @@ class DetectorParams:
                 raise bad("latent", "must be >= 1")
             if self.temporal_score not in TEMPORAL_SCORES:
                 raise bad("temporal_score", f"choose one of {', '.join(TEMPORAL_SCORES)}")
+            if not (self.recent_half_life > 0 and math.isfinite(self.recent_half_life)):
+                raise bad("recent_half_life", "must be a number of rows > 0")
         if self.family in ("pca", "fused"):
             if not 0.0 < self.explained_variance <= 1.0:
                 raise bad("explained_variance", "must be in (0, 1], e.g. 0.95")
@@ -267,7 +272,8 @@ class DetectorParams:
                "scale_quantile"]
         per_family = {
             "dense_ae": [*common, *ae, "hidden"],
-            "temporal_ae": [*common, *ae, *temporal],
+            "temporal_ae": [*common, *ae, *temporal,
+                            *(["recent_half_life"] if self.temporal_score == "recent" else [])],
             "pca": [*common, *pca],
             "fused": [*common, *ae, *temporal, *pca, "fusion_quantile"],
             "window_knn": [*common, "scales", "scale_points", "bank_size", "window",
@@ -814,6 +820,27 @@ def fitted_on_errors(
     return extra
 
 
+def recent_weights(window: int, half_life: float = 2.0) -> np.ndarray:
+    """Weights of a window's rows (oldest first) in its ``recent`` score: halving every
+    ``half_life`` rows back from the last, summing to 1. With 16 rows and a half-life of 2, a
+    one-row spike at the end weighs 0.29 of the score (1/16 in the window mean) while a shift
+    of the whole window weighs all of it, as in the mean; the price is a noisier score (as if
+    averaged over 6 rows), so a higher threshold."""
+    weights = 0.5 ** (np.arange(window - 1, -1, -1) / half_life)
+    return (weights / weights.sum()).astype(np.float32)
+
+
+def window_errors(errors: torch.Tensor, temporal_score: str,
+                  half_life: float = 2.0) -> torch.Tensor:
+    """A window's per-feature error [B, F] from its rows' [B, W, F], as the score takes it."""
+    if temporal_score == "last_row":
+        return errors[:, -1, :]
+    if temporal_score == "recent":
+        weights = torch.from_numpy(recent_weights(errors.shape[1], half_life))
+        return (errors * weights[None, :, None]).sum(dim=1)
+    return errors.mean(dim=1)
+
+
 def _validation_errors(params: DetectorParams, arrays: dict[str, np.ndarray], zv: np.ndarray,
                        val_windows: np.ndarray | None) -> np.ndarray:
     """Per-feature squared errors [items, features] of the validation rows (dense) or windows
@@ -822,14 +849,13 @@ def _validation_errors(params: DetectorParams, arrays: dict[str, np.ndarray], zv
     xv = torch.from_numpy(zv)
     n = len(zv) if val_windows is None else len(val_windows)
     vw = None if val_windows is None else torch.from_numpy(val_windows)
-    last = params.temporal_score == "last_row"
     out = np.empty((n, zv.shape[1]), np.float32)
     with torch.no_grad():
         for start in range(0, n, _EVAL_BATCH):
             x = xv[start:start + _EVAL_BATCH] if vw is None else xv[vw[start:start + _EVAL_BATCH]]
             errors = (model(x) - x) ** 2
             if vw is not None:
-                errors = errors[:, -1, :] if last else errors.mean(dim=1)
+                errors = window_errors(errors, params.temporal_score, params.recent_half_life)
             out[start:start + len(x)] = errors.numpy()
     return out
 

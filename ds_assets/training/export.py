@@ -20,7 +20,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from ds_assets.training.detectors import TrainedDetector, pca_reference_scores
+from ds_assets.training.detectors import TrainedDetector, pca_reference_scores, window_errors
 from ds_serving.bundle import INPUT_NAME, OUTPUT_NAMES
 from ds_serving.windows import window_index
 
@@ -79,20 +79,22 @@ class ScoringGraph(nn.Module):
 
 class TemporalScoringGraph(nn.Module):
     """Temporal autoencoder over [batch, W, F]: the window's error scores the row it ends at
-    (mean over the window, or the last row only)."""
+    (mean over the window, the last row only, or weighted to its last rows:
+    ``detectors.window_errors``)."""
 
     inv_floor: torch.Tensor
     watched: torch.Tensor
 
     def __init__(
-        self, autoencoder: nn.Module, mean: np.ndarray, std: np.ndarray, last_row: bool,
+        self, autoencoder: nn.Module, mean: np.ndarray, std: np.ndarray, temporal_score: str,
         flatline: tuple[np.ndarray, float] | None = None,
-        error_scale: np.ndarray | None = None,
+        error_scale: np.ndarray | None = None, half_life: float = 2.0,
     ) -> None:
         super().__init__()
         self.normalize = _Normalize(mean, std)
         self.autoencoder = autoencoder
-        self.last_row = last_row
+        self.temporal_score = temporal_score
+        self.half_life = half_life
         self.scale = _ErrorScale(error_scale)
         # flat-line term: a watched feature whose window spread is below its training floor
         # adds penalty x (1 - spread / floor) to its error (a stuck sensor is no error)
@@ -106,7 +108,7 @@ class TemporalScoringGraph(nn.Module):
     def forward(self, features: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         z = self.normalize(features)
         errors = (z - self.autoencoder(z)) ** 2  # [B, W, F]
-        per_feature = self.scale(errors[:, -1, :] if self.last_row else errors.mean(dim=1))
+        per_feature = self.scale(window_errors(errors, self.temporal_score, self.half_life))
         if self.flatline:
             centred = z - z.mean(dim=1, keepdim=True)
             spread = torch.sqrt((centred * centred).mean(dim=1))  # [B, F]
@@ -155,9 +157,10 @@ def scoring_graph(trained: TrainedDetector) -> nn.Module:
         return ScoringGraph(trained.module(), trained.mean, trained.std,
                             trained.error_scale_inverse).eval()
     if trained.family == "temporal_ae":
-        last = trained.params.temporal_score == "last_row"
-        return TemporalScoringGraph(trained.module(), trained.mean, trained.std, last,
-                                    trained.flatline, trained.error_scale_inverse).eval()
+        return TemporalScoringGraph(trained.module(), trained.mean, trained.std,
+                                    trained.params.temporal_score, trained.flatline,
+                                    trained.error_scale_inverse,
+                                    trained.params.recent_half_life).eval()
     if trained.family == "fused":
         from ds_assets.training.fusion import FusedScoringGraph  # it builds on this module
 

@@ -153,6 +153,40 @@ def test_seeded_training_is_reproducible() -> None:
     assert any(not np.array_equal(a.arrays[k], c.arrays[k]) for k in a.arrays)
 
 
+def test_a_recent_window_score_weighs_its_last_rows_most() -> None:
+    """``recent``: a window whose rows all err alike scores as in the mean; a one-row spike
+    at its end weighs ~0.29 of it (1/16 in the mean), and the graph exports with parity."""
+    import torch
+
+    from ds_assets.training.detectors import recent_weights, window_errors
+
+    weights = recent_weights(16)
+    assert weights.sum() == pytest.approx(1.0) and (np.diff(weights) > 0).all()
+    assert weights[-1] == pytest.approx(0.294, abs=1e-3)
+    even = torch.full((2, 16, 3), 0.5)
+    for how in ("window_mean", "last_row", "recent"):
+        torch.testing.assert_close(window_errors(even, how), torch.full((2, 3), 0.5))
+    spike = torch.zeros((1, 16, 3))
+    spike[0, -1, 0] = 16.0
+    assert window_errors(spike, "window_mean")[0, 0] == pytest.approx(1.0)
+    assert window_errors(spike, "recent")[0, 0] == pytest.approx(16 * 0.294, abs=0.02)
+
+    slower = recent_weights(16, half_life=8.0)  # nearer the mean: the last row 0.11
+    assert slower[-1] == pytest.approx(0.110, abs=1e-3) and slower[0] == pytest.approx(
+        slower[-1] / 2 ** (15 / 8), rel=1e-5)
+
+    recent = _train("temporal_ae", temporal_score="recent", recent_half_life=4.0, epochs=1)
+    rows = correlated_rows(30, 2)
+    assert check_parity(recent, export_onnx(recent), rows).passed
+    assert recent.params.relevant()["recent_half_life"] == 4.0
+    assert "recent_half_life" not in _train("temporal_ae", epochs=1).params.relevant()
+    with pytest.raises(DetectorConfigError, match=r"temporal_score.*window_mean, last_row, recent"):
+        DetectorParams(family="temporal_ae", temporal_score="latest")
+    for bad in (0.0, -1.0, float("inf"), float("nan")):
+        with pytest.raises(DetectorConfigError, match=r"recent_half_life.*rows > 0"):
+            DetectorParams(family="temporal_ae", temporal_score="recent", recent_half_life=bad)
+
+
 def test_temporal_last_row_score_and_pca_sum_combination() -> None:
     last = _train("temporal_ae", temporal_score="last_row", epochs=1)
     rows = correlated_rows(30, 2)
