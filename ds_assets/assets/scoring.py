@@ -23,6 +23,7 @@ from ds_assets.reporting.analytics import (
 from ds_assets.resources.io_manager import StoredTable, stored_partition
 from ds_assets.resources.pipeline_metrics import pipeline_metrics, with_pipeline_metrics
 from ds_assets.training.dataset_scoring import (
+    ENTITY,
     TABLE_BATCH_ROWS,
     LeadIn,
     dataset_scorer,
@@ -70,6 +71,10 @@ def day_lead_in(context: dg.AssetExecutionContext, ds: Dataset, day: str,
     if missing:
         return None, (f"none: raw_telemetry {before} lacks feature column(s) {missing}; each "
                       "entity starts afresh")
+    if (ENTITY in names) != (ENTITY in pq.read_schema(raw_telemetry.path).names):
+        return None, (f"none: one of raw_telemetry {before} and {day} has a {ENTITY} column "
+                      "and the other not, so their rows cannot be matched; each entity starts "
+                      "afresh")
     what = "all rows" if rows is None else f"the last {rows} rows of each entity"
     return LeadIn(path, rows), f"raw_telemetry {before}: {what}"
 

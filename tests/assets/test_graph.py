@@ -285,6 +285,11 @@ def test_a_day_is_scored_continuing_from_the_stored_day_before(settings: Setting
     assert note == (f"none: raw_telemetry {DAYS[0]} lacks feature column(s) ['latency_ms']; "
                     "each entity starts afresh")
     pd.testing.assert_frame_equal(without, fresh)
+    raws[0].drop(columns=["host_id"]).to_parquet(stored, index=False)
+    without, note = scored(DAYS[1])
+    assert note.startswith(f"none: one of raw_telemetry {DAYS[0]} and {DAYS[1]} has a host_id "
+                           "column and the other not")
+    pd.testing.assert_frame_equal(without, fresh)
     stored.write_bytes(b"not parquet")
     without, note = scored(DAYS[1])
     assert note.startswith(f"none: raw_telemetry {DAYS[0]} cannot be read (")
