@@ -267,13 +267,13 @@ class DetectorParams:
         ae = ["epochs", "batch_size", "learning_rate", "weight_decay", "patience", "min_delta",
               "max_train_rows", "error_scale"]
         temporal = ["window", "channels", "kernel_size", "latent", "temporal_score",
+                    *(["recent_half_life"] if self.temporal_score == "recent" else []),
                     "flatline_quantile", "flatline_weight"]
         pca = ["explained_variance", "max_components", "pca_combine", "t2_weight",
                "scale_quantile"]
         per_family = {
             "dense_ae": [*common, *ae, "hidden"],
-            "temporal_ae": [*common, *ae, *temporal,
-                            *(["recent_half_life"] if self.temporal_score == "recent" else [])],
+            "temporal_ae": [*common, *ae, *temporal],
             "pca": [*common, *pca],
             "fused": [*common, *ae, *temporal, *pca, "fusion_quantile"],
             "window_knn": [*common, "scales", "scale_points", "bank_size", "window",

@@ -180,6 +180,8 @@ def test_a_recent_window_score_weighs_its_last_rows_most() -> None:
     assert check_parity(recent, export_onnx(recent), rows).passed
     assert recent.params.relevant()["recent_half_life"] == 4.0
     assert "recent_half_life" not in _train("temporal_ae", epochs=1).params.relevant()
+    fused = DetectorParams(family="fused", temporal_score="recent", recent_half_life=8.0)
+    assert fused.relevant()["recent_half_life"] == 8.0  # its autoencoder member scores so
     with pytest.raises(DetectorConfigError, match=r"temporal_score.*window_mean, last_row, recent"):
         DetectorParams(family="temporal_ae", temporal_score="latest")
     for bad in (0.0, -1.0, float("inf"), float("nan")):
