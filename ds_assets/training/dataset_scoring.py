@@ -212,7 +212,9 @@ class TableScorer:
         return out
 
     def _start_part(self, part: pd.DataFrame, last: bool) -> _Started:
-        rows = part[list(self.scorer.features)].to_numpy(np.float32)
+        rows = np.empty((len(part), len(self.scorer.features)), np.float32)
+        for j, name in enumerate(self.scorer.features):  # one copy (a sub-frame made two)
+            rows[:, j] = part[name].to_numpy(np.float32)
         ids = None
         if ENTITY in part.columns:
             ids = self._coded(*_factorized(part[ENTITY]))
