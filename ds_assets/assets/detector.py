@@ -6,7 +6,8 @@ thresholds, tensorrt_build, promotion) and ds_serving (bundle, scoring, smoothin
 """
 
 
-from collections.abc import Iterator
+import datetime as dt
+from collections.abc import Iterator, Mapping
 from enum import Enum
 from typing import Any, Literal
 
@@ -87,15 +88,18 @@ class TrainingWindowConfig(dg.Config):
 
 def screen_unlabeled_days(
     context: dg.AssetExecutionContext, ds: Dataset, frames: dict[str, pd.DataFrame],
-    max_flag_rate: float,
+    max_flag_rate: float, window: Mapping[str, pd.DataFrame] | None = None,
 ) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
-    """Each unlabeled day's rows the serving champion flags (with their alert episodes)."""
+    """Each unlabeled day's rows the serving champion flags (with their alert episodes),
+    each day continuing from the day before where ``window`` (the window's days) holds it."""
     registry = ds.registry(context)
     current = registry.champion_version()
     path = registry.bundle_path(current) if current is not None else None
     masks, reports = {}, {}
     for day, frame in frames.items():
-        masks[day], reports[day] = champion_screen(path, frame, max_flag_rate)
+        before = (window or {}).get(
+            (dt.date.fromisoformat(day) - dt.timedelta(days=1)).isoformat())
+        masks[day], reports[day] = champion_screen(path, frame, max_flag_rate, before)
         context.log.info(f"unlabeled {day}: {reports[day]['reason']} "
                          f"({reports[day]['excluded_rows']} rows left out)")
     return masks, reports
@@ -143,7 +147,7 @@ def build_training_set_asset(ds: Dataset) -> dg.AssetsDefinition:
         frames = {k: raw_telemetry[k] for k in keys}
         masks, screens = screen_unlabeled_days(
             context, ds, {k: f for k, f in frames.items() if LABEL not in f.columns},
-            config.champion_max_flag_rate)
+            config.champion_max_flag_rate, frames)
         data = build_training_set(
             frames, config.val_fraction, config.test_fraction,
             labeled_validation=config.labeled_validation, screened=masks,

@@ -31,9 +31,12 @@ DEFAULT_SHARE = 0.02
 
 
 def champion_screen(bundle_path: str | Path | None, day: pd.DataFrame,
-                    max_flag_rate: float = MAX_FLAG_RATE) -> tuple[np.ndarray, dict[str, Any]]:
+                    max_flag_rate: float = MAX_FLAG_RATE, before: pd.DataFrame | None = None,
+                    ) -> tuple[np.ndarray, dict[str, Any]]:
     """(rows to leave out, what was done and why) for one unlabeled day (rows time-ordered
-    within each entity): rows the champion flagged and the rows of its alert episodes."""
+    within each entity): rows the champion flagged and the rows of its alert episodes, scored
+    continuing from ``before`` (the day before, when the window holds it) as the day's
+    ``scored_telemetry`` is."""
     none = np.zeros(len(day), bool)
     if bundle_path is None:
         return none, {"used": False, "excluded_rows": 0, "reason": "no champion to screen with"}
@@ -45,7 +48,9 @@ def champion_screen(bundle_path: str | Path | None, day: pd.DataFrame,
             "used": False, "champion_version": version, "excluded_rows": 0,
             "reason": f"champion v{version} needs feature(s) {absent} the day lacks, so only "
                       "the candidate's own scores screen it"}
-    scored = score_frame(dataset_scorer(bundle), day)
+    if before is not None and [f for f in bundle.manifest.features if f not in before.columns]:
+        before = None
+    scored = score_frame(dataset_scorer(bundle), day, before=before)
     flags = scored["is_anomaly"].to_numpy(bool)
     rate = float(flags.mean()) if len(flags) else 0.0
     if rate > max_flag_rate:

@@ -146,13 +146,20 @@ class TableScorer:
     def close(self) -> None:
         self._model.shutdown(wait=True, cancel_futures=True)
 
-    def lead_in(self, batches: Iterable[pa.RecordBatch], name: str = "the lead-in") -> int:
-        """Run rows that precede the table (the end of the day before, ``name``) through the
-        graph and the flag state, keeping nothing of them but the state they leave: each
-        entity's windows, time order, k-of-n, re-baselining and level then continue into the
-        table as the live scorer's do. Returns the rows run; the table's rows count from 0."""
-        for batch in batches:
-            self._finish(self.start_batch(batch).chunk)
+    def lead_in(self, rows: Iterable[pa.RecordBatch] | pd.DataFrame,
+                name: str = "the lead-in") -> int:
+        """Run rows that precede the table (the end of the day before, ``name``; record
+        batches, or a frame) through the graph and the flag state, keeping nothing of them but
+        the state they leave: each entity's windows, time order, k-of-n, re-baselining and level
+        then continue into the table as the live scorer's do. Returns the rows run; the
+        table's rows count from 0."""
+        if isinstance(rows, pd.DataFrame):
+            self._missing(list(rows.columns), f"{name} rows")
+            for lo in range(0, len(rows), self.part_rows):
+                self._finish(self._start_part(rows.iloc[lo:lo + self.part_rows], last=False))
+        else:
+            for batch in rows:
+                self._finish(self.start_batch(batch).chunk)
         rows, self.rows_seen = self.rows_seen, 0
         self._led_in = (name, dict(self._last_time))
         return rows
@@ -403,11 +410,31 @@ def score_frame(
     chunk_rows: int = 65_536,
     policy: ScoringPolicy | None = None,
     part_rows: int = FRAME_PART_ROWS,
+    before: pd.DataFrame | None = None,
 ) -> pd.DataFrame:
     """Score every row of a frame in chunks (bounded memory); keeps ids/labels, adds score
-    columns (``TableScorer``)."""
+    columns (``TableScorer``). ``before``: the rows that precede the frame (the day before):
+    each entity's last ``lead_in_rows`` of them run first, as ``score_table``'s lead-in."""
     with TableScorer(scorer, policy, chunk_rows, part_rows) as chunks:
+        rows = lead_in_rows(scorer, policy)
+        if before is not None and rows != 0:
+            try:
+                chunks.lead_in(frame_tails(before, rows), "the rows before")
+            except (DatasetError, ScoringInputError) as exc:
+                raise DatasetError(f"the rows before the frame: {exc}") from exc
         return chunks.score(frame, last=True)
+
+
+def frame_tails(frame: pd.DataFrame, rows: int | None) -> pd.DataFrame:
+    """Each entity's last ``rows`` rows of a frame (all of them: ``None``), in their order."""
+    if rows is None:
+        return frame
+    if ENTITY not in frame.columns:
+        return frame.iloc[max(0, len(frame) - rows):]
+    codes, uniques = pd.factorize(frame[ENTITY])
+    keep = np.zeros(len(frame), bool)
+    _keep_entity_tails(np.where(codes < 0, len(uniques), codes), rows, keep)
+    return frame.iloc[np.flatnonzero(keep)]
 
 
 def lead_in_rows(scorer: Scorer, policy: ScoringPolicy | None = None) -> int | None:

@@ -252,6 +252,9 @@ def test_a_day_led_in_by_the_day_before_scores_as_both_days_in_one(
     whole = score_frame(scorer, both).iloc[split:].reset_index(drop=True)
     pd.testing.assert_frame_equal(pd.read_parquet(tmp / "scored.parquet"), whole,
                                   check_dtype=False)
+    # a frame with the rows before it in memory (the champion screen's days) alike
+    pd.testing.assert_frame_equal(score_frame(scorer, day, before=before,
+                                              part_rows=batch_rows), whole)
 
 
 @settings(max_examples=25, deadline=None,
@@ -305,6 +308,26 @@ def test_each_entitys_last_rows_are_found_in_any_layout(n: int, entities: int, r
     _keep_entity_tails(codes, rows, keep)
     want = pd.Series(codes).groupby(codes).cumcount(ascending=False).to_numpy() < rows
     assert (keep == want).all()
+
+
+def test_the_champion_screen_of_a_day_continues_from_the_day_before(tmp_path: Path) -> None:
+    """An anomaly in each host's first rows of an unlabeled day: scored only when the window
+    holds the day before, as the day's scored_telemetry scores them."""
+    from ds_assets.training.contamination import champion_screen
+
+    both = _table(400, hosts=2, seed=8)
+    both[FEATURES] = 0.0
+    before, day = both.iloc[:200], both.iloc[200:].reset_index(drop=True)
+    first = day.groupby("host_id").head(2).index  # each host's first two rows of the day
+    day.loc[first, FEATURES] = 50.0
+    window = 4
+    bundle = write_bundle(tmp_path / "models", "screen", window_model(len(FEATURES), window),
+                          kind="window", features=FEATURES, threshold=0.5,
+                          threshold_rule={"rule": "fixed"}, window=window).path
+    fresh, _ = champion_screen(bundle, day, max_flag_rate=1.0)
+    assert not fresh[first].any()  # each host's first W - 1 rows have no score
+    led, report = champion_screen(bundle, day, max_flag_rate=1.0, before=before)
+    assert report["used"] and led[first].all()
 
 
 def test_a_led_in_day_scores_each_hosts_first_rows_that_a_fresh_day_leaves_out(
