@@ -4,6 +4,7 @@
 import datetime as dt
 import os
 import tempfile
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -42,6 +43,35 @@ class ScoringConfig(dg.Config):
     lead_in: bool = True
 
 
+def day_before(context: dg.AssetExecutionContext, ds: Dataset, day: str,
+               raw_telemetry: StoredTable, features: Sequence[str]) -> tuple[Path | None, str]:
+    """The stored raw day before ``day`` that its scoring may continue from, or None, and why:
+    the day before is context, not input, so what it cannot give the day goes without."""
+    before = (dt.date.fromisoformat(day) - dt.timedelta(days=1)).isoformat()
+    path = stored_partition(raw_telemetry, before)
+    if path is None:
+        return None, f"none: raw_telemetry {before} is not stored; each entity starts afresh"
+    failing = partitions_failing_checks(context.instance, [before], ds).get(before)
+    if failing:
+        return None, (f"none: raw_telemetry {before} failed blocking check(s) {failing}; "
+                      "each entity starts afresh")
+    try:
+        names = pq.read_schema(path).names
+    except Exception as exc:  # pyarrow raises ArrowInvalid, OSError and others
+        context.log.warning(f"raw_telemetry {before} cannot be read for the lead-in: {exc}")
+        return None, (f"none: raw_telemetry {before} cannot be read ({exc}); each entity "
+                      "starts afresh")
+    missing = [f for f in features if f not in names]
+    if missing:
+        return None, (f"none: raw_telemetry {before} lacks feature column(s) {missing}; each "
+                      "entity starts afresh")
+    if (ENTITY in names) != (ENTITY in pq.read_schema(raw_telemetry.path).names):
+        return None, (f"none: one of raw_telemetry {before} and {day} has a {ENTITY} column "
+                      "and the other not, so their rows cannot be matched; each entity starts "
+                      "afresh")
+    return path, f"raw_telemetry {before}"
+
+
 def day_lead_in(context: dg.AssetExecutionContext, ds: Dataset, day: str,
                 raw_telemetry: StoredTable, scorer: Scorer, wanted: bool
                 ) -> tuple[LeadIn | None, str]:
@@ -53,30 +83,11 @@ def day_lead_in(context: dg.AssetExecutionContext, ds: Dataset, day: str,
         return None, "off (lead_in: false): each entity starts afresh"
     if rows == 0:
         return None, "not needed: the model and its policy carry nothing from row to row"
-    before = (dt.date.fromisoformat(day) - dt.timedelta(days=1)).isoformat()
-    path = stored_partition(raw_telemetry, before)
+    path, note = day_before(context, ds, day, raw_telemetry, scorer.features)
     if path is None:
-        return None, f"none: raw_telemetry {before} is not stored; each entity starts afresh"
-    failing = partitions_failing_checks(context.instance, [before], ds).get(before)
-    if failing:
-        return None, (f"none: raw_telemetry {before} failed blocking check(s) {failing}; "
-                      "each entity starts afresh")
-    try:  # the day before is context, not input: what it cannot give, the day goes without
-        names = pq.read_schema(path).names
-    except Exception as exc:  # pyarrow raises ArrowInvalid, OSError and others
-        context.log.warning(f"raw_telemetry {before} cannot be read for the lead-in: {exc}")
-        return None, (f"none: raw_telemetry {before} cannot be read ({exc}); each entity "
-                      "starts afresh")
-    missing = [f for f in scorer.features if f not in names]
-    if missing:
-        return None, (f"none: raw_telemetry {before} lacks feature column(s) {missing}; each "
-                      "entity starts afresh")
-    if (ENTITY in names) != (ENTITY in pq.read_schema(raw_telemetry.path).names):
-        return None, (f"none: one of raw_telemetry {before} and {day} has a {ENTITY} column "
-                      "and the other not, so their rows cannot be matched; each entity starts "
-                      "afresh")
+        return None, note
     what = "all rows" if rows is None else f"the last {rows} rows of each entity"
-    return LeadIn(path, rows), f"raw_telemetry {before}: {what}"
+    return LeadIn(path, rows), f"{note}: {what}"
 
 
 def build_scored_telemetry_asset(ds: Dataset) -> dg.AssetsDefinition:

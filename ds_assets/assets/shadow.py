@@ -13,12 +13,14 @@ import dagster as dg
 import pandas as pd
 
 from ds_assets.assets.automation import daily_automation
+from ds_assets.assets.scoring import day_before
 from ds_assets.assets.telemetry import partitions_failing_checks
 from ds_assets.dataset import Dataset
 from ds_assets.reporting.analytics import markdown_table
-from ds_assets.resources.io_manager import PartitionFrames
+from ds_assets.resources.io_manager import PartitionFrames, StoredTable
 from ds_assets.resources.pipeline_metrics import PIPELINE_METRICS_KEY, push_champion
 from ds_assets.sensors.records import candidate_shadow_days
+from ds_assets.training.dataset_scoring import lead_in_rows
 from ds_assets.training.datasets import DatasetError
 from ds_assets.training.shadow import (
     close_candidate,
@@ -44,13 +46,14 @@ def build_shadow_report_asset(ds: Dataset) -> dg.AssetsDefinition:
         automation_condition=daily_automation(ds),
         required_resource_keys={ds.registry_key},
         kinds={"json"},
-        code_version="1",
+        code_version="2",  # 2: continues from the stored day before
     )
     def shadow_report(context: dg.AssetExecutionContext,
-                      raw_telemetry: pd.DataFrame) -> dict[str, Any]:
+                      raw_telemetry: StoredTable) -> dict[str, Any]:
         """The candidate in shadow and the champion on this day: flag rate, alerts, drift
         against each one's reference, event recall on injected anomalies. Empty when no
-        candidate waits (or the day is inside its training window)."""
+        candidate waits (or the day is inside its training window). Both continue from the
+        stored day before, as the day's scored_telemetry does (``lead_in`` metadata)."""
         registry = ds.registry(context)
         day = context.partition_key
         candidate = pending_candidate(registry.models_dir, registry.model_name)
@@ -61,8 +64,15 @@ def build_shadow_report_asset(ds: Dataset) -> dg.AssetsDefinition:
             context.add_output_metadata({"candidate_version": "", "note": note})
             return {"partition": day, "candidate": None}
         try:
-            report = shadow_day(registry.bundle_path(candidate.version),
-                                registry.bundle_path(champion), raw_telemetry)
+            paths = (registry.bundle_path(candidate.version), registry.bundle_path(champion))
+            both = [load_bundle(path) for path in paths]
+            features = list(dict.fromkeys(f for b in both for f in b.manifest.features))
+            before_path, lead_in = None, ("not needed: neither model nor policy carries "
+                                          "anything from row to row")
+            if any(lead_in_rows(b) != 0 for b in both):
+                before_path, lead_in = day_before(context, ds, day, raw_telemetry, features)
+            before = None if before_path is None else pd.read_parquet(before_path)
+            report = shadow_day(*paths, pd.read_parquet(raw_telemetry.path), before)
         except BundleError as exc:  # withdrawn or damaged since it passed the gate
             close_candidate(registry.models_dir, registry.model_name)
             note = (f"candidate v{candidate.version} dropped: its bundle cannot be read ({exc}); "
@@ -79,6 +89,7 @@ def build_shadow_report_asset(ds: Dataset) -> dg.AssetsDefinition:
             "candidate_alerts": report["candidate"]["alerts"],
             "champion_alerts": report["champion"]["alerts"],
             "comparison": dg.MetadataValue.md(markdown_table(pd.DataFrame(sides))),
+            "lead_in": lead_in,
         })
         return {"partition": day, "candidate": candidate.to_dict(), **report}
 

@@ -437,15 +437,17 @@ def frame_tails(frame: pd.DataFrame, rows: int | None) -> pd.DataFrame:
     return frame.iloc[np.flatnonzero(keep)]
 
 
-def lead_in_rows(scorer: Scorer, policy: ScoringPolicy | None = None) -> int | None:
-    """How many of an entity's preceding rows its next row's score and flag depend on: a
-    temporal model's ``W - 1`` rows, plus k-of-n's ``n - 1`` flags before it (each with its own
-    window). ``None`` where the state has no bounded memory (re-baselining, level adaptation):
-    all of them."""
-    smoothing = (policy or scorer.policy).smoothing
+def lead_in_rows(model: Scorer | Bundle, policy: ScoringPolicy | None = None) -> int | None:
+    """How many of an entity's preceding rows its next row's score and flag depend on, for a
+    scorer or a bundle: a temporal model's ``W - 1`` rows, plus k-of-n's ``n - 1`` flags
+    before it (each with its own window). ``None`` where the state has no bounded memory
+    (re-baselining, level adaptation): all of them."""
+    window, own = ((model.window, model.policy) if isinstance(model, Scorer)
+                   else (model.manifest.window, model.manifest.policy))
+    smoothing = (policy or own).smoothing
     if smoothing.scores_state:
         return None
-    return (scorer.window or 1) - 1 + smoothing.n - 1
+    return (window or 1) - 1 + smoothing.n - 1
 
 
 @dataclass(frozen=True)

@@ -58,11 +58,14 @@ class ModelRun:
     alerts_entity: np.ndarray
 
     @classmethod
-    def of(cls, bundle_path: str | Path, test: pd.DataFrame, injected: Injected) -> ModelRun:
+    def of(cls, bundle_path: str | Path, test: pd.DataFrame, injected: Injected,
+           before: pd.DataFrame | None = None) -> ModelRun:
+        """The bundle's run on ``test`` and on its injected copy, each continuing from the
+        rows ``before`` them (the day before a shadow day) where given."""
         bundle = load_bundle(bundle_path)
         scorer = dataset_scorer(bundle)
-        real = score_frame(scorer, test)
-        fake = score_frame(scorer, injected.frame)
+        real = score_frame(scorer, test, before=before)
+        fake = score_frame(scorer, injected.frame, before=before)
         alerts = alert_events(real, bundle.manifest.policy.alerting) if ENTITY in real else None
         return cls(
             version=bundle.manifest.version,

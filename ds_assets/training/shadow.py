@@ -91,15 +91,17 @@ def _side(run: ModelRun, bundle_path: Path, raw: pd.DataFrame, numbers: dict[str
             "injected_pr_auc": numbers["injected_pr_auc"]}
 
 
-def shadow_day(candidate_path: Path, champion_path: Path, raw: pd.DataFrame) -> dict[str, Any]:
-    """Both models on one day of raw rows (time-ordered within each entity)."""
+def shadow_day(candidate_path: Path, champion_path: Path, raw: pd.DataFrame,
+               before: pd.DataFrame | None = None) -> dict[str, Any]:
+    """Both models on one day of raw rows (time-ordered within each entity), each continuing
+    from the day ``before`` where given, as the day's scored_telemetry does."""
     features = list(bundles.load_bundle(candidate_path).manifest.features)
     injected = injected_test_rows(raw, features)
     known = known_labels(raw)
     anomalous = known & (raw[LABEL].to_numpy() == 1) if LABEL in raw else np.zeros(len(raw), bool)
     out: dict[str, Any] = {"rows": len(raw)}
     for side, path in (("candidate", candidate_path), ("champion", champion_path)):
-        run = ModelRun.of(path, raw, injected)
+        run = ModelRun.of(path, raw, injected, before)
         numbers = measure(run, raw, injected, np.isfinite(run.scores), anomalous)
         out[side] = _side(run, path, raw, numbers)
     return out
