@@ -48,8 +48,9 @@ def champion_screen(bundle_path: str | Path | None, day: pd.DataFrame,
             "used": False, "champion_version": version, "excluded_rows": 0,
             "reason": f"champion v{version} needs feature(s) {absent} the day lacks, so only "
                       "the candidate's own scores screen it"}
-    if before is not None and [f for f in bundle.manifest.features if f not in before.columns]:
-        before = None
+    if before is not None and ([f for f in bundle.manifest.features if f not in before.columns]
+                               or (ENTITY in before.columns) != (ENTITY in day.columns)):
+        before = None  # what the day before cannot give, the day goes without (as scoring)
     scored = score_frame(dataset_scorer(bundle), day, before=before)
     flags = scored["is_anomaly"].to_numpy(bool)
     rate = float(flags.mean()) if len(flags) else 0.0

@@ -328,6 +328,10 @@ def test_the_champion_screen_of_a_day_continues_from_the_day_before(tmp_path: Pa
     assert not fresh[first].any()  # each host's first W - 1 rows have no score
     led, report = champion_screen(bundle, day, max_flag_rate=1.0, before=before)
     assert report["used"] and led[first].all()
+    # a day before without host ids cannot be matched to the day's hosts: gone without
+    unmatched, _ = champion_screen(bundle, day, max_flag_rate=1.0,
+                                   before=before.drop(columns=["host_id"]))
+    assert (unmatched == fresh).all()
 
 
 def test_a_led_in_day_scores_each_hosts_first_rows_that_a_fresh_day_leaves_out(
