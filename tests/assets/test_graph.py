@@ -16,7 +16,7 @@ from ds_assets.definitions import build_definitions, build_resources
 from ds_assets.settings import Settings
 from ds_serving.bundle import CHAMPION_FILE, load_champion
 from tests.conftest import DAYS, TINY_SOURCE
-from tests.support.training import TRAIN_CONFIG, ingested
+from tests.support.training import TEMPORAL_TWO_DAYS_CONFIG, TRAIN_CONFIG, ingested
 
 
 def _ingest(defs: dg.Definitions, instance: dg.DagsterInstance, day: str) -> None:
@@ -243,13 +243,8 @@ def test_a_day_is_scored_continuing_from_the_stored_day_before(settings: Setting
     from ds_assets.training.dataset_scoring import dataset_scorer, score_frame
 
     defs, instance = ingested(settings, DAYS[:2])
-    temporal = {"ops": {**TRAIN_CONFIG["ops"],
-                        "training_set": {"config": {"n_partitions": 2, "end_partition": DAYS[1]}},
-                        "detector": {"config": {"family": "temporal_ae", "epochs": 1, "window": 4,
-                                                "channels": [4], "latent": 2,
-                                                "batch_size": 128}}}}
     assert defs.resolve_job_def("train_detector").execute_in_process(
-        instance=instance, run_config=temporal).success
+        instance=instance, run_config=TEMPORAL_TWO_DAYS_CONFIG).success
     bundle = load_champion(settings.models_dir, settings.model_name)
     assets = settings.data_dir / "assets"
 

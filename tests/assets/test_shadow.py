@@ -12,7 +12,7 @@ from ds_assets.training.shadow import open_candidate, pending_candidate
 from ds_serving.bundle import promote
 from tests.conftest import DAYS, TINY_SOURCE
 from tests.support.serving import write_point_bundle
-from tests.support.training import TRAIN_CONFIG, ingested
+from tests.support.training import TEMPORAL_TWO_DAYS_CONFIG, ingested
 
 
 def _shadow_report(defs: dg.Definitions, instance: dg.DagsterInstance,
@@ -49,14 +49,9 @@ def test_a_shadow_day_continues_from_the_stored_day_before(settings: Settings) -
     """Both models score the shadow day continuing from the day before, as its
     scored_telemetry does, and the metadata says from which."""
     defs, instance = ingested(settings, DAYS[:2])
-    temporal = {"ops": {**TRAIN_CONFIG["ops"],
-                        "training_set": {"config": {"n_partitions": 2, "end_partition": DAYS[1]}},
-                        "detector": {"config": {"family": "temporal_ae", "epochs": 1, "window": 4,
-                                                "channels": [4], "latent": 2,
-                                                "batch_size": 128}}}}
     for _ in range(2):  # v1, then v2 to put in shadow
         assert defs.resolve_job_def("train_detector").execute_in_process(
-            instance=instance, run_config=temporal).success
+            instance=instance, run_config=TEMPORAL_TWO_DAYS_CONFIG).success
     promote(settings.models_dir, settings.model_name, "1")
     open_candidate(settings.models_dir, settings.model_name, "2", "1", DAYS[0], 2, {})
     meta = _shadow_report(defs, instance, DAYS[1])

@@ -41,6 +41,12 @@ TRAIN_CONFIG = {
                                 "batch_size": 128}},
     }
 }
+# a tiny temporal model (window 4) on the first two days: state that crosses midnight
+TEMPORAL_TWO_DAYS_CONFIG = {"ops": {
+    "training_set": {"config": {"n_partitions": 2, "end_partition": DAYS[1]}},
+    "detector": {"config": {"family": "temporal_ae", "epochs": 1, "window": 4, "channels": [4],
+                            "latent": 2, "batch_size": 128}},
+}}
 
 
 def ingested(settings: Settings, days: Sequence[str] = DAYS
