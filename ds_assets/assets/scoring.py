@@ -24,10 +24,10 @@ from ds_assets.reporting.analytics import (
 from ds_assets.resources.io_manager import StoredTable, stored_partition
 from ds_assets.resources.pipeline_metrics import pipeline_metrics, with_pipeline_metrics
 from ds_assets.training.dataset_scoring import (
-    ENTITY,
     TABLE_BATCH_ROWS,
     LeadIn,
     dataset_scorer,
+    lead_in_mismatch,
     lead_in_rows,
     score_table,
 )
@@ -61,14 +61,10 @@ def day_before(context: dg.AssetExecutionContext, ds: Dataset, day: str,
         context.log.warning(f"raw_telemetry {before} cannot be read for the lead-in: {exc}")
         return None, (f"none: raw_telemetry {before} cannot be read ({exc}); each entity "
                       "starts afresh")
-    missing = [f for f in features if f not in names]
-    if missing:
-        return None, (f"none: raw_telemetry {before} lacks feature column(s) {missing}; each "
-                      "entity starts afresh")
-    if (ENTITY in names) != (ENTITY in pq.read_schema(raw_telemetry.path).names):
-        return None, (f"none: one of raw_telemetry {before} and {day} has a {ENTITY} column "
-                      "and the other not, so their rows cannot be matched; each entity starts "
-                      "afresh")
+    why = lead_in_mismatch(names, pq.read_schema(raw_telemetry.path).names, features,
+                           (f"raw_telemetry {before}", day))
+    if why:
+        return None, f"none: {why}; each entity starts afresh"
     return path, f"raw_telemetry {before}"
 
 

@@ -22,7 +22,7 @@ import pandas as pd
 
 from ds_assets.monitoring.alerts import ENTITY, alert_events
 from ds_assets.telemetry.schema import TIMESTAMP
-from ds_assets.training.dataset_scoring import dataset_scorer, score_frame
+from ds_assets.training.dataset_scoring import dataset_scorer, lead_in_mismatch, score_frame
 from ds_serving.bundle import load_bundle
 from ds_serving.scoring import ranked
 
@@ -48,8 +48,8 @@ def champion_screen(bundle_path: str | Path | None, day: pd.DataFrame,
             "used": False, "champion_version": version, "excluded_rows": 0,
             "reason": f"champion v{version} needs feature(s) {absent} the day lacks, so only "
                       "the candidate's own scores screen it"}
-    if before is not None and ([f for f in bundle.manifest.features if f not in before.columns]
-                               or (ENTITY in before.columns) != (ENTITY in day.columns)):
+    if before is not None and lead_in_mismatch(list(before.columns), list(day.columns),
+                                               bundle.manifest.features):
         before = None  # what the day before cannot give, the day goes without (as scoring)
     scored = score_frame(dataset_scorer(bundle), day, before=before)
     flags = scored["is_anomaly"].to_numpy(bool)

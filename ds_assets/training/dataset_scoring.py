@@ -431,10 +431,24 @@ def frame_tails(frame: pd.DataFrame, rows: int | None) -> pd.DataFrame:
         return frame
     if ENTITY not in frame.columns:
         return frame.iloc[max(0, len(frame) - rows):]
-    codes, uniques = pd.factorize(frame[ENTITY])
     keep = np.zeros(len(frame), bool)
-    _keep_entity_tails(np.where(codes < 0, len(uniques), codes), rows, keep)
+    _keep_entity_tails(_factorized(frame[ENTITY])[0], rows, keep)
     return frame.iloc[np.flatnonzero(keep)]
+
+
+def lead_in_mismatch(before: Sequence[str], day: Sequence[str], features: Sequence[str],
+                     names: tuple[str, str] = ("the rows before", "the day")) -> str | None:
+    """Why rows with columns ``before`` cannot lead into a day with columns ``day`` for a
+    model of ``features``, or None where they can: a feature they lack, or host ids on one
+    side only (their rows could not be matched to the day's hosts). ``names``: the two sides,
+    as the reason names them."""
+    missing = [f for f in features if f not in before]
+    if missing:
+        return f"{names[0]} lacks feature column(s) {missing}"
+    if (ENTITY in before) != (ENTITY in day):
+        return (f"one of {names[0]} and {names[1]} has a {ENTITY} column and the other not, "
+                "so their rows cannot be matched")
+    return None
 
 
 def lead_in_rows(model: Scorer | Bundle, policy: ScoringPolicy | None = None) -> int | None:
@@ -539,8 +553,7 @@ def _id_codes(source: Path) -> np.ndarray:
         width = len(column.chunk(0).dictionary)
         return np.concatenate([pc.fill_null(chunk.indices, width).to_numpy(zero_copy_only=False)
                                for chunk in column.chunks])
-    codes, uniques = pd.factorize(column.to_numpy(zero_copy_only=False))
-    return np.where(codes < 0, len(uniques), codes)
+    return _factorized(column.to_pandas())[0]
 
 
 def _string_ids(schema: pa.Schema) -> bool:
