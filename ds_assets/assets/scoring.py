@@ -23,8 +23,10 @@ from ds_assets.reporting.analytics import (
 )
 from ds_assets.resources.io_manager import StoredTable, stored_partition
 from ds_assets.resources.pipeline_metrics import pipeline_metrics, with_pipeline_metrics
+from ds_assets.training import lead_in_cache
 from ds_assets.training.dataset_scoring import (
     TABLE_BATCH_ROWS,
+    EntityTails,
     LeadIn,
     dataset_scorer,
     lead_in_mismatch,
@@ -82,8 +84,32 @@ def day_lead_in(context: dg.AssetExecutionContext, ds: Dataset, day: str,
     path, note = day_before(context, ds, day, raw_telemetry, scorer.features)
     if path is None:
         return None, note
-    what = "all rows" if rows is None else f"the last {rows} rows of each entity"
+    if rows is None:
+        return LeadIn(path, rows), f"{note}: all rows"
+    what = f"the last {rows} rows of each entity"
+    kept = lead_in_cache.kept_for(path, rows, scorer.features)
+    if kept is not None:  # the same rows, without reading the day again
+        return LeadIn(kept, rows), f"{note}: {what}, kept when that day was scored"
     return LeadIn(path, rows), f"{note}: {what}"
+
+
+def keep_day_tails(context: dg.AssetExecutionContext, tails: EntityTails | None,
+                   raw_telemetry: StoredTable, stamp: dict[str, Any] | None) -> str:
+    """Keep the day's last rows of each entity for the next day's lead-in, and say so; a
+    failure to write them costs the next day a read, never this day's scores."""
+    if tails is None or stamp is None:
+        return "nothing: the next day reads all of this day, or starts afresh"
+    try:
+        path = lead_in_cache.keep(tails, raw_telemetry.path, stamp)
+    except OSError as exc:
+        context.log.warning(f"the day's last rows could not be kept for the next day ({exc}); "
+                            "it will read this day's file instead")
+        return f"nothing ({exc}): the next day reads this day's file"
+    if path is None:
+        return "nothing: the day had no rows"
+    table = tails.table()
+    kept = 0 if table is None else table.num_rows
+    return f"{kept} rows, the last {tails.rows} of each entity"
 
 
 def build_scored_telemetry_asset(ds: Dataset) -> dg.AssetsDefinition:
@@ -118,21 +144,26 @@ def build_scored_telemetry_asset(ds: Dataset) -> dg.AssetsDefinition:
         scorer = dataset_scorer(bundle, "auto")
         lead_in, lead_in_note = day_lead_in(context, ds, day, raw_telemetry, scorer,
                                             config.lead_in)
+        rows = lead_in_rows(scorer)
+        tails = EntityTails(rows, scorer.features) if config.lead_in and rows else None
+        stamp = lead_in_cache.file_stamp(raw_telemetry.path) if tails is not None else None
         summary = ScoredSummary()
         fd, name = tempfile.mkstemp(prefix=f"scored-{day}-", suffix=".parquet")
         os.close(fd)
         out = Path(name)
         try:  # flagged by the bundle's scoring policy, as the live scorer flags
             score_table(scorer, raw_telemetry.path, out, batch_rows=config.batch_rows,
-                        chunk_rows=config.chunk_rows, each=summary.add_table, lead_in=lead_in)
+                        chunk_rows=config.chunk_rows, each=summary.add_table, lead_in=lead_in,
+                        tails=tails)
         except (DatasetError, ScoringInputError) as exc:
             out.unlink(missing_ok=True)
             raise DatasetError(f"scoring raw_telemetry {day}: {exc}") from exc
         except BaseException:
             out.unlink(missing_ok=True)
             raise
+        kept = keep_day_tails(context, tails, raw_telemetry, stamp)
         context.add_output_metadata({**scoring_metadata(summary, bundle.manifest.version),
-                                     "lead_in": lead_in_note})
+                                     "lead_in": lead_in_note, "kept_for_next_day": kept})
         pipeline_metrics(context).push(
             ds.name, "scoring", {"rows_scored": summary.rows,
                                  "anomalies_flagged": summary.flagged},

@@ -20,6 +20,7 @@ from ds_assets.reporting.analytics import markdown_table
 from ds_assets.resources.io_manager import PartitionFrames, StoredTable
 from ds_assets.resources.pipeline_metrics import PIPELINE_METRICS_KEY, push_champion
 from ds_assets.sensors.records import candidate_shadow_days
+from ds_assets.training import lead_in_cache
 from ds_assets.training.dataset_scoring import lead_in_rows
 from ds_assets.training.datasets import DatasetError
 from ds_assets.training.shadow import (
@@ -69,8 +70,14 @@ def build_shadow_report_asset(ds: Dataset) -> dg.AssetsDefinition:
             features = list(dict.fromkeys(f for b in both for f in b.manifest.features))
             before_path, lead_in = None, ("not needed: neither model nor policy carries "
                                           "anything from row to row")
-            if any(lead_in_rows(b) != 0 for b in both):
+            needs = [lead_in_rows(b) for b in both]
+            if any(n != 0 for n in needs):
                 before_path, lead_in = day_before(context, ds, day, raw_telemetry, features)
+                bounded = [n for n in needs if n is not None]
+                if before_path is not None and len(bounded) == len(needs):
+                    kept = lead_in_cache.kept_for(before_path, max(bounded), features)
+                    if kept is not None:  # the day's scoring kept enough of its last rows
+                        before_path, lead_in = kept, f"{lead_in}, kept when that day was scored"
             before = None if before_path is None else pd.read_parquet(before_path)
             report = shadow_day(*paths, pd.read_parquet(raw_telemetry.path), before)
         except BundleError as exc:  # withdrawn or damaged since it passed the gate

@@ -542,6 +542,73 @@ def _keep_entity_tails(codes: np.ndarray, rows: int, keep: np.ndarray) -> None:
         hi, block = lo, 2 * block
 
 
+class EntityTails:
+    """Each entity's last ``rows`` rows of a table, kept as its record batches stream through
+    ``score_table``: the rows ``_entity_tails`` would read back from the file, in the same
+    order, without reading it again. Each batch keeps its own tails; the kept parts are merged
+    once they hold twice the rows of the last merge, so memory stays within a few times the
+    kept rows and merging costs rows added, not batches x kept rows."""
+
+    def __init__(self, rows: int, features: Sequence[str],
+                 slack_rows: int = TABLE_BATCH_ROWS) -> None:
+        if rows < 1:
+            raise ValueError(f"rows must be >= 1 to keep any, got {rows}")
+        self.rows = rows
+        self.features = list(features)
+        self.slack_rows = slack_rows  # rows held beyond twice the last merge before merging
+        self._parts: list[pa.Table] = []
+        self._codes: list[np.ndarray] | None = []  # each part's entity codes (None: no ids)
+        self._held = 0  # rows in the parts
+        self._merged = 0  # rows after the last merge
+
+    def add(self, batch: pa.RecordBatch, codes: np.ndarray | None) -> None:
+        """The next batch of the table, with its rows' entity codes (consistent across
+        batches, as ``TableScorer`` numbers them; None where rows have no id)."""
+        names = batch.schema.names
+        part = pa.Table.from_batches(
+            [batch.select([c for c in (TIMESTAMP, ENTITY) if c in names] + self.features)])
+        if ENTITY in names and pa.types.is_dictionary(part.schema.field(ENTITY).type):
+            # batches read their own dictionaries; plain ids concatenate and read back alike
+            at = part.schema.get_field_index(ENTITY)
+            value_type = part.schema.field(ENTITY).type.value_type
+            part = part.set_column(at, ENTITY, pc.cast(part.column(ENTITY), value_type))
+        self._append(part, codes)
+        if self._held > 2 * self._merged + self.slack_rows:
+            self._merge()
+
+    def _append(self, part: pa.Table, codes: np.ndarray | None) -> None:
+        keep = self._tails_of(part.num_rows, codes)
+        self._parts.append(part.filter(pa.array(keep)))
+        if codes is None or self._codes is None:
+            self._codes = None
+        else:
+            self._codes.append(codes[keep])
+        self._held += int(keep.sum())
+
+    def _tails_of(self, n: int, codes: np.ndarray | None) -> np.ndarray:
+        keep = np.zeros(n, bool)
+        if codes is None:
+            keep[max(0, n - self.rows):] = True
+        else:
+            _keep_entity_tails(codes, self.rows, keep)
+        return keep
+
+    def _merge(self) -> None:
+        if len(self._parts) < 2:
+            return
+        table = pa.concat_tables(self._parts)
+        codes = None if self._codes is None else np.concatenate(self._codes)
+        self._parts, self._codes, self._held = [], None if codes is None else [], 0
+        self._append(table, codes)
+        self._parts[0] = self._parts[0].combine_chunks()
+        self._merged = self._held
+
+    def table(self) -> pa.Table | None:
+        """The kept rows, in table order (None before any batch)."""
+        self._merge()
+        return self._parts[0] if self._parts else None
+
+
 def _id_codes(source: Path) -> np.ndarray:
     """An integer per row standing for its entity id (a missing id is one more), from the id
     column alone: Parquet's own dictionary indices where ids are text (no hashing)."""
@@ -617,11 +684,13 @@ def score_table(
     policy: ScoringPolicy | None = None,
     each: Callable[[pa.Table], None] | None = None,
     lead_in: LeadIn | None = None,
+    tails: EntityTails | None = None,
 ) -> int:
     """Score a Parquet table record batch by record batch into ``target`` (Parquet), which
     appears complete or not at all; ``each`` sees every scored batch in order, on the
     writing thread once the batch is written (running summaries). ``lead_in``: rows that
-    precede the table, run first and not written (``TableScorer.lead_in``).
+    precede the table, run first and not written (``TableScorer.lead_in``). ``tails`` keeps
+    each entity's last rows of the table as they pass (the next table's lead-in).
     Returns the rows scored. Memory is set by ``batch_rows``, not by the table."""
     source = Path(source)
     table = pq.ParquetFile(source)
@@ -671,6 +740,8 @@ def score_table(
         for batch in _read_ahead(table.iter_batches(batch_size=batch_rows, columns=columns),
                                  reader):
             following = chunks.start_batch(batch)  # its graph runs while the one before finishes
+            if tails is not None:
+                tails.add(batch, following.chunk.ids)
             if started is not None:
                 written = finish(started)
             started = following

@@ -248,6 +248,8 @@ def test_a_day_is_scored_continuing_from_the_stored_day_before(settings: Setting
     bundle = load_champion(settings.models_dir, settings.model_name)
     assets = settings.data_dir / "assets"
 
+    kept_notes: dict[str, str] = {}
+
     def scored(day: str, lead_in: bool = True) -> tuple[pd.DataFrame, str]:
         result = defs.resolve_job_def("score_telemetry").execute_in_process(
             instance=instance, partition_key=day,
@@ -255,22 +257,46 @@ def test_a_day_is_scored_continuing_from_the_stored_day_before(settings: Setting
         assert result.success, _failure_messages(result)
         meta = result.asset_materializations_for_node("scored_telemetry")[0].metadata
         frame = pd.read_parquet(assets / "scored_telemetry" / f"{day}.parquet")
+        kept_notes[day] = meta["kept_for_next_day"].value
         return frame, meta["lead_in"].value
 
     hosts = TINY_SOURCE["n_hosts"]
     first, note = scored(DAYS[0])
     assert note.startswith("none: raw_telemetry 2026-10-31 is not stored")
     assert first["score"].isna().sum() == hosts * 3
+    # the day's last rows of each host are kept for the next day as it is scored
+    assert kept_notes[DAYS[0]] == f"{hosts * 3} rows, the last 3 of each entity"
+    kept = assets / "raw_telemetry" / ".lead_in" / f"{DAYS[0]}.parquet"
+    assert len(pd.read_parquet(kept)) == hosts * 3
     led, note = scored(DAYS[1])
-    assert note == f"raw_telemetry {DAYS[0]}: the last 3 rows of each entity"
+    assert note == (f"raw_telemetry {DAYS[0]}: the last 3 rows of each entity, kept when that "
+                    "day was scored")
     assert led["score"].notna().all()
     raws = [pd.read_parquet(assets / "raw_telemetry" / f"{d}.parquet") for d in DAYS[:2]]
     both = score_frame(dataset_scorer(bundle), pd.concat(raws, ignore_index=True))
     pd.testing.assert_frame_equal(led, both.iloc[len(raws[0]):].reset_index(drop=True),
                                   check_dtype=False)
+    kept.unlink()  # without the kept rows the day before is read: the same scores
+    from_day, note = scored(DAYS[1])
+    assert note == f"raw_telemetry {DAYS[0]}: the last 3 rows of each entity"
+    pd.testing.assert_frame_equal(from_day, led)
     fresh, note = scored(DAYS[1], lead_in=False)
     assert note.startswith("off (lead_in: false)")
+    assert kept_notes[DAYS[1]].startswith("nothing")
     assert fresh["score"].isna().sum() == hosts * 3
+
+    # rows kept from an earlier version of the day before do not stand for the current one
+    scored(DAYS[0])
+    stored = assets / "raw_telemetry" / f"{DAYS[0]}.parquet"
+    changed = raws[0].assign(latency_ms=raws[0]["latency_ms"] * 3)
+    changed.to_parquet(stored, index=False)
+    after_change, note = scored(DAYS[1])
+    assert note == f"raw_telemetry {DAYS[0]}: the last 3 rows of each entity"
+    both = score_frame(dataset_scorer(bundle), pd.concat([changed, raws[1]], ignore_index=True))
+    pd.testing.assert_frame_equal(after_change,
+                                  both.iloc[len(raws[0]):].reset_index(drop=True),
+                                  check_dtype=False)
+    raws[0].to_parquet(stored, index=False)
 
     # a day before that cannot give the lead-in is gone without, and the metadata says why
     stored = assets / "raw_telemetry" / f"{DAYS[0]}.parquet"

@@ -56,6 +56,14 @@ def test_a_shadow_day_continues_from_the_stored_day_before(settings: Settings) -
     open_candidate(settings.models_dir, settings.model_name, "2", "1", DAYS[0], 2, {})
     meta = _shadow_report(defs, instance, DAYS[1])
     assert meta["candidate_version"] == "2" and meta["lead_in"] == f"raw_telemetry {DAYS[0]}"
+    # once the day before is scored, the last rows it kept stand for it: the same report
+    assert defs.resolve_job_def("score_telemetry").execute_in_process(
+        instance=instance, partition_key=DAYS[0]).success
+    kept = _shadow_report(defs, instance, DAYS[1])
+    assert kept["lead_in"] == f"raw_telemetry {DAYS[0]}, kept when that day was scored"
+    numbers = ("candidate_flag_rate", "champion_flag_rate", "candidate_alerts",
+               "champion_alerts", "comparison")
+    assert {k: kept[k] for k in numbers} == {k: meta[k] for k in numbers}
     open_candidate(settings.models_dir, settings.model_name, "2", "1", "2026-10-30", 2, {})
     meta = _shadow_report(defs, instance, DAYS[0])  # nothing stored before the first day
     assert str(meta["lead_in"]).startswith("none: raw_telemetry 2026-10-31 is not stored")

@@ -11,6 +11,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from ds_assets.training.dataset_scoring import (
+    EntityTails,
     LeadIn,
     TableScorer,
     lead_in_rows,
@@ -265,7 +266,8 @@ def test_a_lead_in_is_each_entitys_last_rows_in_their_order(
     tmp_path_factory: pytest.TempPathFactory, rows: int, group_rows: int, ids: str, seed: int,
 ) -> None:
     """Whatever the row groups and id types, the rows a lead-in reads are pandas' tail of
-    each entity (missing ids one entity), in the table's order."""
+    each entity (missing ids one entity), in the table's order; so are the rows ``tails``
+    keeps as the table streams through ``score_table`` in batches of any size."""
     import pyarrow as pa
     import pyarrow.parquet as pq
 
@@ -286,6 +288,13 @@ def test_a_lead_in_is_each_entitys_last_rows_in_their_order(
     want = frame[frame.groupby(keys.to_numpy()).cumcount(ascending=False) < rows]
     columns = [c for c in ("timestamp", "host_id") if c in frame.columns] + FEATURES
     pd.testing.assert_frame_equal(got.to_pandas(), want[columns].reset_index(drop=True),
+                                  check_dtype=False)
+    tails = EntityTails(rows, FEATURES, slack_rows=seed % 40)  # merged early and often
+    score_table(scorer, tmp / "before.parquet", tmp / "scored.parquet",
+                batch_rows=max(1, group_rows // 3 + seed % 7), tails=tails)
+    kept = tails.table()
+    assert kept is not None
+    pd.testing.assert_frame_equal(kept.to_pandas(), want[columns].reset_index(drop=True),
                                   check_dtype=False)
 
 
