@@ -8,8 +8,10 @@ checks, time-order check, flags, the top feature, the output frame) is the gap.
 ``score_table`` is what the ``scored_telemetry`` asset runs: the day read from its Parquet file a
 record batch at a time and the scored rows written as they come; its peak RSS is the day's
 memory. The file is written beforehand by another process. ``score_table_lead_in`` is the same
-with the asset's lead-in (``LeadIn``): each host's last rows of a day before, of the same size,
-run first; its cost is reported against plain ``score_table``.
+with a lead-in (``LeadIn``) read from the day before's file (of the same size): each host's last
+rows, run first. ``score_table_kept`` is what the asset runs on a day whose day before was
+scored: the lead-in from the rows that scoring kept (``lead_in_cache``), and this day's last
+rows kept in turn. Both are reported against plain ``score_table``.
 
     .venv/bin/python -m bench.dataset_scoring [--sizes 1000000 3000000 10000000]
 """
@@ -32,7 +34,7 @@ import pandas as pd
 
 FEATURES = [f"f{i}" for i in range(8)]
 HOSTS = 20
-KINDS = ("ceiling", "score_frame", "score_table", "score_table_lead_in")
+KINDS = ("ceiling", "score_frame", "score_table", "score_table_lead_in", "score_table_kept")
 
 
 def frame(n: int, seed: int = 0, day: str = "2026-11-01") -> pd.DataFrame:
@@ -73,7 +75,9 @@ def child(size: int, model: Path, what: str, table: Path) -> dict[str, Any]:
         frame(size).to_parquet(table, index=False)
         frame(size, seed=1, day="2026-10-01").to_parquet(before(table), index=False)
         return {}
+    from ds_assets.training import lead_in_cache
     from ds_assets.training.dataset_scoring import (
+        EntityTails,
         LeadIn,
         dataset_scorer,
         lead_in_rows,
@@ -84,17 +88,37 @@ def child(size: int, model: Path, what: str, table: Path) -> dict[str, Any]:
     from ds_serving.scoring import iter_chunks
 
     scorer = dataset_scorer(load_bundle(model))
-    if what in ("score_table", "score_table_lead_in"):
+    rows_before = lead_in_rows(scorer)
+    assert rows_before  # the bench bundle's 2-of-3 smoothing: 2 rows of each host
+    if what == "keep":  # the day before scored by the asset, keeping its last rows
+        scored = before(table).with_name(f"scored-{before(table).name}")
+        tails = EntityTails(rows_before, scorer.features)
+        stamp = lead_in_cache.file_stamp(before(table))
+        score_table(scorer, before(table), scored, tails=tails)
+        lead_in_cache.keep(tails, before(table), stamp)
+        scored.unlink()
+        return {}
+    if what in ("score_table", "score_table_lead_in", "score_table_kept"):
         from ds_assets.reporting.analytics import ScoredSummary
 
         out = table.with_name(f"scored-{table.name}")
         summary = ScoredSummary()  # the asset summarises the batches as they go by
-        lead_in = (LeadIn(before(table), lead_in_rows(scorer))
-                   if what == "score_table_lead_in" else None)
         started = time.perf_counter()
-        score_table(scorer, table, out, each=summary.add_table, lead_in=lead_in)
+        lead_in, tails, stamp = None, None, None
+        if what == "score_table_lead_in":
+            lead_in = LeadIn(before(table), rows_before)
+        elif what == "score_table_kept":  # as scored_telemetry: look up, score, keep
+            kept = lead_in_cache.kept_for(before(table), rows_before, scorer.features)
+            assert kept is not None, "the day before's kept rows are missing"
+            lead_in = LeadIn(kept, rows_before)
+            tails = EntityTails(rows_before, scorer.features)
+            stamp = lead_in_cache.file_stamp(table)
+        score_table(scorer, table, out, each=summary.add_table, lead_in=lead_in, tails=tails)
+        if tails is not None and stamp is not None:
+            lead_in_cache.keep(tails, table, stamp)
         seconds = time.perf_counter() - started
         out.unlink()
+        lead_in_cache.kept_path(table).unlink(missing_ok=True)
         return {"seconds": seconds, "rows_per_s": size / seconds,
                 "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
     rows = frame(size)
@@ -137,7 +161,7 @@ def main(argv: list[str] | None = None) -> int:
                                                                    10_000_000])
     parser.add_argument("--repeats", type=int, default=2)
     parser.add_argument("--out", type=Path, default=None)
-    parser.add_argument("--child", choices=(*KINDS, "write"),
+    parser.add_argument("--child", choices=(*KINDS, "write", "keep"),
                         help=argparse.SUPPRESS)
     parser.add_argument("--table", type=Path, default=None, help=argparse.SUPPRESS)
     parser.add_argument("--size", type=int, default=0, help=argparse.SUPPRESS)
@@ -148,12 +172,15 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     import tempfile
 
+    from ds_assets.training.lead_in_cache import kept_path
+
     with tempfile.TemporaryDirectory() as tmp:
         model = bundle_dir(Path(tmp))
         results = []
         for size in args.sizes:
             table = Path(tmp) / f"day-{size}.parquet"
             run(size, model, "write", table)
+            run(size, model, "keep", table)
             best: dict[str, dict[str, Any]] = {}
             for _ in range(args.repeats):  # interleaved; the fastest of each kind
                 for what in KINDS:
@@ -162,12 +189,14 @@ def main(argv: list[str] | None = None) -> int:
                         best[what] = got
             table.unlink()
             before(table).unlink()
+            kept_path(before(table)).unlink()
             ratio = best["ceiling"]["seconds"] / best["score_frame"]["seconds"]
             table_ratio = best["ceiling"]["seconds"] / best["score_table"]["seconds"]
             lead_in = (best["score_table_lead_in"]["seconds"] / best["score_table"]["seconds"])
+            kept = best["score_table_kept"]["seconds"] / best["score_table"]["seconds"]
             results.append({"rows": size, **{k: v for k, v in best.items()},
                             "ratio_to_ceiling": ratio, "table_ratio_to_ceiling": table_ratio,
-                            "lead_in_time_ratio": lead_in})
+                            "lead_in_time_ratio": lead_in, "kept_lead_in_time_ratio": kept})
             print(f"{size:>11,} rows  ceiling {best['ceiling']['rows_per_s']:>12,.0f} rows/s  "
                   f"score_frame {best['score_frame']['rows_per_s']:>12,.0f} rows/s "
                   f"(ratio {ratio:.3f}, peak RSS {best['score_frame']['peak_rss_mib']:,.0f} MiB)  "
@@ -176,7 +205,9 @@ def main(argv: list[str] | None = None) -> int:
                   f"{best['score_table']['peak_rss_mib']:,.0f} MiB)  ceiling peak RSS "
                   f"{best['ceiling']['peak_rss_mib']:,.0f} MiB  with the lead-in "
                   f"{lead_in:.2f}x score_table's time (peak RSS "
-                  f"{best['score_table_lead_in']['peak_rss_mib']:,.0f} MiB)", flush=True)
+                  f"{best['score_table_lead_in']['peak_rss_mib']:,.0f} MiB), from kept rows "
+                  f"and keeping its own {kept:.2f}x (peak RSS "
+                  f"{best['score_table_kept']['peak_rss_mib']:,.0f} MiB)", flush=True)
     sizes = np.log([r["rows"] for r in results])
 
     def slope(what: str) -> float:
