@@ -7,6 +7,8 @@ days and promotes or drops the candidate, recording a ``champion`` materializati
 so the promotion sensor re-scores after a promotion and the UI shows why.
 """
 
+from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 import dagster as dg
@@ -35,6 +37,25 @@ from ds_serving.bundle import BundleError, load_bundle
 SHADOW_REPORT = "shadow_report"
 SHADOW_VERDICT = "shadow_verdict"
 VERDICT_JOB = "judge_candidate"  # a job's name must differ from its asset's op name
+
+
+def both_lead_in(context: dg.AssetExecutionContext, ds: Dataset, day: str,
+                 day_table: StoredTable, paths: Sequence[Path]) -> tuple[pd.DataFrame | None, str]:
+    """The stored day before ``day`` that both models continue from (the rows the day's
+    scoring kept of it where they are enough for both), and what was used, as
+    ``scored_telemetry``'s ``lead_in`` says it."""
+    both = [load_bundle(path) for path in paths]
+    needs = [lead_in_rows(b) for b in both]
+    if all(n == 0 for n in needs):
+        return None, "not needed: neither model nor policy carries anything from row to row"
+    features = list(dict.fromkeys(f for b in both for f in b.manifest.features))
+    path, note = day_before(context, ds, day, day_table, features)
+    bounded = [n for n in needs if n is not None]
+    if path is not None and len(bounded) == len(needs):
+        kept = lead_in_cache.kept_for(path, max(bounded), features)
+        if kept is not None:  # the day's scoring kept enough of its last rows
+            path, note = kept, f"{note}, kept when that day was scored"
+    return (None if path is None else pd.read_parquet(path)), note
 
 
 def build_shadow_report_asset(ds: Dataset) -> dg.AssetsDefinition:
@@ -66,19 +87,7 @@ def build_shadow_report_asset(ds: Dataset) -> dg.AssetsDefinition:
             return {"partition": day, "candidate": None}
         try:
             paths = (registry.bundle_path(candidate.version), registry.bundle_path(champion))
-            both = [load_bundle(path) for path in paths]
-            features = list(dict.fromkeys(f for b in both for f in b.manifest.features))
-            before_path, lead_in = None, ("not needed: neither model nor policy carries "
-                                          "anything from row to row")
-            needs = [lead_in_rows(b) for b in both]
-            if any(n != 0 for n in needs):
-                before_path, lead_in = day_before(context, ds, day, raw_telemetry, features)
-                bounded = [n for n in needs if n is not None]
-                if before_path is not None and len(bounded) == len(needs):
-                    kept = lead_in_cache.kept_for(before_path, max(bounded), features)
-                    if kept is not None:  # the day's scoring kept enough of its last rows
-                        before_path, lead_in = kept, f"{lead_in}, kept when that day was scored"
-            before = None if before_path is None else pd.read_parquet(before_path)
+            before, lead_in = both_lead_in(context, ds, day, raw_telemetry, paths)
             report = shadow_day(*paths, pd.read_parquet(raw_telemetry.path), before)
         except BundleError as exc:  # withdrawn or damaged since it passed the gate
             close_candidate(registry.models_dir, registry.model_name)
@@ -112,7 +121,7 @@ def build_shadow_verdict_asset(ds: Dataset) -> dg.AssetsDefinition:
         group_name=ds.scoped("evaluation"),
         required_resource_keys={ds.registry_key, PIPELINE_METRICS_KEY},
         kinds={"json"},
-        code_version="1",
+        code_version="2",  # 2: continues from the day before the first shadow day
     )
     def shadow_verdict(context: dg.AssetExecutionContext,
                        raw_telemetry: PartitionFrames) -> dict[str, Any]:
@@ -134,9 +143,11 @@ def build_shadow_verdict_asset(ds: Dataset) -> dg.AssetsDefinition:
                 "the daily pipeline for the next days first")
         champion = registry.champion_version()
         assert champion is not None  # a candidate is opened only beside a champion
-        decision = verdict(registry.bundle_path(candidate.version),
-                           registry.bundle_path(champion),
-                           shadow_rows(raw_telemetry, days))
+        paths = (registry.bundle_path(candidate.version), registry.bundle_path(champion))
+        # the shadow days run on from the day before the first, as their reports did
+        before, lead_in = both_lead_in(context, ds, days[0], raw_telemetry.stored(days[0]),
+                                       paths)
+        decision = verdict(*paths, shadow_rows(raw_telemetry, days), before)
         lineage = load_bundle(registry.bundle_path(candidate.version)).manifest.lineage
         registry.log_decision(lineage.get("mlflow_run_id"), decision)
         aliased = registry.promote(decision, None) if decision.promote else None
@@ -157,6 +168,7 @@ def build_shadow_verdict_asset(ds: Dataset) -> dg.AssetsDefinition:
         context.add_output_metadata({"candidate_version": candidate.version,
                                      "promoted": decision.promote, "reason": decision.reason,
                                      "shadow_days": dg.MetadataValue.json(days),
+                                     "lead_in": lead_in,
                                      "champion_version": serving or ""})
         return {"candidate": candidate.to_dict(), "days": days,
                 "decision": decision.to_dict(), "champion_version": serving}

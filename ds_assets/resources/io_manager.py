@@ -129,6 +129,10 @@ class PartitionFrames(Mapping[str, pd.DataFrame]):
     def __getitem__(self, key: str) -> pd.DataFrame:
         return pd.read_parquet(self._paths[key])
 
+    def stored(self, key: str) -> StoredTable:
+        """A partition's file, to stream or to find its neighbours by (``stored_partition``)."""
+        return StoredTable(self._paths[key])
+
     def columns(self, key: str) -> list[str]:
         """A partition's column names, from its Parquet schema alone (no rows read)."""
         return list(pq.read_schema(self._paths[key]).names)

@@ -114,11 +114,14 @@ def shadow_rows(frames: Mapping[str, pd.DataFrame], days: list[str]) -> pd.DataF
     return rows.sort_values(order, kind="stable", ignore_index=True)
 
 
-def verdict(candidate_path: Path, champion_path: Path, rows: pd.DataFrame) -> Any:
-    """The promotion gate again, on the shadow days' rows (after both models' fit windows)."""
+def verdict(candidate_path: Path, champion_path: Path, rows: pd.DataFrame,
+            before: pd.DataFrame | None = None) -> Any:
+    """The promotion gate again, on the shadow days' rows (after both models' fit windows),
+    both models continuing from the day ``before`` the first where given, as the days'
+    shadow reports did."""
     from ds_assets.training.gate import judge
 
     features = list(bundles.load_bundle(candidate_path).manifest.features)
     injected = injected_test_rows(rows, features)
-    return judge(ModelRun.of(candidate_path, rows, injected),
-                 ModelRun.of(champion_path, rows, injected), rows, injected)
+    return judge(ModelRun.of(candidate_path, rows, injected, before),
+                 ModelRun.of(champion_path, rows, injected, before), rows, injected)

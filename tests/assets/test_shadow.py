@@ -72,3 +72,37 @@ def test_a_shadow_day_continues_from_the_stored_day_before(settings: Settings) -
 def test_shadow_days_must_not_be_negative() -> None:
     with pytest.raises(ValueError, match="shadow_days=-1: use 0"):
         shadow_days(ChampionConfig(shadow_days=-1), {})
+
+
+def test_the_verdict_continues_from_the_day_before_the_first_shadow_day(
+        settings: Settings) -> None:
+    """The verdict judges both models on the shadow days as their reports scored them: on
+    from the stored day before the first (a temporal model's first rows of each host scored),
+    and its metadata says from which."""
+    import pandas as pd
+
+    from ds_assets.training.shadow import verdict
+
+    defs, instance = ingested(settings, DAYS[:2])
+    for _ in range(2):  # v1, then v2 to put in shadow
+        assert defs.resolve_job_def("train_detector").execute_in_process(
+            instance=instance, run_config=TEMPORAL_TWO_DAYS_CONFIG).success
+    promote(settings.models_dir, settings.model_name, "1")
+    open_candidate(settings.models_dir, settings.model_name, "2", "1", DAYS[0], 1, {})
+    assert _shadow_report(defs, instance, DAYS[1])["candidate_version"] == "2"
+    result = defs.resolve_job_def("judge_candidate").execute_in_process(instance=instance)
+    assert result.success
+    [meta] = [m.metadata for m in result.asset_materializations_for_node("shadow_verdict")
+              if m.asset_key == dg.AssetKey("shadow_verdict")]
+    assert meta["lead_in"].value == f"raw_telemetry {DAYS[0]}"
+    assert meta["shadow_days"].value == [DAYS[1]]
+    raw = settings.data_dir / "assets" / "raw_telemetry"
+    paths = [settings.models_dir / settings.model_name / v for v in ("2", "1")]
+    day, before = (pd.read_parquet(raw / f"{d}.parquet") for d in (DAYS[1], DAYS[0]))
+    continued = verdict(*paths, day, before).to_dict()
+    fresh = verdict(*paths, day).to_dict()
+    assert continued != fresh  # the first rows of each host count only when continued
+    champion = instance.get_latest_materialization_event(dg.AssetKey("champion"))
+    assert champion is not None and champion.asset_materialization is not None
+    recorded = champion.asset_materialization.metadata["decision"].value
+    assert recorded == continued
