@@ -70,9 +70,11 @@ def day_metrics(assets: Path, day: str, aside: pd.DataFrame | None = None) -> di
 
 
 def bundle_day_metrics(bundle_path: Path, raw: pd.DataFrame,
-                       aside: pd.DataFrame | None = None) -> dict[str, Any]:
+                       aside: pd.DataFrame | None = None,
+                       before: pd.DataFrame | None = None) -> dict[str, Any]:
     """The same metrics for a bundle that is not serving: the day scored, flagged and alerted
-    with its own policy, through the code the assets use, plus its event recall on anomalies
+    with its own policy, through the code the assets use, continuing from the raw day
+    ``before`` where given (as scored_telemetry would), plus its event recall on anomalies
     injected into the day (the label-free gate's evidence)."""
     from ds_assets.monitoring.alerts import alert_events
     from ds_assets.training.dataset_scoring import dataset_scorer, score_frame
@@ -80,11 +82,12 @@ def bundle_day_metrics(bundle_path: Path, raw: pd.DataFrame,
     from ds_serving.bundle import load_bundle
 
     bundle = load_bundle(bundle_path)
-    scored = score_frame(dataset_scorer(bundle, "auto"), raw)  # the backend scored_telemetry uses
+    scored = score_frame(dataset_scorer(bundle, "auto"), raw,  # scored_telemetry's backend
+                         before=before)
     metrics = frame_metrics(_labeled(scored, aside), alert_events(scored,
                                                                   bundle.manifest.policy.alerting))
     injected = injected_test_rows(raw, list(bundle.manifest.features))
-    run = ModelRun.of(bundle_path, raw, injected)
+    run = ModelRun.of(bundle_path, raw, injected, before)
     labeled = _labeled(raw, aside)
     real = labeled["label"].to_numpy() == 1 if "label" in labeled else np.zeros(len(raw), bool)
     numbers = measure(run, raw, injected, np.isfinite(run.scores), real)
@@ -271,11 +274,14 @@ def run_drift_story(
         run(defs, "daily_pipeline", instance, partition_key=later,
             run_config={"ops": {"raw_telemetry": {"config": drifted}}})
     raw = pd.read_parquet(assets / "raw_telemetry" / f"{later}.parquet")
+    # both continue from the last drifted day, as that day's scored_telemetry did
+    day_before = (dt.date.fromisoformat(later) - dt.timedelta(days=1)).isoformat()
+    previous = pd.read_parquet(assets / "raw_telemetry" / f"{day_before}.parquet")
     kept = None if labeled else labels_aside(drifted, later)
     old_version = before[drift_days[0]]["version"]
     new_version = str(gate["challenger_version"])
     unseen = {side: bundle_day_metrics(
-        version_dir(settings.models_dir, settings.model_name, version), raw, kept)
+        version_dir(settings.models_dir, settings.model_name, version), raw, kept, previous)
         for side, version in (("old", old_version), ("new", new_version))}
     print(f"  {'day':10} {'model':>5} {'precision':>9} {'recall':>6} {'F1':>6} "
           f"{'false alarm':>11} {'alerts':>6} {'false alerts':>12} {'injected recall':>13}")
