@@ -517,13 +517,26 @@ def _entity_tails(source: Path, columns: list[str], rows: int) -> pa.Table:
 def _keep_entity_tails(codes: np.ndarray, rows: int, keep: np.ndarray) -> None:
     """Mark in ``keep`` the last ``rows`` rows of each entity code. Works on runs of equal
     codes (a file sorted by id is one run per entity, an interleaved one a run per row),
-    from the end in blocks of runs that double, until every entity has its rows."""
+    from the end in blocks of runs that double, until every entity has its rows, then marks
+    them in one pass; where runs are short and most would be kept (many interleaved
+    entities), it ranks rows within their entity instead (one sort)."""
     starts = np.flatnonzero(np.r_[True, codes[1:] != codes[:-1]])
+    wanted = np.minimum(np.bincount(codes), rows)  # an entity with fewer rows keeps them all
+    if len(starts) > len(codes) // 4 and 16 * int(wanted.sum()) > len(starts):
+        # many short runs, most of them kept (many entities, interleaved): scanning runs from
+        # the end would visit nearly all of them, so rank rows within their entity instead
+        order = np.argsort(codes, kind="stable")
+        ordered = codes[order]
+        last = np.flatnonzero(np.r_[ordered[1:] != ordered[:-1], True])  # each entity's last
+        from_end = np.repeat(last, np.diff(np.r_[-1, last])) - np.arange(len(codes))
+        keep[order[from_end < rows]] = True
+        return
     ends = np.r_[starts[1:], len(codes)]
     run_codes = codes[starts]
-    wanted = np.minimum(np.bincount(codes), rows)  # an entity with fewer rows keeps them all
     seen = np.zeros(len(wanted), np.int64)
     hi, block = len(starts), 1024
+    kept_from: list[np.ndarray] = []  # the kept stretches: [end - taken, end) of runs
+    kept_to: list[np.ndarray] = []
     while hi > 0 and (seen < wanted).any():
         lo = max(0, hi - block)
         part, length = run_codes[lo:hi][::-1], (ends - starts)[lo:hi][::-1]  # latest first
@@ -535,11 +548,17 @@ def _keep_entity_tails(codes: np.ndarray, rows: int, keep: np.ndarray) -> None:
         later = np.empty(len(part), np.int64)
         later[order] = before
         taken = np.clip(rows - seen[part] - later, 0, length)  # rows kept from each run
-        for run in np.flatnonzero(taken):
-            end = int(ends[hi - 1 - run])
-            keep[end - int(taken[run]):end] = True
-        np.add.at(seen, part, length)
+        runs = np.flatnonzero(taken)
+        run_ends = ends[hi - 1 - runs]
+        kept_from.append(run_ends - taken[runs])
+        kept_to.append(run_ends)
+        seen += np.bincount(part, weights=length, minlength=len(seen)).astype(np.int64)
         hi, block = lo, 2 * block
+    if kept_from:  # runs are disjoint, so stretch bounds are distinct: one pass marks them all
+        edges = np.zeros(len(keep) + 1, np.int32)
+        edges[np.concatenate(kept_from)] += 1
+        edges[np.concatenate(kept_to)] -= 1
+        keep |= np.cumsum(edges[:-1]) > 0
 
 
 class EntityTails:
@@ -567,6 +586,7 @@ class EntityTails:
         names = batch.schema.names
         part = pa.Table.from_batches(
             [batch.select([c for c in (TIMESTAMP, ENTITY) if c in names] + self.features)])
+        part, codes = self._tails(part, codes)
         if ENTITY in names and pa.types.is_dictionary(part.schema.field(ENTITY).type):
             # batches read their own dictionaries; plain ids concatenate and read back alike
             at = part.schema.get_field_index(ENTITY)
@@ -576,31 +596,34 @@ class EntityTails:
         if self._held > 2 * self._merged + self.slack_rows:
             self._merge()
 
+    def _tails(self, part: pa.Table, codes: np.ndarray | None
+               ) -> tuple[pa.Table, np.ndarray | None]:
+        """Each entity's last rows of ``part``, and their codes."""
+        keep = np.zeros(part.num_rows, bool)
+        if codes is None:
+            keep[max(0, part.num_rows - self.rows):] = True
+        else:
+            _keep_entity_tails(codes, self.rows, keep)
+        if keep.all():
+            return part, codes
+        return part.filter(pa.array(keep)), None if codes is None else codes[keep]
+
     def _append(self, part: pa.Table, codes: np.ndarray | None) -> None:
-        keep = self._tails_of(part.num_rows, codes)
-        self._parts.append(part.filter(pa.array(keep)))
+        self._parts.append(part)
         if codes is None or self._codes is None:
             self._codes = None
         else:
-            self._codes.append(codes[keep])
-        self._held += int(keep.sum())
-
-    def _tails_of(self, n: int, codes: np.ndarray | None) -> np.ndarray:
-        keep = np.zeros(n, bool)
-        if codes is None:
-            keep[max(0, n - self.rows):] = True
-        else:
-            _keep_entity_tails(codes, self.rows, keep)
-        return keep
+            self._codes.append(codes)
+        self._held += part.num_rows
 
     def _merge(self) -> None:
         if len(self._parts) < 2:
             return
-        table = pa.concat_tables(self._parts)
-        codes = None if self._codes is None else np.concatenate(self._codes)
+        table, codes = self._tails(
+            pa.concat_tables(self._parts),
+            None if self._codes is None else np.concatenate(self._codes))
         self._parts, self._codes, self._held = [], None if codes is None else [], 0
-        self._append(table, codes)
-        self._parts[0] = self._parts[0].combine_chunks()
+        self._append(table.combine_chunks(), codes)
         self._merged = self._held
 
     def table(self) -> pa.Table | None:

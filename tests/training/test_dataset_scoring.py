@@ -300,11 +300,13 @@ def test_a_lead_in_is_each_entitys_last_rows_in_their_order(
 
 @settings(max_examples=30, deadline=None)
 @given(n=st.integers(1, 6000), entities=st.integers(1, 40), rows=st.integers(1, 20),
-       layout=st.sampled_from(["grouped", "interleaved", "random"]), seed=st.integers(0, 99))
+       layout=st.sampled_from(["grouped", "interleaved", "random", "one early"]),
+       seed=st.integers(0, 99))
 def test_each_entitys_last_rows_are_found_in_any_layout(n: int, entities: int, rows: int,
                                                        layout: str, seed: int) -> None:
-    """Sorted by id (a run per entity), interleaved (a run per row) or at random, over many
-    blocks of runs: the kept rows are pandas' tail of each entity."""
+    """Sorted by id (a run per entity), interleaved (a run per row), at random, or one entity
+    only in the first rows (found after many blocks of runs): the kept rows are pandas' tail
+    of each entity, whether runs are scanned from the end or rows ranked per entity."""
     from ds_assets.training.dataset_scoring import _keep_entity_tails
 
     rng = np.random.default_rng(seed)
@@ -313,6 +315,8 @@ def test_each_entitys_last_rows_are_found_in_any_layout(n: int, entities: int, r
         codes = np.sort(codes)
     elif layout == "interleaved":
         codes = np.arange(n) % entities
+    elif layout == "one early":  # entity 0 first, then two others alternating
+        codes = np.r_[np.zeros(min(n, 1 + seed % 5), np.int64), 1 + np.arange(n) % 2][:n]
     keep = np.zeros(n, bool)
     _keep_entity_tails(codes, rows, keep)
     want = pd.Series(codes).groupby(codes).cumcount(ascending=False).to_numpy() < rows
