@@ -389,10 +389,21 @@ class TableScorer:
             return batch.scores, batch.top_feature, batch.top_group
         keys = np.zeros(len(rows), np.int8) if entities is None else np.asarray(entities)
         carried = 0
+        aside: tuple[np.ndarray, np.ndarray] | None = None  # tails of entities not in the chunk
         if self._tail_keys is not None and len(self._tail_keys):
-            carried = len(self._tail_keys)
-            keys = np.concatenate([self._tail_keys, keys])
-            rows = np.concatenate([self._tail_rows, rows])
+            assert self._tail_rows is not None
+            tail_keys, tail_rows = self._tail_keys, self._tail_rows
+            # only the entities in this chunk need their tails in its windows (a day sorted
+            # by host would otherwise carry every finished host's rows through every chunk)
+            in_chunk = np.zeros(int(max(tail_keys.max(), keys.max(initial=0))) + 1, bool)
+            in_chunk[keys] = True
+            present = in_chunk[tail_keys]
+            if not present.all():
+                aside = tail_keys[~present], tail_rows[~present]
+                tail_keys, tail_rows = tail_keys[present], tail_rows[present]
+            carried = len(tail_keys)
+            keys = np.concatenate([tail_keys, keys])
+            rows = np.concatenate([tail_rows, rows])
         batch = score_rows(self.scorer, rows, keys, top=True, chunk_rows=self.chunk_rows,
                            from_row=carried)
         assert batch.top_feature is not None
@@ -400,6 +411,9 @@ class TableScorer:
             from_end = pd.Series(keys).groupby(keys, sort=False).cumcount(ascending=False)
             tail = (from_end < window - 1).to_numpy()
             self._tail_keys, self._tail_rows = keys[tail], rows[tail]
+            if aside is not None:
+                self._tail_keys = np.concatenate([aside[0], self._tail_keys])
+                self._tail_rows = np.concatenate([aside[1], self._tail_rows])
         top_group = None if batch.top_group is None else batch.top_group[carried:]
         return batch.scores[carried:], batch.top_feature[carried:], top_group
 
