@@ -162,6 +162,40 @@ def test_streaming_smoothing_equals_dataset(seed: int, cut: int, k: int) -> None
     np.testing.assert_array_equal(got, smooth_flags(raw, policy, ids))
 
 
+@given(seed=st.integers(0, 10_000), entities=st.integers(1, 150), k=st.integers(1, 4),
+       extra=st.integers(0, 4), max_entities=st.integers(1, 200), text=st.booleans())
+@settings(max_examples=60, deadline=None)
+def test_many_entities_smooth_as_one_loop_per_entity(
+    seed: int, entities: int, k: int, extra: int, max_entities: int, text: bool,
+) -> None:
+    """A batch of many entities is smoothed with array operations over all of them; flags,
+    each entity's tail and the recency order (so later evictions) are those of the loop over
+    entities, batch after batch, empty batches and evictions included."""
+    import ds_serving.smoothing as smoothing
+
+    def apply(smoother: StreamingSmoother, raw: np.ndarray, keys: np.ndarray,
+              many_groups: int) -> np.ndarray:
+        default, smoothing.MANY_GROUPS = smoothing.MANY_GROUPS, many_groups
+        try:
+            return smoother.apply(raw, keys)
+        finally:
+            smoothing.MANY_GROUPS = default
+
+    rng = np.random.default_rng(seed)
+    policy = Smoothing(k=k, n=max(k, 2) + extra)
+    arrays, loop = (StreamingSmoother(policy, max_entities) for _ in range(2))
+    for _ in range(4):
+        ids = rng.integers(0, entities, int(rng.integers(0, 300)))
+        keys = np.array([f"host-{i}" for i in ids], dtype=object) if text else ids
+        raw = rng.random(len(ids)) < 0.3
+        got = apply(arrays, raw, keys, 0)  # arrays for any number of entities
+        want = apply(loop, raw, keys, 10**9)  # the loop for any number
+        np.testing.assert_array_equal(got, want)
+        assert list(arrays.entity_keys()) == list(loop.entity_keys())
+        for key in loop.entity_keys():
+            np.testing.assert_array_equal(arrays._tails[key], loop._tails[key])
+
+
 @pytest.mark.parametrize(("data", "match"), [({"k": 3, "n": 2}, "between 1 and n=2"),
                                              ({"n": 0}, "n must be >= 1"),
                                              ({"q": 1}, "unknown smoothing key")])
