@@ -227,17 +227,32 @@ class WindowIndex:
 def window_index(entities: Sequence[Hashable] | np.ndarray, window: int) -> WindowIndex:
     """Index of every full window per entity; rows must be time-ordered within each entity."""
     window = _check_window(window)
+    groups = entity_groups(entities)
+    if isinstance(groups, CodedGroups):
+        # many rows: every window from one sliding view over the grouped rows, keeping those
+        # that stay inside one group (a view per entity cost ~15 us each: 1.5 s for 100,000
+        # hosts), in the per-entity loop's order (groups as presented, rows in order)
+        order = groups.rows_by_group
+        rank = groups.codes[order]
+        heads = np.flatnonzero(np.r_[True, rank[1:] != rank[:-1]])
+        start = np.repeat(heads, np.diff(np.r_[heads, len(order)]))
+        full = np.flatnonzero(np.arange(len(order)) - start >= window - 1)
+        if not len(full):
+            return WindowIndex(np.empty(0, np.int64), np.empty((0, window), np.int64))
+        full = full[np.argsort(rank[full], kind="stable")]
+        members = sliding_window_view(order, window)[full - (window - 1)]
+        return WindowIndex(order[full].astype(np.int64), members)
     ends: list[np.ndarray] = []
-    members: list[np.ndarray] = []
-    for positions in group_positions(entities):
+    members_of: list[np.ndarray] = []
+    for _, positions in groups:
         if len(positions) < window:
             continue
         view = sliding_window_view(positions, window)
-        members.append(view)
+        members_of.append(view)
         ends.append(view[:, -1])
     if not ends:
         return WindowIndex(np.empty(0, np.int64), np.empty((0, window), np.int64))
-    return WindowIndex(np.concatenate(ends).astype(np.int64), np.concatenate(members))
+    return WindowIndex(np.concatenate(ends).astype(np.int64), np.concatenate(members_of))
 
 
 def iter_windows(

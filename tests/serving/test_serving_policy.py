@@ -64,6 +64,34 @@ def test_window_index_ends_at_each_row_after_warmup() -> None:
     assert by_end[6] == [1, 4, 6]
 
 
+@given(seed=st.integers(0, 10_000), n=st.integers(0, 2_000), entities=st.integers(1, 200),
+       window=st.integers(1, 20), layout=st.sampled_from(["random", "sorted", "text"]))
+@settings(max_examples=60, deadline=None)
+def test_window_index_of_many_rows_is_the_per_entity_loop(
+    seed: int, n: int, entities: int, window: int, layout: str,
+) -> None:
+    """Windows of a large batch come from one sliding view, in the order (groups as
+    presented, rows in order) and types of one view per entity: training samples windows by
+    position, so the order is part of the result."""
+    from numpy.lib.stride_tricks import sliding_window_view
+
+    from ds_serving.windows import group_positions
+
+    keys: np.ndarray = np.random.default_rng(seed).integers(0, entities, n)
+    if layout == "sorted":
+        keys = np.sort(keys)
+    elif layout == "text":
+        keys = np.array([f"host-{k}" for k in keys], dtype=object)
+    views = [sliding_window_view(p, window) for p in group_positions(keys) if len(p) >= window]
+    got = window_index(keys, window)
+    want_starts = np.concatenate(views) if views else np.empty((0, window), np.int64)
+    want_ends = (np.concatenate([v[:, -1] for v in views]) if views
+                 else np.empty(0, np.int64)).astype(np.int64)
+    np.testing.assert_array_equal(got.ends, want_ends)
+    np.testing.assert_array_equal(got.starts, want_starts)
+    assert got.starts.dtype == want_starts.dtype and got.ends.dtype == np.int64
+
+
 def test_window_longer_than_data_gives_no_windows() -> None:
     index = window_index(np.array(["a", "a"]), 3)
     assert index.ends.size == 0 and index.starts.shape == (0, 3)
