@@ -408,8 +408,8 @@ class TableScorer:
                            from_row=carried)
         assert batch.top_feature is not None
         if not last:  # each entity's last W - 1 rows (carried ones too) open the next windows
-            from_end = pd.Series(keys).groupby(keys, sort=False).cumcount(ascending=False)
-            tail = (from_end < window - 1).to_numpy()
+            tail = np.zeros(len(keys), bool)
+            _keep_entity_tails(keys, window - 1, tail)
             self._tail_keys, self._tail_rows = keys[tail], rows[tail]
             if aside is not None:
                 self._tail_keys = np.concatenate([aside[0], self._tail_keys])
