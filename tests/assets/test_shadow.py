@@ -45,14 +45,21 @@ def test_a_broken_candidate_is_dropped_and_the_day_still_succeeds(settings: Sett
     assert pending_candidate(settings.models_dir, settings.model_name) is None
 
 
-def test_a_shadow_day_continues_from_the_stored_day_before(settings: Settings) -> None:
-    """Both models score the shadow day continuing from the day before, as its
-    scored_telemetry does, and the metadata says from which."""
+def _champion_and_challenger(settings: Settings) -> tuple[dg.Definitions, dg.DagsterInstance]:
+    """Two days ingested and two temporal models trained on them: v1 serving, v2 to put in
+    shadow beside it."""
     defs, instance = ingested(settings, DAYS[:2])
-    for _ in range(2):  # v1, then v2 to put in shadow
+    for _ in range(2):
         assert defs.resolve_job_def("train_detector").execute_in_process(
             instance=instance, run_config=TEMPORAL_TWO_DAYS_CONFIG).success
     promote(settings.models_dir, settings.model_name, "1")
+    return defs, instance
+
+
+def test_a_shadow_day_continues_from_the_stored_day_before(settings: Settings) -> None:
+    """Both models score the shadow day continuing from the day before, as its
+    scored_telemetry does, and the metadata says from which."""
+    defs, instance = _champion_and_challenger(settings)
     open_candidate(settings.models_dir, settings.model_name, "2", "1", DAYS[0], 2, {})
     meta = _shadow_report(defs, instance, DAYS[1])
     assert meta["candidate_version"] == "2" and meta["lead_in"] == f"raw_telemetry {DAYS[0]}"
@@ -83,11 +90,7 @@ def test_the_verdict_continues_from_the_day_before_the_first_shadow_day(
 
     from ds_assets.training.shadow import verdict
 
-    defs, instance = ingested(settings, DAYS[:2])
-    for _ in range(2):  # v1, then v2 to put in shadow
-        assert defs.resolve_job_def("train_detector").execute_in_process(
-            instance=instance, run_config=TEMPORAL_TWO_DAYS_CONFIG).success
-    promote(settings.models_dir, settings.model_name, "1")
+    defs, instance = _champion_and_challenger(settings)
     open_candidate(settings.models_dir, settings.model_name, "2", "1", DAYS[0], 1, {})
     assert _shadow_report(defs, instance, DAYS[1])["candidate_version"] == "2"
     result = defs.resolve_job_def("judge_candidate").execute_in_process(instance=instance)
