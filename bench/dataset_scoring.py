@@ -32,6 +32,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from bench.output import write_results
+
 FEATURES = [f"f{i}" for i in range(8)]
 HOSTS = 20
 KINDS = ("ceiling", "score_frame", "score_table", "score_table_lead_in", "score_table_kept")
@@ -219,10 +221,7 @@ def main(argv: list[str] | None = None) -> int:
                 "log_log_slope_score_table": slope("score_table")}
     print(f"log-log slope of time vs rows: score_frame {document['log_log_slope']:.3f}, "
           f"score_table {document['log_log_slope_score_table']:.3f}")
-    out = args.out or (Path(__file__).parent / "results"
-                       / f"dataset-scoring-{dt.datetime.now(dt.UTC):%Y%m%dT%H%M%SZ}.json")
-    out.write_text(json.dumps(document, indent=2) + "\n")
-    print(f"results: {out}")
+    write_results(document, "dataset-scoring", args.out)
     return 0
 
 

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
-import json
 import os
 import sys
 from collections.abc import Callable
@@ -28,6 +27,7 @@ from typing import Any
 import numpy as np
 
 from bench import cross_dataset as cd
+from bench.output import write_results
 
 REDUCTIONS: dict[str, Callable[[np.ndarray], np.ndarray]] = {
     "mean": lambda e: e.mean(axis=1),
@@ -137,10 +137,8 @@ def main(argv: list[str] | None = None) -> int:
               f"{held_out[held]['f1']:.3f}", flush=True)
     result["held_out"] = held_out
     result["mean_held_out_f1"] = float(np.mean([v["f1"] for v in held_out.values()]))
-    out = args.out or (Path(__file__).parent / "results"
-                       / f"feature-reduce-{dt.datetime.now(dt.UTC):%Y%m%dT%H%M%SZ}.json")
-    out.write_text(json.dumps(result, indent=2, default=float) + "\n")
-    print(f"mean held-out F1 {result['mean_held_out_f1']:.3f}; results: {out}")
+    print(f"mean held-out F1 {result['mean_held_out_f1']:.3f}")
+    write_results(result, "feature-reduce", args.out, default=float)
     return 0
 
 

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
-import json
 import sys
 import tempfile
 import time
@@ -20,6 +19,8 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+
+from bench.output import write_results
 
 FEATURES = [f"f{i}" for i in range(8)]
 WINDOW = 16
@@ -86,10 +87,7 @@ def main(argv: list[str] | None = None) -> int:
                 table.unlink()
     document = {"date": dt.date.today().isoformat(), "rows": args.rows, "window": WINDOW,
                 "results": results}
-    out = args.out or (Path(__file__).parent / "results"
-                       / f"many-entities-{dt.datetime.now(dt.UTC):%Y%m%dT%H%M%SZ}.json")
-    out.write_text(json.dumps(document, indent=2) + "\n")
-    print(f"results: {out}")
+    write_results(document, "many-entities", args.out)
     return 0
 
 

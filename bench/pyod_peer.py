@@ -26,6 +26,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from bench.output import write_results
 from bench.peers import ensure_env
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -106,10 +107,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{name:>9}: PR-AUC ours {o['pr_auc']:.4f} PyOD {p['pr_auc']:.4f} "
               f"(ratio {o['pr_auc'] / p['pr_auc']:.2f}); ROC-AUC ours {o['roc_auc']:.4f} "
               f"PyOD {p['roc_auc']:.4f}")
-    out = args.out or (ROOT / "bench" / "results"
-                       / f"pyod-peer-{dt.datetime.now(dt.UTC):%Y%m%dT%H%M%SZ}.json")
-    out.write_text(json.dumps(result, indent=2) + "\n")
-    print(f"results: {out}")
+    write_results(result, "pyod-peer", args.out)
     return 0
 
 
