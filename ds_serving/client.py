@@ -135,6 +135,27 @@ def make_channel(
     return grpc.insecure_channel(target, options=options)
 
 
+class _CountedRequests:
+    """The request messages as gRPC pulls them, counted, and whether they ran out."""
+
+    def __init__(self, requests: Iterable[scoring_pb2.ScoreRequest]) -> None:
+        self._requests = iter(requests)
+        self.count = 0
+        self.finished = False
+
+    def __iter__(self) -> _CountedRequests:
+        return self
+
+    def __next__(self) -> scoring_pb2.ScoreRequest:
+        try:
+            request = next(self._requests)
+        except StopIteration:
+            self.finished = True
+            raise
+        self.count += 1
+        return request
+
+
 class ScorerClient:
     """Synchronous client; ``token`` is sent as ``authorization: Bearer <token>``."""
 
@@ -174,11 +195,25 @@ class ScorerClient:
     def score_stream(
         self, requests: Iterable[scoring_pb2.ScoreRequest], timeout: float | None = None
     ) -> Iterator[ScoreResult]:
-        """One result per request message, in order, over one long-lived stream."""
-        for response in self._stub.ScoreStream(
-            iter(requests), timeout=timeout, metadata=self._metadata
-        ):
-            yield decode_response(response)
+        """One result per request message, in order, over one long-lived stream.
+
+        A draining server closes the connection as soon as its last stream ends, and the close
+        can overtake that stream's final status: gRPC then reports UNAVAILABLE ("Stream
+        removed") although every message was answered. When the requests were all sent and
+        all answered, nothing was lost and the stream ends normally; otherwise the error
+        stands."""
+        sent = _CountedRequests(requests)
+        answered = 0
+        try:
+            for response in self._stub.ScoreStream(
+                sent, timeout=timeout, metadata=self._metadata
+            ):
+                answered += 1
+                yield decode_response(response)
+        except grpc.RpcError as exc:
+            if not (exc.code() == grpc.StatusCode.UNAVAILABLE and sent.finished
+                    and answered == sent.count):
+                raise
 
     def info(self, model: str = "") -> scoring_pb2.ModelInfo:
         info: scoring_pb2.ModelInfo = self._stub.GetModelInfo(
