@@ -89,7 +89,8 @@ def day_lead_in(context: dg.AssetExecutionContext, ds: Dataset, day: str,
     what = f"the last {rows} rows of each entity"
     kept = lead_in_cache.kept_for(path, rows, scorer.features)
     if kept is not None:  # the same rows, without reading the day again
-        return LeadIn(kept, rows), f"{note}: {what}, kept when that day was scored"
+        return (LeadIn(kept, rows, f"{path.name} (rows kept when it was scored)"),
+                f"{note}: {what}, kept when that day was scored")
     return LeadIn(path, rows), f"{note}: {what}"
 
 

@@ -54,7 +54,7 @@ def both_lead_in(context: dg.AssetExecutionContext, ds: Dataset, day: str,
     if path is not None and len(bounded) == len(needs):
         kept = lead_in_cache.kept_for(path, max(bounded), features)
         if kept is not None:  # the day's scoring kept enough of its last rows
-            path, note = kept, f"{note}, kept when that day was scored"
+            return kept.to_pandas(), f"{note}, kept when that day was scored"
     return (None if path is None else pd.read_parquet(path)), note
 
 

@@ -484,25 +484,51 @@ class LeadIn:
     ``entity_rows`` rows of each entity (``None``: all of them), run through the scorer first
     so that the scored table continues where that one ended."""
 
-    source: Path
+    source: Path | pa.Table  # a Parquet file, or rows already read (kept ones: small)
     entity_rows: int | None
+    label: str = ""  # what messages call the rows (default: the file's name)
+
+    @property
+    def name(self) -> str:
+        if self.label or isinstance(self.source, pa.Table):
+            return self.label or "the rows before"
+        return self.source.name
 
     def batches(self, scorer: Scorer, batch_rows: int = TABLE_BATCH_ROWS
                 ) -> Iterator[pa.RecordBatch]:
         """The lead-in rows in order, as record batches of the columns the scorer reads; memory
         is set by the batch and the kept tails, not by the source table."""
-        table = pq.ParquetFile(self.source)
-        names = table.schema_arrow.names
+        if isinstance(self.source, pa.Table):
+            names = self.source.schema.names
+        else:
+            file = pq.ParquetFile(self.source)
+            names = file.schema_arrow.names
         missing = [f for f in scorer.features if f not in names]
         if missing:
-            raise DatasetError(f"lead-in table {self.source.name} lacks feature column(s) "
+            raise DatasetError(f"lead-in table {self.name} lacks feature column(s) "
                                f"{missing} that {scorer.label} needs")
         columns = [c for c in (TIMESTAMP, ENTITY) if c in names] + list(scorer.features)
-        if self.entity_rows is None:
-            yield from table.iter_batches(batch_size=batch_rows, columns=columns)
+        if isinstance(self.source, pa.Table):
+            rows = self.source.select(columns)
+            if self.entity_rows is not None:
+                rows = _table_tails(rows, self.entity_rows)
+            yield from rows.to_batches(batch_rows)
+        elif self.entity_rows is None:
+            yield from file.iter_batches(batch_size=batch_rows, columns=columns)
         elif self.entity_rows > 0:
             yield from _entity_tails(self.source, columns,
                                      self.entity_rows).to_batches(batch_rows)
+
+
+def _table_tails(table: pa.Table, rows: int) -> pa.Table:
+    """The last ``rows`` rows of each entity of a table in memory, in their order (rows
+    without an id are one entity, as in ``_entity_tails``)."""
+    keep = np.zeros(table.num_rows, bool)
+    if ENTITY not in table.schema.names:
+        keep[max(0, table.num_rows - rows):] = True
+    elif table.num_rows and rows > 0:
+        _keep_entity_tails(_factorized(table.column(ENTITY).to_pandas())[0], rows, keep)
+    return table.filter(pa.array(keep))
 
 
 def _entity_tails(source: Path, columns: list[str], rows: int) -> pa.Table:
@@ -755,10 +781,10 @@ def score_table(
           ThreadPoolExecutor(1, thread_name_prefix="ds-table-reader") as reader):
         if lead_in is not None:
             try:
-                chunks.lead_in(lead_in.batches(scorer, batch_rows), lead_in.source.name)
+                chunks.lead_in(lead_in.batches(scorer, batch_rows), lead_in.name)
             except (DatasetError, ScoringInputError) as exc:
                 raise DatasetError(
-                    f"the lead-in rows from {lead_in.source.name} (the table before "
+                    f"the lead-in rows from {lead_in.name} (the table before "
                     f"{source.name}): {exc}; fix that table, or score without a lead-in") from exc
         written: Future[None] | None = None
         started: _StartedBatch | None = None

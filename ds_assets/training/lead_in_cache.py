@@ -17,6 +17,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+import pyarrow as pa
 import pyarrow.parquet as pq
 
 from ds_assets.training.dataset_scoring import ENTITY, EntityTails
@@ -59,20 +60,22 @@ def keep(tails: EntityTails, source: str | os.PathLike[str], stamp: dict[str, An
     return path
 
 
-def kept_for(source: str | os.PathLike[str], rows: int, features: Sequence[str]) -> Path | None:
-    """The file of rows kept from ``source`` where it can stand for ``source``'s last ``rows``
-    rows of each entity with ``features``, else None (not kept, kept from another version of
-    the file, too few rows, a column missing, unreadable)."""
+def kept_for(source: str | os.PathLike[str], rows: int, features: Sequence[str]
+             ) -> pa.Table | None:
+    """The rows kept from ``source``, read, where they can stand for ``source``'s last
+    ``rows`` rows of each entity with ``features``, else None (not kept, kept from another
+    version of the file, too few rows, a column missing, unreadable). Read once and checked on
+    what was read: a kept file that another run replaces meanwhile is never half-trusted."""
     path = kept_path(source)
     if not path.is_file():
         return None
     try:
-        schema = pq.read_schema(path)
-        meta = json.loads((schema.metadata or {})[METADATA_KEY])
+        table = pq.read_table(path)
+        meta = json.loads((table.schema.metadata or {})[METADATA_KEY])
         if meta.get("stamp") != file_stamp(source) or int(meta.get("entity_rows", 0)) < rows:
             return None
-        if (ENTITY in schema.names) != (ENTITY in pq.read_schema(source).names):
+        if (ENTITY in table.schema.names) != (ENTITY in pq.read_schema(source).names):
             return None
     except Exception:  # pyarrow raises ArrowInvalid, OSError and others: read the day instead
         return None
-    return path if all(f in schema.names for f in features) else None
+    return table if all(f in table.schema.names for f in features) else None

@@ -29,10 +29,10 @@ def _day(path: Path, seed: int = 0, rows: int = 120, hosts: int = 4) -> pd.DataF
     return frame
 
 
-def _kept(source: Path, rows: int) -> Path:
+def _kept(source: Path, rows: int, features: list[str] = FEATURES) -> Path:
     """Keep ``rows`` of each entity of ``source`` as scoring would (one batch per row group)."""
     stamp = lead_in_cache.file_stamp(source)
-    tails = EntityTails(rows, FEATURES)
+    tails = EntityTails(rows, features)
     for batch in pq.ParquetFile(source).iter_batches(batch_size=50):
         codes = pd.factorize(batch.column("host_id").to_pandas())[0]
         tails.add(batch, codes)
@@ -51,11 +51,30 @@ def test_kept_rows_stand_for_the_day_they_were_kept_from(tmp_path: Path) -> None
     assert path == day.parent / ".lead_in" / day.name
     assert sorted(p.name for p in day.parent.glob("*.parquet")) == [day.name]
     for rows in (5, 3):
-        assert lead_in_cache.kept_for(day, rows, FEATURES) == path
-        from_kept = pa.Table.from_batches(list(LeadIn(path, rows).batches(_scorer_of(), 64)))
+        kept = lead_in_cache.kept_for(day, rows, FEATURES)
+        assert kept is not None and kept.equals(pq.read_table(path))
         from_day = pa.Table.from_batches(list(LeadIn(day, rows).batches(_scorer_of(), 64)))
-        pd.testing.assert_frame_equal(from_kept.to_pandas(), from_day.to_pandas(),
-                                      check_dtype=False)
+        for source in (kept, path):  # the rows read, or the kept file itself
+            from_kept = pa.Table.from_batches(list(LeadIn(source, rows).batches(_scorer_of(),
+                                                                                64)))
+            pd.testing.assert_frame_equal(from_kept.to_pandas(), from_day.to_pandas(),
+                                          check_dtype=False)
+
+
+def test_kept_rows_are_checked_on_what_was_read(tmp_path: Path) -> None:
+    """Another run that keeps the same day again (a re-score by another model: fewer rows,
+    other columns) replaces the file between the look-up and the lead-in: the lead-in still
+    gets the rows that were checked, not the new file's."""
+    day = tmp_path / "2026-12-01.parquet"
+    _day(day)
+    _kept(day, rows=5)
+    kept = lead_in_cache.kept_for(day, 5, FEATURES)
+    assert kept is not None
+    _kept(day, rows=2, features=FEATURES[:1])  # replaced meanwhile
+    from_kept = pa.Table.from_batches(list(LeadIn(kept, 5).batches(_scorer_of(), 64)))
+    from_day = pa.Table.from_batches(list(LeadIn(day, 5).batches(_scorer_of(), 64)))
+    pd.testing.assert_frame_equal(from_kept.to_pandas(), from_day.to_pandas(), check_dtype=False)
+    assert lead_in_cache.kept_for(day, 5, FEATURES) is None  # the new file cannot stand for it
 
 
 def test_kept_rows_do_not_stand_for_another_version_of_the_day(tmp_path: Path) -> None:
