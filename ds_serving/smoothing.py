@@ -468,7 +468,7 @@ class StreamingSmoother:
         rows = ordered[row_at].astype(bool) if len(ordered) else np.zeros_like(from_rows)
         new = np.where(from_rows, rows, tails[np.arange(len(keys))[:, None], old_at])
         for j in ceding(range(len(keys))):
-            put_recent(self._tails, keys[j], new[j])
+            put_recent(self._tails, keys[j], new[j].copy())  # a view would pin the batch
         self._evict()
         return out
 

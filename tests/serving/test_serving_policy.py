@@ -222,6 +222,8 @@ def test_many_entities_smooth_as_one_loop_per_entity(
         assert list(arrays.entity_keys()) == list(loop.entity_keys())
         for key in loop.entity_keys():
             np.testing.assert_array_equal(arrays._tails[key], loop._tails[key])
+            # its own few flags, not a view that keeps the whole batch's array alive
+            assert arrays._tails[key].base is None
 
 
 @pytest.mark.parametrize(("data", "match"), [({"k": 3, "n": 2}, "between 1 and n=2"),
