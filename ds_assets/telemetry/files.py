@@ -326,7 +326,20 @@ def _numbers(values: pd.Series, name: str, path: Path, first_line: int) -> np.nd
         raise SourceError(f"{path}: line {first_line + row}: column {name!r} holds "
                           f"{values.iloc[row]!r}, not a number; fix or drop that value "
                           "(an empty cell is a missing value)")
-    return numbers.to_numpy(np.float32)
+    out = numbers.to_numpy(np.float32)
+    infinite = np.isinf(out)  # inf in the file, or beyond float32's range (about 3.4e38)
+    if infinite.any():
+        row = int(np.flatnonzero(infinite)[0])
+        raise SourceError(f"{path}: line {first_line + row}: column {name!r} holds "
+                          f"{_as_written(values.iloc[row])}, which is not a finite float32 "
+                          "number (beyond +-3.4e38); fix or drop that value, or leave the cell "
+                          "empty as a missing value")
+    return out
+
+
+def _as_written(value: object) -> str:
+    """A cell as a message quotes it: text as is, a number as the file would write it."""
+    return f"'{value:g}'" if isinstance(value, float) else repr(value)
 
 
 def _labels(values: pd.Series, labels: LabelSpec, path: Path, first_line: int) -> np.ndarray:

@@ -52,6 +52,15 @@ def test_non_numeric_feature_is_named(tmp_path: Path) -> None:
         read_labeled_file(path, DAY)
 
 
+@pytest.mark.parametrize(("value", "shown"), [("inf", "inf"), ("-Infinity", "-inf"),
+                                             ("1e39", r"1e\+39")])
+def test_a_value_beyond_float32_is_named(tmp_path: Path, value: str, shown: str) -> None:
+    path = _csv(tmp_path / "x.csv", rows=3, f4=["1.0", value, "2"])
+    with pytest.raises(SourceError, match=rf"column 'f4' must be finite, row 1 .* holds "
+                                          rf"'{shown}'"):
+        read_labeled_file(path, DAY)
+
+
 @pytest.mark.parametrize("token", ["n/a", "NA", "null", "nan", "-"])
 def test_a_token_that_is_not_a_number_is_named_as_written(tmp_path: Path, token: str) -> None:
     path = _csv(tmp_path / "x.csv", rows=4, f5=["1", "2", token, "3"])
