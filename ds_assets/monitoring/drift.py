@@ -118,6 +118,9 @@ def compare(
     return DriftResult(table, score_shift(reference, scores, flags, labeled=labeled), alpha)
 
 
+NOTHING_SCORED = "no scored rows (each entity has fewer rows than the model's window)"
+
+
 def score_shift(
     reference: DriftReference, scores: np.ndarray | None, flags: np.ndarray | None,
     *, labeled: bool = True,
@@ -132,7 +135,10 @@ def score_shift(
     incidents are the alerts' business; drift is a shift of what is normal)."""
     if not labeled and SCORE_BELOW in reference.sketches:
         return _unlabeled_score_shift(reference, scores, flags)
-    sample = None if scores is None else finite_values(ranked(scores), "scores")
+    sample = None
+    if scores is not None:
+        sample = ranked(scores)
+        sample = sample[np.isfinite(sample)]
     thr = sized_thresholds(reference, SCORE, 0 if sample is None else sample.size)
     out: dict[str, Any] = {
         "reference_anomaly_rate": reference.anomaly_rate,
@@ -144,6 +150,9 @@ def score_shift(
         "drifted": False,
     }
     if sample is None:
+        return out
+    if not sample.size:  # a temporal model's warm-up covers the day: nothing to compare
+        out["compared"] = NOTHING_SCORED
         return out
     got = feature_statistics(sample, reference.sketches[SCORE])
     out.update(got)
@@ -176,7 +185,7 @@ def _unlabeled_score_shift(
     sample = sample[np.isfinite(sample)]
     scored = int(np.isfinite(every).sum())
     if not scored:  # a temporal model's warm-up covers the day: nothing to compare
-        out["compared"] = "no scored rows (each entity has fewer rows than the model's window)"
+        out["compared"] = NOTHING_SCORED
         return out
     if sample.size < MIN_UNFLAGGED_SHARE * scored:
         # most of the day is over the threshold: what is left is no longer the day's normal

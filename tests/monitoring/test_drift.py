@@ -210,8 +210,10 @@ def test_infinite_scores_count_and_a_day_without_scores_is_not_compared(
         scores[:12_000] = top
         result = score_shift(reference, scores, scores > cut, labeled=False)
         assert result["drifted"] and result["compared"].startswith("every score"), top
-    unscored = score_shift(reference, np.full(20, np.nan), np.zeros(20, bool), labeled=False)
-    assert not unscored["drifted"] and unscored["compared"].startswith("no scored rows")
+    for labeled in (False, True):  # a labeled day's normal rows too
+        unscored = score_shift(reference, np.full(20, np.nan), np.zeros(20, bool),
+                               labeled=labeled)
+        assert not unscored["drifted"] and unscored["compared"].startswith("no scored rows")
 
 
 def test_a_reference_from_before_the_unflagged_sketch_compares_every_score(
