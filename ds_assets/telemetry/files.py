@@ -287,16 +287,20 @@ def timestamps_utc(values: pd.Series, spec: DatasetSpec, path: Path, first_line:
 
 
 def _other_form(written: pd.Series, naive: bool, timezone: str) -> pd.Series:
-    """UTC instants of values the file's format did not parse: each as written, local time
-    when ``naive`` (no offset), NaT where it is no timestamp (or a skipped local time)."""
+    """UTC instants of values the file's format did not parse, each as written: with an
+    offset it keeps it, without one it is local time; NaT where it is no timestamp (or a
+    skipped local time). ``naive``: the file's own values have an offset, so values without
+    one are the other form. The other form parses in any layout; the file's own form only as
+    ISO 8601 (another number of decimals, as ``isoformat()`` writes), never as a guess that
+    could read a later 13/03 day-first after 01/04 was read month-first."""
     offset = written.str.contains(_OFFSET, regex=True).to_numpy()
     out = pd.Series(pd.NaT, index=written.index, dtype="datetime64[ns, UTC]")
-    if naive:
-        parsed = pd.to_datetime(written[~offset], format="mixed", errors="coerce")
-        local = parsed.dt.tz_localize(timezone, ambiguous="NaT", nonexistent="NaT")
-        out[~offset] = local.dt.tz_convert("UTC")
-    else:
-        out[offset] = pd.to_datetime(written[offset], format="mixed", errors="coerce", utc=True)
+    plain = pd.to_datetime(written[~offset], format="mixed" if naive else "ISO8601",
+                           errors="coerce")
+    local = plain.dt.tz_localize(timezone, ambiguous="NaT", nonexistent="NaT")
+    out[~offset] = local.dt.tz_convert("UTC")
+    out[offset] = pd.to_datetime(written[offset], format="ISO8601" if naive else "mixed",
+                                 errors="coerce", utc=True)
     return out
 
 

@@ -106,9 +106,18 @@ def _timestamp_column(frame: pd.DataFrame, given: str | None, path: Path,
     for column in [*named, *[c for c in frame.columns if c not in named]]:
         if pd.api.types.is_numeric_dtype(frame[column]):
             continue
-        parsed = pd.to_datetime(frame[column].astype(str).head(200), errors="coerce")
-        if parsed.notna().mean() > 0.95:
-            return str(column)
+        sample = frame[column].astype(str).head(200)
+        # the first value's layout, then ISO 8601 with any number of decimals (isoformat()
+        # writes them only where a time has a fraction)
+        for fmt in (None, "ISO8601"):
+            if pd.to_datetime(sample, format=fmt, errors="coerce").notna().mean() > 0.95:
+                return str(column)
+    numbers = [c for c in named if pd.api.types.is_numeric_dtype(frame[c])]
+    if numbers:
+        raise SourceError(
+            f"{path}: column {numbers[0]!r} holds numbers ({frame[numbers[0]].iloc[0]}); if "
+            f"they are times pass --timestamp {numbers[0]} --timestamp-unit s|ms|us|ns (epoch "
+            "time, or a sample index with --timestamp-origin)")
     raise SourceError(f"{path}: found no timestamp column among {list(frame.columns)}; pass "
                       "--timestamp COLUMN (and --timestamp-format if it is not ISO 8601)")
 

@@ -277,6 +277,29 @@ def test_day_first_dates_read_alike_in_every_chunk_or_are_refused_when_undecidab
     assert read_rows(declared, tmp_path / "s", "y")[0]["timestamp"].iloc[-1].day == 2
 
 
+@pytest.mark.parametrize("offset", ["+00:00", "+02:00", ""])
+def test_iso_timestamps_with_any_number_of_decimals_are_read(tmp_path: Path,
+                                                            offset: str) -> None:
+    """``isoformat()`` writes decimals only where a time has a fraction: the format guessed
+    from the first value (with decimals) must not refuse a later one without, or the other
+    way round. A value in no ISO form is still refused by line."""
+    times = pd.date_range("2024-08-01", periods=6, freq="1min") + pd.to_timedelta(
+        [0.726, 0.5, 0, 0.25, 0, 0.1], unit="s")
+    written = [t.isoformat() + offset for t in times]
+    (tmp_path / "x.csv").write_text("ts,v\n" + "".join(f"{w},1\n" for w in written))
+    (tmp_path / "y.csv").write_text("ts,v\n" + "".join(f"{w},1\n" for w in written[2:]))
+    for name in ("x.csv", "y.csv"):  # first value with decimals, then without
+        rows, _ = read_rows(_spec(tmp_path / name, timestamp={"column": "ts"}),
+                            tmp_path / name.replace(".", "_"), "x")
+        want = times if name == "x.csv" else times[2:]
+        shift = pd.Timedelta(hours=2) if offset == "+02:00" else pd.Timedelta(0)
+        assert (rows["timestamp"].dt.tz_localize(None).to_numpy()
+                == (want - shift).to_numpy()).all(), name
+    (tmp_path / "z.csv").write_text(f"ts,v\n{written[0]},1\n08/01/2024 00:03{offset},1\n")
+    with pytest.raises(SourceError, match=r"z.csv: line 3: column 'ts' holds '08/01/2024"):
+        read_rows(_spec(tmp_path / "z.csv", timestamp={"column": "ts"}), tmp_path / "z", "z")
+
+
 def test_entity_ids_stay_as_written(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """007 is entity 007 in a CSV as in Parquet, in every chunk, and label windows naming it
     apply to it."""

@@ -1,0 +1,32 @@
+"""What ``ds-dataset scaffold`` infers from a user's file, and what it says when it cannot."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from ds_assets.telemetry.inspection import inspect_source
+from ds_assets.telemetry.sources import SourceError
+
+
+def test_iso_timestamps_whose_first_value_has_no_decimals_are_found(tmp_path: Path) -> None:
+    """``isoformat()`` writes decimals only where a time has a fraction, so the first value's
+    layout does not fit the rest; the column is still the timestamp, its range read whole."""
+    times = pd.date_range("2024-08-01", periods=300, freq="1min", tz="UTC")
+    times = times + pd.to_timedelta([0.0] + [0.5] * 299, unit="s")
+    frame = pd.DataFrame({"timestamp": [t.isoformat() for t in times], "a": 1.0, "b": 2.0})
+    frame.to_csv(tmp_path / "x.csv", index=False)
+    found = inspect_source(str(tmp_path / "x.csv"), "x")
+    assert found.timestamp == "timestamp" and found.features == ["a", "b"]
+    assert pd.Timestamp(found.first) == times[0] and pd.Timestamp(found.last) == times[-1]
+
+
+def test_epoch_numbers_in_a_time_column_ask_for_their_unit(tmp_path: Path) -> None:
+    pd.DataFrame({"timestamp": [1709251200 + 60 * i for i in range(5)], "a": 1.0}).to_csv(
+        tmp_path / "x.csv", index=False)
+    with pytest.raises(SourceError, match=r"column 'timestamp' holds numbers \(1709251200\); "
+                                          r"if they are times pass --timestamp timestamp "
+                                          r"--timestamp-unit"):
+        inspect_source(str(tmp_path / "x.csv"), "x")
