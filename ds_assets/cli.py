@@ -150,16 +150,21 @@ def materialize(args: argparse.Namespace) -> int:
     handler = _EpochLines()
     training_log.addHandler(handler)
     training_log.setLevel(logging.INFO)
+    assets = settings.data_dir / "assets" / ds.key_prefix if ds.key_prefix else (
+        settings.data_dir / "assets")
     try:
         window = {"n_partitions": len(days), "end_partition": days[-1]}
         run("train_detector", "train -> ONNX -> parity -> bundle -> evaluate -> champion",
             run_config={"ops": {ds.op_name("training_set"): {"config": window}}})
+    except SystemExit:
+        refused = _refused_first_model(assets / "champion.json")
+        if refused:  # the failures above follow from it: say it last, where it is read
+            print(f"  no champion: {refused}", file=sys.stderr)
+        raise
     finally:
         training_log.removeHandler(handler)
     for day in days:
         run("rescore_telemetry", f"score + drift + alerts {day}", partition_key=day)
-    assets = settings.data_dir / "assets" / ds.key_prefix if ds.key_prefix else (
-        settings.data_dir / "assets")
     champion = json.loads((assets / "champion.json").read_text())
     report = json.loads((assets / "evaluation_report.json").read_text())
     print(f"\nDone in {time.perf_counter() - started:.1f}s.")
@@ -175,6 +180,18 @@ def materialize(args: argparse.Namespace) -> int:
     print("  UI       : `make dev`, then http://127.0.0.1:3000 (asset group "
           f"{ds.scoped('training')})")
     return 0
+
+
+def _refused_first_model(decision_file: Path) -> str | None:
+    """Why the gate made no champion of the first model, when that is what happened."""
+    try:
+        champion = json.loads(decision_file.read_text())
+    except (OSError, ValueError):
+        return None
+    decision = champion.get("decision") or {}
+    if champion.get("version") is None and decision.get("promote") is False:
+        return str(decision.get("reason", ""))
+    return None
 
 
 def main(argv: list[str] | None = None) -> int:

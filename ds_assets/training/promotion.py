@@ -67,6 +67,9 @@ class PromotionDecision:
 #: is refused if it raises more than BURDEN_RATIO x the champion's false alarms (and at least
 #: BURDEN_SLACK more of the rows): a better ranking is not worth an alert storm.
 RELIEF_RATIO = 2.0
+#: A first model that flags more than this share of the test rows not known to be anomalous
+#: is no champion: every alert it raised would be noise.
+MAX_FIRST_FLAG_RATE = 0.5
 PR_AUC_TOLERANCE = 0.05
 BURDEN_RATIO = 2.0
 BURDEN_SLACK = 0.005
@@ -100,6 +103,16 @@ def decide_promotion(
 
     on = f"PR-AUC ({evidence})"
     if champion_version is None:
+        if challenger_burden is not None and challenger_burden.flag_rate > MAX_FIRST_FLAG_RATE:
+            rows = "" if compared_rows is None else f" of the {compared_rows:,} test rows"
+            return decision(
+                False,
+                f"no current champion, and this model would make none: it flags "
+                f"{challenger_burden.flag_rate:.1%}{rows} not known to be anomalous (more than "
+                f"{MAX_FIRST_FLAG_RATE:.0%}), so its threshold does not hold after its training "
+                "rows. Train on more days, check that the test days look like the training "
+                "days, or raise the policy's quantile or margin, then materialize again",
+            )
         return decision(True, "no current champion")
     if champion_version == challenger_version:
         return decision(False, "challenger is already the champion")

@@ -4,6 +4,7 @@ a user's file to a champion, checks that follow the declaration."""
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 from typing import Any
 
@@ -202,6 +203,29 @@ def test_materialize_names_what_is_wrong(
             "partitions": {"start": "2013-12-03"}}}))
     assert ds_dataset(["--defs-dir", str(tmp_path), "materialize", "late"]) == 2
     assert "outside the declared partitions [2013-12-03, None)" in capsys.readouterr().err
+
+
+def test_a_first_model_that_flags_every_test_row_is_no_champion_and_says_so(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str],
+) -> None:
+    """The sensor moves far from its training range in most of the test rows: the first model
+    would alert on nearly every row, so the gate makes no champion and materialize says why,
+    last."""
+    data, _ = _user_file(tmp_path)
+    frame = pd.read_csv(data)
+    frame.loc[frame.index[-len(frame) // 9:], "value"] += 100.0  # most of the test split
+    frame.to_csv(data, index=False)
+    monkeypatch.setenv("DAGSTER_HOME", str(tmp_path))
+    monkeypatch.setenv("DS_DATA_DIR", str(tmp_path / "data"))
+    assert ds_dataset(["--defs-dir", str(tmp_path), "scaffold", str(data),
+                       "--name", "moved"]) == 0
+    with pytest.raises(SystemExit) as exited:
+        ds_dataset(["--defs-dir", str(tmp_path), "materialize", "moved"])
+    assert exited.value.code == 1
+    last = capsys.readouterr().err.strip().splitlines()[-1]
+    assert re.match(r"  no champion: no current champion, and this model would make none: it "
+                    r"flags \d+\.\d% of the \d+ test rows", last), last
+    assert not (tmp_path / "data" / "models" / "moved-ae" / "champion.json").exists()
 
 
 @pytest.mark.parametrize("name", ["pump-1", "../escaped", "1st"])

@@ -54,6 +54,20 @@ def test_decisions(
     assert decision.to_dict()["compared_rows"] == 10
 
 
+@pytest.mark.parametrize(("flag_rate", "promote"), [(0.02, True), (0.5, True), (0.51, False),
+                                                  (1.0, False)])
+def test_a_first_model_that_flags_most_normal_rows_is_no_champion(flag_rate: float,
+                                                                  promote: bool) -> None:
+    """Every alert of a model that flags most rows not known to be anomalous is noise: with
+    no champion to compare it with, it is refused, saying what to try."""
+    decision = decide_promotion("1", 0.5, None, None, compared_rows=60,
+                                challenger_burden=Burden(flag_rate, 1.0))
+    assert decision.promote is promote
+    if not promote:
+        assert f"flags {flag_rate:.1%} of the 60 test rows" in decision.reason
+        assert "Train on more days" in decision.reason
+
+
 def test_min_improvement_is_required() -> None:
     assert not decide_promotion("2", 0.705, "1", 0.7, min_improvement=0.01).promote
     assert decide_promotion("2", 0.72, "1", 0.7, min_improvement=0.01).promote
