@@ -21,6 +21,7 @@ from ds_assets.telemetry.files import (
     sniff,
     timestamps_utc,
 )
+from ds_assets.telemetry.schema import RESERVED
 from ds_assets.telemetry.sources import SourceError
 
 SAMPLE_ROWS = 100_000
@@ -174,11 +175,21 @@ def inspect_source(
             notes.append(f"labels: column {label_column!r} with values {values}, positive "
                          f"{positive}")
     used = {ts, entity, labels.get("column"), *(exclude or [])}
-    features = [c for c in sample.columns
-                if c not in used and pd.api.types.is_numeric_dtype(sample[c])]
-    skipped = [c for c in sample.columns if c not in used and c not in features]
+    numeric = [c for c in sample.columns
+               if c not in used and pd.api.types.is_numeric_dtype(sample[c])]
+    empty = [c for c in numeric if sample[c].isna().all()]  # e.g. a trailing separator's
+    reserved = [c for c in numeric if c in RESERVED and c not in empty]
+    features = [c for c in numeric if c not in empty and c not in reserved]
+    skipped = [c for c in sample.columns if c not in used and c not in numeric]
     if skipped:
         notes.append(f"non-numeric column(s) {skipped} left out of the features")
+    if empty:
+        notes.append(f"column(s) {empty} hold no value in the first {len(sample):,} rows: left "
+                     "out of the features")
+    if reserved:
+        notes.append(f"column(s) {reserved} carry names the platform reserves "
+                     f"({sorted(RESERVED)}): left out of the features; rename them in the "
+                     "file to use them")
     if not features:
         raise SourceError(f"{files[0]}: no numeric column to use as a feature (columns "
                           f"{list(sample.columns)})")
@@ -187,7 +198,9 @@ def inspect_source(
                      "(fused works too, without its PCA part); dense_ae and pca need two or "
                      "more")
     first, last, step, gaps = _time_range(files, spec, separator)
-    src: dict[str, Any] = {"path": path}
+    # written absolute: materialize may run from another directory (~ and $VARS stay as given)
+    written = path if path.startswith(("~", "$")) else str(Path(path).absolute())
+    src: dict[str, Any] = {"path": written}
     if separator and separator != ",":
         src["separator"] = separator
     if decimal and decimal != ".":

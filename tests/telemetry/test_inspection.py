@@ -30,3 +30,21 @@ def test_epoch_numbers_in_a_time_column_ask_for_their_unit(tmp_path: Path) -> No
                                           r"if they are times pass --timestamp timestamp "
                                           r"--timestamp-unit"):
         inspect_source(str(tmp_path / "x.csv"), "x")
+
+
+def test_empty_and_reserved_columns_are_left_out_and_the_path_is_absolute(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A trailing separator's empty column and a numeric column named like one the platform
+    writes (``split``) would fail every day or the declaration: they are left out, saying so.
+    A relative path is written absolute, so materialize works from any directory."""
+    times = pd.date_range("2024-03-01", periods=50, freq="1min")
+    frame = pd.DataFrame({"time": times.strftime("%Y-%m-%d %H:%M"), "a": 1.0, "split": 0,
+                          "empty": float("nan")})
+    frame.to_csv(tmp_path / "x.csv", index=False)
+    monkeypatch.chdir(tmp_path)
+    found = inspect_source("x.csv", "x")
+    assert found.features == ["a"]
+    assert any("['empty'] hold no value" in n for n in found.notes)
+    assert any("['split'] carry names the platform reserves" in n for n in found.notes)
+    assert found.source["path"] == str(tmp_path / "x.csv")
