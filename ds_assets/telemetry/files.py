@@ -587,9 +587,14 @@ def _duplicates(rows: pd.DataFrame, spec: DatasetSpec) -> tuple[pd.DataFrame, in
     twin = rows.loc[(rows["host_id"] == first["host_id"]) & (rows[TIMESTAMP] == first[TIMESTAMP])]
     lines = [f"{Path(f).name} line {n}" for f, n in zip(twin["source_file"], twin["source_line"],
                                                         strict=True)]
+    shown = ", ".join(lines[:5]) + (f" and {len(lines) - 5} more" if len(lines) > 5 else "")
+    hint = "fix the files or declare duplicates: keep_last"
+    if len(lines) > 2:  # many rows at one instant: a date-only column, not a repeated row
+        hint = (f"{len(lines)} rows at one instant look like a timestamp column without the "
+                "time of day: declare the column that holds it (keep_last would keep one row "
+                "of them)")
     raise SourceError(f"{int(repeated.sum())} row(s) repeat an entity's timestamp, e.g. entity "
-                      f"{first['host_id']!r} at {first[TIMESTAMP]} on {', '.join(lines)}; fix "
-                      "the files or declare duplicates: keep_last")
+                      f"{first['host_id']!r} at {first[TIMESTAMP]} on {shown}; {hint}")
 
 
 def gap_report(rows: pd.DataFrame) -> dict[str, Any]:

@@ -126,6 +126,21 @@ def test_unsorted_rows_are_sorted_and_reported_duplicates_refused_or_kept_last(
     assert report.rows_out_of_order == 1 and report.duplicates_dropped == 1
 
 
+def test_a_date_without_its_time_of_day_is_named_as_such_in_a_short_message(
+    tmp_path: Path,
+) -> None:
+    """1,440 rows of one date: the message shows five lines, not all of them, and says what
+    the repeats look like instead of suggesting keep_last (which would keep one row)."""
+    times = pd.date_range("2024-03-01", periods=1440, freq="1min")
+    pd.DataFrame({"date": times.strftime("%Y-%m-%d"), "clock": times.strftime("%H:%M"),
+                  "v": 1.0}).to_csv(tmp_path / "x.csv", index=False)
+    with pytest.raises(SourceError) as refused:
+        read_rows(_spec(tmp_path / "x.csv", timestamp={"column": "date"}), tmp_path / "s", "x")
+    message = str(refused.value)
+    assert "x.csv line 6 and 1435 more;" in message and "x.csv line 7" not in message
+    assert "without the time of day" in message and len(message) < 600
+
+
 def test_gaps_are_reported_not_filled(tmp_path: Path) -> None:
     (tmp_path / "x.csv").write_text("ts,v\n2024-01-01 00:00,1\n2024-01-01 00:01,1\n"
                                     "2024-01-01 00:02,1\n2024-01-01 01:00,1\n")
