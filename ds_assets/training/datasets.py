@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -109,8 +110,23 @@ def build_training_set(
     out = data.loc[keep].drop(columns=[SCREENED]).reset_index(drop=True)
     for name in SPLITS:
         if not (out["split"] == name).any():
-            raise DatasetError(f"the {name} split is empty; use more partitions or rows")
+            raise DatasetError(_empty_split(name, data, val_start, test_start))
     return out
+
+
+def _empty_split(name: str, data: pd.DataFrame, val_start: Any, test_start: Any) -> str:
+    """Why a split has no row to learn or calibrate from, and what would give it some."""
+    rows = data["split"] == name
+    val, test = (f"{pd.Timestamp(t):%Y-%m-%d %H:%M:%S} UTC" for t in (val_start, test_start))
+    span = {"train": f"before {val}", "val": f"from {val} to {test}",
+            "test": f"from {test}"}[name]
+    if not rows.any():
+        return (f"the {name} split ({span}) holds no row; use more partitions or rows")
+    anomalous = int((data.loc[rows, LABEL_KNOWN] & (data.loc[rows, LABEL] != 0)).sum())
+    return (f"the {name} split ({span}) holds {int(rows.sum()):,} rows, none usable as normal: "
+            f"{anomalous:,} are labeled anomalous and the rest were screened out. More days "
+            "of the same labels cannot help when the anomalies fill that part of the time: add "
+            "days with normal rows there, or change val_fraction / test_fraction")
 
 
 def split_rows(training_set: pd.DataFrame, split: str) -> pd.DataFrame:

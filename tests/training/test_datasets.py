@@ -56,6 +56,17 @@ def test_feature_mismatch_names_the_partition() -> None:
         build_training_set({"2026-11-01": _day("2026-11-01"), "2026-11-02": other})
 
 
+def test_a_split_whose_rows_are_all_anomalous_says_so() -> None:
+    """One labeled file whose anomaly covers the validation time (a SKAB experiment): more
+    partitions of the same labels cannot help, and the message says what can."""
+    day = _day("2026-11-01", n=100, anomalies=0)
+    day.loc[70:84, "label"] = 1  # the default val split: 70-85 % of the time
+    with pytest.raises(DatasetError, match=r"the val split \(from 2026-11-01 11:40:00 UTC "
+                                           r"to .*\) holds 15 rows, none usable as normal: 15 "
+                                           r"are labeled anomalous .* add days with normal rows"):
+        build_training_set({"2026-11-01": day})
+
+
 def test_empty_partition_is_named() -> None:
     with pytest.raises(DatasetError, match="partition 2026-11-01 is empty"):
         build_training_set({"2026-11-01": _day("2026-11-01").iloc[:0]})
