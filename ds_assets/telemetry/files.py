@@ -318,8 +318,20 @@ def _numeric_timestamps(values: pd.Series, spec: DatasetSpec, path: Path, first_
     origin = pd.Timestamp(ts.origin)
     if origin.tz is None:
         origin = origin.tz_localize(ts.timezone)
-    parsed = origin + pd.to_timedelta(numbers.to_numpy(), unit=ts.unit)
+    try:
+        parsed = origin + pd.to_timedelta(numbers.to_numpy(), unit=ts.unit)
+    except (OverflowError, pd.errors.OutOfBoundsTimedelta, pd.errors.OutOfBoundsDatetime):
+        unit = ts.unit or "ns"
+        outside = np.abs(numbers.to_numpy(np.float64) * _UNIT_NS[unit] + origin.value) >= 2**63
+        row = int(np.flatnonzero(outside)[0]) if outside.any() else 0
+        raise SourceError(f"{path}: line {first_line + row}: column {ts.column!r} holds "
+                          f"{values.iloc[row]}, which as {unit} after {ts.origin} falls "
+                          "outside the years 1677-2262: is timestamp.unit right (epoch "
+                          "milliseconds are ms, not s)?") from None
     return parsed.tz_convert("UTC").to_numpy()
+
+
+_UNIT_NS = {"s": 1e9, "ms": 1e6, "us": 1e3, "ns": 1.0}
 
 
 def _numbers(values: pd.Series, name: str, path: Path, first_line: int) -> np.ndarray:

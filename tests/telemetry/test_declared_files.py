@@ -126,6 +126,18 @@ def test_unsorted_rows_are_sorted_and_reported_duplicates_refused_or_kept_last(
     assert report.rows_out_of_order == 1 and report.duplicates_dropped == 1
 
 
+def test_epoch_milliseconds_declared_as_seconds_are_refused_by_line(tmp_path: Path) -> None:
+    (tmp_path / "x.csv").write_text("ts,v\n1709251200000,1\n1709251260000,1\n")
+    spec = _spec(tmp_path / "x.csv", timestamp={"column": "ts", "unit": "s"})
+    with pytest.raises(SourceError, match=r"x.csv: line 2: column 'ts' holds 1709251200000, "
+                                          r"which as s after 1970-01-01 falls outside the years "
+                                          r"1677-2262: is timestamp.unit right"):
+        read_rows(spec, tmp_path / "s", "x")
+    ms = _spec(tmp_path / "x.csv", timestamp={"column": "ts", "unit": "ms"})
+    assert str(read_rows(ms, tmp_path / "s", "x")[0]["timestamp"].iloc[0]) == (
+        "2024-03-01 00:00:00+00:00")
+
+
 def test_a_date_without_its_time_of_day_is_named_as_such_in_a_short_message(
     tmp_path: Path,
 ) -> None:
