@@ -15,6 +15,7 @@ import logging
 import os
 import sys
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -135,6 +136,7 @@ def materialize(args: argparse.Namespace) -> int:
         if not result.success:
             failures = [e.message for e in result.all_events
                         if e.is_failure or e.is_step_failure]
+            failures += _failed_checks(result.all_events)
             print(f"  failed: {label}", *failures, sep="\n  ", file=sys.stderr)
             raise SystemExit(1)
         print(f"  done in {time.perf_counter() - t0:.1f}s", flush=True)
@@ -180,6 +182,22 @@ def materialize(args: argparse.Namespace) -> int:
     print("  UI       : `make dev`, then http://127.0.0.1:3000 (asset group "
           f"{ds.scoped('training')})")
     return 0
+
+
+def _failed_checks(events: Sequence[Any]) -> list[str]:
+    """What each failed blocking check found (its ``failures`` metadata), for the summary: the
+    run's own failure says only how many checks failed."""
+    out = []
+    for event in events:
+        if event.event_type_value != "ASSET_CHECK_EVALUATION":
+            continue
+        evaluation = event.event_specific_data
+        if evaluation.passed:
+            continue
+        found = evaluation.metadata.get("failures")
+        text = str(getattr(found, "value", found or "")).replace("\n", "; ")
+        out.append(f"check {evaluation.check_name} failed: {text}"[:1000])
+    return out
 
 
 def _refused_first_model(decision_file: Path) -> str | None:

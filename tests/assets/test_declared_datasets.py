@@ -14,6 +14,7 @@ import pandas as pd
 import pytest
 import yaml
 
+from ds_assets.cli import _failed_checks
 from ds_assets.cli import main as ds_dataset
 from ds_assets.components import TelemetryDataset, load_declaration
 from ds_assets.definitions import build_code_location, build_dataset_definitions
@@ -107,6 +108,9 @@ def test_declared_ranges_are_blocking_checks(tmp_path: Path, settings: Settings)
     assert checks["feature_values_in_range"] is False  # the sine peaks at 13 > 12
     assert checks["schema_and_dtypes"] and checks["unique_host_timestamp"]
     assert not result.success
+    # what ds-dataset materialize prints of it: what the check found, not just that it failed
+    (said,) = _failed_checks(result.all_events)
+    assert said.startswith("check feature_values_in_range failed: ") and "value" in said, said
     with pytest.raises(dg.DagsterError, match="2013-11-30"):  # before the declared start
         defs.resolve_job_def("sensor__ingest_telemetry").execute_in_process(
             partition_key="2013-11-30", instance=dg.DagsterInstance.ephemeral())
