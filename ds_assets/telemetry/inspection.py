@@ -197,7 +197,7 @@ def inspect_source(
         notes.append("one feature: temporal_ae and window_knn score windows of the series "
                      "(fused works too, without its PCA part); dense_ae and pca need two or "
                      "more")
-    first, last, step, gaps = _time_range(files, spec, separator)
+    first, last, step, gaps = _time_range(files, spec, separator, entity)
     # written absolute: materialize may run from another directory (~ and $VARS stay as given)
     written = path if path.startswith(("~", "$")) else str(Path(path).absolute())
     src: dict[str, Any] = {"path": written}
@@ -218,19 +218,21 @@ def inspect_source(
 
 
 def _time_range(files: list[Path], spec: DatasetSpec, separator: str,
-                ) -> tuple[str, str, float | None, int]:
-    """First and last timestamp over every file (timestamp column only, in chunks, parsed as
-    the reader parses them), the median interval and the gaps (steps over twice it) within
-    files."""
+                entity: str | None = None) -> tuple[str, str, float | None, int]:
+    """First and last timestamp over every file (timestamp and entity columns only, in
+    chunks, parsed as the reader parses them), the median interval and the gaps (steps over
+    twice it) within each entity of each file, in time order (a file may interleave entities
+    or be unsorted)."""
     column = spec.timestamp.column
+    columns = [column, *([entity] if entity else [])]
     first: pd.Timestamp | None = None
     last: pd.Timestamp | None = None
     steps: list[np.ndarray] = []
     for path in files:
         if is_parquet(path, spec.source):
-            chunks: Any = [pd.read_parquet(path, columns=[column])]
+            chunks: Any = [pd.read_parquet(path, columns=columns)]
         else:
-            chunks = pd.read_csv(path, sep=separator or ",", usecols=[column],
+            chunks = pd.read_csv(path, sep=separator or ",", usecols=columns,
                                  chunksize=1_000_000, encoding="utf-8-sig")
         fmt: str | None = None
         line = 1 if is_parquet(path, spec.source) else 2
@@ -243,7 +245,11 @@ def _time_range(files: list[Path], spec: DatasetSpec, separator: str,
                 continue
             first = times.min() if first is None else min(first, times.min())
             last = times.max() if last is None else max(last, times.max())
-            steps.append(times.diff().dropna().dt.total_seconds().to_numpy())
+            keys = chunk[entity].astype(str).to_numpy() if entity else np.zeros(len(times))
+            ordered = pd.DataFrame({"key": keys, "t": times.to_numpy()}).sort_values(
+                ["key", "t"], kind="stable")
+            step = ordered.groupby("key", sort=False)["t"].diff().dropna()
+            steps.append(step.dt.total_seconds().to_numpy())
     if first is None or last is None:
         raise SourceError(f"no timestamps in column {column!r} of {files}")
     every = np.concatenate(steps) if steps else np.array([])

@@ -48,3 +48,18 @@ def test_empty_and_reserved_columns_are_left_out_and_the_path_is_absolute(
     assert any("['empty'] hold no value" in n for n in found.notes)
     assert any("['split'] carry names the platform reserves" in n for n in found.notes)
     assert found.source["path"] == str(tmp_path / "x.csv")
+
+
+def test_the_interval_is_each_entitys_in_time_order(tmp_path: Path) -> None:
+    """Two hosts a minute apart each, 30 s out of step, the file shuffled: the interval is a
+    minute and nothing is a gap (in file order it read 30 s, or hours)."""
+    times = pd.date_range("2024-03-01", periods=100, freq="1min")
+    frame = pd.concat([
+        pd.DataFrame({"time": times.strftime("%Y-%m-%d %H:%M:%S"), "host": "a", "v": 1.0}),
+        pd.DataFrame({"time": (times + pd.Timedelta(seconds=30)).strftime("%Y-%m-%d %H:%M:%S"),
+                      "host": "b", "v": 2.0}),
+    ]).sample(frac=1.0, random_state=0)
+    frame.to_csv(tmp_path / "x.csv", index=False)
+    found = inspect_source(str(tmp_path / "x.csv"), "x")
+    assert found.entity == {"column": "host"}
+    assert found.interval_seconds == 60.0 and found.gaps == 0
