@@ -54,11 +54,11 @@ def test_decisions(
     assert decision.to_dict()["compared_rows"] == 10
 
 
-@pytest.mark.parametrize(("flag_rate", "promote"), [(0.02, True), (0.5, True), (0.51, False),
+@pytest.mark.parametrize(("flag_rate", "promote"), [(0.02, True), (0.9, True), (0.91, False),
                                                   (1.0, False)])
 def test_a_first_model_that_flags_most_normal_rows_is_no_champion(flag_rate: float,
                                                                   promote: bool) -> None:
-    """Every alert of a model that flags most rows not known to be anomalous is noise: with
+    """A model that flags nearly every row not known to be anomalous carries no signal: with
     no champion to compare it with, it is refused, saying what to try."""
     decision = decide_promotion("1", 0.5, None, None, compared_rows=60,
                                 challenger_burden=Burden(flag_rate, 1.0))
