@@ -377,7 +377,8 @@ def _labels(values: pd.Series, labels: LabelSpec, path: Path, first_line: int) -
                     f"{path}: line {first_line + row}: label column {labels.column!r} holds "
                     f"{str(values.iloc[row])!r}, neither 0 (normal) nor a positive value ("
                     f"{', '.join(_label_text(p) for p in labels.positive)}); add it to "
-                    "labels.positive or fix the row")
+                    "labels.positive, fix the row, or write labels.positive as text (e.g. "
+                    "['-1']) to make every other value normal")
             return as_number.isin(numeric).to_numpy(np.int64)
     return values.astype(str).str.strip().isin([_label_text(p) for p in labels.positive]
                                                ).to_numpy(np.int64)

@@ -164,7 +164,14 @@ def inspect_source(
             positive: list[Any] = [1]
             if label_positive:
                 positive = list(label_positive)
-            elif not pd.api.types.is_numeric_dtype(sample[label_column]):
+            elif pd.api.types.is_numeric_dtype(sample[label_column]):
+                present = set(sample[label_column].dropna().unique().tolist())
+                if not present <= {0, 1}:  # e.g. -1/1: which one is the anomaly?
+                    raise SourceError(
+                        f"{files[0]}: label column {label_column!r} holds {values}, not 0 "
+                        "(normal) and 1 (anomaly); pass --label-positive with the value(s) "
+                        "that mark an anomaly (every other value is then normal)")
+            else:
                 positive = [v for v in values if v.lower() in _POSITIVE_WORDS]
                 if not positive:
                     raise SourceError(

@@ -7,6 +7,8 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
+from ds_assets.telemetry.declaration import DatasetSpec
+from ds_assets.telemetry.files import read_rows
 from ds_assets.telemetry.inspection import inspect_source
 from ds_assets.telemetry.sources import SourceError
 
@@ -63,3 +65,21 @@ def test_the_interval_is_each_entitys_in_time_order(tmp_path: Path) -> None:
     found = inspect_source(str(tmp_path / "x.csv"), "x")
     assert found.entity == {"column": "host"}
     assert found.interval_seconds == 60.0 and found.gaps == 0
+
+
+def test_labels_other_than_0_and_1_ask_which_marks_an_anomaly(tmp_path: Path) -> None:
+    """-1/1 (scikit-learn's outlier labels) has no obvious anomaly value: scaffold asks for
+    it, and with --label-positive -1 every 1 is normal, as the reader then reads it."""
+    times = pd.date_range("2024-03-01", periods=50, freq="1min")
+    frame = pd.DataFrame({"time": times.strftime("%Y-%m-%d %H:%M"), "v": 1.0,
+                          "label": [1] * 45 + [-1] * 5})
+    frame.to_csv(tmp_path / "x.csv", index=False)
+    with pytest.raises(SourceError, match=r"label column 'label' holds \['-1', '1'\], not 0 "
+                                          r"\(normal\) and 1 \(anomaly\); pass --label-positive"):
+        inspect_source(str(tmp_path / "x.csv"), "x")
+    found = inspect_source(str(tmp_path / "x.csv"), "x", label_positive=["-1"])
+    assert found.labels == {"kind": "column", "column": "label", "positive": ["-1"]}
+    spec = DatasetSpec.model_validate({"source": {"path": str(tmp_path / "x.csv")},
+                                       "timestamp": {"column": "time"}, "labels": found.labels})
+    rows, _ = read_rows(spec, tmp_path / "s", "x")
+    assert rows["label"].tolist() == [0] * 45 + [1] * 5
