@@ -347,15 +347,10 @@ def _numbers(values: pd.Series, name: str, path: Path, first_line: int) -> np.nd
     if infinite.any():
         row = int(np.flatnonzero(infinite)[0])
         raise SourceError(f"{path}: line {first_line + row}: column {name!r} holds "
-                          f"{_as_written(values.iloc[row])}, which is not a finite float32 "
+                          f"{_label_text(values.iloc[row])!r}, which is not a finite float32 "
                           "number (beyond +-3.4e38); fix or drop that value, or leave the cell "
                           "empty as a missing value")
     return out
-
-
-def _as_written(value: object) -> str:
-    """A cell as a message quotes it: text as is, a number as the file would write it."""
-    return f"'{value:g}'" if isinstance(value, float) else repr(value)
 
 
 def _labels(values: pd.Series, labels: LabelSpec, path: Path, first_line: int) -> np.ndarray:

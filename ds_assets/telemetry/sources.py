@@ -105,13 +105,13 @@ def read_labeled_file(
                 f"with a header) holds {raw[name].iloc[row]!r}; fix or drop that value"
             )
         out[name] = values.astype(np.float32).to_numpy()
-        if np.isinf(out[name]).any():  # inf, or beyond float32's range (about 3.4e38)
-            row = int(np.flatnonzero(np.isinf(out[name]))[0])
+        infinite = np.flatnonzero(np.isinf(out[name]))  # inf, or beyond float32's +-3.4e38
+        if infinite.size:
+            row = int(infinite[0])
             raise SourceError(
                 f"{path}: column {name!r} must be finite, row {row} (line {row + 2} of a CSV "
                 f"with a header) holds '{float(raw[name].iloc[row]):g}', beyond float32's "
-                "+-3.4e38; "
-                "fix or drop that value"
+                "+-3.4e38; fix or drop that value"
             )
     if LABEL not in raw.columns:  # an unlabeled source (labeled files were checked above)
         return _in_day(out, start, path, day)
