@@ -21,6 +21,7 @@ from ds_serving.scoring import Scorer
 from ds_serving.server import ServerThread
 from tests.support.serving import (
     free_port,
+    model_loaded,
     normal_rows,
     server_config,
     status_counts,
@@ -125,10 +126,10 @@ def test_processes_share_one_port_and_stop_together_on_sigterm(tmp_path: Path) -
     expected = Scorer.from_bundle(load_bundle(path), backend="cpu").score(rows).scores
     try:
         deadline = time.time() + 60
-        while True:  # both processes up: each serves its own metrics endpoint
+        while True:  # both processes up, each with its model (its own metrics endpoint says)
             try:
-                status_counts(metrics_port, "Score")
-                status_counts(metrics_port + 1, "Score")
+                if not all(model_loaded(metrics_port + i) for i in (0, 1)):
+                    raise RuntimeError("a process has no model yet")
                 probe = ScorerClient(f"127.0.0.1:{port}", timeout=5)
                 ready = probe.health() == "SERVING"
                 probe.close()

@@ -72,6 +72,13 @@ def scraped(metrics_port: int, family: str) -> dict[tuple[str, tuple[tuple[str, 
             for sample in found.samples}
 
 
+def model_loaded(metrics_port: int) -> bool:
+    """Whether a live scorer process has loaded its model (``ds_scorer_model_loaded``): the
+    health of the port answers for whichever process took the connection."""
+    return scraped(metrics_port, "ds_scorer_model_loaded").get(
+        ("ds_scorer_model_loaded", ()), 0.0) == 1.0
+
+
 def status_counts(metrics_port: int, method: str) -> dict[str, float]:
     """``ds_scorer_requests_total`` of one method by gRPC code, scraped from a live scorer."""
     counts: dict[str, float] = {}
