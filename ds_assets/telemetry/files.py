@@ -7,6 +7,7 @@ an editor shows it, header = line 1), the column and the value as written.
 
 from __future__ import annotations
 
+import datetime as dt
 import fnmatch
 import glob
 import hashlib
@@ -328,10 +329,43 @@ def _numeric_timestamps(values: pd.Series, spec: DatasetSpec, path: Path, first_
                           f"{values.iloc[row]}, which as {unit} after {ts.origin} falls "
                           "outside the years 1677-2262: is timestamp.unit right (epoch "
                           "milliseconds are ms, not s)?") from None
+    _refuse_finer_unit(numbers, parsed, spec, path, first_line)
     return parsed.tz_convert("UTC").to_numpy()
 
 
 _UNIT_NS = {"s": 1e9, "ms": 1e6, "us": 1e3, "ns": 1.0}
+# epoch numbers read in a finer unit than written land in the first weeks of 1970, silently;
+# read in the unit they were written in they land in this span
+_PLAUSIBLE_EPOCH = (pd.Timestamp("1990-01-01", tz="UTC"), pd.Timestamp("2100-01-01", tz="UTC"))
+
+
+def _refuse_finer_unit(numbers: pd.Series, parsed: pd.DatetimeIndex, spec: DatasetSpec,
+                       path: Path, first_line: int) -> None:
+    """Epoch seconds declared as ms (or ms as us, ...) read as January 1970 without any error.
+    Counted from the epoch, a first value that lands in 1970 in the declared unit but in
+    1990-2100 in a coarser one is such a mistake; a sample index counted from another origin
+    is never questioned."""
+    ts = spec.timestamp
+    unit = ts.unit or "ns"
+    if not len(numbers) or pd.Timestamp(ts.origin).date() != dt.date(1970, 1, 1):
+        return
+    first = parsed[0]
+    if first.tz_convert("UTC").year != 1970:
+        return
+    value = float(numbers.iloc[0])
+    for coarser, ns in _UNIT_NS.items():
+        if ns <= _UNIT_NS[unit]:
+            break
+        if not abs(value * ns) < 2**63:
+            continue
+        as_coarser = pd.Timestamp(value * ns, unit="ns", tz="UTC")
+        if _PLAUSIBLE_EPOCH[0] <= as_coarser < _PLAUSIBLE_EPOCH[1]:
+            raise SourceError(
+                f"{path}: line {first_line}: column {ts.column!r} holds {numbers.iloc[0]}, which "
+                f"as {unit} after {ts.origin} is {first.tz_convert('UTC'):%Y-%m-%d %H:%M:%S} "
+                f"UTC; as {coarser} it is {as_coarser:%Y-%m-%d %H:%M:%S}: declare "
+                f"timestamp.unit: {coarser} (ds-dataset scaffold: --timestamp-unit {coarser}); "
+                "a sample index counts from a timestamp.origin other than 1970-01-01")
 
 
 def _numbers(values: pd.Series, name: str, path: Path, first_line: int) -> np.ndarray:

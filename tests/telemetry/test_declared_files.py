@@ -350,3 +350,32 @@ def test_a_file_that_is_not_utf8_is_named_with_the_fix(tmp_path: Path) -> None:
     (tmp_path / "x.csv").write_bytes("time,Temperatur °C\n2024-03-01 00:00,1\n".encode("latin-1"))
     with pytest.raises(SourceError, match=r"x.csv: not UTF-8 text .* save the file as UTF-8"):
         read_rows(_spec(tmp_path / "x.csv", timestamp={"column": "time"}), tmp_path / "s", "x")
+
+
+@pytest.mark.parametrize(("declared", "written", "value"),
+                         [("ms", "s", 1709251200), ("us", "ms", 1709251200000),
+                          ("ns", "s", 1709251200)])
+def test_epoch_numbers_declared_in_a_finer_unit_are_refused_not_read_as_1970(
+    tmp_path: Path, declared: str, written: str, value: int,
+) -> None:
+    """Epoch seconds declared as ms read as 20 January 1970 without any error before."""
+    (tmp_path / "x.csv").write_text(f"ts,v\n{value},1\n{value + 60},1\n")
+    spec = _spec(tmp_path / "x.csv", timestamp={"column": "ts", "unit": declared})
+    with pytest.raises(SourceError, match=rf"x.csv: line 2: column 'ts' holds {value}, which "
+                                          rf"as {declared} after 1970-01-01 is 1970-.* UTC; as "
+                                          rf"{written} it is 2024-03-01 00:00:00: declare "
+                                          rf"timestamp.unit: {written}"):
+        read_rows(spec, tmp_path / "s", "x")
+
+
+def test_a_sample_index_is_read_from_the_epoch_or_its_own_origin(tmp_path: Path) -> None:
+    """Small numbers (a sample index) land in 1970 in any unit: nothing coarser fits better."""
+    (tmp_path / "x.csv").write_text("ts,v\n0,1\n1,1\n2,1\n")
+    rows = read_rows(_spec(tmp_path / "x.csv", timestamp={"column": "ts", "unit": "ms"}),
+                     tmp_path / "s", "x")[0]
+    assert str(rows["timestamp"].iloc[2]) == "1970-01-01 00:00:00.002000+00:00"
+    (tmp_path / "y.csv").write_text("ts,v\n1709251200,1\n1709251260,1\n")
+    own = _spec(tmp_path / "y.csv", timestamp={"column": "ts", "unit": "ms",
+                                               "origin": "2024-01-01"})
+    assert str(read_rows(own, tmp_path / "s2", "y")[0]["timestamp"].iloc[0]).startswith(
+        "2024-01-20")
