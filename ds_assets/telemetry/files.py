@@ -98,13 +98,40 @@ def is_parquet(path: Path, source: SourceSpec) -> bool:
                                           and path.suffix.lower() == ".parquet")
 
 
-def sniff(path: Path, source: SourceSpec) -> tuple[str, str]:
-    """The separator and decimal mark: as declared, else detected from the first lines."""
+@dataclass(frozen=True)
+class CsvDialect:
+    """How a CSV is written: separator, decimal mark, and the lines before its header (one for
+    the ``sep=;`` line spreadsheets write or read to learn the separator)."""
+
+    separator: str
+    decimal: str
+    skip: int = 0
+
+    @property
+    def first_data_line(self) -> int:
+        """The first data row's line as an editor numbers it."""
+        return self.skip + 2
+
+    def read_options(self) -> dict[str, Any]:
+        return {"sep": self.separator, "decimal": self.decimal, "skiprows": self.skip,
+                "encoding": "utf-8-sig"}
+
+
+# a spreadsheet's separator directive as its own first line: sep=; (sometimes quoted)
+_SEP_DIRECTIVE = re.compile(r'^"?sep=([^"\r\n])"?$')
+
+
+def sniff(path: Path, source: SourceSpec) -> CsvDialect:
+    """The separator and decimal mark: as declared, else from a ``sep=`` first line, else
+    detected from the first lines."""
     with open(path, encoding="utf-8-sig", errors="replace") as handle:
-        lines = [line for _, line in zip(range(50), handle, strict=False)]
+        lines = [line for _, line in zip(range(51), handle, strict=False)]
+    directive = _SEP_DIRECTIVE.match(lines[0].rstrip("\r\n")) if lines else None
+    if directive:
+        lines = lines[1:]
     if not lines or not lines[0].strip():
         raise SourceError(f"{path}: file is empty; expected a header row and data rows")
-    separator = source.separator
+    separator = source.separator or (directive.group(1) if directive else None)
     if separator is None:
         counts = {s: [line.count(s) for line in lines if line.strip()] for s in _SEPARATORS}
         steady = [s for s, c in counts.items() if c[0] > 0 and len(set(c)) == 1]
@@ -113,7 +140,8 @@ def sniff(path: Path, source: SourceSpec) -> tuple[str, str]:
     elif separator not in lines[0]:
         others = [s for s in _SEPARATORS if s != separator and s in lines[0]]
         hint = f"; its header is separated by {others[0]!r}" if others else ""
-        raise SourceError(f"{path}: declared separator {separator!r} does not occur in the "
+        where = "declared separator" if source.separator else "separator of its sep= line"
+        raise SourceError(f"{path}: {where} {separator!r} does not occur in the "
                           f"header line {lines[0].strip()[:120]!r}{hint}; fix source.separator "
                           "or drop it to detect")
     decimal = source.decimal
@@ -121,7 +149,7 @@ def sniff(path: Path, source: SourceSpec) -> tuple[str, str]:
         data = lines[1:]
         decimal = "," if separator != "," and any(_DECIMAL_COMMA.search(
             line.strip().replace(separator, ";")) for line in data) else "."
-    return separator, decimal
+    return CsvDialect(separator, decimal, 1 if directive else 0)
 
 
 # --------------------------------------------------------------------------------------------
@@ -440,13 +468,14 @@ def _chunks(layout_path: Path, spec: DatasetSpec, entity: str | None
             yield fixed, frame, line
             line += len(frame)
         return
-    separator, decimal = sniff(layout_path, spec.source)
+    dialect = sniff(layout_path, spec.source)
+    separator = dialect.separator
     try:
-        reader = pd.read_csv(layout_path, sep=separator, decimal=decimal, chunksize=CHUNK_ROWS,
-                             keep_default_na=False, na_values=[""], encoding="utf-8-sig",
-                             dtype=_text_columns(layout_path, separator, spec))
+        reader = pd.read_csv(layout_path, chunksize=CHUNK_ROWS, keep_default_na=False,
+                             na_values=[""], dtype=_text_columns(layout_path, dialect, spec),
+                             **dialect.read_options())
         layout: FileLayout | None = None
-        line = 2
+        line = dialect.first_data_line
         for frame in reader:
             if layout is None:
                 frame.columns = [str(c).strip() for c in frame.columns]
@@ -483,13 +512,14 @@ def not_utf8(path: Path, exc: UnicodeDecodeError) -> SourceError:
                        "spreadsheet's Save As")
 
 
-def _text_columns(path: Path, separator: str, spec: DatasetSpec) -> dict[str, type] | None:
+def _text_columns(path: Path, dialect: CsvDialect, spec: DatasetSpec,
+                  ) -> dict[str, type] | None:
     """The entity column read as text: ids such as 007 stay 007 (as in Parquet and in a label
     windows file), and a chunk of all-digit ids names the same entities as any other chunk."""
     if spec.entity.column is None:
         return None
     try:
-        header = pd.read_csv(path, sep=separator, nrows=0, encoding="utf-8-sig").columns
+        header = pd.read_csv(path, nrows=0, **dialect.read_options()).columns
     except (pd.errors.EmptyDataError, UnicodeDecodeError, pd.errors.ParserError):
         return None  # the read proper reports it
     return {c: str for c in header if str(c).strip() == spec.entity.column}
@@ -665,8 +695,8 @@ def read_windows(path: Path) -> pd.DataFrame:
     """A labels windows file: ``start``, ``end`` (inclusive), optional ``entity`` or ``file``."""
     if not path.is_file():
         raise SourceError(f"labels.windows file {path} does not exist")
-    separator, _ = sniff(path, SourceSpec(path=str(path)))
-    windows = pd.read_csv(path, sep=separator, dtype=str, keep_default_na=False)
+    dialect = sniff(path, SourceSpec(path=str(path)))
+    windows = pd.read_csv(path, dtype=str, keep_default_na=False, **dialect.read_options())
     windows.columns = [str(c).strip() for c in windows.columns]
     missing = [c for c in ("start", "end") if c not in windows.columns]
     if missing:
@@ -676,13 +706,13 @@ def read_windows(path: Path) -> pd.DataFrame:
         parsed = pd.to_datetime(windows[column], errors="coerce", utc=True)
         if parsed.isna().any():
             row = int(np.flatnonzero(parsed.isna().to_numpy())[0])
-            raise SourceError(f"{path}: line {row + 2}: column {column!r} holds "
-                              f"{windows[column].iloc[row]!r}, not a timestamp")
+            raise SourceError(f"{path}: line {dialect.first_data_line + row}: column "
+                              f"{column!r} holds {windows[column].iloc[row]!r}, not a timestamp")
         windows[column] = parsed
     backwards = windows["end"] < windows["start"]
     if backwards.any():
         row = int(np.flatnonzero(backwards.to_numpy())[0])
-        raise SourceError(f"{path}: line {row + 2}: end is before start")
+        raise SourceError(f"{path}: line {dialect.first_data_line + row}: end is before start")
     return windows
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import datetime as dt
 import re
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -74,17 +75,16 @@ class Inferred:
 def _read_sample(path: Path, source: SourceSpec) -> tuple[pd.DataFrame, str, str]:
     if is_parquet(path, source):
         return pd.read_parquet(path).head(SAMPLE_ROWS), "", ""
-    separator, decimal = sniff(path, source)
+    dialect = sniff(path, source)
     try:
-        frame = pd.read_csv(path, sep=separator, decimal=decimal, nrows=SAMPLE_ROWS,
-                            encoding="utf-8-sig")
+        frame = pd.read_csv(path, nrows=SAMPLE_ROWS, **dialect.read_options())
     except (pd.errors.EmptyDataError, pd.errors.ParserError) as exc:
-        raise SourceError(f"{path}: cannot be read as CSV with separator {separator!r}: "
-                          f"{exc}") from None
+        raise SourceError(f"{path}: cannot be read as CSV with separator "
+                          f"{dialect.separator!r}: {exc}") from None
     except UnicodeDecodeError as exc:
         raise not_utf8(path, exc) from None
     frame.columns = [str(c).strip() for c in frame.columns]
-    return frame, separator, decimal
+    return frame, dialect.separator, dialect.decimal
 
 
 def _timestamp_column(frame: pd.DataFrame, given: str | None, path: Path,
@@ -111,7 +111,10 @@ def _timestamp_column(frame: pd.DataFrame, given: str | None, path: Path,
         # the first value's layout, then ISO 8601 with any number of decimals (isoformat()
         # writes them only where a time has a fraction)
         for fmt in (None, "ISO8601"):
-            if pd.to_datetime(sample, format=fmt, errors="coerce").notna().mean() > 0.95:
+            with warnings.catch_warnings():  # a column of names is probed too: no notice
+                warnings.simplefilter("ignore", UserWarning)
+                parsed = pd.to_datetime(sample, format=fmt, errors="coerce")
+            if parsed.notna().mean() > 0.95:
                 return str(column)
     numbers = [c for c in named if pd.api.types.is_numeric_dtype(frame[c])]
     if numbers:
@@ -204,7 +207,7 @@ def inspect_source(
         notes.append("one feature: temporal_ae and window_knn score windows of the series "
                      "(fused works too, without its PCA part); dense_ae and pca need two or "
                      "more")
-    first, last, step, gaps = _time_range(files, spec, separator, entity)
+    first, last, step, gaps = _time_range(files, spec, entity)
     # written absolute: materialize may run from another directory (~ and $VARS stay as given)
     written = path if path.startswith(("~", "$")) else str(Path(path).absolute())
     src: dict[str, Any] = {"path": written}
@@ -224,8 +227,8 @@ def inspect_source(
         timestamp_spec=given)
 
 
-def _time_range(files: list[Path], spec: DatasetSpec, separator: str,
-                entity: str | None = None) -> tuple[str, str, float | None, int]:
+def _time_range(files: list[Path], spec: DatasetSpec, entity: str | None = None,
+                ) -> tuple[str, str, float | None, int]:
     """First and last timestamp over every file (timestamp and entity columns only, in
     chunks, parsed as the reader parses them), the median interval and the gaps (steps over
     twice it) within each entity of each file, in time order (a file may interleave entities
@@ -238,11 +241,13 @@ def _time_range(files: list[Path], spec: DatasetSpec, separator: str,
     for path in files:
         if is_parquet(path, spec.source):
             chunks: Any = [pd.read_parquet(path, columns=columns)]
+            line = 1
         else:
-            chunks = pd.read_csv(path, sep=separator or ",", usecols=columns,
-                                 chunksize=1_000_000, encoding="utf-8-sig")
+            dialect = sniff(path, spec.source)
+            chunks = pd.read_csv(path, usecols=columns, chunksize=1_000_000,
+                                 **dialect.read_options())
+            line = dialect.first_data_line
         fmt: str | None = None
-        line = 1 if is_parquet(path, spec.source) else 2
         for at, chunk in enumerate(chunks):
             if at == 0:
                 fmt = settled_format(chunk[column], spec, path)

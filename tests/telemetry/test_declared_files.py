@@ -379,3 +379,22 @@ def test_a_sample_index_is_read_from_the_epoch_or_its_own_origin(tmp_path: Path)
                                                "origin": "2024-01-01"})
     assert str(read_rows(own, tmp_path / "s2", "y")[0]["timestamp"].iloc[0]).startswith(
         "2024-01-20")
+
+
+def test_a_sep_line_before_the_header_is_read_and_lines_keep_their_numbers(
+    tmp_path: Path,
+) -> None:
+    """``sep=;`` on line 1 (a spreadsheet's directive): the header is line 2, so a bad value
+    on the file's fourth line is named as line 4, in the data and in a label windows file."""
+    (tmp_path / "x.csv").write_text("sep=;\nts;v\n2024-03-01 00:00;1,5\n2024-03-01 00:01;2,5\n")
+    spec = _spec(tmp_path / "x.csv", timestamp={"column": "ts"})
+    rows = read_rows(spec, tmp_path / "s", "x")[0]
+    assert rows["v"].tolist() == [1.5, 2.5]
+    (tmp_path / "y.csv").write_text("sep=;\nts;v\n2024-03-01 00:00;1\n2024-03-01 00:01;x1\n")
+    with pytest.raises(SourceError, match=r"y.csv: line 4: column 'v' holds 'x1'"):
+        read_rows(_spec(tmp_path / "y.csv", timestamp={"column": "ts"}), tmp_path / "s2", "y")
+    (tmp_path / "w.csv").write_text('"sep=,"\nstart,end\n2024-03-01 00:01,2024-03-01 00:00\n')
+    windows = _spec(tmp_path / "x.csv", timestamp={"column": "ts"},
+                    labels={"kind": "windows", "windows": str(tmp_path / "w.csv")})
+    with pytest.raises(SourceError, match=r"w.csv: line 3: end is before start"):
+        read_rows(windows, tmp_path / "s3", "x")

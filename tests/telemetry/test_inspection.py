@@ -83,3 +83,16 @@ def test_labels_other_than_0_and_1_ask_which_marks_an_anomaly(tmp_path: Path) ->
                                        "timestamp": {"column": "time"}, "labels": found.labels})
     rows, _ = read_rows(spec, tmp_path / "s", "x")
     assert rows["label"].tolist() == [0] * 45 + [1] * 5
+
+
+def test_a_spreadsheets_sep_line_gives_the_separator_and_is_not_the_header(
+    tmp_path: Path,
+) -> None:
+    """Excel reads and writes ``sep=;`` as a file's first line; it was taken for the header
+    ('found no timestamp column among ['sep=', ...]')."""
+    rows = "".join(f"2024-03-01 00:{i:02d};host{i % 2};{i},5\n" for i in range(40))
+    (tmp_path / "x.csv").write_text("\ufeffsep=;\nts;machine;v\n" + rows)
+    found = inspect_source(str(tmp_path / "x.csv"), "x")
+    assert found.timestamp == "ts" and found.entity == {"column": "machine"}
+    assert found.features == ["v"] and found.source["separator"] == ";"
+    assert pd.Timestamp(found.last) == pd.Timestamp("2024-03-01 00:39", tz="UTC")
