@@ -15,6 +15,7 @@ import logging
 import os
 import sys
 import time
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -55,6 +56,14 @@ def scaffold(args: argparse.Namespace) -> int:
         timestamp_unit=args.timestamp_unit, timestamp_origin=args.timestamp_origin,
         label_positive=args.label_positive)
     family = args.family or evaluated_default.FAMILY
+    if len(found.features) == 1:
+        from ds_assets.training.detectors import UNIVARIATE_REFUSALS  # loads torch: only here
+
+        if family in UNIVARIATE_REFUSALS:  # training would refuse it, after ingest and checks
+            print(f"ds-dataset scaffold: --family {family} on the one feature "
+                  f"{found.features[0]!r}: {UNIVARIATE_REFUSALS[family]}; leave --family out "
+                  f"({evaluated_default.FAMILY} learns windows of the series)", file=sys.stderr)
+            return 2
     attributes = found.attributes(family)
     if family == evaluated_default.FAMILY:  # the policy was chosen together with the family
         attributes["policy"] = dict(evaluated_default.POLICY)
@@ -133,10 +142,10 @@ def materialize(args: argparse.Namespace) -> int:
         run_config = {**kwargs.pop("run_config", {}), **console}
         result = defs.resolve_job_def(ds.scoped(job)).execute_in_process(
             instance=instance, raise_on_error=False, run_config=run_config, **kwargs)
+        for note in _step_warnings(instance, result.run_id):
+            print(f"  warning: {note}", file=sys.stderr)
         if not result.success:
-            failures = [e.message for e in result.all_events
-                        if e.is_failure or e.is_step_failure]
-            failures += _failed_checks(result.all_events)
+            failures = _step_failures(result.all_events) + _failed_checks(result.all_events)
             print(f"  failed: {label}", *failures, sep="\n  ", file=sys.stderr)
             raise SystemExit(1)
         print(f"  done in {time.perf_counter() - t0:.1f}s", flush=True)
@@ -182,6 +191,30 @@ def materialize(args: argparse.Namespace) -> int:
     print("  UI       : `make dev`, then http://127.0.0.1:3000 (asset group "
           f"{ds.scoped('training')})")
     return 0
+
+
+def _step_failures(events: Sequence[Any]) -> list[str]:
+    """Why each failed step failed, as its own code said it: the first error under Dagster's
+    wrappers, without the stack (``--log-level ERROR`` prints Dagster's with stacks)."""
+    out = []
+    for event in events:
+        if not event.is_step_failure:
+            continue
+        error = event.step_failure_data.error
+        while error.cause is not None and error.cls_name.startswith("Dagster"):
+            error = error.cause
+        out.append(f"step {event.step_key}: {error.message.strip()}"[:2000])
+    if not out:  # the run failed outside any step (its config, say)
+        out = [event.message for event in events if event.is_failure]
+    return out
+
+
+def _step_warnings(instance: Any, run_id: str) -> list[str]:
+    """What the steps logged as warnings (``context.log.warning``), one line each; errors are
+    told by the failure summary."""
+    return [f"{entry.step_key or 'run'}: {entry.user_message}"
+            for entry in instance.all_logs(run_id)
+            if not entry.is_dagster_event and logging.WARNING <= entry.level < logging.ERROR]
 
 
 def _failed_checks(events: Sequence[Any]) -> list[str]:
@@ -238,12 +271,17 @@ def main(argv: list[str] | None = None) -> int:
     sc.add_argument("--force", action="store_true", help="replace an existing declaration")
     mat = commands.add_parser("materialize", help="run a declared dataset end to end")
     mat.add_argument("name")
-    mat.add_argument("--log-level", default="WARNING",
-                     help="Dagster console log level (DEBUG shows every step event)")
+    mat.add_argument("--log-level", default="CRITICAL",
+                     help="Dagster's own console log level (default: none of it, only this "
+                          "command's summary with the steps' warnings and errors; ERROR adds "
+                          "stack traces, DEBUG every step event)")
     args = parser.parse_args(argv)
     if args.command == "materialize" and "DAGSTER_HOME" not in os.environ:
         print("DAGSTER_HOME is not set; `make dataset NAME=...` sets it up", file=sys.stderr)
         return 2
+    # notices about Dagster's own preview APIs and MLflow's database set-up are not the user's
+    warnings.filterwarnings("ignore", message=r".* is currently in (beta|preview)")
+    os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")  # read when mlflow is imported
     try:
         return scaffold(args) if args.command == "scaffold" else materialize(args)
     except (SourceError, ValueError) as exc:
