@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from ds_assets.telemetry.schema import ENTITY_COLUMNS, LABEL, TIMESTAMP
+from ds_assets.telemetry.schema import ENTITY, ENTITY_COLUMNS, LABEL, TIMESTAMP
 
 FINITE_RANGE = (-1e12, 1e12)
 CHECK_NAMES: tuple[str, ...] = (
@@ -227,9 +227,15 @@ def _found(config: Any, result: Any, frame: pd.DataFrame) -> list[str]:
     if "ranges" in config.kwargs:
         return [_out_of_range(frame, c, *config.kwargs["ranges"][c]) for c in observed]
     if "columns" in config.kwargs:
-        return [f"{c}: {n} missing value(s), e.g. row(s) "
-                f"{np.flatnonzero(frame[c].isna().to_numpy())[:3].tolist()}"
+        return [f"{c}: {n} missing value(s), e.g. "
+                f"{_rows(frame, np.flatnonzero(frame[c].isna().to_numpy())[:3])}"
                 for c, n in observed.items()]
+    if "value_set" in config.kwargs and config.kwargs.get("column") in frame.columns:
+        column, allowed = config.kwargs["column"], list(config.kwargs["value_set"])
+        values = frame[column]
+        bad = np.flatnonzero(~values.isin(allowed).to_numpy() & values.notna().to_numpy())
+        return [f"{len(bad)} value(s) of {column} outside {allowed}, e.g. "
+                f"{_rows(frame, bad[:3])} = {values.iloc[bad[:3]].tolist()}"]
     target = config.kwargs.get("column") or config.kwargs.get("column_list") or "table"
     details = result.result or {}
     parts = [f"{config.type} on {target}"]
@@ -253,8 +259,9 @@ def _wrong_kind(frame: pd.DataFrame, column: str, kind: str, allowed: Sequence[s
     missing = values.isna().to_numpy()  # features_not_null names those
     bad = np.flatnonzero([not (m or isinstance(v, str)) for v, m in zip(values, missing,
                                                                          strict=True)])
-    return (f"column {column} holds {len(bad)} value(s) that are not text, e.g. row(s) "
-            f"{bad[:3].tolist()} = {[values.iloc[i] for i in bad[:3]]}; ids must be text")
+    return (f"column {column} holds {len(bad)} value(s) that are not text, e.g. "
+            f"{_rows(frame, bad[:3], entity=False)} = {[values.iloc[i] for i in bad[:3]]}; ids "
+            "must be text")
 
 
 def _frame_failures(frame: pd.DataFrame) -> list[str]:
@@ -300,8 +307,20 @@ def _out_of_range(frame: pd.DataFrame, column: str, low: float, high: float) -> 
     bad = np.flatnonzero((values < low) | (values > high))
     if not len(bad):
         return ""
-    return (f"{len(bad)} row(s) of {column} outside [{low:g}, {high:g}], e.g. row(s) "
-            f"{bad[:3].tolist()} = {values[bad[:3]].tolist()}")
+    return (f"{len(bad)} row(s) of {column} outside [{low:g}, {high:g}], e.g. "
+            f"{_rows(frame, bad[:3])} = {values[bad[:3]].tolist()}")
+
+
+def _rows(frame: pd.DataFrame, positions: np.ndarray, entity: bool = True) -> str:
+    """Rows by their position in the day and by what finds them in the source file: the
+    entity and the time (the day is sorted by entity and time, the file need not be)."""
+    names = [str(int(i)) for i in positions]
+    times = frame[TIMESTAMP] if TIMESTAMP in frame.columns else None
+    if times is not None and pd.api.types.is_datetime64_any_dtype(times):
+        ids = frame[ENTITY] if entity and ENTITY in frame.columns else None
+        names = [f"{n} ({'' if ids is None else f'{ids.iloc[i]} '}{times.iloc[i]})"
+                 for n, i in zip(names, positions, strict=True)]
+    return "row(s) " + ", ".join(names)
 
 
 def _validate(frame: pd.DataFrame, expectations: list[Any], result_format: str) -> list[Any]:

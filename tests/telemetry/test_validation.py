@@ -42,10 +42,12 @@ def test_each_check_catches_its_problem(good: pd.DataFrame) -> None:
         "minimum_row_count": True,
     }
     assert any("mem_util" in f for f in outcomes["feature_values_in_range"].failures)
-    assert any("[3]" in f for f in outcomes["label_domain"].failures)
+    assert outcomes["label_domain"].failures == [
+        "1 value(s) of label outside [0, 1], e.g. row(s) 5 (host-000 2026-11-01 00:50:00+00:00) "
+        "= [3]"]
     # the suite runs pass/fail only; what failed runs again for the counts and examples
     assert outcomes["features_not_null"].failures == [
-        "cpu_util: 1 missing value(s), e.g. row(s) [3]"]
+        "cpu_util: 1 missing value(s), e.g. row(s) 3 (host-000 2026-11-01 00:30:00+00:00)"]
 
 
 def test_schema_problems(good: pd.DataFrame) -> None:
@@ -67,7 +69,9 @@ def test_out_of_range_names_rows_and_count(good: pd.DataFrame) -> None:
     outcome = validate_telemetry(bad, list(FEATURES), ranges=FEATURE_RANGES)[
         "feature_values_in_range"]
     text = " ".join(outcome.failures)
-    assert "2 row(s) of mem_util outside [0, 100], e.g. row(s) [4, 9]" in text
+    # by position in the day and by host and time, which find the rows in any source file
+    assert ("2 row(s) of mem_util outside [0, 100], e.g. row(s) 4 (host-000 2026-11-01 "
+            "00:40:00+00:00), 9 (host-000 2026-11-01 01:30:00+00:00) = [250.0, 250.0]") in text
     assert "1 row(s) of cpu_util" in text and "inf" in text
     assert outcome.metadata["failed"] == 2  # columns at fault, a line each
 
@@ -93,8 +97,8 @@ def test_column_kinds_name_the_column_and_what_it_holds(good: pd.DataFrame) -> N
     outcome = validate_telemetry(bad, list(FEATURES), ranges=FEATURE_RANGES)["schema_and_dtypes"]
     text = " ".join(outcome.failures)
     assert not outcome.passed
-    assert ("column host_id holds 1 value(s) that are not text, e.g. row(s) [2] = [7]; ids "
-            "must be text") in text
+    assert ("column host_id holds 1 value(s) that are not text, e.g. row(s) 2 (2026-11-01 "
+            "00:20:00+00:00) = [7]; ids must be text") in text
     assert "column cpu_util is int64, expected one of ['float32', 'float64']" in text
     assert "column label is float64" in text
     text_ids = good.assign(host_id=good["host_id"].astype("string"))
