@@ -76,7 +76,11 @@ def build_evaluation_report_asset(ds: Dataset) -> dg.AssetsDefinition:
         check_same_training_set(manifest.lineage, training_set)
         test, labels_from = evaluation_rows(split_rows(training_set, "test"),
                                             list(manifest.features))
-        scored = score_frame(dataset_scorer(bundle), test)
+        # each host continues from its validation rows (just before the test split in time),
+        # as a deployed model continues from the day before: a temporal model scores the
+        # split's first rows too
+        scored = score_frame(dataset_scorer(bundle), test,
+                             before=split_rows(training_set, "val"))
         scores = scored["score"].to_numpy(np.float64)
         entities = scored["host_id"].to_numpy() if "host_id" in scored.columns else None
         flags = scored["is_anomaly"].to_numpy()  # the bundle's policy, as deployed
@@ -184,14 +188,15 @@ def build_champion_asset(ds: Dataset) -> dg.AssetsDefinition:
         test = split_rows(training_set, "test")
         features = list(load_bundle(model_bundle["path"]).manifest.features)
         injected = injected_test_rows(test, features)
-        challenger = ModelRun.of(model_bundle["path"], test, injected)
+        before = split_rows(training_set, "val")  # each host's rows before the test split
+        challenger = ModelRun.of(model_bundle["path"], test, injected, before)
         incumbent, unseen, excluded = None, None, 0
         broken = ""  # why the serving champion cannot be judged (it cannot serve either)
         try:
             current = registry.champion_version()
             if current is not None and current != model_bundle["version"]:
                 incumbent_path = registry.bundle_path(current)
-                incumbent = ModelRun.of(incumbent_path, test, injected)
+                incumbent = ModelRun.of(incumbent_path, test, injected, before)
         except BundleError as exc:
             broken = str(exc)
             context.log.warning(f"the champion cannot be loaded, so the challenger is judged "

@@ -247,6 +247,9 @@ def test_a_day_is_scored_continuing_from_the_stored_day_before(settings: Setting
         instance=instance, run_config=TEMPORAL_TWO_DAYS_CONFIG).success
     bundle = load_champion(settings.models_dir, settings.model_name)
     assets = settings.data_dir / "assets"
+    # the test split continues from each host's validation rows likewise: all of it is judged
+    report = json.loads((assets / "evaluation_report.json").read_text())
+    assert report["unscored_rows"] == 0 and report["n_rows"] > 0
 
     kept_notes: dict[str, str] = {}
 
