@@ -245,6 +245,13 @@ def _refused_first_model(decision_file: Path) -> str | None:
     return None
 
 
+def quiet_notices() -> None:
+    """Before Dagster and MLflow are imported: their notices about Dagster's own preview APIs
+    and MLflow's database set-up say nothing a user can act on."""
+    warnings.filterwarnings("ignore", message=r".* is currently in (beta|preview)")
+    os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")  # read when mlflow is imported
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="ds-dataset", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -279,9 +286,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "materialize" and "DAGSTER_HOME" not in os.environ:
         print("DAGSTER_HOME is not set; `make dataset NAME=...` sets it up", file=sys.stderr)
         return 2
-    # notices about Dagster's own preview APIs and MLflow's database set-up are not the user's
-    warnings.filterwarnings("ignore", message=r".* is currently in (beta|preview)")
-    os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")  # read when mlflow is imported
+    quiet_notices()
     try:
         return scaffold(args) if args.command == "scaffold" else materialize(args)
     except (SourceError, ValueError) as exc:

@@ -1,3 +1,7 @@
-from ds_assets.demo.run import main
+from ds_assets.cli import quiet_notices
+
+quiet_notices()  # before the definitions import Dagster's preview APIs and MLflow
+
+from ds_assets.demo.run import main  # noqa: E402
 
 raise SystemExit(main())
