@@ -23,7 +23,7 @@ from ds_assets.resources.io_manager import PartitionFrames, StoredTable
 from ds_assets.resources.pipeline_metrics import PIPELINE_METRICS_KEY, push_champion
 from ds_assets.sensors.records import candidate_shadow_days
 from ds_assets.training import lead_in_cache
-from ds_assets.training.dataset_scoring import lead_in_rows
+from ds_assets.training.dataset_scoring import file_tails, lead_in_rows
 from ds_assets.training.datasets import DatasetError
 from ds_assets.training.shadow import (
     close_candidate,
@@ -55,6 +55,9 @@ def both_lead_in(context: dg.AssetExecutionContext, ds: Dataset, day: str,
         kept = lead_in_cache.kept_for(path, max(bounded), features)
         if kept is not None:  # the day's scoring kept enough of its last rows
             return kept.to_pandas(), f"{note}, kept when that day was scored"
+        # only each host's last rows: the whole day before would double the memory a large
+        # shadow day is scored in
+        return file_tails(path, max(bounded), features).to_pandas(), note
     return (None if path is None else pd.read_parquet(path)), note
 
 

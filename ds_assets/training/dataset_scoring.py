@@ -531,6 +531,15 @@ def _table_tails(table: pa.Table, rows: int) -> pa.Table:
     return table.filter(pa.array(keep))
 
 
+def file_tails(source: Path, rows: int, features: Sequence[str]) -> pa.Table:
+    """Each entity's last ``rows`` rows of a Parquet table, with its time, id and those of
+    ``features`` it has, read as a lead-in reads them (one row group at a time), never the
+    whole table."""
+    names = pq.read_schema(source).names
+    columns = [c for c in (TIMESTAMP, ENTITY, *features) if c in names]
+    return _entity_tails(source, list(dict.fromkeys(columns)), rows)
+
+
 def _entity_tails(source: Path, columns: list[str], rows: int) -> pa.Table:
     """The last ``rows`` rows of each entity of a Parquet table (rows without an id are one
     entity, as in ``TableScorer``), in their order. Only the id column is read whole; the rest
