@@ -74,6 +74,9 @@ def _joined(chunks: list[_Chunk]) -> _Chunk:
                   join("top_group"))
 
 
+_NO_TIME = np.iinfo(np.int64).min  # an entity without a latest time yet
+
+
 def _factorized(ids: pd.Series) -> tuple[np.ndarray, list[Hashable]]:
     """(code of each row, distinct ids); rows without an id are one more id, ``None``, as in
     ``start_batch`` (a separate missing-value pass would cost as much as the hashing)."""
@@ -122,9 +125,13 @@ class TableScorer:
         self.chunk_rows = chunk_rows
         self.part_rows = part_rows
         self.rows_seen = 0
-        self._codes: dict[Hashable, int] = {}  # entity id -> the integer standing for it
+        # entity id at position c: the integer c stands for it (looked up for a chunk's
+        # distinct ids at once, in C)
+        self._ids = pd.Index([], dtype=object)
         self._own: list[float] = []  # entity code -> its threshold (a per-entity policy)
-        self._last_time: dict[int, int] = {}  # entity code -> its latest time, ns
+        self._last_time = np.empty(0, np.int64)  # entity code -> its latest time, ns
+        self._timed = False  # whether any entity has a latest time yet
+        self._dictionary: tuple[pa.Array, np.ndarray] | None = None  # the last, its codes
         self._tail_keys: np.ndarray | None = None  # temporal: each entity's last W - 1 rows
         self._tail_rows: np.ndarray | None = None
         # a whole table's entities all stay: nothing is evicted between chunks
@@ -135,7 +142,7 @@ class TableScorer:
         self._row_buffers: list[np.ndarray | None] = [None, None]  # ``_rows_of``
         self._buffer_users: list[Future[Any] | None] = [None, None]
         self._turn = 0
-        self._led_in: tuple[str, dict[int, int]] | None = None  # name, last times it left
+        self._led_in: tuple[str, np.ndarray] | None = None  # name, last times it left
 
     def __enter__(self) -> TableScorer:
         return self
@@ -161,23 +168,41 @@ class TableScorer:
             for batch in rows:
                 self._finish(self.start_batch(batch).chunk)
         rows, self.rows_seen = self.rows_seen, 0
-        self._led_in = (name, dict(self._last_time))
+        self._led_in = (name, self._last_time.copy())
         return rows
 
     def _coded(self, local: np.ndarray, uniques: Iterable[Hashable]) -> np.ndarray:
         """Global entity codes from a chunk's own codes and its distinct ids: per-entity state
         (windows, flag smoothing) then groups integers in C where string ids would cost Python
         per row."""
-        table = np.fromiter((self._code(u) for u in uniques), dtype=np.int64)
-        return table[local]
+        return self._code_table(uniques)[local]
 
-    def _code(self, entity: Hashable) -> int:
-        code = self._codes.get(entity)
-        if code is None:
-            code = self._codes[entity] = len(self._codes)
+    def _dictionary_codes(self, dictionary: pa.Array) -> np.ndarray:
+        """``_code_table`` of an Arrow dictionary's values; the batches of one Parquet column
+        chunk (and a file whose row groups meet the same ids in the same order) share one, so
+        it is looked up once, not per batch (100,000 ids: ~0.1 s a batch)."""
+        if self._dictionary is None or not dictionary.equals(self._dictionary[0]):
+            self._dictionary = (dictionary, self._code_table(dictionary.to_pylist()))
+        return self._dictionary[1]
+
+    def _code_table(self, uniques: Iterable[Hashable]) -> np.ndarray:
+        """The code of each distinct id, in order; ids not seen before get the next codes."""
+        distinct = pd.Index(list(uniques), dtype=object)
+        table = self._ids.get_indexer(distinct) if len(self._ids) else np.full(
+            len(distinct), -1, np.intp)
+        new = np.flatnonzero(table < 0)
+        if new.size:
+            known = len(self._ids)
+            table[new] = np.arange(known, known + new.size)
+            self._ids = self._ids.append(distinct[new])
             if self.policy.per_entity:
-                self._own.append(self.policy.threshold_of(entity))
-        return code
+                self._own.extend(self.policy.threshold_of(e) for e in distinct[new])
+            if len(self._last_time) < len(self._ids):  # room for every code, doubling
+                grown = np.full(max(len(self._ids), 2 * len(self._last_time)),
+                                _NO_TIME, np.int64)
+                grown[:len(self._last_time)] = self._last_time
+                self._last_time = grown
+        return table.astype(np.int64)
 
     def _missing(self, columns: Sequence[str], what: str) -> None:
         missing = [f for f in self.scorer.features if f not in columns]
@@ -249,11 +274,11 @@ class TableScorer:
                        else pc.dictionary_encode(column))
             if _string_ids(batch.schema):  # written as it is encoded: one hash per row, once
                 columns[ENTITY] = encoded
-            local, uniques = encoded.indices, encoded.dictionary.to_pylist()
+            local, table = encoded.indices, self._dictionary_codes(encoded.dictionary)
             if local.null_count:  # rows without an id are one entity more, as in ``score``
-                local = pc.fill_null(local, len(uniques))
-                uniques.append(None)
-            ids = self._coded(local.to_numpy(zero_copy_only=False), uniques)
+                local = pc.fill_null(local, len(table))
+                table = np.r_[table, self._code_table([None])]
+            ids = table[local.to_numpy(zero_copy_only=False)]
         times = None
         if TIMESTAMP in names:
             times = np.asarray(batch.column(TIMESTAMP).to_numpy(zero_copy_only=False))
@@ -352,26 +377,25 @@ class TableScorer:
         h, t = ids[order], times[order]
         back = np.flatnonzero((h[1:] == h[:-1]) & (t[1:] < t[:-1]))
         row = int(order[back[0] + 1]) if back.size else None
-        if row is None and (self._last_time or not last):
+        if row is None and (self._timed or not last):
             starts = np.flatnonzero(np.r_[True, h[1:] != h[:-1]])
             ends = np.r_[starts[1:], len(h)] - 1
-            entities = h[starts].tolist()
-            if self._last_time:  # each entity's first row here against its last before
-                floor = np.iinfo(np.int64).min
-                before = np.fromiter((self._last_time.get(e, floor) for e in entities),
-                                     dtype=np.int64, count=len(entities))
-                back = np.flatnonzero(t[starts] < before)
+            entities = h[starts]
+            if self._timed:  # each entity's first row here against its last before
+                back = np.flatnonzero(t[starts] < self._last_time[entities])
                 if back.size:
                     row = int(order[starts[back]].min())
                     entity = int(ids[row])
-                    if (self._led_in is not None
-                            and self._last_time[entity] == self._led_in[1].get(entity)):
+                    led_name, led = self._led_in or ("", np.empty(0, np.int64))
+                    if (entity < len(led) and led[entity] != _NO_TIME
+                            and self._last_time[entity] == led[entity]):
                         raise DatasetError(
                             f"row {first_row + row} ({where(row)}) is earlier than the last row "
-                            f"of the same {ENTITY} in {self._led_in[0]}: that table must end "
+                            f"of the same {ENTITY} in {led_name}: that table must end "
                             "before this one begins")
             if row is None and not last:
-                self._last_time.update(zip(entities, t[ends].tolist(), strict=True))
+                self._last_time[entities] = t[ends]
+                self._timed = True
         if row is not None:
             raise DatasetError(
                 f"row {first_row + row} ({where(row)}) is earlier than the row before it of the "

@@ -386,3 +386,33 @@ def test_a_lead_in_table_without_a_feature_is_refused(tmp_path: Path) -> None:
                                            r"\['f2'\].*without a lead-in"):
         score_table(scorer, tmp_path / "day.parquet", tmp_path / "out.parquet",
                     lead_in=LeadIn(tmp_path / "before.parquet", 3))
+
+
+def test_entities_new_in_later_parts_get_their_own_thresholds_and_time_order(
+    tmp_path: Path,
+) -> None:
+    """Entity ids are coded a part at a time, with their thresholds and latest times kept by
+    code: hosts first seen in a later part are flagged against their own threshold, and a host
+    whose rows in a later part go back in time is refused, naming the row."""
+    from ds_serving.policy import ScoringPolicy
+
+    frame = _table(400, hosts=6, seed=11).sort_values("timestamp", kind="stable",
+                                                      ignore_index=True)
+    late = (frame.index > 200) & frame["host_id"].isin(["host-0", "host-1"]).to_numpy()
+    frame.loc[late, "host_id"] = [f"host-new-{i % 5}" for i in np.flatnonzero(late)]
+    scorer = _scorer(tmp_path, "dense", "none")
+    own = {h: float(t) for h, t in zip(sorted(frame["host_id"].unique()),
+                                       np.linspace(0.2, 3.0, frame["host_id"].nunique()),
+                                       strict=True)}
+    policy = ScoringPolicy(1.0, entity_thresholds=own)
+    scored = score_frame(scorer, frame, policy=policy, part_rows=64)
+    expected = scored["score"].to_numpy() > frame["host_id"].map(own).to_numpy()
+    assert (scored["is_anomaly"].to_numpy() == expected).all() and expected.any()
+
+    back = _table(300, hosts=3, seed=12)
+    host = back.index[back["host_id"] == "host-1"]
+    later = host[host > 200][0]  # the part after the first two: earlier than its last row
+    back.loc[later, "timestamp"] = back["timestamp"].min() - pd.Timedelta(seconds=1)
+    with pytest.raises(DatasetError, match=rf"row {later} \(host_id 'host-1', .*\) is earlier "
+                                           r"than the row before it of the same host_id"):
+        score_frame(scorer, back, part_rows=100)
