@@ -196,10 +196,15 @@ def build_champion_asset(ds: Dataset) -> dg.AssetsDefinition:
             current = registry.champion_version()
             if current is not None and current != model_bundle["version"]:
                 incumbent_path = registry.bundle_path(current)
+                gone = [f for f in load_bundle(incumbent_path).manifest.features
+                        if f not in test.columns]
+                if gone:  # the declaration dropped a feature it reads: it cannot score on
+                    raise BundleError(f"champion v{current} reads feature(s) {gone}, which "
+                                      "the training rows no longer have")
                 incumbent = ModelRun.of(incumbent_path, test, injected, before)
         except BundleError as exc:
             broken = str(exc)
-            context.log.warning(f"the champion cannot be loaded, so the challenger is judged "
+            context.log.warning(f"the champion cannot serve, so the challenger is judged "
                                 f"as if there were none: {exc}")
         if incumbent is not None:
             unseen = rows_after_fit(incumbent_path, test[TIMESTAMP])
@@ -212,7 +217,8 @@ def build_champion_asset(ds: Dataset) -> dg.AssetsDefinition:
                          excluded_rows=excluded)
         if broken:
             decision = dataclasses.replace(
-                decision, reason=f"the champion cannot be loaded ({broken[:300]})")
+                decision, reason=f"the champion cannot serve ({broken[:300]}); "
+                                 f"{decision.reason}")
         run_id = model_bundle.get("mlflow_run_id")
         registry.log_report(run_id, evaluation_report)
         registry.log_decision(run_id, decision)

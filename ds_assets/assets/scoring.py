@@ -23,6 +23,7 @@ from ds_assets.reporting.analytics import (
 )
 from ds_assets.resources.io_manager import StoredTable, stored_partition
 from ds_assets.resources.pipeline_metrics import pipeline_metrics, with_pipeline_metrics
+from ds_assets.telemetry.schema import RESERVED
 from ds_assets.training import lead_in_cache
 from ds_assets.training.dataset_scoring import (
     TABLE_BATCH_ROWS,
@@ -163,8 +164,16 @@ def build_scored_telemetry_asset(ds: Dataset) -> dg.AssetsDefinition:
             out.unlink(missing_ok=True)
             raise
         kept = keep_day_tails(context, tails, raw_telemetry, stamp)
+        unread = [c for c in pq.read_schema(raw_telemetry.path).names
+                  if c not in RESERVED and c not in scorer.features]
+        if unread:  # declared after the champion was trained: nothing watches them yet
+            context.log.warning(
+                f"champion v{bundle.manifest.version} does not read feature(s) {unread} of "
+                f"raw_telemetry {day}: it was trained without them, so they are not monitored "
+                "until a model trained with them becomes champion")
         context.add_output_metadata({**scoring_metadata(summary, bundle.manifest.version),
-                                     "lead_in": lead_in_note, "kept_for_next_day": kept})
+                                     "lead_in": lead_in_note, "kept_for_next_day": kept,
+                                     "unread_features": unread})
         pipeline_metrics(context).push(
             ds.name, "scoring", {"rows_scored": summary.rows,
                                  "anomalies_flagged": summary.flagged},

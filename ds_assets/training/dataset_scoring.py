@@ -456,6 +456,10 @@ def score_frame(
     with TableScorer(scorer, policy, chunk_rows, part_rows) as chunks:
         rows = lead_in_rows(scorer, policy)
         if before is not None and rows != 0:
+            gone = [f for f in scorer.features if f not in before.columns]
+            if gone:
+                raise DatasetError(f"the rows before the frame lack feature column(s) {gone} "
+                                   f"that {scorer.label} needs")
             try:
                 chunks.lead_in(frame_tails(before, rows), "the rows before")
             except (DatasetError, ScoringInputError) as exc:

@@ -14,7 +14,7 @@ import pandas as pd
 import pytest
 import yaml
 
-from ds_assets.cli import _failed_checks
+from ds_assets.cli import _failed_checks, _step_warnings
 from ds_assets.cli import main as ds_dataset
 from ds_assets.components import TelemetryDataset, load_declaration
 from ds_assets.definitions import build_code_location, build_dataset_definitions
@@ -190,6 +190,52 @@ def test_a_file_without_labels_trains_and_is_judged_on_injected_anomalies(
     rule = manifest["threshold"]
     assert (rule["rule"], rule["quantile"], rule["margin"]) == (
         "quantile", evaluated_default.POLICY["quantile"], evaluated_default.POLICY["margin"])
+
+
+def test_a_feature_dropped_from_the_declaration_does_not_strand_the_champion(
+    tmp_path: Path, settings: Settings, monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """The champion reads a feature the declaration no longer lists: the gate failed scoring
+    it on every retrain, so nothing could replace it. It is judged as one that cannot serve,
+    saying why, and the challenger on the new features becomes champion."""
+    data, _ = _user_file(tmp_path)
+    frame = pd.read_csv(data)
+    frame["other"] = np.random.default_rng(4).normal(size=len(frame))
+    frame.to_csv(data, index=False)
+    defs_dir = user_instance(tmp_path, settings, monkeypatch)
+    assert ds_dataset(["--defs-dir", str(defs_dir), "scaffold", str(data), "--name",
+                       "two"]) == 0
+    declaration = defs_dir / "two" / "defs.yaml"
+    document: dict[str, Any] = yaml.safe_load(declaration.read_text())
+    document["attributes"]["detector"].update(epochs=2, window=8)
+    declaration.write_text(yaml.safe_dump(document))
+    assert ds_dataset(["--defs-dir", str(defs_dir), "materialize", "two"]) == 0
+    document["attributes"]["features"] = {"columns": ["value"]}
+    declaration.write_text(yaml.safe_dump(document))
+    capsys.readouterr()
+    assert ds_dataset(["--defs-dir", str(defs_dir), "materialize", "two"]) == 0
+    printed = capsys.readouterr().out
+    assert "champion : two-ae v2 (the champion cannot serve (champion v1 reads feature(s) " \
+           "['other'], which the training rows no longer have)" in printed, printed
+    manifest = json.loads((settings.models_dir / "two-ae" / "2" / "config.json").read_text())
+    assert manifest["features"] == ["value"]
+    # declared again, 'other' reaches the day's rows; the champion scores on without it, and
+    # says that it does not watch it
+    document["attributes"]["features"] = {"columns": ["value", "other"]}
+    declaration.write_text(yaml.safe_dump(document))
+    ds = load_declaration(declaration).dataset(Settings.from_env())
+    defs = build_dataset_definitions(ds, Settings.from_env())
+    instance = dg.DagsterInstance.get()
+    day = "2013-12-03"
+    assert defs.resolve_job_def("two__ingest_telemetry").execute_in_process(
+        instance=instance, partition_key=day).success
+    scored = defs.resolve_job_def("two__score_telemetry").execute_in_process(
+        instance=instance, partition_key=day)
+    meta = scored.asset_materializations_for_node("two__scored_telemetry")[0].metadata
+    assert meta["unread_features"].value == ["other"]
+    assert any("champion v2 does not read feature(s) ['other']" in note
+               for note in _step_warnings(instance, scored.run_id))
 
 
 def test_materialize_names_what_is_wrong(

@@ -414,7 +414,7 @@ def test_a_champion_that_cannot_load_does_not_block_a_verified_challenger(
     again = job.execute_in_process(instance=instance, run_config=config, raise_on_error=False)
     assert again.success, _failure_messages(again)
     meta = again.asset_materializations_for_node("champion")[0].metadata
-    assert meta["promoted"].value and "the champion cannot be loaded" in meta["reason"].value
+    assert meta["promoted"].value and "the champion cannot serve" in meta["reason"].value
     assert load_champion(settings.models_dir, settings.model_name).manifest.version == "2"
 
 
