@@ -30,6 +30,8 @@ DEFS_DIR = Path(__file__).parent / "defs"
 COMPONENT_TYPE = f"{TelemetryDataset.__module__}.{TelemetryDataset.__name__}"
 # ``training.detectors.FAMILIES``, spelled out: importing it would load torch for every command
 FAMILY_CHOICES = ["dense_ae", "temporal_ae", "pca", "fused", "window_knn"]
+# how Dagster fails a step whose blocking asset checks failed (and nothing else)
+CHECKS_FAILED = "DagsterAssetCheckFailedError"
 
 
 def declaration_path(name: str, defs_dir: Path = DEFS_DIR) -> Path:
@@ -136,7 +138,9 @@ def materialize(args: argparse.Namespace) -> int:
     instance = dg.DagsterInstance.get()
     console = {"loggers": {"console": {"config": {"log_level": args.log_level}}}}
 
-    def run(job: str, label: str, **kwargs: Any) -> None:
+    def run(job: str, label: str, checks_may_fail: bool = False, **kwargs: Any) -> bool:
+        """Run a job; False when only its blocking checks failed and ``checks_may_fail``,
+        else any failure ends the command."""
         t0 = time.perf_counter()
         print(f"[{label}]", flush=True)
         run_config = {**kwargs.pop("run_config", {}), **console}
@@ -145,14 +149,28 @@ def materialize(args: argparse.Namespace) -> int:
         for note in _step_warnings(instance, result.run_id):
             print(f"  warning: {note}", file=sys.stderr)
         if not result.success:
-            failures = _step_failures(result.all_events) + _failed_checks(result.all_events)
-            print(f"  failed: {label}", *failures, sep="\n  ", file=sys.stderr)
+            steps, checks = _step_failures(result.all_events), _failed_checks(result.all_events)
+            if checks_may_fail and checks and all(CHECKS_FAILED in s for s in steps):
+                print(f"  left out: {label}", *checks, sep="\n  ", file=sys.stderr)
+                return False
+            print(f"  failed: {label}", *steps, *checks, sep="\n  ", file=sys.stderr)
             raise SystemExit(1)
         print(f"  done in {time.perf_counter() - t0:.1f}s", flush=True)
+        return True
 
     print(f"{len(days)} day(s) with rows: {days[0]} .. {days[-1]}", flush=True)
-    for day in days:
-        run("ingest_telemetry", f"ingest + checks {day}", partition_key=day)
+    # a day whose data fails a blocking check is left out of training and scoring, as the
+    # graph leaves it out; the other days go on
+    failed = [day for day in days if not run("ingest_telemetry", f"ingest + checks {day}",
+                                             checks_may_fail=True, partition_key=day)]
+    if failed == days:
+        print(f"every day failed its blocking checks (above); fix the source in {path} or its "
+              "declared ranges and run materialize again", file=sys.stderr)
+        return 1
+    if failed:
+        print(f"{len(failed)} day(s) failed their blocking checks and are left out of training "
+              f"and scoring: {failed}; fix them at the source and run materialize again to "
+              "bring them in", file=sys.stderr)
     unlabeled = ds.spec.labels.kind == "none"
     if unlabeled:
         print(f"{args.name} declares no labels: training screens its rows for anomalies and "
@@ -175,7 +193,8 @@ def materialize(args: argparse.Namespace) -> int:
     finally:
         training_log.removeHandler(handler)
     for day in days:
-        run("rescore_telemetry", f"score + drift + alerts {day}", partition_key=day)
+        if day not in failed:
+            run("rescore_telemetry", f"score + drift + alerts {day}", partition_key=day)
     champion = json.loads((assets / "champion.json").read_text())
     report = json.loads((assets / "evaluation_report.json").read_text())
     print(f"\nDone in {time.perf_counter() - started:.1f}s.")
@@ -188,6 +207,8 @@ def materialize(args: argparse.Namespace) -> int:
                        if isinstance(report.get(k), int | float))
     kind = "injected anomalies" if unlabeled else "anomalies"
     print(f"  test     : rows={report['n_rows']:,} {kind}={report['n_anomalies']:,} {metrics}")
+    if failed:
+        print(f"  left out : {failed} (failed blocking checks)")
     print("  UI       : `make dev`, then http://127.0.0.1:3000 (asset group "
           f"{ds.scoped('training')})")
     return 0

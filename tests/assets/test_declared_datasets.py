@@ -238,6 +238,35 @@ def test_a_feature_dropped_from_the_declaration_does_not_strand_the_champion(
                for note in _step_warnings(instance, scored.run_id))
 
 
+def test_a_day_that_fails_its_checks_is_left_out_and_the_rest_goes_on(
+    tmp_path: Path, settings: Settings, monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """A sensor dead for a whole day (all missing): that day fails features_not_null. The
+    other days were never ingested and nothing trained; now the day is left out, saying so."""
+    data, _ = _user_file(tmp_path)
+    frame = pd.read_csv(data)
+    frame.loc[frame["time"].str.startswith("2013-12-03"), "value"] = np.nan
+    frame.to_csv(data, index=False)
+    defs_dir = user_instance(tmp_path, settings, monkeypatch)
+    assert ds_dataset(["--defs-dir", str(defs_dir), "scaffold", str(data), "--name",
+                       "dead"]) == 0
+    declaration = defs_dir / "dead" / "defs.yaml"
+    document: dict[str, Any] = yaml.safe_load(declaration.read_text())
+    document["attributes"]["detector"].update(epochs=2, window=8)
+    declaration.write_text(yaml.safe_dump(document))
+    capsys.readouterr()
+    assert ds_dataset(["--defs-dir", str(defs_dir), "materialize", "dead"]) == 0
+    said = capsys.readouterr()
+    assert "left out: ingest + checks 2013-12-03\n  check features_not_null failed: " in said.err
+    assert ("1 day(s) failed their blocking checks and are left out of training and scoring: "
+            "['2013-12-03']") in said.err
+    assert "champion : dead-ae v1" in said.out and "left out : ['2013-12-03']" in said.out
+    alerts = settings.data_dir / "assets" / "dead" / "alerts"
+    assert sorted(p.stem for p in alerts.iterdir()) == ["2013-12-02", "2013-12-04",
+                                                         "2013-12-05"]
+
+
 def test_materialize_names_what_is_wrong(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str],
 ) -> None:
