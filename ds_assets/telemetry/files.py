@@ -54,7 +54,8 @@ def expand(path: str) -> str:
 
 def declared_files(source: SourceSpec) -> list[Path]:
     """The files a source path names (a file, a glob, or every CSV/Parquet file under a
-    directory), minus ``exclude``, sorted by path so reads are reproducible."""
+    directory, hidden ones left out as a glob leaves them: ``.ipynb_checkpoints/``, macOS's
+    ``._x.csv``), minus ``exclude``, sorted by path so reads are reproducible."""
     text = expand(source.path)
     base = Path(text)
     if any(ch in text for ch in "*?["):
@@ -62,7 +63,8 @@ def declared_files(source: SourceSpec) -> list[Path]:
         found = [Path(p) for p in glob.glob(text, recursive=True)]
     elif base.is_dir():
         root = base
-        found = [p for p in base.rglob("*") if p.suffix.lower() in (".csv", ".parquet")]
+        found = [p for p in base.rglob("*") if p.suffix.lower() in (".csv", ".parquet")
+                 and not any(part.startswith(".") for part in p.relative_to(base).parts)]
     else:
         root = base.parent
         found = [base] if base.is_file() else []

@@ -398,3 +398,19 @@ def test_a_sep_line_before_the_header_is_read_and_lines_keep_their_numbers(
                     labels={"kind": "windows", "windows": str(tmp_path / "w.csv")})
     with pytest.raises(SourceError, match=r"w.csv: line 3: end is before start"):
         read_rows(windows, tmp_path / "s3", "x")
+
+
+def test_a_directory_source_leaves_hidden_files_and_folders_out(tmp_path: Path) -> None:
+    """A notebook's ``.ipynb_checkpoints`` copy of a day (and macOS's ``._`` files) were read
+    as data: its rows repeated the real file's, named by a path ``ls`` does not show."""
+    from ds_assets.telemetry.declaration import SourceSpec
+    from ds_assets.telemetry.files import declared_files
+
+    _series(tmp_path / "day1.csv", n=3, v=1.0)
+    (tmp_path / ".ipynb_checkpoints").mkdir()
+    _series(tmp_path / ".ipynb_checkpoints" / "day1-checkpoint.csv", n=3, v=1.0)
+    (tmp_path / "._day1.csv").write_bytes(b"\x00\x05\x16\x07")
+    (tmp_path / "sub").mkdir()
+    _series(tmp_path / "sub" / "day2.csv", n=3, v=1.0)
+    assert declared_files(SourceSpec(path=str(tmp_path))) == [tmp_path / "day1.csv",
+                                                              tmp_path / "sub" / "day2.csv"]
