@@ -12,6 +12,7 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+import pyarrow.parquet as pq
 
 from ds_assets.telemetry.declaration import DatasetSpec, SourceSpec, TimestampSpec
 from ds_assets.telemetry.files import (
@@ -200,6 +201,23 @@ def inspect_source(
         notes.append(f"column(s) {reserved} carry names the platform reserves "
                      f"({sorted(RESERVED)}): left out of the features; rename them in the "
                      "file to use them")
+    headers = _headers(files, source)
+    needed = [c for c in (ts, entity, labels.get("column")) if c]
+    for file, header in headers.items():
+        lacking = [c for c in needed if c not in header]
+        if lacking:
+            raise SourceError(
+                f"{file}: no column(s) {lacking}, which {files[0].name} has (it has "
+                f"{header[:12]}); if it is not data of this dataset, move it out or narrow "
+                "the path with a glob (a declaration's source.exclude leaves it out too)")
+    without = {c: [f for f, h in headers.items() if c not in h] for c in features}
+    partial = {c: files_without for c, files_without in without.items() if files_without}
+    if partial:
+        features = [c for c in features if c not in partial]
+        for column, files_without in partial.items():
+            notes.append(f"column {column!r} is missing from {len(files_without)} of "
+                         f"{len(files)} files (e.g. {files_without[0].name}): left out of the "
+                         "features")
     if not features:
         raise SourceError(f"{files[0]}: no numeric column to use as a feature (columns "
                           f"{list(sample.columns)})")
@@ -225,6 +243,23 @@ def inspect_source(
         entity=entity_decl, features=features, labels=labels, first=first, last=last,
         rows_sampled=len(sample), interval_seconds=step, gaps=gaps, notes=notes,
         timestamp_spec=given)
+
+
+def _headers(files: list[Path], source: SourceSpec) -> dict[Path, list[str]]:
+    """Each file's column names, from its header or Parquet schema alone."""
+    out = {}
+    for path in files:
+        if is_parquet(path, source):
+            out[path] = list(pq.read_schema(path).names)
+            continue
+        try:
+            header = pd.read_csv(path, nrows=0, **sniff(path, source).read_options()).columns
+        except (pd.errors.EmptyDataError, pd.errors.ParserError) as exc:
+            raise SourceError(f"{path}: cannot be read as CSV: {exc}") from None
+        except UnicodeDecodeError as exc:
+            raise not_utf8(path, exc) from None
+        out[path] = [str(c).strip() for c in header]
+    return out
 
 
 def _time_range(files: list[Path], spec: DatasetSpec, entity: str | None = None,

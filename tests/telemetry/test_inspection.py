@@ -96,3 +96,25 @@ def test_a_spreadsheets_sep_line_gives_the_separator_and_is_not_the_header(
     assert found.timestamp == "ts" and found.entity == {"column": "machine"}
     assert found.features == ["v"] and found.source["separator"] == ";"
     assert pd.Timestamp(found.last) == pd.Timestamp("2024-03-01 00:39", tz="UTC")
+
+
+def test_features_are_the_columns_every_file_has_and_a_stray_file_is_named(
+    tmp_path: Path,
+) -> None:
+    """Only the first file was sampled: a column it alone has was declared and every other
+    file then failed on it; a file of other data failed inside pandas, naming no file."""
+    times = pd.date_range("2024-06-01", periods=60, freq="1min")
+    for i in range(3):
+        frame = pd.DataFrame({"time": (times + pd.Timedelta(days=i)).strftime(
+            "%Y-%m-%d %H:%M"), "cpu": 1.0, "mem": 2.0})
+        if i == 0:
+            frame["fan"] = 3.0
+        frame.to_csv(tmp_path / f"day_{i}.csv", index=False)
+    found = inspect_source(str(tmp_path), "x")
+    assert found.features == ["cpu", "mem"]
+    assert any("column 'fan' is missing from 2 of 3 files (e.g. day_1.csv)" in n
+               for n in found.notes)
+    (tmp_path / "hosts.csv").write_text("host,location\na,b\n")
+    with pytest.raises(SourceError, match=r"hosts.csv: no column\(s\) \['time'\], which "
+                                          r"day_0.csv has .*move it out or narrow the path"):
+        inspect_source(str(tmp_path), "x")
