@@ -109,6 +109,12 @@ class FeatureSpec(_Spec):
             repeated = sorted({c for c in self.columns if self.columns.count(c) > 1})
             if repeated:
                 raise ValueError(f"features.columns lists {repeated} more than once")
+            both = [c for c in self.exclude if c in self.columns]
+            if both:  # exclude applies to "every numeric column", never to an explicit list
+                raise ValueError(f"features.exclude names {both}, which features.columns "
+                                 f"lists: remove {'it' if len(both) == 1 else 'them'} from "
+                                 "features.columns (exclude only trims the columns taken when "
+                                 "no list is given)")
         reserved = sorted(set(self.columns or []) & RESERVED)
         if reserved:
             raise ValueError(f"features.columns {reserved} are names the platform reserves "

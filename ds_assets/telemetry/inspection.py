@@ -185,6 +185,10 @@ def inspect_source(
             labels = {"kind": "column", "column": label_column, "positive": positive}
             notes.append(f"labels: column {label_column!r} with values {values}, positive "
                          f"{positive}")
+    unknown = [c for c in exclude or [] if c not in sample.columns]
+    if unknown:  # a typo would leave the column in the features, silently
+        raise SourceError(f"{files[0]}: --exclude names {unknown}, which the file lacks (it "
+                          f"has {list(sample.columns)})")
     used = {ts, entity, labels.get("column"), *(exclude or [])}
     numeric = [c for c in sample.columns
                if c not in used and pd.api.types.is_numeric_dtype(sample[c])]

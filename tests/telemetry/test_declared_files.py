@@ -414,3 +414,12 @@ def test_a_directory_source_leaves_hidden_files_and_folders_out(tmp_path: Path) 
     _series(tmp_path / "sub" / "day2.csv", n=3, v=1.0)
     assert declared_files(SourceSpec(path=str(tmp_path))) == [tmp_path / "day1.csv",
                                                               tmp_path / "sub" / "day2.csv"]
+
+
+def test_exclude_beside_an_explicit_column_list_is_refused_not_ignored() -> None:
+    """``exclude`` trims the columns taken when no list is given; beside a list naming the
+    same column it did nothing, and the model kept the feature."""
+    with pytest.raises(ValidationError, match=r"features.exclude names \['temp'\], which "
+                                              r"features.columns lists: remove it"):
+        _spec("x.csv", timestamp={"column": "ts"},
+              features={"columns": ["cpu", "temp"], "exclude": ["temp"]})

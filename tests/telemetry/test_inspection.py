@@ -118,3 +118,11 @@ def test_features_are_the_columns_every_file_has_and_a_stray_file_is_named(
     with pytest.raises(SourceError, match=r"hosts.csv: no column\(s\) \['time'\], which "
                                           r"day_0.csv has .*move it out or narrow the path"):
         inspect_source(str(tmp_path), "x")
+
+
+def test_an_exclude_that_names_no_column_is_refused(tmp_path: Path) -> None:
+    times = pd.date_range("2024-03-01", periods=50, freq="1min")
+    pd.DataFrame({"time": times.strftime("%Y-%m-%d %H:%M"), "temp": 1.0, "cpu": 2.0}).to_csv(
+        tmp_path / "x.csv", index=False)
+    with pytest.raises(SourceError, match=r"--exclude names \['tmep'\], which the file lacks"):
+        inspect_source(str(tmp_path / "x.csv"), "x", exclude=["tmep"])
