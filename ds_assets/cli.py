@@ -198,15 +198,26 @@ def materialize(args: argparse.Namespace) -> int:
     champion = json.loads((assets / "champion.json").read_text())
     report = json.loads((assets / "evaluation_report.json").read_text())
     print(f"\nDone in {time.perf_counter() - started:.1f}s.")
-    print(f"  champion : {champion['name']} v{champion['version']} "
-          f"({champion['decision']['reason']})")
+    trained = str(report["model"]["version"])
+    if trained == str(champion["version"]):
+        print(f"  champion : {champion['name']} v{champion['version']} "
+              f"({champion['decision']['reason']})")
+    else:  # the model this run trained was refused: the one serving is an earlier one
+        print(f"  champion : {champion['name']} v{champion['version']}, still serving")
+        print(f"  trained  : v{trained}, not promoted ({champion['decision']['reason']})")
     print(f"  bundle   : {report['model']['path']}")
     print(f"  report   : {assets / 'evaluation_report.json'}"
           + (f", {report['report_html']}" if report.get("report_html") else ""))
-    metrics = " ".join(f"{k}={report[k]:.3f}" for k in ("precision", "recall", "f1", "pr_auc")
-                       if isinstance(report.get(k), int | float))
     kind = "injected anomalies" if unlabeled else "anomalies"
-    print(f"  test     : rows={report['n_rows']:,} {kind}={report['n_anomalies']:,} {metrics}")
+    if report["n_anomalies"]:
+        metrics = " ".join(f"{k}={report[k]:.3f}" for k in ("precision", "recall", "f1",
+                                                             "pr_auc")
+                           if isinstance(report.get(k), int | float))
+    else:  # precision and recall of nothing to find are no figures
+        metrics = ("(no anomaly in the test split, the last days: precision and recall "
+                   "undefined; the report's false-alarm figures still hold)")
+    print(f"  test v{trained}: rows={report['n_rows']:,} {kind}={report['n_anomalies']:,} "
+          f"{metrics}")
     if failed:
         print(f"  left out : {failed} (failed blocking checks)")
     print("  UI       : `make dev`, then http://127.0.0.1:3000 (asset group "

@@ -137,7 +137,9 @@ def decide_promotion(
                 True,
                 f"challenger flags {mine.flag_rate:.4f} of rows vs champion {theirs.flag_rate:.4f}"
                 f" (>= {RELIEF_RATIO:g}x fewer false alarms) at {on} {challenger_pr_auc:.4f} vs "
-                f"{champion_pr_auc:.4f} (within {PR_AUC_TOLERANCE})",
+                f"{champion_pr_auc:.4f}"
+                + (" (higher)" if challenger_pr_auc > champion_pr_auc
+                   else f" (within {PR_AUC_TOLERANCE})"),
             )
         if mine.flag_rate > max(theirs.flag_rate * BURDEN_RATIO, theirs.flag_rate + BURDEN_SLACK):
             return decision(

@@ -162,6 +162,12 @@ def test_from_a_users_file_to_a_champion_in_two_commands(
     alerts = settings.data_dir / "assets" / "sensor" / "alerts"
     assert sorted(p.stem for p in alerts.iterdir()) == ["2013-12-02", "2013-12-03",
                                                          "2013-12-04", "2013-12-05"]
+    # again on the same rows: the same model, refused; the summary says which one serves
+    assert ds_dataset(["--defs-dir", str(defs_dir), "materialize", "sensor"]) == 0
+    printed = capsys.readouterr().out
+    assert "champion : sensor-ae v1, still serving" in printed, printed
+    assert "trained  : v2, not promoted (challenger PR-AUC (labels)" in printed
+    assert "test v2: rows=" in printed
 
 
 def test_a_file_without_labels_trains_and_is_judged_on_injected_anomalies(

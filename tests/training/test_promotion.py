@@ -77,7 +77,10 @@ def test_min_improvement_is_required() -> None:
     ("mine", "theirs", "pr_aucs", "promote", "reason"),
     [
         # drift: the champion flags a third of the rows; a calm challenger ranks about as well
-        ((0.004, 0.1), (0.34, 9.0), (0.80, 0.83), True, ">= 2x fewer false alarms"),
+        ((0.004, 0.1), (0.34, 9.0), (0.80, 0.83), True,
+         ">= 2x fewer false alarms) at PR-AUC ({}) 0.8000 vs 0.8300 (within 0.05)"),
+        # ... or better: said as such, not as "within" a tolerance
+        ((0.004, 0.1), (0.34, 9.0), (0.90, 0.60), True, "0.9000 vs 0.6000 (higher)"),
         # calm but ranks much worse: PR-AUC decides, and refuses
         ((0.004, 0.1), (0.34, 9.0), (0.60, 0.83), False, "0.6000 < champion 0.8300"),
         # a better ranking bought with an alert storm is refused
@@ -99,7 +102,8 @@ def test_false_alarm_burden_is_part_of_the_rule(
             "2", pr_aucs[0], "1", pr_aucs[1], compared_rows=100, evidence=evidence,
             challenger_burden=Burden(*mine), champion_burden=Burden(*theirs))
         assert decision.promote is promote, decision.reason
-        assert reason in decision.reason and f"({evidence})" in decision.reason
+        assert reason.format(evidence) in decision.reason, decision.reason
+        assert f"({evidence})" in decision.reason
         assert decision.to_dict()["evidence"] == evidence
 
 
