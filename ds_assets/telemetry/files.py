@@ -540,12 +540,15 @@ def _mostly_numbers(values: pd.Series) -> bool:
 
 def stage(path: Path, spec: DatasetSpec, staging_dir: Path, entity: str | None) -> Path:
     """The file in the row layout as Parquet under ``staging_dir``, written once per content
-    (size, modification time) and declaration; memory stays at one chunk."""
+    (size, modification time) and declaration; memory stays at one chunk. Staging it anew
+    (the file or the declaration changed) removes its earlier copies: each was the whole
+    file again."""
     stat = path.stat()
+    source = hashlib.sha256(str(path.resolve()).encode()).hexdigest()[:8]
     key = hashlib.sha256(json.dumps(
         [_STAGE_VERSION, str(path.resolve()), stat.st_size, stat.st_mtime_ns, entity,
          spec.model_dump(mode="json", exclude={"labels": {"windows"}})]).encode()).hexdigest()
-    target = staging_dir / f"{path.stem}.{key[:16]}.parquet"
+    target = staging_dir / f"{path.stem}.{source}.{key[:16]}.parquet"
     if target.is_file():
         return target
 
@@ -568,6 +571,9 @@ def stage(path: Path, spec: DatasetSpec, staging_dir: Path, entity: str | None) 
             raise SourceError(f"{path}: no data rows")
     staging_dir.mkdir(parents=True, exist_ok=True)
     atomic_write_with(target, write)
+    for earlier in staging_dir.glob(f"{glob.escape(path.stem)}.{source}.*.parquet"):
+        if earlier != target:  # the same source file staged before it changed
+            earlier.unlink(missing_ok=True)
     return target
 
 

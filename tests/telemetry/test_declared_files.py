@@ -222,9 +222,16 @@ def test_chunked_staging_matches_one_read_and_is_reused(
     before = staged.stat().st_mtime_ns
     read_rows(spec, tmp_path / "many", "x")
     assert staged.stat().st_mtime_ns == before  # same file, same declaration: not re-staged
-    os.utime(tmp_path / "x.csv", ns=(1, 1))  # the file changed: staged again
+    os.utime(tmp_path / "x.csv", ns=(1, 1))  # the file changed: staged again, in its place
     read_rows(spec, tmp_path / "many", "x")
-    assert len(list((tmp_path / "many").glob("*.parquet"))) == 2
+    [again] = (tmp_path / "many").glob("*.parquet")
+    assert again != staged and not staged.exists()
+    # a file of the same name elsewhere is another source: its copy stays beside this one
+    (tmp_path / "other").mkdir()
+    _series(tmp_path / "other" / "x.csv", n=10, v=np.arange(10.0), w=1.0)
+    read_rows(_spec(tmp_path / "other" / "x.csv", timestamp={"column": "ts"}),
+              tmp_path / "many", "x")
+    assert len(list((tmp_path / "many").glob("*.parquet"))) == 2 and again.exists()
 
 
 def test_parquet_sources_read_alike(tmp_path: Path) -> None:
