@@ -32,6 +32,8 @@ COMPONENT_TYPE = f"{TelemetryDataset.__module__}.{TelemetryDataset.__name__}"
 FAMILY_CHOICES = ["dense_ae", "temporal_ae", "pca", "fused", "window_knn"]
 # how Dagster fails a step whose blocking asset checks failed (and nothing else)
 CHECKS_FAILED = "DagsterAssetCheckFailedError"
+# Ctrl-C during a step: Dagster's error for a signal, or the interrupt itself
+INTERRUPTED = ("DagsterExecutionInterruptedError", "KeyboardInterrupt")
 
 
 def declaration_path(name: str, defs_dir: Path = DEFS_DIR) -> Path:
@@ -153,6 +155,10 @@ def materialize(args: argparse.Namespace) -> int:
             if checks_may_fail and checks and all(CHECKS_FAILED in s for s in steps):
                 print(f"  left out: {label}", *checks, sep="\n  ", file=sys.stderr)
                 return False
+            if any(name in s for s in steps for name in INTERRUPTED):
+                print(f"  interrupted: {label}; what finished before it is kept, nothing "
+                      "half-written; run materialize again", file=sys.stderr)
+                raise SystemExit(130)
             print(f"  failed: {label}", *steps, *checks, sep="\n  ", file=sys.stderr)
             raise SystemExit(1)
         print(f"  done in {time.perf_counter() - t0:.1f}s", flush=True)
@@ -321,6 +327,10 @@ def main(argv: list[str] | None = None) -> int:
     quiet_notices()
     try:
         return scaffold(args) if args.command == "scaffold" else materialize(args)
+    except KeyboardInterrupt:  # between steps, or while reading the source
+        print(f"ds-dataset {args.command}: interrupted; nothing half-written is kept, run it "
+              "again", file=sys.stderr)
+        return 130
     except (SourceError, ValueError) as exc:
         print(f"ds-dataset {args.command}: {exc}", file=sys.stderr)
         return 2

@@ -56,3 +56,24 @@ def test_scaffold_refuses_a_family_that_cannot_learn_one_feature(
     assert ("--family dense_ae on the one feature 'v': an autoencoder of single values"
             in capsys.readouterr().err)
     assert not (tmp_path / "x").exists()
+
+
+@dg.op
+def stopped() -> None:
+    raise KeyboardInterrupt
+
+
+@dg.job
+def interrupted() -> None:
+    stopped()
+
+
+def test_an_interrupted_step_is_told_as_such() -> None:
+    """Ctrl-C inside a step reaches the summary as Dagster's interruption error, which
+    materialize tells apart from a failure (exit 130)."""
+    from ds_assets.cli import INTERRUPTED
+
+    with dg.instance_for_test() as instance:
+        result = interrupted.execute_in_process(instance=instance, raise_on_error=False)
+    (said,) = _step_failures(result.all_events)
+    assert said.startswith("step stopped: ") and any(name in said for name in INTERRUPTED)
