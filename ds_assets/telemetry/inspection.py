@@ -225,6 +225,11 @@ def inspect_source(
     if not features:
         raise SourceError(f"{files[0]}: no numeric column to use as a feature (columns "
                           f"{list(sample.columns)})")
+    constant = [c for c in features if sample[c].nunique(dropna=True) == 1]
+    if constant:  # kept: a sensor that starts moving is an anomaly worth seeing
+        notes.append(f"column(s) {constant} hold one value in the first {len(sample):,} rows: "
+                     "kept as features (a change is then flagged); --exclude them if they "
+                     "never carry information")
     if len(features) == 1:
         notes.append("one feature: temporal_ae and window_knn score windows of the series "
                      "(fused works too, without its PCA part); dense_ae and pca need two or "

@@ -126,3 +126,7 @@ def test_an_exclude_that_names_no_column_is_refused(tmp_path: Path) -> None:
         tmp_path / "x.csv", index=False)
     with pytest.raises(SourceError, match=r"--exclude names \['tmep'\], which the file lacks"):
         inspect_source(str(tmp_path / "x.csv"), "x", exclude=["tmep"])
+    found = inspect_source(str(tmp_path / "x.csv"), "x", exclude=["temp"])
+    assert found.features == ["cpu"]
+    assert any("column(s) ['cpu'] hold one value in the first 50 rows" in n
+               for n in found.notes)
