@@ -111,8 +111,12 @@ def compare(
         })
     table = pd.DataFrame(rows)
     table["ks_p_bh"] = benjamini_hochberg(table["ks_p"].to_numpy())
-    ratios = np.maximum(table["wasserstein"] / table["wasserstein_threshold"],
-                        table["psi"] / table["psi_threshold"])
+    with np.errstate(invalid="ignore", divide="ignore"):
+        ratios = np.maximum(table["wasserstein"] / table["wasserstein_threshold"],
+                            table["psi"] / table["psi_threshold"])
+    # a feature constant in the reference has zero thresholds: unmoved it is no drift (0/0
+    # made NaN, which then stood in the report); moved, its ratio stays infinite
+    ratios = ratios.fillna(0.0)
     table["drift_score"] = ratios
     table["drifted"] = (table["ks_p_bh"] < alpha) & (ratios > 1.0)
     return DriftResult(table, score_shift(reference, scores, flags, labeled=labeled), alpha)

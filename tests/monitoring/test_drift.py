@@ -472,3 +472,20 @@ def test_score_w1_below_the_floor_is_not_drift(monkeypatch: pytest.MonkeyPatch) 
     monkeypatch.setattr(reference_module, "SCORE_W1_FLOOR", 0.0)
     assert score_shift(build(), day, day > cut, labeled=False)["over_threshold"] == [
         "wasserstein"]
+
+
+def test_a_feature_constant_in_the_reference_scores_no_drift_until_it_moves() -> None:
+    """Its thresholds are 0: unmoved, 0/0 gave a NaN drift score in the report; a move is
+    an infinite ratio, drifted."""
+    rng = np.random.default_rng(5)
+    ts = pd.Series(pd.date_range("2026-11-01", periods=N_REF, freq="4320ms", tz="UTC"))
+    frame = pd.DataFrame({"timestamp": ts, "gauss": rng.normal(10.0, 2.0, N_REF),
+                          "stuck": 0.0})
+    scores = rng.gamma(2.0, size=N_REF)
+    ref = build_reference(frame, ["gauss", "stuck"], scores,
+                          scores > np.quantile(scores, 0.99))
+    same = compare(ref, pd.DataFrame({"gauss": rng.normal(10.0, 2.0, 5000), "stuck": 0.0}))
+    row = same.table.set_index("feature").loc["stuck"]
+    assert row["drift_score"] == 0.0 and not row["drifted"]
+    moved = compare(ref, pd.DataFrame({"gauss": rng.normal(10.0, 2.0, 5000), "stuck": 1.0}))
+    assert moved.drifted_features == ["stuck"]
