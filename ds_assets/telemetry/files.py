@@ -235,13 +235,17 @@ def to_rows(raw: pd.DataFrame, layout: FileLayout, spec: DatasetSpec, first_line
 _OFFSET = r"\d:\d{2}(?::\d{2}(?:[.,]\d*)?)?\s*(?:Z|[+-]\d{2}(?::?\d{2})?)$"
 
 
-def settled_format(values: pd.Series, spec: DatasetSpec, path: Path) -> str | None:
+def settled_format(values: pd.Series, spec: DatasetSpec, path: Path, first_line: int,
+                   ) -> str | None:
     """The format every chunk of a file parses its timestamps with, decided once from the
-    first chunk: the declared one, or what pandas guesses from the first value. (Guessed afresh
-    per chunk, a chunk starting at 01/04/2024 read 1 April as 4 January after chunks that
-    started at 13/03/2024.) When day-first and month-first both fit every value of the first
-    chunk the file cannot tell them apart, and it is refused."""
+    first chunk (whose first row is on ``first_line``): the declared one, or what pandas
+    guesses from the first value. (Guessed afresh per chunk, a chunk starting at 01/04/2024 read
+    1 April as 4 January after chunks that started at 13/03/2024.) When day-first and
+    month-first both fit every value of the first chunk the file cannot tell them apart, and it
+    is refused. Numbers in a declared unit are checked once for a unit finer than written."""
     ts = spec.timestamp
+    if ts.unit:
+        _refuse_finer_unit(values, spec, path, first_line)
     if ts.unit or ts.format:
         return ts.format
     if pd.api.types.is_datetime64_any_dtype(values) or pd.api.types.is_numeric_dtype(values):
@@ -359,7 +363,6 @@ def _numeric_timestamps(values: pd.Series, spec: DatasetSpec, path: Path, first_
                           f"{values.iloc[row]}, which as {unit} after {ts.origin} falls "
                           "outside the years 1677-2262: is timestamp.unit right (epoch "
                           "milliseconds are ms, not s)?") from None
-    _refuse_finer_unit(numbers, parsed, spec, path, first_line)
     return parsed.tz_convert("UTC").to_numpy()
 
 
@@ -369,20 +372,26 @@ _UNIT_NS = {"s": 1e9, "ms": 1e6, "us": 1e3, "ns": 1.0}
 _PLAUSIBLE_EPOCH = (pd.Timestamp("1990-01-01", tz="UTC"), pd.Timestamp("2100-01-01", tz="UTC"))
 
 
-def _refuse_finer_unit(numbers: pd.Series, parsed: pd.DatetimeIndex, spec: DatasetSpec,
-                       path: Path, first_line: int) -> None:
+def _refuse_finer_unit(values: pd.Series, spec: DatasetSpec, path: Path, first_line: int,
+                       ) -> None:
     """Epoch seconds declared as ms (or ms as us, ...) read as January 1970 without any error.
-    Counted from the epoch, a first value that lands in 1970 in the declared unit but in
-    1990-2100 in a coarser one is such a mistake; a sample index counted from another origin
-    is never questioned."""
+    Counted from the epoch, a file whose first value lands in 1970 in the declared unit but in
+    1990-2100 in a coarser one is such a mistake (decided on the file's first value only: a
+    sample index counted from 1970 grows into later years); a sample index counted from
+    another origin is never questioned."""
     ts = spec.timestamp
     unit = ts.unit or "ns"
-    if not len(numbers) or pd.Timestamp(ts.origin).date() != dt.date(1970, 1, 1):
+    if not len(values) or pd.Timestamp(ts.origin).date() != dt.date(1970, 1, 1):
         return
-    first = parsed[0]
-    if first.tz_convert("UTC").year != 1970:
+    value = float(pd.to_numeric(values.iloc[:1], errors="coerce").iloc[0])
+    origin = pd.Timestamp(ts.origin)
+    origin = origin.tz_localize(ts.timezone) if origin.tz is None else origin
+    try:
+        first = (origin + pd.Timedelta(value, unit=unit)).tz_convert("UTC")
+    except (ValueError, OverflowError, pd.errors.OutOfBoundsTimedelta):
+        return  # not a number, or outside 1677-2262: the read names its line
+    if first.year != 1970:
         return
-    value = float(numbers.iloc[0])
     for coarser, ns in _UNIT_NS.items():
         if ns <= _UNIT_NS[unit]:
             break
@@ -391,11 +400,11 @@ def _refuse_finer_unit(numbers: pd.Series, parsed: pd.DatetimeIndex, spec: Datas
         as_coarser = pd.Timestamp(value * ns, unit="ns", tz="UTC")
         if _PLAUSIBLE_EPOCH[0] <= as_coarser < _PLAUSIBLE_EPOCH[1]:
             raise SourceError(
-                f"{path}: line {first_line}: column {ts.column!r} holds {numbers.iloc[0]}, which "
-                f"as {unit} after {ts.origin} is {first.tz_convert('UTC'):%Y-%m-%d %H:%M:%S} "
-                f"UTC; as {coarser} it is {as_coarser:%Y-%m-%d %H:%M:%S}: declare "
-                f"timestamp.unit: {coarser} (ds-dataset scaffold: --timestamp-unit {coarser}); "
-                "a sample index counts from a timestamp.origin other than 1970-01-01")
+                f"{path}: line {first_line}: column {ts.column!r} holds {values.iloc[0]}, which "
+                f"as {unit} after {ts.origin} is {first:%Y-%m-%d %H:%M:%S} UTC; as {coarser} "
+                f"it is {as_coarser:%Y-%m-%d %H:%M:%S}: declare timestamp.unit: {coarser} "
+                f"(ds-dataset scaffold: --timestamp-unit {coarser}); a sample index counts "
+                "from a timestamp.origin other than 1970-01-01")
 
 
 def _numbers(values: pd.Series, name: str, path: Path, first_line: int) -> np.ndarray:
@@ -466,7 +475,7 @@ def _chunks(layout_path: Path, spec: DatasetSpec, entity: str | None
             frame = batch.to_pandas()
             if line == 1:
                 fixed = replace(fixed, timestamp_format=settled_format(
-                    frame[spec.timestamp.column], spec, layout_path))
+                    frame[spec.timestamp.column], spec, layout_path, line))
             yield fixed, frame, line
             line += len(frame)
         return
@@ -490,7 +499,7 @@ def _chunks(layout_path: Path, spec: DatasetSpec, entity: str | None
                 layout = resolve_layout(layout_path, list(frame.columns), numeric, spec,
                                         entity)
                 layout = replace(layout, timestamp_format=settled_format(
-                    frame[spec.timestamp.column], spec, layout_path))
+                    frame[spec.timestamp.column], spec, layout_path, line))
             else:
                 frame.columns = [str(c).strip() for c in frame.columns]
             yield layout, frame, line

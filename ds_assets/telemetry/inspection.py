@@ -294,7 +294,7 @@ def _time_range(files: list[Path], spec: DatasetSpec, entity: str | None = None,
         fmt: str | None = None
         for at, chunk in enumerate(chunks):
             if at == 0:
-                fmt = settled_format(chunk[column], spec, path)
+                fmt = settled_format(chunk[column], spec, path, line)
             times = pd.Series(timestamps_utc(chunk[column], spec, path, line, fmt))
             line += len(chunk)
             if times.empty:

@@ -430,3 +430,15 @@ def test_exclude_beside_an_explicit_column_list_is_refused_not_ignored() -> None
                                               r"features.columns lists: remove it"):
         _spec("x.csv", timestamp={"column": "ts"},
               features={"columns": ["cpu", "temp"], "exclude": ["temp"]})
+
+
+def test_the_unit_is_questioned_on_the_files_first_value_only(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Elapsed milliseconds from the default origin grow past 6.3e8 (1990 read as seconds):
+    a later chunk starting there was refused, so where chunks began decided the read."""
+    (tmp_path / "x.csv").write_text("ts,v\n0,1\n1000,1\n700000000,1\n700001000,1\n")
+    monkeypatch.setattr(files_module, "CHUNK_ROWS", 2)
+    rows = read_rows(_spec(tmp_path / "x.csv", timestamp={"column": "ts", "unit": "ms"}),
+                     tmp_path / "s", "x")[0]
+    assert str(rows["timestamp"].iloc[-1]) == "1970-01-09 02:26:41+00:00"
