@@ -125,9 +125,9 @@ class TableScorer:
         self.chunk_rows = chunk_rows
         self.part_rows = part_rows
         self.rows_seen = 0
-        # entity id at position c: the integer c stands for it (looked up for a chunk's
-        # distinct ids at once, in C)
-        self._ids = pd.Index([], dtype=object)
+        self._codes: dict[Hashable, int] = {}  # entity id -> the integer standing for it
+        # the same ids in code order, to look a chunk's distinct ids up at once, in C
+        self._index: pd.Index | None = None
         self._own: list[float] = []  # entity code -> its threshold (a per-entity policy)
         self._last_time = np.empty(0, np.int64)  # entity code -> its latest time, ns
         self._timed = False  # whether any entity has a latest time yet
@@ -186,19 +186,29 @@ class TableScorer:
         return self._dictionary[1]
 
     def _code_table(self, uniques: Iterable[Hashable]) -> np.ndarray:
-        """The code of each distinct id, in order; ids not seen before get the next codes."""
-        distinct = pd.Index(list(uniques), dtype=object)
-        table = self._ids.get_indexer(distinct) if len(self._ids) else np.full(
-            len(distinct), -1, np.intp)
-        new = np.flatnonzero(table < 0)
-        if new.size:
-            known = len(self._ids)
-            table[new] = np.arange(known, known + new.size)
-            self._ids = self._ids.append(distinct[new])
-            if self.policy.per_entity:
-                self._own.extend(self.policy.threshold_of(e) for e in distinct[new])
-            if len(self._last_time) < len(self._ids):  # room for every code, doubling
-                grown = np.full(max(len(self._ids), 2 * len(self._last_time)),
+        """The code of each distinct id, in order; ids not seen before get the next codes.
+        ``_codes`` (a dict: Python's equality, the ids as they are) decides; ``_index`` (its
+        keys as a pandas index, looked up in C) only finds the ids seen before, and a miss
+        there always asks the dict."""
+        distinct = pd.Index(list(uniques), dtype=object, tupleize_cols=False)
+        table = (self._index.get_indexer(distinct) if self._index is not None
+                 else np.full(len(distinct), -1, np.intp))
+        added = False
+        for i in np.flatnonzero(table < 0):  # new ids, or ones the index cannot match
+            entity = distinct[i]
+            code = self._codes.get(entity)
+            if code is None:
+                code = self._codes[entity] = len(self._codes)
+                added = True
+                if self.policy.per_entity:
+                    self._own.append(self.policy.threshold_of(entity))
+            table[i] = code
+        if added:
+            index = pd.Index(list(self._codes), dtype=object, tupleize_cols=False)
+            # ids pandas holds equal where Python does not (NaN objects): the dict alone
+            self._index = index if index.is_unique else None
+            if len(self._last_time) < len(self._codes):  # room for every code, doubling
+                grown = np.full(max(len(self._codes), 2 * len(self._last_time)),
                                 _NO_TIME, np.int64)
                 grown[:len(self._last_time)] = self._last_time
                 self._last_time = grown

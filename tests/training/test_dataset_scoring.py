@@ -416,3 +416,36 @@ def test_entities_new_in_later_parts_get_their_own_thresholds_and_time_order(
     with pytest.raises(DatasetError, match=rf"row {later} \(host_id 'host-1', .*\) is earlier "
                                            r"than the row before it of the same host_id"):
         score_frame(scorer, back, part_rows=100)
+
+
+@pytest.mark.parametrize(("ids", "hosts"), [([1, None], 2), ([1.5, None], 2),
+                                            (["a", None], 2), ([0.0, -0.0], 1)])
+def test_ids_of_any_type_keep_one_code_each_across_parts_and_batches(
+    tmp_path: Path, ids: list[object], hosts: int,
+) -> None:
+    """Numeric ids beside a missing one: a pandas index of the ids seen became float and no
+    longer found ``None``, so the host without an id got a second code, its windows restarted
+    and the next part failed on a duplicate index. Scores equal the whole table's."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    n = 24
+    rng = np.random.default_rng(0)
+    frame = pd.DataFrame({"timestamp": pd.date_range("2026-12-01", periods=n, freq="10s"),
+                          "host_id": pd.Series(ids * (n // 2), dtype=object),
+                          **{f: rng.normal(size=n).astype(np.float32) for f in FEATURES}})
+    scorer = _scorer(tmp_path, "temporal", "k_of_n", top_output=True)
+    whole = score_frame(scorer, frame, part_rows=n)["score"].to_numpy()
+    assert np.isnan(whole).sum() == 3 * hosts  # W - 1 unscored rows per host (0.0 == -0.0)
+    for part in (4, 6):
+        np.testing.assert_array_equal(score_frame(scorer, frame, part_rows=part)["score"],
+                                      whole)
+    pq.write_table(pa.table({"timestamp": pa.array(frame["timestamp"]),
+                             "host_id": pa.array(ids * (n // 2)),
+                             **{f: pa.array(frame[f]) for f in FEATURES}}),
+                   tmp_path / "day.parquet")
+    for batch in (n, 4, 6):
+        score_table(scorer, tmp_path / "day.parquet", tmp_path / "out.parquet",
+                    batch_rows=batch)
+        np.testing.assert_array_equal(pd.read_parquet(tmp_path / "out.parquet")["score"],
+                                      whole)
