@@ -180,12 +180,17 @@ def refuse_if_failing(ds: Dataset, frame: pd.DataFrame, current: Path, day: str,
                       *, ranges: dict[str, tuple[float, float]], min_rows: int) -> None:
     """Validate a new version of a stored day before it can replace it, as the blocking checks
     will (``ranges``, ``min_rows``): on failure the new rows go to ``_refused/`` beside the day
-    and the run fails naming the checks and the path."""
+    and the run fails naming the checks and the path, unless the stored day fails them too (a
+    re-run before its source is fixed: the day stays left out, not refused as if good)."""
     outcomes = validate_telemetry(frame, ds.validation_features(frame), ranges=ranges,
                                   min_rows=min_rows)
     failed = {o.name: o.failures for o in outcomes.values() if not o.passed}
     if not failed:
         return
+    stored = pd.read_parquet(current)
+    if not all(o.passed for o in validate_telemetry(
+            stored, ds.validation_features(stored), ranges=ranges, min_rows=min_rows).values()):
+        return  # no good version to keep: the new rows replace it, and the checks judge them
     refused = current.parent / "_refused" / f"{day}.{run_id}.parquet"
     atomic_write_with(refused, lambda tmp: frame.to_parquet(tmp, index=False))
     reasons = "; ".join(f"{name}: {'; '.join(why)[:300]}" for name, why in failed.items())

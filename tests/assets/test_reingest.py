@@ -116,3 +116,23 @@ def test_a_day_whose_checks_crashed_counts_as_failing(
     assert not result.success
     failing = partitions_failing_checks(instance, [DAY], Dataset.default(settings))
     assert DAY in failing and "minimum_row_count" in failing[DAY]
+
+
+def test_a_stored_day_that_failed_its_checks_is_replaced_and_judged_again(
+    settings: Settings, tmp_path: Path
+) -> None:
+    """No good version to keep: failing rows again are stored and fail the checks (the day
+    stays left out) instead of being refused as if they threatened a good day; fixed rows
+    bring it back."""
+    instance = dg.DagsterInstance.ephemeral()
+    ingest = _ingester(settings, instance)
+    ds = Dataset.default(settings)
+    missing = _csv(tmp_path / "missing.csv", 200, f5=[1.0] * 199 + [None])
+    assert not ingest(missing).success
+    assert partitions_failing_checks(instance, [DAY], ds) == {DAY: ["features_not_null"]}
+    again = ingest(_csv(tmp_path / "again.csv", 200, f5=[2.0] * 199 + [None]))
+    assert not again.success
+    assert "fail blocking check(s)" not in _failure_text(again)  # the checks failed, not a refusal
+    assert partitions_failing_checks(instance, [DAY], ds) == {DAY: ["features_not_null"]}
+    assert ingest(_csv(tmp_path / "fixed.csv", 200)).success
+    assert partitions_failing_checks(instance, [DAY], ds) == {}
