@@ -93,7 +93,11 @@ def load_declaration(path: Path) -> TelemetryDataset:
     same checks. Templates (``{{ ... }}``) are not rendered here; use ``$VARS`` in paths."""
     import yaml
 
-    document = yaml.safe_load(path.read_text())
+    try:
+        with open(path, encoding="utf-8") as fh:  # the error then names the file, not a string
+            document = yaml.safe_load(fh)
+    except yaml.YAMLError as exc:  # a hand edit gone wrong: where, and what
+        raise ValueError(f"{path}: not valid YAML: {' '.join(str(exc).split())}") from None
     if not isinstance(document, dict) or "attributes" not in document:
         raise ValueError(f"{path}: not a component declaration (type: and attributes:)")
     expected = f"{TelemetryDataset.__module__}.{TelemetryDataset.__name__}"

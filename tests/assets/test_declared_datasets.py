@@ -288,6 +288,12 @@ def test_materialize_names_what_is_wrong(
             "partitions": {"start": "2013-12-03"}}}))
     assert ds_dataset(["--defs-dir", str(tmp_path), "materialize", "late"]) == 2
     assert "outside the declared partitions [2013-12-03, None)" in capsys.readouterr().err
+    # a hand edit that breaks the YAML: where, not a parser traceback
+    (tmp_path / "late" / "defs.yaml").write_text("type: x\nattributes:\n  name: late\n"
+                                                 "    epochs: 2\n")
+    assert ds_dataset(["--defs-dir", str(tmp_path), "materialize", "late"]) == 2
+    assert re.search(r"defs.yaml: not valid YAML: .* line 4, column 11",
+                     capsys.readouterr().err)
 
 
 def test_a_first_model_that_flags_every_test_row_is_no_champion_and_says_so(
