@@ -111,15 +111,21 @@ def compare(
         })
     table = pd.DataFrame(rows)
     table["ks_p_bh"] = benjamini_hochberg(table["ks_p"].to_numpy())
-    with np.errstate(invalid="ignore", divide="ignore"):
-        ratios = np.maximum(table["wasserstein"] / table["wasserstein_threshold"],
-                            table["psi"] / table["psi_threshold"])
-    # a feature constant in the reference has zero thresholds: unmoved it is no drift (0/0
-    # made NaN, which then stood in the report); moved, its ratio stays infinite
-    ratios = ratios.fillna(0.0)
+    # a feature constant in the reference has zero thresholds: a statistic of 0 is no drift
+    # (0/0 made NaN, which then stood in the report), any other is an infinite ratio
+    ratios = np.maximum(_ratio(table["wasserstein"], table["wasserstein_threshold"]),
+                        _ratio(table["psi"], table["psi_threshold"]))
     table["drift_score"] = ratios
     table["drifted"] = (table["ks_p_bh"] < alpha) & (ratios > 1.0)
     return DriftResult(table, score_shift(reference, scores, flags, labeled=labeled), alpha)
+
+
+def _ratio(value: pd.Series, threshold: pd.Series) -> np.ndarray:
+    """value / threshold, where a zero threshold gives 0 for a zero value and inf otherwise."""
+    v, t = value.to_numpy(np.float64), threshold.to_numpy(np.float64)
+    out = np.where(v > 0, np.inf, 0.0)
+    np.divide(v, t, out=out, where=t > 0)
+    return out
 
 
 NOTHING_SCORED = "no scored rows (each entity has fewer rows than the model's window)"
