@@ -126,8 +126,12 @@ def ks_grid(sample: np.ndarray, ref: Sketch) -> tuple[float, float]:
     sample itself.
     """
     values, lower, upper = ref.cdf_at_grid()
-    sample_cdf = np.searchsorted(np.sort(sample), values, side="right") / sample.size
+    ordered = np.sort(sample)
+    sample_cdf = np.searchsorted(ordered, values, side="right") / sample.size
     d = float(np.max(np.maximum(np.maximum(sample_cdf - upper, lower - sample_cdf), 0.0)))
+    # below the reference's minimum (its first grid value) its CDF is 0: the grid alone never
+    # saw mass there (a constant sensor that drops was D = 0)
+    d = max(d, float(np.searchsorted(ordered, values[0], side="left")) / sample.size)
     n_eff = sample.size * ref.n / (sample.size + ref.n)
     return d, float(stats.kstwobign.sf(d * math.sqrt(n_eff)))
 

@@ -487,5 +487,8 @@ def test_a_feature_constant_in_the_reference_scores_no_drift_until_it_moves() ->
     same = compare(ref, pd.DataFrame({"gauss": rng.normal(10.0, 2.0, 5000), "stuck": 0.0}))
     row = same.table.set_index("feature").loc["stuck"]
     assert row["drift_score"] == 0.0 and not row["drifted"]
-    moved = compare(ref, pd.DataFrame({"gauss": rng.normal(10.0, 2.0, 5000), "stuck": 1.0}))
-    assert moved.drifted_features == ["stuck"]
+    for level in (1.0, -1.0):  # up or down (downward PSI stays 0: its ratio was NaN, too)
+        moved = compare(ref, pd.DataFrame({"gauss": rng.normal(10.0, 2.0, 5000),
+                                           "stuck": level}))
+        assert moved.table.set_index("feature").loc["stuck", "drift_score"] == np.inf
+        assert moved.drifted_features == ["stuck"]  # KS saw no mass below its grid before
