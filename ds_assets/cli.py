@@ -205,12 +205,7 @@ def materialize(args: argparse.Namespace) -> int:
     report = json.loads((assets / "evaluation_report.json").read_text())
     print(f"\nDone in {time.perf_counter() - started:.1f}s.")
     trained = str(report["model"]["version"])
-    if trained == str(champion["version"]):
-        print(f"  champion : {champion['name']} v{champion['version']} "
-              f"({champion['decision']['reason']})")
-    else:  # the model this run trained was refused: the one serving is an earlier one
-        print(f"  champion : {champion['name']} v{champion['version']}, still serving")
-        print(f"  trained  : v{trained}, not promoted ({champion['decision']['reason']})")
+    print(*_champion_lines(champion, trained), sep="\n")
     print(f"  bundle   : {report['model']['path']}")
     print(f"  report   : {assets / 'evaluation_report.json'}"
           + (f", {report['report_html']}" if report.get("report_html") else ""))
@@ -229,6 +224,21 @@ def materialize(args: argparse.Namespace) -> int:
     print("  UI       : `make dev`, then http://127.0.0.1:3000 (asset group "
           f"{ds.scoped('training')})")
     return 0
+
+
+def _champion_lines(champion: dict[str, Any], trained: str) -> list[str]:
+    """Which model serves after this run (``champion.json``), and what became of the one it
+    trained when that is another."""
+    reason = champion["decision"]["reason"]
+    if trained == str(champion["version"]):
+        return [f"  champion : {champion['name']} v{trained} ({reason})"]
+    lines = [f"  champion : {champion['name']} v{champion['version']}, still serving"]
+    candidate = champion.get("candidate") or {}
+    if str(candidate.get("version")) == trained:
+        return [*lines, f"  trained  : v{trained}, passed the gate ({reason}); in shadow for "
+                        f"the {candidate['days']} day(s) after {candidate['after']} before its "
+                        "verdict"]
+    return [*lines, f"  trained  : v{trained}, not promoted ({reason})"]
 
 
 def _step_failures(events: Sequence[Any]) -> list[str]:

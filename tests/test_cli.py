@@ -77,3 +77,20 @@ def test_an_interrupted_step_is_told_as_such() -> None:
         result = interrupted.execute_in_process(instance=instance, raise_on_error=False)
     (said,) = _step_failures(result.all_events)
     assert said.startswith("step stopped: ") and any(name in said for name in INTERRUPTED)
+
+
+def test_the_summary_says_which_model_serves_and_what_became_of_the_trained_one() -> None:
+    from ds_assets.cli import _champion_lines
+
+    decision = {"reason": "challenger flags 0.01 of rows vs champion 0.4 (higher)"}
+    promoted = {"name": "m", "version": "2", "decision": decision, "candidate": None}
+    assert _champion_lines(promoted, "2") == [f"  champion : m v2 ({decision['reason']})"]
+    shadow = {**promoted, "version": "1",
+              "candidate": {"version": "2", "days": 2, "after": "2026-11-11"}}
+    assert _champion_lines(shadow, "2") == [
+        "  champion : m v1, still serving",
+        f"  trained  : v2, passed the gate ({decision['reason']}); in shadow for the 2 day(s) "
+        "after 2026-11-11 before its verdict"]
+    refused = {**shadow, "candidate": None}
+    assert _champion_lines(refused, "2")[1] == (
+        f"  trained  : v2, not promoted ({decision['reason']})")
