@@ -357,6 +357,10 @@ TIME_COLUMN = "timestamp"  # likewise for the row times
 _MAPPING_EXAMPLE = "--column FEATURE=COLUMN (repeat it, or comma-separate: --column a=x,b=y)"
 
 
+class ScoreFileError(RuntimeError):
+    """The server refused a batch of ``ds-scorer score``: which rows of the file, and why."""
+
+
 class ColumnError(ValueError):
     """A file's columns do not fit the served model, or a ``--column`` mapping is wrong: a usage
     error (``main`` prints it and exits 2) whose message lists the model's features, the file's
@@ -461,8 +465,31 @@ def _columns(
         bad = [named(f) for f in features if not pd.api.types.is_numeric_dtype(frame[f])]
         raise ColumnError(f"{path}: feature column(s) {', '.join(bad) or features} must hold "
                           f"numbers ({exc})" + _column_help(features, frame, path)) from None
+    where = "line" if str(path).lower().endswith((".csv", ".txt", ".tsv")) else "row"
+
+    def at(row: int) -> str:  # as an editor numbers a CSV's lines (header = 1), else from 1
+        return f"{where} {row + 2 if where == 'line' else row + 1}"
+
+    bad = ~np.isfinite(rows)
+    if bad.any():  # the server refuses them, after every row before them was scored
+        r, j = (int(v[0]) for v in np.nonzero(bad))
+        value = frame[features[j]].iloc[r]
+        value = value.item() if isinstance(value, np.generic) else value
+        raise ColumnError(f"{path}: {at(r)}: feature {named(features[j])} holds "
+                          f"{value!r}, not a finite number (float32); "
+                          f"{int(bad.any(axis=1).sum()):,} row(s) do; the server refuses them, "
+                          "so fill or drop them first (nothing was sent)")
     entity = entity or (ENTITY_COLUMN if ENTITY_COLUMN in frame.columns else None)
-    entities = frame[entity].astype(str).to_numpy() if entity else None
+    entities = None
+    if entity:
+        ids = frame[entity]
+        missing = ids.isna().to_numpy()
+        if missing.any():  # astype(str) made them one host called 'nan'
+            r = int(np.flatnonzero(missing)[0])
+            raise ColumnError(f"{path}: {at(r)}: entity column {named(entity)} is empty; "
+                              f"{int(missing.sum()):,} row(s) are; each row needs its "
+                              "entity's id (nothing was sent)")
+        entities = ids.astype(str).to_numpy()
     time_col = time_col or (TIME_COLUMN if TIME_COLUMN in frame.columns else None)
     times = None
     if time_col:
@@ -495,16 +522,25 @@ def _score_file(args: argparse.Namespace) -> int:
         top: list[str | None] = [None] * n
         groups = FeatureGroups.build(features, json.loads(info.feature_groups_json or "{}"))
         top_group = np.full(n, None, dtype=object)
+        versions = np.full(n, info.version, dtype=object)  # the model that answered each row
         opened = closed = 0
         start = time.perf_counter()
         for lo in range(0, n, args.batch_rows):
             hi = min(n, lo + args.batch_rows)
-            result = client.score(
-                rows[lo:hi],
-                None if entities is None else entities[lo:hi],
-                None if times is None else times[lo:hi],
-                explain=args.explain,
-            )
+            try:
+                result = client.score(
+                    rows[lo:hi],
+                    None if entities is None else entities[lo:hi],
+                    None if times is None else times[lo:hi],
+                    explain=args.explain,
+                )
+            except grpc.RpcError as exc:  # its row numbers count within the batch
+                details = exc.details() if hasattr(exc, "details") else str(exc)
+                raise ScoreFileError(
+                    f"{args.file}: the batch of file rows {lo + 1:,}..{hi:,} was refused: "
+                    f"{details} (row numbers there count from the batch's first row); the "
+                    f"{lo:,} rows before it were scored and nothing was written") from exc
+            versions[lo:hi] = result.model_version
             scores[lo:hi] = result.scores
             flags[lo:hi] = result.flags
             if result.feature_errors is not None:
@@ -517,8 +553,10 @@ def _score_file(args: argparse.Namespace) -> int:
             opened += sum(a.kind == "open" for a in result.alerts)
             closed += sum(a.kind == "close" for a in result.alerts)
         seconds = time.perf_counter() - start
+    answered = sorted(set(versions.tolist()))  # a promotion mid-file: more than one
     summary = {
-        "file": args.file, "model": info.name, "version": info.version, "rows": n,
+        "file": args.file, "model": info.name,
+        "version": answered[0] if len(answered) == 1 else answered, "rows": n,
         "scored": int(np.count_nonzero(~np.isnan(scores))), "anomalies": int(flags.sum()),
         "alerts_opened": opened, "alerts_closed": closed,
         "rows_per_second": round(n / seconds) if seconds > 0 else None,
@@ -533,7 +571,7 @@ def _score_file(args: argparse.Namespace) -> int:
             out["top_feature"] = top
             if groups.any_declared:  # the declared feature group contributing most
                 out["top_group"] = top_group
-        out["model_version"] = info.version
+        out["model_version"] = versions
         from ds_serving.atomic import atomic_write_with
 
         if args.out.lower().endswith((".parquet", ".pq")):
@@ -698,6 +736,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         code = exc.code() if hasattr(exc, "code") else None
         details = exc.details() if hasattr(exc, "details") else str(exc)
         print(f"error: {getattr(code, 'name', code)}: {details}", file=sys.stderr)
+        return 1
+    except ScoreFileError as exc:
+        print(f"error: {exc}", file=sys.stderr)
         return 1
     except (ValueError, OSError) as exc:
         print(f"error: {exc}", file=sys.stderr)

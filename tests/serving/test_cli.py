@@ -488,3 +488,49 @@ def test_client_flags_that_cannot_work_are_refused(capsys: pytest.CaptureFixture
     assert main(["info", "--target", "127.0.0.1:1", "--server-name", "scorer"]) == 2
     assert "--server-name checks the server's certificate name: it needs TLS" in (
         capsys.readouterr().err)
+
+
+def test_score_refuses_a_file_the_server_would_refuse_halfway_before_sending_any_row(
+    served: tuple[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A NaN at file line 22 was sent in the first batch and refused by the server as 'row
+    20' of it; an empty id became one host 'nan'. Both are named by line, nothing is sent, so
+    the fixed file then scores (no host of it is ahead of its rows on the server)."""
+    target, _ = served
+    frame = pd.DataFrame(normal_rows(100, 4), columns=FEATURES)
+    frame.insert(0, "host_id", [f"h{i % 2}" for i in range(len(frame))])
+    frame.insert(0, "timestamp", pd.date_range("2026-11-01", periods=len(frame), freq="min",
+                                               tz="UTC"))
+    source = tmp_path / "rows.csv"
+    broken = frame.copy()
+    broken.loc[20, "cpu"] = np.nan
+    broken.to_csv(source, index=False)
+    assert main(["score", str(source), "--target", target, "--batch-rows", "16"]) == 2
+    assert ("rows.csv: line 22: feature 'cpu' holds nan, not a finite number (float32); 1 "
+            "row(s) do") in capsys.readouterr().err
+    broken = frame.astype({"host_id": object})
+    broken.loc[[5, 9], "host_id"] = None
+    broken.to_csv(source, index=False)
+    assert main(["score", str(source), "--target", target]) == 2
+    assert ("rows.csv: line 7: entity column 'host_id' is empty; 2 row(s) are"
+            in capsys.readouterr().err)
+    frame.to_csv(source, index=False)
+    assert main(["score", str(source), "--target", target, "--batch-rows", "16"]) == 0
+    assert _json_out(capsys)["rows"] == 100
+
+
+def test_a_batch_the_server_refuses_is_named_by_its_rows_in_the_file(
+    served: tuple[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    target, _ = served
+    frame = pd.DataFrame(normal_rows(40, 5), columns=FEATURES)
+    frame.insert(0, "host_id", "h0")
+    times = pd.date_range("2026-11-01", periods=len(frame), freq="min", tz="UTC").to_series()
+    times.iloc[25] = times.iloc[0]  # back in time, in the second batch
+    frame.insert(0, "timestamp", times.to_numpy())
+    frame.to_csv(tmp_path / "rows.csv", index=False)
+    assert main(["score", str(tmp_path / "rows.csv"), "--target", target,
+                 "--batch-rows", "16"]) == 1
+    said = capsys.readouterr().err
+    assert "rows.csv: the batch of file rows 17..32 was refused: " in said
+    assert "the 16 rows before it were scored and nothing was written" in said
