@@ -72,6 +72,9 @@ class ModelHost(Protocol):
     @property
     def champion_path(self) -> Path: ...
 
+    @property
+    def last_failure(self) -> str | None: ...
+
     async def run(
         self, scorer: Scorer, inputs: np.ndarray, explain: bool
     ) -> tuple[np.ndarray, np.ndarray | None]: ...
@@ -120,6 +123,9 @@ class ScoringHandler:
         """The runtime serving now; raises Unavailable before the first model has loaded."""
         runtime = self._host.runtime
         if runtime is None:
+            refused = self._host.last_failure
+            if refused and refused != "no-champion":  # the client's only view of the cause
+                raise Unavailable(f"no model is serving: the champion was refused: {refused}")
             raise Unavailable(
                 f"no model loaded yet: waiting for a valid {self._host.champion_path}"
             )

@@ -167,6 +167,18 @@ def test_health_transitions_and_unavailable_before_a_model(models: Path) -> None
         assert client.health() == "NOT_SERVING"
         code = _code(lambda: client.score(normal_rows(1)))
         assert code == grpc.StatusCode.UNAVAILABLE
+        # a champion that cannot load: the client is told why, not 'waiting for a valid ...'
+        broken = write_point_bundle(models, seed=3)
+        (broken / "model.onnx").write_bytes(b"garbage")
+        atomic_write_text(model_dir(models, "ae") / CHAMPION_FILE,
+                          json.dumps({"name": "ae", "version": broken.name}))
+        assert thread.reload() == "failure"
+        with pytest.raises(grpc.RpcError) as refused:
+            client.score(normal_rows(1))
+        assert refused.value.code() == grpc.StatusCode.UNAVAILABLE
+        assert refused.value.details().startswith(
+            "no model is serving: the champion was refused: ")
+        assert "checksum mismatch" in refused.value.details()
         path = write_point_bundle(models)
         promote(models, "ae", path.name)
         assert thread.reload() == "success"

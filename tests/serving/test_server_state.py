@@ -1214,6 +1214,7 @@ def _handler(rt: ModelRuntime, models: Path) -> Any:
     class Host:
         runtime = rt
         champion_path = models
+        last_failure = None
 
         async def run(self, scorer: Scorer, inputs: np.ndarray, explain: bool) -> Any:
             return scorer.run(inputs, explain=explain)
