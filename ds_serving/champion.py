@@ -50,6 +50,15 @@ def file_stamp(path: Path) -> Any:
     return (st.st_mtime_ns, st.st_size, st.st_ino)
 
 
+def files_stamp(directory: Path) -> Any:
+    """``file_stamp`` of every file in a version's directory: a file repaired in place (the
+    model copied back over a damaged one) is a change to retry the load on."""
+    try:
+        return tuple(sorted((p.name, file_stamp(p)) for p in directory.iterdir() if p.is_file()))
+    except OSError:
+        return None
+
+
 @dataclass(frozen=True)
 class Candidate:
     """A loaded, verified model the pointer names, ready to be swapped in."""
@@ -95,8 +104,9 @@ class ChampionLoader:
                 log.warning("no champion yet at %s; waiting for one", self.path)
                 self._last_failure = (None, "no-champion")
             return "no-champion"
-        # a refusal is remembered per (pointer, manifest of the version it names): retried
-        # only after a new promotion or a change to that version (an engine added)
+        # a refusal is remembered per (pointer, the files of the version it names): retried
+        # only after a new promotion or a change to that version (an engine added, a file
+        # repaired in place)
         if self._last_failure is not None and self._last_failure[0] == (stamp, None):
             return "failure"  # an unreadable pointer; wait for a new promotion
         try:
@@ -115,7 +125,7 @@ class ChampionLoader:
         if (current is not None and version == current.version
                 and manifest_stamp == self._served_manifest):
             return "unchanged"
-        key = (stamp, manifest_stamp)
+        key = (stamp, manifest_stamp, files_stamp(path))
         if self._last_failure is not None and self._last_failure[0] == key:
             return "failure"  # already refused; wait for a new promotion or a change
         loop = asyncio.get_running_loop()

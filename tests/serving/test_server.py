@@ -464,6 +464,23 @@ def test_corrupt_or_mismatched_bundle_is_refused_and_old_keeps_serving(
         assert f'ds_scorer_reload_failures_total{{reason="{reason}"}} {count}.0' in text
 
 
+def test_a_version_repaired_in_place_is_loaded_without_a_new_promotion(
+    served: tuple[ServerThread, ScorerClient, Path], models: Path,
+) -> None:
+    """A refusal waited for a new promotion or manifest: copying the good model.onnx back
+    over the damaged one left the server on the old version until champion.json was touched."""
+    thread, client, v1 = served
+    v2 = write_point_bundle(models, seed=1)
+    good = (v2 / "model.onnx").read_bytes()
+    (v2 / "model.onnx").write_bytes(b"garbage")
+    promote_pointer = json.dumps({"name": "ae", "version": v2.name})
+    atomic_write_text(model_dir(models, "ae") / CHAMPION_FILE, promote_pointer)
+    assert thread.reload() == "failure" and thread.reload() == "failure"  # refused once
+    (v2 / "model.onnx").write_bytes(good)
+    assert thread.reload() == "success"
+    assert client.score(normal_rows(2)).model_version == v2.name != v1.name
+
+
 def test_a_request_in_flight_during_a_reload_finishes_on_the_old_model(
     served: tuple[ServerThread, ScorerClient, Path], models: Path,
     monkeypatch: pytest.MonkeyPatch,
