@@ -49,7 +49,13 @@ def encode_request(
     model: str = "",
     request_id: str = "",
 ) -> scoring_pb2.ScoreRequest:
-    """Build a request from a [n, f] array (converted to little-endian float32 once)."""
+    """Build a request from a [n, f] array (converted to little-endian float32 once).
+    ``entities``: ids (bytes are read as UTF-8); ``timestamps``: epoch seconds, or datetime64
+    values (converted to epoch seconds). A frame with named columns goes through
+    ``ScorerClient.score``, which orders them as the model's features."""
+    if hasattr(rows, "columns"):  # its column order is its own, not the model's
+        raise ValueError("rows has named columns: pass rows[features] in the model's feature "
+                         "order (ScorerClient.score does it, from GetModelInfo)")
     rows = np.asarray(rows)
     if rows.ndim != 2:
         raise ValueError(f"rows must be a 2-D array [n_rows, n_features], got shape {rows.shape}")
@@ -66,10 +72,27 @@ def encode_request(
         # ids as given: a list through np.asarray would become a fixed-width string array
         # (rows x longest id x 4 bytes) that strips trailing NULs
         values = entities.tolist() if isinstance(entities, np.ndarray) else list(entities)
-        request.entity_ids.extend([e if isinstance(e, str) else str(e) for e in values])
+        request.entity_ids.extend([
+            e if isinstance(e, str) else e.decode() if isinstance(e, bytes) else str(e)
+            for e in values])
     if timestamps is not None:
-        request.timestamps.extend(np.asarray(timestamps, dtype=np.float64).tolist())
+        request.timestamps.extend(_epoch_seconds(timestamps).tolist())
     return request
+
+
+def _epoch_seconds(timestamps: Sequence[float] | np.ndarray) -> np.ndarray:
+    """Epoch seconds from numbers as given, or from datetime64 values (naive ones as UTC):
+    datetime64[ns] cast to float was nanoseconds, 1.7e18 'seconds'."""
+    values = np.asarray(timestamps)
+    if values.dtype.kind == "O" and len(values) and hasattr(values.flat[0], "timestamp"):
+        # datetime or pandas Timestamp objects (a tz-aware column): their own epoch seconds
+        return np.array([v.timestamp() for v in values.ravel()], np.float64)
+    if values.dtype.kind == "M":
+        return values.astype("datetime64[ns]").astype(np.int64) / 1e9
+    try:
+        return np.asarray(values, dtype=np.float64)
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"timestamps must be epoch seconds or datetime64 values ({exc})") from None
 
 
 def decode_response(response: scoring_pb2.ScoreResponse) -> ScoreResult:
@@ -173,6 +196,7 @@ class ScorerClient:
         self._health = health_pb2_grpc.HealthStub(self.channel)
         self._metadata = (("authorization", f"Bearer {token}"),) if token else None
         self.timeout = timeout
+        self._features: dict[str, list[str]] = {}  # model -> its feature order (a frame's)
 
     def score(
         self,
@@ -183,8 +207,23 @@ class ScorerClient:
         explain: bool = False,
         model: str = "",
     ) -> ScoreResult:
+        if hasattr(rows, "columns"):  # a frame: the model's features, in its order
+            rows = self._in_feature_order(rows, model)
         request = encode_request(rows, entities, timestamps, explain=explain, model=model)
         return decode_response(self.score_raw(request))
+
+    def _in_feature_order(self, frame: Any, model: str) -> np.ndarray:
+        """A frame's feature columns as the served model orders them; its other columns (ids,
+        times, labels) are left out. The order is read once per model: a reload that changes
+        the feature list is refused by the server."""
+        features = self._features.get(model)
+        if features is None:
+            features = self._features[model] = list(self.info(model).features)
+        missing = [f for f in features if f not in frame.columns]
+        if missing:
+            raise ValueError(f"rows lack feature column(s) {missing} that the served model "
+                             f"needs (it reads {features}; the frame has {list(frame.columns)})")
+        return np.asarray(frame[features])
 
     def score_raw(self, request: scoring_pb2.ScoreRequest) -> scoring_pb2.ScoreResponse:
         response: scoring_pb2.ScoreResponse = self._stub.Score(
