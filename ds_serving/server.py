@@ -325,6 +325,38 @@ class _GuardedGeneric(grpc.GenericRpcHandler):
         return guarded
 
 
+class _Health(health.aio.HealthServicer):
+    """gRPC's health service, whose ``Watch`` streams end once a shutdown has told them
+    NOT_SERVING: client-side health checking keeps a Watch open on every connection, and an
+    open one held the graceful stop for its whole grace period."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._watches: set[asyncio.Task[Any]] = set()
+        self._ending = False
+
+    async def Watch(self, request: Any, context: Any) -> None:
+        task = asyncio.current_task()
+        if task is not None:
+            self._watches.add(task)
+        try:
+            await super().Watch(request, context)
+        except asyncio.CancelledError:
+            if not self._ending:
+                raise  # the client went away
+        finally:
+            if task is not None:
+                self._watches.discard(task)
+
+    async def end_watches(self, settle_s: float = 0.05) -> None:
+        """End every Watch after it had ``settle_s`` to send the last status (NOT_SERVING)."""
+        self._ending = True
+        if self._watches:
+            await asyncio.sleep(settle_s)
+            for task in list(self._watches):
+                task.cancel()
+
+
 class ScorerServer:
     """Owns the gRPC server, the served runtime, the champion watcher and the metrics endpoint."""
 
@@ -342,7 +374,7 @@ class ScorerServer:
             lambda: {} if self.runtime is None else self.runtime.entity_counts())
         self.service = ScorerService(self.handler)
         self._server: grpc.aio.Server | None = None
-        self._health = health.aio.HealthServicer()
+        self._health = _Health()
         self._watch_task: asyncio.Task[None] | None = None
         self._metrics_http: Any = None
         self._reload_lock = asyncio.Lock()
@@ -457,6 +489,7 @@ class ScorerServer:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._watch_task
         await self._health.enter_graceful_shutdown()
+        await self._health.end_watches()
         if self._server is not None:
             taken = await self.take_queued_calls(min(SETTLE_MAX_S, grace / 2))
             if taken:

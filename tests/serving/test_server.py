@@ -481,6 +481,41 @@ def test_a_version_repaired_in_place_is_loaded_without_a_new_promotion(
     assert client.score(normal_rows(2)).model_version == v2.name != v1.name
 
 
+def test_an_open_health_watch_does_not_hold_the_stop_for_its_grace_period(
+    models: Path,
+) -> None:
+    """Client-side health checking keeps a Watch open on each connection: the stop sent it
+    NOT_SERVING, then waited the whole grace period for it before closing."""
+    promote(models, "ae", write_point_bundle(models).name)
+    thread = ServerThread(server_config(models, grace=60.0))
+    server = thread.start()
+    channel = grpc.insecure_channel(f"127.0.0.1:{server.port}")
+    seen: list[str] = []
+
+    errors: list[Exception] = []
+
+    def watch() -> None:
+        stub = health_pb2_grpc.HealthStub(channel)
+        try:
+            for reply in stub.Watch(health_pb2.HealthCheckRequest(service=""), timeout=120):
+                seen.append(health_pb2.HealthCheckResponse.ServingStatus.Name(reply.status))
+        except grpc.RpcError as exc:
+            errors.append(exc)
+
+    watcher = threading.Thread(target=watch)
+    watcher.start()
+    deadline = time.time() + 10
+    while "SERVING" not in seen and time.time() < deadline:
+        time.sleep(0.02)
+    started = time.monotonic()
+    thread.stop()
+    assert time.monotonic() - started < 30  # not the 60 s grace
+    watcher.join(10)
+    assert not watcher.is_alive() and errors == []  # the stream ended with OK
+    assert seen[0] == "SERVING" and seen[-1] == "NOT_SERVING"
+    channel.close()
+
+
 def test_a_request_in_flight_during_a_reload_finishes_on_the_old_model(
     served: tuple[ServerThread, ScorerClient, Path], models: Path,
     monkeypatch: pytest.MonkeyPatch,
