@@ -50,6 +50,17 @@ def file_stamp(path: Path) -> Any:
     return (st.st_mtime_ns, st.st_size, st.st_ino)
 
 
+def _what_is_there(models_dir: Path) -> str:
+    """What a models directory holds, for a server waiting on a name it does not have: a
+    typo in --models or --name otherwise waits in silence."""
+    if not models_dir.is_dir():
+        return f"{models_dir} does not exist: is --models right?"
+    names = sorted(p.parent.name for p in models_dir.glob(f"*/{CHAMPION_FILE}"))
+    if names:
+        return f"models with a champion there: {names}; is --name right?"
+    return f"no model under {models_dir} has a champion yet"
+
+
 def files_stamp(directory: Path) -> Any:
     """``file_stamp`` of every file in a version's directory: a file repaired in place (the
     model copied back over a damaged one) is a change to retry the load on."""
@@ -101,7 +112,8 @@ class ChampionLoader:
         stamp = file_stamp(self.path)
         if stamp is None:
             if current is None and self._last_failure != (None, "no-champion"):
-                log.warning("no champion yet at %s; waiting for one", self.path)
+                log.warning("no champion yet at %s; waiting for one (%s)", self.path,
+                            _what_is_there(self.models_dir))
                 self._last_failure = (None, "no-champion")
             return "no-champion"
         # a refusal is remembered per (pointer, the files of the version it names): retried

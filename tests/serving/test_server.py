@@ -715,3 +715,20 @@ def test_reload_keeps_per_entity_windows_and_open_alerts(models: Path) -> None:
         client.close()
     finally:
         thread.stop(0)
+
+
+@pytest.mark.parametrize(("models_dir", "name", "said"), [
+    ("missing", "ae", "does not exist: is --models right?"),
+    (".", "typo", "models with a champion there: ['ae']; is --name right?"),
+])
+def test_a_server_waiting_on_a_wrong_path_or_name_says_what_is_there(
+    models: Path, caplog: pytest.LogCaptureFixture, models_dir: str, name: str, said: str,
+) -> None:
+    """--models /nonexistent or a mistyped --name waited forever after 'no champion yet'."""
+    promote(models, "ae", write_point_bundle(models).name)
+    with caplog.at_level(logging.WARNING, logger="ds_serving.champion"):
+        thread = ServerThread(server_config(models / models_dir, name=name))
+        thread.start()
+        thread.stop(0)
+    waiting = [r.getMessage() for r in caplog.records if "no champion yet" in r.getMessage()]
+    assert waiting and said in waiting[0], waiting
