@@ -297,8 +297,8 @@ def _serve(args: argparse.Namespace) -> int:
     from ds_serving.server import ServerConfig, serve
 
     if not 0 < args.gil_switch_ms <= 100:
-        print(f"--gil-switch-ms {args.gil_switch_ms}: use a value in (0, 100] milliseconds",
-              file=sys.stderr)
+        print(f"--gil-switch-ms {args.gil_switch_ms} (the flag, or DS_SCORER_GIL_SWITCH_MS): "
+              "use a value in (0, 100] milliseconds", file=sys.stderr)
         return 2
     # measured (bench.scorer phase d, 2 cores): a 1-row probe's p99 beside the largest accepted
     # requests fell from 30-33 ms to 9-14 ms at 0.5 ms, with phases a-c unchanged

@@ -448,7 +448,8 @@ class ScorerServer:
                 self.port = server.add_insecure_port(address)
         except RuntimeError as exc:  # grpc reports a failed bind as RuntimeError
             tls = (" with TLS: are --tls-cert and --tls-key a matching PEM certificate and key,"
-                   " or is the port in use?" if cfg.tls_cert is not None else "; is it in use?")
+                   " or is the port in use?" if cfg.tls_cert is not None
+                   else "; is the port in use, or --host not an address of this machine?")
             raise OSError(f"cannot bind the gRPC port {address} ({exc}){tls}") from exc
         if not self.port:
             raise OSError(f"cannot bind the gRPC port {address}; is it in use?")

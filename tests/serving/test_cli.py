@@ -409,7 +409,8 @@ def test_serve_refuses_a_gil_switch_interval_out_of_range(
 
     before = _sys.getswitchinterval()
     assert main(["serve", "--models", str(tmp_path), "--gil-switch-ms", "0"]) == 2
-    assert "--gil-switch-ms 0.0: use a value in (0, 100] milliseconds" in capsys.readouterr().err
+    assert ("--gil-switch-ms 0.0 (the flag, or DS_SCORER_GIL_SWITCH_MS): use a value in (0, 100] "
+            "milliseconds") in capsys.readouterr().err
     assert _sys.getswitchinterval() == before  # nothing changed before the refusal
 
 
