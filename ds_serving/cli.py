@@ -718,7 +718,14 @@ def _info(args: argparse.Namespace) -> int:
 
     with _client(args) as client:
         health = client.health()
-        info = MessageToDict(client.info(), preserving_proto_field_name=True)
+        try:
+            info = MessageToDict(client.info(), preserving_proto_field_name=True)
+        except grpc.RpcError as exc:
+            if exc.code() != grpc.StatusCode.UNAVAILABLE:
+                raise
+            # up but serving nothing: its health and the reason, not only an error line
+            print(json.dumps({"health": health, "reason": exc.details()}, indent=2))
+            return 1
     print(json.dumps({"health": health, **info}, indent=2))
     return 0
 

@@ -60,6 +60,18 @@ def test_info(served: tuple[str, Path], capsys: pytest.CaptureFixture[str]) -> N
     assert info["features"] == list(load_bundle(path).manifest.features) != sorted(FEATURES)
 
 
+def test_info_of_a_server_serving_nothing_gives_its_health_and_why(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    config = ServerConfig(models_dir=tmp_path / "models", name="ae", host="127.0.0.1", port=0,
+                          metrics_port=None, token="tok")
+    with ServerThread(config) as server:
+        assert main(["info", "--target", f"127.0.0.1:{server.port}"]) == 1
+    info = json.loads(capsys.readouterr().out)
+    assert info["health"] == "NOT_SERVING"
+    assert info["reason"].startswith("no model loaded yet: waiting for a valid ")
+
+
 def test_score_csv_writes_the_same_scores_as_dataset_scoring(
     served: tuple[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
