@@ -495,7 +495,7 @@ def _chunks(layout_path: Path, spec: DatasetSpec, entity: str | None
                 if len(frame.columns) == 1 and any(s in frame.columns[0] for s in _SEPARATORS):
                     raise SourceError(f"{layout_path}: one column {frame.columns[0]!r} after "
                                       f"splitting on {separator!r}; declare source.separator")
-                numeric = [c for c in frame.columns if _mostly_numbers(frame[c])]
+                numeric = [c for c in frame.columns if mostly_numbers(frame[c])]
                 layout = resolve_layout(layout_path, list(frame.columns), numeric, spec,
                                         entity)
                 layout = replace(layout, timestamp_format=settled_format(
@@ -536,7 +536,7 @@ def _text_columns(path: Path, dialect: CsvDialect, spec: DatasetSpec,
     return {c: str for c in header if str(c).strip() == spec.entity.column}
 
 
-def _mostly_numbers(values: pd.Series) -> bool:
+def mostly_numbers(values: pd.Series) -> bool:
     """A column of numbers, at least half of them parseable (which the read then names rather
     than silently dropping the column from the features)."""
     if pd.api.types.is_numeric_dtype(values):

@@ -18,6 +18,7 @@ from ds_assets.telemetry.declaration import DatasetSpec, SourceSpec, TimestampSp
 from ds_assets.telemetry.files import (
     declared_files,
     is_parquet,
+    mostly_numbers,
     not_utf8,
     settled_format,
     sniff,
@@ -190,6 +191,18 @@ def inspect_source(
         raise SourceError(f"{files[0]}: --exclude names {unknown}, which the file lacks (it "
                           f"has {list(sample.columns)})")
     used = {ts, entity, labels.get("column"), *(exclude or [])}
+    for column in sample.columns:  # numbers with a stray token: the reader would refuse it
+        values = sample[column]
+        if (column not in used and not pd.api.types.is_numeric_dtype(values)
+                and mostly_numbers(values)):
+            bad = values.notna() & pd.to_numeric(values, errors="coerce").isna()
+            row = int(np.flatnonzero(bad.to_numpy())[0])
+            line = row + 1 if is_parquet(files[0], source) else (
+                row + sniff(files[0], source).first_data_line)
+            raise SourceError(
+                f"{files[0]}: line {line}: column {column!r} holds {values.iloc[row]!r} among "
+                f"numbers; fix the value (or write it empty), or pass --exclude {column} to "
+                "leave the column out")
     numeric = [c for c in sample.columns
                if c not in used and pd.api.types.is_numeric_dtype(sample[c])]
     empty = [c for c in numeric if sample[c].isna().all()]  # e.g. a trailing separator's

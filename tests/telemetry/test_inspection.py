@@ -130,3 +130,19 @@ def test_an_exclude_that_names_no_column_is_refused(tmp_path: Path) -> None:
     assert found.features == ["cpu"]
     assert any("column(s) ['cpu'] hold one value in the first 50 rows" in n
                for n in found.notes)
+
+
+def test_a_stray_token_among_numbers_is_named_by_line_not_the_column_dropped(
+    tmp_path: Path,
+) -> None:
+    """One 'x1' made the column text: scaffold left it out of the features with a note, and
+    materialize trained without it; the reader refuses such a column by line."""
+    times = pd.date_range("2024-03-01", periods=50, freq="1min")
+    flow: list[object] = [float(i) for i in range(50)]
+    flow[21] = "x1"
+    pd.DataFrame({"time": times.strftime("%Y-%m-%d %H:%M"), "flow": flow, "temp": 1.5}).to_csv(
+        tmp_path / "x.csv", index=False)
+    with pytest.raises(SourceError, match=r"x.csv: line 23: column 'flow' holds 'x1' among "
+                                          r"numbers; .* or pass --exclude flow"):
+        inspect_source(str(tmp_path / "x.csv"), "x")
+    assert inspect_source(str(tmp_path / "x.csv"), "x", exclude=["flow"]).features == ["temp"]
