@@ -96,7 +96,9 @@ def scaffold(args: argparse.Namespace) -> int:
     tmp = target.with_suffix(".yaml.tmp")
     tmp.write_text(header + body)
     tmp.replace(target)
-    print(f"\nwrote {target}\nnext: ds-dataset materialize {args.name}")
+    elsewhere = Path(args.defs_dir).resolve() != DEFS_DIR.resolve()
+    where = f"--defs-dir {args.defs_dir} " if elsewhere else ""
+    print(f"\nwrote {target}\nnext: ds-dataset {where}materialize {args.name}")
     return 0
 
 
@@ -221,8 +223,11 @@ def materialize(args: argparse.Namespace) -> int:
           f"{metrics}")
     if failed:
         print(f"  left out : {failed} (failed blocking checks)")
-    print("  UI       : `make dev`, then http://127.0.0.1:3000 (asset group "
-          f"{ds.scoped('training')})")
+    if Path(args.defs_dir).resolve() == DEFS_DIR.resolve():
+        print("  UI       : `make dev`, then http://127.0.0.1:3000 (asset group "
+              f"{ds.scoped('training')})")
+    else:  # the code location loads ds_assets/defs/ only
+        print(f"  UI       : move {path.parent} into {DEFS_DIR} to see it in `make dev`")
     return 0
 
 

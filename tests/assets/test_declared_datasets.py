@@ -137,6 +137,8 @@ def test_from_a_users_file_to_a_champion_in_two_commands(
                        "--label-windows", str(labels)]) == 0
     printed = capsys.readouterr().out
     assert "features  : ['value']" in printed and "interval  : 600s" in printed
+    # declared outside the code location: the hint keeps --defs-dir, as the command needs it
+    assert f"next: ds-dataset --defs-dir {defs_dir} materialize sensor" in printed
     assert "partitions: 2013-12-02 .. 2013-12-06" in printed
     declaration = defs_dir / "sensor" / "defs.yaml"
     document: dict[str, Any] = yaml.safe_load(declaration.read_text())
@@ -154,6 +156,7 @@ def test_from_a_users_file_to_a_champion_in_two_commands(
     assert "[ingest + checks 2013-12-05]" in printed
     assert "temporal_ae epoch 2/2" in printed
     assert "champion : sensor-ae v1" in printed
+    assert f"UI       : move {defs_dir / 'sensor'} into " in printed  # make dev cannot see it
     assert "DEBUG" not in printed
     champion = json.loads((settings.data_dir / "assets" / "sensor" / "champion.json").read_text())
     assert int(champion["version"]) == 1
