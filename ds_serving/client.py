@@ -12,6 +12,7 @@ import grpc
 import numpy as np
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from ds_serving.alerting import epoch_seconds
 from ds_serving.proto import scoring_pb2, scoring_pb2_grpc
 
 DEFAULT_TARGET = "localhost:50051"
@@ -87,10 +88,8 @@ def _epoch_seconds(timestamps: Sequence[float] | np.ndarray) -> np.ndarray:
     if values.dtype.kind == "O" and len(values) and hasattr(values.flat[0], "timestamp"):
         # datetime or pandas Timestamp objects (a tz-aware column): their own epoch seconds
         return np.array([v.timestamp() for v in values.ravel()], np.float64)
-    if values.dtype.kind == "M":
-        return values.astype("datetime64[ns]").astype(np.int64) / 1e9
     try:
-        return np.asarray(values, dtype=np.float64)
+        return epoch_seconds(values if values.dtype.kind != "O" else values.astype(np.float64))
     except (TypeError, ValueError) as exc:
         raise ValueError(f"timestamps must be epoch seconds or datetime64 values ({exc})") from None
 
