@@ -104,7 +104,11 @@ class ChampionLoader:
 
     @property
     def last_failure(self) -> str | None:
-        return None if self._last_failure is None else self._last_failure[1]
+        """Why the last load was refused; None when none was (waiting for a first champion
+        is no refusal)."""
+        if self._last_failure is None or self._last_failure[0] is None:
+            return None
+        return self._last_failure[1]
 
     async def candidate(self, current: ModelRuntime | None) -> Candidate | str:
         """The model to serve instead of ``current``, or why there is none: 'unchanged',

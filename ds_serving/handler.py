@@ -124,7 +124,7 @@ class ScoringHandler:
         runtime = self._host.runtime
         if runtime is None:
             refused = self._host.last_failure
-            if refused and refused != "no-champion":  # the client's only view of the cause
+            if refused:  # the client's only view of the cause
                 raise Unavailable(f"no model is serving: the champion was refused: {refused}")
             raise Unavailable(
                 f"no model loaded yet: waiting for a valid {self._host.champion_path}"
