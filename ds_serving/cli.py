@@ -347,9 +347,14 @@ def _read_table(path: str, sep: str) -> Any:
     p = Path(path)
     if not p.is_file():
         raise SystemExit(f"error: {path} does not exist")
-    if p.suffix.lower() in (".parquet", ".pq"):
+    if _is_parquet(path):
         return pd.read_parquet(p)
     return pd.read_csv(p, sep=sep)
+
+
+def _is_parquet(path: str) -> bool:
+    """Read as Parquet (else as CSV, whose rows are numbered by line)."""
+    return Path(path).suffix.lower() in (".parquet", ".pq")
 
 
 ENTITY_COLUMN = "host_id"  # the entity id column read by default, and --column's name for it
@@ -465,10 +470,8 @@ def _columns(
         bad = [named(f) for f in features if not pd.api.types.is_numeric_dtype(frame[f])]
         raise ColumnError(f"{path}: feature column(s) {', '.join(bad) or features} must hold "
                           f"numbers ({exc})" + _column_help(features, frame, path)) from None
-    where = "line" if str(path).lower().endswith((".csv", ".txt", ".tsv")) else "row"
-
     def at(row: int) -> str:  # as an editor numbers a CSV's lines (header = 1), else from 1
-        return f"{where} {row + 2 if where == 'line' else row + 1}"
+        return f"row {row + 1}" if _is_parquet(path) else f"line {row + 2}"
 
     bad = ~np.isfinite(rows)
     if bad.any():  # the server refuses them, after every row before them was scored
