@@ -36,6 +36,11 @@ CHECKS_FAILED = "DagsterAssetCheckFailedError"
 INTERRUPTED = ("DagsterExecutionInterruptedError", "KeyboardInterrupt")
 
 
+def _in_code_location(defs_dir: str | Path) -> bool:
+    """Whether declarations there are the ones the code location (and so `make dev`) loads."""
+    return Path(defs_dir).resolve() == DEFS_DIR.resolve()
+
+
 def declaration_path(name: str, defs_dir: Path = DEFS_DIR) -> Path:
     return defs_dir / name / "defs.yaml"
 
@@ -96,8 +101,7 @@ def scaffold(args: argparse.Namespace) -> int:
     tmp = target.with_suffix(".yaml.tmp")
     tmp.write_text(header + body)
     tmp.replace(target)
-    elsewhere = Path(args.defs_dir).resolve() != DEFS_DIR.resolve()
-    where = f"--defs-dir {args.defs_dir} " if elsewhere else ""
+    where = "" if _in_code_location(args.defs_dir) else f"--defs-dir {args.defs_dir} "
     print(f"\nwrote {target}\nnext: ds-dataset {where}materialize {args.name}")
     return 0
 
@@ -223,7 +227,7 @@ def materialize(args: argparse.Namespace) -> int:
           f"{metrics}")
     if failed:
         print(f"  left out : {failed} (failed blocking checks)")
-    if Path(args.defs_dir).resolve() == DEFS_DIR.resolve():
+    if _in_code_location(args.defs_dir):
         print("  UI       : `make dev`, then http://127.0.0.1:3000 (asset group "
               f"{ds.scoped('training')})")
     else:  # the code location loads ds_assets/defs/ only
