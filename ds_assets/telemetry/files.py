@@ -350,9 +350,7 @@ def _numeric_timestamps(values: pd.Series, spec: DatasetSpec, path: Path, first_
         raise SourceError(f"{path}: line {first_line + row}: column {ts.column!r} holds "
                           f"{values.iloc[row]!r}, not a number of {ts.unit} after {ts.origin} "
                           "(timestamp.unit is declared)")
-    origin = pd.Timestamp(ts.origin)
-    if origin.tz is None:
-        origin = origin.tz_localize(ts.timezone)
+    origin = _origin(spec)
     try:
         parsed = origin + pd.to_timedelta(numbers.to_numpy(), unit=ts.unit)
     except (OverflowError, pd.errors.OutOfBoundsTimedelta, pd.errors.OutOfBoundsDatetime):
@@ -367,6 +365,13 @@ def _numeric_timestamps(values: pd.Series, spec: DatasetSpec, path: Path, first_
 
 
 _UNIT_NS = {"s": 1e9, "ms": 1e6, "us": 1e3, "ns": 1.0}
+
+
+def _origin(spec: DatasetSpec) -> pd.Timestamp:
+    """The instant numeric timestamps count from (``timestamp.origin``, local time in
+    ``timestamp.timezone`` unless it carries an offset)."""
+    origin = pd.Timestamp(spec.timestamp.origin)
+    return origin.tz_localize(spec.timestamp.timezone) if origin.tz is None else origin
 # epoch numbers read in a finer unit than written land in the first weeks of 1970, silently;
 # read in the unit they were written in they land in this span
 _PLAUSIBLE_EPOCH = (pd.Timestamp("1990-01-01", tz="UTC"), pd.Timestamp("2100-01-01", tz="UTC"))
@@ -384,10 +389,8 @@ def _refuse_finer_unit(values: pd.Series, spec: DatasetSpec, path: Path, first_l
     if not len(values) or pd.Timestamp(ts.origin).date() != dt.date(1970, 1, 1):
         return
     value = float(pd.to_numeric(values.iloc[:1], errors="coerce").iloc[0])
-    origin = pd.Timestamp(ts.origin)
-    origin = origin.tz_localize(ts.timezone) if origin.tz is None else origin
     try:
-        first = (origin + pd.Timedelta(value, unit=unit)).tz_convert("UTC")
+        first = (_origin(spec) + pd.Timedelta(value, unit=unit)).tz_convert("UTC")
     except (ValueError, OverflowError, pd.errors.OutOfBoundsTimedelta):
         return  # not a number, or outside 1677-2262: the read names its line
     if first.year != 1970:

@@ -16,6 +16,7 @@ import pyarrow.parquet as pq
 
 from ds_assets.telemetry.declaration import DatasetSpec, SourceSpec, TimestampSpec
 from ds_assets.telemetry.files import (
+    CsvDialect,
     declared_files,
     is_parquet,
     mostly_numbers,
@@ -74,9 +75,10 @@ class Inferred:
         return out
 
 
-def _read_sample(path: Path, source: SourceSpec) -> tuple[pd.DataFrame, str, str]:
+def _read_sample(path: Path, source: SourceSpec) -> tuple[pd.DataFrame, CsvDialect | None]:
+    """The first rows of a file, and how it is written (None: Parquet)."""
     if is_parquet(path, source):
-        return pd.read_parquet(path).head(SAMPLE_ROWS), "", ""
+        return pd.read_parquet(path).head(SAMPLE_ROWS), None
     dialect = sniff(path, source)
     try:
         frame = pd.read_csv(path, nrows=SAMPLE_ROWS, **dialect.read_options())
@@ -86,7 +88,7 @@ def _read_sample(path: Path, source: SourceSpec) -> tuple[pd.DataFrame, str, str
     except UnicodeDecodeError as exc:
         raise not_utf8(path, exc) from None
     frame.columns = [str(c).strip() for c in frame.columns]
-    return frame, dialect.separator, dialect.decimal
+    return frame, dialect
 
 
 def _timestamp_column(frame: pd.DataFrame, given: str | None, path: Path,
@@ -139,7 +141,7 @@ def inspect_source(
     reader's own rules (format settled per file, unit and origin)."""
     source = SourceSpec(path=path)
     files = declared_files(source)
-    sample, separator, decimal = _read_sample(files[0], source)
+    sample, dialect = _read_sample(files[0], source)
     if sample.empty:
         raise SourceError(f"{files[0]}: a header but no data rows")
     ts = _timestamp_column(sample, timestamp, files[0], timestamp_unit)
@@ -197,8 +199,7 @@ def inspect_source(
                 and mostly_numbers(values)):
             bad = values.notna() & pd.to_numeric(values, errors="coerce").isna()
             row = int(np.flatnonzero(bad.to_numpy())[0])
-            line = row + 1 if is_parquet(files[0], source) else (
-                row + sniff(files[0], source).first_data_line)
+            line = row + (1 if dialect is None else dialect.first_data_line)
             raise SourceError(
                 f"{files[0]}: line {line}: column {column!r} holds {values.iloc[row]!r} among "
                 f"numbers; fix the value (or write it empty), or pass --exclude {column} to "
@@ -251,10 +252,10 @@ def inspect_source(
     # written absolute: materialize may run from another directory (~ and $VARS stay as given)
     written = path if path.startswith(("~", "$")) else str(Path(path).absolute())
     src: dict[str, Any] = {"path": written}
-    if separator and separator != ",":
-        src["separator"] = separator
-    if decimal and decimal != ".":
-        src["decimal"] = decimal
+    if dialect is not None and dialect.separator != ",":
+        src["separator"] = dialect.separator
+    if dialect is not None and dialect.decimal != ".":
+        src["decimal"] = dialect.decimal
     entity_decl: dict[str, Any] = {"column": entity} if entity else (
         {"per_file": True} if len(files) > 1 else {})
     if len(files) > 1 and not entity:
