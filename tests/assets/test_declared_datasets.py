@@ -127,6 +127,18 @@ def user_instance(tmp_path: Path, settings: Settings, monkeypatch: pytest.Monkey
     return tmp_path / "defs"
 
 
+def _scaffolded(defs_dir: Path, data: Path, name: str) -> tuple[Path, dict[str, Any]]:
+    """``scaffold`` of ``data`` as ``name``, its detector cut to two epochs of 8-row windows
+    (the tests' time); the declaration's path and document."""
+    assert ds_dataset(["--defs-dir", str(defs_dir), "scaffold", str(data), "--name",
+                       name]) == 0
+    declaration = defs_dir / name / "defs.yaml"
+    document: dict[str, Any] = yaml.safe_load(declaration.read_text())
+    document["attributes"]["detector"].update(epochs=2, window=8)
+    declaration.write_text(yaml.safe_dump(document))
+    return declaration, document
+
+
 def test_from_a_users_file_to_a_champion_in_two_commands(
     tmp_path: Path, settings: Settings, monkeypatch: pytest.MonkeyPatch,
     capsys: pytest.CaptureFixture[str],
@@ -181,13 +193,8 @@ def test_a_file_without_labels_trains_and_is_judged_on_injected_anomalies(
     training screens the rows, the evaluation and the gate use injected anomalies."""
     data, _ = _user_file(tmp_path)
     defs_dir = user_instance(tmp_path, settings, monkeypatch)
-    assert ds_dataset(["--defs-dir", str(defs_dir), "scaffold", str(data), "--name",
-                       "prod"]) == 0
-    declaration = defs_dir / "prod" / "defs.yaml"
-    document: dict[str, Any] = yaml.safe_load(declaration.read_text())
+    _, document = _scaffolded(defs_dir, data, "prod")
     assert document["attributes"]["labels"] == {"kind": "none"}
-    document["attributes"]["detector"].update(epochs=2, window=8)
-    declaration.write_text(yaml.safe_dump(document))
     assert ds_dataset(["--defs-dir", str(defs_dir), "materialize", "prod"]) == 0
     printed = capsys.readouterr().out
     assert "declares no labels: training screens its rows" in printed
@@ -213,12 +220,7 @@ def test_a_feature_dropped_from_the_declaration_does_not_strand_the_champion(
     frame["other"] = np.random.default_rng(4).normal(size=len(frame))
     frame.to_csv(data, index=False)
     defs_dir = user_instance(tmp_path, settings, monkeypatch)
-    assert ds_dataset(["--defs-dir", str(defs_dir), "scaffold", str(data), "--name",
-                       "two"]) == 0
-    declaration = defs_dir / "two" / "defs.yaml"
-    document: dict[str, Any] = yaml.safe_load(declaration.read_text())
-    document["attributes"]["detector"].update(epochs=2, window=8)
-    declaration.write_text(yaml.safe_dump(document))
+    declaration, document = _scaffolded(defs_dir, data, "two")
     assert ds_dataset(["--defs-dir", str(defs_dir), "materialize", "two"]) == 0
     document["attributes"]["features"] = {"columns": ["value"]}
     declaration.write_text(yaml.safe_dump(document))
@@ -258,12 +260,7 @@ def test_a_day_that_fails_its_checks_is_left_out_and_the_rest_goes_on(
     frame.loc[frame["time"].str.startswith("2013-12-03"), "value"] = np.nan
     frame.to_csv(data, index=False)
     defs_dir = user_instance(tmp_path, settings, monkeypatch)
-    assert ds_dataset(["--defs-dir", str(defs_dir), "scaffold", str(data), "--name",
-                       "dead"]) == 0
-    declaration = defs_dir / "dead" / "defs.yaml"
-    document: dict[str, Any] = yaml.safe_load(declaration.read_text())
-    document["attributes"]["detector"].update(epochs=2, window=8)
-    declaration.write_text(yaml.safe_dump(document))
+    _scaffolded(defs_dir, data, "dead")
     capsys.readouterr()
     assert ds_dataset(["--defs-dir", str(defs_dir), "materialize", "dead"]) == 0
     said = capsys.readouterr()
