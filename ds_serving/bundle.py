@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ds_serving import jsonio
 from ds_serving.atomic import atomic_write_text, current_umask, fsync_directory
 from ds_serving.groups import FeatureGroupError, FeatureGroups
 from ds_serving.policy import ENTITIES_KEY, PolicyError, ScoringPolicy
@@ -505,7 +506,7 @@ def promote(
         "details": dict(details or {}),
     }
     target = model_dir(models_dir, name) / CHAMPION_FILE
-    atomic_write_text(target, json.dumps(pointer, indent=2, sort_keys=True))
+    atomic_write_text(target, jsonio.dumps(pointer, indent=2, sort_keys=True))
     return target
 
 

@@ -21,6 +21,7 @@ from typing import Any
 import grpc
 import numpy as np
 
+from ds_serving import jsonio
 from ds_serving.alerting import epoch_seconds
 from ds_serving.client import DEFAULT_TARGET, ScorerClient, encode_request
 from ds_serving.event_loop import run_event_loop
@@ -582,7 +583,7 @@ def _score_file(args: argparse.Namespace) -> int:
         else:
             atomic_write_with(args.out, lambda p: out.to_csv(p, index=False))
         summary["out"] = args.out
-    print(json.dumps(summary))
+    print(jsonio.dumps(summary))
     return 0
 
 
@@ -677,7 +678,7 @@ def _replay(args: argparse.Namespace) -> int:
                 _progress(now - start, done, total, anomalies, open_now, latencies)
         elapsed = time.perf_counter() - start
         _progress(elapsed, done, total, anomalies, open_now, latencies)
-        print(json.dumps({
+        print(jsonio.dumps({
             "model": info.name, "version": info.version, "rows": done,
             "seconds": round(elapsed, 3), "rows_per_second": round(done / elapsed),
             "anomalies": anomalies, "alerts_opened": opened, "alerts_closed": closed,
@@ -727,9 +728,9 @@ def _info(args: argparse.Namespace) -> int:
             if exc.code() != grpc.StatusCode.UNAVAILABLE:
                 raise
             # up but serving nothing: its health and the reason, not only an error line
-            print(json.dumps({"health": health, "reason": exc.details()}, indent=2))
+            print(jsonio.dumps({"health": health, "reason": exc.details()}, indent=2))
             return 1
-    print(json.dumps({"health": health, **info}, indent=2))
+    print(jsonio.dumps({"health": health, **info}, indent=2))
     return 0
 
 

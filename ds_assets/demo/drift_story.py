@@ -126,6 +126,13 @@ def frame_metrics(scored: pd.DataFrame, alerts: pd.DataFrame) -> dict[str, Any]:
     }
 
 
+def _fixed(value: Any, width: int, digits: int) -> str:
+    """A number for the tables; JSON's null (an undefined or infinite figure) reads n/a."""
+    if value is None or value != value:
+        return f"{'n/a':>{width}}"
+    return f"{float(value):{width}.{digits}f}"
+
+
 def _metrics_row(day: str, m: Mapping[str, Any]) -> str:
     """One model's line of the old-vs-new tables (``day`` blank on the second model's line)."""
     injected = f" {m['injected_recall']:13.3f}" if "injected_recall" in m else ""
@@ -190,8 +197,9 @@ def run_drift_story(
         decision = f"REQUEST {requests[0].run_key}" if requests else f"skip: {skip}"
         if requests:
             request = requests[0]
-        print(f"  {day:10} {report['drifted']!s:7} {report['drift_score']:6.2f} "
-              f"{report['score']['wasserstein']:9.2f} {report['anomaly_rate']:9.4f} "
+        print(f"  {day:10} {report['drifted']!s:7} {_fixed(report['drift_score'], 6, 2)} "
+              f"{_fixed(report['score']['wasserstein'], 9, 2)} "
+              f"{_fixed(report['anomaly_rate'], 9, 4)} "
               f"{day_metrics(assets, day, aside.get(day))['alerts']:6d}  "
               f"{','.join(report['drifted_features']) or '-'} | {decision}")
     drift_days = [d for d in days if d >= start]
@@ -229,8 +237,8 @@ def run_drift_story(
             for side in ("champion", "candidate"):
                 m = report[side]
                 print(f"  {day if side == 'champion' else '':10} {'v' + m['version']:>5} "
-                      f"{m['flag_rate']:9.4f} {m['alerts']:6d} {m['drift_score']:11.2f} "
-                      f"{m['injected_event_recall']:15.3f}")
+                      f"{m['flag_rate']:9.4f} {m['alerts']:6d} {_fixed(m['drift_score'], 11, 2)} "
+                      f"{_fixed(m['injected_event_recall'], 15, 3)}")
         requests, _, skip = _tick(defs, instance, "shadow_verdict_sensor", None)
         if requests:
             run(defs, requests[0].job_name or "judge_candidate", instance, tags=requests[0].tags)
@@ -254,7 +262,7 @@ def run_drift_story(
     for d in drift_days:
         report = json.loads((assets / "drift_report" / f"{d}.json").read_text())
         for label, m in (("old", before[d]), ("new", after_rescore[d])):
-            score = "" if label == "old" else f"{report['drift_score']:11.2f}"
+            score = "" if label == "old" else _fixed(report['drift_score'], 11, 2)
             print(_metrics_row(d if label == "old" else "", m) + f" {score}")
     mean = {
         side: {k: float(np.mean([m[k] for m in ms.values()]))

@@ -24,6 +24,7 @@ from ds_assets.definitions import build_dataset_definitions
 from ds_assets.demo.drift_story import run_drift_story
 from ds_assets.sensors.records import previous_days
 from ds_assets.settings import Settings
+from ds_serving import jsonio
 
 
 def _run(defs: dg.Definitions, job: str, instance: dg.DagsterInstance, *,
@@ -159,7 +160,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"\nDrift episode in {time.perf_counter() - t_story:.1f}s; demo wall time "
               f"{time.perf_counter() - started:.1f}s.")
     if args.summary is not None:
-        args.summary.write_text(json.dumps({
+        args.summary.write_text(jsonio.dumps({
             "wall_s": time.perf_counter() - started, "drift_labels": args.drift_labels,
             "test": {k: report.get(k) for k in ("precision", "recall", "f1", "roc_auc",
                                                 "pr_auc")},

@@ -20,6 +20,7 @@ import pandas as pd
 import pyarrow.parquet as pq
 
 from ds_assets.training.detectors import TrainedDetector
+from ds_serving import jsonio
 from ds_serving.atomic import atomic_write_bytes, atomic_write_with
 
 
@@ -98,7 +99,7 @@ CODECS: tuple[_Codec, ...] = (
     _Codec(
         "json",
         dict,
-        lambda p, v: atomic_write_bytes(p, json.dumps(v, indent=2, default=_json_value).encode()),
+        lambda p, v: atomic_write_bytes(p, jsonio.dumps(v, indent=2, default=_json_value).encode()),
         lambda p: json.loads(p.read_text("utf-8")),
     ),
     _Codec("onnx", OnnxGraph, lambda p, v: atomic_write_bytes(p, v.data),

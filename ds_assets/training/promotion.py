@@ -24,6 +24,7 @@ import numpy as np
 import pandas as pd
 
 from ds_serving import bundle as bundles
+from ds_serving import jsonio
 from ds_serving.policy import ENTITIES_KEY
 
 CHAMPION_ALIAS = "champion"
@@ -302,7 +303,7 @@ def log_bundle(
 def log_report(tracking_uri: str, run_id: str, report: Mapping[str, Any],
                artifact: str = "report/evaluation_report.json") -> None:
     """Attach an evaluation report (JSON) to the run that trained the bundle."""
-    payload = json.loads(json.dumps(report, default=str))
+    payload = json.loads(jsonio.dumps(report, default=str))  # NaN -> null: standard JSON
     _client(tracking_uri).log_dict(run_id, payload, artifact)
 
 

@@ -26,6 +26,7 @@ from ds_assets.monitoring.reference import load_reference
 from ds_assets.telemetry.schema import ENTITY, LABEL
 from ds_assets.training.gate import ModelRun, injected_test_rows, known_labels, measure
 from ds_serving import bundle as bundles
+from ds_serving import jsonio
 from ds_serving.atomic import atomic_write_bytes
 
 CANDIDATE_FILE = "candidate.json"
@@ -58,7 +59,7 @@ def open_candidate(models_dir: str | Path, name: str, version: str, champion_ver
     candidate = Candidate(version, champion_version, after, days, dict(gate),
                           dt.datetime.now(dt.UTC).isoformat(timespec="seconds"))
     atomic_write_bytes(candidate_file(models_dir, name),
-                       json.dumps(candidate.to_dict(), indent=2, default=str).encode())
+                       jsonio.dumps(candidate.to_dict(), indent=2, default=str).encode())
     return candidate
 
 

@@ -296,5 +296,6 @@ def attach_engine(bundle_path: str | Path, plan: bytes, info: dict[str, Any]) ->
     manifest = bundle.manifest.to_dict()
     manifest["files"] = {**manifest["files"], ENGINE_FILE: sha256_file(path / ENGINE_FILE)}
     manifest["extra"] = {**manifest["extra"], "tensorrt": info}
-    atomic_write_text(path / MANIFEST_FILE, json.dumps(manifest, indent=2, sort_keys=True))
+    atomic_write_text(path / MANIFEST_FILE,
+                      json.dumps(manifest, indent=2, sort_keys=True, allow_nan=False))
     return load_bundle(path)

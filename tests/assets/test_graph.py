@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import dagster as dg
 import pandas as pd
@@ -541,3 +542,18 @@ def test_an_unlabeled_day_is_scored_drift_reported_alerted_and_trained_on(
     meta = back.asset_materializations_for_node("training_set")[0].metadata
     assert meta["partitions"].value == [DAYS[-1]]
     assert meta["left_out_unlabeled_partitions"].value == [day]
+
+    # every JSON file the runs wrote is standard JSON (a label-free gate has no labeled PR-AUC:
+    # null, not Python's bare NaN, which other tools refuse)
+    written = {p for root in (settings.data_dir, settings.models_dir, settings.mlflow_artifacts)
+               for p in root.rglob("*.json")}
+    assert any(p.name == CHAMPION_FILE for p in written)
+    for path in sorted(written):
+        json.loads(path.read_text(), parse_constant=_refuse_constant(path))
+
+
+def _refuse_constant(path: Path) -> Any:
+    def refuse(token: str) -> None:
+        raise AssertionError(f"{path} is not standard JSON: it holds {token}")
+
+    return refuse
