@@ -14,8 +14,13 @@ from typing import Any
 from wsgiref.simple_server import WSGIRequestHandler, make_server
 
 import numpy as np
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info, make_wsgi_app
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, make_wsgi_app
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+    InfoMetricFamily,
+)
 from prometheus_client.exposition import ThreadingWSGIServer
 from prometheus_client.registry import Collector
 
@@ -140,6 +145,28 @@ class EntityStateCollector(Collector):
         yield from self.collect()
 
 
+class ModelInfoCollector(Collector):
+    """``ds_scorer_model_info{name, version, backend} 1`` once a model serves, and no sample
+    before: prometheus_client's Info showed an unlabeled 1 while the server waited for its first
+    model, a row with an empty name and version in dashboards and in joins on it."""
+
+    def __init__(self) -> None:
+        self._labels: dict[str, str] | None = None
+
+    def set(self, labels: Mapping[str, str]) -> None:
+        self._labels = dict(labels)
+
+    def collect(self) -> Iterator[InfoMetricFamily]:
+        family = InfoMetricFamily(f"{PREFIX}_model",
+                                  "The model being served (name, version, backend)")
+        if self._labels is not None:
+            family.add_metric([], self._labels)
+        yield family
+
+    def describe(self) -> Iterator[InfoMetricFamily]:
+        yield from self.collect()
+
+
 class ScorerMetrics:
     """All scorer metrics, registered in one registry exposed on the metrics port."""
 
@@ -164,9 +191,8 @@ class ScorerMetrics:
             SCORE_RATIO_BUCKETS,
         )
         r.register(self.score_ratio)
-        self.model_info = Info(
-            f"{PREFIX}_model", "The model being served (name, version, backend)", registry=r
-        )
+        self.model_info = ModelInfoCollector()
+        r.register(self.model_info)
         self.model_loaded = Gauge(
             f"{PREFIX}_model_loaded", "1 when a model is loaded and serving", registry=r
         )
@@ -238,5 +264,5 @@ class ScorerMetrics:
             self.score_ratio.observe_many(scores, threshold)
 
     def set_model(self, name: str, version: str, backend: str) -> None:
-        self.model_info.info({"name": name, "version": version, "backend": backend})
+        self.model_info.set({"name": name, "version": version, "backend": backend})
         self.model_loaded.set(1)

@@ -46,3 +46,21 @@ def test_a_score_at_the_threshold_lands_in_one_bucket_whatever_the_batch_size() 
         return next(s.value for s in family.samples if s.labels.get("le") == "1.0")
 
     assert at_one(8) == 8 and at_one(9) == 9
+
+
+def test_model_info_has_no_sample_until_a_model_serves() -> None:
+    """A server waiting for its first model showed ``ds_scorer_model_info 1.0`` with no
+    labels: a served model with an empty name in dashboards and in joins on it."""
+    metrics = ScorerMetrics()
+    waiting = generate_latest(metrics.registry).decode()
+    assert "# TYPE ds_scorer_model_info gauge" in waiting
+    assert [ln for ln in waiting.splitlines() if ln.startswith("ds_scorer_model_info")] == []
+    assert "ds_scorer_model_loaded 0.0" in waiting
+    metrics.set_model("ae", "3", "cpu")
+    serving = generate_latest(metrics.registry).decode()
+    assert [ln for ln in serving.splitlines() if ln.startswith("ds_scorer_model_info")] == [
+        'ds_scorer_model_info{backend="cpu",name="ae",version="3"} 1.0']
+    metrics.set_model("ae", "4", "cpu")  # a reload replaces the sample, no stale version stays
+    reloaded = generate_latest(metrics.registry).decode()
+    assert [ln for ln in reloaded.splitlines() if ln.startswith("ds_scorer_model_info")] == [
+        'ds_scorer_model_info{backend="cpu",name="ae",version="4"} 1.0']
