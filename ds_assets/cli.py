@@ -16,7 +16,6 @@ import os
 import sys
 import time
 import warnings
-from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -24,16 +23,19 @@ import yaml
 
 from ds_assets.components import TelemetryDataset, load_declaration
 from ds_assets.dataset import check_identifier
+from ds_assets.job_outcome import (
+    CHECKS_FAILED,
+    failed_checks,
+    interrupted,
+    step_failures,
+    step_warnings,
+)
 from ds_assets.telemetry.sources import SourceError
 
 DEFS_DIR = Path(__file__).parent / "defs"
 COMPONENT_TYPE = f"{TelemetryDataset.__module__}.{TelemetryDataset.__name__}"
 # ``training.detectors.FAMILIES``, spelled out: importing it would load torch for every command
 FAMILY_CHOICES = ["dense_ae", "temporal_ae", "pca", "fused", "window_knn"]
-# how Dagster fails a step whose blocking asset checks failed (and nothing else)
-CHECKS_FAILED = "DagsterAssetCheckFailedError"
-# Ctrl-C during a step: Dagster's error for a signal, or the interrupt itself
-INTERRUPTED = ("DagsterExecutionInterruptedError", "KeyboardInterrupt")
 
 
 def _in_code_location(defs_dir: str | Path) -> bool:
@@ -154,14 +156,14 @@ def materialize(args: argparse.Namespace) -> int:
         run_config = {**kwargs.pop("run_config", {}), **console}
         result = defs.resolve_job_def(ds.scoped(job)).execute_in_process(
             instance=instance, raise_on_error=False, run_config=run_config, **kwargs)
-        for note in _step_warnings(instance, result.run_id):
+        for note in step_warnings(instance, result.run_id):
             print(f"  warning: {note}", file=sys.stderr)
         if not result.success:
-            steps, checks = _step_failures(result.all_events), _failed_checks(result.all_events)
+            steps, checks = step_failures(result.all_events), failed_checks(result.all_events)
             if checks_may_fail and checks and all(CHECKS_FAILED in s for s in steps):
                 print(f"  left out: {label}", *checks, sep="\n  ", file=sys.stderr)
                 return False
-            if any(name in s for s in steps for name in INTERRUPTED):
+            if interrupted(steps):
                 print(f"  interrupted: {label}; what finished before it is kept, nothing "
                       "half-written; run materialize again", file=sys.stderr)
                 raise SystemExit(130)
@@ -248,46 +250,6 @@ def _champion_lines(champion: dict[str, Any], trained: str) -> list[str]:
                         f"the {candidate['days']} day(s) after {candidate['after']} before its "
                         "verdict"]
     return [*lines, f"  trained  : v{trained}, not promoted ({reason})"]
-
-
-def _step_failures(events: Sequence[Any]) -> list[str]:
-    """Why each failed step failed, as its own code said it: the first error under Dagster's
-    wrappers, without the stack (``--log-level ERROR`` prints Dagster's with stacks)."""
-    out = []
-    for event in events:
-        if not event.is_step_failure:
-            continue
-        error = event.step_failure_data.error
-        while error.cause is not None and error.cls_name.startswith("Dagster"):
-            error = error.cause
-        out.append(f"step {event.step_key}: {error.message.strip()}"[:2000])
-    if not out:  # the run failed outside any step (its config, say)
-        out = [event.message for event in events if event.is_failure]
-    return out
-
-
-def _step_warnings(instance: Any, run_id: str) -> list[str]:
-    """What the steps logged as warnings (``context.log.warning``), one line each; errors are
-    told by the failure summary."""
-    return [f"{entry.step_key or 'run'}: {entry.user_message}"
-            for entry in instance.all_logs(run_id)
-            if not entry.is_dagster_event and logging.WARNING <= entry.level < logging.ERROR]
-
-
-def _failed_checks(events: Sequence[Any]) -> list[str]:
-    """What each failed blocking check found (its ``failures`` metadata), for the summary: the
-    run's own failure says only how many checks failed."""
-    out = []
-    for event in events:
-        if event.event_type_value != "ASSET_CHECK_EVALUATION":
-            continue
-        evaluation = event.event_specific_data
-        if evaluation.passed:
-            continue
-        found = evaluation.metadata.get("failures")
-        text = str(getattr(found, "value", found or "")).replace("\n", "; ")
-        out.append(f"check {evaluation.check_name} failed: {text}"[:1000])
-    return out
 
 
 def _refused_first_model(decision_file: Path) -> str | None:

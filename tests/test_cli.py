@@ -6,8 +6,8 @@ import dagster as dg
 import pandas as pd
 import pytest
 
-from ds_assets.cli import _step_failures, _step_warnings
 from ds_assets.cli import main as ds_dataset
+from ds_assets.job_outcome import step_failures, step_warnings
 
 
 class _Unusable(Exception):
@@ -37,9 +37,9 @@ def story() -> None:
 def test_a_failed_step_is_told_by_its_own_error_without_the_stack() -> None:
     with dg.instance_for_test() as instance:
         result = story.execute_in_process(instance=instance, raise_on_error=False)
-        assert _step_warnings(instance, result.run_id) == [
+        assert step_warnings(instance, result.run_id) == [
             "noted: leaving out raw_telemetry 2024-03-01"]
-    (said,) = _step_failures(result.all_events)
+    (said,) = step_failures(result.all_events)
     assert said == ("step broken: tests.test_cli._Unusable: family x on the one feature 'v' "
                     "(1); use temporal_ae")
 
@@ -71,11 +71,11 @@ def interrupted() -> None:
 def test_an_interrupted_step_is_told_as_such() -> None:
     """Ctrl-C inside a step reaches the summary as Dagster's interruption error, which
     materialize tells apart from a failure (exit 130)."""
-    from ds_assets.cli import INTERRUPTED
+    from ds_assets.job_outcome import INTERRUPTED
 
     with dg.instance_for_test() as instance:
         result = interrupted.execute_in_process(instance=instance, raise_on_error=False)
-    (said,) = _step_failures(result.all_events)
+    (said,) = step_failures(result.all_events)
     assert said.startswith("step stopped: ") and any(name in said for name in INTERRUPTED)
 
 

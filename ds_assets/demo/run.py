@@ -22,26 +22,30 @@ from ds_assets.cli import declaration_path
 from ds_assets.components import load_declaration
 from ds_assets.definitions import build_dataset_definitions
 from ds_assets.demo.drift_story import run_drift_story
+from ds_assets.job_outcome import failed_checks, interrupted, step_failures, step_warnings
 from ds_assets.sensors.records import previous_days
 from ds_assets.settings import Settings
 from ds_serving import jsonio
 
 
 def _run(defs: dg.Definitions, job: str, instance: dg.DagsterInstance, *,
-         console_level: str = "WARNING", **kwargs: Any) -> None:
-    """Run a job in process. Dagster's step events (about a thousand DEBUG lines for the demo)
-    stay in the instance's event log, shown by the UI; the console gets warnings and errors
-    unless ``--verbose``."""
+         console_level: str = "CRITICAL", **kwargs: Any) -> None:
+    """Run a job in process. Dagster's step events (about a thousand DEBUG lines for the demo,
+    stack traces with its errors) stay in the instance's event log, shown by the UI; the console
+    gets the steps' warnings, and on failure why each step failed (unless ``--verbose``)."""
     run_config = dict(kwargs.pop("run_config", {}))
     run_config["loggers"] = {"console": {"config": {"log_level": console_level}}}
     result = defs.resolve_job_def(job).execute_in_process(
         instance=instance, raise_on_error=False, run_config=run_config, **kwargs
     )
+    for note in step_warnings(instance, result.run_id):
+        print(f"  warning: {note}", file=sys.stderr)
     if not result.success:
-        failures = [
-            e.message for e in result.all_events if e.is_failure or e.is_step_failure
-        ]
-        print(f"job {job} failed ({kwargs.get('partition_key', '')}):", *failures, sep="\n  ")
+        steps = step_failures(result.all_events)
+        if interrupted(steps):
+            raise KeyboardInterrupt
+        print(f"job {job} failed ({kwargs.get('partition_key', '')}):", *steps,
+              *failed_checks(result.all_events), sep="\n  ", file=sys.stderr)
         raise SystemExit(1)
 
 
@@ -92,7 +96,15 @@ def main(argv: list[str] | None = None) -> int:
     if "DAGSTER_HOME" not in os.environ:
         print("DAGSTER_HOME is not set; run `make demo`, which sets up .dagster_home/")
         return 2
+    try:
+        return _demo(args)
+    except KeyboardInterrupt:  # in a step (Dagster fails the run) or between runs
+        print("\ndemo interrupted: what finished is kept in the instance and data directory; "
+              "`make demo` starts fresh again", file=sys.stderr)
+        return 130
 
+
+def _demo(args: argparse.Namespace) -> int:
     started = time.perf_counter()
     settings = Settings.from_env()
     if not args.keep:
@@ -101,7 +113,7 @@ def main(argv: list[str] | None = None) -> int:
     declared = load_declaration(declaration_path("demo"))
     defs = build_dataset_definitions(declared.dataset(settings), settings)
     instance = dg.DagsterInstance.get()
-    run = partial(_run, console_level="DEBUG" if args.verbose else "WARNING")
+    run = partial(_run, console_level="DEBUG" if args.verbose else "CRITICAL")
     days = previous_days(args.end, args.days)
     source = {"n_hosts": args.hosts, "interval_seconds": args.interval,
               "anomaly_rate": args.anomaly_rate}

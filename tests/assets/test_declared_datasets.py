@@ -14,10 +14,10 @@ import pandas as pd
 import pytest
 import yaml
 
-from ds_assets.cli import _failed_checks, _step_warnings
 from ds_assets.cli import main as ds_dataset
 from ds_assets.components import TelemetryDataset, load_declaration
 from ds_assets.definitions import build_code_location, build_dataset_definitions
+from ds_assets.job_outcome import failed_checks, step_warnings
 from ds_assets.settings import Settings
 from ds_assets.training import evaluated_default
 
@@ -109,7 +109,7 @@ def test_declared_ranges_are_blocking_checks(tmp_path: Path, settings: Settings)
     assert checks["schema_and_dtypes"] and checks["unique_host_timestamp"]
     assert not result.success
     # what ds-dataset materialize prints of it: what the check found, not just that it failed
-    (said,) = _failed_checks(result.all_events)
+    (said,) = failed_checks(result.all_events)
     assert said.startswith("check feature_values_in_range failed: ") and "value" in said, said
     with pytest.raises(dg.DagsterError, match="2013-11-30"):  # before the declared start
         defs.resolve_job_def("sensor__ingest_telemetry").execute_in_process(
@@ -246,7 +246,7 @@ def test_a_feature_dropped_from_the_declaration_does_not_strand_the_champion(
     meta = scored.asset_materializations_for_node("two__scored_telemetry")[0].metadata
     assert meta["unread_features"].value == ["other"]
     assert any("champion v2 does not read feature(s) ['other']" in note
-               for note in _step_warnings(instance, scored.run_id))
+               for note in step_warnings(instance, scored.run_id))
 
 
 def test_a_day_that_fails_its_checks_is_left_out_and_the_rest_goes_on(

@@ -63,3 +63,51 @@ def test_demo_needs_dagster_home(monkeypatch: pytest.MonkeyPatch,
     monkeypatch.delenv("DAGSTER_HOME", raising=False)
     assert main(TINY) == 2
     assert "DAGSTER_HOME is not set; run `make demo`" in capsys.readouterr().out
+
+
+@dg.op
+def stopped() -> None:
+    raise KeyboardInterrupt
+
+
+@dg.op
+def broken() -> None:
+    raise ValueError("the source went away")
+
+
+@dg.job
+def interrupted_job() -> None:
+    stopped()
+
+
+@dg.job
+def failing_job() -> None:
+    broken()
+
+
+def test_a_failed_or_interrupted_step_is_told_in_a_line(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    """A failing step is named with its own error, without Dagster's stack traces (they stay in
+    the instance for the UI); Ctrl-C in a step or between runs ends the demo with 130."""
+    from ds_assets.demo import run as demo
+
+    defs = dg.Definitions(jobs=[interrupted_job, failing_job])
+    with dg.instance_for_test() as instance:
+        with pytest.raises(SystemExit) as failed:
+            demo._run(defs, "failing_job", instance)
+        assert failed.value.code == 1
+        err = capsys.readouterr().err
+        assert "job failing_job failed" in err
+        assert "step broken: ValueError: the source went away" in err
+        assert "Traceback" not in err and "Stack Trace" not in err
+        with pytest.raises(KeyboardInterrupt):
+            demo._run(defs, "interrupted_job", instance)
+
+    def stop(args: object) -> int:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(demo, "_demo", stop)
+    monkeypatch.setenv("DAGSTER_HOME", str(tmp_path))
+    assert demo.main(TINY) == 130
+    assert "demo interrupted" in capsys.readouterr().err
