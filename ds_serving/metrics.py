@@ -63,21 +63,34 @@ class BatchHistogram(Collector):
         if len(values) <= 8:  # small batches: a Python loop beats numpy's per-call overhead
             self._observe_few(values.tolist(), scale, bounds)
             return
-        if np.isnan(values).any():
+        top = values.max()  # NaN when any value is NaN (one pass instead of isnan + any)
+        if top != top:
             values = values[~np.isnan(values)]
-        if not len(values):
-            return
-        # count values <= each bound (Prometheus "le") by searching the bounds in the sorted
-        # values: sorting 4096 scores and 13 searches cost a quarter of 4096 searches in bounds
-        at_or_below = np.searchsorted(np.sort(values), bounds, side="right")
+            if not len(values):
+                return
+            top = values.max()
+        n = len(values)
+        # count values <= each bound (Prometheus "le"), one comparison pass per bound up to the
+        # batch's largest value (every bound above it holds them all): no sort (a 4096-score
+        # np.sort costs 45 us on the AMD EPYC bench machine, these passes about 15 us)
+        at_or_below = np.full(len(bounds), n, np.int64)
+        below = np.empty(n, np.bool_)
+        for i, bound in enumerate(bounds):
+            if bound >= top:
+                break
+            np.less_equal(values, bound, out=below)
+            at_or_below[i] = np.count_nonzero(below)
         counts = np.empty(len(at_or_below) + 1, np.int64)
         counts[0] = at_or_below[0]
         np.subtract(at_or_below[1:], at_or_below[:-1], out=counts[1:-1])
-        counts[-1] = len(values) - at_or_below[-1]
+        counts[-1] = n - at_or_below[-1]
         # sum of ratios clipped to +-SUM_CAP: one infinite or absurd score (a feature of 1e30)
-        # must not turn the series' sum into +Inf for the rest of the process's life
+        # must not turn the series' sum into +Inf for the rest of the process's life; the clip
+        # (a copy) only when a value is out of range (the same sum otherwise)
         cap = SUM_CAP * scale
-        total = float(np.sum(np.clip(values, -cap, cap), dtype=np.float64)) / scale
+        if top > cap or values.min() < -cap:
+            values = np.clip(values, -cap, cap)
+        total = float(np.sum(values, dtype=np.float64)) / scale
         with self._lock:
             self._counts += counts
             self._sum += total

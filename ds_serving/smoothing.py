@@ -270,10 +270,8 @@ def _k_of_n(history: np.ndarray, smoothing: Smoothing) -> np.ndarray:
 def raw_flags(scores: np.ndarray, threshold: float | np.ndarray) -> np.ndarray:
     """``score > threshold`` (one threshold, or one per row); a NaN score (no full window yet)
     is not flagged."""
-    scores = np.asarray(scores)
-    raw = np.zeros(scores.shape, dtype=bool)
-    np.greater(scores, threshold, out=raw, where=~np.isnan(scores))
-    return raw
+    # NaN > anything is False (and raises no floating-point warning): no mask needed
+    return np.greater(np.asarray(scores), threshold)
 
 
 def smooth_flags(

@@ -64,3 +64,31 @@ def test_model_info_has_no_sample_until_a_model_serves() -> None:
     reloaded = generate_latest(metrics.registry).decode()
     assert [ln for ln in reloaded.splitlines() if ln.startswith("ds_scorer_model_info")] == [
         'ds_scorer_model_info{backend="cpu",name="ae",version="4"} 1.0']
+
+
+@pytest.mark.parametrize("seed", range(40))
+def test_batch_counts_and_sum_match_a_plain_count_of_each_value(seed: int) -> None:
+    """The vectorised path counts each bound's values without sorting and stops at the batch's
+    largest value: the same buckets and sum as counting every value against every bound, with
+    NaN, infinities, values on the bounds and out-of-range values mixed in."""
+    rng = np.random.default_rng(seed)
+    bounds = (0.25, 0.5, 1.0, 1.5, 2.0, 5.0)
+    scale = float(rng.choice([1.0, 0.3, 2.5]))
+    n = int(rng.integers(9, 5000))
+    values = (rng.exponential(0.5, n) * scale).astype(rng.choice([np.float32, np.float64]))
+    special = [np.nan, np.inf, -np.inf, 1e30, -1e30, 0.0] + [b * scale for b in bounds]
+    at = rng.choice(n, size=int(rng.integers(0, 12)), replace=False)
+    values[at] = rng.choice(special, size=len(at))
+    hist = BatchHistogram("h", "h", bounds)
+    hist.observe_many(values, scale)
+    family = next(iter(hist.collect()))
+    got = {(s.name, s.labels.get("le")): s.value for s in family.samples}
+
+    kept = values[~np.isnan(values)]
+    scaled_bounds = (np.asarray(bounds) * scale).astype(values.dtype)
+    for bound, le in zip(scaled_bounds, bounds, strict=True):
+        assert got[("h_bucket", str(le))] == int(np.sum(kept <= bound)), le
+    assert got[("h_bucket", "+Inf")] == len(kept)
+    cap = SUM_CAP * scale
+    expected = float(np.sum(np.clip(kept.astype(np.float64), -cap, cap))) / scale
+    assert got[("h_sum", None)] == pytest.approx(expected, rel=1e-6, abs=1e-9)
