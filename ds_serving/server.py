@@ -23,9 +23,7 @@ import os
 import signal
 import threading
 from collections.abc import Awaitable, Callable
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -39,6 +37,7 @@ from ds_serving.coalescing import GroupPolicy, RunCoalescer
 from ds_serving.handler import ScoringHandler
 from ds_serving.metrics import ScorerMetrics
 from ds_serving.proto import SERVICE_NAME
+from ds_serving.runpool import RunPool
 from ds_serving.runtime import ModelRuntime
 from ds_serving.scoring import Scorer
 from ds_serving.servicer import ScorerService, ThrottledLog
@@ -381,7 +380,7 @@ class ScorerServer:
         workers = config.workers or usable_cores()
         self._pool = (
             None if config.inline_runs
-            else ThreadPoolExecutor(workers, thread_name_prefix="ds-scorer-run")
+            else RunPool(workers, "ds-scorer-run")
         )
         self.coalescer = RunCoalescer(
             window=config.coalesce_window, max_values=config.offload_min_values * 16
@@ -398,8 +397,7 @@ class ScorerServer:
             return await self.coalescer.run(scorer, inputs, explain, may_wait=may_wait)
         if self._pool is None:
             return scorer.run(inputs, explain=explain)
-        loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._pool, partial(scorer.run, explain=explain), inputs)
+        return await self._pool.run(scorer, inputs, explain)
 
     async def run_locked(
         self, scorer: Scorer, inputs: np.ndarray, explain: bool
@@ -496,8 +494,8 @@ class ScorerServer:
             if taken:
                 log.info("took %d queued call(s) before shutting down", taken)
             await self._server.stop(max(0.0, deadline - loop.time()))
-        if self._pool is not None:
-            self._pool.shutdown(wait=False)
+        if self._pool is not None:  # runs of calls cancelled at the deadline end first
+            await asyncio.to_thread(self._pool.shutdown, True)
         if self._metrics_http is not None:
             self._metrics_http.shutdown()
             self._metrics_http.server_close()
