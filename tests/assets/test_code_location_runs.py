@@ -1,0 +1,64 @@
+"""Runs as the UI, the daemon and run pods execute them: every step in a process of its own,
+forked from a server that imported the code location once per run (``STEP_EXECUTOR``)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import dagster as dg
+import pytest
+
+from tests.conftest import TINY_SOURCE
+
+
+def ingest_job() -> dg.JobDefinition:
+    """The code location's ingest job, its settings read from the environment (reconstructed in
+    every step process by this name)."""
+    from ds_assets.definitions import build_code_location
+
+    return build_code_location().resolve_job_def("ingest_telemetry")
+
+
+def test_a_code_location_run_forks_its_steps_from_one_import(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from ds_assets.definitions import STEP_EXECUTOR
+
+    data = tmp_path / "data"
+    monkeypatch.setenv("DS_DATA_DIR", str(data))
+    job = ingest_job()
+    assert job.executor_def is STEP_EXECUTOR
+    day = "2026-11-01"
+    with dg.instance_for_test() as instance, dg.execute_job(
+        dg.reconstructable(ingest_job), instance, tags={"dagster/partition": day},
+        run_config={"ops": {"raw_telemetry": {"config": TINY_SOURCE}}},
+    ) as result:
+        assert result.success, [e.message for e in result.all_events if e.is_failure]
+        starts = [e for e in result.all_events if e.event_type_value == "STEP_START"]
+        assert {e.step_key for e in starts} == {"raw_telemetry", "raw_telemetry_expectations"}
+        assert all(e.pid != os.getpid() for e in starts)  # each step in its own process
+        checks = result.get_asset_check_evaluations()
+        assert checks and all(c.passed for c in checks)
+    assert (data / "assets" / "raw_telemetry" / f"{day}.parquet").is_file()
+
+
+def test_the_executor_keeps_its_run_config() -> None:
+    """Forkserver is a default, not a lock: a run's ``max_concurrent`` or another start method
+    still applies (a fixed configuration accepted and ignored them)."""
+    from dagster._core.system_config.objects import ResolvedRunConfig
+
+    job = ingest_job()
+    ops = {"ops": {"raw_telemetry": {"config": TINY_SOURCE}}}
+
+    def executor(config: dict[str, object]) -> dict[str, object]:
+        resolved = ResolvedRunConfig.build(job, {**ops, **config})
+        return dict(resolved.execution.execution_engine_config)
+
+    default = executor({})
+    assert default["start_method"] == {
+        "forkserver": {"preload_modules": ["ds_assets.definitions"]}}
+    limited = executor({"execution": {"config": {"max_concurrent": 1}}})
+    assert limited["max_concurrent"] == 1 and limited["start_method"] == default["start_method"]
+    assert executor({"execution": {"config": {"start_method": {"spawn": {}}}}})[
+        "start_method"] == {"spawn": {}}
