@@ -36,6 +36,7 @@ class RunPool:
 
     def __init__(self, workers: int, name: str = "ds-scorer-run") -> None:
         self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
+        self._closed = False
         self._threads = [threading.Thread(target=self._work, name=f"{name}_{i}", daemon=True)
                          for i in range(workers)]
         for thread in self._threads:
@@ -43,6 +44,8 @@ class RunPool:
 
     def run(self, scorer: Any, inputs: np.ndarray, explain: bool
             ) -> asyncio.Future[tuple[np.ndarray, np.ndarray | None]]:
+        if self._closed:  # no worker would take it: refuse, as a shut-down executor does
+            raise RuntimeError("the run pool is shut down")
         loop = asyncio.get_running_loop()
         future: asyncio.Future[tuple[np.ndarray, np.ndarray | None]] = loop.create_future()
         self._queue.put((loop, future, scorer, inputs, explain))
@@ -67,6 +70,7 @@ class RunPool:
 
     def shutdown(self, wait: bool = False) -> None:
         """Let the workers end once the runs queued before this are done (or skipped)."""
+        self._closed = True
         for _ in self._threads:
             self._queue.put(None)
         if wait:

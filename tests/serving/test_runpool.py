@@ -42,6 +42,12 @@ def test_results_and_errors_reach_the_awaiting_request() -> None:
     pool.shutdown(wait=True)
     assert all(t.daemon and not t.is_alive() for t in pool._threads)
 
+    async def after() -> None:  # no worker is left to answer: refused, not left waiting
+        await pool.run(Scorer(), np.ones((1, 2), np.float32), False)
+
+    with pytest.raises(RuntimeError, match="shut down"):
+        asyncio.run(after())
+
 
 def test_a_run_cancelled_before_it_starts_is_skipped_and_shutdown_waits_for_the_busy_one() -> None:
     """As with run_in_executor: a request the client gave up on while its run was still queued
