@@ -52,6 +52,8 @@ SETTLE_QUIET_S = 0.02
 SETTLE_QUIET_TURNS = 10
 SETTLE_POLL_S = 0.002
 SETTLE_MAX_S = 1.0
+# after the grace period, runs of cancelled calls get at least this long to end (ScorerServer.stop)
+RUN_DRAIN_MIN_S = 1.0
 
 
 def usable_cores() -> int:
@@ -495,7 +497,10 @@ class ScorerServer:
                 log.info("took %d queued call(s) before shutting down", taken)
             await self._server.stop(max(0.0, deadline - loop.time()))
         if self._pool is not None:  # runs of calls cancelled at the deadline end first
-            await asyncio.to_thread(self._pool.shutdown, True)
+            running = await asyncio.to_thread(
+                self._pool.shutdown, True, max(deadline - loop.time(), RUN_DRAIN_MIN_S))
+            if running:
+                log.warning("graph run(s) still going at shutdown on %s", ", ".join(running))
         if self._metrics_http is not None:
             self._metrics_http.shutdown()
             self._metrics_http.server_close()

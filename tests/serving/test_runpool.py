@@ -4,7 +4,9 @@ and a shutdown that lets the run in flight finish."""
 from __future__ import annotations
 
 import asyncio
+import gc
 import threading
+import weakref
 from typing import Any
 
 import numpy as np
@@ -88,3 +90,44 @@ def test_shutdown_with_wait_returns_only_after_the_run_in_flight() -> None:
         assert not stopping.is_alive()
 
     asyncio.run(main())
+
+
+def test_an_idle_worker_pins_no_scorer_and_threads_start_with_the_first_run() -> None:
+    """A reload replaces the scorer: the last one a worker ran (or skipped, its request
+    cancelled) must be freed, not kept alive by an idle thread with its onnxruntime session."""
+    pool = RunPool(1)
+    assert pool._threads == []  # a server built but never serving starts no thread
+    gate = threading.Event()
+    scorers = [Scorer(gate), Scorer(), Scorer()]  # busy, then one skipped, one run
+
+    async def main(busy: Scorer, skipped: Scorer, ran: Scorer) -> None:
+        first = pool.run(busy, np.ones((2, 2), np.float32), False)
+        assert await asyncio.to_thread(busy.started.wait, 10)
+        second = pool.run(skipped, np.ones((2, 2), np.float32), False)
+        second.cancel()
+        gate.set()
+        await first
+        await pool.run(ran, np.ones((2, 2), np.float32), False)
+
+    asyncio.run(main(*scorers))
+    refs = [weakref.ref(s) for s in scorers]
+    scorers.clear()
+    gc.collect()
+    assert [r() for r in refs] == [None, None, None]
+    assert pool.shutdown(wait=True, timeout=10) == []
+
+
+def test_shutdown_waits_no_longer_than_its_timeout_and_names_the_busy_worker() -> None:
+    pool = RunPool(1, "run")
+    gate = threading.Event()
+    busy = Scorer(gate)
+
+    async def main() -> None:
+        pending = pool.run(busy, np.ones((1, 2), np.float32), False)
+        assert await asyncio.to_thread(busy.started.wait, 10)
+        assert await asyncio.to_thread(pool.shutdown, True, 0.05) == ["run_0"]
+        gate.set()
+        await pending
+
+    asyncio.run(main())
+    assert pool.shutdown(wait=True, timeout=10) == []

@@ -144,15 +144,18 @@ def test_replaced_models_are_released_without_stateful_traffic(models: Path) -> 
     try:
         client = ScorerClient(f"127.0.0.1:{server.port}", timeout=10)
         rows = normal_rows(4)
+        big = normal_rows(1024)  # enough values to run on the worker threads, not the loop
         replaced = []
         for _ in range(3):
             client.score(rows)
-            replaced.append(weakref.ref(server.runtime))
+            client.score(big)
+            assert server.runtime is not None
+            replaced += [weakref.ref(server.runtime), weakref.ref(server.runtime.scorer)]
             promote(models, "ae", write_point_bundle(models, "ae").name)
             assert thread.reload() == "success"
         client.score(rows)
         gc.collect()
-        assert [ref() for ref in replaced] == [None, None, None]
+        assert [ref() for ref in replaced] == [None] * 6
         assert server.runtime is not None and server.runtime._inherit_from is None
         client.close()
     finally:
