@@ -16,7 +16,6 @@ Policy:
 
 from __future__ import annotations
 
-import json
 import statistics
 import time
 from dataclasses import asdict, dataclass
@@ -26,6 +25,7 @@ from typing import Any
 import numpy as np
 
 from ds_assets.training.export import ParityResult, compare_outputs, ort_outputs
+from ds_serving import jsonio
 from ds_serving.atomic import atomic_write_bytes, atomic_write_text
 from ds_serving.bundle import (
     ENGINE_FILE,
@@ -296,6 +296,6 @@ def attach_engine(bundle_path: str | Path, plan: bytes, info: dict[str, Any]) ->
     manifest = bundle.manifest.to_dict()
     manifest["files"] = {**manifest["files"], ENGINE_FILE: sha256_file(path / ENGINE_FILE)}
     manifest["extra"] = {**manifest["extra"], "tensorrt": info}
-    atomic_write_text(path / MANIFEST_FILE,
-                      json.dumps(manifest, indent=2, sort_keys=True, allow_nan=False))
+    # a rejected FP16 engine's parity is inf when its outputs overflowed: null in the manifest
+    atomic_write_text(path / MANIFEST_FILE, jsonio.dumps(manifest, indent=2, sort_keys=True))
     return load_bundle(path)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 
 import numpy as np
@@ -60,6 +61,18 @@ def test_attach_engine_lists_the_plan_and_keeps_the_bundle_verifiable(tmp_path: 
     (path / ENGINE_FILE).write_bytes(b"tampered")
     with pytest.raises(BundleError, match="checksum mismatch"):
         load_bundle(path)
+
+
+def test_an_overflowed_fp16_parity_is_written_as_null(tmp_path: Path) -> None:
+    """A rejected FP16 engine's parity is inf when its outputs overflowed; the FP32 engine built
+    after it is attached with that record (it was refused as JSON, leaving no engine)."""
+    _, path = _bundle(tmp_path)
+    info = {"precision": "fp32", "fp16_rejected": {"max_rel_diff": math.inf,
+                                                   "max_element_rel_diff": math.inf}}
+    bundle = attach_engine(path, b"plan-bytes", info)
+    assert bundle.manifest.extra["tensorrt"]["fp16_rejected"] == {
+        "max_rel_diff": None, "max_element_rel_diff": None}
+    assert "Infinity" not in (path / "config.json").read_text()
 
 
 def test_attach_engine_adds_a_plan_only_once(tmp_path: Path) -> None:
