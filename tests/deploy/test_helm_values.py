@@ -381,7 +381,8 @@ def _rendered_instance(values: dict[str, Any]) -> dict[str, Any]:
     return {
         "run_coordinator": {"module": "dagster.core.run_coordinator",
                             "class": "QueuedRunCoordinator", "config": config},
-        "run_retries": {"enabled": retries["enabled"], "max_retries": retries["maxRetries"]},
+        "run_retries": {"enabled": retries["enabled"], "max_retries": retries["maxRetries"],
+                        "retry_on_asset_or_op_failure": retries["retryOnAssetOrOpFailure"]},
         "telemetry": {"enabled": values["telemetry"]["enabled"]},
         **values["additionalInstanceConfig"],
     }
@@ -408,9 +409,14 @@ def test_dagster_loads_the_instance_with_the_queue_limits_and_the_gpu_pool(
         assert local["concurrency"]["pools"]["default_limit"] == 1
         assert instance.run_retries_max_retries == values["dagsterDaemon"]["runRetries"][
             "maxRetries"]
+        # a failed step (a missing file, a failed check) fails again: only transient failures
+        # (a lost worker or pod) are retried, in every instance
+        assert not instance.run_retries_retry_on_asset_or_op_failure
     production = yaml.safe_load((ROOT / "docker" / "dagster.yaml").read_text())
     assert production["run_retries"]["max_retries"] == values["dagsterDaemon"]["runRetries"][
         "maxRetries"]
+    for config in (local, production):
+        assert config["run_retries"]["retry_on_asset_or_op_failure"] is False
 
 
 def test_the_gpu_pool_exists_in_the_code(tmp_path: Path) -> None:
