@@ -8,6 +8,7 @@ default dataset only, with today's names.
 
 from __future__ import annotations
 
+import multiprocessing
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
@@ -196,6 +197,8 @@ def build_definitions(
 # do not use it. The rest of the multiprocess executor's run config (``max_concurrent``,
 # ``tag_concurrency_limits``, ``retries``, another ``start_method``) still applies.
 def _forkserver_by_default(config: dict[str, Any]) -> dict[str, Any]:
+    if "forkserver" not in multiprocessing.get_all_start_methods():  # Windows: spawn only
+        return config
     preload = {"forkserver": {"preload_modules": [__name__]}}
     return {**config, "start_method": config.get("start_method") or preload}
 

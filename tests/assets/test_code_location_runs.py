@@ -40,6 +40,11 @@ def test_a_code_location_run_forks_its_steps_from_one_import(
         assert all(e.pid != os.getpid() for e in starts)  # each step in its own process
         checks = result.get_asset_check_evaluations()
         assert checks and all(c.passed for c in checks)
+    # the step processes came from a forkserver that had imported the code location (it skips
+    # a preload module it cannot import, and each step would import it again)
+    from multiprocessing import forkserver
+
+    assert "ds_assets.definitions" in forkserver._forkserver._preload_modules
     assert (data / "assets" / "raw_telemetry" / f"{day}.parquet").is_file()
 
 
@@ -62,3 +67,10 @@ def test_the_executor_keeps_its_run_config() -> None:
     assert limited["max_concurrent"] == 1 and limited["start_method"] == default["start_method"]
     assert executor({"execution": {"config": {"start_method": {"spawn": {}}}}})[
         "start_method"] == {"spawn": {}}
+
+
+def test_where_there_is_no_forkserver_steps_are_spawned(monkeypatch: pytest.MonkeyPatch) -> None:
+    from ds_assets import definitions
+
+    monkeypatch.setattr(definitions.multiprocessing, "get_all_start_methods", lambda: ["spawn"])
+    assert "start_method" not in definitions._forkserver_by_default({"max_concurrent": 2})
