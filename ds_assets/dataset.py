@@ -97,6 +97,13 @@ class Dataset:
                                   for k in overrides}
         return pydantic.create_model(f"{base.__name__}_{self.name}", __base__=base, **fields)
 
+    def retrain_window(self, default: int) -> int:
+        """Days a scheduled or drift-requested retrain trains on: the declared ``training``
+        ``n_partitions`` when the declaration sets it (what the launchpad starts from too),
+        else ``default``."""
+        declared = self.config_defaults.get("training_set", {}).get("n_partitions")
+        return default if declared is None else int(declared)
+
     def with_defaults(self, asset: str) -> Callable[[F], F]:
         """Decorate an asset function (under ``@dg.asset``) so its ``config`` parameter's class
         carries this dataset's defaults for ``asset``."""

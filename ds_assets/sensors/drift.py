@@ -90,9 +90,11 @@ def build_drift_sensor(
     ``drift-retrain:<version>:<first day>``, so the daemon drops a duplicate even if the cursor
     is lost; and a run already launched for an overlapping episode (its tags) stops a second
     request when the cursor is lost and the run has grown backwards since. The retrain window
-    ends at the last drifted day and spans ``training_window`` days, so it includes the drifted
-    data. Assets, job and the sensor's name are the dataset's (``ds``).
+    ends at the last drifted day and spans ``training_window`` days (the dataset's declared
+    ``training.n_partitions`` when it has one), so it includes the drifted data. Assets, job
+    and the sensor's name are the dataset's (``ds``).
     """
+    training_window = ds.retrain_window(training_window)  # a declared window wins
     if k < 1 or training_window < 1:
         raise ValueError(f"k={k} and training_window={training_window} must both be >= 1")
     drift_key, training_job = ds.key(DRIFT_ASSET), ds.scoped(TRAINING_JOB)

@@ -57,12 +57,13 @@ def build_daily_schedule(
 def weekly_retrain_request(
     ds: Dataset, scheduled: dt.datetime, window_days: int = 7
 ) -> dg.RunRequest:
-    """Train on the ``window_days`` days that ended before the tick (plain, for tests)."""
+    """Train on the ``window_days`` days that ended before the tick, or on the dataset's
+    declared window (plain, for tests)."""
     last = (scheduled.astimezone(dt.UTC).date() - dt.timedelta(days=1)).isoformat()
     return dg.RunRequest(
         run_key=f"weekly-retrain:{last}",
         run_config={"ops": {ds.op_name("training_set"): {"config": {
-            "n_partitions": window_days, "end_partition": last}}}},
+            "n_partitions": ds.retrain_window(window_days), "end_partition": last}}}},
         tags={"datasentinel/trigger": "schedule", "datasentinel/window_end": last},
     )
 
@@ -74,7 +75,7 @@ def build_weekly_retrain_schedule(ds: Dataset) -> dg.ScheduleDefinition:
         job_name=ds.scoped("train_detector"),
         execution_timezone="UTC",
         default_status=schedule_status(),
-        description="Retrain on the last 7 days every Monday.",
+        description=f"Retrain on the last {ds.retrain_window(7)} days every Monday.",
     )
     def weekly_retrain_schedule(context: dg.ScheduleEvaluationContext) -> dg.RunRequest:
         return weekly_retrain_request(ds, context.scheduled_execution_time)

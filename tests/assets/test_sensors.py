@@ -478,3 +478,27 @@ def test_a_rollback_between_two_ticks_still_rescores_what_the_other_version_scor
     requests, _, cursor = _tick(sensor, instance, cursor, defs)
     assert [r.partition_key for r in requests] == [DAYS[7]]
     assert {r.tags["datasentinel/champion"] for r in requests} == {"1"}
+
+
+def test_a_declared_training_window_is_what_drift_and_weekly_retrains_train_on(
+    instance: dg.DagsterInstance,
+) -> None:
+    """A declaration's ``training.n_partitions`` is the default of the launchpad; the drift
+    sensor and the weekly schedule passed their own 7 days over it."""
+    import datetime as dt
+
+    from ds_assets.sensors.schedules import weekly_retrain_request
+
+    declared = Dataset(name="default", model_name="test-ae", partitions_start=DAYS[0],
+                       config_defaults={"training_set": {"n_partitions": 4}})
+    for day in DAYS[:3]:
+        _drift(instance, day, True)
+    (request,), _, _ = _tick(build_drift_sensor(declared, k=3, training_window=7), instance, None)
+    assert request.run_config["ops"]["training_set"]["config"] == {
+        "n_partitions": 4, "end_partition": DAYS[2]}
+    monday = dt.datetime(2026, 11, 9, 2, tzinfo=dt.UTC)
+    weekly = weekly_retrain_request(declared, monday).run_config["ops"]["training_set"]["config"]
+    assert weekly == {"n_partitions": 4, "end_partition": "2026-11-08"}
+    # undeclared: the sensor's and the schedule's own windows, as before
+    plain = weekly_retrain_request(DEFAULT, monday, 7).run_config["ops"]["training_set"]["config"]
+    assert plain["n_partitions"] == 7
