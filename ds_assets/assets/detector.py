@@ -42,6 +42,7 @@ from ds_assets.training.datasets import (
     normal_rows,
     select_window,
     split_rows,
+    window_reach,
 )
 from ds_assets.training.detectors import (
     DetectorParams,
@@ -144,6 +145,9 @@ def build_training_set_asset(ds: Dataset) -> dg.AssetsDefinition:
                 "train on unlabeled days (unlabeled_days: train)"
             )
         keys = select_window(usable, config.n_partitions, config.end_partition)
+        reach = window_reach(keys, config.n_partitions, config.end_partition)
+        if reach:
+            context.log.warning(reach)
         frames = {k: raw_telemetry[k] for k in keys}
         masks, screens = screen_unlabeled_days(
             context, ds, {k: f for k, f in frames.items() if LABEL not in f.columns},

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -36,6 +37,22 @@ def select_window(available: Sequence[str], n_partitions: int, end: str | None) 
             "materialize raw_telemetry for some days first"
         )
     return keys[-n_partitions:]
+
+
+def window_reach(keys: Sequence[str], n_partitions: int, end: str | None) -> str | None:
+    """Why a window of the last ``n_partitions`` stored days is not the last ``n_partitions``
+    calendar days (days not stored, or left out, between them), or None when it is."""
+    if not keys:
+        return None
+    last = dt.date.fromisoformat(end or keys[-1])
+    first_calendar = last - dt.timedelta(days=n_partitions - 1)
+    older = [k for k in keys if dt.date.fromisoformat(k) < first_calendar]
+    if not older:
+        return None
+    return (f"the window of {n_partitions} stored day(s) up to {last} reaches back to {keys[0]}: "
+            f"{len(older)} of its days are older than {first_calendar}, because days between "
+            "are not stored or were left out; the model learns from them as from recent days. "
+            "Narrow n_partitions or ingest the missing days")
 
 
 def build_training_set(

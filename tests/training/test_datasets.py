@@ -12,6 +12,7 @@ from ds_assets.training.datasets import (
     normal_rows,
     select_window,
     split_rows,
+    window_reach,
 )
 from ds_assets.training.promotion import decide_promotion
 
@@ -78,6 +79,20 @@ def test_window_selection() -> None:
     assert select_window(keys, 2, "2026-11-03") == ["2026-11-02", "2026-11-03"]
     with pytest.raises(DatasetError, match="no materialized raw_telemetry partitions up to"):
         select_window(keys, 2, "2026-10-01")
+
+
+def test_a_window_reaching_past_its_calendar_days_is_named() -> None:
+    """The last n stored days: with days missing between them, a 7-day drift retrain trained
+    on month-old days without a word."""
+    old = ["2026-11-02", "2026-11-03", "2026-11-04", "2026-11-05"]
+    recent = ["2026-12-05", "2026-12-06", "2026-12-07"]
+    keys = select_window(old + recent, 7, "2026-12-07")
+    said = window_reach(keys, 7, "2026-12-07")
+    assert said is not None
+    assert "reaches back to 2026-11-02: 4 of its days are older than 2026-12-01" in said
+    assert window_reach(recent, 3, "2026-12-07") is None  # consecutive days: nothing to say
+    assert window_reach(recent, 7, None) is None  # fewer days stored than asked, all recent
+    assert window_reach([], 7, None) is None
 
 
 def test_promotion_rules() -> None:
