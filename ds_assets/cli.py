@@ -15,7 +15,6 @@ import logging
 import os
 import sys
 import time
-import warnings
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +29,7 @@ from ds_assets.job_outcome import (
     step_failures,
     step_warnings,
 )
+from ds_assets.notices import quiet_notices
 from ds_assets.telemetry.sources import SourceError
 
 DEFS_DIR = Path(__file__).parent / "defs"
@@ -262,13 +262,6 @@ def _refused_first_model(decision_file: Path) -> str | None:
     if champion.get("version") is None and decision.get("promote") is False:
         return str(decision.get("reason", ""))
     return None
-
-
-def quiet_notices() -> None:
-    """Before Dagster and MLflow are imported: their notices about Dagster's own preview APIs
-    and MLflow's database set-up say nothing a user can act on."""
-    warnings.filterwarnings("ignore", message=r".* is currently in (beta|preview)")
-    os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")  # read when mlflow is imported
 
 
 def main(argv: list[str] | None = None) -> int:

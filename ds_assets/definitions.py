@@ -6,7 +6,12 @@ merges them for all datasets, sharing the IO manager and MLflow resources. ``def
 default dataset only, with today's names.
 """
 
+# ruff: noqa: E402  (the notices are quieted before the imports that raise them)
 from __future__ import annotations
+
+from ds_assets.notices import quiet_notices
+
+quiet_notices()
 
 import multiprocessing
 import warnings

@@ -1,4 +1,4 @@
-from ds_assets.cli import quiet_notices
+from ds_assets.notices import quiet_notices
 
 quiet_notices()  # before the definitions import Dagster's preview APIs and MLflow
 
