@@ -68,6 +68,19 @@ def weekly_retrain_request(
     )
 
 
+def closed_since(ds: Dataset, scheduled: dt.datetime, days: int = 7) -> str | None:
+    """Why a tick has nothing new to train on: the dataset's declared partitions ended before
+    the ``days`` that ended before it (a historical dataset, such as SKAB), else None. Without
+    it every Monday retrained the same old days into a new model version."""
+    if ds.partitions_end is None:
+        return None
+    first = scheduled.astimezone(dt.UTC).date() - dt.timedelta(days=days)
+    if first < dt.date.fromisoformat(ds.partitions_end):
+        return None
+    return (f"dataset {ds.name!r} declares its days up to {ds.partitions_end} (excluded): none of "
+            f"the {days} days before this tick can be new, so there is nothing to retrain on")
+
+
 def build_weekly_retrain_schedule(ds: Dataset) -> dg.ScheduleDefinition:
     @dg.schedule(
         name=ds.scoped("weekly_retrain_schedule"),
@@ -77,7 +90,12 @@ def build_weekly_retrain_schedule(ds: Dataset) -> dg.ScheduleDefinition:
         default_status=schedule_status(),
         description=f"Retrain on the last {ds.retrain_window(7)} days every Monday.",
     )
-    def weekly_retrain_schedule(context: dg.ScheduleEvaluationContext) -> dg.RunRequest:
+    def weekly_retrain_schedule(
+        context: dg.ScheduleEvaluationContext,
+    ) -> dg.RunRequest | dg.SkipReason:
+        closed = closed_since(ds, context.scheduled_execution_time)
+        if closed:
+            return dg.SkipReason(closed)
         return weekly_retrain_request(ds, context.scheduled_execution_time)
 
     return weekly_retrain_schedule

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 from pathlib import Path
+from typing import Any
 
 import dagster as dg
 import pandas as pd
@@ -124,3 +125,25 @@ def test_daily_pipeline_stops_at_a_failed_blocking_check(
     started = {e.step_key for e in result.all_events if e.event_type_value == "STEP_START"}
     assert started.isdisjoint({"scored_telemetry", "drift_report", "alerts"}), started
     assert not (settings.data_dir / "assets" / "scored_telemetry").exists()
+
+
+def test_the_weekly_retrain_of_a_dataset_whose_days_have_ended_skips() -> None:
+    """A historical dataset (SKAB's days end in 2020) retrained the same days into a new model
+    version every Monday; once a week has passed since its last day, the tick says why not."""
+    from ds_assets.sensors.schedules import build_weekly_retrain_schedule
+
+    closed = Dataset(name="old", model_name="old-ae", partitions_start="2020-03-01",
+                     partitions_end="2020-03-11")
+    schedule = build_weekly_retrain_schedule(closed)
+    with dg.instance_for_test() as instance:
+        def tick(at: dt.datetime) -> Any:
+            return schedule.evaluate_tick(
+                dg.build_schedule_context(instance=instance, scheduled_execution_time=at))
+
+        late = tick(_at(2026, 12, 14, 2, 0))
+        assert not late.run_requests
+        assert "declares its days up to 2020-03-11" in (late.skip_message or "")
+        # the Monday after its last days still trains on them
+        (request,) = tick(_at(2020, 3, 16, 2, 0)).run_requests or []
+        ops = request.run_config["ops"]
+        assert ops[closed.op_name("training_set")]["config"]["end_partition"] == "2020-03-15"
