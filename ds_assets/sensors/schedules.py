@@ -6,10 +6,7 @@ from typing import TYPE_CHECKING
 
 import dagster as dg
 
-if TYPE_CHECKING:  # define_asset_job's result and what scheduling it returns (not exported)
-    from dagster._core.definitions.partitions.partitioned_schedule import (
-        UnresolvedPartitionedAssetScheduleDefinition,
-    )
+if TYPE_CHECKING:  # define_asset_job's result (not exported)
     from dagster._core.definitions.unresolved_asset_job_definition import (
         UnresolvedAssetJobDefinition,
     )
@@ -44,14 +41,33 @@ def build_rescore_job(ds: Dataset) -> "UnresolvedAssetJobDefinition":
 
 def build_daily_schedule(
     ds: Dataset, daily_pipeline_job: "UnresolvedAssetJobDefinition"
-) -> "UnresolvedPartitionedAssetScheduleDefinition | dg.ScheduleDefinition":
+) -> dg.ScheduleDefinition:
     """At 00:30 UTC, run the partition of the day that just ended (``daily_pipeline_job``, the
-    dataset's). Built when the definitions are (like the sensors), so DS_AUTOMATION is read
-    then, not at import."""
-    return dg.build_schedule_from_partitioned_job(
-        daily_pipeline_job, hour_of_day=0, minute_of_hour=30,
-        name=ds.scoped("daily_pipeline_schedule"), default_status=schedule_status(),
+    dataset's); skip, saying why, when that day is outside the dataset's declared days (after
+    a historical dataset's end its last day was requested again, a run that needs its source).
+    Built when the definitions are (like the sensors), so DS_AUTOMATION is read then, not at
+    import."""
+
+    @dg.schedule(
+        name=ds.scoped("daily_pipeline_schedule"),
+        cron_schedule="30 0 * * *",
+        job=daily_pipeline_job,
+        execution_timezone="UTC",
+        default_status=schedule_status(),
+        description="Run the daily pipeline for the day that just ended.",
     )
+    def daily_pipeline_schedule(
+        context: dg.ScheduleEvaluationContext,
+    ) -> dg.RunRequest | dg.SkipReason:
+        day = (context.scheduled_execution_time.astimezone(dt.UTC).date()
+               - dt.timedelta(days=1)).isoformat()
+        if day < ds.partitions_start or (ds.partitions_end and day >= ds.partitions_end):
+            return dg.SkipReason(
+                f"{day} is outside dataset {ds.name!r}'s declared days [{ds.partitions_start}, "
+                f"{ds.partitions_end or 'open'}): no day of it ended at this tick")
+        return dg.RunRequest(run_key=day, partition_key=day)  # the run key it always had
+
+    return daily_pipeline_schedule
 
 
 def weekly_retrain_request(

@@ -30,9 +30,33 @@ def test_daily_schedule_runs_the_day_that_just_ended(settings: Settings) -> None
                           (_at(2027, 1, 1, 0, 30), "2026-12-31")):
         with dg.instance_for_test() as instance:
             result = schedule.evaluate_tick(
-                dg.build_schedule_context(instance=instance, scheduled_execution_time=now)
+                dg.build_schedule_context(instance=instance, scheduled_execution_time=now,
+                                          repository_def=defs.get_repository_def())
             )
         assert [r.partition_key for r in result.run_requests or []] == [expected]
+
+
+def test_the_daily_schedule_of_a_dataset_whose_days_have_ended_skips(settings: Settings) -> None:
+    """After a historical dataset's declared end, the schedule requested its last day again (a
+    run that needs the dataset's source); now it says why it does not."""
+    from ds_assets.definitions import build_dataset_definitions
+
+    closed = Dataset(name="old", model_name="old-ae", partitions_start="2020-03-01",
+                     partitions_end="2020-03-11")
+    defs = build_dataset_definitions(closed, settings)
+    schedule = defs.resolve_schedule_def(closed.scoped("daily_pipeline_schedule"))
+    with dg.instance_for_test() as instance:
+        def tick(at: dt.datetime) -> Any:
+            return schedule.evaluate_tick(dg.build_schedule_context(
+                instance=instance, scheduled_execution_time=at,
+                repository_def=defs.get_repository_def()))
+
+        (last,) = tick(_at(2020, 3, 11, 0, 30)).run_requests or []
+        assert last.partition_key == "2020-03-10"
+        after = tick(_at(2026, 12, 9, 0, 30))
+        assert not after.run_requests
+        assert "2026-12-08 is outside dataset 'old'" in (after.skip_message or "")
+        assert not tick(_at(2020, 3, 1, 0, 30)).run_requests  # before its first day
 
 
 def test_daily_job_runs_the_whole_day_chain(settings: Settings) -> None:
