@@ -15,7 +15,6 @@ from pathlib import Path
 from typing import Any
 
 import dagster as dg
-import numpy as np
 import pandas as pd
 import pyarrow.parquet as pq
 
@@ -45,16 +44,6 @@ def stored_partition(table: StoredTable, partition: str) -> Path | None:
     ``<asset>/<partition>.parquet`` layout), or None where that partition is not stored."""
     path = Path(table.path).with_name(f"{partition}.parquet")
     return path if path.is_file() else None
-
-
-def _json_value(value: Any) -> Any:
-    """What JSON cannot hold as is: numpy numbers as numbers (``str`` made them text, so a
-    count came back as "3"), anything else as its text."""
-    if isinstance(value, np.generic):
-        return value.item()
-    if isinstance(value, np.ndarray):
-        return value.tolist()
-    return str(value)
 
 
 def _place(path: Path, table: StoredTable) -> None:
@@ -99,7 +88,8 @@ CODECS: tuple[_Codec, ...] = (
     _Codec(
         "json",
         dict,
-        lambda p, v: atomic_write_bytes(p, jsonio.dumps(v, indent=2, default=_json_value).encode()),
+        # numpy numbers stay numbers (jsonio); anything else JSON cannot hold, as its text
+        lambda p, v: atomic_write_bytes(p, jsonio.dumps(v, indent=2, default=str).encode()),
         lambda p: json.loads(p.read_text("utf-8")),
     ),
     _Codec("onnx", OnnxGraph, lambda p, v: atomic_write_bytes(p, v.data),
