@@ -354,7 +354,7 @@ def _read_table(path: str, sep: str) -> Any:
 
 
 def _is_parquet(path: str) -> bool:
-    """Read as Parquet (else as CSV, whose rows are numbered by line)."""
+    """Read or write as Parquet (else as CSV, whose rows are numbered by line)."""
     return Path(path).suffix.lower() in (".parquet", ".pq")
 
 
@@ -578,7 +578,7 @@ def _score_file(args: argparse.Namespace) -> int:
         out["model_version"] = versions
         from ds_serving.atomic import atomic_write_with
 
-        if args.out.lower().endswith((".parquet", ".pq")):
+        if _is_parquet(args.out):
             atomic_write_with(args.out, lambda p: out.to_parquet(p, index=False))
         else:
             atomic_write_with(args.out, lambda p: out.to_csv(p, index=False))
