@@ -126,8 +126,9 @@ def frame_metrics(scored: pd.DataFrame, alerts: pd.DataFrame) -> dict[str, Any]:
     }
 
 
-def _fixed(value: Any, width: int, digits: int) -> str:
-    """A number for the tables; JSON's null (an undefined or infinite figure) reads n/a."""
+def figure(value: Any, width: int = 0, digits: int = 3) -> str:
+    """A number for the demo's printouts; undefined ones (no anomalies in the split, JSON's
+    null for an undefined or infinite figure) read n/a."""
     if value is None or value != value:
         return f"{'n/a':>{width}}"
     return f"{float(value):{width}.{digits}f}"
@@ -197,9 +198,9 @@ def run_drift_story(
         decision = f"REQUEST {requests[0].run_key}" if requests else f"skip: {skip}"
         if requests:
             request = requests[0]
-        print(f"  {day:10} {report['drifted']!s:7} {_fixed(report['drift_score'], 6, 2)} "
-              f"{_fixed(report['score']['wasserstein'], 9, 2)} "
-              f"{_fixed(report['anomaly_rate'], 9, 4)} "
+        print(f"  {day:10} {report['drifted']!s:7} {figure(report['drift_score'], 6, 2)} "
+              f"{figure(report['score']['wasserstein'], 9, 2)} "
+              f"{figure(report['anomaly_rate'], 9, 4)} "
               f"{day_metrics(assets, day, aside.get(day))['alerts']:6d}  "
               f"{','.join(report['drifted_features']) or '-'} | {decision}")
     drift_days = [d for d in days if d >= start]
@@ -237,8 +238,8 @@ def run_drift_story(
             for side in ("champion", "candidate"):
                 m = report[side]
                 print(f"  {day if side == 'champion' else '':10} {'v' + m['version']:>5} "
-                      f"{m['flag_rate']:9.4f} {m['alerts']:6d} {_fixed(m['drift_score'], 11, 2)} "
-                      f"{_fixed(m['injected_event_recall'], 15, 3)}")
+                      f"{m['flag_rate']:9.4f} {m['alerts']:6d} {figure(m['drift_score'], 11, 2)} "
+                      f"{figure(m['injected_event_recall'], 15, 3)}")
         requests, _, skip = _tick(defs, instance, "shadow_verdict_sensor", None)
         if requests:
             run(defs, requests[0].job_name or "judge_candidate", instance, tags=requests[0].tags)
@@ -262,7 +263,7 @@ def run_drift_story(
     for d in drift_days:
         report = json.loads((assets / "drift_report" / f"{d}.json").read_text())
         for label, m in (("old", before[d]), ("new", after_rescore[d])):
-            score = "" if label == "old" else _fixed(report['drift_score'], 11, 2)
+            score = "" if label == "old" else figure(report['drift_score'], 11, 2)
             print(_metrics_row(d if label == "old" else "", m) + f" {score}")
     mean = {
         side: {k: float(np.mean([m[k] for m in ms.values()]))

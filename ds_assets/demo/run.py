@@ -21,7 +21,7 @@ import dagster as dg
 from ds_assets.cli import declaration_path
 from ds_assets.components import load_declaration
 from ds_assets.definitions import build_dataset_definitions
-from ds_assets.demo.drift_story import run_drift_story
+from ds_assets.demo.drift_story import figure, run_drift_story
 from ds_assets.job_outcome import failed_checks, interrupted, step_failures, step_warnings
 from ds_assets.sensors.records import previous_days
 from ds_assets.settings import Settings
@@ -65,11 +65,6 @@ def _fresh_state(data_dir: Path, home: Path) -> None:
             shutil.rmtree(path)
         else:
             path.unlink()
-
-
-def _num(value: Any) -> str:
-    """A metric for the printout; undefined ones (no anomalies in the split) read n/a."""
-    return "n/a" if value is None or value != value else f"{float(value):.3f}"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -153,7 +148,7 @@ def _demo(args: argparse.Namespace) -> int:
     print("  test split : rows={n_rows:,} anomalies={n_anomalies:,} threshold={threshold:.4g}"
           .format(**report))
     print("  metrics    : " + " ".join(
-        f"{name}={_num(report.get(key))}" for name, key in (
+        f"{name}={figure(report.get(key))}" for name, key in (
             ("precision", "precision"), ("recall", "recall"), ("f1", "f1"),
             ("roc_auc", "roc_auc"), ("pr_auc", "pr_auc"), ("best_f1(oracle)", "best_f1_oracle"))))
     recall = ", ".join(f"{k}={v['recall']:.2f}" for k, v in report["per_type_recall"].items())
