@@ -26,8 +26,8 @@ from ds_assets.job_outcome import (
     CHECKS_FAILED,
     failed_checks,
     interrupted,
+    run_in_process,
     step_failures,
-    step_warnings,
 )
 from ds_assets.notices import quiet_notices
 from ds_assets.telemetry.sources import SourceError
@@ -146,18 +146,14 @@ def materialize(args: argparse.Namespace) -> int:
         return 2
     defs = build_dataset_definitions(ds, settings)
     instance = dg.DagsterInstance.get()
-    console = {"loggers": {"console": {"config": {"log_level": args.log_level}}}}
 
     def run(job: str, label: str, checks_may_fail: bool = False, **kwargs: Any) -> bool:
         """Run a job; False when only its blocking checks failed and ``checks_may_fail``,
         else any failure ends the command."""
         t0 = time.perf_counter()
         print(f"[{label}]", flush=True)
-        run_config = {**kwargs.pop("run_config", {}), **console}
-        result = defs.resolve_job_def(ds.scoped(job)).execute_in_process(
-            instance=instance, raise_on_error=False, run_config=run_config, **kwargs)
-        for note in step_warnings(instance, result.run_id):
-            print(f"  warning: {note}", file=sys.stderr)
+        result = run_in_process(defs.resolve_job_def(ds.scoped(job)), instance, args.log_level,
+                                **kwargs)
         if not result.success:
             steps, checks = step_failures(result.all_events), failed_checks(result.all_events)
             if checks_may_fail and checks and all(CHECKS_FAILED in s for s in steps):

@@ -1,5 +1,5 @@
-"""What a job run in process came to, in a few lines: why each failed step failed, what the
-steps warned about, what each failed blocking check found, and whether Ctrl-C stopped it.
+"""A job run in process, and what it came to in a few lines: why each failed step failed, what
+the steps warned about, what each failed blocking check found, and whether Ctrl-C stopped it.
 
 ``ds-dataset materialize`` and ``make demo`` print these instead of Dagster's event log (stack
 traces included), which stays in the instance for the UI.
@@ -8,13 +8,28 @@ traces included), which stays in the instance for the UI.
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+import sys
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 # how Dagster fails a step whose blocking asset checks failed (and nothing else)
 CHECKS_FAILED = "DagsterAssetCheckFailedError"
 # Ctrl-C during a step: Dagster's error for a signal, or the interrupt itself
 INTERRUPTED = ("DagsterExecutionInterruptedError", "KeyboardInterrupt")
+
+
+def run_in_process(job: Any, instance: Any, console_level: str,
+                   run_config: Mapping[str, Any] | None = None, **kwargs: Any) -> Any:
+    """Execute ``job`` (a job definition) in process, failures returned rather than raised,
+    with Dagster's console logger at ``console_level``; the steps' warnings go to stderr, one
+    line each. The result, for the caller to judge."""
+    config = {**(run_config or {}),
+              "loggers": {"console": {"config": {"log_level": console_level}}}}
+    result = job.execute_in_process(instance=instance, raise_on_error=False, run_config=config,
+                                    **kwargs)
+    for note in step_warnings(instance, result.run_id):
+        print(f"  warning: {note}", file=sys.stderr)
+    return result
 
 
 def interrupted(failures: Sequence[str]) -> bool:

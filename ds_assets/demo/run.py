@@ -22,7 +22,7 @@ from ds_assets.cli import declaration_path
 from ds_assets.components import load_declaration
 from ds_assets.definitions import build_dataset_definitions
 from ds_assets.demo.drift_story import figure, run_drift_story
-from ds_assets.job_outcome import failed_checks, interrupted, step_failures, step_warnings
+from ds_assets.job_outcome import failed_checks, interrupted, run_in_process, step_failures
 from ds_assets.sensors.records import previous_days
 from ds_assets.settings import Settings
 from ds_serving import jsonio
@@ -33,13 +33,7 @@ def _run(defs: dg.Definitions, job: str, instance: dg.DagsterInstance, *,
     """Run a job in process. Dagster's step events (about a thousand DEBUG lines for the demo,
     stack traces with its errors) stay in the instance's event log, shown by the UI; the console
     gets the steps' warnings, and on failure why each step failed (unless ``--verbose``)."""
-    run_config = dict(kwargs.pop("run_config", {}))
-    run_config["loggers"] = {"console": {"config": {"log_level": console_level}}}
-    result = defs.resolve_job_def(job).execute_in_process(
-        instance=instance, raise_on_error=False, run_config=run_config, **kwargs
-    )
-    for note in step_warnings(instance, result.run_id):
-        print(f"  warning: {note}", file=sys.stderr)
+    result = run_in_process(defs.resolve_job_def(job), instance, console_level, **kwargs)
     if not result.success:
         steps = step_failures(result.all_events)
         if interrupted(steps):
