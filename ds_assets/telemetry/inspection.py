@@ -80,15 +80,21 @@ def _read_sample(path: Path, source: SourceSpec) -> tuple[pd.DataFrame, CsvDiale
     if is_parquet(path, source):
         return pd.read_parquet(path).head(SAMPLE_ROWS), None
     dialect = sniff(path, source)
+    return _read_csv(path, dialect, SAMPLE_ROWS), dialect
+
+
+def _read_csv(path: Path, dialect: CsvDialect, rows: int) -> pd.DataFrame:
+    """The first ``rows`` rows of a CSV file (0: its header), column names stripped; a file
+    that cannot be read so is named with why."""
     try:
-        frame = pd.read_csv(path, nrows=SAMPLE_ROWS, **dialect.read_options())
+        frame = pd.read_csv(path, nrows=rows, **dialect.read_options())
     except (pd.errors.EmptyDataError, pd.errors.ParserError) as exc:
         raise SourceError(f"{path}: cannot be read as CSV with separator "
                           f"{dialect.separator!r}: {exc}") from None
     except UnicodeDecodeError as exc:
         raise not_utf8(path, exc) from None
     frame.columns = [str(c).strip() for c in frame.columns]
-    return frame, dialect
+    return frame
 
 
 def _timestamp_column(frame: pd.DataFrame, given: str | None, path: Path,
@@ -219,7 +225,7 @@ def inspect_source(
         notes.append(f"column(s) {reserved} carry names the platform reserves "
                      f"({sorted(RESERVED)}): left out of the features; rename them in the "
                      "file to use them")
-    headers = _headers(files, source)
+    headers = _headers(files, source, sample)
     needed = [c for c in (ts, entity, labels.get("column")) if c]
     for file, header in headers.items():
         lacking = [c for c in needed if c not in header]
@@ -268,20 +274,14 @@ def inspect_source(
         timestamp_spec=given)
 
 
-def _headers(files: list[Path], source: SourceSpec) -> dict[Path, list[str]]:
-    """Each file's column names, from its header or Parquet schema alone."""
-    out = {}
-    for path in files:
-        if is_parquet(path, source):
-            out[path] = list(pq.read_schema(path).names)
-            continue
-        try:
-            header = pd.read_csv(path, nrows=0, **sniff(path, source).read_options()).columns
-        except (pd.errors.EmptyDataError, pd.errors.ParserError) as exc:
-            raise SourceError(f"{path}: cannot be read as CSV: {exc}") from None
-        except UnicodeDecodeError as exc:
-            raise not_utf8(path, exc) from None
-        out[path] = [str(c).strip() for c in header]
+def _headers(files: list[Path], source: SourceSpec, sample: pd.DataFrame,
+             ) -> dict[Path, list[str]]:
+    """Each file's column names, from its header or Parquet schema alone (the first file's from
+    its ``sample``, already read)."""
+    out = {files[0]: list(sample.columns)}
+    for path in files[1:]:
+        out[path] = (list(pq.read_schema(path).names) if is_parquet(path, source)
+                     else list(_read_csv(path, sniff(path, source), 0).columns))
     return out
 
 
