@@ -39,6 +39,11 @@ def build_rescore_job(ds: Dataset) -> "UnresolvedAssetJobDefinition":
     )
 
 
+def days_before(scheduled: dt.datetime, days: int) -> dt.date:
+    """The UTC day ``days`` days before a tick's (1: the day that just ended)."""
+    return scheduled.astimezone(dt.UTC).date() - dt.timedelta(days=days)
+
+
 def build_daily_schedule(
     ds: Dataset, daily_pipeline_job: "UnresolvedAssetJobDefinition"
 ) -> dg.ScheduleDefinition:
@@ -59,8 +64,7 @@ def build_daily_schedule(
     def daily_pipeline_schedule(
         context: dg.ScheduleEvaluationContext,
     ) -> dg.RunRequest | dg.SkipReason:
-        day = (context.scheduled_execution_time.astimezone(dt.UTC).date()
-               - dt.timedelta(days=1)).isoformat()
+        day = days_before(context.scheduled_execution_time, 1).isoformat()
         if day < ds.partitions_start or (ds.partitions_end and day >= ds.partitions_end):
             return dg.SkipReason(
                 f"{day} is outside dataset {ds.name!r}'s declared days [{ds.partitions_start}, "
@@ -75,7 +79,7 @@ def weekly_retrain_request(
 ) -> dg.RunRequest:
     """Train on the ``window_days`` days that ended before the tick, or on the dataset's
     declared window (plain, for tests)."""
-    last = (scheduled.astimezone(dt.UTC).date() - dt.timedelta(days=1)).isoformat()
+    last = days_before(scheduled, 1).isoformat()
     return dg.RunRequest(
         run_key=f"weekly-retrain:{last}",
         run_config={"ops": {ds.op_name("training_set"): {"config": {
@@ -90,7 +94,7 @@ def closed_since(ds: Dataset, scheduled: dt.datetime, days: int = 7) -> str | No
     it every Monday retrained the same old days into a new model version."""
     if ds.partitions_end is None:
         return None
-    first = scheduled.astimezone(dt.UTC).date() - dt.timedelta(days=days)
+    first = days_before(scheduled, days)
     if first < dt.date.fromisoformat(ds.partitions_end):
         return None
     return (f"dataset {ds.name!r} declares its days up to {ds.partitions_end} (excluded): none of "
