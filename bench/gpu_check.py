@@ -140,7 +140,7 @@ def _bundle(tmp: Path) -> Any:
 
 def cuda_parity(tmp: Path) -> dict[str, Any]:
     """ORT CUDA against ORT CPU on the same 100k rows, judged by the export parity rule."""
-    from ds_assets.training.export import compare_outputs
+    from ds_assets.training.parity import compare_outputs
     from ds_assets.training.tensorrt_build import FP32_RTOL
     from ds_serving.scoring import Scorer
 

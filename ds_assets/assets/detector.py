@@ -47,10 +47,8 @@ from ds_assets.training.datasets import (
 from ds_assets.training.detectors import (
     DetectorParams,
     TrainedDetector,
-    pick_device,
     train_detector,
 )
-from ds_assets.training.export import OPSET, check_parity, export_onnx, input_shape
 from ds_assets.training.tensorrt_build import (
     attach_engine,
     compile_and_check,
@@ -291,6 +289,10 @@ def refit_without_top_share(
     """Fit again without the top ``share`` of the unlabeled train and validation rows by the
     first fit's score (iterated once; no refit when no training row is unlabeled); what was
     dropped goes into the training summary, and the bundle trims its validation rows alike."""
+    # torch (3 s to import) is imported where a step fits or exports a model, not by the code
+    # location that run workers, code servers and the CLI load (test_code_location_imports)
+    from ds_assets.training.export import export_onnx
+
     graph = export_onnx(first)
     keep_train = trim_top(row_scores(graph, first, train), unlabeled_rows(train), share)
     keep_val = trim_top(row_scores(graph, first, val), unlabeled_rows(val), share)
@@ -327,6 +329,8 @@ def build_detector_asset(ds: Dataset) -> dg.AssetsDefinition:
     ) -> TrainedDetector:
         """A detector of the configured family fitted on normal train rows (autoencoders are
         early-stopped on validation loss); training facts go to metadata and MLflow."""
+        from ds_assets.training.networks import pick_device
+
         params = config.params()  # a config that cannot work fails here, before any training
         device = pick_device(config.device)
         threads = thread_policy(TRAINING)
@@ -370,6 +374,8 @@ def build_onnx_model_asset(ds: Dataset) -> dg.AssetsDefinition:
               code_version=CODE_VERSION, group_name=ds.scoped("training"))
     def onnx_model(context: dg.AssetExecutionContext, detector: TrainedDetector) -> OnnxGraph:
         """The scoring graph: normalization, model and score inside one ONNX model."""
+        from ds_assets.training.export import OPSET, export_onnx, input_shape
+
         graph = OnnxGraph(export_onnx(detector))
         context.add_output_metadata({
             "opset": OPSET,
@@ -407,6 +413,8 @@ def build_onnx_parity_check(ds: Dataset) -> dg.AssetChecksDefinition:
     ) -> dg.AssetCheckResult:
         """onnxruntime and the reference (torch, numpy for PCA) agree within a relative
         tolerance before anything ships."""
+        from ds_assets.training.export import check_parity
+
         result = check_parity(detector, onnx_model.data, parity_inputs(training_set, detector))
         return dg.AssetCheckResult(
             passed=result.passed,

@@ -13,7 +13,6 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-from scipy import stats
 
 N_QUANTILES = 201  # probability grid 0, 0.005, ..., 1
 PSI_BINS = 10
@@ -132,6 +131,9 @@ def ks_grid(sample: np.ndarray, ref: Sketch) -> tuple[float, float]:
     # below the reference's minimum (its first grid value) its CDF is 0: the grid alone never
     # saw mass there (a constant sensor that drops was D = 0)
     d = max(d, float(np.searchsorted(ordered, values[0], side="left")) / sample.size)
+    from scipy import stats  # 1.2 s to import: only where a report is computed, not in the
+    # code location every run worker and code server loads
+
     n_eff = sample.size * ref.n / (sample.size + ref.n)
     return d, float(stats.kstwobign.sf(d * math.sqrt(n_eff)))
 
@@ -141,6 +143,8 @@ def benjamini_hochberg(pvalues: Sequence[float]) -> np.ndarray:
     p = np.asarray(pvalues, dtype=np.float64)
     if p.size == 0:
         return p
+    from scipy import stats
+
     return np.asarray(stats.false_discovery_control(p, method="bh"))
 
 

@@ -13,12 +13,12 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 import numpy as np
-from matplotlib.backends.backend_agg import FigureCanvasAgg
-from matplotlib.figure import Figure
 
 from ds_assets.reporting.evaluation import _check_labels_scores, _cumulative_counts
 
 if TYPE_CHECKING:
+    from matplotlib.figure import Figure
+
     from ds_assets.monitoring.drift import DriftResult
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
@@ -31,7 +31,16 @@ def _literal(text: str) -> str:
     return text.replace("$", r"\$")
 
 
+def _figure(width: float, height: float) -> Figure:
+    # matplotlib is imported where a plot is drawn, not by the code location (0.7 s)
+    from matplotlib.figure import Figure
+
+    return Figure(figsize=(width, height))
+
+
 def _png(fig: Figure) -> bytes:
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
     FigureCanvasAgg(fig)
     buffer = io.BytesIO()
     fig.savefig(buffer, format="png", dpi=DPI, bbox_inches="tight")
@@ -64,7 +73,7 @@ def pr_curve_png(
     """
     if not curves:
         raise ValueError("pr_curve_png needs at least one (name, labels, scores) curve")
-    fig = Figure(figsize=(6.0, 4.5))
+    fig = _figure(6.0, 4.5)
     ax = fig.add_subplot()
     contamination = None
     for i, (name, labels, scores) in enumerate(curves):
@@ -90,7 +99,7 @@ def score_histogram_png(
 ) -> bytes:
     """Histograms of normal vs anomalous scores (log-spaced bins) and the threshold line."""
     y, s = _check_labels_scores(labels, scores)
-    fig = Figure(figsize=(6.0, 4.0))
+    fig = _figure(6.0, 4.0)
     ax = fig.add_subplot()
     finite = s[np.isfinite(s)]
     positive = finite[finite > 0]
@@ -141,7 +150,7 @@ def timeseries_png(
         )
     if t.size == 0:
         raise ValueError("timeseries_png needs at least one row")
-    fig = Figure(figsize=(10.0, 3.6))
+    fig = _figure(10.0, 3.6)
     ax = fig.add_subplot()
     ax.plot(t, s, linewidth=0.8, color="tab:blue", label="score")
     edges = np.diff(np.r_[0, y.astype(np.int8), 0])

@@ -24,11 +24,10 @@ from ds_assets.training.detectors import (
     _VAL_CHUNK,
     DetectorParams,
     TrainedDetector,
-    _fit_autoencoder,
     _fit_pca,
-    fitted_on_errors,
     pca_reference_scores,
 )
+from ds_assets.training.networks import fit_autoencoder, fitted_on_errors
 from ds_serving.windows import window_index
 
 AE, PCA = "temporal_ae", "pca"
@@ -47,7 +46,7 @@ def fit_fused(
     ae_params = replace(params, family=AE)
     ti = window_index(train_keys, params.window).starts
     index = window_index(val_keys, params.window)
-    arrays, summary = _fit_autoencoder(ae_params, zt.shape[1], zt, zv, ti, index.starts, device)
+    arrays, summary = fit_autoencoder(ae_params, zt.shape[1], zt, zv, ti, index.starts, device)
     arrays.update(fitted_on_errors(ae_params, arrays, zt, zv, ti, index.starts, summary))
     out = {PREFIXES[AE] + k: v for k, v in arrays.items()}
     pca_summary: dict[str, Any] = {}

@@ -24,7 +24,7 @@ from typing import Any
 
 import numpy as np
 
-from ds_assets.training.export import ParityResult, compare_outputs, ort_outputs
+from ds_assets.training.parity import ParityResult, compare_outputs, ort_outputs
 from ds_serving import jsonio
 from ds_serving.atomic import atomic_write_bytes, atomic_write_text
 from ds_serving.bundle import (

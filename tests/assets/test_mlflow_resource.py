@@ -42,3 +42,22 @@ def test_mlflow_run_status_follows_the_dagster_run(
     assert exp is not None
     runs = client.search_runs([exp.experiment_id])
     assert len(runs) == 1 and runs[0].info.status == status
+
+
+def test_the_schema_is_dagster_mlflows_plus_the_artifact_location() -> None:
+    """The schema is written out so that the code location does not import mlflow; a
+    dagster-mlflow release that changes its own must change this one too."""
+    from dagster._config import resolve_to_config_type
+    from dagster_mlflow.resources import CONFIG_SCHEMA
+
+    from ds_assets.resources.mlflow import TRACKING_SCHEMA
+
+    def described(schema: dict[str, dg.Field]) -> dict[str, tuple[object, ...]]:
+        return {name: (resolve_to_config_type(f.config_type).given_name
+                       or resolve_to_config_type(f.config_type).key,
+                       f.is_required, f.default_provided and f.default_value, f.description)
+                for name, f in schema.items()}
+
+    ours = described(TRACKING_SCHEMA)
+    assert ours.pop("artifact_location")[1] is False
+    assert ours == described(CONFIG_SCHEMA)

@@ -158,7 +158,8 @@ def test_a_recent_window_score_weighs_its_last_rows_most() -> None:
     at its end weighs ~0.29 of it (1/16 in the mean), and the graph exports with parity."""
     import torch
 
-    from ds_assets.training.detectors import recent_weights, window_errors
+    from ds_assets.training.detectors import recent_weights
+    from ds_assets.training.networks import window_errors
 
     weights = recent_weights(16)
     assert weights.sum() == pytest.approx(1.0) and (np.diff(weights) > 0).all()
@@ -373,7 +374,8 @@ def test_the_graph_defaults_to_the_evaluated_family_and_policy() -> None:
 
 
 def test_each_epoch_trains_on_a_fresh_sample_of_the_cap() -> None:
-    from ds_assets.training.detectors import TRAIN_ITEMS_PER_EPOCH, epoch_orders
+    from ds_assets.training.detectors import TRAIN_ITEMS_PER_EPOCH
+    from ds_assets.training.networks import epoch_orders
 
     orders = epoch_orders(1000, 100, seed=3)
     epochs = [next(orders).numpy() for _ in range(5)]
@@ -408,7 +410,7 @@ def test_early_stopping_reads_one_seeded_sample_of_the_validation_rows() -> None
 def test_training_device_is_chosen_by_name_and_refused_with_the_reason() -> None:
     import torch
 
-    from ds_assets.training.detectors import pick_device
+    from ds_assets.training.networks import pick_device
 
     assert pick_device("cpu").type == "cpu"
     assert pick_device("auto").type == ("cuda" if torch.cuda.is_available() else "cpu")
@@ -428,7 +430,7 @@ def test_autoencoders_train_on_cuda_like_on_cpu() -> None:
     layers' matmuls) and the CUDA model exports like any other."""
     import torch
 
-    from ds_assets.training.detectors import pick_device
+    from ds_assets.training.networks import pick_device
 
     if not torch.cuda.is_available():
         pytest.skip("torch sees no CUDA GPU")

@@ -19,9 +19,9 @@ from ds_assets.training.export import (
     check_parity,
     export_onnx,
     model_inputs,
-    ort_outputs,
     reference_scores,
 )
+from ds_assets.training.parity import ort_outputs
 from ds_serving.windows import window_index
 from tests.support.training import ingested
 

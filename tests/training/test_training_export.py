@@ -113,7 +113,7 @@ def test_parity_is_also_judged_element_by_element() -> None:
     """Against the batch's largest magnitude only, one anomaly scoring 1e6 hid a normal row
     scoring 5.0 instead of 0.02; a wrong output shape broadcast silently. Float32 noise (a
     relative 1e-7 per element here) still passes."""
-    from ds_assets.training.export import compare_outputs
+    from ds_assets.training.parity import compare_outputs
 
     ref = (np.array([1e6, 0.01, 0.02]), np.array([[1e5, 0.0], [0.001, 0.0], [0.002, 0.0]]))
     off = (np.array([1e6, 0.01, 5.0]), np.array([[1e5, 0.0], [0.001, 0.0], [0.5, 0.0]]))
