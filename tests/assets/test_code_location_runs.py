@@ -23,12 +23,12 @@ def ingest_job() -> dg.JobDefinition:
 def test_a_code_location_run_forks_its_steps_from_one_import(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from ds_assets.definitions import STEP_EXECUTOR
+    from ds_assets.definitions import INGEST_EXECUTOR
 
     data = tmp_path / "data"
     monkeypatch.setenv("DS_DATA_DIR", str(data))
     job = ingest_job()
-    assert job.executor_def is STEP_EXECUTOR
+    assert job.executor_def is INGEST_EXECUTOR
     day = "2026-11-01"
     with dg.instance_for_test() as instance, dg.execute_job(
         dg.reconstructable(ingest_job), instance, tags={"dagster/partition": day},
@@ -44,9 +44,9 @@ def test_a_code_location_run_forks_its_steps_from_one_import(
     # a preload module it cannot import, and each step would import it again)
     from multiprocessing import forkserver
 
-    from ds_assets.definitions import STEP_LIBRARIES
+    from ds_assets.definitions import INGEST_LIBRARIES
 
-    assert {"ds_assets.definitions", *STEP_LIBRARIES} <= set(
+    assert {"ds_assets.definitions", *INGEST_LIBRARIES} <= set(
         forkserver._forkserver._preload_modules)
     assert (data / "assets" / "raw_telemetry" / f"{day}.parquet").is_file()
 
@@ -63,15 +63,24 @@ def test_the_executor_keeps_its_run_config() -> None:
         resolved = ResolvedRunConfig.build(job, {**ops, **config})
         return dict(resolved.execution.execution_engine_config)
 
-    from ds_assets.definitions import STEP_LIBRARIES
+    from ds_assets.definitions import INGEST_LIBRARIES
 
     default = executor({})
     assert default["start_method"] == {
-        "forkserver": {"preload_modules": ["ds_assets.definitions", *STEP_LIBRARIES]}}
+        "forkserver": {"preload_modules": ["ds_assets.definitions", *INGEST_LIBRARIES]}}
     limited = executor({"execution": {"config": {"max_concurrent": 1}}})
     assert limited["max_concurrent"] == 1 and limited["start_method"] == default["start_method"]
     assert executor({"execution": {"config": {"start_method": {"spawn": {}}}}})[
         "start_method"] == {"spawn": {}}
+
+
+def test_other_jobs_preload_every_library_their_steps_use() -> None:
+    """Only ingest runs (a day's data and its checks) leave torch, MLflow and plotting out."""
+    from ds_assets.definitions import STEP_EXECUTOR, build_code_location
+
+    location = build_code_location()
+    for name in ("train_detector", "daily_pipeline", "score_telemetry", "judge_candidate"):
+        assert location.resolve_job_def(name).executor_def is STEP_EXECUTOR, name
 
 
 def test_where_there_is_no_forkserver_steps_are_spawned(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -103,7 +112,7 @@ def test_every_preloaded_step_library_imports() -> None:
     put the import back into every step."""
     import importlib
 
-    from ds_assets.definitions import STEP_LIBRARIES
+    from ds_assets.definitions import INGEST_LIBRARIES, STEP_LIBRARIES
 
-    for name in STEP_LIBRARIES:
+    for name in {*STEP_LIBRARIES, *INGEST_LIBRARIES}:
         importlib.import_module(name)
