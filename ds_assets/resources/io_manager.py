@@ -142,6 +142,26 @@ def _wants_stored_table(context: dg.InputContext) -> bool:
         return False
 
 
+def _refuse_outside_partitions(context: dg.InputContext | dg.OutputContext) -> None:
+    """Fail, naming the days that exist, when the run's partition key is not one of the
+    asset's partitions (launched by hand for today: daily partitions end with the last
+    complete day)."""
+    if not context.has_partition_key:
+        return
+    try:
+        partitions = context.asset_partitions_def
+    except dg.DagsterInvariantViolationError:  # an unpartitioned asset
+        return
+    if partitions is None or partitions.has_partition_key(context.partition_key):
+        return
+    keys = partitions.get_partition_keys()
+    span = f"{keys[0]}..{keys[-1]}" if keys else "none yet"
+    raise MissingArtifactError(
+        f"partition {context.partition_key!r} is not a partition of asset "
+        f"{context.asset_key.to_user_string()!r} ({span}); daily partitions end with the last "
+        "complete day: launch the run for a day in that range")
+
+
 class LocalArtifactIOManager(dg.ConfigurableIOManager):
     """Stores asset values under ``base_dir`` with atomic writes."""
 
@@ -172,6 +192,7 @@ class LocalArtifactIOManager(dg.ConfigurableIOManager):
     def handle_output(self, context: dg.OutputContext, obj: Any) -> None:
         if obj is None:
             return
+        _refuse_outside_partitions(context)  # nothing written for a day that is not a partition
         partition = context.partition_key if context.has_asset_partitions else None
         codec = self._codec_for(obj)
         stem = self._stem(context.asset_key, partition)
@@ -186,6 +207,9 @@ class LocalArtifactIOManager(dg.ConfigurableIOManager):
 
     def load_input(self, context: dg.InputContext) -> Any:
         key = context.asset_key
+        # a run for a day the partitions do not hold (today, launched by hand): Dagster
+        # resolves it to no partitions, which read as an empty mapping and failed a type check
+        _refuse_outside_partitions(context)
         # An unpartitioned consumer of a partitioned asset (a window of days) always gets a
         # mapping of partitions, even when the partitions definition holds a single day so far.
         if context.has_asset_partitions and (

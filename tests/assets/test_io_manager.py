@@ -188,3 +188,21 @@ def test_partition_columns_come_from_the_schema_alone(
     frames = PartitionFrames({"2026-11-01": path})
     monkeypatch.setattr(pd, "read_parquet", lambda *a, **k: pytest.fail("rows were read"))
     assert frames.columns("2026-11-01") == ["timestamp", "x"]
+
+
+def test_a_day_the_partitions_do_not_hold_is_named(tmp_path: Path) -> None:
+    """A run launched by hand for today (daily partitions end with the last complete day) failed
+    a type check on an empty mapping; it now says which day and which days exist."""
+    manager = LocalArtifactIOManager(base_dir=str(tmp_path))
+    days = dg.DailyPartitionsDefinition(start_date="2026-11-01")
+    context = dg.build_input_context(asset_key=dg.AssetKey("raw"), partition_key="2999-01-01",
+                                     asset_partitions_def=days)
+    refused = (r"'2999-01-01' is not a partition of asset 'raw' "
+               r"\(2026-11-01\.\.20\d\d-\d\d-\d\d\)")
+    with pytest.raises(MissingArtifactError, match=refused):
+        manager.load_input(context)
+    out = dg.build_output_context(asset_key=dg.AssetKey("raw"), partition_key="2999-01-01",
+                                  asset_partitions_def=days)
+    with pytest.raises(MissingArtifactError, match=refused):  # and nothing is written
+        manager.handle_output(out, _frame())
+    assert not list(tmp_path.rglob("*.parquet"))
