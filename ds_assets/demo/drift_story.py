@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import logging
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
@@ -151,13 +152,15 @@ def registries(defs: dg.Definitions) -> dict[str, Any]:
 
 
 def _tick(
-    defs: dg.Definitions, instance: dg.DagsterInstance, name: str, cursor: str | None
+    defs: dg.Definitions, instance: dg.DagsterInstance, name: str, cursor: str | None,
+    log_level: int = logging.WARNING,
 ) -> tuple[list[dg.RunRequest], str | None, str]:
-    """One evaluation of a sensor of ``defs``: (run requests, new cursor, skip message)."""
-    data = defs.resolve_sensor_def(name).evaluate_tick(
-        dg.build_sensor_context(instance=instance, cursor=cursor, definitions=defs,
-                                resources=registries(defs))
-    )
+    """One evaluation of a sensor of ``defs``: (run requests, new cursor, skip message). Its log
+    lines below ``log_level`` stay off the console (the daemon logs them where it runs)."""
+    context = dg.build_sensor_context(instance=instance, cursor=cursor, definitions=defs,
+                                      resources=registries(defs))
+    context.log.setLevel(log_level)
+    data = defs.resolve_sensor_def(name).evaluate_tick(context)
     return list(data.run_requests or []), data.cursor, data.skip_message or ""
 
 
@@ -173,8 +176,11 @@ def run_drift_story(
     n_days: int = 4,
     drift: Mapping[str, Any] | None = None,
     labeled: bool = True,
+    sensor_log_level: int = logging.WARNING,
 ) -> dict[str, Any]:
-    """Run the episode and print it; returns the numbers for the summary."""
+    """Run the episode and print it; returns the numbers for the summary. Sensors log their
+    reasons at INFO, which the tables show already: the console gets those lines only where
+    ``sensor_log_level`` lets them through (``--verbose``)."""
     assets = settings.data_dir / "assets"
     first = dt.date.fromisoformat(after) + dt.timedelta(days=1)
     days = [(first + dt.timedelta(days=i)).isoformat() for i in range(n_days)]
@@ -194,7 +200,8 @@ def run_drift_story(
         run(defs, "daily_pipeline", instance, partition_key=day,
             run_config={"ops": {"raw_telemetry": {"config": drifted}}})
         report = json.loads((assets / "drift_report" / f"{day}.json").read_text())
-        requests, cursor, skip = _tick(defs, instance, "drift_retrain_sensor", cursor)
+        requests, cursor, skip = _tick(defs, instance, "drift_retrain_sensor", cursor,
+                                       sensor_log_level)
         decision = f"REQUEST {requests[0].run_key}" if requests else f"skip: {skip}"
         if requests:
             request = requests[0]
@@ -240,7 +247,8 @@ def run_drift_story(
                 print(f"  {day if side == 'champion' else '':10} {'v' + m['version']:>5} "
                       f"{m['flag_rate']:9.4f} {m['alerts']:6d} {figure(m['drift_score'], 11, 2)} "
                       f"{figure(m['injected_event_recall'], 15, 3)}")
-        requests, _, skip = _tick(defs, instance, "shadow_verdict_sensor", None)
+        requests, _, skip = _tick(defs, instance, "shadow_verdict_sensor", None,
+                                  sensor_log_level)
         if requests:
             run(defs, requests[0].job_name or "judge_candidate", instance, tags=requests[0].tags)
             final = _latest_decision(instance)
@@ -250,7 +258,8 @@ def run_drift_story(
             print(f"  shadow sensor: {skip}")
         later = shadow_days[0]
 
-    rescore, _, skip = _tick(defs, instance, "champion_rescore_sensor", None)
+    rescore, _, skip = _tick(defs, instance, "champion_rescore_sensor", None,
+                             sensor_log_level)
     keys = [str(r.partition_key) for r in rescore]
     print(f"\n[drift 4/5] promotion sensor: {len(keys)} re-score run(s) "
           f"{keys[0] + '..' + keys[-1] if keys else skip}")

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import os
 import shutil
 import sys
@@ -157,6 +158,7 @@ def _demo(args: argparse.Namespace) -> int:
             defs, instance, settings, run, after=days[-1], source=source,
             detector_config={"epochs": args.epochs}, n_days=args.drift_days,
             labeled=args.drift_labels == "labeled",
+            sensor_log_level=logging.INFO if args.verbose else logging.WARNING,
         )
         print(f"\nDrift episode in {time.perf_counter() - t_story:.1f}s; demo wall time "
               f"{time.perf_counter() - started:.1f}s.")
