@@ -142,24 +142,32 @@ def _wants_stored_table(context: dg.InputContext) -> bool:
         return False
 
 
+def not_a_partition(partitions: dg.PartitionsDefinition, key: str) -> str | None:
+    """Why ``key`` is not one of ``partitions``, naming those that exist; None when it is."""
+    if partitions.has_partition_key(key):
+        return None
+    keys = partitions.get_partition_keys()
+    span = f"{keys[0]}..{keys[-1]}" if keys else "none yet"
+    open_ended = getattr(partitions, "end", True) is None  # time windows up to the last one
+    why = (" (they end with the last complete one)"
+           if open_ended and keys and key > keys[-1] else "")
+    return f"{key!r} is not one of its partitions ({span}){why}"
+
+
 def _refuse_outside_partitions(context: dg.InputContext | dg.OutputContext) -> None:
-    """Fail, naming the days that exist, when the run's partition key is not one of the
-    asset's partitions (launched by hand for today: daily partitions end with the last
-    complete day)."""
+    """Fail when the run's partition key is not one of the asset's partitions (a run launched
+    by hand for today: daily partitions end with the last complete day)."""
     if not context.has_partition_key:
         return
     try:
         partitions = context.asset_partitions_def
     except dg.DagsterInvariantViolationError:  # an unpartitioned asset
         return
-    if partitions is None or partitions.has_partition_key(context.partition_key):
-        return
-    keys = partitions.get_partition_keys()
-    span = f"{keys[0]}..{keys[-1]}" if keys else "none yet"
-    raise MissingArtifactError(
-        f"partition {context.partition_key!r} is not a partition of asset "
-        f"{context.asset_key.to_user_string()!r} ({span}); daily partitions end with the last "
-        "complete day: launch the run for a day in that range")
+    why = None if partitions is None else not_a_partition(partitions, context.partition_key)
+    if why is not None:
+        raise MissingArtifactError(
+            f"asset {context.asset_key.to_user_string()!r}: partition {why}; launch the run for "
+            "a partition in that range")
 
 
 class LocalArtifactIOManager(dg.ConfigurableIOManager):

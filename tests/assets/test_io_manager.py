@@ -13,6 +13,7 @@ from ds_assets.resources.io_manager import (
     OnnxGraph,
     PartitionFrames,
     StoredTable,
+    not_a_partition,
 )
 from ds_serving import atomic
 
@@ -197,8 +198,8 @@ def test_a_day_the_partitions_do_not_hold_is_named(tmp_path: Path) -> None:
     days = dg.DailyPartitionsDefinition(start_date="2026-11-01")
     context = dg.build_input_context(asset_key=dg.AssetKey("raw"), partition_key="2999-01-01",
                                      asset_partitions_def=days)
-    refused = (r"'2999-01-01' is not a partition of asset 'raw' "
-               r"\(2026-11-01\.\.20\d\d-\d\d-\d\d\)")
+    refused = (r"asset 'raw': partition '2999-01-01' is not one of its partitions "
+               r"\(2026-11-01\.\.20\d\d-\d\d-\d\d\) \(they end with the last complete one\)")
     with pytest.raises(MissingArtifactError, match=refused):
         manager.load_input(context)
     out = dg.build_output_context(asset_key=dg.AssetKey("raw"), partition_key="2999-01-01",
@@ -206,3 +207,8 @@ def test_a_day_the_partitions_do_not_hold_is_named(tmp_path: Path) -> None:
     with pytest.raises(MissingArtifactError, match=refused):  # and nothing is written
         manager.handle_output(out, _frame())
     assert not list(tmp_path.rglob("*.parquet"))
+    # a dataset with a declared end: a day past it is not in the making
+    closed = dg.DailyPartitionsDefinition(start_date="2026-11-01", end_date="2026-11-03")
+    assert not_a_partition(closed, "2026-12-08") == (
+        "'2026-12-08' is not one of its partitions (2026-11-01..2026-11-02)")
+    assert not_a_partition(closed, "2026-11-02") is None
