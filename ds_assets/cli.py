@@ -31,11 +31,11 @@ from ds_assets.job_outcome import (
 )
 from ds_assets.notices import quiet_notices
 from ds_assets.telemetry.sources import SourceError
+from ds_assets.training.detectors import FAMILIES, UNIVARIATE_REFUSALS
 
 DEFS_DIR = Path(__file__).parent / "defs"
 COMPONENT_TYPE = f"{TelemetryDataset.__module__}.{TelemetryDataset.__name__}"
-# ``training.detectors.FAMILIES``, spelled out: importing it would load torch for every command
-FAMILY_CHOICES = ["dense_ae", "temporal_ae", "pca", "fused", "window_knn"]
+FAMILY_CHOICES = list(FAMILIES)
 
 
 def _in_code_location(defs_dir: str | Path) -> bool:
@@ -67,14 +67,12 @@ def scaffold(args: argparse.Namespace) -> int:
         timestamp_unit=args.timestamp_unit, timestamp_origin=args.timestamp_origin,
         label_positive=args.label_positive)
     family = args.family or evaluated_default.FAMILY
-    if len(found.features) == 1:
-        from ds_assets.training.detectors import UNIVARIATE_REFUSALS  # loads torch: only here
-
-        if family in UNIVARIATE_REFUSALS:  # training would refuse it, after ingest and checks
-            print(f"ds-dataset scaffold: --family {family} on the one feature "
-                  f"{found.features[0]!r}: {UNIVARIATE_REFUSALS[family]}; leave --family out "
-                  f"({evaluated_default.FAMILY} learns windows of the series)", file=sys.stderr)
-            return 2
+    # training would refuse it, after ingest and checks
+    if len(found.features) == 1 and family in UNIVARIATE_REFUSALS:
+        print(f"ds-dataset scaffold: --family {family} on the one feature "
+              f"{found.features[0]!r}: {UNIVARIATE_REFUSALS[family]}; leave --family out "
+              f"({evaluated_default.FAMILY} learns windows of the series)", file=sys.stderr)
+        return 2
     attributes = found.attributes(family)
     if family == evaluated_default.FAMILY:  # the policy was chosen together with the family
         attributes["policy"] = dict(evaluated_default.POLICY)

@@ -206,8 +206,10 @@ def build_definitions(
 # The code location imports none of the libraries its steps compute with (4 s instead of 13 s on
 # 2 cores, paid by every run worker, code server and CLI command), so the forkserver imports them
 # beside it, once per run: without them each step imported its own (Great Expectations alone
-# takes 6 s, in every check step). An ingest run, the one a backfill launches per day, checks
-# with Great Expectations and needs none of the others (7 s of preloading here).
+# takes 6 s, in every check step). A run of the ingest job (a backfill of it loads history one
+# run per day) checks with Great Expectations and needs none of the others (7 s of preloading
+# here). Being the job's own, its executor stays when the code location's default changes;
+# asset backfills of ``raw_telemetry`` run as Dagster's asset job, with the default.
 STEP_LIBRARIES = (
     "torch",
     "ds_assets.training.networks",

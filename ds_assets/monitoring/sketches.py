@@ -131,8 +131,8 @@ def ks_grid(sample: np.ndarray, ref: Sketch) -> tuple[float, float]:
     # below the reference's minimum (its first grid value) its CDF is 0: the grid alone never
     # saw mass there (a constant sensor that drops was D = 0)
     d = max(d, float(np.searchsorted(ordered, values[0], side="left")) / sample.size)
-    from scipy import stats  # 1.2 s to import: only where a report is computed, not in the
-    # code location every run worker and code server loads
+    # SciPy takes 1.2 s to import: here, where a report is computed, not in the code location
+    from scipy import stats
 
     n_eff = sample.size * ref.n / (sample.size + ref.n)
     return d, float(stats.kstwobign.sf(d * math.sqrt(n_eff)))
