@@ -115,6 +115,7 @@ def build_jobs(
         selection=dg.AssetSelection.assets(ds.key("scored_telemetry")),
         partitions_def=ds.partitions_def,
         description="Score one day of telemetry with the serving champion.",
+        executor_def=SCORING_EXECUTOR,
     )
     return [ingest_job, training_job, scoring_job]
 
@@ -156,12 +157,13 @@ def build_dataset_definitions(
 ) -> dg.Definitions:
     """One dataset's slice: assets, checks, jobs, schedules, sensors and its registry.
     ``shared_resources`` (the same objects for every slice) lets slices merge."""
-    daily_pipeline = build_daily_pipeline_job(ds)
+    daily_pipeline = build_daily_pipeline_job(ds, SCORING_EXECUTOR)
     shared = build_shared_resources(settings) if shared_resources is None else shared_resources
     return dg.Definitions(
         assets=build_assets(ds),
         asset_checks=build_checks(ds),
-        jobs=[*build_jobs(ds, settings.gpu_run_tags()), daily_pipeline, build_rescore_job(ds),
+        jobs=[*build_jobs(ds, settings.gpu_run_tags()), daily_pipeline,
+              build_rescore_job(ds, SCORING_EXECUTOR),
               build_rollback_job(ds), build_shadow_verdict_job(ds)],
         schedules=[build_daily_schedule(ds, daily_pipeline), build_weekly_retrain_schedule(ds)],
         sensors=[drift_sensor_from_env(ds), promotion_sensor_from_env(ds),
@@ -221,6 +223,10 @@ STEP_LIBRARIES = (
     "matplotlib.backends.backend_agg",
 )
 INGEST_LIBRARIES = ("great_expectations",)
+# a day's scoring, drift report and alerts (the daily pipeline, the promotion sensor's re-score
+# fan-out): no torch, MLflow or scikit-learn (those train, export and evaluate models)
+SCORING_LIBRARIES = ("great_expectations", "onnxruntime", "scipy.stats", "matplotlib.figure",
+                     "matplotlib.backends.backend_agg")
 
 
 def _forkserver_by_default(config: dict[str, Any],
@@ -243,6 +249,7 @@ def step_executor(name: str, libraries: Sequence[str]) -> dg.ExecutorDefinition:
 
 STEP_EXECUTOR = step_executor("multiprocess_forkserver", STEP_LIBRARIES)
 INGEST_EXECUTOR = step_executor("multiprocess_forkserver_ingest", INGEST_LIBRARIES)
+SCORING_EXECUTOR = step_executor("multiprocess_forkserver_scoring", SCORING_LIBRARIES)
 
 
 def build_code_location(settings: Settings | None = None) -> dg.Definitions:

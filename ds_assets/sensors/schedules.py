@@ -18,7 +18,9 @@ DAILY_ASSETS = ("raw_telemetry", "scored_telemetry", "drift_report", "alerts", "
 RESCORE_ASSETS = ("scored_telemetry", "drift_report", "alerts")
 
 
-def build_daily_pipeline_job(ds: Dataset) -> "UnresolvedAssetJobDefinition":
+def build_daily_pipeline_job(
+    ds: Dataset, executor_def: dg.ExecutorDefinition | None = None
+) -> "UnresolvedAssetJobDefinition":
     """ingest -> blocking checks -> score -> drift -> alerts, one day per run. The checks run in
     the same run, so a failed blocking check stops everything downstream of raw_telemetry."""
     return dg.define_asset_job(
@@ -26,16 +28,20 @@ def build_daily_pipeline_job(ds: Dataset) -> "UnresolvedAssetJobDefinition":
         selection=dg.AssetSelection.assets(*ds.keys(*DAILY_ASSETS)),
         partitions_def=ds.partitions_def,
         description="One day: ingest, validate (blocking), score, drift report, alerts.",
+        executor_def=executor_def,
     )
 
 
-def build_rescore_job(ds: Dataset) -> "UnresolvedAssetJobDefinition":
+def build_rescore_job(
+    ds: Dataset, executor_def: dg.ExecutorDefinition | None = None
+) -> "UnresolvedAssetJobDefinition":
     return dg.define_asset_job(
         ds.scoped("rescore_telemetry"),
         selection=dg.AssetSelection.assets(*ds.keys(*RESCORE_ASSETS)),
         partitions_def=ds.partitions_def,
         description="Re-score one day with the current champion, and redo its drift report and "
         "alerts.",
+        executor_def=executor_def,
     )
 
 

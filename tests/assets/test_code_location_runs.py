@@ -75,12 +75,14 @@ def test_the_executor_keeps_its_run_config() -> None:
 
 
 def test_other_jobs_preload_every_library_their_steps_use() -> None:
-    """Only ingest runs (a day's data and its checks) leave torch, MLflow and plotting out."""
-    from ds_assets.definitions import STEP_EXECUTOR, build_code_location
+    """Ingest and scoring runs leave out what only training, export and evaluation use."""
+    from ds_assets.definitions import SCORING_EXECUTOR, STEP_EXECUTOR, build_code_location
 
     location = build_code_location()
-    for name in ("train_detector", "daily_pipeline", "score_telemetry", "judge_candidate"):
+    for name in ("train_detector", "judge_candidate", "rollback_champion"):
         assert location.resolve_job_def(name).executor_def is STEP_EXECUTOR, name
+    for name in ("daily_pipeline", "rescore_telemetry", "score_telemetry"):
+        assert location.resolve_job_def(name).executor_def is SCORING_EXECUTOR, name
 
 
 def test_where_there_is_no_forkserver_steps_are_spawned(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -112,7 +114,7 @@ def test_every_preloaded_step_library_imports() -> None:
     put the import back into every step."""
     import importlib
 
-    from ds_assets.definitions import INGEST_LIBRARIES, STEP_LIBRARIES
+    from ds_assets.definitions import INGEST_LIBRARIES, SCORING_LIBRARIES, STEP_LIBRARIES
 
-    for name in {*STEP_LIBRARIES, *INGEST_LIBRARIES}:
+    for name in {*STEP_LIBRARIES, *INGEST_LIBRARIES, *SCORING_LIBRARIES}:
         importlib.import_module(name)
