@@ -290,7 +290,8 @@ def refit_without_top_share(
     first fit's score (iterated once; no refit when no training row is unlabeled); what was
     dropped goes into the training summary, and the bundle trims its validation rows alike."""
     # torch (3 s to import) is imported where a step fits or exports a model, not by the code
-    # location that run workers, code servers and the CLI load (test_code_location_imports)
+    # location that run workers, code servers and the CLI load (tests/assets/
+    # test_code_location_runs.py: test_loading_the_code_location_imports_no_compute_library)
     from ds_assets.training.export import export_onnx
 
     graph = export_onnx(first)

@@ -148,7 +148,8 @@ def not_a_partition(partitions: dg.PartitionsDefinition, key: str) -> str | None
         return None
     keys = partitions.get_partition_keys()
     span = f"{keys[0]}..{keys[-1]}" if keys else "none yet"
-    open_ended = getattr(partitions, "end", True) is None  # time windows up to the last one
+    open_ended = (isinstance(partitions, dg.TimeWindowPartitionsDefinition)
+                  and partitions.end is None)  # time windows up to the last complete one
     why = (" (they end with the last complete one)"
            if open_ended and keys and key > keys[-1] else "")
     return f"{key!r} is not one of its partitions ({span}){why}"
